@@ -1,0 +1,44 @@
+"""Errors that essa reports to its users.
+
+Every error a user can cause (a bad module, an unknown plugin, a refused write)
+is an :class:`EssaError` whose message is one line naming the problem. The CLI
+prints that line and exits non-zero; it never shows a traceback for these.
+"""
+
+from __future__ import annotations
+
+
+class EssaError(Exception):
+    """Base class of all errors essa reports to a user."""
+
+
+class PluginNotFound(EssaError):
+    """An engine, store or transport was asked for by a name nobody provides."""
+
+
+class ModuleError(EssaError):
+    """A Wasm module cannot be used: unreadable, malformed, or missing an export."""
+
+
+class GuestTrap(EssaError):
+    """A guest function trapped (``unreachable``, out-of-bounds access, abort, ...)."""
+
+
+class GuestExit(EssaError):
+    """A guest called WASI ``proc_exit`` with a non-zero status."""
+
+    def __init__(self, status: int) -> None:
+        super().__init__(f"the module exited with status {status}")
+        self.status = status
+
+
+class StoreError(EssaError):
+    """The store refused or failed an operation (type mismatch, full disk, ...)."""
+
+
+class LatticeTypeError(StoreError):
+    """Two lattice values of different types were merged."""
+
+
+class DecodeError(EssaError, ValueError):
+    """Bytes are not a valid encoding of a lattice value."""
