@@ -1,0 +1,73 @@
+"""Hook specifications: how plugins add engines, stores, transports and commands.
+
+Plugins implement these hooks with the :data:`essa.hookimpl` marker and are
+found through the ``essa`` entry point group; essa's built-in parts register
+through the very same hooks. Every ``essa_register_*`` hook follows the
+registrar pattern: essa passes a ``register`` callable and the plugin calls it
+once per thing it provides, for example::
+
+    import essa
+
+    @essa.hookimpl
+    def essa_register_engines(register):
+        register("wasmtime", WasmtimeEngine)
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Callable
+
+import pluggy
+
+if TYPE_CHECKING:  # pragma: no cover
+    import click
+
+    from .engine import Engine
+    from .store import Store
+    from .transport.base import Transport
+
+#: Marker for hook specifications; plugin authors use :data:`essa.hookimpl`.
+hookspec = pluggy.HookspecMarker("essa")
+
+
+# -- parts -------------------------------------------------------------------
+
+
+@hookspec
+def essa_register_engines(register: Callable[[str, type["Engine"]], None]) -> None:
+    """Register Wasm engines.
+
+    :param register: call ``register(name, engine_class)`` for each engine; the
+        class subclasses :class:`essa.engine.Engine`. ``name`` is what users
+        pass to ``--engine``.
+    """
+
+
+@hookspec
+def essa_register_stores(register: Callable[[str, type["Store"]], None]) -> None:
+    """Register key-value stores.
+
+    :param register: call ``register(name, store_class)`` for each store; the
+        class subclasses :class:`essa.store.Store`. ``name`` is what users pass
+        to ``--store``.
+    """
+
+
+@hookspec
+def essa_register_transports(register: Callable[[str, type["Transport"]], None]) -> None:
+    """Register message transports between clients, schedulers and executors.
+
+    :param register: call ``register(name, transport_class)`` for each
+        transport; the class subclasses :class:`essa.transport.base.Transport`.
+    """
+
+
+# -- command line --------------------------------------------------------------
+
+
+@hookspec
+def essa_register_commands(cli: "click.Group") -> None:
+    """Add commands or command groups to the ``essa`` command line.
+
+    :param cli: the top-level ``essa`` click group; call ``cli.add_command``.
+    """
