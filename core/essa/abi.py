@@ -1,0 +1,365 @@
+"""The guest ABI: essa's eight ``host`` functions, implemented once.
+
+Guests import these from the Wasm module ``host``; every parameter and result
+is an i32 (contract, see ARCHITECTURE.md). An engine registers every entry of
+:data:`HOST_FUNCTIONS` as an ``(i32 * arity) -> i32`` import and gives each
+running instance a :class:`GuestMemory`. Everything else - argument checks,
+handles, error codes, state keys - is here, so all engines behave alike.
+
+A host function finds the call it serves through :func:`current`: the
+innermost :class:`Invocation` made active on this thread by the engine. (A
+guest blocked in ``essa_get_result`` may run another call on the same thread;
+the stack keeps them apart.)
+
+A pointer or length outside the guest's memory raises :class:`GuestFault`,
+which the engine turns into a trap of that guest only, with the message kept in
+:attr:`Invocation.fault`.
+"""
+
+from __future__ import annotations
+
+import enum
+import struct
+import threading
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Callable, Iterator, Protocol
+
+from .errors import DecodeError, StoreError
+
+_U32 = struct.Struct("<I")
+_MASK = 0xFFFFFFFF
+
+
+class EssaResult(enum.IntEnum):
+    """Return codes of the host functions (contract)."""
+
+    Ok = 0
+    UnknownError = -1
+    NoSuchFunction = -2
+    BufferTooSmall = -3
+    NotFound = -4
+    InvalidFunctionSignature = -5
+    NoResult = -6
+    InvalidResult = -8
+
+
+class GuestFault(Exception):
+    """A guest passed a host function something that must end it (a trap)."""
+
+
+class GuestMemory(Protocol):
+    """An engine's view of one instance's linear memory."""
+
+    def read(self, ptr: int, length: int) -> bytes:
+        """Copy ``length`` bytes at ``ptr``; raise :class:`GuestFault` if out of bounds."""
+
+    def write(self, ptr: int, data: bytes) -> None:
+        """Copy ``data`` to ``ptr``; raise :class:`GuestFault` if out of bounds."""
+
+
+@dataclass(frozen=True)
+class CallOutcome:
+    """How a remote call ended: ``code`` is ``Ok`` with ``value``, or an error code."""
+
+    code: EssaResult
+    value: bytes = b""
+    #: For errors: one line saying what happened, for the user.
+    message: str = ""
+
+
+class PendingCall(Protocol):
+    """A started remote call."""
+
+    def wait(self) -> CallOutcome:
+        """Block until the call ends (and help run it if nobody has started it)."""
+
+
+class Host(Protocol):
+    """What the runtime provides to the host functions of one invocation."""
+
+    def function_status(self, name: str) -> EssaResult:
+        """``Ok``, ``NoSuchFunction`` or ``InvalidFunctionSignature`` for calling ``name``."""
+
+    def start_call(self, name: str, args: bytes) -> PendingCall:
+        """Start a remote call of export ``name`` of the same module."""
+
+    def get_state(self, key: str) -> bytes | None:
+        """The encoded lattice stored under the guest's ``key``, or ``None``."""
+
+    def merge_state(self, key: str, value: bytes) -> None:
+        """Merge the encoded lattice ``value`` into the guest's ``key``."""
+
+    def warn(self, message: str) -> None:
+        """Tell the user (the ``essa run`` console) about a refused request."""
+
+
+class Output(Protocol):
+    """Where a guest's stdout (stream 1) and stderr (stream 2) go."""
+
+    def write(self, stream: int, data: bytes) -> None: ...
+
+
+class Invocation:
+    """The state of one call of a guest function: arguments, result, handles."""
+
+    __slots__ = ("args", "host", "output", "memory", "result", "fault", "_handles", "_next_handle", "_waited")
+
+    def __init__(self, args: bytes, host: Host, output: Output) -> None:
+        self.args = args
+        self.host = host
+        self.output = output
+        #: Attached by the engine once the instance exists.
+        self.memory: GuestMemory | None = None
+        #: The bytes given to ``essa_set_result``, or ``None``.
+        self.result: bytes | None = None
+        #: Why a host function made the guest trap, or ``None``.
+        self.fault: str | None = None
+        self._handles: dict[int, PendingCall] = {}
+        self._waited: dict[int, CallOutcome] = {}
+        self._next_handle = 1
+
+    @contextmanager
+    def active(self) -> Iterator["Invocation"]:
+        """Make this the invocation host functions on this thread serve."""
+        stack = _stack()
+        stack.append(self)
+        try:
+            yield self
+        finally:
+            stack.pop()
+
+    # -- helpers for the host functions -------------------------------------
+
+    def _read(self, what: str, ptr: int, length: int) -> bytes:
+        try:
+            return self.memory.read(ptr & _MASK, length & _MASK)  # type: ignore[union-attr]
+        except GuestFault as exc:
+            raise GuestFault(f"{what}: {exc}") from None
+
+    def _write(self, what: str, ptr: int, data: bytes) -> None:
+        try:
+            self.memory.write(ptr & _MASK, data)  # type: ignore[union-attr]
+        except GuestFault as exc:
+            raise GuestFault(f"{what}: {exc}") from None
+
+    def _read_text(self, what: str, ptr: int, length: int) -> str | None:
+        raw = self._read(what, ptr, length)
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError:
+            self.host.warn(f"{what} is not valid UTF-8: {raw[:40]!r}")
+            return None
+
+    def _outcome(self, handle: int) -> CallOutcome | None:
+        handle &= _MASK
+        outcome = self._waited.get(handle)
+        if outcome is None:
+            pending = self._handles.get(handle)
+            if pending is None:
+                return None
+            outcome = pending.wait()
+            self._waited[handle] = outcome
+            del self._handles[handle]
+        return outcome
+
+
+_local = threading.local()
+
+
+def _stack() -> list[Invocation]:
+    try:
+        return _local.stack
+    except AttributeError:
+        _local.stack = []
+        return _local.stack
+
+
+def current() -> Invocation:
+    """The invocation the calling thread's guest is running."""
+    try:
+        return _local.stack[-1]
+    except (AttributeError, IndexError):
+        raise GuestFault("essa host function called outside of an essa invocation") from None
+
+
+# -- the eight host functions ---------------------------------------------------
+# Each takes the raw i32 arguments (as Python ints, possibly negative: engines
+# pass i32 as signed) and returns an EssaResult code.
+
+
+def essa_get_args(buf_ptr: int, buf_len: int) -> int:
+    """Copy the call's argument bytes into the guest's buffer."""
+    inv = current()
+    if (buf_len & _MASK) < len(inv.args):
+        return EssaResult.BufferTooSmall
+    inv._write("argument buffer", buf_ptr, inv.args)
+    return EssaResult.Ok
+
+
+def essa_set_result(ptr: int, length: int) -> int:
+    """Set the bytes the function returns to its caller."""
+    inv = current()
+    inv.result = inv._read("result buffer", ptr, length)
+    return EssaResult.Ok
+
+
+def essa_call(name_ptr: int, name_len: int, args_ptr: int, args_len: int, handle_ptr: int) -> int:
+    """Start a remote call of export ``name`` and write its u32 handle."""
+    inv = current()
+    name = inv._read_text("function name", name_ptr, name_len)
+    if name is None:
+        return EssaResult.NoSuchFunction
+    args = inv._read("argument buffer", args_ptr, args_len)
+    status = inv.host.function_status(name)
+    if status != EssaResult.Ok:
+        return status
+    handle = inv._next_handle
+    # Check the handle slot before starting anything, so a bad pointer starts no call.
+    inv._write("result handle pointer", handle_ptr, _U32.pack(handle))
+    inv._handles[handle] = inv.host.start_call(name, args)
+    inv._next_handle = handle + 1
+    return EssaResult.Ok
+
+
+def essa_get_result_len(handle: int, len_ptr: int) -> int:
+    """Wait for a call's result and write its length."""
+    inv = current()
+    outcome = inv._outcome(handle)
+    if outcome is None:
+        return EssaResult.NotFound
+    if outcome.code != EssaResult.Ok:
+        return outcome.code
+    inv._write("length pointer", len_ptr, _U32.pack(len(outcome.value)))
+    return EssaResult.Ok
+
+
+def essa_get_result(handle: int, val_ptr: int, capacity: int, len_ptr: int) -> int:
+    """Wait for a call's result, copy it out and forget the handle."""
+    inv = current()
+    outcome = inv._outcome(handle)
+    if outcome is None:
+        return EssaResult.NotFound
+    if outcome.code != EssaResult.Ok:
+        return outcome.code
+    value = outcome.value
+    if (capacity & _MASK) < len(value):
+        return EssaResult.BufferTooSmall
+    inv._write("value buffer", val_ptr, value)
+    inv._write("length pointer", len_ptr, _U32.pack(len(value)))
+    del inv._waited[handle & _MASK]
+    return EssaResult.Ok
+
+
+def essa_put_lattice(key_ptr: int, key_len: int, val_ptr: int, val_len: int) -> int:
+    """Merge a bincode-encoded ``LatticeValue`` into the guest's key."""
+    inv = current()
+    key = inv._read_text("a state key", key_ptr, key_len)
+    value = inv._read("value buffer", val_ptr, val_len)
+    if key is None:
+        return EssaResult.UnknownError
+    if not _is_guest_lattice(value):
+        inv.host.warn(f"refused put of key {key!r}: not a guest LatticeValue (variant tag must be 0..4)")
+        return EssaResult.UnknownError
+    try:
+        inv.host.merge_state(key, value)
+    except (DecodeError, StoreError) as exc:
+        inv.host.warn(f"refused put of key {key!r}: {exc}")
+        return EssaResult.UnknownError
+    return EssaResult.Ok
+
+
+def essa_get_lattice_len(key_ptr: int, key_len: int, len_ptr: int) -> int:
+    """Write the length of the encoded value stored under the guest's key."""
+    inv = current()
+    value, code = _get_state(inv, key_ptr, key_len)
+    if value is None:
+        return code
+    inv._write("length pointer", len_ptr, _U32.pack(len(value)))
+    return EssaResult.Ok
+
+
+def essa_get_lattice_data(key_ptr: int, key_len: int, val_ptr: int, capacity: int, len_ptr: int) -> int:
+    """Copy the encoded value stored under the guest's key, and its length."""
+    inv = current()
+    value, code = _get_state(inv, key_ptr, key_len)
+    if value is None:
+        return code
+    if (capacity & _MASK) < len(value):
+        return EssaResult.BufferTooSmall
+    inv._write("value buffer", val_ptr, value)
+    inv._write("length pointer", len_ptr, _U32.pack(len(value)))
+    return EssaResult.Ok
+
+
+def _get_state(inv: Invocation, key_ptr: int, key_len: int) -> tuple[bytes | None, int]:
+    key = inv._read_text("a state key", key_ptr, key_len)
+    if key is None:
+        return None, EssaResult.UnknownError
+    try:
+        value = inv.host.get_state(key)
+    except StoreError as exc:
+        inv.host.warn(f"reading key {key!r} failed: {exc}")
+        return None, EssaResult.UnknownError
+    if value is None:
+        return None, EssaResult.NotFound
+    return value, EssaResult.Ok
+
+
+def _is_guest_lattice(value: bytes) -> bool:
+    # Tags 5.. are host-side lattices a guest cannot name; the store decodes the rest.
+    return len(value) >= 4 and _U32.unpack_from(value)[0] <= 4
+
+
+class HostFunction:
+    """One ``host`` import: its name, parameter count and implementation.
+
+    Engines register :meth:`__call__`, which turns a :class:`GuestFault` or an
+    unexpected error into a trap of the calling guest, recording the reason in
+    :attr:`Invocation.fault` (the engine's own trap message is generic).
+    """
+
+    __slots__ = ("name", "arity", "impl")
+
+    def __init__(self, impl: Callable[..., int]) -> None:
+        self.impl = impl
+        self.name = impl.__name__
+        self.arity = impl.__code__.co_argcount
+
+    def __call__(self, *args: int) -> int:
+        try:
+            return self.impl(*args)
+        except GuestFault as exc:
+            _record_fault(f"{self.name}: {exc}")
+            raise
+        except Exception as exc:
+            _record_fault(f"{self.name} failed: {type(exc).__name__}: {exc}")
+            raise
+
+    def __repr__(self) -> str:
+        return f"HostFunction({self.name}, arity={self.arity})"
+
+
+def _record_fault(message: str) -> None:
+    stack = getattr(_local, "stack", None)
+    if stack and stack[-1].fault is None:
+        stack[-1].fault = message
+
+
+#: Every host function of the ABI, in the order of ARCHITECTURE.md.
+HOST_FUNCTIONS: tuple[HostFunction, ...] = tuple(
+    HostFunction(f)
+    for f in (
+        essa_get_args,
+        essa_set_result,
+        essa_call,
+        essa_get_result_len,
+        essa_get_result,
+        essa_put_lattice,
+        essa_get_lattice_len,
+        essa_get_lattice_data,
+    )
+)
+
+#: The Wasm import module the host functions live in.
+IMPORT_MODULE = "host"

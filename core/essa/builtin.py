@@ -1,0 +1,11 @@
+"""essa's built-in parts, registered through the same hooks as plugins."""
+
+from __future__ import annotations
+
+from . import hookimpl
+from .transport.local import LocalTransport
+
+
+@hookimpl
+def essa_register_transports(register):
+    register("local", LocalTransport)

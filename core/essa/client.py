@@ -1,0 +1,102 @@
+"""The client side: submit a module, run it, call its functions.
+
+A :class:`Client` talks to a scheduler over a transport and to the store the
+executors share. ``essa run`` uses it for embedded and cluster mode alike.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import uuid
+from typing import BinaryIO, Callable
+
+from . import topics
+from .abi import CallOutcome, EssaResult
+from .engine import START
+from .errors import EssaError
+from .executor import call_request, outcome_from_reply
+from .programs import publish_module
+from .store import Store
+from .transport.base import Message, Transport
+
+
+class ConsoleOutput:
+    """Writes a run's guest output to this process's stdout and stderr."""
+
+    def __init__(self, stdout: BinaryIO | None = None, stderr: BinaryIO | None = None) -> None:
+        self._streams = {1: stdout or sys.stdout.buffer, 2: stderr or sys.stderr.buffer}
+        self._lock = threading.Lock()
+
+    def __call__(self, message: Message) -> None:
+        stream = self._streams.get(message.get("stream"), self._streams[2])
+        with self._lock:
+            stream.write(message["data"])
+            stream.flush()
+
+
+class RunFailed(EssaError):
+    """A run ended with an error (a trap, a bad module); ``exit_status`` says how."""
+
+    def __init__(self, message: str, exit_status: int = 1) -> None:
+        super().__init__(message)
+        self.exit_status = exit_status
+
+
+class Client:
+    """Submits modules and calls to a scheduler."""
+
+    def __init__(self, transport: Transport, store: Store) -> None:
+        self.transport = transport
+        self.store = store
+
+    def publish(self, wasm: bytes, origin: str = "the module") -> str:
+        """Store a module's bytes for the executors; return its name."""
+        return publish_module(self.store, wasm, origin)
+
+    def run(
+        self,
+        module: str,
+        output: Callable[[Message], None] | None = None,
+        namespace: str | None = None,
+        timeout: float | None = None,
+    ) -> int:
+        """Run a published module's ``_start`` and return its exit status.
+
+        Guest output of the run and of every call it makes goes to ``output``
+        (default: this process's console).
+
+        :raises RunFailed: the module trapped or could not be run.
+        """
+        run = uuid.uuid4().hex
+        namespace = namespace or run
+        subscription = self.transport.subscribe(topics.run_output(run), output or ConsoleOutput())
+        try:
+            reply = self.transport.request(topics.SCHEDULER_CALL, call_request(module, START, b"", namespace, run))
+            result = reply.result(timeout)
+        finally:
+            subscription.close()
+        if result["code"] == EssaResult.Ok:
+            return 0
+        if result.get("message"):
+            raise RunFailed(result["message"], result.get("exit") or 1)
+        return result.get("exit") or 1
+
+    def call(
+        self,
+        module: str,
+        function: str,
+        args: bytes,
+        namespace: str = "default",
+        output: Callable[[Message], None] | None = None,
+        timeout: float | None = None,
+    ) -> CallOutcome:
+        """Call one exported function of a published module and wait for it."""
+        run = uuid.uuid4().hex
+        subscription = self.transport.subscribe(topics.run_output(run), output) if output else None
+        try:
+            reply = self.transport.request(topics.SCHEDULER_CALL, call_request(module, function, args, namespace, run))
+            return outcome_from_reply(reply.result(timeout))
+        finally:
+            if subscription:
+                subscription.close()

@@ -1,0 +1,97 @@
+"""Embedded essa: scheduler, executors and client in one process.
+
+Nothing to start first: ``essa run f.wasm`` builds an :class:`EmbeddedRuntime`
+with the chosen engine and store, the in-process transport, one scheduler and a
+few executors that share one cache of compiled modules.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Mapping
+
+from .client import Client
+from .engine import Engine, Limits
+from .executor import Executor
+from .plugins import DEFAULTS, PluginManager, get_plugin_manager
+from .programs import ProgramCache, read_module
+from .scheduler import Scheduler
+from .store import Store
+from .transport.base import Transport
+
+
+def open_engine(name: str | None = None, limits: Limits | None = None, plugins: PluginManager | None = None) -> Engine:
+    """Create the engine called ``name`` (default: wasmtime)."""
+    plugins = plugins or get_plugin_manager()
+    return plugins.engine_class(name or DEFAULTS["engine"])(limits)
+
+
+def open_store(
+    name: str | None = None, options: Mapping[str, str] | None = None, plugins: PluginManager | None = None
+) -> Store:
+    """Open the store called ``name`` (default: lmdb) with its options."""
+    plugins = plugins or get_plugin_manager()
+    return plugins.store_class(name or DEFAULTS["store"])(options or {})
+
+
+def default_executors() -> int:
+    """Executors in an embedded runtime: one per core, at least two."""
+    return max(2, os.cpu_count() or 1)
+
+
+class EmbeddedRuntime:
+    """A whole essa deployment inside this process.
+
+    :param engine: engine name (``--engine``).
+    :param store: store name (``--store``), or an already open :class:`Store`.
+    :param store_options: the store's ``--store-option`` settings.
+    :param executors: how many executors to run.
+    """
+
+    def __init__(
+        self,
+        engine: str | None = None,
+        store: str | Store | None = None,
+        store_options: Mapping[str, str] | None = None,
+        executors: int | None = None,
+        limits: Limits | None = None,
+    ) -> None:
+        plugins = get_plugin_manager()
+        self.engine = open_engine(engine, limits, plugins)
+        self._owns_store = not isinstance(store, Store)
+        self.store = open_store(store, store_options, plugins) if self._owns_store else store  # type: ignore[arg-type]
+        try:
+            self.transport: Transport = plugins.transport_class("local")()
+            self.programs = ProgramCache(self.engine, self.store)
+            self.scheduler = Scheduler(self.transport)
+            self.scheduler.start()
+            self.executors = [
+                Executor(str(i), self.programs, self.store, self.transport)
+                for i in range(executors or default_executors())
+            ]
+            for executor in self.executors:
+                executor.start()
+                self.scheduler.add_executor(executor.id)
+            self.client = Client(self.transport, self.store)
+        except BaseException:
+            self.close()
+            raise
+
+    def run_file(self, path: str, namespace: str | None = None) -> int:
+        """Run the module at ``path``; return its exit status."""
+        wasm = read_module(path)
+        return self.client.run(self.client.publish(wasm, path), namespace=namespace)
+
+    def close(self) -> None:
+        for executor in getattr(self, "executors", ()):
+            executor.stop()
+        if getattr(self, "scheduler", None):
+            self.scheduler.stop()
+        if self._owns_store and getattr(self, "store", None):
+            self.store.close()
+
+    def __enter__(self) -> "EmbeddedRuntime":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
