@@ -129,9 +129,17 @@ class _Memory:
 
 
 def _trap_message(exc: BaseException) -> str:
-    if isinstance(exc, wasmtime.Trap):
-        return _first_line(exc.message)
-    return _first_line(exc)
+    """The cause of a wasmtime trap in one line, e.g. ``wasm `unreachable` instruction executed``."""
+    text = str(exc)
+    head, sep, causes = text.partition("Caused by:")
+    if not sep:
+        return _first_line(exc)
+    reasons = [line.strip().split(": ", 1)[-1] if line.strip()[:1].isdigit() else line.strip()
+               for line in causes.strip().splitlines() if line.strip()]
+    reasons = [r.removeprefix("wasm trap: ") for r in reasons]
+    frames = [line.split(" - ", 1)[1].strip() for line in head.splitlines() if " - " in line]
+    where = f" (in {frames[0]})" if frames else ""
+    return "; ".join(reversed(reasons)) + where
 
 
 def _first_line(exc: object) -> str:

@@ -1,0 +1,42 @@
+"""The ``memory`` store: lattice state in this process's memory.
+
+Built in, for embedded runs whose state need not outlive the process
+(``essa --store memory run f.wasm``) and for tests of the core. Merges are
+atomic under a lock; nothing is written to disk.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from .errors import StoreError
+from .lattice import merge_encoded
+from .store import Store
+
+
+class MemoryStore(Store):
+    """A dict of encoded lattices guarded by a lock. Accepts no options."""
+
+    def __init__(self, options=None) -> None:
+        super().__init__(options)
+        if self.options:
+            raise StoreError(f"the memory store takes no options (got {', '.join(sorted(self.options))})")
+        self._data: dict[str, bytes] = {}
+        self._lock = threading.Lock()
+
+    def get_bytes(self, key: str) -> bytes | None:
+        return self._data.get(key)
+
+    def merge_bytes(self, key: str, value: bytes) -> None:
+        with self._lock:
+            self._data[key] = merge_encoded(self._data.get(key), value)
+
+    def keys(self) -> list[str]:
+        """Every key, sorted (for inspection and tests)."""
+        return sorted(self._data)
+
+    def close(self) -> None:
+        pass
+
+    def describe(self) -> str:
+        return "memory (not persisted)"
