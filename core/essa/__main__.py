@@ -1,0 +1,5 @@
+"""``python -m essa`` is the ``essa`` command."""
+
+from .cli import main
+
+main()
