@@ -1,0 +1,13 @@
+"""essa-plugin-lmdb: essa's embedded lattice key-value store, backed by LMDB.
+
+The store is registered under the name ``lmdb`` (``essa --store lmdb``, the
+default store) through the ``essa`` entry point group; see :mod:`essa_lmdb.store`.
+"""
+
+from __future__ import annotations
+
+from .store import LmdbStore
+
+__version__ = "0.1.0"
+
+__all__ = ["LmdbStore", "__version__"]

@@ -1,0 +1,540 @@
+"""LmdbStore: essa's embedded lattice key-value store, kept in an LMDB environment.
+
+One LMDB environment (a directory holding ``data.mdb`` and ``lock.mdb``) keeps
+every key in its main database. Each merge is one LMDB write transaction: read
+the stored value, :func:`essa.lattice.merge_encoded` the new one into it, put the
+result and commit. LMDB allows one writer at a time across all processes of a
+machine (its lock file holds a process-shared mutex), so concurrent merges from
+threads and processes never lose an update, and with ``sync`` on (the default) a
+merge returns only after the commit reached the disk.
+
+LMDB must not be opened twice by one process (its POSIX file locks belong to the
+process, so closing a second handle silently drops the first one's locks). All
+stores of a process that name the same directory therefore share one
+environment through a reference-counted registry keyed by ``(pid, real path)``;
+the environment is closed when the last of them closes. An environment inherited
+through ``fork()`` is never used (nor closed) by the child: stores opened before
+the fork raise :class:`~essa.errors.StoreError` in the child, which should open
+its own store after forking (or start with the ``spawn`` method).
+
+Options (``--store-option KEY=VALUE``):
+
+``path``
+    the environment's directory (created if missing); default
+    ``essa.paths.data_dir() / "lmdb"`` (``$ESSA_HOME/lmdb`` when set).
+``map_size``
+    the largest size the data file may grow to, in bytes, with an optional
+    binary suffix: ``4G``, ``512M``, ``64K``, ``1GiB``. Default ``4G``. LMDB
+    reserves address space, not disk. Processes that open a store with a
+    larger ``map_size`` enlarge it for everyone; the others adopt the larger
+    size when they need it.
+``sync``
+    ``on`` (default) flushes every commit to disk before a merge returns;
+    ``off`` trades the last commits before a power loss or OS crash (not a
+    process crash) for speed.
+``max_readers``
+    read transactions that may be open at once across all processes
+    (default 1024). Only the first process to create the lock file sets it.
+
+Keys are ``str``, stored as their UTF-8 bytes. LMDB keys are limited to 511
+bytes: a key whose encoding is 511 bytes or longer is stored under its first
+479 bytes followed by the 32-byte SHA-256 of the whole encoding (exactly 511
+bytes, so it can never equal a key stored verbatim). Every store of every
+process maps a key the same way, so long keys just work.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import threading
+from pathlib import Path
+from typing import Mapping
+
+import lmdb
+
+from essa.errors import StoreError
+from essa.lattice import merge_encoded
+from essa.paths import data_dir
+from essa.store import Store
+
+#: Options users may pass with ``--store-option KEY=VALUE``.
+OPTIONS = ("map_size", "max_readers", "path", "sync")
+
+DEFAULT_MAP_SIZE = 4 << 30
+MIN_MAP_SIZE = 64 << 10
+DEFAULT_MAX_READERS = 1024
+
+#: LMDB's default (and essa's fixed) maximum key length in bytes.
+KEY_LIMIT = 511
+_DIGEST = 32
+
+_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+_SIZE_RE = re.compile(r"^\s*(\d+)\s*(?:([kmgt])(?:i?b)?|b)?\s*$", re.IGNORECASE)
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+# -- options ---------------------------------------------------------------------
+
+
+def parse_size(text: str) -> int:
+    """``"4G"`` -> 4294967296 (binary units; ``K``, ``M``, ``G``, ``T``, optional ``B``/``iB``)."""
+    m = _SIZE_RE.match(str(text))
+    if not m:
+        raise ValueError(text)
+    return int(m.group(1)) * _UNITS[(m.group(2) or "").lower()]
+
+
+def format_size(n: int) -> str:
+    """The shortest exact spelling of ``n`` bytes that :func:`parse_size` reads."""
+    for suffix in ("T", "G", "M", "K"):
+        unit = _UNITS[suffix.lower()]
+        if n >= unit and n % unit == 0:
+            return f"{n // unit}{suffix}"
+    return str(n)
+
+
+def _parse_options(options: Mapping[str, str]) -> tuple[Path, int, bool, int]:
+    unknown = sorted(set(options) - set(OPTIONS))
+    if unknown:
+        raise StoreError(
+            f"unknown lmdb store option {unknown[0]!r}; valid options: {', '.join(OPTIONS)}"
+        )
+
+    raw_path = options.get("path")
+    if raw_path is not None and not str(raw_path).strip():
+        raise StoreError("lmdb store option path is empty; give a directory")
+    path = Path(str(raw_path)).expanduser() if raw_path is not None else data_dir() / "lmdb"
+
+    map_size = DEFAULT_MAP_SIZE
+    if "map_size" in options:
+        try:
+            map_size = parse_size(options["map_size"])
+        except ValueError:
+            raise StoreError(
+                f"invalid lmdb store option map_size={options['map_size']!r}: "
+                "expected a size in bytes such as 4G, 512M or 1048576"
+            ) from None
+        if map_size < MIN_MAP_SIZE:
+            raise StoreError(
+                f"lmdb store option map_size={options['map_size']} is too small: "
+                f"the minimum is {format_size(MIN_MAP_SIZE)}"
+            )
+
+    sync = True
+    if "sync" in options:
+        word = str(options["sync"]).strip().lower()
+        if word not in _TRUE | _FALSE:
+            raise StoreError(f"invalid lmdb store option sync={options['sync']!r}: expected on or off")
+        sync = word in _TRUE
+
+    max_readers = DEFAULT_MAX_READERS
+    if "max_readers" in options:
+        try:
+            max_readers = int(str(options["max_readers"]).strip())
+        except ValueError:
+            max_readers = 0
+        if max_readers < 1:
+            raise StoreError(
+                f"invalid lmdb store option max_readers={options['max_readers']!r}: "
+                "expected a positive whole number"
+            )
+    return path, map_size, sync, max_readers
+
+
+# -- errors ----------------------------------------------------------------------
+
+
+def _reason(exc: lmdb.Error) -> str:
+    if getattr(exc, "code", 0) and getattr(exc, "reason", None):
+        return str(exc.reason)
+    return str(exc)
+
+
+def _translate(exc: lmdb.Error, path: str, doing: str, map_size: int, max_readers: int) -> StoreError:
+    """A one-line :class:`StoreError` for an LMDB failure at ``path``."""
+    if isinstance(exc, lmdb.MapFullError):
+        return StoreError(
+            f"the store at {path} is full (map_size {map_size} bytes); raise it with "
+            f"--store-option map_size={format_size(max(map_size * 2, MIN_MAP_SIZE))}"
+        )
+    if isinstance(exc, lmdb.DiskError):
+        return StoreError(f"the disk holding the store at {path} is full (no space left on device); free some space")
+    if isinstance(exc, lmdb.ReadersFullError):
+        return StoreError(
+            f"the store at {path} has no free reader slots (max_readers {max_readers}, all in use); "
+            "use fewer reading processes and threads, or stop every process using it, delete its "
+            "lock.mdb and reopen with a larger --store-option max_readers=..."
+        )
+    if isinstance(exc, lmdb.InvalidError):
+        return StoreError(f"the store at {path} is not an LMDB database (data.mdb is damaged or of another format)")
+    if isinstance(exc, lmdb.VersionMismatchError):
+        return StoreError(f"the store at {path} was written by an incompatible LMDB version")
+    if isinstance(exc, (lmdb.CorruptedError, lmdb.PageNotFoundError, lmdb.PanicError)):
+        return StoreError(f"the store at {path} is damaged: {_reason(exc)}")
+    if isinstance(exc, lmdb.ReadonlyError):
+        return StoreError(f"the store at {path} is not writable (permission denied)")
+    return StoreError(f"{doing} the store at {path} failed: {_reason(exc)}")
+
+
+def _fork_error(path: str) -> StoreError:
+    return StoreError(
+        f"the lmdb store at {path} was opened before this process was forked and cannot be used here; "
+        "open the store in the child after forking, or start workers with the 'spawn' method"
+    )
+
+
+# -- shared environments ---------------------------------------------------------------
+
+
+class _Env:
+    """One open LMDB environment, shared by all stores of one process on one path.
+
+    Writers of this process take ``write_lock`` (LMDB admits one writer at a
+    time anyway, and remapping needs no write transaction in flight). Readers
+    only count themselves in ``readers`` so that the rare remap (adopting a
+    map another process enlarged) can wait until no read transaction is open.
+    """
+
+    __slots__ = ("env", "path", "pid", "refs", "sync", "max_readers", "write_lock", "cond", "readers", "resizing")
+
+    def __init__(self, env: lmdb.Environment, path: str, sync: bool, max_readers: int) -> None:
+        self.env = env
+        self.path = path
+        self.pid = os.getpid()
+        self.refs = 0
+        self.sync = sync
+        self.max_readers = max_readers
+        self.write_lock = threading.Lock()
+        self.cond = threading.Condition(threading.Lock())
+        self.readers = 0
+        self.resizing = False
+
+    def map_size(self) -> int:
+        return int(self.env.info()["map_size"])
+
+    def error(self, exc: lmdb.Error, doing: str) -> StoreError:
+        try:
+            map_size = self.map_size()
+        except lmdb.Error:  # pragma: no cover - environment unusable
+            map_size = 0
+        return _translate(exc, self.path, doing, map_size, self.max_readers)
+
+    # -- remapping -------------------------------------------------------------
+
+    def remap(self, at_least: int = 0) -> int:
+        """Adopt the map size persisted by other processes (and at least ``at_least``).
+
+        The caller holds ``write_lock``. Returns the new map size.
+        """
+        cond = self.cond
+        with cond:
+            self.resizing = True
+            try:
+                while self.readers:
+                    cond.wait()
+                before = self.map_size()
+                self.env.set_mapsize(0)  # the largest size any process committed
+                now = self.map_size()
+                want = max(before, at_least)
+                if now < want:
+                    self.env.set_mapsize(want)
+                    now = self.map_size()
+                return now
+            finally:
+                self.resizing = False
+                cond.notify_all()
+
+    # -- operations ------------------------------------------------------------
+
+    def get(self, key: bytes) -> bytes | None:
+        cond = self.cond
+        cleaned = False
+        for _ in range(4):
+            with cond:
+                while self.resizing:
+                    cond.wait()
+                self.readers += 1
+            problem: lmdb.Error | None = None
+            try:
+                txn = self.env.begin()
+                try:
+                    return txn.get(key)
+                finally:
+                    txn.abort()
+            except (lmdb.MapResizedError, lmdb.ReadersFullError) as exc:
+                problem = exc
+            except lmdb.Error as exc:
+                raise self.error(exc, "reading from") from None
+            finally:
+                with cond:
+                    self.readers -= 1
+                    if self.resizing and not self.readers:
+                        cond.notify_all()
+            if isinstance(problem, lmdb.MapResizedError):
+                try:
+                    with self.write_lock:
+                        self.remap()
+                except lmdb.Error as exc:
+                    raise self.error(exc, "remapping") from None
+            elif not cleaned:  # readers full: clear slots of dead processes once
+                cleaned = True
+                try:
+                    self.env.reader_check()
+                except lmdb.Error:  # pragma: no cover
+                    pass
+            else:
+                raise self.error(problem, "reading from") from None
+        raise self.error(problem, "reading from") from None  # pragma: no cover
+
+    def merge(self, key: bytes, value: bytes) -> None:
+        grown = False
+        for _ in range(4):
+            with self.write_lock:
+                try:
+                    txn = self.env.begin(write=True)
+                except lmdb.MapResizedError:
+                    self._remap_or_raise()
+                    continue
+                except lmdb.Error as exc:
+                    raise self.error(exc, "writing to") from None
+                done = False
+                try:
+                    old = txn.get(key)
+                    merged = merge_encoded(old, value)  # DecodeError / LatticeTypeError abort
+                    if merged == old:
+                        txn.abort()  # nothing new: the stored value is already durable
+                    else:
+                        txn.put(key, merged)
+                        txn.commit()
+                    done = True
+                    return
+                except lmdb.MapFullError as exc:
+                    full = exc
+                except lmdb.MapResizedError:
+                    full = None
+                except lmdb.Error as exc:
+                    raise self.error(exc, "writing to") from None
+                finally:
+                    if not done:
+                        try:
+                            txn.abort()
+                        except lmdb.Error:  # pragma: no cover - already finished
+                            pass
+                # The map is full for this process, or another process grew
+                # the file beyond it: adopt the size other processes use, once.
+                if full is not None:
+                    if grown:
+                        raise self.error(full, "writing to") from None
+                    before = self.map_size()
+                    if self._remap_or_raise() <= before:
+                        raise self.error(full, "writing to") from None
+                    grown = True
+                else:
+                    self._remap_or_raise()
+        raise StoreError(f"writing to the store at {self.path} failed: its map size keeps changing")
+
+    def _remap_or_raise(self) -> int:
+        try:
+            return self.remap()
+        except lmdb.Error as exc:
+            raise self.error(exc, "remapping") from None
+
+
+_PID = os.getpid()
+_registry: dict[tuple[int, str], _Env] = {}
+_registry_lock = threading.Lock()
+#: Environments inherited through fork(): kept alive, never used nor closed.
+_inherited: list[_Env] = []
+
+
+def _after_fork_in_child() -> None:
+    global _PID, _registry_lock
+    _PID = os.getpid()
+    _registry_lock = threading.Lock()
+    for entry in _registry.values():
+        _inherited.append(entry)
+        _pin(entry.env)
+    _registry.clear()
+
+
+def _pin(obj: object) -> None:
+    """Keep ``obj`` alive until the process exits, even through interpreter shutdown.
+
+    Closing an LMDB environment in a forked child would clear the parent's
+    reader slots in the shared lock file (they carry the parent's pid), so an
+    inherited environment must never be deallocated by the child.
+    """
+    try:
+        import ctypes
+
+        ctypes.pythonapi.Py_IncRef(ctypes.py_object(obj))
+    except Exception:  # pragma: no cover - not CPython: _inherited keeps it
+        pass
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _prepare_directory(path: Path) -> str:
+    try:
+        if path.exists() and not path.is_dir():
+            raise StoreError(f"the store path {path} is not a directory")
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StoreError(f"cannot create the store directory {path}: {exc.strerror or exc}") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise StoreError(f"the store directory {path} is not writable")
+    return os.path.realpath(path)
+
+
+def _open_env(real: str, map_size: int, sync: bool, max_readers: int) -> _Env:
+    try:
+        env = lmdb.open(
+            real,
+            map_size=map_size,
+            subdir=True,
+            create=True,
+            sync=sync,
+            metasync=sync,
+            max_readers=max_readers,
+            max_dbs=0,
+            lock=True,
+        )
+    except lmdb.Error as exc:
+        if "already open" in str(exc):
+            # Recent py-lmdb (3.x) refuses a second open of an environment in one
+            # process. Here that is one inherited through fork() (closing it
+            # would clear the parent's reader slots), or one that other code
+            # opened without this registry.
+            if any(old.path == real for old in _inherited):
+                raise _fork_error(real) from None
+            raise StoreError(
+                f"the store at {real} is already open in this process by code other than essa's lmdb store"
+            ) from None
+        raise _translate(exc, real, "opening", map_size, max_readers) from None
+    entry = _Env(env, real, sync, int(env.info().get("max_readers", max_readers)))
+    try:
+        if env.max_key_size() < KEY_LIMIT:
+            raise StoreError(
+                f"the LMDB library in use allows keys of only {env.max_key_size()} bytes; "
+                f"essa needs {KEY_LIMIT} (use the lmdb package's bundled library)"
+            )
+        env.reader_check()  # free reader slots left by crashed processes
+        if entry.map_size() < map_size:  # pragma: no cover - lmdb honours the request
+            env.set_mapsize(map_size)
+    except lmdb.Error as exc:
+        env.close()
+        raise _translate(exc, real, "opening", map_size, max_readers) from None
+    except BaseException:
+        env.close()
+        raise
+    return entry
+
+
+def _acquire(path: Path, map_size: int, sync: bool, max_readers: int, explicit_size: bool) -> _Env:
+    real = _prepare_directory(path)
+    with _registry_lock:
+        key = (_PID, real)
+        entry = _registry.get(key)
+        if entry is None:
+            entry = _open_env(real, map_size, sync, max_readers)
+            _registry[key] = entry
+        else:
+            if sync and not entry.sync:
+                raise StoreError(
+                    f"the store at {real} is already open in this process with sync=off; "
+                    "open every store on it with the same sync setting"
+                )
+            if explicit_size and map_size > entry.map_size():
+                try:
+                    with entry.write_lock:
+                        entry.remap(map_size)
+                except lmdb.Error as exc:
+                    raise entry.error(exc, "resizing") from None
+        entry.refs += 1
+        return entry
+
+
+def _release(entry: _Env) -> None:
+    # Called with _registry_lock held.
+    if entry.pid != _PID:
+        return  # inherited through fork(): the parent owns it
+    entry.refs -= 1
+    if entry.refs <= 0:
+        _registry.pop((entry.pid, entry.path), None)
+        with entry.write_lock:
+            entry.env.close()
+
+
+# -- the store ----------------------------------------------------------------------
+
+
+class LmdbStore(Store):
+    """essa's embedded store: lattice values in an LMDB environment on this machine.
+
+    Safe for many threads of a process and many processes of a machine; see the
+    module documentation for options and behaviour.
+    """
+
+    def __init__(self, options: Mapping[str, str] | None = None) -> None:
+        super().__init__(options)
+        path, map_size, sync, max_readers = _parse_options(self.options)
+        self._entry: _Env | None = _acquire(path, map_size, sync, max_readers, "map_size" in self.options)
+        #: Whether commits are flushed to disk (the shared environment's setting).
+        self.sync = self._entry.sync
+        #: The real path of the environment's directory.
+        self.path = self._entry.path
+
+    # -- helpers ---------------------------------------------------------------
+
+    def _live(self) -> _Env:
+        entry = self._entry
+        if entry is None:
+            raise StoreError(f"the lmdb store at {self.path} is closed")
+        if entry.pid != _PID:
+            raise _fork_error(self.path)
+        return entry
+
+    @staticmethod
+    def _key(key: str) -> bytes:
+        if not isinstance(key, str):
+            raise StoreError(f"store keys are text, not {type(key).__name__}")
+        try:
+            raw = key.encode("utf-8", "surrogateescape")
+        except UnicodeEncodeError:
+            raise StoreError(f"the store key {key!r} cannot be encoded as UTF-8") from None
+        if not raw:
+            raise StoreError("the empty key cannot be stored")
+        if len(raw) < KEY_LIMIT:
+            return raw
+        return raw[: KEY_LIMIT - _DIGEST] + hashlib.sha256(raw).digest()
+
+    # -- Store API ---------------------------------------------------------------
+
+    def get_bytes(self, key: str) -> bytes | None:
+        return self._live().get(self._key(key))
+
+    def merge_bytes(self, key: str, value: bytes) -> None:
+        self._live().merge(self._key(key), value)
+
+    def close(self) -> None:
+        with _registry_lock:
+            entry, self._entry = self._entry, None
+            if entry is not None:
+                _release(entry)
+
+    def describe(self) -> str:
+        return f"lmdb at {self.path}"
+
+    @property
+    def map_size(self) -> int:
+        """The current map size of the environment, in bytes."""
+        return self._live().map_size()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._entry is None else "open"
+        return f"<LmdbStore {self.path} ({state})>"
