@@ -147,12 +147,15 @@ class PluginManager:
                     self.plugins.append(info)
                     continue
                 self._register(module, info)
-        self.pm.check_pending()
 
     def _register(self, module: object, info: PluginInfo) -> None:
         try:
             self.pm.register(module, name=info.name)
+            # A misspelled hook name fails loudly, but only for its own plugin.
+            self.pm.check_pending()
         except Exception as exc:
+            if self.pm.is_registered(module):
+                self.pm.unregister(module)
             info.error = f"invalid plugin: {exc}"
             self.plugins.append(info)
             return

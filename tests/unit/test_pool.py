@@ -1,0 +1,75 @@
+"""The work pool: results, errors, and waiting that never starves it."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from essa.pool import WorkPool
+
+
+def test_result_and_exception_reach_the_waiter():
+    pool = WorkPool(2)
+    assert pool.submit(lambda a, b: a + b, 2, 3).result(timeout=5) == 5
+    with pytest.raises(ZeroDivisionError):
+        pool.submit(lambda: 1 / 0).result(timeout=5)
+
+
+def fan_out(pool: WorkPool, start: int, end: int) -> int:
+    """A recursive fan-out like a guest's: submit both halves, then wait for both."""
+    if end - start == 1:
+        return 1
+    mid = (start + end) // 2
+    left = pool.submit(fan_out, pool, start, mid)
+    right = pool.submit(fan_out, pool, mid, end)
+    return left.result(timeout=30) + right.result(timeout=30)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_recursive_fan_out_does_not_starve_a_small_pool(workers):
+    pool = WorkPool(workers)
+    assert pool.submit(fan_out, pool, 0, 1000).result(timeout=60) == 1000
+
+
+def test_deep_chains_beyond_inline_depth_still_complete():
+    pool = WorkPool(1)
+
+    def chain(n: int) -> int:
+        return 0 if n == 0 else 1 + pool.submit(chain, n - 1).result(timeout=30)
+
+    assert pool.submit(chain, 3 * WorkPool.max_inline_depth).result(timeout=60) == 3 * WorkPool.max_inline_depth
+
+
+def test_waiting_on_a_running_task_blocks_until_it_finishes():
+    pool = WorkPool(2)
+    started, release = threading.Event(), threading.Event()
+
+    def slow():
+        started.set()
+        release.wait(5)
+        return "done"
+
+    task = pool.submit(slow)
+    assert started.wait(5)
+    with pytest.raises(TimeoutError):
+        task.result(timeout=0.05)
+    release.set()
+    assert task.result(timeout=5) == "done"
+
+
+def test_done_callbacks_run_once_done():
+    pool = WorkPool(1)
+    seen = []
+    task = pool.submit(lambda: 42)
+    task.add_done_callback(lambda t: seen.append(t.result()))
+    task.result(timeout=5)
+    task.add_done_callback(lambda t: seen.append("late"))
+    assert seen == [42, "late"]
+
+
+def test_closed_pool_refuses_work():
+    pool = WorkPool(1)
+    pool.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        pool.submit(lambda: None)
