@@ -57,8 +57,10 @@ class EmbeddedRuntime:
         limits: Limits | None = None,
     ) -> None:
         plugins = get_plugin_manager()
-        self.engine = open_engine(engine, limits, plugins)
         self._owns_store = not isinstance(store, Store)
+        if self._owns_store:
+            plugins.store_class(store or DEFAULTS["store"])  # name a missing store before a missing engine
+        self.engine = open_engine(engine, limits, plugins)
         self.store = open_store(store, store_options, plugins) if self._owns_store else store  # type: ignore[arg-type]
         try:
             self.transport: Transport = plugins.transport_class("local")()

@@ -77,8 +77,8 @@ def test_non_wasm_file(tmp_path):
 
 
 def test_unknown_engine_names_the_package_for_known_engines():
-    assert_one_line_error(essa("--engine", "nosuch", "run", str(TEST_FUNCTION)), "unknown engine 'nosuch'")
-    result = essa("--engine", "wasmer", "run", str(TEST_FUNCTION))
+    assert_one_line_error(essa("--store", "memory", "--engine", "nosuch", "run", str(TEST_FUNCTION)), "unknown engine 'nosuch'")
+    result = essa("--store", "memory", "--engine", "wasmer", "run", str(TEST_FUNCTION))
     assert result.returncode != 0 and "Traceback" not in result.stderr
     assert "essa-plugin-wasmer" in result.stderr or "Python 3.10" in result.stderr
 
