@@ -74,12 +74,11 @@ def cli(ctx: click.Context, engine: str, store: str, store_options: tuple[str, .
     """
     if isinstance(store_options, str):  # from the environment variable
         store_options = (store_options,)
-    if verbose:
-        logging.basicConfig(
-            level=logging.DEBUG if verbose > 1 else logging.INFO,
-            format="essa: %(message)s",
-            stream=sys.stderr,
-        )
+    logging.basicConfig(
+        level=(logging.WARNING, logging.INFO, logging.DEBUG)[min(verbose, 2)],
+        format="essa: %(message)s",
+        stream=sys.stderr,
+    )
     ctx.obj = Settings(engine, store, _parse_options(store_options))
 
 

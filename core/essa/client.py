@@ -15,8 +15,8 @@ from . import topics
 from .abi import CallOutcome, EssaResult
 from .engine import START
 from .errors import EssaError
-from .executor import call_request, outcome_from_reply
-from .programs import publish_module
+from .calls import Caller, call_request, outcome
+from .programs import check_wasm, module_name, publish_module
 from .store import Store
 from .transport.base import Message, Transport
 
@@ -44,15 +44,28 @@ class RunFailed(EssaError):
 
 
 class Client:
-    """Submits modules and calls to a scheduler."""
+    """Submits modules and calls to a scheduler over ``transport``.
 
-    def __init__(self, transport: Transport, store: Store) -> None:
+    :param store: the store the executors share, if this process can reach it
+        (embedded mode); otherwise a module's bytes travel with its first
+        request and the executor that gets it stores them.
+    """
+
+    def __init__(self, transport: Transport, store: Store | None = None, caller: Caller | None = None) -> None:
         self.transport = transport
         self.store = store
+        self._owns_caller = caller is None
+        self.caller = caller or Caller(transport, "client")
+        self._unsent: dict[str, bytes] = {}
 
     def publish(self, wasm: bytes, origin: str = "the module") -> str:
-        """Store a module's bytes for the executors; return its name."""
-        return publish_module(self.store, wasm, origin)
+        """Make a module available to the executors; return its name."""
+        if self.store is not None:
+            return publish_module(self.store, wasm, origin)
+        check_wasm(wasm, origin)
+        name = module_name(wasm)
+        self._unsent[name] = wasm
+        return name
 
     def run(
         self,
@@ -69,13 +82,7 @@ class Client:
         :raises RunFailed: the module trapped or could not be run.
         """
         run = uuid.uuid4().hex
-        namespace = namespace or run
-        subscription = self.transport.subscribe(topics.run_output(run), output or ConsoleOutput())
-        try:
-            reply = self.transport.request(topics.SCHEDULER_CALL, call_request(module, START, b"", namespace, run))
-            result = reply.result(timeout)
-        finally:
-            subscription.close()
+        result = self._request(module, START, b"", namespace or run, run, output or ConsoleOutput(), timeout)
         if result["code"] == EssaResult.Ok:
             return 0
         if result.get("message"):
@@ -92,11 +99,22 @@ class Client:
         timeout: float | None = None,
     ) -> CallOutcome:
         """Call one exported function of a published module and wait for it."""
-        run = uuid.uuid4().hex
+        result = self._request(module, function, args, namespace, uuid.uuid4().hex, output, timeout)
+        return outcome(result)
+
+    def _request(self, module, function, args, namespace, run, output, timeout) -> Message:
+        extra = {"wasm": self._unsent.pop(module)} if module in self._unsent else {}
         subscription = self.transport.subscribe(topics.run_output(run), output) if output else None
         try:
-            reply = self.transport.request(topics.SCHEDULER_CALL, call_request(module, function, args, namespace, run))
-            return outcome_from_reply(reply.result(timeout))
+            future = self.caller.start(call_request(module, function, args, namespace, run, **extra))
+            try:
+                return future.result(timeout)
+            except TimeoutError:
+                raise RunFailed(f"no answer within {timeout:g} s") from None
         finally:
             if subscription:
                 subscription.close()
+
+    def close(self) -> None:
+        if self._owns_caller:
+            self.caller.close()

@@ -1,29 +1,31 @@
 """The executor: runs function calls of Wasm modules.
 
-An executor serves ``essa/executor/{id}/call`` on its transport. Each request
-names a module, a function, the argument bytes, the state namespace and the
-run it belongs to; the executor runs it on its work pool and replies with the
-outcome. While a guest runs, its host functions reach the rest of the system
-through :class:`_CallHost`: remote calls go to the scheduler, state goes to the
-store under ``{namespace}/data/{key}``, and output is published to the run's
-output topic so it reaches the ``essa run`` console.
+An executor subscribes to ``essa/executor/{id}/calls``, announces itself with
+the liveliness token ``essa/live/executor/{id}``, and runs each placed call on
+its work pool. While a guest runs, its host functions reach the rest of the
+system through :class:`_CallHost`: remote calls start through the process's
+:class:`~essa.calls.Caller`, state goes to the store under
+``{namespace}/data/{key}``, and output is published to the run's output topic
+so it reaches the ``essa run`` console. The reply goes straight to the
+caller's inbox; a notice to the scheduler tells it the call is done.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from . import topics
-from .abi import CallOutcome, EssaResult, Invocation
+from .abi import EssaResult, Invocation
+from .calls import LOCAL, Caller, call_request, reply_message, send_reply
 from .engine import START
 from .errors import EssaError, GuestExit, GuestTrap, ModuleError
 from .pool import WorkPool
-from .programs import ProgramCache
+from .programs import ProgramCache, publish_module
 from .store import Store
-from .transport.base import Message, Reply, Transport
+from .transport.base import Message, Transport
 
 log = logging.getLogger("essa.executor")
 
@@ -34,18 +36,9 @@ _CALLABLE_STATUS = {
 }
 
 
-def call_request(module: str, function: str, args: bytes, namespace: str, run: str) -> Message:
-    """The message asking for one call (or, with ``function="_start"``, a run)."""
-    return {"module": module, "function": function, "args": args, "namespace": namespace, "run": run}
-
-
-def outcome_from_reply(reply: Message) -> CallOutcome:
-    return CallOutcome(EssaResult(reply["code"]), reply.get("value", b""), reply.get("message", ""))
-
-
 @dataclass
 class ExecutorStats:
-    """Counters an executor keeps (shown by status commands and tests)."""
+    """Counters an executor keeps (shown by ``essa status`` and used by tests)."""
 
     calls: int = 0
     runs: int = 0
@@ -54,10 +47,11 @@ class ExecutorStats:
 
 
 class Executor:
-    """Runs calls sent to it over a transport.
+    """Runs the calls the scheduler places on it.
 
     :param executor_id: unique among the cluster's executors.
     :param programs: compiled modules (shared by executors of one process).
+    :param caller: starts the remote calls of this executor's guests.
     :param workers: threads for queued calls (blocked callers get helpers).
     """
 
@@ -67,33 +61,66 @@ class Executor:
         programs: ProgramCache,
         store: Store,
         transport: Transport,
+        caller: Caller,
         workers: int = 1,
     ) -> None:
         self.id = executor_id
         self.programs = programs
         self.store = store
         self.transport = transport
+        self.caller = caller
+        self.workers = workers
         self.pool = WorkPool(workers, name=f"essa-executor-{executor_id}")
         self.stats = ExecutorStats()
         self._stats_lock = threading.Lock()
-        self._served: list[Any] = []
+        self._undo: list[Any] = []
 
     def start(self) -> None:
-        """Begin serving calls."""
-        self._served.append(self.transport.serve(topics.executor_call(self.id), self.submit))
+        """Begin serving calls and announce this executor."""
+        self._undo.append(self.transport.subscribe(topics.executor_calls(self.id), self.submit))
+        self._undo.append(self.transport.serve(f"{topics.STATUS}/executor/{self.id}", self.status))
+        self._undo.append(self.transport.declare_token(topics.live_executor(self.id)))
 
     def stop(self) -> None:
-        for served in self._served:
-            served.close()
-        self._served.clear()
+        for undo in reversed(self._undo):
+            undo.close()
+        self._undo.clear()
         self.pool.close()
 
-    def submit(self, request: Message) -> Reply:
-        """Queue a call request; the returned reply completes with its outcome."""
-        return self.pool.submit(self.execute, request)
+    def status(self, _query: Message | None = None) -> Message:
+        """Counters and cached modules, for ``essa status``."""
+        with self._stats_lock:
+            stats = asdict(self.stats)
+        return {
+            "role": "executor",
+            "id": self.id,
+            "engine": self.programs.engine.artifact_tag,
+            "workers": self.workers,
+            "modules": sorted(self.programs.sources),
+            **stats,
+        }
+
+    def submit(self, request: Message) -> None:
+        """Queue a placed call; its reply goes to the caller when it ends."""
+        task = self.pool.submit(self._serve, request)
+        LOCAL.tasks[request["id"]] = task  # lets a waiter of this process run it
+        if task.started():  # a worker was quicker; it may have missed the entry
+            LOCAL.tasks.pop(request["id"], None)
+
+    def _serve(self, request: Message) -> None:
+        call_id = request["id"]
+        LOCAL.tasks.pop(call_id, None)
+        try:
+            reply = self.execute(request)
+        except Exception as exc:  # never leave a caller hanging
+            log.exception("executor %s: call %s failed", self.id, call_id)
+            reply = reply_message(call_id, EssaResult.UnknownError, message=f"executor {self.id} failed: {exc}")
+        send_reply(self.transport, request["reply_to"], reply)
+        self.transport.publish(topics.SCHEDULER_DONE, {"id": call_id, "executor": self.id})
 
     def execute(self, request: Message) -> Message:
         """Run one call request to its end and return the reply message."""
+        call_id = request["id"]
         function = request["function"]
         is_run = function == START
         with self._stats_lock:
@@ -104,46 +131,41 @@ class Executor:
             self.stats.by_function[function] = self.stats.by_function.get(function, 0) + 1
         output = RunOutput(self.transport, request["run"])
         try:
+            if "wasm" in request:
+                publish_module(self.store, request["wasm"])
             program = self.programs.get(request["module"])
             status = program.info.callable_status(function)
             if is_run and status == "missing":
                 raise ModuleError("the module has no _start function (is it a WASI command?)")
             if not is_run and status != "ok":
-                return _reply(_CALLABLE_STATUS[status], message=f"cannot call {function}: {status}")
+                return reply_message(call_id, _CALLABLE_STATUS[status], message=f"cannot call {function}: {status}")
             invocation = Invocation(request["args"], _CallHost(self, program, request, output), output)
             program.run(invocation, function, None if is_run else len(request["args"]))
         except GuestExit as exc:
             if is_run:  # the guest's own way to fail; it printed why
-                return _reply(EssaResult.UnknownError, exit=exc.status)
+                return reply_message(call_id, EssaResult.UnknownError, exit=exc.status)
             output.warn(f"remote call of {function} exited with status {exc.status}")
-            return _reply(EssaResult.UnknownError, message=f"{function} exited with status {exc.status}")
+            return reply_message(call_id, EssaResult.UnknownError, message=f"{function} exited with status {exc.status}")
         except GuestTrap as exc:
             self._failed()
             if is_run:
-                return _reply(EssaResult.UnknownError, message=f"the module trapped: {exc}", exit=1)
+                return reply_message(call_id, EssaResult.UnknownError, message=f"the module trapped: {exc}", exit=1)
             output.warn(f"remote call of {function} trapped: {exc}")
-            return _reply(EssaResult.UnknownError, message=f"{function} trapped: {exc}")
+            return reply_message(call_id, EssaResult.UnknownError, message=f"{function} trapped: {exc}")
         except EssaError as exc:  # a module that cannot be loaded, a store failure, ...
             self._failed()
             if not is_run:
                 output.warn(f"remote call of {function} failed: {exc}")
-            return _reply(EssaResult.UnknownError, message=str(exc), exit=1)
+            return reply_message(call_id, EssaResult.UnknownError, message=str(exc), exit=1)
         if is_run:
-            return _reply(EssaResult.Ok, exit=0)
+            return reply_message(call_id, EssaResult.Ok, exit=0)
         if invocation.result is None:
-            return _reply(EssaResult.NoResult, message=f"{function} returned without essa_set_result")
-        return _reply(EssaResult.Ok, value=invocation.result)
+            return reply_message(call_id, EssaResult.NoResult, message=f"{function} returned without essa_set_result")
+        return reply_message(call_id, EssaResult.Ok, value=invocation.result)
 
     def _failed(self) -> None:
         with self._stats_lock:
             self.stats.failures += 1
-
-
-def _reply(code: EssaResult, value: bytes = b"", message: str = "", exit: int | None = None) -> Message:
-    reply: Message = {"code": int(code), "value": value, "message": message}
-    if exit is not None:
-        reply["exit"] = exit
-    return reply
 
 
 class RunOutput:
@@ -162,19 +184,6 @@ class RunOutput:
         self.write(2, f"essa: {message}\n".encode())
 
 
-class _PendingCall:
-    __slots__ = ("_reply",)
-
-    def __init__(self, reply: Reply) -> None:
-        self._reply = reply
-
-    def wait(self) -> CallOutcome:
-        try:
-            return outcome_from_reply(self._reply.result())
-        except EssaError as exc:
-            return CallOutcome(EssaResult.UnknownError, message=str(exc))
-
-
 class _CallHost:
     """The ABI's view of the runtime, for one invocation."""
 
@@ -190,14 +199,9 @@ class _CallHost:
     def function_status(self, name: str) -> EssaResult:
         return _CALLABLE_STATUS[self._program.info.callable_status(name)]
 
-    def start_call(self, name: str, args: bytes) -> _PendingCall:
+    def start_call(self, name: str, args: bytes):
         req = self._request
-        message = call_request(req["module"], name, args, req["namespace"], req["run"])
-        try:
-            reply = self._executor.transport.request(topics.SCHEDULER_CALL, message)
-        except EssaError as exc:
-            return _FailedCall(str(exc))  # type: ignore[return-value]
-        return _PendingCall(reply)
+        return self._executor.caller.start(call_request(req["module"], name, args, req["namespace"], req["run"]))
 
     def get_state(self, key: str) -> bytes | None:
         return self._executor.store.get_bytes(self._prefix + key)
@@ -207,13 +211,3 @@ class _CallHost:
 
     def warn(self, message: str) -> None:
         self._output.warn(message)
-
-
-class _FailedCall:
-    __slots__ = ("_message",)
-
-    def __init__(self, message: str) -> None:
-        self._message = message
-
-    def wait(self) -> CallOutcome:
-        return CallOutcome(EssaResult.UnknownError, message=self._message)

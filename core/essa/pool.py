@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import collections
 import threading
-from typing import Any, Callable
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator
 
 _PENDING, _RUNNING, _DONE = 0, 1, 2
 
@@ -38,17 +39,24 @@ class Task:
     def done(self) -> bool:
         return self._state == _DONE
 
+    def started(self) -> bool:
+        """Whether some thread has begun (or finished) running the task."""
+        return self._state != _PENDING
+
     def result(self, timeout: float | None = None) -> Any:
         """Return the function's value (or raise its exception), waiting for it.
 
         :raises TimeoutError: not done after ``timeout`` seconds.
         """
-        if self._state != _DONE:
-            if not self._pool._run_inline(self):
-                self._pool._wait(self, timeout)
+        if self._state != _DONE and not self.help():
+            self._pool._wait(self, timeout)
         if self._error is not None:
             raise self._error
         return self._value
+
+    def help(self) -> bool:
+        """Run the task on this thread if nobody has started it; return whether it ran."""
+        return self._pool._run_inline(self)
 
     def add_done_callback(self, callback: Callable[["Task"], None]) -> None:
         """Call ``callback(task)`` when done (at once if it already is)."""
@@ -124,6 +132,7 @@ class WorkPool:
         threading.Thread(target=self._worker, name=f"{self._name}-{self._threads}", daemon=True).start()
 
     def _worker(self) -> None:
+        _thread.pool = self
         while True:
             with self._lock:
                 task = self._next_task()
@@ -154,10 +163,15 @@ class WorkPool:
                 return False
             task._state = _RUNNING
         self._local.depth = depth + 1
+        # While it runs the task this thread works for the pool, also when
+        # it is not one of the pool's own threads (e.g. the main thread).
+        previous = getattr(_thread, "pool", None)
+        _thread.pool = self
         try:
             task._run()
         finally:
             self._local.depth = depth
+            _thread.pool = previous
         return True
 
     def _wait(self, task: Task, timeout: float | None) -> None:
@@ -167,15 +181,40 @@ class WorkPool:
             if task._event is None:
                 task._event = threading.Event()
             event = task._event
-            # This thread stops working while it waits: make sure queued work
-            # still has a thread to run it.
-            self._blocked += 1
-            if self._queue and not self._idle and self._threads < self._max_threads:
-                self._start_thread()
-        try:
+        with blocking():
             finished = event.wait(timeout)
-        finally:
-            with self._lock:
-                self._blocked -= 1
         if not finished:
             raise TimeoutError(f"task not done after {timeout} s")
+
+    def _enter_blocked(self) -> None:
+        with self._lock:
+            self._blocked += 1
+            # This thread stops working while it waits: make sure queued work
+            # still has a thread to run it.
+            if self._queue and not self._idle and self._threads < self._max_threads:
+                self._start_thread()
+
+    def _leave_blocked(self) -> None:
+        with self._lock:
+            self._blocked -= 1
+
+
+_thread = threading.local()
+
+
+@contextmanager
+def blocking() -> Iterator[None]:
+    """Mark the calling pool thread as blocked (waiting for another call) meanwhile.
+
+    Work queued on its pool gets another thread while this one waits. On a
+    thread that is no pool's worker this does nothing.
+    """
+    pool: WorkPool | None = getattr(_thread, "pool", None)
+    if pool is None:
+        yield
+        return
+    pool._enter_blocked()
+    try:
+        yield
+    finally:
+        pool._leave_blocked()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from typing import Mapping
 
+from .calls import Caller
 from .client import Client
 from .engine import Engine, Limits
 from .executor import Executor
@@ -67,14 +68,14 @@ class EmbeddedRuntime:
             self.programs = ProgramCache(self.engine, self.store)
             self.scheduler = Scheduler(self.transport)
             self.scheduler.start()
+            self.caller = Caller(self.transport, "embedded")
             self.executors = [
-                Executor(str(i), self.programs, self.store, self.transport)
+                Executor(str(i), self.programs, self.store, self.transport, self.caller)
                 for i in range(executors or default_executors())
             ]
             for executor in self.executors:
                 executor.start()
-                self.scheduler.add_executor(executor.id)
-            self.client = Client(self.transport, self.store)
+            self.client = Client(self.transport, self.store, self.caller)
         except BaseException:
             self.close()
             raise
@@ -85,10 +86,12 @@ class EmbeddedRuntime:
         return self.client.run(self.client.publish(wasm, path), namespace=namespace)
 
     def close(self) -> None:
-        for executor in getattr(self, "executors", ()):
-            executor.stop()
         if getattr(self, "scheduler", None):
             self.scheduler.stop()
+        for executor in getattr(self, "executors", ()):
+            executor.stop()
+        if getattr(self, "caller", None):
+            self.caller.close()
         if self._owns_store and getattr(self, "store", None):
             self.store.close()
 

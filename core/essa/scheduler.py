@@ -1,18 +1,35 @@
-"""The scheduler: places calls on executors.
+"""The scheduler: places calls on executors and answers for them.
 
-It serves :data:`essa.topics.SCHEDULER_CALL` and forwards each call to the
-executor a :class:`Placement` policy picks. The default policy is load-aware:
-the executor with the fewest calls in flight wins.
+It receives call requests on :data:`essa.topics.SCHEDULER_CALLS`, asks its
+:class:`Placement` policy for an executor, and forwards the request there. The
+executor replies to the caller directly and sends the scheduler a done notice,
+so the scheduler always knows each executor's calls in flight and which
+modules each has loaded (it placed them there).
+
+Membership comes from liveliness tokens (``essa/live/executor/<id>``): a new
+executor is used as soon as its token appears, in any start order. When a
+token vanishes (the executor stopped or died), each of its calls in flight is
+placed once more on another executor, or fails with a clear message if it was
+a module's main function, already retried, or no executor is left. Calls that
+arrive while no executor is known wait up to ``wait_for_executors`` seconds.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
-from dataclasses import dataclass
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import ClassVar
 
 from . import topics
-from .errors import EssaError
-from .transport.base import Message, Reply, Transport
+from .abi import EssaResult
+from .calls import reply_message, send_reply
+from .engine import START
+from .transport.base import Message, Transport
+
+log = logging.getLogger("essa.scheduler")
 
 
 @dataclass
@@ -22,62 +39,166 @@ class ExecutorState:
     id: str
     in_flight: int = 0
     placed: int = 0
+    #: Modules this executor has run (so it has them compiled).
+    modules: set[str] = field(default_factory=set)
 
 
 class Placement:
-    """Chooses an executor for a call. Subclass to change the policy."""
+    """Chooses an executor for a call; plugins register subclasses by name.
+
+    The default is load-aware with a locality preference: fewest calls in
+    flight, where an executor that does not have the module loaded yet counts
+    :attr:`cold_penalty` calls more; ties go to the executor used least.
+    """
+
+    name: ClassVar[str] = "least-loaded"
+    cold_penalty: ClassVar[int] = 2
 
     def choose(self, executors: list[ExecutorState], request: Message) -> ExecutorState:
-        return min(executors, key=lambda e: e.in_flight)
+        """Pick one of ``executors`` (never empty) for ``request``."""
+        module = request.get("module")
+        return min(
+            executors,
+            key=lambda e: (e.in_flight + (0 if module in e.modules else self.cold_penalty), e.placed),
+        )
 
 
-class NoExecutors(EssaError):
-    """No executor is available to run a call."""
+@dataclass
+class _InFlight:
+    request: Message
+    executor: str
+    attempts: int = 1
 
 
 class Scheduler:
-    """Places calls arriving over ``transport`` on known executors."""
+    """Places calls arriving over ``transport`` on the executors it sees.
 
-    def __init__(self, transport: Transport, placement: Placement | None = None) -> None:
+    :param placement: the placement policy (default :class:`Placement`).
+    :param wait_for_executors: how long a call waits for a first executor.
+    """
+
+    def __init__(
+        self,
+        transport: Transport,
+        placement: Placement | None = None,
+        scheduler_id: str | None = None,
+        wait_for_executors: float = 10.0,
+    ) -> None:
         self.transport = transport
         self.placement = placement or Placement()
+        self.id = scheduler_id or uuid.uuid4().hex[:12]
+        self.wait_for_executors = wait_for_executors
         self.executors: dict[str, ExecutorState] = {}
+        self._in_flight: dict[str, _InFlight] = {}
+        self._backlog: list[tuple[float, Message]] = []
         self._lock = threading.Lock()
-        self._served = None
+        self._undo: list = []
+        self._stopped = threading.Event()
+
+    # -- life cycle ------------------------------------------------------------
 
     def start(self) -> None:
-        self._served = self.transport.serve(topics.SCHEDULER_CALL, self.place)
+        self._undo.append(self.transport.subscribe(topics.SCHEDULER_CALLS, self.place))
+        self._undo.append(self.transport.subscribe(topics.SCHEDULER_DONE, self._done))
+        self._undo.append(self.transport.watch_tokens(topics.LIVE_EXECUTORS, self._membership))
+        self._undo.append(self.transport.serve(f"{topics.STATUS}/scheduler/{self.id}", self.status))
+        self._undo.append(self.transport.declare_token(topics.live_scheduler(self.id)))
+        threading.Thread(target=self._expire_backlog, name="essa-scheduler-backlog", daemon=True).start()
 
     def stop(self) -> None:
-        if self._served is not None:
-            self._served.close()
-            self._served = None
+        self._stopped.set()
+        for undo in reversed(self._undo):
+            undo.close()
+        self._undo.clear()
 
-    def add_executor(self, executor_id: str) -> None:
+    def status(self, _query: Message | None = None) -> Message:
         with self._lock:
-            self.executors.setdefault(executor_id, ExecutorState(executor_id))
+            return {
+                "role": "scheduler",
+                "id": self.id,
+                "placement": self.placement.name,
+                "executors": {
+                    e.id: {"in_flight": e.in_flight, "placed": e.placed, "modules": len(e.modules)}
+                    for e in self.executors.values()
+                },
+                "in_flight": len(self._in_flight),
+                "waiting": len(self._backlog),
+            }
 
-    def remove_executor(self, executor_id: str) -> None:
+    # -- placing ---------------------------------------------------------------
+
+    def place(self, request: Message, exclude: str | None = None) -> None:
+        """Forward ``request`` to an executor, or keep it until one joins."""
+        with self._lock:
+            target = self._choose(request, exclude)
+            if target is None:
+                self._backlog.append((time.monotonic() + self.wait_for_executors, request))
+                return
+            entry = self._in_flight.get(request["id"])
+            if entry is None:
+                self._in_flight[request["id"]] = _InFlight(request, target.id)
+            else:
+                entry.executor, entry.attempts = target.id, entry.attempts + 1
+        self.transport.publish(topics.executor_calls(target.id), request)
+
+    def _choose(self, request: Message, exclude: str | None) -> ExecutorState | None:  # lock held
+        candidates = [e for e in self.executors.values() if e.id != exclude]
+        if not candidates:
+            return None
+        target = self.placement.choose(candidates, request)
+        target.in_flight += 1
+        target.placed += 1
+        return target
+
+    def _done(self, notice: Message) -> None:
+        with self._lock:
+            entry = self._in_flight.pop(notice["id"], None)
+            state = self.executors.get(notice["executor"])
+            if state is not None and entry is not None and entry.executor == state.id:
+                state.in_flight -= 1
+                state.modules.add(entry.request["module"])
+
+    # -- membership ------------------------------------------------------------
+
+    def _membership(self, key: str, alive: bool) -> None:
+        executor_id = topics.key_id(key)
+        if alive:
+            with self._lock:
+                self.executors.setdefault(executor_id, ExecutorState(executor_id))
+                backlog, self._backlog = self._backlog, []
+            log.info("executor %s joined", executor_id)
+            for _deadline, request in backlog:
+                self.place(request)
+            return
         with self._lock:
             self.executors.pop(executor_id, None)
+            orphans = [e for e in self._in_flight.values() if e.executor == executor_id]
+        if orphans:
+            log.warning("executor %s went away with %d calls in flight", executor_id, len(orphans))
+        else:
+            log.info("executor %s left", executor_id)
+        for entry in orphans:
+            self._recover(entry, executor_id)
 
-    def place(self, request: Message) -> Reply:
-        """Forward ``request`` to an executor; return its future reply."""
+    def _recover(self, entry: _InFlight, dead: str) -> None:
+        request = entry.request
+        what = "the module" if request["function"] == START else request["function"]
+        if request["function"] != START and entry.attempts < 2 and self.executors:
+            log.warning("retrying %s (call %s) elsewhere: executor %s went away", what, request["id"], dead)
+            self.place(request, exclude=dead)
+            return
         with self._lock:
-            candidates = list(self.executors.values())
-            if not candidates:
-                raise NoExecutors("no executor is available to run the call")
-            target = self.placement.choose(candidates, request)
-            target.in_flight += 1
-            target.placed += 1
-        try:
-            reply = self.transport.request(topics.executor_call(target.id), request)
-        except BaseException:
-            self._finished(target)
-            raise
-        reply.add_done_callback(lambda _reply: self._finished(target))
-        return reply
+            self._in_flight.pop(request["id"], None)
+        self._fail(request, f"executor {dead} went away while running {what}")
 
-    def _finished(self, target: ExecutorState) -> None:
-        with self._lock:
-            target.in_flight -= 1
+    def _fail(self, request: Message, message: str) -> None:
+        send_reply(self.transport, request["reply_to"], reply_message(request["id"], EssaResult.UnknownError, message=message, exit=1))
+
+    def _expire_backlog(self) -> None:
+        while not self._stopped.wait(0.25):
+            now = time.monotonic()
+            with self._lock:
+                expired = [r for deadline, r in self._backlog if deadline <= now]
+                self._backlog = [(d, r) for d, r in self._backlog if d > now]
+            for request in expired:
+                self._fail(request, f"no executor joined within {self.wait_for_executors:g} s")

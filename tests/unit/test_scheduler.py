@@ -1,43 +1,154 @@
-"""Placement of calls on executors, over the in-process transport."""
+"""Placement, membership and failure handling of the scheduler, over the in-process transport.
+
+The executors here are stand-ins that record what they receive: these tests
+are about the scheduler's decisions; tests/engine and tests/e2e use real ones.
+"""
 
 from __future__ import annotations
+
+import time
 
 import pytest
 
 from essa import topics
-from essa.pool import WorkPool
-from essa.scheduler import NoExecutors, Scheduler
+from essa.abi import EssaResult
+from essa.calls import Caller, call_request
+from essa.scheduler import Placement, Scheduler
 from essa.transport.local import LocalTransport
 
 
-def test_calls_go_to_the_least_loaded_executor():
+class RecordingExecutor:
+    def __init__(self, transport: LocalTransport, executor_id: str) -> None:
+        self.transport = transport
+        self.id = executor_id
+        self.received: list[dict] = []
+        self._sub = transport.subscribe(topics.executor_calls(executor_id), self.received.append)
+        self._token = transport.declare_token(topics.live_executor(executor_id))
+
+    def finish(self, request: dict, value: bytes = b"ok") -> None:
+        self.transport.publish(request["reply_to"], {"id": request["id"], "code": 0, "value": value, "message": ""})
+        self.transport.publish(topics.SCHEDULER_DONE, {"id": request["id"], "executor": self.id})
+
+    def die(self) -> None:
+        self._sub.close()
+        self._token.close()
+
+
+@pytest.fixture
+def cluster():
     transport = LocalTransport()
-    pool = WorkPool(1)
-    held = []
-    for executor in ("a", "b"):
-        transport.serve(topics.executor_call(executor), lambda msg, e=executor: held.append(e) or pool.submit(lambda: {"by": e}))
-    scheduler = Scheduler(transport)
+    scheduler = Scheduler(transport, wait_for_executors=0.5)
     scheduler.start()
-    scheduler.add_executor("a")
-    scheduler.add_executor("b")
-    first = transport.request(topics.SCHEDULER_CALL, {})
-    second = transport.request(topics.SCHEDULER_CALL, {})
-    assert sorted(held) == ["a", "b"]  # the busy one is not picked twice
-    assert {first.result(5)["by"], second.result(5)["by"]} == {"a", "b"}
+    caller = Caller(transport)
+    yield transport, scheduler, caller
+    caller.close()
+    scheduler.stop()
+
+
+def start(caller: Caller, function: str = "__essa_wrapper__f", module: str = "m"):
+    return caller.start(call_request(module, function, b"", "ns", "run"))
+
+
+def test_calls_go_to_the_least_loaded_executor(cluster):
+    transport, scheduler, caller = cluster
+    a, b = RecordingExecutor(transport, "a"), RecordingExecutor(transport, "b")
+    first, second = start(caller), start(caller)
+    assert len(a.received) == len(b.received) == 1  # the busy one is not picked twice
+    a.finish(a.received[0], b"from a")
+    b.finish(b.received[0], b"from b")
+    assert {first.result(1)["value"], second.result(1)["value"]} == {b"from a", b"from b"}
     assert all(e.in_flight == 0 for e in scheduler.executors.values())
-    assert sum(e.placed for e in scheduler.executors.values()) == 2
 
 
-def test_no_executor_is_a_clear_error():
-    transport = LocalTransport()
-    scheduler = Scheduler(transport)
-    scheduler.start()
-    with pytest.raises(NoExecutors, match="no executor"):
-        transport.request(topics.SCHEDULER_CALL, {})
+def test_an_executor_that_has_the_module_is_preferred(cluster):
+    transport, scheduler, caller = cluster
+    a, b = RecordingExecutor(transport, "a"), RecordingExecutor(transport, "b")
+    start(caller, module="m1")
+    warm = a if a.received else b
+    warm.finish(warm.received[0])
+    for _ in range(3):
+        future = start(caller, module="m1")
+        warm.finish(warm.received[-1])
+        future.result(1)
+    assert len(warm.received) == 4
+    assert scheduler.executors[warm.id].modules == {"m1"}
 
 
-def test_request_to_an_unserved_topic_is_an_error():
-    from essa.errors import EssaError
+def test_placement_policy_is_replaceable(cluster):
+    transport, scheduler, caller = cluster
 
-    with pytest.raises(EssaError, match="nobody serves"):
-        LocalTransport().request("essa/nowhere", {})
+    class Always(Placement):
+        name = "always-b"
+
+        def choose(self, executors, request):
+            return next(e for e in executors if e.id == "b")
+
+    scheduler.placement = Always()
+    a, b = RecordingExecutor(transport, "a"), RecordingExecutor(transport, "b")
+    for _ in range(3):
+        start(caller)
+    assert (len(a.received), len(b.received)) == (0, 3)
+
+
+def test_a_new_executor_is_used_at_once(cluster):
+    transport, scheduler, caller = cluster
+    a = RecordingExecutor(transport, "a")
+    start(caller)
+    b = RecordingExecutor(transport, "b")
+    start(caller)
+    assert len(b.received) == 1 and len(a.received) == 1
+
+
+def test_calls_of_a_dead_executor_are_retried_once_elsewhere(cluster):
+    transport, scheduler, caller = cluster
+    a = RecordingExecutor(transport, "a")
+    future = start(caller)
+    b = RecordingExecutor(transport, "b")
+    a.die()
+    assert len(b.received) == 1 and b.received[0]["id"] == future.id
+    b.die()  # the retry dies too: now the caller hears about it
+    reply = future.result(1)
+    assert reply["code"] == EssaResult.UnknownError
+    assert "executor b went away while running __essa_wrapper__f" in reply["message"]
+
+
+def test_a_run_of_a_dead_executor_fails_instead_of_running_twice(cluster):
+    transport, scheduler, caller = cluster
+    a, b = RecordingExecutor(transport, "a"), RecordingExecutor(transport, "b")
+    future = start(caller, function="_start")
+    (a if a.received else b).die()
+    assert "went away while running the module" in future.result(1)["message"]
+
+
+def test_calls_wait_for_a_first_executor(cluster):
+    transport, scheduler, caller = cluster
+    future = start(caller)
+    a = RecordingExecutor(transport, "a")
+    assert len(a.received) == 1
+    a.finish(a.received[0])
+    assert future.result(1)["code"] == EssaResult.Ok
+
+
+def test_without_executors_a_call_fails_after_the_wait(cluster):
+    transport, scheduler, caller = cluster
+    started = time.monotonic()
+    reply = start(caller).result(5)
+    assert "no executor joined within 0.5 s" in reply["message"]
+    assert time.monotonic() - started < 3
+
+
+def test_pending_calls_fail_when_the_scheduler_goes_away(cluster):
+    transport, scheduler, caller = cluster
+    RecordingExecutor(transport, "a")
+    future = start(caller)
+    scheduler.stop()
+    assert "scheduler went away" in future.result(1)["message"]
+
+
+def test_status_reports_executors(cluster):
+    transport, scheduler, caller = cluster
+    RecordingExecutor(transport, "a")
+    start(caller)
+    (status,) = transport.query(f"{topics.STATUS}/scheduler/**", {})
+    assert status["executors"]["a"]["in_flight"] == 1
+    assert status["placement"] == "least-loaded"

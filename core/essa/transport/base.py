@@ -1,10 +1,19 @@
 """The transport interface: how clients, schedulers and executors talk.
 
-Three primitives, after zenoh's: query/reply (:meth:`Transport.serve` and
-:meth:`Transport.request`), publish/subscribe (:meth:`Transport.publish` and
-:meth:`Transport.subscribe`). Topics are ``/``-separated strings such as
-``essa/scheduler/call``. Messages are dicts of str, int, bytes, lists and dicts
-(a networked transport encodes them; the in-process one passes them as they are).
+A transport offers zenoh's primitives and nothing more:
+
+- publish/subscribe: one-way messages on ``/``-separated topics such as
+  ``essa/scheduler/calls`` (the hot path: calls and replies travel this way);
+- serve/query: control requests answered synchronously (status, pings), where
+  a query may use a trailing ``/**`` to reach every server below a prefix;
+- liveliness tokens: a process declares ``essa/live/executor/3`` while it lives,
+  and watchers learn when such tokens appear and disappear (including tokens
+  that existed before the watch began).
+
+Messages are dicts of str, int, float, bool, bytes, lists and dicts; a
+networked transport encodes them, the in-process one passes them as they are
+(so receivers must not mutate them). The call protocol built on top lives in
+:mod:`essa.calls`, once, for every transport.
 """
 
 from __future__ import annotations
@@ -15,53 +24,58 @@ from typing import Any, Callable, ClassVar, Mapping, Protocol
 Message = dict[str, Any]
 
 
-class Reply(Protocol):
-    """The future answer to a request."""
-
-    def result(self, timeout: float | None = None) -> Message:
-        """Block until the answer is there (``TimeoutError`` after ``timeout`` s)."""
-
-    def done(self) -> bool: ...
-
-    def add_done_callback(self, callback: Callable[["Reply"], None]) -> None:
-        """Call ``callback(reply)`` once the answer is there."""
-
-
-#: A request handler returns the (possibly future) reply.
-Handler = Callable[[Message], Reply]
-
-
 class Subscription(Protocol):
+    """Something to undo: a subscription, a served topic, a token."""
+
     def close(self) -> None: ...
 
 
 class Transport(ABC):
-    """Base class of transports."""
+    """Base class of transports.
+
+    :param options: transport settings (for zenoh: ``listen``, ``connect``,
+        ``config``, ``scouting``); see each transport.
+    """
 
     #: The name of the transport; set by the registering plugin.
     name: ClassVar[str] = ""
 
-    def __init__(self, options: Mapping[str, str] | None = None) -> None:
+    def __init__(self, options: Mapping[str, Any] | None = None) -> None:
         self.options = dict(options or {})
 
     @abstractmethod
-    def serve(self, topic: str, handler: Handler) -> Subscription:
-        """Answer requests sent to ``topic`` with ``handler``."""
-
-    @abstractmethod
-    def request(self, topic: str, message: Message) -> Reply:
-        """Send ``message`` to whoever serves ``topic``; return the future reply.
-
-        :raises essa.errors.EssaError: nobody serves ``topic``.
-        """
-
-    @abstractmethod
     def publish(self, topic: str, message: Message) -> None:
-        """Send ``message`` to every subscriber of ``topic`` (fire and forget)."""
+        """Send ``message`` to every subscriber of ``topic`` (reliably, in order per sender)."""
 
     @abstractmethod
     def subscribe(self, topic: str, callback: Callable[[Message], None]) -> Subscription:
-        """Call ``callback`` with every message published to ``topic``."""
+        """Call ``callback(message)`` for every message published to ``topic``.
+
+        Callbacks run on the transport's threads: they must return quickly.
+        """
+
+    @abstractmethod
+    def serve(self, topic: str, handler: Callable[[Message], Message]) -> Subscription:
+        """Answer queries to ``topic`` with ``handler(message)``."""
+
+    @abstractmethod
+    def query(self, selector: str, message: Message, timeout: float = 2.0) -> list[Message]:
+        """Ask every server matching ``selector``; return the answers that came in time."""
+
+    @abstractmethod
+    def declare_token(self, key: str) -> Subscription:
+        """Announce that this process is alive as ``key`` until closed (or until it dies)."""
+
+    @abstractmethod
+    def watch_tokens(self, prefix: str, callback: Callable[[str, bool], None]) -> Subscription:
+        """Call ``callback(key, alive)`` as tokens below ``prefix/`` appear and vanish.
+
+        Tokens that exist already are reported (alive) first.
+        """
+
+    def describe(self) -> str:
+        """One line telling a user where this transport listens or connects."""
+        return self.name
 
     def close(self) -> None:
         """Release sockets and threads."""

@@ -1,7 +1,7 @@
 """The in-process transport of embedded essa.
 
-Requests call the handler directly and hand back the handler's own future, so
-a caller waiting on a reply can help run the call (see :mod:`essa.pool`).
+Delivery is a function call on the publisher's thread, so a call placed by the
+scheduler is queued on an executor before ``publish`` returns.
 """
 
 from __future__ import annotations
@@ -10,10 +10,12 @@ import threading
 from typing import Callable
 
 from ..errors import EssaError
-from .base import Handler, Message, Reply, Subscription, Transport
+from .base import Message, Subscription, Transport
 
 
 class _Closer:
+    __slots__ = ("_close",)
+
     def __init__(self, close: Callable[[], None]) -> None:
         self._close = close
 
@@ -21,27 +23,22 @@ class _Closer:
         self._close()
 
 
+def _matches(selector: str, topic: str) -> bool:
+    if selector.endswith("/**"):
+        return topic.startswith(selector[:-2])
+    return selector == topic
+
+
 class LocalTransport(Transport):
     """Topics are dictionary keys; delivery is a function call."""
 
     def __init__(self, options=None) -> None:
         super().__init__(options)
-        self._handlers: dict[str, Handler] = {}
-        self._subscribers: dict[str, list[Callable[[Message], None]]] = {}
-        self._lock = threading.Lock()
-
-    def serve(self, topic: str, handler: Handler) -> Subscription:
-        with self._lock:
-            if topic in self._handlers:
-                raise EssaError(f"topic {topic!r} is already served in this process")
-            self._handlers[topic] = handler
-        return _Closer(lambda: self._handlers.pop(topic, None))
-
-    def request(self, topic: str, message: Message) -> Reply:
-        handler = self._handlers.get(topic)
-        if handler is None:
-            raise EssaError(f"nobody serves {topic!r}")
-        return handler(message)
+        self._subscribers: dict[str, tuple[Callable[[Message], None], ...]] = {}
+        self._handlers: dict[str, Callable[[Message], Message]] = {}
+        self._tokens: dict[str, int] = {}
+        self._watchers: list[tuple[str, Callable[[str, bool], None]]] = []
+        self._lock = threading.RLock()
 
     def publish(self, topic: str, message: Message) -> None:
         for callback in self._subscribers.get(topic, ()):
@@ -50,14 +47,69 @@ class LocalTransport(Transport):
     def subscribe(self, topic: str, callback: Callable[[Message], None]) -> Subscription:
         with self._lock:
             # Copy-on-write, so publish() iterates without the lock.
-            self._subscribers[topic] = [*self._subscribers.get(topic, ()), callback]
+            self._subscribers[topic] = (*self._subscribers.get(topic, ()), callback)
 
         def close() -> None:
             with self._lock:
-                rest = [c for c in self._subscribers.get(topic, ()) if c is not callback]
+                rest = tuple(c for c in self._subscribers.get(topic, ()) if c is not callback)
                 if rest:
                     self._subscribers[topic] = rest
                 else:
                     self._subscribers.pop(topic, None)
 
         return _Closer(close)
+
+    def serve(self, topic: str, handler: Callable[[Message], Message]) -> Subscription:
+        with self._lock:
+            if topic in self._handlers:
+                raise EssaError(f"topic {topic!r} is already served in this process")
+            self._handlers[topic] = handler
+        return _Closer(lambda: self._handlers.pop(topic, None))
+
+    def query(self, selector: str, message: Message, timeout: float = 2.0) -> list[Message]:
+        handlers = [h for topic, h in list(self._handlers.items()) if _matches(selector, topic)]
+        return [handler(message) for handler in handlers]
+
+    def declare_token(self, key: str) -> Subscription:
+        with self._lock:
+            self._tokens[key] = self._tokens.get(key, 0) + 1
+            first = self._tokens[key] == 1
+            watchers = list(self._watchers)
+        if first:
+            self._notify(watchers, key, True)
+
+        def close() -> None:
+            with self._lock:
+                self._tokens[key] -= 1
+                last = self._tokens[key] == 0
+                if last:
+                    del self._tokens[key]
+                watchers = list(self._watchers)
+            if last:
+                self._notify(watchers, key, False)
+
+        return _Closer(close)
+
+    def watch_tokens(self, prefix: str, callback: Callable[[str, bool], None]) -> Subscription:
+        entry = (prefix.rstrip("/") + "/", callback)
+        with self._lock:
+            self._watchers.append(entry)
+            existing = [key for key in self._tokens if key.startswith(entry[0])]
+        for key in existing:
+            callback(key, True)
+
+        def close() -> None:
+            with self._lock:
+                if entry in self._watchers:
+                    self._watchers.remove(entry)
+
+        return _Closer(close)
+
+    @staticmethod
+    def _notify(watchers, key: str, alive: bool) -> None:
+        for prefix, callback in watchers:
+            if key.startswith(prefix):
+                callback(key, alive)
+
+    def describe(self) -> str:
+        return "in-process"
