@@ -1,32 +1,20 @@
-"""Shared fixtures: which engine the engine tests run on, and a fresh ESSA_HOME."""
+"""Shared fixtures: the engine under test (from the conformance plugin) and a fresh ESSA_HOME.
+
+``essa.testing.conformance`` adds ``--essa-engine`` (default: $ESSA_TEST_ENGINE,
+else wasmtime) and the ``essa_engine`` fixture; tests/engine runs its suite.
+"""
 
 from __future__ import annotations
 
-import os
-
 import pytest
 
-
-def pytest_addoption(parser):
-    parser.addoption(
-        "--essa-engine",
-        default=os.environ.get("ESSA_TEST_ENGINE", "wasmtime"),
-        help="engine the engine and end-to-end tests run on (default: wasmtime, or $ESSA_TEST_ENGINE)",
-    )
+pytest_plugins = ["essa.testing.conformance"]
 
 
 @pytest.fixture(scope="session")
-def engine_name(request) -> str:
+def engine_name(essa_engine) -> str:
     """The engine under test; skips when its plugin is not installed here."""
-    from essa.errors import PluginNotFound
-    from essa.plugins import get_plugin_manager
-
-    name = request.config.getoption("--essa-engine")
-    try:
-        get_plugin_manager().engine_class(name)
-    except PluginNotFound as exc:
-        pytest.skip(str(exc))
-    return name
+    return essa_engine
 
 
 @pytest.fixture(autouse=True)

@@ -78,6 +78,10 @@ def test_non_wasm_file(tmp_path):
 
 def test_unknown_engine_names_the_package_for_known_engines():
     assert_one_line_error(essa("--store", "memory", "--engine", "nosuch", "run", str(TEST_FUNCTION)), "unknown engine 'nosuch'")
+    from essa.plugins import get_plugin_manager
+
+    if "wasmer" in get_plugin_manager().engines:
+        return  # installed and usable here (Python 3.10): nothing to name
     result = essa("--store", "memory", "--engine", "wasmer", "run", str(TEST_FUNCTION))
     assert result.returncode != 0 and "Traceback" not in result.stderr
     assert "essa-plugin-wasmer" in result.stderr or "Python 3.10" in result.stderr

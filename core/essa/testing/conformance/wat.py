@@ -4,6 +4,9 @@
 performs a straight-line list of host calls, stores each return code, and
 returns ``codes (i32 LE each) + scratch memory`` as its result, so a test can
 check both the codes and what the host wrote into guest memory.
+
+WAT is assembled with ``wasmtime.wat2wasm`` whatever engine runs the module
+(the ``essa[conformance]`` extra installs wasmtime for that).
 """
 
 from __future__ import annotations
@@ -11,7 +14,20 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-import wasmtime
+import pytest
+
+
+def wat2wasm(text: str) -> bytes:
+    """Assemble a WAT module; fails the test with advice when wasmtime is missing."""
+    try:
+        import wasmtime
+    except ImportError:
+        pytest.fail(
+            "the essa conformance suite assembles WAT with wasmtime.wat2wasm: pip install 'essa[conformance]'",
+            pytrace=False,
+        )
+    return bytes(wasmtime.wat2wasm(text))
+
 
 HOST_IMPORTS = {
     "essa_get_args": 2,
@@ -81,18 +97,29 @@ def load(addr: int) -> str:
 ARGS_LEN = "(local.get $len)"
 
 
-def module(body: str = "", data: dict[int, bytes] | None = None, start: str = "") -> bytes:
-    """A test module: the helpers, ``body`` as extra WAT, ``data`` placed at addresses."""
+def module(
+    body: str = "",
+    data: dict[int, bytes] | None = None,
+    start: str = "",
+    memory: str = "1",
+    imports: str = "",
+) -> bytes:
+    """A test module: the helpers, ``body`` as extra WAT, ``data`` placed at addresses.
+
+    :param memory: the memory's limits in pages, e.g. ``"1"`` or ``"1 10"``.
+    :param imports: extra import declarations (WAT).
+    """
     segments = "\n".join(f'  (data (i32.const {addr}) "{wat_bytes(b)}")' for addr, b in (data or {}).items())
     text = f"""(module
 {_imports()}
-  (memory (export "memory") 1)
+{imports}
+  (memory (export "memory") {memory})
 {segments}
 {HELPERS}
 {body}
   (func (export "_start") {start})
 )"""
-    return wasmtime.wat2wasm(text)
+    return wat2wasm(text)
 
 
 def driver_module(calls: list[Call], data: dict[int, bytes] | None = None) -> bytes:
