@@ -1,0 +1,190 @@
+"""essa-plugin-wasmer beyond the conformance suite: availability, memory cap, WASI table.
+
+Skipped when the plugin is not installed. Where wasmer cannot run (Python
+3.11+), the plugin still imports and reports itself unavailable; these tests
+check that a user is told so in one line.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+
+import pytest
+
+pytest.importorskip("essa_wasmer")
+
+from essa_wasmer import memcap, wasi  # noqa: E402
+from essa_wasmer.engine import WasmerEngine, _trap_message  # noqa: E402
+
+from essa.testing.conformance.wat import module, wat2wasm  # noqa: E402
+
+AVAILABLE = WasmerEngine.unavailable_reason() is None
+needs_wasmer = pytest.mark.skipif(not AVAILABLE, reason="wasmer cannot run on this Python")
+
+
+def essa(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "essa", *args], capture_output=True, text=True, timeout=120, env=dict(os.environ)
+    )
+
+
+# -- availability --------------------------------------------------------------------
+
+
+@pytest.mark.skipif(AVAILABLE, reason="wasmer runs on this Python")
+def test_plugins_shows_wasmer_unavailable_with_the_reason():
+    result = essa("plugins")
+    assert result.returncode == 0
+    text = " ".join(result.stdout.split())
+    assert "wasmer" in text and "unavailable" in text and "Python 3.10" in text
+
+
+@pytest.mark.skipif(AVAILABLE, reason="wasmer runs on this Python")
+def test_engine_wasmer_fails_in_one_line_naming_python_3_10(tmp_path):
+    path = tmp_path / "m.wasm"
+    path.write_bytes(b"\0asm\x01\0\0\0")
+    result = essa("--store", "memory", "--engine", "wasmer", "run", str(path))
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("essa: error: engine 'wasmer' is not available here")
+    assert "use Python 3.10" in lines[0]
+
+
+@needs_wasmer
+def test_version_names_wasmer_and_the_compiler():
+    engine = WasmerEngine()
+    assert engine.version.startswith("1.") and "cranelift" in engine.version
+    WasmerEngine.name = "wasmer"
+    assert engine.artifact_tag == f"wasmer-{engine.version}-maxmem16384p"
+
+
+# -- memory cap ------------------------------------------------------------------------
+
+
+def memory_limits(wasm: bytes) -> list[tuple[int, int | None]]:
+    """(minimum, maximum) of each memory a module defines, read back with wasmtime."""
+    wasmtime = pytest.importorskip("wasmtime")
+    mod = wasmtime.Module(wasmtime.Engine(), wasm)
+    return [(e.type.limits.min, e.type.limits.max) for e in mod.exports if isinstance(e.type, wasmtime.MemoryType)]
+
+
+@pytest.mark.parametrize(
+    "declared, cap, expected",
+    [("1", 2, (1, 2)), ("1 10", 2, (1, 2)), ("1 2", 4, (1, 2)), ("0", 0, (0, 0)), ("2 2", 2, (2, 2)),
+     ("1", 65536, (1, 65536)), ("300 70000", 65536, None)],
+    ids=["no-max", "larger-max", "smaller-max", "zero", "equal", "4GiB", "invalid-kept"],
+)
+def test_cap_memory_lowers_the_maximum(declared, cap, expected):
+    if expected is None:
+        wasm = bytes.fromhex("0061736d01000000") + bytes([5, 7, 1, 1]) + b"\xac\x02" + b"\xf0\xa2\x04"
+        assert memcap.cap_memory(wasm, cap) == wasm  # max above 4 GiB: left for the compiler to refuse
+        return
+    wasm = wat2wasm(f'(module (memory (export "memory") {declared}) (data (i32.const 0) "x") (func (export "f")))')
+    capped = memcap.cap_memory(wasm, cap)
+    assert memory_limits(capped) == [expected]
+
+
+def test_cap_memory_refuses_a_minimum_above_the_cap():
+    wasm = wat2wasm('(module (memory (export "memory") 3))')
+    with pytest.raises(memcap.MemoryOverLimit, match="3 pages"):
+        memcap.cap_memory(wasm, 2)
+
+
+@pytest.mark.parametrize(
+    "wasm",
+    [b"", b"\0asm", b"\0asm\x01\0\0\0\x05\x09", b"\0asm\x01\0\0\0\x05\x02\x01\x07", b"(module)"],
+    ids=["empty", "header-only", "truncated-section", "unknown-flags", "text"],
+)
+def test_cap_memory_leaves_what_it_cannot_parse(wasm):
+    assert memcap.cap_memory(wasm, 2) == wasm
+
+
+def test_cap_memory_leaves_modules_without_memory_alone():
+    wasm = wat2wasm('(module (func (export "f")))')
+    assert memcap.cap_memory(wasm, 2) == wasm
+
+
+def test_cap_pages():
+    assert memcap.cap_pages(1 << 30) == 16384
+    assert memcap.cap_pages(65535) == 0
+    assert memcap.cap_pages(1 << 40) == 65536
+
+
+# -- WASI ------------------------------------------------------------------------------
+
+
+@needs_wasmer
+def test_wasi_signatures_match_wasmers_own_wasi():
+    import wasmer
+
+    store = wasmer.Store()
+    theirs = wasmer.wasi.StateBuilder("x").finalize().generate_imports(store, wasmer.wasi.Version.SNAPSHOT1)
+    names = {1: "i32", 2: "i64"}
+    for name, function in theirs[wasi.IMPORT_MODULE].items():
+        ty = function.type
+        expected = (tuple(names[int(t)] for t in ty.params), tuple(names[int(t)] for t in ty.results))
+        assert wasi.SIGNATURES.get(name) == expected, name
+    assert set(wasi.SIGNATURES) >= set(theirs[wasi.IMPORT_MODULE])
+    assert set(wasi.FUNCTIONS) == set(wasi.SIGNATURES)
+
+
+@needs_wasmer
+def test_fd_write_gathers_every_iovec():
+    from essa.testing.conformance.support import invocation
+
+    body = """
+  (func (export "__essa_wrapper__print") (param i32)
+    (i32.store (i32.const 0x100) (i32.const 0x600)) (i32.store (i32.const 0x104) (i32.const 2))
+    (i32.store (i32.const 0x108) (i32.const 0x602)) (i32.store (i32.const 0x10c) (i32.const 0))
+    (i32.store (i32.const 0x110) (i32.const 0x602)) (i32.store (i32.const 0x114) (i32.const 3))
+    (drop (call $fd_write (i32.const 1) (i32.const 0x100) (i32.const 3) (i32.const 0x200)))
+    (drop (call $essa_set_result (i32.const 0x200) (i32.const 4))))
+"""
+    engine = WasmerEngine()
+    program = engine.prepare(engine.compile(module(body, {0x600: b"ab", 0x602: b"cd\n"})))
+    inv = invocation()
+    program.run(inv, "__essa_wrapper__print", 0)
+    assert inv.result == (5).to_bytes(4, "little")
+    assert inv.output.chunks == [(1, b"abcd\n")]
+
+
+# -- wasmer specifics ------------------------------------------------------------------
+
+
+def test_trap_message_is_one_short_line_even_for_a_deep_stack():
+    frames = "\n".join("    at rec (<module>[10]:0x155)" for _ in range(100_000))
+    message = _trap_message(RuntimeError(f"RuntimeError: call stack exhausted\n{frames}"))
+    assert message == "call stack exhausted (in rec)"
+    assert _trap_message(RuntimeError("RuntimeError: unreachable\n    at <unnamed> (<module>[7]:0x13b)")) == (
+        "wasm `unreachable` instruction executed (in <wasm function 7>)"
+    )
+    assert _trap_message(RuntimeError("RuntimeError: integer divide by zero")) == "integer divide by zero"
+
+
+@needs_wasmer
+def test_objects_made_on_one_thread_are_dropped_safely_on_another():
+    """wasmer's objects are unsendable; a program used on many threads must not panic when freed."""
+    import gc
+
+    from essa.testing.conformance.support import invocation
+
+    engine = WasmerEngine()
+    program = engine.prepare(engine.compile(module()))
+
+    def use() -> None:
+        inv = invocation(b"x")
+        program.run(inv, "__essa_wrapper__echo", 1)
+        assert inv.result == b"x"
+
+    threads = [threading.Thread(target=use) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    use()
+    del program
+    gc.collect()
