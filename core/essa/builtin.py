@@ -4,14 +4,22 @@ from __future__ import annotations
 
 from . import hookimpl
 from .memory_store import MemoryStore
+from .scheduler import Placement
 from .transport.local import LocalTransport
+from .transport.zenoh import ZenohTransport
 
 
 @hookimpl
 def essa_register_transports(register):
     register("local", LocalTransport)
+    register("zenoh", ZenohTransport)
 
 
 @hookimpl
 def essa_register_stores(register):
     register("memory", MemoryStore)
+
+
+@hookimpl
+def essa_register_placements(register):
+    register("least-loaded", Placement)

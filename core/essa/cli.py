@@ -82,6 +82,45 @@ def cli(ctx: click.Context, engine: str, store: str, store_options: tuple[str, .
     ctx.obj = Settings(engine, store, _parse_options(store_options))
 
 
+def _endpoint_options(listen_default: str | None, connect_default: str | None):
+    """The zenoh endpoint options shared by the cluster commands."""
+
+    def decorate(fn):
+        fn = click.option(
+            "--zenoh-config",
+            envvar="ESSA_ZENOH_CONFIG",
+            type=click.Path(exists=True, dir_okay=False),
+            help="A zenoh JSON5 config file, applied before the flags (env ESSA_ZENOH_CONFIG).",
+        )(fn)
+        fn = click.option(
+            "--scouting/--no-scouting",
+            envvar="ESSA_ZENOH_SCOUTING",
+            default=False,
+            help="Find peers by multicast scouting (off by default; env ESSA_ZENOH_SCOUTING).",
+        )(fn)
+        fn = click.option(
+            "--connect",
+            multiple=True,
+            metavar="ENDPOINT",
+            envvar="ESSA_CONNECT",
+            default=[connect_default] if connect_default else [],
+            show_default=bool(connect_default),
+            help="zenoh endpoint to connect to, e.g. tcp/10.0.0.5:7447; repeatable (env ESSA_CONNECT, space-separated).",
+        )(fn)
+        fn = click.option(
+            "--listen",
+            multiple=True,
+            metavar="ENDPOINT",
+            envvar="ESSA_LISTEN",
+            default=[listen_default] if listen_default else [],
+            show_default=bool(listen_default),
+            help="zenoh endpoint to listen on, e.g. tcp/0.0.0.0:7447; repeatable (env ESSA_LISTEN, space-separated).",
+        )(fn)
+        return fn
+
+    return decorate
+
+
 @cli.command()
 @click.argument("module", metavar="FILE.wasm")
 @click.option(
@@ -94,21 +133,160 @@ def cli(ctx: click.Context, engine: str, store: str, store_options: tuple[str, .
     type=click.IntRange(min=1),
     help="Executors of the embedded runtime. [default: one per core, at least 2]",
 )
+@click.option(
+    "--connect",
+    multiple=True,
+    metavar="ENDPOINT",
+    envvar="ESSA_CONNECT",
+    help="Run on the cluster whose scheduler listens at ENDPOINT (e.g. tcp/127.0.0.1:7447) "
+    "instead of in this process; repeatable (env ESSA_CONNECT).",
+)
+@click.option("--zenoh-config", envvar="ESSA_ZENOH_CONFIG", type=click.Path(exists=True, dir_okay=False),
+              help="A zenoh JSON5 config file for --connect (env ESSA_ZENOH_CONFIG).")
+@click.option("--timeout", type=float, default=5.0, show_default=True,
+              help="Seconds to wait for the cluster's scheduler with --connect.")
 @click.pass_obj
-def run(settings: Settings, module: str, namespace: str | None, executors: int | None) -> None:
+def run(settings: Settings, module: str, namespace: str | None, executors: int | None,
+        connect: tuple[str, ...], zenoh_config: str | None, timeout: float) -> None:
     """Run a module's main function (`_start`) and its remote calls.
 
-    The guest's stdout and stderr appear here; essa exits with the module's
-    exit status, or 1 with a message if it traps.
+    Without --connect everything runs in this process (scheduler, executors,
+    store). With --connect the module goes to a running cluster (see `essa up`,
+    `essa scheduler`, `essa executor`). Either way the guest's stdout and
+    stderr appear here, and essa exits with the module's exit status, or 1
+    with a message if it traps.
     """
     from .programs import read_module
-    from .runtime import EmbeddedRuntime
 
     wasm = read_module(module)  # fail on a bad file before starting anything
+    connect = tuple(e for item in connect for e in item.split())
+    if connect:
+        from .cluster import connect_client
+
+        client = connect_client(connect, zenoh_config, timeout)
+        try:
+            status = client.run(client.publish(wasm, module), namespace=namespace)
+        finally:
+            client.close()
+            client.transport.close()
+        sys.exit(status)
+
+    from .runtime import EmbeddedRuntime
+
     with EmbeddedRuntime(settings.engine, settings.store, settings.store_options, executors) as runtime:
         logging.getLogger("essa").info("embedded runtime: %s engine, store %s", settings.engine, runtime.store.describe())
         status = runtime.client.run(runtime.client.publish(wasm, module), namespace=namespace)
     sys.exit(status)
+
+
+def _split(values: tuple[str, ...]) -> list[str]:
+    return [e for item in values for e in item.split()]
+
+
+@cli.command()
+@_endpoint_options(listen_default="tcp/127.0.0.1:7447", connect_default=None)
+@click.option("--placement", default="least-loaded", show_default=True,
+              help="Placement policy; plugins may add more (`essa plugins`).")
+def scheduler(listen, connect, scouting, zenoh_config, placement) -> None:
+    """Run a scheduler: places calls on the executors it sees.
+
+    Executors and clients connect to its --listen endpoint.
+    """
+    from .cluster import open_transport, serve_scheduler, wait_for_signal
+
+    transport = open_transport(_split(listen), _split(connect), zenoh_config, scouting)
+    sched = serve_scheduler(transport, placement)
+    click.echo(f"essa scheduler {sched.id}: {transport.describe()}; placement {sched.placement.name}", err=True)
+    try:
+        wait_for_signal()
+    finally:
+        sched.stop()
+        transport.close()
+
+
+@cli.command()
+@click.argument("executor_id", metavar="ID")
+@_endpoint_options(listen_default="tcp/127.0.0.1:0", connect_default="tcp/127.0.0.1:7447")
+@click.option("--workers", type=click.IntRange(min=1), help="Threads running calls. [default: one per core, at least 2]")
+@click.pass_obj
+def executor(settings: Settings, executor_id, listen, connect, scouting, zenoh_config, workers) -> None:
+    """Run executor ID: runs the calls the scheduler places on it.
+
+    ID must be unique in the cluster. Executors of one host share the store
+    (LMDB by default), so a module compiled by one is loaded by the others.
+    """
+    from .cluster import default_workers, open_transport, serve_executor, wait_for_signal
+
+    transport = open_transport(_split(listen), _split(connect), zenoh_config, scouting)
+    try:
+        ex, caller = serve_executor(executor_id, transport, settings.engine, settings.store,
+                                    settings.store_options, workers or default_workers())
+    except BaseException:
+        transport.close()
+        raise
+    click.echo(f"essa executor {executor_id}: {ex.programs.engine.artifact_tag}, store {ex.store.describe()}, "
+               f"{transport.describe()}", err=True)
+    try:
+        wait_for_signal()
+    finally:
+        drained = ex.drain()
+        ex.stop()
+        caller.close()
+        transport.close()
+        ex.store.close()
+        stats = ex.stats
+        click.echo(f"essa executor {executor_id}: served {stats.calls} calls and {stats.runs} runs "
+                   f"({stats.failures} failed){'' if drained else '; stopped before all calls finished'}", err=True)
+
+
+@cli.command()
+@click.option("--executors", type=click.IntRange(min=1), default=2, show_default=True,
+              help="Executor processes to start.")
+@click.option("--listen", default="tcp/127.0.0.1:7447", show_default=True, metavar="ENDPOINT",
+              help="Where the scheduler listens.")
+@click.pass_obj
+def up(settings: Settings, executors: int, listen: str) -> None:
+    """Start a local cluster: a scheduler and N executors, as separate processes.
+
+    Prints how to connect, and stops them all on Ctrl-C or SIGTERM.
+    """
+    from .cluster import up as run_cluster
+
+    verbose = logging.getLogger().level <= logging.INFO
+    sys.exit(run_cluster(executors, listen, settings.engine, settings.store, settings.store_options, int(verbose)))
+
+
+@cli.command()
+@click.option("--connect", multiple=True, metavar="ENDPOINT", envvar="ESSA_CONNECT",
+              default=["tcp/127.0.0.1:7447"], show_default=True, help="The cluster's scheduler endpoint.")
+@click.option("--zenoh-config", envvar="ESSA_ZENOH_CONFIG", type=click.Path(exists=True, dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print the raw status as JSON.")
+def status(connect, zenoh_config, as_json) -> None:
+    """Show a running cluster: its scheduler and executors with their counters."""
+    import json
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from .cluster import cluster_status
+
+    answers = cluster_status(_split(connect), zenoh_config)
+    if as_json:
+        click.echo(json.dumps(answers, indent=2, sort_keys=True))
+        return
+    schedulers = [a for a in answers if a.get("role") == "scheduler"]
+    executors = sorted((a for a in answers if a.get("role") == "executor"), key=lambda a: a["id"])
+    for sched in schedulers:
+        click.echo(f"scheduler {sched['id']}: placement {sched['placement']}, "
+                   f"{sched['in_flight']} calls in flight, {sched['waiting']} waiting")
+    table = Table(title="executors")
+    for column in ("id", "engine", "workers", "calls", "runs", "failed", "in flight", "modules"):
+        table.add_column(column)
+    placed = {k: v for s in schedulers for k, v in s["executors"].items()}
+    for ex in executors:
+        table.add_row(ex["id"], ex["engine"], str(ex["workers"]), str(ex["calls"]), str(ex["runs"]),
+                      str(ex["failures"]), str(placed.get(ex["id"], {}).get("in_flight", "-")), str(len(ex["modules"])))
+    Console().print(table)
 
 
 @cli.command()

@@ -74,14 +74,25 @@ class Executor:
         self.stats = ExecutorStats()
         self._stats_lock = threading.Lock()
         self._undo: list[Any] = []
+        self._calls: Any = None
 
     def start(self) -> None:
         """Begin serving calls and announce this executor."""
-        self._undo.append(self.transport.subscribe(topics.executor_calls(self.id), self.submit))
+        self._calls = self.transport.subscribe(topics.executor_calls(self.id), self.submit)
         self._undo.append(self.transport.serve(f"{topics.STATUS}/executor/{self.id}", self.status))
         self._undo.append(self.transport.declare_token(topics.live_executor(self.id)))
 
+    def drain(self, timeout: float = 30.0) -> bool:
+        """Stop taking calls and let the running ones finish; return whether they did."""
+        if self._calls is not None:
+            self._calls.close()
+            self._calls = None
+        return self.pool.wait_idle(timeout)
+
     def stop(self) -> None:
+        if self._calls is not None:
+            self._calls.close()
+            self._calls = None
         for undo in reversed(self._undo):
             undo.close()
         self._undo.clear()

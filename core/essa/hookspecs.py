@@ -23,6 +23,7 @@ if TYPE_CHECKING:  # pragma: no cover
     import click
 
     from .engine import Engine
+    from .scheduler import Placement
     from .store import Store
     from .transport.base import Transport
 
@@ -59,6 +60,15 @@ def essa_register_transports(register: Callable[[str, type["Transport"]], None])
 
     :param register: call ``register(name, transport_class)`` for each
         transport; the class subclasses :class:`essa.transport.base.Transport`.
+    """
+
+
+@hookspec
+def essa_register_placements(register: Callable[[str, type["Placement"]], None]) -> None:
+    """Register placement policies for the scheduler (``essa scheduler --placement NAME``).
+
+    :param register: call ``register(name, placement_class)``; the class
+        subclasses :class:`essa.scheduler.Placement` and overrides ``choose``.
     """
 
 

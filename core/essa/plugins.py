@@ -30,6 +30,7 @@ if TYPE_CHECKING:  # pragma: no cover
     import click
 
     from .engine import Engine
+    from .scheduler import Placement
     from .store import Store
     from .transport.base import Transport
 
@@ -40,10 +41,11 @@ KNOWN_PROVIDERS = {
     "engine": {"wasmtime": "essa-plugin-wasmtime", "wasmer": "essa-plugin-wasmer"},
     "store": {"lmdb": "essa-plugin-lmdb", "anna": "essa-plugin-anna"},
     "transport": {},
+    "placement": {},
 }
 
 #: The parts essa uses when the user does not choose.
-DEFAULTS = {"engine": "wasmtime", "store": "lmdb", "transport": "local"}
+DEFAULTS = {"engine": "wasmtime", "store": "lmdb", "transport": "local", "placement": "least-loaded"}
 
 T = TypeVar("T")
 
@@ -125,6 +127,7 @@ class PluginManager:
         self.engines: Registry[Engine] = Registry("engine")
         self.stores: Registry[Store] = Registry("store")
         self.transports: Registry[Transport] = Registry("transport")
+        self.placements: Registry[Placement] = Registry("placement")
         self._load()
 
     # -- loading ---------------------------------------------------------------
@@ -163,6 +166,7 @@ class PluginManager:
             ("engine", self.engines, self.pm.hook.essa_register_engines),
             ("store", self.stores, self.pm.hook.essa_register_stores),
             ("transport", self.transports, self.pm.hook.essa_register_transports),
+            ("placement", self.placements, self.pm.hook.essa_register_placements),
         ):
             def register(name: str, cls: type, _kind: str = kind, _registry: Registry = registry) -> None:
                 reason = getattr(cls, "unavailable_reason", lambda: None)()
@@ -193,6 +197,9 @@ class PluginManager:
 
     def transport_class(self, name: str) -> type[Transport]:
         return self.transports.get(name)
+
+    def placement_class(self, name: str) -> type[Placement]:
+        return self.placements.get(name)
 
     def add_commands(self, cli: "click.Group") -> list[str]:
         """Let every plugin add CLI commands; return one error line per failure."""

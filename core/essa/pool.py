@@ -75,6 +75,9 @@ class Task:
             self._state = _DONE
             event, callbacks = self._event, self._callbacks
             self._callbacks = []
+            self._pool._unfinished -= 1
+            if not self._pool._unfinished:
+                self._pool._all_done.notify_all()
         if event is not None:
             event.set()
         for callback in callbacks:
@@ -103,6 +106,8 @@ class WorkPool:
         self._threads = 0
         self._idle = 0
         self._blocked = 0
+        self._unfinished = 0
+        self._all_done = threading.Condition(self._lock)
         self._closed = False
         self._local = threading.local()
 
@@ -113,11 +118,17 @@ class WorkPool:
             if self._closed:
                 raise RuntimeError("work pool is closed")
             self._queue.append(task)
+            self._unfinished += 1
             if self._idle:
                 self._has_work.notify()
             elif self._threads - self._blocked < self._workers and self._threads < self._max_threads:
                 self._start_thread()
         return task
+
+    def wait_idle(self, timeout: float | None = None) -> bool:
+        """Wait until every submitted task has finished; return whether they did."""
+        with self._lock:
+            return self._all_done.wait_for(lambda: not self._unfinished, timeout)
 
     def close(self) -> None:
         """Stop idle threads; running tasks finish."""

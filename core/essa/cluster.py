@@ -1,0 +1,180 @@
+"""Cluster mode: the scheduler and executor processes, and ``essa up``.
+
+Each role opens a zenoh transport, starts its part, announces itself with a
+liveliness token and runs until SIGINT or SIGTERM. An executor that is asked
+to stop first stops taking calls, lets the ones it runs finish (up to
+``drain_timeout``), then leaves, so no call of it is retried needlessly.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from typing import Mapping, Sequence
+
+from .calls import Caller
+from .client import Client
+from .errors import EssaError
+from .executor import Executor
+from .plugins import DEFAULTS, get_plugin_manager
+from .programs import ProgramCache
+from .runtime import open_engine, open_store
+from .scheduler import Scheduler
+from .transport.base import Transport
+from .transport.zenoh import DEFAULT_ENDPOINT, ZenohTransport
+
+log = logging.getLogger("essa.cluster")
+
+
+def open_transport(
+    listen: Sequence[str] = (),
+    connect: Sequence[str] = (),
+    config: str | None = None,
+    scouting: bool = False,
+    connect_timeout: float | None = None,
+) -> Transport:
+    """A zenoh peer with the given endpoints."""
+    return ZenohTransport(
+        {"listen": list(listen), "connect": list(connect), "config": config, "scouting": scouting,
+         "connect_timeout": connect_timeout}
+    )
+
+
+def wait_for_signal() -> None:
+    """Block until SIGINT or SIGTERM."""
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    while not stop.wait(1.0):
+        pass
+
+
+def serve_scheduler(transport: Transport, placement: str | None = None) -> Scheduler:
+    """Start a scheduler on ``transport`` with the named placement policy."""
+    policy = get_plugin_manager().placement_class(placement or DEFAULTS["placement"])()
+    scheduler = Scheduler(transport, policy)
+    scheduler.start()
+    return scheduler
+
+
+def serve_executor(
+    executor_id: str,
+    transport: Transport,
+    engine: str | None,
+    store: str | None,
+    store_options: Mapping[str, str],
+    workers: int,
+) -> tuple[Executor, Caller]:
+    """Start an executor on ``transport``; returns it and its caller."""
+    engine_obj = open_engine(engine)
+    store_obj = open_store(store, store_options)
+    caller = Caller(transport, f"executor-{executor_id}")
+    executor = Executor(executor_id, ProgramCache(engine_obj, store_obj), store_obj, transport, caller, workers)
+    executor.start()
+    return executor, caller
+
+
+def connect_client(endpoints: Sequence[str], config: str | None = None, timeout: float = 5.0) -> Client:
+    """A client connected to a running cluster, or a one-line error naming the endpoint."""
+    transport = open_transport(connect=endpoints, config=config, connect_timeout=timeout)
+    client = Client(transport)
+    deadline = time.monotonic() + timeout
+    while not client.caller.sees_scheduler:
+        if time.monotonic() > deadline:
+            client.close()
+            transport.close()
+            raise EssaError(f"no essa scheduler answers at {', '.join(endpoints)}")
+        time.sleep(0.02)
+    return client
+
+
+def cluster_status(endpoints: Sequence[str], config: str | None = None, timeout: float = 3.0) -> list[dict]:
+    """The status answers of a cluster's scheduler and of every executor it knows."""
+    from . import topics
+
+    client = connect_client(endpoints, config, timeout)
+    transport = client.transport
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            answers = transport.query(f"{topics.STATUS}/**", {}, timeout=1.0)
+            known = {e for a in answers if a.get("role") == "scheduler" for e in a["executors"]}
+            seen = {a["id"] for a in answers if a.get("role") == "executor"}
+            # Peers learn of each other by gossip: give late ones a moment.
+            if known <= seen or time.monotonic() > deadline:
+                return answers
+            time.sleep(0.1)
+    finally:
+        client.close()
+        transport.close()
+
+
+def up(
+    executors: int,
+    listen: str,
+    engine: str | None,
+    store: str | None,
+    store_options: Mapping[str, str],
+    verbose: int = 0,
+) -> int:
+    """Run a scheduler and ``executors`` executor processes until interrupted.
+
+    Returns a non-zero status if a process died on its own.
+    """
+    base = [sys.executable, "-m", "essa"] + ["-v"] * verbose
+    if engine:
+        base += ["--engine", engine]
+    if store:
+        base += ["--store", store]
+    for key, value in store_options.items():
+        base += ["--store-option", f"{key}={value}"]
+    children: list[tuple[str, subprocess.Popen]] = []
+    stopping = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stopping.set())
+    try:
+        children.append(("scheduler", subprocess.Popen([*base, "scheduler", "--listen", listen])))
+        for i in range(executors):
+            children.append((f"executor {i}", subprocess.Popen([*base, "executor", str(i), "--connect", listen])))
+        print(f"essa cluster up: scheduler on {listen}, {executors} executors", flush=True)
+        print(f"run a module with:  essa run --connect {listen} FILE.wasm", flush=True)
+        print("stop with Ctrl-C", flush=True)
+        while not stopping.wait(0.5):
+            for name, child in children:
+                if child.poll() is not None:
+                    print(f"essa: error: {name} exited with status {child.returncode}; stopping", file=sys.stderr)
+                    return 1
+        return 0
+    finally:
+        for _name, child in reversed(children):
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 15
+        for _name, child in children:
+            try:
+                child.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()
+
+
+def default_workers() -> int:
+    return max(2, os.cpu_count() or 1)
+
+
+__all__ = [
+    "DEFAULT_ENDPOINT",
+    "cluster_status",
+    "connect_client",
+    "default_workers",
+    "open_transport",
+    "serve_executor",
+    "serve_scheduler",
+    "up",
+    "wait_for_signal",
+]

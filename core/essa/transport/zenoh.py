@@ -1,0 +1,201 @@
+"""The zenoh transport: essa's processes talking over eclipse-zenoh 1.x.
+
+Every process is a zenoh *peer* with explicit endpoints: the scheduler
+listens (default ``tcp/127.0.0.1:7447``), executors and clients connect to it,
+and zenoh's gossip lets peers that share a neighbour find each other. Multicast
+scouting is off unless asked for. Messages are msgpack-encoded dicts; puts use
+blocking congestion control, so a message is never dropped under load.
+
+Options (from flags, ``ESSA_*`` environment variables or a zenoh config file):
+
+``listen``, ``connect``
+    lists of zenoh endpoints such as ``tcp/127.0.0.1:7447``;
+``config``
+    a zenoh JSON5 config file, applied first (flags win);
+``scouting``
+    ``True`` to enable multicast scouting;
+``connect_timeout``
+    seconds to try ``connect`` endpoints before giving up; ``None`` keeps
+    retrying in the background (servers), a number fails fast (clients).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from typing import Any, Callable, Mapping
+
+import msgpack
+
+from ..errors import EssaError
+from .base import Message, Subscription, Transport
+
+log = logging.getLogger("essa.transport.zenoh")
+
+DEFAULT_ENDPOINT = "tcp/127.0.0.1:7447"
+
+
+class TransportError(EssaError):
+    """The transport could not be set up (bad endpoint, nothing listening, ...)."""
+
+
+def _pack(message: Message) -> bytes:
+    return msgpack.packb(message, use_bin_type=True)
+
+
+def _unpack(data: bytes) -> Message:
+    return msgpack.unpackb(data, raw=False)
+
+
+def _guarded(what: str, fn: Callable[..., None]) -> Callable[..., None]:
+    """Log instead of raising inside zenoh's callback threads."""
+
+    def call(*args: Any) -> None:
+        try:
+            fn(*args)
+        except Exception:
+            log.exception("error in %s", what)
+
+    return call
+
+
+class _Undo:
+    __slots__ = ("_close",)
+
+    def __init__(self, close: Callable[[], None]) -> None:
+        self._close = close
+
+    def close(self) -> None:
+        try:
+            self._close()
+        except Exception:  # closing after the session closed
+            pass
+
+
+class ZenohTransport(Transport):
+    """A zenoh peer session."""
+
+    def __init__(self, options: Mapping[str, Any] | None = None) -> None:
+        super().__init__(options)
+        import zenoh
+
+        self._zenoh = zenoh
+        self.listen = list(self.options.get("listen") or [])
+        self.connect = list(self.options.get("connect") or [])
+        config = self._config()
+        try:
+            self._session = zenoh.open(config)
+        except zenoh.ZError as exc:
+            where = ", ".join(self.connect or self.listen) or "the configured endpoints"
+            reason = str(exc).split(" at ", 1)[0]
+            if "Unable to connect" in reason:
+                raise TransportError(f"cannot reach {where}: nothing answers there (is `essa scheduler` running?)") from None
+            raise TransportError(f"cannot open a zenoh session on {where}: {reason}") from None
+        self._publishers: dict[str, Any] = {}
+        self._lock = threading.Lock()
+
+    def _config(self):
+        zenoh = self._zenoh
+        path = self.options.get("config")
+        try:
+            config = zenoh.Config.from_file(path) if path else zenoh.Config()
+            config.insert_json5("mode", '"peer"')
+            config.insert_json5("scouting/multicast/enabled", json.dumps(bool(self.options.get("scouting"))))
+            if self.listen:
+                config.insert_json5("listen/endpoints", json.dumps(self.listen))
+            if self.connect:
+                config.insert_json5("connect/endpoints", json.dumps(self.connect))
+                timeout = self.options.get("connect_timeout")
+                if timeout is not None:
+                    config.insert_json5("connect/timeout_ms", str(int(timeout * 1000)))
+                    config.insert_json5("connect/exit_on_failure", "true")
+        except zenoh.ZError as exc:
+            raise TransportError(f"invalid zenoh configuration: {exc}") from None
+        except OSError as exc:
+            raise TransportError(f"cannot read zenoh config {path}: {exc.strerror}") from None
+        return config
+
+    # -- publish/subscribe -----------------------------------------------------------
+
+    def publish(self, topic: str, message: Message) -> None:
+        publisher = self._publishers.get(topic)
+        if publisher is None:
+            with self._lock:
+                publisher = self._publishers.get(topic)
+                if publisher is None:
+                    publisher = self._session.declare_publisher(
+                        topic, congestion_control=self._zenoh.CongestionControl.BLOCK
+                    )
+                    if len(self._publishers) > 1024:  # reply inboxes come and go
+                        self._drop_publishers()
+                    self._publishers[topic] = publisher
+        publisher.put(_pack(message))
+
+    def _drop_publishers(self) -> None:  # lock held
+        for publisher in self._publishers.values():
+            publisher.undeclare()
+        self._publishers.clear()
+
+    def subscribe(self, topic: str, callback: Callable[[Message], None]) -> Subscription:
+        handler = _guarded(f"subscriber of {topic}", lambda sample: callback(_unpack(sample.payload.to_bytes())))
+        subscriber = self._session.declare_subscriber(topic, handler)
+        return _Undo(subscriber.undeclare)
+
+    # -- queries ---------------------------------------------------------------------
+
+    def serve(self, topic: str, handler: Callable[[Message], Message]) -> Subscription:
+        def answer(query) -> None:
+            payload = query.payload
+            request = _unpack(payload.to_bytes()) if payload is not None else {}
+            query.reply(query.key_expr, _pack(handler(request)))
+
+        queryable = self._session.declare_queryable(topic, _guarded(f"queryable {topic}", answer))
+        return _Undo(queryable.undeclare)
+
+    def query(self, selector: str, message: Message, timeout: float = 2.0) -> list[Message]:
+        answers = []
+        replies = self._session.get(
+            selector,
+            payload=_pack(message),
+            timeout=timeout,
+            target=self._zenoh.QueryTarget.ALL,
+            consolidation=self._zenoh.ConsolidationMode.NONE,
+        )
+        for reply in replies:
+            if reply.ok is not None:
+                answers.append(_unpack(reply.ok.payload.to_bytes()))
+        return answers
+
+    # -- liveliness ------------------------------------------------------------------
+
+    def declare_token(self, key: str) -> Subscription:
+        token = self._session.liveliness().declare_token(key)
+        return _Undo(token.undeclare)
+
+    def watch_tokens(self, prefix: str, callback: Callable[[str, bool], None]) -> Subscription:
+        put = self._zenoh.SampleKind.PUT
+
+        def changed(sample) -> None:
+            callback(str(sample.key_expr), sample.kind == put)
+
+        subscriber = self._session.liveliness().declare_subscriber(
+            prefix.rstrip("/") + "/**", _guarded(f"liveliness of {prefix}", changed), history=True
+        )
+        return _Undo(subscriber.undeclare)
+
+    def describe(self) -> str:
+        parts = []
+        if self.listen:
+            parts.append("listening on " + ", ".join(self.listen))
+        if self.connect:
+            parts.append("connected to " + ", ".join(self.connect))
+        return "zenoh peer " + ("; ".join(parts) or "(default endpoints)")
+
+    def close(self) -> None:
+        with self._lock:
+            self._drop_publishers()
+        try:
+            self._session.close()
+        except Exception:
+            pass
