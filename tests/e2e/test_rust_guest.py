@@ -11,7 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from test_cli import EXPECTED_TEST_FUNCTION_OUTPUT, essa
+try:  # tests/e2e as a package, or as a plain directory on sys.path
+    from .test_cli import EXPECTED_TEST_FUNCTION_OUTPUT, essa
+except ImportError:
+    from test_cli import EXPECTED_TEST_FUNCTION_OUTPUT, essa
 
 ROOT = Path(__file__).resolve().parents[2]
 RUST_TEST_FUNCTION = ROOT / "examples" / "test-function-rust.wasm"
