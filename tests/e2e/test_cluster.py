@@ -42,7 +42,7 @@ class Cluster:
 
     def _spawn(self, name: str, *args: str) -> subprocess.Popen:
         log = open(self.logs / f"{name}.log", "w")
-        proc = subprocess.Popen([*ESSA, "--engine", self.engine, *args], stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen([*ESSA, "-v", "--engine", self.engine, *args], stdout=log, stderr=subprocess.STDOUT)
         self.procs[name] = proc
         return proc
 
@@ -123,9 +123,21 @@ def test_any_start_order_and_a_second_executor_loads_the_artifact(cluster):
     for _ in range(2):
         result = cluster.run(TEST_FUNCTION)
         assert result.returncode == 0, result.stderr + cluster.log_text()
+    served = executor_counters(cluster.status())
+    assert all(n > 0 for n in served.values()), served
     cluster.stop()
     logs = cluster.log_text()
-    assert "compiled with" not in logs or logs.count("compiled with") == 1
+    assert logs.count("compiled with") == 1, logs  # one executor compiled ...
+    assert "artifact from the store" in logs  # ... the other loaded its artifact
+
+
+def test_one_executor_with_one_worker_does_not_deadlock_on_nested_calls(cluster):
+    cluster.scheduler()
+    cluster.executor("solo", workers=1)
+    cluster.wait_for_executors(1)
+    result = cluster.run(TEST_FUNCTION)
+    assert result.returncode == 0, result.stderr + cluster.log_text()
+    assert result.stdout == EXPECTED_TEST_FUNCTION_OUTPUT
 
 
 def test_run_survives_or_fails_clearly_when_an_executor_is_killed(cluster, tmp_path):
