@@ -126,19 +126,23 @@ def up(
 
     Returns a non-zero status if a process died on its own.
     """
-    base = [sys.executable, "-m", "essa"] + ["-v"] * verbose
+    essa = [sys.executable, "-m", "essa"] + ["-v"] * verbose
+    services = get_plugin_manager().store_class(store or DEFAULTS["store"]).cluster_services(store_options, listen)
+    base = list(essa)
     if engine:
         base += ["--engine", engine]
     if store:
         base += ["--store", store]
-    for key, value in store_options.items():
+    for key, value in services.options.items():
         base += ["--store-option", f"{key}={value}"]
     children: list[tuple[str, subprocess.Popen]] = []
     stopping = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stopping.set())
     try:
-        children.append(("scheduler", subprocess.Popen([*base, "scheduler", "--listen", listen])))
+        children.append(("scheduler", subprocess.Popen([*essa, "scheduler", "--listen", listen])))
+        for command in services.commands:
+            children.append((" ".join(command[:2]), subprocess.Popen([*essa, *command])))
         for i in range(executors):
             children.append((f"executor {i}", subprocess.Popen([*base, "executor", str(i), "--connect", listen])))
         print(f"essa cluster up: scheduler on {listen}, {executors} executors", flush=True)

@@ -16,10 +16,24 @@ replicated as configured): a returned put is an acknowledged write.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
 from typing import ClassVar, Mapping
 
 from .bincode import decode_lattice, encode_lattice
 from .lattice import Lattice
+
+
+@dataclass
+class ClusterServices:
+    """What ``essa up`` must start for a store, before the executors.
+
+    :param commands: ``essa`` subcommands to run as processes, each an argv
+        list without the leading ``essa`` (e.g. ``["anna", "kvs", ...]``).
+    :param options: the store options executors (and ``essa run``) then use.
+    """
+
+    commands: list[list[str]] = field(default_factory=list)
+    options: dict[str, str] = field(default_factory=dict)
 
 
 class Store(ABC):
@@ -57,6 +71,15 @@ class Store(ABC):
     def describe(self) -> str:
         """One line telling a user where this store keeps its data."""
         return self.name
+
+    @classmethod
+    def cluster_services(cls, options: Mapping[str, str], endpoint: str) -> ClusterServices:
+        """The processes ``essa up`` starts for this store (none by default).
+
+        :param options: the user's ``--store-option`` settings.
+        :param endpoint: the zenoh endpoint the cluster's scheduler listens on.
+        """
+        return ClusterServices(options=dict(options))
 
     # -- typed convenience API, in terms of the byte API ---------------------
 
