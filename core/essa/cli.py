@@ -309,30 +309,46 @@ def plugins() -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``essa`` console script."""
+    status = _main(argv)
+    # Leave without interpreter finalization: the engines' native runtimes
+    # (wasmtime's tokio threads) may otherwise panic while Python tears down.
+    # Every command has closed its stores and sessions by now.
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(status)
+
+
+def _main(argv: list[str] | None) -> int:
     from .client import RunFailed
 
     errors = get_plugin_manager().add_commands(cli)
     for line in errors:
         click.echo(f"essa: warning: {line}", err=True)
     try:
-        cli.main(args=argv, prog_name="essa", standalone_mode=False)
+        result = cli.main(args=argv, prog_name="essa", standalone_mode=False)
+        return result if isinstance(result, int) else 0
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     except RunFailed as exc:
         click.echo(f"essa: error: {exc}", err=True)
-        sys.exit(exc.exit_status)
+        return exc.exit_status
     except EssaError as exc:
         click.echo(f"essa: error: {exc}", err=True)
-        sys.exit(1)
+        return 1
     except click.exceptions.Abort:
         click.echo("essa: interrupted", err=True)
-        sys.exit(130)
+        return 130
     except click.ClickException as exc:
         exc.show()
-        sys.exit(exc.exit_code)
+        return exc.exit_code
     except KeyboardInterrupt:
         click.echo("essa: interrupted", err=True)
-        sys.exit(130)
+        return 130
     except BrokenPipeError:
-        os._exit(0)
+        return 0
 
 
 if __name__ == "__main__":  # pragma: no cover
