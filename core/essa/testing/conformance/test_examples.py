@@ -45,7 +45,10 @@ DONE
 
 
 def c_test_function_wasm() -> bytes:
-    return resources.files(__package__).joinpath("data", "test-function.wasm").read_bytes()
+    path = resources.files(__package__).joinpath("data", "test-function.wasm")
+    if not path.is_file():
+        pytest.fail(f"{path} is missing: this essa was packaged without the suite's data files", pytrace=False)
+    return path.read_bytes()
 
 
 
