@@ -16,10 +16,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--engine", help="engine name (default: $ESSA_TEST_ENGINE, else wasmtime)")
     args, rest = parser.parse_known_args(argv)
-    pytest_args = ["-p", "essa.testing.conformance", "--pyargs", "essa.testing.conformance", *rest]
+    pytest_args = ["--pyargs", "essa.testing.conformance", *rest]
     if args.engine:
         pytest_args += ["--essa-engine", args.engine]
-    return int(pytest.main(pytest_args))
+    # Same as `pytest -p essa.testing.conformance ...`; the plugin is passed as
+    # the module `python -m` already imported (so pytest does not import it again).
+    from essa.testing import conformance
+
+    return int(pytest.main(pytest_args, plugins=[conformance]))
 
 
 if __name__ == "__main__":

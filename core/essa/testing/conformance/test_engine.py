@@ -286,6 +286,19 @@ def test_a_memory_larger_than_the_limit_fails_the_call(essa_engine):
         call(prepared(engine, module(memory="3")), ECHO, b"x")
 
 
+GROWN = """
+  (func (export "__essa_wrapper__grown") (param $len i32)
+    (drop (memory.grow (i32.const 1)))
+    (if (call $essa_get_args (i32.const 0x10010) (local.get $len)) (then unreachable))
+    (drop (call $essa_set_result (i32.const 0x10010) (local.get $len))))
+"""
+
+
+def test_host_functions_reach_memory_grown_during_the_call(engine):
+    program = prepared(engine, module(GROWN))
+    assert call(program, "__essa_wrapper__grown", b"in the second page").result == b"in the second page"
+
+
 def test_the_limit_holds_for_artifacts_too(essa_engine):
     engine = limited(essa_engine, 2)
     artifact = engine.serialize(engine.compile(module(GROW)))
