@@ -1,0 +1,661 @@
+"""The KVS node (``essa anna kvs``): owns a share of the keys and merges every put.
+
+A node runs ``workers`` worker threads. Each worker owns a partition of the
+node's keys (its share of the node's local ring), has its own zenoh inbox
+``anna/kvs/<node>/<worker>`` and processes what arrives there one batch at a
+time, so its data needs no lock; like Anna's worker threads, workers share
+nothing but the process.
+
+Write path (``ack=all``, the default): the owner that receives a put merges it
+(:func:`essa.lattice.merge_encoded`; a type mismatch is refused and changes
+nothing), then sends the key's merged value to every other owner in one
+``repl`` message per peer per batch, and answers the client only when every
+other owner has acknowledged (or has left the membership meanwhile). So an
+acknowledged put is held by every live owner: with ``global_replication >= 2``
+it survives the loss of any one node. With ``ack=owner`` the answer is sent
+after the local merge and the replicas catch up by gossip.
+
+Gossip: every ``gossip_interval`` a worker sends the merged values of the keys
+it changed since the last tick, and that are not known to be at every replica
+already, to the other owners. A replica therefore catches up even when nothing
+else happens.
+
+Membership changes (liveliness tokens): a worker rescans its keys; it pushes
+each key to the owners that did not own it before, and hands off keys it no
+longer owns (deleting them once every new owner acknowledged). For a few
+seconds after a change, a GET also asks the key's other live owners of the
+recent rings and merges their answers (read repair), so keys stay readable
+while they move. On SIGTERM a node hands all of its keys off before it stops.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import queue
+import threading
+import time
+import uuid
+from collections import deque
+from typing import Any
+
+from essa.errors import DecodeError, LatticeTypeError
+from essa.lattice import merge_encoded
+from essa.transport.base import Transport
+
+from . import protocol as P
+from .membership import Membership
+from .ring import NodeInfo, Ring
+from .storage import LmdbBackend
+
+log = logging.getLogger("essa.anna")
+
+#: After a membership change, GETs read-repair from the recent owners for this long.
+SETTLE_SECONDS = 5.0
+#: How long a read repair waits for the other owners.
+REPAIR_TIMEOUT = 0.5
+#: Keys per replication / hand-off message.
+CHUNK = 2000
+#: Most inbox messages handled per batch.
+BATCH = 512
+
+
+class _Pending:
+    """Replication (or hand-off, or read repair) waiting for answers."""
+
+    __slots__ = ("kind", "waiting", "waiters", "sent", "deadline", "failed")
+
+    def __init__(self, kind: str, waiting: set, deadline: float) -> None:
+        self.kind = kind  # "repl", "handoff" or "repair"
+        self.waiting = waiting  # owners (node, worker) still to answer
+        self.waiters: list = []  # (reply topic, rid, key, t0)
+        self.sent: dict[str, bytes] = {}  # key -> value sent (or keys to repair)
+        self.deadline = deadline
+        self.failed: dict[str, str] = {}
+
+
+class Worker(threading.Thread):
+    """One partition of a KVS node, served by one thread."""
+
+    def __init__(self, node: "KvsNode", index: int) -> None:
+        super().__init__(name=f"anna-kvs-{node.info.id}-{index}", daemon=True)
+        self.node = node
+        self.index = index
+        self.me = (node.info.id, index)
+        self.topic = P.worker_topic(node.info.id, index)
+        self.inbox: queue.SimpleQueue = queue.SimpleQueue()
+        self.data: dict[str, bytes] = {}
+        self.bytes = 0
+        self.dirty: set[str] = set()
+        self.misplaced: set[str] = set()
+        self.handing_off: set[str] = set()
+        self.pending: dict[int, _Pending] = {}
+        self.ring: Ring | None = None
+        self.recent: deque[tuple[float, Ring]] = deque()  # rings replaced in the last SETTLE_SECONDS
+        self.changed_at = 0.0
+        self.leaving = False
+        self.left = threading.Event()
+        self._ids = itertools.count(1)
+        self._running = True
+        # per-batch output
+        self._answers: dict[str, list] = {}
+        self._repl: dict[tuple, list] = {}  # peer -> [(key, value)]
+        self._repl_waiters: list = []
+        self._repair: dict[tuple, list] = {}  # source owner -> keys
+        self._repair_waiters: list = []
+        self._sends: list[tuple[str, dict]] = []
+        self._writes: dict[str, bytes | None] = {}
+        # statistics
+        self.gets = 0
+        self.puts = 0
+        self.errors = 0
+        self.latencies: deque[float] = deque(maxlen=20000)
+        self.samples: deque[tuple[float, int]] = deque(maxlen=64)
+
+    # -- data ---------------------------------------------------------------------------
+
+    def _store(self, key: str, value: bytes) -> None:
+        old = self.data.get(key)
+        self.bytes += len(value) - (len(old) if old is not None else 0)
+        self.data[key] = value
+        if self.node.backend is not None:
+            self._writes[key] = value
+
+    def _delete(self, key: str) -> None:
+        old = self.data.pop(key, None)
+        if old is not None:
+            self.bytes -= len(old)
+            if self.node.backend is not None and not (self.leaving and self.node.keep_on_leave):
+                self._writes[key] = None
+
+    def _merge(self, key: str, value: bytes) -> tuple[bool, int, str | None]:
+        """Merge ``value`` into ``key``; return (changed, code, error message)."""
+        old = self.data.get(key)
+        try:
+            merged = merge_encoded(old, value)
+        except LatticeTypeError as exc:
+            return False, P.TYPE_MISMATCH, f"{exc} (key {key!r})"
+        except (DecodeError, TypeError, ValueError) as exc:
+            return False, P.BAD_VALUE, f"{exc} (key {key!r})"
+        if merged is old or merged == old:
+            return False, P.OK, None
+        self._store(key, merged)
+        return True, P.OK, None
+
+    def post(self, message: Any) -> None:
+        self.inbox.put(message)
+
+    # -- loop ---------------------------------------------------------------------------
+
+    def run(self) -> None:
+        interval = self.node.gossip_interval
+        next_tick = time.monotonic() + interval
+        inbox = self.inbox
+        while self._running:
+            try:
+                first = inbox.get(timeout=max(0.0, next_tick - time.monotonic()))
+            except queue.Empty:
+                first = None
+            batch = [] if first is None else [first]
+            while len(batch) < BATCH:
+                try:
+                    batch.append(inbox.get_nowait())
+                except queue.Empty:
+                    break
+            try:
+                self._handle_batch(batch)
+                now = time.monotonic()
+                if now >= next_tick:
+                    self._tick(now)
+                    next_tick = now + interval
+                self._expire(now)
+                self._flush()
+            except Exception:  # never let one bad batch kill the worker
+                log.exception("anna: worker %s failed on a batch", self.me)
+                self._answers.clear(), self._repl.clear(), self._repl_waiters.clear()
+                self._repair.clear(), self._repair_waiters.clear(), self._sends.clear()
+
+    def stop(self) -> None:
+        self._running = False
+        self.post(None)
+
+    def _handle_batch(self, batch: list) -> None:
+        # Only the newest ring message of a batch matters.
+        last_ring = max((i for i, m in enumerate(batch) if isinstance(m, tuple) and m[0] == "ring"), default=-1)
+        for i, message in enumerate(batch):
+            if message is None:
+                continue
+            if isinstance(message, tuple):
+                kind = message[0]
+                if kind == "ring" and i == last_ring:
+                    self._ring_changed(message[1])
+                elif kind == "leave":
+                    self.leaving = True
+                    self._ring_changed(message[1])
+                continue
+            kind = message.get("t")
+            try:
+                if kind == "req":
+                    self._on_request(message)
+                elif kind == "repl":
+                    self._on_repl(message)
+                elif kind == "ack":
+                    self._on_ack(message)
+                elif kind == "gossip":
+                    self._on_gossip(message)
+                elif kind == "fetch":
+                    self._on_fetch(message)
+                elif kind == "fetched":
+                    self._on_fetched(message)
+            except (KeyError, TypeError, ValueError) as exc:
+                log.warning("anna: worker %s dropped a malformed %r message: %s", self.me, kind, exc)
+
+    # -- client requests -------------------------------------------------------------------
+
+    def _answer(self, reply: str, rid: Any, code: int, payload: Any, t0: float) -> None:
+        self._answers.setdefault(reply, []).append([rid, code, payload])
+        self.latencies.append(time.perf_counter() - t0)
+        if code not in (P.OK, P.NOT_FOUND):
+            self.errors += 1
+
+    def _on_request(self, message: dict) -> None:
+        reply = message["reply"]
+        t0 = message.get("_t") or time.perf_counter()
+        ring = self.ring
+        me = self.me
+        repairing = self.recent and time.monotonic() - self.changed_at < SETTLE_SECONDS
+        for rid, op, key, value, ack in message["ops"]:
+            owners = ring.owners(key) if ring is not None else ()
+            if me not in owners:
+                self._answer(reply, rid, P.WRONG_OWNER, None, t0)
+                continue
+            if op == P.GET:
+                self.gets += 1
+                if repairing and self._repair_get(reply, rid, key, owners, t0):
+                    continue
+                stored = self.data.get(key)
+                self._answer(reply, rid, P.NOT_FOUND if stored is None else P.OK, stored, t0)
+            elif op == P.PUT:
+                self.puts += 1
+                changed, code, error = self._merge(key, value)
+                if error is not None:
+                    self._answer(reply, rid, code, error, t0)
+                    continue
+                peers = [o for o in owners if o != me]
+                if changed:
+                    self.dirty.add(key)
+                if ack == P.ACK_ALL and peers:
+                    merged = self.data[key]
+                    for peer in peers:
+                        self._repl.setdefault(peer, []).append((key, merged))
+                    self._repl_waiters.append((reply, rid, key, t0))
+                else:
+                    self._answer(reply, rid, P.OK, None, t0)
+            else:
+                self._answer(reply, rid, P.ERROR, f"unknown operation {op!r}", t0)
+
+    def _repair_get(self, reply: str, rid: Any, key: str, owners: tuple, t0: float) -> bool:
+        """Ask the key's other live owners of the recent rings; True if the answer waits for them."""
+        membership = self.node.membership
+        sources = set(owners)
+        for _when, ring in self.recent:
+            sources.update(ring.owners(key))
+        sources.discard(self.me)
+        sources = {s for s in sources if membership.alive(s[0])}
+        if not sources:
+            return False
+        for source in sources:
+            self._repair.setdefault(source, []).append(key)
+        self._repair_waiters.append((reply, rid, key, t0))
+        return True
+
+    # -- replication ------------------------------------------------------------------------
+
+    def _on_repl(self, message: dict) -> None:
+        failed = []
+        ring = self.ring
+        for key, value in message["kv"]:
+            changed, _code, error = self._merge(key, value)
+            if error is not None:
+                failed.append([key, error])
+                log.warning("anna: worker %s refused a replicated value: %s", self.me, error)
+            elif ring is None or self.me not in ring.owners(key):
+                self.misplaced.add(key)
+        self._sends.append((message["reply"], {"t": "ack", "id": message["id"], "from": list(self.me), "failed": failed}))
+
+    def _on_gossip(self, message: dict) -> None:
+        ring = self.ring
+        for key, value in message["kv"]:
+            changed, _code, error = self._merge(key, value)
+            if error is not None:
+                log.warning("anna: worker %s refused a gossiped value: %s", self.me, error)
+            elif ring is None or self.me not in ring.owners(key):
+                self.misplaced.add(key)
+
+    def _on_ack(self, message: dict) -> None:
+        pending = self.pending.get(message["id"])
+        if pending is None:
+            return
+        for key, error in message.get("failed") or ():
+            pending.failed[key] = f"replica {message['from'][0]} refused it: {error}"
+        pending.waiting.discard(tuple(message["from"]))
+        if not pending.waiting:
+            self._complete(message["id"])
+
+    def _complete(self, pid: int, timed_out: bool = False) -> None:
+        pending = self.pending.pop(pid)
+        if pending.kind == "repl":
+            for reply, rid, key, t0 in pending.waiters:
+                if key in pending.failed:
+                    self._answer(reply, rid, P.ERROR, pending.failed[key], t0)
+                elif timed_out:
+                    who = ", ".join(f"{n} (worker {w})" for n, w in sorted(pending.waiting))
+                    self._answer(reply, rid, P.TIMEOUT,
+                                 f"replica {who} did not acknowledge key {key!r} within "
+                                 f"{self.node.replication_timeout:g} s", t0)
+                else:
+                    self._answer(reply, rid, P.OK, None, t0)
+            if not timed_out:
+                for key, value in pending.sent.items():
+                    if self.data.get(key) is value and key not in pending.failed:
+                        self.dirty.discard(key)  # every replica has exactly this value
+        elif pending.kind == "handoff":
+            keys = list(pending.sent)
+            self.handing_off.difference_update(keys)
+            if timed_out:
+                return
+            ring = self.ring
+            for key in keys:
+                if self.data.get(key) is pending.sent[key] and (ring is None or self.me not in ring.owners(key)):
+                    self._delete(key)
+                    self.misplaced.discard(key)
+                    self.dirty.discard(key)
+            self._check_left()
+        elif pending.kind == "repair":
+            for reply, rid, key, t0 in pending.waiters:
+                stored = self.data.get(key)
+                self._answer(reply, rid, P.NOT_FOUND if stored is None else P.OK, stored, t0)
+
+    def _expire(self, now: float) -> None:
+        while self.pending:
+            pid, pending = next(iter(self.pending.items()))
+            if pending.deadline > now:
+                break
+            self._complete(pid, timed_out=True)
+
+    # -- fetch (read repair, direct replica reads) ---------------------------------------------
+
+    def _on_fetch(self, message: dict) -> None:
+        data = self.data
+        kv = [[key, data.get(key)] for key in message["keys"]]
+        self._sends.append((message["reply"], {"t": "fetched", "id": message["id"], "from": list(self.me), "kv": kv}))
+
+    def _on_fetched(self, message: dict) -> None:
+        pending = self.pending.get(message["id"])
+        if pending is None:
+            return
+        for key, value in message["kv"]:
+            if value is not None:
+                changed, _code, _error = self._merge(key, value)
+                if changed:
+                    self.dirty.add(key)
+        pending.waiting.discard(tuple(message["from"]))
+        if not pending.waiting:
+            self._complete(message["id"])
+
+    # -- membership ------------------------------------------------------------------------
+
+    def _ring_changed(self, ring: Ring) -> None:
+        old = self.ring
+        now = time.monotonic()
+        self.ring = ring
+        if old is not None:
+            self.recent.append((now, old))
+        while self.recent and now - self.recent[0][0] > SETTLE_SECONDS:
+            self.recent.popleft()
+        self.changed_at = now
+        # Replication still waiting on owners that are gone: they will not answer.
+        for pid in list(self.pending):
+            pending = self.pending.get(pid)
+            if pending is None:
+                continue
+            gone = {o for o in pending.waiting if not self.node.membership.alive(o[0])}
+            if gone:
+                pending.waiting -= gone
+                if not pending.waiting:
+                    self._complete(pid)
+        # Push keys to their new owners; note the ones this worker no longer owns.
+        me = self.me
+        pushes: dict[tuple, list] = {}
+        for key, value in self.data.items():
+            owners = ring.owners(key)
+            if me not in owners:
+                self.misplaced.add(key)
+                continue
+            self.misplaced.discard(key)
+            before = old.owners(key) if old is not None else ()
+            for owner in owners:
+                if owner != me and owner not in before:
+                    pushes.setdefault(owner, []).append([key, value])
+        for owner, kv in pushes.items():
+            for i in range(0, len(kv), CHUNK):
+                self._sends.append((P.worker_topic(*owner), {"t": "gossip", "kv": kv[i:i + CHUNK]}))
+        if pushes:
+            log.info("anna: worker %s pushes %d keys to new owners", me, sum(map(len, pushes.values())))
+        self._hand_off()
+        self._check_left()
+
+    def _hand_off(self) -> None:
+        """Send keys this worker does not own to their owners; they are deleted once acknowledged."""
+        ring = self.ring
+        todo = [k for k in self.misplaced if k not in self.handing_off]
+        if not todo or ring is None or not len(ring):
+            return
+        me = self.me
+        groups: dict[tuple, list] = {}
+        for key in todo:
+            if key not in self.data:
+                self.misplaced.discard(key)
+                continue
+            owners = ring.owners(key)
+            if me in owners:
+                self.misplaced.discard(key)
+                continue
+            groups.setdefault(owners, []).append(key)
+        deadline = time.monotonic() + self.node.replication_timeout * 5
+        for owners, keys in groups.items():
+            for i in range(0, len(keys), CHUNK):
+                chunk = keys[i:i + CHUNK]
+                pid = next(self._ids)
+                pending = _Pending("handoff", set(owners), deadline)
+                pending.sent = {k: self.data[k] for k in chunk}
+                self.pending[pid] = pending
+                self.handing_off.update(chunk)
+                kv = [[k, pending.sent[k]] for k in chunk]
+                for owner in owners:
+                    self._sends.append((P.worker_topic(*owner), {"t": "repl", "id": pid, "reply": self.topic, "kv": kv}))
+        log.info("anna: worker %s hands off %d keys", me, len(todo))
+
+    def _check_left(self) -> None:
+        if self.leaving and not self.left.is_set():
+            ring = self.ring
+            if not self.data or ring is None or not len(ring) or (not self.misplaced and not self.handing_off):
+                self.left.set()
+
+    # -- timer ---------------------------------------------------------------------------
+
+    def _tick(self, now: float) -> None:
+        self.samples.append((now, self.gets + self.puts))
+        ring = self.ring
+        if self.dirty and ring is not None:
+            me = self.me
+            groups: dict[tuple, list] = {}
+            for key in self.dirty:
+                value = self.data.get(key)
+                if value is None:
+                    continue
+                owners = ring.owners(key)
+                if me not in owners:
+                    self.misplaced.add(key)
+                    continue
+                for owner in owners:
+                    if owner != me:
+                        groups.setdefault(owner, []).append([key, value])
+            self.dirty.clear()
+            for owner, kv in groups.items():
+                for i in range(0, len(kv), CHUNK):
+                    self._sends.append((P.worker_topic(*owner), {"t": "gossip", "kv": kv[i:i + CHUNK]}))
+        if self.misplaced:
+            self._hand_off()
+        self._check_left()
+
+    # -- output ----------------------------------------------------------------------------
+
+    def _flush(self) -> None:
+        now = time.monotonic()
+        if self._repl:
+            pid = next(self._ids)
+            pending = _Pending("repl", set(self._repl), now + self.node.replication_timeout)
+            pending.waiters = self._repl_waiters
+            for peer, kv in self._repl.items():
+                for key, value in kv:
+                    pending.sent[key] = value
+                self._sends.append((P.worker_topic(*peer),
+                                    {"t": "repl", "id": pid, "reply": self.topic, "kv": kv}))
+            self.pending[pid] = pending
+            self._repl = {}
+            self._repl_waiters = []
+        if self._repair:
+            pid = next(self._ids)
+            pending = _Pending("repair", set(self._repair), now + REPAIR_TIMEOUT)
+            pending.waiters = self._repair_waiters
+            for source, keys in self._repair.items():
+                self._sends.append((P.worker_topic(*source),
+                                    {"t": "fetch", "id": pid, "reply": self.topic, "keys": keys}))
+            self.pending[pid] = pending
+            self._repair = {}
+            self._repair_waiters = []
+        if self._writes:
+            writes, self._writes = self._writes, {}
+            try:
+                self.node.backend.write(writes)
+            except Exception as exc:
+                # Not durable: refuse to acknowledge anything of this batch.
+                log.error("anna: %s", exc)
+                for reply, answers in self._answers.items():
+                    for answer in answers:
+                        if answer[1] == P.OK:
+                            answer[1], answer[2] = P.ERROR, str(exc)
+                self._sends = [(t, m) for t, m in self._sends if m.get("t") != "ack"]
+        publish = self.node.transport.publish
+        if self._answers:
+            answers, self._answers = self._answers, {}
+            for reply, items in answers.items():
+                publish(reply, {"t": "resp", "r": items})
+        if self._sends:
+            sends, self._sends = self._sends, []
+            for topic, message in sends:
+                publish(topic, message)
+
+    # -- status ------------------------------------------------------------------------------
+
+    def ops_per_second(self) -> float:
+        samples = list(self.samples)
+        if len(samples) < 2:
+            return 0.0
+        now, total = samples[-1]
+        for when, count in samples:
+            if now - when <= 5.0:
+                return (total - count) / (now - when) if now > when else 0.0
+        return 0.0
+
+
+class KvsNode:
+    """A KVS node: workers, membership, status, graceful leave.
+
+    :param backend: an :class:`~essa_anna.storage.LmdbBackend` for durable mode.
+    """
+
+    def __init__(self, node_id: str, transport: Transport, workers: int = 1, global_replication: int = 2,
+                 local_replication: int = 1, gossip_interval: float = 0.2, replication_timeout: float = 2.0,
+                 backend: LmdbBackend | None = None, keep_on_leave: bool = True) -> None:
+        P.check_id(node_id)
+        self.info = NodeInfo(node_id, uuid.uuid4().hex[:8], workers, global_replication, local_replication)
+        self.transport = transport
+        self.gossip_interval = gossip_interval
+        self.replication_timeout = replication_timeout
+        self.backend = backend
+        self.keep_on_leave = keep_on_leave
+        self.workers = [Worker(self, i) for i in range(workers)]
+        self.membership: Membership | None = None
+        self._subs: list = []
+        self._token = None
+        self._leaving = False
+        self.started = time.monotonic()
+
+    def start(self) -> None:
+        if self.backend is not None:
+            from .ring import Ring
+
+            local = Ring({self.info.id: len(self.workers)}, 1, 1)
+            count = 0
+            for key, value in self.backend.load():
+                worker = self.workers[local.owners(key)[0][1]]
+                worker.data[key] = value
+                worker.bytes += len(value)
+                count += 1
+            log.info("anna: KVS node %s recovered %d keys from %s", self.info.id, count, self.backend.path)
+        for worker in self.workers:
+            self._subs.append(self.transport.subscribe(worker.topic, self._receiver(worker)))
+            worker.start()
+        self._subs.append(self.transport.serve(P.kvs_status_topic(self.info.id), self.status))
+        self.membership = Membership(self.transport, self._membership_changed)
+        self._token = self.transport.declare_token(P.kvs_token(self.info))
+
+    @staticmethod
+    def _receiver(worker: Worker):
+        post = worker.inbox.put
+        clock = time.perf_counter
+
+        def receive(message: dict) -> None:
+            message["_t"] = clock()
+            post(message)
+
+        return receive
+
+    def _membership_changed(self, membership: Membership) -> None:
+        ring = membership.ring(exclude=self.info.id if self._leaving else None)
+        for worker in self.workers:
+            worker.post(("ring", ring))
+
+    def leave(self, timeout: float = 30.0) -> bool:
+        """Hand every key off to the remaining owners, then stop; True if all were handed off."""
+        membership = self.membership
+        leaving_token = self.transport.declare_token(f"{P.LIVE_LEAVING}/{self.info.id}")
+        try:
+            with membership.lock:
+                self._leaving = True
+                ring = membership.ring(exclude=self.info.id)
+                if self._token is not None:
+                    self._token.close()
+                    self._token = None
+                for worker in self.workers:
+                    worker.post(("leave", ring))
+            if not len(ring):
+                kept = sum(len(w.data) for w in self.workers)
+                if kept and self.backend is None:
+                    log.warning("anna: KVS node %s is the last one: %d keys are lost", self.info.id, kept)
+            deadline = time.monotonic() + timeout
+            done = all(w.left.wait(max(0.0, deadline - time.monotonic())) for w in self.workers)
+            time.sleep(0.05)  # let the last acks' answers go out
+            return done
+        finally:
+            leaving_token.close()
+
+    def stop(self) -> None:
+        if self._token is not None:
+            self._token.close()
+            self._token = None
+        for sub in self._subs:
+            sub.close()
+        self._subs = []
+        if self.membership is not None:
+            self.membership.close()
+        for worker in self.workers:
+            worker.stop()
+        for worker in self.workers:
+            worker.join(5)
+        if self.backend is not None:
+            self.backend.close()
+
+    def status(self, _query: dict | None = None) -> dict:
+        latencies: list[float] = []
+        for worker in self.workers:
+            latencies.extend(list(worker.latencies))
+        latencies.sort()
+
+        def pct(p: float) -> float | None:
+            return round(latencies[min(len(latencies) - 1, int(p * len(latencies)))] * 1e3, 3) if latencies else None
+
+        ring = self.workers[0].ring if self.workers else None
+        return {
+            "role": "kvs",
+            "id": self.info.id,
+            "incarnation": self.info.incarnation,
+            "workers": len(self.workers),
+            "global_replication": self.info.global_replication,
+            "local_replication": self.info.local_replication,
+            "keys": sum(len(w.data) for w in self.workers),
+            "keys_per_worker": [len(w.data) for w in self.workers],
+            "bytes": sum(w.bytes for w in self.workers),
+            "gets": sum(w.gets for w in self.workers),
+            "puts": sum(w.puts for w in self.workers),
+            "errors": sum(w.errors for w in self.workers),
+            "ops_per_s": round(sum(w.ops_per_second() for w in self.workers), 1),
+            "p50_ms": pct(0.50),
+            "p99_ms": pct(0.99),
+            "ring": sorted(ring.nodes) if ring is not None else [],
+            "durable": str(self.backend.path) if self.backend is not None else None,
+            "leaving": self._leaving,
+            "uptime_s": round(time.monotonic() - self.started, 1),
+        }

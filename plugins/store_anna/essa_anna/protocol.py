@@ -1,0 +1,104 @@
+"""The Anna wire protocol over zenoh: topics, liveliness keys, message kinds, codes.
+
+Every message is a msgpack-encoded dict with a kind ``t``; values travel as
+the bincode bytes of :mod:`essa.bincode`. All data-path messages are one-way
+publications: a request names the topic to answer on (``reply``), so a batch
+of requests costs one message each way, and a node never blocks a thread
+waiting for another node.
+
+Topics
+    ``anna/kvs/<node>/<worker>``   a worker's inbox: requests, replication, acks
+    ``anna/routing/<id>``          a routing node's inbox: key address requests
+    ``anna/client/<id>``           a client's inbox: answers
+    ``anna/status/kvs/<node>``, ``anna/status/routing/<id>``   status queries
+
+Liveliness tokens
+    ``anna/live/kvs/<node>/<incarnation>/<workers>/<global rep>/<local rep>``
+    ``anna/live/leaving/<node>``   a node handing its keys off before it stops
+    ``anna/live/routing/<id>``
+
+Message kinds (``t``)
+    ``req``      client -> worker: ``ops`` = [[rid, op, key, value, ack]]
+                 (op ``g`` get, ``p`` put; ack ``a`` all replicas, ``o`` owner)
+    ``resp``     worker -> client: ``r`` = [[rid, code, payload]]
+    ``addr``     client -> routing: ``keys``; routing -> client: ``owners``
+    ``repl``     worker -> worker: ``kv`` = [[key, value]], ``id``; answered by ``ack``
+    ``gossip``   worker -> worker: ``kv`` (timer gossip, no answer)
+    ``fetch``    anyone -> worker: ``keys``, ``id``; answered by ``fetched``: ``kv``
+"""
+
+from __future__ import annotations
+
+import re
+
+from .ring import NodeInfo
+
+ROOT = "anna"
+LIVE_KVS = f"{ROOT}/live/kvs"
+LIVE_LEAVING = f"{ROOT}/live/leaving"
+LIVE_ROUTING = f"{ROOT}/live/routing"
+STATUS = f"{ROOT}/status"
+
+#: The default zenoh endpoint of a routing node (and of the cluster for clients).
+DEFAULT_ENDPOINT = "tcp/127.0.0.1:7450"
+
+# answer codes
+OK = 0
+NOT_FOUND = 1
+WRONG_OWNER = 2
+TYPE_MISMATCH = 3
+BAD_VALUE = 4
+TIMEOUT = 5
+ERROR = 6
+
+GET = "g"
+PUT = "p"
+ACK_ALL = "a"
+ACK_OWNER = "o"
+
+_ID = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
+
+
+def check_id(node_id: str, what: str = "node id") -> str:
+    if not _ID.match(node_id or ""):
+        raise ValueError(f"invalid {what} {node_id!r}: use 1-64 letters, digits, '.', '_' or '-'")
+    return node_id
+
+
+def worker_topic(node: str, worker: int) -> str:
+    return f"{ROOT}/kvs/{node}/{worker}"
+
+
+def routing_topic(routing_id: str) -> str:
+    return f"{ROOT}/routing/{routing_id}"
+
+
+def client_topic(client_id: str) -> str:
+    return f"{ROOT}/client/{client_id}"
+
+
+def kvs_status_topic(node: str) -> str:
+    return f"{STATUS}/kvs/{node}"
+
+
+def routing_status_topic(routing_id: str) -> str:
+    return f"{STATUS}/routing/{routing_id}"
+
+
+def kvs_token(info: NodeInfo) -> str:
+    return f"{LIVE_KVS}/{info.id}/{info.incarnation}/{info.workers}/{info.global_replication}/{info.local_replication}"
+
+
+def parse_kvs_token(key: str) -> NodeInfo | None:
+    """The node a KVS liveliness key announces, or ``None`` if it is not one."""
+    parts = key.split("/")
+    if len(parts) != 8 or "/".join(parts[:3]) != LIVE_KVS:
+        return None
+    try:
+        return NodeInfo(parts[3], parts[4], int(parts[5]), int(parts[6]), int(parts[7]))
+    except ValueError:
+        return None
+
+
+def last_segment(key: str) -> str:
+    return key.rsplit("/", 1)[-1]

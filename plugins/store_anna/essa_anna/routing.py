@@ -1,0 +1,73 @@
+"""The routing node (``essa anna routing``): answers "which workers own these keys?".
+
+It learns the KVS nodes from their liveliness tokens (whenever it starts),
+keeps the ring, and answers batched key address requests from clients on
+``anna/routing/<id>``. It holds no data; several routing nodes may run, and
+clients use any of them.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+
+from essa.transport.base import Transport
+
+from . import protocol as P
+from .membership import Membership
+
+log = logging.getLogger("essa.anna")
+
+
+class RoutingNode:
+    def __init__(self, transport: Transport, routing_id: str | None = None) -> None:
+        self.id = P.check_id(routing_id or uuid.uuid4().hex[:8], "routing node id")
+        self.transport = transport
+        self.requests = 0
+        self.keys_resolved = 0
+        self.started = time.monotonic()
+        self.membership: Membership | None = None
+        self._subs: list = []
+        self._token = None
+
+    def start(self) -> None:
+        self.membership = Membership(self.transport)
+        self._subs.append(self.transport.subscribe(P.routing_topic(self.id), self._on_message))
+        self._subs.append(self.transport.serve(P.routing_status_topic(self.id), self.status))
+        self._token = self.transport.declare_token(f"{P.LIVE_ROUTING}/{self.id}")
+
+    def _on_message(self, message: dict) -> None:
+        if message.get("t") != "addr":
+            return
+        ring = self.membership.ring()
+        keys = message.get("keys") or []
+        self.requests += 1
+        self.keys_resolved += len(keys)
+        owners = [[key, ring.owners(key)] for key in keys]
+        self.transport.publish(message["reply"], {"t": "addr", "owners": owners, "nodes": len(ring), "from": self.id})
+
+    def status(self, _query: dict | None = None) -> dict:
+        ring = self.membership.ring() if self.membership else None
+        return {
+            "role": "routing",
+            "id": self.id,
+            "kvs_nodes": dict(ring.nodes) if ring is not None else {},
+            "global_replication": ring.global_replication if ring is not None else None,
+            "local_replication": ring.local_replication if ring is not None else None,
+            "leaving": sorted(self.membership.leaving) if self.membership else [],
+            "routing_nodes": sorted(self.membership.routing) if self.membership else [],
+            "requests": self.requests,
+            "keys_resolved": self.keys_resolved,
+            "uptime_s": round(time.monotonic() - self.started, 1),
+        }
+
+    def stop(self) -> None:
+        if self._token is not None:
+            self._token.close()
+            self._token = None
+        for sub in self._subs:
+            sub.close()
+        self._subs = []
+        if self.membership is not None:
+            self.membership.close()

@@ -1,0 +1,78 @@
+"""Where a KVS node keeps its data: memory only, or memory plus LMDB (durable mode).
+
+Workers always serve from memory. In durable mode every change is also written
+to an LMDB environment, in one transaction per batch of requests, committed
+(and with ``sync`` flushed to disk) before any answer of that batch is sent;
+a node restarted on the same directory loads everything back.
+
+Each LMDB record is ``u32 key length, key (UTF-8), value`` under a record key
+that is the UTF-8 key itself when shorter than LMDB's 511-byte limit, else its
+first 479 bytes plus its SHA-256 (so any key length works and keys are
+recovered exactly).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+import threading
+from pathlib import Path
+from typing import Iterator
+
+from .errors import AnnaError
+
+KEY_LIMIT = 511
+_LEN = struct.Struct("<I")
+
+
+def _record_key(raw: bytes) -> bytes:
+    if len(raw) < KEY_LIMIT:
+        return raw
+    return raw[: KEY_LIMIT - 32] + hashlib.sha256(raw).digest()
+
+
+class LmdbBackend:
+    """One LMDB environment for one KVS node (shared by its workers)."""
+
+    def __init__(self, path: str | Path, sync: bool = True, map_size: int = 4 << 30) -> None:
+        import lmdb
+
+        self._lmdb = lmdb
+        self.path = Path(path).expanduser()
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            self.env = lmdb.open(str(self.path), map_size=map_size, sync=sync, metasync=sync,
+                                 max_dbs=0, lock=True, subdir=True)
+        except (OSError, lmdb.Error) as exc:
+            raise AnnaError(f"cannot open the KVS node's data directory {self.path}: {exc}") from None
+        self._lock = threading.Lock()
+
+    def load(self) -> Iterator[tuple[str, bytes]]:
+        """Every stored (key, value)."""
+        with self.env.begin() as txn:
+            for _rk, record in txn.cursor():
+                (n,) = _LEN.unpack_from(record, 0)
+                key = bytes(record[4:4 + n]).decode("utf-8", "surrogateescape")
+                yield key, bytes(record[4 + n:])
+
+    def write(self, changes: dict[str, bytes | None]) -> None:
+        """Apply ``changes`` (``None`` deletes) in one durable transaction."""
+        if not changes:
+            return
+        try:
+            with self._lock, self.env.begin(write=True) as txn:
+                for key, value in changes.items():
+                    raw = key.encode("utf-8", "surrogateescape")
+                    rk = _record_key(raw)
+                    if value is None:
+                        txn.delete(rk)
+                    else:
+                        txn.put(rk, _LEN.pack(len(raw)) + raw + value)
+        except self._lmdb.MapFullError:
+            raise AnnaError(f"the KVS node's LMDB store at {self.path} is full; restart it with a larger --map-size") from None
+        except self._lmdb.Error as exc:
+            raise AnnaError(f"writing the KVS node's LMDB store at {self.path} failed: {exc}") from None
+
+    def close(self) -> None:
+        with self._lock:
+            self.env.close()
