@@ -36,10 +36,15 @@ log = logging.getLogger("essa.anna")
 TICK = 0.02
 #: Re-ask the routing node for owners it has not answered after this long.
 ADDRESS_RETRY = 0.25
+#: Re-send a request that got no answer after this long (doubling each time).
+#: Publications to a peer whose subscriptions this process has not learnt yet
+#: are dropped by zenoh; requests are idempotent (a put is a merge).
+RESEND = 0.3
 
 
 class _Op:
-    __slots__ = ("rid", "op", "key", "value", "ack", "future", "dest", "deadline", "attempts", "retry_at")
+    __slots__ = ("rid", "op", "key", "value", "ack", "future", "dest", "deadline", "attempts", "retry_at",
+                 "resend_at", "resends")
 
     def __init__(self, rid: int, op: str, key: str, value: bytes | None, ack: str, deadline: float) -> None:
         self.rid = rid
@@ -52,6 +57,8 @@ class _Op:
         self.deadline = deadline
         self.attempts = 0
         self.retry_at = 0.0
+        self.resend_at = 0.0
+        self.resends = 0
 
 
 def _fail(future: Future, exc: Exception) -> None:
@@ -153,14 +160,16 @@ class AnnaClient:
         deadline = time.monotonic() + self.timeout
         with self._lock:
             self._cache.pop(key, None)
-            self._addr.add(key)
-            self._unresolved.setdefault(key, [])
-        self._flush()
         try:
             while time.monotonic() < deadline:
-                owners = self._cache.get(key)
-                if owners:
-                    return owners
+                with self._lock:
+                    owners = self._cache.get(key)
+                    if owners:
+                        return owners
+                    if key not in self._unresolved:  # (again, if membership changed meanwhile)
+                        self._unresolved[key] = []
+                        self._addr.add(key)
+                self._flush()
                 time.sleep(0.005)
             raise self._unreachable()
         finally:
@@ -173,11 +182,18 @@ class AnnaClient:
         fid = next(self._rids)
         event, result, waiting = threading.Event(), {}, set()
         self._fetches[fid] = (event, result, waiting)
+        timeout = timeout or self.timeout
+        deadline = time.monotonic() + timeout
+        message = {"t": "fetch", "id": fid, "reply": self.inbox, "keys": list(keys)}
+        wait = RESEND
         try:
-            self.transport.publish(P.worker_topic(*owner), {"t": "fetch", "id": fid, "reply": self.inbox, "keys": list(keys)})
-            if not event.wait(timeout or self.timeout):
-                raise AnnaTimeout(f"KVS node {owner[0]} (worker {owner[1]}) did not answer within {timeout or self.timeout:g} s")
-            return result
+            while True:
+                self.transport.publish(P.worker_topic(*owner), message)
+                if event.wait(min(wait, max(0.0, deadline - time.monotonic()))):
+                    return result
+                if time.monotonic() >= deadline:
+                    raise AnnaTimeout(f"KVS node {owner[0]} (worker {owner[1]}) did not answer within {timeout:g} s")
+                wait *= 2
         finally:
             self._fetches.pop(fid, None)
 
@@ -248,6 +264,7 @@ class AnnaClient:
             return
         dest = owners[0] if o.op == P.PUT or len(owners) == 1 else random.choice(owners)
         o.dest = dest
+        o.resend_at = time.monotonic() + RESEND * (1 << min(o.resends, 4))
         self._inflight[o.rid] = o
         topic = self._topics.get(dest)
         if topic is None:
@@ -378,6 +395,10 @@ class AnnaClient:
                     failed.append((o, AnnaTimeout(
                         f"KVS node {o.dest[0]} (worker {o.dest[1]}) did not answer within {self.timeout:g} s"
                         f" (key {o.key!r})")))
+                elif o.resend_at <= now:
+                    del self._inflight[rid]
+                    o.resends += 1
+                    self._route(o)
             for key in list(self._unresolved):
                 ops = self._unresolved[key]
                 keep = [o for o in ops if o.deadline > now]

@@ -58,20 +58,26 @@ REPAIR_TIMEOUT = 0.5
 CHUNK = 2000
 #: Most inbox messages handled per batch.
 BATCH = 512
+#: Re-send an unacknowledged replication, hand-off or fetch after this long (doubling each time):
+#: zenoh drops publications to a peer whose subscriptions this node has not learnt yet.
+RESEND = 0.3
 
 
 class _Pending:
-    """Replication (or hand-off, or read repair) waiting for answers."""
+    """Messages to other workers waiting for their answers (re-sent until answered or expired)."""
 
-    __slots__ = ("kind", "waiting", "waiters", "sent", "deadline", "failed")
+    __slots__ = ("kind", "waiting", "waiters", "sent", "deadline", "failed", "messages", "resend_at", "resends")
 
-    def __init__(self, kind: str, waiting: set, deadline: float) -> None:
-        self.kind = kind  # "repl", "handoff" or "repair"
-        self.waiting = waiting  # owners (node, worker) still to answer
-        self.waiters: list = []  # (reply topic, rid, key, t0)
-        self.sent: dict[str, bytes] = {}  # key -> value sent (or keys to repair)
+    def __init__(self, kind: str, deadline: float) -> None:
+        self.kind = kind  # "repl" (a put's replication), "push", "handoff" or "repair" (read repair)
+        self.waiting: set = set()  # owners (node, worker) still to answer
+        self.waiters: list = []  # (reply topic, rid, key, t0) to answer once complete
+        self.sent: dict[str, bytes] = {}  # key -> value sent
         self.deadline = deadline
         self.failed: dict[str, str] = {}
+        self.messages: dict[tuple, tuple[str, dict]] = {}
+        self.resend_at = 0.0
+        self.resends = 0
 
 
 class Worker(threading.Thread):
@@ -97,6 +103,7 @@ class Worker(threading.Thread):
         self.left = threading.Event()
         self._ids = itertools.count(1)
         self._running = True
+        self._next_maintenance = 0.0
         # per-batch output
         self._answers: dict[str, list] = {}
         self._repl: dict[tuple, list] = {}  # peer -> [(key, value)]
@@ -114,14 +121,14 @@ class Worker(threading.Thread):
 
     # -- data ---------------------------------------------------------------------------
 
-    def _store(self, key: str, value: bytes) -> None:
+    def _set_value(self, key: str, value: bytes) -> None:
         old = self.data.get(key)
         self.bytes += len(value) - (len(old) if old is not None else 0)
         self.data[key] = value
         if self.node.backend is not None:
             self._writes[key] = value
 
-    def _delete(self, key: str) -> None:
+    def _drop_key(self, key: str) -> None:
         old = self.data.pop(key, None)
         if old is not None:
             self.bytes -= len(old)
@@ -139,8 +146,19 @@ class Worker(threading.Thread):
             return False, P.BAD_VALUE, f"{exc} (key {key!r})"
         if merged is old or merged == old:
             return False, P.OK, None
-        self._store(key, merged)
+        self._set_value(key, merged)
         return True, P.OK, None
+
+    def _disowns(self, key: str) -> bool:
+        """Whether this worker should give ``key`` away: its ring lists its own node (or it is
+        leaving) and it is not among the key's owners. A ring that does not list this node yet is
+        an incomplete view (a joining node learns the others before itself): nothing moves then."""
+        ring = self.ring
+        if ring is None or not len(ring):
+            return False
+        if self.me[0] not in ring and not self.leaving:
+            return False
+        return self.me not in ring.owners(key)
 
     def post(self, message: Any) -> None:
         self.inbox.put(message)
@@ -168,7 +186,9 @@ class Worker(threading.Thread):
                 if now >= next_tick:
                     self._tick(now)
                     next_tick = now + interval
-                self._expire(now)
+                if now >= self._next_maintenance:
+                    self._maintain(now)
+                    self._next_maintenance = now + 0.05
                 self._flush()
             except Exception:  # never let one bad batch kill the worker
                 log.exception("anna: worker %s failed on a batch", self.me)
@@ -279,7 +299,7 @@ class Worker(threading.Thread):
             if error is not None:
                 failed.append([key, error])
                 log.warning("anna: worker %s refused a replicated value: %s", self.me, error)
-            elif ring is None or self.me not in ring.owners(key):
+            elif self._disowns(key):
                 self.misplaced.add(key)
         self._sends.append((message["reply"], {"t": "ack", "id": message["id"], "from": list(self.me), "failed": failed}))
 
@@ -289,7 +309,7 @@ class Worker(threading.Thread):
             changed, _code, error = self._merge(key, value)
             if error is not None:
                 log.warning("anna: worker %s refused a gossiped value: %s", self.me, error)
-            elif ring is None or self.me not in ring.owners(key):
+            elif self._disowns(key):
                 self.misplaced.add(key)
 
     def _on_ack(self, message: dict) -> None:
@@ -324,24 +344,45 @@ class Worker(threading.Thread):
             self.handing_off.difference_update(keys)
             if timed_out:
                 return
-            ring = self.ring
             for key in keys:
-                if self.data.get(key) is pending.sent[key] and (ring is None or self.me not in ring.owners(key)):
-                    self._delete(key)
+                if self.data.get(key) is pending.sent[key] and self._disowns(key):
+                    self._drop_key(key)
                     self.misplaced.discard(key)
                     self.dirty.discard(key)
             self._check_left()
+        elif pending.kind == "push" and timed_out:
+            log.warning("anna: worker %s: %s did not take %d pushed keys", self.me,
+                        ", ".join(n for n, _w in sorted(pending.waiting)), len(pending.sent))
         elif pending.kind == "repair":
             for reply, rid, key, t0 in pending.waiters:
                 stored = self.data.get(key)
                 self._answer(reply, rid, P.NOT_FOUND if stored is None else P.OK, stored, t0)
 
-    def _expire(self, now: float) -> None:
-        while self.pending:
-            pid, pending = next(iter(self.pending.items()))
-            if pending.deadline > now:
-                break
-            self._complete(pid, timed_out=True)
+    def _send_reliably(self, kind: str, messages: dict[tuple, dict], timeout: float) -> _Pending:
+        """Send one message per owner; re-send to the silent ones until they answer or ``timeout``."""
+        pid = next(self._ids)
+        now = time.monotonic()
+        pending = _Pending(kind, now + timeout)
+        pending.resend_at = now + RESEND
+        for owner, message in messages.items():
+            message["id"] = pid
+            message["reply"] = self.topic
+            topic = P.worker_topic(*owner)
+            pending.messages[owner] = (topic, message)
+            pending.waiting.add(owner)
+            self._sends.append((topic, message))
+        self.pending[pid] = pending
+        return pending
+
+    def _maintain(self, now: float) -> None:
+        for pid, pending in list(self.pending.items()):
+            if pending.deadline <= now:
+                self._complete(pid, timed_out=True)
+            elif pending.resend_at <= now:
+                pending.resends += 1
+                pending.resend_at = now + RESEND * (1 << min(pending.resends, 4))
+                for owner in pending.waiting:
+                    self._sends.append(pending.messages[owner])
 
     # -- fetch (read repair, direct replica reads) ---------------------------------------------
 
@@ -386,6 +427,8 @@ class Worker(threading.Thread):
                     self._complete(pid)
         # Push keys to their new owners; note the ones this worker no longer owns.
         me = self.me
+        if me[0] not in ring and not self.leaving:
+            return  # an incomplete view: wait until this node sees itself
         pushes: dict[tuple, list] = {}
         for key, value in self.data.items():
             owners = ring.owners(key)
@@ -399,7 +442,8 @@ class Worker(threading.Thread):
                     pushes.setdefault(owner, []).append([key, value])
         for owner, kv in pushes.items():
             for i in range(0, len(kv), CHUNK):
-                self._sends.append((P.worker_topic(*owner), {"t": "gossip", "kv": kv[i:i + CHUNK]}))
+                self._send_reliably("push", {owner: {"t": "repl", "kv": kv[i:i + CHUNK]}},
+                                    self.node.replication_timeout * 5)
         if pushes:
             log.info("anna: worker %s pushes %d keys to new owners", me, sum(map(len, pushes.values())))
         self._hand_off()
@@ -409,7 +453,7 @@ class Worker(threading.Thread):
         """Send keys this worker does not own to their owners; they are deleted once acknowledged."""
         ring = self.ring
         todo = [k for k in self.misplaced if k not in self.handing_off]
-        if not todo or ring is None or not len(ring):
+        if not todo or ring is None or not len(ring) or (self.me[0] not in ring and not self.leaving):
             return
         me = self.me
         groups: dict[tuple, list] = {}
@@ -422,18 +466,14 @@ class Worker(threading.Thread):
                 self.misplaced.discard(key)
                 continue
             groups.setdefault(owners, []).append(key)
-        deadline = time.monotonic() + self.node.replication_timeout * 5
         for owners, keys in groups.items():
             for i in range(0, len(keys), CHUNK):
                 chunk = keys[i:i + CHUNK]
-                pid = next(self._ids)
-                pending = _Pending("handoff", set(owners), deadline)
-                pending.sent = {k: self.data[k] for k in chunk}
-                self.pending[pid] = pending
+                kv = [[k, self.data[k]] for k in chunk]
+                pending = self._send_reliably("handoff", {owner: {"t": "repl", "kv": kv} for owner in owners},
+                                              self.node.replication_timeout * 5)
+                pending.sent = dict(kv)
                 self.handing_off.update(chunk)
-                kv = [[k, pending.sent[k]] for k in chunk]
-                for owner in owners:
-                    self._sends.append((P.worker_topic(*owner), {"t": "repl", "id": pid, "reply": self.topic, "kv": kv}))
         log.info("anna: worker %s hands off %d keys", me, len(todo))
 
     def _check_left(self) -> None:
@@ -456,7 +496,8 @@ class Worker(threading.Thread):
                     continue
                 owners = ring.owners(key)
                 if me not in owners:
-                    self.misplaced.add(key)
+                    if self._disowns(key):
+                        self.misplaced.add(key)
                     continue
                 for owner in owners:
                     if owner != me:
@@ -472,27 +513,18 @@ class Worker(threading.Thread):
     # -- output ----------------------------------------------------------------------------
 
     def _flush(self) -> None:
-        now = time.monotonic()
         if self._repl:
-            pid = next(self._ids)
-            pending = _Pending("repl", set(self._repl), now + self.node.replication_timeout)
+            pending = self._send_reliably("repl", {peer: {"t": "repl", "kv": kv} for peer, kv in self._repl.items()},
+                                          self.node.replication_timeout)
             pending.waiters = self._repl_waiters
-            for peer, kv in self._repl.items():
-                for key, value in kv:
-                    pending.sent[key] = value
-                self._sends.append((P.worker_topic(*peer),
-                                    {"t": "repl", "id": pid, "reply": self.topic, "kv": kv}))
-            self.pending[pid] = pending
+            for kv in self._repl.values():
+                pending.sent.update(kv)
             self._repl = {}
             self._repl_waiters = []
         if self._repair:
-            pid = next(self._ids)
-            pending = _Pending("repair", set(self._repair), now + REPAIR_TIMEOUT)
+            pending = self._send_reliably("repair", {src: {"t": "fetch", "keys": keys} for src, keys in self._repair.items()},
+                                          REPAIR_TIMEOUT)
             pending.waiters = self._repair_waiters
-            for source, keys in self._repair.items():
-                self._sends.append((P.worker_topic(*source),
-                                    {"t": "fetch", "id": pid, "reply": self.topic, "keys": keys}))
-            self.pending[pid] = pending
             self._repair = {}
             self._repair_waiters = []
         if self._writes:

@@ -1,0 +1,132 @@
+"""Helpers of the Anna tests: clusters of real processes on free loopback ports."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import importlib.util
+
+from essa_anna import AnnaClient
+
+ROOT = Path(__file__).resolve().parents[2]
+TEST_FUNCTION = ROOT / "examples" / "test-function.wasm"
+ESSA = [sys.executable, "-m", "essa"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class AnnaCluster:
+    """A routing node and KVS nodes as child processes."""
+
+    def __init__(self, tmp_path: Path, replication: int = 2) -> None:
+        self.endpoint = f"tcp/127.0.0.1:{free_port()}"
+        self.logs = tmp_path
+        self.logs.mkdir(parents=True, exist_ok=True)
+        self.replication = replication
+        self.procs: dict[str, subprocess.Popen] = {}
+        self.clients: list[AnnaClient] = []
+        self.watcher: AnnaClient | None = None
+
+    def spawn(self, name: str, *args: str, **popen) -> subprocess.Popen:
+        log = open(self.logs / f"{name}.log", "a")
+        proc = subprocess.Popen([*ESSA, "-v", *args], stdout=log, stderr=subprocess.STDOUT, **popen)
+        self.procs[name] = proc
+        return proc
+
+    def routing(self) -> None:
+        self.spawn("routing", "anna", "routing", "--id", "r0", "--listen", self.endpoint)
+
+    def kvs(self, node_id: str, *extra: str) -> None:
+        self.spawn(f"kvs-{node_id}", "anna", "kvs", node_id, "--connect", self.endpoint,
+                   "--listen", f"tcp/127.0.0.1:{free_port()}",
+                   "--global-replication", str(self.replication), "--gossip-interval", "0.1", *extra)
+
+    def start(self, nodes: int = 3) -> "AnnaCluster":
+        self.routing()
+        for i in range(nodes):
+            self.kvs(f"n{i}")
+        self.wait_for_nodes(nodes)
+        return self
+
+    def client(self, **options) -> AnnaClient:
+        client = AnnaClient([self.endpoint], **options)
+        self.clients.append(client)
+        return client
+
+    def wait_for_nodes(self, count: int, timeout: float = 20) -> None:
+        """Wait until a fresh client sees the routing node and ``count`` KVS nodes, all answering status."""
+        client = self.watcher = self.client()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if client.membership.routing and len(client.membership.kvs) == count:
+                answers = [a for a in client.status(timeout=1.0) if a["role"] in ("kvs", "routing")]
+                # every node (and the routing node) sees all the nodes
+                if len(answers) == count + 1 and all(
+                        len(a["ring"] if a["role"] == "kvs" else a["kvs_nodes"]) == count for a in answers):
+                    return
+            time.sleep(0.05)
+        raise AssertionError(f"{count} KVS nodes did not come up:\n{self.log_text()}")
+
+    def status(self) -> dict[str, dict]:
+        """Every live KVS node's status, by node id."""
+        client = self.watcher
+        deadline = time.monotonic() + 5
+        while True:
+            answers = {a["id"]: a for a in client.status(timeout=1.0) if a["role"] == "kvs"}
+            if set(answers) >= set(client.membership.kvs) or time.monotonic() > deadline:
+                return {k: v for k, v in answers.items() if k in client.membership.kvs}
+            time.sleep(0.05)
+
+    def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
+        proc = self.procs[name]
+        proc.send_signal(sig)
+        proc.wait(30)
+
+    def log_text(self) -> str:
+        return "\n".join(f"--- {p.name}\n{p.read_text()}" for p in sorted(self.logs.glob("*.log")))
+
+    def stop(self) -> None:
+        for client in self.clients:
+            client.close()
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in self.procs.values():
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def wait_until(predicate, timeout: float = 10.0, interval: float = 0.05):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(interval)
+
+
+def essa(*args: str, timeout: float = 120, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run ``essa ARGS`` in a child process."""
+    return subprocess.run([*ESSA, *args], capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **(env or {})})
+
+
+def expected_test_function_output() -> str:
+    """EXPECTED_TEST_FUNCTION_OUTPUT of tests/e2e/test_cli.py."""
+    spec = importlib.util.spec_from_file_location("_anna_e2e_test_cli", ROOT / "tests" / "e2e" / "test_cli.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.EXPECTED_TEST_FUNCTION_OUTPUT
