@@ -116,6 +116,7 @@ class AnnaClient:
         self._no_kvs: str | None = None
         self._kvs_seen: frozenset = frozenset()
         self._closed = False
+        self._local = threading.local()  # .defer: submits made while answers are handed out wait for one flush
         try:
             self._sub = transport.subscribe(self.inbox, self._on_message)
             self.membership = Membership(transport)
@@ -137,7 +138,8 @@ class AnnaClient:
         o = _Op(next(self._rids), op, key, value, ack or self.ack, time.monotonic() + self.timeout)
         with self._lock:
             self._route(o)
-        self._flush()
+        if not getattr(self._local, "defer", False):
+            self._flush()
         return o.future
 
     def get(self, key: str) -> bytes | None:
@@ -330,9 +332,14 @@ class AnnaClient:
                             self._route(o)
                     else:
                         done.append((o, code, payload))
+            # Requests that callbacks of these answers submit go out together, in one flush.
+            self._local.defer = True
+            try:
+                for o, code, payload in done:
+                    self._complete(o, code, payload)
+            finally:
+                self._local.defer = False
             self._flush()
-            for o, code, payload in done:
-                self._complete(o, code, payload)
         elif kind == "addr":
             with self._lock:
                 departed = self.membership.departed

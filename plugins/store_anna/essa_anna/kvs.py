@@ -278,8 +278,14 @@ class Worker(threading.Thread):
         """Ask the key's other live owners of the recent rings; True if the answer waits for them."""
         membership = self.node.membership
         sources = set(owners)
+        moved = False
         for _when, ring in self.recent:
-            sources.update(ring.owners(key))
+            before = ring.owners(key)
+            if before != owners:
+                moved = True
+                sources.update(before)
+        if not moved:
+            return False  # same owners as before the change: they have what this worker has
         sources.discard(self.me)
         sources = {s for s in sources if membership.alive(s[0])}
         if not sources:
