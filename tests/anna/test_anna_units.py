@@ -1,0 +1,89 @@
+"""Anna pieces without processes: the rings, the token format, store options, essa up's services."""
+
+from __future__ import annotations
+
+import collections
+
+import pytest
+
+pytest.importorskip("essa_anna")
+
+from essa_anna import protocol as P  # noqa: E402
+from essa_anna.errors import AnnaError  # noqa: E402
+from essa_anna.ring import NodeInfo, Ring, hash64  # noqa: E402
+from essa_anna.store import AnnaStore  # noqa: E402
+
+KEYS = [f"key/{i}" for i in range(3000)]
+
+
+def test_hash_is_stable_across_processes_and_versions():
+    # BLAKE2b-64 little endian; the value is part of the wire contract between nodes
+    assert hash64("") == int.from_bytes(bytes.fromhex("e4a6a0577479b2b4"), "little")
+    assert hash64("anna") == hash64(b"anna")
+
+
+def test_owners_are_distinct_nodes_then_workers_and_deterministic():
+    ring = Ring({"a": 2, "b": 2, "c": 1}, global_replication=2, local_replication=2)
+    for key in KEYS[:200]:
+        owners = ring.owners(key)
+        nodes = [n for n, _w in owners]
+        assert len(set(nodes)) == 2
+        assert len(owners) == sum(min(2, {"a": 2, "b": 2, "c": 1}[n]) for n in set(nodes))
+        assert owners == Ring({"c": 1, "b": 2, "a": 2}, 2, 2).owners(key)  # order of construction is irrelevant
+
+
+def test_keys_spread_evenly_over_nodes_and_workers():
+    ring = Ring({f"n{i}": 4 for i in range(4)}, 1, 1)
+    per_node = collections.Counter(ring.owners(k)[0][0] for k in KEYS)
+    per_worker = collections.Counter(ring.owners(k)[0] for k in KEYS)
+    assert all(600 < n < 900 for n in per_node.values()), per_node
+    assert all(100 < n < 300 for n in per_worker.values()), per_worker
+
+
+def test_replication_is_capped_by_the_members():
+    assert len(Ring({"a": 1}, 3, 1).owners("k")) == 1
+    assert len(Ring({"a": 1, "b": 1}, 3, 5).owners("k")) == 2
+    assert Ring({}, 2, 1).owners("k") == ()
+
+
+def test_a_joining_node_takes_keys_only_from_others():
+    before = Ring({"a": 1, "b": 1, "c": 1}, 2, 1)
+    after = Ring({"a": 1, "b": 1, "c": 1, "d": 1}, 2, 1)
+    moved = 0
+    for key in KEYS:
+        old, new = set(before.owner_nodes(key)), set(after.owner_nodes(key))
+        assert new - old <= {"d"}  # consistent hashing: only the new node gains keys
+        moved += "d" in new
+    assert 0.35 < moved / len(KEYS) < 0.65  # about 2/4 of the keys get a copy on d
+
+
+def test_token_round_trip_and_ring_from_members():
+    info = NodeInfo("kvs-1", "abcd", 4, 2, 1)
+    assert P.parse_kvs_token(P.kvs_token(info)) == info
+    assert P.parse_kvs_token("anna/live/kvs/x") is None
+    ring = Ring.from_members([info, NodeInfo("kvs-2", "ef", 1, 3, 1)])
+    assert ring.global_replication == 3 and ring.nodes == {"kvs-1": 4, "kvs-2": 1}
+    with pytest.raises(ValueError):
+        P.check_id("a/b")
+
+
+def test_store_options_are_checked():
+    with pytest.raises(AnnaError, match="unknown anna store option 'nope'"):
+        AnnaStore({"nope": "1"})
+    with pytest.raises(AnnaError, match="kvs_nodes.*essa up"):
+        AnnaStore({"kvs_nodes": "3"})
+    with pytest.raises(AnnaError, match="timeout"):
+        AnnaStore({"timeout": "soon"})
+
+
+def test_cluster_services_start_a_routing_node_and_kvs_nodes():
+    services = AnnaStore.cluster_services({"kvs_nodes": "2", "global_replication": "2", "ack": "owner",
+                                           "path": "/data"}, "tcp/127.0.0.1:7447")
+    assert services.options == {"ack": "owner", "routing": "tcp/127.0.0.1:7447"}
+    assert [c[:2] for c in services.commands] == [["anna", "routing"], ["anna", "kvs"], ["anna", "kvs"]]
+    assert "--path" in services.commands[2] and "/data/kvs-1" in services.commands[2]
+    assert all("tcp/127.0.0.1:7447" in c for c in services.commands)
+    external = AnnaStore.cluster_services({"routing": "tcp/10.0.0.5:7450"}, "tcp/127.0.0.1:7447")
+    assert external.commands == [] and external.options == {"routing": "tcp/10.0.0.5:7450"}
+    with pytest.raises(AnnaError, match="cannot be combined"):
+        AnnaStore.cluster_services({"routing": "tcp/10.0.0.5:7450", "kvs_nodes": "2"}, "tcp/127.0.0.1:7447")
