@@ -7,7 +7,8 @@ nodes)``), from this process (one :class:`essa_anna.AnnaClient`) keeping
 ``--zipf``) over ``--keys`` keys: ops/s, ops/s per KVS node process, p50/p99
 latency (submit to answer), and the CPU share used by the client and by each
 KVS node (1.0 = one core busy). Puts are 64-byte Lww values with fresh
-timestamps (encoded before the clock starts); gets read keys loaded first.
+timestamps (encoded before the clock starts); gets read keys loaded first. Two more runs per node count measure unloaded latency
+(one request in flight).
 
 Usage: python bench/anna.py [--seconds 3] [--keys 10000] [--concurrency 64]
 """
@@ -148,7 +149,7 @@ def main() -> None:
     keys = [f"bench/{i:08d}" for i in range(args.keys)]
     base = time.time_ns()
     payload = b"v" * 64
-    values = iter([encode_lattice(LwwLattice(base + i, payload)) for i in range(400_000)])
+    values = iter([encode_lattice(LwwLattice(base + i, payload)) for i in range(1_000_000)])
     results = []
     for nodes in [int(n) for n in args.nodes.split(",")]:
         endpoint = f"tcp/127.0.0.1:{free_port()}"
@@ -168,15 +169,17 @@ def main() -> None:
             time.sleep(1.0)  # every node sees every other
             for i in range(0, len(keys), 500):
                 client.put_many((k, next(values)) for k in keys[i:i + 500])
-            for workload in ("get", "put", "mix"):
-                for dist in ("uniform", "zipf"):
-                    choose = KeyChooser(keys, dist, args.zipf, random.Random(1))
-                    result = run_load(client, workload, choose, values, args.concurrency, args.seconds,
-                                      args.warmup, [p.pid for p in kvs])
-                    results.append({"kvs_nodes": nodes, "replication": replication, "workload": workload,
-                                    "keys": dist, **result,
-                                    "ops_per_s_per_node": round(result["ops_per_s"] / nodes)})
-                    print(json.dumps(results[-1]), file=sys.stderr)
+            time.sleep(5.5)  # past the read-repair window that follows the nodes' joins
+            runs = [(w, d, args.concurrency) for w in ("get", "put", "mix") for d in ("uniform", "zipf")]
+            runs += [("get", "uniform", 1), ("put", "uniform", 1)]  # unloaded latency
+            for workload, dist, concurrency in runs:
+                choose = KeyChooser(keys, dist, args.zipf, random.Random(1))
+                result = run_load(client, workload, choose, values, concurrency, args.seconds,
+                                  args.warmup, [p.pid for p in kvs])
+                results.append({"kvs_nodes": nodes, "replication": replication, "workload": workload,
+                                "keys": dist, "concurrency": concurrency, **result,
+                                "ops_per_s_per_node": round(result["ops_per_s"] / nodes)})
+                print(json.dumps(results[-1]), file=sys.stderr)
         finally:
             if client is not None:
                 client.close()
