@@ -51,10 +51,10 @@ class AnnaCluster:
                    "--listen", f"tcp/127.0.0.1:{free_port()}",
                    "--global-replication", str(self.replication), "--gossip-interval", "0.1", *extra)
 
-    def start(self, nodes: int = 3) -> "AnnaCluster":
+    def start(self, nodes: int = 3, *extra: str) -> "AnnaCluster":
         self.routing()
         for i in range(nodes):
-            self.kvs(f"n{i}")
+            self.kvs(f"n{i}", *extra)
         self.wait_for_nodes(nodes)
         return self
 

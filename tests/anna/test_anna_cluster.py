@@ -131,7 +131,7 @@ def test_concurrent_set_puts_converge_to_the_union_on_every_replica(anna):
 
 
 def test_every_lattice_type_merges_across_replicas(anna):
-    anna.start(3)
+    anna.start(3, "--workers", "2", "--local-replication", "2")  # each key: 2 nodes x 2 workers
     client = anna.client()
     cases = {
         "t/lww": [LwwLattice(10, b"old"), LwwLattice(20, b"new"), LwwLattice(15, b"mid")],
@@ -152,7 +152,8 @@ def test_every_lattice_type_merges_across_replicas(anna):
         for value in values[1:]:
             expected = expected.merge(value)
         got = replicas(anna, client, key)
-        assert all(decode_lattice(v) == expected for v in got.values()), (key, got)
+        assert len(got) == 4 and len({node for node, _w in got}) == 2
+        assert all(v is not None and decode_lattice(v) == expected for v in got.values()), (key, got)
 
 
 def test_type_mismatch_is_refused_and_changes_nothing(anna):
