@@ -119,6 +119,9 @@ class Caller:
     at once with a clear message instead of hanging.
     """
 
+    #: How long :meth:`start` waits for a scheduler to be seen before failing the call.
+    scheduler_wait = 2.0
+
     def __init__(self, transport: Transport, name: str = "caller") -> None:
         self.transport = transport
         self.id = f"{name}-{uuid.uuid4().hex[:12]}"
@@ -128,6 +131,7 @@ class Caller:
         self._lock = threading.Lock()
         self._subscriptions: list[Subscription] = [transport.subscribe(self.inbox, self.deliver)]
         self._schedulers: set[str] = set()
+        self._scheduler_seen = threading.Condition(self._lock)
         self._subscriptions.append(transport.watch_tokens(topics.LIVE_SCHEDULERS, self._on_scheduler))
         with LOCAL.lock:
             LOCAL.inboxes[self.inbox] = self
@@ -137,6 +141,9 @@ class Caller:
         call_id = f"{self.id}/{next(self._counter)}"
         future = CallFuture(call_id)
         with self._lock:
+            if not self._scheduler_seen.wait_for(lambda: self._schedulers, self.scheduler_wait):
+                future._complete(reply_message(call_id, EssaResult.UnknownError, message="no scheduler is reachable"))
+                return future
             self._pending[call_id] = future
         try:
             self.transport.publish(topics.SCHEDULER_CALLS, {**request, "id": call_id, "reply_to": self.inbox})
@@ -159,11 +166,14 @@ class Caller:
             future._complete(reply_message(call_id, EssaResult.UnknownError, message=message))
 
     def _on_scheduler(self, key: str, alive: bool) -> None:
-        if alive:
-            self._schedulers.add(key)
-            return
-        self._schedulers.discard(key)
-        if not self._schedulers:
+        with self._lock:
+            if alive:
+                self._schedulers.add(key)
+                self._scheduler_seen.notify_all()
+                return
+            self._schedulers.discard(key)
+            gone = not self._schedulers
+        if gone:
             self.fail_all("the scheduler went away while the call was pending")
 
     @property

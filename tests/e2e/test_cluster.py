@@ -150,7 +150,7 @@ def test_run_survives_or_fails_clearly_when_an_executor_is_killed(cluster, tmp_p
     cluster.wait_for_executors(2)
     run = subprocess.Popen([*ESSA, "run", "--connect", cluster.endpoint, str(slow_fan)],
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(1.0)
+    time.sleep(0.8)
     assert run.poll() is None, "the run ended before the kill; make the leaves slower"
     cluster.procs["executor-1"].send_signal(signal.SIGKILL)
     try:
@@ -199,8 +199,9 @@ def test_up_starts_a_cluster_and_stops_it_on_sigterm(engine_name, tmp_path):
     assert leftover == [], "processes of essa up still running"
 
 
-#: ``_start`` fans out over [0, 64) with remote calls; each leaf spins for a
-#: while, so killing an executor hits calls in flight. Prints DONE if every
+#: ``_start`` fans out over [0, 32) with remote calls; each leaf busy-waits
+#: 250 ms of wall-clock time (WASI clock), so the run lasts about 2 s on any
+#: machine and killing an executor hits calls in flight. Prints DONE if every
 #: leaf answered.
 SLOW_FAN_WAT = """
 (module
@@ -209,17 +210,21 @@ SLOW_FAN_WAT = """
   (import "host" "essa_call" (func $call (param i32 i32 i32 i32 i32) (result i32)))
   (import "host" "essa_get_result" (func $get_result (param i32 i32 i32 i32) (result i32)))
   (import "wasi_snapshot_preview1" "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "clock_time_get" (func $clock (param i32 i64 i32) (result i32)))
   (memory (export "memory") 1)
   (data (i32.const 0x600) "__essa_wrapper__fan")
   (data (i32.const 0x700) "DONE\\n")
-  (func $fan (export "__essa_wrapper__fan") (param $len i32) (local $s i32) (local $e i32) (local $m i32) (local $i i32)
+  (func $now (result i64)
+    (drop (call $clock (i32.const 1) (i64.const 1000) (i32.const 0x800)))
+    (i64.load (i32.const 0x800)))
+  (func $fan (export "__essa_wrapper__fan") (param $len i32) (local $s i32) (local $e i32) (local $m i32) (local $until i64)
     (drop (call $get_args (i32.const 0x100) (i32.const 8)))
     (local.set $s (i32.load (i32.const 0x100)))
     (local.set $e (i32.load (i32.const 0x104)))
     (if (i32.eq (i32.sub (local.get $e) (local.get $s)) (i32.const 1))
       (then
-        (local.set $i (i32.const 60000000))
-        (loop $spin (local.set $i (i32.sub (local.get $i) (i32.const 1))) (br_if $spin (local.get $i)))
+        (local.set $until (i64.add (call $now) (i64.const 250000000)))
+        (loop $spin (br_if $spin (i64.lt_u (call $now) (local.get $until))))
         (i32.store (i32.const 0x200) (i32.const 1))
         (drop (call $set_result (i32.const 0x200) (i32.const 4)))
         (return)))
@@ -236,10 +241,10 @@ SLOW_FAN_WAT = """
     (drop (call $set_result (i32.const 0x200) (i32.const 4))))
   (func (export "_start")
     (i32.store (i32.const 0x300) (i32.const 0))
-    (i32.store (i32.const 0x304) (i32.const 64))
+    (i32.store (i32.const 0x304) (i32.const 32))
     (if (call $call (i32.const 0x600) (i32.const 19) (i32.const 0x300) (i32.const 8) (i32.const 0x400)) (then unreachable))
     (if (call $get_result (i32.load (i32.const 0x400)) (i32.const 0x500) (i32.const 4) (i32.const 0x510)) (then unreachable))
-    (if (i32.ne (i32.load (i32.const 0x500)) (i32.const 64)) (then unreachable))
+    (if (i32.ne (i32.load (i32.const 0x500)) (i32.const 32)) (then unreachable))
     (i32.store (i32.const 0x100) (i32.const 0x700))
     (i32.store (i32.const 0x104) (i32.const 5))
     (drop (call $fd_write (i32.const 1) (i32.const 0x100) (i32.const 1) (i32.const 0x108)))))

@@ -152,3 +152,12 @@ def test_status_reports_executors(cluster):
     (status,) = transport.query(f"{topics.STATUS}/scheduler/**", {})
     assert status["executors"]["a"]["in_flight"] == 1
     assert status["placement"] == "least-loaded"
+
+
+def test_a_call_without_any_scheduler_fails_instead_of_hanging():
+    caller = Caller(LocalTransport())
+    caller.scheduler_wait = 0.2
+    started = time.monotonic()
+    reply = start(caller).result(5)
+    assert reply["message"] == "no scheduler is reachable"
+    assert time.monotonic() - started < 2
