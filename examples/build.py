@@ -38,6 +38,11 @@ ZIGLANG_VERSION = "0.17.1"
 EXAMPLES_DIR = Path(__file__).resolve().parent
 
 #: output file (relative to examples/) -> C sources (relative to examples/)
+#: Other places a built module is kept (the conformance suite ships its own copy).
+COPIES: dict[str, list[Path]] = {
+    "test-function.wasm": [EXAMPLES_DIR.parent / "core/essa/testing/conformance/data/test-function.wasm"],
+}
+
 EXAMPLES: dict[str, list[str]] = {
     "test-function.wasm": ["test-function/test_function.c"],
 }
@@ -156,10 +161,11 @@ def main(argv: list[str] | None = None) -> int:
                         else:
                             print(f"  examples/{output} is up to date ({describe(new)})")
                 else:
-                    staging = target.with_name(target.name + ".tmp")
-                    shutil.copyfile(built, staging)
-                    os.replace(staging, target)
-                    print(f"  wrote examples/{output} ({describe(new)})")
+                    for path in [target, *COPIES.get(output, [])]:
+                        staging = path.with_name(path.name + ".tmp")
+                        shutil.copyfile(built, staging)
+                        os.replace(staging, path)
+                        print(f"  wrote {path.relative_to(EXAMPLES_DIR.parent)} ({describe(new)})")
         if stale:
             for line in stale:
                 print(f"error: {line}", file=sys.stderr)
