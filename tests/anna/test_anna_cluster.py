@@ -300,3 +300,22 @@ def test_essa_up_with_the_anna_store(engine_name, tmp_path):
     assert up.returncode == 0, stderr
     leftover = subprocess.run(["pgrep", "-s", str(up.pid)], capture_output=True, text=True).stdout.split()
     assert leftover == [], "processes of essa up still running"
+
+
+def test_a_silent_node_gives_a_one_line_timeout(tmp_path):
+    cluster = AnnaCluster(tmp_path / "logs", replication=1)
+    try:
+        cluster.start(1)
+        cluster.client().put("frozen", set_value(b"x"))
+        cluster.procs["kvs-n0"].send_signal(signal.SIGSTOP)  # alive (its token stays) but silent
+        try:
+            started = time.monotonic()
+            result = essa("anna", "get", "--connect", cluster.endpoint, "--timeout", "1", "frozen", timeout=60)
+            assert time.monotonic() - started < 10
+        finally:
+            cluster.procs["kvs-n0"].send_signal(signal.SIGCONT)
+        assert result.returncode == 1 and "Traceback" not in result.stderr
+        assert result.stderr.startswith("essa: error: KVS node n0 (worker 0) did not answer within 1 s")
+        assert len(result.stderr.splitlines()) == 1
+    finally:
+        cluster.stop()

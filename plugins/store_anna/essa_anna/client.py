@@ -223,7 +223,11 @@ class AnnaClient:
             self.membership.close()
         finally:
             if self._owns_transport:
-                self.transport.close()
+                # zenoh's close waits for every link to close gracefully, which takes
+                # seconds when a peer is frozen: never let that hold the caller up.
+                closer = threading.Thread(target=self.transport.close, name="anna-client-close", daemon=True)
+                closer.start()
+                closer.join(1.0)
         with self._lock:
             ops = list(self._inflight.values()) + [o for ops in self._unresolved.values() for o in ops] + self._retry
             self._inflight.clear(), self._unresolved.clear(), self._retry.clear()
