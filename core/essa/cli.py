@@ -82,8 +82,13 @@ def cli(ctx: click.Context, engine: str, store: str, store_options: tuple[str, .
     ctx.obj = Settings(engine, store, _parse_options(store_options))
 
 
-def _endpoint_options(listen_default: str | None, connect_default: str | None):
-    """The zenoh endpoint options shared by the cluster commands."""
+def endpoint_options(listen_default: str | None, connect_default: str | None):
+    """Decorator adding ``--listen``, ``--connect``, ``--scouting`` and ``--zenoh-config``.
+
+    Public for plugins whose commands run cluster processes (``essa anna kvs``):
+    the command receives ``listen``, ``connect``, ``scouting`` and
+    ``zenoh_config``; pass ``listen``/``connect`` through :func:`split_endpoints`.
+    """
 
     def decorate(fn):
         fn = click.option(
@@ -179,12 +184,13 @@ def run(settings: Settings, module: str, namespace: str | None, executors: int |
     sys.exit(status)
 
 
-def _split(values: tuple[str, ...]) -> list[str]:
+def split_endpoints(values: tuple[str, ...]) -> list[str]:
+    """Endpoints from repeated flags or a space-separated environment variable."""
     return [e for item in values for e in item.split()]
 
 
 @cli.command()
-@_endpoint_options(listen_default="tcp/127.0.0.1:7447", connect_default=None)
+@endpoint_options(listen_default="tcp/127.0.0.1:7447", connect_default=None)
 @click.option("--placement", default="least-loaded", show_default=True,
               help="Placement policy; plugins may add more (`essa plugins`).")
 def scheduler(listen, connect, scouting, zenoh_config, placement) -> None:
@@ -194,7 +200,7 @@ def scheduler(listen, connect, scouting, zenoh_config, placement) -> None:
     """
     from .cluster import open_transport, serve_scheduler, wait_for_signal
 
-    transport = open_transport(_split(listen), _split(connect), zenoh_config, scouting)
+    transport = open_transport(split_endpoints(listen), split_endpoints(connect), zenoh_config, scouting)
     sched = serve_scheduler(transport, placement)
     click.echo(f"essa scheduler {sched.id}: {transport.describe()}; placement {sched.placement.name}", err=True)
     try:
@@ -206,7 +212,7 @@ def scheduler(listen, connect, scouting, zenoh_config, placement) -> None:
 
 @cli.command()
 @click.argument("executor_id", metavar="ID")
-@_endpoint_options(listen_default="tcp/127.0.0.1:0", connect_default="tcp/127.0.0.1:7447")
+@endpoint_options(listen_default="tcp/127.0.0.1:0", connect_default="tcp/127.0.0.1:7447")
 @click.option("--workers", type=click.IntRange(min=1), help="Threads running calls. [default: one per core, at least 2]")
 @click.pass_obj
 def executor(settings: Settings, executor_id, listen, connect, scouting, zenoh_config, workers) -> None:
@@ -217,7 +223,7 @@ def executor(settings: Settings, executor_id, listen, connect, scouting, zenoh_c
     """
     from .cluster import default_workers, open_transport, serve_executor, wait_for_signal
 
-    transport = open_transport(_split(listen), _split(connect), zenoh_config, scouting)
+    transport = open_transport(split_endpoints(listen), split_endpoints(connect), zenoh_config, scouting)
     try:
         ex, caller = serve_executor(executor_id, transport, settings.engine, settings.store,
                                     settings.store_options, workers or default_workers())
@@ -270,7 +276,7 @@ def status(connect, zenoh_config, as_json) -> None:
 
     from .cluster import cluster_status
 
-    answers = cluster_status(_split(connect), zenoh_config)
+    answers = cluster_status(split_endpoints(connect), zenoh_config)
     if as_json:
         click.echo(json.dumps(answers, indent=2, sort_keys=True))
         return

@@ -8,7 +8,7 @@ import re
 
 import click
 
-from essa.cli import _endpoint_options, _split
+from essa.cli import endpoint_options, split_endpoints
 
 from . import protocol as P
 from .errors import AnnaError
@@ -37,7 +37,7 @@ def anna() -> None:
 
 @anna.command()
 @click.option("--id", "routing_id", metavar="ID", help="This routing node's id. [default: random]")
-@_endpoint_options(listen_default=P.DEFAULT_ENDPOINT, connect_default=None)
+@endpoint_options(listen_default=P.DEFAULT_ENDPOINT, connect_default=None)
 def routing(routing_id, listen, connect, scouting, zenoh_config) -> None:
     """Run a routing node: tells clients which KVS workers own their keys.
 
@@ -51,7 +51,7 @@ def routing(routing_id, listen, connect, scouting, zenoh_config) -> None:
         node = RoutingNode(None, routing_id)  # validate the id before opening zenoh
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--id") from None
-    transport = open_transport(_split(listen), _split(connect), zenoh_config, scouting)
+    transport = open_transport(split_endpoints(listen), split_endpoints(connect), zenoh_config, scouting)
     node.transport = transport
     try:
         node.start()
@@ -64,7 +64,7 @@ def routing(routing_id, listen, connect, scouting, zenoh_config) -> None:
 
 @anna.command()
 @click.argument("node_id", metavar="ID")
-@_endpoint_options(listen_default="tcp/127.0.0.1:0", connect_default=P.DEFAULT_ENDPOINT)
+@endpoint_options(listen_default="tcp/127.0.0.1:0", connect_default=P.DEFAULT_ENDPOINT)
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
               help="Worker threads, each owning a share of this node's keys (its local ring).")
 @click.option("--global-replication", type=click.IntRange(min=1), default=2, show_default=True,
@@ -101,7 +101,7 @@ def kvs(node_id, listen, connect, scouting, zenoh_config, workers, global_replic
     size = _size(map_size)
     backend = LmdbBackend(path, sync, size) if path else None
     try:
-        transport = open_transport(_split(listen), _split(connect), zenoh_config, scouting)
+        transport = open_transport(split_endpoints(listen), split_endpoints(connect), zenoh_config, scouting)
     except BaseException:
         if backend is not None:
             backend.close()
@@ -139,7 +139,7 @@ def _client_options(fn):
 def _client(connect, zenoh_config, timeout):
     from .client import AnnaClient
 
-    return AnnaClient(_split(connect), timeout=timeout, zenoh_config=zenoh_config)
+    return AnnaClient(split_endpoints(connect), timeout=timeout, zenoh_config=zenoh_config)
 
 
 def format_value(data: bytes) -> str:
