@@ -10,7 +10,6 @@ import sys
 import time
 from pathlib import Path
 
-import importlib.util
 
 from essa_anna import AnnaClient
 
@@ -125,8 +124,7 @@ def essa(*args: str, timeout: float = 120, env: dict | None = None) -> subproces
 
 
 def expected_test_function_output() -> str:
-    """EXPECTED_TEST_FUNCTION_OUTPUT of tests/e2e/test_cli.py."""
-    spec = importlib.util.spec_from_file_location("_anna_e2e_test_cli", ROOT / "tests" / "e2e" / "test_cli.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.EXPECTED_TEST_FUNCTION_OUTPUT
+    """What examples/test-function.wasm prints."""
+    from essa.testing import TEST_FUNCTION_OUTPUT
+
+    return TEST_FUNCTION_OUTPUT

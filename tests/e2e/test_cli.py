@@ -9,27 +9,12 @@ from pathlib import Path
 
 import pytest
 
+from essa.testing import TEST_FUNCTION_OUTPUT
+
 ROOT = Path(__file__).resolve().parents[2]
 TEST_FUNCTION = ROOT / "examples" / "test-function.wasm"
 
-EXPECTED_TEST_FUNCTION_OUTPUT = """\
-Hello world from test function!
-Waiting for result...
-Function result: "FOOBAR"
-Storing a set in the kvs
-Waiting for result...
-Function result: FOOBAR fooo
-Reading the set from the kvs
-Result: {"one", "three", "two"}
-Appending to the set in the kvs
-Waiting for result...
-Function result: 165000
-Reading the set from the kvs
-Result: {"four", "one", "three", "two"}
-Running concurrent KVS test
-Reading the concurrent KVS test result set from the kvs
-DONE
-"""
+EXPECTED_TEST_FUNCTION_OUTPUT = TEST_FUNCTION_OUTPUT
 
 
 def essa(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:

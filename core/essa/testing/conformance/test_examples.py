@@ -17,31 +17,13 @@ from essa.lattice import LwwLattice
 from essa.plugins import get_plugin_manager
 from essa.programs import artifact_key
 from essa.runtime import EmbeddedRuntime
+from essa.testing import TEST_FUNCTION_OUTPUT
 
 from .support import Output
 from .wat import module
 
 pytestmark = pytest.mark.usefixtures("essa_home")
 
-#: What the C test function prints (essa-rs's test function prints the same).
-TEST_FUNCTION_OUTPUT = """\
-Hello world from test function!
-Waiting for result...
-Function result: "FOOBAR"
-Storing a set in the kvs
-Waiting for result...
-Function result: FOOBAR fooo
-Reading the set from the kvs
-Result: {"one", "three", "two"}
-Appending to the set in the kvs
-Waiting for result...
-Function result: 165000
-Reading the set from the kvs
-Result: {"four", "one", "three", "two"}
-Running concurrent KVS test
-Reading the concurrent KVS test result set from the kvs
-DONE
-"""
 
 
 def c_test_function_wasm() -> bytes:
