@@ -23,6 +23,7 @@ pytest.importorskip("zenoh")
 pytest.importorskip("essa_lmdb")
 
 ESSA = [sys.executable, "-m", "essa"]
+RUST_TEST_FUNCTION = TEST_FUNCTION.with_name("test-function-rust.wasm")
 
 
 def free_port() -> int:
@@ -100,12 +101,13 @@ def executor_counters(status: list[dict]) -> dict[str, int]:
     return {a["id"]: a["calls"] + a["runs"] for a in status if a["role"] == "executor"}
 
 
-def test_test_function_runs_on_two_executors(cluster):
+@pytest.mark.parametrize("module", [TEST_FUNCTION, RUST_TEST_FUNCTION], ids=["c", "rust"])
+def test_test_function_runs_on_two_executors(cluster, module):
     cluster.scheduler()
     cluster.executor("0")
     cluster.executor("1")
     cluster.wait_for_executors(2)
-    result = cluster.run(TEST_FUNCTION)
+    result = cluster.run(module)
     assert result.returncode == 0, result.stderr + cluster.log_text()
     assert result.stdout == EXPECTED_TEST_FUNCTION_OUTPUT
     served = executor_counters(cluster.status())
