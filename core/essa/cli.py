@@ -304,11 +304,14 @@ def plugins() -> None:
     manager = get_plugin_manager()
     table = Table(title="essa plugins")
     for column in ("plugin", "distribution", "version", "provides", "status"):
-        table.add_column(column)
+        table.add_column(column, overflow="fold")
     for info in manager.plugins:
-        status = "[red]broken[/red]: " + info.error if info.error else "ok"
-        if not info.error and any("unavailable" in p for p in info.provides):
-            status = "[yellow]unavailable[/yellow]"
+        if info.error:
+            status = f"[red]broken[/red]: {info.error}"
+        elif info.unavailable:
+            status = "[yellow]unavailable[/yellow]: " + "; ".join(info.unavailable)
+        else:
+            status = "ok"
         table.add_row(info.name, info.distribution, info.version, "\n".join(info.provides) or "-", status)
     Console().print(table)
 

@@ -60,6 +60,8 @@ class PluginInfo:
     provides: list[str] = field(default_factory=list)
     #: Why the plugin cannot be used, or ``None`` when it loaded.
     error: str | None = None
+    #: Parts it declares but cannot provide in this Python, with the reason.
+    unavailable: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -172,7 +174,8 @@ class PluginManager:
                 reason = getattr(cls, "unavailable_reason", lambda: None)()
                 if reason:
                     _registry.unavailable[name] = reason
-                    info.provides.append(f"{_kind} {name} (unavailable: {reason})")
+                    info.provides.append(f"{_kind} {name}")
+                    info.unavailable.append(f"{_kind} {name}: {reason}")
                     return
                 cls.name = name
                 _registry.add(name, cls, info.name)

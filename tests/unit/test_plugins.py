@@ -132,7 +132,8 @@ def test_unavailable_engine_is_listed_with_its_reason(monkeypatch):
     with pytest.raises(PluginNotFound, match="not available here: needs Python 3.10"):
         pm.engine_class("old")
     info = next(p for p in pm.plugins if p.name == "old")
-    assert info.provides == ["engine old (unavailable: needs Python 3.10)"]
+    assert info.provides == ["engine old"]
+    assert info.unavailable == ["engine old: needs Python 3.10"]
 
 
 def test_autoload_can_be_switched_off_and_plugins_blocked(monkeypatch):
