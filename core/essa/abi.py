@@ -14,6 +14,14 @@ the stack keeps them apart.)
 A pointer or length outside the guest's memory raises :class:`GuestFault`,
 which the engine turns into a trap of that guest only, with the message kept in
 :attr:`Invocation.fault`.
+
+Limits (:class:`essa.engine.Limits`) are checked here too, so every engine
+enforces them alike: a call's deadline bounds every wait in a host function,
+arguments, results and lattice values larger than the message size limit are
+refused with ``UnknownError``, output beyond the output limit is cut off. An
+exceeded limit is kept in :attr:`Invocation.exceeded`, and
+:meth:`Invocation.failure` turns it into :class:`essa.errors.LimitExceeded`.
+:data:`METER_FUNCTIONS` serve modules instrumented by :mod:`essa.instrument`.
 """
 
 from __future__ import annotations
@@ -21,11 +29,13 @@ from __future__ import annotations
 import enum
 import struct
 import threading
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Callable, Iterator, Protocol
 
-from .errors import DecodeError, StoreError
+from .engine import Limits
+from .errors import DecodeError, GuestTrap, LimitExceeded, StoreError
 
 _U32 = struct.Struct("<I")
 _MASK = 0xFFFFFFFF
@@ -48,6 +58,10 @@ class GuestFault(Exception):
     """A guest passed a host function something that must end it (a trap)."""
 
 
+class GuestLimit(GuestFault):
+    """A call exceeded a limit inside a host function; the message names the limit."""
+
+
 class GuestMemory(Protocol):
     """An engine's view of one instance's linear memory."""
 
@@ -56,6 +70,9 @@ class GuestMemory(Protocol):
 
     def write(self, ptr: int, data: bytes) -> None:
         """Copy ``data`` to ``ptr``; raise :class:`GuestFault` if out of bounds."""
+
+    def size(self) -> int:
+        """The memory's current size in bytes."""
 
 
 @dataclass(frozen=True)
@@ -71,8 +88,11 @@ class CallOutcome:
 class PendingCall(Protocol):
     """A started remote call."""
 
-    def wait(self) -> CallOutcome:
-        """Block until the call ends (and help run it if nobody has started it)."""
+    def wait(self, timeout: float | None = None) -> CallOutcome:
+        """Block until the call ends (and help run it if nobody has started it).
+
+        :raises TimeoutError: not ended after ``timeout`` seconds.
+        """
 
 
 class Host(Protocol):
@@ -103,12 +123,27 @@ class Output(Protocol):
 class Invocation:
     """The state of one call of a guest function: arguments, result, handles."""
 
-    __slots__ = ("args", "host", "output", "memory", "result", "fault", "_handles", "_next_handle", "_waited")
+    __slots__ = (
+        "args", "host", "output", "memory", "result", "fault", "limits", "deadline", "exceeded",
+        "memory_refused", "refused_result", "output_bytes", "_handles", "_next_handle", "_waited",
+    )
 
-    def __init__(self, args: bytes, host: Host, output: Output) -> None:
+    def __init__(self, args: bytes, host: Host, output: Output, limits: Limits | None = None) -> None:
         self.args = args
         self.host = host
         self.output = output
+        #: The limits of the call (the engine's, from :meth:`begin`).
+        self.limits = limits or _DEFAULT_LIMITS
+        #: When the call must end (``time.monotonic()``), or ``None``; set by :meth:`begin`.
+        self.deadline: float | None = None
+        #: The message of the first limit the call exceeded, or ``None``.
+        self.exceeded: str | None = None
+        #: Pages of the last ``memory.grow`` the engine refused (instrumented modules), or 0.
+        self.memory_refused = 0
+        #: Why the last ``essa_set_result`` was refused, or ``None``.
+        self.refused_result: str | None = None
+        #: Bytes of stdout + stderr written so far.
+        self.output_bytes = 0
         #: Attached by the engine once the instance exists.
         self.memory: GuestMemory | None = None
         #: The bytes given to ``essa_set_result``, or ``None``.
@@ -118,6 +153,59 @@ class Invocation:
         self._handles: dict[int, PendingCall] = {}
         self._waited: dict[int, CallOutcome] = {}
         self._next_handle = 1
+
+    def begin(self, limits: Limits) -> None:
+        """Start the call's clock under ``limits``; engines call it as the call starts."""
+        self.limits = limits
+        self.deadline = None if limits.time_limit is None else time.monotonic() + limits.time_limit
+
+    def remaining(self) -> float | None:
+        """Seconds left before the deadline (at least 0), or ``None`` without a time limit."""
+        if self.deadline is None:
+            return None
+        return max(0.0, self.deadline - time.monotonic())
+
+    def exceed(self, limit: str) -> str:
+        """Record that the call exceeded ``limit`` (the first one counts); return its message."""
+        if self.exceeded is None:
+            self.exceeded = self.limits.exceeded(limit)
+        return self.exceeded
+
+    def check_time(self) -> None:
+        """Raise :class:`GuestLimit` if the deadline has passed."""
+        if self.deadline is not None and time.monotonic() >= self.deadline:
+            raise GuestLimit(self.exceed("time"))
+
+    def write_output(self, stream: int, data: bytes) -> bool:
+        """Pass guest output on, up to the output limit; ``False`` once it is exceeded.
+
+        The bytes up to the limit are still written; the rest are dropped and
+        the call is marked as having exceeded the output limit.
+        """
+        cap = self.limits.max_output_bytes
+        if cap is not None:
+            room = cap - self.output_bytes
+            if len(data) > room:
+                if room > 0:
+                    self.output.write(stream, bytes(data[:room]))
+                    self.output_bytes = cap
+                self.exceed("output")
+                return False
+            self.output_bytes += len(data)
+        self.output.write(stream, data)
+        return True
+
+    def failure(self, reason: str) -> GuestTrap:
+        """The error a failed call raises: a limit it exceeded, else why it trapped.
+
+        :param reason: the engine's own one-line trap message.
+        """
+        if self.exceeded is not None:
+            return LimitExceeded(self.exceeded)
+        why = self.fault or reason
+        if self.memory_refused:
+            return LimitExceeded(f"{self.limits.exceeded('memory')}: {why}")
+        return GuestTrap(why)
 
     @contextmanager
     def active(self) -> Iterator["Invocation"]:
@@ -158,12 +246,19 @@ class Invocation:
             pending = self._handles.get(handle)
             if pending is None:
                 return None
-            outcome = pending.wait()
+            remaining = self.remaining()
+            if remaining is not None and remaining <= 0:
+                raise GuestLimit(self.exceed("time"))
+            try:
+                outcome = pending.wait(remaining)
+            except TimeoutError:
+                raise GuestLimit(self.exceed("time")) from None
             self._waited[handle] = outcome
             del self._handles[handle]
         return outcome
 
 
+_DEFAULT_LIMITS = Limits()
 _local = threading.local()
 
 
@@ -200,7 +295,14 @@ def essa_get_args(buf_ptr: int, buf_len: int) -> int:
 def essa_set_result(ptr: int, length: int) -> int:
     """Set the bytes the function returns to its caller."""
     inv = current()
+    length &= _MASK
+    if length > inv.limits.max_message_bytes:
+        why = f"a result of {length} bytes: {inv.limits.exceeded('message size')}"
+        inv.host.warn(f"refused {why}")
+        inv.refused_result = why
+        return EssaResult.UnknownError
     inv.result = inv._read("result buffer", ptr, length)
+    inv.refused_result = None
     return EssaResult.Ok
 
 
@@ -210,6 +312,12 @@ def essa_call(name_ptr: int, name_len: int, args_ptr: int, args_len: int, handle
     name = inv._read_text("function name", name_ptr, name_len)
     if name is None:
         return EssaResult.NoSuchFunction
+    if (args_len & _MASK) > inv.limits.max_message_bytes:
+        inv.host.warn(
+            f"refused call of {name} with {args_len & _MASK} bytes of arguments: "
+            f"{inv.limits.exceeded('message size')}"
+        )
+        return EssaResult.UnknownError
     args = inv._read("argument buffer", args_ptr, args_len)
     status = inv.host.function_status(name)
     if status != EssaResult.Ok:
@@ -255,9 +363,14 @@ def essa_put_lattice(key_ptr: int, key_len: int, val_ptr: int, val_len: int) -> 
     """Merge a bincode-encoded ``LatticeValue`` into the guest's key."""
     inv = current()
     key = inv._read_text("a state key", key_ptr, key_len)
-    value = inv._read("value buffer", val_ptr, val_len)
     if key is None:
         return EssaResult.UnknownError
+    if (val_len & _MASK) > inv.limits.max_message_bytes:
+        inv.host.warn(
+            f"refused put of key {key!r}: a value of {val_len & _MASK} bytes: {inv.limits.exceeded('message size')}"
+        )
+        return EssaResult.UnknownError
+    value = inv._read("value buffer", val_ptr, val_len)
     if not _is_guest_lattice(value):
         inv.host.warn(f"refused put of key {key!r}: not a guest LatticeValue (variant tag must be 0..4)")
         return EssaResult.UnknownError
@@ -329,6 +442,8 @@ class HostFunction:
     def __call__(self, *args: int) -> int:
         try:
             return self.impl(*args)
+        except GuestLimit:
+            raise  # already recorded in Invocation.exceeded
         except GuestFault as exc:
             _record_fault(f"{self.name}: {exc}")
             raise
@@ -363,3 +478,39 @@ HOST_FUNCTIONS: tuple[HostFunction, ...] = tuple(
 
 #: The Wasm import module the host functions live in.
 IMPORT_MODULE = "host"
+
+
+# -- for modules instrumented by essa.instrument ---------------------------------------
+
+#: Fuel :func:`refuel` hands out: about this many Wasm instructions run between
+#: two deadline checks (a few milliseconds).
+FUEL = 1 << 22
+
+
+def refuel() -> int:
+    """``essa_meter.refuel``: check the call's deadline, then give more fuel."""
+    inv = current()
+    inv.check_time()
+    return FUEL
+
+
+def grow_refused(pages: int) -> None:
+    """``essa_meter.grow_refused``: remember a ``memory.grow`` refused by the memory limit.
+
+    A refusal within the limit (the module's own maximum) is the module's
+    business and not recorded.
+    """
+    inv = current()
+    pages &= _MASK
+    size = inv.memory.size() if inv.memory is not None else 0
+    if size + pages * 65536 > inv.limits.max_memory_bytes:
+        inv.memory_refused = pages or 1
+
+
+#: The host functions of :mod:`essa.instrument`'s import module: name ->
+#: (implementation, param types, result types). Like :data:`HOST_FUNCTIONS`,
+#: they trap the guest only (a :class:`GuestLimit` when the time is up).
+METER_FUNCTIONS: dict[str, tuple[Callable[..., int | None], tuple[str, ...], tuple[str, ...]]] = {
+    "refuel": (refuel, (), ("i32",)),
+    "grow_refused": (grow_refused, ("i32",), ()),
+}

@@ -89,9 +89,9 @@ class CallFuture:
         assert self._reply is not None
         return self._reply
 
-    def wait(self) -> CallOutcome:
+    def wait(self, timeout: float | None = None) -> CallOutcome:
         """The outcome, for :class:`essa.abi.PendingCall`."""
-        return outcome(self.result())
+        return outcome(self.result(timeout))
 
     def add_done_callback(self, callback: Callable[["CallFuture"], None]) -> None:
         with self._lock:
@@ -146,7 +146,9 @@ class Caller:
                 return future
             self._pending[call_id] = future
         try:
-            self.transport.publish(topics.SCHEDULER_CALLS, {**request, "id": call_id, "reply_to": self.inbox})
+            # id and inbox first: a receiver that refuses an oversized message
+            # reads only those (see essa.transport.zenoh) to answer it.
+            self.transport.publish(topics.SCHEDULER_CALLS, {"id": call_id, "reply_to": self.inbox, **request})
         except Exception as exc:
             self.deliver(reply_message(call_id, EssaResult.UnknownError, message=f"cannot send the call: {exc}"))
         return future

@@ -24,6 +24,10 @@ class GuestTrap(EssaError):
     """A guest function trapped (``unreachable``, out-of-bounds access, abort, ...)."""
 
 
+class LimitExceeded(GuestTrap):
+    """A call exceeded one of its limits (time, memory, output); the message names it."""
+
+
 class GuestExit(EssaError):
     """A guest called WASI ``proc_exit`` with a non-zero status."""
 

@@ -20,8 +20,8 @@ from typing import Any
 from . import topics
 from .abi import EssaResult, Invocation
 from .calls import LOCAL, Caller, call_request, reply_message, send_reply
-from .engine import START
-from .errors import EssaError, GuestExit, GuestTrap, ModuleError
+from .engine import START, format_bytes
+from .errors import EssaError, GuestExit, GuestTrap, LimitExceeded, ModuleError
 from .pool import WorkPool
 from .programs import ProgramCache, publish_module
 from .store import Store
@@ -112,11 +112,34 @@ class Executor:
         }
 
     def submit(self, request: Message) -> None:
-        """Queue a placed call; its reply goes to the caller when it ends."""
+        """Queue a placed call; its reply goes to the caller when it ends.
+
+        A request that is malformed or larger than the message size limit is
+        answered with ``UnknownError`` at once (or dropped with a warning if
+        it does not even say where to answer); it never reaches the pool.
+        """
+        problem = check_request(request, self.programs.engine.limits.max_message_bytes)
+        if problem is not None:
+            self._refuse(request, problem)
+            return
         task = self.pool.submit(self._serve, request)
         LOCAL.tasks[request["id"]] = task  # lets a waiter of this process run it
         if task.started():  # a worker was quicker; it may have missed the entry
             LOCAL.tasks.pop(request["id"], None)
+
+    def _refuse(self, request: Message, problem: str) -> None:
+        call_id, reply_to = request.get("id"), request.get("reply_to")
+        with self._stats_lock:
+            self.stats.failures += 1
+        if not (isinstance(call_id, str) and isinstance(reply_to, str)):
+            log.warning("executor %s: dropped a call request: %s", self.id, problem)
+            return
+        log.warning("executor %s: refused call %s: %s", self.id, call_id, problem)
+        try:
+            send_reply(self.transport, reply_to, reply_message(call_id, EssaResult.UnknownError, message=problem, exit=1))
+            self.transport.publish(topics.SCHEDULER_DONE, {"id": call_id, "executor": self.id})
+        except Exception as exc:  # the caller's inbox is not a topic, ...
+            log.warning("executor %s: cannot answer call %s: %s", self.id, call_id, exc)
 
     def _serve(self, request: Message) -> None:
         call_id = request["id"]
@@ -150,13 +173,18 @@ class Executor:
                 raise ModuleError("the module has no _start function (is it a WASI command?)")
             if not is_run and status != "ok":
                 return reply_message(call_id, _CALLABLE_STATUS[status], message=f"cannot call {function}: {status}")
-            invocation = Invocation(request["args"], _CallHost(self, program, request, output), output)
+            limits = self.programs.engine.limits
+            invocation = Invocation(request["args"], _CallHost(self, program, request, output), output, limits)
             program.run(invocation, function, None if is_run else len(request["args"]))
         except GuestExit as exc:
+            if invocation.exceeded or invocation.memory_refused:  # e.g. malloc failed, then exit(1)
+                return self._over_limit(call_id, function, invocation.failure(str(exc)), output, exc.status)
             if is_run:  # the guest's own way to fail; it printed why
                 return reply_message(call_id, EssaResult.UnknownError, exit=exc.status)
             output.warn(f"remote call of {function} exited with status {exc.status}")
             return reply_message(call_id, EssaResult.UnknownError, message=f"{function} exited with status {exc.status}")
+        except LimitExceeded as exc:
+            return self._over_limit(call_id, function, exc, output)
         except GuestTrap as exc:
             self._failed()
             if is_run:
@@ -168,28 +196,75 @@ class Executor:
             if not is_run:
                 output.warn(f"remote call of {function} failed: {exc}")
             return reply_message(call_id, EssaResult.UnknownError, message=str(exc), exit=1)
+        if invocation.exceeded is not None:  # an engine that let the guest finish (wasmtime: output)
+            return self._over_limit(call_id, function, LimitExceeded(invocation.exceeded), output)
         if is_run:
             return reply_message(call_id, EssaResult.Ok, exit=0)
         if invocation.result is None:
+            if invocation.refused_result is not None:
+                message = f"{function} returned no result: it refused {invocation.refused_result}"
+                return reply_message(call_id, EssaResult.UnknownError, message=message)
             return reply_message(call_id, EssaResult.NoResult, message=f"{function} returned without essa_set_result")
         return reply_message(call_id, EssaResult.Ok, value=invocation.result)
+
+    def _over_limit(self, call_id: str, function: str, exc: Exception, output: "RunOutput", status: int = 1) -> Message:
+        """The reply to a call that exceeded a limit, and the warning on the run's console."""
+        self._failed()
+        if function == START:
+            return reply_message(call_id, EssaResult.UnknownError, message=f"the module's {START}: {exc}", exit=status)
+        output.warn(f"remote call of {function}: {exc}")
+        return reply_message(call_id, EssaResult.UnknownError, message=f"{function}: {exc}")
 
     def _failed(self) -> None:
         with self._stats_lock:
             self.stats.failures += 1
 
 
+def check_request(request: Message, max_message_bytes: int) -> str | None:
+    """Why a call request cannot be run (one line), or ``None`` if it can."""
+    if not isinstance(request, dict):
+        return "not a call request"
+    if "oversized" in request:  # the transport refused to read it (see essa.transport.zenoh)
+        return f"the call request of {request['oversized']} bytes exceeds the executor's message size limit"
+    for key in ("id", "reply_to", "module", "function", "namespace", "run"):
+        if not isinstance(request.get(key), str):
+            return f"malformed call request: {key!r} is missing or not a string"
+    for key in ("args", "wasm"):
+        value = request.get(key, b"")
+        if not isinstance(value, (bytes, bytearray)):
+            return f"malformed call request: {key!r} is not bytes"
+        if len(value) > max_message_bytes:
+            what = "arguments" if key == "args" else "module"
+            return (
+                f"the call's {what} of {len(value)} bytes exceed the message size limit "
+                f"({format_bytes(max_message_bytes)}) of this executor"
+            )
+    return None
+
+
 class RunOutput:
-    """A guest's stdout/stderr, published to its run's output topic."""
+    """A guest's stdout/stderr, published to its run's output topic.
+
+    Large writes go out in chunks of at most :attr:`chunk` bytes, so no output
+    message is larger than that.
+    """
 
     __slots__ = ("_transport", "_topic")
+
+    chunk = 1 << 20
 
     def __init__(self, transport: Transport, run: str) -> None:
         self._transport = transport
         self._topic = topics.run_output(run)
 
     def write(self, stream: int, data: bytes) -> None:
-        self._transport.publish(self._topic, {"stream": stream, "data": data})
+        chunk = self.chunk
+        if len(data) <= chunk:
+            self._transport.publish(self._topic, {"stream": stream, "data": data})
+            return
+        view = memoryview(data)
+        for start in range(0, len(data), chunk):
+            self._transport.publish(self._topic, {"stream": stream, "data": bytes(view[start : start + chunk])})
 
     def warn(self, message: str) -> None:
         self.write(2, f"essa: {message}\n".encode())

@@ -15,6 +15,13 @@ What shapes this module:
   descriptor table per instance).
 - There is no resource limiter in the binding: the memory cap is written into
   the module before compiling (:mod:`essa_wasmer.memcap`).
+- Nor any way to interrupt running Wasm code (no metering middleware, no
+  epochs, and the binding holds the GIL while Wasm runs), so modules are
+  instrumented before compiling (:mod:`essa.instrument`): fuel checks at
+  function entries and loop headers call ``essa_meter.refuel`` every few
+  million instructions, which traps the guest once the call's deadline has
+  passed; ``memory.grow`` refusals are reported. The refuel calls also let
+  other Python threads run while a guest computes.
 - wasmer's wheels exist only for Python <= 3.10; the plugin still imports on
   newer Pythons, and :meth:`WasmerEngine.unavailable_reason` says why it
   cannot run there.
@@ -37,9 +44,10 @@ except ImportError as exc:  # pragma: no cover - depends on the Python version
 else:
     _IMPORT_ERROR = None
 
-from essa.abi import HOST_FUNCTIONS, IMPORT_MODULE, GuestFault, Invocation
-from essa.engine import Engine, Limits, ModuleInfo, Program
+from essa.abi import HOST_FUNCTIONS, IMPORT_MODULE, METER_FUNCTIONS, GuestFault, HostFunction, Invocation
+from essa.engine import Engine, Grants, Limits, ModuleInfo, Program
 from essa.errors import GuestExit, GuestTrap, ModuleError, PluginNotFound
+from essa.instrument import METER_MODULE, InstrumentError, instrument
 
 from . import memcap, wasi
 
@@ -47,6 +55,9 @@ from . import memcap, wasi
 _VALTYPES = {1: "i32", 2: "i64", 3: "f32", 4: "f64", 5: "v128", 6: "externref", 7: "funcref"}
 
 _HOST = {hf.name: hf for hf in HOST_FUNCTIONS}
+_METER = {name: (HostFunction(impl), (params, results)) for name, (impl, params, results) in METER_FUNCTIONS.items()}
+#: Version of the instrumentation compiled into artifacts.
+_INSTRUMENTATION = "i1"
 
 
 class WasmerModule:
@@ -80,11 +91,13 @@ class WasmerEngine(Engine[WasmerModule]):
             "install it with: pip install 'wasmer>=1.1,<2' 'wasmer-compiler-cranelift>=1.1,<2'"
         )
 
-    def __init__(self, limits: Limits | None = None) -> None:
+    supported_grants = frozenset({"env"})
+
+    def __init__(self, limits: Limits | None = None, grants: Grants | None = None) -> None:
         reason = self.unavailable_reason()
         if reason:
             raise PluginNotFound(f"engine 'wasmer' is not available here: {reason}")
-        super().__init__(limits)
+        super().__init__(limits, grants)
         self._store = wasmer.Store(wasmer.engine.Universal(wasmer_compiler_cranelift.Compiler))
         self.max_pages = memcap.cap_pages(self.limits.max_memory_bytes)
 
@@ -97,7 +110,7 @@ class WasmerEngine(Engine[WasmerModule]):
     def artifact_tag(self) -> str:
         # The memory cap is compiled into the module (see memcap), so an
         # artifact is only valid for the cap it was compiled with.
-        return f"{self.name}-{self.version}-maxmem{self.max_pages}p"
+        return f"{self.name}-{self.version}-maxmem{self.max_pages}p-{_INSTRUMENTATION}"
 
     def compile(self, wasm: bytes) -> WasmerModule:
         wasm = bytes(wasm)  # wasmer takes bytes only (not bytearray, memoryview)
@@ -107,12 +120,31 @@ class WasmerEngine(Engine[WasmerModule]):
         try:
             capped = memcap.cap_memory(wasm, self.max_pages)
         except memcap.MemoryOverLimit as exc:
-            raise ModuleError(f"cannot run the module: {exc}") from None
+            raise ModuleError(f"cannot run the module: {self.limits.exceeded('memory')}: {exc}") from None
         try:
-            module = wasmer.Module(self._store, capped)
+            instrumented = instrument(capped)
+        except InstrumentError as exc:
+            self._validate(wasm)
+            raise ModuleError(f"cannot run the module under essa's limits: {exc}") from None
+        try:
+            module = wasmer.Module(self._store, instrumented)
         except (RuntimeError, ValueError) as exc:
-            raise ModuleError(f"not a valid Wasm module: {_first_line(exc)}") from None
+            self._validate(wasm)
+            raise ModuleError(f"cannot run the module under essa's limits: {_first_line(exc)}") from None
         return WasmerModule(module, bytes(module.serialize()))
+
+    def _validate(self, wasm: bytes) -> None:
+        """Raise the compiler's reason if ``wasm`` itself is invalid."""
+        try:
+            valid = wasmer.Module.validate(self._store, wasm)
+        except (RuntimeError, ValueError, TypeError) as exc:
+            raise ModuleError(f"not a valid Wasm module: {_first_line(exc)}") from None
+        if not valid:
+            try:
+                wasmer.Module(self._store, wasm)
+            except (RuntimeError, ValueError) as exc:
+                raise ModuleError(f"not a valid Wasm module: {_first_line(exc)}") from None
+            raise ModuleError("not a valid Wasm module")
 
     def serialize(self, compiled: WasmerModule) -> bytes:
         return compiled.artifact
@@ -171,7 +203,8 @@ class WasmerProgram(Program):
 
     def run(self, invocation: Invocation, export: str, arg: int | None = None) -> None:
         module, imports = self._linked()
-        sandbox = wasi.Sandbox(invocation)
+        invocation.begin(self._engine.limits)
+        sandbox = wasi.Sandbox(invocation, self._engine.grants)
         memory: _Memory | _NoMemory = _NO_MEMORY
         try:
             with sandbox.active():
@@ -190,13 +223,14 @@ class WasmerProgram(Program):
             if exc.status != 0:
                 raise GuestExit(exc.status) from None
         except (RuntimeError, GuestFault) as exc:
-            raise GuestTrap(invocation.fault or _trap_message(exc)) from None
+            raise invocation.failure(_trap_message(exc)) from None
         except Exception as exc:
             # A host function failed unexpectedly; it recorded why.
-            raise GuestTrap(invocation.fault or f"{type(exc).__name__}: {exc}") from None
+            raise invocation.failure(f"{type(exc).__name__}: {exc}") from None
         finally:
             invocation.memory = None
             memory.close()  # on this thread: wasmer's buffers are unsendable
+            sandbox.close()
 
 
 class _Memory:
@@ -222,6 +256,9 @@ class _Memory:
         if end > size:
             raise GuestFault(f"[{ptr:#x}, {end:#x}) is outside the guest's memory of {size} bytes")
 
+    def size(self) -> int:
+        return self._memory.data_size
+
     def read(self, ptr: int, length: int) -> bytes:
         end = ptr + length
         self._check(ptr, end)
@@ -244,6 +281,9 @@ class _NoMemory:
 
     def write(self, ptr: int, data: bytes) -> None:
         self.read(ptr, len(data))
+
+    def size(self) -> int:
+        return 0
 
     def close(self) -> None:
         pass
@@ -270,6 +310,8 @@ def _link_plan(module: Any) -> list[tuple[str, str, Any, tuple[tuple[str, ...], 
         elif imp.module == wasi.IMPORT_MODULE and imp.name in wasi.FUNCTIONS:
             impl = wasi.FUNCTIONS[imp.name]
             signature = wasi.SIGNATURES[imp.name]
+        elif imp.module == METER_MODULE and imp.name in _METER:
+            impl, signature = _METER[imp.name]
         else:
             raise ModuleError(f"cannot link module: unknown import: {where} has not been defined")
         ty = imp.type

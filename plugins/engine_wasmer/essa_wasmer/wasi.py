@@ -33,7 +33,8 @@ import time
 from contextlib import contextmanager
 from typing import Callable, Iterator
 
-from essa.abi import GuestFault, Invocation
+from essa.abi import GuestFault, GuestLimit, Invocation
+from essa.engine import Grants
 
 #: The import module of WASI preview 1.
 IMPORT_MODULE = "wasi_snapshot_preview1"
@@ -75,12 +76,17 @@ class WasiExit(Exception):
 class Sandbox:
     """WASI state of one instance: the invocation it serves and its open descriptors."""
 
-    __slots__ = ("invocation", "fds")
+    __slots__ = ("invocation", "fds", "environ")
 
-    def __init__(self, invocation: Invocation) -> None:
+    def __init__(self, invocation: Invocation, grants: Grants | None = None) -> None:
         self.invocation = invocation
         #: Open descriptors: fd -> the stdio stream it is (0, 1 or 2).
         self.fds = {STDIN: STDIN, STDOUT: STDOUT, STDERR: STDERR}
+        #: ``KEY=VALUE\0`` strings of the granted environment variables.
+        self.environ = [f"{k}={v}".encode() + b"\0" for k, v in (grants.env if grants else ())]
+
+    def close(self) -> None:
+        """Release what the instance opened (nothing for stdio)."""
 
     @contextmanager
     def active(self) -> Iterator["Sandbox"]:
@@ -139,8 +145,23 @@ def args_sizes_get(argc_ptr: int, size_ptr: int) -> int:
     return SUCCESS
 
 
-environ_get = args_get
-environ_sizes_get = args_sizes_get
+def environ_get(environ: int, environ_buf: int) -> int:
+    sb = current()
+    pointer = environ_buf & _MASK
+    pointers = []
+    for entry in sb.environ:
+        pointers.append(pointer)
+        pointer += len(entry)
+    sb.write(environ, b"".join(_U32.pack(p & _MASK) for p in pointers))
+    sb.write(environ_buf, b"".join(sb.environ))
+    return SUCCESS
+
+
+def environ_sizes_get(count_ptr: int, size_ptr: int) -> int:
+    sb = current()
+    sb.write(count_ptr, _U32.pack(len(sb.environ)))
+    sb.write(size_ptr, _U32.pack(sum(map(len, sb.environ))))
+    return SUCCESS
 
 _CLOCKS: dict[int, Callable[[], int]] = {
     0: time.time_ns,  # realtime
@@ -172,9 +193,9 @@ def fd_write(fd: int, iovs: int, iovs_len: int, nwritten_ptr: int) -> int:
         return EBADF
     table = sb.read(iovs, 8 * (iovs_len & _MASK))
     data = b"".join(sb.read(ptr, length) for ptr, length in _IOVEC.iter_unpack(table))
+    if data and not sb.invocation.write_output(stream, data):
+        raise GuestLimit(sb.invocation.exceeded or "output limit exceeded")
     sb.write(nwritten_ptr, _U32.pack(len(data)))
-    if data:
-        sb.invocation.output.write(stream, data)
     return SUCCESS
 
 
@@ -318,6 +339,10 @@ def poll_oneoff(in_ptr: int, out_ptr: int, nsubscriptions: int, nevents_ptr: int
             return EINVAL
     if not events:
         delay = min(d for d, _ in timers)
+        remaining = sb.invocation.remaining()
+        if remaining is not None and delay / 1e9 >= remaining:  # sleep until the deadline only
+            time.sleep(remaining)
+            raise GuestLimit(sb.invocation.exceed("time"))
         time.sleep(delay / 1e9)
         events = [_EVENT.pack(u, SUCCESS, _EVENTTYPE_CLOCK, 0, 0) for d, u in timers if d <= delay]
     sb.write(out_ptr, b"".join(events))
@@ -384,7 +409,7 @@ def _guarded(name: str, impl: Callable[..., int | None]) -> Callable[..., int | 
     def call(*args: int) -> int | None:
         try:
             return impl(*args)
-        except WasiExit:
+        except (WasiExit, GuestLimit):
             raise
         except GuestFault as exc:
             _record_fault(f"{name}: {exc}")

@@ -4,39 +4,103 @@ Costs that shape this module (wasmtime-py 50, see ARCHITECTURE.md): the linker
 and its host functions are built once per module (an ``InstancePre``); each call
 gets a fresh wasmtime store and instance; guest memory is reached through the
 raw data pointer with ``ctypes`` instead of ``Memory.read``/``write``.
+
+Limits (:class:`essa.engine.Limits`):
+
+- time: epoch interruption. One ticker thread per engine increments the epoch
+  every :attr:`WasmtimeEngine.tick` seconds; each call's store gets the
+  deadline ``time_limit / tick + 1`` epochs ahead, so Wasm code traps within
+  one tick after the limit. Waits in essa's host functions are bounded by the
+  call's deadline (:mod:`essa.abi`), and WASI ``poll_oneoff`` is essa's own
+  (:func:`_poll_oneoff`), whose sleeps end at the deadline too.
+- memory: the store's memory limit; modules are instrumented
+  (:mod:`essa.instrument`, ``memory.grow`` hook only) so a refused grow is
+  reported as ``memory limit exceeded`` when the call then fails.
+- output: guest writes past the output limit fail with EIO (wasmtime's custom
+  output cannot stop the guest), and the call is reported as over the limit.
 """
 
 from __future__ import annotations
 
 import ctypes
+import errno
 import importlib.metadata
+import math
+import struct
+import threading
+import time
+import weakref
 
 import wasmtime
 from wasmtime import _ffi as ffi
 
-from essa.abi import HOST_FUNCTIONS, IMPORT_MODULE, GuestFault, Invocation
-from essa.engine import START, Engine, Limits, ModuleInfo, Program
+from essa.abi import HOST_FUNCTIONS, IMPORT_MODULE, METER_FUNCTIONS, GuestFault, GuestLimit, HostFunction, Invocation
+from essa.abi import current as current_invocation
+from essa.engine import START, Engine, Grants, Limits, ModuleInfo, Program
 from essa.errors import GuestExit, GuestTrap, ModuleError
+from essa.instrument import METER_MODULE, InstrumentError, instrument
 
 _I32 = wasmtime.ValType.i32()
+_VALTYPES = {"i32": wasmtime.ValType.i32(), "i64": wasmtime.ValType.i64()}
+_WASI = "wasi_snapshot_preview1"
+#: Epoch deadline of calls without a time limit (never reached).
+_NO_DEADLINE = 1 << 62
 
 
 class WasmtimeEngine(Engine[wasmtime.Module]):
     """Runs modules with wasmtime (Cranelift)."""
 
-    def __init__(self, limits: Limits | None = None) -> None:
-        super().__init__(limits)
-        self._engine = wasmtime.Engine(wasmtime.Config())
+    supported_grants = frozenset({"dirs", "env"})
+
+    def __init__(self, limits: Limits | None = None, grants: Grants | None = None) -> None:
+        super().__init__(limits, grants)
+        config = wasmtime.Config()
+        config.epoch_interruption = True
+        self._engine = wasmtime.Engine(config)
+        limit = self.limits.time_limit
+        #: Seconds between epoch ticks: a twentieth of the time limit, 10 to 100 ms.
+        self.tick = min(0.1, max(0.01, limit / 20)) if limit else 0.0
+        self._deadline_ticks = math.ceil(limit / self.tick) + 1 if limit else _NO_DEADLINE
+        self._ticker: threading.Thread | None = None
+        self._ticker_lock = threading.Lock()
 
     @property
     def version(self) -> str:
         return importlib.metadata.version("wasmtime")
 
+    @property
+    def artifact_tag(self) -> str:
+        # Artifacts hold the instrumented module (memory.grow hook) compiled
+        # with epoch interruption.
+        return f"{self.name}-{self.version}-i1"
+
     def compile(self, wasm: bytes) -> wasmtime.Module:
         try:
-            return wasmtime.Module(self._engine, wasm)
+            instrumented = instrument(wasm, fuel=False, grow=True)
+        except InstrumentError as exc:
+            self._validate(wasm)  # names the real problem of an invalid module
+            raise ModuleError(f"cannot run the module under essa's limits: {exc}") from None
+        try:
+            return wasmtime.Module(self._engine, instrumented)
+        except wasmtime.WasmtimeError as exc:
+            self._validate(wasm)
+            # Valid, but not once instrumented: a bug of essa.instrument.
+            raise ModuleError(f"cannot run the module under essa's limits: {_first_line(exc)}") from None
+
+    def _validate(self, wasm: bytes) -> None:
+        try:
+            wasmtime.Module.validate(self._engine, wasm)
         except wasmtime.WasmtimeError as exc:
             raise ModuleError(f"not a valid Wasm module: {_first_line(exc)}") from None
+
+    def _start_ticker(self) -> None:
+        """Start the epoch ticker (once, on the first call with a time limit)."""
+        with self._ticker_lock:
+            if self._ticker is None and self.tick:
+                self._ticker = threading.Thread(
+                    target=_tick, args=(weakref.ref(self), self.tick), name="essa-wasmtime-epoch", daemon=True
+                )
+                self._ticker.start()
 
     def serialize(self, compiled: wasmtime.Module) -> bytes:
         return bytes(compiled.serialize())
@@ -58,9 +122,15 @@ class WasmtimeProgram(Program):
         self._engine = engine
         linker = wasmtime.Linker(engine._engine)
         linker.define_wasi()
+        linker.allow_shadowing = True
+        linker.define_func(_WASI, "poll_oneoff", wasmtime.FuncType([_I32] * 4, [_I32]), _POLL_ONEOFF)
         for hf in HOST_FUNCTIONS:
             ty = wasmtime.FuncType([_I32] * hf.arity, [_I32])
             linker.define_func(IMPORT_MODULE, hf.name, ty, hf)
+        for name, (impl, params, results) in METER_FUNCTIONS.items():
+            ty = wasmtime.FuncType([_VALTYPES[p] for p in params], [_VALTYPES[r] for r in results])
+            linker.define_func(METER_MODULE, name, ty, HostFunction(impl))
+        self._grants = engine.grants
         try:
             self._pre = linker.instantiate_pre(module)
         except wasmtime.WasmtimeError as exc:
@@ -73,12 +143,23 @@ class WasmtimeProgram(Program):
         self.info = ModuleInfo(functions)
 
     def run(self, invocation: Invocation, export: str, arg: int | None = None) -> None:
-        store = wasmtime.Store(self._engine._engine)
-        store.set_limits(memory_size=self._engine.limits.max_memory_bytes)
+        engine = self._engine
+        store = wasmtime.Store(engine._engine)
+        store.set_limits(memory_size=engine.limits.max_memory_bytes)
+        if engine.tick:
+            engine._start_ticker()
+        store.set_epoch_deadline(engine._deadline_ticks)
+        invocation.begin(engine.limits)
         wasi = wasmtime.WasiConfig()
-        output = invocation.output
-        wasi.stdout_custom = lambda data: output.write(1, data)
-        wasi.stderr_custom = lambda data: output.write(2, data)
+        write = invocation.write_output
+        wasi.stdout_custom = lambda data: None if write(1, data) else -errno.EIO
+        wasi.stderr_custom = lambda data: None if write(2, data) else -errno.EIO
+        grants = self._grants
+        if grants:
+            for grant in grants.dirs:
+                wasi.preopen_dir(grant.host, grant.guest, grant.writable)
+            if grants.env:
+                wasi.env = [list(pair) for pair in grants.env]
         store.set_wasi(wasi)
         try:
             instance = self._pre.instantiate(store)
@@ -96,10 +177,14 @@ class WasmtimeProgram(Program):
             if exc.code != 0:
                 raise GuestExit(exc.code) from None
         except (wasmtime.Trap, wasmtime.WasmtimeError, GuestFault) as exc:
-            raise GuestTrap(invocation.fault or _trap_message(exc)) from None
+            if getattr(exc, "trap_code", None) == wasmtime.TrapCode.INTERRUPT:
+                invocation.exceed("time")
+            elif "exceeds memory limits" in str(exc):  # a minimum size above the cap, at instantiation
+                invocation.exceed("memory")
+            raise invocation.failure(_trap_message(exc)) from None
         except Exception as exc:
             # A host function failed unexpectedly; it recorded why.
-            raise GuestTrap(invocation.fault or f"{type(exc).__name__}: {exc}") from None
+            raise invocation.failure(f"{type(exc).__name__}: {exc}") from None
         finally:
             invocation.memory = None
 
@@ -112,6 +197,9 @@ class _Memory:
     def __init__(self, store: wasmtime.Store, memory: wasmtime.Memory) -> None:
         self._context = store._context()
         self._memory = ctypes.byref(memory._memory)
+
+    def size(self) -> int:
+        return ffi.wasmtime_memory_data_size(self._context, self._memory)
 
     def _base(self, ptr: int, length: int) -> int:
         # Looked up on every access: memory.grow may move the data.
@@ -126,6 +214,66 @@ class _Memory:
 
     def write(self, ptr: int, data: bytes) -> None:
         ctypes.memmove(self._base(ptr, len(data)) + ptr, data, len(data))
+
+
+def _tick(engine_ref: "weakref.ref[WasmtimeEngine]", period: float) -> None:
+    """Increment an engine's epoch every ``period`` seconds while the engine lives."""
+    while True:
+        time.sleep(period)
+        engine = engine_ref()
+        if engine is None:
+            return
+        engine._engine.increment_epoch()
+        del engine
+
+
+_SUBSCRIPTION = 48
+_EVENT = struct.Struct("<QHBx4xQH6x")  # userdata, error, type, fd_readwrite.nbytes, fd_readwrite.flags
+_CLOCKS = {0: time.time_ns, 1: time.monotonic_ns, 2: time.process_time_ns, 3: time.thread_time_ns}
+
+
+def poll_oneoff(in_ptr: int, out_ptr: int, nsubscriptions: int, nevents_ptr: int) -> int:
+    """WASI ``poll_oneoff`` whose clock sleeps end at the call's deadline.
+
+    Replaces wasmtime's own, which epoch interruption cannot cut short.
+    Descriptors are always ready (essa guests have stdio and, if granted,
+    regular files and directories); stdin is at end of file.
+    """
+    inv = current_invocation()
+    count = nsubscriptions & 0xFFFFFFFF
+    if count == 0:
+        return 28  # EINVAL
+    subscriptions = inv.memory.read(in_ptr & 0xFFFFFFFF, count * _SUBSCRIPTION)  # type: ignore[union-attr]
+    events: list[bytes] = []
+    timers: list[tuple[int, int]] = []
+    for offset in range(0, len(subscriptions), _SUBSCRIPTION):
+        userdata, tag = struct.unpack_from("<QB", subscriptions, offset)
+        if tag == 0:
+            clock_id, timeout, _precision, flags = struct.unpack_from("<I4xQQH", subscriptions, offset + 16)
+            clock = _CLOCKS.get(clock_id)
+            if clock is None:
+                events.append(_EVENT.pack(userdata, 28, tag, 0, 0))
+                continue
+            timers.append((max(0, timeout - clock() if flags & 1 else timeout), userdata))
+        elif tag in (1, 2):
+            (fd,) = struct.unpack_from("<I", subscriptions, offset + 16)
+            events.append(_EVENT.pack(userdata, 0, tag, 0, 1 if fd == 0 and tag == 1 else 0))
+        else:
+            return 28
+    if not events:
+        delay = min(d for d, _ in timers) / 1e9
+        remaining = inv.remaining()
+        if remaining is not None and delay >= remaining:
+            time.sleep(remaining)
+            raise GuestLimit(inv.exceed("time"))
+        time.sleep(delay)
+        events = [_EVENT.pack(u, 0, 0, 0, 0) for d, u in timers if d <= delay * 1e9]
+    inv.memory.write(out_ptr & 0xFFFFFFFF, b"".join(events))  # type: ignore[union-attr]
+    inv.memory.write(nevents_ptr & 0xFFFFFFFF, struct.pack("<I", len(events)))  # type: ignore[union-attr]
+    return 0
+
+
+_POLL_ONEOFF = HostFunction(poll_oneoff)
 
 
 def _trap_message(exc: BaseException) -> str:

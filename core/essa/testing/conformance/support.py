@@ -34,7 +34,7 @@ class Output:
 
 
 class _Failed:
-    def wait(self) -> CallOutcome:
+    def wait(self, timeout: float | None = None) -> CallOutcome:
         return CallOutcome(EssaResult.UnknownError, message="no remote calls in engine-level tests")
 
 
