@@ -228,6 +228,7 @@ def test_threads_on_two_stores_of_one_path_lose_nothing(tmp_path):
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded, use of fork:DeprecationWarning")
 def test_store_inherited_through_fork_is_refused_in_the_child(tmp_path):
     s = open_store(tmp_path / "db")
     s.put("k", members("parent"))
