@@ -16,8 +16,9 @@ which the engine turns into a trap of that guest only, with the message kept in
 :attr:`Invocation.fault`.
 
 Limits (:class:`essa.engine.Limits`) are checked here too, so every engine
-enforces them alike: a call's deadline bounds every wait in a host function,
-arguments, results and lattice values larger than the message size limit are
+enforces them alike: a call's time limit counts its own running time, so time
+spent waiting for a remote call's result moves its deadline (the callee has a
+limit of its own, and a caller outlives a callee that exceeds it); arguments, results and lattice values larger than the message size limit are
 refused with ``UnknownError``, output beyond the output limit is cut off. An
 exceeded limit is kept in :attr:`Invocation.exceeded`, and
 :meth:`Invocation.failure` turns it into :class:`essa.errors.LimitExceeded`.
@@ -124,7 +125,7 @@ class Invocation:
     """The state of one call of a guest function: arguments, result, handles."""
 
     __slots__ = (
-        "args", "host", "output", "memory", "result", "fault", "limits", "deadline", "exceeded",
+        "args", "host", "output", "memory", "result", "fault", "limits", "deadline", "rearm", "exceeded",
         "memory_refused", "refused_result", "output_bytes", "_handles", "_next_handle", "_waited",
     )
 
@@ -136,6 +137,9 @@ class Invocation:
         self.limits = limits or _DEFAULT_LIMITS
         #: When the call must end (``time.monotonic()``), or ``None``; set by :meth:`begin`.
         self.deadline: float | None = None
+        #: Set by an engine that keeps a deadline of its own (wasmtime's epochs):
+        #: called after :attr:`deadline` moved, to move it too.
+        self.rearm: Callable[[], None] | None = None
         #: The message of the first limit the call exceeded, or ``None``.
         self.exceeded: str | None = None
         #: Pages of the last ``memory.grow`` the engine refused (instrumented modules), or 0.
@@ -164,6 +168,13 @@ class Invocation:
         if self.deadline is None:
             return None
         return max(0.0, self.deadline - time.monotonic())
+
+    def paused(self, seconds: float) -> None:
+        """The call waited ``seconds`` for a remote call: that time does not count."""
+        if self.deadline is not None:
+            self.deadline += seconds
+            if self.rearm is not None:
+                self.rearm()
 
     def exceed(self, limit: str) -> str:
         """Record that the call exceeded ``limit`` (the first one counts); return its message."""
@@ -246,13 +257,12 @@ class Invocation:
             pending = self._handles.get(handle)
             if pending is None:
                 return None
-            remaining = self.remaining()
-            if remaining is not None and remaining <= 0:
-                raise GuestLimit(self.exceed("time"))
+            self.check_time()
+            started = time.monotonic()
             try:
-                outcome = pending.wait(remaining)
-            except TimeoutError:
-                raise GuestLimit(self.exceed("time")) from None
+                outcome = pending.wait()  # bounded by the callee's own limit
+            finally:
+                self.paused(time.monotonic() - started)
             self._waited[handle] = outcome
             del self._handles[handle]
         return outcome
@@ -314,7 +324,7 @@ def essa_call(name_ptr: int, name_len: int, args_ptr: int, args_len: int, handle
         return EssaResult.NoSuchFunction
     if (args_len & _MASK) > inv.limits.max_message_bytes:
         inv.host.warn(
-            f"refused call of {name} with {args_len & _MASK} bytes of arguments: "
+            f"refused call of {_shown(name)} with {args_len & _MASK} bytes of arguments: "
             f"{inv.limits.exceeded('message size')}"
         )
         return EssaResult.UnknownError
@@ -367,17 +377,17 @@ def essa_put_lattice(key_ptr: int, key_len: int, val_ptr: int, val_len: int) -> 
         return EssaResult.UnknownError
     if (val_len & _MASK) > inv.limits.max_message_bytes:
         inv.host.warn(
-            f"refused put of key {key!r}: a value of {val_len & _MASK} bytes: {inv.limits.exceeded('message size')}"
+            f"refused put of key {_shown(key)}: a value of {val_len & _MASK} bytes: {inv.limits.exceeded('message size')}"
         )
         return EssaResult.UnknownError
     value = inv._read("value buffer", val_ptr, val_len)
     if not _is_guest_lattice(value):
-        inv.host.warn(f"refused put of key {key!r}: not a guest LatticeValue (variant tag must be 0..4)")
+        inv.host.warn(f"refused put of key {_shown(key)}: not a guest LatticeValue (variant tag must be 0..4)")
         return EssaResult.UnknownError
     try:
         inv.host.merge_state(key, value)
     except (DecodeError, StoreError) as exc:
-        inv.host.warn(f"refused put of key {key!r}: {exc}")
+        inv.host.warn(f"refused put of key {_shown(key)}: {exc}")
         return EssaResult.UnknownError
     return EssaResult.Ok
 
@@ -412,11 +422,19 @@ def _get_state(inv: Invocation, key_ptr: int, key_len: int) -> tuple[bytes | Non
     try:
         value = inv.host.get_state(key)
     except StoreError as exc:
-        inv.host.warn(f"reading key {key!r} failed: {exc}")
+        inv.host.warn(f"reading key {_shown(key)} failed: {exc}")
         return None, EssaResult.UnknownError
     if value is None:
         return None, EssaResult.NotFound
     return value, EssaResult.Ok
+
+
+def _shown(text: str, limit: int = 60) -> str:
+    """``text`` quoted for a one-line message, shortened if long."""
+    shown = repr(text)
+    if len(shown) <= limit:
+        return shown
+    return f"{shown[:limit]}... ({len(text)} characters)"
 
 
 def _is_guest_lattice(value: bytes) -> bool:

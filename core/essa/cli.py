@@ -9,6 +9,7 @@ import sys
 import click
 
 from . import __version__
+from .engine import DirGrant, Grants, Limits, parse_duration, parse_size
 from .errors import EssaError
 from .plugins import DEFAULTS, get_plugin_manager
 
@@ -33,6 +34,119 @@ class Settings:
         self.engine = engine
         self.store = store
         self.store_options = store_options
+
+
+# -- limits and grants ----------------------------------------------------------------
+
+_LIMIT_FLAGS = {
+    "time_limit": "--time-limit",
+    "memory_limit": "--memory-limit",
+    "max_message_size": "--max-message-size",
+    "output_limit": "--output-limit",
+    "dirs": "--dir",
+    "env": "--env",
+}
+
+
+def _size(value: str | None, flag: str, allow_none: bool = False) -> int | None:
+    if value is None:
+        return None
+    if allow_none and value.strip().lower() in ("none", "unlimited"):
+        return None
+    try:
+        return parse_size(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint=flag) from None
+
+
+def parse_dir_grant(spec: str) -> DirGrant:
+    """``HOST[:GUEST][:ro|:rw]`` -> a :class:`DirGrant` (read-write unless ``:ro``)."""
+    parts = spec.split(":")
+    writable = True
+    if len(parts) > 1 and parts[-1] in ("ro", "rw"):
+        writable = parts.pop() == "rw"
+    if not 1 <= len(parts) <= 2 or not all(parts):
+        raise click.BadParameter(f"{spec!r} is not HOST[:GUEST][:ro]", param_hint="--dir")
+    host = parts[0]
+    guest = parts[1] if len(parts) == 2 else host
+    if not os.path.isdir(host):
+        raise click.BadParameter(f"{host!r} is not a directory", param_hint="--dir")
+    return DirGrant(os.path.abspath(host), guest, writable)
+
+
+def parse_env_grant(spec: str) -> tuple[str, str]:
+    """``KEY=VALUE``, or ``KEY`` for this process's value of KEY."""
+    key, sep, value = spec.partition("=")
+    if not key or "\0" in spec:
+        raise click.BadParameter(f"{spec!r} is not KEY=VALUE", param_hint="--env")
+    if not sep:
+        if key not in os.environ:
+            raise click.BadParameter(f"{key} is not set here (give KEY=VALUE)", param_hint="--env")
+        value = os.environ[key]
+    return key, value
+
+
+def limits_and_grants(time_limit, memory_limit, max_message_size, output_limit, dirs, env) -> tuple[Limits, Grants]:
+    """The :class:`Limits` and :class:`Grants` the limit options ask for (defaults for the rest)."""
+    defaults = Limits()
+    if time_limit is None:
+        seconds = defaults.time_limit
+    elif time_limit.strip().lower() in ("none", "unlimited"):
+        seconds = None
+    else:
+        try:
+            seconds = parse_duration(time_limit)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--time-limit") from None
+    output = defaults.max_output_bytes if output_limit is None else _size(output_limit, "--output-limit", True)
+    limits = Limits(
+        time_limit=seconds,
+        max_memory_bytes=_size(memory_limit, "--memory-limit") or defaults.max_memory_bytes,
+        max_message_bytes=_size(max_message_size, "--max-message-size") or defaults.max_message_bytes,
+        max_output_bytes=output,
+    )
+    grants = Grants(tuple(parse_dir_grant(d) for d in dirs), tuple(parse_env_grant(e) for e in env))
+    return limits, grants
+
+
+def limit_arguments(limits: Limits, grants: Grants) -> list[str]:
+    """Command-line flags that ask for ``limits`` and ``grants`` (for child processes)."""
+    args = [
+        "--time-limit", "none" if limits.time_limit is None else repr(limits.time_limit),
+        "--memory-limit", str(limits.max_memory_bytes),
+        "--max-message-size", str(limits.max_message_bytes),
+        "--output-limit", "none" if limits.max_output_bytes is None else str(limits.max_output_bytes),
+    ]
+    for grant in grants.dirs:
+        args += ["--dir", f"{grant.host}:{grant.guest}:{'rw' if grant.writable else 'ro'}"]
+    for key, value in grants.env:
+        args += ["--env", f"{key}={value}"]
+    return args
+
+
+def limit_options(fn):
+    """Decorator adding the per-call limits and the WASI grants to a command."""
+    options = [
+        click.option("--time-limit", metavar="SECONDS", envvar="ESSA_TIME_LIMIT",
+                     help="Wall time one call may run, e.g. 5, 0.5, 500ms, 2m, or none "
+                     "(env ESSA_TIME_LIMIT). [default: 30]"),
+        click.option("--memory-limit", metavar="SIZE", envvar="ESSA_MEMORY_LIMIT",
+                     help="Linear memory of one call, e.g. 64M, 1G (env ESSA_MEMORY_LIMIT). [default: 256M]"),
+        click.option("--max-message-size", metavar="SIZE", envvar="ESSA_MAX_MESSAGE_SIZE",
+                     help="Largest arguments, result or lattice value of one call (env ESSA_MAX_MESSAGE_SIZE). "
+                     "[default: 64M]"),
+        click.option("--output-limit", metavar="SIZE", envvar="ESSA_OUTPUT_LIMIT",
+                     help="Stdout + stderr bytes of one call, or none (env ESSA_OUTPUT_LIMIT). [default: 64M]"),
+        click.option("--dir", "dirs", multiple=True, metavar="HOST[:GUEST][:ro]",
+                     help="Let guests use the host directory HOST as GUEST (default: the same path), "
+                     "read-write or read-only (:ro); repeatable. Default: no directory."),
+        click.option("--env", multiple=True, metavar="KEY=VALUE",
+                     help="Give guests the environment variable KEY (KEY alone: this process's value); "
+                     "repeatable. Default: no environment."),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
 
 
 def _names(kind: str) -> str:
@@ -150,25 +264,39 @@ def endpoint_options(listen_default: str | None, connect_default: str | None):
               help="A zenoh JSON5 config file for --connect (env ESSA_ZENOH_CONFIG).")
 @click.option("--timeout", type=float, default=5.0, show_default=True,
               help="Seconds to wait for the cluster's scheduler with --connect.")
-@click.pass_obj
-def run(settings: Settings, module: str, namespace: str | None, executors: int | None,
-        connect: tuple[str, ...], zenoh_config: str | None, timeout: float) -> None:
+@limit_options
+@click.pass_context
+def run(ctx: click.Context, module: str, namespace: str | None, executors: int | None,
+        connect: tuple[str, ...], zenoh_config: str | None, timeout: float, **limit_flags) -> None:
     """Run a module's main function (`_start`) and its remote calls.
 
     Without --connect everything runs in this process (scheduler, executors,
     store). With --connect the module goes to a running cluster (see `essa up`,
     `essa scheduler`, `essa executor`). Either way the guest's stdout and
     stderr appear here, and essa exits with the module's exit status, or 1
-    with a message if it traps.
+    with a message if it traps or exceeds a limit.
+
+    Every call runs under limits (time, memory, message size, output) and
+    sees no directory and no environment variable unless granted with --dir
+    and --env. With --connect, the cluster's executors apply their own limits
+    and grants (set when they start); only --max-message-size applies here.
     """
     from .programs import read_module
 
+    settings: Settings = ctx.obj
+    limits, grants = limits_and_grants(**limit_flags)
     wasm = read_module(module)  # fail on a bad file before starting anything
     connect = tuple(e for item in connect for e in item.split())
     if connect:
         from .cluster import connect_client
 
-        client = connect_client(connect, zenoh_config, timeout)
+        for name, flag in _LIMIT_FLAGS.items():
+            if name != "max_message_size" and ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE:
+                raise EssaError(
+                    f"{flag} does not apply with --connect: a cluster's executors apply their own limits and "
+                    f"grants (give {flag} to `essa executor` or `essa up`)"
+                )
+        client = connect_client(connect, zenoh_config, timeout, limits.max_message_bytes)
         try:
             status = client.run(client.publish(wasm, module), namespace=namespace)
         finally:
@@ -178,7 +306,7 @@ def run(settings: Settings, module: str, namespace: str | None, executors: int |
 
     from .runtime import EmbeddedRuntime
 
-    with EmbeddedRuntime(settings.engine, settings.store, settings.store_options, executors) as runtime:
+    with EmbeddedRuntime(settings.engine, settings.store, settings.store_options, executors, limits, grants) as runtime:
         logging.getLogger("essa").info("embedded runtime: %s engine, store %s", settings.engine, runtime.store.describe())
         status = runtime.client.run(runtime.client.publish(wasm, module), namespace=namespace)
     sys.exit(status)
@@ -193,14 +321,19 @@ def split_endpoints(values: tuple[str, ...]) -> list[str]:
 @endpoint_options(listen_default="tcp/127.0.0.1:7447", connect_default=None)
 @click.option("--placement", default="least-loaded", show_default=True,
               help="Placement policy; plugins may add more (`essa plugins`).")
-def scheduler(listen, connect, scouting, zenoh_config, placement) -> None:
+@click.option("--max-message-size", metavar="SIZE", envvar="ESSA_MAX_MESSAGE_SIZE",
+              help="Refuse call requests whose arguments and module exceed twice this size "
+              "(env ESSA_MAX_MESSAGE_SIZE). [default: 64M]")
+def scheduler(listen, connect, scouting, zenoh_config, placement, max_message_size) -> None:
     """Run a scheduler: places calls on the executors it sees.
 
     Executors and clients connect to its --listen endpoint.
     """
     from .cluster import open_transport, serve_scheduler, wait_for_signal
 
-    transport = open_transport(split_endpoints(listen), split_endpoints(connect), zenoh_config, scouting)
+    limit = _size(max_message_size, "--max-message-size") or Limits().max_message_bytes
+    transport = open_transport(split_endpoints(listen), split_endpoints(connect), zenoh_config, scouting,
+                               max_message_bytes=limit)
     sched = serve_scheduler(transport, placement)
     click.echo(f"essa scheduler {sched.id}: {transport.describe()}; placement {sched.placement.name}", err=True)
     try:
@@ -214,19 +347,24 @@ def scheduler(listen, connect, scouting, zenoh_config, placement) -> None:
 @click.argument("executor_id", metavar="ID")
 @endpoint_options(listen_default="tcp/127.0.0.1:0", connect_default="tcp/127.0.0.1:7447")
 @click.option("--workers", type=click.IntRange(min=1), help="Threads running calls. [default: one per core, at least 2]")
+@limit_options
 @click.pass_obj
-def executor(settings: Settings, executor_id, listen, connect, scouting, zenoh_config, workers) -> None:
+def executor(settings: Settings, executor_id, listen, connect, scouting, zenoh_config, workers, **limit_flags) -> None:
     """Run executor ID: runs the calls the scheduler places on it.
 
     ID must be unique in the cluster. Executors of one host share the store
     (LMDB by default), so a module compiled by one is loaded by the others.
+    Every call placed here runs under this executor's limits and grants,
+    whoever started it.
     """
     from .cluster import default_workers, open_transport, serve_executor, wait_for_signal
 
-    transport = open_transport(split_endpoints(listen), split_endpoints(connect), zenoh_config, scouting)
+    limits, grants = limits_and_grants(**limit_flags)
+    transport = open_transport(split_endpoints(listen), split_endpoints(connect), zenoh_config, scouting,
+                               max_message_bytes=limits.max_message_bytes)
     try:
         ex, caller = serve_executor(executor_id, transport, settings.engine, settings.store,
-                                    settings.store_options, workers or default_workers())
+                                    settings.store_options, workers or default_workers(), limits, grants)
     except BaseException:
         transport.close()
         raise
@@ -250,16 +388,22 @@ def executor(settings: Settings, executor_id, listen, connect, scouting, zenoh_c
               help="Executor processes to start.")
 @click.option("--listen", default="tcp/127.0.0.1:7447", show_default=True, metavar="ENDPOINT",
               help="Where the scheduler listens.")
+@limit_options
 @click.pass_obj
-def up(settings: Settings, executors: int, listen: str) -> None:
+def up(settings: Settings, executors: int, listen: str, **limit_flags) -> None:
     """Start a local cluster: a scheduler and N executors, as separate processes.
 
-    Prints how to connect, and stops them all on Ctrl-C or SIGTERM.
+    Prints how to connect, and stops them all on Ctrl-C or SIGTERM. The
+    limits and grants given here go to every executor.
     """
     from .cluster import up as run_cluster
 
+    limits, grants = limits_and_grants(**limit_flags)
+    get_plugin_manager().engine_class(settings.engine).check_grants(grants)  # before starting anything
     verbose = logging.getLogger().level <= logging.INFO
-    sys.exit(run_cluster(executors, listen, settings.engine, settings.store, settings.store_options, int(verbose)))
+    sys.exit(run_cluster(executors, listen, settings.engine, settings.store, settings.store_options, int(verbose),
+                         executor_args=limit_arguments(limits, grants),
+                         scheduler_args=["--max-message-size", str(limits.max_message_bytes)]))
 
 
 @cli.command()

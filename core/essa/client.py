@@ -13,7 +13,7 @@ from typing import BinaryIO, Callable
 
 from . import topics
 from .abi import CallOutcome, EssaResult
-from .engine import START
+from .engine import START, Limits, format_bytes
 from .errors import EssaError
 from .calls import Caller, call_request, outcome
 from .programs import check_wasm, module_name, publish_module
@@ -49,11 +49,20 @@ class Client:
     :param store: the store the executors share, if this process can reach it
         (embedded mode); otherwise a module's bytes travel with its first
         request and the executor that gets it stores them.
+    :param max_message_bytes: arguments (and, without a store, modules)
+        larger than this are refused here, before anything is sent.
     """
 
-    def __init__(self, transport: Transport, store: Store | None = None, caller: Caller | None = None) -> None:
+    def __init__(
+        self,
+        transport: Transport,
+        store: Store | None = None,
+        caller: Caller | None = None,
+        max_message_bytes: int | None = None,
+    ) -> None:
         self.transport = transport
         self.store = store
+        self.max_message_bytes = max_message_bytes or Limits().max_message_bytes
         self._owns_caller = caller is None
         self.caller = caller or Caller(transport, "client")
         self._unsent: dict[str, bytes] = {}
@@ -63,6 +72,11 @@ class Client:
         if self.store is not None:
             return publish_module(self.store, wasm, origin)
         check_wasm(wasm, origin)
+        if len(wasm) > self.max_message_bytes:
+            raise EssaError(
+                f"{origin}: the module's {len(wasm)} bytes exceed the message size limit "
+                f"({format_bytes(self.max_message_bytes)}) and cannot travel to the cluster"
+            )
         name = module_name(wasm)
         self._unsent[name] = wasm
         return name
@@ -98,7 +112,16 @@ class Client:
         output: Callable[[Message], None] | None = None,
         timeout: float | None = None,
     ) -> CallOutcome:
-        """Call one exported function of a published module and wait for it."""
+        """Call one exported function of a published module and wait for it.
+
+        Arguments larger than the message size limit give ``UnknownError`` at once.
+        """
+        if len(args) > self.max_message_bytes:
+            message = (
+                f"cannot call {function}: {len(args)} bytes of arguments exceed the message size limit "
+                f"({format_bytes(self.max_message_bytes)})"
+            )
+            return CallOutcome(EssaResult.UnknownError, message=message)
         result = self._request(module, function, args, namespace, uuid.uuid4().hex, output, timeout)
         return outcome(result)
 

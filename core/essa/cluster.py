@@ -20,6 +20,7 @@ from typing import Mapping, Sequence
 from .calls import Caller
 from .client import Client
 from .errors import EssaError
+from .engine import Grants, Limits
 from .executor import Executor
 from .plugins import DEFAULTS, get_plugin_manager
 from .programs import ProgramCache
@@ -37,11 +38,18 @@ def open_transport(
     config: str | None = None,
     scouting: bool = False,
     connect_timeout: float | None = None,
+    max_message_bytes: int | None = None,
 ) -> Transport:
-    """A zenoh peer with the given endpoints."""
+    """A zenoh peer with the given endpoints.
+
+    :param max_message_bytes: the message size limit of the process; the
+        transport reads no message larger than a module and arguments of that
+        size together (see :class:`~essa.transport.zenoh.ZenohTransport`).
+    """
+    cap = 2 * max_message_bytes + (1 << 20) if max_message_bytes else None
     return ZenohTransport(
         {"listen": list(listen), "connect": list(connect), "config": config, "scouting": scouting,
-         "connect_timeout": connect_timeout}
+         "connect_timeout": connect_timeout, "max_message_bytes": cap}
     )
 
 
@@ -69,9 +77,15 @@ def serve_executor(
     store: str | None,
     store_options: Mapping[str, str],
     workers: int,
+    limits: Limits | None = None,
+    grants: Grants | None = None,
 ) -> tuple[Executor, Caller]:
-    """Start an executor on ``transport``; returns it and its caller."""
-    engine_obj = open_engine(engine)
+    """Start an executor on ``transport``; returns it and its caller.
+
+    ``limits`` and ``grants`` are this executor's own: calls placed on it run
+    under them, whatever the client that started the run asked for.
+    """
+    engine_obj = open_engine(engine, limits, grants=grants)
     store_obj = open_store(store, store_options)
     caller = Caller(transport, f"executor-{executor_id}")
     executor = Executor(executor_id, ProgramCache(engine_obj, store_obj), store_obj, transport, caller, workers)
@@ -79,10 +93,12 @@ def serve_executor(
     return executor, caller
 
 
-def connect_client(endpoints: Sequence[str], config: str | None = None, timeout: float = 5.0) -> Client:
+def connect_client(
+    endpoints: Sequence[str], config: str | None = None, timeout: float = 5.0, max_message_bytes: int | None = None
+) -> Client:
     """A client connected to a running cluster, or a one-line error naming the endpoint."""
     transport = open_transport(connect=endpoints, config=config, connect_timeout=timeout)
-    client = Client(transport)
+    client = Client(transport, max_message_bytes=max_message_bytes)
     deadline = time.monotonic() + timeout
     while not client.caller.sees_scheduler:
         if time.monotonic() > deadline:
@@ -121,9 +137,13 @@ def up(
     store: str | None,
     store_options: Mapping[str, str],
     verbose: int = 0,
+    executor_args: Sequence[str] = (),
+    scheduler_args: Sequence[str] = (),
 ) -> int:
     """Run a scheduler and ``executors`` executor processes until interrupted.
 
+    ``executor_args`` and ``scheduler_args`` are extra flags for those
+    commands (limits and grants, see :func:`essa.cli.limit_arguments`).
     Returns a non-zero status if a process died on its own.
     """
     essa = [sys.executable, "-m", "essa"] + ["-v"] * verbose
@@ -140,11 +160,12 @@ def up(
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stopping.set())
     try:
-        children.append(("scheduler", subprocess.Popen([*essa, "scheduler", "--listen", listen])))
+        children.append(("scheduler", subprocess.Popen([*essa, "scheduler", "--listen", listen, *scheduler_args])))
         for command in services.commands:
             children.append((" ".join(command[:2]), subprocess.Popen([*essa, *command])))
         for i in range(executors):
-            children.append((f"executor {i}", subprocess.Popen([*base, "executor", str(i), "--connect", listen])))
+            command = [*base, "executor", str(i), "--connect", listen, *executor_args]
+            children.append((f"executor {i}", subprocess.Popen(command)))
         print(f"essa cluster up: scheduler on {listen}, {executors} executors", flush=True)
         print(f"run a module with:  essa run --connect {listen} FILE.wasm", flush=True)
         print("stop with Ctrl-C", flush=True)

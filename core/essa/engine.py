@@ -225,10 +225,15 @@ class Engine(ABC, Generic[C]):
     def __init__(self, limits: Limits | None = None, grants: Grants | None = None) -> None:
         self.limits = limits or Limits()
         self.grants = grants or Grants()
-        for kind, wanted in (("dirs", self.grants.dirs), ("env", self.grants.env)):
-            if wanted and kind not in self.supported_grants:
+        self.check_grants(self.grants)
+
+    @classmethod
+    def check_grants(cls, grants: Grants) -> None:
+        """Refuse, in one line, grants this engine cannot honour."""
+        for kind, wanted in (("dirs", grants.dirs), ("env", grants.env)):
+            if wanted and kind not in cls.supported_grants:
                 what = "directories" if kind == "dirs" else "environment variables"
-                raise EssaError(f"engine {self.name!r} cannot grant {what} to guests (--{kind[:3]})")
+                raise EssaError(f"engine {cls.name!r} cannot grant {what} to guests (--{kind[:3]})")
 
     @classmethod
     def unavailable_reason(cls) -> str | None:

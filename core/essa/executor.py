@@ -296,4 +296,4 @@ class _CallHost:
         self._executor.store.merge_bytes(self._prefix + key, value)
 
     def warn(self, message: str) -> None:
-        self._output.warn(message)
+        self._output.warn(f"{self._request['function']}: {message}")

@@ -12,7 +12,7 @@ from typing import Mapping
 
 from .calls import Caller
 from .client import Client
-from .engine import Engine, Limits
+from .engine import Engine, Grants, Limits
 from .executor import Executor
 from .plugins import DEFAULTS, PluginManager, get_plugin_manager
 from .programs import ProgramCache, read_module
@@ -21,10 +21,16 @@ from .store import Store
 from .transport.base import Transport
 
 
-def open_engine(name: str | None = None, limits: Limits | None = None, plugins: PluginManager | None = None) -> Engine:
-    """Create the engine called ``name`` (default: wasmtime)."""
+def open_engine(
+    name: str | None = None,
+    limits: Limits | None = None,
+    plugins: PluginManager | None = None,
+    grants: Grants | None = None,
+) -> Engine:
+    """Create the engine called ``name`` (default: wasmtime) with its limits and grants."""
     plugins = plugins or get_plugin_manager()
-    return plugins.engine_class(name or DEFAULTS["engine"])(limits)
+    cls = plugins.engine_class(name or DEFAULTS["engine"])
+    return cls(limits, grants) if grants else cls(limits)
 
 
 def open_store(
@@ -47,6 +53,8 @@ class EmbeddedRuntime:
     :param store: store name (``--store``), or an already open :class:`Store`.
     :param store_options: the store's ``--store-option`` settings.
     :param executors: how many executors to run.
+    :param limits: the limits of every call (default: :class:`Limits` defaults).
+    :param grants: what guests may reach of this host (default: nothing).
     """
 
     def __init__(
@@ -56,12 +64,13 @@ class EmbeddedRuntime:
         store_options: Mapping[str, str] | None = None,
         executors: int | None = None,
         limits: Limits | None = None,
+        grants: Grants | None = None,
     ) -> None:
         plugins = get_plugin_manager()
         self._owns_store = not isinstance(store, Store)
         if self._owns_store:
             plugins.store_class(store or DEFAULTS["store"])  # name a missing store before a missing engine
-        self.engine = open_engine(engine, limits, plugins)
+        self.engine = open_engine(engine, limits, plugins, grants)
         self.store = open_store(store, store_options, plugins) if self._owns_store else store  # type: ignore[arg-type]
         try:
             self.transport: Transport = plugins.transport_class("local")()
@@ -75,7 +84,7 @@ class EmbeddedRuntime:
             ]
             for executor in self.executors:
                 executor.start()
-            self.client = Client(self.transport, self.store, self.caller)
+            self.client = Client(self.transport, self.store, self.caller, self.engine.limits.max_message_bytes)
         except BaseException:
             self.close()
             raise

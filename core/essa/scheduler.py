@@ -128,7 +128,20 @@ class Scheduler:
     # -- placing ---------------------------------------------------------------
 
     def place(self, request: Message, exclude: str | None = None) -> None:
-        """Forward ``request`` to an executor, or keep it until one joins."""
+        """Forward ``request`` to an executor, or keep it until one joins.
+
+        A request without an id and inbox is dropped with a warning; one the
+        transport refused to read (``oversized``) is answered with an error.
+        """
+        call_id, reply_to = request.get("id"), request.get("reply_to")
+        if not (isinstance(call_id, str) and isinstance(reply_to, str)):
+            log.warning("dropped a call request without id and reply_to")
+            return
+        if "oversized" in request:
+            message = f"the call request of {request['oversized']} bytes exceeds the scheduler's message size limit"
+            log.warning("refused call %s: %s", call_id, message)
+            send_reply(self.transport, reply_to, reply_message(call_id, EssaResult.UnknownError, message=message, exit=1))
+            return
         with self._lock:
             target = self._choose(request, exclude)
             if target is None:

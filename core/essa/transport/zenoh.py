@@ -17,10 +17,17 @@ Options (from flags, ``ESSA_*`` environment variables or a zenoh config file):
 ``connect_timeout``
     seconds to try ``connect`` endpoints before giving up; ``None`` keeps
     retrying in the background (servers), a number fails fast (clients).
+``max_message_bytes``
+    the largest message this process reads (``None``: no limit). A larger
+    one is not decoded: a receiver gets only its leading ``id`` and
+    ``reply_to`` fields (call requests put them first) and ``oversized`` (its
+    size), so it can refuse the call; without those it is dropped with a
+    one-line warning. Undecodable messages are dropped with a warning too.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import threading
@@ -46,6 +53,21 @@ def _pack(message: Message) -> bytes:
 
 def _unpack(data: bytes) -> Message:
     return msgpack.unpackb(data, raw=False)
+
+
+def _header(data: bytes) -> Message | None:
+    """The leading ``id`` and ``reply_to`` of a packed message, read without decoding the rest."""
+    try:
+        unpacker = msgpack.Unpacker(io.BytesIO(data), raw=False, read_size=4096, max_buffer_size=1 << 16)
+        header: Message = {}
+        for _ in range(min(2, unpacker.read_map_header())):
+            key = unpacker.unpack()
+            if key not in ("id", "reply_to"):
+                break
+            header[key] = unpacker.unpack()
+    except Exception:
+        return None
+    return header if len(header) == 2 and all(isinstance(v, str) for v in header.values()) else None
 
 
 def _guarded(what: str, fn: Callable[..., None]) -> Callable[..., None]:
@@ -94,6 +116,7 @@ class ZenohTransport(Transport):
             raise TransportError(f"cannot open a zenoh session on {where}: {reason}") from None
         self._publishers: dict[str, Any] = {}
         self._lock = threading.Lock()
+        self.max_message_bytes: int | None = self.options.get("max_message_bytes")
 
     def _config(self):
         zenoh = self._zenoh
@@ -138,17 +161,41 @@ class ZenohTransport(Transport):
         self._publishers.clear()
 
     def subscribe(self, topic: str, callback: Callable[[Message], None]) -> Subscription:
-        handler = _guarded(f"subscriber of {topic}", lambda sample: callback(_unpack(sample.payload.to_bytes())))
-        subscriber = self._session.declare_subscriber(topic, handler)
+        def deliver(sample) -> None:
+            message = self._decode(topic, sample.payload.to_bytes())
+            if message is not None:
+                callback(message)
+
+        subscriber = self._session.declare_subscriber(topic, _guarded(f"subscriber of {topic}", deliver))
         return _Undo(subscriber.undeclare)
+
+    def _decode(self, topic: str, data: bytes) -> Message | None:
+        """The message in ``data``, the header of an oversized one, or ``None`` (with a warning)."""
+        cap = self.max_message_bytes
+        if cap is not None and len(data) > cap:
+            header = _header(data)
+            if header is None:
+                log.warning("dropped a message of %d bytes on %s: larger than %d bytes", len(data), topic, cap)
+                return None
+            return {**header, "oversized": len(data)}
+        try:
+            message = _unpack(data)
+        except Exception as exc:
+            log.warning("dropped an undecodable message of %d bytes on %s: %s", len(data), topic, exc)
+            return None
+        if not isinstance(message, dict):
+            log.warning("dropped a message on %s: not a map", topic)
+            return None
+        return message
 
     # -- queries ---------------------------------------------------------------------
 
     def serve(self, topic: str, handler: Callable[[Message], Message]) -> Subscription:
         def answer(query) -> None:
             payload = query.payload
-            request = _unpack(payload.to_bytes()) if payload is not None else {}
-            query.reply(query.key_expr, _pack(handler(request)))
+            request = self._decode(topic, payload.to_bytes()) if payload is not None else {}
+            if request is not None:
+                query.reply(query.key_expr, _pack(handler(request)))
 
         queryable = self._session.declare_queryable(topic, _guarded(f"queryable {topic}", answer))
         return _Undo(queryable.undeclare)

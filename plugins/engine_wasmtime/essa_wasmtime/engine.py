@@ -10,9 +10,10 @@ Limits (:class:`essa.engine.Limits`):
 - time: epoch interruption. One ticker thread per engine increments the epoch
   every :attr:`WasmtimeEngine.tick` seconds; each call's store gets the
   deadline ``time_limit / tick + 1`` epochs ahead, so Wasm code traps within
-  one tick after the limit. Waits in essa's host functions are bounded by the
-  call's deadline (:mod:`essa.abi`), and WASI ``poll_oneoff`` is essa's own
-  (:func:`_poll_oneoff`), whose sleeps end at the deadline too.
+  one tick after the limit. Time spent waiting for a remote call's result
+  moves the deadline (:meth:`essa.abi.Invocation.paused`, through
+  ``Invocation.rearm``), and WASI ``poll_oneoff`` is essa's own
+  (:func:`poll_oneoff`), whose sleeps end at the deadline.
 - memory: the store's memory limit; modules are instrumented
   (:mod:`essa.instrument`, ``memory.grow`` hook only) so a refused grow is
   reported as ``memory limit exceeded`` when the call then fails.
@@ -150,6 +151,10 @@ class WasmtimeProgram(Program):
             engine._start_ticker()
         store.set_epoch_deadline(engine._deadline_ticks)
         invocation.begin(engine.limits)
+        if engine.tick:
+            invocation.rearm = lambda: store.set_epoch_deadline(
+                math.ceil((invocation.remaining() or 0.0) / engine.tick) + 1
+            )
         wasi = wasmtime.WasiConfig()
         write = invocation.write_output
         wasi.stdout_custom = lambda data: None if write(1, data) else -errno.EIO
@@ -176,6 +181,8 @@ class WasmtimeProgram(Program):
         except wasmtime.ExitTrap as exc:
             if exc.code != 0:
                 raise GuestExit(exc.code) from None
+            if invocation.exceeded is not None:
+                raise invocation.failure("") from None
         except (wasmtime.Trap, wasmtime.WasmtimeError, GuestFault) as exc:
             if getattr(exc, "trap_code", None) == wasmtime.TrapCode.INTERRUPT:
                 invocation.exceed("time")
@@ -187,6 +194,8 @@ class WasmtimeProgram(Program):
             raise invocation.failure(f"{type(exc).__name__}: {exc}") from None
         finally:
             invocation.memory = None
+        if invocation.exceeded is not None:  # the output limit: wasmtime lets the guest go on
+            raise invocation.failure("")
 
 
 class _Memory:

@@ -138,3 +138,31 @@ def parse_drive_result(value: bytes, ncalls: int) -> tuple[list[int], bytes]:
     """Split a driver result into the return codes and the scratch bytes."""
     codes = list(struct.unpack_from(f"<{ncalls}i", value))
     return codes, value[4 * ncalls :]
+
+
+def fuzz_module() -> bytes:
+    """A module whose ``__essa_wrapper__fuzz`` makes one host call chosen by its arguments.
+
+    The arguments are six i32 (LE): the index of a host function in
+    :data:`HOST_IMPORTS`, then up to five parameters for it. The result is the
+    function's return code (i32 LE). One module serves any number of random
+    calls, so property tests need not assemble a module per example.
+    """
+    chain = "(i32.const -100)"
+    for index, (name, arity) in reversed(list(enumerate(HOST_IMPORTS.items()))):
+        params = " ".join(f"(local.get $p{i})" for i in range(arity))
+        chain = (
+            f"(if (result i32) (i32.eq (local.get $sel) (i32.const {index}))\n"
+            f"      (then (call ${name} {params}))\n      (else {chain}))"
+        )
+    loads = "\n".join(f"    (local.set $p{i} (i32.load (i32.const {0x104 + 4 * i})))" for i in range(5))
+    body = f"""
+  (func (export "__essa_wrapper__fuzz") (param $len i32)
+    (local $sel i32) (local $p0 i32) (local $p1 i32) (local $p2 i32) (local $p3 i32) (local $p4 i32)
+    (if (call $essa_get_args (i32.const 0x100) (i32.const 24)) (then unreachable))
+    (local.set $sel (i32.load (i32.const 0x100)))
+{loads}
+    (i32.store (i32.const 0x80) {chain})
+    (drop (call $essa_set_result (i32.const 0x80) (i32.const 4))))
+"""
+    return module(body, data={DATA: b"__essa_wrapper__echo", DATA + 0x100: b"k"})
