@@ -188,3 +188,61 @@ def test_objects_made_on_one_thread_are_dropped_safely_on_another():
     use()
     del program
     gc.collect()
+
+
+# -- granted directories (essa_wasmer.wasi_fs): pure Python, no wasmer needed -----------
+
+
+@pytest.fixture
+def granted(tmp_path):
+    wasi_fs = pytest.importorskip("essa_wasmer.wasi_fs")
+    root = tmp_path / "root"
+    (root / "a" / "b").mkdir(parents=True)
+    (root / "a" / "file").write_bytes(b"inside")
+    (tmp_path / "outside").write_bytes(b"secret")
+    os.symlink(tmp_path, root / "a" / "up")  # a directory link pointing out
+    os.symlink(tmp_path / "outside", root / "leak")
+    directory = wasi_fs.Directory.preopen(str(root), "/r", writable=True)
+    yield wasi_fs, directory
+    directory.close()
+
+
+@pytest.mark.parametrize(
+    "path, errno",
+    [
+        (b"/etc/passwd", 63), (b"..", 63), (b"a/../..", 63), (b"a/b/../../../outside", 63),
+        (b"a/up/outside", 54),  # a link used as a directory: ENOTDIR (O_NOFOLLOW | O_DIRECTORY)
+        (b"leak", 32), (b"", 44), (b"nope/file", 44), (b"a/file/x", 54),
+        (b"\xff\xfe", 25), (b"a/\0", 28),
+    ],
+    ids=["absolute", "dotdot", "dotdot-deep", "dotdot-after-descent", "dir-symlink", "file-symlink", "empty",
+         "missing", "through-a-file", "not-utf8", "nul"],
+)
+def test_paths_never_leave_the_granted_directory(granted, path, errno):
+    wasi_fs, directory = granted
+    with pytest.raises(wasi_fs.FsError) as info:
+        entry = wasi_fs.open_at(directory, path, 0, 1 << 1, 0)
+        entry.close()
+    assert info.value.errno == errno
+
+
+def test_paths_that_stay_inside_resolve(granted):
+    wasi_fs, directory = granted
+    for path in (b"a/file", b"./a/./file", b"a/b/../file", b"a//file"):
+        entry = wasi_fs.open_at(directory, path, 0, 1 << 1, 0)
+        assert os.read(entry.fd, 100) == b"inside"
+        entry.close()
+    below = wasi_fs.open_at(directory, b"a/b", 2, 1 << 14, 0)  # O_DIRECTORY
+    assert isinstance(below, wasi_fs.Directory) and below.parts == ("a", "b")
+    with pytest.raises(wasi_fs.FsError):  # relative to a/b, "../../.." is above the grant
+        wasi_fs.open_at(below, b"../../..", 0, 1 << 1, 0)
+    assert os.read(wasi_fs.open_at(below, b"../file", 0, 1 << 1, 0).fd, 100) == b"inside"
+    below.close()
+
+
+def test_fifos_and_devices_cannot_be_opened(granted, tmp_path):
+    wasi_fs, directory = granted
+    os.mkfifo(tmp_path / "root" / "fifo")
+    with pytest.raises(wasi_fs.FsError) as info:
+        wasi_fs.open_at(directory, b"fifo", 0, 1 << 1, 0)  # would block the host without O_NONBLOCK
+    assert info.value.errno == 2

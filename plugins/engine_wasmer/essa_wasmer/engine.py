@@ -91,7 +91,7 @@ class WasmerEngine(Engine[WasmerModule]):
             "install it with: pip install 'wasmer>=1.1,<2' 'wasmer-compiler-cranelift>=1.1,<2'"
         )
 
-    supported_grants = frozenset({"env"})
+    supported_grants = frozenset({"dirs", "env"})
 
     def __init__(self, limits: Limits | None = None, grants: Grants | None = None) -> None:
         reason = self.unavailable_reason()

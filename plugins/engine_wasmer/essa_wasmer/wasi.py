@@ -9,7 +9,10 @@ implements ``wasi_snapshot_preview1`` itself, in the sandbox essa gives every
 guest (the same one the wasmtime engine configures):
 
 - no arguments, no environment variables, no preopened directories, so every
-  ``path_*`` call fails and no file can be opened; no sockets;
+  ``path_*`` call fails and no file can be opened; no sockets - unless the
+  executor's operator grants environment variables or directories
+  (:class:`essa.engine.Grants`); granted directories are preopened from fd 3
+  on and served by :mod:`essa_wasmer.wasi_fs`, which never leaves them;
 - stdin (fd 0) is empty; stdout (1) and stderr (2) go to
   ``invocation.output.write(stream, data)`` at each ``fd_write``, in order;
 - clocks, ``random_get``, ``sched_yield`` and ``poll_oneoff`` (clock sleeps,
@@ -36,10 +39,14 @@ from typing import Callable, Iterator
 from essa.abi import GuestFault, GuestLimit, Invocation
 from essa.engine import Grants
 
+from . import wasi_fs
+from .wasi_fs import Directory, Entry, File, FsError
+
 #: The import module of WASI preview 1.
 IMPORT_MODULE = "wasi_snapshot_preview1"
 
 _MASK = 0xFFFFFFFF
+_MASK64 = 0xFFFFFFFFFFFFFFFF
 _U32 = struct.Struct("<I")
 _U64 = struct.Struct("<Q")
 _IOVEC = struct.Struct("<II")
@@ -80,13 +87,24 @@ class Sandbox:
 
     def __init__(self, invocation: Invocation, grants: Grants | None = None) -> None:
         self.invocation = invocation
-        #: Open descriptors: fd -> the stdio stream it is (0, 1 or 2).
-        self.fds = {STDIN: STDIN, STDOUT: STDOUT, STDERR: STDERR}
+        #: Open descriptors: fd -> the stdio stream it is (0, 1 or 2), or a
+        #: granted directory or file (:class:`essa_wasmer.wasi_fs.Entry`).
+        self.fds: dict[int, int | Entry] = {STDIN: STDIN, STDOUT: STDOUT, STDERR: STDERR}
         #: ``KEY=VALUE\0`` strings of the granted environment variables.
         self.environ = [f"{k}={v}".encode() + b"\0" for k, v in (grants.env if grants else ())]
+        for number, grant in enumerate(grants.dirs if grants else (), start=3):
+            try:
+                self.fds[number] = Directory.preopen(grant.host, grant.guest, grant.writable)
+            except OSError as exc:
+                self.close()
+                raise GuestFault(f"cannot open the granted directory {grant.host}: {exc.strerror}") from None
 
     def close(self) -> None:
-        """Release what the instance opened (nothing for stdio)."""
+        """Release the host descriptors of granted directories and files the instance opened."""
+        for entry in self.fds.values():
+            if isinstance(entry, Entry):
+                entry.close()
+        self.fds.clear()
 
     @contextmanager
     def active(self) -> Iterator["Sandbox"]:
@@ -107,7 +125,35 @@ class Sandbox:
         self.invocation.memory.write(ptr & _MASK, data)  # type: ignore[union-attr]
 
     def stream(self, fd: int) -> int | None:
+        """The stdio stream (0, 1, 2) that ``fd`` is, else ``None``."""
+        entry = self.fds.get(fd & _MASK)
+        return entry if isinstance(entry, int) else None
+
+    def entry(self, fd: int) -> int | Entry | None:
+        """Whatever ``fd`` is open as, or ``None``."""
         return self.fds.get(fd & _MASK)
+
+    def directory(self, fd: int) -> Directory:
+        entry = self.fds.get(fd & _MASK)
+        if isinstance(entry, Directory):
+            return entry
+        raise FsError(EBADF if entry is None else ENOTDIR)
+
+    def file(self, fd: int) -> File:
+        entry = self.fds.get(fd & _MASK)
+        if isinstance(entry, File):
+            return entry
+        raise FsError(EBADF if entry is None else wasi_fs.EISDIR if isinstance(entry, Directory) else ESPIPE)
+
+    def read_path(self, ptr: int, length: int) -> bytes:
+        return self.read(ptr, length)
+
+    def new_fd(self, entry: Entry) -> int:
+        number = 3
+        while number in self.fds:
+            number += 1
+        self.fds[number] = entry
+        return number
 
 
 _local = threading.local()
@@ -186,29 +232,236 @@ def clock_time_get(clock_id: int, precision: int, time_ptr: int) -> int:
     return SUCCESS
 
 
+def _gather(sb: Sandbox, iovs: int, iovs_len: int) -> bytes:
+    table = sb.read(iovs, 8 * (iovs_len & _MASK))
+    return b"".join(sb.read(ptr, length) for ptr, length in _IOVEC.iter_unpack(table))
+
+
+def _scatter(sb: Sandbox, iovs: int, iovs_len: int, data: bytes) -> None:
+    table = sb.read(iovs, 8 * (iovs_len & _MASK))
+    offset = 0
+    for ptr, length in _IOVEC.iter_unpack(table):
+        if offset >= len(data):
+            break
+        chunk = data[offset : offset + length]
+        sb.write(ptr, chunk)
+        offset += len(chunk)
+
+
+def _capacity(sb: Sandbox, iovs: int, iovs_len: int) -> int:
+    table = sb.read(iovs, 8 * (iovs_len & _MASK))
+    return min(wasi_fs.MAX_READ, sum(length for _ptr, length in _IOVEC.iter_unpack(table)))
+
+
+def _fs(impl: Callable[..., int]) -> Callable[..., int]:
+    """``impl``, with a :class:`FsError` or a host error returned as the guest's errno."""
+
+    def call(*args: int) -> int:
+        try:
+            return impl(*args)
+        except FsError as exc:
+            return exc.errno
+        except OSError as exc:
+            return wasi_fs.wasi_errno(exc)
+
+    call.__name__ = impl.__name__
+    return call
+
+
 def fd_write(fd: int, iovs: int, iovs_len: int, nwritten_ptr: int) -> int:
     sb = current()
+    entry = sb.entry(fd)
+    if isinstance(entry, Entry):
+        return _fs(_file_write)(fd, iovs, iovs_len, nwritten_ptr)
     stream = sb.stream(fd)
     if stream not in (STDOUT, STDERR):
         return EBADF
-    table = sb.read(iovs, 8 * (iovs_len & _MASK))
-    data = b"".join(sb.read(ptr, length) for ptr, length in _IOVEC.iter_unpack(table))
+    data = _gather(sb, iovs, iovs_len)
     if data and not sb.invocation.write_output(stream, data):
         raise GuestLimit(sb.invocation.exceeded or "output limit exceeded")
     sb.write(nwritten_ptr, _U32.pack(len(data)))
     return SUCCESS
 
 
+def _file_write(fd: int, iovs: int, iovs_len: int, nwritten_ptr: int) -> int:
+    sb = current()
+    file = sb.file(fd)
+    if not file.writable:
+        return EBADF
+    data = _gather(sb, iovs, iovs_len)
+    written = 0
+    while written < len(data):
+        written += os.write(file.fd, data[written:])
+    sb.write(nwritten_ptr, _U32.pack(written))
+    return SUCCESS
+
+
 def fd_read(fd: int, iovs: int, iovs_len: int, nread_ptr: int) -> int:
     sb = current()
+    if isinstance(sb.entry(fd), Entry):
+        return _fs(_file_read)(fd, iovs, iovs_len, nread_ptr)
     if sb.stream(fd) != STDIN:
         return EBADF
     sb.write(nread_ptr, _U32.pack(0))  # stdin is empty: end of file at once
     return SUCCESS
 
 
+def _file_read(fd: int, iovs: int, iovs_len: int, nread_ptr: int) -> int:
+    sb = current()
+    file = sb.file(fd)
+    if not file.readable:
+        return EBADF
+    data = os.read(file.fd, _capacity(sb, iovs, iovs_len))
+    _scatter(sb, iovs, iovs_len, data)
+    sb.write(nread_ptr, _U32.pack(len(data)))
+    return SUCCESS
+
+
+@_fs
+def fd_pread(fd: int, iovs: int, iovs_len: int, offset: int, nread_ptr: int) -> int:
+    sb = current()
+    file = sb.file(fd)
+    if not file.readable:
+        return EBADF
+    data = os.pread(file.fd, _capacity(sb, iovs, iovs_len), offset & _MASK64)
+    _scatter(sb, iovs, iovs_len, data)
+    sb.write(nread_ptr, _U32.pack(len(data)))
+    return SUCCESS
+
+
+@_fs
+def fd_pwrite(fd: int, iovs: int, iovs_len: int, offset: int, nwritten_ptr: int) -> int:
+    sb = current()
+    file = sb.file(fd)
+    if not file.writable:
+        return EBADF
+    written = os.pwrite(file.fd, _gather(sb, iovs, iovs_len), offset & _MASK64)
+    sb.write(nwritten_ptr, _U32.pack(written))
+    return SUCCESS
+
+
+@_fs
+def fd_seek(fd: int, offset: int, whence: int, newoffset_ptr: int) -> int:
+    sb = current()
+    file = sb.file(fd)
+    if whence & 0xFF not in (0, 1, 2):
+        return EINVAL
+    position = os.lseek(file.fd, offset, whence & 0xFF)  # WASI's SET, CUR, END are the host's
+    sb.write(newoffset_ptr, _U64.pack(position))
+    return SUCCESS
+
+
+@_fs
+def fd_tell(fd: int, offset_ptr: int) -> int:
+    sb = current()
+    sb.write(offset_ptr, _U64.pack(os.lseek(sb.file(fd).fd, 0, os.SEEK_CUR)))
+    return SUCCESS
+
+
+@_fs
+def fd_sync(fd: int) -> int:
+    os.fsync(current().file(fd).fd)
+    return SUCCESS
+
+
+fd_datasync = fd_sync
+
+
+@_fs
+def fd_filestat_set_size(fd: int, size: int) -> int:
+    file = current().file(fd)
+    if not file.writable:
+        return EBADF
+    os.ftruncate(file.fd, size & _MASK64)
+    return SUCCESS
+
+
+@_fs
+def fd_readdir(fd: int, buf: int, buf_len: int, cookie: int, bufused_ptr: int) -> int:
+    sb = current()
+    entries = wasi_fs.readdir(sb.directory(fd), buf_len & _MASK, cookie & _MASK64)
+    sb.write(buf, entries)
+    sb.write(bufused_ptr, _U32.pack(len(entries)))
+    return SUCCESS
+
+
+@_fs
+def path_open(fd: int, dirflags: int, path: int, path_len: int, oflags: int, rights: int, inheriting: int,
+              fdflags: int, fd_ptr: int) -> int:
+    sb = current()
+    directory = sb.directory(fd)
+    entry = wasi_fs.open_at(directory, sb.read(path, path_len), oflags & 0xFFFF, rights & _MASK64, fdflags & 0xFFFF)
+    try:
+        number = sb.new_fd(entry)
+        sb.write(fd_ptr, _U32.pack(number))
+    except BaseException:
+        entry.close()
+        sb.fds = {k: v for k, v in sb.fds.items() if v is not entry}
+        raise
+    return SUCCESS
+
+
+@_fs
+def path_filestat_get(fd: int, flags: int, path: int, path_len: int, buf: int) -> int:
+    sb = current()
+    sb.write(buf, wasi_fs.stat_at(sb.directory(fd), sb.read(path, path_len)))
+    return SUCCESS
+
+
+@_fs
+def path_create_directory(fd: int, path: int, path_len: int) -> int:
+    sb = current()
+    wasi_fs.change_at(sb.directory(fd), sb.read(path, path_len), "mkdir")
+    return SUCCESS
+
+
+@_fs
+def path_unlink_file(fd: int, path: int, path_len: int) -> int:
+    sb = current()
+    wasi_fs.change_at(sb.directory(fd), sb.read(path, path_len), "unlink")
+    return SUCCESS
+
+
+@_fs
+def path_remove_directory(fd: int, path: int, path_len: int) -> int:
+    sb = current()
+    wasi_fs.change_at(sb.directory(fd), sb.read(path, path_len), "rmdir")
+    return SUCCESS
+
+
+@_fs
+def path_rename(fd: int, old: int, old_len: int, new_fd: int, new: int, new_len: int) -> int:
+    sb = current()
+    wasi_fs.rename_at(sb.directory(fd), sb.read(old, old_len), sb.directory(new_fd), sb.read(new, new_len))
+    return SUCCESS
+
+
+@_fs
+def path_link(fd: int, flags: int, old: int, old_len: int, new_fd: int, new: int, new_len: int) -> int:
+    sb = current()
+    sb.directory(fd), sb.directory(new_fd)
+    return wasi_fs.EPERM  # links could reach outside a granted directory
+
+
+@_fs
+def path_symlink(old: int, old_len: int, fd: int, new: int, new_len: int) -> int:
+    current().directory(fd)
+    return wasi_fs.EPERM
+
+
+@_fs
+def path_readlink(fd: int, path: int, path_len: int, buf: int, buf_len: int, used_ptr: int) -> int:
+    current().directory(fd)
+    return EINVAL  # essa never makes or follows links
+
+
 def fd_close(fd: int) -> int:
-    return SUCCESS if current().fds.pop(fd & _MASK, None) is not None else EBADF
+    entry = current().fds.pop(fd & _MASK, None)
+    if entry is None:
+        return EBADF
+    if isinstance(entry, Entry):
+        entry.close()
+    return SUCCESS
 
 
 def fd_renumber(fd: int, to: int) -> int:
@@ -216,25 +469,36 @@ def fd_renumber(fd: int, to: int) -> int:
     fd, to = fd & _MASK, to & _MASK
     if fd not in fds or to not in fds:
         return EBADF
-    fds[to] = fds.pop(fd)
+    if fd != to:
+        replaced = fds[to]
+        if isinstance(replaced, Entry):
+            replaced.close()
+        fds[to] = fds.pop(fd)
     return SUCCESS
 
 
 def fd_fdstat_get(fd: int, buf: int) -> int:
     sb = current()
-    stream = sb.stream(fd)
-    if stream is None:
+    entry = sb.entry(fd)
+    if entry is None:
         return EBADF
-    rights = _RIGHT_FD_READ if stream == STDIN else _RIGHT_FD_WRITE
+    if isinstance(entry, Entry):
+        kind = wasi_fs.FILETYPE_DIRECTORY if isinstance(entry, Directory) else wasi_fs.FILETYPE_REGULAR_FILE
+        flags = 1 if isinstance(entry, File) and entry.append else 0
+        rights = wasi_fs.ALL_RIGHTS if entry.writable else wasi_fs.ALL_RIGHTS & ~wasi_fs._WRITE_RIGHTS
+        sb.write(buf, _FDSTAT.pack(kind, flags, rights, rights))
+        return SUCCESS
+    rights = _RIGHT_FD_READ if entry == STDIN else _RIGHT_FD_WRITE
     sb.write(buf, _FDSTAT.pack(0, 0, rights, rights))  # filetype unknown: not a tty, not seekable
     return SUCCESS
 
 
 def fd_filestat_get(fd: int, buf: int) -> int:
     sb = current()
-    if sb.stream(fd) is None:
+    entry = sb.entry(fd)
+    if entry is None:
         return EBADF
-    sb.write(buf, bytes(64))
+    sb.write(buf, entry.filestat() if isinstance(entry, Entry) else bytes(64))
     return SUCCESS
 
 
@@ -242,34 +506,17 @@ def _on_stdio(errno: int, fd_index: int = 0) -> Callable[..., int]:
     """A function that gives ``errno`` for an open descriptor and EBADF otherwise."""
 
     def call(*args: int) -> int:
-        return errno if current().stream(args[fd_index]) is not None else EBADF
+        return errno if current().entry(args[fd_index]) is not None else EBADF
 
     return call
 
 
 fd_advise = _on_stdio(ESPIPE)
 fd_allocate = _on_stdio(ESPIPE)
-fd_datasync = _on_stdio(EINVAL)
-fd_sync = _on_stdio(EINVAL)
 fd_fdstat_set_flags = _on_stdio(ENOTSUP)
 fd_fdstat_set_rights = _on_stdio(ENOTSUP)
-fd_filestat_set_size = _on_stdio(EINVAL)
 fd_filestat_set_times = _on_stdio(ENOTSUP)
-fd_pread = _on_stdio(ESPIPE)
-fd_pwrite = _on_stdio(ESPIPE)
-fd_seek = _on_stdio(ESPIPE)
-fd_tell = _on_stdio(ESPIPE)
-fd_readdir = _on_stdio(ENOTDIR)
-path_create_directory = _on_stdio(ENOTDIR)
-path_filestat_get = _on_stdio(ENOTDIR)
-path_filestat_set_times = _on_stdio(ENOTDIR)
-path_link = _on_stdio(ENOTDIR)
-path_open = _on_stdio(ENOTDIR)
-path_readlink = _on_stdio(ENOTDIR)
-path_remove_directory = _on_stdio(ENOTDIR)
-path_rename = _on_stdio(ENOTDIR)
-path_symlink = _on_stdio(ENOTDIR, fd_index=2)
-path_unlink_file = _on_stdio(ENOTDIR)
+path_filestat_set_times = _on_stdio(ENOTSUP)
 sock_accept = _on_stdio(ENOTSOCK)
 sock_recv = _on_stdio(ENOTSOCK)
 sock_send = _on_stdio(ENOTSOCK)
@@ -277,11 +524,24 @@ sock_shutdown = _on_stdio(ENOTSOCK)
 
 
 def fd_prestat_get(fd: int, buf: int) -> int:
-    return EBADF  # no preopened directories
+    sb = current()
+    entry = sb.entry(fd)
+    if not isinstance(entry, Directory) or entry.name is None:
+        return EBADF  # only granted directories are preopened
+    sb.write(buf, struct.pack("<B3xI", 0, len(entry.name.encode())))
+    return SUCCESS
 
 
 def fd_prestat_dir_name(fd: int, path: int, path_len: int) -> int:
-    return EBADF
+    sb = current()
+    entry = sb.entry(fd)
+    if not isinstance(entry, Directory) or entry.name is None:
+        return EBADF
+    name = entry.name.encode()
+    if (path_len & _MASK) < len(name):
+        return wasi_fs.ENAMETOOLONG
+    sb.write(path, name)
+    return SUCCESS
 
 
 def random_get(buf: int, length: int) -> int:
@@ -329,6 +589,9 @@ def poll_oneoff(in_ptr: int, out_ptr: int, nsubscriptions: int, nevents_ptr: int
             timers.append((max(0, delay), userdata))
         elif tag in (_EVENTTYPE_FD_READ, _EVENTTYPE_FD_WRITE):
             (fd,) = struct.unpack_from("<I", subscriptions, offset + 16)
+            if isinstance(sb.entry(fd), Entry):  # files and directories are always ready
+                events.append(_EVENT.pack(userdata, SUCCESS, tag, 0, 0))
+                continue
             stream = sb.stream(fd)
             if stream is None or (stream == STDIN) != (tag == _EVENTTYPE_FD_READ):
                 events.append(_EVENT.pack(userdata, EBADF, tag, 0, 0))
