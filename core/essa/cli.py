@@ -65,10 +65,10 @@ def parse_dir_grant(spec: str) -> DirGrant:
     writable = True
     if len(parts) > 1 and parts[-1] in ("ro", "rw"):
         writable = parts.pop() == "rw"
-    if not 1 <= len(parts) <= 2 or not all(parts):
+    if not 1 <= len(parts) <= 2 or not parts[0]:
         raise click.BadParameter(f"{spec!r} is not HOST[:GUEST][:ro]", param_hint="--dir")
     host = parts[0]
-    guest = parts[1] if len(parts) == 2 else host
+    guest = parts[1] if len(parts) == 2 and parts[1] else host
     if not os.path.isdir(host):
         raise click.BadParameter(f"{host!r} is not a directory", param_hint="--dir")
     return DirGrant(os.path.abspath(host), guest, writable)

@@ -181,7 +181,8 @@ class ZenohTransport(Transport):
         try:
             message = _unpack(data)
         except Exception as exc:
-            log.warning("dropped an undecodable message of %d bytes on %s: %s", len(data), topic, exc)
+            log.warning("dropped an undecodable message of %d bytes on %s: %s", len(data), topic,
+                        str(exc) or type(exc).__name__)
             return None
         if not isinstance(message, dict):
             log.warning("dropped a message on %s: not a map", topic)
