@@ -542,19 +542,24 @@ def _rewrite_names(body: bytes, rw: _Rewriter) -> bytes:
 # -- the entry point ------------------------------------------------------------------
 
 
-def instrument(wasm: bytes, fuel: bool = True, grow: bool = True) -> bytes:
+def instrument(wasm: bytes, fuel: bool = True, grow: bool = True, initial_fuel: int = 0) -> bytes:
     """``wasm`` with fuel checks and/or the ``memory.grow`` hook (see the module docs).
+
+    :param initial_fuel: the fuel every instance starts with (below 2**31);
+        with 0 the first check calls ``refuel``.
 
     :raises InstrumentError: the module does not parse, or uses a feature the
         rewriter does not support.
     """
     try:
-        return _instrument(bytes(wasm), fuel, grow)
+        return _instrument(bytes(wasm), fuel, grow, initial_fuel)
     except IndexError:
         raise InstrumentError("truncated module") from None
 
 
-def _instrument(wasm: bytes, fuel: bool, grow: bool) -> bytes:
+def _instrument(wasm: bytes, fuel: bool, grow: bool, initial_fuel: int) -> bytes:
+    if not 0 <= initial_fuel < 1 << 31:
+        raise ValueError("initial_fuel must be in [0, 2**31)")
     sections = _sections(wasm)
     info = _Module(sections)
     grow = grow and info.memories > 0
@@ -587,7 +592,7 @@ def _instrument(wasm: bytes, fuel: bool, grow: bool) -> bytes:
     if grow:
         r = _enc_u32(grow_refused)
         helper_body = b"\x01\x01\x7f\x20\x00\x40\x00\x22\x01\x41\x7f\x46\x04\x40\x20\x00\x10" + r + b"\x0b\x20\x01\x0b"
-    fuel_global_entry = b"\x7f\x01\x41\x00\x0b" if fuel else b""
+    fuel_global_entry = b"\x7f\x01\x41" + _enc_u32_padded(initial_fuel) + b"\x0b" if fuel else b""
 
     added_types = n_types - info.types
     present = {section_id for section_id, _ in sections}

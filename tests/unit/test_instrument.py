@@ -258,3 +258,12 @@ def test_mutated_modules_never_crash_the_rewriter_and_valid_output_stays_valid(c
     except wasmtime.WasmtimeError:
         return  # invalid in, anything out: the engine rejects it
     wasmtime.Module.validate(engine, rewritten)
+
+
+def test_initial_fuel_spares_short_calls_the_refuel():
+    wasm = instrument(wasmtime.wat2wasm(RICH), grow=False, initial_fuel=1_000_000)
+    call, calls = instantiate(wasm)
+    assert call("sum", 10) == 110
+    assert calls["refuel"] == 0
+    with pytest.raises(ValueError):
+        instrument(wasmtime.wat2wasm(RICH), initial_fuel=1 << 31)

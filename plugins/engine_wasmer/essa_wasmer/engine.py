@@ -44,7 +44,7 @@ except ImportError as exc:  # pragma: no cover - depends on the Python version
 else:
     _IMPORT_ERROR = None
 
-from essa.abi import HOST_FUNCTIONS, IMPORT_MODULE, METER_FUNCTIONS, GuestFault, HostFunction, Invocation
+from essa.abi import FUEL, HOST_FUNCTIONS, IMPORT_MODULE, METER_FUNCTIONS, GuestFault, HostFunction, Invocation
 from essa.engine import Engine, Grants, Limits, ModuleInfo, Program
 from essa.errors import GuestExit, GuestTrap, ModuleError, PluginNotFound
 from essa.instrument import METER_MODULE, InstrumentError, instrument
@@ -57,7 +57,7 @@ _VALTYPES = {1: "i32", 2: "i64", 3: "f32", 4: "f64", 5: "v128", 6: "externref", 
 _HOST = {hf.name: hf for hf in HOST_FUNCTIONS}
 _METER = {name: (HostFunction(impl), (params, results)) for name, (impl, params, results) in METER_FUNCTIONS.items()}
 #: Version of the instrumentation compiled into artifacts.
-_INSTRUMENTATION = "i1"
+_INSTRUMENTATION = "i2"
 
 
 class WasmerModule:
@@ -122,7 +122,7 @@ class WasmerEngine(Engine[WasmerModule]):
         except memcap.MemoryOverLimit as exc:
             raise ModuleError(f"cannot run the module: {self.limits.exceeded('memory')}: {exc}") from None
         try:
-            instrumented = instrument(capped)
+            instrumented = instrument(capped, initial_fuel=FUEL)  # no refuel call in short calls
         except InstrumentError as exc:
             self._validate(wasm)
             raise ModuleError(f"cannot run the module under essa's limits: {exc}") from None

@@ -147,7 +147,7 @@ class WasmtimeProgram(Program):
         engine = self._engine
         store = wasmtime.Store(engine._engine)
         store.set_limits(memory_size=engine.limits.max_memory_bytes)
-        if engine.tick:
+        if engine._ticker is None and engine.tick:
             engine._start_ticker()
         store.set_epoch_deadline(engine._deadline_ticks)
         invocation.begin(engine.limits)
