@@ -171,6 +171,12 @@ class Executor:
             status = program.info.callable_status(function)
             if is_run and status == "missing":
                 raise ModuleError("the module has no _start function (is it a WASI command?)")
+            if is_run and program.info.functions[START] != ((), ()):
+                params, results = program.info.functions[START]
+                raise ModuleError(
+                    f"the module's _start has type ({', '.join(params)}) -> ({', '.join(results)}), "
+                    "not () -> () (is it a WASI command?)"
+                )
             if not is_run and status != "ok":
                 return reply_message(call_id, _CALLABLE_STATUS[status], message=f"cannot call {function}: {status}")
             limits = self.programs.engine.limits

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import struct
 
 import pytest
@@ -103,6 +104,18 @@ def test_module_without_start_is_refused(runtime):
     wasm = wat2wasm('(module (func (export "__essa_wrapper__f") (param i32)))')
     name = runtime.client.publish(wasm)
     with pytest.raises(RunFailed, match="no _start function"):
+        runtime.client.run(name, output=Output())
+
+
+@pytest.mark.parametrize(
+    "start, shown",
+    [('(func (export "_start") (param i32))', "(i32) -> ()"),
+     ('(func (export "_start") (result i32) (i32.const 1))', "() -> (i32)")],
+    ids=["param", "result"],
+)
+def test_a_start_function_of_the_wrong_type_is_refused(runtime, start, shown):
+    name = runtime.client.publish(wat2wasm(f"(module {start})"))
+    with pytest.raises(RunFailed, match=rf"the module's _start has type {re.escape(shown)}, not \(\) -> \(\)"):
         runtime.client.run(name, output=Output())
 
 
