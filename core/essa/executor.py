@@ -20,7 +20,7 @@ from typing import Any
 from . import topics
 from .abi import EssaResult, Invocation
 from .calls import LOCAL, Caller, call_request, reply_message, send_reply
-from .engine import START, format_bytes
+from .engine import START, Grants, format_bytes
 from .errors import EssaError, GuestExit, GuestTrap, LimitExceeded, ModuleError
 from .pool import WorkPool
 from .programs import ProgramCache, publish_module
@@ -108,6 +108,8 @@ class Executor:
             "engine": self.programs.engine.artifact_tag,
             "workers": self.workers,
             "modules": sorted(self.programs.sources),
+            "limits": asdict(self.programs.engine.limits),
+            "grants": _describe(getattr(self.programs.engine, "grants", None) or Grants()),
             **stats,
         }
 
@@ -224,6 +226,14 @@ class Executor:
     def _failed(self) -> None:
         with self._stats_lock:
             self.stats.failures += 1
+
+
+def _describe(grants: Grants) -> dict:
+    """Grants for ``essa status``: directories, and environment variable names (not values)."""
+    return {
+        "dirs": [f"{g.host}:{g.guest}:{'rw' if g.writable else 'ro'}" for g in grants.dirs],
+        "env": sorted(key for key, _value in grants.env),
+    }
 
 
 def check_request(request: Message, max_message_bytes: int) -> str | None:
