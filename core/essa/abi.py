@@ -72,9 +72,6 @@ class GuestMemory(Protocol):
     def write(self, ptr: int, data: bytes) -> None:
         """Copy ``data`` to ``ptr``; raise :class:`GuestFault` if out of bounds."""
 
-    def size(self) -> int:
-        """The memory's current size in bytes."""
-
 
 @dataclass(frozen=True)
 class CallOutcome:
@@ -512,7 +509,7 @@ def refuel() -> int:
     return FUEL
 
 
-def grow_refused(pages: int) -> None:
+def grow_refused(pages: int, current_pages: int) -> None:
     """``essa_meter.grow_refused``: remember a ``memory.grow`` refused by the memory limit.
 
     A refusal within the limit (the module's own maximum) is the module's
@@ -520,8 +517,7 @@ def grow_refused(pages: int) -> None:
     """
     inv = current()
     pages &= _MASK
-    size = inv.memory.size() if inv.memory is not None else 0
-    if size + pages * 65536 > inv.limits.max_memory_bytes:
+    if ((current_pages & _MASK) + pages) * 65536 > inv.limits.max_memory_bytes:
         inv.memory_refused = pages or 1
 
 
@@ -530,5 +526,5 @@ def grow_refused(pages: int) -> None:
 #: they trap the guest only (a :class:`GuestLimit` when the time is up).
 METER_FUNCTIONS: dict[str, tuple[Callable[..., int | None], tuple[str, ...], tuple[str, ...]]] = {
     "refuel": (refuel, (), ("i32",)),
-    "grow_refused": (grow_refused, ("i32",), ()),
+    "grow_refused": (grow_refused, ("i32", "i32"), ()),
 }

@@ -18,8 +18,9 @@ rewrites a module's binary so that:
 ``grow``
     every ``memory.grow`` of memory 0 becomes a call of an added function that
     grows the memory and, when the engine refused (-1), calls the import
-    ``essa_meter.grow_refused: (i32) -> ()`` with the requested pages, so the
-    host can report ``memory limit exceeded`` instead of a bare trap.
+    ``essa_meter.grow_refused: (i32, i32) -> ()`` with the requested pages and
+    the memory's current pages, so the host can report ``memory limit
+    exceeded`` instead of a bare trap (even for a memory it cannot see).
 
 The rewriter appends a type, the imports, a global and a function, and
 renumbers every reference to a defined function (calls, ``ref.func``,
@@ -35,7 +36,7 @@ from __future__ import annotations
 METER_MODULE = "essa_meter"
 #: ``() -> i32``: called when the fuel ran out; returns new fuel or traps.
 REFUEL = "refuel"
-#: ``(i32) -> ()``: called with the requested pages when ``memory.grow`` returned -1.
+#: ``(i32, i32) -> ()``: called with the requested and the current pages when ``memory.grow`` returned -1.
 GROW_REFUSED = "grow_refused"
 
 #: Fuel charged for one bulk memory/table operation (memory.fill, memory.copy, ...).
@@ -578,7 +579,7 @@ def _instrument(wasm: bytes, fuel: bool, grow: bool, initial_fuel: int) -> bytes
         n_new_funcs += 1
     helper_type = None
     if grow:
-        new_types += b"\x60\x01\x7f\x00"  # (i32) -> ()
+        new_types += b"\x60\x02\x7f\x7f\x00"  # (i32, i32) -> ()
         new_imports += _import_entry(GROW_REFUSED, n_types)
         grow_refused = info.func_imports + n_new_funcs
         n_new_funcs += 1
@@ -591,7 +592,11 @@ def _instrument(wasm: bytes, fuel: bool, grow: bool, initial_fuel: int) -> bytes
     helper_body = b""
     if grow:
         r = _enc_u32(grow_refused)
-        helper_body = b"\x01\x01\x7f\x20\x00\x40\x00\x22\x01\x41\x7f\x46\x04\x40\x20\x00\x10" + r + b"\x0b\x20\x01\x0b"
+        # (local $r i32) local.get 0; memory.grow; local.tee $r; i32.const -1; i32.eq;
+        # if: local.get 0; memory.size; call grow_refused; end; local.get $r
+        helper_body = (
+            b"\x01\x01\x7f\x20\x00\x40\x00\x22\x01\x41\x7f\x46\x04\x40\x20\x00\x3f\x00\x10" + r + b"\x0b\x20\x01\x0b"
+        )
     fuel_global_entry = b"\x7f\x01\x41" + _enc_u32_padded(initial_fuel) + b"\x0b" if fuel else b""
 
     added_types = n_types - info.types

@@ -59,7 +59,7 @@ def test_version_names_wasmer_and_the_compiler():
     engine = WasmerEngine()
     assert engine.version.startswith("1.") and "cranelift" in engine.version
     WasmerEngine.name = "wasmer"
-    assert engine.artifact_tag == f"wasmer-{engine.version}-maxmem4096p-i2"  # 256 MiB, instrumentation 2
+    assert engine.artifact_tag == f"wasmer-{engine.version}-maxmem4096p-i3"  # 256 MiB, instrumentation 3
 
 
 # -- memory cap ------------------------------------------------------------------------

@@ -73,8 +73,8 @@ def meter(fuel: int = 1000):
         calls["refuel"] += 1
         return fuel
 
-    def grow_refused(pages: int) -> None:
-        calls["grow_refused"].append(pages)
+    def grow_refused(pages: int, current: int) -> None:
+        calls["grow_refused"].append((pages, current))
 
     return calls, refuel, grow_refused
 
@@ -91,7 +91,7 @@ def instantiate(wasm: bytes, fuel: int = 1000, max_memory: int | None = None):
     linker.define_func("env", "log", wasmtime.FuncType([i32], []), lambda x: None)
     linker.define(store, "env", "g", wasmtime.Global(store, wasmtime.GlobalType(i32, False), wasmtime.Val.i32(3)))
     linker.define_func(METER_MODULE, REFUEL, wasmtime.FuncType([], [i32]), refuel)
-    linker.define_func(METER_MODULE, GROW_REFUSED, wasmtime.FuncType([i32], []), grow_refused)
+    linker.define_func(METER_MODULE, GROW_REFUSED, wasmtime.FuncType([i32, i32], []), grow_refused)
     instance = linker.instantiate(store, module)
     exports = instance.exports(store)
     return (lambda name, *args: exports[name](store, *args)), calls
@@ -189,7 +189,7 @@ def test_refused_grow_is_reported_with_the_pages():
     assert call("grow", 2) == 1
     assert calls["grow_refused"] == []
     assert call("grow", 5) == -1
-    assert calls["grow_refused"] == [5]
+    assert calls["grow_refused"] == [(5, 3)]
     assert call("grow", 1) == 3
 
 

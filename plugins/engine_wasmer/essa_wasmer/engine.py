@@ -57,7 +57,7 @@ _VALTYPES = {1: "i32", 2: "i64", 3: "f32", 4: "f64", 5: "v128", 6: "externref", 
 _HOST = {hf.name: hf for hf in HOST_FUNCTIONS}
 _METER = {name: (HostFunction(impl), (params, results)) for name, (impl, params, results) in METER_FUNCTIONS.items()}
 #: Version of the instrumentation compiled into artifacts.
-_INSTRUMENTATION = "i2"
+_INSTRUMENTATION = "i3"
 
 
 class WasmerModule:
@@ -256,9 +256,6 @@ class _Memory:
         if end > size:
             raise GuestFault(f"[{ptr:#x}, {end:#x}) is outside the guest's memory of {size} bytes")
 
-    def size(self) -> int:
-        return self._memory.data_size
-
     def read(self, ptr: int, length: int) -> bytes:
         end = ptr + length
         self._check(ptr, end)
@@ -281,9 +278,6 @@ class _NoMemory:
 
     def write(self, ptr: int, data: bytes) -> None:
         self.read(ptr, len(data))
-
-    def size(self) -> int:
-        return 0
 
     def close(self) -> None:
         pass

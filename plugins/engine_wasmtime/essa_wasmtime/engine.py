@@ -73,7 +73,7 @@ class WasmtimeEngine(Engine[wasmtime.Module]):
     def artifact_tag(self) -> str:
         # Artifacts hold the instrumented module (memory.grow hook) compiled
         # with epoch interruption.
-        return f"{self.name}-{self.version}-i1"
+        return f"{self.name}-{self.version}-i2"
 
     def compile(self, wasm: bytes) -> wasmtime.Module:
         try:
@@ -206,9 +206,6 @@ class _Memory:
     def __init__(self, store: wasmtime.Store, memory: wasmtime.Memory) -> None:
         self._context = store._context()
         self._memory = ctypes.byref(memory._memory)
-
-    def size(self) -> int:
-        return ffi.wasmtime_memory_data_size(self._context, self._memory)
 
     def _base(self, ptr: int, length: int) -> int:
         # Looked up on every access: memory.grow may move the data.

@@ -22,7 +22,7 @@ from essa.runtime import EmbeddedRuntime, open_engine
 
 from .nasty import EXPECTED, LIMITS, nasty_module
 from .support import Output, invocation
-from .wat import DATA, SCRATCH, call, driver_module, load, module, parse_drive_result
+from .wat import DATA, SCRATCH, call, driver_module, load, module, parse_drive_result, wat2wasm
 
 pytestmark = pytest.mark.usefixtures("essa_home")
 
@@ -134,6 +134,16 @@ def test_an_exit_after_a_refused_grow_reports_the_memory_limit_and_keeps_the_sta
     with pytest.raises(RunFailed, match="memory limit exceeded") as info:
         runtime.client.run(wasm, output=Output())
     assert info.value.exit_status == 3
+
+
+def test_a_refused_grow_of_a_memory_the_module_does_not_export_is_reported(essa_engine):
+    wat = """(module (memory 63)
+      (func (export "__essa_wrapper__grow") (param i32)
+        (if (i32.eq (memory.grow (i32.const 2)) (i32.const -1)) (then unreachable))))"""
+    engine = open_engine(essa_engine, LIMITS)  # 4 MiB: 64 pages
+    program = engine.prepare(engine.compile(wat2wasm(wat)))
+    with pytest.raises(LimitExceeded, match=r"memory limit exceeded \(4 MiB\)"):
+        program.run(invocation(), "__essa_wrapper__grow", 0)
 
 
 def test_a_refused_grow_the_guest_handles_is_no_error(runtime):
