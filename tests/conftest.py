@@ -7,6 +7,12 @@ else wasmtime) and the ``essa_engine`` fixture; tests/engine runs its suite.
 from __future__ import annotations
 
 import pytest
+from hypothesis import HealthCheck, settings
+
+# No test depends on wall-clock speed: hypothesis' per-example deadline and its
+# too-slow health check would fail on a machine whose cores are busy elsewhere.
+settings.register_profile("essa", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("essa")
 
 pytest_plugins = ["essa.testing.conformance"]
 

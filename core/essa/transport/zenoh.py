@@ -36,6 +36,7 @@ from typing import Any, Callable, Mapping
 import msgpack
 
 from ..errors import EssaError
+from ..ratelimit import RateLimitedLog, describe
 from .base import Message, Subscription, Transport
 
 log = logging.getLogger("essa.transport.zenoh")
@@ -70,14 +71,21 @@ def _header(data: bytes) -> Message | None:
     return header if len(header) == 2 and all(isinstance(v, str) for v in header.values()) else None
 
 
+_problems = RateLimitedLog(log)
+
+
 def _guarded(what: str, fn: Callable[..., None]) -> Callable[..., None]:
-    """Log instead of raising inside zenoh's callback threads."""
+    """Log one rate-limited line instead of raising inside zenoh's callback threads.
+
+    Whatever one message makes a handler raise, the subscription goes on
+    serving the next one.
+    """
 
     def call(*args: Any) -> None:
         try:
             fn(*args)
-        except Exception:
-            log.exception("error in %s", what)
+        except Exception as exc:
+            _problems.warning(what, "error in %s: %s", what, describe(exc), exc_info=exc)
 
     return call
 
@@ -175,17 +183,18 @@ class ZenohTransport(Transport):
         if cap is not None and len(data) > cap:
             header = _header(data)
             if header is None:
-                log.warning("dropped a message of %d bytes on %s: larger than %d bytes", len(data), topic, cap)
+                _problems.warning(f"oversized {topic}", "dropped a message of %d bytes on %s: larger than %d bytes",
+                                  len(data), topic, cap)
                 return None
             return {**header, "oversized": len(data)}
         try:
             message = _unpack(data)
         except Exception as exc:
-            log.warning("dropped an undecodable message of %d bytes on %s: %s", len(data), topic,
-                        str(exc) or type(exc).__name__)
+            _problems.warning(f"undecodable {topic}", "dropped an undecodable message of %d bytes on %s: %s",
+                              len(data), topic, str(exc) or type(exc).__name__)
             return None
         if not isinstance(message, dict):
-            log.warning("dropped a message on %s: not a map", topic)
+            _problems.warning(f"not a map {topic}", "dropped a message on %s: not a map", topic)
             return None
         return message
 

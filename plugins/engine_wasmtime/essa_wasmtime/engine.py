@@ -194,6 +194,12 @@ class WasmtimeProgram(Program):
             raise invocation.failure(f"{type(exc).__name__}: {exc}") from None
         finally:
             invocation.memory = None
+            invocation.rearm = None
+            # Free the store now: its WASI output callbacks sit in wasmtime-py's
+            # global slab until the native store is dropped, and they reach the
+            # invocation, which reached the store: a cycle no collector sees,
+            # leaking the instance's memory reservation on every call.
+            store.close()
         if invocation.exceeded is not None:  # the output limit: wasmtime lets the guest go on
             raise invocation.failure("")
 
