@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from typing import Callable, Iterator, Protocol
 
 from .engine import Limits
-from .errors import DecodeError, GuestTrap, LimitExceeded, StoreError
+from .errors import CallCancelled, DecodeError, GuestTrap, LimitExceeded, StoreError
 
 _U32 = struct.Struct("<I")
 _MASK = 0xFFFFFFFF
@@ -61,6 +61,10 @@ class GuestFault(Exception):
 
 class GuestLimit(GuestFault):
     """A call exceeded a limit inside a host function; the message names the limit."""
+
+
+class GuestCancelled(GuestFault):
+    """The call was cancelled while a host function ran; the message says why."""
 
 
 class GuestMemory(Protocol):
@@ -122,8 +126,8 @@ class Invocation:
     """The state of one call of a guest function: arguments, result, handles."""
 
     __slots__ = (
-        "args", "host", "output", "memory", "result", "fault", "limits", "deadline", "rearm", "exceeded",
-        "memory_refused", "refused_result", "output_bytes", "_handles", "_next_handle", "_waited",
+        "args", "host", "output", "memory", "result", "fault", "limits", "deadline", "exceeded", "cancelled",
+        "memory_refused", "refused_result", "output_bytes", "_handles", "_next_handle", "_waited", "_wakeup",
     )
 
     def __init__(self, args: bytes, host: Host, output: Output, limits: Limits | None = None) -> None:
@@ -133,12 +137,13 @@ class Invocation:
         #: The limits of the call (the engine's, from :meth:`begin`).
         self.limits = limits or _DEFAULT_LIMITS
         #: When the call must end (``time.monotonic()``), or ``None``; set by :meth:`begin`.
+        #: Engines read it whenever they check (it moves while the call waits for others).
         self.deadline: float | None = None
-        #: Set by an engine that keeps a deadline of its own (wasmtime's epochs):
-        #: called after :attr:`deadline` moved, to move it too.
-        self.rearm: Callable[[], None] | None = None
         #: The message of the first limit the call exceeded, or ``None``.
         self.exceeded: str | None = None
+        #: Why the call was cancelled (:meth:`cancel`), or ``None``.
+        self.cancelled: str | None = None
+        self._wakeup: threading.Event | None = None
         #: Pages of the last ``memory.grow`` the engine refused (instrumented modules), or 0.
         self.memory_refused = 0
         #: Why the last ``essa_set_result`` was refused, or ``None``.
@@ -170,8 +175,6 @@ class Invocation:
         """The call waited ``seconds`` for a remote call: that time does not count."""
         if self.deadline is not None:
             self.deadline += seconds
-            if self.rearm is not None:
-                self.rearm()
 
     def exceed(self, limit: str) -> str:
         """Record that the call exceeded ``limit`` (the first one counts); return its message."""
@@ -179,10 +182,40 @@ class Invocation:
             self.exceeded = self.limits.exceeded(limit)
         return self.exceeded
 
-    def check_time(self) -> None:
-        """Raise :class:`GuestLimit` if the deadline has passed."""
+    def cancel(self, reason: str) -> None:
+        """Ask the call to end: from any thread, at once.
+
+        The engine ends the guest at its next check (wasmtime: the next epoch
+        tick; wasmer: the next fuel check), a host function at its next
+        :meth:`check`, and a :meth:`sleep` at once. The call then fails with
+        :class:`essa.errors.CallCancelled`.
+        """
+        if self.cancelled is None:
+            self.cancelled = reason
+        wakeup = self._wakeup
+        if wakeup is not None:
+            wakeup.set()
+
+    def check(self) -> None:
+        """Raise :class:`GuestCancelled` if the call was cancelled, :class:`GuestLimit` if its time is up."""
+        if self.cancelled is not None:
+            raise GuestCancelled(self.cancelled)
         if self.deadline is not None and time.monotonic() >= self.deadline:
             raise GuestLimit(self.exceed("time"))
+
+    def sleep(self, seconds: float) -> None:
+        """Sleep ``seconds`` for the guest (WASI ``poll_oneoff``), ending early at the deadline or on cancel.
+
+        :raises GuestLimit: the time limit ran out first.
+        :raises GuestCancelled: the call was cancelled first.
+        """
+        wakeup = self._wakeup
+        if wakeup is None:
+            wakeup = self._wakeup = threading.Event()
+        remaining = self.remaining()
+        if self.cancelled is None:  # cancel() sets the flag before the event: no wake-up is missed
+            wakeup.wait(seconds if remaining is None else min(seconds, remaining))
+        self.check()
 
     def write_output(self, stream: int, data: bytes) -> bool:
         """Pass guest output on, up to the output limit; ``False`` once it is exceeded.
@@ -208,6 +241,8 @@ class Invocation:
 
         :param reason: the engine's own one-line trap message.
         """
+        if self.cancelled is not None:
+            return CallCancelled(self.cancelled)
         if self.exceeded is not None:
             return LimitExceeded(self.exceeded)
         why = self.fault or reason
@@ -254,12 +289,13 @@ class Invocation:
             pending = self._handles.get(handle)
             if pending is None:
                 return None
-            self.check_time()
+            self.check()
             started = time.monotonic()
             try:
                 outcome = pending.wait()  # bounded by the callee's own limit
             finally:
                 self.paused(time.monotonic() - started)
+            self.check()  # a call cancelled while it waited ends here
             self._waited[handle] = outcome
             del self._handles[handle]
         return outcome
@@ -457,8 +493,8 @@ class HostFunction:
     def __call__(self, *args: int) -> int:
         try:
             return self.impl(*args)
-        except GuestLimit:
-            raise  # already recorded in Invocation.exceeded
+        except (GuestLimit, GuestCancelled):
+            raise  # already recorded in Invocation.exceeded / Invocation.cancelled
         except GuestFault as exc:
             _record_fault(f"{self.name}: {exc}")
             raise
@@ -503,9 +539,9 @@ FUEL = 1 << 22
 
 
 def refuel() -> int:
-    """``essa_meter.refuel``: check the call's deadline, then give more fuel."""
+    """``essa_meter.refuel``: check the call's deadline and cancellation, then give more fuel."""
     inv = current()
-    inv.check_time()
+    inv.check()
     return FUEL
 
 

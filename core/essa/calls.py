@@ -15,19 +15,38 @@ Within one process two shortcuts keep calls cheap: a reply to an inbox of this
 process is handed over without the transport, and a caller waiting for a call
 that is still queued on an executor of this process runs it itself (see
 :mod:`essa.pool`), so waiting never starves the executors.
+
+No wait hangs: a caller fails its pending calls when the scheduler's
+liveliness token vanishes, and every :attr:`Caller.liveness_interval` it asks
+the schedulers whether they still track the calls it has waited for that
+long; a call no scheduler knows twice in a row (its reply was lost) fails.
+A cancelled run (:data:`essa.topics.CANCEL`) fails its pending calls at once.
+
+Messages from peers are checked before use (:func:`check_request`,
+:func:`check_reply`); a malformed one is refused in one line.
 """
 
 from __future__ import annotations
 
 import itertools
+import logging
 import threading
+import time
 import uuid
 from typing import Callable
 
 from . import topics
 from .abi import CallOutcome, EssaResult
+from .engine import format_bytes
 from .pool import Task, blocking
+from .ratelimit import RateLimitedLog, describe
 from .transport.base import Message, Subscription, Transport
+
+log = logging.getLogger("essa.calls")
+_problems = RateLimitedLog(log)
+
+#: Longest id, module name, function name or namespace a request may carry.
+MAX_NAME = 1024
 
 
 def call_request(module: str, function: str, args: bytes, namespace: str, run: str, **extra) -> Message:
@@ -41,8 +60,65 @@ def reply_message(call_id: str, code: EssaResult, value: bytes = b"", message: s
 
 
 def outcome(reply: Message) -> CallOutcome:
-    """The :class:`CallOutcome` a reply message stands for."""
+    """The :class:`CallOutcome` a reply message (checked by :func:`check_reply`) stands for."""
     return CallOutcome(EssaResult(reply["code"]), reply.get("value", b""), reply.get("message", ""))
+
+
+def cancelled_reply(call_id: str, what: str, reason: str) -> Message:
+    """The answer to a call that was cancelled (``reason`` says by whom)."""
+    return reply_message(call_id, EssaResult.UnknownError, message=f"{what} was cancelled: {reason}",
+                         cancelled=True, exit=1)
+
+
+_CODES = frozenset(int(code) for code in EssaResult)
+
+
+def check_reply(reply: Message) -> Message | None:
+    """``reply`` if it is a well-formed reply message, else ``None`` (it is then ignored)."""
+    if not isinstance(reply.get("id"), str):
+        return None
+    code, value, message, exit_status = reply.get("code"), reply.get("value", b""), reply.get("message", ""), reply.get("exit")
+    if (
+        not isinstance(code, int) or code not in _CODES
+        or not isinstance(value, (bytes, bytearray))
+        or not isinstance(message, str)
+        or not (exit_status is None or (isinstance(exit_status, int) and 0 <= exit_status <= 255))
+    ):
+        return None
+    return reply
+
+
+def check_request(request: Message, receiver: str, max_message_bytes: int | None = None) -> str | None:
+    """Why a call request cannot be placed or run (one line), or ``None`` if it can.
+
+    :param receiver: who checks, for the message: ``"scheduler"``, ``"executor"``.
+    :param max_message_bytes: also refuse arguments or a module larger than this.
+    """
+    if not isinstance(request, dict):
+        return "not a call request"
+    if not isinstance(request.get("id"), str) or not 0 < len(request["id"]) <= MAX_NAME:
+        return "malformed call request: 'id' is missing, not a string or too long"
+    if not topics.is_inbox(request.get("reply_to")):
+        return "malformed call request: 'reply_to' is not a caller's inbox (essa/inbox/...)"
+    if "oversized" in request:  # the transport refused to read it (see essa.transport.zenoh)
+        return f"the call request of {request['oversized']} bytes exceeds the {receiver}'s message size limit"
+    for key in ("module", "function", "namespace"):
+        value = request.get(key)
+        if not isinstance(value, str) or len(value) > MAX_NAME:
+            return f"malformed call request: {key!r} is missing, not a string or too long"
+    if not topics.is_chunk(request.get("run")):
+        return "malformed call request: 'run' is not a run id"
+    for key in ("args", "wasm"):
+        value = request.get(key, b"")
+        if not isinstance(value, (bytes, bytearray)):
+            return f"malformed call request: {key!r} is not bytes"
+        if max_message_bytes is not None and len(value) > max_message_bytes:
+            what = "arguments" if key == "args" else "module"
+            return (
+                f"the call's {what} of {len(value)} bytes exceed the message size limit "
+                f"({format_bytes(max_message_bytes)}) of this {receiver}"
+            )
+    return None
 
 
 class CallFailed(Exception):
@@ -64,10 +140,14 @@ LOCAL = _LocalRegistry()
 class CallFuture:
     """A started call; :meth:`result` waits for its reply message."""
 
-    __slots__ = ("id", "_event", "_reply", "_callbacks", "_lock")
+    __slots__ = ("id", "run", "started", "_event", "_reply", "_callbacks", "_lock")
 
-    def __init__(self, call_id: str) -> None:
+    def __init__(self, call_id: str, run: str = "") -> None:
         self.id = call_id
+        #: The run the call belongs to (cancelling the run fails the call).
+        self.run = run
+        #: When it started (``time.monotonic()``).
+        self.started = time.monotonic()
         self._event = threading.Event()
         self._reply: Message | None = None
         self._callbacks: list[Callable[["CallFuture"], None]] = []
@@ -121,6 +201,8 @@ class Caller:
 
     #: How long :meth:`start` waits for a scheduler to be seen before failing the call.
     scheduler_wait = 2.0
+    #: Seconds between two liveness checks of the calls this caller waits for.
+    liveness_interval = 5.0
 
     def __init__(self, transport: Transport, name: str = "caller") -> None:
         self.transport = transport
@@ -133,13 +215,17 @@ class Caller:
         self._schedulers: set[str] = set()
         self._scheduler_seen = threading.Condition(self._lock)
         self._subscriptions.append(transport.watch_tokens(topics.LIVE_SCHEDULERS, self._on_scheduler))
+        self._closed = threading.Event()
+        #: Calls no scheduler knew at the last liveness check.
+        self._unknown: set[str] = set()
         with LOCAL.lock:
             LOCAL.inboxes[self.inbox] = self
+        threading.Thread(target=self._watch, name=f"essa-liveness-{self.id}", daemon=True).start()
 
     def start(self, request: Message) -> CallFuture:
         """Send ``request`` (see :func:`call_request`) to the scheduler."""
         call_id = f"{self.id}/{next(self._counter)}"
-        future = CallFuture(call_id)
+        future = CallFuture(call_id, request.get("run", ""))
         with self._lock:
             if not self._scheduler_seen.wait_for(lambda: self._schedulers, self.scheduler_wait):
                 future._complete(reply_message(call_id, EssaResult.UnknownError, message="no scheduler is reachable"))
@@ -155,10 +241,23 @@ class Caller:
 
     def deliver(self, reply: Message) -> None:
         """Complete the pending call ``reply['id']`` (called for each inbox message)."""
+        if check_reply(reply) is None:
+            _problems.warning(f"reply {self.inbox}", "ignored a malformed reply on %s", self.inbox)
+            return
         with self._lock:
-            future = self._pending.pop(reply.get("id", ""), None)
+            future = self._pending.pop(reply["id"], None)
         if future is not None:
             future._complete(reply)
+
+    def cancel_run(self, run: str, reason: str) -> int:
+        """Fail every pending call of ``run`` as cancelled; return how many there were."""
+        with self._lock:
+            ended = [f for f in self._pending.values() if f.run == run]
+            for future in ended:
+                del self._pending[future.id]
+        for future in ended:
+            future._complete(cancelled_reply(future.id, "the call", reason))
+        return len(ended)
 
     def fail_all(self, message: str) -> None:
         """Fail every pending call with ``message``."""
@@ -182,7 +281,52 @@ class Caller:
     def sees_scheduler(self) -> bool:
         return bool(self._schedulers)
 
+    # -- liveness ------------------------------------------------------------------
+
+    def _watch(self) -> None:
+        while not self._closed.wait(self.liveness_interval):
+            try:
+                self.check_liveness()
+            except Exception as exc:  # the loop must outlive any one failure
+                _problems.warning("liveness", "liveness check of %s failed: %s", self.id, describe(exc), exc_info=exc)
+
+    def check_liveness(self) -> None:
+        """Fail the calls that no scheduler has tracked at two checks in a row.
+
+        Only calls older than :attr:`liveness_interval` are asked about. If no
+        scheduler answers, nothing is decided (the scheduler's liveliness token
+        tells when it is gone).
+        """
+        cutoff = time.monotonic() - self.liveness_interval
+        with self._lock:
+            waiting = [call_id for call_id, f in self._pending.items() if f.started <= cutoff]
+        if not waiting:
+            self._unknown.clear()
+            return
+        known: set[str] = set()
+        answered = False
+        for start in range(0, len(waiting), 1000):
+            ids = waiting[start : start + 1000]
+            for answer in self.transport.query(f"{topics.TRACKING}/**", {"ids": ids}, timeout=2.0):
+                if isinstance(answer, dict) and isinstance(answer.get("known"), list):
+                    answered = True
+                    known.update(i for i in answer["known"] if isinstance(i, str))
+        if not answered:
+            return
+        unknown = set(waiting) - known
+        lost, self._unknown = unknown & self._unknown, unknown - self._unknown
+        for call_id in lost:
+            with self._lock:
+                future = self._pending.pop(call_id, None)
+            if future is not None:
+                log.warning("call %s: no scheduler tracks it any more; failing it", call_id)
+                future._complete(reply_message(
+                    call_id, EssaResult.UnknownError, exit=1,
+                    message="the cluster lost the call: no scheduler tracks it any more (its reply may have been lost)",
+                ))
+
     def close(self) -> None:
+        self._closed.set()
         with LOCAL.lock:
             LOCAL.inboxes.pop(self.inbox, None)
         for subscription in self._subscriptions:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import signal
 import sys
+from typing import Iterator
 
 import click
 
@@ -298,7 +301,7 @@ def run(ctx: click.Context, module: str, namespace: str | None, executors: int |
                 )
         client = connect_client(connect, zenoh_config, timeout, limits.max_message_bytes)
         try:
-            status = client.run(client.publish(wasm, module), namespace=namespace)
+            status = _run_until_interrupted(client, client.publish(wasm, module), namespace)
         finally:
             client.close()
             client.transport.close()
@@ -308,8 +311,63 @@ def run(ctx: click.Context, module: str, namespace: str | None, executors: int |
 
     with EmbeddedRuntime(settings.engine, settings.store, settings.store_options, executors, limits, grants) as runtime:
         logging.getLogger("essa").info("embedded runtime: %s engine, store %s", settings.engine, runtime.store.describe())
-        status = runtime.client.run(runtime.client.publish(wasm, module), namespace=namespace)
+        status = _run_until_interrupted(runtime.client, runtime.client.publish(wasm, module), namespace)
     sys.exit(status)
+
+
+class Interrupted(Exception):
+    """SIGINT or SIGTERM arrived while a command waited; ``status`` is the exit status (128 + signal)."""
+
+    def __init__(self, signum: int) -> None:
+        self.signal = signal.Signals(signum).name
+        self.status = 128 + signum
+        super().__init__(f"interrupted ({self.signal})")
+
+
+class Signals:
+    """The first SIGINT or SIGTERM received while :func:`catching_signals` is active, or ``None``."""
+
+    received: int | None = None
+
+
+@contextlib.contextmanager
+def catching_signals() -> Iterator[Signals]:
+    """Record SIGINT and SIGTERM instead of acting on them; a second one interrupts at once.
+
+    The handler only records the signal (it takes no lock, so it cannot
+    deadlock whatever the main thread holds); the waiting code checks
+    :attr:`Signals.received` between short waits.
+    """
+    signals = Signals()
+
+    def record(signum: int, _frame) -> None:
+        if signals.received is not None:
+            raise KeyboardInterrupt  # a second signal while we clean up
+        signals.received = signum
+
+    previous = {sig: signal.signal(sig, record) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield signals
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _run_until_interrupted(client, module: str, namespace: str | None) -> int:
+    """Run ``module`` and return its exit status; on SIGINT/SIGTERM, cancel the run and raise :class:`Interrupted`."""
+    import concurrent.futures
+
+    with catching_signals() as signals:
+        handle = client.start_run(module, namespace=namespace)
+        logging.getLogger("essa").info("run %s", handle.run)
+        while signals.received is None:
+            try:
+                return handle.result(timeout=0.1)
+            except concurrent.futures.TimeoutError:
+                pass
+        interrupted = Interrupted(signals.received)
+        handle.cancel(f"interrupted by {interrupted.signal} at the client")
+        raise interrupted
 
 
 def split_endpoints(values: tuple[str, ...]) -> list[str]:
@@ -430,12 +488,13 @@ def status(connect, zenoh_config, as_json) -> None:
         click.echo(f"scheduler {sched['id']}: placement {sched['placement']}, "
                    f"{sched['in_flight']} calls in flight, {sched['waiting']} waiting")
     table = Table(title="executors")
-    for column in ("id", "engine", "workers", "calls", "runs", "failed", "in flight", "modules"):
+    for column in ("id", "engine", "workers", "calls", "runs", "failed", "cancelled", "running", "in flight", "modules"):
         table.add_column(column)
     placed = {k: v for s in schedulers for k, v in s["executors"].items()}
     for ex in executors:
         table.add_row(ex["id"], ex["engine"], str(ex["workers"]), str(ex["calls"]), str(ex["runs"]),
-                      str(ex["failures"]), str(placed.get(ex["id"], {}).get("in_flight", "-")), str(len(ex["modules"])))
+                      str(ex["failures"]), str(ex.get("cancelled", "-")), str(ex.get("running", "-")),
+                      str(placed.get(ex["id"], {}).get("in_flight", "-")), str(len(ex["modules"])))
     Console().print(table)
 
 
@@ -491,6 +550,9 @@ def _main(argv: list[str] | None) -> int:
     except EssaError as exc:
         click.echo(f"essa: error: {exc}", err=True)
         return 1
+    except Interrupted as exc:
+        click.echo(f"essa: {exc}: the run was cancelled", err=True)
+        return exc.status
     except click.exceptions.Abort:
         click.echo("essa: interrupted", err=True)
         return 130

@@ -1,21 +1,24 @@
-"""The client side: submit a module, run it, call its functions.
+"""The client side: submit a module, run it, call its functions, cancel them.
 
 A :class:`Client` talks to a scheduler over a transport and to the store the
 executors share. ``essa run`` uses it for embedded and cluster mode alike.
+Runs and calls start as :class:`CallHandle` futures; cancelling one ends it
+on the executors, with every remote call it started.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import sys
 import threading
 import uuid
-from typing import BinaryIO, Callable
+from typing import Any, BinaryIO, Callable
 
 from . import topics
 from .abi import CallOutcome, EssaResult
+from .calls import Caller, call_request, outcome
 from .engine import START, Limits, format_bytes
 from .errors import EssaError
-from .calls import Caller, call_request, outcome
 from .programs import check_wasm, module_name, publish_module
 from .store import Store
 from .transport.base import Message, Transport
@@ -41,6 +44,41 @@ class RunFailed(EssaError):
     def __init__(self, message: str, exit_status: int = 1) -> None:
         super().__init__(message)
         self.exit_status = exit_status
+
+
+class CallHandle(concurrent.futures.Future):
+    """A run or call started by a :class:`Client`: a :class:`concurrent.futures.Future`.
+
+    :meth:`result` gives the exit status of a run (or raises
+    :class:`RunFailed`), or the :class:`~essa.abi.CallOutcome` of a call.
+    :meth:`cancel` stops it on the executors too, with every remote call it
+    started; the future is then cancelled at once.
+    """
+
+    def __init__(self, client: "Client", run: str) -> None:
+        super().__init__()
+        self._client = client
+        #: The id of the run (calls of one run share it; cancelling it ends them all).
+        self.run = run
+
+    def cancel(self, reason: str = "cancelled by the client") -> bool:
+        """Cancel the run or call; return ``False`` if it had already ended."""
+        if not super().cancel():
+            return False
+        self._client.cancel(self.run, reason)
+        return True
+
+    def _settle(self, convert: Callable[[Message], Any], reply: Message) -> None:
+        try:
+            value = convert(reply)
+        except BaseException as exc:  # handed to whoever waits
+            settle, value = self.set_exception, exc
+        else:
+            settle = self.set_result
+        try:
+            settle(value)
+        except concurrent.futures.InvalidStateError:  # cancelled meanwhile
+            pass
 
 
 class Client:
@@ -81,6 +119,21 @@ class Client:
         self._unsent[name] = wasm
         return name
 
+    def start_run(
+        self,
+        module: str,
+        output: Callable[[Message], None] | None = None,
+        namespace: str | None = None,
+    ) -> CallHandle:
+        """Start a published module's ``_start``; the handle's result is its exit status.
+
+        Guest output of the run and of every call it makes goes to ``output``
+        (default: this process's console). The handle's result raises
+        :class:`RunFailed` if the module trapped or could not be run.
+        """
+        run = uuid.uuid4().hex
+        return self._start(module, START, b"", namespace or run, run, output or ConsoleOutput(), _exit_status)
+
     def run(
         self,
         module: str,
@@ -91,17 +144,35 @@ class Client:
         """Run a published module's ``_start`` and return its exit status.
 
         Guest output of the run and of every call it makes goes to ``output``
-        (default: this process's console).
+        (default: this process's console). A run not ended after ``timeout``
+        seconds is cancelled.
 
-        :raises RunFailed: the module trapped or could not be run.
+        :raises RunFailed: the module trapped, could not be run, or timed out.
+        """
+        return _wait(self.start_run(module, output, namespace), timeout)
+
+    def start_call(
+        self,
+        module: str,
+        function: str,
+        args: bytes,
+        namespace: str = "default",
+        output: Callable[[Message], None] | None = None,
+    ) -> CallHandle:
+        """Start one exported function of a published module; the handle's result is its :class:`CallOutcome`.
+
+        Arguments larger than the message size limit give ``UnknownError`` at once.
         """
         run = uuid.uuid4().hex
-        result = self._request(module, START, b"", namespace or run, run, output or ConsoleOutput(), timeout)
-        if result["code"] == EssaResult.Ok:
-            return 0
-        if result.get("message"):
-            raise RunFailed(result["message"], result.get("exit") or 1)
-        return result.get("exit") or 1
+        if len(args) > self.max_message_bytes:
+            message = (
+                f"cannot call {function}: {len(args)} bytes of arguments exceed the message size limit "
+                f"({format_bytes(self.max_message_bytes)})"
+            )
+            handle = CallHandle(self, run)
+            handle.set_result(CallOutcome(EssaResult.UnknownError, message=message))
+            return handle
+        return self._start(module, function, args, namespace, run, output, outcome)
 
     def call(
         self,
@@ -114,30 +185,57 @@ class Client:
     ) -> CallOutcome:
         """Call one exported function of a published module and wait for it.
 
-        Arguments larger than the message size limit give ``UnknownError`` at once.
-        """
-        if len(args) > self.max_message_bytes:
-            message = (
-                f"cannot call {function}: {len(args)} bytes of arguments exceed the message size limit "
-                f"({format_bytes(self.max_message_bytes)})"
-            )
-            return CallOutcome(EssaResult.UnknownError, message=message)
-        result = self._request(module, function, args, namespace, uuid.uuid4().hex, output, timeout)
-        return outcome(result)
+        Arguments larger than the message size limit give ``UnknownError`` at
+        once. A call not ended after ``timeout`` seconds is cancelled.
 
-    def _request(self, module, function, args, namespace, run, output, timeout) -> Message:
+        :raises RunFailed: no answer within ``timeout``.
+        """
+        return _wait(self.start_call(module, function, args, namespace, output), timeout)
+
+    def cancel(self, run: str, reason: str = "cancelled by the client") -> None:
+        """End run ``run`` everywhere: its running and queued calls, and the remote calls they started."""
+        try:
+            self.transport.publish(topics.CANCEL, {"run": run, "reason": reason})
+        finally:
+            self.caller.cancel_run(run, reason)
+
+    def _start(self, module, function, args, namespace, run, output, convert) -> CallHandle:
+        handle = CallHandle(self, run)
         extra = {"wasm": self._unsent.pop(module)} if module in self._unsent else {}
         subscription = self.transport.subscribe(topics.run_output(run), output) if output else None
         try:
             future = self.caller.start(call_request(module, function, args, namespace, run, **extra))
-            try:
-                return future.result(timeout)
-            except TimeoutError:
-                raise RunFailed(f"no answer within {timeout:g} s") from None
-        finally:
+        except BaseException:
             if subscription:
                 subscription.close()
+            raise
+
+        def ended(future) -> None:
+            if subscription:
+                subscription.close()
+            handle._settle(convert, future.result(0))
+
+        future.add_done_callback(ended)
+        return handle
 
     def close(self) -> None:
         if self._owns_caller:
             self.caller.close()
+
+
+def _exit_status(reply: Message) -> int:
+    """The exit status a run's reply stands for; raises :class:`RunFailed` for failures with a message."""
+    if reply["code"] == EssaResult.Ok:
+        return 0
+    if reply.get("message"):
+        raise RunFailed(reply["message"], reply.get("exit") or 1)
+    return reply.get("exit") or 1
+
+
+def _wait(handle: CallHandle, timeout: float | None) -> Any:
+    """``handle.result(timeout)``; on timeout, cancel it and raise :class:`RunFailed`."""
+    try:
+        return handle.result(timeout)
+    except concurrent.futures.TimeoutError:
+        handle.cancel(f"the client stopped waiting after {timeout:g} s")
+        raise RunFailed(f"no answer within {timeout:g} s") from None

@@ -28,6 +28,10 @@ class LimitExceeded(GuestTrap):
     """A call exceeded one of its limits (time, memory, output); the message names it."""
 
 
+class CallCancelled(GuestTrap):
+    """A call was cancelled (its run was interrupted, or a client cancelled it); the message says why."""
+
+
 class GuestExit(EssaError):
     """A guest called WASI ``proc_exit`` with a non-zero status."""
 

@@ -8,10 +8,15 @@ system through :class:`_CallHost`: remote calls start through the process's
 ``{namespace}/data/{key}``, and output is published to the run's output topic
 so it reaches the ``essa run`` console. The reply goes straight to the
 caller's inbox; a notice to the scheduler tells it the call is done.
+
+A cancel for a run (:data:`essa.topics.CANCEL`) ends the run's invocations
+running here (:meth:`essa.abi.Invocation.cancel`), fails the remote calls
+they wait for, and refuses the run's calls still queued here when they start.
 """
 
 from __future__ import annotations
 
+import collections
 import logging
 import threading
 from dataclasses import asdict, dataclass, field
@@ -19,15 +24,17 @@ from typing import Any
 
 from . import topics
 from .abi import EssaResult, Invocation
-from .calls import LOCAL, Caller, call_request, reply_message, send_reply
-from .engine import START, Grants, format_bytes
-from .errors import EssaError, GuestExit, GuestTrap, LimitExceeded, ModuleError
+from .calls import LOCAL, Caller, call_request, cancelled_reply, check_request, reply_message, send_reply
+from .engine import START, Grants
+from .errors import CallCancelled, EssaError, GuestExit, GuestTrap, LimitExceeded, ModuleError
 from .pool import WorkPool
+from .ratelimit import RateLimitedLog, describe
 from .programs import ProgramCache, publish_module
 from .store import Store
 from .transport.base import Message, Transport
 
 log = logging.getLogger("essa.executor")
+_problems = RateLimitedLog(log)
 
 _CALLABLE_STATUS = {
     "ok": EssaResult.Ok,
@@ -43,6 +50,7 @@ class ExecutorStats:
     calls: int = 0
     runs: int = 0
     failures: int = 0
+    cancelled: int = 0
     by_function: dict[str, int] = field(default_factory=dict)
 
 
@@ -55,6 +63,9 @@ class Executor:
     :param workers: threads for queued calls (blocked callers get helpers).
     """
 
+    #: Cancelled runs remembered, so that their queued calls are refused when they start.
+    remembered_cancels = 10_000
+
     def __init__(
         self,
         executor_id: str,
@@ -64,6 +75,10 @@ class Executor:
         caller: Caller,
         workers: int = 1,
     ) -> None:
+        if not topics.is_chunk(executor_id):
+            raise EssaError(
+                f"executor ID {executor_id!r} must be 1-200 letters, digits or any of _.~+=:@,- (it names topics)"
+            )
         self.id = executor_id
         self.programs = programs
         self.store = store
@@ -75,9 +90,15 @@ class Executor:
         self._stats_lock = threading.Lock()
         self._undo: list[Any] = []
         self._calls: Any = None
+        #: run -> the invocations of that run executing here
+        self._running: dict[str, set[Invocation]] = {}
+        #: cancelled run -> reason (the most recent :attr:`remembered_cancels`)
+        self._cancelled: collections.OrderedDict[str, str] = collections.OrderedDict()
+        self._runs_lock = threading.Lock()
 
     def start(self) -> None:
         """Begin serving calls and announce this executor."""
+        self._undo.append(self.transport.subscribe(topics.CANCEL, self.cancel))
         self._calls = self.transport.subscribe(topics.executor_calls(self.id), self.submit)
         self._undo.append(self.transport.serve(f"{topics.STATUS}/executor/{self.id}", self.status))
         self._undo.append(self.transport.declare_token(topics.live_executor(self.id)))
@@ -102,7 +123,10 @@ class Executor:
         """Counters and cached modules, for ``essa status``."""
         with self._stats_lock:
             stats = asdict(self.stats)
+        with self._runs_lock:
+            running = sum(len(invocations) for invocations in self._running.values())
         return {
+            "running": running,
             "role": "executor",
             "id": self.id,
             "engine": self.programs.engine.artifact_tag,
@@ -120,7 +144,7 @@ class Executor:
         answered with ``UnknownError`` at once (or dropped with a warning if
         it does not even say where to answer); it never reaches the pool.
         """
-        problem = check_request(request, self.programs.engine.limits.max_message_bytes)
+        problem = check_request(request, "executor", self.programs.engine.limits.max_message_bytes)
         if problem is not None:
             self._refuse(request, problem)
             return
@@ -133,15 +157,19 @@ class Executor:
         call_id, reply_to = request.get("id"), request.get("reply_to")
         with self._stats_lock:
             self.stats.failures += 1
-        if not (isinstance(call_id, str) and isinstance(reply_to, str)):
-            log.warning("executor %s: dropped a call request: %s", self.id, problem)
+        if not (isinstance(call_id, str) and topics.is_inbox(reply_to)):
+            _problems.warning("dropped", "executor %s: dropped a call request: %s", self.id, problem)
             return
-        log.warning("executor %s: refused call %s: %s", self.id, call_id, problem)
+        _problems.warning("refused", "executor %s: refused call %.80s: %s", self.id, call_id, problem)
+        self._answer(request, reply_message(call_id, EssaResult.UnknownError, message=problem, exit=1))
+
+    def _answer(self, request: Message, reply: Message) -> None:
+        """Send ``reply`` to the caller and the done notice to the scheduler (never raises)."""
         try:
-            send_reply(self.transport, reply_to, reply_message(call_id, EssaResult.UnknownError, message=problem, exit=1))
-            self.transport.publish(topics.SCHEDULER_DONE, {"id": call_id, "executor": self.id})
-        except Exception as exc:  # the caller's inbox is not a topic, ...
-            log.warning("executor %s: cannot answer call %s: %s", self.id, call_id, exc)
+            send_reply(self.transport, request["reply_to"], reply)
+            self.transport.publish(topics.SCHEDULER_DONE, {"id": request["id"], "executor": self.id})
+        except Exception as exc:
+            _problems.warning("answer", "executor %s: cannot answer call %.80s: %s", self.id, request["id"], describe(exc))
 
     def _serve(self, request: Message) -> None:
         call_id = request["id"]
@@ -149,10 +177,46 @@ class Executor:
         try:
             reply = self.execute(request)
         except Exception as exc:  # never leave a caller hanging
-            log.exception("executor %s: call %s failed", self.id, call_id)
-            reply = reply_message(call_id, EssaResult.UnknownError, message=f"executor {self.id} failed: {exc}")
-        send_reply(self.transport, request["reply_to"], reply)
-        self.transport.publish(topics.SCHEDULER_DONE, {"id": call_id, "executor": self.id})
+            _problems.warning("failed", "executor %s: call %.80s failed: %s", self.id, call_id, describe(exc), exc_info=exc)
+            reply = reply_message(call_id, EssaResult.UnknownError, message=f"executor {self.id} failed: {describe(exc)}")
+        self._answer(request, reply)
+
+    # -- cancellation --------------------------------------------------------------
+
+    def cancel(self, message: Message) -> None:
+        """End the calls of a cancelled run: ``{"run": RUN, "reason": TEXT}`` (see :data:`essa.topics.CANCEL`)."""
+        run, reason = message.get("run"), message.get("reason", "cancelled")
+        if not (topics.is_chunk(run) and isinstance(reason, str)):
+            _problems.warning("cancel", "executor %s: ignored a malformed cancel message", self.id)
+            return
+        reason = reason[:200]
+        with self._runs_lock:
+            self._cancelled[run] = reason
+            self._cancelled.move_to_end(run)
+            while len(self._cancelled) > self.remembered_cancels:
+                self._cancelled.popitem(last=False)
+            running = list(self._running.get(run, ()))
+        for invocation in running:
+            invocation.cancel(reason)
+        # Wake the run's guests that wait for remote results here.
+        self.caller.cancel_run(run, reason)
+        if running:
+            log.info("executor %s: cancelled %d calls of run %s: %s", self.id, len(running), run, reason)
+
+    def _begin(self, run: str, invocation: Invocation) -> None:
+        with self._runs_lock:
+            self._running.setdefault(run, set()).add(invocation)
+            reason = self._cancelled.get(run)
+        if reason is not None:  # cancelled before it started, or while it was being set up
+            invocation.cancel(reason)
+
+    def _end(self, run: str, invocation: Invocation) -> None:
+        with self._runs_lock:
+            invocations = self._running.get(run)
+            if invocations is not None:
+                invocations.discard(invocation)
+                if not invocations:
+                    del self._running[run]
 
     def execute(self, request: Message) -> Message:
         """Run one call request to its end and return the reply message."""
@@ -164,7 +228,15 @@ class Executor:
                 self.stats.runs += 1
             else:
                 self.stats.calls += 1
-            self.stats.by_function[function] = self.stats.by_function.get(function, 0) + 1
+            by_function = self.stats.by_function
+            if function in by_function or len(by_function) < 1000:  # names come from peers: bounded
+                by_function[function] = by_function.get(function, 0) + 1
+        with self._runs_lock:
+            cancelled = self._cancelled.get(request["run"])
+        if cancelled is not None:  # queued before its run was cancelled
+            with self._stats_lock:
+                self.stats.cancelled += 1
+            return cancelled_reply(call_id, "the module" if is_run else function, cancelled)
         output = RunOutput(self.transport, request["run"])
         try:
             if "wasm" in request:
@@ -183,7 +255,15 @@ class Executor:
                 return reply_message(call_id, _CALLABLE_STATUS[status], message=f"cannot call {function}: {status}")
             limits = self.programs.engine.limits
             invocation = Invocation(request["args"], _CallHost(self, program, request, output), output, limits)
-            program.run(invocation, function, None if is_run else len(request["args"]))
+            self._begin(request["run"], invocation)
+            try:
+                program.run(invocation, function, None if is_run else len(request["args"]))
+            finally:
+                self._end(request["run"], invocation)
+        except CallCancelled as exc:
+            with self._stats_lock:
+                self.stats.cancelled += 1
+            return cancelled_reply(call_id, "the module" if is_run else function, str(exc))
         except GuestExit as exc:
             if invocation.exceeded or invocation.memory_refused:  # e.g. malloc failed, then exit(1)
                 return self._over_limit(call_id, function, invocation.failure(str(exc)), output, exc.status)
@@ -234,28 +314,6 @@ def _describe(grants: Grants) -> dict:
         "dirs": [f"{g.host}:{g.guest}:{'rw' if g.writable else 'ro'}" for g in grants.dirs],
         "env": sorted(key for key, _value in grants.env),
     }
-
-
-def check_request(request: Message, max_message_bytes: int) -> str | None:
-    """Why a call request cannot be run (one line), or ``None`` if it can."""
-    if not isinstance(request, dict):
-        return "not a call request"
-    if "oversized" in request:  # the transport refused to read it (see essa.transport.zenoh)
-        return f"the call request of {request['oversized']} bytes exceeds the executor's message size limit"
-    for key in ("id", "reply_to", "module", "function", "namespace", "run"):
-        if not isinstance(request.get(key), str):
-            return f"malformed call request: {key!r} is missing or not a string"
-    for key in ("args", "wasm"):
-        value = request.get(key, b"")
-        if not isinstance(value, (bytes, bytearray)):
-            return f"malformed call request: {key!r} is not bytes"
-        if len(value) > max_message_bytes:
-            what = "arguments" if key == "args" else "module"
-            return (
-                f"the call's {what} of {len(value)} bytes exceed the message size limit "
-                f"({format_bytes(max_message_bytes)}) of this executor"
-            )
-    return None
 
 
 class RunOutput:

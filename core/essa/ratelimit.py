@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from typing import Any, Callable
 
 
 class RateLimitedLog:
@@ -60,4 +61,21 @@ def describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
 
 
-__all__ = ["RateLimitedLog", "describe"]
+def guarded(problems: RateLimitedLog, what: str, fn: Callable[..., Any]) -> Callable[..., None]:
+    """``fn``, logging one rate-limited line instead of raising (for message handlers).
+
+    Whatever one message makes ``fn`` raise, the loop or subscription that
+    calls it goes on with the next one.
+    """
+
+    def call(*args: Any) -> None:
+        try:
+            fn(*args)
+        except Exception as exc:
+            problems.warning(what, "error in %s: %s", what, describe(exc), exc_info=exc)
+
+    call.__name__ = getattr(fn, "__name__", what)
+    return call
+
+
+__all__ = ["RateLimitedLog", "describe", "guarded"]

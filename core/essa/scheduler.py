@@ -11,7 +11,13 @@ executor is used as soon as its token appears, in any start order. When a
 token vanishes (the executor stopped or died), each of its calls in flight is
 placed once more on another executor, or fails with a clear message if it was
 a module's main function, already retried, or no executor is left. Calls that
-arrive while no executor is known wait up to ``wait_for_executors`` seconds.
+arrive while no executor is known wait up to ``wait_for_executors`` seconds
+(at most :attr:`Scheduler.max_backlog` of them).
+
+A cancel (:data:`essa.topics.CANCEL`) fails the run's waiting calls; the
+executors end its running ones. Waiting callers ask which calls the scheduler
+still tracks (:data:`essa.topics.TRACKING`). Malformed messages are refused
+with one rate-limited line; no message can stop the scheduler's loops.
 """
 
 from __future__ import annotations
@@ -25,11 +31,13 @@ from typing import ClassVar
 
 from . import topics
 from .abi import EssaResult
-from .calls import reply_message, send_reply
+from .calls import cancelled_reply, check_request, reply_message, send_reply
 from .engine import START
+from .ratelimit import RateLimitedLog, describe
 from .transport.base import Message, Transport
 
 log = logging.getLogger("essa.scheduler")
+_problems = RateLimitedLog(log)
 
 
 @dataclass
@@ -77,6 +85,9 @@ class Scheduler:
     :param wait_for_executors: how long a call waits for a first executor.
     """
 
+    #: Most calls kept waiting for an executor; more are refused at once.
+    max_backlog = 100_000
+
     def __init__(
         self,
         transport: Transport,
@@ -100,6 +111,8 @@ class Scheduler:
     def start(self) -> None:
         self._undo.append(self.transport.subscribe(topics.SCHEDULER_CALLS, self.place))
         self._undo.append(self.transport.subscribe(topics.SCHEDULER_DONE, self._done))
+        self._undo.append(self.transport.subscribe(topics.CANCEL, self.cancel))
+        self._undo.append(self.transport.serve(f"{topics.TRACKING}/scheduler/{self.id}", self.tracking))
         self._undo.append(self.transport.watch_tokens(topics.LIVE_EXECUTORS, self._membership))
         self._undo.append(self.transport.serve(f"{topics.STATUS}/scheduler/{self.id}", self.status))
         self._undo.append(self.transport.declare_token(topics.live_scheduler(self.id)))
@@ -130,28 +143,28 @@ class Scheduler:
     def place(self, request: Message, exclude: str | None = None) -> None:
         """Forward ``request`` to an executor, or keep it until one joins.
 
-        A request without an id and inbox is dropped with a warning; one the
-        transport refused to read (``oversized``) is answered with an error.
+        A malformed request (:func:`essa.calls.check_request`) is answered
+        with an error if it says where to answer, else dropped with a warning;
+        so is one the transport refused to read (``oversized``).
         """
-        call_id, reply_to = request.get("id"), request.get("reply_to")
-        if not (isinstance(call_id, str) and isinstance(reply_to, str)):
-            log.warning("dropped a call request without id and reply_to")
-            return
-        if "oversized" in request:
-            message = f"the call request of {request['oversized']} bytes exceeds the scheduler's message size limit"
-            log.warning("refused call %s: %s", call_id, message)
-            send_reply(self.transport, reply_to, reply_message(call_id, EssaResult.UnknownError, message=message, exit=1))
+        problem = check_request(request, "scheduler")
+        if problem is not None:
+            self._refuse(request, problem)
             return
         with self._lock:
             target = self._choose(request, exclude)
-            if target is None:
+            if target is not None:
+                entry = self._in_flight.get(request["id"])
+                if entry is None:
+                    self._in_flight[request["id"]] = _InFlight(request, target.id)
+                else:
+                    entry.executor, entry.attempts = target.id, entry.attempts + 1
+            elif len(self._backlog) < self.max_backlog:
                 self._backlog.append((time.monotonic() + self.wait_for_executors, request))
                 return
-            entry = self._in_flight.get(request["id"])
-            if entry is None:
-                self._in_flight[request["id"]] = _InFlight(request, target.id)
-            else:
-                entry.executor, entry.attempts = target.id, entry.attempts + 1
+        if target is None:
+            self._fail(request, f"no executor is available, and {self.max_backlog} calls already wait for one")
+            return
         self.transport.publish(topics.executor_calls(target.id), request)
 
     def _choose(self, request: Message, exclude: str | None) -> ExecutorState | None:  # lock held
@@ -163,10 +176,23 @@ class Scheduler:
         target.placed += 1
         return target
 
+    def _refuse(self, request: Message, problem: str) -> None:
+        """Answer a request that cannot be placed, if it says where; else drop it. One line either way."""
+        call_id, reply_to = request.get("id"), request.get("reply_to")
+        if isinstance(call_id, str) and topics.is_inbox(reply_to):
+            _problems.warning("refused", "refused call %.80s: %s", call_id, problem)
+            self._fail(request, problem)
+        else:
+            _problems.warning("dropped", "dropped a call request: %s", problem)
+
     def _done(self, notice: Message) -> None:
+        call_id, executor = notice.get("id"), notice.get("executor")
+        if not (isinstance(call_id, str) and isinstance(executor, str)):
+            _problems.warning("done", "ignored a malformed done notice (it needs 'id' and 'executor')")
+            return
         with self._lock:
-            entry = self._in_flight.pop(notice["id"], None)
-            state = self.executors.get(notice["executor"])
+            entry = self._in_flight.pop(call_id, None)
+            state = self.executors.get(executor)
             if state is not None and entry is not None and entry.executor == state.id:
                 state.in_flight -= 1
                 state.modules.add(entry.request["module"])
@@ -204,14 +230,52 @@ class Scheduler:
             self._in_flight.pop(request["id"], None)
         self._fail(request, f"executor {dead} went away while running {what}")
 
-    def _fail(self, request: Message, message: str) -> None:
-        send_reply(self.transport, request["reply_to"], reply_message(request["id"], EssaResult.UnknownError, message=message, exit=1))
+    def _fail(self, request: Message, message: str, reply: Message | None = None) -> None:
+        """Answer ``request`` with an error (never raises: the caller may be gone)."""
+        reply = reply or reply_message(request["id"], EssaResult.UnknownError, message=message, exit=1)
+        try:
+            send_reply(self.transport, request["reply_to"], reply)
+        except Exception as exc:
+            _problems.warning("reply", "cannot answer call %.80s: %s", request.get("id"), describe(exc))
 
     def _expire_backlog(self) -> None:
         while not self._stopped.wait(0.25):
-            now = time.monotonic()
-            with self._lock:
-                expired = [r for deadline, r in self._backlog if deadline <= now]
-                self._backlog = [(d, r) for d, r in self._backlog if d > now]
-            for request in expired:
-                self._fail(request, f"no executor joined within {self.wait_for_executors:g} s")
+            try:
+                now = time.monotonic()
+                with self._lock:
+                    expired = [r for deadline, r in self._backlog if deadline <= now]
+                    if expired:
+                        self._backlog = [(d, r) for d, r in self._backlog if d > now]
+                for request in expired:
+                    self._fail(request, f"no executor joined within {self.wait_for_executors:g} s")
+            except Exception as exc:  # the loop must outlive any one failure
+                _problems.warning("backlog", "backlog expiry failed: %s", describe(exc), exc_info=exc)
+
+    # -- cancellation and liveness ---------------------------------------------
+
+    def cancel(self, message: Message) -> None:
+        """A run was cancelled: fail its calls that wait for an executor.
+
+        Its running calls are ended by their executors, which got the same message.
+        """
+        run, reason = message.get("run"), message.get("reason", "cancelled")
+        if not (topics.is_chunk(run) and isinstance(reason, str)):
+            _problems.warning("cancel", "ignored a malformed cancel message (it needs a 'run' id and a 'reason')")
+            return
+        with self._lock:
+            waiting = [r for _d, r in self._backlog if r["run"] == run]
+            if waiting:
+                self._backlog = [(d, r) for d, r in self._backlog if r["run"] != run]
+        for request in waiting:
+            what = "the module" if request["function"] == START else request["function"]
+            self._fail(request, "", cancelled_reply(request["id"], what, reason[:200]))
+
+    def tracking(self, query: Message) -> Message:
+        """Which of ``query['ids']`` (at most 1000) this scheduler still tracks (waiting or in flight)."""
+        ids = query.get("ids")
+        if not isinstance(ids, list):
+            return {"known": []}
+        with self._lock:
+            waiting = {r["id"] for _d, r in self._backlog}
+            known = [i for i in ids[:1000] if isinstance(i, str) and (i in self._in_flight or i in waiting)]
+        return {"known": known}

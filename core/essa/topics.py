@@ -1,4 +1,12 @@
-"""The transport topics and liveliness keys essa's processes use, in one place."""
+"""The transport topics and liveliness keys essa's processes use, in one place.
+
+Topics built from what a peer sent (a caller's inbox, a run's id) are checked
+with :func:`is_inbox` and :func:`is_chunk` before use: a zenoh key expression
+with an empty chunk or a wildcard is refused by zenoh, or worse, reaches more
+than one receiver.
+"""
+
+import re
 
 #: Call requests for the scheduler to place.
 SCHEDULER_CALLS = "essa/scheduler/calls"
@@ -9,6 +17,14 @@ SCHEDULER_DONE = "essa/scheduler/done"
 #: Liveliness tokens: ``essa/live/scheduler/<id>`` and ``essa/live/executor/<id>``.
 LIVE_SCHEDULERS = "essa/live/scheduler"
 LIVE_EXECUTORS = "essa/live/executor"
+
+#: Cancellations, ``{"run": RUN, "reason": TEXT}``: the scheduler and every
+#: executor end the run's calls (running or queued).
+CANCEL = "essa/cancel"
+
+#: Liveness queries of waiting callers: schedulers serve a topic below this and
+#: answer which of the given call ids they still track.
+TRACKING = "essa/tracking"
 
 #: Status queries: every scheduler and executor serves a topic below this.
 STATUS = "essa/status"
@@ -40,3 +56,19 @@ def live_scheduler(scheduler_id: str) -> str:
 def key_id(key: str) -> str:
     """The last segment of a liveliness key: the process's id."""
     return key.rsplit("/", 1)[-1]
+
+
+#: One chunk of a key expression a peer may name: no ``/``, no wildcard (``*``,
+#: ``$``), no ``?`` or ``#``, not empty; at most 200 characters.
+_CHUNK = re.compile(r"[A-Za-z0-9_.~+=:@,-]{1,200}")
+_INBOX = re.compile(r"essa/inbox/[A-Za-z0-9_.~+=:@,-]{1,200}(?:/[A-Za-z0-9_.~+=:@,-]{1,200}){0,3}")
+
+
+def is_chunk(text: object) -> bool:
+    """Whether ``text`` can be one chunk of a topic (a run id, a caller id)."""
+    return isinstance(text, str) and _CHUNK.fullmatch(text) is not None
+
+
+def is_inbox(topic: object) -> bool:
+    """Whether ``topic`` is a caller's inbox (``essa/inbox/...``, no wildcard, no empty chunk)."""
+    return isinstance(topic, str) and _INBOX.fullmatch(topic) is not None

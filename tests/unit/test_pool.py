@@ -11,9 +11,9 @@ from essa.pool import WorkPool
 
 def test_result_and_exception_reach_the_waiter():
     pool = WorkPool(2)
-    assert pool.submit(lambda a, b: a + b, 2, 3).result(timeout=5) == 5
+    assert pool.submit(lambda a, b: a + b, 2, 3).result(timeout=60) == 5
     with pytest.raises(ZeroDivisionError):
-        pool.submit(lambda: 1 / 0).result(timeout=5)
+        pool.submit(lambda: 1 / 0).result(timeout=60)
 
 
 def fan_out(pool: WorkPool, start: int, end: int) -> int:
@@ -47,15 +47,15 @@ def test_waiting_on_a_running_task_blocks_until_it_finishes():
 
     def slow():
         started.set()
-        release.wait(5)
+        release.wait(60)
         return "done"
 
     task = pool.submit(slow)
-    assert started.wait(5)
+    assert started.wait(60)
     with pytest.raises(TimeoutError):
         task.result(timeout=0.05)
     release.set()
-    assert task.result(timeout=5) == "done"
+    assert task.result(timeout=60) == "done"
 
 
 def test_done_callbacks_run_once_done():
@@ -63,7 +63,7 @@ def test_done_callbacks_run_once_done():
     seen = []
     task = pool.submit(lambda: 42)
     task.add_done_callback(lambda t: seen.append(t.result()))
-    task.result(timeout=5)
+    task.result(timeout=60)
     task.add_done_callback(lambda t: seen.append("late"))
     assert seen == [42, "late"]
 

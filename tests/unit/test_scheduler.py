@@ -161,3 +161,73 @@ def test_a_call_without_any_scheduler_fails_instead_of_hanging():
     reply = start(caller).result(5)
     assert reply["message"] == "no scheduler is reachable"
     assert time.monotonic() - started < 2
+
+
+# -- liveness of waiting callers, cancellation, malformed messages ----------------------
+
+
+def test_a_call_whose_reply_was_lost_fails_at_the_second_liveness_check(cluster):
+    transport, scheduler, caller = cluster
+    executor = RecordingExecutor(transport, "a")
+    caller.liveness_interval = 0  # every pending call is old enough to be asked about
+    future = start(caller)
+    caller.check_liveness()
+    assert not future.done()  # in flight: the scheduler tracks it
+    request = executor.received[0]
+    transport.publish(topics.SCHEDULER_DONE, {"id": request["id"], "executor": "a"})  # the reply never comes
+    caller.check_liveness()
+    assert not future.done()  # unknown once: its reply may still be on its way
+    caller.check_liveness()
+    reply = future.result(0)
+    assert reply["code"] == EssaResult.UnknownError
+    assert "the cluster lost the call" in reply["message"]
+
+
+def test_calls_waiting_for_an_executor_pass_the_liveness_check(cluster):
+    transport, scheduler, caller = cluster
+    caller.liveness_interval = 0
+    future = start(caller)
+    for _ in range(3):
+        caller.check_liveness()
+    assert not future.done()
+    assert scheduler.status()["waiting"] == 1
+
+
+def test_a_cancel_fails_the_runs_calls_that_wait_for_an_executor(cluster):
+    transport, scheduler, caller = cluster
+    waiting = [start(caller), start(caller)]
+    other = caller.start(call_request("m", "f", b"", "ns", "another-run"))
+    transport.publish(topics.CANCEL, {"run": "run", "reason": "stopped by the test"})
+    for future in waiting:
+        reply = future.result(0)
+        assert reply["cancelled"] and reply["message"] == "__essa_wrapper__f was cancelled: stopped by the test"
+    assert not other.done()
+    assert scheduler.status()["waiting"] == 1
+
+
+@pytest.mark.parametrize("reply_to", ["a//b", "", "$*", "essa/**", "essa/inbox/x/**", None, 7])
+def test_requests_with_a_bad_reply_topic_are_dropped(cluster, reply_to):
+    transport, scheduler, caller = cluster
+    transport.publish(topics.SCHEDULER_CALLS, {"id": "bad", "reply_to": reply_to, "module": "m", "function": "f",
+                                               "namespace": "n", "run": "r"})
+    assert scheduler.status()["waiting"] == 0
+    assert start(caller).result(5)["message"] == "no executor joined within 0.5 s"  # the backlog still expires
+
+
+@pytest.mark.parametrize("broken", [{"module": None}, {"run": "a/b"}, {"args": "text"}, {"function": 3}],
+                         ids=["module", "run", "args", "function"])
+def test_malformed_requests_that_say_where_to_answer_are_answered(cluster, broken):
+    transport, scheduler, caller = cluster
+    future = caller.start({**call_request("m", "f", b"", "ns", "run"), **broken})
+    reply = future.result(5)
+    assert reply["code"] == EssaResult.UnknownError and reply["message"].startswith("malformed call request")
+
+
+@pytest.mark.parametrize("notice", [{}, {"id": "x"}, {"executor": "a"}, {"id": 1, "executor": None}])
+def test_malformed_done_notices_are_ignored(cluster, notice):
+    transport, scheduler, caller = cluster
+    executor = RecordingExecutor(transport, "a")
+    future = start(caller)
+    transport.publish(topics.SCHEDULER_DONE, notice)
+    executor.finish(executor.received[0])
+    assert future.result(5)["value"] == b"ok"

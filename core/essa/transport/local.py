@@ -6,11 +6,15 @@ scheduler is queued on an executor before ``publish`` returns.
 
 from __future__ import annotations
 
+import logging
 import threading
 from typing import Callable
 
 from ..errors import EssaError
+from ..ratelimit import RateLimitedLog, guarded
 from .base import Message, Subscription, Transport
+
+_problems = RateLimitedLog(logging.getLogger("essa.transport.local"))
 
 
 class _Closer:
@@ -45,6 +49,8 @@ class LocalTransport(Transport):
             callback(message)
 
     def subscribe(self, topic: str, callback: Callable[[Message], None]) -> Subscription:
+        # A subscriber that raises must not fail the publisher (as over a network).
+        callback = guarded(_problems, f"subscriber of {topic}", callback)
         with self._lock:
             # Copy-on-write, so publish() iterates without the lock.
             self._subscribers[topic] = (*self._subscribers.get(topic, ()), callback)
@@ -91,6 +97,7 @@ class LocalTransport(Transport):
         return _Closer(close)
 
     def watch_tokens(self, prefix: str, callback: Callable[[str, bool], None]) -> Subscription:
+        callback = guarded(_problems, f"liveliness of {prefix}", callback)
         entry = (prefix.rstrip("/") + "/", callback)
         with self._lock:
             self._watchers.append(entry)

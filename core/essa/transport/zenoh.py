@@ -36,7 +36,7 @@ from typing import Any, Callable, Mapping
 import msgpack
 
 from ..errors import EssaError
-from ..ratelimit import RateLimitedLog, describe
+from ..ratelimit import RateLimitedLog, guarded
 from .base import Message, Subscription, Transport
 
 log = logging.getLogger("essa.transport.zenoh")
@@ -75,19 +75,7 @@ _problems = RateLimitedLog(log)
 
 
 def _guarded(what: str, fn: Callable[..., None]) -> Callable[..., None]:
-    """Log one rate-limited line instead of raising inside zenoh's callback threads.
-
-    Whatever one message makes a handler raise, the subscription goes on
-    serving the next one.
-    """
-
-    def call(*args: Any) -> None:
-        try:
-            fn(*args)
-        except Exception as exc:
-            _problems.warning(what, "error in %s: %s", what, describe(exc), exc_info=exc)
-
-    return call
+    return guarded(_problems, what, fn)
 
 
 class _Undo:

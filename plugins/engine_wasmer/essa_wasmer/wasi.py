@@ -36,7 +36,7 @@ import time
 from contextlib import contextmanager
 from typing import Callable, Iterator
 
-from essa.abi import GuestFault, GuestLimit, Invocation
+from essa.abi import GuestCancelled, GuestFault, GuestLimit, Invocation
 from essa.engine import Grants
 
 from . import wasi_fs
@@ -602,11 +602,7 @@ def poll_oneoff(in_ptr: int, out_ptr: int, nsubscriptions: int, nevents_ptr: int
             return EINVAL
     if not events:
         delay = min(d for d, _ in timers)
-        remaining = sb.invocation.remaining()
-        if remaining is not None and delay / 1e9 >= remaining:  # sleep until the deadline only
-            time.sleep(remaining)
-            raise GuestLimit(sb.invocation.exceed("time"))
-        time.sleep(delay / 1e9)
+        sb.invocation.sleep(delay / 1e9)  # ends early, raising, at the deadline or on cancel
         events = [_EVENT.pack(u, SUCCESS, _EVENTTYPE_CLOCK, 0, 0) for d, u in timers if d <= delay]
     sb.write(out_ptr, b"".join(events))
     sb.write(nevents_ptr, _U32.pack(len(events)))
@@ -672,7 +668,7 @@ def _guarded(name: str, impl: Callable[..., int | None]) -> Callable[..., int | 
     def call(*args: int) -> int | None:
         try:
             return impl(*args)
-        except (WasiExit, GuestLimit):
+        except (WasiExit, GuestLimit, GuestCancelled):
             raise
         except GuestFault as exc:
             _record_fault(f"{name}: {exc}")

@@ -5,15 +5,19 @@ and its host functions are built once per module (an ``InstancePre``); each call
 gets a fresh wasmtime store and instance; guest memory is reached through the
 raw data pointer with ``ctypes`` instead of ``Memory.read``/``write``.
 
-Limits (:class:`essa.engine.Limits`):
+Limits (:class:`essa.engine.Limits`) and cancellation:
 
-- time: epoch interruption. One ticker thread per engine increments the epoch
-  every :attr:`WasmtimeEngine.tick` seconds; each call's store gets the
-  deadline ``time_limit / tick + 1`` epochs ahead, so Wasm code traps within
-  one tick after the limit. Time spent waiting for a remote call's result
-  moves the deadline (:meth:`essa.abi.Invocation.paused`, through
-  ``Invocation.rearm``), and WASI ``poll_oneoff`` is essa's own
-  (:func:`poll_oneoff`), whose sleeps end at the deadline.
+- time and cancel: epoch interruption. One ticker thread per engine increments
+  the epoch every :attr:`WasmtimeEngine.tick` seconds. When a running store
+  reaches its epoch deadline, wasmtime calls :func:`_on_epoch` (the C API's
+  epoch deadline callback), which ends the guest if its call was cancelled
+  or its time is up, and otherwise sets the next deadline at most
+  :data:`CHECK_EVERY` seconds ahead. So Wasm code stops within a tick of its
+  limit and within ``CHECK_EVERY`` of a cancel; the deadline is read from the
+  invocation each time, so time spent waiting for a remote call's result
+  (:meth:`essa.abi.Invocation.paused`) does not count. WASI ``poll_oneoff`` is
+  essa's own (:func:`poll_oneoff`), whose sleeps end at the deadline or on
+  cancel.
 - memory: the store's memory limit; modules are instrumented
   (:mod:`essa.instrument`, ``memory.grow`` hook only) so a refused grow is
   reported as ``memory limit exceeded`` when the call then fails.
@@ -33,19 +37,20 @@ import time
 import weakref
 
 import wasmtime
-from wasmtime import _ffi as ffi
+from wasmtime import _bindings, _ffi as ffi
 
-from essa.abi import HOST_FUNCTIONS, IMPORT_MODULE, METER_FUNCTIONS, GuestFault, GuestLimit, HostFunction, Invocation
+from essa.abi import HOST_FUNCTIONS, IMPORT_MODULE, METER_FUNCTIONS, GuestFault, HostFunction, Invocation
 from essa.abi import current as current_invocation
 from essa.engine import START, Engine, Grants, Limits, ModuleInfo, Program
 from essa.errors import GuestExit, GuestTrap, ModuleError
 from essa.instrument import METER_MODULE, InstrumentError, instrument
 
+#: Seconds between two checks of a running guest for cancellation (at most).
+CHECK_EVERY = 0.2
+
 _I32 = wasmtime.ValType.i32()
 _VALTYPES = {"i32": wasmtime.ValType.i32(), "i64": wasmtime.ValType.i64()}
 _WASI = "wasi_snapshot_preview1"
-#: Epoch deadline of calls without a time limit (never reached).
-_NO_DEADLINE = 1 << 62
 
 
 class WasmtimeEngine(Engine[wasmtime.Module]):
@@ -60,8 +65,8 @@ class WasmtimeEngine(Engine[wasmtime.Module]):
         self._engine = wasmtime.Engine(config)
         limit = self.limits.time_limit
         #: Seconds between epoch ticks: a twentieth of the time limit, 10 to 100 ms.
-        self.tick = min(0.1, max(0.01, limit / 20)) if limit else 0.0
-        self._deadline_ticks = math.ceil(limit / self.tick) + 1 if limit else _NO_DEADLINE
+        self.tick = min(0.1, max(0.01, limit / 20)) if limit else 0.1
+        self._tick_us = ctypes.c_void_p(round(self.tick * 1e6))
         self._ticker: threading.Thread | None = None
         self._ticker_lock = threading.Lock()
 
@@ -95,9 +100,9 @@ class WasmtimeEngine(Engine[wasmtime.Module]):
             raise ModuleError(f"not a valid Wasm module: {_first_line(exc)}") from None
 
     def _start_ticker(self) -> None:
-        """Start the epoch ticker (once, on the first call with a time limit)."""
+        """Start the epoch ticker (once, on the first call)."""
         with self._ticker_lock:
-            if self._ticker is None and self.tick:
+            if self._ticker is None:
                 self._ticker = threading.Thread(
                     target=_tick, args=(weakref.ref(self), self.tick), name="essa-wasmtime-epoch", daemon=True
                 )
@@ -147,14 +152,12 @@ class WasmtimeProgram(Program):
         engine = self._engine
         store = wasmtime.Store(engine._engine)
         store.set_limits(memory_size=engine.limits.max_memory_bytes)
-        if engine._ticker is None and engine.tick:
+        if engine._ticker is None:
             engine._start_ticker()
-        store.set_epoch_deadline(engine._deadline_ticks)
+        # The first check comes after one tick; _on_epoch sets the next ones.
+        store.set_epoch_deadline(1)
+        ffi.wasmtime_store_epoch_deadline_callback(store.ptr(), _ON_EPOCH, engine._tick_us, _NO_FINALIZER)
         invocation.begin(engine.limits)
-        if engine.tick:
-            invocation.rearm = lambda: store.set_epoch_deadline(
-                math.ceil((invocation.remaining() or 0.0) / engine.tick) + 1
-            )
         wasi = wasmtime.WasiConfig()
         write = invocation.write_output
         wasi.stdout_custom = lambda data: None if write(1, data) else -errno.EIO
@@ -167,13 +170,13 @@ class WasmtimeProgram(Program):
                 wasi.env = [list(pair) for pair in grants.env]
         store.set_wasi(wasi)
         try:
-            instance = self._pre.instantiate(store)
-            exports = instance.exports(store)
-            func = exports[export]
-            memory = exports.get("memory")
-            if isinstance(memory, wasmtime.Memory):
-                invocation.memory = _Memory(store, memory)
             with invocation.active():
+                instance = self._pre.instantiate(store)
+                exports = instance.exports(store)
+                func = exports[export]
+                memory = exports.get("memory")
+                if isinstance(memory, wasmtime.Memory):
+                    invocation.memory = _Memory(store, memory)
                 if arg is None:
                     func(store)
                 else:
@@ -184,9 +187,7 @@ class WasmtimeProgram(Program):
             if invocation.exceeded is not None:
                 raise invocation.failure("") from None
         except (wasmtime.Trap, wasmtime.WasmtimeError, GuestFault) as exc:
-            if getattr(exc, "trap_code", None) == wasmtime.TrapCode.INTERRUPT:
-                invocation.exceed("time")
-            elif "exceeds memory limits" in str(exc):  # a minimum size above the cap, at instantiation
+            if "exceeds memory limits" in str(exc):  # a minimum size above the cap, at instantiation
                 invocation.exceed("memory")
             raise invocation.failure(_trap_message(exc)) from None
         except Exception as exc:
@@ -194,7 +195,6 @@ class WasmtimeProgram(Program):
             raise invocation.failure(f"{type(exc).__name__}: {exc}") from None
         finally:
             invocation.memory = None
-            invocation.rearm = None
             # Free the store now: its WASI output callbacks sit in wasmtime-py's
             # global slab until the native store is dropped, and they reach the
             # invocation, which reached the store: a cycle no collector sees,
@@ -226,6 +226,40 @@ class _Memory:
 
     def write(self, ptr: int, data: bytes) -> None:
         ctypes.memmove(self._base(ptr, len(data)) + ptr, data, len(data))
+
+
+def _on_epoch(_context, tick_us, next_deadline, update_kind) -> int:
+    """wasmtime reached a running store's epoch deadline: end its guest, or set the next check.
+
+    Runs on the guest's own thread, so the invocation is :func:`essa.abi.current`.
+    ``tick_us`` is the engine's tick in microseconds (the callback's data).
+    Returns 0 to go on, or a ``wasmtime_error_t`` pointer that makes the guest trap.
+    """
+    try:
+        inv = current_invocation()
+        remaining = inv.remaining()
+        if inv.cancelled is None and (remaining is None or remaining > 0):
+            tick = (tick_us or 100_000) / 1e6
+            ticks = max(1, round(CHECK_EVERY / tick))
+            if remaining is not None:
+                ticks = min(ticks, math.ceil(remaining / tick))
+            next_deadline[0] = max(1, ticks)
+            update_kind[0] = 0  # continue
+            return 0
+        why = inv.cancelled if inv.cancelled is not None else inv.exceed("time")
+    except GuestFault:  # no invocation on this thread (cannot happen): check again later
+        next_deadline[0] = 1
+        update_kind[0] = 0
+        return 0
+    error = ffi.wasmtime_error_new(why.encode("utf-8", "replace"))
+    return ctypes.cast(error, ctypes.c_void_p).value or 0
+
+
+# The C API's epoch deadline callback, which wasmtime-py binds but does not wrap
+# (hence the pinned wasmtime version range of this plugin).
+_CALLBACK_TYPES = _bindings._wasmtime_store_epoch_deadline_callback.argtypes
+_ON_EPOCH = _CALLBACK_TYPES[1](_on_epoch)
+_NO_FINALIZER = ctypes.cast(None, _CALLBACK_TYPES[3])
 
 
 def _tick(engine_ref: "weakref.ref[WasmtimeEngine]", period: float) -> None:
@@ -274,11 +308,7 @@ def poll_oneoff(in_ptr: int, out_ptr: int, nsubscriptions: int, nevents_ptr: int
             return 28
     if not events:
         delay = min(d for d, _ in timers) / 1e9
-        remaining = inv.remaining()
-        if remaining is not None and delay >= remaining:
-            time.sleep(remaining)
-            raise GuestLimit(inv.exceed("time"))
-        time.sleep(delay)
+        inv.sleep(delay)  # ends early, raising, at the deadline or on cancel
         events = [_EVENT.pack(u, 0, 0, 0, 0) for d, u in timers if d <= delay * 1e9]
     inv.memory.write(out_ptr & 0xFFFFFFFF, b"".join(events))  # type: ignore[union-attr]
     inv.memory.write(nevents_ptr & 0xFFFFFFFF, struct.pack("<I", len(events)))  # type: ignore[union-attr]
