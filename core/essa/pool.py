@@ -9,6 +9,10 @@ waits in turn, so the chain always ends at a thread that makes progress.
 
 Inline runs nest on the waiter's stack, so they stop at :attr:`WorkPool.max_inline_depth`;
 past it the waiter blocks and the pool starts a thread if none is idle.
+
+Threads started for a burst of blocked waiters do not stay: a thread idle for
+:attr:`WorkPool.idle_timeout` seconds ends while the pool has more than
+``workers`` threads.
 """
 
 from __future__ import annotations
@@ -93,6 +97,8 @@ class WorkPool:
     """
 
     max_inline_depth = 24
+    #: Seconds an extra thread (beyond ``workers``) waits for work before it ends.
+    idle_timeout = 30.0
 
     def __init__(self, workers: int, name: str = "essa-worker", max_threads: int = 512) -> None:
         if workers < 1:
@@ -152,9 +158,12 @@ class WorkPool:
                         self._threads -= 1
                         return
                     self._idle += 1
-                    self._has_work.wait()
+                    woken = self._has_work.wait(self.idle_timeout)
                     self._idle -= 1
                     task = self._next_task()
+                    if task is None and not woken and self._threads > self._workers:
+                        self._threads -= 1  # an extra thread of a past burst
+                        return
             task._run()
 
     def _next_task(self) -> Task | None:  # with self._lock held; claims the task

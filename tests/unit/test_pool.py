@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 
-from essa.pool import WorkPool
+from essa.pool import WorkPool, blocking
 
 
 def test_result_and_exception_reach_the_waiter():
@@ -73,3 +74,25 @@ def test_closed_pool_refuses_work():
     pool.close()
     with pytest.raises(RuntimeError, match="closed"):
         pool.submit(lambda: None)
+
+
+def test_threads_started_for_a_burst_of_waiters_end_when_idle():
+    pool = WorkPool(1)
+    pool.idle_timeout = 0.05
+    release = threading.Event()
+
+    def waiter() -> bool:  # blocked like a guest in essa_get_result: the pool starts a thread for the queue
+        with blocking():
+            return release.wait(60)
+
+    tasks = [pool.submit(waiter) for _ in range(5)]
+    deadline = time.monotonic() + 60
+    while pool._threads < 5:
+        assert time.monotonic() < deadline, f"only {pool._threads} threads started"
+        time.sleep(0.01)
+    release.set()
+    assert all(task.result(60) for task in tasks)
+    while pool._threads > 1:
+        assert time.monotonic() < deadline, f"{pool._threads} threads still alive"
+        time.sleep(0.01)
+    assert pool.submit(lambda: "still works").result(60) == "still works"

@@ -1,0 +1,232 @@
+"""Soak benchmark: one executor process serving a million calls, its resources sampled.
+
+An executor must serve calls for weeks. This serves ``--echo-calls`` 8-byte
+echo calls and, interleaved with them, runs of ``examples/test-function.wasm``
+until their remote calls reach ``--test-function-calls``, from ``--clients``
+client threads. Every ``--interval`` seconds it samples the executor
+process's RSS, memory mappings, open descriptors and threads
+(:mod:`essa.testing.resources`) and prints the sample as one JSON line; at the
+end it prints a JSON summary:
+
+- ``flat``: resources during the first 100,000 calls after warm-up
+  (``--warm-up`` calls) against the last 100,000 (means of their samples);
+  the target is RSS within 5 %, and mappings, descriptors and threads not
+  growing;
+- ``errors``: calls that failed or gave a wrong answer (the target is 0).
+
+Modes:
+
+- ``embedded``: an :class:`essa.runtime.EmbeddedRuntime` in this process, with
+  ``--executors`` executors (the executor process is this one);
+- ``cluster``: a scheduler and ONE ``essa executor`` process on loopback; the
+  clients run in this process, and the executor process is sampled.
+
+Usage: python bench/soak.py --mode embedded|cluster [--engine wasmtime] [--echo-calls 1000000]
+       [--test-function-calls 100000] [--interval 10] [--clients 8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from embedded import ECHO_WAT  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+TEST_FUNCTION = ROOT / "examples" / "test-function.wasm"
+#: Remote calls (and the run itself) one run of the test function makes.
+CALLS_PER_TEST_FUNCTION_RUN = 133
+WINDOW = 100_000
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Workload:
+    """Hands out echo calls and test-function runs, interleaved, until both totals are reached."""
+
+    def __init__(self, echo_calls: int, test_function_calls: int) -> None:
+        self.echo_left = echo_calls
+        self.runs_left = -(-test_function_calls // CALLS_PER_TEST_FUNCTION_RUN)
+        # One run after every `every` echo calls spreads the runs over the whole soak.
+        self.every = max(1, echo_calls // max(1, self.runs_left))
+        self.handed = 0
+        self.calls_done = 0
+        self.errors = 0
+        self.first_error = ""
+        self._lock = threading.Lock()
+
+    def next(self) -> str | None:
+        with self._lock:
+            self.handed += 1
+            if self.runs_left and (self.handed % self.every == 0 or not self.echo_left):
+                self.runs_left -= 1
+                return "run"
+            if self.echo_left:
+                self.echo_left -= 1
+                return "echo"
+            return None
+
+    def done(self, calls: int, error: str = "") -> None:
+        with self._lock:
+            self.calls_done += calls
+            if error:
+                self.errors += 1
+                self.first_error = self.first_error or error
+
+
+def serve(client, echo_module: str, test_function: str, workload: Workload) -> None:
+    """One client thread: takes work until none is left."""
+    from essa.testing import TEST_FUNCTION_OUTPUT
+    from essa.testing.conformance.support import Output
+
+    while (kind := workload.next()) is not None:
+        try:
+            if kind == "echo":
+                outcome = client.call(echo_module, "__essa_wrapper__echo", b"12345678", timeout=120)
+                ok = outcome.value == b"12345678"
+                workload.done(1, "" if ok else f"echo: {outcome}")
+            else:
+                output = Output()
+                status = client.run(test_function, output=output, timeout=300)
+                ok = status == 0 and output.stdout == TEST_FUNCTION_OUTPUT
+                workload.done(CALLS_PER_TEST_FUNCTION_RUN, "" if ok else f"test function: status {status}, {output.stderr!r}")
+        except Exception as exc:  # counted, and the soak goes on
+            workload.done(1, f"{type(exc).__name__}: {exc}")
+
+
+def soak(client, pid: int | str, args) -> dict:
+    """Run the workload through ``client``; sample process ``pid``; return the summary."""
+    from essa.testing.resources import sample
+
+    echo_module = client.publish(__import__("wasmtime").wat2wasm(ECHO_WAT))
+    test_function = client.publish(TEST_FUNCTION.read_bytes(), str(TEST_FUNCTION))
+    workload = Workload(args.echo_calls, args.test_function_calls)
+    threads = [threading.Thread(target=serve, args=(client, echo_module, test_function, workload), daemon=True)
+               for _ in range(args.clients)]
+    samples = []
+    started = time.monotonic()
+
+    def take_sample() -> None:
+        entry = {"t": round(time.monotonic() - started, 1), "calls": workload.calls_done,
+                 "errors": workload.errors, **sample(pid).as_dict()}
+        samples.append(entry)
+        print(json.dumps(entry), flush=True)
+
+    stop = threading.Event()
+
+    def sampler() -> None:
+        while not stop.wait(args.interval):
+            take_sample()
+
+    take_sample()
+    sampling = threading.Thread(target=sampler, daemon=True)
+    sampling.start()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    stop.set()
+    sampling.join()
+    take_sample()
+    elapsed = time.monotonic() - started
+    return {
+        "calls": workload.calls_done,
+        "seconds": round(elapsed, 1),
+        "calls_per_s": round(workload.calls_done / elapsed, 1),
+        "errors": workload.errors,
+        "first_error": workload.first_error,
+        "flat": flatness(samples, args.warm_up),
+        "samples": len(samples),
+    }
+
+
+def flatness(samples: list[dict], warm_up: int) -> dict:
+    """The first 100,000 calls after warm-up against the last 100,000: mean of the samples in each."""
+    total = samples[-1]["calls"]
+    window = min(WINDOW, (total - warm_up) // 2)  # short runs (trying the script out) compare halves
+    first = [s for s in samples if warm_up <= s["calls"] <= warm_up + window]
+    last = [s for s in samples if s["calls"] >= total - window]
+    if not first or not last:
+        return {"error": "too few samples for the windows; lower --interval or raise the call counts"}
+    result: dict = {"first_window_calls": [warm_up, warm_up + window], "last_window_calls": [total - window, total]}
+    for key in ("rss", "mappings", "fds", "threads", "vsz"):
+        a, b = statistics.mean(s[key] for s in first), statistics.mean(s[key] for s in last)
+        result[key] = {"first": round(a), "last": round(b), "growth_pct": round(100 * (b - a) / a, 2)}
+    result["rss_within_5pct"] = abs(result["rss"]["growth_pct"]) <= 5
+    return result
+
+
+def embedded(args) -> dict:
+    from essa.runtime import EmbeddedRuntime
+
+    with EmbeddedRuntime(engine=args.engine, store=args.store, executors=args.executors) as runtime:
+        return soak(runtime.client, "self", args)
+
+
+def cluster(args) -> dict:
+    from essa.cluster import connect_client
+
+    endpoint = f"tcp/127.0.0.1:{free_port()}"
+    essa = [sys.executable, "-m", "essa", "--engine", args.engine, "--store", args.store]
+    procs = [subprocess.Popen([*essa, "scheduler", "--listen", endpoint], stderr=subprocess.DEVNULL)]
+    executor = subprocess.Popen([*essa, "executor", "0", "--connect", endpoint, "--listen",
+                                 f"tcp/127.0.0.1:{free_port()}"], stderr=subprocess.DEVNULL)
+    procs.append(executor)
+    try:
+        client = connect_client([endpoint], timeout=60)
+        deadline = time.monotonic() + 60
+        while not client.transport.query("essa/status/executor/**", {}):
+            if time.monotonic() > deadline:
+                raise SystemExit("the executor did not join within 60 s")
+            time.sleep(0.2)
+        try:
+            return soak(client, executor.pid, args)
+        finally:
+            client.close()
+            client.transport.close()
+    finally:
+        for proc in procs:
+            proc.send_signal(signal.SIGTERM)
+        for proc in procs:
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--mode", choices=("embedded", "cluster"), default="embedded")
+    parser.add_argument("--engine", default="wasmtime")
+    parser.add_argument("--store", default="lmdb", help="the executor's store (the test function keeps state)")
+    parser.add_argument("--echo-calls", type=int, default=1_000_000)
+    parser.add_argument("--test-function-calls", type=int, default=100_000)
+    parser.add_argument("--warm-up", type=int, default=50_000, help="calls before the first window")
+    parser.add_argument("--interval", type=float, default=10.0, help="seconds between samples")
+    parser.add_argument("--clients", type=int, default=8, help="client threads")
+    parser.add_argument("--executors", type=int, default=2, help="executors of the embedded runtime")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as home:
+        os.environ["ESSA_HOME"] = home
+        summary = embedded(args) if args.mode == "embedded" else cluster(args)
+    print(json.dumps({"mode": args.mode, "engine": args.engine, "store": args.store,
+                      "python": sys.version.split()[0], "cpus": os.cpu_count(), **summary}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
