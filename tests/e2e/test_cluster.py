@@ -61,7 +61,7 @@ class Cluster:
         assert result.returncode == 0, result.stderr
         return json.loads(result.stdout)
 
-    def wait_for_executors(self, n: int, timeout: float = 20) -> None:
+    def wait_for_executors(self, n: int, timeout: float = 90) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             result = essa("status", "--connect", self.endpoint, "--json", timeout=30)
@@ -73,7 +73,7 @@ class Cluster:
         raise AssertionError(f"{n} executors did not join; logs: {self.log_text()}")
 
     def run(self, path: Path | str, timeout: float = 120) -> subprocess.CompletedProcess:
-        return essa("run", "--connect", self.endpoint, str(path), timeout=timeout)
+        return essa("run", "--connect", self.endpoint, "--timeout", "60", str(path), timeout=timeout)
 
     def log_text(self) -> str:
         return "\n".join(f"--- {p.name}\n{p.read_text()}" for p in sorted(self.logs.glob("*.log")))
@@ -84,7 +84,7 @@ class Cluster:
                 proc.send_signal(signal.SIGTERM)
         for proc in self.procs.values():
             try:
-                proc.wait(20)
+                proc.wait(60)
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
@@ -182,18 +182,18 @@ def test_up_starts_a_cluster_and_stops_it_on_sigterm(engine_name, tmp_path):
     up = subprocess.Popen([*ESSA, "--engine", engine_name, "up", "--executors", "2", "--listen", endpoint],
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
             status = essa("status", "--connect", endpoint, "--json", timeout=30)
             if status.returncode == 0 and len(executor_counters(json.loads(status.stdout))) == 2:
                 break
             time.sleep(0.3)
-        result = essa("run", "--connect", endpoint, str(TEST_FUNCTION))
+        result = essa("run", "--connect", endpoint, "--timeout", "60", str(TEST_FUNCTION))
         assert result.returncode == 0, result.stderr
         assert result.stdout.endswith("DONE\n")
     finally:
         up.send_signal(signal.SIGTERM)
-        stdout, stderr = up.communicate(timeout=30)
+        stdout, stderr = up.communicate(timeout=90)
     assert up.returncode == 0, stderr
     assert f"essa run --connect {endpoint}" in stdout
     assert "served" in stderr  # each executor reported its counters on the way out

@@ -194,13 +194,13 @@ def test_an_executor_applies_its_limits_and_refuses_oversized_and_garbage_messag
     # Bytes that are no message at all, or a message that is no call: dropped with a warning.
     from essa.cluster import open_transport
 
-    transport = open_transport(connect=[cluster.endpoint], connect_timeout=10)
+    transport = open_transport(connect=[cluster.endpoint], connect_timeout=60)
     log = cluster.logs / "executor-0.log"
     try:
         seen = threading.Event()
         transport.watch_tokens("essa/live/executor", lambda key, alive: seen.set())
-        assert seen.wait(20), "the executor's token did not reach this session"
-        deadline = time.monotonic() + 20
+        assert seen.wait(90), "the executor's token did not reach this session"
+        deadline = time.monotonic() + 90
         while not all(w in log.read_text() for w in ("dropped a call request", "dropped an undecodable message")):
             # zenoh routes may take a moment, and not every path at the same moment
             assert time.monotonic() < deadline, log.read_text()
@@ -234,7 +234,7 @@ def test_up_passes_limits_and_grants_to_its_executors(engine_name, wat_file, tmp
                            "--time-limit", "0.5", "--dir", f"{granted}::ro", "--env", "WHO=operator"],
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
             status = essa("status", "--connect", endpoint, "--json", timeout=30)
             if status.returncode == 0 and len(executor_counters(json.loads(status.stdout))) == 1:
@@ -243,12 +243,12 @@ def test_up_passes_limits_and_grants_to_its_executors(engine_name, wat_file, tmp
         executor = next(a for a in json.loads(status.stdout) if a["role"] == "executor")
         assert executor["limits"]["time_limit"] == 0.5
         assert executor["grants"] == {"dirs": [f"{granted}:{granted}:ro"], "env": ["WHO"]}
-        spin = essa("run", "--connect", endpoint, wat_file(SPIN, "spin.wasm"))
+        spin = essa("run", "--connect", endpoint, "--timeout", "60", wat_file(SPIN, "spin.wasm"))
         assert_one_line_error(spin, "time limit exceeded (0.5 s)")
-        cat = essa("run", "--connect", endpoint, wat_file(CAT, "cat.wasm"))
+        cat = essa("run", "--connect", endpoint, "--timeout", "60", wat_file(CAT, "cat.wasm"))
         assert cat.returncode == 0, cat.stderr
         assert cat.stdout == "WHO=operator\0from the operator"
     finally:
         up.send_signal(signal.SIGTERM)
-        up.communicate(timeout=30)
+        up.communicate(timeout=90)
     assert up.returncode == 0
