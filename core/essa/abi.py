@@ -85,6 +85,8 @@ class CallOutcome:
     value: bytes = b""
     #: For errors: one line saying what happened, for the user.
     message: str = ""
+    #: For errors: how the call failed (see :func:`essa.calls.reply_message`), or "".
+    kind: str = ""
 
 
 class PendingCall(Protocol):
@@ -126,7 +128,8 @@ class Invocation:
     """The state of one call of a guest function: arguments, result, handles."""
 
     __slots__ = (
-        "args", "host", "output", "memory", "result", "fault", "limits", "deadline", "exceeded", "cancelled",
+        "args", "host", "output", "memory", "result", "fault", "limits", "deadline", "exceeded", "exceeded_limit",
+        "cancelled",
         "memory_refused", "refused_result", "output_bytes", "_handles", "_next_handle", "_waited", "_wakeup",
     )
 
@@ -141,6 +144,8 @@ class Invocation:
         self.deadline: float | None = None
         #: The message of the first limit the call exceeded, or ``None``.
         self.exceeded: str | None = None
+        #: Which limit that was ("time", "memory", "output", "message size").
+        self.exceeded_limit = ""
         #: Why the call was cancelled (:meth:`cancel`), or ``None``.
         self.cancelled: str | None = None
         self._wakeup: threading.Event | None = None
@@ -180,6 +185,7 @@ class Invocation:
         """Record that the call exceeded ``limit`` (the first one counts); return its message."""
         if self.exceeded is None:
             self.exceeded = self.limits.exceeded(limit)
+            self.exceeded_limit = limit
         return self.exceeded
 
     def cancel(self, reason: str) -> None:
@@ -244,10 +250,10 @@ class Invocation:
         if self.cancelled is not None:
             return CallCancelled(self.cancelled)
         if self.exceeded is not None:
-            return LimitExceeded(self.exceeded)
+            return LimitExceeded(self.exceeded, self.exceeded_limit)
         why = self.fault or reason
         if self.memory_refused:
-            return LimitExceeded(f"{self.limits.exceeded('memory')}: {why}")
+            return LimitExceeded(f"{self.limits.exceeded('memory')}: {why}", "memory")
         return GuestTrap(why)
 
     @contextmanager

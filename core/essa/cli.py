@@ -13,6 +13,7 @@ import click
 
 from . import __version__
 from .engine import DirGrant, Grants, Limits, parse_duration, parse_size
+from .deployments import check_name
 from .errors import EssaError
 from .plugins import DEFAULTS, get_plugin_manager
 
@@ -284,35 +285,36 @@ def run(ctx: click.Context, module: str, namespace: str | None, executors: int |
     and --env. With --connect, the cluster's executors apply their own limits
     and grants (set when they start); only --max-message-size applies here.
     """
+    from . import api
     from .programs import read_module
 
     settings: Settings = ctx.obj
     limits, grants = limits_and_grants(**limit_flags)
     wasm = read_module(module)  # fail on a bad file before starting anything
+    if namespace is not None:
+        check_name(namespace, "namespace")
     connect = tuple(e for item in connect for e in item.split())
     if connect:
-        from .cluster import connect_client
-
-        for name, flag in _LIMIT_FLAGS.items():
-            if name != "max_message_size" and ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE:
-                raise EssaError(
-                    f"{flag} does not apply with --connect: a cluster's executors apply their own limits and "
-                    f"grants (give {flag} to `essa executor` or `essa up`)"
-                )
-        client = connect_client(connect, zenoh_config, timeout, limits.max_message_bytes)
-        try:
-            status = _run_until_interrupted(client, client.publish(wasm, module), namespace)
-        finally:
-            client.close()
-            client.transport.close()
-        sys.exit(status)
-
-    from .runtime import EmbeddedRuntime
-
-    with EmbeddedRuntime(settings.engine, settings.store, settings.store_options, executors, limits, grants) as runtime:
-        logging.getLogger("essa").info("embedded runtime: %s engine, store %s", settings.engine, runtime.store.describe())
-        status = _run_until_interrupted(runtime.client, runtime.client.publish(wasm, module), namespace)
+        refuse_limits_with_connect(ctx)
+        connection = api.connect(connect, timeout=timeout, zenoh_config=zenoh_config,
+                                 max_message_bytes=limits.max_message_bytes)
+    else:
+        connection = api.connect(engine=settings.engine, store=settings.store, store_options=settings.store_options,
+                                 executors=executors, limits=limits, grants=grants)
+    with connection:
+        logging.getLogger("essa").info("connected: %s", connection.where)
+        status = _run_until_interrupted(connection, wasm, module, namespace)
     sys.exit(status)
+
+
+def refuse_limits_with_connect(ctx: click.Context) -> None:
+    """Refuse, in one line, limit and grant flags given with --connect (executors apply their own)."""
+    for name, flag in _LIMIT_FLAGS.items():
+        if name != "max_message_size" and ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE:
+            raise EssaError(
+                f"{flag} does not apply with --connect: a cluster's executors apply their own limits and "
+                f"grants (give {flag} to `essa executor` or `essa up`)"
+            )
 
 
 class Interrupted(Exception):
@@ -353,13 +355,13 @@ def catching_signals() -> Iterator[Signals]:
             signal.signal(sig, handler)
 
 
-def _run_until_interrupted(client, module: str, namespace: str | None) -> int:
-    """Run ``module`` and return its exit status; on SIGINT/SIGTERM, cancel the run and raise :class:`Interrupted`."""
+def _run_until_interrupted(connection, wasm: bytes, origin: str, namespace: str | None) -> int:
+    """Run a module and return its exit status; on SIGINT/SIGTERM, cancel the run and raise :class:`Interrupted`."""
     import concurrent.futures
 
     with catching_signals() as signals:
-        handle = client.start_run(module, namespace=namespace)
-        logging.getLogger("essa").info("run %s", handle.run)
+        handle = connection.start_run(wasm, namespace, origin=origin)
+        logging.getLogger("essa").info("run %s of %s in namespace %s", handle.run, origin, namespace or handle.run)
         while signals.received is None:
             try:
                 return handle.result(timeout=0.1)
@@ -517,6 +519,12 @@ def plugins() -> None:
             status = "ok"
         table.add_row(info.name, info.distribution, info.version, "\n".join(info.provides) or "-", status)
     Console().print(table)
+
+
+# The service commands (deploy, ls, rm, functions, call, state) use the helpers above.
+from .service_commands import add_service_commands  # noqa: E402
+
+add_service_commands(cli)
 
 
 def main(argv: list[str] | None = None) -> None:

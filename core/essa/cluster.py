@@ -19,6 +19,7 @@ from typing import Mapping, Sequence
 
 from .calls import Caller
 from .client import Client
+from .control import ControlService
 from .errors import EssaError
 from .engine import Grants, Limits
 from .executor import Executor
@@ -88,8 +89,10 @@ def serve_executor(
     engine_obj = open_engine(engine, limits, grants=grants)
     store_obj = open_store(store, store_options)
     caller = Caller(transport, f"executor-{executor_id}")
-    executor = Executor(executor_id, ProgramCache(engine_obj, store_obj), store_obj, transport, caller, workers)
+    programs = ProgramCache(engine_obj, store_obj)
+    executor = Executor(executor_id, programs, store_obj, transport, caller, workers)
     executor.start()
+    executor.also_close(ControlService(programs, engine_obj.limits.max_message_bytes).serve(transport))
     return executor, caller
 
 

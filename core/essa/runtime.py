@@ -1,8 +1,10 @@
 """Embedded essa: scheduler, executors and client in one process.
 
 Nothing to start first: ``essa run f.wasm`` builds an :class:`EmbeddedRuntime`
-with the chosen engine and store, the in-process transport, one scheduler and a
-few executors that share one cache of compiled modules.
+with the chosen engine and store, the in-process transport, one scheduler, a
+few executors that share one cache of compiled modules, and the control
+service (deployments and state, :mod:`essa.control`). Library users get one
+through :func:`essa.connect`.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from typing import Mapping
 
 from .calls import Caller
 from .client import Client
+from .control import ControlService
 from .engine import Engine, Grants, Limits
 from .executor import Executor
 from .plugins import DEFAULTS, PluginManager, get_plugin_manager
@@ -85,6 +88,7 @@ class EmbeddedRuntime:
             for executor in self.executors:
                 executor.start()
             self.client = Client(self.transport, self.store, self.caller, self.engine.limits.max_message_bytes)
+            self._control = ControlService(self.programs, self.engine.limits.max_message_bytes).serve(self.transport)
         except BaseException:
             self.close()
             raise
@@ -95,6 +99,8 @@ class EmbeddedRuntime:
         return self.client.run(self.client.publish(wasm, path), namespace=namespace)
 
     def close(self) -> None:
+        if getattr(self, "_control", None):
+            self._control.close()
         if getattr(self, "scheduler", None):
             self.scheduler.stop()
         for executor in getattr(self, "executors", ()):

@@ -32,6 +32,7 @@ from typing import ClassVar
 from . import topics
 from .abi import EssaResult
 from .calls import cancelled_reply, check_request, reply_message, send_reply
+from .deployments import display_name
 from .engine import START
 from .ratelimit import RateLimitedLog, describe
 from .transport.base import Message, Transport
@@ -181,7 +182,7 @@ class Scheduler:
         call_id, reply_to = request.get("id"), request.get("reply_to")
         if isinstance(call_id, str) and topics.is_inbox(reply_to):
             _problems.warning("refused", "refused call %.80s: %s", call_id, problem)
-            self._fail(request, problem)
+            self._fail(request, problem, kind="message-size" if "oversized" in request else "invalid")
         else:
             _problems.warning("dropped", "dropped a call request: %s", problem)
 
@@ -221,7 +222,7 @@ class Scheduler:
 
     def _recover(self, entry: _InFlight, dead: str) -> None:
         request = entry.request
-        what = "the module" if request["function"] == START else request["function"]
+        what = "the module" if request["function"] == START else display_name(request["function"])
         if request["function"] != START and entry.attempts < 2 and self.executors:
             log.warning("retrying %s (call %s) elsewhere: executor %s went away", what, request["id"], dead)
             self.place(request, exclude=dead)
@@ -230,9 +231,9 @@ class Scheduler:
             self._in_flight.pop(request["id"], None)
         self._fail(request, f"executor {dead} went away while running {what}")
 
-    def _fail(self, request: Message, message: str, reply: Message | None = None) -> None:
+    def _fail(self, request: Message, message: str, reply: Message | None = None, kind: str = "unavailable") -> None:
         """Answer ``request`` with an error (never raises: the caller may be gone)."""
-        reply = reply or reply_message(request["id"], EssaResult.UnknownError, message=message, exit=1)
+        reply = reply or reply_message(request["id"], EssaResult.UnknownError, message=message, exit=1, kind=kind)
         try:
             send_reply(self.transport, request["reply_to"], reply)
         except Exception as exc:
@@ -267,7 +268,7 @@ class Scheduler:
             if waiting:
                 self._backlog = [(d, r) for d, r in self._backlog if r["run"] != run]
         for request in waiting:
-            what = "the module" if request["function"] == START else request["function"]
+            what = "the module" if request["function"] == START else display_name(request["function"])
             self._fail(request, "", cancelled_reply(request["id"], what, reason[:200]))
 
     def tracking(self, query: Message) -> Message:

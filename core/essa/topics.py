@@ -26,6 +26,10 @@ CANCEL = "essa/cancel"
 #: answer which of the given call ids they still track.
 TRACKING = "essa/tracking"
 
+#: Control requests (deployments, state from outside): every executor process,
+#: and the embedded runtime, serves a topic below this; one of them answers.
+CONTROL = "essa/control"
+
 #: Status queries: every scheduler and executor serves a topic below this.
 STATUS = "essa/status"
 
