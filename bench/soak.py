@@ -89,10 +89,27 @@ class Workload:
                 self.first_error = self.first_error or error
 
 
+class Output:
+    """A run's guest output, kept to compare with the expected output."""
+
+    def __init__(self) -> None:
+        self.chunks: dict[int, list[bytes]] = {1: [], 2: []}
+
+    def __call__(self, message) -> None:
+        self.chunks.setdefault(message["stream"], []).append(message["data"])
+
+    @property
+    def stdout(self) -> str:
+        return b"".join(self.chunks[1]).decode(errors="replace")
+
+    @property
+    def stderr(self) -> str:
+        return b"".join(self.chunks[2]).decode(errors="replace")
+
+
 def serve(client, echo_module: str, test_function: str, workload: Workload) -> None:
     """One client thread: takes work until none is left."""
     from essa.testing import TEST_FUNCTION_OUTPUT
-    from essa.testing.conformance.support import Output
 
     while (kind := workload.next()) is not None:
         try:
