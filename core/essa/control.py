@@ -22,6 +22,7 @@ the module's callable functions.
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from typing import Any, Callable
 
@@ -184,6 +185,9 @@ class ControlClient:
     :param timeout: seconds to wait for an answer (a deploy compiles: give it more).
     """
 
+    #: Seconds to keep asking while no server is known (routes of a new session take a moment).
+    find_server = 10.0
+
     def __init__(self, transport: Transport, timeout: float = 30.0) -> None:
         self.transport = transport
         self.timeout = timeout
@@ -194,8 +198,14 @@ class ControlClient:
         :raises essa.errors.NotFound: the request names something that does not exist.
         :raises ControlError: it was refused, or nobody answered.
         """
-        answers = self.transport.query(f"{topics.CONTROL}/**", {"op": op, **fields},
-                                       timeout=timeout or self.timeout, one=True)
+        timeout = timeout or self.timeout
+        deadline = time.monotonic() + min(timeout, self.find_server)
+        while True:
+            answers = self.transport.query(f"{topics.CONTROL}/**", {"op": op, **fields}, timeout=timeout, one=True)
+            # A session that just opened may not know the servers' topics yet: ask again, for a while.
+            if answers or time.monotonic() >= deadline:
+                break
+            time.sleep(0.1)
         if not answers:
             raise ControlError(
                 "no executor answered the request: deployments and state are served by executors "
