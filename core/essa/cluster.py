@@ -169,8 +169,11 @@ def up(
         for i in range(executors):
             command = [*base, "executor", str(i), "--connect", listen, *executor_args]
             children.append((f"executor {i}", subprocess.Popen(command)))
-        print(f"essa cluster up: scheduler on {listen}, {executors} executors", flush=True)
+        print(f"essa cluster up: {executors} executors", flush=True)
+        for name, where in {"scheduler": listen, **services.endpoints}.items():
+            print(f"  {name:<14} {where}", flush=True)
         print(f"run a module with:  essa run --connect {listen} FILE.wasm", flush=True)
+        print(f"deploy one with:    essa deploy --connect {listen} FILE.wasm --name NAME", flush=True)
         print("stop with Ctrl-C", flush=True)
         while not stopping.wait(0.5):
             for name, child in children:

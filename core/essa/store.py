@@ -33,10 +33,12 @@ class ClusterServices:
     :param commands: ``essa`` subcommands to run as processes, each an argv
         list without the leading ``essa`` (e.g. ``["anna", "kvs", ...]``).
     :param options: the store options executors (and ``essa run``) then use.
+    :param endpoints: what ``essa up`` prints: a service's name -> where it listens.
     """
 
     commands: list[list[str]] = field(default_factory=list)
     options: dict[str, str] = field(default_factory=dict)
+    endpoints: dict[str, str] = field(default_factory=dict)
 
 
 class Store(ABC):

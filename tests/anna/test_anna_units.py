@@ -83,6 +83,12 @@ def test_cluster_services_start_a_routing_node_and_kvs_nodes():
     assert [c[:2] for c in services.commands] == [["anna", "routing"], ["anna", "kvs"], ["anna", "kvs"]]
     assert "--path" in services.commands[2] and "/data/kvs-1" in services.commands[2]
     assert all("tcp/127.0.0.1:7447" in c for c in services.commands)
+    # Beside essa's default scheduler endpoint, routing listens on anna's default (`essa anna status` finds it).
+    assert services.endpoints == {"anna routing": "tcp/127.0.0.1:7450"}
+    assert services.commands[0][-2:] == ["--listen", "tcp/127.0.0.1:7450"]
+    elsewhere = AnnaStore.cluster_services({}, "tcp/127.0.0.1:17447")
+    routing = elsewhere.endpoints["anna routing"]
+    assert routing.startswith("tcp/127.0.0.1:") and routing != "tcp/127.0.0.1:7450"
     external = AnnaStore.cluster_services({"routing": "tcp/10.0.0.5:7450"}, "tcp/127.0.0.1:7447")
     assert external.commands == [] and external.options == {"routing": "tcp/10.0.0.5:7450"}
     with pytest.raises(AnnaError, match="cannot be combined"):

@@ -22,6 +22,8 @@ not given): ``kvs_nodes`` (default 3), ``global_replication`` (default 2),
 
 from __future__ import annotations
 
+import socket
+
 from typing import Mapping
 
 from essa.store import ClusterServices, Store
@@ -95,7 +97,8 @@ class AnnaStore(Store):
         lrep = _number(options, "local_replication", 1)
         workers = _number(options, "workers", 1)
         common = ["--connect", endpoint, "--listen", "tcp/127.0.0.1:0"]
-        commands = [["anna", "routing", "--id", "up", *common]]
+        routing = _routing_endpoint(endpoint)
+        commands = [["anna", "routing", "--id", "up", "--connect", endpoint, "--listen", routing]]
         for i in range(nodes):
             command = ["anna", "kvs", f"kvs-{i}", *common, "--workers", str(workers),
                        "--global-replication", str(grep), "--local-replication", str(lrep)]
@@ -103,4 +106,19 @@ class AnnaStore(Store):
                 command += ["--path", f"{options['path']}/kvs-{i}"]
             commands.append(command)
         client["routing"] = endpoint
-        return ClusterServices(commands=commands, options=client)
+        return ClusterServices(commands=commands, options=client, endpoints={"anna routing": routing})
+
+
+def _routing_endpoint(scheduler: str) -> str:
+    """Where the routing node of ``essa up`` listens: anna's default endpoint beside essa's default
+    scheduler endpoint (so ``essa anna status`` finds it with no flag), else a free port of the same host."""
+    from essa.transport.zenoh import DEFAULT_ENDPOINT
+
+    if scheduler == DEFAULT_ENDPOINT:
+        return P.DEFAULT_ENDPOINT
+    protocol, _, address = scheduler.partition("/")
+    host = address.rpartition(":")[0] or "127.0.0.1"
+    with socket.socket(socket.AF_INET6 if host.startswith("[") else socket.AF_INET) as probe:
+        probe.bind((host.strip("[]"), 0))
+        port = probe.getsockname()[1]
+    return f"{protocol}/{host}:{port}"
