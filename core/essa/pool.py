@@ -189,15 +189,13 @@ class WorkPool:
                 return False
             task._state = _RUNNING
         self._local.depth = depth + 1
-        # While it runs the task this thread works for the pool, also when
-        # it is not one of the pool's own threads (e.g. the main thread).
-        previous = getattr(_thread, "pool", None)
-        _thread.pool = self
+        # The thread stays its own pool's (if any): when it blocks inside the
+        # task, that pool, which counts it, starts a thread for its queue;
+        # this pool's own threads are not affected.
         try:
             task._run()
         finally:
             self._local.depth = depth
-            _thread.pool = previous
         return True
 
     def _wait(self, task: Task, timeout: float | None) -> None:
@@ -216,8 +214,9 @@ class WorkPool:
         with self._lock:
             self._blocked += 1
             # This thread stops working while it waits: make sure queued work
-            # still has a thread to run it.
-            if self._queue and not self._sleepers and self._threads < self._max_threads:
+            # still has `workers` threads to run it (not one more per waiter).
+            if (self._queue and not self._sleepers and self._threads - self._blocked < self._workers
+                    and self._threads < self._max_threads):
                 self._start_thread()
 
     def _leave_blocked(self) -> None:
