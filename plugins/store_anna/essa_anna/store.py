@@ -8,6 +8,9 @@ Options (``--store-option KEY=VALUE``):
     ``tcp/127.0.0.1:7450``).
 ``timeout``
     seconds one request may take, retries included (default 5).
+``connect_timeout``
+    seconds to keep trying to reach ``routing`` when the store opens
+    (default: ``timeout``), for a cluster that may still be starting.
 ``ack``
     ``all`` (default): a put returns once every owner of the key has merged
     it; ``owner``: once the primary owner has (replicas catch up by gossip).
@@ -32,7 +35,7 @@ from . import protocol as P
 from .client import AnnaClient
 from .errors import AnnaError
 
-CLIENT_OPTIONS = ("ack", "routing", "timeout", "zenoh_config")
+CLIENT_OPTIONS = ("ack", "connect_timeout", "routing", "timeout", "zenoh_config")
 UP_OPTIONS = ("global_replication", "kvs_nodes", "local_replication", "path", "workers")
 
 
@@ -61,8 +64,10 @@ class AnnaStore(Store):
                 raise AnnaError(f"unknown anna store option {key!r}; valid options: {', '.join(CLIENT_OPTIONS)}")
         endpoints = str(self.options.get("routing") or P.DEFAULT_ENDPOINT).split()
         timeout = _number(self.options, "timeout", 5.0, float, 0.1)
+        connect_timeout = _number(self.options, "connect_timeout", timeout, float, 0.1)
         ack = str(self.options.get("ack", "all")).strip().lower()
-        self.client = AnnaClient(endpoints, timeout=timeout, ack=ack, zenoh_config=self.options.get("zenoh_config"))
+        self.client = AnnaClient(endpoints, timeout=timeout, ack=ack, zenoh_config=self.options.get("zenoh_config"),
+                                 connect_timeout=connect_timeout)
 
     def get_bytes(self, key: str) -> bytes | None:
         return self.client.get(key)

@@ -59,6 +59,8 @@ from essa.lattice import merge_encoded
 from essa.paths import data_dir
 from essa.store import Store
 
+from .disk import full_disk_message, lmdb_error_code
+
 #: Options users may pass with ``--store-option KEY=VALUE``.
 OPTIONS = ("map_size", "max_readers", "path", "sync")
 
@@ -160,8 +162,9 @@ def _translate(exc: lmdb.Error, path: str, doing: str, map_size: int, max_reader
             f"the store at {path} is full (map_size {map_size} bytes); raise it with "
             f"--store-option map_size={format_size(max(map_size * 2, MIN_MAP_SIZE))}"
         )
-    if isinstance(exc, lmdb.DiskError):
-        return StoreError(f"the disk holding the store at {path} is full (no space left on device); free some space")
+    full = full_disk_message(path, lmdb_error_code(exc))
+    if full is not None:
+        return StoreError(f"{full}; free some space")
     if isinstance(exc, lmdb.ReadersFullError):
         return StoreError(
             f"the store at {path} has no free reader slots (max_readers {max_readers}, all in use); "
