@@ -179,16 +179,19 @@ class Connection:
     # -- calls -----------------------------------------------------------------------
 
     def call_async(self, spec: str, function: str, args: bytes = b"",
-                   output: Callable[[Message], None] | None = None) -> concurrent.futures.Future:
+                   output: Callable[[Message], None] | None = None, trace: bool = False) -> concurrent.futures.Future:
         """Start ``function`` of deployment ``spec``; the future's result is the result bytes.
 
         The future raises :class:`CallError` if the call fails; cancelling it
         ends the call on the executors. Guest output (and essa's warnings
-        about the call) goes to ``output``, else nowhere.
+        about the call) goes to ``output``, else nowhere. With ``trace``,
+        ``future.spans()`` gives the call and every remote call it made
+        (:mod:`essa.tracing`).
         """
         deployment = self.deployment(spec)
         export = deployment.check_function(function)
-        handle = self._client.start_call(deployment.module, export, bytes(args), deployment.namespace, output)
+        handle = self._client.start_call(deployment.module, export, bytes(args), deployment.namespace, output,
+                                         trace=trace, fields={"deployment": deployment.name})
         return _BytesFuture(handle)
 
     def call(self, spec: str, function: str, args: bytes = b"", timeout: float | None = None,
@@ -225,10 +228,12 @@ class Connection:
         return _result(handle, timeout)
 
     def start_run(self, module: str | os.PathLike | bytes, namespace: str | None = None,
-                  output: Callable[[Message], None] | None = None, origin: str | None = None) -> CallHandle:
+                  output: Callable[[Message], None] | None = None, origin: str | None = None,
+                  trace: bool = False) -> CallHandle:
         """Start a run (see :meth:`run`); the handle's result is the exit status, ``cancel()`` stops it.
 
         ``origin`` names the module in messages (default: its path, or "the module").
+        With ``trace``, ``handle.spans()`` gives the run's calls once it ended.
         """
         if namespace is not None:
             check_name(namespace, "namespace")
@@ -236,7 +241,7 @@ class Connection:
             wasm, origin = bytes(module), origin or "the module"
         else:
             wasm, origin = read_module(os.fspath(module)), os.fspath(module)
-        return self._client.start_run(self._client.publish(wasm, origin), output or ConsoleOutput(), namespace)
+        return self._client.start_run(self._client.publish(wasm, origin), output or ConsoleOutput(), namespace, trace)
 
     # -- state -----------------------------------------------------------------------
 
@@ -273,6 +278,10 @@ class _BytesFuture(concurrent.futures.Future):
             return False
         self._handle.cancel()
         return True
+
+    def spans(self, settle: float = 0.3, timeout: float = 5.0) -> list[Message]:
+        """The spans of a traced call (see :meth:`essa.client.CallHandle.spans`)."""
+        return self._handle.spans(settle, timeout)
 
     def _settle(self, handle: CallHandle) -> None:
         if handle.cancelled():

@@ -268,10 +268,14 @@ def endpoint_options(listen_default: str | None, connect_default: str | None):
               help="A zenoh JSON5 config file for --connect (env ESSA_ZENOH_CONFIG).")
 @click.option("--timeout", type=float, default=5.0, show_default=True,
               help="Seconds to wait for the cluster's scheduler with --connect.")
+@click.option("--trace", "trace_file", metavar="FILE", type=click.Path(dir_okay=False, writable=True),
+              help="Write the run's tree of remote calls to FILE as Chrome trace-event JSON "
+              "(open it in https://ui.perfetto.dev or chrome://tracing).")
 @limit_options
 @click.pass_context
 def run(ctx: click.Context, module: str, namespace: str | None, executors: int | None,
-        connect: tuple[str, ...], zenoh_config: str | None, timeout: float, **limit_flags) -> None:
+        connect: tuple[str, ...], zenoh_config: str | None, timeout: float, trace_file: str | None,
+        **limit_flags) -> None:
     """Run a module's main function (`_start`) and its remote calls.
 
     Without --connect everything runs in this process (scheduler, executors,
@@ -303,7 +307,7 @@ def run(ctx: click.Context, module: str, namespace: str | None, executors: int |
                                  executors=executors, limits=limits, grants=grants)
     with connection:
         logging.getLogger("essa").info("connected: %s", connection.where)
-        status = _run_until_interrupted(connection, wasm, module, namespace)
+        status = _run_until_interrupted(connection, wasm, module, namespace, trace_file)
     sys.exit(status)
 
 
@@ -318,11 +322,12 @@ def refuse_limits_with_connect(ctx: click.Context) -> None:
 
 
 class Interrupted(Exception):
-    """SIGINT or SIGTERM arrived while a command waited; ``status`` is the exit status (128 + signal)."""
+    """SIGINT or SIGTERM arrived while a command waited for ``what``; ``status`` is the exit status (128 + signal)."""
 
-    def __init__(self, signum: int) -> None:
+    def __init__(self, signum: int, what: str = "the run") -> None:
         self.signal = signal.Signals(signum).name
         self.status = 128 + signum
+        self.what = what
         super().__init__(f"interrupted ({self.signal})")
 
 
@@ -355,21 +360,65 @@ def catching_signals() -> Iterator[Signals]:
             signal.signal(sig, handler)
 
 
-def _run_until_interrupted(connection, wasm: bytes, origin: str, namespace: str | None) -> int:
-    """Run a module and return its exit status; on SIGINT/SIGTERM, cancel the run and raise :class:`Interrupted`."""
+def _run_until_interrupted(connection, wasm: bytes, origin: str, namespace: str | None,
+                           trace_file: str | None = None) -> int:
+    """Run a module and return its exit status; on SIGINT/SIGTERM, cancel the run and raise :class:`Interrupted`.
+
+    With ``trace_file``, the run's calls are written there as Chrome trace JSON (also when it failed).
+    """
+    with catching_signals() as signals:
+        handle = connection.start_run(wasm, namespace, origin=origin, trace=trace_file is not None)
+        logging.getLogger("essa").info("run %s of %s in namespace %s", handle.run, origin, namespace or handle.run)
+        try:
+            return wait_unless_interrupted(handle, signals)
+        finally:
+            if trace_file is not None and handle.done():
+                write_trace(handle.spans(), trace_file)
+
+
+def wait_unless_interrupted(future, signals: Signals):
+    """``future.result()``; on a signal recorded in ``signals``, cancel the future and raise :class:`Interrupted`."""
     import concurrent.futures
 
-    with catching_signals() as signals:
-        handle = connection.start_run(wasm, namespace, origin=origin)
-        logging.getLogger("essa").info("run %s of %s in namespace %s", handle.run, origin, namespace or handle.run)
-        while signals.received is None:
-            try:
-                return handle.result(timeout=0.1)
-            except concurrent.futures.TimeoutError:
-                pass
-        interrupted = Interrupted(signals.received)
-        handle.cancel(f"interrupted by {interrupted.signal} at the client")
-        raise interrupted
+    while signals.received is None:
+        try:
+            return future.result(timeout=0.1)
+        except concurrent.futures.TimeoutError:
+            pass
+    from .client import CallHandle
+
+    interrupted = Interrupted(signals.received, "the run" if isinstance(future, CallHandle) else "the call")
+    if isinstance(future, CallHandle):
+        future.cancel(f"interrupted by {interrupted.signal} at the client")
+    else:
+        future.cancel()
+    raise interrupted
+
+
+def write_trace(spans: list, path: str) -> None:
+    """Write ``spans`` to ``path`` as Chrome trace JSON, saying so on stderr."""
+    from .tracing import write_chrome_trace
+
+    try:
+        calls = write_chrome_trace(spans, path)
+    except OSError as exc:
+        raise EssaError(f"cannot write the trace to {path}: {exc.strerror}") from None
+    click.echo(f"essa: wrote a trace of {calls} calls to {path}", err=True)
+
+
+def metrics_option(fn):
+    """``--metrics HOST:PORT`` for long-running processes (public for plugins: ``essa anna kvs``)."""
+    return click.option("--metrics", "metrics_address", metavar="HOST:PORT", envvar="ESSA_METRICS_ADDRESS",
+                        help="Serve this process's Prometheus metrics at http://HOST:PORT/metrics "
+                        "(env ESSA_METRICS_ADDRESS). Default: not served.")(fn)
+
+
+def serve_metrics(address: str | None) -> None:
+    """Serve the process's metrics at ``address`` if given, saying where on stderr."""
+    if address:
+        from .metrics import serve
+
+        click.echo(f"essa: metrics at {serve(address)}", err=True)
 
 
 def split_endpoints(values: tuple[str, ...]) -> list[str]:
@@ -384,13 +433,15 @@ def split_endpoints(values: tuple[str, ...]) -> list[str]:
 @click.option("--max-message-size", metavar="SIZE", envvar="ESSA_MAX_MESSAGE_SIZE",
               help="Refuse call requests whose arguments and module exceed twice this size "
               "(env ESSA_MAX_MESSAGE_SIZE). [default: 64M]")
-def scheduler(listen, connect, scouting, zenoh_config, placement, max_message_size) -> None:
+@metrics_option
+def scheduler(listen, connect, scouting, zenoh_config, placement, max_message_size, metrics_address) -> None:
     """Run a scheduler: places calls on the executors it sees.
 
     Executors and clients connect to its --listen endpoint.
     """
     from .cluster import open_transport, serve_scheduler, wait_for_signal
 
+    serve_metrics(metrics_address)
     limit = _size(max_message_size, "--max-message-size") or Limits().max_message_bytes
     transport = open_transport(split_endpoints(listen), split_endpoints(connect), zenoh_config, scouting,
                                max_message_bytes=limit)
@@ -408,8 +459,10 @@ def scheduler(listen, connect, scouting, zenoh_config, placement, max_message_si
 @endpoint_options(listen_default="tcp/127.0.0.1:0", connect_default="tcp/127.0.0.1:7447")
 @click.option("--workers", type=click.IntRange(min=1), help="Threads running calls. [default: one per core, at least 2]")
 @limit_options
+@metrics_option
 @click.pass_obj
-def executor(settings: Settings, executor_id, listen, connect, scouting, zenoh_config, workers, **limit_flags) -> None:
+def executor(settings: Settings, executor_id, listen, connect, scouting, zenoh_config, workers, metrics_address,
+             **limit_flags) -> None:
     """Run executor ID: runs the calls the scheduler places on it.
 
     ID must be unique in the cluster. Executors of one host share the store
@@ -420,6 +473,7 @@ def executor(settings: Settings, executor_id, listen, connect, scouting, zenoh_c
     from .cluster import default_workers, open_transport, serve_executor, wait_for_signal
 
     limits, grants = limits_and_grants(**limit_flags)
+    serve_metrics(metrics_address)
     transport = open_transport(split_endpoints(listen), split_endpoints(connect), zenoh_config, scouting,
                                max_message_bytes=limits.max_message_bytes)
     try:
@@ -559,7 +613,7 @@ def _main(argv: list[str] | None) -> int:
         click.echo(f"essa: error: {exc}", err=True)
         return 1
     except Interrupted as exc:
-        click.echo(f"essa: {exc}: the run was cancelled", err=True)
+        click.echo(f"essa: {exc}: {exc.what} was cancelled", err=True)
         return exc.status
     except click.exceptions.Abort:
         click.echo("essa: interrupted", err=True)

@@ -19,10 +19,11 @@ from __future__ import annotations
 import collections
 import logging
 import threading
+import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from . import topics
+from . import metrics, topics
 from .abi import EssaResult, Invocation
 from .calls import LOCAL, Caller, call_request, cancelled_reply, check_request, reply_message, send_reply
 from .deployments import display_name
@@ -30,6 +31,7 @@ from .engine import START, Grants
 from .errors import CallCancelled, EssaError, GuestExit, GuestTrap, LimitExceeded, ModuleError
 from .pool import WorkPool
 from .ratelimit import RateLimitedLog, describe
+from .tracing import span
 from .programs import ProgramCache, publish_module
 from .store import Store
 from .transport.base import Message, Transport
@@ -153,7 +155,7 @@ class Executor:
         if problem is not None:
             self._refuse(request, problem)
             return
-        task = self.pool.submit(self._serve, request)
+        task = self.pool.submit(self._serve, request, time.time())
         LOCAL.tasks[request["id"]] = task  # lets a waiter of this process run it
         if task.started():  # a worker was quicker; it may have missed the entry
             LOCAL.tasks.pop(request["id"], None)
@@ -177,16 +179,31 @@ class Executor:
         except Exception as exc:
             _problems.warning("answer", "executor %s: cannot answer call %.80s: %s", self.id, request["id"], describe(exc))
 
-    def _serve(self, request: Message) -> None:
+    def _serve(self, request: Message, received: float) -> None:
         call_id = request["id"]
         LOCAL.tasks.pop(call_id, None)
+        started = time.time()
         try:
             reply = self.execute(request)
         except Exception as exc:  # never leave a caller hanging
             _problems.warning("failed", "executor %s: call %.80s failed: %s", self.id, call_id, describe(exc), exc_info=exc)
             reply = reply_message(call_id, EssaResult.UnknownError, message=f"executor {self.id} failed: {describe(exc)}",
                                   kind="error")
+        ended = time.time()
+        if request.get("trace") is True:
+            self._publish_span(request, received, started, ended, reply)
         self._answer(request, reply)
+        kind = reply.get("kind") or "error"
+        outcome = "ok" if reply["code"] == EssaResult.Ok else kind
+        function = "-" if kind in ("no-such-function", "bad-signature", "invalid") else display_name(request["function"])
+        metrics.call_ended(metrics.label(request.get("deployment")), function, outcome, started - received,
+                           ended - started, len(request["args"]), len(reply.get("value", b"")))
+
+    def _publish_span(self, request: Message, received: float, started: float, ended: float, reply: Message) -> None:
+        try:
+            self.transport.publish(topics.run_trace(request["run"]), span(request, self.id, received, started, ended, reply))
+        except Exception as exc:
+            _problems.warning("span", "executor %s: cannot publish a span: %s", self.id, describe(exc))
 
     # -- cancellation --------------------------------------------------------------
 
@@ -211,6 +228,7 @@ class Executor:
             log.info("executor %s: cancelled %d calls of run %s: %s", self.id, len(running), run, reason)
 
     def _begin(self, run: str, invocation: Invocation) -> None:
+        metrics.CALLS_RUNNING.inc()
         with self._runs_lock:
             self._running.setdefault(run, set()).add(invocation)
             reason = self._cancelled.get(run)
@@ -218,6 +236,7 @@ class Executor:
             invocation.cancel(reason)
 
     def _end(self, run: str, invocation: Invocation) -> None:
+        metrics.CALLS_RUNNING.dec()
         with self._runs_lock:
             invocations = self._running.get(run)
             if invocations is not None:
@@ -390,14 +409,17 @@ class _CallHost:
 
     def start_call(self, name: str, args: bytes):
         req = self._request
+        extra = {"trace": True, "parent": req["id"], "sent": time.time()} if req.get("trace") is True else {}
         return self._executor.caller.start(call_request(req["module"], name, args, req["namespace"], req["run"],
-                                                        nested=True))
+                                                        nested=True, **extra))
 
     def get_state(self, key: str) -> bytes | None:
-        return self._executor.store.get_bytes(self._prefix + key)
+        with metrics.store_operation("get"):
+            return self._executor.store.get_bytes(self._prefix + key)
 
     def merge_state(self, key: str, value: bytes) -> None:
-        self._executor.store.merge_bytes(self._prefix + key, value)
+        with metrics.store_operation("put"):
+            self._executor.store.merge_bytes(self._prefix + key, value)
 
     def warn(self, message: str) -> None:
         self._output.warn(f"{display_name(self._request['function'])}: {message}")

@@ -29,7 +29,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-from . import topics
+from . import metrics, topics
 from .abi import EssaResult
 from .calls import cancelled_reply, check_request, reply_message, send_reply
 from .deployments import display_name
@@ -39,6 +39,11 @@ from .transport.base import Message, Transport
 
 log = logging.getLogger("essa.scheduler")
 _problems = RateLimitedLog(log)
+
+# Read when scraped, from the process's scheduler (one per process).
+_IN_FLIGHT = metrics.Gauge("essa_scheduler_calls_in_flight", "Calls placed on executors and not done yet.")
+_WAITING = metrics.Gauge("essa_scheduler_calls_waiting", "Calls waiting for an executor to join.")
+_EXECUTORS = metrics.Gauge("essa_scheduler_executors", "Executors the scheduler sees.")
 
 
 @dataclass
@@ -110,6 +115,9 @@ class Scheduler:
     # -- life cycle ------------------------------------------------------------
 
     def start(self) -> None:
+        _IN_FLIGHT.set_function(lambda: len(self._in_flight))
+        _WAITING.set_function(lambda: len(self._backlog))
+        _EXECUTORS.set_function(lambda: len(self.executors))
         self._undo.append(self.transport.subscribe(topics.SCHEDULER_CALLS, self.place))
         self._undo.append(self.transport.subscribe(topics.SCHEDULER_DONE, self._done))
         self._undo.append(self.transport.subscribe(topics.CANCEL, self.cancel))
@@ -166,6 +174,7 @@ class Scheduler:
         if target is None:
             self._fail(request, f"no executor is available, and {self.max_backlog} calls already wait for one")
             return
+        metrics.PLACED.inc()
         self.transport.publish(topics.executor_calls(target.id), request)
 
     def _choose(self, request: Message, exclude: str | None) -> ExecutorState | None:  # lock held

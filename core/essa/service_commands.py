@@ -16,7 +16,16 @@ from typing import Any
 
 import click
 
-from .cli import Settings, limit_options, limits_and_grants, refuse_limits_with_connect, split_endpoints
+from .cli import (
+    Settings,
+    catching_signals,
+    limit_options,
+    limits_and_grants,
+    refuse_limits_with_connect,
+    split_endpoints,
+    wait_unless_interrupted,
+    write_trace,
+)
 from .errors import EssaError
 
 STATE_TYPES = {"lww": "Lww", "set": "Set", "ordered-set": "OrderedSet"}
@@ -186,11 +195,13 @@ def _json_value(value: Any) -> Any:
 @click.option("--result", "result_type", metavar="TYPE",
               help="Decode the result as TYPE (same types) and print it. Default: write the raw bytes.")
 @click.option("--json", "as_json", is_flag=True, help="Print deployment, function and result as JSON.")
+@click.option("--trace", "trace_file", metavar="FILE", type=click.Path(dir_okay=False, writable=True),
+              help="Write the call's tree of remote calls to FILE as Chrome trace-event JSON.")
 @connection_options
 @limit_options
 @click.pass_context
-def call(ctx: click.Context, deployment, function, args, arg_types, result_type, as_json, connect, zenoh_config,
-         timeout, **limit_flags) -> None:
+def call(ctx: click.Context, deployment, function, args, arg_types, result_type, as_json, trace_file, connect,
+         zenoh_config, timeout, **limit_flags) -> None:
     """Call FUNCTION of a deployment and print its result.
 
     An ARG is text, @FILE (the file's contents) or - (stdin). Without
@@ -220,7 +231,13 @@ def call(ctx: click.Context, deployment, function, args, arg_types, result_type,
     output = ConsoleOutput(sys.stderr.buffer, sys.stderr.buffer)
     with open_connection(ctx.obj, connect, zenoh_config, timeout, **embedded) as es:
         spec = es.deployment(deployment).spec
-        result = es.call(deployment, function, payload, output=output)
+        with catching_signals() as signals:
+            future = es.call_async(deployment, function, payload, output=output, trace=trace_file is not None)
+            try:
+                result = wait_unless_interrupted(future, signals)
+            finally:
+                if trace_file is not None and future.done() and not future.cancelled():
+                    write_trace(future.spans(), trace_file)
     value = codec.decode(result_kind, result) if result_kind else result
     if as_json:
         _echo_json({"deployment": spec, "function": function, "result": _json_value(value)})

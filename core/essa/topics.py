@@ -49,6 +49,11 @@ def run_output(run: str) -> str:
     return f"essa/run/{run}/output"
 
 
+def run_trace(run: str) -> str:
+    """The spans of a traced run's calls (see :mod:`essa.tracing`)."""
+    return f"essa/run/{run}/trace"
+
+
 def live_executor(executor_id: str) -> str:
     return f"{LIVE_EXECUTORS}/{executor_id}"
 
