@@ -555,6 +555,32 @@ def status(connect, zenoh_config, as_json) -> None:
 
 
 @cli.command()
+@click.option("--connect", multiple=True, metavar="ENDPOINT", envvar="ESSA_CONNECT",
+              default=["tcp/127.0.0.1:7447"], show_default=True, help="The cluster's scheduler endpoint.")
+@click.option("--zenoh-config", envvar="ESSA_ZENOH_CONFIG", type=click.Path(exists=True, dir_okay=False))
+@click.option("--interval", type=click.FloatRange(min=0.1), default=1.0, show_default=True,
+              help="Seconds between two frames.")
+@click.option("--once", is_flag=True, help="Print one frame (after one interval) and exit.")
+def top(connect, zenoh_config, interval, once) -> None:
+    """A live view of a cluster: executors with calls/s, p50/p99, running, failures; the busiest functions.
+
+    Press q or Ctrl-C to quit.
+    """
+    from . import top as live_view
+    from .cluster import connect_client
+
+    endpoints = split_endpoints(connect)
+    client = connect_client(endpoints, zenoh_config, timeout=10)
+    try:
+        live_view.run(client.transport, ", ".join(endpoints), interval, once)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        client.close()
+        client.transport.close()
+
+
+@cli.command()
 def plugins() -> None:
     """List installed plugins, their versions and what each provides."""
     from rich.console import Console

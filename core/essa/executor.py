@@ -98,6 +98,8 @@ class Executor:
         #: cancelled run -> reason (the most recent :attr:`remembered_cancels`)
         self._cancelled: collections.OrderedDict[str, str] = collections.OrderedDict()
         self._runs_lock = threading.Lock()
+        #: Run times (seconds) of the most recent calls, for ``essa status`` and ``essa top``.
+        self._recent: collections.deque[float] = collections.deque(maxlen=2000)
 
     def start(self) -> None:
         """Begin serving calls and announce this executor."""
@@ -132,8 +134,13 @@ class Executor:
             stats = asdict(self.stats)
         with self._runs_lock:
             running = sum(len(invocations) for invocations in self._running.values())
+        recent = sorted(self._recent)
         return {
             "running": running,
+            "latency_ms": {
+                "p50": round(recent[len(recent) // 2] * 1e3, 3) if recent else None,
+                "p99": round(recent[min(len(recent) - 1, int(len(recent) * 0.99))] * 1e3, 3) if recent else None,
+            },
             "role": "executor",
             "id": self.id,
             "engine": self.programs.engine.artifact_tag,
@@ -190,6 +197,7 @@ class Executor:
             reply = reply_message(call_id, EssaResult.UnknownError, message=f"executor {self.id} failed: {describe(exc)}",
                                   kind="error")
         ended = time.time()
+        self._recent.append(ended - started)
         if request.get("trace") is True:
             self._publish_span(request, received, started, ended, reply)
         self._answer(request, reply)

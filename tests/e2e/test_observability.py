@@ -110,3 +110,60 @@ def test_a_traced_call_from_the_cli(tmp_path):
     assert result.returncode == 0 and result.stdout == "x"
     calls = [e for e in json.loads((tmp_path / "t.json").read_text())["traceEvents"] if e["cat"] == "call"]
     assert [(c["name"], c["args"]["result_bytes"]) for c in calls] == [("remember", 1)]
+
+
+def test_top_renders_a_frame_of_a_two_executor_cluster_and_quits_on_q(cluster, tmp_path):
+    import os
+    import pty
+    import select
+
+    cluster.scheduler()
+    cluster.executor("0")
+    cluster.executor("1")
+    cluster.wait_for_executors(2)
+    assert cluster.run(TEST_FUNCTION).returncode == 0  # something to show
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: essa top on a pseudo-terminal, wide enough for one line per row
+        os.execve(sys.executable, [sys.executable, "-m", "essa", "top", "--connect", cluster.endpoint,
+                                   "--interval", "0.5"], {**os.environ, "COLUMNS": "160", "LINES": "50"})
+    screen = b""
+    deadline = time.monotonic() + DEADLINE
+    try:
+        while not (b"busiest functions" in screen and b"p99 ms" in screen):
+            assert time.monotonic() < deadline, screen.decode(errors="replace")
+            if select.select([fd], [], [], 0.5)[0]:
+                screen += os.read(fd, 65536)
+        text = screen.decode(errors="replace")
+        assert "executors" in text and "calls/s" in text and "p99 ms" in text
+        os.write(fd, b"q")
+        while True:
+            assert time.monotonic() < deadline, "essa top did not quit on q"
+            finished, status = os.waitpid(pid, os.WNOHANG)
+            if finished:
+                assert os.waitstatus_to_exitcode(status) == 0
+                break
+            if select.select([fd], [], [], 0.2)[0]:
+                try:
+                    os.read(fd, 65536)
+                except OSError:
+                    pass
+    finally:
+        try:
+            os.kill(pid, 9)
+        except ProcessLookupError:
+            pass
+        os.close(fd)
+
+
+def test_top_once_shows_the_busiest_functions(cluster):
+    cluster.scheduler()
+    cluster.executor("0")
+    cluster.wait_for_executors(1)
+    import threading
+
+    runs = threading.Thread(target=lambda: [cluster.run(TEST_FUNCTION) for _ in range(3)])
+    runs.start()
+    result = essa("top", "--connect", cluster.endpoint, "--once", "--interval", "2")
+    runs.join()
+    assert result.returncode == 0, result.stderr
+    assert "executors" in result.stdout and "busiest functions" in result.stdout
