@@ -100,7 +100,7 @@ class WorkPool:
 
     max_inline_depth = 24
     #: Seconds an extra thread (beyond ``workers``) waits for work before it ends.
-    idle_timeout = 30.0
+    idle_timeout = 5.0
 
     def __init__(self, workers: int, name: str = "essa-worker", max_threads: int = 512) -> None:
         if workers < 1:
