@@ -65,16 +65,28 @@ def label(text: object) -> str:
     return text if isinstance(text, str) and _NAME.fullmatch(text) else ""
 
 
+_BYTES_IN, _BYTES_OUT = CALL_BYTES.labels("in"), CALL_BYTES.labels("out")
+#: Label children by label values: ``labels()`` costs more than the update itself.
+_children: dict[tuple, tuple] = {}
+
+
 def call_ended(deployment: str, function: str, outcome: str, queued: float, ran: float, args: int,
                result: int) -> None:
     """Count one call an executor ran."""
     if not ENABLED:
         return
-    CALLS.labels(deployment, function, outcome).inc()
-    CALL_DURATION.labels(deployment, function).observe(ran)
+    key = (deployment, function, outcome)
+    children = _children.get(key)
+    if children is None:
+        if len(_children) > 10_000:  # label values come from requests: bound the cache
+            _children.clear()
+        children = _children[key] = (CALLS.labels(*key), CALL_DURATION.labels(deployment, function))
+    calls, duration = children
+    calls.inc()
+    duration.observe(ran)
     CALL_QUEUE.observe(queued)
-    CALL_BYTES.labels("in").inc(args)
-    CALL_BYTES.labels("out").inc(result)
+    _BYTES_IN.inc(args)
+    _BYTES_OUT.inc(result)
 
 
 @contextmanager
