@@ -27,7 +27,6 @@ import ctypes
 import errno
 import importlib.metadata
 import math
-import struct
 import threading
 import time
 import weakref
@@ -35,15 +34,15 @@ import weakref
 import wasmtime
 from wasmtime import _ffi as ffi
 
-from essa.abi import HOST_FUNCTIONS, IMPORT_MODULE, METER_FUNCTIONS, GuestFault, GuestLimit, HostFunction, Invocation
-from essa.abi import current as current_invocation
+from essa.abi import HOST_FUNCTIONS, IMPORT_MODULE, METER_FUNCTIONS, GuestFault, HostFunction, Invocation
 from essa.engine import START, Engine, Grants, Limits, ModuleInfo, Program
 from essa.errors import GuestExit, GuestTrap, ModuleError
 from essa.instrument import METER_MODULE, InstrumentError, instrument
 
+from .wasi import POLL_ONEOFF, WASI, WasiCall, adapter_module
+
 _I32 = wasmtime.ValType.i32()
 _VALTYPES = {"i32": wasmtime.ValType.i32(), "i64": wasmtime.ValType.i64()}
-_WASI = "wasi_snapshot_preview1"
 #: Epoch deadline of calls without a time limit (never reached).
 _NO_DEADLINE = 1 << 62
 
@@ -64,6 +63,7 @@ class WasmtimeEngine(Engine[wasmtime.Module]):
         self._deadline_ticks = math.ceil(limit / self.tick) + 1 if limit else _NO_DEADLINE
         self._ticker: threading.Thread | None = None
         self._ticker_lock = threading.Lock()
+        self._wasi_adapter = adapter_module(self._engine)
 
     @property
     def version(self) -> str:
@@ -124,7 +124,8 @@ class WasmtimeProgram(Program):
         linker = wasmtime.Linker(engine._engine)
         linker.define_wasi()
         linker.allow_shadowing = True
-        linker.define_func(_WASI, "poll_oneoff", wasmtime.FuncType([_I32] * 4, [_I32]), _POLL_ONEOFF)
+        poll_type = wasmtime.FuncType([_I32] * 4, [_I32])  # a type belongs to one engine: made per linker
+        linker.define_func(WASI, "poll_oneoff", poll_type, POLL_ONEOFF, access_caller=True)
         for hf in HOST_FUNCTIONS:
             ty = wasmtime.FuncType([_I32] * hf.arity, [_I32])
             linker.define_func(IMPORT_MODULE, hf.name, ty, hf)
@@ -165,12 +166,15 @@ class WasmtimeProgram(Program):
                 wasi.preopen_dir(grant.host, grant.guest, grant.writable)
             if grants.env:
                 wasi.env = [list(pair) for pair in grants.env]
+        call = WasiCall(engine._engine, engine._wasi_adapter, invocation, wasi)  # argv, stdin
         store.set_wasi(wasi)
+        call.begin()
         try:
             instance = self._pre.instantiate(store)
             exports = instance.exports(store)
             func = exports[export]
             memory = exports.get("memory")
+            call.attach(memory)
             if isinstance(memory, wasmtime.Memory):
                 invocation.memory = _Memory(store, memory)
             with invocation.active():
@@ -200,6 +204,7 @@ class WasmtimeProgram(Program):
             # invocation, which reached the store: a cycle no collector sees,
             # leaking the instance's memory reservation on every call.
             store.close()
+            call.end()
         if invocation.exceeded is not None:  # the output limit: wasmtime lets the guest go on
             raise invocation.failure("")
 
@@ -237,55 +242,6 @@ def _tick(engine_ref: "weakref.ref[WasmtimeEngine]", period: float) -> None:
             return
         engine._engine.increment_epoch()
         del engine
-
-
-_SUBSCRIPTION = 48
-_EVENT = struct.Struct("<QHBx4xQH6x")  # userdata, error, type, fd_readwrite.nbytes, fd_readwrite.flags
-_CLOCKS = {0: time.time_ns, 1: time.monotonic_ns, 2: time.process_time_ns, 3: time.thread_time_ns}
-
-
-def poll_oneoff(in_ptr: int, out_ptr: int, nsubscriptions: int, nevents_ptr: int) -> int:
-    """WASI ``poll_oneoff`` whose clock sleeps end at the call's deadline.
-
-    Replaces wasmtime's own, which epoch interruption cannot cut short.
-    Descriptors are always ready (essa guests have stdio and, if granted,
-    regular files and directories); stdin is at end of file.
-    """
-    inv = current_invocation()
-    count = nsubscriptions & 0xFFFFFFFF
-    if count == 0:
-        return 28  # EINVAL
-    subscriptions = inv.memory.read(in_ptr & 0xFFFFFFFF, count * _SUBSCRIPTION)  # type: ignore[union-attr]
-    events: list[bytes] = []
-    timers: list[tuple[int, int]] = []
-    for offset in range(0, len(subscriptions), _SUBSCRIPTION):
-        userdata, tag = struct.unpack_from("<QB", subscriptions, offset)
-        if tag == 0:
-            clock_id, timeout, _precision, flags = struct.unpack_from("<I4xQQH", subscriptions, offset + 16)
-            clock = _CLOCKS.get(clock_id)
-            if clock is None:
-                events.append(_EVENT.pack(userdata, 28, tag, 0, 0))
-                continue
-            timers.append((max(0, timeout - clock() if flags & 1 else timeout), userdata))
-        elif tag in (1, 2):
-            (fd,) = struct.unpack_from("<I", subscriptions, offset + 16)
-            events.append(_EVENT.pack(userdata, 0, tag, 0, 1 if fd == 0 and tag == 1 else 0))
-        else:
-            return 28
-    if not events:
-        delay = min(d for d, _ in timers) / 1e9
-        remaining = inv.remaining()
-        if remaining is not None and delay >= remaining:
-            time.sleep(remaining)
-            raise GuestLimit(inv.exceed("time"))
-        time.sleep(delay)
-        events = [_EVENT.pack(u, 0, 0, 0, 0) for d, u in timers if d <= delay * 1e9]
-    inv.memory.write(out_ptr & 0xFFFFFFFF, b"".join(events))  # type: ignore[union-attr]
-    inv.memory.write(nevents_ptr & 0xFFFFFFFF, struct.pack("<I", len(events)))  # type: ignore[union-attr]
-    return 0
-
-
-_POLL_ONEOFF = HostFunction(poll_oneoff)
 
 
 def _trap_message(exc: BaseException) -> str:
