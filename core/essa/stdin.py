@@ -80,6 +80,11 @@ class Stdin:
         with self._cond:
             return bool(self._chunks) or self._ended
 
+    def at_end(self) -> bool:
+        """Whether the input has ended and every byte was read."""
+        with self._cond:
+            return self._ended and not self._chunks
+
     def wait(self, deadline: float | None = None) -> bool:
         """Wait until a read would return at once; ``False`` if ``deadline`` came first."""
         with self._cond:
