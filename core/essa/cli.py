@@ -240,8 +240,12 @@ def endpoint_options(listen_default: str | None, connect_default: str | None):
     return decorate
 
 
-@cli.command()
+@cli.command(context_settings={"allow_interspersed_args": False})
 @click.argument("module", metavar="FILE.wasm")
+@click.argument("args", nargs=-1, type=click.UNPROCESSED, metavar="[--] [ARGS]...")
+@click.option("--stdin", "stdin_file", type=click.File("rb"), metavar="FILE",
+              help="Give the module's _start FILE as stdin instead of this command's own stdin.")
+@click.option("--no-stdin", is_flag=True, help="Give the module's _start an empty stdin.")
 @click.option(
     "--namespace",
     metavar="NAME",
@@ -266,8 +270,9 @@ def endpoint_options(listen_default: str | None, connect_default: str | None):
               help="Seconds to wait for the cluster's scheduler with --connect.")
 @limit_options
 @click.pass_context
-def run(ctx: click.Context, module: str, namespace: str | None, executors: int | None,
-        connect: tuple[str, ...], zenoh_config: str | None, timeout: float, **limit_flags) -> None:
+def run(ctx: click.Context, module: str, args: tuple[str, ...], stdin_file, no_stdin: bool, namespace: str | None,
+        executors: int | None, connect: tuple[str, ...], zenoh_config: str | None, timeout: float,
+        **limit_flags) -> None:
     """Run a module's main function (`_start`) and its remote calls.
 
     Without --connect everything runs in this process (scheduler, executors,
@@ -275,6 +280,12 @@ def run(ctx: click.Context, module: str, namespace: str | None, executors: int |
     `essa scheduler`, `essa executor`). Either way the guest's stdout and
     stderr appear here, and essa exits with the module's exit status, or 1
     with a message if it traps or exceeds a limit.
+
+    The module's arguments are FILE.wasm as given, then ARGS (everything after
+    FILE.wasm, but for a first `--`; options of `essa run` go before it). Its stdin is this
+    command's stdin, read only as the module reads it (streamed to the
+    executor with --connect); --stdin FILE or --no-stdin change that. Remote
+    calls see the same arguments and an empty stdin.
 
     Every call runs under limits (time, memory, message size, output) and
     sees no directory and no environment variable unless granted with --dir
@@ -286,6 +297,12 @@ def run(ctx: click.Context, module: str, namespace: str | None, executors: int |
     settings: Settings = ctx.obj
     limits, grants = limits_and_grants(**limit_flags)
     wasm = read_module(module)  # fail on a bad file before starting anything
+    if no_stdin and stdin_file is not None:
+        raise click.UsageError("--stdin and --no-stdin exclude each other")
+    if args[:1] == ("--",):  # `essa run f.wasm -- ARGS`: the separator is not an argument
+        args = args[1:]
+    argv = [module, *args]
+    stdin = None if no_stdin else stdin_file or _own_stdin()
     connect = tuple(e for item in connect for e in item.split())
     if connect:
         from .cluster import connect_client
@@ -298,7 +315,7 @@ def run(ctx: click.Context, module: str, namespace: str | None, executors: int |
                 )
         client = connect_client(connect, zenoh_config, timeout, limits.max_message_bytes)
         try:
-            status = client.run(client.publish(wasm, module), namespace=namespace)
+            status = client.run(client.publish(wasm, module), namespace=namespace, argv=argv, stdin=stdin)
         finally:
             client.close()
             client.transport.close()
@@ -308,8 +325,20 @@ def run(ctx: click.Context, module: str, namespace: str | None, executors: int |
 
     with EmbeddedRuntime(settings.engine, settings.store, settings.store_options, executors, limits, grants) as runtime:
         logging.getLogger("essa").info("embedded runtime: %s engine, store %s", settings.engine, runtime.store.describe())
-        status = runtime.client.run(runtime.client.publish(wasm, module), namespace=namespace)
+        status = runtime.client.run(runtime.client.publish(wasm, module), namespace=namespace, argv=argv, stdin=stdin)
     sys.exit(status)
+
+
+def _own_stdin():
+    """This process's stdin as a binary file, or ``None`` when it has none (closed, or started without one)."""
+    stream = getattr(sys.stdin, "buffer", None)
+    try:
+        if stream is None or stream.closed:
+            return None
+        stream.fileno()
+    except (OSError, ValueError):
+        return None
+    return stream
 
 
 def split_endpoints(values: tuple[str, ...]) -> list[str]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 import threading
 import uuid
-from typing import BinaryIO, Callable
+from typing import BinaryIO, Callable, Sequence
 
 from . import topics
 from .abi import CallOutcome, EssaResult
@@ -17,6 +17,7 @@ from .engine import START, Limits, format_bytes
 from .errors import EssaError
 from .calls import Caller, call_request, outcome
 from .programs import check_wasm, module_name, publish_module
+from .stdin import StdinServer
 from .store import Store
 from .transport.base import Message, Transport
 
@@ -87,16 +88,36 @@ class Client:
         output: Callable[[Message], None] | None = None,
         namespace: str | None = None,
         timeout: float | None = None,
+        argv: Sequence[str] | None = None,
+        stdin: BinaryIO | bytes | None = None,
     ) -> int:
         """Run a published module's ``_start`` and return its exit status.
 
         Guest output of the run and of every call it makes goes to ``output``
         (default: this process's console).
 
-        :raises RunFailed: the module trapped or could not be run.
+        :param argv: the program's arguments as the guest sees them, ``argv[0]``
+            included (``essa run`` passes the module's path, then its ARGS);
+            default: ``[module]``. They travel with the request, and the
+            module's remote calls see them too.
+        :param stdin: what the module's ``_start`` reads from stdin: a binary
+            file (read as the guest asks for it, see :mod:`essa.stdin`) or
+            bytes; default: empty. Remote calls always get an empty stdin.
+        :raises RunFailed: the module trapped or could not be run, or an
+            argument cannot be passed (not UTF-8, a NUL byte, too large).
         """
         run = uuid.uuid4().hex
-        result = self._request(module, START, b"", namespace or run, run, output or ConsoleOutput(), timeout)
+        extra = {"argv": self._checked_argv([module] if argv is None else list(argv))}
+        server = None
+        if stdin is not None:
+            server = StdinServer(self.transport, run, stdin)
+            extra["stdin"] = True
+        try:
+            result = self._request(module, START, b"", namespace or run, run, output or ConsoleOutput(), timeout,
+                                   **extra)
+        finally:
+            if server is not None:
+                server.close()
         if result["code"] == EssaResult.Ok:
             return 0
         if result.get("message"):
@@ -125,8 +146,27 @@ class Client:
         result = self._request(module, function, args, namespace, uuid.uuid4().hex, output, timeout)
         return outcome(result)
 
-    def _request(self, module, function, args, namespace, run, output, timeout) -> Message:
-        extra = {"wasm": self._unsent.pop(module)} if module in self._unsent else {}
+    def _checked_argv(self, argv: list[str]) -> list[str]:
+        """``argv``, or :class:`RunFailed` naming the argument WASI cannot carry."""
+        size = 0
+        for index, arg in enumerate(argv):
+            if not isinstance(arg, str):
+                raise RunFailed(f"argument {index} is not a string: {arg!r}")
+            if "\0" in arg:
+                raise RunFailed(f"argument {index} contains a NUL byte, which WASI cannot pass: {arg!r}")
+            try:
+                size += len(arg.encode("utf-8")) + 1
+            except UnicodeEncodeError:
+                raise RunFailed(f"argument {index} is not valid UTF-8, which WASI needs: {arg!r}") from None
+        if size > self.max_message_bytes:
+            raise RunFailed(
+                f"the arguments' {size} bytes exceed the message size limit ({format_bytes(self.max_message_bytes)})"
+            )
+        return argv
+
+    def _request(self, module, function, args, namespace, run, output, timeout, **extra) -> Message:
+        if module in self._unsent:
+            extra["wasm"] = self._unsent.pop(module)
         subscription = self.transport.subscribe(topics.run_output(run), output) if output else None
         try:
             future = self.caller.start(call_request(module, function, args, namespace, run, **extra))

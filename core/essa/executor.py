@@ -24,6 +24,7 @@ from .engine import START, Grants, format_bytes
 from .errors import EssaError, GuestExit, GuestTrap, LimitExceeded, ModuleError
 from .pool import WorkPool
 from .programs import ProgramCache, publish_module
+from .stdin import RemoteStdin
 from .store import Store
 from .transport.base import Message, Transport
 
@@ -166,6 +167,7 @@ class Executor:
                 self.stats.calls += 1
             self.stats.by_function[function] = self.stats.by_function.get(function, 0) + 1
         output = RunOutput(self.transport, request["run"])
+        stdin = RemoteStdin(self.transport, request["run"]) if is_run and request.get("stdin") else None
         try:
             if "wasm" in request:
                 publish_module(self.store, request["wasm"])
@@ -182,7 +184,8 @@ class Executor:
             if not is_run and status != "ok":
                 return reply_message(call_id, _CALLABLE_STATUS[status], message=f"cannot call {function}: {status}")
             limits = self.programs.engine.limits
-            invocation = Invocation(request["args"], _CallHost(self, program, request, output), output, limits)
+            invocation = Invocation(request["args"], _CallHost(self, program, request, output), output, limits,
+                                    argv=request.get("argv", ()), stdin=stdin)
             program.run(invocation, function, None if is_run else len(request["args"]))
         except GuestExit as exc:
             if invocation.exceeded or invocation.memory_refused:  # e.g. malloc failed, then exit(1)
@@ -204,6 +207,9 @@ class Executor:
             if not is_run:
                 output.warn(f"remote call of {function} failed: {exc}")
             return reply_message(call_id, EssaResult.UnknownError, message=str(exc), exit=1)
+        finally:
+            if stdin is not None:
+                stdin.close()
         if invocation.exceeded is not None:  # an engine that let the guest finish (wasmtime: output)
             return self._over_limit(call_id, function, LimitExceeded(invocation.exceeded), output)
         if is_run:
@@ -245,6 +251,11 @@ def check_request(request: Message, max_message_bytes: int) -> str | None:
     for key in ("id", "reply_to", "module", "function", "namespace", "run"):
         if not isinstance(request.get(key), str):
             return f"malformed call request: {key!r} is missing or not a string"
+    argv = request.get("argv", [])
+    if not isinstance(argv, list) or not all(isinstance(arg, str) and "\0" not in arg for arg in argv):
+        return "malformed call request: 'argv' is not a list of strings"
+    if not isinstance(request.get("stdin", False), bool):
+        return "malformed call request: 'stdin' is not a boolean"
     for key in ("args", "wasm"):
         value = request.get(key, b"")
         if not isinstance(value, (bytes, bytearray)):
@@ -303,7 +314,10 @@ class _CallHost:
 
     def start_call(self, name: str, args: bytes):
         req = self._request
-        return self._executor.caller.start(call_request(req["module"], name, args, req["namespace"], req["run"]))
+        extra = {"argv": req["argv"]} if "argv" in req else {}  # remote calls see the run's arguments too
+        return self._executor.caller.start(
+            call_request(req["module"], name, args, req["namespace"], req["run"], **extra)
+        )
 
     def get_state(self, key: str) -> bytes | None:
         return self._executor.store.get_bytes(self._prefix + key)

@@ -10,7 +10,8 @@ call (:func:`configure`), and essa adds:
   writes into it what the guest's stdin delivers. Every WASI function then
   sees stdin exactly as wasmtime implements it. At the call's deadline the
   pump closes the pipe, so a guest blocked reading stdin wakes (at end of
-  input) and the epoch deadline ends it.
+  input), the epoch deadline stops it at its next check, and the call fails
+  with ``time limit exceeded`` even if it returned first.
 - **poll_oneoff**: wasmtime's sleeps in native code, where epochs cannot
   interrupt it, so essa's own shadows it in the linker (:func:`poll_oneoff`).
   Clock-only polls it waits out itself, as wasmtime would, until the call's
@@ -162,7 +163,12 @@ class _StdinPipe:
             while True:
                 data = stdin.read(CHUNK, inv.deadline)
                 if data is None:  # the deadline, or the call ended
-                    if self._stopped or inv.remaining() == 0:
+                    if self._stopped:
+                        return
+                    if inv.remaining() == 0:
+                        # The guest may be blocked reading: it sees the end of input, and the
+                        # call fails as over its time limit even if it returns before an epoch check.
+                        inv.exceed("time")
                         return
                     continue  # the deadline moved while a remote call was awaited
                 if not data:
