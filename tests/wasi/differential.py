@@ -250,14 +250,69 @@ def compare(engine_name: str, case: Case) -> tuple[Outcome, list[str]]:
     return expected, differences(expected, actual)
 
 
+#: Arguments of the trap cases (traps.c lists them when run without).
+TRAPS = (
+    "fdstat-misaligned", "fdstat-outside", "write-iovs-outside", "write-buffer-outside", "write-nwritten-outside",
+    "read-buffer-outside", "path-outside", "opened-fd-outside", "args-outside", "random-outside", "clock-outside",
+    "clock-misaligned", "poll-misaligned", "poll-outside", "seek-bad-whence", "advise-bad-advice", "clock-bad-id",
+    "res-bad-id", "set-flags-bad", "open-bad-oflags", "open-bad-lookupflags", "open-bad-rights",
+    "open-bad-fdflags", "set-times-bad-flags", "set-rights-bad", "shutdown-bad-how", "recv-bad-flags", "exit-126",
+    "exit-255", "exit-big", "raise-bad-signal", "unreachable",
+)
+TEXT_STDIN = b"some input\nsecond line\n\xc3\xa9t\xc3\xa9\n"
+
+
+def corpus_cases() -> list[Case]:
+    """Every case of the corpus: each program with the arguments and stdin it is meant for."""
+    cases = [
+        Case("args_env", ("one", "two words", "", "\u00fcn\u00efc\u00f6d\u00e9", "--flag"), name="args_env"),
+        Case("clock_random"),
+        Case("stdio", stdin=TEXT_STDIN, name="stdio-text"),
+        Case("stdio", stdin=bytes(range(256)) * 3, name="stdio-binary"),
+        Case("stdio", name="stdio-no-stdin"),
+        Case("poll", stdin=b"x\ny", name="poll-stdin"),
+        Case("poll", name="poll-no-stdin"),
+        *(Case(program) for program in ("files", "dirs", "paths", "links", "fdtable", "times", "readonly")),
+        *(Case("sockets_exit", (status,), name=f"exit-{status}") for status in ("0", "1", "7", "125")),
+        *(Case("traps", (trap,), name=f"trap-{trap}") for trap in TRAPS),
+    ]
+    if (CORPUS / "rust_std.wasm").is_file():
+        cases += [
+            Case("rust_std", ("fs",), name="rust-fs"),
+            Case("rust_std", ("io", "3"), stdin=TEXT_STDIN, name="rust-io"),
+            Case("rust_std", ("io",), name="rust-io-no-stdin"),
+            Case("rust_std", ("panic",), name="rust-panic"),
+            Case("rust_std", (), name="rust-usage"),
+        ]
+    return cases
+
+
+def preview1_functions_used() -> set[str]:
+    """The wasi_snapshot_preview1 functions the corpus modules import."""
+    import wasmtime
+
+    engine = _wasmtime_engine()
+    used = set()
+    for path in sorted(CORPUS.glob("*.wasm")):
+        module = _wasmtime_module(engine, path)
+        used |= {imp.name for imp in module.imports if imp.module == "wasi_snapshot_preview1" and imp.name}
+    del wasmtime
+    return used
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Compare a corpus program under wasmtime and essa.")
-    parser.add_argument("program")
+    parser.add_argument("program", help="a corpus program, or 'summary' for the corpus's size")
     parser.add_argument("args", nargs="*")
     parser.add_argument("--engine", default=os.environ.get("ESSA_TEST_ENGINE", "wasmtime"))
     parser.add_argument("--stdin", help="bytes for the program's stdin")
     parser.add_argument("--show", action="store_true", help="print the oracle's stdout too")
     options = parser.parse_args(argv)
+    if options.program == "summary":
+        cases = corpus_cases()
+        print(f"{len(list(CORPUS.glob('*.wasm')))} programs, {len(preview1_functions_used())} preview1 functions "
+              f"called, {len(cases)} cases")
+        return 0
     case = Case(options.program, tuple(options.args), None if options.stdin is None else options.stdin.encode())
     expected, problems = compare(options.engine, case)
     if options.show:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import ctypes
 import errno as _errno
 import os
+import stat
 import sys
 
 #: Links followed in one resolution before ELOOP (the kernel's limit too).
@@ -199,13 +200,17 @@ def _open_manually(start: int, path: str, flags: int, mode: int) -> int:
                 base = dirs.pop()
                 continue
             if last:
-                use = flags | (os.O_DIRECTORY if dir_required else 0)
+                # A trailing slash already makes the host insist on a directory (and say EISDIR to O_CREAT).
+                use = flags | (os.O_DIRECTORY if dir_required and not flags & os.O_CREAT else 0)
                 name = one + ("/" if trailing_slash else "")
             else:
                 use = (_O_PATH or os.O_RDONLY) | os.O_DIRECTORY
                 name = one
             try:
                 fd = os.open(name, use | os.O_NOFOLLOW | os.O_CLOEXEC, mode, dir_fd=base)
+                if use & _O_PATH and (not last or follow) and stat.S_ISLNK(os.fstat(fd).st_mode):
+                    os.close(fd)  # O_PATH opens a link itself: follow it by hand
+                    raise OSError(_errno.ELOOP, "a symbolic link")
             except OSError as exc:
                 if exc.errno not in (_errno.ELOOP, _errno.ENOTDIR) or not _is_symlink(base, one):
                     raise
