@@ -486,7 +486,16 @@ def plugins() -> None:
         else:
             status = "ok"
         table.add_row(info.name, info.distribution, info.version, "\n".join(info.provides) or "-", status)
-    Console().print(table)
+    console = Console()
+    console.print(table)
+    if manager.engine_support:
+        engines = Table(title="engines: what guests can be given")
+        for column in ("engine", "grants", "WASI"):
+            engines.add_column(column, overflow="fold")
+        for name, cls in sorted(manager.engine_support.items()):
+            grants = "\n".join(getattr(cls, "grant_names", lambda: [])()) or "none"
+            engines.add_row(name, grants, "\n".join(getattr(cls, "wasi_features", ())) or "-")
+        console.print(engines)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -123,6 +123,22 @@ def test_stdin_from_a_file_or_none(engine_name, echo, tmp_path):
     assert result.returncode == 2 and "--stdin and --no-stdin exclude each other" in result.stderr.decode()
 
 
+def test_plugins_shows_what_each_engine_gives_guests():
+    from essa.plugins import get_plugin_manager
+
+    engines = get_plugin_manager().engine_support
+    assert engines, "no engine plugin installed"
+    result = subprocess.run([*ESSA, "plugins"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    table = result.stdout[result.stdout.index("engines: what guests can be given"):]
+    for name, cls in engines.items():
+        row = next(line for line in table.splitlines() if f" {name} " in line)
+        assert "--dir" in row, row
+        for feature in cls.wasi_features:
+            assert feature in table, feature
+    assert "argv" in table and "stdin (streamed)" in table
+
+
 def test_arguments_wasi_cannot_carry_are_refused_in_one_line(engine_name, echo):
     result = subprocess.run([*ESSA, "--store", "memory", "--engine", engine_name, "run", echo, b"\xff\xfe"],
                             capture_output=True, text=True, timeout=120)

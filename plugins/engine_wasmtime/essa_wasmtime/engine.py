@@ -13,7 +13,9 @@ Limits (:class:`essa.engine.Limits`):
   one tick after the limit. Time spent waiting for a remote call's result
   moves the deadline (:meth:`essa.abi.Invocation.paused`, through
   ``Invocation.rearm``), and WASI ``poll_oneoff`` is essa's own
-  (:func:`poll_oneoff`), whose sleeps end at the deadline.
+  (:mod:`essa_wasmtime.wasi`), whose sleeps end at the deadline.
+- WASI is wasmtime's own, plus the program's arguments and stdin
+  (:mod:`essa_wasmtime.wasi`).
 - memory: the store's memory limit; modules are instrumented
   (:mod:`essa.instrument`, ``memory.grow`` hook only) so a refused grow is
   reported as ``memory limit exceeded`` when the call then fails.
@@ -51,6 +53,13 @@ class WasmtimeEngine(Engine[wasmtime.Module]):
     """Runs modules with wasmtime (Cranelift)."""
 
     supported_grants = frozenset({"dirs", "env"})
+    wasi_features = (
+        "preview1, wasmtime's own",
+        "argv",
+        "stdin (streamed)",
+        "symbolic and hard links inside grants",
+        "poll_oneoff: waits end at the time limit",
+    )
 
     def __init__(self, limits: Limits | None = None, grants: Grants | None = None) -> None:
         super().__init__(limits, grants)
