@@ -17,7 +17,8 @@ transport.
 
 Engines read through :class:`Stdin`: :meth:`Stdin.read` and :meth:`Stdin.wait`
 take a deadline (``time.monotonic()``), so a guest waiting for input still ends
-at its time limit.
+at its time limit; :meth:`Stdin.close` ends the input for whoever waits (the
+call is over, or cancelled).
 """
 
 from __future__ import annotations
@@ -45,7 +46,6 @@ class Stdin:
     def __init__(self) -> None:
         self._chunks: deque[bytes] = deque()
         self._ended = False
-        self._interrupted = False
         self._cond = threading.Condition()
 
     @classmethod
@@ -57,22 +57,17 @@ class Stdin:
         return stdin
 
     def feed(self, data: bytes) -> None:
-        """Add bytes at the end."""
+        """Add bytes at the end (ignored once the input has ended)."""
         if data:
             with self._cond:
-                self._chunks.append(bytes(data))
-                self._cond.notify_all()
+                if not self._ended:
+                    self._chunks.append(bytes(data))
+                    self._cond.notify_all()
 
     def finish(self) -> None:
         """Mark the end of the input: once the buffered bytes are read, reads return ``b""``."""
         with self._cond:
             self._ended = True
-            self._cond.notify_all()
-
-    def interrupt(self) -> None:
-        """Make every current and later wait return at once, as if its deadline had passed."""
-        with self._cond:
-            self._interrupted = True
             self._cond.notify_all()
 
     def ready(self) -> bool:
@@ -108,8 +103,6 @@ class Stdin:
             return True
         self._asking()
         while not (self._chunks or self._ended):
-            if self._interrupted:
-                return False
             if deadline is None:
                 self._cond.wait()
             else:
@@ -123,8 +116,11 @@ class Stdin:
         """A reader waits for bytes none are buffered of (called with the lock held)."""
 
     def close(self) -> None:
-        """Release what the stdin holds (subscriptions); readers then see a deadline."""
-        self.interrupt()
+        """No more input: unread bytes are dropped, and current and later readers see the end."""
+        with self._cond:
+            self._chunks.clear()
+            self._ended = True
+            self._cond.notify_all()
 
 
 class RemoteStdin(Stdin):

@@ -24,12 +24,16 @@ def test_reads_take_what_is_buffered_then_see_the_end():
     assert stdin.at_end() and stdin.read(100) == b""
 
 
-def test_a_read_waits_until_its_deadline_or_an_interrupt():
+def test_a_read_waits_until_its_deadline_or_the_end():
     stdin = Stdin()
     assert stdin.read(10, deadline=time.monotonic() + 0.05) is None
     assert not stdin.wait(time.monotonic() + 0.05)
-    threading.Timer(0.05, stdin.interrupt).start()
-    assert stdin.read(10) is None  # no deadline: the interrupt ends the wait
+    stdin.feed(b"read")
+    assert stdin.read(10) == b"read"
+    threading.Timer(0.05, stdin.close).start()
+    assert stdin.read(10) == b""  # no deadline: closing ends the wait, as the end of input
+    stdin.feed(b"too late")
+    assert stdin.at_end() and stdin.read(10) == b""
 
 
 class Recording(io.BytesIO):

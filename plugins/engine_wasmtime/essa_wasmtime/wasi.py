@@ -143,7 +143,6 @@ class _StdinPipe:
 
     def __init__(self, invocation: Invocation, config: wasmtime.WasiConfig) -> None:
         self._invocation = invocation
-        self._stopped = False
         read_end, self._write_end = os.pipe()
         try:
             config.stdin_file = f"/dev/fd/{read_end}"  # wasmtime opens a descriptor of its own
@@ -162,9 +161,7 @@ class _StdinPipe:
         try:
             while True:
                 data = stdin.read(CHUNK, inv.deadline)
-                if data is None:  # the deadline, or the call ended
-                    if self._stopped:
-                        return
+                if data is None:  # the deadline
                     if inv.remaining() == 0:
                         # The guest may be blocked reading: it sees the end of input, and the
                         # call fails as over its time limit even if it returns before an epoch check.
@@ -182,9 +179,7 @@ class _StdinPipe:
             os.close(self._write_end)
 
     def close(self) -> None:
-        self._stopped = True
-        if self._invocation.stdin is not None:
-            self._invocation.stdin.interrupt()
+        self._invocation.stdin.close()  # type: ignore[union-attr]  # the pump sees the end and stops
         self._thread.join(timeout=10)
 
 
