@@ -131,6 +131,11 @@ class Sandbox:
     def write(self, ptr: int, data: bytes) -> None:
         self.invocation.memory.write(ptr & _MASK, data)  # type: ignore[union-attr]
 
+    def check(self, ptr: int, length: int) -> None:
+        """Trap unless ``[ptr, ptr + length)`` lies in guest memory (without copying it)."""
+        if length & _MASK:
+            self.read((ptr & _MASK) + (length & _MASK) - 1, 1)
+
     def write_u32(self, ptr: int, value: int) -> None:
         self.write(_aligned(ptr, 4), _U32.pack(value & _MASK))
 
@@ -325,7 +330,7 @@ def fd_read(fd: int, iovs: int, iovs_len: int, nread_ptr: int) -> int:
     entry = sb.get(fd)
     if isinstance(entry, File):
         ptr, length = sb.iovec(iovs, iovs_len)
-        sb.read(ptr, length)  # a buffer outside memory traps before the file is read
+        sb.check(ptr, length)  # a buffer outside memory traps before the file is read
         data = _host(entry.read, length, entry.position)
         sb.write(ptr, data)
         entry.position += len(data)
@@ -334,7 +339,7 @@ def fd_read(fd: int, iovs: int, iovs_len: int, nread_ptr: int) -> int:
     if not isinstance(entry, Stdio) or entry.stream != STDIN:
         return EBADF
     ptr, length = sb.iovec(iovs, iovs_len)
-    sb.read(ptr, length)
+    sb.check(ptr, length)
     data = _stdin_read(sb, length)
     if data is None:
         return wasip1.EINTR  # a read of nothing while bytes wait: wasmtime's answer
@@ -367,7 +372,7 @@ def fd_pread(fd: int, iovs: int, iovs_len: int, offset: int, nread_ptr: int) -> 
     if not isinstance(entry, File):
         return EBADF
     ptr, length = sb.iovec(iovs, iovs_len)
-    sb.read(ptr, length)
+    sb.check(ptr, length)
     data = _host(entry.read, length, offset & _MASK64)
     sb.write(ptr, data)
     sb.write_u32(nread_ptr, len(data))
@@ -648,7 +653,7 @@ def fd_prestat_dir_name(fd: int, path: int, path_len: int) -> int:
 def random_get(buf: int, length: int) -> int:
     sb = current()
     length &= _MASK
-    sb.read(buf, length)  # a buffer outside memory traps before any randomness is made
+    sb.check(buf, length)  # a buffer outside memory traps before any randomness is made
     offset = 0
     while offset < length:
         chunk = min(1 << 16, length - offset)
