@@ -144,7 +144,7 @@ class Invocation:
         self.output = output
         #: The program's arguments as WASI gives them to the guest (argv[0] included).
         self.argv: tuple[str, ...] = tuple(argv)
-        #: The guest's standard input, or ``None`` for an empty one.
+        #: The guest's standard input, or ``None`` for an empty one (an engine may close it when the call ends).
         self.stdin = stdin
         #: The limits of the call (the engine's, from :meth:`begin`).
         self.limits = limits or _DEFAULT_LIMITS
