@@ -33,10 +33,13 @@ import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable, Iterator, Protocol
+from typing import TYPE_CHECKING, Callable, Iterator, Protocol, Sequence
 
 from .engine import Limits
 from .errors import CallCancelled, DecodeError, GuestTrap, LimitExceeded, StoreError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .stdin import Stdin
 
 _U32 = struct.Struct("<I")
 _MASK = 0xFFFFFFFF
@@ -129,14 +132,26 @@ class Invocation:
 
     __slots__ = (
         "args", "host", "output", "memory", "result", "fault", "limits", "deadline", "exceeded", "exceeded_limit",
-        "cancelled",
-        "memory_refused", "refused_result", "output_bytes", "_handles", "_next_handle", "_waited", "_wakeup",
+        "cancelled", "memory_refused", "refused_result", "output_bytes", "_handles", "_next_handle", "_waited",
+        "_wakeup", "argv", "stdin",
     )
 
-    def __init__(self, args: bytes, host: Host, output: Output, limits: Limits | None = None) -> None:
+    def __init__(
+        self,
+        args: bytes,
+        host: Host,
+        output: Output,
+        limits: Limits | None = None,
+        argv: Sequence[str] = (),
+        stdin: Stdin | None = None,
+    ) -> None:
         self.args = args
         self.host = host
         self.output = output
+        #: The program's arguments as WASI gives them to the guest (argv[0] included).
+        self.argv: tuple[str, ...] = tuple(argv)
+        #: The guest's standard input, or ``None`` for an empty one (an engine may close it when the call ends).
+        self.stdin = stdin
         #: The limits of the call (the engine's, from :meth:`begin`).
         self.limits = limits or _DEFAULT_LIMITS
         #: When the call must end (``time.monotonic()``), or ``None``; set by :meth:`begin`.
@@ -201,6 +216,8 @@ class Invocation:
         wakeup = self._wakeup
         if wakeup is not None:
             wakeup.set()
+        if self.stdin is not None:  # a guest blocked reading stdin sees its end, then its next check ends it
+            self.stdin.close()
 
     def check(self) -> None:
         """Raise :class:`GuestCancelled` if the call was cancelled, :class:`GuestLimit` if its time is up."""

@@ -27,7 +27,7 @@ import concurrent.futures
 import os
 import threading
 import time
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, BinaryIO, Callable, Mapping, Sequence
 
 from .abi import CallOutcome, EssaResult
 from .bincode import decode_lattice, encode_lattice
@@ -215,21 +215,26 @@ class Connection:
         return await asyncio.wrap_future(self.call_async(spec, function, args))
 
     def run(self, module: str | os.PathLike | bytes, namespace: str | None = None,
-            output: Callable[[Message], None] | None = None, timeout: float | None = None) -> int:
+            output: Callable[[Message], None] | None = None, timeout: float | None = None,
+            argv: Sequence[str] | None = None, stdin: BinaryIO | bytes | None = None) -> int:
         """Run a module's main function (``_start``) and return its exit status.
 
         ``namespace`` names the state it uses (e.g. a deployment's name);
         by default a run gets a fresh one. Guest output goes to ``output``,
-        by default this process's stdout and stderr.
+        by default this process's stdout and stderr. ``argv`` is the
+        program's arguments, ``argv[0]`` included (default: the module's
+        path); ``stdin`` what it reads from stdin (a binary file or bytes;
+        default: nothing).
 
         :raises essa.client.RunFailed: the module trapped or could not run.
         """
-        handle = self.start_run(module, namespace, output)
+        handle = self.start_run(module, namespace, output, argv=argv, stdin=stdin)
         return _result(handle, timeout)
 
     def start_run(self, module: str | os.PathLike | bytes, namespace: str | None = None,
                   output: Callable[[Message], None] | None = None, origin: str | None = None,
-                  trace: bool = False) -> CallHandle:
+                  trace: bool = False, argv: Sequence[str] | None = None,
+                  stdin: BinaryIO | bytes | None = None) -> CallHandle:
         """Start a run (see :meth:`run`); the handle's result is the exit status, ``cancel()`` stops it.
 
         ``origin`` names the module in messages (default: its path, or "the module").
@@ -241,7 +246,8 @@ class Connection:
             wasm, origin = bytes(module), origin or "the module"
         else:
             wasm, origin = read_module(os.fspath(module)), os.fspath(module)
-        return self._client.start_run(self._client.publish(wasm, origin), output or ConsoleOutput(), namespace, trace)
+        return self._client.start_run(self._client.publish(wasm, origin), output or ConsoleOutput(), namespace, trace,
+                                      argv=[origin] if argv is None else argv, stdin=stdin)
 
     # -- state -----------------------------------------------------------------------
 

@@ -117,6 +117,11 @@ def check_request(request: Message, receiver: str, max_message_bytes: int | None
             return f"malformed call request: {key!r} is missing, not a string or too long"
     if not topics.is_chunk(request.get("run")):
         return "malformed call request: 'run' is not a run id"
+    argv = request.get("argv", [])
+    if not isinstance(argv, list) or not all(isinstance(arg, str) and "\0" not in arg for arg in argv):
+        return "malformed call request: 'argv' is not a list of strings"
+    if not isinstance(request.get("stdin", False), bool):
+        return "malformed call request: 'stdin' is not a boolean"
     for key in ("args", "wasm"):
         value = request.get(key, b"")
         if not isinstance(value, (bytes, bytearray)):

@@ -244,8 +244,12 @@ def endpoint_options(listen_default: str | None, connect_default: str | None):
     return decorate
 
 
-@cli.command()
+@cli.command(context_settings={"allow_interspersed_args": False})
 @click.argument("module", metavar="FILE.wasm")
+@click.argument("args", nargs=-1, type=click.UNPROCESSED, metavar="[--] [ARGS]...")
+@click.option("--stdin", "stdin_file", type=click.File("rb"), metavar="FILE",
+              help="Give the module's _start FILE as stdin instead of this command's own stdin.")
+@click.option("--no-stdin", is_flag=True, help="Give the module's _start an empty stdin.")
 @click.option(
     "--namespace",
     metavar="NAME",
@@ -273,8 +277,9 @@ def endpoint_options(listen_default: str | None, connect_default: str | None):
               "(open it in https://ui.perfetto.dev or chrome://tracing).")
 @limit_options
 @click.pass_context
-def run(ctx: click.Context, module: str, namespace: str | None, executors: int | None,
-        connect: tuple[str, ...], zenoh_config: str | None, timeout: float, trace_file: str | None,
+def run(ctx: click.Context, module: str, args: tuple[str, ...], stdin_file, no_stdin: bool, namespace: str | None,
+        executors: int | None, connect: tuple[str, ...], zenoh_config: str | None, timeout: float,
+        trace_file: str | None,
         **limit_flags) -> None:
     """Run a module's main function (`_start`) and its remote calls.
 
@@ -283,6 +288,12 @@ def run(ctx: click.Context, module: str, namespace: str | None, executors: int |
     `essa scheduler`, `essa executor`). Either way the guest's stdout and
     stderr appear here, and essa exits with the module's exit status, or 1
     with a message if it traps or exceeds a limit.
+
+    The module's arguments are FILE.wasm as given, then ARGS (everything after
+    FILE.wasm, but for a first `--`; options of `essa run` go before it). Its stdin is this
+    command's stdin, read only as the module reads it (streamed to the
+    executor with --connect); --stdin FILE or --no-stdin change that. Remote
+    calls see the same arguments and an empty stdin.
 
     Every call runs under limits (time, memory, message size, output) and
     sees no directory and no environment variable unless granted with --dir
@@ -295,6 +306,12 @@ def run(ctx: click.Context, module: str, namespace: str | None, executors: int |
     settings: Settings = ctx.obj
     limits, grants = limits_and_grants(**limit_flags)
     wasm = read_module(module)  # fail on a bad file before starting anything
+    if no_stdin and stdin_file is not None:
+        raise click.UsageError("--stdin and --no-stdin exclude each other")
+    if args[:1] == ("--",):  # `essa run f.wasm -- ARGS`: the separator is not an argument
+        args = args[1:]
+    argv = [module, *args]
+    stdin = None if no_stdin else stdin_file or _own_stdin()
     if namespace is not None:
         check_name(namespace, "namespace")
     connect = tuple(e for item in connect for e in item.split())
@@ -307,7 +324,7 @@ def run(ctx: click.Context, module: str, namespace: str | None, executors: int |
                                  executors=executors, limits=limits, grants=grants)
     with connection:
         logging.getLogger("essa").info("connected: %s", connection.where)
-        status = _run_until_interrupted(connection, wasm, module, namespace, trace_file)
+        status = _run_until_interrupted(connection, wasm, module, namespace, trace_file, argv, stdin)
     sys.exit(status)
 
 
@@ -361,13 +378,15 @@ def catching_signals() -> Iterator[Signals]:
 
 
 def _run_until_interrupted(connection, wasm: bytes, origin: str, namespace: str | None,
-                           trace_file: str | None = None) -> int:
+                           trace_file: str | None = None, argv: list[str] | None = None, stdin=None) -> int:
     """Run a module and return its exit status; on SIGINT/SIGTERM, cancel the run and raise :class:`Interrupted`.
 
     With ``trace_file``, the run's calls are written there as Chrome trace JSON (also when it failed).
+    ``argv`` and ``stdin`` are the module's (see :meth:`essa.client.Client.start_run`).
     """
     with catching_signals() as signals:
-        handle = connection.start_run(wasm, namespace, origin=origin, trace=trace_file is not None)
+        handle = connection.start_run(wasm, namespace, origin=origin, trace=trace_file is not None, argv=argv,
+                                      stdin=stdin)
         logging.getLogger("essa").info("run %s of %s in namespace %s", handle.run, origin, namespace or handle.run)
         try:
             return wait_unless_interrupted(handle, signals)
@@ -419,6 +438,18 @@ def serve_metrics(address: str | None) -> None:
         from .metrics import serve
 
         click.echo(f"essa: metrics at {serve(address)}", err=True)
+
+
+def _own_stdin():
+    """This process's stdin as a binary file, or ``None`` when it has none (closed, or started without one)."""
+    stream = getattr(sys.stdin, "buffer", None)
+    try:
+        if stream is None or stream.closed:
+            return None
+        stream.fileno()
+    except (OSError, ValueError):
+        return None
+    return stream
 
 
 def split_endpoints(values: tuple[str, ...]) -> list[str]:
@@ -598,7 +629,16 @@ def plugins() -> None:
         else:
             status = "ok"
         table.add_row(info.name, info.distribution, info.version, "\n".join(info.provides) or "-", status)
-    Console().print(table)
+    console = Console()
+    console.print(table)
+    if manager.engine_support:
+        engines = Table(title="engines: what guests can be given")
+        for column in ("engine", "grants", "WASI"):
+            engines.add_column(column, overflow="fold")
+        for name, cls in sorted(manager.engine_support.items()):
+            grants = "\n".join(getattr(cls, "grant_names", lambda: [])()) or "none"
+            engines.add_row(name, grants, "\n".join(getattr(cls, "wasi_features", ())) or "-")
+        console.print(engines)
 
 
 # The service commands (deploy, ls, rm, functions, call, state) use the helpers above.

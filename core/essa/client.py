@@ -13,7 +13,7 @@ import sys
 import threading
 import time
 import uuid
-from typing import Any, BinaryIO, Callable
+from typing import Any, BinaryIO, Callable, Sequence
 
 from . import topics
 from .abi import CallOutcome, EssaResult
@@ -21,6 +21,7 @@ from .calls import Caller, call_request, outcome
 from .engine import START, Limits, format_bytes
 from .errors import EssaError
 from .programs import check_wasm, module_name, publish_module
+from .stdin import StdinServer
 from .store import Store
 from .tracing import check_span
 from .transport.base import Message, Transport
@@ -138,6 +139,8 @@ class Client:
         output: Callable[[Message], None] | None = None,
         namespace: str | None = None,
         trace: bool = False,
+        argv: Sequence[str] | None = None,
+        stdin: BinaryIO | bytes | None = None,
     ) -> CallHandle:
         """Start a published module's ``_start``; the handle's result is its exit status.
 
@@ -145,10 +148,32 @@ class Client:
         (default: this process's console). The handle's result raises
         :class:`RunFailed` if the module trapped or could not be run. With
         ``trace``, ``handle.spans()`` gives the run's calls (:mod:`essa.tracing`).
+
+        :param argv: the program's arguments as the guest sees them, ``argv[0]``
+            included (``essa run`` passes the module's path, then its ARGS);
+            default: ``[module]``. They travel with the request, and the
+            module's remote calls see them too.
+        :param stdin: what the module's ``_start`` reads from stdin: a binary
+            file (read as the guest asks for it, see :mod:`essa.stdin`) or
+            bytes; default: empty. Remote calls always get an empty stdin.
+        :raises RunFailed: an argument cannot be passed (not UTF-8, a NUL byte, too large).
         """
         run = uuid.uuid4().hex
-        return self._start(module, START, b"", namespace or run, run, output or ConsoleOutput(), _exit_status,
-                           trace)
+        fields: Message = {"argv": self._checked_argv([module] if argv is None else list(argv))}
+        server = None
+        if stdin is not None:
+            server = StdinServer(self.transport, run, stdin)
+            fields["stdin"] = True
+        try:
+            handle = self._start(module, START, b"", namespace or run, run, output or ConsoleOutput(), _exit_status,
+                                 trace, fields)
+        except BaseException:
+            if server is not None:
+                server.close()
+            raise
+        if server is not None:
+            handle.add_done_callback(lambda _handle: server.close())
+        return handle
 
     def run(
         self,
@@ -156,16 +181,18 @@ class Client:
         output: Callable[[Message], None] | None = None,
         namespace: str | None = None,
         timeout: float | None = None,
+        argv: Sequence[str] | None = None,
+        stdin: BinaryIO | bytes | None = None,
     ) -> int:
         """Run a published module's ``_start`` and return its exit status.
 
         Guest output of the run and of every call it makes goes to ``output``
         (default: this process's console). A run not ended after ``timeout``
-        seconds is cancelled.
+        seconds is cancelled. ``argv`` and ``stdin`` as for :meth:`start_run`.
 
         :raises RunFailed: the module trapped, could not be run, or timed out.
         """
-        return _wait(self.start_run(module, output, namespace), timeout)
+        return _wait(self.start_run(module, output, namespace, argv=argv, stdin=stdin), timeout)
 
     def start_call(
         self,
@@ -211,6 +238,24 @@ class Client:
         :raises RunFailed: no answer within ``timeout``.
         """
         return _wait(self.start_call(module, function, args, namespace, output), timeout)
+
+    def _checked_argv(self, argv: list[str]) -> list[str]:
+        """``argv``, or :class:`RunFailed` naming the argument WASI cannot carry."""
+        size = 0
+        for index, arg in enumerate(argv):
+            if not isinstance(arg, str):
+                raise RunFailed(f"argument {index} is not a string: {arg!r}")
+            if "\0" in arg:
+                raise RunFailed(f"argument {index} contains a NUL byte, which WASI cannot pass: {arg!r}")
+            try:
+                size += len(arg.encode("utf-8")) + 1
+            except UnicodeEncodeError:
+                raise RunFailed(f"argument {index} is not valid UTF-8, which WASI needs: {arg!r}") from None
+        if size > self.max_message_bytes:
+            raise RunFailed(
+                f"the arguments' {size} bytes exceed the message size limit ({format_bytes(self.max_message_bytes)})"
+            )
+        return argv
 
     def cancel(self, run: str, reason: str = "cancelled by the client") -> None:
         """End run ``run`` everywhere: its running and queued calls, and the remote calls they started."""

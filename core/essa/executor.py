@@ -33,6 +33,7 @@ from .pool import WorkPool
 from .ratelimit import RateLimitedLog, describe
 from .tracing import span
 from .programs import ProgramCache, publish_module
+from .stdin import RemoteStdin
 from .store import Store
 from .transport.base import Message, Transport
 
@@ -281,6 +282,7 @@ class Executor:
                 self.stats.cancelled += 1
             return cancelled_reply(call_id, what, cancelled)
         output = RunOutput(self.transport, request["run"])
+        stdin = RemoteStdin(self.transport, request["run"]) if is_run and request.get("stdin") else None
         try:
             if "wasm" in request:
                 publish_module(self.store, request["wasm"])
@@ -299,7 +301,8 @@ class Executor:
                 return reply_message(call_id, _CALLABLE_STATUS[status], message=f"cannot call {what}: {why}",
                                      kind="no-such-function" if status == "missing" else "bad-signature")
             limits = self.programs.engine.limits
-            invocation = Invocation(request["args"], _CallHost(self, program, request, output), output, limits)
+            invocation = Invocation(request["args"], _CallHost(self, program, request, output), output, limits,
+                                    argv=request.get("argv", ()), stdin=stdin)
             self._begin(request["run"], invocation)
             try:
                 program.run(invocation, function, None if is_run else len(request["args"]))
@@ -335,6 +338,9 @@ class Executor:
                 output.warn(f"remote call of {what} failed: {exc}")
             return reply_message(call_id, EssaResult.UnknownError, message=str(exc), exit=1,
                                  kind="module" if isinstance(exc, ModuleError) else "error")
+        finally:
+            if stdin is not None:
+                stdin.close()
         if invocation.exceeded is not None:  # an engine that let the guest finish (wasmtime: output)
             return self._over_limit(call_id, what, invocation.failure(""), output if nested else None)
         if is_run:
@@ -418,6 +424,8 @@ class _CallHost:
     def start_call(self, name: str, args: bytes):
         req = self._request
         extra = {"trace": True, "parent": req["id"], "sent": time.time()} if req.get("trace") is True else {}
+        if "argv" in req:
+            extra["argv"] = req["argv"]  # remote calls see the run's arguments too
         return self._executor.caller.start(call_request(req["module"], name, args, req["namespace"], req["run"],
                                                         nested=True, **extra))
 

@@ -10,7 +10,7 @@ through :func:`essa.connect`.
 from __future__ import annotations
 
 import os
-from typing import Mapping
+from typing import BinaryIO, Mapping, Sequence
 
 from .calls import Caller
 from .client import Client
@@ -93,10 +93,11 @@ class EmbeddedRuntime:
             self.close()
             raise
 
-    def run_file(self, path: str, namespace: str | None = None) -> int:
-        """Run the module at ``path``; return its exit status."""
+    def run_file(self, path: str, namespace: str | None = None, args: Sequence[str] = (),
+                 stdin: BinaryIO | bytes | None = None) -> int:
+        """Run the module at ``path`` with ``argv`` ``[path, *args]`` and ``stdin``; return its exit status."""
         wasm = read_module(path)
-        return self.client.run(self.client.publish(wasm, path), namespace=namespace)
+        return self.client.run(self.client.publish(wasm, path), namespace=namespace, argv=[path, *args], stdin=stdin)
 
     def close(self) -> None:
         if getattr(self, "_control", None):

@@ -54,6 +54,16 @@ def run_trace(run: str) -> str:
     return f"essa/run/{run}/trace"
 
 
+def run_stdin(run: str) -> str:
+    """A run's stdin bytes, published by the client that serves them (see :mod:`essa.stdin`)."""
+    return f"essa/run/{run}/stdin"
+
+
+def run_stdin_want(run: str) -> str:
+    """The executor's requests for more of a run's stdin."""
+    return f"essa/run/{run}/stdin/want"
+
+
 def live_executor(executor_id: str) -> str:
     return f"{LIVE_EXECUTORS}/{executor_id}"
 

@@ -18,6 +18,8 @@ Limits (:class:`essa.engine.Limits`) and cancellation:
   (:meth:`essa.abi.Invocation.paused`) does not count. WASI ``poll_oneoff`` is
   essa's own (:func:`poll_oneoff`), whose sleeps end at the deadline or on
   cancel.
+- WASI is wasmtime's own, plus the program's arguments and stdin
+  (:mod:`essa_wasmtime.wasi`).
 - memory: the store's memory limit; modules are instrumented
   (:mod:`essa.instrument`, ``memory.grow`` hook only) so a refused grow is
   reported as ``memory limit exceeded`` when the call then fails.
@@ -31,7 +33,6 @@ import ctypes
 import errno
 import importlib.metadata
 import math
-import struct
 import threading
 import time
 import weakref
@@ -45,18 +46,26 @@ from essa.engine import START, Engine, Grants, Limits, ModuleInfo, Program
 from essa.errors import GuestExit, GuestTrap, ModuleError
 from essa.instrument import METER_MODULE, InstrumentError, instrument
 
+from .wasi import POLL_ONEOFF, WASI, WasiCall, adapter_module
+
 #: Seconds between two checks of a running guest for cancellation (at most).
 CHECK_EVERY = 0.2
 
 _I32 = wasmtime.ValType.i32()
 _VALTYPES = {"i32": wasmtime.ValType.i32(), "i64": wasmtime.ValType.i64()}
-_WASI = "wasi_snapshot_preview1"
 
 
 class WasmtimeEngine(Engine[wasmtime.Module]):
     """Runs modules with wasmtime (Cranelift)."""
 
     supported_grants = frozenset({"dirs", "env"})
+    wasi_features = (
+        "preview1, wasmtime's own",
+        "argv",
+        "stdin (streamed)",
+        "symbolic and hard links inside grants",
+        "poll_oneoff: waits end at the time limit",
+    )
 
     def __init__(self, limits: Limits | None = None, grants: Grants | None = None) -> None:
         super().__init__(limits, grants)
@@ -69,6 +78,7 @@ class WasmtimeEngine(Engine[wasmtime.Module]):
         self._tick_us = ctypes.c_void_p(round(self.tick * 1e6))
         self._ticker: threading.Thread | None = None
         self._ticker_lock = threading.Lock()
+        self._wasi_adapter = adapter_module(self._engine)
 
     @property
     def version(self) -> str:
@@ -129,7 +139,8 @@ class WasmtimeProgram(Program):
         linker = wasmtime.Linker(engine._engine)
         linker.define_wasi()
         linker.allow_shadowing = True
-        linker.define_func(_WASI, "poll_oneoff", wasmtime.FuncType([_I32] * 4, [_I32]), _POLL_ONEOFF)
+        poll_type = wasmtime.FuncType([_I32] * 4, [_I32])  # a type belongs to one engine: made per linker
+        linker.define_func(WASI, "poll_oneoff", poll_type, POLL_ONEOFF, access_caller=True)
         for hf in HOST_FUNCTIONS:
             ty = wasmtime.FuncType([_I32] * hf.arity, [_I32])
             linker.define_func(IMPORT_MODULE, hf.name, ty, hf)
@@ -168,13 +179,16 @@ class WasmtimeProgram(Program):
                 wasi.preopen_dir(grant.host, grant.guest, grant.writable)
             if grants.env:
                 wasi.env = [list(pair) for pair in grants.env]
+        call = WasiCall(engine._engine, engine._wasi_adapter, invocation, wasi)  # argv, stdin
         store.set_wasi(wasi)
+        call.begin()
         try:
             with invocation.active():
                 instance = self._pre.instantiate(store)
                 exports = instance.exports(store)
                 func = exports[export]
                 memory = exports.get("memory")
+                call.attach(memory)
                 if isinstance(memory, wasmtime.Memory):
                     invocation.memory = _Memory(store, memory)
                 if arg is None:
@@ -200,6 +214,7 @@ class WasmtimeProgram(Program):
             # invocation, which reached the store: a cycle no collector sees,
             # leaking the instance's memory reservation on every call.
             store.close()
+            call.end()
         if invocation.exceeded is not None:  # the output limit: wasmtime lets the guest go on
             raise invocation.failure("")
 
@@ -271,51 +286,6 @@ def _tick(engine_ref: "weakref.ref[WasmtimeEngine]", period: float) -> None:
             return
         engine._engine.increment_epoch()
         del engine
-
-
-_SUBSCRIPTION = 48
-_EVENT = struct.Struct("<QHBx4xQH6x")  # userdata, error, type, fd_readwrite.nbytes, fd_readwrite.flags
-_CLOCKS = {0: time.time_ns, 1: time.monotonic_ns, 2: time.process_time_ns, 3: time.thread_time_ns}
-
-
-def poll_oneoff(in_ptr: int, out_ptr: int, nsubscriptions: int, nevents_ptr: int) -> int:
-    """WASI ``poll_oneoff`` whose clock sleeps end at the call's deadline.
-
-    Replaces wasmtime's own, which epoch interruption cannot cut short.
-    Descriptors are always ready (essa guests have stdio and, if granted,
-    regular files and directories); stdin is at end of file.
-    """
-    inv = current_invocation()
-    count = nsubscriptions & 0xFFFFFFFF
-    if count == 0:
-        return 28  # EINVAL
-    subscriptions = inv.memory.read(in_ptr & 0xFFFFFFFF, count * _SUBSCRIPTION)  # type: ignore[union-attr]
-    events: list[bytes] = []
-    timers: list[tuple[int, int]] = []
-    for offset in range(0, len(subscriptions), _SUBSCRIPTION):
-        userdata, tag = struct.unpack_from("<QB", subscriptions, offset)
-        if tag == 0:
-            clock_id, timeout, _precision, flags = struct.unpack_from("<I4xQQH", subscriptions, offset + 16)
-            clock = _CLOCKS.get(clock_id)
-            if clock is None:
-                events.append(_EVENT.pack(userdata, 28, tag, 0, 0))
-                continue
-            timers.append((max(0, timeout - clock() if flags & 1 else timeout), userdata))
-        elif tag in (1, 2):
-            (fd,) = struct.unpack_from("<I", subscriptions, offset + 16)
-            events.append(_EVENT.pack(userdata, 0, tag, 0, 1 if fd == 0 and tag == 1 else 0))
-        else:
-            return 28
-    if not events:
-        delay = min(d for d, _ in timers) / 1e9
-        inv.sleep(delay)  # ends early, raising, at the deadline or on cancel
-        events = [_EVENT.pack(u, 0, 0, 0, 0) for d, u in timers if d <= delay * 1e9]
-    inv.memory.write(out_ptr & 0xFFFFFFFF, b"".join(events))  # type: ignore[union-attr]
-    inv.memory.write(nevents_ptr & 0xFFFFFFFF, struct.pack("<I", len(events)))  # type: ignore[union-attr]
-    return 0
-
-
-_POLL_ONEOFF = HostFunction(poll_oneoff)
 
 
 def _trap_message(exc: BaseException) -> str:
