@@ -263,16 +263,23 @@ class Invocation:
     # -- helpers for the host functions -------------------------------------
 
     def _read(self, what: str, ptr: int, length: int) -> bytes:
+        memory = self._memory(what)
         try:
-            return self.memory.read(ptr & _MASK, length & _MASK)  # type: ignore[union-attr]
+            return memory.read(ptr & _MASK, length & _MASK)
         except GuestFault as exc:
             raise GuestFault(f"{what}: {exc}") from None
 
     def _write(self, what: str, ptr: int, data: bytes) -> None:
+        memory = self._memory(what)
         try:
-            self.memory.write(ptr & _MASK, data)  # type: ignore[union-attr]
+            memory.write(ptr & _MASK, data)
         except GuestFault as exc:
             raise GuestFault(f"{what}: {exc}") from None
+
+    def _memory(self, what: str) -> GuestMemory:
+        if self.memory is None:  # engines attach the export named "memory", if there is one
+            raise GuestFault(f"{what}: the module exports no memory named 'memory'")
+        return self.memory
 
     def _read_text(self, what: str, ptr: int, length: int) -> str | None:
         raw = self._read(what, ptr, length)
