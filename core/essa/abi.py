@@ -1,7 +1,7 @@
 """The guest ABI: essa's eight ``host`` functions, implemented once.
 
 Guests import these from the Wasm module ``host``; every parameter and result
-is an i32 (contract, see ARCHITECTURE.md). An engine registers every entry of
+is an i32 (the contract: docs/abi.md). An engine registers every entry of
 :data:`HOST_FUNCTIONS` as an ``(i32 * arity) -> i32`` import and gives each
 running instance a :class:`GuestMemory`. Everything else - argument checks,
 handles, error codes, state keys - is here, so all engines behave alike.
@@ -519,7 +519,7 @@ def _record_fault(message: str) -> None:
         stack[-1].fault = message
 
 
-#: Every host function of the ABI, in the order of ARCHITECTURE.md.
+#: Every host function of the ABI, in the order of docs/abi.md.
 HOST_FUNCTIONS: tuple[HostFunction, ...] = tuple(
     HostFunction(f)
     for f in (
