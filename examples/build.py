@@ -45,6 +45,7 @@ COPIES: dict[str, list[Path]] = {
 
 EXAMPLES: dict[str, list[str]] = {
     "test-function.wasm": ["test-function/test_function.c"],
+    "word-count.wasm": ["word-count/word_count.c"],
 }
 
 #: Compiler flags; paths are relative to examples/ (the working directory).
