@@ -95,6 +95,17 @@ def test_a_global_option_after_the_command_says_it_goes_before(args, corrected):
     assert result.returncode == 2
 
 
+def test_new_writes_a_project_and_never_overwrites_one(tmp_path):
+    created = essa("new", "c", "hello", "--dir", str(tmp_path))
+    assert created.returncode == 0, created.stderr
+    assert "essa.h" in created.stdout and "hello.c" in created.stdout and "./build.sh" in created.stdout
+    assert "compiles wasi-libc" in created.stdout
+    before = {p.name: p.read_bytes() for p in (tmp_path / "hello").iterdir()}
+    assert_one_line_error(essa("new", "c", "hello", "--dir", str(tmp_path)), "already exists")
+    assert {p.name: p.read_bytes() for p in (tmp_path / "hello").iterdir()} == before
+    assert_one_line_error(essa("new", "rust", "fn", "--dir", str(tmp_path)), "'fn' cannot name a Rust project")
+
+
 def test_unknown_engine_names_the_package_for_known_engines():
     assert_one_line_error(essa("--store", "memory", "--engine", "nosuch", "run", str(TEST_FUNCTION)), "unknown engine 'nosuch'")
     from essa.plugins import get_plugin_manager
