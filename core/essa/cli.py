@@ -578,7 +578,7 @@ def _usage_error(exc: click.UsageError, argv: list[str]) -> str:
             else:
                 example = f"essa {exc.option_name}{' ...' if takes_value else ''} {command.split(' ', 1)[-1]} ..."
             return f"{exc.option_name} is a global option: give it before the command, as in `{example}`"
-    message = exc.format_message().strip().rstrip(".")
+    message = " ".join(exc.format_message().split("\n")).strip().rstrip(".")
     if message[:1].isupper() and message[1:2].islower():
         message = message[0].lower() + message[1:]
     return f"{message} (see `{command} --help`)"
