@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
-"""Build the Rust test function into examples/test-function-rust.wasm, reproducibly.
+"""Build the Rust examples into examples/*-rust.wasm, reproducibly.
 
     python examples/build_rust.py            # (re)write examples/test-function-rust.wasm
-    python examples/build_rust.py --check    # rebuild from scratch; exit 1 if the
+                                             # and examples/word-count-rust.wasm
+    python examples/build_rust.py --check    # rebuild from scratch; exit 1 if a
                                              # committed .wasm differs, 0 if not
     python examples/build_rust.py --check --test   # also run the SDK's unit tests
 
@@ -13,7 +14,7 @@ tests).
 Toolchain: Debian 12's Rust 1.63 (``/usr/bin/cargo``, ``/usr/bin/rustc`` with
 the wasm32-wasi standard library) and the crate sources of Debian's
 ``librust-*-dev`` packages, which cargo reads offline as a directory registry
-(``/usr/share/cargo/registry``; see examples/test-function-rust/.cargo/config.toml).
+(``/usr/share/cargo/registry``; see each example's .cargo/config.toml).
 Missing packages are installed with apt-get when running as root (as CI does
 on a fresh Debian machine); otherwise the script prints the command to run.
 A rustup toolchain on PATH is ignored: ``/usr/bin`` tools are called
@@ -21,13 +22,15 @@ explicitly.
 
 Reproducibility: cargo hashes the absolute path of a path dependency that lies
 outside the workspace root into symbol and type ids, and rustc writes source
-paths into panic messages. So the build runs in a scratch tree laid out like
-the repository (``examples/test-function-rust`` and ``guest/rust/{essa-api,
+paths into panic messages. So each example builds in a scratch tree laid out like
+the repository (``examples/<example>`` and ``guest/rust/{essa-api,
 essa-macros,anna-api}`` under a generated workspace root): every path cargo
 and rustc see is relative to that root, and the bytes do not depend on where
-the checkout or the scratch tree live. The release profile (one codegen unit,
-LTO, no debug info, stripped) is in the example's .cargo/config.toml; the
-crate versions are pinned by its Cargo.lock (``--locked``). The only absolute
+the checkout or the scratch tree live. The examples build one after the other
+in the same scratch tree, so the second reuses the compiled dependencies. The
+release profile (one codegen unit, LTO, no debug info, stripped) is in each
+example's .cargo/config.toml; the crate versions are pinned by its Cargo.lock
+(``--locked``). The only absolute
 paths left in the module are those of Debian's Rust standard library sources
 (``/usr/src/rustc-1.63.0/...``), which the compiled std carries and which are
 the same on every machine.
@@ -48,15 +51,17 @@ from pathlib import Path
 EXAMPLES_DIR = Path(__file__).resolve().parent
 ROOT = EXAMPLES_DIR.parent
 
-#: The example crate and the SDK crates it depends on (relative to the repository root).
-CRATE = "examples/test-function-rust"
+#: The example crates (relative to the repository root): crate -> (the module
+#: it builds, relative to the repository root; its package name, which names
+#: the artifact cargo writes).
+EXAMPLES = {
+    "examples/test-function-rust": ("examples/test-function-rust.wasm", "essa-test-function"),
+    "examples/word-count-rust": ("examples/word-count-rust.wasm", "word-count"),
+}
+#: The SDK crates the examples depend on.
 SDK_CRATES = ["guest/rust/essa-api", "guest/rust/essa-macros", "guest/rust/anna-api"]
 SDK_WORKSPACE = "guest/rust"
-
-#: Output (relative to the repository root) and the artifact cargo writes.
-OUTPUT = "examples/test-function-rust.wasm"
 TARGET = "wasm32-wasi"
-ARTIFACT = f"target/{TARGET}/release/essa-test-function.wasm"
 
 #: The rustc the committed module was built with (Debian 12's); another
 #: version generally produces different bytes.
@@ -155,25 +160,25 @@ def build_env(cargo_home: Path | None) -> dict[str, str]:
     return env
 
 
-def prepare_tree(work: Path) -> Path:
-    """Copy the crates into `work`, under a generated workspace root; return the crate dir."""
-    for src in [CRATE, *SDK_CRATES]:
+def prepare_tree(work: Path, crate: str) -> Path:
+    """Copy `crate` and the SDK into `work`, under a generated workspace root; return the crate dir."""
+    for src in [crate, *SDK_CRATES]:
         if not (ROOT / src / "Cargo.toml").is_file():
             raise BuildError(f"{src}/Cargo.toml is missing")
-    lock = ROOT / CRATE / "Cargo.lock"
+    lock = ROOT / crate / "Cargo.lock"
     if not lock.is_file():
-        raise BuildError(f"{CRATE}/Cargo.lock is missing (it pins the crate versions)")
+        raise BuildError(f"{crate}/Cargo.lock is missing (it pins the crate versions)")
     for top in ("examples", "guest"):
         shutil.rmtree(work / top, ignore_errors=True)
     ignore = shutil.ignore_patterns("target", ".git")
-    for src in [CRATE, *SDK_CRATES]:
+    for src in [crate, *SDK_CRATES]:
         shutil.copytree(ROOT / src, work / src, ignore=ignore)  # copy2: mtimes kept
     (work / "Cargo.toml").write_text(
         "# Generated by examples/build_rust.py: a root that makes every path relative.\n"
-        f'[workspace]\nmembers = ["{CRATE}"]\nresolver = "2"\n'
+        f'[workspace]\nmembers = ["{crate}"]\nresolver = "2"\n'
     )
     shutil.copy2(lock, work / "Cargo.lock")
-    return work / CRATE
+    return work / crate
 
 
 def run(cmd: list[str], cwd: Path, env: dict[str, str], what: str) -> None:
@@ -183,8 +188,10 @@ def run(cmd: list[str], cwd: Path, env: dict[str, str], what: str) -> None:
         raise BuildError(f"{what} failed (exit status {proc.returncode})")
 
 
-def build(work: Path) -> bytes:
-    crate = prepare_tree(work)
+def build(work: Path, crate: str) -> bytes:
+    """Build example `crate` in the scratch tree `work`; return the module's bytes."""
+    output, package = EXAMPLES[crate]
+    crate_dir = prepare_tree(work, crate)
     env = build_env(work / "cargo-home")
     # rustc writes cross-crate source paths joined to its working directory
     # (the scratch root) into the module; strip that prefix. (Not part of
@@ -192,11 +199,11 @@ def build(work: Path) -> bytes:
     env["RUSTFLAGS"] = f"--remap-path-prefix={work}/="
     run(
         [CARGO, "build", "--release", "--locked", "--offline", "--target", TARGET],
-        crate,
+        crate_dir,
         env,
-        f"building {OUTPUT}",
+        f"building {output}",
     )
-    artifact = work / ARTIFACT
+    artifact = work / "target" / TARGET / "release" / f"{package}.wasm"
     if not artifact.is_file():
         raise BuildError(f"cargo did not write {artifact}")
     data = artifact.read_bytes()
@@ -221,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--check",
         action="store_true",
-        help=f"rebuild from scratch in a temporary directory and exit 1 if {OUTPUT} differs",
+        help="rebuild from scratch in a temporary directory and exit 1 if a committed module differs",
     )
     parser.add_argument(
         "--test", action="store_true", help="also run the SDK's unit tests (cargo test in guest/rust)"
@@ -230,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
         "--work-dir",
         type=Path,
         help="scratch directory to build in (default: a fresh temporary one for --check, "
-        f"else {CRATE}/target/essa-build, reused for faster rebuilds)",
+        "else examples/target/essa-build, reused for faster rebuilds)",
     )
     parser.add_argument(
         "--no-install", action="store_true", help="never run apt-get; fail if a package is missing"
@@ -246,43 +253,53 @@ def main(argv: list[str] | None = None) -> int:
     try:
         ensure_packages(allow_install=not args.no_install)
         check_rustc(args.allow_other_rustc)
+        built: dict[str, bytes] = {}
         with tempfile.TemporaryDirectory(prefix="essa-rust-build-") as tmp:
             if args.work_dir is not None:
                 work = args.work_dir.resolve()
             elif args.check:
                 work = Path(tmp)
             else:
-                work = ROOT / CRATE / "target" / "essa-build"
+                work = EXAMPLES_DIR / "target" / "essa-build"
             work.mkdir(parents=True, exist_ok=True)
-            print(f"building {OUTPUT} in {work}")
-            new = build(work)
+            for crate, (output, _package) in EXAMPLES.items():
+                print(f"building {output} in {work}")
+                built[output] = build(work, crate)
             if args.test:
                 print("testing the Rust guest SDK")
                 test_sdk(work)
-        target = ROOT / OUTPUT
         elapsed = f"{time.monotonic() - started:.0f} s"
         if args.check:
-            if not target.is_file():
-                print(f"error: {OUTPUT} is missing (rebuilt: {describe(new)})", file=sys.stderr)
-            elif target.read_bytes() != new:
-                print(
-                    f"error: {OUTPUT} differs from a fresh build of {CRATE} and {SDK_WORKSPACE} "
-                    f"(committed: {describe(target.read_bytes())}; rebuilt: {describe(new)})",
-                    file=sys.stderr,
-                )
-            else:
-                print(f"  {OUTPUT} is up to date ({describe(new)}; {elapsed})")
+            stale = []
+            for crate, (output, _package) in EXAMPLES.items():
+                target, new = ROOT / output, built[output]
+                if not target.is_file():
+                    stale.append(f"{output} is missing (rebuilt: {describe(new)})")
+                elif target.read_bytes() != new:
+                    stale.append(
+                        f"{output} differs from a fresh build of {crate} and {SDK_WORKSPACE} "
+                        f"(committed: {describe(target.read_bytes())}; rebuilt: {describe(new)})"
+                    )
+                else:
+                    print(f"  {output} is up to date ({describe(new)})")
+            if not stale:
+                print(f"  the Rust example modules are up to date ({elapsed})")
                 return 0
+            for line in stale:
+                print(f"error: {line}", file=sys.stderr)
             print(
-                "error: the committed Rust example module is out of date; run "
+                "error: the committed Rust example modules are out of date; run "
                 "`python examples/build_rust.py` and commit the result",
                 file=sys.stderr,
             )
             return 1
-        staging = target.with_name(target.name + ".tmp")
-        staging.write_bytes(new)
-        os.replace(staging, target)
-        print(f"  wrote {OUTPUT} ({describe(new)}; {elapsed})")
+        for output, new in built.items():
+            target = ROOT / output
+            staging = target.with_name(target.name + ".tmp")
+            staging.write_bytes(new)
+            os.replace(staging, target)
+            print(f"  wrote {output} ({describe(new)})")
+        print(f"  ({elapsed})")
     except BuildError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

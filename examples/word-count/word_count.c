@@ -201,7 +201,11 @@ ESSA_FUNCTION(vocabulary) {
     essa_writer w;
     essa_writer_init(&w);
     essa_write_u64(&w, (uint64_t)count);
-    for (size_t i = 0; i < count; i++) essa_write_bytes(&w, members[i].data, members[i].len);
+    for (size_t i = 0; i < count; i++) {
+        if (!essa_utf8_valid(members[i].data, members[i].len))
+            fail("vocabulary", "a word in \"" VOCAB_KEY "\" is not UTF-8", ESSA_INVALID_RESULT);
+        essa_write_bytes(&w, members[i].data, members[i].len);
+    }
     if (w.failed) fail("vocabulary", "out of memory", ESSA_UNKNOWN_ERROR);
     rc = essa_set_result(w.data, w.len);
     if (rc != ESSA_OK) fail("vocabulary", "essa_set_result failed", rc);
