@@ -1,6 +1,6 @@
 """essa's engine interface on wasmtime-py.
 
-Costs that shape this module (wasmtime-py 50, see ARCHITECTURE.md): the linker
+Costs that shape this module (wasmtime-py 50, see docs/architecture.md): the linker
 and its host functions are built once per module (an ``InstancePre``); each call
 gets a fresh wasmtime store and instance; guest memory is reached through the
 raw data pointer with ``ctypes`` instead of ``Memory.read``/``write``.
