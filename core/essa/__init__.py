@@ -40,6 +40,7 @@ _LAZY = {
     "Lattice": "lattice", "LwwLattice": "lattice", "SetLattice": "lattice", "OrderedSetLattice": "lattice",
     "SingleCausalLattice": "lattice", "MultiCausalLattice": "lattice", "MaxLattice": "lattice",
     "BoolLattice": "lattice", "MapLattice": "lattice", "VectorClock": "lattice",
+    "TlsFiles": "security.tls",
 }
 
 

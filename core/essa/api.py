@@ -38,6 +38,8 @@ from .engine import Grants, Limits
 from .errors import EssaError
 from .lattice import Lattice
 from .programs import check_wasm, read_module
+from .security import settings as security_settings
+from .security.tls import TlsFiles
 from .transport.base import Message
 
 #: Seconds a resolved ``NAME`` (latest version) is reused before it is looked up again.
@@ -108,7 +110,7 @@ class Connection:
     def __init__(self, client: Client, close: Callable[[], None], where: str) -> None:
         self._client = client
         self._close = close
-        self._control = ControlClient(client.transport)
+        self._control = ControlClient(client.transport, token=client.token)
         self._resolved: dict[str, tuple[Deployment, float]] = {}
         self._lock = threading.Lock()
         #: Where this connection runs calls: ``"embedded (...)"`` or the cluster's endpoints.
@@ -324,6 +326,8 @@ def connect(
     timeout: float = 10.0,
     zenoh_config: str | None = None,
     max_message_bytes: int | None = None,
+    token: str | None = None,
+    tls: TlsFiles | None = None,
 ) -> Connection:
     """Connect to essa.
 
@@ -332,6 +336,12 @@ def connect(
     ``executors``, ``limits`` and ``grants`` configure it), nothing to start
     first. With ``endpoint`` (``"tcp/HOST:PORT"``, or several): the cluster
     whose scheduler listens there, within ``timeout`` seconds.
+
+    A secure cluster (see "Securing a cluster" in the README) needs ``tls``,
+    this client's certificate files (``essa.TlsFiles(ca, cert, key)``), and a
+    ``token`` allowing what it does; they default to ``$ESSA_TLS_CA``,
+    ``$ESSA_TLS_CERT``, ``$ESSA_TLS_KEY`` and ``$ESSA_TOKEN``. The embedded
+    runtime needs neither.
     """
     if endpoint is None:
         from .runtime import EmbeddedRuntime
@@ -343,7 +353,8 @@ def connect(
 
     endpoints = [endpoint] if isinstance(endpoint, str) else list(endpoint)
     cap = max_message_bytes or (limits.max_message_bytes if limits else None)
-    client = connect_client(endpoints, zenoh_config, timeout, cap)
+    client = connect_client(endpoints, zenoh_config, timeout, cap, tls=tls,
+                            token=token if token is not None else security_settings.token())
 
     def close() -> None:
         client.close()

@@ -17,6 +17,8 @@ from .engine import DirGrant, Grants, Limits, parse_duration, parse_size
 from .deployments import check_name
 from .errors import EssaError
 from .plugins import DEFAULTS, get_plugin_manager
+from .security import settings as security_settings
+from .security.settings import tls_options, token_key_option, token_option
 
 
 def _parse_options(pairs: tuple[str, ...]) -> dict[str, str]:
@@ -202,14 +204,17 @@ def cli(ctx: click.Context, engine: str, store: str, store_options: tuple[str, .
 
 
 def endpoint_options(listen_default: str | None, connect_default: str | None):
-    """Decorator adding ``--listen``, ``--connect``, ``--scouting`` and ``--zenoh-config``.
+    """Decorator adding ``--listen``, ``--connect``, ``--scouting``, ``--zenoh-config`` and the TLS options.
 
     Public for plugins whose commands run cluster processes (``essa anna kvs``):
     the command receives ``listen``, ``connect``, ``scouting`` and
     ``zenoh_config``; pass ``listen``/``connect`` through :func:`split_endpoints`.
+    ``--tls-ca``/``--tls-cert``/``--tls-key`` are not passed: every zenoh
+    session the process opens uses them (:mod:`essa.security.settings`).
     """
 
     def decorate(fn):
+        fn = tls_options(fn)
         fn = click.option(
             "--zenoh-config",
             envvar="ESSA_ZENOH_CONFIG",
@@ -277,6 +282,8 @@ def endpoint_options(listen_default: str | None, connect_default: str | None):
               help="Write the run's tree of remote calls to FILE as Chrome trace-event JSON "
               "(open it in https://ui.perfetto.dev or chrome://tracing).")
 @limit_options
+@tls_options
+@token_option
 @click.pass_context
 def run(ctx: click.Context, module: str, args: tuple[str, ...], stdin_file, no_stdin: bool, namespace: str | None,
         executors: int | None, connect: tuple[str, ...], zenoh_config: str | None, timeout: float,
@@ -466,6 +473,7 @@ def split_endpoints(values: tuple[str, ...]) -> list[str]:
               help="Refuse call requests whose arguments and module exceed twice this size "
               "(env ESSA_MAX_MESSAGE_SIZE). [default: 64M]")
 @metrics_option
+@token_key_option
 def scheduler(listen, connect, scouting, zenoh_config, placement, max_message_size, metrics_address) -> None:
     """Run a scheduler: places calls on the executors it sees.
 
@@ -477,7 +485,7 @@ def scheduler(listen, connect, scouting, zenoh_config, placement, max_message_si
     limit = _size(max_message_size, "--max-message-size") or Limits().max_message_bytes
     transport = open_transport(split_endpoints(listen), split_endpoints(connect), zenoh_config, scouting,
                                max_message_bytes=limit)
-    sched = serve_scheduler(transport, placement)
+    sched = serve_scheduler(transport, placement, security_settings.verifier())
     click.echo(f"essa scheduler {sched.id}: {transport.describe()}; placement {sched.placement.name}", err=True)
     try:
         wait_for_signal()
@@ -492,6 +500,7 @@ def scheduler(listen, connect, scouting, zenoh_config, placement, max_message_si
 @click.option("--workers", type=click.IntRange(min=1), help="Threads running calls. [default: one per core, at least 2]")
 @limit_options
 @metrics_option
+@token_key_option
 @click.pass_obj
 def executor(settings: Settings, executor_id, listen, connect, scouting, zenoh_config, workers, metrics_address,
              **limit_flags) -> None:
@@ -510,7 +519,8 @@ def executor(settings: Settings, executor_id, listen, connect, scouting, zenoh_c
                                max_message_bytes=limits.max_message_bytes)
     try:
         ex, caller = serve_executor(executor_id, transport, settings.engine, settings.store,
-                                    settings.store_options, workers or default_workers(), limits, grants)
+                                    settings.store_options, workers or default_workers(), limits, grants,
+                                    security_settings.verifier())
     except BaseException:
         transport.close()
         raise
@@ -533,23 +543,35 @@ def executor(settings: Settings, executor_id, listen, connect, scouting, zenoh_c
 @click.option("--executors", type=click.IntRange(min=1), default=2, show_default=True,
               help="Executor processes to start.")
 @click.option("--listen", default="tcp/127.0.0.1:7447", show_default=True, metavar="ENDPOINT",
-              help="Where the scheduler listens.")
+              help="Where the scheduler listens (with --secure, tcp/ is used as tls/).")
+@click.option("--secure", is_flag=True,
+              help="Mutual TLS between all processes, each with its own certificate, and access tokens checked "
+              "by the scheduler and executors (CA and keys made in the security directory if missing).")
+@click.option("--security-dir", metavar="DIR", type=click.Path(file_okay=False), envvar="ESSA_SECURITY_DIR",
+              help="With --secure: where the CA, token keys and certificates are (env ESSA_SECURITY_DIR). "
+              "[default: security/ in essa's data directory]")
 @limit_options
 @click.pass_obj
-def up(settings: Settings, executors: int, listen: str, **limit_flags) -> None:
+def up(settings: Settings, executors: int, listen: str, secure: bool, security_dir: str | None,
+       **limit_flags) -> None:
     """Start a local cluster: a scheduler and N executors, as separate processes.
 
     Prints how to connect, and stops them all on Ctrl-C or SIGTERM. The
-    limits and grants given here go to every executor.
+    limits and grants given here go to every executor. With --secure it also
+    prints which certificate files a client passes, and how to make a token.
     """
     from .cluster import up as run_cluster
+    from .security.tls import secure_endpoints
 
     limits, grants = limits_and_grants(**limit_flags)
     get_plugin_manager().engine_class(settings.engine).check_grants(grants)  # before starting anything
+    if secure:
+        listen = secure_endpoints([listen])[0]
     verbose = logging.getLogger().level <= logging.INFO
     sys.exit(run_cluster(executors, listen, settings.engine, settings.store, settings.store_options, int(verbose),
                          executor_args=limit_arguments(limits, grants),
-                         scheduler_args=["--max-message-size", str(limits.max_message_bytes)]))
+                         scheduler_args=["--max-message-size", str(limits.max_message_bytes)],
+                         secure=secure, security_dir=security_dir))
 
 
 @cli.command()
@@ -557,6 +579,7 @@ def up(settings: Settings, executors: int, listen: str, **limit_flags) -> None:
               default=["tcp/127.0.0.1:7447"], show_default=True, help="The cluster's scheduler endpoint.")
 @click.option("--zenoh-config", envvar="ESSA_ZENOH_CONFIG", type=click.Path(exists=True, dir_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="Print the raw status as JSON.")
+@tls_options
 def status(connect, zenoh_config, as_json) -> None:
     """Show a running cluster: its scheduler and executors with their counters."""
     import json
@@ -593,6 +616,7 @@ def status(connect, zenoh_config, as_json) -> None:
 @click.option("--interval", type=click.FloatRange(min=0.1), default=1.0, show_default=True,
               help="Seconds between two frames.")
 @click.option("--once", is_flag=True, help="Print one frame (after one interval) and exit.")
+@tls_options
 def top(connect, zenoh_config, interval, once) -> None:
     """A live view of a cluster: executors with calls/s, p50/p99, running, failures; the busiest functions.
 
@@ -646,6 +670,11 @@ def plugins() -> None:
 from .service_commands import add_service_commands  # noqa: E402
 
 add_service_commands(cli)
+
+# `essa certs` and `essa token`: the material of a secure cluster.
+from .security.commands import add_security_commands  # noqa: E402
+
+add_security_commands(cli)
 
 
 @cli.command("new")

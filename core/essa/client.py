@@ -103,6 +103,8 @@ class Client:
         request and the executor that gets it stores them.
     :param max_message_bytes: arguments (and, without a store, modules)
         larger than this are refused here, before anything is sent.
+    :param token: the access token sent with every call (a cluster that
+        checks tokens refuses calls without one; see :mod:`essa.security`).
     """
 
     def __init__(
@@ -111,8 +113,10 @@ class Client:
         store: Store | None = None,
         caller: Caller | None = None,
         max_message_bytes: int | None = None,
+        token: str | None = None,
     ) -> None:
         self.transport = transport
+        self.token = token
         self.store = store
         self.max_message_bytes = max_message_bytes or Limits().max_message_bytes
         self._owns_caller = caller is None
@@ -267,6 +271,8 @@ class Client:
     def _start(self, module, function, args, namespace, run, output, convert, trace=False, fields=None) -> CallHandle:
         handle = CallHandle(self, run)
         extra = dict(fields or {})
+        if self.token is not None:
+            extra["token"] = self.token
         if module in self._unsent:
             extra["wasm"] = self._unsent.pop(module)
         if trace:

@@ -10,16 +10,19 @@ from __future__ import annotations
 
 import logging
 import os
+import shlex
 import signal
 import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 from typing import Mapping, Sequence
 
 from .calls import Caller
 from .client import Client
 from .control import ControlService
+from .deployments import DeploymentRegistry
 from .errors import EssaError
 from .engine import Grants, Limits
 from .executor import Executor
@@ -27,6 +30,10 @@ from .plugins import DEFAULTS, get_plugin_manager
 from .programs import ProgramCache
 from .runtime import open_engine, open_store
 from .scheduler import Scheduler
+from .security import settings as security_settings
+from .security.authorize import Authorizer, ModuleIndex
+from .security.tls import TlsFiles
+from .security.tokens import Verifier
 from .transport.base import Transport
 from .transport.zenoh import DEFAULT_ENDPOINT, ZenohTransport
 
@@ -40,17 +47,21 @@ def open_transport(
     scouting: bool = False,
     connect_timeout: float | None = None,
     max_message_bytes: int | None = None,
+    tls: TlsFiles | None = None,
 ) -> Transport:
     """A zenoh peer with the given endpoints.
 
     :param max_message_bytes: the message size limit of the process; the
         transport reads no message larger than a module and arguments of that
         size together (see :class:`~essa.transport.zenoh.ZenohTransport`).
+    :param tls: mutual TLS files; default: this process's (``--tls-*`` or
+        ``ESSA_TLS_*``, see :mod:`essa.security.settings`), if any.
     """
     cap = 2 * max_message_bytes + (1 << 20) if max_message_bytes else None
     return ZenohTransport(
         {"listen": list(listen), "connect": list(connect), "config": config, "scouting": scouting,
-         "connect_timeout": connect_timeout, "max_message_bytes": cap}
+         "connect_timeout": connect_timeout, "max_message_bytes": cap,
+         "tls": tls if tls is not None else security_settings.tls_files()}
     )
 
 
@@ -63,10 +74,14 @@ def wait_for_signal() -> None:
         pass
 
 
-def serve_scheduler(transport: Transport, placement: str | None = None) -> Scheduler:
-    """Start a scheduler on ``transport`` with the named placement policy."""
+def serve_scheduler(transport: Transport, placement: str | None = None, verifier: Verifier | None = None) -> Scheduler:
+    """Start a scheduler on ``transport`` with the named placement policy.
+
+    With ``verifier`` it places only calls whose token allows them (see
+    :mod:`essa.security.authorize`).
+    """
     policy = get_plugin_manager().placement_class(placement or DEFAULTS["placement"])()
-    scheduler = Scheduler(transport, policy)
+    scheduler = Scheduler(transport, policy, authorizer=Authorizer(verifier) if verifier else None)
     scheduler.start()
     return scheduler
 
@@ -80,28 +95,36 @@ def serve_executor(
     workers: int,
     limits: Limits | None = None,
     grants: Grants | None = None,
+    verifier: Verifier | None = None,
 ) -> tuple[Executor, Caller]:
     """Start an executor on ``transport``; returns it and its caller.
 
     ``limits`` and ``grants`` are this executor's own: calls placed on it run
-    under them, whatever the client that started the run asked for.
+    under them, whatever the client that started the run asked for. With
+    ``verifier`` it runs only calls and control requests whose token allows
+    them (see :mod:`essa.security.authorize`).
     """
     engine_obj = open_engine(engine, limits, grants=grants)
     store_obj = open_store(store, store_options)
     caller = Caller(transport, f"executor-{executor_id}")
     programs = ProgramCache(engine_obj, store_obj)
-    executor = Executor(executor_id, programs, store_obj, transport, caller, workers)
+    authorizer = Authorizer(verifier, ModuleIndex(DeploymentRegistry(store_obj).versions)) if verifier else None
+    executor = Executor(executor_id, programs, store_obj, transport, caller, workers, authorizer=authorizer)
     executor.start()
-    executor.also_close(ControlService(programs, engine_obj.limits.max_message_bytes).serve(transport))
+    executor.also_close(ControlService(programs, engine_obj.limits.max_message_bytes, authorizer).serve(transport))
     return executor, caller
 
 
 def connect_client(
-    endpoints: Sequence[str], config: str | None = None, timeout: float = 5.0, max_message_bytes: int | None = None
+    endpoints: Sequence[str], config: str | None = None, timeout: float = 5.0, max_message_bytes: int | None = None,
+    tls: TlsFiles | None = None, token: str | None = None,
 ) -> Client:
-    """A client connected to a running cluster, or a one-line error naming the endpoint."""
-    transport = open_transport(connect=endpoints, config=config, connect_timeout=timeout)
-    client = Client(transport, max_message_bytes=max_message_bytes)
+    """A client connected to a running cluster, or a one-line error naming the endpoint.
+
+    ``tls`` as for :func:`open_transport`; ``token`` goes with every call.
+    """
+    transport = open_transport(connect=endpoints, config=config, connect_timeout=timeout, tls=tls)
+    client = Client(transport, max_message_bytes=max_message_bytes, token=token)
     deadline = time.monotonic() + timeout
     while not client.caller.sees_scheduler:
         if time.monotonic() > deadline:
@@ -142,15 +165,22 @@ def up(
     verbose: int = 0,
     executor_args: Sequence[str] = (),
     scheduler_args: Sequence[str] = (),
+    secure: bool = False,
+    security_dir: str | None = None,
 ) -> int:
     """Run a scheduler and ``executors`` executor processes until interrupted.
 
     ``executor_args`` and ``scheduler_args`` are extra flags for those
     commands (limits and grants, see :func:`essa.cli.limit_arguments`).
+    With ``secure`` (``listen`` then is a ``tls/`` endpoint) every process
+    gets its own certificate from the CA in ``security_dir`` (made there if
+    missing; see :mod:`essa.security.local`), and the scheduler and
+    executors check access tokens.
     Returns a non-zero status if a process died on its own.
     """
     essa = [sys.executable, "-m", "essa"] + ["-v"] * verbose
     services = get_plugin_manager().store_class(store or DEFAULTS["store"]).cluster_services(store_options, listen)
+    environment = _secure_environments(executors, services, security_dir) if secure else None
     base = list(essa)
     if engine:
         base += ["--engine", engine]
@@ -162,16 +192,22 @@ def up(
     stopping = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stopping.set())
+    def start(name: str, command: list[str]) -> None:
+        env = None if environment is None else {**os.environ, **environment[len(children)]}
+        children.append((name, subprocess.Popen(command, env=env)))
+
     try:
-        children.append(("scheduler", subprocess.Popen([*essa, "scheduler", "--listen", listen, *scheduler_args])))
+        start("scheduler", [*essa, "scheduler", "--listen", listen, *scheduler_args])
         for command in services.commands:
-            children.append((" ".join(command[:2]), subprocess.Popen([*essa, *command])))
+            start(" ".join(command[:2]), [*essa, *command])
         for i in range(executors):
-            command = [*base, "executor", str(i), "--connect", listen, *executor_args]
-            children.append((f"executor {i}", subprocess.Popen(command)))
-        print(f"essa cluster up: {executors} executors", flush=True)
+            start(f"executor {i}", [*base, "executor", str(i), "--connect", listen, *executor_args])
+        print(f"essa cluster up: {executors} executors" + (", mutual TLS, access tokens" if secure else ""),
+              flush=True)
         for name, where in {"scheduler": listen, **services.endpoints}.items():
             print(f"  {name:<14} {where}", flush=True)
+        if secure:
+            _print_secure_usage(security_dir)
         print(f"run a module with:  essa run --connect {listen} FILE.wasm", flush=True)
         print(f"deploy one with:    essa deploy --connect {listen} FILE.wasm --name NAME", flush=True)
         print("stop with Ctrl-C", flush=True)
@@ -192,6 +228,38 @@ def up(
             except subprocess.TimeoutExpired:
                 child.kill()
                 child.wait()
+
+
+def _secure_environments(executors: int, services, security_dir: str | None) -> list[dict[str, str]]:
+    """The security environment of each process ``up`` starts, in start order (scheduler, services, executors)."""
+    from .security.certs import ROLES
+    from .security.local import prepare_local
+
+    if len(services.roles) != len(services.commands) or not set(services.roles) <= set(ROLES):
+        raise EssaError("the store's processes do not say their certificate roles: `essa up --secure` cannot "
+                        "start them (start them yourself with certificates from `essa certs issue`)")
+    names: list[tuple[str, str]] = [("scheduler", "scheduler")]
+    counts: dict[str, int] = {}
+    for role in services.roles:
+        index = counts.get(role, 0)
+        counts[role] = index + 1
+        names.append((f"{role}-{index}", role))
+    names += [(f"executor-{i}", "executor") for i in range(executors)]
+    material = prepare_local(security_dir, dict(names))
+    return [material.environment(name, verify_tokens=role in ("scheduler", "executor")) for name, role in names]
+
+
+def _print_secure_usage(security_dir: str | None) -> None:
+    from .security.local import Material, default_directory
+
+    material = Material(Path(security_dir) if security_dir else default_directory())
+    files = material.files("client")
+    where = "" if security_dir is None else f" --dir {shlex.quote(security_dir)}"
+    print(f"certificates in:    {material.directory} (admin.pem: also reaches the store nodes)", flush=True)
+    print(f"connect with:       export ESSA_TLS_CA={shlex.quote(files.ca)} ESSA_TLS_CERT={shlex.quote(files.cert)} "
+          f"ESSA_TLS_KEY={shlex.quote(files.key)}", flush=True)
+    print(f"                    export ESSA_TOKEN=$(essa token create{where} --deployment '*' --namespace '*')",
+          flush=True)
 
 
 def default_workers() -> int:

@@ -11,8 +11,10 @@ as a function call).
 A request is ``{"op": OP, ...}``; the answer is ``{"ok": True, ...}`` or
 ``{"ok": False, "error": ONE_LINE, "kind": KIND}`` where KIND is
 ``not-found`` (a deployment, version, function or key), ``invalid`` (a bad
-request), ``module`` (a module that cannot be used) or ``store``. Requests
-are checked field by field; none can make the service raise.
+request), ``module`` (a module that cannot be used), ``store``, or
+``refused`` (the request's token does not allow it, on a cluster that checks
+tokens: see :mod:`essa.security.authorize`). Requests are checked field by
+field; none can make the service raise.
 
 A deploy compiles the module (so a bad module is refused at deploy time and
 the artifact is ready for the first call) and records the new version with
@@ -32,6 +34,7 @@ from .engine import format_bytes
 from .errors import DecodeError, EssaError, ModuleError, NotFound, StoreError
 from .programs import ProgramCache, publish_module
 from .ratelimit import RateLimitedLog, describe
+from .security.authorize import Authorizer, Refused
 from .transport.base import Message, Subscription, Transport
 
 log = logging.getLogger("essa.control")
@@ -50,10 +53,14 @@ class ControlError(EssaError):
 
 
 class ControlService:
-    """Answers control requests with ``programs`` (an engine and its store)."""
+    """Answers control requests with ``programs`` (an engine and its store).
 
-    def __init__(self, programs: ProgramCache, max_message_bytes: int) -> None:
+    :param authorizer: if given, each request's ``token`` must allow it.
+    """
+
+    def __init__(self, programs: ProgramCache, max_message_bytes: int, authorizer: Authorizer | None = None) -> None:
         self.programs = programs
+        self.authorizer = authorizer
         self.store = programs.store
         self.registry = DeploymentRegistry(programs.store)
         self.max_message_bytes = max_message_bytes
@@ -80,7 +87,16 @@ class ControlService:
         try:
             if handler is None:
                 raise ControlError(f"unknown control request {str(op)[:40]!r}")
-            return {"ok": True, **handler(request)}
+            if self.authorizer is None:
+                return {"ok": True, **handler(request)}
+            grant = self.authorizer.check_control(op, request)
+            answer = handler(request)
+            if op == "list":
+                answer["deployments"] = self.authorizer.visible(grant, answer["deployments"])
+            return {"ok": True, **answer}
+        except Refused as exc:
+            _problems.warning("refused", "refused control request %.20s: %s", op, exc.reason)
+            return {"ok": False, "error": str(exc), "kind": exc.kind}
         except NotFound as exc:
             return {"ok": False, "error": str(exc), "kind": "not-found"}
         except ControlError as exc:
@@ -183,14 +199,17 @@ class ControlClient:
     """Sends control requests to whichever server answers first.
 
     :param timeout: seconds to wait for an answer (a deploy compiles: give it more).
+    :param token: the access token to send with every request.
     """
 
     #: Seconds to keep asking while no server is known (routes of a new session take a moment).
     find_server = 10.0
 
-    def __init__(self, transport: Transport, timeout: float = 30.0) -> None:
+    def __init__(self, transport: Transport, timeout: float = 30.0, token: str | None = None) -> None:
         self.transport = transport
         self.timeout = timeout
+        #: The access token sent with every request (a cluster that checks tokens needs one).
+        self.token = token
 
     def request(self, op: str, timeout: float | None = None, **fields: Any) -> Message:
         """The answer to ``{"op": op, **fields}``.
@@ -199,6 +218,8 @@ class ControlClient:
         :raises ControlError: it was refused, or nobody answered.
         """
         timeout = timeout or self.timeout
+        if self.token is not None:
+            fields["token"] = self.token
         deadline = time.monotonic() + min(timeout, self.find_server)
         while True:
             answers = self.transport.query(f"{topics.CONTROL}/**", {"op": op, **fields}, timeout=timeout, one=True)

@@ -28,9 +28,10 @@ from .abi import EssaResult, Invocation
 from .calls import LOCAL, Caller, call_request, cancelled_reply, check_request, reply_message, send_reply
 from .deployments import display_name
 from .engine import START, Grants
-from .errors import CallCancelled, EssaError, GuestExit, GuestTrap, LimitExceeded, ModuleError
+from .errors import CallCancelled, EssaError, GuestExit, GuestTrap, LimitExceeded, ModuleError, StoreError
 from .pool import WorkPool
 from .ratelimit import RateLimitedLog, describe
+from .security.authorize import REFUSED, Authorizer, Refused
 from .tracing import span
 from .programs import ProgramCache, publish_module
 from .stdin import RemoteStdin
@@ -65,6 +66,8 @@ class Executor:
     :param programs: compiled modules (shared by executors of one process).
     :param caller: starts the remote calls of this executor's guests.
     :param workers: threads for queued calls (blocked callers get helpers).
+    :param authorizer: if given, only calls whose token it allows run
+        (:mod:`essa.security.authorize`); others are refused in one line.
     """
 
     #: Cancelled runs remembered, so that their queued calls are refused when they start.
@@ -78,6 +81,7 @@ class Executor:
         transport: Transport,
         caller: Caller,
         workers: int = 1,
+        authorizer: Authorizer | None = None,
     ) -> None:
         if not topics.is_chunk(executor_id):
             raise EssaError(
@@ -89,6 +93,7 @@ class Executor:
         self.transport = transport
         self.caller = caller
         self.workers = workers
+        self.authorizer = authorizer
         self.pool = WorkPool(workers, name=f"essa-executor-{executor_id}")
         self.stats = ExecutorStats()
         self._stats_lock = threading.Lock()
@@ -160,6 +165,11 @@ class Executor:
         it does not even say where to answer); it never reaches the pool.
         """
         problem = check_request(request, "executor", self.programs.engine.limits.max_message_bytes)
+        if problem is None and self.authorizer is not None:
+            try:
+                self.authorizer.check_call(request)
+            except Refused as exc:
+                problem = str(exc)
         if problem is not None:
             self._refuse(request, problem)
             return
@@ -176,7 +186,7 @@ class Executor:
             _problems.warning("dropped", "executor %s: dropped a call request: %s", self.id, problem)
             return
         _problems.warning("refused", "executor %s: refused call %.80s: %s", self.id, call_id, problem)
-        kind = "message-size" if "size limit" in problem else "invalid"
+        kind = "message-size" if "size limit" in problem else "refused" if problem.startswith(REFUSED) else "invalid"
         self._answer(request, reply_message(call_id, EssaResult.UnknownError, message=problem, exit=1, kind=kind))
 
     def _answer(self, request: Message, reply: Message) -> None:
@@ -281,6 +291,14 @@ class Executor:
             with self._stats_lock:
                 self.stats.cancelled += 1
             return cancelled_reply(call_id, what, cancelled)
+        if self.authorizer is not None:
+            try:
+                self.authorizer.check_module(request, self.authorizer.check_call(request))
+            except EssaError as exc:  # refused, or the store cannot say which modules a deployment has
+                self._failed()
+                _problems.warning("refused", "executor %s: refused call %.80s: %s", self.id, call_id, exc)
+                return reply_message(call_id, EssaResult.UnknownError, message=str(exc), exit=1,
+                                     kind="refused" if isinstance(exc, Refused) else "error")
         output = RunOutput(self.transport, request["run"])
         stdin = RemoteStdin(self.transport, request["run"]) if is_run and request.get("stdin") else None
         try:
@@ -409,7 +427,7 @@ class RunOutput:
 class _CallHost:
     """The ABI's view of the runtime, for one invocation."""
 
-    __slots__ = ("_executor", "_program", "_request", "_output", "_prefix")
+    __slots__ = ("_executor", "_program", "_request", "_output", "_prefix", "_read_only")
 
     def __init__(self, executor: Executor, program, request: Message, output: RunOutput) -> None:
         self._executor = executor
@@ -417,6 +435,8 @@ class _CallHost:
         self._request = request
         self._output = output
         self._prefix = f"{request['namespace']}/data/"
+        authorizer = executor.authorizer
+        self._read_only = authorizer is not None and authorizer.read_only(request)
 
     def function_status(self, name: str) -> EssaResult:
         return _CALLABLE_STATUS[self._program.info.callable_status(name)]
@@ -426,6 +446,8 @@ class _CallHost:
         extra = {"trace": True, "parent": req["id"], "sent": time.time()} if req.get("trace") is True else {}
         if "argv" in req:
             extra["argv"] = req["argv"]  # remote calls see the run's arguments too
+        if "token" in req:
+            extra["token"] = req["token"]  # and run with its authorization: same module, same namespace
         return self._executor.caller.start(call_request(req["module"], name, args, req["namespace"], req["run"],
                                                         nested=True, **extra))
 
@@ -434,6 +456,8 @@ class _CallHost:
             return self._executor.store.get_bytes(self._prefix + key)
 
     def merge_state(self, key: str, value: bytes) -> None:
+        if self._read_only:
+            raise StoreError(f"the call's token is read-only: it cannot write namespace {self._request['namespace']!r}")
         with metrics.store_operation("put"):
             self._executor.store.merge_bytes(self._prefix + key, value)
 

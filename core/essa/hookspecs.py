@@ -81,3 +81,22 @@ def essa_register_commands(cli: "click.Group") -> None:
 
     :param cli: the top-level ``essa`` click group; call ``cli.add_command``.
     """
+
+
+# -- security ----------------------------------------------------------------------
+
+
+@hookspec
+def essa_register_access(allow: Callable[..., None]) -> None:
+    """Let the plugin's processes use their own key spaces on a secure cluster.
+
+    A secure cluster's zenoh access control lets a peer do only what its
+    certificate's role may (see :mod:`essa.security.acl`). A plugin whose
+    processes talk over their own topics grants them, per role::
+
+        allow("kvs", put=["anna/kvs/*/*"], subscribe=["anna/kvs/*/*"], token=["anna/live/kvs/**"])
+
+    :param allow: call ``allow(role, put=..., subscribe=..., serve=...,
+        query=..., token=..., watch=...)`` with lists of zenoh key
+        expressions; ``role`` is one of :data:`essa.security.certs.ROLES`.
+    """

@@ -35,6 +35,7 @@ from .calls import cancelled_reply, check_request, reply_message, send_reply
 from .deployments import display_name
 from .engine import START
 from .ratelimit import RateLimitedLog, describe
+from .security.authorize import Authorizer, Refused
 from .transport.base import Message, Transport
 
 log = logging.getLogger("essa.scheduler")
@@ -89,6 +90,8 @@ class Scheduler:
 
     :param placement: the placement policy (default :class:`Placement`).
     :param wait_for_executors: how long a call waits for a first executor.
+    :param authorizer: if given, only calls whose token it allows are placed
+        (:mod:`essa.security.authorize`); others are refused in one line.
     """
 
     #: Most calls kept waiting for an executor; more are refused at once.
@@ -100,8 +103,10 @@ class Scheduler:
         placement: Placement | None = None,
         scheduler_id: str | None = None,
         wait_for_executors: float = 10.0,
+        authorizer: Authorizer | None = None,
     ) -> None:
         self.transport = transport
+        self.authorizer = authorizer
         self.placement = placement or Placement()
         self.id = scheduler_id or uuid.uuid4().hex[:12]
         self.wait_for_executors = wait_for_executors
@@ -160,6 +165,13 @@ class Scheduler:
         if problem is not None:
             self._refuse(request, problem)
             return
+        if self.authorizer is not None and exclude is None:
+            try:
+                self.authorizer.check_call(request)
+            except Refused as exc:
+                _problems.warning("unauthorized", "refused call %.80s: %s", request["id"], exc.reason)
+                self._fail(request, str(exc), kind=exc.kind)
+                return
         with self._lock:
             target = self._choose(request, exclude)
             if target is not None:

@@ -27,12 +27,14 @@ from .cli import (
     write_trace,
 )
 from .errors import EssaError
+from .security.settings import tls_options, token_option
 
 STATE_TYPES = {"lww": "Lww", "set": "Set", "ordered-set": "OrderedSet"}
 
 
 def connection_options(fn):
-    """``--connect``, ``--zenoh-config`` and ``--timeout`` for commands that talk to essa."""
+    """``--connect``, ``--zenoh-config``, ``--timeout``, the TLS options and ``--token`` for commands that talk to essa."""
+    fn = tls_options(token_option(fn))
     fn = click.option("--timeout", type=float, default=10.0, show_default=True,
                       help="Seconds to wait for the cluster's scheduler with --connect.")(fn)
     fn = click.option("--zenoh-config", envvar="ESSA_ZENOH_CONFIG", type=click.Path(exists=True, dir_okay=False),

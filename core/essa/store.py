@@ -34,11 +34,14 @@ class ClusterServices:
         list without the leading ``essa`` (e.g. ``["anna", "kvs", ...]``).
     :param options: the store options executors (and ``essa run``) then use.
     :param endpoints: what ``essa up`` prints: a service's name -> where it listens.
+    :param roles: the certificate role of each command's process (one of
+        :data:`essa.security.certs.ROLES`), for ``essa up --secure``.
     """
 
     commands: list[list[str]] = field(default_factory=list)
     options: dict[str, str] = field(default_factory=dict)
     endpoints: dict[str, str] = field(default_factory=dict)
+    roles: list[str] = field(default_factory=list)
 
 
 class Store(ABC):

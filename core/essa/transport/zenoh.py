@@ -3,7 +3,8 @@
 Every process is a zenoh *peer* with explicit endpoints: the scheduler
 listens (default ``tcp/127.0.0.1:7447``), executors and clients connect to it,
 and zenoh's gossip lets peers that share a neighbour find each other. Multicast
-scouting is off unless asked for. Messages are msgpack-encoded dicts; puts use
+scouting is off unless asked for, and a process listens only where it is told
+(zenoh's own default would be every interface). Messages are msgpack-encoded dicts; puts use
 blocking congestion control, so a message is never dropped under load.
 
 Options (from flags, ``ESSA_*`` environment variables or a zenoh config file):
@@ -12,6 +13,10 @@ Options (from flags, ``ESSA_*`` environment variables or a zenoh config file):
     lists of zenoh endpoints such as ``tcp/127.0.0.1:7447``;
 ``config``
     a zenoh JSON5 config file, applied first (flags win);
+``tls``
+    a :class:`~essa.security.tls.TlsFiles`: mutual TLS with the cluster's
+    CA and essa's access control (``tcp/`` endpoints are used as ``tls/``);
+    ``None``: plain TCP, with a warning when listening beyond loopback.
 ``scouting``
     ``True`` to enable multicast scouting;
 ``connect_timeout``
@@ -37,6 +42,7 @@ import msgpack
 
 from ..errors import EssaError
 from ..ratelimit import RateLimitedLog, guarded
+from ..security.tls import apply as apply_tls, diagnose, secure_endpoints, warn_if_exposed
 from .base import Message, Subscription, Transport
 
 log = logging.getLogger("essa.transport.zenoh")
@@ -101,6 +107,11 @@ class ZenohTransport(Transport):
         self._zenoh = zenoh
         self.listen = list(self.options.get("listen") or [])
         self.connect = list(self.options.get("connect") or [])
+        self.tls = self.options.get("tls")
+        if self.tls is not None:
+            self.listen, self.connect = secure_endpoints(self.listen), secure_endpoints(self.connect)
+        else:
+            warn_if_exposed(self.listen)
         config = self._config()
         try:
             self._session = zenoh.open(config)
@@ -108,6 +119,9 @@ class ZenohTransport(Transport):
             where = ", ".join(self.connect or self.listen) or "the configured endpoints"
             reason = str(exc).split(" at ", 1)[0]
             if "Unable to connect" in reason:
+                why = diagnose(self.connect[0], self.tls) if self.connect else None
+                if why is not None:
+                    raise TransportError(f"cannot connect to {where}: {why}") from None
                 raise TransportError(f"cannot reach {where}: nothing answers there (is `essa scheduler` running?)") from None
             raise TransportError(f"cannot open a zenoh session on {where}: {reason}") from None
         self._publishers: dict[str, Any] = {}
@@ -121,7 +135,7 @@ class ZenohTransport(Transport):
             config = zenoh.Config.from_file(path) if path else zenoh.Config()
             config.insert_json5("mode", '"peer"')
             config.insert_json5("scouting/multicast/enabled", json.dumps(bool(self.options.get("scouting"))))
-            if self.listen:
+            if self.listen or not path:
                 config.insert_json5("listen/endpoints", json.dumps(self.listen))
             if self.connect:
                 config.insert_json5("connect/endpoints", json.dumps(self.connect))
@@ -129,6 +143,8 @@ class ZenohTransport(Transport):
                 if timeout is not None:
                     config.insert_json5("connect/timeout_ms", str(int(timeout * 1000)))
                     config.insert_json5("connect/exit_on_failure", "true")
+            if self.tls is not None:
+                apply_tls(config, self.tls)
         except zenoh.ZError as exc:
             raise TransportError(f"invalid zenoh configuration: {exc}") from None
         except OSError as exc:
@@ -240,6 +256,8 @@ class ZenohTransport(Transport):
             parts.append("listening on " + ", ".join(self.listen))
         if self.connect:
             parts.append("connected to " + ", ".join(self.connect))
+        if self.tls is not None:
+            parts.append(f"mutual TLS as {self.tls.role}")
         return "zenoh peer " + ("; ".join(parts) or "(default endpoints)")
 
     def close(self) -> None:

@@ -9,6 +9,7 @@ import re
 import click
 
 from essa.cli import endpoint_options, split_endpoints
+from essa.security.settings import tls_options
 
 from . import protocol as P
 from .errors import AnnaError
@@ -126,6 +127,7 @@ def kvs(node_id, listen, connect, scouting, zenoh_config, workers, global_replic
 
 
 def _client_options(fn):
+    fn = tls_options(fn)
     fn = click.option("--timeout", type=float, default=5.0, show_default=True,
                       help="Seconds a request may take.")(fn)
     fn = click.option("--connect-timeout", type=float, default=None,

@@ -111,7 +111,8 @@ class AnnaStore(Store):
                 command += ["--path", f"{options['path']}/kvs-{i}"]
             commands.append(command)
         client["routing"] = endpoint
-        return ClusterServices(commands=commands, options=client, endpoints={"anna routing": routing})
+        return ClusterServices(commands=commands, options=client, endpoints={"anna routing": routing},
+                               roles=["routing"] + ["kvs"] * nodes)
 
 
 def _routing_endpoint(scheduler: str) -> str:

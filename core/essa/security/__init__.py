@@ -1,0 +1,1 @@
+"""Trust: mutual TLS, roles, access tokens (see the README, "Securing a cluster")."""

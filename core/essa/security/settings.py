@@ -1,0 +1,122 @@
+"""This process's security settings, from its command line or its environment.
+
+One process has one identity: the TLS files of its zenoh sessions (every
+session it opens, the anna store's included), the token it sends with its
+requests, and the key its scheduler or executor checks tokens with. The
+command-line options below record them for the process; without them the
+environment variables apply (so the Python API and child processes see the
+same settings as the ``essa`` command):
+
+=================  ====================  ==========================================
+option             environment           used by
+=================  ====================  ==========================================
+``--tls-ca``       ``ESSA_TLS_CA``       every process of a cluster (with cert, key)
+``--tls-cert``     ``ESSA_TLS_CERT``
+``--tls-key``      ``ESSA_TLS_KEY``
+``--token``        ``ESSA_TOKEN``        clients: sent with every request
+``--token-key``    ``ESSA_TOKEN_KEY``    schedulers, executors: check tokens with it
+=================  ====================  ==========================================
+
+The decorators add the options without adding parameters to the command:
+their values are recorded here as click parses them.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+
+from . import tls as _tls
+from .tls import TlsFiles
+
+_given: dict[str, str] = {}
+_verifiers: dict[str, object] = {}
+_lock = threading.Lock()
+
+
+def _record(name: str):
+    def callback(_ctx, _param, value):
+        if value:
+            _given[name] = value
+        return value
+
+    return callback
+
+
+def tls_options(fn):
+    """``--tls-ca``, ``--tls-cert``, ``--tls-key`` for a command that opens zenoh sessions."""
+    import click
+
+    help_texts = {
+        "ca": "The cluster's CA certificate (PEM): only peers it signed are let in (env ESSA_TLS_CA).",
+        "cert": "This process's certificate (PEM), signed by the cluster's CA; its role decides what this "
+                "process may do (env ESSA_TLS_CERT).",
+        "key": "This process's private key (PEM) (env ESSA_TLS_KEY).",
+    }
+    for name in ("key", "cert", "ca"):
+        fn = click.option(_tls.FLAGS[name], metavar="FILE", envvar=_tls.ENV[name], expose_value=False,
+                          type=click.Path(exists=True, dir_okay=False), callback=_record(f"tls_{name}"),
+                          help=help_texts[name])(fn)
+    return fn
+
+
+def token_option(fn):
+    """``--token`` for a command that sends requests to a cluster."""
+    import click
+
+    return click.option("--token", metavar="TOKEN", envvar="ESSA_TOKEN", expose_value=False,
+                        callback=_record("token"),
+                        help="The access token sent with every request (env ESSA_TOKEN); a cluster that checks "
+                        "tokens refuses requests its token does not allow. See `essa token create`.")(fn)
+
+
+def token_key_option(fn):
+    """``--token-key`` for the processes that check tokens (scheduler, executor)."""
+    import click
+
+    return click.option("--token-key", metavar="FILE", envvar="ESSA_TOKEN_KEY", expose_value=False,
+                        type=click.Path(exists=True, dir_okay=False), callback=_record("token_key"),
+                        help="Check every request's access token with this public key (PEM, made by "
+                        "`essa certs init`); refuse requests without a valid one (env ESSA_TOKEN_KEY). "
+                        "Default: no token checks.")(fn)
+
+
+def _value(name: str, env: str) -> str | None:
+    return _given.get(name) or os.environ.get(env) or None
+
+
+def tls_files() -> TlsFiles | None:
+    """This process's TLS files, or ``None`` (plain TCP).
+
+    :raises essa.security.tls.TlsError: some but not all three are given, or one cannot be read.
+    """
+    values = {name: _value(f"tls_{name}", env) for name, env in _tls.ENV.items()}
+    if not any(values.values()):
+        return None
+    missing = [_tls.FLAGS[name] for name, value in values.items() if not value]
+    if missing:
+        raise _tls.TlsError("TLS needs --tls-ca, --tls-cert and --tls-key together (or ESSA_TLS_CA, ESSA_TLS_CERT "
+                            f"and ESSA_TLS_KEY); missing: {', '.join(missing)}")
+    return TlsFiles(**values)
+
+
+def token() -> str | None:
+    """The token this process sends with its requests, or ``None``."""
+    value = _value("token", "ESSA_TOKEN")
+    return value.strip() if value else None
+
+
+def verifier():
+    """The :class:`~essa.security.tokens.Verifier` of this process's token key, or ``None`` (no checks)."""
+    path = _value("token_key", "ESSA_TOKEN_KEY")
+    if path is None:
+        return None
+    from .tokens import Verifier
+
+    with _lock:
+        if path not in _verifiers:
+            _verifiers[path] = Verifier(path)
+        return _verifiers[path]
+
+
+__all__ = ["tls_files", "tls_options", "token", "token_key_option", "token_option", "verifier"]
