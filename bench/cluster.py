@@ -8,7 +8,15 @@ process (a client connected over zenoh):
 - ``throughput``: echo calls per second with ``--concurrency`` callers
   for ``--seconds``, spread over the two executors.
 
-Usage: python bench/cluster.py [--engine wasmtime] [--calls 2000] [--concurrency 32]
+With ``--tls`` it measures two clusters in the same run: plain TCP, and a
+secure one (mutual TLS between every process, zenoh's access control, and
+an access token checked by the scheduler and the executor on every call).
+They alternate for ``--rounds`` rounds, each on a fresh cluster, so a load
+that other work puts on the machine falls on both alike; the document gives
+every round, the medians per configuration, how much slower the secure one
+is, and the load average (``uptime``) before and after.
+
+Usage: python bench/cluster.py [--engine wasmtime] [--calls 2000] [--concurrency 32] [--tls --rounds 3]
 """
 
 from __future__ import annotations
@@ -18,6 +26,7 @@ import json
 import os
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -35,37 +44,42 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--engine", default="wasmtime")
-    parser.add_argument("--calls", type=int, default=2000)
-    parser.add_argument("--concurrency", type=int, default=32)
-    parser.add_argument("--seconds", type=float, default=5.0)
-    parser.add_argument("--workers", type=int, default=2, help="threads per executor")
-    args = parser.parse_args()
-
+def measure(args: argparse.Namespace, secure: bool) -> dict:
+    """One cluster (plain or secure), started, measured and stopped."""
     import wasmtime
 
     from essa.calls import call_request
     from essa.cluster import connect_client
+    from essa.security import tokens
+    from essa.security.local import prepare_local
 
-    endpoint = f"tcp/127.0.0.1:{free_port()}"
+    endpoint = f"{'tls' if secure else 'tcp'}/127.0.0.1:{free_port()}"
     essa = [sys.executable, "-m", "essa", "--engine", args.engine]
     with tempfile.TemporaryDirectory() as home:
         env = {**os.environ, "ESSA_HOME": home}
-        procs = [subprocess.Popen([*essa, "scheduler", "--listen", endpoint], env=env, stderr=subprocess.DEVNULL)]
+        names = ["scheduler", "executor-0", "executor-1"]
+        tls = token = None
+        process_env = {name: {} for name in names}
+        if secure:
+            material = prepare_local(Path(home) / "security", {n: n.split("-")[0] for n in names})
+            process_env = {n: material.environment(n, verify_tokens=True) for n in names}
+            tls = material.files("client")
+            token = tokens.create(material.signing_key, namespaces=["*"], ttl=3600)
+        procs = [subprocess.Popen([*essa, "scheduler", "--listen", endpoint], env={**env, **process_env["scheduler"]},
+                                  stderr=subprocess.DEVNULL)]
         for i in range(2):
             procs.append(subprocess.Popen(
                 [*essa, "executor", str(i), "--connect", endpoint, "--workers", str(args.workers)],
-                env=env, stderr=subprocess.DEVNULL,
+                env={**env, **process_env[f"executor-{i}"]}, stderr=subprocess.DEVNULL,
             ))
         try:
-            client = connect_client([endpoint], timeout=10)
+            client = connect_client([endpoint], timeout=10, tls=tls, token=token)
             module = client.publish(wasmtime.wat2wasm(ECHO_WAT))
             deadline = time.monotonic() + 20
             while True:  # until both executors have the module warm
                 for _ in range(50):
-                    client.call(module, "__essa_wrapper__echo", b"12345678")
+                    outcome = client.call(module, "__essa_wrapper__echo", b"12345678")
+                    assert outcome.value == b"12345678", outcome
                 status = [a for a in client.transport.query("essa/status/executor/**", {}) if a["calls"]]
                 if len(status) == 2 or time.monotonic() > deadline:
                     break
@@ -78,7 +92,8 @@ def main() -> None:
             done = [0] * args.concurrency
             stop = threading.Event()
 
-            request = call_request(module, "__essa_wrapper__echo", b"12345678", "bench", "bench")
+            extra = {} if token is None else {"token": token}
+            request = call_request(module, "__essa_wrapper__echo", b"12345678", "bench", "bench", **extra)
 
             def worker(i: int) -> None:  # one call in flight per worker
                 while not stop.is_set():
@@ -103,10 +118,7 @@ def main() -> None:
                 proc.send_signal(signal.SIGTERM)
             for proc in procs:
                 proc.wait(30)
-    print(json.dumps({
-        "engine": args.engine,
-        "python": sys.version.split()[0],
-        "cpus": os.cpu_count(),
+    return {
         "call": {"calls": args.calls, **percentiles(samples)},
         "throughput": {
             "concurrency": args.concurrency,
@@ -114,7 +126,65 @@ def main() -> None:
             "calls_per_s": round(sum(done) / elapsed, 1),
             "served_by_executor": served,
         },
-    }, indent=2))
+    }
+
+
+def uptime() -> str:
+    try:
+        return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+    except OSError:
+        return "?"
+
+
+def compare(args: argparse.Namespace) -> dict:
+    """Plain and secure clusters, alternating for ``args.rounds`` rounds."""
+    before = uptime()
+    rounds: dict[str, list[dict]] = {"plain": [], "secure": []}
+    for _ in range(args.rounds):
+        for name in ("plain", "secure"):
+            rounds[name].append(measure(args, secure=name == "secure"))
+    medians = {
+        name: {
+            "p50_ms": round(statistics.median(r["call"]["p50_ms"] for r in results), 4),
+            "p99_ms": round(statistics.median(r["call"]["p99_ms"] for r in results), 4),
+            "calls_per_s": round(statistics.median(r["throughput"]["calls_per_s"] for r in results), 1),
+        }
+        for name, results in rounds.items()
+    }
+    plain, secure = medians["plain"], medians["secure"]
+    return {
+        "configurations": {
+            "plain": "tcp/ endpoints, no access control, no tokens",
+            "secure": "mutual TLS on every link, zenoh access control by certificate role, "
+                      "an Ed25519 token checked by the scheduler and the executor on every call",
+        },
+        "rounds": args.rounds,
+        "medians": medians,
+        "secure_slower_percent": {
+            "p50": round(100 * (secure["p50_ms"] / plain["p50_ms"] - 1), 1),
+            "p99": round(100 * (secure["p99_ms"] / plain["p99_ms"] - 1), 1),
+            "throughput": round(100 * (1 - secure["calls_per_s"] / plain["calls_per_s"]), 1),
+        },
+        "uptime_before": before,
+        "uptime_after": uptime(),
+        "each_round": rounds,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--engine", default="wasmtime")
+    parser.add_argument("--calls", type=int, default=2000)
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--workers", type=int, default=2, help="threads per executor")
+    parser.add_argument("--tls", action="store_true",
+                        help="compare plain TCP with mutual TLS, access control and tokens, in alternating rounds")
+    parser.add_argument("--rounds", type=int, default=3, help="with --tls: rounds of each configuration")
+    args = parser.parse_args()
+    head = {"engine": args.engine, "python": sys.version.split()[0], "cpus": os.cpu_count()}
+    result = compare(args) if args.tls else measure(args, secure=False)
+    print(json.dumps({**head, **result}, indent=2))
 
 
 if __name__ == "__main__":

@@ -142,7 +142,14 @@ def _client_options(fn):
 
 
 def _client(connect, zenoh_config, timeout, connect_timeout):
+    from essa.security.settings import tls_files
+
     from .client import AnnaClient
+
+    tls = tls_files()
+    if tls is not None and tls.role not in ("admin", "executor"):
+        raise AnnaError(f"on a secure cluster the store nodes answer admins only, and this certificate's role is "
+                        f"{tls.role} (issue an admin one with `essa certs issue admin NAME`)")
 
     return AnnaClient(split_endpoints(connect), timeout=timeout, zenoh_config=zenoh_config,
                       connect_timeout=connect_timeout)
