@@ -166,7 +166,7 @@ class Client:
         fields: Message = {"argv": self._checked_argv([module] if argv is None else list(argv))}
         server = None
         if stdin is not None:
-            server = StdinServer(self.transport, run, stdin)
+            server = StdinServer(self.transport, run, stdin, self.token)
             fields["stdin"] = True
         try:
             handle = self._start(module, START, b"", namespace or run, run, output or ConsoleOutput(), _exit_status,

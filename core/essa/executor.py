@@ -300,7 +300,8 @@ class Executor:
                 return reply_message(call_id, EssaResult.UnknownError, message=str(exc), exit=1,
                                      kind="refused" if isinstance(exc, Refused) else "error")
         output = RunOutput(self.transport, request["run"])
-        stdin = RemoteStdin(self.transport, request["run"]) if is_run and request.get("stdin") else None
+        stdin = (RemoteStdin(self.transport, request["run"], request.get("token") if self.authorizer else None)
+                 if is_run and request.get("stdin") else None)
         try:
             if "wasm" in request:
                 publish_module(self.store, request["wasm"])

@@ -12,7 +12,9 @@ so stdin is pulled, chunk by chunk, as the guest reads:
 
 So nothing is read from the user's terminal or pipe before the guest asks for
 it, at most one chunk is in flight, and an interactive guest sees each line as
-soon as it is typed. Embedded runs use the same exchange over the in-process
+soon as it is typed. On a cluster that checks access tokens the answers carry
+the run's token, and the executor takes stdin only from whoever holds it (a
+peer that learnt the run's id cannot feed it, nor end it). Embedded runs use the same exchange over the in-process
 transport.
 
 Engines read through :class:`Stdin`: :meth:`Stdin.read` and :meth:`Stdin.wait`
@@ -23,6 +25,7 @@ call is over, or cancelled).
 
 from __future__ import annotations
 
+import hmac
 import os
 import threading
 import time
@@ -124,16 +127,24 @@ class Stdin:
 
 
 class RemoteStdin(Stdin):
-    """The stdin of a run, pulled from the client that serves it (:class:`StdinServer`)."""
+    """The stdin of a run, pulled from the client that serves it (:class:`StdinServer`).
 
-    def __init__(self, transport: Transport, run: str) -> None:
+    :param token: the run's access token: if given, answers without it are ignored.
+    """
+
+    def __init__(self, transport: Transport, run: str, token: str | None = None) -> None:
         super().__init__()
         self._transport = transport
+        self._token = token
         self._want_topic = topics.run_stdin_want(run)
         self._asked = False
         self._subscription: Subscription | None = transport.subscribe(topics.run_stdin(run), self._arrived)
 
     def _arrived(self, message: Message) -> None:
+        if self._token is not None and not (
+                isinstance(message, dict) and isinstance(message.get("token"), str)
+                and hmac.compare_digest(message["token"], self._token)):
+            return  # not from the client that started the run
         data = message.get("data") if isinstance(message, dict) else None
         with self._cond:
             self._asked = False
@@ -166,9 +177,10 @@ class StdinServer:
     One background thread reads; it blocks only while the guest waits.
     """
 
-    def __init__(self, transport: Transport, run: str, source: BinaryIO | bytes) -> None:
+    def __init__(self, transport: Transport, run: str, source: BinaryIO | bytes, token: str | None = None) -> None:
         self._transport = transport
         self._topic = topics.run_stdin(run)
+        self._proof = {} if token is None else {"token": token}  # the run's token: see RemoteStdin
         self._read = _reader(source)
         self._wanted = 0
         self._done = False
@@ -197,7 +209,8 @@ class StdinServer:
             except (OSError, ValueError):
                 data = b""  # an unreadable source ends the input
             try:
-                self._transport.publish(self._topic, {"data": data} if data else {"eof": True})
+                self._transport.publish(self._topic, {"data": data, **self._proof} if data else
+                                        {"eof": True, **self._proof})
             except Exception:
                 return  # the transport is gone: so is the run
             if not data:

@@ -210,6 +210,39 @@ def test_a_client_cannot_announce_an_executor_nor_take_calls_nor_answer_control_
         rogue.close()
 
 
+def test_a_client_cannot_feed_or_end_another_clients_stdin(secure, tmp_path):
+    """A rogue client hears the executor ask for a run's stdin (a wildcard subscription is allowed), and answers."""
+    from essa.cluster import open_transport
+    from essa.testing.conformance.wat import module
+    from wasi.test_run_argv_stdin import DATA, HELPERS, START, WASI_IMPORTS, parts
+
+    echo = tmp_path / "echo.wasm"
+    echo.write_bytes(module(HELPERS, DATA, start=START, imports=WASI_IMPORTS))
+    rogue = open_transport(connect=[secure.endpoint], connect_timeout=30, tls=secure.files("client"))
+    answered = threading.Event()
+
+    def inject(sample) -> None:  # a raw zenoh subscriber: the rogue reads the run's id from the key
+        stdin_topic = str(sample.key_expr).removesuffix("/want")
+        rogue.publish(stdin_topic, {"data": b"INJECTED\n"})
+        rogue.publish(stdin_topic, {"eof": True})
+        answered.set()
+
+    wants = rogue._session.declare_subscriber("essa/run/*/stdin/want", inject)
+    try:
+        files = secure.files()
+        result = subprocess.run(
+            [*ESSA, "run", "--connect", secure.endpoint, "--timeout", "60", str(echo)],
+            input=b"the real line\n", capture_output=True, timeout=DEADLINE,
+            env={**secure.env, "ESSA_TLS_CA": files.ca, "ESSA_TLS_CERT": files.cert, "ESSA_TLS_KEY": files.key,
+                 "ESSA_TOKEN": secure.token(namespaces=["*"])})
+        assert result.returncode == 0, result.stderr
+        assert answered.is_set(), "the rogue never heard the executor ask for stdin"
+        assert parts(result.stdout)[3] == b"the real line\n"
+    finally:
+        wants.undeclare()
+        rogue.close()
+
+
 # -- tokens ------------------------------------------------------------------------------
 
 
