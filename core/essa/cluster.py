@@ -132,7 +132,29 @@ def connect_client(
             transport.close()
             raise EssaError(f"no essa scheduler answers at {', '.join(endpoints)}")
         time.sleep(0.02)
+    _await_executors(transport, deadline)
     return client
+
+
+def _await_executors(transport: Transport, deadline: float) -> None:
+    """Wait, until ``deadline`` at most, to see the executors the scheduler knows.
+
+    A client reaches the executors over links of its own, which zenoh opens
+    after it learns of them from the scheduler (longer with TLS handshakes); an
+    executor's liveliness token arrives over that link. A run sent before its
+    executor's link is up would lose the output printed before it is.
+    """
+    from . import topics
+
+    answers = transport.query(f"{topics.STATUS}/scheduler/**", {}, timeout=max(0.1, min(2.0, deadline - time.monotonic())))
+    known = {e for a in answers if isinstance(a, dict) and isinstance(a.get("executors"), dict) for e in a["executors"]}
+    seen: set[str] = set()
+    watch = transport.watch_tokens(topics.LIVE_EXECUTORS, lambda key, alive: alive and seen.add(topics.key_id(key)))
+    try:
+        while not known <= seen and time.monotonic() < deadline:
+            time.sleep(0.02)
+    finally:
+        watch.close()
 
 
 def cluster_status(endpoints: Sequence[str], config: str | None = None, timeout: float = 3.0) -> list[dict]:

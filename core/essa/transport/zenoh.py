@@ -4,8 +4,9 @@ Every process is a zenoh *peer* with explicit endpoints: the scheduler
 listens (default ``tcp/127.0.0.1:7447``), executors and clients connect to it,
 and zenoh's gossip lets peers that share a neighbour find each other. Multicast
 scouting is off unless asked for, and a process listens only where it is told
-(zenoh's own default would be every interface). Messages are msgpack-encoded dicts; puts use
-blocking congestion control, so a message is never dropped under load.
+(zenoh's own default would be every interface). Messages are msgpack-encoded
+dicts; puts use blocking congestion control, so a message is never dropped
+under load.
 
 Options (from flags, ``ESSA_*`` environment variables or a zenoh config file):
 
