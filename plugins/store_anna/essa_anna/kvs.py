@@ -39,6 +39,7 @@ import uuid
 from collections import deque
 from typing import Any
 
+from essa.bincode import decode_lattice
 from essa.errors import DecodeError, LatticeTypeError
 from essa.lattice import merge_encoded
 from essa.ratelimit import describe
@@ -51,6 +52,7 @@ from .inbound import problems
 from .membership import Membership
 from .ring import NodeInfo, Ring
 from .storage import LmdbBackend
+from .values import GrowingSet
 
 log = logging.getLogger("essa.anna")
 
@@ -94,7 +96,7 @@ class Worker(threading.Thread):
         self.me = (node.info.id, index)
         self.topic = P.worker_topic(node.info.id, index)
         self.inbox: queue.SimpleQueue = queue.SimpleQueue()
-        self.data: dict[str, bytes] = {}
+        self.data: dict[str, bytes | GrowingSet] = {}  # read through value(): big sets are GrowingSets
         self.bytes = 0
         self.dirty: set[str] = set()
         self.misplaced: set[str] = set()
@@ -115,8 +117,9 @@ class Worker(threading.Thread):
         self._repair: dict[tuple, list] = {}  # source owner -> keys
         self._repair_waiters: list = []
         self._sends: list[tuple[str, dict]] = []
-        self._writes: dict[str, bytes | None] = {}
-        self._undo: dict[str, bytes | None] = {}  # durable mode: values before this batch's changes
+        self._writes: dict[str, list] = {}  # durable mode: this batch's changes per key (see storage.Change)
+        self._undo: dict[str, bytes | GrowingSet | None] = {}  # durable mode: values before this batch's changes
+        self._undo_adds: list[tuple[GrowingSet, frozenset]] = []  # durable mode: members this batch added
         self._acks: list[tuple[dict, list[str]]] = []  # durable mode: this batch's acks and the keys they cover
         # statistics
         self.gets = 0
@@ -127,34 +130,59 @@ class Worker(threading.Thread):
 
     # -- data ---------------------------------------------------------------------------
 
-    def _set_value(self, key: str, value: bytes) -> None:
+    def value(self, key: str) -> bytes | None:
+        """The encoded value of ``key``, or ``None``."""
+        stored = self.data.get(key)
+        return stored.encoded() if type(stored) is GrowingSet else stored
+
+    def _unchanged(self, key: str, sent: bytes) -> bool:
+        """Whether ``key`` still holds exactly the bytes ``sent`` (the very object, so no comparison)."""
+        stored = self.data.get(key)
+        return (stored.current() if type(stored) is GrowingSet else stored) is sent
+
+    @staticmethod
+    def _size(stored: bytes | GrowingSet) -> int:
+        return stored.size if type(stored) is GrowingSet else len(stored)
+
+    def _set_value(self, key: str, value: bytes | GrowingSet, encoded: bytes) -> None:
+        """Hold ``value`` (whose encoding is ``encoded``) under ``key``."""
         old = self.data.get(key)
-        self.bytes += len(value) - (len(old) if old is not None else 0)
+        self.bytes += self._size(value) - (self._size(old) if old is not None else 0)
         self.data[key] = value
         if self.node.backend is not None:
             self._undo.setdefault(key, old)
-            self._writes[key] = value
+            self._writes[key] = [("put", encoded)]
 
     def _drop_key(self, key: str) -> None:
         old = self.data.pop(key, None)
         if old is not None:
-            self.bytes -= len(old)
+            self.bytes -= self._size(old)
             if self.node.backend is not None and not (self.leaving and self.node.keep_on_leave):
                 self._undo.setdefault(key, old)
-                self._writes[key] = None
+                self._writes[key] = [("delete", None)]
 
-    def _restore(self, key: str, value: bytes | None) -> None:
+    def _restore(self, key: str, value: bytes | GrowingSet | None) -> None:
         current = self.data.pop(key, None)
         if current is not None:
-            self.bytes -= len(current)
+            self.bytes -= self._size(current)
         if value is not None:
             self.data[key] = value
-            self.bytes += len(value)
+            self.bytes += self._size(value)
 
     def _merge(self, key: str, value: bytes) -> tuple[bool, int, str | None]:
         """Merge ``value`` into ``key``; return (changed, code, error message)."""
         old = self.data.get(key)
         try:
+            if type(old) is GrowingSet:  # costs the delta, in memory and on disk
+                size = old.size
+                added = old.add(value)
+                if not added:
+                    return False, P.OK, None
+                self.bytes += old.size - size
+                if self.node.backend is not None:
+                    self._undo_adds.append((old, added))
+                    self._writes.setdefault(key, []).append(("merge", value))
+                return True, P.OK, None
             merged = merge_encoded(old, value)
         except LatticeTypeError as exc:
             return False, P.TYPE_MISMATCH, f"{exc} (key {key!r})"
@@ -162,7 +190,7 @@ class Worker(threading.Thread):
             return False, P.BAD_VALUE, f"{exc} (key {key!r})"
         if merged is old or merged == old:
             return False, P.OK, None
-        self._set_value(key, merged)
+        self._set_value(key, GrowingSet(decode_lattice(merged)) if GrowingSet.wanted(merged) else merged, merged)
         return True, P.OK, None
 
     def _disowns(self, key: str) -> bool:
@@ -276,7 +304,7 @@ class Worker(threading.Thread):
                 self.gets += 1
                 if repairing and self._repair_get(reply, rid, key, owners, t0):
                     continue
-                stored = self.data.get(key)
+                stored = self.value(key)
                 self._answer(reply, rid, P.NOT_FOUND if stored is None else P.OK, stored, t0)
             elif op == P.PUT:
                 self.puts += 1
@@ -288,7 +316,10 @@ class Worker(threading.Thread):
                 if changed:
                     self.dirty.add(key)
                 if ack == P.ACK_ALL and peers:
-                    merged = self.data[key]
+                    # The merged value; for a big set the put's own value (the delta): the
+                    # replicas then hold this put, and gossip brings them the rest.
+                    stored = self.data[key]
+                    merged = value if type(stored) is GrowingSet else stored
                     for peer in peers:
                         self._repl.setdefault(peer, []).append((key, merged))
                     self._repl_waiters.append((reply, rid, key, t0))
@@ -369,7 +400,7 @@ class Worker(threading.Thread):
                     self._answer(reply, rid, P.OK, None, t0)
             if not timed_out:
                 for key, value in pending.sent.items():
-                    if self.data.get(key) is value and key not in pending.failed:
+                    if self._unchanged(key, value) and key not in pending.failed:
                         self.dirty.discard(key)  # every replica has exactly this value
         elif pending.kind == "handoff":
             keys = list(pending.sent)
@@ -379,7 +410,7 @@ class Worker(threading.Thread):
             for key in keys:
                 if key in pending.failed:
                     continue  # not stored there: handed off again later
-                if self.data.get(key) is pending.sent[key] and self._disowns(key):
+                if self._unchanged(key, pending.sent[key]) and self._disowns(key):
                     self._drop_key(key)
                     self.misplaced.discard(key)
                     self.dirty.discard(key)
@@ -389,7 +420,7 @@ class Worker(threading.Thread):
                         ", ".join(n for n, _w in sorted(pending.waiting)), len(pending.sent))
         elif pending.kind == "repair":
             for reply, rid, key, t0 in pending.waiters:
-                stored = self.data.get(key)
+                stored = self.value(key)
                 self._answer(reply, rid, P.NOT_FOUND if stored is None else P.OK, stored, t0)
 
     def _send_reliably(self, kind: str, messages: dict[tuple, dict], timeout: float) -> _Pending:
@@ -421,8 +452,8 @@ class Worker(threading.Thread):
     # -- fetch (read repair, direct replica reads) ---------------------------------------------
 
     def _on_fetch(self, message: dict) -> None:
-        data = self.data
-        kv = [[key, data.get(key)] for key in message["keys"]]
+        value = self.value
+        kv = [[key, value(key)] for key in message["keys"]]
         self._sends.append((message["reply"], {"t": "fetched", "id": message["id"], "from": list(self.me), "kv": kv}))
 
     def _on_fetched(self, message: dict) -> None:
@@ -464,11 +495,12 @@ class Worker(threading.Thread):
         if me[0] not in ring and not self.leaving:
             return  # an incomplete view: wait until this node sees itself
         pushes: dict[tuple, list] = {}
-        for key, value in self.data.items():
+        for key in self.data:
             owners = ring.owners(key)
             if me not in owners:
                 self.misplaced.add(key)
                 continue
+            value = self.value(key)
             self.misplaced.discard(key)
             before = old.owners(key) if old is not None else ()
             for owner in owners:
@@ -503,7 +535,7 @@ class Worker(threading.Thread):
         for owners, keys in groups.items():
             for i in range(0, len(keys), CHUNK):
                 chunk = keys[i:i + CHUNK]
-                kv = [[k, self.data[k]] for k in chunk]
+                kv = [[k, self.value(k)] for k in chunk]
                 pending = self._send_reliably("handoff", {owner: {"t": "repl", "kv": kv} for owner in owners},
                                               self.node.replication_timeout * 5)
                 pending.sent = dict(kv)
@@ -525,7 +557,7 @@ class Worker(threading.Thread):
             me = self.me
             groups: dict[tuple, list] = {}
             for key in self.dirty:
-                value = self.data.get(key)
+                value = self.value(key)
                 if value is None:
                     continue
                 owners = ring.owners(key)
@@ -551,9 +583,12 @@ class Worker(threading.Thread):
         if self._writes:
             writes, self._writes = self._writes, {}
             undo, self._undo = self._undo, {}
+            adds, self._undo_adds = self._undo_adds, []
             try:
                 self.node.backend.write(writes)
             except Exception as exc:
+                for grown, added in reversed(adds):
+                    grown.discard(added)
                 self._not_durable(undo, acks, exc)
         if self._repl:
             pending = self._send_reliably("repl", {peer: {"t": "repl", "kv": kv} for peer, kv in self._repl.items()},
@@ -653,8 +688,9 @@ class KvsNode:
             count = 0
             for key, value in self.backend.load():
                 worker = self.workers[local.owners(key)[0][1]]
-                worker.data[key] = value
-                worker.bytes += len(value)
+                held = GrowingSet(decode_lattice(value)) if GrowingSet.wanted(value) else value
+                worker.data[key] = held
+                worker.bytes += worker._size(held)
                 count += 1
             log.info("anna: KVS node %s recovered %d keys from %s", self.info.id, count, self.backend.path)
         for worker in self.workers:
