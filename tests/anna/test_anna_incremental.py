@@ -101,3 +101,19 @@ def test_concurrent_writers_in_several_processes_converge_on_a_big_set(cluster):
     owners = client.owners("shared-set")
     assert wait_until(lambda: all(client.fetch(o, ["shared-set"])["shared-set"] == expected for o in owners),
                       READY_TIMEOUT)
+
+
+def test_twenty_thousand_requests_at_once_stay_within_the_message_bounds(cluster):
+    """Clients and nodes split what they send into messages of bounded size; nothing is dropped."""
+    from essa_anna.protocol import PUT
+
+    client = cluster.client()
+    keys = [f"many/{i}" for i in range(20000)]  # > inbound.MAX_ITEMS keys to resolve at once
+    value = encode_lattice(SetLattice([b"v"]))
+    futures = [client.submit(PUT, key, value) for key in keys]
+    futures += [client.submit(PUT, "many-adds", encode_lattice(SetLattice([b"%05d" % i]))) for i in range(20000)]
+    for future in futures:
+        future.result(300)
+    assert client.get_many(keys[::97]) == [value] * len(keys[::97])
+    assert client.get("many-adds") == encode_lattice(SetLattice(b"%05d" % i for i in range(20000)))
+    assert "malformed" not in cluster.log_text()

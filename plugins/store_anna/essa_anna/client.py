@@ -309,7 +309,9 @@ class AnnaClient:
                     for i in range(0, len(ops), step):
                         publish(topic, {"t": "req", "reply": self.inbox, "ops": ops[i:i + step]})
                 if addr:
-                    publish(P.routing_topic(routing), {"t": "addr", "reply": self.inbox, "keys": list(addr)})
+                    keys = list(addr)
+                    for i in range(0, len(keys), step):
+                        publish(P.routing_topic(routing), {"t": "addr", "reply": self.inbox, "keys": keys[i:i + step]})
         except BaseException:
             with self._lock:
                 self._flushing = False

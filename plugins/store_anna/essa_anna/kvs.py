@@ -112,10 +112,8 @@ class Worker(threading.Thread):
         self._next_maintenance = 0.0
         # per-batch output
         self._answers: dict[str, list] = {}
-        self._repl: dict[tuple, list] = {}  # peer -> [(key, value)]
-        self._repl_waiters: list = []
-        self._repair: dict[tuple, list] = {}  # source owner -> keys
-        self._repair_waiters: list = []
+        self._repl: list[tuple] = []  # puts waiting for their replicas: (reply, rid, key, t0, value, peers)
+        self._repair: list[tuple] = []  # reads waiting for other owners: (reply, rid, key, t0, None, sources)
         self._sends: list[tuple[str, dict]] = []
         self._writes: dict[str, list] = {}  # durable mode: this batch's changes per key (see storage.Change)
         self._undo: dict[str, bytes | GrowingSet | None] = {}  # durable mode: values before this batch's changes
@@ -319,10 +317,7 @@ class Worker(threading.Thread):
                     # The merged value; for a big set the put's own value (the delta): the
                     # replicas then hold this put, and gossip brings them the rest.
                     stored = self.data[key]
-                    merged = value if type(stored) is GrowingSet else stored
-                    for peer in peers:
-                        self._repl.setdefault(peer, []).append((key, merged))
-                    self._repl_waiters.append((reply, rid, key, t0))
+                    self._repl.append((reply, rid, key, t0, value if type(stored) is GrowingSet else stored, peers))
                 else:
                     self._answer(reply, rid, P.OK, None, t0)
 
@@ -342,9 +337,7 @@ class Worker(threading.Thread):
         sources = {s for s in sources if membership.alive(s[0])}
         if not sources:
             return False
-        for source in sources:
-            self._repair.setdefault(source, []).append(key)
-        self._repair_waiters.append((reply, rid, key, t0))
+        self._repair.append((reply, rid, key, t0, None, sources))
         return True
 
     # -- replication ------------------------------------------------------------------------
@@ -591,19 +584,11 @@ class Worker(threading.Thread):
                     grown.discard(added)
                 self._not_durable(undo, acks, exc)
         if self._repl:
-            pending = self._send_reliably("repl", {peer: {"t": "repl", "kv": kv} for peer, kv in self._repl.items()},
-                                          self.node.replication_timeout)
-            pending.waiters = self._repl_waiters
-            for kv in self._repl.values():
-                pending.sent.update(kv)
-            self._repl = {}
-            self._repl_waiters = []
+            items, self._repl = self._repl, []
+            self._wait_for_others("repl", items, self.node.replication_timeout)
         if self._repair:
-            pending = self._send_reliably("repair", {src: {"t": "fetch", "keys": keys} for src, keys in self._repair.items()},
-                                          REPAIR_TIMEOUT)
-            pending.waiters = self._repair_waiters
-            self._repair = {}
-            self._repair_waiters = []
+            items, self._repair = self._repair, []
+            self._wait_for_others("repair", items, REPAIR_TIMEOUT)
         if self._answers:
             answers, self._answers = self._answers, {}
             for reply, items in answers.items():
@@ -612,6 +597,24 @@ class Worker(threading.Thread):
             sends, self._sends = self._sends, []
             for topic, message in sends:
                 self._publish(topic, message)
+
+    def _wait_for_others(self, kind: str, items: list[tuple], timeout: float) -> None:
+        """Send this batch's replications (``repl``: key and value) or read repairs (``repair``: keys) to
+        the other owners, at most :data:`CHUNK` keys per message; each chunk's requests are answered
+        once every owner it went to has answered."""
+        for i in range(0, len(items), CHUNK):
+            chunk = items[i:i + CHUNK]
+            messages: dict[tuple, dict] = {}
+            for _reply, _rid, key, _t0, value, owners in chunk:
+                for owner in owners:
+                    if kind == "repl":
+                        messages.setdefault(owner, {"t": "repl", "kv": []})["kv"].append((key, value))
+                    else:
+                        messages.setdefault(owner, {"t": "fetch", "keys": []})["keys"].append(key)
+            pending = self._send_reliably(kind, messages, timeout)
+            pending.waiters = [(reply, rid, key, t0) for reply, rid, key, t0, _value, _owners in chunk]
+            if kind == "repl":
+                pending.sent = {key: value for _reply, _rid, key, _t0, value, _owners in chunk}
 
     def _publish(self, topic: str, message: dict) -> None:
         try:
@@ -637,9 +640,9 @@ class Worker(threading.Thread):
             for answer in items:
                 if answer[1] == P.OK:
                     answer[1], answer[2] = P.ERROR, reason
-        for reply, rid, _key, t0 in self._repl_waiters:
+        for reply, rid, _key, t0, _value, _peers in self._repl:
             self._answer(reply, rid, P.ERROR, reason, t0)
-        self._repl, self._repl_waiters = {}, []
+        self._repl = []
         for ack, keys in acks:
             ack["failed"] = [[key, reason] for key in keys]
         self._sends = [(t, m) for t, m in self._sends if m.get("t") != "fetched"]
