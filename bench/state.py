@@ -281,7 +281,9 @@ def main() -> None:
     parts = args.parts.split(",")
     result = {
         "benchmark": "state",
-        "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
+        # other work on the machine skews everything, durable puts (fsync) most: say how busy it was
+        "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0],
+                    "load_average_at_start": [round(x, 1) for x in os.getloadavg()]},
         "config": {k: getattr(args, k) for k in ("puts", "threads", "big", "big_adds", "pipelined", "executors")},
     }
     if "embedded" in parts:
@@ -290,6 +292,7 @@ def main() -> None:
         result["anna"] = bench_anna(args)
     if "guest" in parts:
         result["guest"] = bench_guest(args)
+    result["machine"]["load_average_at_end"] = [round(x, 1) for x in os.getloadavg()]
     print(json.dumps(result, indent=2))
 
 

@@ -205,3 +205,19 @@ def test_a_refused_merge_fails_only_its_own_put_in_a_group(tmp_path):
         got = store.get("typed")
         assert got == SetLattice([b"a", *(b"%d-%d" % (t, i) for t in range(6) for i in range(200)
                                         if t * 1000 + i not in expected_refused)])
+
+
+def test_a_merge_that_changes_nothing_writes_nothing(tmp_path):
+    from essa.lattice import SingleCausalLattice
+
+    with LmdbStore({"path": str(tmp_path / "db")}) as store:
+        store.put("lww", LwwLattice(5, b"new"))
+        store.put("causal", SingleCausalLattice({"a": 2}, [b"x"]))
+        store.put("big", SetLattice(b"%05d" % i + b"b" * 100 for i in range(100)))
+        last_commit = store._entry.env.info()["last_txnid"]  # the environment's commit counter
+        store.put("lww", LwwLattice(3, b"old"))  # loses to the stored value
+        store.put("causal", SingleCausalLattice({"a": 1}, [b"y"]))  # dominated
+        store.put("big", SetLattice([b"00007" + b"b" * 100]))  # already a member
+        assert store._entry.env.info()["last_txnid"] == last_commit
+        store.put("big", SetLattice([b"new member"]))
+        assert store._entry.env.info()["last_txnid"] == last_commit + 1

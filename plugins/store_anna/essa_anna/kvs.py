@@ -7,9 +7,11 @@ time, so its data needs no lock; like Anna's worker threads, workers share
 nothing but the process.
 
 Write path (``ack=all``, the default): the owner that receives a put merges it
-(:func:`essa.lattice.merge_encoded`; a type mismatch is refused and changes
-nothing), then sends the key's merged value to every other owner in one
-``repl`` message per peer per batch, and answers the client only when every
+(:func:`essa.lattice.merge_encoded`, or for a big set :class:`~essa_anna.values.GrowingSet`,
+which costs the delta; a type mismatch is refused and changes nothing), then
+sends the key's merged value (for a big set: the put's own value) to every
+other owner in ``repl`` messages (per peer, at most :data:`CHUNK` keys each),
+and answers the client only when every
 other owner has acknowledged (or has left the membership meanwhile). So an
 acknowledged put is held by every live owner: with ``global_replication >= 2``
 it survives the loss of any one node. With ``ack=owner`` the answer is sent
@@ -26,6 +28,12 @@ longer owns (deleting them once every new owner acknowledged). For a few
 seconds after a change, a GET also asks the key's other live owners of the
 recent rings and merges their answers (read repair), so keys stay readable
 while they move. On SIGTERM a node hands all of its keys off before it stops.
+
+Every message was checked by :mod:`essa_anna.inbound` before it reaches a
+worker; each step of a worker's loop is guarded on its own, so whatever one
+message or one round raises costs one log line and the batch's answers still
+go out. In durable mode a batch whose commit fails is undone in memory and
+answered with the error (see :meth:`Worker._not_durable`).
 """
 
 from __future__ import annotations
@@ -608,7 +616,7 @@ class Worker(threading.Thread):
             for _reply, _rid, key, _t0, value, owners in chunk:
                 for owner in owners:
                     if kind == "repl":
-                        messages.setdefault(owner, {"t": "repl", "kv": []})["kv"].append((key, value))
+                        messages.setdefault(owner, {"t": "repl", "kv": []})["kv"].append([key, value])
                     else:
                         messages.setdefault(owner, {"t": "fetch", "keys": []})["keys"].append(key)
             pending = self._send_reliably(kind, messages, timeout)
@@ -623,7 +631,7 @@ class Worker(threading.Thread):
             problems.warning(f"publish {message.get('t')}", "anna: worker %s could not send a %r message to %s: %s",
                              self.me, message.get("t"), topic[:120], describe(exc), exc_info=exc)
 
-    def _not_durable(self, undo: dict[str, bytes | None], acks: list[tuple[dict, list[str]]], exc: Exception) -> None:
+    def _not_durable(self, undo: dict[str, bytes | GrowingSet | None], acks: list[tuple[dict, list[str]]], exc: Exception) -> None:
         """This batch's commit failed: memory goes back to what is on disk, and nothing of it is acknowledged.
 
         Puts answered OK become errors (a retry merges again and writes again),
