@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 
 import pytest
 from hypothesis import given, settings
@@ -155,12 +156,15 @@ def test_kill_9_during_group_commits_loses_no_acknowledged_put(tmp_path):
     path = tmp_path / "db"
     proc = subprocess.Popen([sys.executable, "-c", WRITER, str(path)], stdout=subprocess.PIPE, text=True)
     acked = []
+    watchdog = threading.Timer(300, proc.kill)  # a writer that stops answering fails the test, never hangs it
+    watchdog.start()
     try:
         for line in proc.stdout:
             acked.append(tuple(map(int, line.split())))
             if len(acked) >= 3000:
                 break
     finally:
+        watchdog.cancel()
         proc.send_signal(signal.SIGKILL)
         rest, _ = proc.communicate(timeout=60)
     acked += [tuple(map(int, line.split())) for line in rest.splitlines() if line.strip()]
@@ -177,8 +181,6 @@ def test_kill_9_during_group_commits_loses_no_acknowledged_put(tmp_path):
 
 
 def test_a_refused_merge_fails_only_its_own_put_in_a_group(tmp_path):
-    import threading
-
     with LmdbStore({"path": str(tmp_path / "db")}) as store:
         store.put("typed", SetLattice([b"a"]))
         errors: dict[int, BaseException] = {}

@@ -25,6 +25,7 @@ from concurrent.futures import Future
 from typing import Iterable, Sequence
 
 from essa.errors import DecodeError, LatticeTypeError
+from essa.ratelimit import describe
 
 from . import inbound
 from . import protocol as P
@@ -400,8 +401,9 @@ class AnnaClient:
             time.sleep(TICK)
             try:
                 self._on_tick()
-            except Exception:  # pragma: no cover - keep the timer alive
-                log.exception("anna client timer failed")
+            except Exception as exc:  # pragma: no cover - keep the timer alive
+                inbound.problems.warning("client timer", "anna: client %s: its timer failed: %s", self.id,
+                                         describe(exc), exc_info=exc)
 
     def _on_tick(self) -> None:
         now = time.monotonic()

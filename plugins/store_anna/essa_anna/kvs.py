@@ -47,7 +47,7 @@ import uuid
 from collections import deque
 from typing import Any
 
-from essa.bincode import decode_lattice
+from essa.bincode import decode_lattice, encode_lattice
 from essa.errors import DecodeError, LatticeTypeError
 from essa.lattice import merge_encoded
 from essa.ratelimit import describe
@@ -185,9 +185,9 @@ class Worker(threading.Thread):
                 if not added:
                     return False, P.OK, None
                 self.bytes += old.size - size
-                if self.node.backend is not None:
+                if self.node.backend is not None:  # write only the new members (a gossiped whole set adds few)
                     self._undo_adds.append((old, added))
-                    self._writes.setdefault(key, []).append(("merge", value))
+                    self._writes.setdefault(key, []).append(("merge", encode_lattice(old.kind(added))))
                 return True, P.OK, None
             merged = merge_encoded(old, value)
         except LatticeTypeError as exc:
