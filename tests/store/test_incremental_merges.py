@@ -167,7 +167,8 @@ def test_kill_9_during_group_commits_loses_no_acknowledged_put(tmp_path):
         watchdog.cancel()
         proc.send_signal(signal.SIGKILL)
         rest, _ = proc.communicate(timeout=60)
-    acked += [tuple(map(int, line.split())) for line in rest.splitlines() if line.strip()]
+    # the kill may cut the last line short: only whole lines count
+    acked += [tuple(map(int, line.split())) for line in rest.split("\n")[:-1] if line.strip()]
     assert len(acked) >= 3000
     with LmdbStore({"path": str(path)}) as store:
         shared = store.get("shared")

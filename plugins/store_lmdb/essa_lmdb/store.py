@@ -331,8 +331,15 @@ class _Env:
         the next commit takes them all in one write transaction and one sync.
         The first waiter to find no commit in flight leads it. A put whose
         merge is refused fails alone; a failed commit fails every put of it.
+        With ``sync`` off there is no sync to share, and waking followers
+        costs more than it saves: each put commits on its own.
         """
         put = _Put(key, value)
+        if not self.sync:
+            self._commit([put])
+            if put.error is not None:
+                raise put.error
+            return
         group = self.group
         with group:
             self.queue.append(put)
