@@ -315,3 +315,20 @@ def test_a_silent_node_gives_a_one_line_timeout(tmp_path):
         assert len(result.stderr.splitlines()) == 1
     finally:
         cluster.stop()
+
+
+def test_keys_are_listed_from_every_node_and_deleted_on_every_replica(anna):
+    anna.start(3)
+    client = anna.client()
+    big = SetLattice(b"w%05d" % i for i in range(3000))  # a big set: kept as members, deleted with them
+    for name in ("ns/data/a", "ns/data/b", "other/data/c"):
+        client.put(name, set_value(b"x"))
+    client.put("ns/data/big", encode_lattice(big))
+    assert client.keys("ns/data/") == ["ns/data/a", "ns/data/b", "ns/data/big"]
+    assert client.delete("ns/data/big") and client.delete("ns/data/a")
+    assert not client.delete("ns/data/a")  # gone everywhere
+    assert client.keys("ns/data/") == ["ns/data/b"]
+    assert client.get("ns/data/big") is None
+    assert set(replicas(anna, client, "ns/data/big").values()) == {None}  # on no replica either
+    client.put("ns/data/big", set_value(b"fresh"))  # a deleted key starts anew
+    assert decode_lattice(client.get("ns/data/big")) == SetLattice({b"fresh"})
