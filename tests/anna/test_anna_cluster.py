@@ -332,3 +332,36 @@ def test_keys_are_listed_from_every_node_and_deleted_on_every_replica(anna):
     assert set(replicas(anna, client, "ns/data/big").values()) == {None}  # on no replica either
     client.put("ns/data/big", set_value(b"fresh"))  # a deleted key starts anew
     assert decode_lattice(client.get("ns/data/big")) == SetLattice({b"fresh"})
+
+
+def test_kvs_and_routing_nodes_serve_prometheus_metrics(tmp_path):
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    cluster = AnnaCluster(tmp_path, replication=1)
+    routing_port, kvs_port = free_port(), free_port()
+    try:
+        cluster.spawn("routing", "anna", "routing", "--id", "r0", "--listen", cluster.endpoint,
+                      "--metrics", f"127.0.0.1:{routing_port}")
+        cluster.wait_ready("routing", "essa anna routing r0:")
+        cluster.kvs("n0", "--metrics", f"127.0.0.1:{kvs_port}")
+        cluster.wait_for_nodes(1)
+        client = cluster.client()
+        for i in range(3):
+            client.put(f"m{i}", set_value(b"x"))
+        assert client.get("nope") is None
+
+        def samples(port: int) -> dict:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=30) as response:
+                text = response.read().decode()
+            return {(s.name, tuple(sorted(s.labels.items()))): s.value
+                    for f in text_string_to_metric_families(text) for s in f.samples}
+
+        kvs = samples(kvs_port)
+        assert kvs[("essa_anna_requests_total", (("outcome", "ok"),))] >= 3
+        assert kvs[("essa_anna_requests_total", (("outcome", "not_found"),))] >= 1
+        assert kvs[("essa_anna_keys", ())] == 3
+        assert samples(routing_port)[("essa_anna_address_requests_total", ())] >= 1
+    finally:
+        cluster.stop()

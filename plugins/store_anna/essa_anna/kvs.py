@@ -54,6 +54,7 @@ from essa.ratelimit import describe
 from essa.transport.base import Transport
 
 from . import inbound
+from . import metrics
 from . import protocol as P
 from .errors import Malformed
 from .inbound import problems
@@ -297,7 +298,9 @@ class Worker(threading.Thread):
 
     def _answer(self, reply: str, rid: Any, code: int, payload: Any, t0: float) -> None:
         self._answers.setdefault(reply, []).append([rid, code, payload])
-        self.latencies.append(time.perf_counter() - t0)
+        took = time.perf_counter() - t0
+        self.latencies.append(took)
+        metrics.answered(code, took)
         if code not in (P.OK, P.NOT_FOUND):
             self.errors += 1
 
@@ -721,6 +724,7 @@ class KvsNode:
             worker.start()
         self._subs.append(self.transport.serve(P.kvs_status_topic(self.info.id), self.status))
         self._subs.append(self.transport.serve(f"{P.KEYS}/{self.info.id}", self.list_keys))
+        metrics.watch_node(lambda: sum(len(w.data) for w in self.workers), lambda: sum(w.bytes for w in self.workers))
         self._subs.append(self.transport.serve(f"{P.DROP}/{self.info.id}", self.drop))
         self.membership = Membership(self.transport, self._membership_changed)
         self._token = self.transport.declare_token(P.kvs_token(self.info))
