@@ -18,7 +18,7 @@ from .errors import EssaError
 from .plugins import DEFAULTS, get_plugin_manager
 
 
-def _parse_options(pairs: tuple[str, ...]) -> dict[str, str]:
+def _parse_options(pairs: tuple[str, ...], flag: str = "--store-option") -> dict[str, str]:
     options = {}
     for pair in pairs:
         for item in pair.split(","):
@@ -26,7 +26,7 @@ def _parse_options(pairs: tuple[str, ...]) -> dict[str, str]:
                 continue
             key, sep, value = item.partition("=")
             if not sep or not key:
-                raise click.BadParameter(f"{item!r} is not KEY=VALUE", param_hint="--store-option")
+                raise click.BadParameter(f"{item!r} is not KEY=VALUE", param_hint=flag)
             options[key.strip()] = value.strip()
     return options
 
@@ -525,6 +525,11 @@ def plugins() -> None:
 from .service_commands import add_service_commands  # noqa: E402
 
 add_service_commands(cli)
+
+# `essa serve` runs a trigger from the plugins' registry.
+from .serve_command import serve  # noqa: E402
+
+cli.add_command(serve)
 
 
 def main(argv: list[str] | None = None) -> None:
