@@ -448,9 +448,11 @@ def executor(settings: Settings, executor_id, listen, connect, scouting, zenoh_c
               help="Executor processes to start.")
 @click.option("--listen", default="tcp/127.0.0.1:7447", show_default=True, metavar="ENDPOINT",
               help="Where the scheduler listens.")
+@click.option("--http", metavar="HOST:PORT",
+              help="Also answer HTTP there: an `essa serve` process for the cluster (needs essa-plugin-http).")
 @limit_options
 @click.pass_obj
-def up(settings: Settings, executors: int, listen: str, **limit_flags) -> None:
+def up(settings: Settings, executors: int, listen: str, http: str | None, **limit_flags) -> None:
     """Start a local cluster: a scheduler and N executors, as separate processes.
 
     Prints how to connect, and stops them all on Ctrl-C or SIGTERM. The
@@ -460,10 +462,12 @@ def up(settings: Settings, executors: int, listen: str, **limit_flags) -> None:
 
     limits, grants = limits_and_grants(**limit_flags)
     get_plugin_manager().engine_class(settings.engine).check_grants(grants)  # before starting anything
+    if http:
+        get_plugin_manager().trigger_class(DEFAULTS["trigger"])  # installed? (else: names the package)
     verbose = logging.getLogger().level <= logging.INFO
     sys.exit(run_cluster(executors, listen, settings.engine, settings.store, settings.store_options, int(verbose),
                          executor_args=limit_arguments(limits, grants),
-                         scheduler_args=["--max-message-size", str(limits.max_message_bytes)]))
+                         scheduler_args=["--max-message-size", str(limits.max_message_bytes)], http=http))
 
 
 @cli.command()

@@ -24,6 +24,8 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from essa.ratelimit import RateLimitedLog
 
+from .errors import error_body
+
 #: Most bytes of a request line and headers together.
 MAX_HEAD = 64 << 10
 
@@ -33,13 +35,28 @@ class HeadTooLarge(ValueError):
 
 
 class BoundedHttpToolsProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol, refusing request heads over :data:`MAX_HEAD` bytes."""
+    """uvicorn's httptools protocol, refusing request heads over :data:`MAX_HEAD` bytes.
+
+    It answers requests it cannot parse as the routes answer errors: 400 with
+    ``{"error": LINE, "kind": "invalid"}`` (uvicorn's own answer is plain text).
+    """
 
     _head_bytes = 0
+    _refusal = ""
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._head_bytes = 0
+
+    def send_400_response(self, msg: str) -> None:
+        body = error_body(self._refusal or "malformed HTTP request", "invalid")
+        head = [b"HTTP/1.1 400 Bad Request\r\n"]
+        for name, value in self.server_state.default_headers:
+            head += [name, b": ", value, b"\r\n"]
+        head += [b"content-type: application/json\r\ncontent-length: ", str(len(body)).encode(),
+                 b"\r\nconnection: close\r\n\r\n"]
+        self.transport.write(b"".join(head) + body)
+        self.transport.close()
 
     def on_url(self, url: bytes) -> None:
         self._count(len(url))
@@ -53,7 +70,8 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         # Raising in a parser callback makes httptools fail the request: uvicorn answers 400 and closes.
         self._head_bytes += n
         if self._head_bytes > MAX_HEAD:
-            raise HeadTooLarge(f"request head over {MAX_HEAD} bytes")
+            self._refusal = f"the request line and headers exceed {MAX_HEAD // 1024} KiB"
+            raise HeadTooLarge(self._refusal)
 
 
 class OneLineLog(logging.Filter):
