@@ -94,9 +94,12 @@ class HttpConnection:
 
 async def _http_load(host: str, port: int, concurrency: int, seconds: float) -> tuple[int, list[float], float]:
     connections = [await HttpConnection.open(host, port) for _ in range(concurrency)]
-    for connection in connections:  # warm: every connection, the module on every executor
+
+    async def warm(connection: HttpConnection) -> None:  # every connection, the module on every executor
         for _ in range(20):
             await connection.post()
+
+    await asyncio.gather(*(warm(c) for c in connections))
     latencies: list[float] = []
     stop_at = time.perf_counter() + seconds
 

@@ -252,6 +252,10 @@ def test_an_access_log_line_per_request_only_with_verbose(servers, memo):
     assert "POST /v1/functions/memo/echo 200" in lines[0] and "GET /v1/state/memo/nothing 404" in lines[1]
 
 
+def test_essa_plugins_lists_the_trigger():
+    assert "trigger http" in ok(essa("plugins"))
+
+
 def test_an_unknown_trigger_or_a_taken_address_fail_in_one_line(servers, monkeypatch):
     assert "unknown trigger 'nosuch'" in cli_error("serve", "--trigger", "nosuch")
     monkeypatch.setenv("ESSA_BLOCK_PLUGINS", "http")
@@ -288,4 +292,17 @@ def test_ctrl_c_stops_it(servers, memo):
     server = servers.start()
     assert request(server.url, "POST", CALL.format("memo", "echo"), b"x").status == 200
     assert server.stop(signal.SIGINT) == 0
+    assert "Traceback" not in server.log_text()
+
+
+def test_a_request_still_running_after_the_shutdown_timeout_is_answered_503(servers, memo):
+    server = servers.start("--shutdown-timeout", "1")
+    answers = []
+    caller = threading.Thread(target=lambda: answers.append(request(server.url, "POST", CALL.format("memo", "gate"))))
+    caller.start()
+    wait_until(lambda: request(server.url, "GET", "/v1/state/memo/started").status == 200, "the gate call to start")
+    assert server.stop() == 0  # nobody releases the gate: the call is cancelled after 1 s
+    caller.join()
+    [answer] = answers
+    assert_error(answer, 503, "cancelled", "the server is stopping")
     assert "Traceback" not in server.log_text()

@@ -208,6 +208,11 @@ class _Endpoint:
             return error_response(exc)
         except EssaError as exc:
             return error_response(from_essa_error(exc))
+        except asyncio.CancelledError:
+            # The server stops and waits no longer (the shutdown timeout passed, or a second
+            # signal): the call is cancelled too. Tell the client instead of dropping it.
+            return error_response(HttpError(503, "the server is stopping: the request was cancelled", "cancelled",
+                                            close=True))
         except Exception as exc:  # a bug: one line in the log, a 500 for the client
             problems.warning(f"route {self.path}", "error answering %s %s: %s", request.method, self.path,
                              describe(exc), exc_info=exc)
