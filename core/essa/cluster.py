@@ -172,8 +172,10 @@ def up(
             command = [*base, "executor", str(i), "--connect", listen, *executor_args]
             children.append((f"executor {i}", subprocess.Popen(command)))
         if http:
+            # Its requests in flight get 10 s to finish when stopping: within the 15 s the children get below.
             children.append(("http", subprocess.Popen([*essa, "serve", "--connect", listen, "--listen", http,
-                                                       "--timeout", "60", *scheduler_args])))
+                                                       "--timeout", "60", "--shutdown-timeout", "10",
+                                                       *scheduler_args])))
         print(f"essa cluster up: {executors} executors", flush=True)
         endpoints = {"scheduler": listen, **services.endpoints, **({"http": f"http://{http}"} if http else {})}
         for name, where in endpoints.items():

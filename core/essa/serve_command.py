@@ -9,28 +9,24 @@ connection and exits 0.
 
 from __future__ import annotations
 
+import contextlib
 import signal
-from typing import Callable
+from typing import Callable, Iterator
 
 import click
 
 from .cli import Settings, _parse_options, limit_options, limits_and_grants, refuse_limits_with_connect, split_endpoints
 from .plugins import DEFAULTS, get_plugin_manager
+from .service_commands import connection_options, open_connection
 from .trigger import TriggerConfig
 
 
 @click.command()
-@click.option("--trigger", "trigger_name", envvar="ESSA_TRIGGER", default=DEFAULTS["trigger"], show_default=True,
+@click.option("--trigger", "trigger_name", metavar="NAME", envvar="ESSA_TRIGGER", default=DEFAULTS["trigger"], show_default=True,
               help="The trigger to run (env ESSA_TRIGGER); `essa plugins` lists the installed ones.")
 @click.option("--listen", metavar="ADDRESS",
               help="Where the trigger listens; for http HOST:PORT. [default: the trigger's, 127.0.0.1:8080 for http]")
-@click.option("--connect", multiple=True, metavar="ENDPOINT", envvar="ESSA_CONNECT",
-              help="Serve the cluster whose scheduler listens at ENDPOINT (e.g. tcp/127.0.0.1:7447) instead of "
-              "an embedded runtime in this process; repeatable (env ESSA_CONNECT).")
-@click.option("--zenoh-config", envvar="ESSA_ZENOH_CONFIG", type=click.Path(exists=True, dir_okay=False),
-              help="A zenoh JSON5 config file for --connect (env ESSA_ZENOH_CONFIG).")
-@click.option("--timeout", type=float, default=10.0, show_default=True,
-              help="Seconds to wait for the cluster's scheduler with --connect.")
+@connection_options
 @click.option("--executors", type=click.IntRange(min=1),
               help="Executors of the embedded runtime. [default: one per core, at least 2]")
 @click.option("--shutdown-timeout", type=click.FloatRange(min=0), default=30.0, show_default=True,
@@ -54,20 +50,14 @@ def serve(ctx: click.Context, trigger_name: str, listen: str | None, connect: tu
     (body: the arguments, answer: the result), GET|PUT /v1/state/NAME/KEY,
     GET /v1/deployments, /healthz, /metrics.
     """
-    from . import api
-
     settings: Settings = ctx.obj
     trigger_class = get_plugin_manager().trigger_class(trigger_name)  # before starting anything
     limits, grants = limits_and_grants(**limit_flags)
     config = TriggerConfig(listen=listen or trigger_class.default_listen, max_message_bytes=limits.max_message_bytes,
                            shutdown_timeout=shutdown_timeout, options=_parse_options(trigger_options, "--trigger-option"))
-    endpoints = split_endpoints(connect)
-    if endpoints:
+    if split_endpoints(connect):
         refuse_limits_with_connect(ctx)
-        connection = api.connect(endpoints, timeout=timeout, zenoh_config=zenoh_config,
-                                 max_message_bytes=limits.max_message_bytes)
-    else:
-        connection = api.connect(engine=settings.engine, store=settings.store, store_options=settings.store_options,
+    connection = open_connection(settings, connect, zenoh_config, timeout, max_message_bytes=limits.max_message_bytes,
                                  executors=executors, limits=limits, grants=grants)
     with connection:
         trigger = trigger_class(connection, config)
@@ -80,23 +70,21 @@ def serve(ctx: click.Context, trigger_name: str, listen: str | None, connect: tu
     click.echo(f"essa serve: {trigger_name} trigger stopped", err=True)
 
 
-class _stop_on_signals:
-    """SIGINT and SIGTERM call ``stop()``, a second one ``stop(force=True)``; restored on exit."""
+@contextlib.contextmanager
+def _stop_on_signals(stop: Callable[..., None]) -> Iterator[None]:
+    """SIGINT and SIGTERM call ``stop()``, a second one ``stop(force=True)``; the handlers are restored after."""
+    received = 0
 
-    def __init__(self, stop: Callable[..., None]) -> None:
-        self._stop = stop
-        self._received = 0
-        self._previous: dict = {}
+    def handle(_signum, _frame) -> None:
+        nonlocal received
+        received += 1
+        stop(force=received > 1)
 
-    def _handle(self, _signum, _frame) -> None:
-        self._received += 1
-        self._stop(force=self._received > 1)
-
-    def __enter__(self) -> None:
-        self._previous = {sig: signal.signal(sig, self._handle) for sig in (signal.SIGINT, signal.SIGTERM)}
-
-    def __exit__(self, *exc: object) -> None:
-        for sig, handler in self._previous.items():
+    previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
             signal.signal(sig, handler)
 
 

@@ -36,6 +36,8 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, ClassVar, Mapping
 
+from .engine import Limits
+
 if TYPE_CHECKING:  # pragma: no cover
     from .api import Connection
 
@@ -55,7 +57,7 @@ class TriggerConfig:
     """
 
     listen: str = ""
-    max_message_bytes: int = 64 << 20
+    max_message_bytes: int = field(default_factory=lambda: Limits().max_message_bytes)
     shutdown_timeout: float | None = 30.0
     options: Mapping[str, str] = field(default_factory=dict)
 

@@ -84,9 +84,9 @@ class OneLineLog(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if record.levelno < logging.WARNING:
             return True  # startup and shutdown notes: shown with essa -v
-        message = record.getMessage().splitlines()[0] if record.getMessage() else record.msg
+        lines = record.getMessage().splitlines()
         exc = record.exc_info[1] if record.exc_info else None
-        self._problems.warning(str(record.msg)[:80], "%s", message, exc_info=exc)
+        self._problems.warning(str(record.msg)[:80], "%s", lines[0] if lines else "uvicorn: (no message)", exc_info=exc)
         return False
 
     @classmethod
