@@ -306,3 +306,44 @@ def test_a_request_still_running_after_the_shutdown_timeout_is_answered_503(serv
     [answer] = answers
     assert_error(answer, 503, "cancelled", "the server is stopping")
     assert "Traceback" not in server.log_text()
+
+
+# -- long-running ---------------------------------------------------------------------
+
+
+def test_threads_descriptors_and_memory_stay_flat_over_many_requests(servers, memo):
+    import http.client
+
+    from essa.testing.resources import sample
+
+    server = servers.start("--trigger-option", "threads=4")  # a pool that the warm-up fills
+    host, port = server.url.removeprefix("http://").rsplit(":", 1)
+
+    def burst(n: int) -> None:
+        """``n`` requests of every kind from 16 clients: keep-alive ones, and a new connection each time."""
+        def client(i: int) -> None:
+            connection = http.client.HTTPConnection(host, int(port), timeout=60)
+            for j in range(n // 16):
+                path, body = [(CALL.format("memo", "echo"), b"x" * j), (CALL.format("memo", "trap"), b""),
+                              (CALL.format("memo", "nope"), b""), ("/v1/state/memo/none", None),
+                              ("/healthz", None)][j % 5]
+                connection.request("GET" if body is None else "POST", path, body=body)
+                response = connection.getresponse()
+                response.read()
+                assert response.status in (200, 404, 500), response.status
+                if i % 2:  # half the clients open a new connection per request
+                    connection.close()
+                    connection = http.client.HTTPConnection(host, int(port), timeout=60)
+            connection.close()
+
+        with concurrent.futures.ThreadPoolExecutor(16) as pool:
+            list(pool.map(client, range(16)))
+
+    burst(1600)  # warm: threads started, caches filled
+    before = sample(server.proc.pid)
+    burst(4800)
+    after = sample(server.proc.pid)
+    assert after.fds <= before.fds + 2, (before, after)
+    assert after.threads <= before.threads + 2, (before, after)
+    assert after.mappings <= before.mappings + 16, (before, after)
+    assert after.rss <= before.rss + (32 << 20), (before, after)
