@@ -9,9 +9,8 @@ connection and exits 0.
 
 from __future__ import annotations
 
-import contextlib
 import signal
-from typing import Callable, Iterator
+from typing import Callable
 
 import click
 
@@ -57,34 +56,47 @@ def serve(ctx: click.Context, trigger_name: str, listen: str | None, connect: tu
                            shutdown_timeout=shutdown_timeout, options=_parse_options(trigger_options, "--trigger-option"))
     if split_endpoints(connect):
         refuse_limits_with_connect(ctx)
-    connection = open_connection(settings, connect, zenoh_config, timeout, max_message_bytes=limits.max_message_bytes,
-                                 executors=executors, limits=limits, grants=grants)
-    with connection:
+    # Signals are caught until the connection is closed too: a second Ctrl-C must not kill it halfway.
+    with _SignalStop() as signals, open_connection(settings, connect, zenoh_config, timeout,
+                                                  max_message_bytes=limits.max_message_bytes, executors=executors,
+                                                  limits=limits, grants=grants) as connection:
         trigger = trigger_class(connection, config)
+        signals.forward_to(trigger.stop)
 
         def ready(address: str) -> None:
             click.echo(f"essa serve: {trigger_name} trigger at {address}, calls go to {connection.where}", err=True)
 
-        with _stop_on_signals(trigger.stop):
-            trigger.serve(ready)
+        trigger.serve(ready)
     click.echo(f"essa serve: {trigger_name} trigger stopped", err=True)
 
 
-@contextlib.contextmanager
-def _stop_on_signals(stop: Callable[..., None]) -> Iterator[None]:
-    """SIGINT and SIGTERM call ``stop()``, a second one ``stop(force=True)``; the handlers are restored after."""
-    received = 0
+class _SignalStop:
+    """While active, SIGINT and SIGTERM call the trigger's ``stop()``, a second one ``stop(force=True)``.
 
-    def handle(_signum, _frame) -> None:
-        nonlocal received
-        received += 1
-        stop(force=received > 1)
+    Before :meth:`forward_to` names the trigger (while connecting), a signal
+    interrupts at once (``KeyboardInterrupt``: "essa: interrupted").
+    """
 
-    previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
+    def __init__(self) -> None:
+        self.received = 0
+        self._stop: Callable[..., None] | None = None
+        self._previous: dict = {}
+
+    def forward_to(self, stop: Callable[..., None]) -> None:
+        self._stop = stop
+
+    def _handle(self, _signum, _frame) -> None:
+        if self._stop is None:
+            raise KeyboardInterrupt
+        self.received += 1
+        self._stop(force=self.received > 1)
+
+    def __enter__(self) -> "_SignalStop":
+        self._previous = {sig: signal.signal(sig, self._handle) for sig in (signal.SIGINT, signal.SIGTERM)}
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
             signal.signal(sig, handler)
 
 

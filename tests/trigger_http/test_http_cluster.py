@@ -52,7 +52,7 @@ def test_up_with_http_serves_the_cluster_and_a_second_server_stops_gracefully(se
     ok(essa("state", "put", "-d", "memo", "release", "--type", "set", "go", *c))
     caller.join()
     assert [(a.status, a.body) for a in answers] == [(200, b"released")]
-    assert second.stop() == 0 and "Traceback" not in second.log_text()
+    assert second.stop(None) == 0 and "Traceback" not in second.log_text()
 
     assert up.stop() == 0, up.log_text()
     log = up.log_text()

@@ -284,7 +284,7 @@ def test_sigterm_lets_a_request_in_flight_finish_then_exits_0(servers, memo):
     ok(essa("state", "put", "-d", "memo", "release", "--type", "set", "go"))
     caller.join()
     assert [(a.status, a.body) for a in answers] == [(200, b"released")]
-    assert server.stop() == 0
+    assert server.stop(None) == 0
     assert "Traceback" not in server.log_text() and "http trigger stopped" in server.log_text()
 
 
@@ -347,3 +347,32 @@ def test_threads_descriptors_and_memory_stay_flat_over_many_requests(servers, me
     assert after.threads <= before.threads + 2, (before, after)
     assert after.mappings <= before.mappings + 16, (before, after)
     assert after.rss <= before.rss + (32 << 20), (before, after)
+
+
+def test_a_second_signal_stops_without_waiting_for_requests_in_flight(servers, memo):
+    server = servers.start("--shutdown-timeout", "600")
+    answers = []
+
+    def gate() -> None:
+        try:
+            answers.append(request(server.url, "POST", CALL.format("memo", "gate")).status)
+        except OSError as exc:  # the connection closed before an answer
+            answers.append(type(exc).__name__)
+
+    caller = threading.Thread(target=gate)
+    caller.start()
+    wait_until(lambda: request(server.url, "GET", "/v1/state/memo/started").status == 200, "the gate call to start")
+    server.proc.send_signal(signal.SIGTERM)
+
+    def refused() -> bool:  # the first signal was handled: it takes no new connections
+        try:
+            request(server.url, "GET", "/healthz", timeout=5)
+        except OSError:
+            return True
+        return False
+
+    wait_until(refused, "the server to stop listening")
+    assert server.stop(signal.SIGINT) == 0  # does not wait 600 s for the gate
+    caller.join()
+    assert answers in ([503], ["RemoteDisconnected"], ["ConnectionResetError"]), answers
+    assert "Traceback" not in server.log_text()
