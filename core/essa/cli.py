@@ -19,7 +19,7 @@ from .errors import EssaError
 from .plugins import DEFAULTS, get_plugin_manager
 
 
-def _parse_options(pairs: tuple[str, ...]) -> dict[str, str]:
+def _parse_options(pairs: tuple[str, ...], flag: str = "--store-option") -> dict[str, str]:
     options = {}
     for pair in pairs:
         for item in pair.split(","):
@@ -27,7 +27,7 @@ def _parse_options(pairs: tuple[str, ...]) -> dict[str, str]:
                 continue
             key, sep, value = item.partition("=")
             if not sep or not key:
-                raise click.BadParameter(f"{item!r} is not KEY=VALUE", param_hint="--store-option")
+                raise click.BadParameter(f"{item!r} is not KEY=VALUE", param_hint=flag)
             options[key.strip()] = value.strip()
     return options
 
@@ -534,9 +534,11 @@ def executor(settings: Settings, executor_id, listen, connect, scouting, zenoh_c
               help="Executor processes to start.")
 @click.option("--listen", default="tcp/127.0.0.1:7447", show_default=True, metavar="ENDPOINT",
               help="Where the scheduler listens.")
+@click.option("--http", metavar="HOST:PORT",
+              help="Also answer HTTP there: an `essa serve` process for the cluster (needs essa-plugin-http).")
 @limit_options
 @click.pass_obj
-def up(settings: Settings, executors: int, listen: str, **limit_flags) -> None:
+def up(settings: Settings, executors: int, listen: str, http: str | None, **limit_flags) -> None:
     """Start a local cluster: a scheduler and N executors, as separate processes.
 
     Prints how to connect, and stops them all on Ctrl-C or SIGTERM. The
@@ -546,10 +548,12 @@ def up(settings: Settings, executors: int, listen: str, **limit_flags) -> None:
 
     limits, grants = limits_and_grants(**limit_flags)
     get_plugin_manager().engine_class(settings.engine).check_grants(grants)  # before starting anything
+    if http:
+        get_plugin_manager().trigger_class(DEFAULTS["trigger"])  # installed? (else: names the package)
     verbose = logging.getLogger().level <= logging.INFO
     sys.exit(run_cluster(executors, listen, settings.engine, settings.store, settings.store_options, int(verbose),
                          executor_args=limit_arguments(limits, grants),
-                         scheduler_args=["--max-message-size", str(limits.max_message_bytes)]))
+                         scheduler_args=["--max-message-size", str(limits.max_message_bytes)], http=http))
 
 
 @cli.command()
@@ -646,6 +650,11 @@ def plugins() -> None:
 from .service_commands import add_service_commands  # noqa: E402
 
 add_service_commands(cli)
+
+# `essa serve` runs a trigger from the plugins' registry.
+from .serve_command import serve  # noqa: E402
+
+cli.add_command(serve)
 
 
 @cli.command("new")

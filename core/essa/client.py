@@ -217,7 +217,7 @@ class Client:
                 f"({format_bytes(self.max_message_bytes)})"
             )
             handle = CallHandle(self, run)
-            handle.set_result(CallOutcome(EssaResult.UnknownError, message=message))
+            handle.set_result(CallOutcome(EssaResult.UnknownError, message=message, kind="message-size"))
             return handle
         return self._start(module, function, args, namespace, run, output, outcome, trace, fields)
 

@@ -142,12 +142,14 @@ def up(
     verbose: int = 0,
     executor_args: Sequence[str] = (),
     scheduler_args: Sequence[str] = (),
+    http: str | None = None,
 ) -> int:
     """Run a scheduler and ``executors`` executor processes until interrupted.
 
     ``executor_args`` and ``scheduler_args`` are extra flags for those
     commands (limits and grants, see :func:`essa.cli.limit_arguments`).
-    Returns a non-zero status if a process died on its own.
+    With ``http`` (``HOST:PORT``) an ``essa serve`` process answers HTTP
+    there too. Returns a non-zero status if a process died on its own.
     """
     essa = [sys.executable, "-m", "essa"] + ["-v"] * verbose
     services = get_plugin_manager().store_class(store or DEFAULTS["store"]).cluster_services(store_options, listen)
@@ -169,11 +171,19 @@ def up(
         for i in range(executors):
             command = [*base, "executor", str(i), "--connect", listen, *executor_args]
             children.append((f"executor {i}", subprocess.Popen(command)))
+        if http:
+            # Its requests in flight get 10 s to finish when stopping: within the 15 s the children get below.
+            children.append(("http", subprocess.Popen([*essa, "serve", "--connect", listen, "--listen", http,
+                                                       "--timeout", "60", "--shutdown-timeout", "10",
+                                                       *scheduler_args])))
         print(f"essa cluster up: {executors} executors", flush=True)
-        for name, where in {"scheduler": listen, **services.endpoints}.items():
+        endpoints = {"scheduler": listen, **services.endpoints, **({"http": f"http://{http}"} if http else {})}
+        for name, where in endpoints.items():
             print(f"  {name:<14} {where}", flush=True)
         print(f"run a module with:  essa run --connect {listen} FILE.wasm", flush=True)
         print(f"deploy one with:    essa deploy --connect {listen} FILE.wasm --name NAME", flush=True)
+        if http:
+            print(f"call one over HTTP: curl --data-binary ARGS http://{http}/v1/functions/NAME/FUNCTION", flush=True)
         print("stop with Ctrl-C", flush=True)
         while not stopping.wait(0.5):
             for name, child in children:
