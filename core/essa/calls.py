@@ -249,7 +249,8 @@ class Caller:
         try:
             # id and inbox first: a receiver that refuses an oversized message
             # reads only those (see essa.transport.zenoh) to answer it.
-            self.transport.publish(topics.SCHEDULER_CALLS, {"id": call_id, "reply_to": self.inbox, **request})
+            self.transport.publish(topics.SCHEDULER_CALLS, {"id": call_id, "reply_to": self.inbox, **request},
+                                   patient=True)
         except Exception as exc:
             self.deliver(reply_message(call_id, EssaResult.UnknownError, message=f"cannot send the call: {exc}",
                                        kind="unavailable"))
@@ -355,5 +356,5 @@ def send_reply(transport: Transport, reply_to: str, reply: Message) -> None:
     caller = LOCAL.inboxes.get(reply_to)
     if caller is not None:
         caller.deliver(reply)
-    else:
-        transport.publish(reply_to, reply)
+    else:  # the caller may have joined a moment ago: its inbox may not be known here yet
+        transport.publish(reply_to, reply, patient=True)
