@@ -29,6 +29,7 @@ import threading
 import time
 from typing import Any, BinaryIO, Callable, Mapping, Sequence
 
+from . import topics
 from .abi import CallOutcome, EssaResult
 from .bincode import decode_lattice, encode_lattice
 from .client import CallHandle, Client, ConsoleOutput
@@ -254,6 +255,16 @@ class Connection:
     def state(self, namespace: str) -> State:
         """The state of a deployment (its name is its namespace) or of any namespace."""
         return State(self._control, namespace)
+
+    def status(self, timeout: float = 1.0) -> list[dict]:
+        """What ``essa status`` shows: the status answer of the scheduler and of every executor.
+
+        Executors answer ``role``, ``id``, ``calls``, ``runs``, ``failures``,
+        ``cancelled``, ``running``, ``latency_ms``, ``by_function``, ``modules``;
+        the scheduler ``role``, ``id``, ``in_flight``, ``waiting``, ``executors``.
+        """
+        answers = self._client.transport.query(f"{topics.STATUS}/**", {}, timeout=timeout)
+        return [a for a in answers if isinstance(a, dict)]
 
     # -- life cycle --------------------------------------------------------------------
 

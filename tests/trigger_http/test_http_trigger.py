@@ -189,6 +189,9 @@ def test_metrics_count_the_requests_made(servers, memo):
                 if sample.name == "essa_http_requests_total":
                     labels = sample.labels
                     found[(labels["route"], labels["method"], labels["status"])] = sample.value
+                elif sample.name in ("essa_cluster_executor_calls_total", "essa_cluster_executor_failures_total"):
+                    found[sample.name] = found.get(sample.name, 0) + sample.value  # summed over executors
+                    continue
                 found.setdefault(sample.name, sample.value)
         return found
 
@@ -206,6 +209,10 @@ def test_metrics_count_the_requests_made(servers, memo):
     assert after[("other", "GET", "404")] - before.get(("other", "GET", "404"), 0) == 1
     assert after[("/metrics", "GET", "200")] - before.get(("/metrics", "GET", "200"), 0) == 1
     assert "essa_http_request_duration_seconds_count" in after and "essa_http_requests_in_flight" in after
+    # The cluster's totals: the calls behind those requests, exactly.
+    assert after["essa_cluster_executor_calls_total"] - before["essa_cluster_executor_calls_total"] == 10
+    assert after["essa_cluster_executor_failures_total"] - before["essa_cluster_executor_failures_total"] == 3
+    assert after["essa_cluster_executors"] >= 1
 
 
 # -- bad input --------------------------------------------------------------------------

@@ -15,6 +15,7 @@ import json
 from typing import Any, Awaitable, Callable
 
 from prometheus_client import CONTENT_TYPE_LATEST
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route, Router
@@ -164,7 +165,8 @@ class Routes:
 
     async def prometheus(self, request: Request) -> Response:
         """``GET /metrics``: Prometheus text (see :func:`essa_http.metrics.exposition`)."""
-        return Response(exposition(self.metrics, self.connection), media_type=CONTENT_TYPE_LATEST)
+        body = await run_in_threadpool(exposition, self.metrics, self.connection)  # asks the cluster: blocks
+        return Response(body, media_type=CONTENT_TYPE_LATEST)
 
     # -- the API's blocking parts (on the pool) -------------------------------------------
 

@@ -67,11 +67,58 @@ class HttpMetrics:
 def cluster_totals(connection: Any) -> bytes:
     """The cluster's totals for ``/metrics``, in the Prometheus text format.
 
-    Extension point, empty for now: once the scheduler and executors keep
-    Prometheus metrics (issue 12, item 2), their totals are gathered here
-    through ``connection`` and appended to this trigger's ``/metrics``.
+    Gathered with :meth:`essa.api.Connection.status` (what ``essa status``
+    shows), one series per executor, so a restarted executor resets only its
+    own counters: ``essa_cluster_executor_calls_total{executor}`` (calls and
+    runs), ``essa_cluster_executor_failures_total{executor}``,
+    ``essa_cluster_executor_cancelled_total{executor}``,
+    ``essa_cluster_executor_running{executor}``, and
+    ``essa_cluster_executors``, ``essa_cluster_calls_in_flight``,
+    ``essa_cluster_calls_waiting`` from the scheduler. Nothing if the cluster
+    does not answer within half a second.
     """
-    return b""
+    try:
+        answers = connection.status(timeout=0.5)
+    except Exception:  # the cluster is unreachable: /healthz says so; /metrics still serves the rest
+        return b""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_ClusterCollector(answers))
+    return generate_latest(registry)
+
+
+class _ClusterCollector:
+    """Metric families built from one set of status answers."""
+
+    def __init__(self, answers: list[dict]) -> None:
+        self.answers = answers
+
+    def collect(self):
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        executors = [a for a in self.answers if a.get("role") == "executor" and isinstance(a.get("id"), str)]
+        schedulers = [a for a in self.answers if a.get("role") == "scheduler"]
+        families = {
+            "calls": CounterMetricFamily("essa_cluster_executor_calls", "Calls and runs an executor served.",
+                                         labels=["executor"]),
+            "failures": CounterMetricFamily("essa_cluster_executor_failures", "Calls that failed on an executor.",
+                                            labels=["executor"]),
+            "cancelled": CounterMetricFamily("essa_cluster_executor_cancelled", "Calls cancelled on an executor.",
+                                             labels=["executor"]),
+            "running": GaugeMetricFamily("essa_cluster_executor_running", "Calls an executor runs now.",
+                                         labels=["executor"]),
+        }
+        for e in executors:
+            number = lambda key: e.get(key) if isinstance(e.get(key), int) else 0  # noqa: E731
+            families["calls"].add_metric([e["id"]], number("calls") + number("runs"))
+            families["failures"].add_metric([e["id"]], number("failures"))
+            families["cancelled"].add_metric([e["id"]], number("cancelled"))
+            families["running"].add_metric([e["id"]], number("running"))
+        yield from families.values()
+        yield GaugeMetricFamily("essa_cluster_executors", "Executors that answered.", value=len(executors))
+        for name, key, text in (("essa_cluster_calls_in_flight", "in_flight", "Calls placed and not done."),
+                                ("essa_cluster_calls_waiting", "waiting", "Calls waiting for an executor.")):
+            yield GaugeMetricFamily(name, text, value=sum(s.get(key) for s in schedulers
+                                                          if isinstance(s.get(key), int)))
 
 
 def exposition(metrics: HttpMetrics, connection: Any) -> bytes:
