@@ -1,9 +1,12 @@
 """essa's engine interface on wasmtime-py.
 
-Costs that shape this module (wasmtime-py 50, see ARCHITECTURE.md): the linker
-and its host functions are built once per module (an ``InstancePre``); each call
-gets a fresh wasmtime store and instance; guest memory is reached through the
-raw data pointer with ``ctypes`` instead of ``Memory.read``/``write``.
+The linker and its host functions are built once per module (an
+``InstancePre``); each call gets a fresh wasmtime store and instance, deleted
+when the call ends. How a call reaches wasmtime is a *binding*: ``capi``
+(:mod:`essa_wasmtime.capi`, the default) calls wasmtime's C API directly and
+costs a fraction of ``public`` (:mod:`essa_wasmtime.public`), wasmtime-py's
+public API, which is the fallback where ``capi`` cannot run.
+``ESSA_WASMTIME_BINDING=public`` (or ``capi``) chooses one.
 
 Limits (:class:`essa.engine.Limits`) and cancellation:
 
@@ -28,28 +31,37 @@ Limits (:class:`essa.engine.Limits`) and cancellation:
 from __future__ import annotations
 
 import ctypes
-import errno
 import importlib.metadata
+import logging
 import math
+import os
 import struct
 import threading
 import time
 import weakref
+from dataclasses import dataclass
+from typing import Callable
 
 import wasmtime
-from wasmtime import _bindings, _ffi as ffi
+from wasmtime import _ffi as ffi
 
 from essa.abi import HOST_FUNCTIONS, IMPORT_MODULE, METER_FUNCTIONS, GuestFault, HostFunction, Invocation
 from essa.abi import current as current_invocation
 from essa.engine import START, Engine, Grants, Limits, ModuleInfo, Program
-from essa.errors import GuestExit, GuestTrap, ModuleError
+from essa.errors import EssaError, GuestExit, GuestTrap, ModuleError
 from essa.instrument import METER_MODULE, InstrumentError, instrument
+
+from . import capi
+from .public import PublicBinding
+
+log = logging.getLogger("essa.wasmtime")
 
 #: Seconds between two checks of a running guest for cancellation (at most).
 CHECK_EVERY = 0.2
 
-_I32 = wasmtime.ValType.i32()
-_VALTYPES = {"i32": wasmtime.ValType.i32(), "i64": wasmtime.ValType.i64()}
+#: The environment variable that chooses the binding: ``capi`` or ``public``.
+BINDING_VARIABLE = "ESSA_WASMTIME_BINDING"
+
 _WASI = "wasi_snapshot_preview1"
 
 
@@ -62,13 +74,17 @@ class WasmtimeEngine(Engine[wasmtime.Module]):
         super().__init__(limits, grants)
         config = wasmtime.Config()
         config.epoch_interruption = True
+        # Linear memories never move (they are reserved whole up front, so this
+        # costs nothing): the capi binding reads a memory's address once.
+        config.memory_may_move = False
         self._engine = wasmtime.Engine(config)
         limit = self.limits.time_limit
         #: Seconds between epoch ticks: a twentieth of the time limit, 10 to 100 ms.
         self.tick = min(0.1, max(0.01, limit / 20)) if limit else 0.1
-        self._tick_us = ctypes.c_void_p(round(self.tick * 1e6))
         self._ticker: threading.Thread | None = None
         self._ticker_lock = threading.Lock()
+        binding = _binding_class()
+        self.binding = binding(self._engine, _on_epoch, round(self.tick * 1e6))
 
     @property
     def version(self) -> str:
@@ -77,8 +93,8 @@ class WasmtimeEngine(Engine[wasmtime.Module]):
     @property
     def artifact_tag(self) -> str:
         # Artifacts hold the instrumented module (memory.grow hook) compiled
-        # with epoch interruption.
-        return f"{self.name}-{self.version}-i2"
+        # with epoch interruption, and memories that never move.
+        return f"{self.name}-{self.version}-i3"
 
     def compile(self, wasm: bytes) -> wasmtime.Module:
         try:
@@ -121,6 +137,22 @@ class WasmtimeEngine(Engine[wasmtime.Module]):
         return WasmtimeProgram(self, compiled)
 
 
+@dataclass(frozen=True)
+class HostImport:
+    """A function the host provides to guests: where it is imported from, its type, its implementation."""
+
+    module: str
+    name: str
+    params: tuple[str, ...]
+    results: tuple[str, ...]
+    impl: Callable[..., int | None]
+
+    @property
+    def type(self) -> wasmtime.FuncType:
+        valtypes = {"i32": wasmtime.ValType.i32(), "i64": wasmtime.ValType.i64()}
+        return wasmtime.FuncType([valtypes[p] for p in self.params], [valtypes[r] for r in self.results])
+
+
 class WasmtimeProgram(Program):
     """A module linked with WASI and the essa host functions."""
 
@@ -129,18 +161,19 @@ class WasmtimeProgram(Program):
         linker = wasmtime.Linker(engine._engine)
         linker.define_wasi()
         linker.allow_shadowing = True
-        linker.define_func(_WASI, "poll_oneoff", wasmtime.FuncType([_I32] * 4, [_I32]), _POLL_ONEOFF)
-        for hf in HOST_FUNCTIONS:
-            ty = wasmtime.FuncType([_I32] * hf.arity, [_I32])
-            linker.define_func(IMPORT_MODULE, hf.name, ty, hf)
-        for name, (impl, params, results) in METER_FUNCTIONS.items():
-            ty = wasmtime.FuncType([_VALTYPES[p] for p in params], [_VALTYPES[r] for r in results])
-            linker.define_func(METER_MODULE, name, ty, HostFunction(impl))
+        for host_import in HOST_IMPORTS:
+            engine.binding.define(linker, host_import)
         self._grants = engine.grants
+        #: Whether calls get more than stdio, clocks and randomness (see :meth:`wasi_config`).
+        self.has_grants = bool(engine.grants)
+        #: The store's memory cap of every call.
+        self.max_memory_bytes = engine.limits.max_memory_bytes
         try:
-            self._pre = linker.instantiate_pre(module)
+            #: The module linked with WASI and the host functions, ready to instantiate.
+            self.pre = linker.instantiate_pre(module)
         except wasmtime.WasmtimeError as exc:
             raise ModuleError(f"cannot link module: {_first_line(exc)}") from None
+        self.pre_address = ctypes.cast(self.pre.ptr(), ctypes.c_void_p).value
         functions = {}
         for export in module.exports:
             ty = export.type
@@ -148,39 +181,25 @@ class WasmtimeProgram(Program):
                 functions[export.name] = (tuple(map(str, ty.params)), tuple(map(str, ty.results)))
         self.info = ModuleInfo(functions)
 
-    def run(self, invocation: Invocation, export: str, arg: int | None = None) -> None:
-        engine = self._engine
-        store = wasmtime.Store(engine._engine)
-        store.set_limits(memory_size=engine.limits.max_memory_bytes)
-        if engine._ticker is None:
-            engine._start_ticker()
-        # The first check comes after one tick; _on_epoch sets the next ones.
-        store.set_epoch_deadline(1)
-        ffi.wasmtime_store_epoch_deadline_callback(store.ptr(), _ON_EPOCH, engine._tick_us, _NO_FINALIZER)
-        invocation.begin(engine.limits)
+    def wasi_config(self) -> wasmtime.WasiConfig:
+        """A call's WASI context: the engine's grants, nothing else (bindings add the output)."""
         wasi = wasmtime.WasiConfig()
-        write = invocation.write_output
-        wasi.stdout_custom = lambda data: None if write(1, data) else -errno.EIO
-        wasi.stderr_custom = lambda data: None if write(2, data) else -errno.EIO
         grants = self._grants
         if grants:
             for grant in grants.dirs:
                 wasi.preopen_dir(grant.host, grant.guest, grant.writable)
             if grants.env:
                 wasi.env = [list(pair) for pair in grants.env]
-        store.set_wasi(wasi)
+        return wasi
+
+    def run(self, invocation: Invocation, export: str, arg: int | None = None) -> None:
+        engine = self._engine
+        if engine._ticker is None:
+            engine._start_ticker()
+        invocation.begin(engine.limits)
         try:
-            with invocation.active():
-                instance = self._pre.instantiate(store)
-                exports = instance.exports(store)
-                func = exports[export]
-                memory = exports.get("memory")
-                if isinstance(memory, wasmtime.Memory):
-                    invocation.memory = _Memory(store, memory)
-                if arg is None:
-                    func(store)
-                else:
-                    func(store, arg)
+            self._check_export(export, arg)
+            engine.binding.call(self, invocation, export, arg)
         except wasmtime.ExitTrap as exc:
             if exc.code != 0:
                 raise GuestExit(exc.code) from None
@@ -193,39 +212,22 @@ class WasmtimeProgram(Program):
         except Exception as exc:
             # A host function failed unexpectedly; it recorded why.
             raise invocation.failure(f"{type(exc).__name__}: {exc}") from None
-        finally:
-            invocation.memory = None
-            # Free the store now: its WASI output callbacks sit in wasmtime-py's
-            # global slab until the native store is dropped, and they reach the
-            # invocation, which reached the store: a cycle no collector sees,
-            # leaking the instance's memory reservation on every call.
-            store.close()
         if invocation.exceeded is not None:  # the output limit: wasmtime lets the guest go on
             raise invocation.failure("")
 
+    def _check_export(self, export: str, arg: int | None) -> None:
+        """Refuse an export that is missing or not of the type ``run`` calls it with."""
+        signature = self.info.functions.get(export)
+        expected = (("i32",), ()) if arg is not None else ((), ())
+        if signature is None:
+            raise GuestFault(f"the module has no exported function {export!r}")
+        if signature != expected:
+            raise GuestFault(f"cannot call {export}: its type is {_shown_type(signature)}, not {_shown_type(expected)}")
 
-class _Memory:
-    """Bounds-checked access to one instance's linear memory."""
 
-    __slots__ = ("_context", "_memory")
-
-    def __init__(self, store: wasmtime.Store, memory: wasmtime.Memory) -> None:
-        self._context = store._context()
-        self._memory = ctypes.byref(memory._memory)
-
-    def _base(self, ptr: int, length: int) -> int:
-        # Looked up on every access: memory.grow may move the data.
-        size = ffi.wasmtime_memory_data_size(self._context, self._memory)
-        if ptr + length > size:
-            raise GuestFault(f"[{ptr:#x}, {ptr + length:#x}) is outside the guest's memory of {size} bytes")
-        data = ffi.wasmtime_memory_data(self._context, self._memory)
-        return ctypes.cast(data, ctypes.c_void_p).value or 0
-
-    def read(self, ptr: int, length: int) -> bytes:
-        return ctypes.string_at(self._base(ptr, length) + ptr, length)
-
-    def write(self, ptr: int, data: bytes) -> None:
-        ctypes.memmove(self._base(ptr, len(data)) + ptr, data, len(data))
+def _shown_type(signature: tuple[tuple[str, ...], tuple[str, ...]]) -> str:
+    params, results = signature
+    return f"({', '.join(params)}) -> ({', '.join(results)})"
 
 
 def _on_epoch(_context, tick_us, next_deadline, update_kind) -> int:
@@ -253,13 +255,6 @@ def _on_epoch(_context, tick_us, next_deadline, update_kind) -> int:
         return 0
     error = ffi.wasmtime_error_new(why.encode("utf-8", "replace"))
     return ctypes.cast(error, ctypes.c_void_p).value or 0
-
-
-# The C API's epoch deadline callback, which wasmtime-py binds but does not wrap
-# (hence the pinned wasmtime version range of this plugin).
-_CALLBACK_TYPES = _bindings._wasmtime_store_epoch_deadline_callback.argtypes
-_ON_EPOCH = _CALLBACK_TYPES[1](_on_epoch)
-_NO_FINALIZER = ctypes.cast(None, _CALLBACK_TYPES[3])
 
 
 def _tick(engine_ref: "weakref.ref[WasmtimeEngine]", period: float) -> None:
@@ -315,7 +310,44 @@ def poll_oneoff(in_ptr: int, out_ptr: int, nsubscriptions: int, nevents_ptr: int
     return 0
 
 
-_POLL_ONEOFF = HostFunction(poll_oneoff)
+#: Every function essa links into a module: its WASI ``poll_oneoff``, the
+#: eight ``host`` functions and the meter functions of instrumented modules.
+HOST_IMPORTS: tuple[HostImport, ...] = (
+    HostImport(_WASI, "poll_oneoff", ("i32",) * 4, ("i32",), HostFunction(poll_oneoff)),
+    *(HostImport(IMPORT_MODULE, hf.name, ("i32",) * hf.arity, ("i32",), hf) for hf in HOST_FUNCTIONS),
+    *(
+        HostImport(METER_MODULE, name, params, results, HostFunction(impl))
+        for name, (impl, params, results) in METER_FUNCTIONS.items()
+    ),
+)
+
+
+def _binding_class():
+    """The binding class ``ESSA_WASMTIME_BINDING`` asks for, else ``capi`` where it can run."""
+    wanted = os.environ.get(BINDING_VARIABLE, "").strip().lower()
+    if wanted not in ("", "capi", "public"):
+        raise EssaError(f"{BINDING_VARIABLE}={wanted!r}: expected 'capi' or 'public'")
+    if wanted == "public":
+        return PublicBinding
+    reason = capi.unavailable_reason() or _capi_cannot_define()
+    if reason is None:
+        return capi.CapiBinding
+    if wanted == "capi":
+        raise EssaError(f"{BINDING_VARIABLE}=capi: the capi binding cannot run here: {reason}")
+    if not _warned:
+        _warned.append(True)
+        log.warning("essa-plugin-wasmtime: using wasmtime-py's slower public API: %s", reason)
+    return PublicBinding
+
+
+_warned: list[bool] = []
+
+
+def _capi_cannot_define() -> str | None:
+    for host_import in HOST_IMPORTS:
+        if any(p != "i32" for p in host_import.params) or host_import.results not in ((), ("i32",)):
+            return f"{host_import.module}.{host_import.name} is not an i32 function"
+    return None
 
 
 def _trap_message(exc: BaseException) -> str:
