@@ -49,7 +49,7 @@ import wasmtime
 from essa.abi import GuestFault, Invocation
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .engine import HostImport, WasmtimeProgram
+    from .engine import HostImport, Linked, WasmtimeProgram
 
 #: Why this binding cannot be used with the installed wasmtime-py, or ``None``.
 _problem: str | None = None
@@ -124,6 +124,19 @@ if _problem is None:
         _wasi_config_new = _function("wasi_config_new", c_void_p)
         _trap_new = _function("wasmtime_trap_new", c_void_p, c_char_p, c_size_t)
         _trap_delete = _function("wasm_trap_delete", None, c_void_p)
+        _pool_new = _function("wasmtime_pooling_allocation_config_new", c_void_p)
+        _pool_delete = _function("wasmtime_pooling_allocation_config_delete", None, c_void_p)
+        _pool_setters = tuple(
+            _function(f"wasmtime_pooling_allocation_config_{name}_set", None, c_void_p, setter_type)
+            for name, setter_type in (
+                ("total_core_instances", ctypes.c_uint32),
+                ("total_memories", ctypes.c_uint32),
+                ("total_tables", ctypes.c_uint32),
+                ("linear_memory_keep_resident", c_size_t),
+                ("table_keep_resident", c_size_t),
+            )
+        )
+        _pool_strategy = _function("wasmtime_pooling_allocation_strategy_set", None, c_void_p, c_void_p)
         _error_delete = _function("wasmtime_error_delete", None, c_void_p)
     except AttributeError as exc:  # a symbol the library no longer exports
         _problem = f"wasmtime's library lacks a C API function: {exc}"
@@ -137,6 +150,22 @@ _memmove = ctypes.PYFUNCTYPE(c_void_p, c_size_t, c_char_p, c_size_t)(ctypes._mem
 def unavailable_reason() -> str | None:
     """Why the ``capi`` binding cannot run with the installed wasmtime, or ``None`` if it can."""
     return _problem
+
+
+def pool(config: wasmtime.Config, slots: int, keep_resident: int) -> None:
+    """Make engines of ``config`` allocate instances from a pool of ``slots``.
+
+    Each slot holds one instance with one linear memory and one table; a slot
+    keeps ``keep_resident`` bytes of its memory (and table) mapped between
+    instances, zeroing them instead of unmapping them.
+    """
+    pooling = _pool_new()
+    try:
+        for setter, value in zip(_pool_setters, (slots, slots, slots, keep_resident, keep_resident)):
+            setter(pooling, value)
+        _pool_strategy(config.ptr(), pooling)
+    finally:
+        _pool_delete(pooling)
 
 
 def _address(pointer) -> int:
@@ -289,21 +318,22 @@ class CapiBinding:
 
     name = "capi"
 
-    def __init__(self, engine: wasmtime.Engine, on_epoch: Callable, tick_us: int) -> None:
-        self._engine = _address(engine.ptr())
+    def __init__(self, on_epoch: Callable, tick_us: int) -> None:
         self._on_epoch = _EPOCH_CALLBACK(on_epoch)
         self._tick_us = tick_us
 
     def define(self, linker: wasmtime.Linker, host_import: "HostImport") -> None:
         define(linker, host_import)
 
-    def call(self, program: "WasmtimeProgram", invocation: Invocation, export: str, arg: int | None) -> None:
-        """Instantiate ``program`` in a fresh store and call ``export``; the store is deleted at the end.
+    def call(
+        self, program: "WasmtimeProgram", linked: "Linked", invocation: Invocation, export: str, arg: int | None
+    ) -> None:
+        """Instantiate ``linked`` in a fresh store and call ``export``; the store is deleted at the end.
 
         ``export`` must be a function of type ``(i32) -> ()`` (with ``arg``) or
         ``() -> ()`` (without).
         """
-        store = _store_new(self._engine, None, None)
+        store = _store_new(linked.engine_address, None, None)
         key = 0
         try:
             context = _store_context(store)
@@ -323,7 +353,7 @@ class CapiBinding:
             with invocation.active():
                 instance = _Instance()
                 trap = c_void_p()
-                error = _instantiate(program.pre_address, context, byref(instance), byref(trap))
+                error = _instantiate(linked.pre_address, context, byref(instance), byref(trap))
                 if error or trap:
                     _raise_failure(error, trap.value)
                 func = _Extern()

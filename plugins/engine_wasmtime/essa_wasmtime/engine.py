@@ -65,26 +65,50 @@ BINDING_VARIABLE = "ESSA_WASMTIME_BINDING"
 _WASI = "wasi_snapshot_preview1"
 
 
-class WasmtimeEngine(Engine[wasmtime.Module]):
-    """Runs modules with wasmtime (Cranelift)."""
+@dataclass(frozen=True)
+class CompiledModule:
+    """A compiled module and the wasmtime engine it belongs to."""
+
+    module: wasmtime.Module
+    engine: wasmtime.Engine
+
+
+class WasmtimeEngine(Engine[CompiledModule]):
+    """Runs modules with wasmtime (Cranelift).
+
+    With the ``capi`` binding, instances come from wasmtime's pooling
+    allocator: :attr:`pool_slots` instances (with their linear memories) are
+    reserved once per process, and a call takes a free slot instead of mapping
+    a fresh memory and unmapping it at the end (which was about half the cost
+    of a short call). A module the pool cannot hold (more than one memory or
+    table, a table of more than 20,000 elements, ...), and a call that finds
+    every slot taken (nested calls hold theirs while they wait), run in a plain
+    engine that maps each instance on its own, as every call does with the
+    ``public`` binding or where the pool cannot be reserved.
+    """
 
     supported_grants = frozenset({"dirs", "env"})
 
+    #: Instances the pool holds at once; each reserves address space for a
+    #: 4 GiB linear memory (nothing is committed until a guest touches it).
+    pool_slots = 100
+    #: Bytes of a slot's memory that stay mapped between calls (zeroed, not
+    #: unmapped: cheaper for the first pages, which every call touches).
+    pool_keep_resident = 1 << 16
+
     def __init__(self, limits: Limits | None = None, grants: Grants | None = None) -> None:
         super().__init__(limits, grants)
-        config = wasmtime.Config()
-        config.epoch_interruption = True
-        # Linear memories never move (they are reserved whole up front, so this
-        # costs nothing): the capi binding reads a memory's address once.
-        config.memory_may_move = False
-        self._engine = wasmtime.Engine(config)
+        binding = _binding_class()
+        pooled = _pooled_engine(self.pool_slots, self.pool_keep_resident) if binding is capi.CapiBinding else None
+        #: Whether modules run in a pooled engine (the plain one takes what the pool cannot).
+        self.pooled = pooled is not None
+        self._engine = pooled or _plain_engine()
         limit = self.limits.time_limit
         #: Seconds between epoch ticks: a twentieth of the time limit, 10 to 100 ms.
         self.tick = min(0.1, max(0.01, limit / 20)) if limit else 0.1
         self._ticker: threading.Thread | None = None
         self._ticker_lock = threading.Lock()
-        binding = _binding_class()
-        self.binding = binding(self._engine, _on_epoch, round(self.tick * 1e6))
+        self.binding = binding(_on_epoch, round(self.tick * 1e6))
 
     @property
     def version(self) -> str:
@@ -96,18 +120,28 @@ class WasmtimeEngine(Engine[wasmtime.Module]):
         # with epoch interruption, and memories that never move.
         return f"{self.name}-{self.version}-i3"
 
-    def compile(self, wasm: bytes) -> wasmtime.Module:
+    def compile(self, wasm: bytes) -> CompiledModule:
         try:
             instrumented = instrument(wasm, fuel=False, grow=True)
         except InstrumentError as exc:
             self._validate(wasm)  # names the real problem of an invalid module
             raise ModuleError(f"cannot run the module under essa's limits: {exc}") from None
         try:
-            return wasmtime.Module(self._engine, instrumented)
+            return self._load(lambda engine: wasmtime.Module(engine, instrumented))
         except wasmtime.WasmtimeError as exc:
             self._validate(wasm)
             # Valid, but not once instrumented: a bug of essa.instrument.
             raise ModuleError(f"cannot run the module under essa's limits: {_first_line(exc)}") from None
+
+    def _load(self, load: Callable[[wasmtime.Engine], wasmtime.Module]) -> CompiledModule:
+        """``load`` the module into the pooled engine, or into the plain one if the pool cannot hold it."""
+        try:
+            return CompiledModule(load(self._engine), self._engine)
+        except wasmtime.WasmtimeError as exc:
+            if not (self.pooled and _DOES_NOT_FIT in str(exc)):
+                raise
+        plain = _plain_engine()
+        return CompiledModule(load(plain), plain)
 
     def _validate(self, wasm: bytes) -> None:
         try:
@@ -124,17 +158,68 @@ class WasmtimeEngine(Engine[wasmtime.Module]):
                 )
                 self._ticker.start()
 
-    def serialize(self, compiled: wasmtime.Module) -> bytes:
-        return bytes(compiled.serialize())
+    def _increment_epochs(self) -> None:
+        self._engine.increment_epoch()
+        if self.pooled and _engines.get("plain") is not None:  # it runs what the pool cannot hold
+            _engines["plain"].increment_epoch()
 
-    def deserialize(self, artifact: bytes) -> wasmtime.Module:
+    def serialize(self, compiled: CompiledModule) -> bytes:
+        return bytes(compiled.module.serialize())
+
+    def deserialize(self, artifact: bytes) -> CompiledModule:
         try:
-            return wasmtime.Module.deserialize(self._engine, artifact)
+            return self._load(lambda engine: wasmtime.Module.deserialize(engine, artifact))
         except wasmtime.WasmtimeError as exc:
             raise ModuleError(f"unusable wasmtime artifact: {_first_line(exc)}") from None
 
-    def prepare(self, compiled: wasmtime.Module) -> "WasmtimeProgram":
+    def prepare(self, compiled: CompiledModule) -> "WasmtimeProgram":
         return WasmtimeProgram(self, compiled)
+
+
+def _config() -> wasmtime.Config:
+    config = wasmtime.Config()
+    config.epoch_interruption = True
+    # Linear memories never move (they are reserved whole up front, so this
+    # costs nothing): the capi binding reads a memory's address once.
+    config.memory_may_move = False
+    return config
+
+
+# The wasmtime engines of this process, shared by every WasmtimeEngine: they
+# differ in nothing that matters to a module (limits are per store), and a
+# pool's address space is reserved once, not once per WasmtimeEngine.
+# Modules of either engine load each other's artifacts.
+_engines: dict[object, wasmtime.Engine | None] = {}
+_engines_lock = threading.Lock()
+
+
+def _plain_engine() -> wasmtime.Engine:
+    """The engine that maps each instance's memory on its own."""
+    with _engines_lock:
+        engine = _engines.get("plain")
+        if engine is None:
+            engine = _engines["plain"] = wasmtime.Engine(_config())
+        return engine
+
+
+def _pooled_engine(slots: int, keep_resident: int) -> wasmtime.Engine | None:
+    """The engine whose instances come from a pool of ``slots``, or ``None`` if the pool cannot be reserved."""
+    key = ("pooled", slots, keep_resident)
+    with _engines_lock:
+        if key not in _engines:
+            config = _config()
+            capi.pool(config, slots, keep_resident)
+            try:
+                _engines[key] = wasmtime.Engine(config)
+            except wasmtime.WasmtimeError as exc:  # e.g. a cap on the address space (ulimit -v)
+                log.warning("essa-plugin-wasmtime: no instance pool (%s); each call maps its own memory", _first_line(exc))
+                _engines[key] = None
+        return _engines[key]
+
+
+#: What wasmtime says of a module its pooling allocator cannot hold, and of a full pool.
+_DOES_NOT_FIT = "does not fit in pooling allocator requirements"
+_POOL_FULL = "maximum concurrent limit of"
 
 
 @dataclass(frozen=True)
@@ -153,29 +238,45 @@ class HostImport:
         return wasmtime.FuncType([valtypes[p] for p in self.params], [valtypes[r] for r in self.results])
 
 
-class WasmtimeProgram(Program):
-    """A module linked with WASI and the essa host functions."""
+class Linked:
+    """A module linked with WASI and the essa host functions, in one engine."""
 
-    def __init__(self, engine: WasmtimeEngine, module: wasmtime.Module) -> None:
-        self._engine = engine
-        linker = wasmtime.Linker(engine._engine)
+    __slots__ = ("engine", "pre", "engine_address", "pre_address", "pooled")
+
+    def __init__(self, binding, compiled: CompiledModule, pooled: bool) -> None:
+        linker = wasmtime.Linker(compiled.engine)
         linker.define_wasi()
         linker.allow_shadowing = True
         for host_import in HOST_IMPORTS:
-            engine.binding.define(linker, host_import)
+            binding.define(linker, host_import)
+        try:
+            #: Ready to instantiate.
+            self.pre = linker.instantiate_pre(compiled.module)
+        except wasmtime.WasmtimeError as exc:
+            raise ModuleError(f"cannot link module: {_first_line(exc)}") from None
+        self.engine = compiled.engine
+        self.engine_address = ctypes.cast(compiled.engine.ptr(), ctypes.c_void_p).value
+        self.pre_address = ctypes.cast(self.pre.ptr(), ctypes.c_void_p).value
+        #: Whether instances come from the engine's pool (which may be full).
+        self.pooled = pooled
+
+
+class WasmtimeProgram(Program):
+    """A module linked with WASI and the essa host functions."""
+
+    def __init__(self, engine: WasmtimeEngine, compiled: CompiledModule) -> None:
+        self._engine = engine
+        self._compiled = compiled
+        self._linked = Linked(engine.binding, compiled, engine.pooled and compiled.engine is engine._engine)
+        self._spare: Linked | None = None
+        self._spare_lock = threading.Lock()
         self._grants = engine.grants
         #: Whether calls get more than stdio, clocks and randomness (see :meth:`wasi_config`).
         self.has_grants = bool(engine.grants)
         #: The store's memory cap of every call.
         self.max_memory_bytes = engine.limits.max_memory_bytes
-        try:
-            #: The module linked with WASI and the host functions, ready to instantiate.
-            self.pre = linker.instantiate_pre(module)
-        except wasmtime.WasmtimeError as exc:
-            raise ModuleError(f"cannot link module: {_first_line(exc)}") from None
-        self.pre_address = ctypes.cast(self.pre.ptr(), ctypes.c_void_p).value
         functions = {}
-        for export in module.exports:
+        for export in compiled.module.exports:
             ty = export.type
             if isinstance(ty, wasmtime.FuncType):
                 functions[export.name] = (tuple(map(str, ty.params)), tuple(map(str, ty.results)))
@@ -199,7 +300,7 @@ class WasmtimeProgram(Program):
         invocation.begin(engine.limits)
         try:
             self._check_export(export, arg)
-            engine.binding.call(self, invocation, export, arg)
+            self._call(invocation, export, arg)
         except wasmtime.ExitTrap as exc:
             if exc.code != 0:
                 raise GuestExit(exc.code) from None
@@ -214,6 +315,28 @@ class WasmtimeProgram(Program):
             raise invocation.failure(f"{type(exc).__name__}: {exc}") from None
         if invocation.exceeded is not None:  # the output limit: wasmtime lets the guest go on
             raise invocation.failure("")
+
+    def _call(self, invocation: Invocation, export: str, arg: int | None) -> None:
+        binding = self._engine.binding
+        linked = self._linked
+        try:
+            binding.call(self, linked, invocation, export, arg)
+        except wasmtime.WasmtimeError as exc:
+            # Every slot of the pool is taken (nested calls hold theirs while
+            # they wait): instantiation failed before any guest code ran.
+            if not (linked.pooled and str(exc).startswith(_POOL_FULL)):
+                raise
+            binding.call(self, self._spare_linked(), invocation, export, arg)
+
+    def _spare_linked(self) -> Linked:
+        """The module linked in the plain engine, for calls that find the pool full (on first use)."""
+        if self._spare is None:
+            with self._spare_lock:
+                if self._spare is None:
+                    plain = _plain_engine()
+                    module = wasmtime.Module.deserialize(plain, self._compiled.module.serialize())
+                    self._spare = Linked(self._engine.binding, CompiledModule(module, plain), pooled=False)
+        return self._spare
 
     def _check_export(self, export: str, arg: int | None) -> None:
         """Refuse an export that is missing or not of the type ``run`` calls it with."""
@@ -264,7 +387,7 @@ def _tick(engine_ref: "weakref.ref[WasmtimeEngine]", period: float) -> None:
         engine = engine_ref()
         if engine is None:
             return
-        engine._engine.increment_epoch()
+        engine._increment_epochs()
         del engine
 
 

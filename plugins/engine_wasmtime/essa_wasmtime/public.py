@@ -20,7 +20,7 @@ from wasmtime import _bindings, _ffi as ffi
 from essa.abi import GuestFault, Invocation
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .engine import HostImport, WasmtimeProgram
+    from .engine import HostImport, Linked, WasmtimeProgram
 
 _CALLBACK_TYPES = _bindings._wasmtime_store_epoch_deadline_callback.argtypes
 _NO_FINALIZER = ctypes.cast(None, _CALLBACK_TYPES[3])
@@ -55,17 +55,18 @@ class PublicBinding:
 
     name = "public"
 
-    def __init__(self, engine: wasmtime.Engine, on_epoch: Callable, tick_us: int) -> None:
-        self._engine = engine
+    def __init__(self, on_epoch: Callable, tick_us: int) -> None:
         self._on_epoch = _CALLBACK_TYPES[1](on_epoch)
         self._tick_us = ctypes.c_void_p(tick_us)
 
     def define(self, linker: wasmtime.Linker, host_import: "HostImport") -> None:
         linker.define_func(host_import.module, host_import.name, host_import.type, host_import.impl)
 
-    def call(self, program: "WasmtimeProgram", invocation: Invocation, export: str, arg: int | None) -> None:
-        """Instantiate ``program`` in a fresh store and call ``export``; the store is closed at the end."""
-        store = wasmtime.Store(self._engine)
+    def call(
+        self, program: "WasmtimeProgram", linked: "Linked", invocation: Invocation, export: str, arg: int | None
+    ) -> None:
+        """Instantiate ``linked`` in a fresh store and call ``export``; the store is closed at the end."""
+        store = wasmtime.Store(linked.engine)
         try:
             store.set_limits(memory_size=program.max_memory_bytes)
             # The first check comes after one tick; the epoch callback sets the next ones.
@@ -77,7 +78,7 @@ class PublicBinding:
             wasi.stderr_custom = lambda data: None if write(2, data) else -errno.EIO
             store.set_wasi(wasi)
             with invocation.active():
-                instance = program.pre.instantiate(store)
+                instance = linked.pre.instantiate(store)
                 exports = instance.exports(store)
                 func = exports[export]
                 memory = exports.get("memory")
