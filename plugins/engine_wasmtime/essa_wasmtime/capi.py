@@ -18,8 +18,9 @@ shared library exports, through ctypes prototypes of its own:
   the invocation by a key (no per-call closures in wasmtime-py's global slab of
   output callbacks, and nothing to break when the store is deleted);
 - memory: the data pointer is read once per instance (the engine sets
-  ``memory_may_move = False``, so it never changes), and the size only when an
-  access reaches past the size last seen (memories never shrink).
+  ``memory_may_move = False``, so it never changes) and bytes move through a
+  ``memoryview`` of it; the size is read again only when an access reaches
+  past the size last seen (memories never shrink).
 
 Calls that run guest code (instantiation, the export call) release the GIL;
 the short bookkeeping calls keep it, so a call does not wait for other
@@ -142,11 +143,6 @@ if _problem is None:
         _problem = f"wasmtime's library lacks a C API function: {exc}"
 
 
-#: ``memmove`` that keeps the GIL (``ctypes.memmove`` releases it, which costs
-#: more than copying a few bytes).
-_memmove = ctypes.PYFUNCTYPE(c_void_p, c_size_t, c_char_p, c_size_t)(ctypes._memmove_addr)
-
-
 def unavailable_reason() -> str | None:
     """Why the ``capi`` binding cannot run with the installed wasmtime, or ``None`` if it can."""
     return _problem
@@ -265,13 +261,15 @@ _STDERR = _output(2)
 class Memory:
     """Bounds-checked access to one instance's linear memory (:class:`essa.abi.GuestMemory`)."""
 
-    __slots__ = ("_context", "_memory", "_base", "_size")
+    __slots__ = ("_context", "_memory", "_view", "_size")
 
     def __init__(self, context: int, extern) -> None:
         self._context = context
         self._memory = byref(extern.of.memory)
-        # Fixed for the instance's lifetime: the engine's memories never move.
-        self._base = _memory_data(context, self._memory)
+        # A view of the whole 32-bit address space from the memory's base
+        # (fixed: the engine's memories never move), used only within the
+        # memory's size: slicing it moves bytes without a foreign call.
+        self._view = memoryview(_ADDRESS_SPACE.from_address(_memory_data(context, self._memory))).cast("B")
         self._size = _memory_data_size(context, self._memory)
 
     def _check(self, ptr: int, end: int) -> None:
@@ -281,16 +279,20 @@ class Memory:
             raise GuestFault(f"[{ptr:#x}, {end:#x}) is outside the guest's memory of {size} bytes")
 
     def read(self, ptr: int, length: int) -> bytes:
-        if ptr + length > self._size:
-            self._check(ptr, ptr + length)
-        return ctypes.string_at(self._base + ptr, length)
+        end = ptr + length
+        if end > self._size:
+            self._check(ptr, end)
+        return self._view[ptr:end].tobytes()
 
     def write(self, ptr: int, data: bytes) -> None:
-        if type(data) is not bytes:  # e.g. a bytearray from a message
-            data = bytes(data)
-        if ptr + len(data) > self._size:
-            self._check(ptr, ptr + len(data))
-        _memmove(self._base + ptr, data, len(data))
+        end = ptr + len(data)
+        if end > self._size:
+            self._check(ptr, end)
+        self._view[ptr:end] = data
+
+
+#: The type of :class:`Memory`'s view (an array type is created once per length).
+_ADDRESS_SPACE = ctypes.c_ubyte * (1 << 32)
 
 
 # -- one call --------------------------------------------------------------------------
