@@ -127,3 +127,24 @@ def test_guest_output_callbacks_are_released_with_each_call(binding):
         program.run(inv, "_start")
         assert inv.output.chunks == [(1, b"hello\n"), (2, b"oops\n")]
     assert capi._writers == {}
+
+
+def test_a_failing_output_stream_fails_the_guest_write_not_the_call(binding):
+    from essa.abi import Invocation
+    from essa.testing.conformance.support import StandaloneHost
+    from essa.testing.conformance.test_runtime import PRINT_HELLO
+
+    class Broken:
+        def write(self, stream: int, data: bytes) -> None:
+            raise OSError("the console went away")
+
+    engine = WasmtimeEngine()
+    body = f"""
+  (func (export "__essa_wrapper__print") (param i32)
+{PRINT_HELLO}
+    (drop (call $essa_set_result (i32.const 0x600) (i32.const 6))))
+"""
+    program = engine.prepare(engine.compile(module(body, {0x600: b"hello\n", 0x610: b"oops\n"})))
+    inv = Invocation(b"", StandaloneHost(), Broken())
+    program.run(inv, "__essa_wrapper__print", 0)  # the guest's fd_write got EIO, and ignored it
+    assert inv.result == b"hello\n"

@@ -22,6 +22,9 @@ shared library exports, through ctypes prototypes of its own:
   ``memoryview`` of it; the size is read again only when an access reaches
   past the size last seen (memories never shrink).
 
+:func:`pool` configures wasmtime's pooling allocator, which wasmtime-py's
+``Config`` does not offer (see :class:`essa_wasmtime.engine.WasmtimeEngine`).
+
 Calls that run guest code (instantiation, the export call) release the GIL;
 the short bookkeeping calls keep it, so a call does not wait for other
 threads between two steps.
@@ -41,6 +44,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import itertools
+import logging
 import threading
 from ctypes import POINTER, byref, c_char_p, c_int32, c_int64, c_size_t, c_ssize_t, c_uint8, c_uint64, c_void_p
 from typing import TYPE_CHECKING, Callable
@@ -48,9 +52,12 @@ from typing import TYPE_CHECKING, Callable
 import wasmtime
 
 from essa.abi import GuestFault, Invocation
+from essa.ratelimit import RateLimitedLog, describe
 
 if TYPE_CHECKING:  # pragma: no cover
     from .engine import HostImport, Linked, WasmtimeProgram
+
+_problems = RateLimitedLog(logging.getLogger("essa.wasmtime"))
 
 #: Why this binding cannot be used with the installed wasmtime-py, or ``None``.
 _problem: str | None = None
@@ -157,7 +164,7 @@ def pool(config: wasmtime.Config, slots: int, keep_resident: int) -> None:
     """
     pooling = _pool_new()
     try:
-        for setter, value in zip(_pool_setters, (slots, slots, slots, keep_resident, keep_resident)):
+        for setter, value in zip(_pool_setters, (slots, slots, slots, keep_resident, keep_resident), strict=True):
             setter(pooling, value)
         _pool_strategy(config.ptr(), pooling)
     finally:
@@ -210,9 +217,9 @@ def _callback(impl: Callable[..., int | None], arity: int, returns: bool) -> Cal
     return _UNCHECKED_CALLBACK(host)
 
 
-#: Callbacks by host function, created once per process and kept alive here
-#: for as long as any linker may call them.
-_callbacks: dict[int, object] = {}
+#: (callback, host function) by host function, created once per process and
+#: kept alive here for as long as any linker may call them.
+_callbacks: dict[int, tuple] = {}
 
 
 def define(linker: wasmtime.Linker, host_import: "HostImport") -> None:
@@ -244,9 +251,12 @@ _keys = itertools.count(1)
 def _output(stream: int):
     def write(key, data, size):
         invocation = _writers.get(key or 0)
-        if invocation is None or not invocation.write_output(stream, ctypes.string_at(data, size)):
-            return -errno.EIO
-        return size
+        try:
+            if invocation is not None and invocation.write_output(stream, ctypes.string_at(data, size)):
+                return size
+        except Exception as exc:  # the guest sees EIO; the executor goes on
+            _problems.warning("output", "guest output lost: %s", describe(exc), exc_info=exc)
+        return -errno.EIO
 
     return _OUTPUT_CALLBACK(write)
 

@@ -11,7 +11,9 @@ public API, which is the fallback where ``capi`` cannot run.
 Limits (:class:`essa.engine.Limits`) and cancellation:
 
 - time and cancel: epoch interruption. One ticker thread per engine increments
-  the epoch every :attr:`WasmtimeEngine.tick` seconds. When a running store
+  the epoch every :attr:`WasmtimeEngine.tick` seconds (the engines of a
+  process share their wasmtime engines, so with several alive the epoch
+  advances faster and guests are checked more often). When a running store
   reaches its epoch deadline, wasmtime calls :func:`_on_epoch` (the C API's
   epoch deadline callback), which ends the guest if its call was cancelled
   or its time is up, and otherwise sets the next deadline at most
@@ -48,7 +50,7 @@ from wasmtime import _ffi as ffi
 from essa.abi import HOST_FUNCTIONS, IMPORT_MODULE, METER_FUNCTIONS, GuestFault, HostFunction, Invocation
 from essa.abi import current as current_invocation
 from essa.engine import START, Engine, Grants, Limits, ModuleInfo, Program
-from essa.errors import EssaError, GuestExit, GuestTrap, ModuleError
+from essa.errors import EssaError, GuestExit, ModuleError
 from essa.instrument import METER_MODULE, InstrumentError, instrument
 
 from . import capi
