@@ -89,10 +89,27 @@ class Workload:
                 self.first_error = self.first_error or error
 
 
+class Output:
+    """A run's guest output, kept to compare with the expected output."""
+
+    def __init__(self) -> None:
+        self.chunks: dict[int, list[bytes]] = {1: [], 2: []}
+
+    def __call__(self, message) -> None:
+        self.chunks.setdefault(message["stream"], []).append(message["data"])
+
+    @property
+    def stdout(self) -> str:
+        return b"".join(self.chunks[1]).decode(errors="replace")
+
+    @property
+    def stderr(self) -> str:
+        return b"".join(self.chunks[2]).decode(errors="replace")
+
+
 def serve(client, echo_module: str, test_function: str, workload: Workload) -> None:
     """One client thread: takes work until none is left."""
     from essa.testing import TEST_FUNCTION_OUTPUT
-    from essa.testing.conformance.support import Output
 
     while (kind := workload.next()) is not None:
         try:
@@ -102,7 +119,9 @@ def serve(client, echo_module: str, test_function: str, workload: Workload) -> N
                 workload.done(1, "" if ok else f"echo: {outcome}")
             else:
                 output = Output()
-                status = client.run(test_function, output=output, timeout=300)
+                # One namespace for every run: its sets merge the same values again, so the
+                # state does not grow with the number of runs (a fresh one per run would).
+                status = client.run(test_function, output=output, namespace="soak", timeout=300)
                 ok = status == 0 and output.stdout == TEST_FUNCTION_OUTPUT
                 workload.done(CALLS_PER_TEST_FUNCTION_RUN, "" if ok else f"test function: status {status}, {output.stderr!r}")
         except Exception as exc:  # counted, and the soak goes on
@@ -216,7 +235,7 @@ def main() -> None:
     parser.add_argument("--store", default="lmdb", help="the executor's store (the test function keeps state)")
     parser.add_argument("--echo-calls", type=int, default=1_000_000)
     parser.add_argument("--test-function-calls", type=int, default=100_000)
-    parser.add_argument("--warm-up", type=int, default=50_000, help="calls before the first window")
+    parser.add_argument("--warm-up", type=int, default=100_000, help="calls before the first window")
     parser.add_argument("--interval", type=float, default=10.0, help="seconds between samples")
     parser.add_argument("--clients", type=int, default=8, help="client threads")
     parser.add_argument("--executors", type=int, default=2, help="executors of the embedded runtime")

@@ -45,6 +45,11 @@ COPIES: dict[str, list[Path]] = {
 
 EXAMPLES: dict[str, list[str]] = {
     "test-function.wasm": ["test-function/test_function.c"],
+    # The WASI differential corpus (tests/wasi): one module per C file.
+    **{
+        f"wasi-corpus/{source.stem}.wasm": [f"wasi-corpus/{source.name}"]
+        for source in sorted((EXAMPLES_DIR / "wasi-corpus").glob("*.c"))
+    },
 }
 
 #: Compiler flags; paths are relative to examples/ (the working directory).

@@ -24,6 +24,12 @@ def engine_name(essa_engine) -> str:
 
 
 @pytest.fixture(autouse=True)
+def engine_for_commands(request, monkeypatch):
+    """`essa` processes a test starts use the engine under test unless told otherwise (--engine)."""
+    monkeypatch.setenv("ESSA_ENGINE", request.config.getoption("--essa-engine"))
+
+
+@pytest.fixture(autouse=True)
 def essa_home(tmp_path, monkeypatch):
     """Every test gets its own data directory, so no test sees another's state."""
     home = tmp_path / "essa-home"

@@ -1,12 +1,25 @@
 """essa: stateful serverless WebAssembly functions.
 
-The public surface for plugin authors is :data:`hookimpl` plus the base classes
-in :mod:`essa.engine`, :mod:`essa.store` and :mod:`essa.transport.base`.
+For users, :func:`connect` is the way in (see :mod:`essa.api`)::
+
+    import essa
+
+    with essa.connect() as es:                  # or essa.connect("tcp/HOST:PORT")
+        es.deploy("wc.wasm", name="wc")
+        words = es.call("wc", "count_words", essa.encode(["string"], ["a b c"]))
+
+Lattice types (:class:`SetLattice`, :class:`LwwLattice`, ...) and errors
+(:class:`EssaError`, :class:`NotFound`, :class:`CallError`) are importable
+from here. For plugin authors the public surface is :data:`hookimpl` plus the
+base classes in :mod:`essa.engine`, :mod:`essa.store` and
+:mod:`essa.transport.base`.
 """
 
 from __future__ import annotations
 
+import importlib
 import logging
+from typing import Any
 
 import pluggy
 
@@ -18,4 +31,29 @@ hookimpl = pluggy.HookimplMarker("essa")
 # Library users decide where essa's log goes; the CLI sends it to stderr.
 logging.getLogger("essa").addHandler(logging.NullHandler())
 
-__all__ = ["__version__", "hookimpl"]
+#: Public names, imported on first use (``import essa`` stays light for plugins and the CLI).
+_LAZY = {
+    "connect": "api", "Connection": "api", "State": "api", "CallError": "api",
+    "Deployment": "deployments",
+    "encode": "codec", "decode": "codec",
+    "EssaError": "errors", "NotFound": "errors", "StoreError": "errors", "ModuleError": "errors",
+    "Lattice": "lattice", "LwwLattice": "lattice", "SetLattice": "lattice", "OrderedSetLattice": "lattice",
+    "SingleCausalLattice": "lattice", "MultiCausalLattice": "lattice", "MaxLattice": "lattice",
+    "BoolLattice": "lattice", "MapLattice": "lattice", "VectorClock": "lattice",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'essa' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_LAZY])
+
+
+__all__ = ["__version__", "hookimpl", *_LAZY]

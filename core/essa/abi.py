@@ -33,10 +33,13 @@ import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable, Iterator, Protocol
+from typing import TYPE_CHECKING, Callable, Iterator, Protocol, Sequence
 
 from .engine import Limits
 from .errors import CallCancelled, DecodeError, GuestTrap, LimitExceeded, StoreError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .stdin import Stdin
 
 _U32 = struct.Struct("<I")
 _MASK = 0xFFFFFFFF
@@ -85,6 +88,8 @@ class CallOutcome:
     value: bytes = b""
     #: For errors: one line saying what happened, for the user.
     message: str = ""
+    #: For errors: how the call failed (see :func:`essa.calls.reply_message`), or "".
+    kind: str = ""
 
 
 class PendingCall(Protocol):
@@ -126,14 +131,27 @@ class Invocation:
     """The state of one call of a guest function: arguments, result, handles."""
 
     __slots__ = (
-        "args", "host", "output", "memory", "result", "fault", "limits", "deadline", "exceeded", "cancelled",
-        "memory_refused", "refused_result", "output_bytes", "_handles", "_next_handle", "_waited", "_wakeup",
+        "args", "host", "output", "memory", "result", "fault", "limits", "deadline", "exceeded", "exceeded_limit",
+        "cancelled", "memory_refused", "refused_result", "output_bytes", "_handles", "_next_handle", "_waited",
+        "_wakeup", "argv", "stdin",
     )
 
-    def __init__(self, args: bytes, host: Host, output: Output, limits: Limits | None = None) -> None:
+    def __init__(
+        self,
+        args: bytes,
+        host: Host,
+        output: Output,
+        limits: Limits | None = None,
+        argv: Sequence[str] = (),
+        stdin: Stdin | None = None,
+    ) -> None:
         self.args = args
         self.host = host
         self.output = output
+        #: The program's arguments as WASI gives them to the guest (argv[0] included).
+        self.argv: tuple[str, ...] = tuple(argv)
+        #: The guest's standard input, or ``None`` for an empty one (an engine may close it when the call ends).
+        self.stdin = stdin
         #: The limits of the call (the engine's, from :meth:`begin`).
         self.limits = limits or _DEFAULT_LIMITS
         #: When the call must end (``time.monotonic()``), or ``None``; set by :meth:`begin`.
@@ -141,6 +159,8 @@ class Invocation:
         self.deadline: float | None = None
         #: The message of the first limit the call exceeded, or ``None``.
         self.exceeded: str | None = None
+        #: Which limit that was ("time", "memory", "output", "message size").
+        self.exceeded_limit = ""
         #: Why the call was cancelled (:meth:`cancel`), or ``None``.
         self.cancelled: str | None = None
         self._wakeup: threading.Event | None = None
@@ -180,6 +200,7 @@ class Invocation:
         """Record that the call exceeded ``limit`` (the first one counts); return its message."""
         if self.exceeded is None:
             self.exceeded = self.limits.exceeded(limit)
+            self.exceeded_limit = limit
         return self.exceeded
 
     def cancel(self, reason: str) -> None:
@@ -195,6 +216,8 @@ class Invocation:
         wakeup = self._wakeup
         if wakeup is not None:
             wakeup.set()
+        if self.stdin is not None:  # a guest blocked reading stdin sees its end, then its next check ends it
+            self.stdin.close()
 
     def check(self) -> None:
         """Raise :class:`GuestCancelled` if the call was cancelled, :class:`GuestLimit` if its time is up."""
@@ -244,10 +267,10 @@ class Invocation:
         if self.cancelled is not None:
             return CallCancelled(self.cancelled)
         if self.exceeded is not None:
-            return LimitExceeded(self.exceeded)
+            return LimitExceeded(self.exceeded, self.exceeded_limit)
         why = self.fault or reason
         if self.memory_refused:
-            return LimitExceeded(f"{self.limits.exceeded('memory')}: {why}")
+            return LimitExceeded(f"{self.limits.exceeded('memory')}: {why}", "memory")
         return GuestTrap(why)
 
     @contextmanager

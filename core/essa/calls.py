@@ -55,19 +55,27 @@ def call_request(module: str, function: str, args: bytes, namespace: str, run: s
 
 
 def reply_message(call_id: str, code: EssaResult, value: bytes = b"", message: str = "", **extra) -> Message:
-    """The answer to call ``call_id``: an :class:`EssaResult` code with value or message."""
+    """The answer to call ``call_id``: an :class:`EssaResult` code with value or message.
+
+    A failed call's reply also says how it failed, in ``kind``: ``trap``,
+    ``time-limit``, ``memory-limit``, ``output-limit``, ``message-size``,
+    ``exit``, ``no-result``, ``no-such-function``, ``bad-signature``,
+    ``module`` (the module cannot be used), ``cancelled``, ``unavailable``
+    (no executor, no scheduler, or the call was lost), ``invalid`` (a
+    malformed request) or ``error``.
+    """
     return {"id": call_id, "code": int(code), "value": value, "message": message, **extra}
 
 
 def outcome(reply: Message) -> CallOutcome:
     """The :class:`CallOutcome` a reply message (checked by :func:`check_reply`) stands for."""
-    return CallOutcome(EssaResult(reply["code"]), reply.get("value", b""), reply.get("message", ""))
+    return CallOutcome(EssaResult(reply["code"]), reply.get("value", b""), reply.get("message", ""), reply.get("kind", ""))
 
 
 def cancelled_reply(call_id: str, what: str, reason: str) -> Message:
     """The answer to a call that was cancelled (``reason`` says by whom)."""
     return reply_message(call_id, EssaResult.UnknownError, message=f"{what} was cancelled: {reason}",
-                         cancelled=True, exit=1)
+                         cancelled=True, exit=1, kind="cancelled")
 
 
 _CODES = frozenset(int(code) for code in EssaResult)
@@ -82,6 +90,7 @@ def check_reply(reply: Message) -> Message | None:
         not isinstance(code, int) or code not in _CODES
         or not isinstance(value, (bytes, bytearray))
         or not isinstance(message, str)
+        or not isinstance(reply.get("kind", ""), str)
         or not (exit_status is None or (isinstance(exit_status, int) and 0 <= exit_status <= 255))
     ):
         return None
@@ -108,6 +117,11 @@ def check_request(request: Message, receiver: str, max_message_bytes: int | None
             return f"malformed call request: {key!r} is missing, not a string or too long"
     if not topics.is_chunk(request.get("run")):
         return "malformed call request: 'run' is not a run id"
+    argv = request.get("argv", [])
+    if not isinstance(argv, list) or not all(isinstance(arg, str) and "\0" not in arg for arg in argv):
+        return "malformed call request: 'argv' is not a list of strings"
+    if not isinstance(request.get("stdin", False), bool):
+        return "malformed call request: 'stdin' is not a boolean"
     for key in ("args", "wasm"):
         value = request.get(key, b"")
         if not isinstance(value, (bytes, bytearray)):
@@ -236,7 +250,8 @@ class Caller:
         future = CallFuture(call_id, request.get("run", ""))
         with self._lock:
             if not self._scheduler_seen.wait_for(lambda: self._schedulers, self.scheduler_wait):
-                future._complete(reply_message(call_id, EssaResult.UnknownError, message="no scheduler is reachable"))
+                future._complete(reply_message(call_id, EssaResult.UnknownError, message="no scheduler is reachable",
+                                               kind="unavailable"))
                 return future
             self._pending[call_id] = future
         try:
@@ -244,7 +259,8 @@ class Caller:
             # reads only those (see essa.transport.zenoh) to answer it.
             self.transport.publish(topics.SCHEDULER_CALLS, {"id": call_id, "reply_to": self.inbox, **request})
         except Exception as exc:
-            self.deliver(reply_message(call_id, EssaResult.UnknownError, message=f"cannot send the call: {exc}"))
+            self.deliver(reply_message(call_id, EssaResult.UnknownError, message=f"cannot send the call: {exc}",
+                                       kind="unavailable"))
         return future
 
     def deliver(self, reply: Message) -> None:
@@ -272,7 +288,7 @@ class Caller:
         with self._lock:
             pending, self._pending = self._pending, {}
         for call_id, future in pending.items():
-            future._complete(reply_message(call_id, EssaResult.UnknownError, message=message))
+            future._complete(reply_message(call_id, EssaResult.UnknownError, message=message, kind="unavailable"))
 
     def _on_scheduler(self, key: str, alive: bool) -> None:
         with self._lock:
@@ -329,7 +345,7 @@ class Caller:
             if future is not None:
                 log.warning("call %s: no scheduler tracks it any more; failing it", call_id)
                 future._complete(reply_message(
-                    call_id, EssaResult.UnknownError, exit=1,
+                    call_id, EssaResult.UnknownError, exit=1, kind="unavailable",
                     message="the cluster lost the call: no scheduler tracks it any more (its reply may have been lost)",
                 ))
 

@@ -13,6 +13,7 @@ import click
 
 from . import __version__
 from .engine import DirGrant, Grants, Limits, parse_duration, parse_size
+from .deployments import check_name
 from .errors import EssaError
 from .plugins import DEFAULTS, get_plugin_manager
 
@@ -243,8 +244,12 @@ def endpoint_options(listen_default: str | None, connect_default: str | None):
     return decorate
 
 
-@cli.command()
+@cli.command(context_settings={"allow_interspersed_args": False})
 @click.argument("module", metavar="FILE.wasm")
+@click.argument("args", nargs=-1, type=click.UNPROCESSED, metavar="[--] [ARGS]...")
+@click.option("--stdin", "stdin_file", type=click.File("rb"), metavar="FILE",
+              help="Give the module's _start FILE as stdin instead of this command's own stdin.")
+@click.option("--no-stdin", is_flag=True, help="Give the module's _start an empty stdin.")
 @click.option(
     "--namespace",
     metavar="NAME",
@@ -267,10 +272,15 @@ def endpoint_options(listen_default: str | None, connect_default: str | None):
               help="A zenoh JSON5 config file for --connect (env ESSA_ZENOH_CONFIG).")
 @click.option("--timeout", type=float, default=5.0, show_default=True,
               help="Seconds to wait for the cluster's scheduler with --connect.")
+@click.option("--trace", "trace_file", metavar="FILE", type=click.Path(dir_okay=False, writable=True),
+              help="Write the run's tree of remote calls to FILE as Chrome trace-event JSON "
+              "(open it in https://ui.perfetto.dev or chrome://tracing).")
 @limit_options
 @click.pass_context
-def run(ctx: click.Context, module: str, namespace: str | None, executors: int | None,
-        connect: tuple[str, ...], zenoh_config: str | None, timeout: float, **limit_flags) -> None:
+def run(ctx: click.Context, module: str, args: tuple[str, ...], stdin_file, no_stdin: bool, namespace: str | None,
+        executors: int | None, connect: tuple[str, ...], zenoh_config: str | None, timeout: float,
+        trace_file: str | None,
+        **limit_flags) -> None:
     """Run a module's main function (`_start`) and its remote calls.
 
     Without --connect everything runs in this process (scheduler, executors,
@@ -279,48 +289,62 @@ def run(ctx: click.Context, module: str, namespace: str | None, executors: int |
     stderr appear here, and essa exits with the module's exit status, or 1
     with a message if it traps or exceeds a limit.
 
+    The module's arguments are FILE.wasm as given, then ARGS (everything after
+    FILE.wasm, but for a first `--`; options of `essa run` go before it). Its stdin is this
+    command's stdin, read only as the module reads it (streamed to the
+    executor with --connect); --stdin FILE or --no-stdin change that. Remote
+    calls see the same arguments and an empty stdin.
+
     Every call runs under limits (time, memory, message size, output) and
     sees no directory and no environment variable unless granted with --dir
     and --env. With --connect, the cluster's executors apply their own limits
     and grants (set when they start); only --max-message-size applies here.
     """
+    from . import api
     from .programs import read_module
 
     settings: Settings = ctx.obj
     limits, grants = limits_and_grants(**limit_flags)
     wasm = read_module(module)  # fail on a bad file before starting anything
+    if no_stdin and stdin_file is not None:
+        raise click.UsageError("--stdin and --no-stdin exclude each other")
+    if args[:1] == ("--",):  # `essa run f.wasm -- ARGS`: the separator is not an argument
+        args = args[1:]
+    argv = [module, *args]
+    stdin = None if no_stdin else stdin_file or _own_stdin()
+    if namespace is not None:
+        check_name(namespace, "namespace")
     connect = tuple(e for item in connect for e in item.split())
     if connect:
-        from .cluster import connect_client
-
-        for name, flag in _LIMIT_FLAGS.items():
-            if name != "max_message_size" and ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE:
-                raise EssaError(
-                    f"{flag} does not apply with --connect: a cluster's executors apply their own limits and "
-                    f"grants (give {flag} to `essa executor` or `essa up`)"
-                )
-        client = connect_client(connect, zenoh_config, timeout, limits.max_message_bytes)
-        try:
-            status = _run_until_interrupted(client, client.publish(wasm, module), namespace)
-        finally:
-            client.close()
-            client.transport.close()
-        sys.exit(status)
-
-    from .runtime import EmbeddedRuntime
-
-    with EmbeddedRuntime(settings.engine, settings.store, settings.store_options, executors, limits, grants) as runtime:
-        logging.getLogger("essa").info("embedded runtime: %s engine, store %s", settings.engine, runtime.store.describe())
-        status = _run_until_interrupted(runtime.client, runtime.client.publish(wasm, module), namespace)
+        refuse_limits_with_connect(ctx)
+        connection = api.connect(connect, timeout=timeout, zenoh_config=zenoh_config,
+                                 max_message_bytes=limits.max_message_bytes)
+    else:
+        connection = api.connect(engine=settings.engine, store=settings.store, store_options=settings.store_options,
+                                 executors=executors, limits=limits, grants=grants)
+    with connection:
+        logging.getLogger("essa").info("connected: %s", connection.where)
+        status = _run_until_interrupted(connection, wasm, module, namespace, trace_file, argv, stdin)
     sys.exit(status)
 
 
-class Interrupted(Exception):
-    """SIGINT or SIGTERM arrived while a command waited; ``status`` is the exit status (128 + signal)."""
+def refuse_limits_with_connect(ctx: click.Context) -> None:
+    """Refuse, in one line, limit and grant flags given with --connect (executors apply their own)."""
+    for name, flag in _LIMIT_FLAGS.items():
+        if name != "max_message_size" and ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE:
+            raise EssaError(
+                f"{flag} does not apply with --connect: a cluster's executors apply their own limits and "
+                f"grants (give {flag} to `essa executor` or `essa up`)"
+            )
 
-    def __init__(self, signum: int) -> None:
+
+class Interrupted(Exception):
+    """SIGINT or SIGTERM arrived while a command waited for ``what``; ``status`` is the exit status (128 + signal)."""
+
+    def __init__(self, signum: int, what: str = "the run") -> None:
         self.signal = signal.Signals(signum).name
         self.status = 128 + signum
+        self.what = what
         super().__init__(f"interrupted ({self.signal})")
 
 
@@ -353,21 +377,79 @@ def catching_signals() -> Iterator[Signals]:
             signal.signal(sig, handler)
 
 
-def _run_until_interrupted(client, module: str, namespace: str | None) -> int:
-    """Run ``module`` and return its exit status; on SIGINT/SIGTERM, cancel the run and raise :class:`Interrupted`."""
+def _run_until_interrupted(connection, wasm: bytes, origin: str, namespace: str | None,
+                           trace_file: str | None = None, argv: list[str] | None = None, stdin=None) -> int:
+    """Run a module and return its exit status; on SIGINT/SIGTERM, cancel the run and raise :class:`Interrupted`.
+
+    With ``trace_file``, the run's calls are written there as Chrome trace JSON (also when it failed).
+    ``argv`` and ``stdin`` are the module's (see :meth:`essa.client.Client.start_run`).
+    """
+    with catching_signals() as signals:
+        handle = connection.start_run(wasm, namespace, origin=origin, trace=trace_file is not None, argv=argv,
+                                      stdin=stdin)
+        logging.getLogger("essa").info("run %s of %s in namespace %s", handle.run, origin, namespace or handle.run)
+        try:
+            return wait_unless_interrupted(handle, signals)
+        finally:
+            if trace_file is not None and handle.done():
+                write_trace(handle.spans(), trace_file)
+
+
+def wait_unless_interrupted(future, signals: Signals):
+    """``future.result()``; on a signal recorded in ``signals``, cancel the future and raise :class:`Interrupted`."""
     import concurrent.futures
 
-    with catching_signals() as signals:
-        handle = client.start_run(module, namespace=namespace)
-        logging.getLogger("essa").info("run %s", handle.run)
-        while signals.received is None:
-            try:
-                return handle.result(timeout=0.1)
-            except concurrent.futures.TimeoutError:
-                pass
-        interrupted = Interrupted(signals.received)
-        handle.cancel(f"interrupted by {interrupted.signal} at the client")
-        raise interrupted
+    while signals.received is None:
+        try:
+            return future.result(timeout=0.1)
+        except concurrent.futures.TimeoutError:
+            pass
+    from .client import CallHandle
+
+    interrupted = Interrupted(signals.received, "the run" if isinstance(future, CallHandle) else "the call")
+    if isinstance(future, CallHandle):
+        future.cancel(f"interrupted by {interrupted.signal} at the client")
+    else:
+        future.cancel()
+    raise interrupted
+
+
+def write_trace(spans: list, path: str) -> None:
+    """Write ``spans`` to ``path`` as Chrome trace JSON, saying so on stderr."""
+    from .tracing import write_chrome_trace
+
+    try:
+        calls = write_chrome_trace(spans, path)
+    except OSError as exc:
+        raise EssaError(f"cannot write the trace to {path}: {exc.strerror}") from None
+    click.echo(f"essa: wrote a trace of {calls} calls to {path}", err=True)
+
+
+def metrics_option(fn):
+    """``--metrics HOST:PORT`` for long-running processes (public for plugins: ``essa anna kvs``)."""
+    return click.option("--metrics", "metrics_address", metavar="HOST:PORT", envvar="ESSA_METRICS_ADDRESS",
+                        help="Serve this process's Prometheus metrics at http://HOST:PORT/metrics "
+                        "(env ESSA_METRICS_ADDRESS). Default: not served.")(fn)
+
+
+def serve_metrics(address: str | None) -> None:
+    """Serve the process's metrics at ``address`` if given, saying where on stderr."""
+    if address:
+        from .metrics import serve
+
+        click.echo(f"essa: metrics at {serve(address)}", err=True)
+
+
+def _own_stdin():
+    """This process's stdin as a binary file, or ``None`` when it has none (closed, or started without one)."""
+    stream = getattr(sys.stdin, "buffer", None)
+    try:
+        if stream is None or stream.closed:
+            return None
+        stream.fileno()
+    except (OSError, ValueError):
+        return None
+    return stream
 
 
 def split_endpoints(values: tuple[str, ...]) -> list[str]:
@@ -382,13 +464,15 @@ def split_endpoints(values: tuple[str, ...]) -> list[str]:
 @click.option("--max-message-size", metavar="SIZE", envvar="ESSA_MAX_MESSAGE_SIZE",
               help="Refuse call requests whose arguments and module exceed twice this size "
               "(env ESSA_MAX_MESSAGE_SIZE). [default: 64M]")
-def scheduler(listen, connect, scouting, zenoh_config, placement, max_message_size) -> None:
+@metrics_option
+def scheduler(listen, connect, scouting, zenoh_config, placement, max_message_size, metrics_address) -> None:
     """Run a scheduler: places calls on the executors it sees.
 
     Executors and clients connect to its --listen endpoint.
     """
     from .cluster import open_transport, serve_scheduler, wait_for_signal
 
+    serve_metrics(metrics_address)
     limit = _size(max_message_size, "--max-message-size") or Limits().max_message_bytes
     transport = open_transport(split_endpoints(listen), split_endpoints(connect), zenoh_config, scouting,
                                max_message_bytes=limit)
@@ -406,8 +490,10 @@ def scheduler(listen, connect, scouting, zenoh_config, placement, max_message_si
 @endpoint_options(listen_default="tcp/127.0.0.1:0", connect_default="tcp/127.0.0.1:7447")
 @click.option("--workers", type=click.IntRange(min=1), help="Threads running calls. [default: one per core, at least 2]")
 @limit_options
+@metrics_option
 @click.pass_obj
-def executor(settings: Settings, executor_id, listen, connect, scouting, zenoh_config, workers, **limit_flags) -> None:
+def executor(settings: Settings, executor_id, listen, connect, scouting, zenoh_config, workers, metrics_address,
+             **limit_flags) -> None:
     """Run executor ID: runs the calls the scheduler places on it.
 
     ID must be unique in the cluster. Executors of one host share the store
@@ -418,6 +504,7 @@ def executor(settings: Settings, executor_id, listen, connect, scouting, zenoh_c
     from .cluster import default_workers, open_transport, serve_executor, wait_for_signal
 
     limits, grants = limits_and_grants(**limit_flags)
+    serve_metrics(metrics_address)
     transport = open_transport(split_endpoints(listen), split_endpoints(connect), zenoh_config, scouting,
                                max_message_bytes=limits.max_message_bytes)
     try:
@@ -499,6 +586,32 @@ def status(connect, zenoh_config, as_json) -> None:
 
 
 @cli.command()
+@click.option("--connect", multiple=True, metavar="ENDPOINT", envvar="ESSA_CONNECT",
+              default=["tcp/127.0.0.1:7447"], show_default=True, help="The cluster's scheduler endpoint.")
+@click.option("--zenoh-config", envvar="ESSA_ZENOH_CONFIG", type=click.Path(exists=True, dir_okay=False))
+@click.option("--interval", type=click.FloatRange(min=0.1), default=1.0, show_default=True,
+              help="Seconds between two frames.")
+@click.option("--once", is_flag=True, help="Print one frame (after one interval) and exit.")
+def top(connect, zenoh_config, interval, once) -> None:
+    """A live view of a cluster: executors with calls/s, p50/p99, running, failures; the busiest functions.
+
+    Press q or Ctrl-C to quit.
+    """
+    from . import top as live_view
+    from .cluster import connect_client
+
+    endpoints = split_endpoints(connect)
+    client = connect_client(endpoints, zenoh_config, timeout=10)
+    try:
+        live_view.run(client.transport, ", ".join(endpoints), interval, once)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        client.close()
+        client.transport.close()
+
+
+@cli.command()
 def plugins() -> None:
     """List installed plugins, their versions and what each provides."""
     from rich.console import Console
@@ -516,7 +629,22 @@ def plugins() -> None:
         else:
             status = "ok"
         table.add_row(info.name, info.distribution, info.version, "\n".join(info.provides) or "-", status)
-    Console().print(table)
+    console = Console()
+    console.print(table)
+    if manager.engine_support:
+        engines = Table(title="engines: what guests can be given")
+        for column in ("engine", "grants", "WASI"):
+            engines.add_column(column, overflow="fold")
+        for name, cls in sorted(manager.engine_support.items()):
+            grants = "\n".join(getattr(cls, "grant_names", lambda: [])()) or "none"
+            engines.add_row(name, grants, "\n".join(getattr(cls, "wasi_features", ())) or "-")
+        console.print(engines)
+
+
+# The service commands (deploy, ls, rm, functions, call, state) use the helpers above.
+from .service_commands import add_service_commands  # noqa: E402
+
+add_service_commands(cli)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -551,7 +679,7 @@ def _main(argv: list[str] | None) -> int:
         click.echo(f"essa: error: {exc}", err=True)
         return 1
     except Interrupted as exc:
-        click.echo(f"essa: {exc}: the run was cancelled", err=True)
+        click.echo(f"essa: {exc}: {exc.what} was cancelled", err=True)
         return exc.status
     except click.exceptions.Abort:
         click.echo("essa: interrupted", err=True)

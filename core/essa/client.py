@@ -11,8 +11,9 @@ from __future__ import annotations
 import concurrent.futures
 import sys
 import threading
+import time
 import uuid
-from typing import Any, BinaryIO, Callable
+from typing import Any, BinaryIO, Callable, Sequence
 
 from . import topics
 from .abi import CallOutcome, EssaResult
@@ -20,7 +21,9 @@ from .calls import Caller, call_request, outcome
 from .engine import START, Limits, format_bytes
 from .errors import EssaError
 from .programs import check_wasm, module_name, publish_module
+from .stdin import StdinServer
 from .store import Store
+from .tracing import check_span
 from .transport.base import Message, Transport
 
 
@@ -60,6 +63,17 @@ class CallHandle(concurrent.futures.Future):
         self._client = client
         #: The id of the run (calls of one run share it; cancelling it ends them all).
         self.run = run
+        self._spans: "_Spans | None" = None
+
+    def spans(self, settle: float = 0.3, timeout: float = 5.0) -> list[Message]:
+        """The spans of a traced run or call (see :mod:`essa.tracing`), once it ended.
+
+        Spans travel apart from the reply, so this waits until none arrived
+        for ``settle`` seconds (at most ``timeout``). Empty for an untraced one.
+        """
+        if self._spans is None:
+            return []
+        return self._spans.collected(settle, timeout)
 
     def cancel(self, reason: str = "cancelled by the client") -> bool:
         """Cancel the run or call; return ``False`` if it had already ended."""
@@ -124,15 +138,42 @@ class Client:
         module: str,
         output: Callable[[Message], None] | None = None,
         namespace: str | None = None,
+        trace: bool = False,
+        argv: Sequence[str] | None = None,
+        stdin: BinaryIO | bytes | None = None,
     ) -> CallHandle:
         """Start a published module's ``_start``; the handle's result is its exit status.
 
         Guest output of the run and of every call it makes goes to ``output``
         (default: this process's console). The handle's result raises
-        :class:`RunFailed` if the module trapped or could not be run.
+        :class:`RunFailed` if the module trapped or could not be run. With
+        ``trace``, ``handle.spans()`` gives the run's calls (:mod:`essa.tracing`).
+
+        :param argv: the program's arguments as the guest sees them, ``argv[0]``
+            included (``essa run`` passes the module's path, then its ARGS);
+            default: ``[module]``. They travel with the request, and the
+            module's remote calls see them too.
+        :param stdin: what the module's ``_start`` reads from stdin: a binary
+            file (read as the guest asks for it, see :mod:`essa.stdin`) or
+            bytes; default: empty. Remote calls always get an empty stdin.
+        :raises RunFailed: an argument cannot be passed (not UTF-8, a NUL byte, too large).
         """
         run = uuid.uuid4().hex
-        return self._start(module, START, b"", namespace or run, run, output or ConsoleOutput(), _exit_status)
+        fields: Message = {"argv": self._checked_argv([module] if argv is None else list(argv))}
+        server = None
+        if stdin is not None:
+            server = StdinServer(self.transport, run, stdin)
+            fields["stdin"] = True
+        try:
+            handle = self._start(module, START, b"", namespace or run, run, output or ConsoleOutput(), _exit_status,
+                                 trace, fields)
+        except BaseException:
+            if server is not None:
+                server.close()
+            raise
+        if server is not None:
+            handle.add_done_callback(lambda _handle: server.close())
+        return handle
 
     def run(
         self,
@@ -140,16 +181,18 @@ class Client:
         output: Callable[[Message], None] | None = None,
         namespace: str | None = None,
         timeout: float | None = None,
+        argv: Sequence[str] | None = None,
+        stdin: BinaryIO | bytes | None = None,
     ) -> int:
         """Run a published module's ``_start`` and return its exit status.
 
         Guest output of the run and of every call it makes goes to ``output``
         (default: this process's console). A run not ended after ``timeout``
-        seconds is cancelled.
+        seconds is cancelled. ``argv`` and ``stdin`` as for :meth:`start_run`.
 
         :raises RunFailed: the module trapped, could not be run, or timed out.
         """
-        return _wait(self.start_run(module, output, namespace), timeout)
+        return _wait(self.start_run(module, output, namespace, argv=argv, stdin=stdin), timeout)
 
     def start_call(
         self,
@@ -158,10 +201,14 @@ class Client:
         args: bytes,
         namespace: str = "default",
         output: Callable[[Message], None] | None = None,
+        trace: bool = False,
+        fields: Message | None = None,
     ) -> CallHandle:
         """Start one exported function of a published module; the handle's result is its :class:`CallOutcome`.
 
-        Arguments larger than the message size limit give ``UnknownError`` at once.
+        Arguments larger than the message size limit give ``UnknownError`` at
+        once. ``trace`` as for :meth:`start_run`; ``fields`` are extra request
+        fields (``deployment``: the name the call was made by, for metrics).
         """
         run = uuid.uuid4().hex
         if len(args) > self.max_message_bytes:
@@ -172,7 +219,7 @@ class Client:
             handle = CallHandle(self, run)
             handle.set_result(CallOutcome(EssaResult.UnknownError, message=message))
             return handle
-        return self._start(module, function, args, namespace, run, output, outcome)
+        return self._start(module, function, args, namespace, run, output, outcome, trace, fields)
 
     def call(
         self,
@@ -192,6 +239,24 @@ class Client:
         """
         return _wait(self.start_call(module, function, args, namespace, output), timeout)
 
+    def _checked_argv(self, argv: list[str]) -> list[str]:
+        """``argv``, or :class:`RunFailed` naming the argument WASI cannot carry."""
+        size = 0
+        for index, arg in enumerate(argv):
+            if not isinstance(arg, str):
+                raise RunFailed(f"argument {index} is not a string: {arg!r}")
+            if "\0" in arg:
+                raise RunFailed(f"argument {index} contains a NUL byte, which WASI cannot pass: {arg!r}")
+            try:
+                size += len(arg.encode("utf-8")) + 1
+            except UnicodeEncodeError:
+                raise RunFailed(f"argument {index} is not valid UTF-8, which WASI needs: {arg!r}") from None
+        if size > self.max_message_bytes:
+            raise RunFailed(
+                f"the arguments' {size} bytes exceed the message size limit ({format_bytes(self.max_message_bytes)})"
+            )
+        return argv
+
     def cancel(self, run: str, reason: str = "cancelled by the client") -> None:
         """End run ``run`` everywhere: its running and queued calls, and the remote calls they started."""
         try:
@@ -199,20 +264,29 @@ class Client:
         finally:
             self.caller.cancel_run(run, reason)
 
-    def _start(self, module, function, args, namespace, run, output, convert) -> CallHandle:
+    def _start(self, module, function, args, namespace, run, output, convert, trace=False, fields=None) -> CallHandle:
         handle = CallHandle(self, run)
-        extra = {"wasm": self._unsent.pop(module)} if module in self._unsent else {}
+        extra = dict(fields or {})
+        if module in self._unsent:
+            extra["wasm"] = self._unsent.pop(module)
+        if trace:
+            handle._spans = _Spans(self.transport, run)
+            extra.update(trace=True, sent=time.time())
         subscription = self.transport.subscribe(topics.run_output(run), output) if output else None
         try:
             future = self.caller.start(call_request(module, function, args, namespace, run, **extra))
         except BaseException:
             if subscription:
                 subscription.close()
+            if handle._spans:
+                handle._spans.close()
             raise
 
         def ended(future) -> None:
             if subscription:
                 subscription.close()
+            if handle._spans:
+                handle._spans.close_later()
             handle._settle(convert, future.result(0))
 
         future.add_done_callback(ended)
@@ -221,6 +295,45 @@ class Client:
     def close(self) -> None:
         if self._owns_caller:
             self.caller.close()
+
+
+class _Spans:
+    """The spans of one traced run, as they arrive on its trace topic."""
+
+    #: Seconds the subscription stays open after the run ended (late spans), unless read sooner.
+    linger = 5.0
+
+    def __init__(self, transport: Transport, run: str) -> None:
+        self._spans: list[Message] = []
+        self._lock = threading.Lock()
+        self._last = time.monotonic()
+        self._subscription = transport.subscribe(topics.run_trace(run), self._add)
+
+    def _add(self, message: Message) -> None:
+        checked = check_span(message)
+        if checked is not None:
+            with self._lock:
+                if len(self._spans) < 1_000_000:
+                    self._spans.append(checked)
+                self._last = time.monotonic()
+
+    def collected(self, settle: float, timeout: float) -> list[Message]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and time.monotonic() - self._last < settle:
+            time.sleep(settle / 4)
+        self.close()
+        with self._lock:
+            return list(self._spans)
+
+    def close_later(self) -> None:
+        timer = threading.Timer(self.linger, self.close)
+        timer.daemon = True
+        timer.start()
+
+    def close(self) -> None:
+        subscription, self._subscription = self._subscription, None
+        if subscription is not None:
+            subscription.close()
 
 
 def _exit_status(reply: Message) -> int:

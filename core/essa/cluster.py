@@ -19,6 +19,7 @@ from typing import Mapping, Sequence
 
 from .calls import Caller
 from .client import Client
+from .control import ControlService
 from .errors import EssaError
 from .engine import Grants, Limits
 from .executor import Executor
@@ -88,8 +89,10 @@ def serve_executor(
     engine_obj = open_engine(engine, limits, grants=grants)
     store_obj = open_store(store, store_options)
     caller = Caller(transport, f"executor-{executor_id}")
-    executor = Executor(executor_id, ProgramCache(engine_obj, store_obj), store_obj, transport, caller, workers)
+    programs = ProgramCache(engine_obj, store_obj)
+    executor = Executor(executor_id, programs, store_obj, transport, caller, workers)
     executor.start()
+    executor.also_close(ControlService(programs, engine_obj.limits.max_message_bytes).serve(transport))
     return executor, caller
 
 
@@ -166,8 +169,11 @@ def up(
         for i in range(executors):
             command = [*base, "executor", str(i), "--connect", listen, *executor_args]
             children.append((f"executor {i}", subprocess.Popen(command)))
-        print(f"essa cluster up: scheduler on {listen}, {executors} executors", flush=True)
+        print(f"essa cluster up: {executors} executors", flush=True)
+        for name, where in {"scheduler": listen, **services.endpoints}.items():
+            print(f"  {name:<14} {where}", flush=True)
         print(f"run a module with:  essa run --connect {listen} FILE.wasm", flush=True)
+        print(f"deploy one with:    essa deploy --connect {listen} FILE.wasm --name NAME", flush=True)
         print("stop with Ctrl-C", flush=True)
         while not stopping.wait(0.5):
             for name, child in children:

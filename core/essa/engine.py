@@ -222,6 +222,10 @@ class Engine(ABC, Generic[C]):
     #: A grant it cannot honour is refused when the engine is created, never ignored.
     supported_grants: ClassVar[frozenset[str]] = frozenset()
 
+    #: What the engine's WASI gives guests, one short phrase each (``essa plugins`` lists them),
+    #: e.g. ``"argv"``, ``"stdin"``.
+    wasi_features: ClassVar[tuple[str, ...]] = ()
+
     def __init__(self, limits: Limits | None = None, grants: Grants | None = None) -> None:
         self.limits = limits or Limits()
         self.grants = grants or Grants()
@@ -234,6 +238,12 @@ class Engine(ABC, Generic[C]):
             if wanted and kind not in cls.supported_grants:
                 what = "directories" if kind == "dirs" else "environment variables"
                 raise EssaError(f"engine {cls.name!r} cannot grant {what} to guests (--{kind[:3]})")
+
+    @classmethod
+    def grant_names(cls) -> list[str]:
+        """The grants this engine supports, as the flags that ask for them."""
+        names = {"dirs": "--dir", "env": "--env"}
+        return [names.get(g, g) for g in sorted(cls.supported_grants)]
 
     @classmethod
     def unavailable_reason(cls) -> str | None:

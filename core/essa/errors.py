@@ -12,6 +12,10 @@ class EssaError(Exception):
     """Base class of all errors essa reports to a user."""
 
 
+class NotFound(EssaError):
+    """A deployment, a version of one, or a function of one does not exist; the message says which."""
+
+
 class PluginNotFound(EssaError):
     """An engine, store or transport was asked for by a name nobody provides."""
 
@@ -25,7 +29,14 @@ class GuestTrap(EssaError):
 
 
 class LimitExceeded(GuestTrap):
-    """A call exceeded one of its limits (time, memory, output); the message names it."""
+    """A call exceeded one of its limits; the message names it, ``limit`` says which.
+
+    ``limit`` is ``"time"``, ``"memory"``, ``"output"`` or ``"message size"``.
+    """
+
+    def __init__(self, message: str, limit: str = "time") -> None:
+        super().__init__(message)
+        self.limit = limit
 
 
 class CallCancelled(GuestTrap):

@@ -19,17 +19,21 @@ from __future__ import annotations
 import collections
 import logging
 import threading
+import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from . import topics
+from . import metrics, topics
 from .abi import EssaResult, Invocation
 from .calls import LOCAL, Caller, call_request, cancelled_reply, check_request, reply_message, send_reply
+from .deployments import display_name
 from .engine import START, Grants
 from .errors import CallCancelled, EssaError, GuestExit, GuestTrap, LimitExceeded, ModuleError
 from .pool import WorkPool
 from .ratelimit import RateLimitedLog, describe
+from .tracing import span
 from .programs import ProgramCache, publish_module
+from .stdin import RemoteStdin
 from .store import Store
 from .transport.base import Message, Transport
 
@@ -95,6 +99,8 @@ class Executor:
         #: cancelled run -> reason (the most recent :attr:`remembered_cancels`)
         self._cancelled: collections.OrderedDict[str, str] = collections.OrderedDict()
         self._runs_lock = threading.Lock()
+        #: Run times (seconds) of the most recent calls, for ``essa status`` and ``essa top``.
+        self._recent: collections.deque[float] = collections.deque(maxlen=2000)
 
     def start(self) -> None:
         """Begin serving calls and announce this executor."""
@@ -102,6 +108,10 @@ class Executor:
         self._calls = self.transport.subscribe(topics.executor_calls(self.id), self.submit)
         self._undo.append(self.transport.serve(f"{topics.STATUS}/executor/{self.id}", self.status))
         self._undo.append(self.transport.declare_token(topics.live_executor(self.id)))
+
+    def also_close(self, subscription: Any) -> None:
+        """Close ``subscription`` when the executor stops (a service serving beside it)."""
+        self._undo.append(subscription)
 
     def drain(self, timeout: float = 30.0) -> bool:
         """Stop taking calls and let the running ones finish; return whether they did."""
@@ -125,8 +135,13 @@ class Executor:
             stats = asdict(self.stats)
         with self._runs_lock:
             running = sum(len(invocations) for invocations in self._running.values())
+        recent = sorted(self._recent)
         return {
             "running": running,
+            "latency_ms": {
+                "p50": round(recent[len(recent) // 2] * 1e3, 3) if recent else None,
+                "p99": round(recent[min(len(recent) - 1, int(len(recent) * 0.99))] * 1e3, 3) if recent else None,
+            },
             "role": "executor",
             "id": self.id,
             "engine": self.programs.engine.artifact_tag,
@@ -148,7 +163,7 @@ class Executor:
         if problem is not None:
             self._refuse(request, problem)
             return
-        task = self.pool.submit(self._serve, request)
+        task = self.pool.submit(self._serve, request, time.time())
         LOCAL.tasks[request["id"]] = task  # lets a waiter of this process run it
         if task.started():  # a worker was quicker; it may have missed the entry
             LOCAL.tasks.pop(request["id"], None)
@@ -161,7 +176,8 @@ class Executor:
             _problems.warning("dropped", "executor %s: dropped a call request: %s", self.id, problem)
             return
         _problems.warning("refused", "executor %s: refused call %.80s: %s", self.id, call_id, problem)
-        self._answer(request, reply_message(call_id, EssaResult.UnknownError, message=problem, exit=1))
+        kind = "message-size" if "size limit" in problem else "invalid"
+        self._answer(request, reply_message(call_id, EssaResult.UnknownError, message=problem, exit=1, kind=kind))
 
     def _answer(self, request: Message, reply: Message) -> None:
         """Send ``reply`` to the caller and the done notice to the scheduler (never raises)."""
@@ -171,15 +187,32 @@ class Executor:
         except Exception as exc:
             _problems.warning("answer", "executor %s: cannot answer call %.80s: %s", self.id, request["id"], describe(exc))
 
-    def _serve(self, request: Message) -> None:
+    def _serve(self, request: Message, received: float) -> None:
         call_id = request["id"]
         LOCAL.tasks.pop(call_id, None)
+        started = time.time()
         try:
             reply = self.execute(request)
         except Exception as exc:  # never leave a caller hanging
             _problems.warning("failed", "executor %s: call %.80s failed: %s", self.id, call_id, describe(exc), exc_info=exc)
-            reply = reply_message(call_id, EssaResult.UnknownError, message=f"executor {self.id} failed: {describe(exc)}")
+            reply = reply_message(call_id, EssaResult.UnknownError, message=f"executor {self.id} failed: {describe(exc)}",
+                                  kind="error")
+        ended = time.time()
+        self._recent.append(ended - started)
+        if request.get("trace") is True:
+            self._publish_span(request, received, started, ended, reply)
         self._answer(request, reply)
+        kind = reply.get("kind") or "error"
+        outcome = "ok" if reply["code"] == EssaResult.Ok else kind
+        function = "-" if kind in ("no-such-function", "bad-signature", "invalid") else display_name(request["function"])
+        metrics.call_ended(metrics.label(request.get("deployment")), function, outcome, started - received,
+                           ended - started, len(request["args"]), len(reply.get("value", b"")))
+
+    def _publish_span(self, request: Message, received: float, started: float, ended: float, reply: Message) -> None:
+        try:
+            self.transport.publish(topics.run_trace(request["run"]), span(request, self.id, received, started, ended, reply))
+        except Exception as exc:
+            _problems.warning("span", "executor %s: cannot publish a span: %s", self.id, describe(exc))
 
     # -- cancellation --------------------------------------------------------------
 
@@ -204,6 +237,7 @@ class Executor:
             log.info("executor %s: cancelled %d calls of run %s: %s", self.id, len(running), run, reason)
 
     def _begin(self, run: str, invocation: Invocation) -> None:
+        metrics.CALLS_RUNNING.inc()
         with self._runs_lock:
             self._running.setdefault(run, set()).add(invocation)
             reason = self._cancelled.get(run)
@@ -211,6 +245,7 @@ class Executor:
             invocation.cancel(reason)
 
     def _end(self, run: str, invocation: Invocation) -> None:
+        metrics.CALLS_RUNNING.dec()
         with self._runs_lock:
             invocations = self._running.get(run)
             if invocations is not None:
@@ -219,10 +254,19 @@ class Executor:
                     del self._running[run]
 
     def execute(self, request: Message) -> Message:
-        """Run one call request to its end and return the reply message."""
+        """Run one call request to its end and return the reply message.
+
+        A failed call's reply says what happened in ``message`` (one line,
+        naming the function as users wrote it) and how in ``kind`` (see
+        :func:`essa.calls.reply_message`).
+        """
         call_id = request["id"]
         function = request["function"]
         is_run = function == START
+        what = "the module" if is_run else display_name(function)
+        # A guest's remote call that fails also warns on the run's console: its
+        # caller only sees an error code. A client gets the message in the reply.
+        nested = request.get("nested") is True
         with self._stats_lock:
             if is_run:
                 self.stats.runs += 1
@@ -236,8 +280,9 @@ class Executor:
         if cancelled is not None:  # queued before its run was cancelled
             with self._stats_lock:
                 self.stats.cancelled += 1
-            return cancelled_reply(call_id, "the module" if is_run else function, cancelled)
+            return cancelled_reply(call_id, what, cancelled)
         output = RunOutput(self.transport, request["run"])
+        stdin = RemoteStdin(self.transport, request["run"]) if is_run and request.get("stdin") else None
         try:
             if "wasm" in request:
                 publish_module(self.store, request["wasm"])
@@ -252,9 +297,12 @@ class Executor:
                     "not () -> () (is it a WASI command?)"
                 )
             if not is_run and status != "ok":
-                return reply_message(call_id, _CALLABLE_STATUS[status], message=f"cannot call {function}: {status}")
+                why = "no such function" if status == "missing" else "it is not a callable function (i32) -> ()"
+                return reply_message(call_id, _CALLABLE_STATUS[status], message=f"cannot call {what}: {why}",
+                                     kind="no-such-function" if status == "missing" else "bad-signature")
             limits = self.programs.engine.limits
-            invocation = Invocation(request["args"], _CallHost(self, program, request, output), output, limits)
+            invocation = Invocation(request["args"], _CallHost(self, program, request, output), output, limits,
+                                    argv=request.get("argv", ()), stdin=stdin)
             self._begin(request["run"], invocation)
             try:
                 program.run(invocation, function, None if is_run else len(request["args"]))
@@ -263,45 +311,59 @@ class Executor:
         except CallCancelled as exc:
             with self._stats_lock:
                 self.stats.cancelled += 1
-            return cancelled_reply(call_id, "the module" if is_run else function, str(exc))
+            return cancelled_reply(call_id, what, str(exc))
         except GuestExit as exc:
             if invocation.exceeded or invocation.memory_refused:  # e.g. malloc failed, then exit(1)
-                return self._over_limit(call_id, function, invocation.failure(str(exc)), output, exc.status)
+                return self._over_limit(call_id, what, invocation.failure(str(exc)), output if nested else None,
+                                        exc.status)
             if is_run:  # the guest's own way to fail; it printed why
-                return reply_message(call_id, EssaResult.UnknownError, exit=exc.status)
-            output.warn(f"remote call of {function} exited with status {exc.status}")
-            return reply_message(call_id, EssaResult.UnknownError, message=f"{function} exited with status {exc.status}")
+                return reply_message(call_id, EssaResult.UnknownError, exit=exc.status, kind="exit")
+            if nested:
+                output.warn(f"remote call of {what} exited with status {exc.status}")
+            return reply_message(call_id, EssaResult.UnknownError, message=f"{what} exited with status {exc.status}",
+                                 kind="exit")
         except LimitExceeded as exc:
-            return self._over_limit(call_id, function, exc, output)
+            return self._over_limit(call_id, what, exc, output if nested else None)
         except GuestTrap as exc:
             self._failed()
             if is_run:
-                return reply_message(call_id, EssaResult.UnknownError, message=f"the module trapped: {exc}", exit=1)
-            output.warn(f"remote call of {function} trapped: {exc}")
-            return reply_message(call_id, EssaResult.UnknownError, message=f"{function} trapped: {exc}")
+                return reply_message(call_id, EssaResult.UnknownError, message=f"the module trapped: {exc}", exit=1,
+                                     kind="trap")
+            if nested:
+                output.warn(f"remote call of {what} trapped: {exc}")
+            return reply_message(call_id, EssaResult.UnknownError, message=f"{what} trapped: {exc}", kind="trap")
         except EssaError as exc:  # a module that cannot be loaded, a store failure, ...
             self._failed()
-            if not is_run:
-                output.warn(f"remote call of {function} failed: {exc}")
-            return reply_message(call_id, EssaResult.UnknownError, message=str(exc), exit=1)
+            if nested:
+                output.warn(f"remote call of {what} failed: {exc}")
+            return reply_message(call_id, EssaResult.UnknownError, message=str(exc), exit=1,
+                                 kind="module" if isinstance(exc, ModuleError) else "error")
+        finally:
+            if stdin is not None:
+                stdin.close()
         if invocation.exceeded is not None:  # an engine that let the guest finish (wasmtime: output)
-            return self._over_limit(call_id, function, LimitExceeded(invocation.exceeded), output)
+            return self._over_limit(call_id, what, invocation.failure(""), output if nested else None)
         if is_run:
             return reply_message(call_id, EssaResult.Ok, exit=0)
         if invocation.result is None:
             if invocation.refused_result is not None:
-                message = f"{function} returned no result: it refused {invocation.refused_result}"
-                return reply_message(call_id, EssaResult.UnknownError, message=message)
-            return reply_message(call_id, EssaResult.NoResult, message=f"{function} returned without essa_set_result")
+                message = f"{what} returned no result: it refused {invocation.refused_result}"
+                return reply_message(call_id, EssaResult.UnknownError, message=message, kind="message-size")
+            return reply_message(call_id, EssaResult.NoResult, message=f"{what} returned without essa_set_result",
+                                 kind="no-result")
         return reply_message(call_id, EssaResult.Ok, value=invocation.result)
 
-    def _over_limit(self, call_id: str, function: str, exc: Exception, output: "RunOutput", status: int = 1) -> Message:
-        """The reply to a call that exceeded a limit, and the warning on the run's console."""
+    def _over_limit(self, call_id: str, what: str, exc: LimitExceeded, output: "RunOutput | None",
+                    status: int = 1) -> Message:
+        """The reply to a call that exceeded a limit, and the warning on the run's console (``output``)."""
         self._failed()
-        if function == START:
-            return reply_message(call_id, EssaResult.UnknownError, message=f"the module's {START}: {exc}", exit=status)
-        output.warn(f"remote call of {function}: {exc}")
-        return reply_message(call_id, EssaResult.UnknownError, message=f"{function}: {exc}")
+        kind = f"{exc.limit.replace(' ', '-')}-limit" if exc.limit != "message size" else "message-size"
+        if what == "the module":
+            return reply_message(call_id, EssaResult.UnknownError, message=f"the module's {START}: {exc}", exit=status,
+                                 kind=kind)
+        if output is not None:
+            output.warn(f"remote call of {what}: {exc}")
+        return reply_message(call_id, EssaResult.UnknownError, message=f"{what}: {exc}", kind=kind)
 
     def _failed(self) -> None:
         with self._stats_lock:
@@ -361,13 +423,19 @@ class _CallHost:
 
     def start_call(self, name: str, args: bytes):
         req = self._request
-        return self._executor.caller.start(call_request(req["module"], name, args, req["namespace"], req["run"]))
+        extra = {"trace": True, "parent": req["id"], "sent": time.time()} if req.get("trace") is True else {}
+        if "argv" in req:
+            extra["argv"] = req["argv"]  # remote calls see the run's arguments too
+        return self._executor.caller.start(call_request(req["module"], name, args, req["namespace"], req["run"],
+                                                        nested=True, **extra))
 
     def get_state(self, key: str) -> bytes | None:
-        return self._executor.store.get_bytes(self._prefix + key)
+        with metrics.store_operation("get"):
+            return self._executor.store.get_bytes(self._prefix + key)
 
     def merge_state(self, key: str, value: bytes) -> None:
-        self._executor.store.merge_bytes(self._prefix + key, value)
+        with metrics.store_operation("put"):
+            self._executor.store.merge_bytes(self._prefix + key, value)
 
     def warn(self, message: str) -> None:
-        self._output.warn(f"{self._request['function']}: {message}")
+        self._output.warn(f"{display_name(self._request['function'])}: {message}")

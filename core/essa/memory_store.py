@@ -31,9 +31,12 @@ class MemoryStore(Store):
         with self._lock:
             self._data[key] = merge_encoded(self._data.get(key), value)
 
-    def keys(self) -> list[str]:
-        """Every key, sorted (for inspection and tests)."""
-        return sorted(self._data)
+    def keys(self, prefix: str = "") -> list[str]:
+        return sorted(key for key in list(self._data) if key.startswith(prefix))
+
+    def delete(self, key: str) -> bool:
+        with self._lock:
+            return self._data.pop(key, None) is not None
 
     def close(self) -> None:
         pass

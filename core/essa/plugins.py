@@ -130,6 +130,8 @@ class PluginManager:
         self.stores: Registry[Store] = Registry("store")
         self.transports: Registry[Transport] = Registry("transport")
         self.placements: Registry[Placement] = Registry("placement")
+        #: Every registered engine class, available here or not (for what it supports).
+        self.engine_support: dict[str, type[Engine]] = {}
         self._load()
 
     # -- loading ---------------------------------------------------------------
@@ -172,6 +174,8 @@ class PluginManager:
         ):
             def register(name: str, cls: type, _kind: str = kind, _registry: Registry = registry) -> None:
                 reason = getattr(cls, "unavailable_reason", lambda: None)()
+                if _kind == "engine":
+                    self.engine_support[name] = cls
                 if reason:
                     _registry.unavailable[name] = reason
                     info.provides.append(f"{_kind} {name}")

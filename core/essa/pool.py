@@ -10,7 +10,9 @@ waits in turn, so the chain always ends at a thread that makes progress.
 Inline runs nest on the waiter's stack, so they stop at :attr:`WorkPool.max_inline_depth`;
 past it the waiter blocks and the pool starts a thread if none is idle.
 
-Threads started for a burst of blocked waiters do not stay: a thread idle for
+Threads started for a burst of blocked waiters do not stay: new work wakes the
+thread that went idle last (a stack, not a queue), so under steady load the
+same few threads keep working and the others stay idle; a thread idle for
 :attr:`WorkPool.idle_timeout` seconds ends while the pool has more than
 ``workers`` threads.
 """
@@ -98,7 +100,7 @@ class WorkPool:
 
     max_inline_depth = 24
     #: Seconds an extra thread (beyond ``workers``) waits for work before it ends.
-    idle_timeout = 30.0
+    idle_timeout = 5.0
 
     def __init__(self, workers: int, name: str = "essa-worker", max_threads: int = 512) -> None:
         if workers < 1:
@@ -108,9 +110,9 @@ class WorkPool:
         self._max_threads = max_threads
         self._lock = threading.Lock()
         self._queue: collections.deque[Task] = collections.deque()
-        self._has_work = threading.Condition(self._lock)
+        #: Idle threads, each waiting on its own condition; the last one is woken first.
+        self._sleepers: list[threading.Condition] = []
         self._threads = 0
-        self._idle = 0
         self._blocked = 0
         self._unfinished = 0
         self._all_done = threading.Condition(self._lock)
@@ -125,8 +127,8 @@ class WorkPool:
                 raise RuntimeError("work pool is closed")
             self._queue.append(task)
             self._unfinished += 1
-            if self._idle:
-                self._has_work.notify()
+            if self._sleepers:
+                self._sleepers.pop().notify()
             elif self._threads - self._blocked < self._workers and self._threads < self._max_threads:
                 self._start_thread()
         return task
@@ -140,7 +142,8 @@ class WorkPool:
         """Stop idle threads; running tasks finish."""
         with self._lock:
             self._closed = True
-            self._has_work.notify_all()
+            while self._sleepers:
+                self._sleepers.pop().notify()
 
     # -- internals ---------------------------------------------------------------
 
@@ -150,6 +153,7 @@ class WorkPool:
 
     def _worker(self) -> None:
         _thread.pool = self
+        asleep = threading.Condition(self._lock)
         while True:
             with self._lock:
                 task = self._next_task()
@@ -157,11 +161,13 @@ class WorkPool:
                     if self._closed:
                         self._threads -= 1
                         return
-                    self._idle += 1
-                    woken = self._has_work.wait(self.idle_timeout)
-                    self._idle -= 1
+                    self._sleepers.append(asleep)
+                    asleep.wait(self.idle_timeout)
+                    timed_out = asleep in self._sleepers  # nobody popped it to wake it
+                    if timed_out:
+                        self._sleepers.remove(asleep)
                     task = self._next_task()
-                    if task is None and not woken and self._threads > self._workers:
+                    if task is None and timed_out and self._threads > self._workers:
                         self._threads -= 1  # an extra thread of a past burst
                         return
             task._run()
@@ -183,15 +189,13 @@ class WorkPool:
                 return False
             task._state = _RUNNING
         self._local.depth = depth + 1
-        # While it runs the task this thread works for the pool, also when
-        # it is not one of the pool's own threads (e.g. the main thread).
-        previous = getattr(_thread, "pool", None)
-        _thread.pool = self
+        # The thread stays its own pool's (if any): when it blocks inside the
+        # task, that pool, which counts it, starts a thread for its queue;
+        # this pool's own threads are not affected.
         try:
             task._run()
         finally:
             self._local.depth = depth
-            _thread.pool = previous
         return True
 
     def _wait(self, task: Task, timeout: float | None) -> None:
@@ -210,8 +214,9 @@ class WorkPool:
         with self._lock:
             self._blocked += 1
             # This thread stops working while it waits: make sure queued work
-            # still has a thread to run it.
-            if self._queue and not self._idle and self._threads < self._max_threads:
+            # still has `workers` threads to run it (not one more per waiter).
+            if (self._queue and not self._sleepers and self._threads - self._blocked < self._workers
+                    and self._threads < self._max_threads):
                 self._start_thread()
 
     def _leave_blocked(self) -> None:

@@ -13,6 +13,7 @@ import logging
 import threading
 import time
 
+from . import metrics
 from .engine import Engine, Program
 from .errors import ModuleError
 from .lattice import LwwLattice
@@ -112,6 +113,7 @@ class ProgramCache:
                     short, self.engine.artifact_tag, (time.perf_counter() - started) * 1e3,
                 )
                 self.sources[module] = "artifact"
+                metrics.module_loaded("artifact", time.perf_counter() - started)
                 return program
         stored = self.store.get(wasm_key(module))
         if not isinstance(stored, LwwLattice):
@@ -124,4 +126,5 @@ class ProgramCache:
             short, self.engine.artifact_tag, (time.perf_counter() - started) * 1e3,
         )
         self.sources[module] = "compiled"
+        metrics.module_loaded("compiled", time.perf_counter() - started)
         return program

@@ -1,17 +1,20 @@
 """Embedded essa: scheduler, executors and client in one process.
 
 Nothing to start first: ``essa run f.wasm`` builds an :class:`EmbeddedRuntime`
-with the chosen engine and store, the in-process transport, one scheduler and a
-few executors that share one cache of compiled modules.
+with the chosen engine and store, the in-process transport, one scheduler, a
+few executors that share one cache of compiled modules, and the control
+service (deployments and state, :mod:`essa.control`). Library users get one
+through :func:`essa.connect`.
 """
 
 from __future__ import annotations
 
 import os
-from typing import Mapping
+from typing import BinaryIO, Mapping, Sequence
 
 from .calls import Caller
 from .client import Client
+from .control import ControlService
 from .engine import Engine, Grants, Limits
 from .executor import Executor
 from .plugins import DEFAULTS, PluginManager, get_plugin_manager
@@ -85,16 +88,20 @@ class EmbeddedRuntime:
             for executor in self.executors:
                 executor.start()
             self.client = Client(self.transport, self.store, self.caller, self.engine.limits.max_message_bytes)
+            self._control = ControlService(self.programs, self.engine.limits.max_message_bytes).serve(self.transport)
         except BaseException:
             self.close()
             raise
 
-    def run_file(self, path: str, namespace: str | None = None) -> int:
-        """Run the module at ``path``; return its exit status."""
+    def run_file(self, path: str, namespace: str | None = None, args: Sequence[str] = (),
+                 stdin: BinaryIO | bytes | None = None) -> int:
+        """Run the module at ``path`` with ``argv`` ``[path, *args]`` and ``stdin``; return its exit status."""
         wasm = read_module(path)
-        return self.client.run(self.client.publish(wasm, path), namespace=namespace)
+        return self.client.run(self.client.publish(wasm, path), namespace=namespace, argv=[path, *args], stdin=stdin)
 
     def close(self) -> None:
+        if getattr(self, "_control", None):
+            self._control.close()
         if getattr(self, "scheduler", None):
             self.scheduler.stop()
         for executor in getattr(self, "executors", ()):

@@ -29,15 +29,21 @@ import uuid
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-from . import topics
+from . import metrics, topics
 from .abi import EssaResult
 from .calls import cancelled_reply, check_request, reply_message, send_reply
+from .deployments import display_name
 from .engine import START
 from .ratelimit import RateLimitedLog, describe
 from .transport.base import Message, Transport
 
 log = logging.getLogger("essa.scheduler")
 _problems = RateLimitedLog(log)
+
+# Read when scraped, from the process's scheduler (one per process).
+_IN_FLIGHT = metrics.Gauge("essa_scheduler_calls_in_flight", "Calls placed on executors and not done yet.")
+_WAITING = metrics.Gauge("essa_scheduler_calls_waiting", "Calls waiting for an executor to join.")
+_EXECUTORS = metrics.Gauge("essa_scheduler_executors", "Executors the scheduler sees.")
 
 
 @dataclass
@@ -109,6 +115,9 @@ class Scheduler:
     # -- life cycle ------------------------------------------------------------
 
     def start(self) -> None:
+        _IN_FLIGHT.set_function(lambda: len(self._in_flight))
+        _WAITING.set_function(lambda: len(self._backlog))
+        _EXECUTORS.set_function(lambda: len(self.executors))
         self._undo.append(self.transport.subscribe(topics.SCHEDULER_CALLS, self.place))
         self._undo.append(self.transport.subscribe(topics.SCHEDULER_DONE, self._done))
         self._undo.append(self.transport.subscribe(topics.CANCEL, self.cancel))
@@ -165,6 +174,7 @@ class Scheduler:
         if target is None:
             self._fail(request, f"no executor is available, and {self.max_backlog} calls already wait for one")
             return
+        metrics.PLACED.inc()
         self.transport.publish(topics.executor_calls(target.id), request)
 
     def _choose(self, request: Message, exclude: str | None) -> ExecutorState | None:  # lock held
@@ -181,7 +191,7 @@ class Scheduler:
         call_id, reply_to = request.get("id"), request.get("reply_to")
         if isinstance(call_id, str) and topics.is_inbox(reply_to):
             _problems.warning("refused", "refused call %.80s: %s", call_id, problem)
-            self._fail(request, problem)
+            self._fail(request, problem, kind="message-size" if "oversized" in request else "invalid")
         else:
             _problems.warning("dropped", "dropped a call request: %s", problem)
 
@@ -221,7 +231,7 @@ class Scheduler:
 
     def _recover(self, entry: _InFlight, dead: str) -> None:
         request = entry.request
-        what = "the module" if request["function"] == START else request["function"]
+        what = "the module" if request["function"] == START else display_name(request["function"])
         if request["function"] != START and entry.attempts < 2 and self.executors:
             log.warning("retrying %s (call %s) elsewhere: executor %s went away", what, request["id"], dead)
             self.place(request, exclude=dead)
@@ -230,9 +240,9 @@ class Scheduler:
             self._in_flight.pop(request["id"], None)
         self._fail(request, f"executor {dead} went away while running {what}")
 
-    def _fail(self, request: Message, message: str, reply: Message | None = None) -> None:
+    def _fail(self, request: Message, message: str, reply: Message | None = None, kind: str = "unavailable") -> None:
         """Answer ``request`` with an error (never raises: the caller may be gone)."""
-        reply = reply or reply_message(request["id"], EssaResult.UnknownError, message=message, exit=1)
+        reply = reply or reply_message(request["id"], EssaResult.UnknownError, message=message, exit=1, kind=kind)
         try:
             send_reply(self.transport, request["reply_to"], reply)
         except Exception as exc:
@@ -267,7 +277,7 @@ class Scheduler:
             if waiting:
                 self._backlog = [(d, r) for d, r in self._backlog if r["run"] != run]
         for request in waiting:
-            what = "the module" if request["function"] == START else request["function"]
+            what = "the module" if request["function"] == START else display_name(request["function"])
             self._fail(request, "", cancelled_reply(request["id"], what, reason[:200]))
 
     def tracking(self, query: Message) -> Message:

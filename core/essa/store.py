@@ -6,7 +6,9 @@ encoding of :mod:`essa.bincode` (the guest ABI's contract encoding), which lets
 the ABI hand stored bytes to a guest without re-encoding them.
 
 A store plugin subclasses :class:`Store` and implements three methods:
-:meth:`Store.get_bytes`, :meth:`Store.merge_bytes` and :meth:`Store.close`.
+:meth:`Store.get_bytes`, :meth:`Store.merge_bytes` and :meth:`Store.close`;
+:meth:`Store.keys` and :meth:`Store.delete` (``essa state ls``/``rm``, and
+``essa rm --purge``) are optional.
 :meth:`Store.merge_bytes` must apply :func:`essa.lattice.merge_encoded`
 atomically (no lost update when several processes merge into one key) and must
 not return before the merged value is durable (or, for a replicated store,
@@ -20,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import ClassVar, Mapping
 
 from .bincode import decode_lattice, encode_lattice
+from .errors import StoreError
 from .lattice import Lattice
 
 
@@ -30,10 +33,12 @@ class ClusterServices:
     :param commands: ``essa`` subcommands to run as processes, each an argv
         list without the leading ``essa`` (e.g. ``["anna", "kvs", ...]``).
     :param options: the store options executors (and ``essa run``) then use.
+    :param endpoints: what ``essa up`` prints: a service's name -> where it listens.
     """
 
     commands: list[list[str]] = field(default_factory=list)
     options: dict[str, str] = field(default_factory=dict)
+    endpoints: dict[str, str] = field(default_factory=dict)
 
 
 class Store(ABC):
@@ -71,6 +76,26 @@ class Store(ABC):
     def describe(self) -> str:
         """One line telling a user where this store keeps its data."""
         return self.name
+
+    def keys(self, prefix: str = "") -> list[str]:
+        """The keys that start with ``prefix``, sorted (``essa state ls``).
+
+        Optional for store plugins: the default refuses in one line.
+
+        :raises essa.errors.StoreError: the store cannot list its keys.
+        """
+        raise StoreError(f"the {self.name} store cannot list its keys")
+
+    def delete(self, key: str) -> bool:
+        """Remove ``key`` and its value; return whether it existed (``essa state rm``).
+
+        Deleting is not a lattice operation: a writer that merges into the key
+        afterwards starts it anew. Optional for store plugins: the default
+        refuses in one line.
+
+        :raises essa.errors.StoreError: the store cannot delete keys.
+        """
+        raise StoreError(f"the {self.name} store cannot delete keys")
 
     @classmethod
     def cluster_services(cls, options: Mapping[str, str], endpoint: str) -> ClusterServices:

@@ -26,6 +26,10 @@ CANCEL = "essa/cancel"
 #: answer which of the given call ids they still track.
 TRACKING = "essa/tracking"
 
+#: Control requests (deployments, state from outside): every executor process,
+#: and the embedded runtime, serves a topic below this; one of them answers.
+CONTROL = "essa/control"
+
 #: Status queries: every scheduler and executor serves a topic below this.
 STATUS = "essa/status"
 
@@ -43,6 +47,21 @@ def inbox(caller_id: str) -> str:
 def run_output(run: str) -> str:
     """A run's guest stdout/stderr, published by every executor serving it."""
     return f"essa/run/{run}/output"
+
+
+def run_trace(run: str) -> str:
+    """The spans of a traced run's calls (see :mod:`essa.tracing`)."""
+    return f"essa/run/{run}/trace"
+
+
+def run_stdin(run: str) -> str:
+    """A run's stdin bytes, published by the client that serves them (see :mod:`essa.stdin`)."""
+    return f"essa/run/{run}/stdin"
+
+
+def run_stdin_want(run: str) -> str:
+    """The executor's requests for more of a run's stdin."""
+    return f"essa/run/{run}/stdin/want"
 
 
 def live_executor(executor_id: str) -> str:

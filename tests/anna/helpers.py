@@ -1,4 +1,9 @@
-"""Helpers of the Anna tests: clusters of real processes on free loopback ports."""
+"""Helpers of the Anna tests: clusters of real processes on free loopback ports.
+
+Every wait is on a readiness signal (a process's start-up line in its log, the
+membership a client sees) with a deadline of tens of seconds, and clients get
+long timeouts: the suite must pass on a machine whose cores are busy.
+"""
 
 from __future__ import annotations
 
@@ -16,6 +21,10 @@ from essa_anna import AnnaClient
 ROOT = Path(__file__).resolve().parents[2]
 TEST_FUNCTION = ROOT / "examples" / "test-function.wasm"
 ESSA = [sys.executable, "-m", "essa"]
+#: Deadline of every wait for a process (start-up, membership, status).
+READY_TIMEOUT = 60.0
+#: Request timeout of the tests' clients (tests of timeouts set their own).
+CLIENT_TIMEOUT = 30.0
 
 
 def free_port() -> int:
@@ -42,27 +51,51 @@ class AnnaCluster:
         self.procs[name] = proc
         return proc
 
-    def routing(self) -> None:
-        self.spawn("routing", "anna", "routing", "--id", "r0", "--listen", self.endpoint)
+    def wait_ready(self, name: str, line: str, timeout: float = READY_TIMEOUT) -> None:
+        """Wait until process ``name`` wrote ``line`` (its start-up line) to its log."""
+        log = self.logs / f"{name}.log"
+        proc = self.procs[name]
+        deadline = time.monotonic() + timeout
+        while line not in log.read_text(errors="replace"):
+            if proc.poll() is not None:
+                raise AssertionError(f"{name} exited with status {proc.returncode}:\n{self.log_text()}")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{name} did not start within {timeout:g} s:\n{self.log_text()}")
+            time.sleep(0.05)
 
-    def kvs(self, node_id: str, *extra: str) -> None:
+    def routing(self, wait: bool = True) -> None:
+        self.spawn("routing", "anna", "routing", "--id", "r0", "--listen", self.endpoint)
+        if wait:
+            self.wait_ready("routing", "essa anna routing r0:")
+
+    def kvs(self, node_id: str, *extra: str, wait: bool = True) -> None:
+        # Replicas on a busy machine may take seconds to acknowledge: only tests of
+        # the timeout itself should see it.
         self.spawn(f"kvs-{node_id}", "anna", "kvs", node_id, "--connect", self.endpoint,
-                   "--listen", f"tcp/127.0.0.1:{free_port()}",
+                   "--listen", f"tcp/127.0.0.1:{free_port()}", "--replication-timeout", "20",
                    "--global-replication", str(self.replication), "--gossip-interval", "0.1", *extra)
+        if wait:
+            self.wait_kvs(node_id)
+
+    def wait_kvs(self, node_id: str) -> None:
+        self.wait_ready(f"kvs-{node_id}", f"essa anna kvs {node_id}:")
 
     def start(self, nodes: int = 3, *extra: str) -> "AnnaCluster":
         self.routing()
         for i in range(nodes):
-            self.kvs(f"n{i}", *extra)
+            self.kvs(f"n{i}", *extra, wait=False)
+        for i in range(nodes):
+            self.wait_kvs(f"n{i}")
         self.wait_for_nodes(nodes)
         return self
 
     def client(self, **options) -> AnnaClient:
+        options = {"timeout": CLIENT_TIMEOUT, "connect_timeout": READY_TIMEOUT, **options}
         client = AnnaClient([self.endpoint], **options)
         self.clients.append(client)
         return client
 
-    def wait_for_nodes(self, count: int, timeout: float = 20) -> None:
+    def wait_for_nodes(self, count: int, timeout: float = READY_TIMEOUT) -> None:
         """Wait until a fresh client sees the routing node and ``count`` KVS nodes, all answering status."""
         client = self.watcher = self.client()
         deadline = time.monotonic() + timeout
@@ -79,7 +112,7 @@ class AnnaCluster:
     def status(self) -> dict[str, dict]:
         """Every live KVS node's status, by node id."""
         client = self.watcher
-        deadline = time.monotonic() + 5
+        deadline = time.monotonic() + READY_TIMEOUT
         while True:
             answers = {a["id"]: a for a in client.status(timeout=1.0) if a["role"] == "kvs"}
             if set(answers) >= set(client.membership.kvs) or time.monotonic() > deadline:
@@ -108,7 +141,7 @@ class AnnaCluster:
                 proc.wait()
 
 
-def wait_until(predicate, timeout: float = 10.0, interval: float = 0.05):
+def wait_until(predicate, timeout: float = READY_TIMEOUT, interval: float = 0.05):
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()

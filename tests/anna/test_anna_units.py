@@ -9,7 +9,7 @@ import pytest
 pytest.importorskip("essa_anna")
 
 from essa_anna import protocol as P  # noqa: E402
-from essa_anna.errors import AnnaError  # noqa: E402
+from essa_anna.errors import AnnaError, Malformed  # noqa: E402
 from essa_anna.ring import NodeInfo, Ring, hash64  # noqa: E402
 from essa_anna.store import AnnaStore  # noqa: E402
 
@@ -60,7 +60,11 @@ def test_a_joining_node_takes_keys_only_from_others():
 def test_token_round_trip_and_ring_from_members():
     info = NodeInfo("kvs-1", "abcd", 4, 2, 1)
     assert P.parse_kvs_token(P.kvs_token(info)) == info
-    assert P.parse_kvs_token("anna/live/kvs/x") is None
+    for bad in ("anna/live/kvs/x", "anna/live/kvs/n/i/0/2/1", "anna/live/kvs/n/i/1500/2/1", "anna/live/kvs/n/i/1/0/1",
+                "anna/live/kvs/n/i/1/99/1", "anna/live/kvs/n/i/garbage/2/1", "anna/live/kvs/n/i/\u00b2/2/1",
+                "anna/live/kvs/n/i/-1/2/1", "anna/live/kvs/n$/i/1/2/1", "anna/live/kvs/n/i/1/2/1000000000000"):
+        with pytest.raises(Malformed):
+            P.parse_kvs_token(bad)
     ring = Ring.from_members([info, NodeInfo("kvs-2", "ef", 1, 3, 1)])
     assert ring.global_replication == 3 and ring.nodes == {"kvs-1": 4, "kvs-2": 1}
     with pytest.raises(ValueError):
@@ -83,7 +87,38 @@ def test_cluster_services_start_a_routing_node_and_kvs_nodes():
     assert [c[:2] for c in services.commands] == [["anna", "routing"], ["anna", "kvs"], ["anna", "kvs"]]
     assert "--path" in services.commands[2] and "/data/kvs-1" in services.commands[2]
     assert all("tcp/127.0.0.1:7447" in c for c in services.commands)
+    # Beside essa's default scheduler endpoint, routing listens on anna's default (`essa anna status` finds it).
+    assert services.endpoints == {"anna routing": "tcp/127.0.0.1:7450"}
+    assert services.commands[0][-2:] == ["--listen", "tcp/127.0.0.1:7450"]
+    elsewhere = AnnaStore.cluster_services({}, "tcp/127.0.0.1:17447")
+    routing = elsewhere.endpoints["anna routing"]
+    assert routing.startswith("tcp/127.0.0.1:") and routing != "tcp/127.0.0.1:7450"
     external = AnnaStore.cluster_services({"routing": "tcp/10.0.0.5:7450"}, "tcp/127.0.0.1:7447")
     assert external.commands == [] and external.options == {"routing": "tcp/10.0.0.5:7450"}
     with pytest.raises(AnnaError, match="cannot be combined"):
         AnnaStore.cluster_services({"routing": "tcp/10.0.0.5:7450", "kvs_nodes": "2"}, "tcp/127.0.0.1:7447")
+
+
+def test_replies_go_only_to_anna_inboxes():
+    from essa_anna import inbound
+
+    for good in ("anna/client/abc123", "anna/kvs/n0/0", "anna/kvs/node-1.x/63"):
+        assert inbound.reply_topic(good) == good
+    for bad in ("", "a//b", "$*", "**", "anna/client/", "anna/client/a/b", "anna/kvs/n0/64", "anna/kvs/n0/-1",
+                "essa/scheduler/calls", "anna/client/a*", None, 7, ["anna/client/x"]):
+        with pytest.raises(Malformed):
+            inbound.reply_topic(bad)
+
+
+def test_a_request_keeps_its_good_operations_and_names_the_bad_ones():
+    from essa_anna import inbound
+
+    checked = inbound.worker_message({"t": "req", "reply": "anna/client/c", "ops": [
+        [1, "p", "k", b"v", "a"], [2, "p", 5, b"v", "a"], [3, "g", "k", None, "o"], [4, "p", "k", "text", "a"],
+        [5, "z", "k", None, "a"], ["x" * 100, "g", "k", None, "a"], "junk"]})
+    assert checked["ops"] == [(1, "p", "k", b"v", "a"), (3, "g", "k", None, "o")]
+    assert [rid for rid, _reason in checked["bad"]] == [2, 4, 5]
+    with pytest.raises(Malformed, match="reply topic"):
+        inbound.worker_message({"t": "req", "ops": []})
+    with pytest.raises(Malformed, match="at most"):
+        inbound.worker_message({"t": "gossip", "kv": [["k", b"v"]] * (inbound.MAX_ITEMS + 1)})

@@ -178,12 +178,13 @@ def test_an_executor_applies_its_limits_and_refuses_oversized_and_garbage_messag
     from .test_cluster import free_port
 
     cluster.scheduler()
+    # 5 s: enough for every call of the test function below on a machine whose cores are busy.
     cluster._spawn("executor-0", "executor", "0", "--connect", cluster.endpoint, "--listen",
-                   f"tcp/127.0.0.1:{free_port()}", "--time-limit", "0.5", "--max-message-size", "256K")
+                   f"tcp/127.0.0.1:{free_port()}", "--time-limit", "5", "--max-message-size", "256K")
     cluster.wait_for_executors(1)
 
     result = cluster.run(wat_file(SPIN, "spin.wasm"))
-    assert_one_line_error(result, "the module's _start: time limit exceeded (0.5 s)")
+    assert_one_line_error(result, "the module's _start: time limit exceeded (5 s)")
 
     # A module far larger than the executor reads: refused from its header, in one line.
     big = wat_file(f'(module (memory 40) (data (i32.const 0) "{"x" * (2 << 20)}") (func (export "_start")))',
@@ -231,7 +232,7 @@ def test_up_passes_limits_and_grants_to_its_executors(engine_name, wat_file, tmp
     (granted / "hello.txt").write_text("from the operator")
     endpoint = f"tcp/127.0.0.1:{free_port()}"
     up = subprocess.Popen([*ESSA, "--engine", engine_name, "up", "--executors", "1", "--listen", endpoint,
-                           "--time-limit", "0.5", "--dir", f"{granted}::ro", "--env", "WHO=operator"],
+                           "--time-limit", "2", "--dir", f"{granted}::ro", "--env", "WHO=operator"],
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
         deadline = time.monotonic() + 90
@@ -241,10 +242,10 @@ def test_up_passes_limits_and_grants_to_its_executors(engine_name, wat_file, tmp
                 break
             time.sleep(0.3)
         executor = next(a for a in json.loads(status.stdout) if a["role"] == "executor")
-        assert executor["limits"]["time_limit"] == 0.5
+        assert executor["limits"]["time_limit"] == 2
         assert executor["grants"] == {"dirs": [f"{granted}:{granted}:ro"], "env": ["WHO"]}
         spin = essa("run", "--connect", endpoint, "--timeout", "60", wat_file(SPIN, "spin.wasm"))
-        assert_one_line_error(spin, "time limit exceeded (0.5 s)")
+        assert_one_line_error(spin, "time limit exceeded (2 s)")
         cat = essa("run", "--connect", endpoint, "--timeout", "60", wat_file(CAT, "cat.wasm"))
         assert cat.returncode == 0, cat.stderr
         assert cat.stdout == "WHO=operator\0from the operator"

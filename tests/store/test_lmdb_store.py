@@ -395,13 +395,14 @@ def test_tiny_map_fills_up_with_a_clear_error_and_keeps_acked_values(tmp_path):
         assert bigger.get(f"k{acked[-1]}") is not None
 
 
-@pytest.fixture
-def tiny_filesystem(tmp_path):
+@pytest.fixture(params=["1m"])
+def tiny_filesystem(request, tmp_path):
     mnt = tmp_path / "tiny"
     mnt.mkdir()
     if sys.platform != "linux" or os.geteuid() != 0:
         pytest.skip("mounting a small tmpfs needs root on Linux")
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)], capture_output=True)
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={request.param}", "tmpfs", str(mnt)],
+                          capture_output=True)
     if done.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
     yield mnt
@@ -416,11 +417,54 @@ def test_disk_full_gives_a_clear_error_and_keeps_acked_values(tiny_filesystem):
         for i in range(100):
             s.put(f"k{i}", LwwLattice(timestamp=i, value=bytes(50_000)))
             acked.append(i)
-    assert "no space left" in str(info.value) and str(s.path) in str(info.value)
+    assert f"the disk holding {s.path} is full (" in str(info.value) and "bytes free)" in str(info.value)
     assert acked
     for i in acked:
         assert s.get(f"k{i}") == LwwLattice(timestamp=i, value=bytes(50_000))
     s.close()
+
+
+@pytest.mark.parametrize("tiny_filesystem", ["2m"], indirect=True)
+def test_a_full_disk_reported_as_eio_is_named_as_full(tiny_filesystem):
+    # LMDB reports a write the filesystem cut short as EIO ("Input/output error")
+    path = tiny_filesystem / "db"
+    s = open_store(path, map_size="64M")
+    acked = {}
+    errors = []
+    for i in range(400):
+        value = LwwLattice(timestamp=i, value=os.urandom(8192))
+        try:
+            s.put(f"k{i}", value)
+        except StoreError as exc:
+            errors.append(str(exc))
+        else:
+            acked[f"k{i}"] = value
+    s.close()
+    assert errors and acked
+    assert all(f"the disk holding {s.path} is full (" in e for e in errors), errors[:3]
+    assert not any("Input/output error" in e for e in errors)
+    # every acknowledged put is there, read by another process
+    proc = run_python(f"""
+        from essa_lmdb import LmdbStore
+        with LmdbStore({{"path": {str(path)!r}}}) as s:
+            print(sum(s.get_bytes(f"k{{i}}") is not None for i in range(400)))
+        """)
+    assert proc.returncode == 0, proc.stderr
+    assert int(proc.stdout) == len(acked)
+    with open_store(path) as s:
+        assert all(s.get(k) == v for k, v in acked.items())
+
+
+def test_full_disk_message_only_for_a_full_disk(tmp_path):
+    import errno
+
+    from essa_lmdb import full_disk_message
+
+    assert full_disk_message(tmp_path, errno.EACCES) is None
+    free = os.statvfs(tmp_path).f_bavail * os.statvfs(tmp_path).f_frsize
+    if free > 1 << 30:  # a roomy disk: EIO is an I/O error, not a full disk
+        assert full_disk_message(tmp_path, errno.EIO) is None
+    assert full_disk_message(tmp_path, errno.ENOSPC).startswith(f"the disk holding {tmp_path} is full (")
 
 
 def test_default_path_honours_essa_home(tmp_path, monkeypatch):

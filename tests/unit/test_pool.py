@@ -96,3 +96,23 @@ def test_threads_started_for_a_burst_of_waiters_end_when_idle():
         assert time.monotonic() < deadline, f"{pool._threads} threads still alive"
         time.sleep(0.01)
     assert pool.submit(lambda: "still works").result(60) == "still works"
+
+
+def test_blocked_waiters_keep_exactly_the_workers_running_not_one_thread_each():
+    pool = WorkPool(2)
+    release = threading.Event()
+    started = threading.Semaphore(0)
+
+    def waiter() -> bool:
+        started.release()
+        with blocking():
+            return release.wait(60)
+
+    waiters = [pool.submit(waiter) for _ in range(6)]
+    for _ in range(6):  # every waiter got a thread: each blocked one was replaced while work was queued
+        assert started.acquire(timeout=60)
+    quick = [pool.submit(lambda i=i: i) for i in range(50)]  # queued while 6 threads block
+    assert [t.result(60) for t in quick] == list(range(50))
+    assert pool._threads <= 6 + 2, f"{pool._threads} threads for 6 blocked waiters and 2 workers"
+    release.set()
+    assert all(t.result(60) for t in waiters)

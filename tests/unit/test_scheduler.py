@@ -109,7 +109,7 @@ def test_calls_of_a_dead_executor_are_retried_once_elsewhere(cluster):
     b.die()  # the retry dies too: now the caller hears about it
     reply = future.result(1)
     assert reply["code"] == EssaResult.UnknownError
-    assert "executor b went away while running __essa_wrapper__f" in reply["message"]
+    assert "executor b went away while running f" in reply["message"]
 
 
 def test_a_run_of_a_dead_executor_fails_instead_of_running_twice(cluster):
@@ -200,7 +200,7 @@ def test_a_cancel_fails_the_runs_calls_that_wait_for_an_executor(cluster):
     transport.publish(topics.CANCEL, {"run": "run", "reason": "stopped by the test"})
     for future in waiting:
         reply = future.result(0)
-        assert reply["cancelled"] and reply["message"] == "__essa_wrapper__f was cancelled: stopped by the test"
+        assert reply["cancelled"] and reply["message"] == "f was cancelled: stopped by the test"
     assert not other.done()
     assert scheduler.status()["waiting"] == 1
 

@@ -59,8 +59,8 @@ class Transport(ABC):
         """Answer queries to ``topic`` with ``handler(message)``."""
 
     @abstractmethod
-    def query(self, selector: str, message: Message, timeout: float = 2.0) -> list[Message]:
-        """Ask every server matching ``selector``; return the answers that came in time."""
+    def query(self, selector: str, message: Message, timeout: float = 2.0, one: bool = False) -> list[Message]:
+        """Ask every server matching ``selector`` (or just one, with ``one``); return the answers that came in time."""
 
     @abstractmethod
     def declare_token(self, key: str) -> Subscription:

@@ -72,9 +72,9 @@ class LocalTransport(Transport):
             self._handlers[topic] = handler
         return _Closer(lambda: self._handlers.pop(topic, None))
 
-    def query(self, selector: str, message: Message, timeout: float = 2.0) -> list[Message]:
+    def query(self, selector: str, message: Message, timeout: float = 2.0, one: bool = False) -> list[Message]:
         handlers = [h for topic, h in list(self._handlers.items()) if _matches(selector, topic)]
-        return [handler(message) for handler in handlers]
+        return [handler(message) for handler in handlers[:1 if one else None]]
 
     def declare_token(self, key: str) -> Subscription:
         with self._lock:

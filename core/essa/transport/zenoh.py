@@ -198,18 +198,23 @@ class ZenohTransport(Transport):
         queryable = self._session.declare_queryable(topic, _guarded(f"queryable {topic}", answer))
         return _Undo(queryable.undeclare)
 
-    def query(self, selector: str, message: Message, timeout: float = 2.0) -> list[Message]:
+    def query(self, selector: str, message: Message, timeout: float = 2.0, one: bool = False) -> list[Message]:
         answers = []
+        target = self._zenoh.QueryTarget
         replies = self._session.get(
             selector,
             payload=_pack(message),
             timeout=timeout,
-            target=self._zenoh.QueryTarget.ALL,
+            target=target.BEST_MATCHING if one else target.ALL,
             consolidation=self._zenoh.ConsolidationMode.NONE,
         )
         for reply in replies:
             if reply.ok is not None:
-                answers.append(_unpack(reply.ok.payload.to_bytes()))
+                answer = self._decode(selector, reply.ok.payload.to_bytes())
+                if answer is not None:
+                    answers.append(answer)
+                    if one:
+                        break
         return answers
 
     # -- liveliness ------------------------------------------------------------------

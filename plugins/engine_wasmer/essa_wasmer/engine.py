@@ -92,6 +92,14 @@ class WasmerEngine(Engine[WasmerModule]):
         )
 
     supported_grants = frozenset({"dirs", "env"})
+    wasi_features = (
+        "preview1, essa's own, tested against wasmtime's",
+        "argv",
+        "stdin (streamed)",
+        "symbolic and hard links inside grants",
+        "poll_oneoff: waits end at the time limit",
+        "no FIFOs or devices",
+    )
 
     def __init__(self, limits: Limits | None = None, grants: Grants | None = None) -> None:
         reason = self.unavailable_reason()

@@ -54,6 +54,8 @@ import wasmtime
 from essa.abi import GuestFault, Invocation
 from essa.ratelimit import RateLimitedLog, describe
 
+from .wasi import WasiCall
+
 if TYPE_CHECKING:  # pragma: no cover
     from .engine import HostImport, Linked, WasmtimeProgram
 
@@ -70,6 +72,7 @@ try:
     _Instance = _b.wasmtime_instance_t
     _Extern = _b.wasmtime_extern_t
     _ErrorPtr = POINTER(_b.wasmtime_error_t)
+    _CallerPtr = POINTER(_b.wasmtime_caller_t)
     _TrapPtr = POINTER(_b.wasm_trap_t)
     _EXTERN_FUNC = _ffi.WASMTIME_EXTERN_FUNC.value
     _EXTERN_MEMORY = _ffi.WASMTIME_EXTERN_MEMORY.value
@@ -192,11 +195,29 @@ def _trap(exc: BaseException) -> int:
     return _trap_new(message, len(message)) or 0
 
 
-def _callback(impl: Callable[..., int | None], arity: int, returns: bool) -> Callable:
-    """An unchecked host callback calling ``impl`` with ``arity`` i32 arguments."""
+def _callback(impl: Callable[..., int | None], arity: int, returns: bool, caller: bool) -> Callable:
+    """An unchecked host callback calling ``impl`` with ``arity`` i32 arguments.
+
+    With ``caller``, ``impl`` gets the calling instance's ``wasmtime.Caller``
+    first (valid during the call only).
+    """
     stop = arity * _VALS_PER_RAW
     # (no arguments: () - a pointer's [0:0:4] is not empty)
-    if returns:
+    if caller:
+
+        def host(_env, raw_caller, vals, _count):
+            wrapped = wasmtime.Caller(ctypes.cast(raw_caller, _CallerPtr))
+            try:
+                result = impl(wrapped, *(vals[0:stop:_VALS_PER_RAW] if stop else ()))
+                if returns:
+                    vals[0] = result
+            except BaseException as exc:  # noqa: B036 - the guest traps, the caller re-raises it
+                return _trap(exc)
+            finally:
+                wrapped._invalidate()
+            return 0
+
+    elif returns:
 
         def host(_env, _caller, vals, _count):
             try:
@@ -229,7 +250,7 @@ def define(linker: wasmtime.Linker, host_import: "HostImport") -> None:
     callback = _callbacks.get(id(host_import.impl))
     if callback is None:
         callback = _callbacks[id(host_import.impl)] = (
-            _callback(host_import.impl, len(host_import.params), bool(host_import.results)),
+            _callback(host_import.impl, len(host_import.params), bool(host_import.results), host_import.caller),
             host_import.impl,  # keeps the id valid
         )
     module, name = host_import.module.encode(), host_import.name.encode()
@@ -347,14 +368,21 @@ class CapiBinding:
         """
         store = _store_new(linked.engine_address, None, None)
         key = 0
+        call = None
         try:
             context = _store_context(store)
             _store_limiter(store, program.max_memory_bytes, -1, -1, -1, -1)
             # The first check comes after one tick; the epoch callback sets the next ones.
             _set_epoch_deadline(context, 1)
             _epoch_deadline_callback(store, self._on_epoch, self._tick_us, None)
-            # wasmtime-py's WasiConfig only for grants (preopened directories, environment).
-            wasi = _address(program.wasi_config()._consume()) if program.has_grants else _wasi_config_new()
+            # wasmtime-py's WasiConfig only for grants (preopened directories,
+            # environment), arguments and stdin.
+            config = None
+            if program.has_grants or invocation.argv or invocation.stdin is not None:
+                config = program.wasi_config()
+            call = WasiCall(linked.engine, linked.wasi_adapter, invocation, config)  # type: ignore[arg-type]
+            call.begin()
+            wasi = _address(config._consume()) if config is not None else _wasi_config_new()
             key = next(_keys)
             _writers[key] = invocation
             _set_stdout(wasi, _STDOUT, key, None)
@@ -375,6 +403,7 @@ class CapiBinding:
                 memory = _Extern()
                 if _export_get(context, byref(instance), b"memory", 6, byref(memory)) and memory.kind == _EXTERN_MEMORY:
                     invocation.memory = Memory(context, memory)
+                    call.attach(wasmtime.Memory._from_raw(memory.of.memory))
                 vals = (c_int32 * _VALS_PER_RAW)()
                 if arg is not None:
                     vals[0] = arg
@@ -385,3 +414,5 @@ class CapiBinding:
             invocation.memory = None
             _store_delete(store)
             _writers.pop(key, None)
+            if call is not None:
+                call.end()  # once the store is deleted: wasmtime let go of the stdin pipe

@@ -21,8 +21,10 @@ Limits (:class:`essa.engine.Limits`) and cancellation:
   limit and within ``CHECK_EVERY`` of a cancel; the deadline is read from the
   invocation each time, so time spent waiting for a remote call's result
   (:meth:`essa.abi.Invocation.paused`) does not count. WASI ``poll_oneoff`` is
-  essa's own (:func:`poll_oneoff`), whose sleeps end at the deadline or on
-  cancel.
+  essa's own (:func:`essa_wasmtime.wasi.poll_oneoff`), whose sleeps end at the
+  deadline or on cancel.
+- WASI is wasmtime's own, plus the program's arguments and stdin
+  (:mod:`essa_wasmtime.wasi`).
 - memory: the store's memory limit; modules are instrumented
   (:mod:`essa.instrument`, ``memory.grow`` hook only) so a refused grow is
   reported as ``memory limit exceeded`` when the call then fails.
@@ -37,7 +39,6 @@ import importlib.metadata
 import logging
 import math
 import os
-import struct
 import threading
 import time
 import weakref
@@ -55,6 +56,7 @@ from essa.instrument import METER_MODULE, InstrumentError, instrument
 
 from . import capi
 from .public import PublicBinding
+from .wasi import POLL_ONEOFF, WASI, adapter_module
 
 log = logging.getLogger("essa.wasmtime")
 
@@ -63,9 +65,6 @@ CHECK_EVERY = 0.2
 
 #: The environment variable that chooses the binding: ``capi`` or ``public``.
 BINDING_VARIABLE = "ESSA_WASMTIME_BINDING"
-
-_WASI = "wasi_snapshot_preview1"
-
 
 @dataclass(frozen=True)
 class CompiledModule:
@@ -90,6 +89,13 @@ class WasmtimeEngine(Engine[CompiledModule]):
     """
 
     supported_grants = frozenset({"dirs", "env"})
+    wasi_features = (
+        "preview1, wasmtime's own",
+        "argv",
+        "stdin (streamed)",
+        "symbolic and hard links inside grants",
+        "poll_oneoff: waits end at the time limit",
+    )
 
     #: Instances the pool holds at once; each reserves address space for a
     #: 4 GiB linear memory (nothing is committed until a guest touches it).
@@ -191,7 +197,7 @@ def _config() -> wasmtime.Config:
 # differ in nothing that matters to a module (limits are per store), and a
 # pool's address space is reserved once, not once per WasmtimeEngine.
 # Modules of either engine load each other's artifacts.
-_engines: dict[object, wasmtime.Engine | None] = {}
+_engines: dict[object, wasmtime.Engine | wasmtime.Module | None] = {}
 _engines_lock = threading.Lock()
 
 
@@ -202,6 +208,16 @@ def _plain_engine() -> wasmtime.Engine:
         if engine is None:
             engine = _engines["plain"] = wasmtime.Engine(_config())
         return engine
+
+
+def _wasi_adapter(engine: wasmtime.Engine) -> wasmtime.Module:
+    """:func:`essa_wasmtime.wasi.adapter_module` for ``engine`` (compiled once per engine)."""
+    key = ("adapter", id(engine))  # engines stay in _engines for the process's lifetime
+    with _engines_lock:
+        adapter = _engines.get(key)
+        if adapter is None:
+            adapter = _engines[key] = adapter_module(engine)
+        return adapter
 
 
 def _pooled_engine(slots: int, keep_resident: int) -> wasmtime.Engine | None:
@@ -233,6 +249,8 @@ class HostImport:
     params: tuple[str, ...]
     results: tuple[str, ...]
     impl: Callable[..., int | None]
+    #: Whether ``impl`` takes the calling instance's ``wasmtime.Caller`` first.
+    caller: bool = False
 
     @property
     def type(self) -> wasmtime.FuncType:
@@ -243,7 +261,7 @@ class HostImport:
 class Linked:
     """A module linked with WASI and the essa host functions, in one engine."""
 
-    __slots__ = ("engine", "pre", "engine_address", "pre_address", "pooled")
+    __slots__ = ("engine", "pre", "engine_address", "pre_address", "pooled", "wasi_adapter")
 
     def __init__(self, binding, compiled: CompiledModule, pooled: bool) -> None:
         linker = wasmtime.Linker(compiled.engine)
@@ -261,6 +279,8 @@ class Linked:
         self.pre_address = ctypes.cast(self.pre.ptr(), ctypes.c_void_p).value
         #: Whether instances come from the engine's pool (which may be full).
         self.pooled = pooled
+        #: The module that reaches wasmtime's own poll_oneoff (see :mod:`essa_wasmtime.wasi`).
+        self.wasi_adapter = _wasi_adapter(compiled.engine)
 
 
 class WasmtimeProgram(Program):
@@ -393,52 +413,10 @@ def _tick(engine_ref: "weakref.ref[WasmtimeEngine]", period: float) -> None:
         del engine
 
 
-_SUBSCRIPTION = 48
-_EVENT = struct.Struct("<QHBx4xQH6x")  # userdata, error, type, fd_readwrite.nbytes, fd_readwrite.flags
-_CLOCKS = {0: time.time_ns, 1: time.monotonic_ns, 2: time.process_time_ns, 3: time.thread_time_ns}
-
-
-def poll_oneoff(in_ptr: int, out_ptr: int, nsubscriptions: int, nevents_ptr: int) -> int:
-    """WASI ``poll_oneoff`` whose clock sleeps end at the call's deadline.
-
-    Replaces wasmtime's own, which epoch interruption cannot cut short.
-    Descriptors are always ready (essa guests have stdio and, if granted,
-    regular files and directories); stdin is at end of file.
-    """
-    inv = current_invocation()
-    count = nsubscriptions & 0xFFFFFFFF
-    if count == 0:
-        return 28  # EINVAL
-    subscriptions = inv.memory.read(in_ptr & 0xFFFFFFFF, count * _SUBSCRIPTION)  # type: ignore[union-attr]
-    events: list[bytes] = []
-    timers: list[tuple[int, int]] = []
-    for offset in range(0, len(subscriptions), _SUBSCRIPTION):
-        userdata, tag = struct.unpack_from("<QB", subscriptions, offset)
-        if tag == 0:
-            clock_id, timeout, _precision, flags = struct.unpack_from("<I4xQQH", subscriptions, offset + 16)
-            clock = _CLOCKS.get(clock_id)
-            if clock is None:
-                events.append(_EVENT.pack(userdata, 28, tag, 0, 0))
-                continue
-            timers.append((max(0, timeout - clock() if flags & 1 else timeout), userdata))
-        elif tag in (1, 2):
-            (fd,) = struct.unpack_from("<I", subscriptions, offset + 16)
-            events.append(_EVENT.pack(userdata, 0, tag, 0, 1 if fd == 0 and tag == 1 else 0))
-        else:
-            return 28
-    if not events:
-        delay = min(d for d, _ in timers) / 1e9
-        inv.sleep(delay)  # ends early, raising, at the deadline or on cancel
-        events = [_EVENT.pack(u, 0, 0, 0, 0) for d, u in timers if d <= delay * 1e9]
-    inv.memory.write(out_ptr & 0xFFFFFFFF, b"".join(events))  # type: ignore[union-attr]
-    inv.memory.write(nevents_ptr & 0xFFFFFFFF, struct.pack("<I", len(events)))  # type: ignore[union-attr]
-    return 0
-
-
 #: Every function essa links into a module: its WASI ``poll_oneoff``, the
 #: eight ``host`` functions and the meter functions of instrumented modules.
 HOST_IMPORTS: tuple[HostImport, ...] = (
-    HostImport(_WASI, "poll_oneoff", ("i32",) * 4, ("i32",), HostFunction(poll_oneoff)),
+    HostImport(WASI, "poll_oneoff", ("i32",) * 4, ("i32",), POLL_ONEOFF, caller=True),
     *(HostImport(IMPORT_MODULE, hf.name, ("i32",) * hf.arity, ("i32",), hf) for hf in HOST_FUNCTIONS),
     *(
         HostImport(METER_MODULE, name, params, results, HostFunction(impl))

@@ -19,6 +19,8 @@ from wasmtime import _bindings, _ffi as ffi
 
 from essa.abi import GuestFault, Invocation
 
+from .wasi import WasiCall
+
 if TYPE_CHECKING:  # pragma: no cover
     from .engine import HostImport, Linked, WasmtimeProgram
 
@@ -60,19 +62,24 @@ class PublicBinding:
         self._tick_us = ctypes.c_void_p(tick_us)
 
     def define(self, linker: wasmtime.Linker, host_import: "HostImport") -> None:
-        linker.define_func(host_import.module, host_import.name, host_import.type, host_import.impl)
+        linker.define_func(
+            host_import.module, host_import.name, host_import.type, host_import.impl, access_caller=host_import.caller
+        )
 
     def call(
         self, program: "WasmtimeProgram", linked: "Linked", invocation: Invocation, export: str, arg: int | None
     ) -> None:
         """Instantiate ``linked`` in a fresh store and call ``export``; the store is closed at the end."""
         store = wasmtime.Store(linked.engine)
+        call = None
         try:
             store.set_limits(memory_size=program.max_memory_bytes)
             # The first check comes after one tick; the epoch callback sets the next ones.
             store.set_epoch_deadline(1)
             ffi.wasmtime_store_epoch_deadline_callback(store.ptr(), self._on_epoch, self._tick_us, _NO_FINALIZER)
             wasi = program.wasi_config()
+            call = WasiCall(linked.engine, linked.wasi_adapter, invocation, wasi)  # argv, stdin
+            call.begin()
             write = invocation.write_output
             wasi.stdout_custom = lambda data: None if write(1, data) else -errno.EIO
             wasi.stderr_custom = lambda data: None if write(2, data) else -errno.EIO
@@ -82,6 +89,7 @@ class PublicBinding:
                 exports = instance.exports(store)
                 func = exports[export]
                 memory = exports.get("memory")
+                call.attach(memory)
                 if isinstance(memory, wasmtime.Memory):
                     invocation.memory = Memory(store, memory)
                 if arg is None:
@@ -95,3 +103,5 @@ class PublicBinding:
             # invocation, which reached the store: a cycle no collector sees,
             # leaking the instance's memory reservation on every call.
             store.close()
+            if call is not None:
+                call.end()  # once the store is closed: wasmtime let go of the stdin pipe

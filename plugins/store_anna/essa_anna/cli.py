@@ -65,11 +65,11 @@ def routing(routing_id, listen, connect, scouting, zenoh_config) -> None:
 @anna.command()
 @click.argument("node_id", metavar="ID")
 @endpoint_options(listen_default="tcp/127.0.0.1:0", connect_default=P.DEFAULT_ENDPOINT)
-@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
+@click.option("--workers", type=click.IntRange(1, P.MAX_WORKERS), default=1, show_default=True,
               help="Worker threads, each owning a share of this node's keys (its local ring).")
-@click.option("--global-replication", type=click.IntRange(min=1), default=2, show_default=True,
+@click.option("--global-replication", type=click.IntRange(1, P.MAX_REPLICATION), default=2, show_default=True,
               help="KVS nodes that hold each key. Start every node with the same value.")
-@click.option("--local-replication", type=click.IntRange(min=1), default=1, show_default=True,
+@click.option("--local-replication", type=click.IntRange(1, P.MAX_WORKERS), default=1, show_default=True,
               help="Workers per owner node that hold each key.")
 @click.option("--gossip-interval", type=click.FloatRange(min=0.001), default=0.2, show_default=True,
               help="Seconds between gossip rounds (changed keys sent to the other replicas).")
@@ -127,7 +127,10 @@ def kvs(node_id, listen, connect, scouting, zenoh_config, workers, global_replic
 
 def _client_options(fn):
     fn = click.option("--timeout", type=float, default=5.0, show_default=True,
-                      help="Seconds to wait for the cluster.")(fn)
+                      help="Seconds a request may take.")(fn)
+    fn = click.option("--connect-timeout", type=float, default=None,
+                      help="Seconds to keep trying to reach --connect (a cluster that is still starting). "
+                           "[default: --timeout]")(fn)
     fn = click.option("--zenoh-config", envvar="ESSA_ZENOH_CONFIG", type=click.Path(exists=True, dir_okay=False),
                       help="A zenoh JSON5 config file (env ESSA_ZENOH_CONFIG).")(fn)
     fn = click.option("--connect", multiple=True, metavar="ENDPOINT", envvar="ESSA_ANNA_CONNECT",
@@ -136,10 +139,11 @@ def _client_options(fn):
     return fn
 
 
-def _client(connect, zenoh_config, timeout):
+def _client(connect, zenoh_config, timeout, connect_timeout):
     from .client import AnnaClient
 
-    return AnnaClient(split_endpoints(connect), timeout=timeout, zenoh_config=zenoh_config)
+    return AnnaClient(split_endpoints(connect), timeout=timeout, zenoh_config=zenoh_config,
+                      connect_timeout=connect_timeout)
 
 
 def format_value(data: bytes) -> str:
@@ -167,11 +171,11 @@ def _text(raw: bytes, quote: bool) -> str:
 @click.argument("key")
 @click.argument("value")
 @_client_options
-def put(key, value, connect, zenoh_config, timeout) -> None:
+def put(key, value, connect, zenoh_config, timeout, connect_timeout) -> None:
     """Put VALUE under KEY as a last-writer-wins value (stamped now)."""
     from essa.lattice import LwwLattice
 
-    with _client(connect, zenoh_config, timeout) as client:
+    with _client(connect, zenoh_config, timeout, connect_timeout) as client:
         client.put(key, _encode(LwwLattice.now(value.encode("utf-8"))))
 
 
@@ -179,11 +183,11 @@ def put(key, value, connect, zenoh_config, timeout) -> None:
 @click.argument("key")
 @click.argument("values", nargs=-1, required=True)
 @_client_options
-def put_set(key, values, connect, zenoh_config, timeout) -> None:
+def put_set(key, values, connect, zenoh_config, timeout, connect_timeout) -> None:
     """Add VALUES to the set under KEY."""
     from essa.lattice import SetLattice
 
-    with _client(connect, zenoh_config, timeout) as client:
+    with _client(connect, zenoh_config, timeout, connect_timeout) as client:
         client.put(key, _encode(SetLattice(v.encode("utf-8") for v in values)))
 
 
@@ -196,9 +200,9 @@ def _encode(value) -> bytes:
 @anna.command()
 @click.argument("key")
 @_client_options
-def get(key, connect, zenoh_config, timeout) -> None:
+def get(key, connect, zenoh_config, timeout, connect_timeout) -> None:
     """Print the value under KEY."""
-    with _client(connect, zenoh_config, timeout) as client:
+    with _client(connect, zenoh_config, timeout, connect_timeout) as client:
         data = client.get(key)
     if data is None:
         raise AnnaError(f"key {key!r} does not exist")
@@ -208,12 +212,12 @@ def get(key, connect, zenoh_config, timeout) -> None:
 @anna.command("get-set")
 @click.argument("key")
 @_client_options
-def get_set(key, connect, zenoh_config, timeout) -> None:
+def get_set(key, connect, zenoh_config, timeout, connect_timeout) -> None:
     """Print the set under KEY."""
     from essa.bincode import decode_lattice
     from essa.lattice import OrderedSetLattice, SetLattice
 
-    with _client(connect, zenoh_config, timeout) as client:
+    with _client(connect, zenoh_config, timeout, connect_timeout) as client:
         data = client.get(key)
     if data is None:
         raise AnnaError(f"key {key!r} does not exist")
@@ -226,11 +230,11 @@ def get_set(key, connect, zenoh_config, timeout) -> None:
 @anna.command()
 @_client_options
 @click.option("--json", "as_json", is_flag=True, help="Print the raw status as JSON.")
-def status(connect, zenoh_config, timeout, as_json) -> None:
+def status(connect, zenoh_config, timeout, connect_timeout, as_json) -> None:
     """Show the cluster: routing nodes, and every KVS node with keys, bytes, ops/s and latency."""
     import time
 
-    with _client(connect, zenoh_config, timeout) as client:
+    with _client(connect, zenoh_config, timeout, connect_timeout) as client:
         try:
             client.wait_for_nodes(0, timeout=timeout)
         except AnnaError:

@@ -26,8 +26,9 @@ from typing import Iterable, Sequence
 
 from essa.errors import DecodeError, LatticeTypeError
 
+from . import inbound
 from . import protocol as P
-from .errors import AnnaError, AnnaTimeout, AnnaUnavailable
+from .errors import AnnaError, AnnaTimeout, AnnaUnavailable, Malformed
 from .membership import Membership
 
 log = logging.getLogger("essa.anna")
@@ -85,10 +86,13 @@ class AnnaClient:
     :param timeout: seconds a request may take, retries included.
     :param ack: ``"all"`` (a put returns once every owner has it) or
         ``"owner"`` (once the primary owner has it; replicas catch up by gossip).
+    :param connect_timeout: seconds to keep trying to reach ``connect``
+        (default: ``timeout``); a cluster that is still starting may need longer.
     """
 
     def __init__(self, connect: Sequence[str] = (P.DEFAULT_ENDPOINT,), timeout: float = 5.0, ack: str = "all",
-                 zenoh_config: str | None = None, scouting: bool = False, transport=None) -> None:
+                 zenoh_config: str | None = None, scouting: bool = False, transport=None,
+                 connect_timeout: float | None = None) -> None:
         if ack not in ("all", "owner"):
             raise AnnaError(f"invalid anna ack mode {ack!r}: expected all or owner")
         self.endpoints = list(connect)
@@ -97,7 +101,8 @@ class AnnaClient:
         self.ack = P.ACK_ALL if ack == "all" else P.ACK_OWNER
         self._owns_transport = transport is None
         if transport is None:
-            transport = _open(self.endpoints, zenoh_config, scouting, min(self.timeout, 5.0), self.where)
+            wait = self.timeout if connect_timeout is None else float(connect_timeout)
+            transport = _open(self.endpoints, zenoh_config, scouting, wait, self.where)
         self.transport = transport
         self.id = uuid.uuid4().hex[:12]
         self.inbox = P.client_topic(self.id)
@@ -131,8 +136,8 @@ class AnnaClient:
 
     def submit(self, op: str, key: str, value: bytes | None = None, ack: str | None = None) -> Future:
         """Start a GET (``"g"``) or PUT (``"p"``); the future gives the value (GET) or ``None``."""
-        if not isinstance(key, str) or not key:
-            raise AnnaError("anna keys are non-empty text")
+        if not isinstance(key, str) or not key or len(key) > inbound.MAX_KEY_CHARS:
+            raise AnnaError(f"anna keys are non-empty text of at most {inbound.MAX_KEY_CHARS} characters")
         if self._closed:
             raise AnnaError("the anna client is closed")
         o = _Op(next(self._rids), op, key, value, ack or self.ack, time.monotonic() + self.timeout)
@@ -299,8 +304,10 @@ class AnnaClient:
                         self._flushing = False
                         return
                 publish = self.transport.publish
+                step = P.MAX_OPS_PER_MESSAGE
                 for topic, ops in out.items():
-                    publish(topic, {"t": "req", "reply": self.inbox, "ops": ops})
+                    for i in range(0, len(ops), step):
+                        publish(topic, {"t": "req", "reply": self.inbox, "ops": ops[i:i + step]})
                 if addr:
                     publish(P.routing_topic(routing), {"t": "addr", "reply": self.inbox, "keys": list(addr)})
         except BaseException:
@@ -316,6 +323,11 @@ class AnnaClient:
         return random.choice(ids) if ids else None
 
     def _on_message(self, message: dict) -> None:
+        try:
+            message = inbound.client_message(message)
+        except Malformed as exc:
+            inbound.report(f"anna client {self.id}", message.get("t"), exc)
+            return
         kind = message.get("t")
         if kind == "resp":
             done = []
@@ -358,7 +370,7 @@ class AnnaClient:
                         self._route(o)
             self._flush()
         elif kind == "fetched":
-            entry = self._fetches.get(message.get("id"))
+            entry = self._fetches.get(message["id"]) if isinstance(message["id"], int) else None
             if entry is not None:
                 event, result, _waiting = entry
                 for key, value in message["kv"]:
@@ -366,7 +378,9 @@ class AnnaClient:
                 event.set()
 
     def _complete(self, o: _Op, code: int, payload) -> None:
-        if code == P.OK:
+        if code == P.OK and o.op == P.GET and payload is not None and type(payload) is not bytes:
+            _fail(o.future, AnnaError(f"KVS node {o.dest[0]} answered key {o.key!r} with a malformed value"))
+        elif code == P.OK:
             _succeed(o.future, payload if o.op == P.GET else None)
         elif code == P.NOT_FOUND:
             _succeed(o.future, None)

@@ -15,3 +15,14 @@ class AnnaUnavailable(AnnaError):
 
 class AnnaTimeout(AnnaError):
     """A request was not answered in time."""
+
+
+class Malformed(ValueError):
+    """A message or liveliness token from a peer does not have the shape the protocol defines.
+
+    Never shown to users as an error of theirs: the receiver drops what it
+    cannot use with one rate-limited warning line naming the problem.
+    """
+
+    #: The request id of a malformed operation, when it could be read (so it can be answered).
+    rid = None

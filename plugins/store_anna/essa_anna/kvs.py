@@ -41,9 +41,13 @@ from typing import Any
 
 from essa.errors import DecodeError, LatticeTypeError
 from essa.lattice import merge_encoded
+from essa.ratelimit import describe
 from essa.transport.base import Transport
 
+from . import inbound
 from . import protocol as P
+from .errors import Malformed
+from .inbound import problems
 from .membership import Membership
 from .ring import NodeInfo, Ring
 from .storage import LmdbBackend
@@ -112,6 +116,8 @@ class Worker(threading.Thread):
         self._repair_waiters: list = []
         self._sends: list[tuple[str, dict]] = []
         self._writes: dict[str, bytes | None] = {}
+        self._undo: dict[str, bytes | None] = {}  # durable mode: values before this batch's changes
+        self._acks: list[tuple[dict, list[str]]] = []  # durable mode: this batch's acks and the keys they cover
         # statistics
         self.gets = 0
         self.puts = 0
@@ -126,6 +132,7 @@ class Worker(threading.Thread):
         self.bytes += len(value) - (len(old) if old is not None else 0)
         self.data[key] = value
         if self.node.backend is not None:
+            self._undo.setdefault(key, old)
             self._writes[key] = value
 
     def _drop_key(self, key: str) -> None:
@@ -133,7 +140,16 @@ class Worker(threading.Thread):
         if old is not None:
             self.bytes -= len(old)
             if self.node.backend is not None and not (self.leaving and self.node.keep_on_leave):
+                self._undo.setdefault(key, old)
                 self._writes[key] = None
+
+    def _restore(self, key: str, value: bytes | None) -> None:
+        current = self.data.pop(key, None)
+        if current is not None:
+            self.bytes -= len(current)
+        if value is not None:
+            self.data[key] = value
+            self.bytes += len(value)
 
     def _merge(self, key: str, value: bytes) -> tuple[bool, int, str | None]:
         """Merge ``value`` into ``key``; return (changed, code, error message)."""
@@ -180,20 +196,24 @@ class Worker(threading.Thread):
                     batch.append(inbox.get_nowait())
                 except queue.Empty:
                     break
-            try:
-                self._handle_batch(batch)
-                now = time.monotonic()
-                if now >= next_tick:
-                    self._tick(now)
-                    next_tick = now + interval
-                if now >= self._next_maintenance:
-                    self._maintain(now)
-                    self._next_maintenance = now + 0.05
-                self._flush()
-            except Exception:  # never let one bad batch kill the worker
-                log.exception("anna: worker %s failed on a batch", self.me)
-                self._answers.clear(), self._repl.clear(), self._repl_waiters.clear()
-                self._repair.clear(), self._repair_waiters.clear(), self._sends.clear()
+            # Each step is guarded on its own: whatever one message or one timer round
+            # raises costs one log line, and the answers of the batch still go out.
+            self._guarded("handling a batch", self._handle_batch, batch)
+            now = time.monotonic()
+            if now >= next_tick:
+                self._guarded("gossip", self._tick, now)
+                next_tick = now + interval
+            if now >= self._next_maintenance:
+                self._guarded("re-sending", self._maintain, now)
+                self._next_maintenance = now + 0.05
+            self._guarded("sending answers", self._flush)
+
+    def _guarded(self, what: str, step, *args) -> None:
+        try:
+            step(*args)
+        except Exception as exc:  # never let one bad message or round kill the worker
+            problems.warning(f"worker {what}", "anna: worker %s failed %s: %s", self.me, what, describe(exc),
+                             exc_info=exc)
 
     def stop(self) -> None:
         self._running = False
@@ -227,8 +247,9 @@ class Worker(threading.Thread):
                     self._on_fetch(message)
                 elif kind == "fetched":
                     self._on_fetched(message)
-            except (KeyError, TypeError, ValueError) as exc:
-                log.warning("anna: worker %s dropped a malformed %r message: %s", self.me, kind, exc)
+            except Exception as exc:  # messages were checked at the boundary: this is a bug, not bad input
+                problems.warning(f"worker {kind}", "anna: worker %s failed on a %r message: %s", self.me, kind,
+                                 describe(exc), exc_info=exc)
 
     # -- client requests -------------------------------------------------------------------
 
@@ -244,6 +265,8 @@ class Worker(threading.Thread):
         ring = self.ring
         me = self.me
         repairing = self.recent and time.monotonic() - self.changed_at < SETTLE_SECONDS
+        for rid, reason in message["bad"]:
+            self._answer(reply, rid, P.ERROR, f"malformed request: {reason}", t0)
         for rid, op, key, value, ack in message["ops"]:
             owners = ring.owners(key) if ring is not None else ()
             if me not in owners:
@@ -271,8 +294,6 @@ class Worker(threading.Thread):
                     self._repl_waiters.append((reply, rid, key, t0))
                 else:
                     self._answer(reply, rid, P.OK, None, t0)
-            else:
-                self._answer(reply, rid, P.ERROR, f"unknown operation {op!r}", t0)
 
     def _repair_get(self, reply: str, rid: Any, key: str, owners: tuple, t0: float) -> bool:
         """Ask the key's other live owners of the recent rings; True if the answer waits for them."""
@@ -299,7 +320,9 @@ class Worker(threading.Thread):
 
     def _on_repl(self, message: dict) -> None:
         failed = []
-        ring = self.ring
+        if self.leaving:  # never take keys while handing them off: the sender keeps them
+            failed = [[key, f"KVS node {self.me[0]} is leaving"] for key, _value in message["kv"]]
+            message = {**message, "kv": ()}
         for key, value in message["kv"]:
             changed, _code, error = self._merge(key, value)
             if error is not None:
@@ -307,7 +330,10 @@ class Worker(threading.Thread):
                 log.warning("anna: worker %s refused a replicated value: %s", self.me, error)
             elif self._disowns(key):
                 self.misplaced.add(key)
-        self._sends.append((message["reply"], {"t": "ack", "id": message["id"], "from": list(self.me), "failed": failed}))
+        ack = {"t": "ack", "id": message["id"], "from": list(self.me), "failed": failed}
+        self._sends.append((message["reply"], ack))
+        if self.node.backend is not None:
+            self._acks.append((ack, [key for key, _value in message["kv"]]))
 
     def _on_gossip(self, message: dict) -> None:
         ring = self.ring
@@ -351,6 +377,8 @@ class Worker(threading.Thread):
             if timed_out:
                 return
             for key in keys:
+                if key in pending.failed:
+                    continue  # not stored there: handed off again later
                 if self.data.get(key) is pending.sent[key] and self._disowns(key):
                     self._drop_key(key)
                     self.misplaced.discard(key)
@@ -519,6 +547,14 @@ class Worker(threading.Thread):
     # -- output ----------------------------------------------------------------------------
 
     def _flush(self) -> None:
+        acks, self._acks = self._acks, []
+        if self._writes:
+            writes, self._writes = self._writes, {}
+            undo, self._undo = self._undo, {}
+            try:
+                self.node.backend.write(writes)
+            except Exception as exc:
+                self._not_durable(undo, acks, exc)
         if self._repl:
             pending = self._send_reliably("repl", {peer: {"t": "repl", "kv": kv} for peer, kv in self._repl.items()},
                                           self.node.replication_timeout)
@@ -533,27 +569,45 @@ class Worker(threading.Thread):
             pending.waiters = self._repair_waiters
             self._repair = {}
             self._repair_waiters = []
-        if self._writes:
-            writes, self._writes = self._writes, {}
-            try:
-                self.node.backend.write(writes)
-            except Exception as exc:
-                # Not durable: refuse to acknowledge anything of this batch.
-                log.error("anna: %s", exc)
-                for reply, answers in self._answers.items():
-                    for answer in answers:
-                        if answer[1] == P.OK:
-                            answer[1], answer[2] = P.ERROR, str(exc)
-                self._sends = [(t, m) for t, m in self._sends if m.get("t") != "ack"]
-        publish = self.node.transport.publish
         if self._answers:
             answers, self._answers = self._answers, {}
             for reply, items in answers.items():
-                publish(reply, {"t": "resp", "r": items})
+                self._publish(reply, {"t": "resp", "r": items})
         if self._sends:
             sends, self._sends = self._sends, []
             for topic, message in sends:
-                publish(topic, message)
+                self._publish(topic, message)
+
+    def _publish(self, topic: str, message: dict) -> None:
+        try:
+            self.node.transport.publish(topic, message)
+        except Exception as exc:  # one unusable topic must not cost the other answers theirs
+            problems.warning(f"publish {message.get('t')}", "anna: worker %s could not send a %r message to %s: %s",
+                             self.me, message.get("t"), topic[:120], describe(exc), exc_info=exc)
+
+    def _not_durable(self, undo: dict[str, bytes | None], acks: list[tuple[dict, list[str]]], exc: Exception) -> None:
+        """This batch's commit failed: memory goes back to what is on disk, and nothing of it is acknowledged.
+
+        Puts answered OK become errors (a retry merges again and writes again),
+        replication of this batch's puts is not sent (their clients get the
+        error now), replicated keys are refused in the acknowledgement (so the
+        primary answers its client with the error at once), and reads answered
+        to other workers are withheld (they ask again).
+        """
+        problems.warning("commit failed", "anna: KVS node %s: %s", self.node.info.id, exc)
+        for key, value in undo.items():
+            self._restore(key, value)
+        reason = f"not stored: {exc}"
+        for items in self._answers.values():
+            for answer in items:
+                if answer[1] == P.OK:
+                    answer[1], answer[2] = P.ERROR, reason
+        for reply, rid, _key, t0 in self._repl_waiters:
+            self._answer(reply, rid, P.ERROR, reason, t0)
+        self._repl, self._repl_waiters = {}, []
+        for ack, keys in acks:
+            ack["failed"] = [[key, reason] for key in keys]
+        self._sends = [(t, m) for t, m in self._sends if m.get("t") != "fetched"]
 
     # -- status ------------------------------------------------------------------------------
 
@@ -614,8 +668,15 @@ class KvsNode:
     def _receiver(worker: Worker):
         post = worker.inbox.put
         clock = time.perf_counter
+        check = inbound.worker_message
+        where = f"KVS node {worker.me[0]} worker {worker.me[1]}"
 
         def receive(message: dict) -> None:
+            try:
+                message = check(message)
+            except Malformed as exc:
+                inbound.report(where, message.get("t"), exc)
+                return
             message["_t"] = clock()
             post(message)
 

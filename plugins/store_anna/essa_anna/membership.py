@@ -17,9 +17,12 @@ import threading
 import time
 from typing import Callable
 
+from essa.ratelimit import describe
 from essa.transport.base import Transport
 
 from . import protocol
+from .errors import Malformed
+from .inbound import problems
 from .ring import VIRTUAL_NODES, NodeInfo, Ring
 
 log = logging.getLogger("essa.anna")
@@ -55,13 +58,20 @@ class Membership:
     # -- token callbacks ---------------------------------------------------------------
 
     def _kvs_changed(self, key: str, alive: bool) -> None:
-        info = protocol.parse_kvs_token(key)
-        if info is None:
+        try:
+            info = protocol.parse_kvs_token(key)
+        except Malformed as exc:
+            if alive:
+                problems.warning("bad kvs token", "anna: ignoring a KVS liveliness token: %s", exc)
             return
         with self.lock:
             current = self.kvs.get(info.id)
             if alive:
                 if current == info:
+                    return
+                if current is None and len(self.kvs) >= protocol.MAX_NODES:
+                    problems.warning("too many kvs nodes", "anna: ignoring KVS node %s: the cluster already has "
+                                     "%d nodes, the most essa supports", info.id, protocol.MAX_NODES)
                     return
                 self.kvs[info.id] = info
                 self.departed.pop(info.id, None)
@@ -71,11 +81,16 @@ class Membership:
                     return
                 del self.kvs[info.id]
                 self.departed[info.id] = time.monotonic()
+                if len(self.departed) > 4 * protocol.MAX_NODES:  # forget the oldest
+                    del self.departed[min(self.departed, key=self.departed.get)]
                 log.info("anna: KVS node %s left", info.id)
             self._changed()
 
     def _leaving_changed(self, key: str, alive: bool) -> None:
         node = protocol.last_segment(key)
+        if alive and (not protocol.valid_id(node) or len(self.leaving) >= protocol.MAX_NODES):
+            problems.warning("bad leaving token", "anna: ignoring a leaving liveliness token %r", key[:120])
+            return
         with self.lock:
             if alive == (node in self.leaving):
                 return
@@ -84,6 +99,9 @@ class Membership:
 
     def _routing_changed(self, key: str, alive: bool) -> None:
         rid = protocol.last_segment(key)
+        if alive and (not protocol.valid_id(rid) or len(self.routing) >= protocol.MAX_NODES):
+            problems.warning("bad routing token", "anna: ignoring a routing liveliness token %r", key[:120])
+            return
         with self.lock:
             if alive == (rid in self.routing):
                 return
@@ -97,8 +115,9 @@ class Membership:
         if self._on_change is not None:
             try:
                 self._on_change(self)
-            except Exception:  # pragma: no cover - a bug in a watcher must not kill zenoh's thread
-                log.exception("anna: membership watcher failed")
+            except Exception as exc:  # pragma: no cover - a bug in a watcher must not kill zenoh's thread
+                problems.warning("membership watcher", "anna: a membership watcher failed: %s", describe(exc),
+                                 exc_info=exc)
 
     def _check_factors(self) -> None:
         factors = {(m.global_replication, m.local_replication) for m in self.kvs.values()}
@@ -111,13 +130,15 @@ class Membership:
     # -- views ---------------------------------------------------------------------------
 
     def ring(self, exclude: str | None = None) -> Ring:
-        """The ring of the live KVS nodes (without ``exclude``)."""
+        """The ring of the live KVS nodes that are not leaving (and not ``exclude``)."""
         with self.lock:
             if exclude is None or exclude not in self.kvs:
                 if self._ring is None:
-                    self._ring = Ring.from_members(self.kvs.values(), self.vnodes)
+                    self._ring = Ring.from_members(
+                        (m for m in self.kvs.values() if m.id not in self.leaving), self.vnodes)
                 return self._ring
-            return Ring.from_members((m for m in self.kvs.values() if m.id != exclude), self.vnodes)
+            return Ring.from_members(
+                (m for m in self.kvs.values() if m.id != exclude and m.id not in self.leaving), self.vnodes)
 
     def alive(self, node: str) -> bool:
         """Whether ``node`` can still answer: a member, or a node handing its keys off."""

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import re
 
+from .errors import Malformed
 from .ring import NodeInfo
 
 ROOT = "anna"
@@ -52,6 +53,14 @@ BAD_VALUE = 4
 TIMEOUT = 5
 ERROR = 6
 
+#: Bounds on what a liveliness token may announce; a token outside them is ignored.
+MAX_WORKERS = 64
+MAX_REPLICATION = 16
+#: The most KVS nodes a cluster may have; tokens of further nodes are ignored.
+MAX_NODES = 256
+#: A client sends at most this many operations in one request message.
+MAX_OPS_PER_MESSAGE = 4096
+
 GET = "g"
 PUT = "p"
 ACK_ALL = "a"
@@ -64,6 +73,10 @@ def check_id(node_id: str, what: str = "node id") -> str:
     if not _ID.match(node_id or ""):
         raise ValueError(f"invalid {what} {node_id!r}: use 1-64 letters, digits, '.', '_' or '-'")
     return node_id
+
+
+def valid_id(text: str) -> bool:
+    return bool(_ID.match(text))
 
 
 def worker_topic(node: str, worker: int) -> str:
@@ -90,15 +103,27 @@ def kvs_token(info: NodeInfo) -> str:
     return f"{LIVE_KVS}/{info.id}/{info.incarnation}/{info.workers}/{info.global_replication}/{info.local_replication}"
 
 
-def parse_kvs_token(key: str) -> NodeInfo | None:
-    """The node a KVS liveliness key announces, or ``None`` if it is not one."""
+def parse_kvs_token(key: str) -> NodeInfo:
+    """The node a KVS liveliness key announces.
+
+    :raises Malformed: the key is not ``anna/live/kvs/<id>/<incarnation>/<workers>/<R>/<L>``
+        with a valid id and incarnation, 1..:data:`MAX_WORKERS` workers,
+        1..:data:`MAX_REPLICATION` for ``R`` and 1..:data:`MAX_WORKERS` for ``L``.
+    """
     parts = key.split("/")
     if len(parts) != 8 or "/".join(parts[:3]) != LIVE_KVS:
-        return None
-    try:
-        return NodeInfo(parts[3], parts[4], int(parts[5]), int(parts[6]), int(parts[7]))
-    except ValueError:
-        return None
+        raise Malformed(f"liveliness token {key[:120]!r} is not {LIVE_KVS}/ID/INCARNATION/WORKERS/R/L")
+    node, incarnation, *numbers = parts[3:]
+    if not _ID.match(node) or not _ID.match(incarnation):
+        raise Malformed(f"liveliness token {key[:120]!r}: invalid node id or incarnation")
+    bounds = (("workers", MAX_WORKERS), ("global replication", MAX_REPLICATION),
+              ("local replication", MAX_WORKERS))
+    values = []
+    for text, (what, most) in zip(numbers, bounds):
+        if not (text.isascii() and text.isdigit() and len(text) <= 6) or not 1 <= int(text) <= most:
+            raise Malformed(f"KVS node {node} announces {what} {text[:20]!r}: expected 1..{most}")
+        values.append(int(text))
+    return NodeInfo(node, incarnation, *values)
 
 
 def last_segment(key: str) -> str:

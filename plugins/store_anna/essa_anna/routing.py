@@ -14,7 +14,9 @@ import uuid
 
 from essa.transport.base import Transport
 
+from . import inbound
 from . import protocol as P
+from .errors import Malformed
 from .membership import Membership
 
 log = logging.getLogger("essa.anna")
@@ -38,14 +40,16 @@ class RoutingNode:
         self._token = self.transport.declare_token(f"{P.LIVE_ROUTING}/{self.id}")
 
     def _on_message(self, message: dict) -> None:
-        if message.get("t") != "addr":
+        try:
+            reply, keys = inbound.address_request(message)
+        except Malformed as exc:
+            inbound.report(f"routing node {self.id}", message.get("t"), exc)
             return
         ring = self.membership.ring()
-        keys = message.get("keys") or []
         self.requests += 1
         self.keys_resolved += len(keys)
         owners = [[key, ring.owners(key)] for key in keys]
-        self.transport.publish(message["reply"], {"t": "addr", "owners": owners, "nodes": len(ring), "from": self.id})
+        self.transport.publish(reply, {"t": "addr", "owners": owners, "nodes": len(ring), "from": self.id})
 
     def status(self, _query: dict | None = None) -> dict:
         ring = self.membership.ring() if self.membership else None

@@ -19,6 +19,8 @@ import threading
 from pathlib import Path
 from typing import Iterator
 
+from essa_lmdb.disk import full_disk_message, lmdb_error_code
+
 from .errors import AnnaError
 
 KEY_LIMIT = 511
@@ -71,6 +73,9 @@ class LmdbBackend:
         except self._lmdb.MapFullError:
             raise AnnaError(f"the KVS node's LMDB store at {self.path} is full; restart it with a larger --map-size") from None
         except self._lmdb.Error as exc:
+            full = full_disk_message(self.path, lmdb_error_code(exc))
+            if full is not None:
+                raise AnnaError(f"{full}; the KVS node's writes fail until space is freed") from None
             raise AnnaError(f"writing the KVS node's LMDB store at {self.path} failed: {exc}") from None
 
     def close(self) -> None:

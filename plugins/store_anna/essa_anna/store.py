@@ -8,6 +8,9 @@ Options (``--store-option KEY=VALUE``):
     ``tcp/127.0.0.1:7450``).
 ``timeout``
     seconds one request may take, retries included (default 5).
+``connect_timeout``
+    seconds to keep trying to reach ``routing`` when the store opens
+    (default: ``timeout``), for a cluster that may still be starting.
 ``ack``
     ``all`` (default): a put returns once every owner of the key has merged
     it; ``owner``: once the primary owner has (replicas catch up by gossip).
@@ -22,6 +25,8 @@ not given): ``kvs_nodes`` (default 3), ``global_replication`` (default 2),
 
 from __future__ import annotations
 
+import socket
+
 from typing import Mapping
 
 from essa.store import ClusterServices, Store
@@ -30,7 +35,7 @@ from . import protocol as P
 from .client import AnnaClient
 from .errors import AnnaError
 
-CLIENT_OPTIONS = ("ack", "routing", "timeout", "zenoh_config")
+CLIENT_OPTIONS = ("ack", "connect_timeout", "routing", "timeout", "zenoh_config")
 UP_OPTIONS = ("global_replication", "kvs_nodes", "local_replication", "path", "workers")
 
 
@@ -59,8 +64,10 @@ class AnnaStore(Store):
                 raise AnnaError(f"unknown anna store option {key!r}; valid options: {', '.join(CLIENT_OPTIONS)}")
         endpoints = str(self.options.get("routing") or P.DEFAULT_ENDPOINT).split()
         timeout = _number(self.options, "timeout", 5.0, float, 0.1)
+        connect_timeout = _number(self.options, "connect_timeout", timeout, float, 0.1)
         ack = str(self.options.get("ack", "all")).strip().lower()
-        self.client = AnnaClient(endpoints, timeout=timeout, ack=ack, zenoh_config=self.options.get("zenoh_config"))
+        self.client = AnnaClient(endpoints, timeout=timeout, ack=ack, zenoh_config=self.options.get("zenoh_config"),
+                                 connect_timeout=connect_timeout)
 
     def get_bytes(self, key: str) -> bytes | None:
         return self.client.get(key)
@@ -95,7 +102,8 @@ class AnnaStore(Store):
         lrep = _number(options, "local_replication", 1)
         workers = _number(options, "workers", 1)
         common = ["--connect", endpoint, "--listen", "tcp/127.0.0.1:0"]
-        commands = [["anna", "routing", "--id", "up", *common]]
+        routing = _routing_endpoint(endpoint)
+        commands = [["anna", "routing", "--id", "up", "--connect", endpoint, "--listen", routing]]
         for i in range(nodes):
             command = ["anna", "kvs", f"kvs-{i}", *common, "--workers", str(workers),
                        "--global-replication", str(grep), "--local-replication", str(lrep)]
@@ -103,4 +111,19 @@ class AnnaStore(Store):
                 command += ["--path", f"{options['path']}/kvs-{i}"]
             commands.append(command)
         client["routing"] = endpoint
-        return ClusterServices(commands=commands, options=client)
+        return ClusterServices(commands=commands, options=client, endpoints={"anna routing": routing})
+
+
+def _routing_endpoint(scheduler: str) -> str:
+    """Where the routing node of ``essa up`` listens: anna's default endpoint beside essa's default
+    scheduler endpoint (so ``essa anna status`` finds it with no flag), else a free port of the same host."""
+    from essa.transport.zenoh import DEFAULT_ENDPOINT
+
+    if scheduler == DEFAULT_ENDPOINT:
+        return P.DEFAULT_ENDPOINT
+    protocol, _, address = scheduler.partition("/")
+    host = address.rpartition(":")[0] or "127.0.0.1"
+    with socket.socket(socket.AF_INET6 if host.startswith("[") else socket.AF_INET) as probe:
+        probe.bind((host.strip("[]"), 0))
+        port = probe.getsockname()[1]
+    return f"{protocol}/{host}:{port}"

@@ -59,6 +59,8 @@ from essa.lattice import merge_encoded
 from essa.paths import data_dir
 from essa.store import Store
 
+from .disk import full_disk_message, lmdb_error_code
+
 #: Options users may pass with ``--store-option KEY=VALUE``.
 OPTIONS = ("map_size", "max_readers", "path", "sync")
 
@@ -160,8 +162,9 @@ def _translate(exc: lmdb.Error, path: str, doing: str, map_size: int, max_reader
             f"the store at {path} is full (map_size {map_size} bytes); raise it with "
             f"--store-option map_size={format_size(max(map_size * 2, MIN_MAP_SIZE))}"
         )
-    if isinstance(exc, lmdb.DiskError):
-        return StoreError(f"the disk holding the store at {path} is full (no space left on device); free some space")
+    full = full_disk_message(path, lmdb_error_code(exc))
+    if full is not None:
+        return StoreError(f"{full}; free some space")
     if isinstance(exc, lmdb.ReadersFullError):
         return StoreError(
             f"the store at {path} has no free reader slots (max_readers {max_readers}, all in use); "
@@ -250,6 +253,25 @@ class _Env:
     # -- operations ------------------------------------------------------------
 
     def get(self, key: bytes) -> bytes | None:
+        return self._read(lambda txn: txn.get(key))
+
+    def scan(self, prefix: bytes) -> list[bytes]:
+        """The keys starting with ``prefix``, in order."""
+
+        def keys(txn) -> list[bytes]:
+            found = []
+            cursor = txn.cursor()
+            if cursor.set_range(prefix):
+                for key in cursor.iternext(keys=True, values=False):
+                    if not key.startswith(prefix):
+                        break
+                    found.append(key)
+            return found
+
+        return self._read(keys)
+
+    def _read(self, fn):
+        """``fn(txn)`` in a read transaction, adopting a map grown by another process if need be."""
         cond = self.cond
         cleaned = False
         for _ in range(4):
@@ -261,7 +283,7 @@ class _Env:
             try:
                 txn = self.env.begin()
                 try:
-                    return txn.get(key)
+                    return fn(txn)
                 finally:
                     txn.abort()
             except (lmdb.MapResizedError, lmdb.ReadersFullError) as exc:
@@ -288,6 +310,20 @@ class _Env:
             else:
                 raise self.error(problem, "reading from") from None
         raise self.error(problem, "reading from") from None  # pragma: no cover
+
+    def delete(self, key: bytes) -> bool:
+        """Remove ``key``; return whether it existed (committed before returning)."""
+        for _ in range(4):
+            with self.write_lock:
+                try:
+                    with self.env.begin(write=True) as txn:
+                        return txn.delete(key)
+                except lmdb.MapResizedError:
+                    pass
+                except lmdb.Error as exc:
+                    raise self.error(exc, "deleting from") from None
+                self._remap_or_raise()
+        raise StoreError(f"deleting from the store at {self.path} failed: its map size keeps changing")
 
     def merge(self, key: bytes, value: bytes) -> None:
         grown = False
@@ -520,6 +556,14 @@ class LmdbStore(Store):
 
     def merge_bytes(self, key: str, value: bytes) -> None:
         self._live().merge(self._key(key), value)
+
+    def keys(self, prefix: str = "") -> list[str]:
+        """Keys starting with ``prefix``; keys longer than the LMDB key limit appear shortened, as stored."""
+        raw = prefix.encode("utf-8", "surrogateescape")
+        return [key.decode("utf-8", "surrogateescape") for key in self._live().scan(raw)]
+
+    def delete(self, key: str) -> bool:
+        return self._live().delete(self._key(key))
 
     def close(self) -> None:
         with _registry_lock:

@@ -37,7 +37,10 @@ import os
 import pytest
 
 #: The suite's test modules, for ``--pyargs`` and for re-exporting.
-SUITE = ("test_abi", "test_runtime", "test_engine", "test_limits", "test_sandbox", "test_lifetimes", "test_cancel", "test_examples")
+SUITE = (
+    "test_abi", "test_runtime", "test_engine", "test_limits", "test_sandbox", "test_wasi_io", "test_lifetimes",
+    "test_cancel", "test_examples",
+)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

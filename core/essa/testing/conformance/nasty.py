@@ -98,17 +98,17 @@ CALLER = """
 #: ``("error", fragments...)``: UnknownError whose message has the fragments;
 #: ``("code", code)``: the function returned this 4-byte EssaResult code.
 EXPECTED: dict[str, tuple] = {
-    "spin": ("error", "__essa_wrapper__spin: time limit exceeded (0.5 s)"),
-    "recurse": ("error", "__essa_wrapper__recurse trapped", "stack"),
-    "grow": ("error", "__essa_wrapper__grow: memory limit exceeded (4 MiB)"),
-    "big_alloc": ("error", "__essa_wrapper__big_alloc: memory limit exceeded (4 MiB)"),
-    "hoard": ("error", "__essa_wrapper__hoard: time limit exceeded (0.5 s)"),
-    "flood": ("error", "__essa_wrapper__flood: output limit exceeded (1 MiB)"),
-    "burst": ("error", "__essa_wrapper__burst: output limit exceeded (1 MiB)"),
-    "sleep": ("error", "__essa_wrapper__sleep: time limit exceeded (0.5 s)"),
-    "big_result": ("error", "__essa_wrapper__big_result returned no result", "message size limit exceeded (1 MiB)"),
+    "spin": ("error", "spin: time limit exceeded (0.5 s)"),
+    "recurse": ("error", "recurse trapped", "stack"),
+    "grow": ("error", "grow: memory limit exceeded (4 MiB)"),
+    "big_alloc": ("error", "big_alloc: memory limit exceeded (4 MiB)"),
+    "hoard": ("error", "hoard: time limit exceeded (0.5 s)"),
+    "flood": ("error", "flood: output limit exceeded (1 MiB)"),
+    "burst": ("error", "burst: output limit exceeded (1 MiB)"),
+    "sleep": ("error", "sleep: time limit exceeded (0.5 s)"),
+    "big_result": ("error", "big_result returned no result", "message size limit exceeded (1 MiB)"),
     "big_args": ("code", -1),
-    "trap": ("error", "__essa_wrapper__trap trapped", "unreachable"),
+    "trap": ("error", "trap trapped", "unreachable"),
     "no_result": ("no-result",),
 }
 

@@ -204,7 +204,7 @@ def test_callee_trap_gives_unknown_error_and_tells_the_user(runtime):
         output=output,
     )
     assert codes == [R.Ok, R.UnknownError]
-    assert "__essa_wrapper__trap trapped" in output.stderr
+    assert "remote call of trap trapped" in output.stderr
     assert "unreachable" in output.stderr
 
 

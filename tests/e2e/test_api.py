@@ -1,0 +1,73 @@
+"""The public Python API, as a library user meets it: essa.connect() and what it returns."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+
+import pytest
+
+import essa
+from essa.testing.conformance.wat import module
+
+from .test_service import STATEFUL
+
+
+@pytest.fixture
+def es(engine_name):
+    with essa.connect(engine=engine_name, store="memory") as connection:
+        yield connection
+
+
+def test_deploy_call_and_state(es):
+    deployment = es.deploy(STATEFUL, name="memo")
+    assert isinstance(deployment, essa.Deployment)
+    assert (deployment.spec, deployment.namespace) == ("memo@1", "memo")
+    assert es.call("memo", "remember", b"apple") == b"apple"
+    assert es.state("memo").get("seen") == essa.SetLattice({b"apple"})
+    es.state("memo").merge("seen", essa.SetLattice({b"pear"}))
+    assert es.state("memo").keys() == ["seen"]
+    assert es.call("memo", "echo", essa.encode(["string"], ["hi"])) == essa.encode(["string"], ["hi"])
+    assert essa.decode("string", es.call("memo", "echo", essa.encode(["string"], ["hé"]))) == "hé"
+    assert es.run(STATEFUL, namespace="memo", output=lambda message: None) == 0
+    assert es.state("memo").get("seen") == essa.SetLattice({b"apple", b"pear", b"from-run"})
+    assert es.state("memo").delete("seen") and es.state("memo").get("seen") is None
+
+
+def test_versions_pins_and_removal(es):
+    es.deploy(module(), name="svc")
+    es.deploy(STATEFUL, name="svc")
+    assert [d.version for d in es.versions("svc")] == [1, 2]
+    assert "remember" in es.functions("svc") and "remember" not in es.functions("svc@1")
+    with pytest.raises(essa.NotFound, match="no function 'remember'"):
+        es.call("svc@1", "remember", b"x")
+    assert es.remove("svc") == 0
+    with pytest.raises(essa.NotFound, match="no deployment named 'svc'"):
+        es.call("svc", "echo")
+    assert es.deployments() == []
+
+
+def test_failures_are_call_errors_with_the_cli_message(es):
+    es.deploy(STATEFUL, name="memo")
+    with pytest.raises(essa.CallError, match=r"^trap trapped: ") as info:
+        es.call("memo", "trap")
+    assert info.value.kind == "trap"
+    with pytest.raises(essa.CallError, match="no_result returned without essa_set_result") as info:
+        es.call("memo", "no_result")
+    assert info.value.kind == "no-result"
+    with pytest.raises(essa.NotFound, match="did you mean 'remember'"):
+        es.call("memo", "remembr")
+    with pytest.raises(essa.EssaError, match="is not a valid deployment name"):
+        es.deploy(STATEFUL, name="a b")
+
+
+def test_call_async_is_a_future_and_acall_awaits(es):
+    es.deploy(STATEFUL, name="memo")
+    futures = [es.call_async("memo", "echo", b"%d" % i) for i in range(20)]
+    assert all(isinstance(f, concurrent.futures.Future) for f in futures)
+    assert [f.result(60) for f in futures] == [b"%d" % i for i in range(20)]
+
+    async def main() -> list[bytes]:
+        return await asyncio.gather(*(es.acall("memo", "echo", b"async %d" % i) for i in range(5)))
+
+    assert asyncio.run(main()) == [b"async %d" % i for i in range(5)]

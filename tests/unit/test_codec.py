@@ -1,0 +1,65 @@
+"""bincode arguments and results as #[essa_wrap] functions take and give them."""
+
+from __future__ import annotations
+
+import struct
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from essa.codec import CodecError, decode, encode, parse_types
+
+
+def test_a_string_and_a_usize_are_laid_out_as_bincode_does():
+    assert encode(["string", "usize"], ["hi", 3]) == struct.pack("<Q", 2) + b"hi" + struct.pack("<Q", 3)
+
+
+def test_values_from_a_command_line_are_text():
+    assert encode(["u32", "bool", "strings"], ["0x10", "true", "a,b"]) == (
+        struct.pack("<I", 16) + b"\x01" + struct.pack("<Q", 2) + struct.pack("<Q", 1) + b"a" + struct.pack("<Q", 1) + b"b"
+    )
+
+
+@given(st.text())
+def test_strings_round_trip(text):
+    assert decode("string", encode(["string"], [text])) == text
+
+
+@given(st.lists(st.text(), max_size=20))
+def test_lists_of_strings_round_trip(items):
+    assert decode("strings", encode(["strings"], [items])) == items
+
+
+@pytest.mark.parametrize("kind, value", [("u8", 255), ("i16", -3), ("u64", 2**64 - 1), ("i64", -(2**63)), ("f64", 1.5),
+                                         ("bool", False), ("bytes", b"\x00\xff")])
+def test_scalars_round_trip(kind, value):
+    assert decode(kind, encode([kind], [value])) == value
+
+
+@pytest.mark.parametrize("types, values, message", [
+    (["u8"], [256], "is not a u8"),
+    (["u32"], ["x"], "is not a u32"),
+    (["bool"], ["maybe"], "is not a bool"),
+    (["string"], [], "1 types .string. but 0 values"),
+])
+def test_values_that_do_not_fit_are_refused_in_one_line(types, values, message):
+    with pytest.raises(CodecError, match=message):
+        encode(types, values)
+
+
+@pytest.mark.parametrize("kind, data, message", [
+    ("u64", b"\x01", "too short"),
+    ("string", struct.pack("<Q", 99) + b"ab", "it claims 99 bytes"),
+    ("string", struct.pack("<Q", 1) + b"\xff", "not valid UTF-8"),
+    ("u8", b"\x01\x02", "1 bytes left over"),
+    ("strings", struct.pack("<Q", 2**40), "claims"),
+])
+def test_results_that_do_not_decode_are_refused_in_one_line(kind, data, message):
+    with pytest.raises(CodecError, match=message):
+        decode(kind, data)
+
+
+def test_unknown_types_name_the_known_ones():
+    with pytest.raises(CodecError, match="unknown type 'str' .types: string, bytes"):
+        parse_types("str,u8")

@@ -1,0 +1,96 @@
+"""The deployment registry over a real (memory) store: versions, pins, removal, names, bad records."""
+
+from __future__ import annotations
+
+import pytest
+
+from essa.deployments import DeploymentRegistry, check_name, display_name, parse_spec, record_key, user_functions
+from essa.engine import ModuleInfo
+from essa.errors import EssaError, NotFound
+from essa.lattice import SetLattice
+from essa.memory_store import MemoryStore
+
+
+@pytest.fixture
+def registry():
+    return DeploymentRegistry(MemoryStore())
+
+
+def test_a_redeploy_is_a_new_version_and_the_bare_name_is_the_latest(registry):
+    first = registry.add("wc", "a" * 64, 100, ["count_words"])
+    second = registry.add("wc", "b" * 64, 200, ["count_words", "vocabulary"])
+    assert (first.version, second.version) == (1, 2)
+    assert registry.resolve("wc") == second
+    assert registry.resolve("wc", 1) == first
+    assert [d.version for d in registry.versions("wc")] == [1, 2]
+    assert second.namespace == first.namespace == "wc"
+
+
+def test_a_retried_deploy_records_nothing_new(registry):
+    once = registry.add("wc", "a" * 64, 100, [], deploy_id="retry-me", created=5)
+    again = registry.add("wc", "a" * 64, 100, [], deploy_id="retry-me", created=5)
+    assert once == again and len(registry.versions("wc")) == 1
+
+
+def test_concurrent_deploys_that_picked_one_number_are_numbered_alike_by_every_reader(registry):
+    store = registry.store
+    for module, created in (("b" * 64, 20), ("a" * 64, 10)):  # both thought they were version 1
+        record = (f'{{"created":{created},"functions":[],"id":"{module[0]}","kind":"deploy",'
+                  f'"module":"{module}","size":1,"version":1}}')
+        store.put(record_key("wc"), SetLattice({record.encode()}))
+    store.put("deployments", SetLattice({b"wc"}))
+    assert [(d.version, d.module[0]) for d in registry.versions("wc")] == [(1, "a"), (2, "b")]
+
+
+def test_removal_hides_every_version_until_the_next_deploy(registry):
+    registry.add("wc", "a" * 64, 100, [])
+    registry.add("wc", "b" * 64, 100, [])
+    assert registry.remove("wc").version == 2
+    assert registry.names() == []
+    with pytest.raises(NotFound, match="no deployment named 'wc'"):
+        registry.resolve("wc")
+    again = registry.add("wc", "c" * 64, 100, [])
+    assert again.version == 3 and registry.names() == ["wc"]
+
+
+def test_unknown_names_versions_and_functions_are_not_found(registry):
+    deployment = registry.add("wc", "a" * 64, 100, ["count_words", "count_lines"])
+    with pytest.raises(NotFound, match="no deployment named 'nope'"):
+        registry.resolve("nope")
+    with pytest.raises(NotFound, match="has no version 9 .latest: 1."):
+        registry.resolve("wc", 9)
+    with pytest.raises(NotFound, match="did you mean 'count_words'"):
+        deployment.check_function("count_word")
+    assert deployment.check_function("count_lines") == "__essa_wrapper__count_lines"
+
+
+def test_records_that_are_not_records_are_ignored(registry):
+    registry.add("wc", "a" * 64, 100, [])
+    registry.store.put(record_key("wc"), SetLattice({b"not json", b"[1]", b'{"kind": "deploy", "version": "x"}'}))
+    assert len(registry.versions("wc")) == 1
+
+
+@pytest.mark.parametrize("name", ["", "-x", "a/b", "a b", "x" * 64, "é", "a@1"])
+def test_bad_names_are_refused_in_one_line(name):
+    with pytest.raises(EssaError, match="is not a valid deployment name"):
+        check_name(name)
+
+
+def test_specs():
+    assert parse_spec("wc") == ("wc", None)
+    assert parse_spec("wc@3") == ("wc", 3)
+    for bad in ("wc@", "wc@0", "wc@x"):
+        with pytest.raises(EssaError, match="a version is a positive number"):
+            parse_spec(bad)
+
+
+def test_user_functions_are_callable_exports_without_the_prefix():
+    info = ModuleInfo({
+        "__essa_wrapper__count": (("i32",), ()),
+        "__essa_wrapper__bad": (("i32", "i32"), ()),
+        "__essa_wrapper__": (("i32",), ()),
+        "_start": ((), ()),
+        "memory_helper": (("i32",), ()),
+    })
+    assert user_functions(info) == ["count"]
+    assert display_name("__essa_wrapper__count") == "count" and display_name("_start") == "_start"
