@@ -148,3 +148,25 @@ def test_a_failing_output_stream_fails_the_guest_write_not_the_call(binding):
     inv = Invocation(b"", StandaloneHost(), Broken())
     program.run(inv, "__essa_wrapper__print", 0)  # the guest's fd_write got EIO, and ignored it
     assert inv.result == b"hello\n"
+
+
+def test_without_address_space_for_the_pool_calls_map_their_own_memory(tmp_path):
+    # wasmtime aborts the process if it cannot map its pool: essa must not ask it to.
+    resource = pytest.importorskip("resource")
+    path = tmp_path / "m.wasm"
+    path.write_bytes(module(start="(drop (call $essa_set_result (i32.const 0) (i32.const 0)))"))
+    limit = 16 << 30  # room for a few instances mapped on their own, not for the pool's 400 GiB
+
+    def limit_address_space() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+    result = subprocess.run(
+        [sys.executable, "-m", "essa", "--store", "memory", "--engine", "wasmtime", "run", str(path)],
+        capture_output=True, text=True, timeout=120, preexec_fn=limit_address_space,
+        env={k: v for k, v in os.environ.items() if k != BINDING_VARIABLE},
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.strip().splitlines() == [
+        "essa: essa-plugin-wasmtime: no instance pool (the address space is limited to 16384 MiB (ulimit -v)); "
+        "each call maps its own memory"
+    ]

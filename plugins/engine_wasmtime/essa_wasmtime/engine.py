@@ -225,14 +225,40 @@ def _pooled_engine(slots: int, keep_resident: int) -> wasmtime.Engine | None:
     key = ("pooled", slots, keep_resident)
     with _engines_lock:
         if key not in _engines:
-            config = _config()
-            capi.pool(config, slots, keep_resident)
-            try:
+            # wasmtime aborts the process (a panic in its C API) when it cannot
+            # map the pool, so find out first.
+            why_not = _cannot_reserve(slots * _SLOT_BYTES)
+            if why_not is None:
+                config = _config()
+                capi.pool(config, slots, keep_resident)
                 _engines[key] = wasmtime.Engine(config)
-            except wasmtime.WasmtimeError as exc:  # e.g. a cap on the address space (ulimit -v)
-                log.warning("essa-plugin-wasmtime: no instance pool (%s); each call maps its own memory", _first_line(exc))
+            else:
+                log.warning("essa-plugin-wasmtime: no instance pool (%s); each call maps its own memory", why_not)
                 _engines[key] = None
         return _engines[key]
+
+
+#: Address space one slot of the pool takes: a 4 GiB linear memory, its guard
+#: region and its share of tables and instance data (measured: ~4.05 GiB).
+_SLOT_BYTES = (4 << 30) + (128 << 20)
+
+
+def _cannot_reserve(size: int) -> str | None:
+    """Why this process cannot reserve ``size`` bytes of address space, or ``None`` if it can."""
+    try:
+        import mmap
+        import resource
+    except ImportError:  # not a Unix
+        return "no way to check the address space here"
+    soft, _hard = resource.getrlimit(resource.RLIMIT_AS)
+    if soft != resource.RLIM_INFINITY:
+        return f"the address space is limited to {soft >> 20} MiB (ulimit -v)"
+    flags = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | getattr(mmap, "MAP_NORESERVE", 0)
+    try:
+        mmap.mmap(-1, size, flags=flags, prot=0).close()  # PROT_NONE
+    except (OSError, OverflowError, ValueError) as exc:
+        return f"cannot reserve {size >> 30} GiB of address space: {exc}"
+    return None
 
 
 #: What wasmtime says of a module its pooling allocator cannot hold, and of a full pool.
