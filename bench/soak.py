@@ -21,6 +21,10 @@ Modes:
 - ``cluster``: a scheduler and ONE ``essa executor`` process on loopback; the
   clients run in this process, and the executor process is sampled.
 
+Calls go through the public API (:func:`essa.connect`): echo to a deployment,
+test-function runs in a fresh namespace each, whose keys are deleted after
+the run (so the state does not grow with the runs).
+
 Usage: python bench/soak.py --mode embedded|cluster [--engine wasmtime] [--echo-calls 1000000]
        [--test-function-calls 100000] [--interval 10] [--clients 8]
 """
@@ -107,35 +111,39 @@ class Output:
         return b"".join(self.chunks[2]).decode(errors="replace")
 
 
-def serve(client, echo_module: str, test_function: str, workload: Workload) -> None:
-    """One client thread: takes work until none is left."""
+def serve(connection, test_function: bytes, workload: Workload) -> None:
+    """One client thread: takes work until none is left (through the public API, as users do)."""
+    import uuid
+
     from essa.testing import TEST_FUNCTION_OUTPUT
 
     while (kind := workload.next()) is not None:
         try:
             if kind == "echo":
-                outcome = client.call(echo_module, "__essa_wrapper__echo", b"12345678", timeout=120)
-                ok = outcome.value == b"12345678"
-                workload.done(1, "" if ok else f"echo: {outcome}")
+                value = connection.call("echo", "echo", b"12345678", timeout=120)
+                workload.done(1, "" if value == b"12345678" else f"echo: {value!r}")
             else:
-                output = Output()
-                # One namespace for every run: its sets merge the same values again, so the
-                # state does not grow with the number of runs (a fresh one per run would).
-                status = client.run(test_function, output=output, namespace="soak", timeout=300)
+                # A fresh namespace per run (its output depends on it), deleted afterwards:
+                # the state does not grow with the number of runs.
+                output, namespace = Output(), f"soak-{uuid.uuid4().hex[:16]}"
+                status = connection.run(test_function, namespace=namespace, output=output, timeout=300)
+                state = connection.state(namespace)
+                for key in state.keys():
+                    state.delete(key)
                 ok = status == 0 and output.stdout == TEST_FUNCTION_OUTPUT
                 workload.done(CALLS_PER_TEST_FUNCTION_RUN, "" if ok else f"test function: status {status}, {output.stderr!r}")
         except Exception as exc:  # counted, and the soak goes on
             workload.done(1, f"{type(exc).__name__}: {exc}")
 
 
-def soak(client, pid: int | str, args) -> dict:
-    """Run the workload through ``client``; sample process ``pid``; return the summary."""
+def soak(connection, pid: int | str, args) -> dict:
+    """Run the workload through ``connection``; sample process ``pid``; return the summary."""
     from essa.testing.resources import sample
 
-    echo_module = client.publish(__import__("wasmtime").wat2wasm(ECHO_WAT))
-    test_function = client.publish(TEST_FUNCTION.read_bytes(), str(TEST_FUNCTION))
+    connection.deploy(__import__("wasmtime").wat2wasm(ECHO_WAT), name="echo")
+    test_function = TEST_FUNCTION.read_bytes()
     workload = Workload(args.echo_calls, args.test_function_calls)
-    threads = [threading.Thread(target=serve, args=(client, echo_module, test_function, workload), daemon=True)
+    threads = [threading.Thread(target=serve, args=(connection, test_function, workload), daemon=True)
                for _ in range(args.clients)]
     samples = []
     started = time.monotonic()
@@ -191,33 +199,33 @@ def flatness(samples: list[dict], warm_up: int) -> dict:
 
 
 def embedded(args) -> dict:
-    from essa.runtime import EmbeddedRuntime
+    import essa
 
-    with EmbeddedRuntime(engine=args.engine, store=args.store, executors=args.executors) as runtime:
-        return soak(runtime.client, "self", args)
+    with essa.connect(engine=args.engine, store=args.store, executors=args.executors) as connection:
+        return soak(connection, "self", args)
 
 
 def cluster(args) -> dict:
-    from essa.cluster import connect_client
+    import essa
 
     endpoint = f"tcp/127.0.0.1:{free_port()}"
-    essa = [sys.executable, "-m", "essa", "--engine", args.engine, "--store", args.store]
-    procs = [subprocess.Popen([*essa, "scheduler", "--listen", endpoint], stderr=subprocess.DEVNULL)]
-    executor = subprocess.Popen([*essa, "executor", "0", "--connect", endpoint, "--listen",
+    command = [sys.executable, "-m", "essa", "--engine", args.engine, "--store", args.store]
+    procs = [subprocess.Popen([*command, "scheduler", "--listen", endpoint], stderr=subprocess.DEVNULL)]
+    executor = subprocess.Popen([*command, "executor", "0", "--connect", endpoint, "--listen",
                                  f"tcp/127.0.0.1:{free_port()}"], stderr=subprocess.DEVNULL)
     procs.append(executor)
     try:
-        client = connect_client([endpoint], timeout=60)
-        deadline = time.monotonic() + 60
-        while not client.transport.query("essa/status/executor/**", {}):
-            if time.monotonic() > deadline:
-                raise SystemExit("the executor did not join within 60 s")
-            time.sleep(0.2)
-        try:
-            return soak(client, executor.pid, args)
-        finally:
-            client.close()
-            client.transport.close()
+        with essa.connect(endpoint, timeout=60) as connection:
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    connection.deployments()  # answered by the executor: it is up
+                    break
+                except essa.EssaError:
+                    if time.monotonic() > deadline:
+                        raise SystemExit("the executor did not join within 60 s") from None
+                    time.sleep(0.2)
+            return soak(connection, executor.pid, args)
     finally:
         for proc in procs:
             proc.send_signal(signal.SIGTERM)

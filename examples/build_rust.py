@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Build the Rust guests into their committed .wasm files, reproducibly.
 
-The guests: the Rust test function (examples/test-function-rust.wasm) and the
-Rust program of the WASI differential corpus (examples/wasi-corpus/rust_std.wasm).
+The guests: the Rust test function (examples/test-function-rust.wasm), the
+Rust word count (examples/word-count-rust.wasm) and the Rust program of the
+WASI differential corpus (examples/wasi-corpus/rust_std.wasm).
 
     python examples/build_rust.py            # (re)write the .wasm files
     python examples/build_rust.py --check    # rebuild from scratch; exit 1 if a
@@ -16,7 +17,7 @@ tests).
 Toolchain: Debian 12's Rust 1.63 (``/usr/bin/cargo``, ``/usr/bin/rustc`` with
 the wasm32-wasi standard library) and the crate sources of Debian's
 ``librust-*-dev`` packages, which cargo reads offline as a directory registry
-(``/usr/share/cargo/registry``; see examples/test-function-rust/.cargo/config.toml).
+(``/usr/share/cargo/registry``; see each example's .cargo/config.toml).
 Missing packages are installed with apt-get when running as root (as CI does
 on a fresh Debian machine); otherwise the script prints the command to run.
 A rustup toolchain on PATH is ignored: ``/usr/bin`` tools are called
@@ -24,13 +25,15 @@ explicitly.
 
 Reproducibility: cargo hashes the absolute path of a path dependency that lies
 outside the workspace root into symbol and type ids, and rustc writes source
-paths into panic messages. So the build runs in a scratch tree laid out like
-the repository (``examples/test-function-rust`` and ``guest/rust/{essa-api,
+paths into panic messages. So each example builds in a scratch tree laid out like
+the repository (``examples/<example>`` and ``guest/rust/{essa-api,
 essa-macros,anna-api}`` under a generated workspace root): every path cargo
 and rustc see is relative to that root, and the bytes do not depend on where
-the checkout or the scratch tree live. The release profile (one codegen unit,
-LTO, no debug info, stripped) is in the example's .cargo/config.toml; the
-crate versions are pinned by its Cargo.lock (``--locked``). The only absolute
+the checkout or the scratch tree live. The examples build one after the other
+in the same scratch tree, so the second reuses the compiled dependencies. The
+release profile (one codegen unit, LTO, no debug info, stripped) is in each
+example's .cargo/config.toml; the crate versions are pinned by its Cargo.lock
+(``--locked``). The only absolute
 paths left in the module are those of Debian's Rust standard library sources
 (``/usr/src/rustc-1.63.0/...``), which the compiled std carries and which are
 the same on every machine.
@@ -73,6 +76,7 @@ class Guest:
 GUESTS = [
     Guest("examples/test-function-rust", "examples/test-function-rust.wasm", "essa-test-function.wasm",
           tuple(SDK_CRATES)),
+    Guest("examples/word-count-rust", "examples/word-count-rust.wasm", "word-count.wasm", tuple(SDK_CRATES)),
     Guest("examples/wasi-corpus/rust", "examples/wasi-corpus/rust_std.wasm", "wasi-corpus-rust.wasm"),
 ]
 
@@ -211,7 +215,7 @@ def build(guest: Guest, work: Path) -> bytes:
     env["RUSTFLAGS"] = f"--remap-path-prefix={work}/="
     run(
         [CARGO, "build", "--release", "--locked", "--offline", "--target", TARGET],
-        crate,
+        crate_dir,
         env,
         f"building {guest.output}",
     )

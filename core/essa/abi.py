@@ -1,7 +1,7 @@
 """The guest ABI: essa's eight ``host`` functions, implemented once.
 
 Guests import these from the Wasm module ``host``; every parameter and result
-is an i32 (contract, see ARCHITECTURE.md). An engine registers every entry of
+is an i32 (the contract: docs/abi.md). An engine registers every entry of
 :data:`HOST_FUNCTIONS` as an ``(i32 * arity) -> i32`` import and gives each
 running instance a :class:`GuestMemory`. Everything else - argument checks,
 handles, error codes, state keys - is here, so all engines behave alike.
@@ -286,16 +286,23 @@ class Invocation:
     # -- helpers for the host functions -------------------------------------
 
     def _read(self, what: str, ptr: int, length: int) -> bytes:
+        memory = self._memory(what)
         try:
-            return self.memory.read(ptr & _MASK, length & _MASK)  # type: ignore[union-attr]
+            return memory.read(ptr & _MASK, length & _MASK)
         except GuestFault as exc:
             raise GuestFault(f"{what}: {exc}") from None
 
     def _write(self, what: str, ptr: int, data: bytes) -> None:
+        memory = self._memory(what)
         try:
-            self.memory.write(ptr & _MASK, data)  # type: ignore[union-attr]
+            memory.write(ptr & _MASK, data)
         except GuestFault as exc:
             raise GuestFault(f"{what}: {exc}") from None
+
+    def _memory(self, what: str) -> GuestMemory:
+        if self.memory is None:  # engines attach the export named "memory", if there is one
+            raise GuestFault(f"{what}: the module exports no memory named 'memory'")
+        return self.memory
 
     def _read_text(self, what: str, ptr: int, length: int) -> str | None:
         raw = self._read(what, ptr, length)
@@ -535,7 +542,7 @@ def _record_fault(message: str) -> None:
         stack[-1].fault = message
 
 
-#: Every host function of the ABI, in the order of ARCHITECTURE.md.
+#: Every host function of the ABI, in the order of docs/abi.md.
 HOST_FUNCTIONS: tuple[HostFunction, ...] = tuple(
     HostFunction(f)
     for f in (

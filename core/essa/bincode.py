@@ -3,8 +3,10 @@
 Guests built with the Rust SDK of essa-rs exchange state as the anna-rs
 ``LatticeValue`` enum serialized with ``bincode::serialize`` (fixed-width little
 endian integers, ``u64`` lengths, trailing bytes allowed on input). This module
-produces and accepts exactly those bytes; ``/work/shared/lattice-encoding.md``
-is the contract. Layout, after a ``u32`` LE variant tag:
+produces and accepts exactly those bytes. The contract, with worked examples
+that ``tests/unit/test_docs.py`` checks against this module, is the
+repository's ``docs/lattice-encoding.md``. Layout, after a ``u32`` LE variant
+tag:
 
 ===  ================  =====================================================
 tag  lattice           payload

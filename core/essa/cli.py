@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shlex
 import signal
 import sys
 from typing import Iterator
@@ -647,6 +648,34 @@ from .service_commands import add_service_commands  # noqa: E402
 add_service_commands(cli)
 
 
+@cli.command("new")
+@click.argument("language", type=click.Choice(["c", "rust"]), metavar="c|rust")
+@click.argument("name")
+@click.option("--dir", "directory", default=".", show_default=True, metavar="DIR",
+              help="Where to create the project's directory NAME.")
+@click.option("--sdk", metavar="PATH",
+              help="Rust only: the essa Rust SDK to depend on (a directory with essa-api/, such as a "
+              "checkout's guest/rust). Default: the one installed with essa.")
+def new(language: str, name: str, directory: str, sdk: str | None) -> None:
+    """Write a ready-to-build project NAME: a C or Rust function with a main.
+
+    The project has the source, essa's SDK (C: a copy of essa.h; Rust: a path
+    dependency), a build.sh with the flags that give small modules, and a
+    README. It never overwrites: an existing NAME is refused.
+    """
+    from .scaffold import describe, new_project
+
+    path = new_project(language, name, directory, sdk)
+    click.echo(f"created {path}/: {', '.join(describe(path))}")
+    click.echo(f"build and run it:  cd {shlex.quote(str(path))} && ./build.sh && essa run {name}.wasm")
+    if language == "c":
+        click.echo("(build.sh needs ziglang: pip install ziglang; its first build compiles wasi-libc "
+                   "for a couple of minutes)")
+    else:
+        click.echo("(build.sh needs Debian's Rust packages, listed in README.md; its first build "
+                   "compiles the dependencies for a minute or two)")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``essa`` console script."""
     status = _main(argv)
@@ -659,6 +688,28 @@ def main(argv: list[str] | None = None) -> None:
         except (OSError, ValueError):
             pass
     os._exit(status)
+
+
+def _usage_error(exc: click.UsageError, argv: list[str]) -> str:
+    """The one line for a usage error: click's message, and where help is (or where a global option goes)."""
+    command = exc.ctx.command_path if exc.ctx is not None else "essa"
+    if isinstance(exc, click.NoSuchOption) and exc.ctx is not None and exc.ctx.command is not cli:
+        option = next((p for p in cli.params if exc.option_name in p.opts), None)
+        if isinstance(option, click.Option):
+            takes_value = not (option.is_flag or option.count)
+            for i in reversed(range(len(argv))):  # the misplaced one comes after the command
+                token = argv[i]
+                if token == exc.option_name or token.startswith(exc.option_name + "="):
+                    moved = argv[i : i + (2 if takes_value and token == exc.option_name else 1)]
+                    example = shlex.join(["essa", *moved, *argv[:i], *argv[i + len(moved):]])
+                    break
+            else:
+                example = f"essa {exc.option_name}{' ...' if takes_value else ''} {command.split(' ', 1)[-1]} ..."
+            return f"{exc.option_name} is a global option: give it before the command, as in `{example}`"
+    message = " ".join(exc.format_message().split("\n")).strip().rstrip(".")
+    if message[:1].isupper() and message[1:2].islower():
+        message = message[0].lower() + message[1:]
+    return f"{message} (see `{command} --help`)"
 
 
 def _main(argv: list[str] | None) -> int:
@@ -684,8 +735,11 @@ def _main(argv: list[str] | None) -> int:
     except click.exceptions.Abort:
         click.echo("essa: interrupted", err=True)
         return 130
+    except click.UsageError as exc:  # one line like every other error, not click's four
+        click.echo(f"essa: error: {_usage_error(exc, sys.argv[1:] if argv is None else list(argv))}", err=True)
+        return exc.exit_code
     except click.ClickException as exc:
-        exc.show()
+        click.echo(f"essa: error: {exc.format_message()}", err=True)
         return exc.exit_code
     except KeyboardInterrupt:
         click.echo("essa: interrupted", err=True)

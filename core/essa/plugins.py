@@ -36,6 +36,9 @@ if TYPE_CHECKING:  # pragma: no cover
 
 ENTRY_POINT_GROUP = "essa"
 
+#: The core's distribution name (``pip install essa-wasm``); the import package is ``essa``.
+CORE_DISTRIBUTION = "essa-wasm"
+
 #: Distributions known to provide a part, for "install X" hints.
 KNOWN_PROVIDERS = {
     "engine": {"wasmtime": "essa-plugin-wasmtime", "wasmer": "essa-plugin-wasmer"},
@@ -139,7 +142,7 @@ class PluginManager:
     def _load(self) -> None:
         from . import builtin
 
-        self._register(builtin, PluginInfo("builtin", "essa", _version("essa")))
+        self._register(builtin, PluginInfo("builtin", CORE_DISTRIBUTION, _version(CORE_DISTRIBUTION)))
         if self._autoload:
             blocked = {n.strip() for n in os.environ.get("ESSA_BLOCK_PLUGINS", "").split(",") if n.strip()}
             for ep in sorted(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):

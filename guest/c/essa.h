@@ -15,10 +15,10 @@
  *         essa_set_result(out, out_len);
  *     }
  *
- * Everything here follows the guest ABI contract of essa (see
- * ARCHITECTURE.md, "Guest ABI (contract)") and the lattice encoding contract
- * (lattice-encoding.md), so C guests interoperate with guests built with the
- * Rust SDK of essa-rs: arguments, results and KVS values use serde + bincode
+ * Everything here follows essa's guest ABI (docs/abi.md in the essa
+ * repository) and the byte encoding of lattice values
+ * (docs/lattice-encoding.md), so C guests interoperate with guests built with
+ * the Rust SDK of essa-rs: arguments, results and KVS values use serde + bincode
  * 1.x encoding (fixed-width little-endian integers, u64 length prefixes,
  * `usize` is always u64).
  *
@@ -32,7 +32,7 @@
  * All functions are `static inline`; nothing needs to be linked besides
  * wasi-libc. Build with, for example:
  *
- *     python -m ziglang cc -target wasm32-wasi -O2 -I guest/c f.c -o f.wasm
+ *     python -m ziglang cc -target wasm32-wasi -O2 -g0 -s -I guest/c f.c -o f.wasm
  */
 #ifndef ESSA_H
 #define ESSA_H
@@ -499,7 +499,7 @@ static inline int32_t essa_read_string(essa_reader *r, char **str_out, size_t *l
 /* Key-value store (lattice values)                                          */
 /* ------------------------------------------------------------------------ */
 /*
- * Values are bincode-encoded `LatticeValue`s (lattice-encoding.md); a put
+ * Values are bincode-encoded `LatticeValue`s (docs/lattice-encoding.md); a put
  * merges into the stored value (Set: union; Lww: larger timestamp wins).
  * Keys are NUL-terminated UTF-8 strings, relative to the module's namespace.
  */

@@ -61,6 +61,51 @@ def test_non_wasm_file(tmp_path):
     assert_one_line_error(essa("run", str(path)), "script.wasm", "not a WebAssembly module")
 
 
+@pytest.mark.parametrize(
+    "args, fragments",
+    [
+        (["run"], ["missing argument 'FILE.wasm'", "`essa run --help`"]),
+        (["run", "--no-such-flag", "f.wasm"], ["no such option '--no-such-flag'", "`essa run --help`"]),
+        (["no-such-command"], ["no such command 'no-such-command'", "`essa --help`"]),
+        (["run", "--time-limit", "soon", "f.wasm"], ["--time-limit", "'soon' is not a duration", "`essa run --help`"]),
+        (["--store-option", "x", "plugins"], ["--store-option", "'x' is not KEY=VALUE", "`essa --help`"]),
+    ],
+    ids=["missing-argument", "unknown-option", "unknown-command", "bad-value", "bad-global-value"],
+)
+def test_usage_errors_are_one_line_with_status_2(args, fragments):
+    result = essa(*args)
+    assert_one_line_error(result, *fragments)
+    assert result.returncode == 2
+    assert "Usage:" not in result.stderr and "Try '" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    "args, corrected",
+    [
+        (["up", "--store-option", "x"], "`essa --store-option x up`"),
+        (["up", "--executors", "3", "--store-option=path=/tmp/d"], "`essa --store-option=path=/tmp/d up --executors 3`"),
+        (["run", "--engine", "wasmer", "f.wasm"], "`essa --engine wasmer run f.wasm`"),
+        (["run", "-v", "f.wasm"], "`essa -v run f.wasm`"),
+    ],
+)
+def test_a_global_option_after_the_command_says_it_goes_before(args, corrected):
+    result = essa(*args)
+    option = next(a for a in args if a.startswith("-") and a != "--executors").split("=")[0]
+    assert_one_line_error(result, f"{option} is a global option", "before the command", corrected)
+    assert result.returncode == 2
+
+
+def test_new_writes_a_project_and_never_overwrites_one(tmp_path):
+    created = essa("new", "c", "hello", "--dir", str(tmp_path))
+    assert created.returncode == 0, created.stderr
+    assert "essa.h" in created.stdout and "hello.c" in created.stdout and "./build.sh" in created.stdout
+    assert "compiles wasi-libc" in created.stdout
+    before = {p.name: p.read_bytes() for p in (tmp_path / "hello").iterdir()}
+    assert_one_line_error(essa("new", "c", "hello", "--dir", str(tmp_path)), "already exists")
+    assert {p.name: p.read_bytes() for p in (tmp_path / "hello").iterdir()} == before
+    assert_one_line_error(essa("new", "rust", "fn", "--dir", str(tmp_path)), "'fn' cannot name a Rust project")
+
+
 def test_unknown_engine_names_the_package_for_known_engines():
     assert_one_line_error(essa("--store", "memory", "--engine", "nosuch", "run", str(TEST_FUNCTION)), "unknown engine 'nosuch'")
     from essa.plugins import get_plugin_manager

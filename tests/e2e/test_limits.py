@@ -138,7 +138,8 @@ def test_a_hundred_megabytes_of_output_stream_through_without_piling_up(engine_n
 def test_bad_limit_values_are_usage_errors(flag, value, expected, wat_file):
     result = essa("--store", "memory", "run", flag, value, wat_file(SPIN))
     assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert f"Invalid value for {flag}" in result.stderr and expected in result.stderr
+    assert result.stderr.startswith(f"essa: error: invalid value for {flag}") and expected in result.stderr
+    assert len(result.stderr.splitlines()) == 1, result.stderr
 
 
 def test_guests_see_no_directory_and_no_environment_unless_granted(engine_name, wat_file, tmp_path):

@@ -49,6 +49,20 @@ def test_builtin_parts_register_through_the_hooks():
     assert [p.name for p in pm.plugins] == ["builtin"]
 
 
+def test_builtin_parts_name_the_core_distribution_and_its_version():
+    # The core is installed as `essa-wasm` (PyPI's `essa` is another project);
+    # `essa plugins` shows that name and its installed version.
+    builtin = PluginManager(autoload=False).plugins[0]
+    assert builtin.distribution == "essa-wasm"
+    assert builtin.version == importlib.metadata.version("essa-wasm") == essa.__version__
+
+
+def test_the_package_ships_its_type_hints():
+    from importlib.resources import files
+
+    assert files("essa").joinpath("py.typed").is_file()
+
+
 @pytest.mark.parametrize(
     "kind, name, package",
     [("engine", "wasmtime", "essa-plugin-wasmtime"), ("engine", "wasmer", "essa-plugin-wasmer"),

@@ -2,7 +2,7 @@
 
 What shapes this module:
 
-- The binding is native (PyO3) and cheap per crossing (ARCHITECTURE.md:
+- The binding is native (PyO3) and cheap per crossing (docs/architecture.md:
   host call ~0.6 us, instantiate ~13 us), so each call simply gets a fresh
   ``Instance`` from a cached module and import object.
 - Its objects (``Module``, ``Function``, ``Instance``, ...) are *unsendable*:

@@ -367,6 +367,22 @@ def test_out_of_bounds_pointer_traps_the_guest(runtime, host_call, data, args):
     assert "outside the guest's memory" in message
 
 
+def test_a_module_without_memory_traps_naming_the_host_function(runtime):
+    # The host reads and writes the export named "memory"; a module without one
+    # traps at its first host call that touches memory, with a message that says so.
+    from .wat import wat2wasm
+
+    wasm = wat2wasm(
+        '(module (import "host" "essa_get_args" (func $get (param i32 i32) (result i32)))'
+        ' (func (export "__essa_wrapper__f") (param $len i32)'
+        '   (drop (call $get (i32.const 0) (local.get $len)))))'
+    )
+    outcome = runtime.client.call(runtime.client.publish(wasm), "__essa_wrapper__f", b"abc", output=Output())
+    assert outcome.code == R.UnknownError
+    assert "essa_get_args" in outcome.message and "memory" in outcome.message
+    assert "AttributeError" not in outcome.message
+
+
 def test_out_of_bounds_result_pointer_traps_the_waiting_guest(runtime):
     data, start = _start_call(ECHO, b"ping")
     message, _ = drive_fails(runtime, [start, call("essa_get_result_len", load(SCRATCH), OOB)], data)

@@ -6,7 +6,7 @@ returns ``codes (i32 LE each) + scratch memory`` as its result, so a test can
 check both the codes and what the host wrote into guest memory.
 
 WAT is assembled with ``wasmtime.wat2wasm`` whatever engine runs the module
-(the ``essa[conformance]`` extra installs wasmtime for that).
+(the ``essa-wasm[conformance]`` extra installs wasmtime for that).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ def wat2wasm(text: str) -> bytes:
         import wasmtime
     except ImportError:
         pytest.fail(
-            "the essa conformance suite assembles WAT with wasmtime.wat2wasm: pip install 'essa[conformance]'",
+            "the essa conformance suite assembles WAT with wasmtime.wat2wasm: pip install 'essa-wasm[conformance]'",
             pytrace=False,
         )
     return bytes(wasmtime.wat2wasm(text))

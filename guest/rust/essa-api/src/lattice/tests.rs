@@ -1,5 +1,6 @@
 //! The encoding of lattice values must be exactly the bytes of the guest ABI
-//! (shared/lattice-encoding.md), and the merges must match the store's.
+//! (docs/lattice-encoding.md in the essa repository), and the merges must
+//! match the store's.
 
 use super::causal::{MultiKeyCausalPayload, VectorClock, VectorClockValuePair};
 use super::last_writer_wins::Timestamp;

@@ -1,0 +1,57 @@
+"""``essa new`` projects build with their own build.sh and run: C in ``tox -e guests``, Rust in ``tox -e rust-guests``.
+
+They compile real modules with real toolchains (the first zig build compiles
+wasi-libc, the first cargo build the SDK's dependencies: minutes on a busy
+machine), so they run only for the languages named in ESSA_TEST_GUEST_BUILDS
+(``c``, ``rust``, or ``c,rust``), which those tox environments set.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+LANGUAGES = {"c", "rust"}
+
+
+def essa(*args: str, cwd=None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "essa", *args], capture_output=True, text=True, timeout=300,
+                          cwd=cwd, env=dict(os.environ))
+
+
+def build_env(language: str, tmp_path) -> dict[str, str]:
+    if language == "c":
+        # build.sh runs "$PYTHON -m ziglang": the Python that has ziglang is this one.
+        return dict(os.environ, PYTHON=sys.executable)
+    # Debian's cargo with the project's .cargo/config.toml only: no CARGO_*/RUST*
+    # settings or ~/.cargo/config.toml from outside.
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CARGO", "RUST"))}
+    env["CARGO_HOME"] = str(tmp_path / "cargo-home")
+    return env
+
+
+@pytest.mark.parametrize("language, largest", [("c", 100_000), ("rust", 400_000)])
+def test_a_new_project_builds_small_and_runs(tmp_path, language, largest):
+    wanted = set(os.environ.get("ESSA_TEST_GUEST_BUILDS", "").split(",")) & LANGUAGES
+    if language not in wanted:
+        pytest.skip(f"building a {language} project takes minutes: set ESSA_TEST_GUEST_BUILDS={language} "
+                    f"(tox -e {'guests' if language == 'c' else 'rust-guests'})")
+    created = essa("new", language, "hello", "--dir", str(tmp_path))
+    assert created.returncode == 0, created.stderr
+    project = tmp_path / "hello"
+    assert "./build.sh && essa run hello.wasm" in created.stdout
+
+    built = subprocess.run(["./build.sh"], cwd=project, env=build_env(language, tmp_path), capture_output=True,
+                           text=True, timeout=1800)
+    assert built.returncode == 0, built.stdout + built.stderr
+    module = project / "hello.wasm"
+    assert 0 < module.stat().st_size < largest  # the build flags give small modules
+
+    # From another directory, as a user would after `cd ..`.
+    ran = essa("--store", "memory", "run", str(module), cwd=tmp_path)
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stdout == "Hello, world!\n"
+    assert ran.stderr == ""
