@@ -271,7 +271,7 @@ def endpoint_options(listen_default: str | None, connect_default: str | None):
 )
 @click.option("--zenoh-config", envvar="ESSA_ZENOH_CONFIG", type=click.Path(exists=True, dir_okay=False),
               help="A zenoh JSON5 config file for --connect (env ESSA_ZENOH_CONFIG).")
-@click.option("--timeout", type=float, default=5.0, show_default=True,
+@click.option("--timeout", type=float, default=10.0, show_default=True,
               help="Seconds to wait for the cluster's scheduler with --connect.")
 @click.option("--trace", "trace_file", metavar="FILE", type=click.Path(dir_okay=False, writable=True),
               help="Write the run's tree of remote calls to FILE as Chrome trace-event JSON "

@@ -51,7 +51,7 @@ def test_test_function_runs_on_executors_with_the_anna_store(anna, engine_name):
         if status.returncode == 0 and status.stdout.count('"role": "executor"') == 2:
             break
         time.sleep(0.2)
-    result = essa("run", "--connect", scheduler, str(TEST_FUNCTION), timeout=120)
+    result = essa("run", "--connect", scheduler, "--timeout", "60", str(TEST_FUNCTION), timeout=120)
     assert result.returncode == 0, result.stderr + anna.log_text()
     assert result.stdout == expected_test_function_output()
     # Guest state, the module and its compiled artifact went to the KVS nodes.
@@ -285,7 +285,7 @@ def test_essa_up_with_the_anna_store(engine_name, tmp_path):
             if status.returncode == 0 and status.stdout.count('"role": "executor"') == 2:
                 break
             time.sleep(0.3)
-        result = essa("run", "--connect", endpoint, str(TEST_FUNCTION))
+        result = essa("run", "--connect", endpoint, "--timeout", "60", str(TEST_FUNCTION))
         assert result.returncode == 0, result.stderr
         assert result.stdout == expected_test_function_output()
         status = essa("anna", "status", "--connect", endpoint, "--json", timeout=30)
