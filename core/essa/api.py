@@ -340,8 +340,9 @@ def connect(
 
     Without ``endpoint``: an embedded runtime in this process (scheduler,
     executors and store; ``engine``, ``store``, ``store_options``,
-    ``executors``, ``limits`` and ``grants`` configure it), nothing to start
-    first. With ``endpoint`` (``"tcp/HOST:PORT"``, or several): the cluster
+    ``executors``, ``limits`` and ``grants`` configure it; the engine and
+    store default to ``$ESSA_ENGINE`` and ``$ESSA_STORE`` as for the ``essa``
+    command, else wasmtime and lmdb), nothing to start first. With ``endpoint`` (``"tcp/HOST:PORT"``, or several): the cluster
     whose scheduler listens there, within ``timeout`` seconds.
     """
     if endpoint is None:
