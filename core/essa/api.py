@@ -27,7 +27,7 @@ import concurrent.futures
 import os
 import threading
 import time
-from typing import Any, BinaryIO, Callable, Mapping, Sequence
+from typing import BinaryIO, Callable, Mapping, Sequence
 
 from . import topics
 from .abi import CallOutcome, EssaResult
@@ -230,7 +230,7 @@ class Connection:
         :raises essa.client.RunFailed: the module trapped or could not run.
         """
         handle = self.start_run(module, namespace, output, argv=argv, stdin=stdin)
-        return _result(handle, timeout)
+        return handle.wait(timeout)
 
     def start_run(self, module: str | os.PathLike | bytes, namespace: str | None = None,
                   output: Callable[[Message], None] | None = None, origin: str | None = None,
@@ -311,16 +311,6 @@ class _BytesFuture(concurrent.futures.Future):
                 self.set_exception(CallError(outcome.message or outcome.code.name, outcome.code, outcome.kind or "error"))
         except concurrent.futures.InvalidStateError:  # cancelled meanwhile
             pass
-
-
-def _result(handle: CallHandle, timeout: float | None) -> Any:
-    from .client import RunFailed
-
-    try:
-        return handle.result(timeout)
-    except concurrent.futures.TimeoutError:
-        handle.cancel(f"the client stopped waiting after {timeout:g} s")
-        raise RunFailed(f"no answer within {timeout:g} s") from None
 
 
 def connect(

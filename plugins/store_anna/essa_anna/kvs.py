@@ -379,7 +379,6 @@ class Worker(threading.Thread):
             self._acks.append((ack, [key for key, _value in message["kv"]]))
 
     def _on_gossip(self, message: dict) -> None:
-        ring = self.ring
         for key, value in message["kv"]:
             changed, _code, error = self._merge(key, value)
             if error is not None:

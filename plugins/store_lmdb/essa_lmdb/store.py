@@ -59,7 +59,6 @@ from typing import Mapping
 import lmdb
 
 from essa.errors import StoreError
-from essa.lattice import merge_encoded
 from essa.paths import data_dir
 from essa.store import Store
 
