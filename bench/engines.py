@@ -1,11 +1,15 @@
 """Both engines side by side, in one run; prints one JSON document.
 
-Per engine:
+Per engine (``wasmtime:public`` is wasmtime through wasmtime-py's public
+API, essa-plugin-wasmtime's fallback binding, ``ESSA_WASMTIME_BINDING=public``):
 
 - ``call``: warm embedded remote-call round trip of an 8-byte echo, measured
   from the client (client -> scheduler -> executor -> fresh instance ->
-  result), p50/p90/p99 over ``--calls`` calls; ``guest_call``: the same echo
-  called from inside a guest (bench/embedded.py's measurements, reused);
+  result), p50/p90/p99 over ``--calls`` calls;
+- ``guest_call``: the guest-to-guest call: the same echo called from inside
+  a guest (essa_call + essa_get_result_len + essa_get_result), per call over
+  loops of ``--calls`` calls, with the process CPU time per call
+  (bench/embedded.py's measurements, reused);
 - ``module``: for examples/test-function.wasm, compile vs artifact load
   (``deserialize``) time, ``serialize`` and ``prepare`` time, artifact size,
   and a direct call of ``to_uppercase`` (no runtime around it) warm and as the
@@ -16,14 +20,18 @@ Per engine:
 - ``essa_run``: wall time of a whole ``essa run examples/test-function.wasm``
   process with its artifact stored (``--runs 0`` skips it).
 
+``ratios`` divides each engine's figures by the last engine's; ``load_avg``
+is the machine's 1-minute load average before and after.
+
 Run it under Python 3.10, where both engines install:
 
-    python bench/engines.py [--engines wasmtime,wasmer] [--calls 2000] [--runs 3]
+    python bench/engines.py [--engines wasmtime,wasmtime:public,wasmer] [--calls 2000] [--runs 3]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -34,9 +42,12 @@ import threading
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+# The helpers beside this script (embedded.py) come after the standard library, which
+# bench/http.py would otherwise shadow (python puts the script's directory first).
+_HERE = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE] + [str(_HERE)]
 
-from embedded import ROOT, bench_calls, bench_run  # noqa: E402
+from embedded import ROOT, bench_calls, bench_run, load_avg  # noqa: E402
 
 TEST_FUNCTION = ROOT / "examples" / "test-function.wasm"
 
@@ -109,9 +120,10 @@ def bench_module(engine_name: str, repeat: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--engines", default="wasmtime,wasmer")
+    parser.add_argument("--engines", default="wasmtime,wasmtime:public,wasmer", help="NAME or NAME:BINDING, comma-separated")
     parser.add_argument("--store", default="lmdb")
     parser.add_argument("--calls", type=int, default=2000)
+    parser.add_argument("--guest-loops", type=int, default=5, help="loops of --calls guest-side calls")
     parser.add_argument("--repeat", type=int, default=10, help="samples of compile/serialize/prepare (x4 for deserialize)")
     parser.add_argument("--runs", type=int, default=3, help="whole `essa run` processes per engine (0: skip)")
     args = parser.parse_args()
@@ -120,36 +132,66 @@ def main() -> None:
 
     plugins = get_plugin_manager()
     engines: dict[str, dict] = {}
+    load_before = load_avg()
     with tempfile.TemporaryDirectory() as home:
         os.environ["ESSA_HOME"] = home
-        for name in args.engines.split(","):
+        for entry in args.engines.split(","):
+            name, _, binding = entry.partition(":")
             if name not in plugins.engines:
                 reason = plugins.engines.unavailable.get(name, "not installed")
-                engines[name] = {"skipped": reason}
+                engines[entry] = {"skipped": reason}
                 continue
-            cls = plugins.engine_class(name)
-            result: dict = {"version": cls(None).version}
-            result.update(bench_calls(name, args.store, args.calls))
-            result["module"] = bench_module(name, args.repeat)
-            if args.runs:
-                result["essa_run_test_function"] = bench_run(name, args.runs)
-            engines[name] = result
-    ran = [e for e in engines.values() if "call" in e]
+            with _binding(name, binding):
+                engine = plugins.engine_class(name)(None)
+                result: dict = {"version": engine.version}
+                if hasattr(engine, "binding"):  # wasmtime: which binding, and whether instances come from a pool
+                    result.update(binding=engine.binding.name, pooled=engine.pooled)
+                result.update(bench_calls(name, args.store, args.calls, args.guest_loops))
+                result["module"] = bench_module(name, args.repeat)
+                if args.runs:
+                    result["essa_run_test_function"] = bench_run(name, args.runs)
+            engines[entry] = result
+    ran = {entry: e for entry, e in engines.items() if "call" in e}
     report = {
         "python": sys.version.split()[0],
         "cpus": os.cpu_count(),
         "store": args.store,
         "engines": engines,
+        "load_avg": {"before": load_before, "after": load_avg()},
     }
-    if len(ran) == 2:
-        a, b = ran
-        report["ratios_first_over_second"] = {
-            "call_p50": round(a["call"]["p50_ms"] / b["call"]["p50_ms"], 2),
-            "guest_call": round(a["guest_call"]["mean_ms"] / b["guest_call"]["mean_ms"], 2),
-            "compile": round(a["module"]["compile_median_ms"] / b["module"]["compile_median_ms"], 2),
-            "deserialize": round(a["module"]["deserialize_median_ms"] / b["module"]["deserialize_median_ms"], 2),
+    if len(ran) >= 2:
+        *firsts, last = ran
+        b = ran[last]
+        report["ratios"] = {
+            f"{entry}/{last}": {
+                "call_p50": round(a["call"]["p50_ms"] / b["call"]["p50_ms"], 2),
+                "guest_call": round(a["guest_call"]["mean_ms"] / b["guest_call"]["mean_ms"], 2),
+                "guest_call_cpu": round(a["guest_call"]["cpu_ms"] / b["guest_call"]["cpu_ms"], 2),
+                "compile": round(a["module"]["compile_median_ms"] / b["module"]["compile_median_ms"], 2),
+                "deserialize": round(a["module"]["deserialize_median_ms"] / b["module"]["deserialize_median_ms"], 2),
+            }
+            for entry, a in ((entry, ran[entry]) for entry in firsts)
         }
     print(json.dumps(report, indent=2))
+
+
+@contextlib.contextmanager
+def _binding(engine: str, binding: str):
+    """Run with essa-plugin-wasmtime's ``binding`` chosen (``ESSA_WASMTIME_BINDING``), if one is given."""
+    if not binding:
+        yield
+        return
+    if engine != "wasmtime":
+        raise SystemExit(f"{engine}:{binding}: only wasmtime has bindings to choose from")
+    previous = os.environ.get("ESSA_WASMTIME_BINDING")
+    os.environ["ESSA_WASMTIME_BINDING"] = binding
+    try:
+        yield
+    finally:
+        if previous is None:
+            del os.environ["ESSA_WASMTIME_BINDING"]
+        else:
+            os.environ["ESSA_WASMTIME_BINDING"] = previous
 
 
 if __name__ == "__main__":

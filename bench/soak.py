@@ -44,7 +44,10 @@ import threading
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+# The helpers beside this script (embedded.py) come after the standard library, which
+# bench/http.py would otherwise shadow (python puts the script's directory first).
+_HERE = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE] + [str(_HERE)]
 from embedded import ECHO_WAT  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -64,20 +67,21 @@ class Workload:
     """Hands out echo calls and test-function runs, interleaved, until both totals are reached."""
 
     def __init__(self, echo_calls: int, test_function_calls: int) -> None:
-        self.echo_left = echo_calls
-        self.runs_left = -(-test_function_calls // CALLS_PER_TEST_FUNCTION_RUN)
-        # One run after every `every` echo calls spreads the runs over the whole soak.
-        self.every = max(1, echo_calls // max(1, self.runs_left))
-        self.handed = 0
+        self.echo_total = self.echo_left = echo_calls
+        self.runs_total = self.runs_left = -(-test_function_calls // CALLS_PER_TEST_FUNCTION_RUN)
         self.calls_done = 0
         self.errors = 0
         self.first_error = ""
         self._lock = threading.Lock()
 
     def next(self) -> str | None:
+        """The next piece of work: runs keep the same share of the work from the first call to the last
+        (so the first and the last windows see the same mix)."""
         with self._lock:
-            self.handed += 1
-            if self.runs_left and (self.handed % self.every == 0 or not self.echo_left):
+            runs_done = self.runs_total - self.runs_left
+            echo_done = self.echo_total - self.echo_left
+            behind = runs_done * max(1, self.echo_total) < echo_done * self.runs_total
+            if self.runs_left and (behind or not self.echo_left):
                 self.runs_left -= 1
                 return "run"
             if self.echo_left:

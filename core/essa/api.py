@@ -27,8 +27,9 @@ import concurrent.futures
 import os
 import threading
 import time
-from typing import Any, BinaryIO, Callable, Mapping, Sequence
+from typing import BinaryIO, Callable, Mapping, Sequence
 
+from . import topics
 from .abi import CallOutcome, EssaResult
 from .bincode import decode_lattice, encode_lattice
 from .client import CallHandle, Client, ConsoleOutput
@@ -231,7 +232,7 @@ class Connection:
         :raises essa.client.RunFailed: the module trapped or could not run.
         """
         handle = self.start_run(module, namespace, output, argv=argv, stdin=stdin)
-        return _result(handle, timeout)
+        return handle.wait(timeout)
 
     def start_run(self, module: str | os.PathLike | bytes, namespace: str | None = None,
                   output: Callable[[Message], None] | None = None, origin: str | None = None,
@@ -257,7 +258,29 @@ class Connection:
         """The state of a deployment (its name is its namespace) or of any namespace."""
         return State(self._control, namespace)
 
+    def status(self, timeout: float = 1.0) -> list[dict]:
+        """What ``essa status`` shows: the status answer of the scheduler and of every executor.
+
+        Executors answer ``role``, ``id``, ``calls``, ``runs``, ``failures``,
+        ``cancelled``, ``running``, ``latency_ms``, ``by_function``, ``modules``;
+        the scheduler ``role``, ``id``, ``in_flight``, ``waiting``, ``executors``.
+        """
+        answers = self._client.transport.query(f"{topics.STATUS}/**", {}, timeout=timeout)
+        return [a for a in answers if isinstance(a, dict)]
+
     # -- life cycle --------------------------------------------------------------------
+
+    def with_token(self, token: str | None) -> "Connection":
+        """This connection, sending ``token`` with its requests instead of its own.
+
+        The new connection shares this one's session (nothing is opened;
+        closing it closes nothing): a gateway that serves many users, each
+        with their own token, keeps one connection and one view per token.
+        """
+        client = Client(self._client.transport, self._client.store, caller=self._client.caller,
+                        max_message_bytes=self._client.max_message_bytes, token=token)
+        return Connection(client, lambda: None, self.where)
+
 
     def close(self) -> None:
         """Stop the embedded runtime, or leave the cluster."""
@@ -304,16 +327,6 @@ class _BytesFuture(concurrent.futures.Future):
             pass
 
 
-def _result(handle: CallHandle, timeout: float | None) -> Any:
-    from .client import RunFailed
-
-    try:
-        return handle.result(timeout)
-    except concurrent.futures.TimeoutError:
-        handle.cancel(f"the client stopped waiting after {timeout:g} s")
-        raise RunFailed(f"no answer within {timeout:g} s") from None
-
-
 def connect(
     endpoint: str | Sequence[str] | None = None,
     *,
@@ -333,8 +346,9 @@ def connect(
 
     Without ``endpoint``: an embedded runtime in this process (scheduler,
     executors and store; ``engine``, ``store``, ``store_options``,
-    ``executors``, ``limits`` and ``grants`` configure it), nothing to start
-    first. With ``endpoint`` (``"tcp/HOST:PORT"``, or several): the cluster
+    ``executors``, ``limits`` and ``grants`` configure it; the engine and
+    store default to ``$ESSA_ENGINE`` and ``$ESSA_STORE`` as for the ``essa``
+    command, else wasmtime and lmdb), nothing to start first. With ``endpoint`` (``"tcp/HOST:PORT"``, or several): the cluster
     whose scheduler listens there, within ``timeout`` seconds.
 
     A secure cluster (see "Securing a cluster" in the README) needs ``tls``,

@@ -162,24 +162,31 @@ class CallFuture:
         self.run = run
         #: When it started (``time.monotonic()``).
         self.started = time.monotonic()
-        self._event = threading.Event()
+        # Made by the first waiter that has to block (a call run inline by its
+        # own waiter, the common case within a process, never needs one).
+        self._event: threading.Event | None = None
         self._reply: Message | None = None
         self._callbacks: list[Callable[["CallFuture"], None]] = []
         self._lock = threading.Lock()
 
     def done(self) -> bool:
-        return self._event.is_set()
+        return self._reply is not None
 
     def result(self, timeout: float | None = None) -> Message:
         """The reply message; raises :class:`TimeoutError` after ``timeout`` seconds."""
-        if not self._event.is_set():
+        if self._reply is None:
             task = LOCAL.tasks.get(self.id)
             if task is not None:
                 task.help()  # still queued here: run it on this thread
-            if not self._event.is_set():
-                with blocking():
-                    if not self._event.wait(timeout):
-                        raise TimeoutError(f"no reply to call {self.id} after {timeout} s")
+            if self._reply is None:
+                with self._lock:
+                    event = self._event
+                    if event is None and self._reply is None:
+                        event = self._event = threading.Event()
+                if event is not None:
+                    with blocking():
+                        if not event.wait(timeout):
+                            raise TimeoutError(f"no reply to call {self.id} after {timeout} s")
         assert self._reply is not None
         return self._reply
 
@@ -189,17 +196,18 @@ class CallFuture:
 
     def add_done_callback(self, callback: Callable[["CallFuture"], None]) -> None:
         with self._lock:
-            if not self._event.is_set():
+            if self._reply is None:
                 self._callbacks.append(callback)
                 return
         callback(self)
 
     def _complete(self, reply: Message) -> None:
         with self._lock:
-            if self._event.is_set():
+            if self._reply is not None:
                 return  # a late duplicate (e.g. after a retry)
             self._reply = reply
-            self._event.set()
+            if self._event is not None:
+                self._event.set()
             callbacks, self._callbacks = self._callbacks, []
         for callback in callbacks:
             callback(self)
@@ -249,7 +257,8 @@ class Caller:
         try:
             # id and inbox first: a receiver that refuses an oversized message
             # reads only those (see essa.transport.zenoh) to answer it.
-            self.transport.publish(topics.SCHEDULER_CALLS, {"id": call_id, "reply_to": self.inbox, **request})
+            self.transport.publish(topics.SCHEDULER_CALLS, {"id": call_id, "reply_to": self.inbox, **request},
+                                   patient=True)
         except Exception as exc:
             self.deliver(reply_message(call_id, EssaResult.UnknownError, message=f"cannot send the call: {exc}",
                                        kind="unavailable"))
@@ -355,5 +364,5 @@ def send_reply(transport: Transport, reply_to: str, reply: Message) -> None:
     caller = LOCAL.inboxes.get(reply_to)
     if caller is not None:
         caller.deliver(reply)
-    else:
-        transport.publish(reply_to, reply)
+    else:  # the caller may have joined a moment ago: its inbox may not be known here yet
+        transport.publish(reply_to, reply, patient=True)

@@ -21,7 +21,7 @@ from .security import settings as security_settings
 from .security.settings import tls_options, token_key_option, token_option
 
 
-def _parse_options(pairs: tuple[str, ...]) -> dict[str, str]:
+def _parse_options(pairs: tuple[str, ...], flag: str = "--store-option") -> dict[str, str]:
     options = {}
     for pair in pairs:
         for item in pair.split(","):
@@ -29,7 +29,7 @@ def _parse_options(pairs: tuple[str, ...]) -> dict[str, str]:
                 continue
             key, sep, value = item.partition("=")
             if not sep or not key:
-                raise click.BadParameter(f"{item!r} is not KEY=VALUE", param_hint="--store-option")
+                raise click.BadParameter(f"{item!r} is not KEY=VALUE", param_hint=flag)
             options[key.strip()] = value.strip()
     return options
 
@@ -276,7 +276,7 @@ def endpoint_options(listen_default: str | None, connect_default: str | None):
 )
 @click.option("--zenoh-config", envvar="ESSA_ZENOH_CONFIG", type=click.Path(exists=True, dir_okay=False),
               help="A zenoh JSON5 config file for --connect (env ESSA_ZENOH_CONFIG).")
-@click.option("--timeout", type=float, default=5.0, show_default=True,
+@click.option("--timeout", type=float, default=10.0, show_default=True,
               help="Seconds to wait for the cluster's scheduler with --connect.")
 @click.option("--trace", "trace_file", metavar="FILE", type=click.Path(dir_okay=False, writable=True),
               help="Write the run's tree of remote calls to FILE as Chrome trace-event JSON "
@@ -544,6 +544,8 @@ def executor(settings: Settings, executor_id, listen, connect, scouting, zenoh_c
               help="Executor processes to start.")
 @click.option("--listen", default="tcp/127.0.0.1:7447", show_default=True, metavar="ENDPOINT",
               help="Where the scheduler listens (with --secure, tcp/ is used as tls/).")
+@click.option("--http", metavar="HOST:PORT",
+              help="Also answer HTTP there: an `essa serve` process for the cluster (needs essa-plugin-http).")
 @click.option("--secure", is_flag=True,
               help="Mutual TLS between all processes, each with its own certificate, and access tokens checked "
               "by the scheduler and executors (CA and keys made in the security directory if missing).")
@@ -552,7 +554,7 @@ def executor(settings: Settings, executor_id, listen, connect, scouting, zenoh_c
               "[default: security/ in essa's data directory]")
 @limit_options
 @click.pass_obj
-def up(settings: Settings, executors: int, listen: str, secure: bool, security_dir: str | None,
+def up(settings: Settings, executors: int, listen: str, http: str | None, secure: bool, security_dir: str | None,
        **limit_flags) -> None:
     """Start a local cluster: a scheduler and N executors, as separate processes.
 
@@ -565,12 +567,14 @@ def up(settings: Settings, executors: int, listen: str, secure: bool, security_d
 
     limits, grants = limits_and_grants(**limit_flags)
     get_plugin_manager().engine_class(settings.engine).check_grants(grants)  # before starting anything
+    if http:
+        get_plugin_manager().trigger_class(DEFAULTS["trigger"])  # installed? (else: names the package)
     if secure:
         listen = secure_endpoints([listen])[0]
     verbose = logging.getLogger().level <= logging.INFO
     sys.exit(run_cluster(executors, listen, settings.engine, settings.store, settings.store_options, int(verbose),
                          executor_args=limit_arguments(limits, grants),
-                         scheduler_args=["--max-message-size", str(limits.max_message_bytes)],
+                         scheduler_args=["--max-message-size", str(limits.max_message_bytes)], http=http,
                          secure=secure, security_dir=security_dir))
 
 
@@ -670,6 +674,11 @@ def plugins() -> None:
 from .service_commands import add_service_commands  # noqa: E402
 
 add_service_commands(cli)
+
+# `essa serve` runs a trigger from the plugins' registry.
+from .serve_command import serve  # noqa: E402
+
+cli.add_command(serve)
 
 # `essa certs` and `essa token`: the material of a secure cluster.
 from .security.commands import add_security_commands  # noqa: E402

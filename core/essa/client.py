@@ -75,6 +75,17 @@ class CallHandle(concurrent.futures.Future):
             return []
         return self._spans.collected(settle, timeout)
 
+    def wait(self, timeout: float | None = None) -> Any:
+        """:meth:`result`, but a run or call not ended after ``timeout`` seconds is cancelled.
+
+        :raises RunFailed: no answer within ``timeout`` (and the run failures :meth:`result` raises).
+        """
+        try:
+            return self.result(timeout)
+        except concurrent.futures.TimeoutError:
+            self.cancel(f"the client stopped waiting after {timeout:g} s")
+            raise RunFailed(f"no answer within {timeout:g} s") from None
+
     def cancel(self, reason: str = "cancelled by the client") -> bool:
         """Cancel the run or call; return ``False`` if it had already ended."""
         if not super().cancel():
@@ -196,7 +207,7 @@ class Client:
 
         :raises RunFailed: the module trapped, could not be run, or timed out.
         """
-        return _wait(self.start_run(module, output, namespace, argv=argv, stdin=stdin), timeout)
+        return self.start_run(module, output, namespace, argv=argv, stdin=stdin).wait(timeout)
 
     def start_call(
         self,
@@ -221,7 +232,7 @@ class Client:
                 f"({format_bytes(self.max_message_bytes)})"
             )
             handle = CallHandle(self, run)
-            handle.set_result(CallOutcome(EssaResult.UnknownError, message=message))
+            handle.set_result(CallOutcome(EssaResult.UnknownError, message=message, kind="message-size"))
             return handle
         return self._start(module, function, args, namespace, run, output, outcome, trace, fields)
 
@@ -241,7 +252,7 @@ class Client:
 
         :raises RunFailed: no answer within ``timeout``.
         """
-        return _wait(self.start_call(module, function, args, namespace, output), timeout)
+        return self.start_call(module, function, args, namespace, output).wait(timeout)
 
     def _checked_argv(self, argv: list[str]) -> list[str]:
         """``argv``, or :class:`RunFailed` naming the argument WASI cannot carry."""
@@ -349,12 +360,3 @@ def _exit_status(reply: Message) -> int:
     if reply.get("message"):
         raise RunFailed(reply["message"], reply.get("exit") or 1)
     return reply.get("exit") or 1
-
-
-def _wait(handle: CallHandle, timeout: float | None) -> Any:
-    """``handle.result(timeout)``; on timeout, cancel it and raise :class:`RunFailed`."""
-    try:
-        return handle.result(timeout)
-    except concurrent.futures.TimeoutError:
-        handle.cancel(f"the client stopped waiting after {timeout:g} s")
-        raise RunFailed(f"no answer within {timeout:g} s") from None

@@ -187,6 +187,7 @@ def up(
     verbose: int = 0,
     executor_args: Sequence[str] = (),
     scheduler_args: Sequence[str] = (),
+    http: str | None = None,
     secure: bool = False,
     security_dir: str | None = None,
 ) -> int:
@@ -194,15 +195,16 @@ def up(
 
     ``executor_args`` and ``scheduler_args`` are extra flags for those
     commands (limits and grants, see :func:`essa.cli.limit_arguments`).
-    With ``secure`` (``listen`` then is a ``tls/`` endpoint) every process
-    gets its own certificate from the CA in ``security_dir`` (made there if
-    missing; see :mod:`essa.security.local`), and the scheduler and
-    executors check access tokens.
-    Returns a non-zero status if a process died on its own.
+    With ``http`` (``HOST:PORT``) an ``essa serve`` process answers HTTP
+    there too. With ``secure`` (``listen`` then is a ``tls/`` endpoint) every
+    process gets its own certificate from the CA in ``security_dir`` (made
+    there if missing; see :mod:`essa.security.local`), and the scheduler and
+    executors check access tokens. Returns a non-zero status if a process
+    died on its own.
     """
     essa = [sys.executable, "-m", "essa"] + ["-v"] * verbose
     services = get_plugin_manager().store_class(store or DEFAULTS["store"]).cluster_services(store_options, listen)
-    environment = _secure_environments(executors, services, security_dir) if secure else None
+    environment = _secure_environments(executors, services, security_dir, bool(http)) if secure else None
     base = list(essa)
     if engine:
         base += ["--engine", engine]
@@ -224,14 +226,21 @@ def up(
             start(" ".join(command[:2]), [*essa, *command])
         for i in range(executors):
             start(f"executor {i}", [*base, "executor", str(i), "--connect", listen, *executor_args])
+        if http:
+            # Its requests in flight get 10 s to finish when stopping: within the 15 s the children get below.
+            start("http", [*essa, "serve", "--connect", listen, "--listen", http, "--timeout", "60",
+                           "--shutdown-timeout", "10", *scheduler_args])
         print(f"essa cluster up: {executors} executors" + (", mutual TLS, access tokens" if secure else ""),
               flush=True)
-        for name, where in {"scheduler": listen, **services.endpoints}.items():
+        endpoints = {"scheduler": listen, **services.endpoints, **({"http": f"http://{http}"} if http else {})}
+        for name, where in endpoints.items():
             print(f"  {name:<14} {where}", flush=True)
         if secure:
             _print_secure_usage(security_dir)
         print(f"run a module with:  essa run --connect {listen} FILE.wasm", flush=True)
         print(f"deploy one with:    essa deploy --connect {listen} FILE.wasm --name NAME", flush=True)
+        if http:
+            print(f"call one over HTTP: curl --data-binary ARGS http://{http}/v1/functions/NAME/FUNCTION", flush=True)
         print("stop with Ctrl-C", flush=True)
         while not stopping.wait(0.5):
             for name, child in children:
@@ -252,8 +261,9 @@ def up(
                 child.wait()
 
 
-def _secure_environments(executors: int, services, security_dir: str | None) -> list[dict[str, str]]:
-    """The security environment of each process ``up`` starts, in start order (scheduler, services, executors)."""
+def _secure_environments(executors: int, services, security_dir: str | None, http: bool) -> list[dict[str, str]]:
+    """The security environment of each process ``up`` starts, in start order (scheduler, services, executors,
+    the HTTP trigger: a client whose requests carry their own tokens)."""
     from .security.certs import ROLES
     from .security.local import prepare_local
 
@@ -267,6 +277,8 @@ def _secure_environments(executors: int, services, security_dir: str | None) -> 
         counts[role] = index + 1
         names.append((f"{role}-{index}", role))
     names += [(f"executor-{i}", "executor") for i in range(executors)]
+    if http:
+        names.append(("http", "client"))
     material = prepare_local(security_dir, dict(names))
     return [material.environment(name, verify_tokens=role in ("scheduler", "executor")) for name, role in names]
 

@@ -11,7 +11,8 @@ as a function call).
 A request is ``{"op": OP, ...}``; the answer is ``{"ok": True, ...}`` or
 ``{"ok": False, "error": ONE_LINE, "kind": KIND}`` where KIND is
 ``not-found`` (a deployment, version, function or key), ``invalid`` (a bad
-request), ``module`` (a module that cannot be used), ``store``, or
+request), ``module`` (a module that cannot be used), ``type-mismatch`` (a
+merge of a value of another lattice type than the stored one), ``store``, or
 ``refused`` (the request's token does not allow it, on a cluster that checks
 tokens: see :mod:`essa.security.authorize`). Requests are checked field by
 field; none can make the service raise.
@@ -31,7 +32,7 @@ from typing import Any, Callable
 from . import topics
 from .deployments import DeploymentRegistry, check_name, data_prefix, parse_spec, user_functions
 from .engine import format_bytes
-from .errors import DecodeError, EssaError, ModuleError, NotFound, StoreError
+from .errors import DecodeError, EssaError, LatticeTypeError, ModuleError, NotFound, StoreError
 from .programs import ProgramCache, publish_module
 from .ratelimit import RateLimitedLog, describe
 from .security.authorize import Authorizer, Refused
@@ -103,6 +104,8 @@ class ControlService:
             return {"ok": False, "error": str(exc), "kind": exc.kind}
         except ModuleError as exc:
             return {"ok": False, "error": str(exc), "kind": "module"}
+        except LatticeTypeError as exc:
+            return {"ok": False, "error": str(exc), "kind": "type-mismatch"}
         except (StoreError, DecodeError) as exc:
             return {"ok": False, "error": str(exc), "kind": "store"}
         except EssaError as exc:

@@ -220,7 +220,8 @@ class Executor:
 
     def _publish_span(self, request: Message, received: float, started: float, ended: float, reply: Message) -> None:
         try:
-            self.transport.publish(topics.run_trace(request["run"]), span(request, self.id, received, started, ended, reply))
+            self.transport.publish(topics.run_trace(request["run"]), span(request, self.id, received, started, ended, reply),
+                                   patient=True)
         except Exception as exc:
             _problems.warning("span", "executor %s: cannot publish a span: %s", self.id, describe(exc))
 
@@ -415,11 +416,12 @@ class RunOutput:
     def write(self, stream: int, data: bytes) -> None:
         chunk = self.chunk
         if len(data) <= chunk:
-            self._transport.publish(self._topic, {"stream": stream, "data": data})
+            self._transport.publish(self._topic, {"stream": stream, "data": data}, patient=True)
             return
         view = memoryview(data)
         for start in range(0, len(data), chunk):
-            self._transport.publish(self._topic, {"stream": stream, "data": bytes(view[start : start + chunk])})
+            self._transport.publish(self._topic, {"stream": stream, "data": bytes(view[start : start + chunk])},
+                                    patient=True)
 
     def warn(self, message: str) -> None:
         self.write(2, f"essa: {message}\n".encode())

@@ -1,4 +1,4 @@
-"""Hook specifications: how plugins add engines, stores, transports and commands.
+"""Hook specifications: how plugins add engines, stores, transports, triggers and commands.
 
 Plugins implement these hooks with the :data:`essa.hookimpl` marker and are
 found through the ``essa`` entry point group; essa's built-in parts register
@@ -26,6 +26,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .scheduler import Placement
     from .store import Store
     from .transport.base import Transport
+    from .trigger import Trigger
 
 #: Marker for hook specifications; plugin authors use :data:`essa.hookimpl`.
 hookspec = pluggy.HookspecMarker("essa")
@@ -69,6 +70,15 @@ def essa_register_placements(register: Callable[[str, type["Placement"]], None])
 
     :param register: call ``register(name, placement_class)``; the class
         subclasses :class:`essa.scheduler.Placement` and overrides ``choose``.
+    """
+
+
+@hookspec
+def essa_register_triggers(register: Callable[[str, type["Trigger"]], None]) -> None:
+    """Register triggers: ways outside events become calls (``essa serve --trigger NAME``).
+
+    :param register: call ``register(name, trigger_class)`` for each trigger;
+        the class subclasses :class:`essa.trigger.Trigger`.
     """
 
 

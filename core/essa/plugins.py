@@ -1,4 +1,4 @@
-"""Plugin loading and the registries of engines, stores and transports.
+"""Plugin loading and the registries of engines, stores, transports, placements and triggers.
 
 Plugins are distributions with an entry point in the ``essa`` group. Each entry
 point is loaded in isolation: one that fails to import is recorded (and shown
@@ -33,6 +33,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .scheduler import Placement
     from .store import Store
     from .transport.base import Transport
+    from .trigger import Trigger
 
 ENTRY_POINT_GROUP = "essa"
 
@@ -45,10 +46,11 @@ KNOWN_PROVIDERS = {
     "store": {"lmdb": "essa-plugin-lmdb", "anna": "essa-plugin-anna"},
     "transport": {},
     "placement": {},
+    "trigger": {"http": "essa-plugin-http"},
 }
 
 #: The parts essa uses when the user does not choose.
-DEFAULTS = {"engine": "wasmtime", "store": "lmdb", "transport": "local", "placement": "least-loaded"}
+DEFAULTS = {"engine": "wasmtime", "store": "lmdb", "transport": "local", "placement": "least-loaded", "trigger": "http"}
 
 T = TypeVar("T")
 
@@ -133,6 +135,7 @@ class PluginManager:
         self.stores: Registry[Store] = Registry("store")
         self.transports: Registry[Transport] = Registry("transport")
         self.placements: Registry[Placement] = Registry("placement")
+        self.triggers: Registry[Trigger] = Registry("trigger")
         #: Every registered engine class, available here or not (for what it supports).
         self.engine_support: dict[str, type[Engine]] = {}
         self._load()
@@ -174,6 +177,7 @@ class PluginManager:
             ("store", self.stores, self.pm.hook.essa_register_stores),
             ("transport", self.transports, self.pm.hook.essa_register_transports),
             ("placement", self.placements, self.pm.hook.essa_register_placements),
+            ("trigger", self.triggers, self.pm.hook.essa_register_triggers),
         ):
             def register(name: str, cls: type, _kind: str = kind, _registry: Registry = registry) -> None:
                 reason = getattr(cls, "unavailable_reason", lambda: None)()
@@ -210,6 +214,9 @@ class PluginManager:
 
     def placement_class(self, name: str) -> type[Placement]:
         return self.placements.get(name)
+
+    def trigger_class(self, name: str) -> type[Trigger]:
+        return self.triggers.get(name)
 
     def add_commands(self, cli: "click.Group") -> list[str]:
         """Let every plugin add CLI commands; return one error line per failure."""

@@ -30,18 +30,23 @@ def open_engine(
     plugins: PluginManager | None = None,
     grants: Grants | None = None,
 ) -> Engine:
-    """Create the engine called ``name`` (default: wasmtime) with its limits and grants."""
+    """Create the engine called ``name`` (default: ``$ESSA_ENGINE``, else wasmtime) with its limits and grants."""
     plugins = plugins or get_plugin_manager()
-    cls = plugins.engine_class(name or DEFAULTS["engine"])
+    cls = plugins.engine_class(name or os.environ.get("ESSA_ENGINE") or DEFAULTS["engine"])
     return cls(limits, grants) if grants else cls(limits)
 
 
 def open_store(
     name: str | None = None, options: Mapping[str, str] | None = None, plugins: PluginManager | None = None
 ) -> Store:
-    """Open the store called ``name`` (default: lmdb) with its options."""
+    """Open the store called ``name`` (default: ``$ESSA_STORE``, else lmdb) with its options."""
     plugins = plugins or get_plugin_manager()
-    return plugins.store_class(name or DEFAULTS["store"])(options or {})
+    return plugins.store_class(default_store(name))(options or {})
+
+
+def default_store(name: str | None = None) -> str:
+    """``name``, else ``$ESSA_STORE``, else lmdb."""
+    return name or os.environ.get("ESSA_STORE") or DEFAULTS["store"]
 
 
 def default_executors() -> int:
@@ -72,7 +77,7 @@ class EmbeddedRuntime:
         plugins = get_plugin_manager()
         self._owns_store = not isinstance(store, Store)
         if self._owns_store:
-            plugins.store_class(store or DEFAULTS["store"])  # name a missing store before a missing engine
+            plugins.store_class(default_store(store))  # name a missing store before a missing engine
         self.engine = open_engine(engine, limits, plugins, grants)
         self.store = open_store(store, store_options, plugins) if self._owns_store else store  # type: ignore[arg-type]
         try:

@@ -20,7 +20,6 @@ the repository), so a project can be made and built from a pip install:
 
 from __future__ import annotations
 
-import keyword
 import os
 import re
 import shutil

@@ -187,7 +187,7 @@ class Scheduler:
             self._fail(request, f"no executor is available, and {self.max_backlog} calls already wait for one")
             return
         metrics.PLACED.inc()
-        self.transport.publish(topics.executor_calls(target.id), request)
+        self.transport.publish(topics.executor_calls(target.id), request, patient=True)
 
     def _choose(self, request: Message, exclude: str | None) -> ExecutorState | None:  # lock held
         candidates = [e for e in self.executors.values() if e.id != exclude]

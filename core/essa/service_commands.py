@@ -45,13 +45,16 @@ def connection_options(fn):
     return fn
 
 
-def open_connection(settings: Settings, connect, zenoh_config, timeout, **embedded):
-    """A :class:`essa.api.Connection`: to the cluster at ``connect``, else embedded with the global options."""
+def open_connection(settings: Settings, connect, zenoh_config, timeout, max_message_bytes=None, **embedded):
+    """A :class:`essa.api.Connection`: to the cluster at ``connect``, else embedded with the global options.
+
+    ``max_message_bytes`` is the cluster client's message size limit (embedded: ``embedded["limits"]`` holds it).
+    """
     from . import api
 
     endpoints = split_endpoints(connect)
     if endpoints:
-        return api.connect(endpoints, timeout=timeout, zenoh_config=zenoh_config)
+        return api.connect(endpoints, timeout=timeout, zenoh_config=zenoh_config, max_message_bytes=max_message_bytes)
     return api.connect(engine=settings.engine, store=settings.store, store_options=settings.store_options, **embedded)
 
 

@@ -51,7 +51,7 @@ def test_test_function_runs_on_executors_with_the_anna_store(anna, engine_name):
         if status.returncode == 0 and status.stdout.count('"role": "executor"') == 2:
             break
         time.sleep(0.2)
-    result = essa("run", "--connect", scheduler, str(TEST_FUNCTION), timeout=120)
+    result = essa("run", "--connect", scheduler, "--timeout", "60", str(TEST_FUNCTION), timeout=120)
     assert result.returncode == 0, result.stderr + anna.log_text()
     assert result.stdout == expected_test_function_output()
     # Guest state, the module and its compiled artifact went to the KVS nodes.
@@ -285,7 +285,7 @@ def test_essa_up_with_the_anna_store(engine_name, tmp_path):
             if status.returncode == 0 and status.stdout.count('"role": "executor"') == 2:
                 break
             time.sleep(0.3)
-        result = essa("run", "--connect", endpoint, str(TEST_FUNCTION))
+        result = essa("run", "--connect", endpoint, "--timeout", "60", str(TEST_FUNCTION))
         assert result.returncode == 0, result.stderr
         assert result.stdout == expected_test_function_output()
         status = essa("anna", "status", "--connect", endpoint, "--json", timeout=30)
@@ -313,5 +313,55 @@ def test_a_silent_node_gives_a_one_line_timeout(tmp_path):
         assert result.returncode == 1 and "Traceback" not in result.stderr
         assert result.stderr.startswith("essa: error: KVS node n0 (worker 0) did not answer within 1 s")
         assert len(result.stderr.splitlines()) == 1
+    finally:
+        cluster.stop()
+
+
+def test_keys_are_listed_from_every_node_and_deleted_on_every_replica(anna):
+    anna.start(3)
+    client = anna.client()
+    big = SetLattice(b"w%05d" % i for i in range(3000))  # a big set: kept as members, deleted with them
+    for name in ("ns/data/a", "ns/data/b", "other/data/c"):
+        client.put(name, set_value(b"x"))
+    client.put("ns/data/big", encode_lattice(big))
+    assert client.keys("ns/data/") == ["ns/data/a", "ns/data/b", "ns/data/big"]
+    assert client.delete("ns/data/big") and client.delete("ns/data/a")
+    assert not client.delete("ns/data/a")  # gone everywhere
+    assert client.keys("ns/data/") == ["ns/data/b"]
+    assert client.get("ns/data/big") is None
+    assert set(replicas(anna, client, "ns/data/big").values()) == {None}  # on no replica either
+    client.put("ns/data/big", set_value(b"fresh"))  # a deleted key starts anew
+    assert decode_lattice(client.get("ns/data/big")) == SetLattice({b"fresh"})
+
+
+def test_kvs_and_routing_nodes_serve_prometheus_metrics(tmp_path):
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    cluster = AnnaCluster(tmp_path, replication=1)
+    routing_port, kvs_port = free_port(), free_port()
+    try:
+        cluster.spawn("routing", "anna", "routing", "--id", "r0", "--listen", cluster.endpoint,
+                      "--metrics", f"127.0.0.1:{routing_port}")
+        cluster.wait_ready("routing", "essa anna routing r0:")
+        cluster.kvs("n0", "--metrics", f"127.0.0.1:{kvs_port}")
+        cluster.wait_for_nodes(1)
+        client = cluster.client()
+        for i in range(3):
+            client.put(f"m{i}", set_value(b"x"))
+        assert client.get("nope") is None
+
+        def samples(port: int) -> dict:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=30) as response:
+                text = response.read().decode()
+            return {(s.name, tuple(sorted(s.labels.items()))): s.value
+                    for f in text_string_to_metric_families(text) for s in f.samples}
+
+        kvs = samples(kvs_port)
+        assert kvs[("essa_anna_requests_total", (("outcome", "ok"),))] >= 3
+        assert kvs[("essa_anna_requests_total", (("outcome", "not_found"),))] >= 1
+        assert kvs[("essa_anna_keys", ())] == 3
+        assert samples(routing_port)[("essa_anna_address_requests_total", ())] >= 1
     finally:
         cluster.stop()

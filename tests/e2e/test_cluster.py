@@ -150,7 +150,7 @@ def test_run_survives_or_fails_clearly_when_an_executor_is_killed(cluster, tmp_p
     cluster.executor("0")
     cluster.executor("1")
     cluster.wait_for_executors(2)
-    run = subprocess.Popen([*ESSA, "run", "--connect", cluster.endpoint, str(slow_fan)],
+    run = subprocess.Popen([*ESSA, "run", "--connect", cluster.endpoint, "--timeout", "60", str(slow_fan)],
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     time.sleep(0.8)
     assert run.poll() is None, "the run ended before the kill; make the leaves slower"

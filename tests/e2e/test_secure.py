@@ -38,7 +38,7 @@ _SECURITY_ENV = ("ESSA_TLS_CA", "ESSA_TLS_CERT", "ESSA_TLS_KEY", "ESSA_TOKEN", "
 class SecureCluster:
     """`essa up --secure` as a child process, and clients with its certificates."""
 
-    def __init__(self, engine: str, tmp: Path, store_args: tuple[str, ...] = ()) -> None:
+    def __init__(self, engine: str, tmp: Path, store_args: tuple[str, ...] = (), up_args: tuple[str, ...] = ()) -> None:
         self.endpoint = f"tls/127.0.0.1:{free_port()}"
         self.security = tmp / "security"
         self.log = tmp / "up.log"
@@ -46,7 +46,7 @@ class SecureCluster:
         self.env.update(ESSA_HOME=str(tmp / "home"), ESSA_ENGINE=engine)
         self.proc = subprocess.Popen(
             [*ESSA, "-v", *store_args, "up", "--secure", "--executors", "2", "--listen", self.endpoint,
-             "--security-dir", str(self.security)],
+             "--security-dir", str(self.security), *up_args],
             stdout=self.log.open("w"), stderr=subprocess.STDOUT, env=self.env, start_new_session=True)
 
     def files(self, name: str = "client") -> TlsFiles:
@@ -310,6 +310,58 @@ def test_an_expired_or_tampered_token_is_refused(secure, deployed):
     assert_one_line_error(run, "the cluster refused this client", "signature does not match")
     assert secure.essa("call", "a", "remember", "x", *c).stderr.startswith(
         "essa: error: the cluster refused this client: no valid token for deployment 'a': no token was given")
+
+
+# -- HTTP --------------------------------------------------------------------------------
+
+
+def _http(url: str, body: bytes | None = None, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(url, data=body, headers=headers or {}, method="POST" if body else "GET")
+    try:
+        with urllib.request.urlopen(request, timeout=DEADLINE) as answer:
+            return answer.status, answer.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+def test_http_requests_are_allowed_by_their_own_bearer_token(engine_name, tmp_path):
+    """`essa up --secure --http`: the HTTP server joins with its own certificate and holds no rights of its own."""
+    pytest.importorskip("essa_http")
+    port = free_port()
+    cluster = SecureCluster(engine_name, tmp_path, up_args=("--http", f"127.0.0.1:{port}"))
+    try:
+        cluster.wait_ready()
+        wasm = tmp_path / "stateful.wasm"
+        wasm.write_bytes(STATEFUL)
+        for name in ("a", "b"):
+            deployed = cluster.essa("deploy", str(wasm), "--name", name, *connect(cluster),
+                                    token=cluster.token(deployments=["*"]))
+            assert deployed.returncode == 0, deployed.stderr
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + DEADLINE
+        while _http(f"{base}/healthz")[0] != 200:  # the server may still be connecting
+            assert time.monotonic() < deadline, cluster.logs()
+            time.sleep(0.3)
+        bearer = {"Authorization": f"Bearer {cluster.token(deployments=['a'])}"}
+        assert _http(f"{base}/v1/functions/a/remember", b"apple", bearer) == (200, b"apple")
+        status, body = _http(f"{base}/v1/functions/b/remember", b"pear", bearer)
+        assert status == 403
+        error = json.loads(body)
+        assert error["kind"] == "refused"
+        assert error["error"].startswith("the cluster refused this client: no valid token for deployment 'b'")
+        status, body = _http(f"{base}/v1/functions/a/remember", b"pear")  # no token
+        assert status == 403 and "no token was given" in json.loads(body)["error"]
+        status, body = _http(f"{base}/v1/functions/a/remember", b"pear", {"Authorization": "Basic dXNlcg=="})
+        assert status == 401 and json.loads(body)["kind"] == "refused"
+        status, body = _http(f"{base}/v1/state/a/seen", None, bearer)
+        assert status == 200 and json.loads(body) == {"type": "Set", "values": ["apple"]}
+        assert _http(f"{base}/v1/state/b/seen", None, bearer)[0] == 403
+    finally:
+        cluster.stop()
+    assert "Traceback" not in cluster.logs()
 
 
 # -- anna --------------------------------------------------------------------------------

@@ -102,9 +102,12 @@ def test_acknowledged_write_survives_a_killed_writer(tmp_path):
         stdout=subprocess.PIPE,
         text=True,
     )
+    watchdog = threading.Timer(120, proc.kill)  # a child that never answers fails the test, never hangs it
+    watchdog.start()
     try:
         assert proc.stdout.readline().strip() == "acked"
     finally:
+        watchdog.cancel()
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
         proc.stdout.close()

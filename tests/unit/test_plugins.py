@@ -66,7 +66,8 @@ def test_the_package_ships_its_type_hints():
 @pytest.mark.parametrize(
     "kind, name, package",
     [("engine", "wasmtime", "essa-plugin-wasmtime"), ("engine", "wasmer", "essa-plugin-wasmer"),
-     ("store", "lmdb", "essa-plugin-lmdb"), ("store", "anna", "essa-plugin-anna")],
+     ("store", "lmdb", "essa-plugin-lmdb"), ("store", "anna", "essa-plugin-anna"),
+     ("trigger", "http", "essa-plugin-http")],
 )
 def test_missing_known_part_names_the_package_to_install(kind, name, package):
     pm = PluginManager(autoload=False)
@@ -86,6 +87,22 @@ def test_a_plugin_registers_an_engine(monkeypatch):
     assert DummyEngine.name == "dummy"
     info = next(p for p in pm.plugins if p.name == "dummy")
     assert info.provides == ["engine dummy"] and info.error is None
+
+
+def test_a_plugin_registers_a_trigger(monkeypatch):
+    from essa.trigger import Trigger
+
+    class EchoTrigger(Trigger):
+        def serve(self, ready=None):  # pragma: no cover - never run
+            raise NotImplementedError
+
+        def stop(self, force=False):  # pragma: no cover - never run
+            raise NotImplementedError
+
+    pm = manager_with(monkeypatch, echo=plugin(essa_register_triggers=lambda register: register("echo", EchoTrigger)))
+    assert pm.trigger_class("echo") is EchoTrigger
+    assert EchoTrigger.name == "echo"
+    assert next(p for p in pm.plugins if p.name == "echo").provides == ["trigger echo"]
 
 
 def test_a_broken_plugin_is_reported_and_the_rest_still_load(monkeypatch):

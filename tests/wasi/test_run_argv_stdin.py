@@ -228,12 +228,12 @@ def test_arguments_and_stdin_travel_to_a_cluster(engine_name, echo, tmp_path):
         cluster.scheduler()
         cluster.executor("0")
         cluster.wait_for_executors(1)
-        result = subprocess.run([*ESSA, "run", "--connect", cluster.endpoint, echo, "a", "b c"],
+        result = subprocess.run([*ESSA, "run", "--connect", cluster.endpoint, "--timeout", "60", echo, "a", "b c"],
                                 input=b"over the wire\n", capture_output=True, timeout=120)
         assert result.returncode == 0, result.stderr.decode() + cluster.log_text()
         argv, remote_argv, remote_stdin, echoed = parts(result.stdout)
         assert argv == remote_argv == [echo, "a", "b c"]
         assert remote_stdin == 0 and echoed == b"over the wire\n"
-        converse(*ESSA, "run", "--connect", cluster.endpoint, echo)
+        converse(*ESSA, "run", "--connect", cluster.endpoint, "--timeout", "60", echo)
     finally:
         cluster.stop()

@@ -26,7 +26,6 @@ import logging
 import os
 import socket
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Sequence
 
 from ..errors import EssaError

@@ -44,8 +44,15 @@ class Transport(ABC):
         self.options = dict(options or {})
 
     @abstractmethod
-    def publish(self, topic: str, message: Message) -> None:
-        """Send ``message`` to every subscriber of ``topic`` (reliably, in order per sender)."""
+    def publish(self, topic: str, message: Message, patient: bool = False) -> None:
+        """Send ``message`` to every subscriber of ``topic`` (reliably, in order per sender).
+
+        With ``patient``, a message for a subscriber this process does not
+        know yet (a peer that just joined, whose subscription is still on its
+        way) is kept and sent once it is known, for a while, instead of being
+        dropped; the publisher does not wait. Replies, output and spans are
+        sent so: their receivers may have appeared a moment ago.
+        """
 
     @abstractmethod
     def subscribe(self, topic: str, callback: Callable[[Message], None]) -> Subscription:

@@ -44,7 +44,7 @@ class LocalTransport(Transport):
         self._watchers: list[tuple[str, Callable[[str, bool], None]]] = []
         self._lock = threading.RLock()
 
-    def publish(self, topic: str, message: Message) -> None:
+    def publish(self, topic: str, message: Message, patient: bool = False) -> None:
         for callback in self._subscribers.get(topic, ()):
             callback(message)
 

@@ -37,12 +37,13 @@ import io
 import json
 import logging
 import threading
+import time
 from typing import Any, Callable, Mapping
 
 import msgpack
 
 from ..errors import EssaError
-from ..ratelimit import RateLimitedLog, guarded
+from ..ratelimit import RateLimitedLog, describe, guarded
 from ..security.tls import apply as apply_tls, diagnose, secure_endpoints, warn_if_exposed
 from .base import Message, Subscription, Transport
 
@@ -98,6 +99,92 @@ class _Undo:
             pass
 
 
+class _PatientSender:
+    """Holds messages for subscribers a session does not know yet, and sends them once it does.
+
+    In peer mode a peer that just joined (a client that started a call a
+    moment ago) is reachable only once its subscriptions reached this process;
+    a put before that is dropped. Held messages are sent in order per topic as
+    soon as a subscriber matches, or dropped with one line after
+    :attr:`patience` seconds (the receiver went away). One thread, started on
+    first use; at most :attr:`most` messages held.
+    """
+
+    patience = 30.0
+    most = 10_000
+
+    def __init__(self, transport: "ZenohTransport") -> None:
+        self._transport = transport
+        self._held: dict[str, list[tuple[float, bytes]]] = {}
+        self._count = 0
+        self._cond = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._closed = False
+
+    def holds(self, topic: str) -> bool:
+        """Whether messages for ``topic`` are held (a new one must wait behind them)."""
+        return topic in self._held
+
+    def hold(self, topic: str, payload: bytes) -> None:
+        with self._cond:
+            if self._closed:
+                return
+            if self._count >= self.most:
+                _problems.warning("patience", "dropped a message for %s: %d messages already wait for their "
+                                  "receivers", topic, self._count)
+                return
+            self._held.setdefault(topic, []).append((time.monotonic() + self.patience, payload))
+            self._count += 1
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="essa-zenoh-patient", daemon=True)
+                self._thread.start()
+            self._cond.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._held and not self._closed:
+                    self._cond.wait()
+                if self._closed:
+                    return
+                held = dict(self._held)
+            for topic, messages in held.items():
+                try:
+                    self._try(topic, messages)
+                except Exception as exc:  # the loop must outlive any one failure
+                    _problems.warning("patience", "cannot send a held message to %s: %s", topic, describe(exc))
+                    self._forget(topic, len(messages))
+            with self._cond:
+                if self._held and not self._closed:
+                    self._cond.wait(0.02)
+
+    def _try(self, topic: str, messages: list[tuple[float, bytes]]) -> None:
+        publisher = self._transport._publisher(topic)
+        now = time.monotonic()
+        if publisher.matching_status.matching:
+            for _deadline, payload in messages:
+                publisher.put(payload)
+            self._forget(topic, len(messages))
+        elif messages[0][0] <= now:
+            expired = sum(1 for deadline, _payload in messages if deadline <= now)
+            _problems.warning("patience", "dropped %d messages for %s: no receiver appeared within %g s",
+                              expired, topic, self.patience)
+            self._forget(topic, expired)
+
+    def _forget(self, topic: str, count: int) -> None:
+        with self._cond:
+            messages = self._held.get(topic, [])
+            del messages[:count]
+            self._count -= count
+            if not messages:
+                self._held.pop(topic, None)
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+
 class ZenohTransport(Transport):
     """A zenoh peer session."""
 
@@ -127,6 +214,7 @@ class ZenohTransport(Transport):
             raise TransportError(f"cannot open a zenoh session on {where}: {reason}") from None
         self._publishers: dict[str, Any] = {}
         self._lock = threading.Lock()
+        self._patient = _PatientSender(self)
         self.max_message_bytes: int | None = self.options.get("max_message_bytes")
 
     def _config(self):
@@ -154,7 +242,15 @@ class ZenohTransport(Transport):
 
     # -- publish/subscribe -----------------------------------------------------------
 
-    def publish(self, topic: str, message: Message) -> None:
+    def publish(self, topic: str, message: Message, patient: bool = False) -> None:
+        publisher = self._publisher(topic)
+        payload = _pack(message)
+        if patient and (self._patient.holds(topic) or not publisher.matching_status.matching):
+            self._patient.hold(topic, payload)  # after any held before it: order is kept
+            return
+        publisher.put(payload)
+
+    def _publisher(self, topic: str):
         publisher = self._publishers.get(topic)
         if publisher is None:
             with self._lock:
@@ -166,7 +262,7 @@ class ZenohTransport(Transport):
                     if len(self._publishers) > 1024:  # reply inboxes come and go
                         self._drop_publishers()
                     self._publishers[topic] = publisher
-        publisher.put(_pack(message))
+        return publisher
 
     def _drop_publishers(self) -> None:  # lock held
         for publisher in self._publishers.values():
@@ -262,6 +358,7 @@ class ZenohTransport(Transport):
         return "zenoh peer " + ("; ".join(parts) or "(default endpoints)")
 
     def close(self) -> None:
+        self._patient.close()
         with self._lock:
             self._drop_publishers()
         try:

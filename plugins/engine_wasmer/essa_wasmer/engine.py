@@ -46,7 +46,7 @@ else:
 
 from essa.abi import FUEL, HOST_FUNCTIONS, IMPORT_MODULE, METER_FUNCTIONS, GuestFault, HostFunction, Invocation
 from essa.engine import Engine, Grants, Limits, ModuleInfo, Program
-from essa.errors import GuestExit, GuestTrap, ModuleError, PluginNotFound
+from essa.errors import GuestExit, ModuleError, PluginNotFound
 from essa.instrument import METER_MODULE, InstrumentError, instrument
 
 from . import memcap, wasi

@@ -8,7 +8,7 @@ import re
 
 import click
 
-from essa.cli import endpoint_options, split_endpoints
+from essa.cli import endpoint_options, metrics_option, serve_metrics, split_endpoints
 from essa.security.settings import tls_options
 
 from . import protocol as P
@@ -39,13 +39,15 @@ def anna() -> None:
 @anna.command()
 @click.option("--id", "routing_id", metavar="ID", help="This routing node's id. [default: random]")
 @endpoint_options(listen_default=P.DEFAULT_ENDPOINT, connect_default=None)
-def routing(routing_id, listen, connect, scouting, zenoh_config) -> None:
+@metrics_option
+def routing(routing_id, listen, connect, scouting, zenoh_config, metrics_address) -> None:
     """Run a routing node: tells clients which KVS workers own their keys.
 
     KVS nodes and clients connect to its --listen endpoint.
     """
     from essa.cluster import open_transport, wait_for_signal
 
+    serve_metrics(metrics_address)
     from .routing import RoutingNode
 
     try:
@@ -83,8 +85,9 @@ def routing(routing_id, listen, connect, scouting, zenoh_config) -> None:
 @click.option("--map-size", default="4G", show_default=True, help="Durable mode: the LMDB map size.")
 @click.option("--leave-timeout", type=click.FloatRange(min=0), default=30.0, show_default=True,
               help="On SIGTERM, seconds to hand keys off to the other nodes before stopping.")
+@metrics_option
 def kvs(node_id, listen, connect, scouting, zenoh_config, workers, global_replication, local_replication,
-        gossip_interval, replication_timeout, path, sync, map_size, leave_timeout) -> None:
+        gossip_interval, replication_timeout, path, sync, map_size, leave_timeout, metrics_address) -> None:
     """Run KVS node ID: stores its share of the keys, replicates and gossips them.
 
     IDs must be unique in a cluster (reuse the ID to restart a durable node).
@@ -99,6 +102,7 @@ def kvs(node_id, listen, connect, scouting, zenoh_config, workers, global_replic
         P.check_id(node_id)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="ID") from None
+    serve_metrics(metrics_address)
     size = _size(map_size)
     backend = LmdbBackend(path, sync, size) if path else None
     try:

@@ -25,6 +25,7 @@ from concurrent.futures import Future
 from typing import Iterable, Sequence
 
 from essa.errors import DecodeError, LatticeTypeError
+from essa.ratelimit import describe
 
 from . import inbound
 from . import protocol as P
@@ -204,6 +205,38 @@ class AnnaClient:
         finally:
             self._fetches.pop(fid, None)
 
+    def keys(self, prefix: str = "") -> list[str]:
+        """The keys starting with ``prefix`` held by any KVS node, sorted (asks every live node)."""
+        answers = self._ask_every_node(P.KEYS, {"prefix": prefix})
+        return sorted({k for a in answers for k in a.get("keys", ()) if isinstance(k, str)})
+
+    def delete(self, key: str) -> bool:
+        """Delete ``key`` on every live KVS node; return whether any held it.
+
+        Deleting is not a lattice operation: a replica that was unreachable
+        meanwhile may bring the key back when it gossips.
+        """
+        return any(a.get("existed") is True for a in self._ask_every_node(P.DROP, {"key": key}))
+
+    def _ask_every_node(self, root: str, message: dict) -> list[dict]:
+        """Query ``root/<node>`` of every live KVS node; their answers, or an error naming a silent one."""
+        deadline = time.monotonic() + self.timeout
+        while True:
+            nodes = set(self.membership.kvs)
+            answers = [a for a in self.transport.query(f"{root}/**", message, timeout=self.timeout)
+                       if isinstance(a, dict)]
+            errors = [a["error"] for a in answers if isinstance(a.get("error"), str)]
+            if errors:
+                raise AnnaError(errors[0])
+            if not nodes:
+                raise self._unreachable()
+            if len(answers) >= len(nodes):
+                return answers
+            if time.monotonic() >= deadline:
+                raise AnnaTimeout(f"only {len(answers)} of {len(nodes)} anna KVS nodes answered within "
+                                  f"{self.timeout:g} s")
+            time.sleep(0.1)
+
     def status(self, timeout: float = 2.0) -> list[dict]:
         """The status of every routing and KVS node that answers."""
         return self.transport.query(f"{P.STATUS}/**", {}, timeout=timeout)
@@ -309,7 +342,9 @@ class AnnaClient:
                     for i in range(0, len(ops), step):
                         publish(topic, {"t": "req", "reply": self.inbox, "ops": ops[i:i + step]})
                 if addr:
-                    publish(P.routing_topic(routing), {"t": "addr", "reply": self.inbox, "keys": list(addr)})
+                    keys = list(addr)
+                    for i in range(0, len(keys), step):
+                        publish(P.routing_topic(routing), {"t": "addr", "reply": self.inbox, "keys": keys[i:i + step]})
         except BaseException:
             with self._lock:
                 self._flushing = False
@@ -398,8 +433,9 @@ class AnnaClient:
             time.sleep(TICK)
             try:
                 self._on_tick()
-            except Exception:  # pragma: no cover - keep the timer alive
-                log.exception("anna client timer failed")
+            except Exception as exc:  # pragma: no cover - keep the timer alive
+                inbound.problems.warning("client timer", "anna: client %s: its timer failed: %s", self.id,
+                                         describe(exc), exc_info=exc)
 
     def _on_tick(self) -> None:
         now = time.monotonic()

@@ -45,9 +45,14 @@ _INBOX = re.compile(rf"^{P.ROOT}/(?:client/{_ID}|kvs/{_ID}/(\d{{1,6}}))$")
 problems = RateLimitedLog(log)
 
 
+#: The message kinds of the protocol (any other kind is reported as ``?``, so a peer
+#: inventing kinds cannot make a line of each).
+KINDS = frozenset({"req", "resp", "addr", "repl", "gossip", "ack", "fetch", "fetched"})
+
+
 def report(where: str, kind: object, exc: BaseException) -> None:
     """One rate-limited warning line: ``where`` dropped a malformed message of ``kind``."""
-    kind_text = kind if isinstance(kind, str) and len(kind) <= 16 else "?"
+    kind_text = kind if kind in KINDS else "?"
     problems.warning(f"{where} malformed {kind_text}", "anna: %s dropped a malformed %r message: %s",
                      where, kind_text, exc)
 
@@ -171,7 +176,7 @@ def worker_message(message: dict) -> dict:
                 if rid is not None:
                     bad.append((rid, str(exc)))
                 else:
-                    report(f"worker inbox (reply {reply})", "req", exc)
+                    report("a KVS worker", "req", exc)
         return {"t": "req", "reply": reply, "ops": ops, "bad": bad}
     if kind == "repl":
         return {"t": "repl", "id": _int(message.get("id"), "id"), "reply": reply_topic(message.get("reply")),

@@ -7,9 +7,11 @@ time, so its data needs no lock; like Anna's worker threads, workers share
 nothing but the process.
 
 Write path (``ack=all``, the default): the owner that receives a put merges it
-(:func:`essa.lattice.merge_encoded`; a type mismatch is refused and changes
-nothing), then sends the key's merged value to every other owner in one
-``repl`` message per peer per batch, and answers the client only when every
+(:func:`essa.lattice.merge_encoded`, or for a big set :class:`~essa_anna.values.GrowingSet`,
+which costs the delta; a type mismatch is refused and changes nothing), then
+sends the key's merged value (for a big set: the put's own value) to every
+other owner in ``repl`` messages (per peer, at most :data:`CHUNK` keys each),
+and answers the client only when every
 other owner has acknowledged (or has left the membership meanwhile). So an
 acknowledged put is held by every live owner: with ``global_replication >= 2``
 it survives the loss of any one node. With ``ack=owner`` the answer is sent
@@ -26,6 +28,12 @@ longer owns (deleting them once every new owner acknowledged). For a few
 seconds after a change, a GET also asks the key's other live owners of the
 recent rings and merges their answers (read repair), so keys stay readable
 while they move. On SIGTERM a node hands all of its keys off before it stops.
+
+Every message was checked by :mod:`essa_anna.inbound` before it reaches a
+worker; each step of a worker's loop is guarded on its own, so whatever one
+message or one round raises costs one log line and the batch's answers still
+go out. In durable mode a batch whose commit fails is undone in memory and
+answered with the error (see :meth:`Worker._not_durable`).
 """
 
 from __future__ import annotations
@@ -39,18 +47,21 @@ import uuid
 from collections import deque
 from typing import Any
 
+from essa.bincode import decode_lattice, encode_lattice
 from essa.errors import DecodeError, LatticeTypeError
 from essa.lattice import merge_encoded
 from essa.ratelimit import describe
 from essa.transport.base import Transport
 
 from . import inbound
+from . import metrics
 from . import protocol as P
 from .errors import Malformed
 from .inbound import problems
 from .membership import Membership
 from .ring import NodeInfo, Ring
 from .storage import LmdbBackend
+from .values import GrowingSet
 
 log = logging.getLogger("essa.anna")
 
@@ -94,7 +105,7 @@ class Worker(threading.Thread):
         self.me = (node.info.id, index)
         self.topic = P.worker_topic(node.info.id, index)
         self.inbox: queue.SimpleQueue = queue.SimpleQueue()
-        self.data: dict[str, bytes] = {}
+        self.data: dict[str, bytes | GrowingSet] = {}  # read through value(): big sets are GrowingSets
         self.bytes = 0
         self.dirty: set[str] = set()
         self.misplaced: set[str] = set()
@@ -110,13 +121,13 @@ class Worker(threading.Thread):
         self._next_maintenance = 0.0
         # per-batch output
         self._answers: dict[str, list] = {}
-        self._repl: dict[tuple, list] = {}  # peer -> [(key, value)]
-        self._repl_waiters: list = []
-        self._repair: dict[tuple, list] = {}  # source owner -> keys
-        self._repair_waiters: list = []
+        self._repl: list[tuple] = []  # puts waiting for their replicas: (reply, rid, key, t0, value, peers)
+        self._repair: list[tuple] = []  # reads waiting for other owners: (reply, rid, key, t0, None, sources)
         self._sends: list[tuple[str, dict]] = []
-        self._writes: dict[str, bytes | None] = {}
-        self._undo: dict[str, bytes | None] = {}  # durable mode: values before this batch's changes
+        self._after_flush: list = []  # callbacks once this batch's writes are committed
+        self._writes: dict[str, list] = {}  # durable mode: this batch's changes per key (see storage.Change)
+        self._undo: dict[str, bytes | GrowingSet | None] = {}  # durable mode: values before this batch's changes
+        self._undo_adds: list[tuple[GrowingSet, frozenset]] = []  # durable mode: members this batch added
         self._acks: list[tuple[dict, list[str]]] = []  # durable mode: this batch's acks and the keys they cover
         # statistics
         self.gets = 0
@@ -127,34 +138,59 @@ class Worker(threading.Thread):
 
     # -- data ---------------------------------------------------------------------------
 
-    def _set_value(self, key: str, value: bytes) -> None:
+    def value(self, key: str) -> bytes | None:
+        """The encoded value of ``key``, or ``None``."""
+        stored = self.data.get(key)
+        return stored.encoded() if type(stored) is GrowingSet else stored
+
+    def _unchanged(self, key: str, sent: bytes) -> bool:
+        """Whether ``key`` still holds exactly the bytes ``sent`` (the very object, so no comparison)."""
+        stored = self.data.get(key)
+        return (stored.current() if type(stored) is GrowingSet else stored) is sent
+
+    @staticmethod
+    def _size(stored: bytes | GrowingSet) -> int:
+        return stored.size if type(stored) is GrowingSet else len(stored)
+
+    def _set_value(self, key: str, value: bytes | GrowingSet, encoded: bytes) -> None:
+        """Hold ``value`` (whose encoding is ``encoded``) under ``key``."""
         old = self.data.get(key)
-        self.bytes += len(value) - (len(old) if old is not None else 0)
+        self.bytes += self._size(value) - (self._size(old) if old is not None else 0)
         self.data[key] = value
         if self.node.backend is not None:
             self._undo.setdefault(key, old)
-            self._writes[key] = value
+            self._writes[key] = [("put", encoded)]
 
     def _drop_key(self, key: str) -> None:
         old = self.data.pop(key, None)
         if old is not None:
-            self.bytes -= len(old)
+            self.bytes -= self._size(old)
             if self.node.backend is not None and not (self.leaving and self.node.keep_on_leave):
                 self._undo.setdefault(key, old)
-                self._writes[key] = None
+                self._writes[key] = [("delete", None)]
 
-    def _restore(self, key: str, value: bytes | None) -> None:
+    def _restore(self, key: str, value: bytes | GrowingSet | None) -> None:
         current = self.data.pop(key, None)
         if current is not None:
-            self.bytes -= len(current)
+            self.bytes -= self._size(current)
         if value is not None:
             self.data[key] = value
-            self.bytes += len(value)
+            self.bytes += self._size(value)
 
     def _merge(self, key: str, value: bytes) -> tuple[bool, int, str | None]:
         """Merge ``value`` into ``key``; return (changed, code, error message)."""
         old = self.data.get(key)
         try:
+            if type(old) is GrowingSet:  # costs the delta, in memory and on disk
+                size = old.size
+                added = old.add(value)
+                if not added:
+                    return False, P.OK, None
+                self.bytes += old.size - size
+                if self.node.backend is not None:  # write only the new members (a gossiped whole set adds few)
+                    self._undo_adds.append((old, added))
+                    self._writes.setdefault(key, []).append(("merge", encode_lattice(old.kind(added))))
+                return True, P.OK, None
             merged = merge_encoded(old, value)
         except LatticeTypeError as exc:
             return False, P.TYPE_MISMATCH, f"{exc} (key {key!r})"
@@ -162,7 +198,7 @@ class Worker(threading.Thread):
             return False, P.BAD_VALUE, f"{exc} (key {key!r})"
         if merged is old or merged == old:
             return False, P.OK, None
-        self._set_value(key, merged)
+        self._set_value(key, GrowingSet(decode_lattice(merged)) if GrowingSet.wanted(merged) else merged, merged)
         return True, P.OK, None
 
     def _disowns(self, key: str) -> bool:
@@ -232,6 +268,13 @@ class Worker(threading.Thread):
                 elif kind == "leave":
                     self.leaving = True
                     self._ring_changed(message[1])
+                elif kind == "drop":  # from KvsNode.drop: answered once the deletion is committed
+                    _kind, key, existed, event = message
+                    if key in self.data:
+                        existed.append(True)
+                        self._drop_key(key)
+                        self.dirty.discard(key)
+                    self._after_flush.append(event.set)
                 continue
             kind = message.get("t")
             try:
@@ -255,7 +298,9 @@ class Worker(threading.Thread):
 
     def _answer(self, reply: str, rid: Any, code: int, payload: Any, t0: float) -> None:
         self._answers.setdefault(reply, []).append([rid, code, payload])
-        self.latencies.append(time.perf_counter() - t0)
+        took = time.perf_counter() - t0
+        self.latencies.append(took)
+        metrics.answered(code, took)
         if code not in (P.OK, P.NOT_FOUND):
             self.errors += 1
 
@@ -276,7 +321,7 @@ class Worker(threading.Thread):
                 self.gets += 1
                 if repairing and self._repair_get(reply, rid, key, owners, t0):
                     continue
-                stored = self.data.get(key)
+                stored = self.value(key)
                 self._answer(reply, rid, P.NOT_FOUND if stored is None else P.OK, stored, t0)
             elif op == P.PUT:
                 self.puts += 1
@@ -288,10 +333,10 @@ class Worker(threading.Thread):
                 if changed:
                     self.dirty.add(key)
                 if ack == P.ACK_ALL and peers:
-                    merged = self.data[key]
-                    for peer in peers:
-                        self._repl.setdefault(peer, []).append((key, merged))
-                    self._repl_waiters.append((reply, rid, key, t0))
+                    # The merged value; for a big set the put's own value (the delta): the
+                    # replicas then hold this put, and gossip brings them the rest.
+                    stored = self.data[key]
+                    self._repl.append((reply, rid, key, t0, value if type(stored) is GrowingSet else stored, peers))
                 else:
                     self._answer(reply, rid, P.OK, None, t0)
 
@@ -311,9 +356,7 @@ class Worker(threading.Thread):
         sources = {s for s in sources if membership.alive(s[0])}
         if not sources:
             return False
-        for source in sources:
-            self._repair.setdefault(source, []).append(key)
-        self._repair_waiters.append((reply, rid, key, t0))
+        self._repair.append((reply, rid, key, t0, None, sources))
         return True
 
     # -- replication ------------------------------------------------------------------------
@@ -336,7 +379,6 @@ class Worker(threading.Thread):
             self._acks.append((ack, [key for key, _value in message["kv"]]))
 
     def _on_gossip(self, message: dict) -> None:
-        ring = self.ring
         for key, value in message["kv"]:
             changed, _code, error = self._merge(key, value)
             if error is not None:
@@ -369,7 +411,7 @@ class Worker(threading.Thread):
                     self._answer(reply, rid, P.OK, None, t0)
             if not timed_out:
                 for key, value in pending.sent.items():
-                    if self.data.get(key) is value and key not in pending.failed:
+                    if self._unchanged(key, value) and key not in pending.failed:
                         self.dirty.discard(key)  # every replica has exactly this value
         elif pending.kind == "handoff":
             keys = list(pending.sent)
@@ -379,7 +421,7 @@ class Worker(threading.Thread):
             for key in keys:
                 if key in pending.failed:
                     continue  # not stored there: handed off again later
-                if self.data.get(key) is pending.sent[key] and self._disowns(key):
+                if self._unchanged(key, pending.sent[key]) and self._disowns(key):
                     self._drop_key(key)
                     self.misplaced.discard(key)
                     self.dirty.discard(key)
@@ -389,7 +431,7 @@ class Worker(threading.Thread):
                         ", ".join(n for n, _w in sorted(pending.waiting)), len(pending.sent))
         elif pending.kind == "repair":
             for reply, rid, key, t0 in pending.waiters:
-                stored = self.data.get(key)
+                stored = self.value(key)
                 self._answer(reply, rid, P.NOT_FOUND if stored is None else P.OK, stored, t0)
 
     def _send_reliably(self, kind: str, messages: dict[tuple, dict], timeout: float) -> _Pending:
@@ -421,8 +463,8 @@ class Worker(threading.Thread):
     # -- fetch (read repair, direct replica reads) ---------------------------------------------
 
     def _on_fetch(self, message: dict) -> None:
-        data = self.data
-        kv = [[key, data.get(key)] for key in message["keys"]]
+        value = self.value
+        kv = [[key, value(key)] for key in message["keys"]]
         self._sends.append((message["reply"], {"t": "fetched", "id": message["id"], "from": list(self.me), "kv": kv}))
 
     def _on_fetched(self, message: dict) -> None:
@@ -464,11 +506,12 @@ class Worker(threading.Thread):
         if me[0] not in ring and not self.leaving:
             return  # an incomplete view: wait until this node sees itself
         pushes: dict[tuple, list] = {}
-        for key, value in self.data.items():
+        for key in self.data:
             owners = ring.owners(key)
             if me not in owners:
                 self.misplaced.add(key)
                 continue
+            value = self.value(key)
             self.misplaced.discard(key)
             before = old.owners(key) if old is not None else ()
             for owner in owners:
@@ -503,7 +546,7 @@ class Worker(threading.Thread):
         for owners, keys in groups.items():
             for i in range(0, len(keys), CHUNK):
                 chunk = keys[i:i + CHUNK]
-                kv = [[k, self.data[k]] for k in chunk]
+                kv = [[k, self.value(k)] for k in chunk]
                 pending = self._send_reliably("handoff", {owner: {"t": "repl", "kv": kv} for owner in owners},
                                               self.node.replication_timeout * 5)
                 pending.sent = dict(kv)
@@ -525,7 +568,7 @@ class Worker(threading.Thread):
             me = self.me
             groups: dict[tuple, list] = {}
             for key in self.dirty:
-                value = self.data.get(key)
+                value = self.value(key)
                 if value is None:
                     continue
                 owners = ring.owners(key)
@@ -551,24 +594,19 @@ class Worker(threading.Thread):
         if self._writes:
             writes, self._writes = self._writes, {}
             undo, self._undo = self._undo, {}
+            adds, self._undo_adds = self._undo_adds, []
             try:
                 self.node.backend.write(writes)
             except Exception as exc:
+                for grown, added in reversed(adds):
+                    grown.discard(added)
                 self._not_durable(undo, acks, exc)
         if self._repl:
-            pending = self._send_reliably("repl", {peer: {"t": "repl", "kv": kv} for peer, kv in self._repl.items()},
-                                          self.node.replication_timeout)
-            pending.waiters = self._repl_waiters
-            for kv in self._repl.values():
-                pending.sent.update(kv)
-            self._repl = {}
-            self._repl_waiters = []
+            items, self._repl = self._repl, []
+            self._wait_for_others("repl", items, self.node.replication_timeout)
         if self._repair:
-            pending = self._send_reliably("repair", {src: {"t": "fetch", "keys": keys} for src, keys in self._repair.items()},
-                                          REPAIR_TIMEOUT)
-            pending.waiters = self._repair_waiters
-            self._repair = {}
-            self._repair_waiters = []
+            items, self._repair = self._repair, []
+            self._wait_for_others("repair", items, REPAIR_TIMEOUT)
         if self._answers:
             answers, self._answers = self._answers, {}
             for reply, items in answers.items():
@@ -577,6 +615,28 @@ class Worker(threading.Thread):
             sends, self._sends = self._sends, []
             for topic, message in sends:
                 self._publish(topic, message)
+        if self._after_flush:
+            callbacks, self._after_flush = self._after_flush, []
+            for callback in callbacks:
+                callback()
+
+    def _wait_for_others(self, kind: str, items: list[tuple], timeout: float) -> None:
+        """Send this batch's replications (``repl``: key and value) or read repairs (``repair``: keys) to
+        the other owners, at most :data:`CHUNK` keys per message; each chunk's requests are answered
+        once every owner it went to has answered."""
+        for i in range(0, len(items), CHUNK):
+            chunk = items[i:i + CHUNK]
+            messages: dict[tuple, dict] = {}
+            for _reply, _rid, key, _t0, value, owners in chunk:
+                for owner in owners:
+                    if kind == "repl":
+                        messages.setdefault(owner, {"t": "repl", "kv": []})["kv"].append([key, value])
+                    else:
+                        messages.setdefault(owner, {"t": "fetch", "keys": []})["keys"].append(key)
+            pending = self._send_reliably(kind, messages, timeout)
+            pending.waiters = [(reply, rid, key, t0) for reply, rid, key, t0, _value, _owners in chunk]
+            if kind == "repl":
+                pending.sent = {key: value for _reply, _rid, key, _t0, value, _owners in chunk}
 
     def _publish(self, topic: str, message: dict) -> None:
         try:
@@ -585,7 +645,7 @@ class Worker(threading.Thread):
             problems.warning(f"publish {message.get('t')}", "anna: worker %s could not send a %r message to %s: %s",
                              self.me, message.get("t"), topic[:120], describe(exc), exc_info=exc)
 
-    def _not_durable(self, undo: dict[str, bytes | None], acks: list[tuple[dict, list[str]]], exc: Exception) -> None:
+    def _not_durable(self, undo: dict[str, bytes | GrowingSet | None], acks: list[tuple[dict, list[str]]], exc: Exception) -> None:
         """This batch's commit failed: memory goes back to what is on disk, and nothing of it is acknowledged.
 
         Puts answered OK become errors (a retry merges again and writes again),
@@ -602,9 +662,9 @@ class Worker(threading.Thread):
             for answer in items:
                 if answer[1] == P.OK:
                     answer[1], answer[2] = P.ERROR, reason
-        for reply, rid, _key, t0 in self._repl_waiters:
+        for reply, rid, _key, t0, _value, _peers in self._repl:
             self._answer(reply, rid, P.ERROR, reason, t0)
-        self._repl, self._repl_waiters = {}, []
+        self._repl = []
         for ack, keys in acks:
             ack["failed"] = [[key, reason] for key in keys]
         self._sends = [(t, m) for t, m in self._sends if m.get("t") != "fetched"]
@@ -653,16 +713,44 @@ class KvsNode:
             count = 0
             for key, value in self.backend.load():
                 worker = self.workers[local.owners(key)[0][1]]
-                worker.data[key] = value
-                worker.bytes += len(value)
+                held = GrowingSet(decode_lattice(value)) if GrowingSet.wanted(value) else value
+                worker.data[key] = held
+                worker.bytes += worker._size(held)
                 count += 1
             log.info("anna: KVS node %s recovered %d keys from %s", self.info.id, count, self.backend.path)
         for worker in self.workers:
             self._subs.append(self.transport.subscribe(worker.topic, self._receiver(worker)))
             worker.start()
         self._subs.append(self.transport.serve(P.kvs_status_topic(self.info.id), self.status))
+        self._subs.append(self.transport.serve(f"{P.KEYS}/{self.info.id}", self.list_keys))
+        metrics.watch_node(lambda: sum(len(w.data) for w in self.workers), lambda: sum(w.bytes for w in self.workers))
+        self._subs.append(self.transport.serve(f"{P.DROP}/{self.info.id}", self.drop))
         self.membership = Membership(self.transport, self._membership_changed)
         self._token = self.transport.declare_token(P.kvs_token(self.info))
+
+    def list_keys(self, query: dict) -> dict:
+        """The keys this node holds that start with ``query["prefix"]`` (``essa state ls``)."""
+        prefix = query.get("prefix", "")
+        if not isinstance(prefix, str):
+            return {"error": "the prefix must be text"}
+        keys: set[str] = set()
+        for worker in self.workers:
+            keys.update(k for k in list(worker.data) if k.startswith(prefix))  # list(): atomic under the GIL
+        return {"keys": sorted(keys)}
+
+    def drop(self, query: dict, timeout: float = 30.0) -> dict:
+        """Delete ``query["key"]`` from every worker of this node; answer once that is committed."""
+        key = query.get("key")
+        if not isinstance(key, str) or not key:
+            return {"error": "the key must be non-empty text"}
+        done = [threading.Event() for _ in self.workers]
+        existed: list[bool] = []
+        for worker, event in zip(self.workers, done):
+            worker.post(("drop", key, existed, event))
+        for event in done:
+            if not event.wait(timeout):
+                return {"error": f"KVS node {self.info.id} did not delete {key!r} within {timeout:g} s"}
+        return {"existed": any(existed)}
 
     @staticmethod
     def _receiver(worker: Worker):

@@ -79,6 +79,11 @@ def valid_id(text: str) -> bool:
     return bool(_ID.match(text))
 
 
+#: Queries of every KVS node: the keys it holds (``{"prefix": P}``), deleting a key (``{"key": K}``).
+KEYS = f"{ROOT}/keys"
+DROP = f"{ROOT}/drop"
+
+
 def worker_topic(node: str, worker: int) -> str:
     return f"{ROOT}/kvs/{node}/{worker}"
 

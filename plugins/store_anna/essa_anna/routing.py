@@ -15,6 +15,7 @@ import uuid
 from essa.transport.base import Transport
 
 from . import inbound
+from . import metrics
 from . import protocol as P
 from .errors import Malformed
 from .membership import Membership
@@ -47,6 +48,7 @@ class RoutingNode:
             return
         ring = self.membership.ring()
         self.requests += 1
+        metrics.ADDRESS_REQUESTS.inc()
         self.keys_resolved += len(keys)
         owners = [[key, ring.owners(key)] for key in keys]
         self.transport.publish(reply, {"t": "addr", "owners": owners, "nodes": len(ring), "from": self.id})

@@ -5,10 +5,12 @@ to an LMDB environment, in one transaction per batch of requests, committed
 (and with ``sync`` flushed to disk) before any answer of that batch is sent;
 a node restarted on the same directory loads everything back.
 
-Each LMDB record is ``u32 key length, key (UTF-8), value`` under a record key
-that is the UTF-8 key itself when shorter than LMDB's 511-byte limit, else its
-first 479 bytes plus its SHA-256 (so any key length works and keys are
-recovered exactly).
+Values lie in LMDB the way essa's LMDB store lays them out
+(:mod:`essa_lmdb.layout`): whole, or for a big set one record per member, so
+that writing a put into a big set costs the delta. Each main record starts
+with ``u32 key length, key (UTF-8)`` (so keys are recovered exactly), under a
+record key that is the UTF-8 key itself when shorter than LMDB's 511-byte
+limit, else its first 479 bytes plus its SHA-256 (so any key length works).
 """
 
 from __future__ import annotations
@@ -17,14 +19,18 @@ import hashlib
 import struct
 import threading
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Sequence
 
 from essa_lmdb.disk import full_disk_message, lmdb_error_code
+from essa_lmdb.layout import DATABASES, MEMBERS_DB, META_DB, Layout
 
 from .errors import AnnaError
 
 KEY_LIMIT = 511
 _LEN = struct.Struct("<I")
+
+#: What a batch does to one key, in order: ("put", whole value), ("merge", value), ("delete", None).
+Change = Sequence[tuple[str, "bytes | None"]]
 
 
 def _record_key(raw: bytes) -> bytes:
@@ -44,32 +50,41 @@ class LmdbBackend:
         try:
             self.path.mkdir(parents=True, exist_ok=True)
             self.env = lmdb.open(str(self.path), map_size=map_size, sync=sync, metasync=sync,
-                                 max_dbs=0, lock=True, subdir=True)
+                                 max_dbs=DATABASES, lock=True, subdir=True)
+            self.layout = Layout(self.env)
         except (OSError, lmdb.Error) as exc:
             raise AnnaError(f"cannot open the KVS node's data directory {self.path}: {exc}") from None
         self._lock = threading.Lock()
 
     def load(self) -> Iterator[tuple[str, bytes]]:
-        """Every stored (key, value)."""
+        """Every stored (key, encoded value)."""
+        assemble = self.layout.assemble
         with self.env.begin() as txn:
-            for _rk, record in txn.cursor():
+            for rk, record in txn.cursor():
+                if rk in (MEMBERS_DB, META_DB):
+                    continue  # the layout's sub-databases
                 (n,) = _LEN.unpack_from(record, 0)
                 key = bytes(record[4:4 + n]).decode("utf-8", "surrogateescape")
-                yield key, bytes(record[4 + n:])
+                yield key, assemble(txn, bytes(record[4 + n:]))
 
-    def write(self, changes: dict[str, bytes | None]) -> None:
-        """Apply ``changes`` (``None`` deletes) in one durable transaction."""
+    def write(self, changes: dict[str, Change]) -> None:
+        """Apply ``changes`` (per key, in order) in one durable transaction."""
         if not changes:
             return
+        layout = self.layout
         try:
             with self._lock, self.env.begin(write=True) as txn:
-                for key, value in changes.items():
+                for key, ops in changes.items():
                     raw = key.encode("utf-8", "surrogateescape")
                     rk = _record_key(raw)
-                    if value is None:
-                        txn.delete(rk)
-                    else:
-                        txn.put(rk, _LEN.pack(len(raw)) + raw + value)
+                    prefix = _LEN.pack(len(raw)) + raw
+                    for op, value in ops:
+                        if op == "merge":
+                            layout.merge(txn, rk, value, prefix)
+                        elif op == "put":
+                            layout.replace(txn, rk, value, prefix)
+                        else:
+                            layout.delete(txn, rk, prefix)
         except self._lmdb.MapFullError:
             raise AnnaError(f"the KVS node's LMDB store at {self.path} is full; restart it with a larger --map-size") from None
         except self._lmdb.Error as exc:

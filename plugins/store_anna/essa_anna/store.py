@@ -75,6 +75,12 @@ class AnnaStore(Store):
     def merge_bytes(self, key: str, value: bytes) -> None:
         self.client.put(key, value)
 
+    def keys(self, prefix: str = "") -> list[str]:
+        return self.client.keys(prefix)
+
+    def delete(self, key: str) -> bool:
+        return self.client.delete(key)
+
     def close(self) -> None:
         self.client.close()
 

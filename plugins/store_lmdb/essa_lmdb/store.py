@@ -1,12 +1,15 @@
 """LmdbStore: essa's embedded lattice key-value store, kept in an LMDB environment.
 
 One LMDB environment (a directory holding ``data.mdb`` and ``lock.mdb``) keeps
-every key in its main database. Each merge is one LMDB write transaction: read
-the stored value, :func:`essa.lattice.merge_encoded` the new one into it, put the
-result and commit. LMDB allows one writer at a time across all processes of a
-machine (its lock file holds a process-shared mutex), so concurrent merges from
-threads and processes never lose an update, and with ``sync`` on (the default) a
-merge returns only after the commit reached the disk.
+every key (see :mod:`essa_lmdb.layout` for how values lie in its records: big
+sets one record per member, so a merge costs the delta). Merges happen inside
+LMDB write transactions: read the stored value, merge the new one into it,
+write. LMDB allows one writer at a time across all processes of a machine (its
+lock file holds a process-shared mutex), so concurrent merges from threads and
+processes never lose an update, and with ``sync`` on (the default) a merge
+returns only after its commit reached the disk. Merges of one process that
+arrive while a commit is in flight share the next transaction and its sync
+(group commit, :meth:`_Env.merge`).
 
 LMDB must not be opened twice by one process (its POSIX file locks belong to the
 process, so closing a second handle silently drops the first one's locks). All
@@ -49,17 +52,18 @@ import hashlib
 import os
 import re
 import threading
+import time
 from pathlib import Path
 from typing import Mapping
 
 import lmdb
 
 from essa.errors import StoreError
-from essa.lattice import merge_encoded
 from essa.paths import data_dir
 from essa.store import Store
 
 from .disk import full_disk_message, lmdb_error_code
+from .layout import DATABASES, Layout, is_layout_key
 
 #: Options users may pass with ``--store-option KEY=VALUE``.
 OPTIONS = ("map_size", "max_readers", "path", "sync")
@@ -192,6 +196,26 @@ def _fork_error(path: str) -> StoreError:
 # -- shared environments ---------------------------------------------------------------
 
 
+#: Most puts one group commit takes.
+GROUP_LIMIT = 1024
+
+
+class _Put:
+    """A put waiting for a group commit."""
+
+    __slots__ = ("key", "value", "done", "error")
+
+    def __init__(self, key: bytes, value: bytes) -> None:
+        self.key = key
+        self.value = value
+        self.done = False
+        self.error: BaseException | None = None
+
+    def finish(self, error: BaseException | None) -> None:
+        self.error = error
+        self.done = True
+
+
 class _Env:
     """One open LMDB environment, shared by all stores of one process on one path.
 
@@ -201,7 +225,8 @@ class _Env:
     map another process enlarged) can wait until no read transaction is open.
     """
 
-    __slots__ = ("env", "path", "pid", "refs", "sync", "max_readers", "write_lock", "cond", "readers", "resizing")
+    __slots__ = ("env", "path", "pid", "refs", "sync", "max_readers", "write_lock", "cond", "readers", "resizing",
+                 "layout", "group", "queue", "leading", "last_group")
 
     def __init__(self, env: lmdb.Environment, path: str, sync: bool, max_readers: int) -> None:
         self.env = env
@@ -214,6 +239,12 @@ class _Env:
         self.cond = threading.Condition(threading.Lock())
         self.readers = 0
         self.resizing = False
+        self.layout = Layout(env)
+        # group commit: puts waiting for the next commit, and whether a thread is leading one
+        self.group = threading.Condition(threading.Lock())
+        self.queue: list[_Put] = []
+        self.leading = False
+        self.last_group = 0
 
     def map_size(self) -> int:
         return int(self.env.info()["map_size"])
@@ -253,7 +284,7 @@ class _Env:
     # -- operations ------------------------------------------------------------
 
     def get(self, key: bytes) -> bytes | None:
-        return self._read(lambda txn: txn.get(key))
+        return self._read(lambda txn: self.layout.read(txn, key))
 
     def scan(self, prefix: bytes) -> list[bytes]:
         """The keys starting with ``prefix``, in order."""
@@ -265,7 +296,8 @@ class _Env:
                 for key in cursor.iternext(keys=True, values=False):
                     if not key.startswith(prefix):
                         break
-                    found.append(key)
+                    if not is_layout_key(key):  # the big-set sub-databases' names
+                        found.append(key)
             return found
 
         return self._read(keys)
@@ -317,7 +349,9 @@ class _Env:
             with self.write_lock:
                 try:
                     with self.env.begin(write=True) as txn:
-                        return txn.delete(key)
+                        existed = txn.get(key) is not None
+                        self.layout.delete(txn, key)  # and a big set's member records
+                        return existed
                 except lmdb.MapResizedError:
                     pass
                 except lmdb.Error as exc:
@@ -326,6 +360,59 @@ class _Env:
         raise StoreError(f"deleting from the store at {self.path} failed: its map size keeps changing")
 
     def merge(self, key: bytes, value: bytes) -> None:
+        """Merge ``value`` into ``key``; returns once the merge is committed (and synced).
+
+        Group commit: puts that arrive while a commit is in flight wait, and
+        the next commit takes them all in one write transaction and one sync.
+        The first waiter to find no commit in flight leads it. A put whose
+        merge is refused fails alone; a failed commit fails every put of it.
+        With ``sync`` off there is no sync to share, and waking followers
+        costs more than it saves: each put commits on its own.
+        """
+        put = _Put(key, value)
+        if not self.sync:
+            self._commit([put])
+            if put.error is not None:
+                raise put.error
+            return
+        group = self.group
+        with group:
+            self.queue.append(put)
+            while self.leading and not put.done:
+                group.wait()
+            if not put.done:
+                self.leading = True
+        if not put.done:
+            try:
+                while not put.done:
+                    if len(self.queue) < self.last_group:
+                        # Threads woken by the previous commit are likely to queue their next
+                        # puts within microseconds: let them (a fuller group, one sync fewer).
+                        time.sleep(0)
+                    with group:
+                        batch = self.queue[:GROUP_LIMIT]
+                        del self.queue[:GROUP_LIMIT]
+                        self.last_group = len(batch)
+                    try:
+                        self._commit(batch)
+                    except BaseException as exc:  # every put of the batch learns, whatever happened
+                        for other in batch:
+                            if not other.done:
+                                other.finish(exc)
+                        if not isinstance(exc, Exception):
+                            raise  # KeyboardInterrupt and the like
+                    finally:
+                        with group:
+                            group.notify_all()
+            finally:
+                with group:
+                    self.leading = False
+                    group.notify_all()
+        if put.error is not None:
+            raise put.error
+
+    def _commit(self, batch: list["_Put"]) -> None:
+        """Merge every put of ``batch`` in one write transaction and commit it once."""
         grown = False
         for _ in range(4):
             with self.write_lock:
@@ -337,15 +424,23 @@ class _Env:
                 except lmdb.Error as exc:
                     raise self.error(exc, "writing to") from None
                 done = False
+                refused: dict[int, Exception] = {}
                 try:
-                    old = txn.get(key)
-                    merged = merge_encoded(old, value)  # DecodeError / LatticeTypeError abort
-                    if merged == old:
-                        txn.abort()  # nothing new: the stored value is already durable
-                    else:
-                        txn.put(key, merged)
+                    changed = False
+                    for i, put in enumerate(batch):
+                        try:
+                            changed |= self.layout.merge(txn, put.key, put.value)
+                        except lmdb.Error:
+                            raise
+                        except Exception as exc:  # refused before anything was written: this put alone fails
+                            refused[i] = exc
+                    if changed:
                         txn.commit()
+                    else:
+                        txn.abort()  # nothing new: what is stored is already durable
                     done = True
+                    for i, put in enumerate(batch):
+                        put.finish(refused.get(i))
                     return
                 except lmdb.MapFullError as exc:
                     full = exc
@@ -437,7 +532,7 @@ def _open_env(real: str, map_size: int, sync: bool, max_readers: int) -> _Env:
             sync=sync,
             metasync=sync,
             max_readers=max_readers,
-            max_dbs=0,
+            max_dbs=DATABASES,
             lock=True,
         )
     except lmdb.Error as exc:
@@ -452,8 +547,8 @@ def _open_env(real: str, map_size: int, sync: bool, max_readers: int) -> _Env:
                 f"the store at {real} is already open in this process by code other than essa's lmdb store"
             ) from None
         raise _translate(exc, real, "opening", map_size, max_readers) from None
-    entry = _Env(env, real, sync, int(env.info().get("max_readers", max_readers)))
     try:
+        entry = _Env(env, real, sync, int(env.info().get("max_readers", max_readers)))
         if env.max_key_size() < KEY_LIMIT:
             raise StoreError(
                 f"the LMDB library in use allows keys of only {env.max_key_size()} bytes; "

@@ -1,0 +1,264 @@
+"""The HTTP routes: each a thin user of the public API (:class:`essa.api.Connection`).
+
+The API's blocking parts (starting a call resolves the deployment, state and
+deployment requests wait for an answer) run on a thread pool; the event loop
+only awaits futures, so one slow request never holds up the others. Every
+error is answered with a status and ``{"error": LINE, "kind": KIND}`` (see
+:mod:`essa_http.errors`); nothing a client sends can make a route raise.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import concurrent.futures
+import json
+import threading
+from typing import Any, Awaitable, Callable
+
+from prometheus_client import CONTENT_TYPE_LATEST
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route, Router
+
+from essa.api import Connection
+from essa.engine import format_bytes
+from essa.errors import DecodeError, EssaError
+from essa.lattice import Lattice
+from essa.ratelimit import describe
+from essa.views import from_json, to_json
+
+from .errors import HttpError, from_essa_error
+from .metrics import HttpMetrics, Instrumented, problems, exposition
+
+#: The Content-Type of a result when the request had none.
+OCTET_STREAM = "application/octet-stream"
+#: Seconds ``/healthz`` waits for essa to answer before it says 503.
+HEALTH_TIMEOUT = 5.0
+#: Distinct access tokens whose connection views are kept (least recently used dropped first).
+TOKEN_VIEWS = 256
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+def json_response(data: Any, status: int = 200) -> Response:
+    return Response(json.dumps(data, ensure_ascii=False).encode(), status, media_type="application/json")
+
+
+def error_response(error: HttpError, headers: dict[str, str] | None = None) -> Response:
+    headers = dict(headers or {})
+    if error.close:
+        headers["connection"] = "close"
+    return Response(error.body(), error.status, headers=headers, media_type="application/json")
+
+
+class Routes:
+    """The trigger's routes over ``connection``.
+
+    :param max_body: the largest request body read (the message size limit);
+        a larger one is refused with 413 before it is read whole.
+    :param pool: threads for the API's blocking parts.
+    """
+
+    def __init__(self, connection: Connection, max_body: int, metrics: HttpMetrics,
+                 pool: concurrent.futures.ThreadPoolExecutor) -> None:
+        self.connection = connection
+        self.max_body = max_body
+        self.metrics = metrics
+        self.pool = pool
+        self._health: asyncio.Future | None = None
+        self._views: collections.OrderedDict[str, Connection] = collections.OrderedDict()
+        self._views_lock = threading.Lock()
+
+    def app(self) -> Instrumented:
+        """The ASGI application: the routes, instrumented (see :mod:`essa_http.metrics`)."""
+        router = Router([
+            self._route("/v1/functions/{deployment}/{function}", POST=self.call),
+            self._route("/v1/state/{deployment}/{key:path}", GET=self.get_state, PUT=self.put_state),
+            self._route("/v1/deployments", GET=self.deployments),
+            self._route("/healthz", GET=self.healthz),
+            self._route("/metrics", GET=self.prometheus),
+        ], redirect_slashes=False, default=self._no_route)
+        return Instrumented(router, self.metrics)
+
+    def _route(self, path: str, **handlers: Handler) -> Route:
+        """A route whose methods are ``handlers`` (405 for any other)."""
+        return Route(path, _Endpoint(path, handlers))
+
+    async def _no_route(self, scope, receive, send) -> None:
+        error = HttpError(404, f"no route {scope['method']} {scope['path'][:200]} (routes: POST /v1/functions/NAME/"
+                          "FUNCTION, GET|PUT /v1/state/NAME/KEY, GET /v1/deployments, /healthz, /metrics)", "not-found")
+        await error_response(error)(scope, receive, send)
+
+    def _connection(self, request: Request) -> Connection:
+        """The connection a request is served with: with ``Authorization: Bearer TOKEN``, one sending that token.
+
+        A cluster that checks tokens (see "Securing a cluster" in the README)
+        then allows or refuses the request by its own token, not the
+        server's; the embedded runtime checks none.
+        """
+        header = request.headers.get("authorization")
+        if header is None:
+            return self.connection
+        scheme, _, token = header.strip().partition(" ")
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token or len(token) > 4096:
+            raise HttpError(401, "the Authorization header is not 'Bearer TOKEN' (a token from `essa token create`)",
+                            "refused")
+        with self._views_lock:
+            view = self._views.get(token)
+            if view is None:
+                view = self._views[token] = self.connection.with_token(token)
+                if len(self._views) > TOKEN_VIEWS:
+                    self._views.popitem(last=False)
+            else:
+                self._views.move_to_end(token)
+            return view
+
+    async def _blocking(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self.pool, fn, *args)
+
+    async def _body(self, request: Request) -> bytes:
+        """The request's body, or 413 as soon as it is known to exceed :attr:`max_body`."""
+        limit = f"the message size limit ({format_bytes(self.max_body)})"
+        length = request.headers.get("content-length")
+        if length is not None:
+            if not length.isdigit():
+                raise HttpError(400, f"Content-Length {length[:40]!r} is not a number", "invalid", close=True)
+            if int(length) > self.max_body:
+                raise HttpError(413, f"the request's {int(length)} bytes exceed {limit}", "message-size", close=True)
+            return await request.body()
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > self.max_body:
+                raise HttpError(413, f"the request's body exceeds {limit}", "message-size", close=True)
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    # -- routes ------------------------------------------------------------------------
+
+    async def call(self, request: Request) -> Response:
+        """``POST /v1/functions/{deployment}/{function}``: body = arguments, answer = result."""
+        params = request.path_params
+        args = await self._body(request)
+        loop = asyncio.get_running_loop()
+        start = loop.run_in_executor(self.pool, self._connection(request).call_async, params["deployment"],
+                                     params["function"], args)
+        try:
+            future = await asyncio.shield(start)
+        except asyncio.CancelledError:  # the request was cancelled (a forced shutdown): so is the call
+            start.add_done_callback(_cancel_started_call)
+            raise
+        # Cancelling this task (a forced shutdown) cancels the wrapped future, hence the call.
+        result = await asyncio.wrap_future(future)
+        # Functions cannot set a content type (a result is bytes), so the request's passes through.
+        return Response(result, headers={"content-type": request.headers.get("content-type") or OCTET_STREAM})
+
+    async def get_state(self, request: Request) -> Response:
+        """``GET /v1/state/{deployment}/{key}``: the JSON view of the value, 404 if there is none."""
+        value = await self._blocking(self._read, self._connection(request), request.path_params["deployment"],
+                                     request.path_params["key"])
+        return json_response(to_json(value))
+
+    async def put_state(self, request: Request) -> Response:
+        """``PUT /v1/state/{deployment}/{key}``: merge the JSON view in the body; answer the merged value."""
+        body = await self._body(request)
+        try:
+            value = from_json(json.loads(body), "the body")
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise HttpError(400, f"the body is not JSON: {exc}", "invalid") from None
+        except DecodeError as exc:
+            raise HttpError(400, str(exc), "invalid") from None
+        merged = await self._blocking(self._merge, self._connection(request), request.path_params["deployment"],
+                                      request.path_params["key"], value)
+        return json_response(to_json(merged))
+
+    async def deployments(self, request: Request) -> Response:
+        """``GET /v1/deployments``: the latest version of each, as ``essa ls --json`` prints them."""
+        found = await self._blocking(self._connection(request).deployments)
+        return json_response([d.as_dict() for d in found])
+
+    async def healthz(self, request: Request) -> Response:
+        """``GET /healthz``: 200 when essa answers (lists its deployments) within :data:`HEALTH_TIMEOUT`, else 503.
+
+        Concurrent probes share one check, so a hung cluster cannot pile up threads.
+        """
+        if self._health is None or self._health.done():
+            self._health = asyncio.get_running_loop().run_in_executor(self.pool, self.connection.deployments)
+        try:
+            found = await asyncio.wait_for(asyncio.shield(self._health), HEALTH_TIMEOUT)
+        except asyncio.TimeoutError:
+            raise HttpError(503, f"essa did not answer within {HEALTH_TIMEOUT:g} s ({self.connection.where})",
+                            "unavailable") from None
+        except EssaError as exc:
+            if getattr(exc, "kind", None) == "refused":  # a secure cluster answered this server (it has no token)
+                return json_response({"ok": True, "where": self.connection.where, "deployments": None})
+            raise HttpError(503, str(exc), from_essa_error(exc).kind) from None
+        return json_response({"ok": True, "where": self.connection.where, "deployments": len(found)})
+
+    async def prometheus(self, request: Request) -> Response:
+        """``GET /metrics``: Prometheus text (see :func:`essa_http.metrics.exposition`)."""
+        body = await run_in_threadpool(exposition, self.metrics, self.connection)  # asks the cluster: blocks
+        return Response(body, media_type=CONTENT_TYPE_LATEST)
+
+    # -- the API's blocking parts (on the pool) -------------------------------------------
+
+    def _read(self, connection: Connection, deployment: str, key: str) -> Lattice:
+        namespace = connection.deployment(deployment).namespace
+        try:
+            value = connection.state(namespace).get(key)
+        except DecodeError as exc:
+            raise HttpError(500, f"the stored value of {key!r} cannot be read: {exc}", "store") from None
+        if value is None:
+            raise HttpError(404, f"no key {key!r} in namespace {namespace}", "not-found")
+        return value
+
+    def _merge(self, connection: Connection, deployment: str, key: str, value: Lattice) -> Lattice:
+        state = connection.state(connection.deployment(deployment).namespace)
+        state.merge(key, value)
+        return state.get(key) or value
+
+
+class _Endpoint:
+    """The ASGI application of one route: dispatches by method; every error becomes an error answer."""
+
+    def __init__(self, path: str, handlers: dict[str, Handler]) -> None:
+        self.path = path.replace(":path}", "}")
+        self.handlers = handlers
+        self.allowed = ", ".join(handlers)
+
+    async def __call__(self, scope, receive, send) -> None:
+        scope["essa.route"] = self.path  # the metrics' route label
+        response = await self.answer(Request(scope, receive))
+        await response(scope, receive, send)
+
+    async def answer(self, request: Request) -> Response:
+        handler = self.handlers.get(request.method)
+        try:
+            if handler is None:
+                error = HttpError(405, f"{request.method} is not allowed here (allowed: {self.allowed})", "invalid")
+                return error_response(error, {"allow": self.allowed})
+            return await handler(request)
+        except HttpError as exc:
+            return error_response(exc)
+        except EssaError as exc:
+            return error_response(from_essa_error(exc))
+        except asyncio.CancelledError:
+            # The server stops and waits no longer (the shutdown timeout passed, or a second
+            # signal): the call is cancelled too. Tell the client instead of dropping it.
+            return error_response(HttpError(503, "the server is stopping: the request was cancelled", "cancelled",
+                                            close=True))
+        except Exception as exc:  # a bug: one line in the log, a 500 for the client
+            problems.warning(f"route {self.path}", "error answering %s %s: %s", request.method, self.path,
+                             describe(exc), exc_info=exc)
+            return error_response(HttpError(500, f"internal error: {describe(exc)}", "error"))
+
+
+def _cancel_started_call(start: asyncio.Future) -> None:
+    if not start.cancelled() and start.exception() is None:
+        start.result().cancel()
+
+
+__all__ = ["HEALTH_TIMEOUT", "OCTET_STREAM", "TOKEN_VIEWS", "Routes"]

@@ -1,0 +1,67 @@
+"""How essa's errors become HTTP answers: a status and ``{"error": LINE, "kind": KIND}``.
+
+``LINE`` is the one line the ``essa`` command prints for the same error (the
+exception's message); ``KIND`` says how it failed, as :class:`essa.api.CallError`
+and the control service name it.
+"""
+
+from __future__ import annotations
+
+import json
+
+from essa.errors import EssaError, NotFound
+
+#: The HTTP status of each kind of failure; any other kind is 500.
+STATUS_OF_KIND = {
+    "not-found": 404,  # no such deployment, version, function or state key
+    "no-such-function": 404,
+    "invalid": 400,  # a malformed name, version, key or value
+    "type-mismatch": 409,  # a state value of another lattice type than the stored one
+    "message-size": 413,  # arguments, result or value over the message size limit
+    "time-limit": 504,
+    "unavailable": 503,  # no executor or no scheduler answered
+    "cancelled": 503,  # the call was cancelled before it answered (an executor stopping, ...)
+    "refused": 403,  # the request's access token does not allow it (a cluster that checks tokens)
+    # 500: trap, memory-limit, output-limit, exit, no-result, bad-signature, module, store, error
+}
+
+
+class HttpError(Exception):
+    """An answer other than success: ``status``, the one-line ``message`` and ``kind``.
+
+    ``close`` asks to close the connection after the answer (the request's
+    body was not read).
+    """
+
+    def __init__(self, status: int, message: str, kind: str, close: bool = False) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.kind = kind
+        self.close = close
+
+    def body(self) -> bytes:
+        return error_body(self.message, self.kind)
+
+
+def error_body(message: str, kind: str) -> bytes:
+    """The JSON body of an error answer."""
+    return json.dumps({"error": message, "kind": kind}, ensure_ascii=False).encode()
+
+
+def from_essa_error(exc: EssaError) -> HttpError:
+    """The answer to an :class:`EssaError` raised by the public API.
+
+    :class:`~essa.errors.NotFound` is 404; errors that carry a ``kind``
+    (:class:`essa.api.CallError`, the control service's refusals) map by
+    :data:`STATUS_OF_KIND`; any other :class:`EssaError` is something the
+    request got wrong (a malformed deployment name or version): 400.
+    """
+    if isinstance(exc, NotFound):
+        kind = "not-found"
+    else:
+        kind = getattr(exc, "kind", None) or "invalid"
+    return HttpError(STATUS_OF_KIND.get(kind, 500), str(exc), kind)
+
+
+__all__ = ["STATUS_OF_KIND", "HttpError", "error_body", "from_essa_error"]

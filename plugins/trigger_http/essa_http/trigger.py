@@ -1,0 +1,124 @@
+"""The ``http`` trigger: essa's public API over HTTP/1.1 (starlette on uvicorn).
+
+This module stays light (``essa plugins`` and every ``essa`` command load
+it); starlette, uvicorn and prometheus-client are imported by :meth:`serve`.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import importlib.util
+import socket
+from typing import Callable
+
+from essa.errors import EssaError
+from essa.trigger import Trigger, TriggerConfig
+
+#: Modules the trigger needs (the distribution depends on them).
+REQUIRED = ("starlette", "uvicorn", "httptools", "prometheus_client")
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    """``"127.0.0.1:8080"``, ``"[::1]:8080"`` or ``":8080"`` (every interface) -> ``(host, port)``."""
+    address = text.strip().removeprefix("http://").rstrip("/")
+    host, sep, port = address.rpartition(":")
+    host = host.strip("[]") if host.startswith("[") else host
+    if not sep or not port.isdigit() or int(port) > 65535 or ("[" in host or "]" in host):
+        raise EssaError(f"--listen {text!r}: give HOST:PORT, e.g. 127.0.0.1:8080 (port 0: any free one)")
+    return host or "0.0.0.0", int(port)
+
+
+def _positive(options: dict[str, str], key: str, default: float, kind: type) -> float:
+    raw = options.pop(key, None)
+    if raw is None:
+        return default
+    try:
+        value = kind(raw)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise EssaError(f"--trigger-option {key}={raw!r}: give a positive {'whole ' if kind is int else ''}number")
+    return value
+
+
+class HttpTrigger(Trigger):
+    """Answers HTTP requests with calls, state and deployments of its connection.
+
+    Routes, statuses, limits, shutdown and metrics: see the plugin's README.
+    Options (``--trigger-option``): see :attr:`option_help`.
+    """
+
+    default_listen = "127.0.0.1:8080"
+    option_help = {
+        "max-connections": "connections (and requests) served at once; more are answered 503 (default 1000)",
+        "keep-alive": "seconds an idle keep-alive connection stays open (default 5)",
+        "threads": "threads running the API's blocking parts: starting calls, state and deployment requests "
+                   "(default 32)",
+    }
+
+    def __init__(self, connection, config: TriggerConfig) -> None:
+        super().__init__(connection, config)
+        self.host, self.port = parse_listen(config.listen or self.default_listen)
+        options = dict(config.options)
+        self.max_connections = int(_positive(options, "max-connections", 1000, int))
+        self.keep_alive = float(_positive(options, "keep-alive", 5.0, float))
+        self.threads = int(_positive(options, "threads", 32, int))
+        if options:
+            raise EssaError(f"the http trigger has no option {sorted(options)[0]!r} "
+                            f"(options: {', '.join(self.option_help)})")
+        self._server = None
+        self._stopping = 0  # 1: graceful stop asked, 2: forced
+
+    @classmethod
+    def unavailable_reason(cls) -> str | None:
+        missing = [m for m in REQUIRED if importlib.util.find_spec(m) is None]
+        return f"missing {', '.join(missing)} (pip install essa-plugin-http)" if missing else None
+
+    def serve(self, ready: Callable[[str], None] | None = None) -> None:
+        from .app import Routes
+        from .metrics import HttpMetrics
+        from .server import make_server
+
+        sock = self._bind()
+        host, port = sock.getsockname()[:2]
+        address = f"http://{f'[{host}]' if ':' in host else host}:{port}"
+        pool = concurrent.futures.ThreadPoolExecutor(self.threads, thread_name_prefix="essa-http")
+        try:
+            app = Routes(self.connection, self.config.max_message_bytes, HttpMetrics(), pool).app()
+            server = make_server(app, lambda: ready and ready(address), self.keep_alive, self.max_connections,
+                                 self.config.shutdown_timeout)
+            self._server = server
+            self._apply_stop()  # a stop asked before the server existed
+            server.run(sockets=[sock])
+        finally:
+            sock.close()
+            pool.shutdown(wait=False, cancel_futures=True)
+
+    def stop(self, force: bool = False) -> None:
+        self._stopping = max(self._stopping, 2 if force else 1)
+        self._apply_stop()
+
+    def _apply_stop(self) -> None:
+        server = self._server
+        if server is not None and self._stopping:
+            server.should_exit = True
+            server.force_exit = self._stopping > 1
+
+    def _bind(self) -> socket.socket:
+        where = f"{self.host}:{self.port}"
+        try:
+            family, kind, proto, _, address = socket.getaddrinfo(self.host, self.port, 0, socket.SOCK_STREAM, 0,
+                                                                 socket.AI_PASSIVE)[0]
+            sock = socket.socket(family, kind, proto)
+        except OSError as exc:
+            raise EssaError(f"cannot listen on {where}: {exc.strerror or exc}") from None
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(address)
+        except OSError as exc:
+            sock.close()
+            raise EssaError(f"cannot listen on {where}: {exc.strerror or exc}") from None
+        return sock
+
+
+__all__ = ["HttpTrigger", "parse_listen"]

@@ -1,0 +1,226 @@
+"""Merges that cost the delta give the same bytes as whole-value merges (LMDB and memory stores).
+
+The LMDB store keeps big sets as one record per member and assembles the
+encoding on read; whatever the sequence of merges, every store must give the
+bytes and the value that merging whole values gives, and refuse the same puts.
+"""
+
+from __future__ import annotations
+
+import itertools
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+pytest.importorskip("essa_lmdb")
+
+from essa.bincode import decode_lattice, encode_lattice  # noqa: E402
+from essa.errors import DecodeError, LatticeTypeError  # noqa: E402
+from essa.lattice import LwwLattice, MaxLattice, OrderedSetLattice, SetLattice, merge_encoded  # noqa: E402
+from essa.memory_store import MemoryStore  # noqa: E402
+from essa_lmdb import LmdbStore  # noqa: E402
+from essa_lmdb.layout import INLINE_LIMIT, PREFIX, VERBATIM  # noqa: E402
+
+# Long members share their first bytes and straddle the layout's boundaries (PREFIX, VERBATIM).
+_LONG = b"L" * (PREFIX - 6)
+members = st.one_of(
+    st.binary(max_size=6),
+    st.builds(lambda tail: _LONG + tail, st.binary(max_size=VERBATIM - PREFIX + 12)),
+    st.builds(lambda n: b"%06d" % n + b"x" * 250, st.integers(0, 40)),  # mid-sized: sets outgrow INLINE_LIMIT
+)
+
+
+def _set_of(kind):
+    return st.builds(lambda ms: encode_lattice(kind(ms)), st.frozensets(members, max_size=12))
+
+
+values = st.one_of(
+    _set_of(SetLattice),
+    _set_of(SetLattice),
+    _set_of(OrderedSetLattice),
+    st.builds(lambda ts, v: encode_lattice(LwwLattice(ts, v)), st.integers(0, 5), st.binary(max_size=3)),
+    st.builds(lambda n: encode_lattice(MaxLattice(n)), st.integers(0, 3)),
+    st.sampled_from([b"", b"\x01\x00\x00\x00\x05", b"\xff\xff\xff\xff", b"\xff\xffes" + bytes(20)]),
+)
+
+
+def reference(steps: list[bytes]) -> tuple[bytes | None, list[type | None]]:
+    """Whole-value merging: the final bytes, and the error class (or None) of each step."""
+    stored = None
+    outcomes = []
+    for value in steps:
+        try:
+            stored = merge_encoded(stored, value)
+        except (DecodeError, LatticeTypeError) as exc:
+            outcomes.append(type(exc))
+        else:
+            outcomes.append(None)
+    return stored, outcomes
+
+
+def apply(store, key: str, steps: list[bytes]) -> list[type | None]:
+    outcomes = []
+    for value in steps:
+        try:
+            store.merge_bytes(key, value)
+        except (DecodeError, LatticeTypeError) as exc:
+            outcomes.append(type(exc))
+        else:
+            outcomes.append(None)
+    return outcomes
+
+
+@pytest.fixture(scope="module")
+def stores(tmp_path_factory):
+    lmdb_store = LmdbStore({"path": str(tmp_path_factory.mktemp("lmdb"))})
+    yield lmdb_store, MemoryStore()
+    lmdb_store.close()
+
+
+_keys = itertools.count()
+
+
+@settings(max_examples=300)
+@given(steps=st.lists(values, min_size=1, max_size=25))
+def test_any_sequence_of_merges_gives_the_whole_value_bytes(stores, steps):
+    expected, outcomes = reference(steps)
+    key = f"k{next(_keys)}"
+    for store in stores:
+        assert apply(store, key, steps) == outcomes
+        got = store.get_bytes(key)
+        assert got == expected
+        if expected is not None:
+            assert decode_lattice(got) == decode_lattice(expected)
+
+
+def test_a_big_set_reopened_in_another_process_reads_the_same(tmp_path):
+    path = tmp_path / "db"
+    expected = SetLattice(b"member-%05d" % i for i in range(3000))
+    with LmdbStore({"path": str(path)}) as store:
+        for i in range(0, 3000, 100):
+            store.put("big", SetLattice(b"member-%05d" % j for j in range(i, i + 100)))
+        assert store.get_bytes("big") == encode_lattice(expected)
+        assert len(encode_lattice(expected)) > INLINE_LIMIT
+    proc = subprocess.run([sys.executable, "-c", textwrap.dedent(f"""
+        import hashlib
+        from essa_lmdb import LmdbStore
+        with LmdbStore({{"path": {str(path)!r}}}) as s:
+            print(hashlib.sha256(s.get_bytes("big")).hexdigest())
+        """)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    import hashlib
+
+    assert proc.stdout.strip() == hashlib.sha256(encode_lattice(expected)).hexdigest()
+
+
+def test_a_key_named_like_nothing_special_is_just_a_key(tmp_path):
+    # the layout's sub-databases live in the main database under 511-byte names
+    with LmdbStore({"path": str(tmp_path / "db")}) as store:
+        for key in ("essa-lmdb-layout/members/", "essa-lmdb-layout/members/" + "~" * 486, "next-set-id"):
+            store.put(key, SetLattice([b"x"]))
+            assert store.get(key) == SetLattice([b"x"])
+        store.put("big", SetLattice(b"%05d" % i + b"y" * 100 for i in range(100)))
+        assert store.get("big") == SetLattice(b"%05d" % i + b"y" * 100 for i in range(100))
+
+
+# -- group commit ------------------------------------------------------------------------
+
+WRITER = """
+import sys, threading
+from essa_lmdb import LmdbStore
+from essa.lattice import LwwLattice, SetLattice
+store = LmdbStore({"path": sys.argv[1]})
+lock = threading.Lock()
+
+def work(t):
+    for i in range(100000):
+        if i % 2:
+            store.put(f"lww/{t}/{i}", LwwLattice(i + 1, b"v%d" % i))
+        else:
+            store.put("shared", SetLattice([b"%d-%d" % (t, i) + b"z" * 40]))
+        with lock:
+            print(t, i, flush=True)  # acknowledged
+
+for t in range(8):
+    threading.Thread(target=work, args=(t,)).start()
+"""
+
+
+def test_kill_9_during_group_commits_loses_no_acknowledged_put(tmp_path):
+    path = tmp_path / "db"
+    proc = subprocess.Popen([sys.executable, "-c", WRITER, str(path)], stdout=subprocess.PIPE, text=True)
+    acked = []
+    watchdog = threading.Timer(300, proc.kill)  # a writer that stops answering fails the test, never hangs it
+    watchdog.start()
+    try:
+        for line in proc.stdout:
+            acked.append(tuple(map(int, line.split())))
+            if len(acked) >= 3000:
+                break
+    finally:
+        watchdog.cancel()
+        proc.send_signal(signal.SIGKILL)
+        rest, _ = proc.communicate(timeout=60)
+    # the kill may cut the last line short: only whole lines count
+    acked += [tuple(map(int, line.split())) for line in rest.split("\n")[:-1] if line.strip()]
+    assert len(acked) >= 3000
+    with LmdbStore({"path": str(path)}) as store:
+        shared = store.get("shared")
+        for t, i in acked:
+            if i % 2:
+                assert store.get(f"lww/{t}/{i}") == LwwLattice(i + 1, b"v%d" % i)
+            else:
+                assert b"%d-%d" % (t, i) + b"z" * 40 in shared.values
+        # and the big set reads back as the canonical encoding of what it holds
+        assert store.get_bytes("shared") == encode_lattice(shared)
+
+
+def test_a_refused_merge_fails_only_its_own_put_in_a_group(tmp_path):
+    with LmdbStore({"path": str(tmp_path / "db")}) as store:
+        store.put("typed", SetLattice([b"a"]))
+        errors: dict[int, BaseException] = {}
+
+        def work(t: int) -> None:
+            for i in range(200):
+                try:
+                    if t == 0 and i % 3 == 0:
+                        store.merge_bytes("typed", encode_lattice(LwwLattice(1, b"x")))  # refused
+                    elif t == 1 and i % 3 == 0:
+                        store.merge_bytes("typed", b"\x01\x00\x00\x00\x09")  # undecodable
+                    else:
+                        store.put("typed", SetLattice([b"%d-%d" % (t, i)]))
+                except (LatticeTypeError, DecodeError) as exc:
+                    errors[t * 1000 + i] = exc
+
+        threads = [threading.Thread(target=work, args=(t,)) for t in range(6)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        expected_refused = {t * 1000 + i for t in (0, 1) for i in range(0, 200, 3)}
+        assert set(errors) == expected_refused
+        got = store.get("typed")
+        assert got == SetLattice([b"a", *(b"%d-%d" % (t, i) for t in range(6) for i in range(200)
+                                        if t * 1000 + i not in expected_refused)])
+
+
+def test_a_merge_that_changes_nothing_writes_nothing(tmp_path):
+    from essa.lattice import SingleCausalLattice
+
+    with LmdbStore({"path": str(tmp_path / "db")}) as store:
+        store.put("lww", LwwLattice(5, b"new"))
+        store.put("causal", SingleCausalLattice({"a": 2}, [b"x"]))
+        store.put("big", SetLattice(b"%05d" % i + b"b" * 100 for i in range(100)))
+        last_commit = store._entry.env.info()["last_txnid"]  # the environment's commit counter
+        store.put("lww", LwwLattice(3, b"old"))  # loses to the stored value
+        store.put("causal", SingleCausalLattice({"a": 1}, [b"y"]))  # dominated
+        store.put("big", SetLattice([b"00007" + b"b" * 100]))  # already a member
+        assert store._entry.env.info()["last_txnid"] == last_commit
+        store.put("big", SetLattice([b"new member"]))
+        assert store._entry.env.info()["last_txnid"] == last_commit + 1

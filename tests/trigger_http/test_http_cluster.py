@@ -1,0 +1,78 @@
+"""`essa serve` against a cluster: `essa up --http`, a second `essa serve --connect`, and no executors at all.
+
+Real processes over zenoh on loopback, free ports, readiness by polling
+with generous deadlines.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import threading
+
+import pytest
+
+pytest.importorskip("essa_http", reason="essa-plugin-http is not installed")
+pytest.importorskip("essa_lmdb", reason="essa-plugin-lmdb is not installed")
+pytest.importorskip("zenoh", reason="eclipse-zenoh is not installed")
+
+from .helpers import DEADLINE, ESSA, essa, free_port, ok, request, wait_until  # noqa: E402
+
+CALL = "/v1/functions/{}/{}"
+
+
+def test_up_with_http_serves_the_cluster_and_a_second_server_stops_gracefully(servers, wasm):
+    endpoint = f"tcp/127.0.0.1:{free_port()}"
+    http = f"127.0.0.1:{free_port()}"
+    up = servers.up("--executors", "2", "--listen", endpoint, "--http", http)
+    assert up.url == f"http://{http}"
+    wait_until(lambda: request(up.url, "GET", "/healthz").status == 200, "the cluster to answer /healthz")
+    c = ("--connect", endpoint, "--timeout", "60")
+    ok(essa("deploy", str(wasm), "--name", "memo", *c))
+
+    for i in range(8):  # calls land on both executors
+        answer = request(up.url, "POST", CALL.format("memo", "echo"), f"call {i}".encode())
+        assert (answer.status, answer.body) == (200, f"call {i}".encode())
+    trap = request(up.url, "POST", CALL.format("memo", "trap"))
+    assert trap.status == 500 and trap.json()["kind"] == "trap"
+    missing = request(up.url, "POST", CALL.format("memo", "nope"))
+    assert missing.status == 404 and "no function 'nope'" in missing.json()["error"]
+    put = request(up.url, "PUT", "/v1/state/memo/k", b'{"type": "Set", "values": ["a"]}')
+    assert put.json() == {"type": "Set", "values": ["a"]}
+    assert "Set {\"a\"}" in ok(essa("state", "get", "-d", "memo", "k", *c))
+    assert [d["name"] for d in request(up.url, "GET", "/v1/deployments").json()] == ["memo"]
+
+    # A second server for the same cluster; SIGTERM while a call is in flight.
+    second = servers.start("--connect", endpoint, "--timeout", "60")
+    answers = []
+    caller = threading.Thread(target=lambda: answers.append(request(second.url, "POST", CALL.format("memo", "gate"))))
+    caller.start()
+    wait_until(lambda: request(up.url, "GET", "/v1/state/memo/started").status == 200, "the gate call to start")
+    second.proc.send_signal(signal.SIGTERM)
+    ok(essa("state", "put", "-d", "memo", "release", "--type", "set", "go", *c))
+    caller.join()
+    assert [(a.status, a.body) for a in answers] == [(200, b"released")]
+    assert second.stop(None) == 0 and "Traceback" not in second.log_text()
+
+    assert up.stop() == 0, up.log_text()
+    log = up.log_text()
+    assert "Traceback" not in log and "http trigger stopped" in log
+    leftover = subprocess.run(["pgrep", "-s", str(up.proc.pid)], capture_output=True, text=True).stdout.split()
+    assert leftover == [], "processes of essa up still running"
+
+
+def test_without_executors_health_and_calls_are_503(servers, tmp_path):
+    endpoint = f"tcp/127.0.0.1:{free_port()}"
+    with open(tmp_path / "scheduler.log", "w") as log:
+        scheduler = subprocess.Popen([*ESSA, "scheduler", "--listen", endpoint], stderr=log, start_new_session=True)
+    try:
+        server = servers.start("--connect", endpoint, "--timeout", "60")
+        health = request(server.url, "GET", "/healthz")
+        assert health.status == 503 and health.json()["kind"] == "unavailable", health.body
+        answer = request(server.url, "POST", CALL.format("memo", "echo"), b"x")
+        assert answer.status == 503 and answer.json()["kind"] == "unavailable", answer.body
+        assert "no executor answered" in answer.json()["error"]
+        assert server.stop() == 0
+    finally:
+        scheduler.terminate()
+        scheduler.wait(DEADLINE)
