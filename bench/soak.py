@@ -11,7 +11,9 @@ end it prints a JSON summary:
 - ``flat``: resources during the first 100,000 calls after warm-up
   (``--warm-up`` calls) against the last 100,000 (means of their samples);
   the target is RSS within 5 %, and mappings, descriptors and threads not
-  growing;
+  growing. RSS is also given in its two parts: anonymous memory (what a
+  leak grows: ``rss_anon_within_5pct``) and file-backed pages (code, and the
+  LMDB file's pages as calls touch them);
 - ``errors``: calls that failed or gave a wrong answer (the target is 0).
 
 Modes:
@@ -195,10 +197,12 @@ def flatness(samples: list[dict], warm_up: int) -> dict:
     if not first or not last:
         return {"error": "too few samples for the windows; lower --interval or raise the call counts"}
     result: dict = {"first_window_calls": [warm_up, warm_up + window], "last_window_calls": [total - window, total]}
-    for key in ("rss", "mappings", "fds", "threads", "vsz"):
+    for key in ("rss", "rss_anon", "rss_file", "mappings", "fds", "threads", "vsz"):
         a, b = statistics.mean(s[key] for s in first), statistics.mean(s[key] for s in last)
         result[key] = {"first": round(a), "last": round(b), "growth_pct": round(100 * (b - a) / a, 2)}
     result["rss_within_5pct"] = abs(result["rss"]["growth_pct"]) <= 5
+    # Anonymous memory is what a leak grows; file-backed pages also grow as the store's data does.
+    result["rss_anon_within_5pct"] = abs(result["rss_anon"]["growth_pct"]) <= 5
     return result
 
 

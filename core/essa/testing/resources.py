@@ -21,8 +21,12 @@ class Resources:
     fds: int
     #: OS threads of the process.
     threads: int
-    #: Resident set size, bytes.
+    #: Resident set size, bytes: ``rss_anon`` + ``rss_file`` (+ shared memory).
     rss: int
+    #: Resident anonymous memory (heaps, stacks): what a leak grows.
+    rss_anon: int
+    #: Resident file-backed pages (code, and a store's memory-mapped file as its data is touched).
+    rss_file: int
     #: Virtual size (reserved address space), bytes.
     vsz: int
 
@@ -45,6 +49,8 @@ def sample(pid: int | str = "self") -> Resources:
         fds=len(os.listdir(f"{base}/fd")),
         threads=int(fields["Threads"][0]),
         rss=int(fields["VmRSS"][0]) * 1024,
+        rss_anon=int(fields["RssAnon"][0]) * 1024,
+        rss_file=int(fields["RssFile"][0]) * 1024,
         vsz=int(fields["VmSize"][0]) * 1024,
     )
 

@@ -31,7 +31,7 @@ pytestmark = pytest.mark.usefixtures("essa_home")
 CALLS = 5000
 WARM_UP = 300
 #: Growth allowed for things that settle rather than leak (a leak of one per call is thousands).
-SLACK = Resources(mappings=64, fds=4, threads=4, rss=0, vsz=0)
+SLACK = Resources(mappings=64, fds=4, threads=4, rss=0, rss_anon=0, rss_file=0, vsz=0)
 
 PRINT = f"""
   (func (export "__essa_wrapper__print") (param i32)
