@@ -215,7 +215,7 @@ def build(guest: Guest, work: Path) -> bytes:
     env["RUSTFLAGS"] = f"--remap-path-prefix={work}/="
     run(
         [CARGO, "build", "--release", "--locked", "--offline", "--target", TARGET],
-        crate_dir,
+        crate,
         env,
         f"building {guest.output}",
     )
