@@ -191,11 +191,14 @@ class Connection:
         ``future.spans()`` gives the call and every remote call it made
         (:mod:`essa.tracing`).
         """
+        return _BytesFuture(self._start_call(spec, function, args, output, trace))
+
+    def _start_call(self, spec: str, function: str, args: bytes, output: Callable[[Message], None] | None,
+                    trace: bool = False) -> CallHandle:
         deployment = self.deployment(spec)
         export = deployment.check_function(function)
-        handle = self._client.start_call(deployment.module, export, bytes(args), deployment.namespace, output,
-                                         trace=trace, fields={"deployment": deployment.name})
-        return _BytesFuture(handle)
+        return self._client.start_call(deployment.module, export, bytes(args), deployment.namespace, output,
+                                       trace=trace, fields={"deployment": deployment.name})
 
     def call(self, spec: str, function: str, args: bytes = b"", timeout: float | None = None,
              output: Callable[[Message], None] | None = None) -> bytes:
@@ -206,12 +209,13 @@ class Connection:
         :raises essa.errors.NotFound: no such deployment, version or function.
         :raises CallError: the call failed (trapped, exceeded a limit, ...).
         """
-        future = self.call_async(spec, function, args, output)
+        handle = self._start_call(spec, function, args, output)  # waited on directly: no second future
         try:
-            return future.result(timeout)
+            outcome = handle.result(timeout)
         except concurrent.futures.TimeoutError:
-            future.cancel()
+            handle.cancel()
             raise CallError(f"{function}: no answer within {timeout:g} s", kind="cancelled") from None
+        return _value(outcome)
 
     async def acall(self, spec: str, function: str, args: bytes = b"") -> bytes:
         """:meth:`call` for asyncio: awaits the result bytes (cancelling the task cancels the call)."""
@@ -317,14 +321,22 @@ class _BytesFuture(concurrent.futures.Future):
     def _settle(self, handle: CallHandle) -> None:
         if handle.cancelled():
             return
-        outcome: CallOutcome = handle.result()
         try:
-            if outcome.code == EssaResult.Ok:
-                self.set_result(outcome.value)
+            try:
+                value = _value(handle.result())
+            except CallError as exc:
+                self.set_exception(exc)
             else:
-                self.set_exception(CallError(outcome.message or outcome.code.name, outcome.code, outcome.kind or "error"))
+                self.set_result(value)
         except concurrent.futures.InvalidStateError:  # cancelled meanwhile
             pass
+
+
+def _value(outcome: CallOutcome) -> bytes:
+    """A call's result bytes, or its failure as :class:`CallError`."""
+    if outcome.code == EssaResult.Ok:
+        return outcome.value
+    raise CallError(outcome.message or outcome.code.name, outcome.code, outcome.kind or "error")
 
 
 def connect(
