@@ -71,3 +71,19 @@ def test_call_async_is_a_future_and_acall_awaits(es):
         return await asyncio.gather(*(es.acall("memo", "echo", b"async %d" % i) for i in range(5)))
 
     assert asyncio.run(main()) == [b"async %d" % i for i in range(5)]
+
+
+def test_a_call_past_its_timeout_is_cancelled_and_the_executor_is_free_again(engine_name):
+    from essa.engine import Limits
+
+    from .test_interrupt import CALLER
+
+    # One executor, no time limit: only the cancellation can free its workers.
+    with essa.connect(engine=engine_name, store="memory", executors=1, limits=Limits(time_limit=None)) as es:
+        es.deploy(CALLER, name="spinner")
+        es.deploy(STATEFUL, name="memo")
+        for _ in range(4):  # more than the executor's workers
+            with pytest.raises(essa.CallError, match=r"^spin: no answer within 0.5 s$") as info:
+                es.call("spinner", "spin", timeout=0.5)
+            assert info.value.kind == "cancelled"
+        assert es.call("memo", "echo", b"after", timeout=60) == b"after"
