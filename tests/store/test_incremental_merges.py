@@ -13,6 +13,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 
 import pytest
 from hypothesis import given, settings
@@ -208,6 +209,48 @@ def test_a_refused_merge_fails_only_its_own_put_in_a_group(tmp_path):
         got = store.get("typed")
         assert got == SetLattice([b"a", *(b"%d-%d" % (t, i) for t in range(6) for i in range(200)
                                         if t * 1000 + i not in expected_refused)])
+
+
+def test_a_leader_interrupted_mid_commit_hands_the_lead_on(tmp_path, monkeypatch):
+    """Ctrl-C in the thread leading a group commit fails that group alone; later puts still commit."""
+    import essa_lmdb.store
+
+    commit = essa_lmdb.store._Env._commit
+    calls = itertools.count()
+
+    def interrupted_once(self, batch):
+        if next(calls) == 20:
+            raise KeyboardInterrupt
+        return commit(self, batch)
+
+    monkeypatch.setattr(essa_lmdb.store._Env, "_commit", interrupted_once)
+    with LmdbStore({"path": str(tmp_path / "db")}) as store:
+        acked: list[bytes] = []
+        interrupted: list[str] = []
+
+        def work(name: str) -> None:
+            try:
+                for i in range(100):
+                    store.put("shared", SetLattice([b"%s-%d" % (name.encode(), i)]))
+                    acked.append(b"%s-%d" % (name.encode(), i))
+            except KeyboardInterrupt:
+                interrupted.append(name)
+
+        def in_threads(names: list[str]) -> None:
+            threads = [threading.Thread(target=work, args=(name,), daemon=True) for name in names]
+            for thread in threads:
+                thread.start()
+            deadline = time.monotonic() + 120  # a stranded lead would leave puts waiting forever
+            for thread in threads:
+                thread.join(timeout=max(0.0, deadline - time.monotonic()))
+            assert not any(thread.is_alive() for thread in threads)
+
+        in_threads([f"a{t}" for t in range(8)])
+        assert interrupted  # the interrupted group learnt it
+        in_threads([f"b{t}" for t in range(8)])  # and the store still commits groups afterwards
+        assert all(name.startswith("a") for name in interrupted)
+        assert sum(b.startswith(b"b") for b in acked) == 800
+        assert set(acked) <= store.get("shared").values
 
 
 def test_a_merge_that_changes_nothing_writes_nothing(tmp_path):

@@ -201,15 +201,22 @@ GROUP_LIMIT = 1024
 
 
 class _Put:
-    """A put waiting for a group commit."""
+    """A put waiting for a group commit.
 
-    __slots__ = ("key", "value", "done", "error")
+    Its thread blocks on ``wake`` (a lock held from the start) until a leader
+    releases it: because the put is done, or to hand it the lead.
+    """
+
+    __slots__ = ("key", "value", "done", "error", "wake", "lead")
 
     def __init__(self, key: bytes, value: bytes) -> None:
         self.key = key
         self.value = value
         self.done = False
         self.error: BaseException | None = None
+        self.wake = threading.Lock()
+        self.wake.acquire()
+        self.lead = False
 
     def finish(self, error: BaseException | None) -> None:
         self.error = error
@@ -364,52 +371,77 @@ class _Env:
 
         Group commit: puts that arrive while a commit is in flight wait, and
         the next commit takes them all in one write transaction and one sync.
-        The first waiter to find no commit in flight leads it. A put whose
-        merge is refused fails alone; a failed commit fails every put of it.
-        With ``sync`` off there is no sync to share, and waking followers
-        costs more than it saves: each put commits on its own.
+        A put that finds no commit in flight leads one; a leader whose commit
+        is done wakes exactly the puts it committed and hands the lead to the
+        oldest waiting put (waking everyone would cost each a GIL hand-off for
+        nothing). A put whose merge is refused fails alone; a failed commit
+        fails every put of it. With ``sync`` off there is no sync to share, and
+        waking followers costs more than it saves: each put commits on its own.
         """
         put = _Put(key, value)
         if not self.sync:
             self._commit([put])
-            if put.error is not None:
-                raise put.error
-            return
-        group = self.group
-        with group:
-            self.queue.append(put)
-            while self.leading and not put.done:
-                group.wait()
-            if not put.done:
+        else:
+            with self.group:
+                self.queue.append(put)
+                put.lead = not self.leading
                 self.leading = True
-        if not put.done:
             try:
-                while not put.done:
+                if not put.lead:
+                    put.wake.acquire()
+                if not put.done:
+                    self._lead(put)
+            except BaseException:  # interrupted (Ctrl-C): withdraw the put, never strand a lead
+                self._pass_lead(put)
+                raise
+        if put.error is not None:
+            raise put.error
+
+    def _lead(self, put: "_Put") -> None:
+        """Commit waiting puts as groups until ``put`` is done, wake each, then pass the lead on."""
+        try:
+            while not put.done:
+                batch: list[_Put] = []
+                try:
                     if len(self.queue) < self.last_group:
                         # Threads woken by the previous commit are likely to queue their next
                         # puts within microseconds: let them (a fuller group, one sync fewer).
                         time.sleep(0)
-                    with group:
+                    with self.group:
                         batch = self.queue[:GROUP_LIMIT]
                         del self.queue[:GROUP_LIMIT]
                         self.last_group = len(batch)
-                    try:
-                        self._commit(batch)
-                    except BaseException as exc:  # every put of the batch learns, whatever happened
-                        for other in batch:
-                            if not other.done:
-                                other.finish(exc)
-                        if not isinstance(exc, Exception):
-                            raise  # KeyboardInterrupt and the like
-                    finally:
-                        with group:
-                            group.notify_all()
-            finally:
-                with group:
-                    self.leading = False
-                    group.notify_all()
-        if put.error is not None:
-            raise put.error
+                    self._commit(batch)
+                except BaseException as exc:  # every put of the batch learns, whatever happened
+                    for other in batch:
+                        if not other.done:
+                            other.finish(exc)
+                    if not isinstance(exc, Exception):
+                        raise  # KeyboardInterrupt and the like
+                finally:
+                    for other in batch:
+                        if other is not put:
+                            other.wake.release()
+        finally:
+            self._pass_lead(put)
+
+    def _pass_lead(self, put: "_Put") -> None:
+        """``put``'s thread stops waiting or leading: withdraw it if still queued, and hand on its lead.
+
+        The lead goes to the oldest waiting put, or ends when none waits.
+        """
+        with self.group:
+            if not put.done and put in self.queue:  # interrupted: it can be neither committed nor heir
+                self.queue.remove(put)
+            if not put.lead:
+                return
+            put.lead = False
+            if not self.queue:
+                self.leading = False
+                return
+            heir = self.queue[0]
+            heir.lead = True
+        heir.wake.release()
 
     def _commit(self, batch: list["_Put"]) -> None:
         """Merge every put of ``batch`` in one write transaction and commit it once."""
