@@ -107,7 +107,7 @@ def test_twenty_thousand_requests_at_once_stay_within_the_message_bounds(cluster
     """Clients and nodes split what they send into messages of bounded size; nothing is dropped."""
     from essa_anna.protocol import PUT
 
-    client = cluster.client()
+    client = cluster.client(timeout=300)  # 40,000 requests at once: a busy machine needs more than 30 s
     keys = [f"many/{i}" for i in range(20000)]  # > inbound.MAX_ITEMS keys to resolve at once
     value = encode_lattice(SetLattice([b"v"]))
     futures = [client.submit(PUT, key, value) for key in keys]

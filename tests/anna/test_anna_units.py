@@ -122,3 +122,22 @@ def test_a_request_keeps_its_good_operations_and_names_the_bad_ones():
         inbound.worker_message({"t": "req", "ops": []})
     with pytest.raises(Malformed, match="at most"):
         inbound.worker_message({"t": "gossip", "kv": [["k", b"v"]] * (inbound.MAX_ITEMS + 1)})
+
+
+def test_a_batch_answering_many_requests_of_one_client_is_sent_in_bounded_messages():
+    """40,000 answers for one client (a loaded worker's batch) go out in messages the client accepts."""
+    from types import SimpleNamespace
+
+    from essa_anna.inbound import MAX_ITEMS
+    from essa_anna.kvs import Worker
+
+    published = []
+    node = SimpleNamespace(info=SimpleNamespace(id="n1"),
+                           transport=SimpleNamespace(publish=lambda topic, message: published.append((topic, message))))
+    worker = Worker(node, 0)
+    worker._answers = {"anna/inbox/c1": [[rid, 0, None] for rid in range(40000)]}
+    worker._flush()
+    assert {topic for topic, _message in published} == {"anna/inbox/c1"}
+    sizes = [len(message["r"]) for _topic, message in published]
+    assert max(sizes) <= MAX_ITEMS
+    assert [answer[0] for _topic, message in published for answer in message["r"]] == list(range(40000))

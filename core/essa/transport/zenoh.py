@@ -99,6 +99,14 @@ class _Undo:
             pass
 
 
+#: A declared publisher unused for this many seconds is undeclared when a later one is
+#: declared: the output topic of a run that ended, the inbox of a caller that left (each
+#: declared publisher holds ~4 KB in zenoh, so keeping them grew a long-lived executor).
+PUBLISHER_IDLE = 60.0
+#: Most publishers kept declared; past it a sweep undeclares them all.
+PUBLISHER_LIMIT = 1024
+
+
 class _PatientSender:
     """Holds messages for subscribers a session does not know yet, and sends them once it does.
 
@@ -213,6 +221,8 @@ class ZenohTransport(Transport):
                 raise TransportError(f"cannot reach {where}: nothing answers there (is `essa scheduler` running?)") from None
             raise TransportError(f"cannot open a zenoh session on {where}: {reason}") from None
         self._publishers: dict[str, Any] = {}
+        self._used: dict[str, float] = {}  # topic -> when its publisher was last used (monotonic)
+        self._swept = time.monotonic()
         self._lock = threading.Lock()
         self._patient = _PatientSender(self)
         self.max_message_bytes: int | None = self.options.get("max_message_bytes")
@@ -243,31 +253,63 @@ class ZenohTransport(Transport):
     # -- publish/subscribe -----------------------------------------------------------
 
     def publish(self, topic: str, message: Message, patient: bool = False) -> None:
-        publisher = self._publisher(topic)
         payload = _pack(message)
+        publisher = self._publisher(topic)
+        try:
+            self._send(topic, publisher, payload, patient)
+        except (self._zenoh.ZError, RuntimeError):  # RuntimeError: zenoh's "Already borrowed"
+            if self._publishers.get(topic) is publisher:
+                raise
+            self._send(topic, self._publisher(topic), payload, patient)  # swept as idle just now
+
+    def _send(self, topic: str, publisher, payload: bytes, patient: bool) -> None:
         if patient and (self._patient.holds(topic) or not publisher.matching_status.matching):
             self._patient.hold(topic, payload)  # after any held before it: order is kept
             return
         publisher.put(payload)
 
     def _publisher(self, topic: str):
+        now = time.monotonic()
         publisher = self._publishers.get(topic)
         if publisher is None:
             with self._lock:
                 publisher = self._publishers.get(topic)
                 if publisher is None:
+                    if now - self._swept > PUBLISHER_IDLE / 4 or len(self._publishers) >= PUBLISHER_LIMIT:
+                        self._sweep_publishers(now)
                     publisher = self._session.declare_publisher(
                         topic, congestion_control=self._zenoh.CongestionControl.BLOCK
                     )
-                    if len(self._publishers) > 1024:  # reply inboxes come and go
-                        self._drop_publishers()
+                    self._used[topic] = now  # before another thread's sweep can see it
                     self._publishers[topic] = publisher
+        self._used[topic] = now
         return publisher
+
+    def _sweep_publishers(self, now: float) -> None:  # lock held
+        """Undeclare publishers idle for :data:`PUBLISHER_IDLE` (all of them if that leaves too many)."""
+        used = self._used
+        idle = [topic for topic in self._publishers if now - used.get(topic, 0.0) > PUBLISHER_IDLE]
+        if len(self._publishers) - len(idle) >= PUBLISHER_LIMIT:
+            idle = list(self._publishers)
+        for topic in idle:
+            try:
+                self._publishers[topic].undeclare()
+            except RuntimeError:  # "Already borrowed": another thread publishes with it right now
+                continue
+            except self._zenoh.ZError:  # pragma: no cover - the session is closing
+                pass
+            del self._publishers[topic]
+            used.pop(topic, None)
+        for topic in list(used):  # list(): other threads note uses without the lock
+            if topic not in self._publishers:
+                used.pop(topic, None)
+        self._swept = now
 
     def _drop_publishers(self) -> None:  # lock held
         for publisher in self._publishers.values():
             publisher.undeclare()
         self._publishers.clear()
+        self._used.clear()
 
     def subscribe(self, topic: str, callback: Callable[[Message], None]) -> Subscription:
         def deliver(sample) -> None:

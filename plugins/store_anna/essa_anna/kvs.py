@@ -69,7 +69,7 @@ log = logging.getLogger("essa.anna")
 SETTLE_SECONDS = 5.0
 #: How long a read repair waits for the other owners.
 REPAIR_TIMEOUT = 0.5
-#: Keys per replication / hand-off message.
+#: Keys per replication / hand-off message, and answers per response message.
 CHUNK = 2000
 #: Most inbox messages handled per batch.
 BATCH = 512
@@ -610,7 +610,10 @@ class Worker(threading.Thread):
         if self._answers:
             answers, self._answers = self._answers, {}
             for reply, items in answers.items():
-                self._publish(reply, {"t": "resp", "r": items})
+                # A batch can answer many requests of one client: keep each message within the
+                # receiver's bounds (inbound.MAX_ITEMS), as replications and hand-offs do.
+                for i in range(0, len(items), CHUNK):
+                    self._publish(reply, {"t": "resp", "r": items[i:i + CHUNK]})
         if self._sends:
             sends, self._sends = self._sends, []
             for topic, message in sends:

@@ -1,0 +1,87 @@
+"""Declared zenoh publishers of a long-lived process stay bounded: idle ones are undeclared, and messages still arrive."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+
+import pytest
+
+pytest.importorskip("zenoh")
+
+import essa.transport.zenoh as zenoh_transport  # noqa: E402
+from essa.transport.zenoh import ZenohTransport  # noqa: E402
+
+DEADLINE = 60.0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def pair():
+    endpoint = f"tcp/127.0.0.1:{free_port()}"
+    a = ZenohTransport({"listen": [endpoint]})
+    b = ZenohTransport({"connect": [endpoint], "connect_timeout": DEADLINE})
+    yield a, b
+    b.close()
+    a.close()
+
+
+def collect(transport: ZenohTransport, topic: str) -> tuple[list, threading.Condition]:
+    received: list = []
+    arrived = threading.Condition()
+
+    def got(message) -> None:
+        with arrived:
+            received.append(message["n"])
+            arrived.notify_all()
+
+    transport.subscribe(topic, got)
+    return received, arrived
+
+
+def wait_for(received: list, arrived: threading.Condition, count: int) -> None:
+    with arrived:
+        assert arrived.wait_for(lambda: len(received) >= count, DEADLINE), f"{len(received)} of {count} arrived"
+
+
+def test_publishers_of_topics_no_longer_used_are_undeclared(pair, monkeypatch):
+    monkeypatch.setattr(zenoh_transport, "PUBLISHER_IDLE", 0.2)
+    a, b = pair
+    received, arrived = collect(b, "essa/run/*/output")
+    for n in range(20):  # twenty runs' output topics, each used once (patient: b may not be known yet)
+        a.publish(f"essa/run/r{n}/output", {"n": n}, patient=True)
+    wait_for(received, arrived, 20)
+    assert len(a._publishers) == 20
+    time.sleep(0.5)  # every one of them is idle now
+    a.publish("essa/run/next/output", {"n": 20})
+    assert list(a._publishers) == ["essa/run/next/output"]
+    a.publish("essa/run/r3/output", {"n": 21})  # a swept topic is declared again when used again
+    wait_for(received, arrived, 22)
+    assert sorted(received) == list(range(22))
+
+
+def test_messages_arrive_while_publishers_are_swept_under_them(pair, monkeypatch):
+    monkeypatch.setattr(zenoh_transport, "PUBLISHER_IDLE", 0.0)  # every declaration sweeps every other
+    a, b = pair
+    received, arrived = collect(b, "essa/inbox/*")
+    a.publish("essa/inbox/t0", {"n": -1}, patient=True)
+    wait_for(received, arrived, 1)  # b's subscription is known to a
+
+    def sender(t: int) -> None:
+        for i in range(300):
+            a.publish(f"essa/inbox/t{t}-{i % 7}", {"n": t * 1000 + i})
+
+    threads = [threading.Thread(target=sender, args=(t,)) for t in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(DEADLINE)
+    wait_for(received, arrived, 1 + 4 * 300)
+    assert sorted(received) == [-1] + sorted(t * 1000 + i for t in range(4) for i in range(300))
+    assert len(a._publishers) <= 4 * 7 + 1
