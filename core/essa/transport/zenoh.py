@@ -187,10 +187,14 @@ class _PatientSender:
             if not messages:
                 self._held.pop(topic, None)
 
-    def close(self) -> None:
+    def close(self, timeout: float = 2.0) -> None:
+        """Stop sending; wait up to ``timeout`` s for a send in progress (its publisher is about to go)."""
         with self._cond:
             self._closed = True
             self._cond.notify_all()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
 
 
 class ZenohTransport(Transport):
@@ -307,7 +311,10 @@ class ZenohTransport(Transport):
 
     def _drop_publishers(self) -> None:  # lock held
         for publisher in self._publishers.values():
-            publisher.undeclare()
+            try:
+                publisher.undeclare()
+            except (self._zenoh.ZError, RuntimeError):  # in use ("Already borrowed"): the session's close ends it
+                pass
         self._publishers.clear()
         self._used.clear()
 
