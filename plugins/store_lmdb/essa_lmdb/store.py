@@ -247,8 +247,8 @@ class _Env:
         self.readers = 0
         self.resizing = False
         self.layout = Layout(env)
-        # group commit: puts waiting for the next commit, and whether a thread is leading one
-        self.group = threading.Condition(threading.Lock())
+        # group commit: puts waiting for the next commit, and whether a thread leads one (under group)
+        self.group = threading.Lock()
         self.queue: list[_Put] = []
         self.leading = False
         self.last_group = 0
