@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 
@@ -10,25 +9,7 @@ import pytest
 
 pytest.importorskip("zenoh")
 
-from essa.transport.zenoh import ZenohTransport  # noqa: E402
-
 DEADLINE = 60.0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture
-def pair():
-    endpoint = f"tcp/127.0.0.1:{free_port()}"
-    a = ZenohTransport({"listen": [endpoint]})
-    b = ZenohTransport({"connect": [endpoint], "connect_timeout": DEADLINE})
-    yield a, b
-    b.close()
-    a.close()
 
 
 def subscribe(transport, topic: str) -> tuple[list, threading.Event]:
@@ -43,8 +24,8 @@ def subscribe(transport, topic: str) -> tuple[list, threading.Event]:
     return received, arrived
 
 
-def test_messages_for_a_subscriber_that_appears_later_arrive_in_order(pair):
-    a, b = pair
+def test_messages_for_a_subscriber_that_appears_later_arrive_in_order(zenoh_pair):
+    a, b = zenoh_pair
     for n in range(3):  # nobody subscribes yet: a plain put would be dropped
         a.publish("essa/inbox/late", {"n": n}, patient=True)
     time.sleep(0.3)
@@ -53,8 +34,8 @@ def test_messages_for_a_subscriber_that_appears_later_arrive_in_order(pair):
     assert received == [0, 1, 2]
 
 
-def test_without_patience_such_messages_are_dropped(pair):
-    a, b = pair
+def test_without_patience_such_messages_are_dropped(zenoh_pair):
+    a, b = zenoh_pair
     a.publish("essa/inbox/gone", {"n": 0})
     received, _arrived = subscribe(b, "essa/inbox/gone")
     a.publish("essa/inbox/gone", {"n": 1}, patient=True)  # the subscription exists now: this one arrives

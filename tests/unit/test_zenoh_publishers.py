@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 
@@ -14,22 +13,6 @@ import essa.transport.zenoh as zenoh_transport  # noqa: E402
 from essa.transport.zenoh import ZenohTransport  # noqa: E402
 
 DEADLINE = 60.0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture
-def pair():
-    endpoint = f"tcp/127.0.0.1:{free_port()}"
-    a = ZenohTransport({"listen": [endpoint]})
-    b = ZenohTransport({"connect": [endpoint], "connect_timeout": DEADLINE})
-    yield a, b
-    b.close()
-    a.close()
 
 
 def collect(transport: ZenohTransport, topic: str) -> tuple[list, threading.Condition]:
@@ -50,9 +33,9 @@ def wait_for(received: list, arrived: threading.Condition, count: int) -> None:
         assert arrived.wait_for(lambda: len(received) >= count, DEADLINE), f"{len(received)} of {count} arrived"
 
 
-def test_publishers_of_topics_no_longer_used_are_undeclared(pair, monkeypatch):
+def test_publishers_of_topics_no_longer_used_are_undeclared(zenoh_pair, monkeypatch):
     monkeypatch.setattr(zenoh_transport, "PUBLISHER_IDLE", 0.2)
-    a, b = pair
+    a, b = zenoh_pair
     received, arrived = collect(b, "essa/run/*/output")
     for n in range(20):  # twenty runs' output topics, each used once (patient: b may not be known yet)
         a.publish(f"essa/run/r{n}/output", {"n": n}, patient=True)
@@ -66,9 +49,9 @@ def test_publishers_of_topics_no_longer_used_are_undeclared(pair, monkeypatch):
     assert sorted(received) == list(range(22))
 
 
-def test_messages_arrive_while_publishers_are_swept_under_them(pair, monkeypatch):
+def test_messages_arrive_while_publishers_are_swept_under_them(zenoh_pair, monkeypatch):
     monkeypatch.setattr(zenoh_transport, "PUBLISHER_IDLE", 0.0)  # every declaration sweeps every other
-    a, b = pair
+    a, b = zenoh_pair
     received, arrived = collect(b, "essa/inbox/*")
     a.publish("essa/inbox/t0", {"n": -1}, patient=True)
     wait_for(received, arrived, 1)  # b's subscription is known to a
