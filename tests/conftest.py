@@ -6,6 +6,8 @@ else wasmtime) and the ``essa_engine`` fixture; tests/engine runs its suite.
 
 from __future__ import annotations
 
+import importlib.util
+
 import pytest
 from hypothesis import HealthCheck, settings
 
@@ -15,6 +17,15 @@ settings.register_profile("essa", deadline=None, suppress_health_check=[HealthCh
 settings.load_profile("essa")
 
 pytest_plugins = ["essa.testing.conformance"]
+
+
+def pytest_report_header(config) -> str:
+    """Name the WASI corpus's oracle: one wasmtime, pinned in constraints/test.txt."""
+    if importlib.util.find_spec("wasmtime") is None:
+        return "WASI oracle: wasmtime is not installed (tests/wasi is skipped)"
+    from importlib.metadata import version
+
+    return f"WASI oracle: wasmtime {version('wasmtime')} (wasmtime-py's own WASI; tests/wasi)"
 
 
 @pytest.fixture(scope="session")

@@ -7,6 +7,7 @@ process of its own. Skipped when the plugin is not installed.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import subprocess
 import sys
@@ -44,6 +45,14 @@ def test_the_capi_binding_runs_with_the_pinned_wasmtime(monkeypatch):
     engine = WasmtimeEngine()
     assert engine.binding.name == "capi"
     assert engine.pooled
+
+
+def test_a_c_function_whose_parameters_changed_is_refused_not_called():
+    # A wrong ctypes prototype would corrupt memory: the binding compares each of its
+    # prototypes with wasmtime-py's own, generated from the library's headers.
+    capi._check_arity("wasmtime_store_delete", (ctypes.c_void_p,))
+    with pytest.raises(AttributeError, match="wasmtime_store_delete takes 1 parameters in the installed wasmtime, not 2"):
+        capi._check_arity("wasmtime_store_delete", (ctypes.c_void_p, ctypes.c_void_p))
 
 
 def test_the_public_binding_passes_the_conformance_suite():

@@ -50,3 +50,26 @@ def test_relative_links_lead_to_files_in_the_repository(document):
     missing = [target for target in _LINK.findall(document.read_text())
                if not (document.parent / target).resolve().exists()]
     assert not missing, f"{document.relative_to(ROOT)} links to missing files: {missing}"
+
+
+def _quick_start_commands() -> list[str]:
+    """The README quick start's two commands: install and run, then test."""
+    section = (ROOT / "README.md").read_text().split("## Quick start", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```sh\n(.*?)\n```", section, re.DOTALL)
+    return [block.strip() for block in blocks]
+
+
+def test_ci_runs_exactly_the_readme_quick_start_commands():
+    commands = _quick_start_commands()
+    assert len(commands) == 2, commands
+    ci = [line for line in (ROOT / ".ci" / "run").read_text().splitlines()
+          if line and not line.startswith(("#", "set ", "cd "))]
+    assert ci == commands
+
+
+def test_the_test_command_installs_tox_from_the_pinned_constraints():
+    test_command = _quick_start_commands()[1]
+    assert "-c constraints/test.txt tox" in test_command
+    pins = (ROOT / "constraints" / "test.txt").read_text()
+    for package in ("tox", "virtualenv", "pip", "setuptools", "wasmtime", "pytest", "hypothesis"):
+        assert re.search(rf"^{package}==\S+", pins, re.MULTILINE), f"{package} is not pinned"

@@ -194,6 +194,13 @@ def run_essa(engine_name: str, case: Case, root: Path) -> Outcome:
 _CACHE: dict = {}
 
 
+def oracle_name() -> str:
+    """The oracle as the report names it: ``wasmtime X.Y.Z`` (the version the test constraints pin)."""
+    from importlib.metadata import version
+
+    return f"wasmtime {version('wasmtime')}"
+
+
 def _wasmtime_engine():
     import wasmtime
 
@@ -226,16 +233,16 @@ def differences(expected: Outcome, actual: Outcome) -> list[str]:
     """What ``actual`` does differently from ``expected``, as readable lines (none if alike)."""
     problems = []
     if expected.status != actual.status:
-        problems.append(f"exit status: wasmtime {expected.status!r}, essa {actual.status!r}")
+        problems.append(f"exit status: {oracle_name()} {expected.status!r}, essa {actual.status!r}")
     for stream in ("stdout", "stderr"):
         want, got = getattr(expected, stream), getattr(actual, stream)
         if want != got:
-            diff = difflib.unified_diff(want.splitlines(), got.splitlines(), "wasmtime", "essa", lineterm="", n=1)
+            diff = difflib.unified_diff(want.splitlines(), got.splitlines(), oracle_name(), "essa", lineterm="", n=1)
             problems.append(f"{stream} differs:\n" + "\n".join(diff))
     for path in sorted(set(expected.tree) | set(actual.tree)):
         want, got = expected.tree.get(path), actual.tree.get(path)
         if want != got:
-            problems.append(f"tree: {path}: wasmtime {want!r}, essa {got!r}")
+            problems.append(f"tree: {path}: {oracle_name()} {want!r}, essa {got!r}")
     return problems
 
 

@@ -318,8 +318,10 @@ def mkdir_at(directory: Directory, path: str) -> None:
 
 
 def rmdir_at(directory: Directory, path: str) -> None:
+    # Trailing slashes name the same directory (wasmtime 51 and Linux: `rmdir dir/`
+    # removes dir, `rmdir link/` is ENOTDIR: the link itself is not followed).
     directory.check_mutable()
-    with _Parent(directory, path) as parent:
+    with _Parent(directory, strip_dir_suffix(path)) as parent:
         _host(os.rmdir, parent.name, dir_fd=parent.fd)
 
 

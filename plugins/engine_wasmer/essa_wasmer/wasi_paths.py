@@ -135,7 +135,7 @@ def open_parent(dirfd: int, path: str) -> tuple[int, str, bool]:
 
 
 def strip_dir_suffix(path: str) -> str:
-    """``path`` without trailing slashes (cap-std's ``create_dir`` and ``rename`` ignore them)."""
+    """``path`` without trailing slashes (cap-std's ``create_dir``, ``rename`` and, from wasmtime 51, ``remove_dir`` ignore them)."""
     stripped = path.rstrip("/")
     return stripped if stripped or not path else "/"
 

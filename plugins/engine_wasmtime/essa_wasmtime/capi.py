@@ -36,7 +36,9 @@ What this takes from wasmtime-py beyond its public API: the loaded library
 checks all of it at import; where anything is missing the engine uses the
 public binding (:mod:`essa_wasmtime.public`) instead, as it does with
 ``ESSA_WASMTIME_BINDING=public``. The plugin pins wasmtime to one major
-version, and the conformance suite runs on both bindings.
+version, checks each C function's parameter count against wasmtime-py's
+generated bindings of the library it ships, and the conformance suite runs on
+both bindings.
 """
 
 from __future__ import annotations
@@ -91,8 +93,21 @@ def _function(name: str, restype, *argtypes, gil: bool = True):
     guest code); ``gil=False`` releases it (calls that run guest code, which
     may take long and call back into Python).
     """
+    _check_arity(name, argtypes)
     prototype = (ctypes.PYFUNCTYPE if gil else ctypes.CFUNCTYPE)(restype, *argtypes)
     return prototype((name, _dll))
+
+
+def _check_arity(name: str, argtypes: tuple) -> None:
+    """Refuse a C function whose parameters changed in this wasmtime (a wrong prototype is memory corruption).
+
+    wasmtime-py generates its ``_bindings`` from the C headers of the very
+    library it ships, so its prototype of ``name`` tells what this library takes.
+    """
+    generated = getattr(_b, f"_{name}", None)
+    expected = getattr(generated, "argtypes", None)
+    if expected is not None and len(expected) != len(argtypes):
+        raise AttributeError(f"{name} takes {len(expected)} parameters in the installed wasmtime, not {len(argtypes)}")
 
 
 #: The value array of an unchecked call or callback, seen as i32s: value ``i``
@@ -150,7 +165,7 @@ if _problem is None:
         _pool_strategy = _function("wasmtime_pooling_allocation_strategy_set", None, c_void_p, c_void_p)
         _error_delete = _function("wasmtime_error_delete", None, c_void_p)
     except AttributeError as exc:  # a symbol the library no longer exports
-        _problem = f"wasmtime's library lacks a C API function: {exc}"
+        _problem = f"wasmtime's C API changed: {exc}"
 
 
 def unavailable_reason() -> str | None:
