@@ -10,6 +10,7 @@ import pytest
 import essa
 from essa.testing.conformance.wat import module
 
+from .test_cluster import cluster  # noqa: F401  (the fixture)
 from .test_service import STATEFUL
 
 
@@ -87,3 +88,40 @@ def test_a_call_past_its_timeout_is_cancelled_and_the_executor_is_free_again(eng
                 es.call("spinner", "spin", timeout=0.5)
             assert info.value.kind == "cancelled"
         assert es.call("memo", "echo", b"after", timeout=60) == b"after"
+
+
+
+#: A script that deploys, leaves a call running, makes one more and ends without close().
+_UNCLOSED = """
+import sys, essa
+es = essa.connect(sys.argv[2]) if len(sys.argv) > 2 else essa.connect(store="memory")
+es.deploy(sys.argv[1], name="memo")
+pending = es.call_async("memo", "echo", b"left running")
+print(es.call("memo", "echo", b"done").decode(), flush=True)
+"""
+
+
+@pytest.mark.parametrize("mode", ["embedded", "cluster"])
+def test_a_script_that_never_closes_its_connection_exits(mode, tmp_path, request):
+    # zenoh runs callbacks on threads that kept the interpreter alive forever at exit.
+    import subprocess
+    import sys
+
+    wasm = tmp_path / "memo.wasm"
+    wasm.write_bytes(STATEFUL)
+    args = [str(wasm)]
+    if mode == "cluster":
+        cluster = request.getfixturevalue("cluster")
+        cluster.scheduler()
+        cluster.executor("0")
+        cluster.wait_for_executors(1)
+        args.append(cluster.endpoint)
+    script = subprocess.Popen([sys.executable, "-c", _UNCLOSED, *args], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+    try:
+        out, err = script.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        script.kill()
+        out, err = script.communicate()
+        pytest.fail(f"the script did not exit: {out!r} {err!r}")
+    assert (script.returncode, out) == (0, "done\n"), err

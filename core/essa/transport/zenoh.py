@@ -33,12 +33,14 @@ Options (from flags, ``ESSA_*`` environment variables or a zenoh config file):
 
 from __future__ import annotations
 
+import atexit
 import io
 import json
 import logging
 import threading
 import time
-from typing import Any, Callable, Mapping
+import weakref
+from typing import Any, Callable, Mapping, TypeVar
 
 import msgpack
 
@@ -84,6 +86,47 @@ _problems = RateLimitedLog(log)
 
 def _guarded(what: str, fn: Callable[..., None]) -> Callable[..., None]:
     return guarded(_problems, what, fn)
+
+
+_T = TypeVar("_T")
+
+
+def _declared_by_a_daemon(declare: Callable[[], _T]) -> _T:
+    """What ``declare()`` returns, run on a daemon thread.
+
+    zenoh-python runs each Python callback on a thread of its own that takes
+    the daemon flag of the thread that declared it. Declared from a script's
+    main thread, those threads keep the interpreter from ever exiting when the
+    script forgets ``close()``; declared here they do not, and
+    :func:`_close_open_sessions` closes the session at exit instead.
+    """
+    if threading.current_thread().daemon:
+        return declare()
+    outcome: list = []
+
+    def run() -> None:
+        try:
+            outcome.append((True, declare()))
+        except BaseException as exc:  # handed to the caller below
+            outcome.append((False, exc))
+
+    thread = threading.Thread(target=run, name="essa-zenoh-declare", daemon=True)
+    thread.start()
+    thread.join()
+    ok, value = outcome[0]
+    if not ok:
+        raise value
+    return value
+
+
+#: Sessions not closed yet: closed at interpreter exit, after the last non-daemon thread ended.
+_open_sessions: "weakref.WeakSet[ZenohTransport]" = weakref.WeakSet()
+
+
+@atexit.register
+def _close_open_sessions() -> None:
+    for transport in list(_open_sessions):
+        transport.close()
 
 
 class _Undo:
@@ -230,6 +273,7 @@ class ZenohTransport(Transport):
         self._lock = threading.Lock()
         self._patient = _PatientSender(self)
         self.max_message_bytes: int | None = self.options.get("max_message_bytes")
+        _open_sessions.add(self)
 
     def _config(self):
         zenoh = self._zenoh
@@ -324,7 +368,8 @@ class ZenohTransport(Transport):
             if message is not None:
                 callback(message)
 
-        subscriber = self._session.declare_subscriber(topic, _guarded(f"subscriber of {topic}", deliver))
+        on_sample = _guarded(f"subscriber of {topic}", deliver)
+        subscriber = _declared_by_a_daemon(lambda: self._session.declare_subscriber(topic, on_sample))
         return _Undo(subscriber.undeclare)
 
     def _decode(self, topic: str, data: bytes) -> Message | None:
@@ -357,7 +402,8 @@ class ZenohTransport(Transport):
             if request is not None:
                 query.reply(query.key_expr, _pack(handler(request)))
 
-        queryable = self._session.declare_queryable(topic, _guarded(f"queryable {topic}", answer))
+        on_query = _guarded(f"queryable {topic}", answer)
+        queryable = _declared_by_a_daemon(lambda: self._session.declare_queryable(topic, on_query))
         return _Undo(queryable.undeclare)
 
     def query(self, selector: str, message: Message, timeout: float = 2.0, one: bool = False) -> list[Message]:
@@ -391,9 +437,10 @@ class ZenohTransport(Transport):
         def changed(sample) -> None:
             callback(str(sample.key_expr), sample.kind == put)
 
-        subscriber = self._session.liveliness().declare_subscriber(
-            prefix.rstrip("/") + "/**", _guarded(f"liveliness of {prefix}", changed), history=True
-        )
+        on_change = _guarded(f"liveliness of {prefix}", changed)
+        subscriber = _declared_by_a_daemon(lambda: self._session.liveliness().declare_subscriber(
+            prefix.rstrip("/") + "/**", on_change, history=True
+        ))
         return _Undo(subscriber.undeclare)
 
     def describe(self) -> str:
@@ -407,6 +454,7 @@ class ZenohTransport(Transport):
         return "zenoh peer " + ("; ".join(parts) or "(default endpoints)")
 
     def close(self) -> None:
+        _open_sessions.discard(self)
         self._patient.close()
         with self._lock:
             self._drop_publishers()
