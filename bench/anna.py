@@ -146,8 +146,8 @@ def main() -> None:
     parser.add_argument("--ack", default="all", choices=["all", "owner"])
     args = parser.parse_args()
 
-    from essa.bincode import encode_lattice
-    from essa.lattice import LwwLattice
+    from essa.state.bincode import encode_lattice
+    from essa.state.lattice import LwwLattice
     from essa_anna import AnnaClient
 
     essa = [sys.executable, "-m", "essa", "anna"]

@@ -57,7 +57,7 @@ def caller_module() -> bytes:
 
 
 def running(endpoint: str) -> int:
-    from essa.cluster import cluster_status
+    from essa.cluster.processes import cluster_status
 
     return sum(a.get("running", 0) for a in cluster_status([endpoint], timeout=10) if a.get("role") == "executor")
 

@@ -51,8 +51,8 @@ def measure(args: argparse.Namespace, secure: bool) -> dict:
     """One cluster (plain or secure), started, measured and stopped."""
     import wasmtime
 
-    from essa.calls import call_request
-    from essa.cluster import connect_client
+    from essa.cluster.calls import call_request
+    from essa.cluster.processes import connect_client
     from essa.security import tokens
     from essa.security.local import prepare_local
 

@@ -77,7 +77,7 @@ def bench_calls(engine: str, store: str, calls: int, guest_loops: int = 5) -> di
 
     import wasmtime
 
-    from essa.runtime import EmbeddedRuntime
+    from essa.cluster.embedded import EmbeddedRuntime
 
     with EmbeddedRuntime(engine=engine, store=store) as runtime:
         module = runtime.client.publish(wasmtime.wat2wasm(ECHO_WAT))

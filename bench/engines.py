@@ -67,7 +67,7 @@ def _timed(fn, repeat: int) -> tuple[list[float], object]:
 
 def bench_module(engine_name: str, repeat: int) -> dict:
     """Compile vs artifact load of the test function, and related one-off costs."""
-    from essa.runtime import open_engine
+    from essa.cluster.embedded import open_engine
     from essa.testing.conformance.support import invocation
 
     wasm = TEST_FUNCTION.read_bytes()

@@ -97,15 +97,15 @@ def p50_ms(samples: list[float]) -> float:
 
 
 def lww(i: int, base: int = 1_700_000_000_000_000_000) -> bytes:
-    from essa.bincode import encode_lattice
-    from essa.lattice import LwwLattice
+    from essa.state.bincode import encode_lattice
+    from essa.state.lattice import LwwLattice
 
     return encode_lattice(LwwLattice(base + i, b"v" * 64))
 
 
 def one_member(member: bytes) -> bytes:
-    from essa.bincode import encode_lattice
-    from essa.lattice import SetLattice
+    from essa.state.bincode import encode_lattice
+    from essa.state.lattice import SetLattice
 
     return encode_lattice(SetLattice([member]))
 
@@ -141,8 +141,8 @@ def set_size(data: bytes | None) -> int:
 
 def bench_workloads(put, get, args) -> dict:
     """The table's workloads on a store given as ``put(key, bytes)`` / ``get(key)``."""
-    from essa.bincode import encode_lattice
-    from essa.lattice import SetLattice
+    from essa.state.bincode import encode_lattice
+    from essa.state.lattice import SetLattice
 
     result = {}
     samples = []
@@ -251,7 +251,7 @@ def bench_anna(args) -> list[dict]:
 def bench_guest(args) -> dict:
     import wasmtime
 
-    from essa.runtime import EmbeddedRuntime
+    from essa.cluster.embedded import EmbeddedRuntime
 
     adds = args.threads * args.puts
     with tempfile.TemporaryDirectory() as home:

@@ -34,12 +34,13 @@ logging.getLogger("essa").addHandler(logging.NullHandler())
 #: Public names, imported on first use (``import essa`` stays light for plugins and the CLI).
 _LAZY = {
     "connect": "api", "Connection": "api", "State": "api", "CallError": "api",
-    "Deployment": "deployments",
-    "encode": "codec", "decode": "codec",
+    "Deployment": "api",
+    "encode": "state.codec", "decode": "state.codec",
     "EssaError": "errors", "NotFound": "errors", "StoreError": "errors", "ModuleError": "errors",
-    "Lattice": "lattice", "LwwLattice": "lattice", "SetLattice": "lattice", "OrderedSetLattice": "lattice",
-    "SingleCausalLattice": "lattice", "MultiCausalLattice": "lattice", "MaxLattice": "lattice",
-    "BoolLattice": "lattice", "MapLattice": "lattice", "VectorClock": "lattice",
+    "Lattice": "state.lattice", "LwwLattice": "state.lattice", "SetLattice": "state.lattice",
+    "OrderedSetLattice": "state.lattice", "SingleCausalLattice": "state.lattice",
+    "MultiCausalLattice": "state.lattice", "MaxLattice": "state.lattice", "BoolLattice": "state.lattice",
+    "MapLattice": "state.lattice", "VectorClock": "state.lattice",
     "TlsFiles": "security.tls",
 }
 

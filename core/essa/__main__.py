@@ -1,5 +1,5 @@
 """``python -m essa`` is the ``essa`` command."""
 
-from .cli import main
+from essa.cli import main
 
 main()

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from . import hookimpl
-from .memory_store import MemoryStore
-from .scheduler import Placement
-from .transport.local import LocalTransport
-from .transport.zenoh import ZenohTransport
+from essa import hookimpl
+from essa.state.memory import MemoryStore
+from essa.cluster.scheduler import Placement
+from essa.transport.local import LocalTransport
+from essa.transport.zenoh import ZenohTransport
 
 
 @hookimpl

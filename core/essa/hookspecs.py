@@ -22,11 +22,11 @@ import pluggy
 if TYPE_CHECKING:  # pragma: no cover
     import click
 
-    from .engine import Engine
-    from .scheduler import Placement
-    from .store import Store
-    from .transport.base import Transport
-    from .trigger import Trigger
+    from essa.wasm.engine import Engine
+    from essa.cluster.scheduler import Placement
+    from essa.state.store import Store
+    from essa.transport.base import Transport
+    from essa.api.trigger import Trigger
 
 #: Marker for hook specifications; plugin authors use :data:`essa.hookimpl`.
 hookspec = pluggy.HookspecMarker("essa")

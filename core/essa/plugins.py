@@ -23,17 +23,17 @@ from typing import TYPE_CHECKING, Generic, Iterator, TypeVar
 
 import pluggy
 
-from . import hookspecs
-from .errors import PluginNotFound
+from essa import hookspecs
+from essa.errors import PluginNotFound
 
 if TYPE_CHECKING:  # pragma: no cover
     import click
 
-    from .engine import Engine
-    from .scheduler import Placement
-    from .store import Store
-    from .transport.base import Transport
-    from .trigger import Trigger
+    from essa.wasm.engine import Engine
+    from essa.cluster.scheduler import Placement
+    from essa.state.store import Store
+    from essa.transport.base import Transport
+    from essa.api.trigger import Trigger
 
 ENTRY_POINT_GROUP = "essa"
 
@@ -143,7 +143,7 @@ class PluginManager:
     # -- loading ---------------------------------------------------------------
 
     def _load(self) -> None:
-        from . import builtin
+        from essa import builtin
 
         self._register(builtin, PluginInfo("builtin", CORE_DISTRIBUTION, _version(CORE_DISTRIBUTION)))
         if self._autoload:

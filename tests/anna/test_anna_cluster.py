@@ -12,9 +12,9 @@ import pytest
 pytest.importorskip("zenoh")
 pytest.importorskip("essa_anna")
 
-from essa.bincode import decode_lattice, encode_lattice  # noqa: E402
+from essa.state.bincode import decode_lattice, encode_lattice  # noqa: E402
 from essa.errors import LatticeTypeError  # noqa: E402
-from essa.lattice import (  # noqa: E402
+from essa.state.lattice import (  # noqa: E402
     BoolLattice,
     LwwLattice,
     MapLattice,

@@ -18,9 +18,9 @@ from hypothesis import strategies as st
 pytest.importorskip("zenoh")
 pytest.importorskip("essa_anna")
 
-from essa.bincode import decode_lattice, encode_lattice  # noqa: E402
+from essa.state.bincode import decode_lattice, encode_lattice  # noqa: E402
 from essa.errors import DecodeError, LatticeTypeError  # noqa: E402
-from essa.lattice import LwwLattice, OrderedSetLattice, SetLattice, merge_encoded  # noqa: E402
+from essa.state.lattice import LwwLattice, OrderedSetLattice, SetLattice, merge_encoded  # noqa: E402
 from essa_anna.values import INLINE_LIMIT  # noqa: E402
 
 from .helpers import READY_TIMEOUT, AnnaCluster, wait_until  # noqa: E402
@@ -75,8 +75,8 @@ def test_any_sequence_of_merges_gives_the_whole_value_bytes_on_every_replica(clu
 WRITER = """
 import sys
 from essa_anna import AnnaClient
-from essa.bincode import encode_lattice
-from essa.lattice import SetLattice
+from essa.state.bincode import encode_lattice
+from essa.state.lattice import SetLattice
 from essa_anna.protocol import PUT
 tag = sys.argv[2]
 with AnnaClient([sys.argv[1]], timeout=60, connect_timeout=60) as client:

@@ -16,8 +16,8 @@ pytest.importorskip("essa_anna")
 
 import msgpack  # noqa: E402
 
-from essa.bincode import decode_lattice, encode_lattice  # noqa: E402
-from essa.lattice import LwwLattice, SetLattice  # noqa: E402
+from essa.state.bincode import decode_lattice, encode_lattice  # noqa: E402
+from essa.state.lattice import LwwLattice, SetLattice  # noqa: E402
 from essa_anna import AnnaError  # noqa: E402
 from essa_anna import protocol as P  # noqa: E402
 from essa_anna.ring import Ring  # noqa: E402

@@ -47,7 +47,7 @@ def cluster(engine_name, tmp_path):
 
 def test_a_call_with_a_bad_reply_topic_does_not_stop_the_scheduler(cluster):
     """Regression: {"id": "bad", "reply_to": "a//b"} killed the scheduler's backlog thread."""
-    from essa.cluster import open_transport
+    from essa.cluster.processes import open_transport
 
     cluster.scheduler()  # no executor: calls wait in the backlog
     transport = open_transport(connect=[cluster.endpoint], connect_timeout=DEADLINE)
@@ -73,7 +73,7 @@ def _wait_for_scheduler(transport) -> None:
 
 
 def test_fuzzed_messages_on_every_topic_change_nothing(cluster):
-    from essa.cluster import open_transport
+    from essa.cluster.processes import open_transport
 
     cluster.scheduler()
     cluster.executor("0")

@@ -194,7 +194,7 @@ def test_an_executor_applies_its_limits_and_refuses_oversized_and_garbage_messag
     assert_one_line_error(result, "exceeds the executor's message size limit")
 
     # Bytes that are no message at all, or a message that is no call: dropped with a warning.
-    from essa.cluster import open_transport
+    from essa.cluster.processes import open_transport
 
     transport = open_transport(connect=[cluster.endpoint], connect_timeout=60)
     log = cluster.logs / "executor-0.log"

@@ -27,7 +27,8 @@ pytest.importorskip("zenoh")
 pytest.importorskip("essa_lmdb")
 pytest.importorskip("cryptography")
 
-from essa.security import certs, tokens  # noqa: E402
+from essa.security import certs
+from essa.security import tokens  # noqa: E402
 from essa.security.tls import TlsFiles  # noqa: E402
 
 ESSA = [sys.executable, "-m", "essa"]
@@ -178,7 +179,7 @@ def test_an_executor_with_a_certificate_from_another_ca_never_joins(secure, tmp_
 
 
 def test_a_client_cannot_announce_an_executor_nor_take_calls_nor_answer_control_requests(secure, deployed):
-    from essa.cluster import open_transport
+    from essa.cluster.processes import open_transport
 
     seen: list[dict] = []
     answered = threading.Event()
@@ -212,7 +213,7 @@ def test_a_client_cannot_announce_an_executor_nor_take_calls_nor_answer_control_
 
 def test_a_client_cannot_feed_or_end_another_clients_stdin(secure, tmp_path):
     """A rogue client hears the executor ask for a run's stdin (a wildcard subscription is allowed), and answers."""
-    from essa.cluster import open_transport
+    from essa.cluster.processes import open_transport
     from essa.testing.conformance.wat import module
     from wasi.test_run_argv_stdin import DATA, HELPERS, START, WASI_IMPORTS, parts
 
@@ -268,8 +269,8 @@ def test_a_token_for_one_deployment_cannot_touch_another(secure, deployed):
 
 def test_a_deployment_token_cannot_run_other_code_in_its_namespace(secure, deployed):
     """The executor checks the module: a client naming another module in a's namespace is refused."""
-    from essa.api import connect as essa_connect
-    from essa.client import RunFailed
+    from essa.api.connection import connect as essa_connect
+    from essa.cluster.client import RunFailed
 
     with essa_connect(secure.endpoint, timeout=60, tls=secure.files("client"),
                       token=secure.token(deployments=["a"])) as es:
@@ -369,7 +370,7 @@ def test_http_requests_are_allowed_by_their_own_bearer_token(engine_name, tmp_pa
 
 def test_the_test_function_runs_on_a_secure_cluster_with_anna(engine_name, tmp_path):
     pytest.importorskip("essa_anna")
-    from essa.cluster import open_transport
+    from essa.cluster.processes import open_transport
 
     cluster = SecureCluster(engine_name, tmp_path, ("--store", "anna", "--store-option", "kvs_nodes=2"))
     try:

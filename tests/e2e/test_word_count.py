@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from essa.abi import EssaResult
-from essa.lattice import SetLattice
+from essa.wasm.abi import EssaResult
+from essa.state.lattice import SetLattice
 
 try:  # tests/e2e as a package, or as a plain directory on sys.path
     from .test_cli import essa
@@ -78,7 +78,7 @@ def strings(data: bytes) -> list[str]:
 
 @pytest.fixture
 def call(engine_name, word_count):
-    from essa.runtime import EmbeddedRuntime
+    from essa.cluster.embedded import EmbeddedRuntime
     from essa.testing.conformance.support import Output
 
     with EmbeddedRuntime(engine=engine_name, store="memory", executors=2) as runtime:

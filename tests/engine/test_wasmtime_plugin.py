@@ -19,9 +19,9 @@ pytest.importorskip("essa_wasmtime")
 from essa_wasmtime import capi  # noqa: E402
 from essa_wasmtime.engine import BINDING_VARIABLE, WasmtimeEngine, _plain_engine  # noqa: E402
 
-from essa.abi import EssaResult  # noqa: E402
+from essa.wasm.abi import EssaResult  # noqa: E402
 from essa.errors import EssaError  # noqa: E402
-from essa.runtime import EmbeddedRuntime  # noqa: E402
+from essa.cluster.embedded import EmbeddedRuntime  # noqa: E402
 from essa.testing.conformance.support import invocation  # noqa: E402
 from essa.testing.conformance.test_runtime import FAN, FAN_NAME  # noqa: E402
 from essa.testing.conformance.wat import module, wat2wasm  # noqa: E402
@@ -139,7 +139,7 @@ def test_guest_output_callbacks_are_released_with_each_call(binding):
 
 
 def test_a_failing_output_stream_fails_the_guest_write_not_the_call(binding):
-    from essa.abi import Invocation
+    from essa.wasm.abi import Invocation
     from essa.testing.conformance.support import StandaloneHost
     from essa.testing.conformance.test_runtime import PRINT_HELLO
 

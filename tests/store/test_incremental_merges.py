@@ -21,10 +21,10 @@ from hypothesis import strategies as st
 
 pytest.importorskip("essa_lmdb")
 
-from essa.bincode import decode_lattice, encode_lattice  # noqa: E402
+from essa.state.bincode import decode_lattice, encode_lattice  # noqa: E402
 from essa.errors import DecodeError, LatticeTypeError  # noqa: E402
-from essa.lattice import LwwLattice, MaxLattice, OrderedSetLattice, SetLattice, merge_encoded  # noqa: E402
-from essa.memory_store import MemoryStore  # noqa: E402
+from essa.state.lattice import LwwLattice, MaxLattice, OrderedSetLattice, SetLattice, merge_encoded  # noqa: E402
+from essa.state.memory import MemoryStore  # noqa: E402
 from essa_lmdb import LmdbStore  # noqa: E402
 from essa_lmdb.layout import INLINE_LIMIT, PREFIX, VERBATIM  # noqa: E402
 
@@ -135,7 +135,7 @@ def test_a_key_named_like_nothing_special_is_just_a_key(tmp_path):
 WRITER = """
 import sys, threading
 from essa_lmdb import LmdbStore
-from essa.lattice import LwwLattice, SetLattice
+from essa.state.lattice import LwwLattice, SetLattice
 store = LmdbStore({"path": sys.argv[1]})
 lock = threading.Lock()
 
@@ -254,7 +254,7 @@ def test_a_leader_interrupted_mid_commit_hands_the_lead_on(tmp_path, monkeypatch
 
 
 def test_a_merge_that_changes_nothing_writes_nothing(tmp_path):
-    from essa.lattice import SingleCausalLattice
+    from essa.state.lattice import SingleCausalLattice
 
     with LmdbStore({"path": str(tmp_path / "db")}) as store:
         store.put("lww", LwwLattice(5, b"new"))

@@ -22,9 +22,9 @@ pytest.importorskip("essa_lmdb")
 import pluggy  # noqa: E402
 
 import essa.hookspecs  # noqa: E402
-from essa.bincode import decode_lattice, encode_lattice  # noqa: E402
+from essa.state.bincode import decode_lattice, encode_lattice  # noqa: E402
 from essa.errors import DecodeError, LatticeTypeError, StoreError  # noqa: E402
-from essa.lattice import LwwLattice, SetLattice  # noqa: E402
+from essa.state.lattice import LwwLattice, SetLattice  # noqa: E402
 from essa_lmdb import LmdbStore  # noqa: E402
 from essa_lmdb.store import KEY_LIMIT, format_size, parse_size  # noqa: E402
 
@@ -69,7 +69,7 @@ def test_write_from_another_process_is_readable(tmp_path):
     proc = run_python(
         f"""
         from essa_lmdb import LmdbStore
-        from essa.lattice import SetLattice
+        from essa.state.lattice import SetLattice
         with LmdbStore({{"path": {str(path)!r}}}) as s:
             s.put("shared", SetLattice(values=frozenset([b"from-child"])))
         """
@@ -91,7 +91,7 @@ def test_acknowledged_write_survives_a_killed_writer(tmp_path):
                 f"""
                 import sys, time
                 from essa_lmdb import LmdbStore
-                from essa.lattice import LwwLattice
+                from essa.state.lattice import LwwLattice
                 s = LmdbStore({{"path": {str(path)!r}}})
                 s.put("acked", LwwLattice(timestamp=1, value=b"durable"))
                 print("acked", flush=True)
@@ -287,7 +287,7 @@ def test_map_grown_by_another_process_is_adopted(tmp_path):
     proc = run_python(
         f"""
         from essa_lmdb import LmdbStore
-        from essa.lattice import LwwLattice
+        from essa.state.lattice import LwwLattice
         with LmdbStore({{"path": {str(path)!r}, "map_size": "64M"}}) as s:
             for i in range(30):
                 s.put(f"big{{i}}", LwwLattice(timestamp=1, value=bytes(100_000)))

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from essa.codec import CodecError, decode, encode, parse_types
+from essa.state.codec import CodecError, decode, encode, parse_types
 
 
 def test_a_string_and_a_usize_are_laid_out_as_bincode_does():

@@ -5,8 +5,8 @@ from __future__ import annotations
 import click
 import pytest
 
-from essa.cli import limit_arguments, limits_and_grants, parse_dir_grant, parse_env_grant
-from essa.engine import DirGrant, Engine, Grants, Limits, format_bytes, format_seconds, parse_duration, parse_size
+from essa.cli.main import limit_arguments, limits_and_grants, parse_dir_grant, parse_env_grant
+from essa.wasm.engine import DirGrant, Engine, Grants, Limits, format_bytes, format_seconds, parse_duration, parse_size
 from essa.errors import EssaError
 
 

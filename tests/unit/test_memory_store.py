@@ -6,10 +6,10 @@ import threading
 
 import pytest
 
-from essa.bincode import encode_lattice
+from essa.state.bincode import encode_lattice
 from essa.errors import DecodeError, LatticeTypeError, StoreError
-from essa.lattice import LwwLattice, SetLattice
-from essa.memory_store import MemoryStore
+from essa.state.lattice import LwwLattice, SetLattice
+from essa.state.memory import MemoryStore
 
 
 def test_put_merges_and_get_returns_the_merged_value():
@@ -55,7 +55,7 @@ def test_arbitrary_bytes_merged_into_a_value_are_refused_or_merged_never_corrupt
     from hypothesis import example, given, settings
     from hypothesis import strategies as st
 
-    from essa.bincode import decode_lattice
+    from essa.state.bincode import decode_lattice
 
     store = MemoryStore()
     store.put("k", SetLattice({b"a"}))

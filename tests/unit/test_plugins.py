@@ -9,7 +9,7 @@ import types
 import pytest
 
 import essa
-from essa.engine import Engine
+from essa.wasm.engine import Engine
 from essa.errors import PluginNotFound
 from essa.plugins import PluginManager
 
@@ -90,7 +90,7 @@ def test_a_plugin_registers_an_engine(monkeypatch):
 
 
 def test_a_plugin_registers_a_trigger(monkeypatch):
-    from essa.trigger import Trigger
+    from essa.api.trigger import Trigger
 
     class EchoTrigger(Trigger):
         def serve(self, ready=None):  # pragma: no cover - never run

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from essa.pool import WorkPool, blocking
+from essa.cluster.pool import WorkPool, blocking
 
 
 def test_result_and_exception_reach_the_waiter():

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from essa.errors import EssaError
-from essa.scaffold import new_project
+from essa.cli.scaffold import new_project
 
 ROOT = Path(__file__).resolve().parents[2]
 

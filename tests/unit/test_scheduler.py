@@ -10,10 +10,10 @@ import time
 
 import pytest
 
-from essa import topics
-from essa.abi import EssaResult
-from essa.calls import Caller, call_request
-from essa.scheduler import Placement, Scheduler
+from essa.cluster import topics
+from essa.wasm.abi import EssaResult
+from essa.cluster.calls import Caller, call_request
+from essa.cluster.scheduler import Placement, Scheduler
 from essa.transport.local import LocalTransport
 
 

@@ -6,9 +6,9 @@ import io
 import threading
 import time
 
-from essa import topics
-from essa.calls import check_request
-from essa.stdin import CHUNK, RemoteStdin, Stdin, StdinServer
+from essa.cluster import topics
+from essa.cluster.calls import check_request
+from essa.cluster.stdin import CHUNK, RemoteStdin, Stdin, StdinServer
 from essa.transport.local import LocalTransport
 
 

@@ -7,9 +7,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from essa.errors import DecodeError
-from essa.lattice import (BoolLattice, LwwLattice, MapLattice, MaxLattice, MultiCausalLattice, OrderedSetLattice,
-                          SetLattice, SingleCausalLattice)
-from essa.views import from_json, to_json, to_text
+from essa.state.lattice import BoolLattice, LwwLattice, MapLattice, MaxLattice, MultiCausalLattice, OrderedSetLattice, SetLattice, SingleCausalLattice
+from essa.state.views import from_json, to_json, to_text
 
 EXAMPLES = [
     LwwLattice(1_796_000_000_123_000_000, b"hello"),

@@ -163,11 +163,11 @@ def run_plain_wasmtime(case: Case, root: Path) -> Outcome:
 
 def run_essa(engine_name: str, case: Case, root: Path) -> Outcome:
     """essa on ``engine_name``, driven through the engine interface with the same grants."""
-    from essa.abi import Invocation
-    from essa.engine import DirGrant, Grants
+    from essa.wasm.abi import Invocation
+    from essa.wasm.engine import DirGrant, Grants
     from essa.errors import GuestExit, GuestTrap
-    from essa.runtime import open_engine
-    from essa.stdin import Stdin
+    from essa.cluster.embedded import open_engine
+    from essa.cluster.stdin import Stdin
     from essa.testing.conformance.support import StandaloneHost, StreamOutput
 
     sandbox, ro = make_fixture(root)
@@ -220,7 +220,7 @@ def _wasmtime_module(engine, path: Path):
 
 def _artifact(engine_name: str, path: Path) -> bytes:
     """The module compiled once per engine (grants do not change artifacts)."""
-    from essa.runtime import open_engine
+    from essa.cluster.embedded import open_engine
 
     key = ("artifact", engine_name, path)
     if key not in _CACHE:

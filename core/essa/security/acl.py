@@ -40,7 +40,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from typing import Iterable
 
-from .certs import ROLES
+from essa.security.certs import ROLES
 
 
 @dataclass
@@ -102,7 +102,7 @@ def profiles(extra: Iterable[tuple[str, dict[str, list[str]]]] = ()) -> dict[str
 
 def plugin_profiles() -> list[tuple[str, dict[str, list[str]]]]:
     """The ``(role, keys)`` pairs installed plugins register (:func:`essa.hookspecs.essa_register_access`)."""
-    from ..plugins import get_plugin_manager
+    from essa.plugins import get_plugin_manager
 
     granted: list[tuple[str, dict[str, list[str]]]] = []
     names = {f.name for f in fields(Profile)}

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
-from ..errors import EssaError
+from essa.errors import EssaError
 
 #: What a certificate's holder is. ``admin`` is a client that may also talk to
 #: the store nodes directly (``essa anna get``); see :mod:`essa.security.acl`.

@@ -18,9 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
-from ..paths import data_dir
-from . import certs, tokens
-from .tls import TlsFiles
+from essa.util.paths import data_dir
+from essa.security import certs
+from essa.security import tokens
+from essa.security.tls import TlsFiles
 
 
 def default_directory() -> Path:

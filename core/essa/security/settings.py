@@ -26,8 +26,8 @@ from __future__ import annotations
 import os
 import threading
 
-from . import tls as _tls
-from .tls import TlsFiles
+from essa.security import tls as _tls
+from essa.security.tls import TlsFiles
 
 _given: dict[str, str] = {}
 _verifiers: dict[str, object] = {}
@@ -111,7 +111,7 @@ def verifier():
     path = _value("token_key", "ESSA_TOKEN_KEY")
     if path is None:
         return None
-    from .tokens import Verifier
+    from essa.security.tokens import Verifier
 
     with _lock:
         if path not in _verifiers:

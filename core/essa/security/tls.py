@@ -28,7 +28,7 @@ import socket
 from dataclasses import dataclass
 from typing import Sequence
 
-from ..errors import EssaError
+from essa.errors import EssaError
 
 log = logging.getLogger("essa.security")
 
@@ -62,7 +62,7 @@ class TlsFiles:
     @property
     def role(self) -> str:
         """The role the certificate names (its common name)."""
-        from .certs import describe
+        from essa.security.certs import describe
 
         return describe(self.cert).role or "?"
 
@@ -83,7 +83,7 @@ def secure_endpoints(endpoints: Sequence[str]) -> list[str]:
 
 def apply(config, files: TlsFiles) -> None:
     """Configure a zenoh ``config`` for mutual TLS with ``files`` and essa's access control."""
-    from . import acl
+    from essa.security import acl
 
     tls = {
         "root_ca_certificate": files.ca,

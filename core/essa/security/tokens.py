@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
-from ..errors import EssaError
+from essa.errors import EssaError
 
 PREFIX = "essa1"
 #: Longest token text a process looks at (longer ones are refused unread).
@@ -124,7 +124,7 @@ def create_keys(directory: str | os.PathLike) -> tuple[Path, Path]:
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-    from .certs import _write_private, _write_public
+    from essa.security.certs import _write_private, _write_public
 
     directory = Path(directory)
     private, public = directory / PRIVATE_KEY, directory / PUBLIC_KEY

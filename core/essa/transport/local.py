@@ -10,9 +10,9 @@ import logging
 import threading
 from typing import Callable
 
-from ..errors import EssaError
-from ..ratelimit import RateLimitedLog, guarded
-from .base import Message, Subscription, Transport
+from essa.errors import EssaError
+from essa.util.ratelimit import RateLimitedLog, guarded
+from essa.transport.base import Message, Subscription, Transport
 
 _problems = RateLimitedLog(logging.getLogger("essa.transport.local"))
 

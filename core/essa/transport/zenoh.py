@@ -44,10 +44,10 @@ from typing import Any, Callable, Mapping, TypeVar
 
 import msgpack
 
-from ..errors import EssaError
-from ..ratelimit import RateLimitedLog, describe, guarded
-from ..security.tls import apply as apply_tls, diagnose, secure_endpoints, warn_if_exposed
-from .base import Message, Subscription, Transport
+from essa.errors import EssaError
+from essa.util.ratelimit import RateLimitedLog, describe, guarded
+from essa.security.tls import apply as apply_tls, diagnose, secure_endpoints, warn_if_exposed
+from essa.transport.base import Message, Subscription, Transport
 
 log = logging.getLogger("essa.transport.zenoh")
 

@@ -44,10 +44,10 @@ except ImportError as exc:  # pragma: no cover - depends on the Python version
 else:
     _IMPORT_ERROR = None
 
-from essa.abi import FUEL, HOST_FUNCTIONS, IMPORT_MODULE, METER_FUNCTIONS, GuestFault, HostFunction, Invocation
-from essa.engine import Engine, Grants, Limits, ModuleInfo, Program
+from essa.wasm.abi import FUEL, HOST_FUNCTIONS, IMPORT_MODULE, METER_FUNCTIONS, GuestFault, HostFunction, Invocation
+from essa.wasm.engine import Engine, Grants, Limits, ModuleInfo, Program
 from essa.errors import GuestExit, ModuleError, PluginNotFound
-from essa.instrument import METER_MODULE, InstrumentError, instrument
+from essa.wasm.instrument import METER_MODULE, InstrumentError, instrument
 
 from . import memcap, wasi
 

@@ -36,11 +36,11 @@ import time
 from contextlib import contextmanager
 from typing import Callable, Iterator
 
-from essa import wasip1
-from essa.abi import GuestCancelled, GuestFault, GuestLimit, Invocation
-from essa.engine import Grants
-from essa.stdin import Stdin
-from essa.wasip1 import EBADF, EINVAL, ENOTDIR, ENOTSOCK, ENOTSUP, ESPIPE, SUCCESS
+from essa.wasm import wasip1
+from essa.wasm.abi import GuestCancelled, GuestFault, GuestLimit, Invocation
+from essa.wasm.engine import Grants
+from essa.cluster.stdin import Stdin
+from essa.wasm.wasip1 import EBADF, EINVAL, ENOTDIR, ENOTSOCK, ENOTSUP, ESPIPE, SUCCESS
 
 from . import wasi_fs
 from .wasi_fs import Directory, Entry, File, FsError

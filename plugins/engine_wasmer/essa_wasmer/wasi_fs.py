@@ -25,8 +25,8 @@ import stat
 import struct
 from dataclasses import dataclass
 
-from essa import wasip1
-from essa.wasip1 import EBADF, EINVAL, EISDIR, ENOTDIR, ENOTSUP, EPERM
+from essa.wasm import wasip1
+from essa.wasm.wasip1 import EBADF, EINVAL, EISDIR, ENOTDIR, ENOTSUP, EPERM
 
 from .wasi_paths import Escape, open_beneath, open_parent, strip_dir_suffix
 

@@ -53,8 +53,8 @@ from typing import TYPE_CHECKING, Callable
 
 import wasmtime
 
-from essa.abi import GuestFault, Invocation
-from essa.ratelimit import RateLimitedLog, describe
+from essa.wasm.abi import GuestFault, Invocation
+from essa.util.ratelimit import RateLimitedLog, describe
 
 from .wasi import WasiCall
 

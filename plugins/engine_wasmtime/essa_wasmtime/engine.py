@@ -48,11 +48,11 @@ from typing import Callable
 import wasmtime
 from wasmtime import _ffi as ffi
 
-from essa.abi import HOST_FUNCTIONS, IMPORT_MODULE, METER_FUNCTIONS, GuestFault, HostFunction, Invocation
-from essa.abi import current as current_invocation
-from essa.engine import START, Engine, Grants, Limits, ModuleInfo, Program
+from essa.wasm.abi import HOST_FUNCTIONS, IMPORT_MODULE, METER_FUNCTIONS, GuestFault, HostFunction, Invocation
+from essa.wasm.abi import current as current_invocation
+from essa.wasm.engine import START, Engine, Grants, Limits, ModuleInfo, Program
 from essa.errors import EssaError, GuestExit, ModuleError
-from essa.instrument import METER_MODULE, InstrumentError, instrument
+from essa.wasm.instrument import METER_MODULE, InstrumentError, instrument
 
 from . import capi
 from .public import PublicBinding

@@ -32,9 +32,9 @@ import time
 
 import wasmtime
 
-from essa import wasip1
-from essa.abi import GuestFault, HostFunction, Invocation
-from essa.stdin import CHUNK
+from essa.wasm import wasip1
+from essa.wasm.abi import GuestFault, HostFunction, Invocation
+from essa.cluster.stdin import CHUNK
 
 WASI = "wasi_snapshot_preview1"
 _MASK = 0xFFFFFFFF

@@ -25,7 +25,7 @@ from concurrent.futures import Future
 from typing import Iterable, Sequence
 
 from essa.errors import DecodeError, LatticeTypeError
-from essa.ratelimit import describe
+from essa.util.ratelimit import describe
 
 from . import inbound
 from . import protocol as P
@@ -488,7 +488,7 @@ class AnnaClient:
 
 
 def _open(endpoints: list[str], config: str | None, scouting: bool, connect_timeout: float, where: str):
-    from essa.cluster import open_transport
+    from essa.cluster.processes import open_transport
     from essa.transport.zenoh import TransportError
 
     try:

@@ -47,10 +47,10 @@ import uuid
 from collections import deque
 from typing import Any
 
-from essa.bincode import decode_lattice, encode_lattice
+from essa.state.bincode import decode_lattice, encode_lattice
 from essa.errors import DecodeError, LatticeTypeError
-from essa.lattice import merge_encoded
-from essa.ratelimit import describe
+from essa.state.lattice import merge_encoded
+from essa.util.ratelimit import describe
 from essa.transport.base import Transport
 
 from . import inbound

@@ -17,7 +17,7 @@ import threading
 import time
 from typing import Callable
 
-from essa.ratelimit import describe
+from essa.util.ratelimit import describe
 from essa.transport.base import Transport
 
 from . import protocol

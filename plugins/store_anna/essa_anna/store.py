@@ -29,7 +29,7 @@ import socket
 
 from typing import Mapping
 
-from essa.store import ClusterServices, Store
+from essa.state.store import ClusterServices, Store
 
 from . import protocol as P
 from .client import AnnaClient

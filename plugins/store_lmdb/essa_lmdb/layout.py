@@ -40,9 +40,9 @@ from __future__ import annotations
 import hashlib
 import struct
 
-from essa.bincode import TAG_ORDERED_SET, TAG_SET, decode_lattice
+from essa.state.bincode import TAG_ORDERED_SET, TAG_SET, decode_lattice
 from essa.errors import DecodeError, LatticeTypeError
-from essa.lattice import OrderedSetLattice, SetLattice, merge_encoded
+from essa.state.lattice import OrderedSetLattice, SetLattice, merge_encoded
 
 #: A set is kept whole while its encoding is at most this many bytes.
 INLINE_LIMIT = 4096

@@ -59,8 +59,8 @@ from typing import Mapping
 import lmdb
 
 from essa.errors import StoreError
-from essa.paths import data_dir
-from essa.store import Store
+from essa.util.paths import data_dir
+from essa.state.store import Store
 
 from .disk import full_disk_message, lmdb_error_code
 from .layout import DATABASES, Layout, is_layout_key

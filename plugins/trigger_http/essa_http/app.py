@@ -22,12 +22,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route, Router
 
-from essa.api import Connection
-from essa.engine import format_bytes
+from essa.api.connection import Connection
+from essa.wasm.engine import format_bytes
 from essa.errors import DecodeError, EssaError
-from essa.lattice import Lattice
-from essa.ratelimit import describe
-from essa.views import from_json, to_json
+from essa.state.lattice import Lattice
+from essa.util.ratelimit import describe
+from essa.state.views import from_json, to_json
 
 from .errors import HttpError, from_essa_error
 from .metrics import HttpMetrics, Instrumented, problems, exposition

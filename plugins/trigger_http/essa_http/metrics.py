@@ -21,7 +21,7 @@ from typing import Any, Awaitable, Callable
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client import REGISTRY as PROCESS_REGISTRY
 
-from essa.ratelimit import RateLimitedLog, describe
+from essa.util.ratelimit import RateLimitedLog, describe
 
 log = logging.getLogger("essa.http")
 access_log = logging.getLogger("essa.http.access")

@@ -22,7 +22,7 @@ from typing import Any, Callable, Iterator
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from essa.ratelimit import RateLimitedLog
+from essa.util.ratelimit import RateLimitedLog
 
 from .errors import error_body
 

@@ -12,7 +12,7 @@ import socket
 from typing import Callable
 
 from essa.errors import EssaError
-from essa.trigger import Trigger, TriggerConfig
+from essa.api.trigger import Trigger, TriggerConfig
 
 #: Modules the trigger needs (the distribution depends on them).
 REQUIRED = ("starlette", "uvicorn", "httptools", "prometheus_client")

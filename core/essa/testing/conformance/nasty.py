@@ -9,9 +9,9 @@ puts them all, with the suite's helpers (``echo``, ``trap``, ``no_result``,
 
 from __future__ import annotations
 
-from essa.engine import Limits
+from essa.wasm.engine import Limits
 
-from .wat import module
+from essa.testing.conformance.wat import module
 
 #: Limits the nasty tests run under: short, so the suite stays fast.
 LIMITS = Limits(time_limit=0.5, max_memory_bytes=4 << 20, max_message_bytes=1 << 20, max_output_bytes=1 << 20)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from essa.abi import CallOutcome, EssaResult, Invocation
+from essa.wasm.abi import CallOutcome, EssaResult, Invocation
 
 
 class Output:

@@ -11,12 +11,12 @@ import struct
 
 import pytest
 
-from essa.abi import EssaResult
-from essa.bincode import encode_lattice
-from essa.lattice import LwwLattice, SetLattice
+from essa.wasm.abi import EssaResult
+from essa.state.bincode import encode_lattice
+from essa.state.lattice import LwwLattice, SetLattice
 
-from .support import Output
-from .wat import ARGS_LEN, DATA, PAGE, SCRATCH, call, driver_module, load, parse_drive_result
+from essa.testing.conformance.support import Output
+from essa.testing.conformance.wat import ARGS_LEN, DATA, PAGE, SCRATCH, call, driver_module, load, parse_drive_result
 
 pytestmark = pytest.mark.usefixtures("essa_home")
 
@@ -26,7 +26,7 @@ ECHO = b"__essa_wrapper__echo"
 
 @pytest.fixture
 def runtime(essa_engine):
-    from essa.runtime import EmbeddedRuntime
+    from essa.cluster.embedded import EmbeddedRuntime
 
     with EmbeddedRuntime(engine=essa_engine, store="memory", executors=2) as rt:
         yield rt
@@ -370,7 +370,7 @@ def test_out_of_bounds_pointer_traps_the_guest(runtime, host_call, data, args):
 def test_a_module_without_memory_traps_naming_the_host_function(runtime):
     # The host reads and writes the export named "memory"; a module without one
     # traps at its first host call that touches memory, with a message that says so.
-    from .wat import wat2wasm
+    from essa.testing.conformance.wat import wat2wasm
 
     wasm = wat2wasm(
         '(module (import "host" "essa_get_args" (func $get (param i32 i32) (result i32)))'

@@ -14,11 +14,11 @@ import time
 
 import pytest
 
-from essa.client import RunFailed
-from essa.engine import Limits
-from essa.runtime import EmbeddedRuntime
+from essa.cluster.client import RunFailed
+from essa.wasm.engine import Limits
+from essa.cluster.embedded import EmbeddedRuntime
 
-from .wat import module
+from essa.testing.conformance.wat import module
 
 pytestmark = pytest.mark.usefixtures("essa_home")
 

@@ -13,12 +13,12 @@ import time
 
 import pytest
 
-from essa.abi import EssaResult
-from essa.engine import Limits
+from essa.wasm.abi import EssaResult
+from essa.wasm.engine import Limits
 from essa.errors import GuestExit, GuestTrap, ModuleError
 
-from .support import invocation
-from .wat import module, wat2wasm
+from essa.testing.conformance.support import invocation
+from essa.testing.conformance.wat import module, wat2wasm
 
 pytestmark = pytest.mark.usefixtures("essa_home")
 
@@ -27,7 +27,7 @@ ECHO = "__essa_wrapper__echo"
 
 
 def open_engine(name: str, limits: Limits | None = None):
-    from essa.runtime import open_engine
+    from essa.cluster.embedded import open_engine
 
     return open_engine(name, limits)
 

@@ -12,15 +12,15 @@ from importlib import resources
 
 import pytest
 
-from essa.abi import EssaResult
-from essa.lattice import LwwLattice
+from essa.wasm.abi import EssaResult
+from essa.state.lattice import LwwLattice
 from essa.plugins import get_plugin_manager
-from essa.programs import artifact_key
-from essa.runtime import EmbeddedRuntime
+from essa.cluster.programs import artifact_key
+from essa.cluster.embedded import EmbeddedRuntime
 from essa.testing import TEST_FUNCTION_OUTPUT
 
-from .support import Output
-from .wat import module
+from essa.testing.conformance.support import Output
+from essa.testing.conformance.wat import module
 
 pytestmark = pytest.mark.usefixtures("essa_home")
 

@@ -16,14 +16,14 @@ import time
 
 import pytest
 
-from essa.abi import EssaResult
-from essa.pool import WorkPool
-from essa.runtime import EmbeddedRuntime
+from essa.wasm.abi import EssaResult
+from essa.cluster.pool import WorkPool
+from essa.cluster.embedded import EmbeddedRuntime
 from essa.testing.resources import Resources, python_threads, sample
 
-from .support import Output
-from .test_runtime import FAN, FAN_NAME, PRINT_HELLO
-from .wat import module
+from essa.testing.conformance.support import Output
+from essa.testing.conformance.test_runtime import FAN, FAN_NAME, PRINT_HELLO
+from essa.testing.conformance.wat import module
 
 pytestmark = pytest.mark.usefixtures("essa_home")
 

@@ -14,15 +14,15 @@ import threading
 
 import pytest
 
-from essa.abi import EssaResult
-from essa.client import RunFailed
-from essa.engine import Limits
+from essa.wasm.abi import EssaResult
+from essa.cluster.client import RunFailed
+from essa.wasm.engine import Limits
 from essa.errors import GuestExit, LimitExceeded
-from essa.runtime import EmbeddedRuntime, open_engine
+from essa.cluster.embedded import EmbeddedRuntime, open_engine
 
-from .nasty import EXPECTED, LIMITS, nasty_module
-from .support import Output, invocation
-from .wat import DATA, SCRATCH, call, driver_module, load, module, parse_drive_result, wat2wasm
+from essa.testing.conformance.nasty import EXPECTED, LIMITS, nasty_module
+from essa.testing.conformance.support import Output, invocation
+from essa.testing.conformance.wat import DATA, SCRATCH, call, driver_module, load, module, parse_drive_result, wat2wasm
 
 pytestmark = pytest.mark.usefixtures("essa_home")
 
@@ -305,7 +305,7 @@ def test_a_guest_never_reads_another_instances_memory(runtime):
 def test_random_host_call_arguments_never_harm_the_executor(runtime):
     hypothesis = pytest.importorskip("hypothesis")
     st = hypothesis.strategies
-    from .wat import HOST_IMPORTS, fuzz_module
+    from essa.testing.conformance.wat import HOST_IMPORTS, fuzz_module
 
     wasm = runtime.client.publish(fuzz_module())
     i32 = st.one_of(

@@ -7,13 +7,13 @@ import struct
 
 import pytest
 
-from essa.abi import EssaResult
-from essa.client import RunFailed
+from essa.wasm.abi import EssaResult
+from essa.cluster.client import RunFailed
 from essa.errors import ModuleError
-from essa.runtime import EmbeddedRuntime
+from essa.cluster.embedded import EmbeddedRuntime
 
-from .support import Output
-from .wat import module, wat2wasm
+from essa.testing.conformance.support import Output
+from essa.testing.conformance.wat import module, wat2wasm
 
 pytestmark = pytest.mark.usefixtures("essa_home")
 

@@ -15,12 +15,12 @@ import struct
 
 import pytest
 
-from essa.engine import DirGrant, Grants
+from essa.wasm.engine import DirGrant, Grants
 from essa.errors import EssaError
-from essa.runtime import open_engine
+from essa.cluster.embedded import open_engine
 
-from .support import invocation
-from .wat import module
+from essa.testing.conformance.support import invocation
+from essa.testing.conformance.wat import module
 
 pytestmark = pytest.mark.usefixtures("essa_home")
 

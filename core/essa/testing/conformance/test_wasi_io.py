@@ -13,13 +13,13 @@ import threading
 
 import pytest
 
-from essa.engine import Limits
+from essa.wasm.engine import Limits
 from essa.errors import LimitExceeded
-from essa.runtime import open_engine
-from essa.stdin import Stdin
+from essa.cluster.embedded import open_engine
+from essa.cluster.stdin import Stdin
 
-from .support import invocation
-from .wat import module
+from essa.testing.conformance.support import invocation
+from essa.testing.conformance.wat import module
 
 pytestmark = pytest.mark.usefixtures("essa_home")
 

@@ -1,0 +1,103 @@
+"""``essa serve``: run a trigger (HTTP by default) on an embedded runtime or a cluster.
+
+The trigger comes from the ``triggers`` registry (plugins register them with
+``essa_register_triggers``); see :mod:`essa.trigger` for its life cycle. This
+command opens the connection, builds the trigger, runs it until SIGINT or
+SIGTERM (the first stops it gracefully, a second at once), then closes the
+connection and exits 0.
+"""
+
+from __future__ import annotations
+
+import signal
+from typing import Callable
+
+import click
+
+from essa.cli.main import Settings, _parse_options, limit_options, limits_and_grants, refuse_limits_with_connect, split_endpoints
+from essa.plugins import DEFAULTS, get_plugin_manager
+from essa.cli.service import connection_options, open_connection
+from essa.api.trigger import TriggerConfig
+
+
+@click.command()
+@click.option("--trigger", "trigger_name", metavar="NAME", envvar="ESSA_TRIGGER", default=DEFAULTS["trigger"], show_default=True,
+              help="The trigger to run (env ESSA_TRIGGER); `essa plugins` lists the installed ones.")
+@click.option("--listen", metavar="ADDRESS",
+              help="Where the trigger listens; for http HOST:PORT. [default: the trigger's, 127.0.0.1:8080 for http]")
+@connection_options
+@click.option("--executors", type=click.IntRange(min=1),
+              help="Executors of the embedded runtime. [default: one per core, at least 2]")
+@click.option("--shutdown-timeout", type=click.FloatRange(min=0), default=30.0, show_default=True,
+              help="Seconds requests in flight may take to finish after SIGTERM or Ctrl-C; then they are cancelled.")
+@click.option("--trigger-option", "trigger_options", multiple=True, metavar="KEY=VALUE",
+              help="A setting of the trigger (see its README); repeatable, or comma-separated.")
+@limit_options
+@click.pass_context
+def serve(ctx: click.Context, trigger_name: str, listen: str | None, connect: tuple[str, ...],
+          zenoh_config: str | None, timeout: float, executors: int | None, shutdown_timeout: float,
+          trigger_options: tuple[str, ...], **limit_flags) -> None:
+    """Take outside events (HTTP requests by default) and turn them into calls.
+
+    Without --connect it serves an embedded runtime in this process (this
+    machine's store, the limits and grants given here); with --connect a
+    running cluster (see `essa up --http`), whose executors apply their own
+    limits. Prints where it listens once ready; SIGTERM or Ctrl-C stops it
+    after the requests in flight are answered (a second one at once).
+
+    The http trigger (essa-plugin-http): POST /v1/functions/NAME/FUNCTION
+    (body: the arguments, answer: the result), GET|PUT /v1/state/NAME/KEY,
+    GET /v1/deployments, /healthz, /metrics.
+    """
+    settings: Settings = ctx.obj
+    trigger_class = get_plugin_manager().trigger_class(trigger_name)  # before starting anything
+    limits, grants = limits_and_grants(**limit_flags)
+    config = TriggerConfig(listen=listen or trigger_class.default_listen, max_message_bytes=limits.max_message_bytes,
+                           shutdown_timeout=shutdown_timeout, options=_parse_options(trigger_options, "--trigger-option"))
+    if split_endpoints(connect):
+        refuse_limits_with_connect(ctx)
+    # Signals are caught until the connection is closed too: a second Ctrl-C must not kill it halfway.
+    with _SignalStop() as signals, open_connection(settings, connect, zenoh_config, timeout,
+                                                  max_message_bytes=limits.max_message_bytes, executors=executors,
+                                                  limits=limits, grants=grants) as connection:
+        trigger = trigger_class(connection, config)
+        signals.forward_to(trigger.stop)
+
+        def ready(address: str) -> None:
+            click.echo(f"essa serve: {trigger_name} trigger at {address}, calls go to {connection.where}", err=True)
+
+        trigger.serve(ready)
+    click.echo(f"essa serve: {trigger_name} trigger stopped", err=True)
+
+
+class _SignalStop:
+    """While active, SIGINT and SIGTERM call the trigger's ``stop()``, a second one ``stop(force=True)``.
+
+    Before :meth:`forward_to` names the trigger (while connecting), a signal
+    interrupts at once (``KeyboardInterrupt``: "essa: interrupted").
+    """
+
+    def __init__(self) -> None:
+        self.received = 0
+        self._stop: Callable[..., None] | None = None
+        self._previous: dict = {}
+
+    def forward_to(self, stop: Callable[..., None]) -> None:
+        self._stop = stop
+
+    def _handle(self, _signum, _frame) -> None:
+        if self._stop is None:
+            raise KeyboardInterrupt
+        self.received += 1
+        self._stop(force=self.received > 1)
+
+    def __enter__(self) -> "_SignalStop":
+        self._previous = {sig: signal.signal(sig, self._handle) for sig in (signal.SIGINT, signal.SIGTERM)}
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+__all__ = ["serve"]

@@ -1,0 +1,140 @@
+"""``essa top``: a live view of a cluster in the terminal.
+
+Every second it asks the cluster's scheduler and executors for their status
+(``essa/status/**``, as ``essa status`` does) and shows each executor's calls
+per second (from the change since the last frame), p50/p99 run time of its
+recent calls, calls running and in flight, failures, cancellations and
+modules loaded, then the busiest functions. ``q`` or Ctrl-C quits.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import select
+import sys
+import time
+from typing import Any, Iterator
+
+from rich.console import Group
+from rich.table import Table
+from rich.text import Text
+
+from essa.cluster import topics
+from essa.transport.base import Transport
+
+#: Rows of the busiest-functions table.
+TOP_FUNCTIONS = 10
+
+
+class Snapshot:
+    """One status reading of a cluster, and the rates since the previous one."""
+
+    def __init__(self, answers: list[dict], previous: "Snapshot | None", taken: float) -> None:
+        self.taken = taken
+        self.schedulers = [a for a in answers if a.get("role") == "scheduler"]
+        self.executors = sorted((a for a in answers if a.get("role") == "executor"), key=lambda a: str(a.get("id")))
+        elapsed = taken - previous.taken if previous else 0.0
+        before = {e.get("id"): e for e in previous.executors} if previous else {}
+        self.rates: dict[str, float] = {}
+        self.function_rates: dict[str, float] = {}
+        for executor in self.executors:
+            old = before.get(executor.get("id"))
+            served = _int(executor.get("calls")) + _int(executor.get("runs"))
+            if old is not None and elapsed > 0:
+                self.rates[executor["id"]] = max(0.0, (served - _int(old.get("calls")) - _int(old.get("runs"))) / elapsed)
+                old_functions = old.get("by_function") or {}
+                for name, count in (executor.get("by_function") or {}).items():
+                    delta = _int(count) - _int(old_functions.get(name))
+                    shown = name.removeprefix("__essa_wrapper__")
+                    self.function_rates[shown] = self.function_rates.get(shown, 0.0) + max(0, delta) / elapsed
+
+    def render(self, endpoint: str) -> Group:
+        """The frame to show."""
+        in_flight = {k: v for s in self.schedulers for k, v in (s.get("executors") or {}).items()}
+        head = Text(f"essa top: {endpoint}, {len(self.executors)} executors", style="bold")
+        for s in self.schedulers:
+            head.append(f"\nscheduler {s.get('id')}: {s.get('in_flight')} calls in flight, "
+                        f"{s.get('waiting')} waiting for an executor")
+        table = Table(title="executors", title_justify="left")
+        for column in ("executor", "engine", "calls/s", "p50 ms", "p99 ms", "running", "in flight", "failed",
+                       "cancelled", "modules"):
+            table.add_column(column, justify="left" if column in ("executor", "engine") else "right")
+        for e in self.executors:
+            latency = e.get("latency_ms") or {}
+            rate = self.rates.get(e.get("id"))
+            table.add_row(str(e.get("id")), str(e.get("engine")), "-" if rate is None else f"{rate:.1f}",
+                          _ms(latency.get("p50")), _ms(latency.get("p99")), str(e.get("running", "-")),
+                          str((in_flight.get(e.get("id")) or {}).get("in_flight", "-")), str(e.get("failures", "-")),
+                          str(e.get("cancelled", "-")), str(len(e.get("modules") or ())))
+        busiest = Table(title="busiest functions", title_justify="left")
+        busiest.add_column("function")
+        busiest.add_column("calls/s", justify="right")
+        for name, rate in sorted(self.function_rates.items(), key=lambda item: -item[1])[:TOP_FUNCTIONS]:
+            busiest.add_row(name, f"{rate:.1f}")
+        return Group(head, table, busiest, Text("q or Ctrl-C quits", style="dim"))
+
+
+def _int(value: Any) -> int:
+    return value if isinstance(value, int) else 0
+
+
+def _ms(value: Any) -> str:
+    return "-" if not isinstance(value, (int, float)) else f"{value:.2f}"
+
+
+def read_status(transport: Transport) -> list[dict]:
+    """The status answers of every scheduler and executor that answers within a second."""
+    return [a for a in transport.query(f"{topics.STATUS}/**", {}, timeout=1.0) if isinstance(a, dict)]
+
+
+@contextlib.contextmanager
+def keypresses() -> Iterator[callable]:
+    """Read single keys from a terminal's stdin without waiting for Enter (a no-op elsewhere)."""
+    if not sys.stdin.isatty():
+        yield lambda: None
+        return
+    import termios
+    import tty
+
+    fd = sys.stdin.fileno()
+    saved = termios.tcgetattr(fd)
+    tty.setcbreak(fd)
+
+    def key() -> str | None:
+        if select.select([fd], [], [], 0)[0]:
+            return os.read(fd, 1).decode(errors="replace")
+        return None
+
+    try:
+        yield key
+    finally:
+        termios.tcsetattr(fd, termios.TCSADRAIN, saved)
+
+
+def run(transport: Transport, endpoint: str, interval: float = 1.0, once: bool = False) -> None:
+    """Show the live view until ``q`` or Ctrl-C (or one frame, with ``once``)."""
+    from rich.console import Console
+    from rich.live import Live
+
+    console = Console()
+    previous = Snapshot(read_status(transport), None, time.monotonic())
+    if once:
+        time.sleep(interval)
+        console.print(Snapshot(read_status(transport), previous, time.monotonic()).render(endpoint))
+        return
+    with keypresses() as key, Live(previous.render(endpoint), console=console, screen=False,
+                                   auto_refresh=False) as live:
+        next_frame = time.monotonic() + interval
+        while True:
+            pressed = key()
+            if pressed in ("q", "Q"):
+                return
+            if time.monotonic() >= next_frame:
+                previous = Snapshot(read_status(transport), previous, time.monotonic())
+                live.update(previous.render(endpoint), refresh=True)
+                next_frame = time.monotonic() + interval
+            time.sleep(0.05)
+
+
+__all__ = ["Snapshot", "run"]

@@ -1,0 +1,368 @@
+"""The call protocol, on top of any transport's publish/subscribe.
+
+A call travels as three one-way messages::
+
+    caller --(essa/scheduler/calls)--> scheduler --(essa/executor/ID/calls)--> executor
+    caller <--------------------(the caller's reply inbox)----------------------+
+
+A request carries its id, the caller's inbox (``reply_to``), the module, the
+function, the argument bytes, the state namespace and the run it belongs to.
+The executor answers the caller directly and tells the scheduler the call is
+done (``essa/scheduler/done``), so the scheduler knows every executor's load
+and which calls die with an executor.
+
+Within one process two shortcuts keep calls cheap: a reply to an inbox of this
+process is handed over without the transport, and a caller waiting for a call
+that is still queued on an executor of this process runs it itself (see
+:mod:`essa.pool`), so waiting never starves the executors.
+
+No wait hangs: a caller fails its pending calls when the scheduler's
+liveliness token vanishes, and every :attr:`Caller.liveness_interval` it asks
+the schedulers whether they still track the calls it has waited for that
+long; a call no scheduler knows twice in a row (its reply was lost) fails.
+A cancelled run (:data:`essa.topics.CANCEL`) fails its pending calls at once.
+
+Messages from peers are checked before use (:func:`check_request`,
+:func:`check_reply`); a malformed one is refused in one line.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+import time
+import uuid
+from typing import Callable
+
+from essa.cluster import topics
+from essa.wasm.abi import CallOutcome, EssaResult
+from essa.wasm.engine import format_bytes
+from essa.cluster.pool import Task, blocking
+from essa.util.ratelimit import RateLimitedLog, describe
+from essa.transport.base import Message, Subscription, Transport
+
+log = logging.getLogger("essa.calls")
+_problems = RateLimitedLog(log)
+
+#: Longest id, module name, function name or namespace a request may carry.
+MAX_NAME = 1024
+
+
+def call_request(module: str, function: str, args: bytes, namespace: str, run: str, **extra) -> Message:
+    """A call request without id and inbox (:meth:`Caller.start` adds them)."""
+    return {"module": module, "function": function, "args": args, "namespace": namespace, "run": run, **extra}
+
+
+def reply_message(call_id: str, code: EssaResult, value: bytes = b"", message: str = "", **extra) -> Message:
+    """The answer to call ``call_id``: an :class:`EssaResult` code with value or message.
+
+    A failed call's reply also says how it failed, in ``kind``: ``trap``,
+    ``time-limit``, ``memory-limit``, ``output-limit``, ``message-size``,
+    ``exit``, ``no-result``, ``no-such-function``, ``bad-signature``,
+    ``module`` (the module cannot be used), ``cancelled``, ``unavailable``
+    (no executor, no scheduler, or the call was lost), ``invalid`` (a
+    malformed request) or ``error``.
+    """
+    return {"id": call_id, "code": int(code), "value": value, "message": message, **extra}
+
+
+def outcome(reply: Message) -> CallOutcome:
+    """The :class:`CallOutcome` a reply message (checked by :func:`check_reply`) stands for."""
+    return CallOutcome(EssaResult(reply["code"]), reply.get("value", b""), reply.get("message", ""), reply.get("kind", ""))
+
+
+def cancelled_reply(call_id: str, what: str, reason: str) -> Message:
+    """The answer to a call that was cancelled (``reason`` says by whom)."""
+    return reply_message(call_id, EssaResult.UnknownError, message=f"{what} was cancelled: {reason}",
+                         cancelled=True, exit=1, kind="cancelled")
+
+
+_CODES = frozenset(int(code) for code in EssaResult)
+
+
+def check_reply(reply: Message) -> Message | None:
+    """``reply`` if it is a well-formed reply message, else ``None`` (it is then ignored)."""
+    if not isinstance(reply.get("id"), str):
+        return None
+    code, value, message, exit_status = reply.get("code"), reply.get("value", b""), reply.get("message", ""), reply.get("exit")
+    if (
+        not isinstance(code, int) or code not in _CODES
+        or not isinstance(value, (bytes, bytearray))
+        or not isinstance(message, str)
+        or not isinstance(reply.get("kind", ""), str)
+        or not (exit_status is None or (isinstance(exit_status, int) and 0 <= exit_status <= 255))
+    ):
+        return None
+    return reply
+
+
+def check_request(request: Message, receiver: str, max_message_bytes: int | None = None) -> str | None:
+    """Why a call request cannot be placed or run (one line), or ``None`` if it can.
+
+    :param receiver: who checks, for the message: ``"scheduler"``, ``"executor"``.
+    :param max_message_bytes: also refuse arguments or a module larger than this.
+    """
+    if not isinstance(request, dict):
+        return "not a call request"
+    if not isinstance(request.get("id"), str) or not 0 < len(request["id"]) <= MAX_NAME:
+        return "malformed call request: 'id' is missing, not a string or too long"
+    if not topics.is_inbox(request.get("reply_to")):
+        return "malformed call request: 'reply_to' is not a caller's inbox (essa/inbox/...)"
+    if "oversized" in request:  # the transport refused to read it (see essa.transport.zenoh)
+        return f"the call request of {request['oversized']} bytes exceeds the {receiver}'s message size limit"
+    for key in ("module", "function", "namespace"):
+        value = request.get(key)
+        if not isinstance(value, str) or len(value) > MAX_NAME:
+            return f"malformed call request: {key!r} is missing, not a string or too long"
+    if not topics.is_chunk(request.get("run")):
+        return "malformed call request: 'run' is not a run id"
+    argv = request.get("argv", [])
+    if not isinstance(argv, list) or not all(isinstance(arg, str) and "\0" not in arg for arg in argv):
+        return "malformed call request: 'argv' is not a list of strings"
+    if not isinstance(request.get("stdin", False), bool):
+        return "malformed call request: 'stdin' is not a boolean"
+    for key in ("args", "wasm"):
+        value = request.get(key, b"")
+        if not isinstance(value, (bytes, bytearray)):
+            return f"malformed call request: {key!r} is not bytes"
+        if max_message_bytes is not None and len(value) > max_message_bytes:
+            what = "arguments" if key == "args" else "module"
+            return (
+                f"the call's {what} of {len(value)} bytes exceed the message size limit "
+                f"({format_bytes(max_message_bytes)}) of this {receiver}"
+            )
+    return None
+
+
+class CallFailed(Exception):
+    """Raised inside the protocol to fail a pending call with a message."""
+
+
+class _LocalRegistry:
+    """Calls queued on this process's executors, and this process's inboxes."""
+
+    def __init__(self) -> None:
+        self.tasks: dict[str, Task] = {}
+        self.inboxes: dict[str, "Caller"] = {}
+        self.lock = threading.Lock()
+
+
+LOCAL = _LocalRegistry()
+
+
+class CallFuture:
+    """A started call; :meth:`result` waits for its reply message."""
+
+    __slots__ = ("id", "run", "started", "_event", "_reply", "_callbacks", "_lock")
+
+    def __init__(self, call_id: str, run: str = "") -> None:
+        self.id = call_id
+        #: The run the call belongs to (cancelling the run fails the call).
+        self.run = run
+        #: When it started (``time.monotonic()``).
+        self.started = time.monotonic()
+        # Made by the first waiter that has to block (a call run inline by its
+        # own waiter, the common case within a process, never needs one).
+        self._event: threading.Event | None = None
+        self._reply: Message | None = None
+        self._callbacks: list[Callable[["CallFuture"], None]] = []
+        self._lock = threading.Lock()
+
+    def done(self) -> bool:
+        return self._reply is not None
+
+    def result(self, timeout: float | None = None) -> Message:
+        """The reply message; raises :class:`TimeoutError` after ``timeout`` seconds."""
+        if self._reply is None:
+            task = LOCAL.tasks.get(self.id)
+            if task is not None:
+                task.help()  # still queued here: run it on this thread
+            if self._reply is None:
+                with self._lock:
+                    event = self._event
+                    if event is None and self._reply is None:
+                        event = self._event = threading.Event()
+                if event is not None:
+                    with blocking():
+                        if not event.wait(timeout):
+                            raise TimeoutError(f"no reply to call {self.id} after {timeout} s")
+        assert self._reply is not None
+        return self._reply
+
+    def wait(self, timeout: float | None = None) -> CallOutcome:
+        """The outcome, for :class:`essa.abi.PendingCall`."""
+        return outcome(self.result(timeout))
+
+    def add_done_callback(self, callback: Callable[["CallFuture"], None]) -> None:
+        with self._lock:
+            if self._reply is None:
+                self._callbacks.append(callback)
+                return
+        callback(self)
+
+    def _complete(self, reply: Message) -> None:
+        with self._lock:
+            if self._reply is not None:
+                return  # a late duplicate (e.g. after a retry)
+            self._reply = reply
+            if self._event is not None:
+                self._event.set()
+            callbacks, self._callbacks = self._callbacks, []
+        for callback in callbacks:
+            callback(self)
+
+
+class Caller:
+    """Starts calls and receives their replies in its own inbox.
+
+    One per process is enough (executors share it); a client has its own.
+    When the scheduler's liveliness token vanishes, every pending call fails
+    at once with a clear message instead of hanging.
+    """
+
+    #: How long :meth:`start` waits for a scheduler to be seen before failing the call.
+    scheduler_wait = 2.0
+    #: Seconds between two liveness checks of the calls this caller waits for.
+    liveness_interval = 5.0
+
+    def __init__(self, transport: Transport, name: str = "caller") -> None:
+        self.transport = transport
+        self.id = f"{name}-{uuid.uuid4().hex[:12]}"
+        self.inbox = topics.inbox(self.id)
+        self._pending: dict[str, CallFuture] = {}
+        self._counter = itertools.count(1)
+        self._lock = threading.Lock()
+        self._subscriptions: list[Subscription] = [transport.subscribe(self.inbox, self.deliver)]
+        self._schedulers: set[str] = set()
+        self._scheduler_seen = threading.Condition(self._lock)
+        self._subscriptions.append(transport.watch_tokens(topics.LIVE_SCHEDULERS, self._on_scheduler))
+        self._closed = threading.Event()
+        #: Calls no scheduler knew at the last liveness check.
+        self._unknown: set[str] = set()
+        with LOCAL.lock:
+            LOCAL.inboxes[self.inbox] = self
+        threading.Thread(target=self._watch, name=f"essa-liveness-{self.id}", daemon=True).start()
+
+    def start(self, request: Message) -> CallFuture:
+        """Send ``request`` (see :func:`call_request`) to the scheduler."""
+        call_id = f"{self.id}/{next(self._counter)}"
+        future = CallFuture(call_id, request.get("run", ""))
+        with self._lock:
+            if not self._scheduler_seen.wait_for(lambda: self._schedulers, self.scheduler_wait):
+                future._complete(reply_message(call_id, EssaResult.UnknownError, message="no scheduler is reachable",
+                                               kind="unavailable"))
+                return future
+            self._pending[call_id] = future
+        try:
+            # id and inbox first: a receiver that refuses an oversized message
+            # reads only those (see essa.transport.zenoh) to answer it.
+            self.transport.publish(topics.SCHEDULER_CALLS, {"id": call_id, "reply_to": self.inbox, **request},
+                                   patient=True)
+        except Exception as exc:
+            self.deliver(reply_message(call_id, EssaResult.UnknownError, message=f"cannot send the call: {exc}",
+                                       kind="unavailable"))
+        return future
+
+    def deliver(self, reply: Message) -> None:
+        """Complete the pending call ``reply['id']`` (called for each inbox message)."""
+        if check_reply(reply) is None:
+            _problems.warning(f"reply {self.inbox}", "ignored a malformed reply on %s", self.inbox)
+            return
+        with self._lock:
+            future = self._pending.pop(reply["id"], None)
+        if future is not None:
+            future._complete(reply)
+
+    def cancel_run(self, run: str, reason: str) -> int:
+        """Fail every pending call of ``run`` as cancelled; return how many there were."""
+        with self._lock:
+            ended = [f for f in self._pending.values() if f.run == run]
+            for future in ended:
+                del self._pending[future.id]
+        for future in ended:
+            future._complete(cancelled_reply(future.id, "the call", reason))
+        return len(ended)
+
+    def fail_all(self, message: str) -> None:
+        """Fail every pending call with ``message``."""
+        with self._lock:
+            pending, self._pending = self._pending, {}
+        for call_id, future in pending.items():
+            future._complete(reply_message(call_id, EssaResult.UnknownError, message=message, kind="unavailable"))
+
+    def _on_scheduler(self, key: str, alive: bool) -> None:
+        with self._lock:
+            if alive:
+                self._schedulers.add(key)
+                self._scheduler_seen.notify_all()
+                return
+            self._schedulers.discard(key)
+            gone = not self._schedulers
+        if gone:
+            self.fail_all("the scheduler went away while the call was pending")
+
+    @property
+    def sees_scheduler(self) -> bool:
+        return bool(self._schedulers)
+
+    # -- liveness ------------------------------------------------------------------
+
+    def _watch(self) -> None:
+        while not self._closed.wait(self.liveness_interval):
+            try:
+                self.check_liveness()
+            except Exception as exc:  # the loop must outlive any one failure
+                _problems.warning("liveness", "liveness check of %s failed: %s", self.id, describe(exc), exc_info=exc)
+
+    def check_liveness(self) -> None:
+        """Fail the calls that no scheduler has tracked at two checks in a row.
+
+        Only calls older than :attr:`liveness_interval` are asked about. If no
+        scheduler answers, nothing is decided (the scheduler's liveliness token
+        tells when it is gone).
+        """
+        cutoff = time.monotonic() - self.liveness_interval
+        with self._lock:
+            waiting = [call_id for call_id, f in self._pending.items() if f.started <= cutoff]
+        if not waiting:
+            self._unknown.clear()
+            return
+        known: set[str] = set()
+        answered = False
+        for start in range(0, len(waiting), 1000):
+            ids = waiting[start : start + 1000]
+            for answer in self.transport.query(f"{topics.TRACKING}/**", {"ids": ids}, timeout=2.0):
+                if isinstance(answer, dict) and isinstance(answer.get("known"), list):
+                    answered = True
+                    known.update(i for i in answer["known"] if isinstance(i, str))
+        if not answered:
+            return
+        unknown = set(waiting) - known
+        lost, self._unknown = unknown & self._unknown, unknown - self._unknown
+        for call_id in lost:
+            with self._lock:
+                future = self._pending.pop(call_id, None)
+            if future is not None:
+                log.warning("call %s: no scheduler tracks it any more; failing it", call_id)
+                future._complete(reply_message(
+                    call_id, EssaResult.UnknownError, exit=1, kind="unavailable",
+                    message="the cluster lost the call: no scheduler tracks it any more (its reply may have been lost)",
+                ))
+
+    def close(self) -> None:
+        self._closed.set()
+        with LOCAL.lock:
+            LOCAL.inboxes.pop(self.inbox, None)
+        for subscription in self._subscriptions:
+            subscription.close()
+        self.fail_all("the caller was closed")
+
+
+def send_reply(transport: Transport, reply_to: str, reply: Message) -> None:
+    """Deliver a reply: directly to an inbox of this process, else over ``transport``."""
+    caller = LOCAL.inboxes.get(reply_to)
+    if caller is not None:
+        caller.deliver(reply)
+    else:  # the caller may have joined a moment ago: its inbox may not be known here yet
+        transport.publish(reply_to, reply, patient=True)

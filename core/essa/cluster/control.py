@@ -1,0 +1,248 @@
+"""The control service: deployments and state, reachable from outside the executors.
+
+Deploying a module, listing deployments and reading or writing a namespace's
+state need the store and an engine, which executors have and clients of a
+cluster do not. So every executor process (and the embedded runtime) serves
+:class:`ControlService` on ``essa/control/<id>``, and clients send it
+requests with :class:`ControlClient`; one server answers each. Embedded and
+cluster mode take the same path (the in-process transport delivers a query
+as a function call).
+
+A request is ``{"op": OP, ...}``; the answer is ``{"ok": True, ...}`` or
+``{"ok": False, "error": ONE_LINE, "kind": KIND}`` where KIND is
+``not-found`` (a deployment, version, function or key), ``invalid`` (a bad
+request), ``module`` (a module that cannot be used), ``type-mismatch`` (a
+merge of a value of another lattice type than the stored one), ``store``, or
+``refused`` (the request's token does not allow it, on a cluster that checks
+tokens: see :mod:`essa.security.authorize`). Requests are checked field by
+field; none can make the service raise.
+
+A deploy compiles the module (so a bad module is refused at deploy time and
+the artifact is ready for the first call) and records the new version with
+the module's callable functions.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from typing import Any, Callable
+
+from essa.cluster import topics
+from essa.cluster.deployments import DeploymentRegistry, check_name, data_prefix, parse_spec, user_functions
+from essa.wasm.engine import format_bytes
+from essa.errors import DecodeError, EssaError, LatticeTypeError, ModuleError, NotFound, StoreError
+from essa.cluster.programs import ProgramCache, publish_module
+from essa.util.ratelimit import RateLimitedLog, describe
+from essa.cluster.authorize import Authorizer, Refused
+from essa.transport.base import Message, Subscription, Transport
+
+log = logging.getLogger("essa.control")
+_problems = RateLimitedLog(log)
+
+#: Longest state key a request may name.
+MAX_KEY = 4096
+
+
+class ControlError(EssaError):
+    """A control request was refused; ``kind`` says how (see the module documentation)."""
+
+    def __init__(self, message: str, kind: str = "invalid") -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+class ControlService:
+    """Answers control requests with ``programs`` (an engine and its store).
+
+    :param authorizer: if given, each request's ``token`` must allow it.
+    """
+
+    def __init__(self, programs: ProgramCache, max_message_bytes: int, authorizer: Authorizer | None = None) -> None:
+        self.programs = programs
+        self.authorizer = authorizer
+        self.store = programs.store
+        self.registry = DeploymentRegistry(programs.store)
+        self.max_message_bytes = max_message_bytes
+        self._ops: dict[str, Callable[[Message], Message]] = {
+            "deploy": self._deploy,
+            "resolve": self._resolve,
+            "list": self._list,
+            "versions": self._versions,
+            "remove": self._remove,
+            "state-get": self._state_get,
+            "state-merge": self._state_merge,
+            "state-keys": self._state_keys,
+            "state-delete": self._state_delete,
+        }
+
+    def serve(self, transport: Transport) -> Subscription:
+        """Answer control requests arriving over ``transport`` until the subscription is closed."""
+        return transport.serve(f"{topics.CONTROL}/{uuid.uuid4().hex[:12]}", self.handle)
+
+    def handle(self, request: Message) -> Message:
+        """The answer to one request (never raises)."""
+        op = request.get("op") if isinstance(request, dict) else None
+        handler = self._ops.get(op) if isinstance(op, str) else None
+        try:
+            if handler is None:
+                raise ControlError(f"unknown control request {str(op)[:40]!r}")
+            if self.authorizer is None:
+                return {"ok": True, **handler(request)}
+            grant = self.authorizer.check_control(op, request)
+            answer = handler(request)
+            if op == "list":
+                answer["deployments"] = self.authorizer.visible(grant, answer["deployments"])
+            return {"ok": True, **answer}
+        except Refused as exc:
+            _problems.warning("refused", "refused control request %.20s: %s", op, exc.reason)
+            return {"ok": False, "error": str(exc), "kind": exc.kind}
+        except NotFound as exc:
+            return {"ok": False, "error": str(exc), "kind": "not-found"}
+        except ControlError as exc:
+            return {"ok": False, "error": str(exc), "kind": exc.kind}
+        except ModuleError as exc:
+            return {"ok": False, "error": str(exc), "kind": "module"}
+        except LatticeTypeError as exc:
+            return {"ok": False, "error": str(exc), "kind": "type-mismatch"}
+        except (StoreError, DecodeError) as exc:
+            return {"ok": False, "error": str(exc), "kind": "store"}
+        except EssaError as exc:
+            return {"ok": False, "error": str(exc), "kind": "invalid"}
+        except Exception as exc:  # a bug: one line here, one line for the client
+            _problems.warning("failed", "control request %.20s failed: %s", op, describe(exc), exc_info=exc)
+            return {"ok": False, "error": f"the control request failed: {describe(exc)}", "kind": "store"}
+
+    # -- deployments -----------------------------------------------------------------
+
+    def _deploy(self, request: Message) -> Message:
+        name = check_name(_field(request, "name", str))
+        wasm = _field(request, "wasm", bytes)
+        if len(wasm) > self.max_message_bytes:
+            raise ControlError(f"the module's {len(wasm)} bytes exceed the message size limit "
+                               f"({format_bytes(self.max_message_bytes)})")
+        module = publish_module(self.store, wasm, f"the module of {name!r}")
+        program = self.programs.get(module)  # compiles now: a bad module fails the deploy
+        deployment = self.registry.add(name, module, len(wasm), user_functions(program.info),
+                                       _optional(request, "id", str), _optional(request, "created", int))
+        log.info("deployed %s (module %s, %d bytes)", deployment.spec, module[:12], len(wasm))
+        return {"deployment": deployment.as_dict()}
+
+    def _resolve(self, request: Message) -> Message:
+        name, version = parse_spec(_field(request, "spec", str))
+        return {"deployment": self.registry.resolve(name, version).as_dict()}
+
+    def _list(self, request: Message) -> Message:
+        return {"deployments": [self.registry.resolve(name).as_dict() for name in self.registry.names()]}
+
+    def _versions(self, request: Message) -> Message:
+        name = check_name(_field(request, "name", str))
+        versions = self.registry.versions(name)
+        if not versions:
+            raise NotFound(f"no deployment named {name!r} (see `essa ls`)")
+        return {"deployments": [v.as_dict() for v in versions]}
+
+    def _remove(self, request: Message) -> Message:
+        name = check_name(_field(request, "name", str))
+        purge = _optional(request, "purge", bool) or False
+        removed = self.registry.remove(name)
+        purged = 0
+        if purge:
+            prefix = data_prefix(removed.namespace)
+            for key in self.store.keys(prefix):
+                purged += self.store.delete(key)
+        log.info("removed deployment %s%s", name, f" and {purged} keys of its state" if purge else "")
+        return {"deployment": removed.as_dict(), "purged": purged}
+
+    # -- state -----------------------------------------------------------------------
+
+    def _key(self, request: Message) -> str:
+        namespace = check_name(_field(request, "namespace", str), "namespace")
+        key = _field(request, "key", str)
+        if not key or len(key) > MAX_KEY:
+            raise ControlError(f"a state key is 1 to {MAX_KEY} characters")
+        return data_prefix(namespace) + key
+
+    def _state_get(self, request: Message) -> Message:
+        return {"value": self.store.get_bytes(self._key(request))}
+
+    def _state_merge(self, request: Message) -> Message:
+        value = _field(request, "value", bytes)
+        if len(value) > self.max_message_bytes:
+            raise ControlError(f"a value of {len(value)} bytes exceeds the message size limit "
+                               f"({format_bytes(self.max_message_bytes)})")
+        self.store.merge_bytes(self._key(request), value)
+        return {}
+
+    def _state_keys(self, request: Message) -> Message:
+        namespace = check_name(_field(request, "namespace", str), "namespace")
+        prefix = data_prefix(namespace)
+        start = prefix + (_optional(request, "prefix", str) or "")
+        return {"keys": [key[len(prefix):] for key in self.store.keys(start)]}
+
+    def _state_delete(self, request: Message) -> Message:
+        return {"deleted": self.store.delete(self._key(request))}
+
+
+def _field(request: Message, name: str, kind: type) -> Any:
+    value = request.get(name)
+    if kind is bytes and isinstance(value, bytearray):
+        value = bytes(value)
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise ControlError(f"malformed control request: {name!r} must be {kind.__name__}")
+    return value
+
+
+def _optional(request: Message, name: str, kind: type) -> Any:
+    return None if request.get(name) is None else _field(request, name, kind)
+
+
+class ControlClient:
+    """Sends control requests to whichever server answers first.
+
+    :param timeout: seconds to wait for an answer (a deploy compiles: give it more).
+    :param token: the access token to send with every request.
+    """
+
+    #: Seconds to keep asking while no server is known (routes of a new session take a moment).
+    find_server = 10.0
+
+    def __init__(self, transport: Transport, timeout: float = 30.0, token: str | None = None) -> None:
+        self.transport = transport
+        self.timeout = timeout
+        #: The access token sent with every request (a cluster that checks tokens needs one).
+        self.token = token
+
+    def request(self, op: str, timeout: float | None = None, **fields: Any) -> Message:
+        """The answer to ``{"op": op, **fields}``.
+
+        :raises essa.errors.NotFound: the request names something that does not exist.
+        :raises ControlError: it was refused, or nobody answered.
+        """
+        timeout = timeout or self.timeout
+        if self.token is not None:
+            fields["token"] = self.token
+        deadline = time.monotonic() + min(timeout, self.find_server)
+        while True:
+            answers = self.transport.query(f"{topics.CONTROL}/**", {"op": op, **fields}, timeout=timeout, one=True)
+            # A session that just opened may not know the servers' topics yet: ask again, for a while.
+            if answers or time.monotonic() >= deadline:
+                break
+            time.sleep(0.1)
+        if not answers:
+            raise ControlError(
+                "no executor answered the request: deployments and state are served by executors "
+                "(is one running?)", "unavailable")
+        answer = answers[0]
+        if not isinstance(answer, dict) or not isinstance(answer.get("ok"), bool):
+            raise ControlError("the cluster sent a malformed answer", "store")
+        if not answer["ok"]:
+            message, kind = str(answer.get("error", "refused")), str(answer.get("kind", "invalid"))
+            if kind == "not-found":
+                raise NotFound(message)
+            raise ControlError(message, kind)
+        return answer
+
+
+__all__ = ["ControlClient", "ControlError", "ControlService"]

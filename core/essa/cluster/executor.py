@@ -1,0 +1,469 @@
+"""The executor: runs function calls of Wasm modules.
+
+An executor subscribes to ``essa/executor/{id}/calls``, announces itself with
+the liveliness token ``essa/live/executor/{id}``, and runs each placed call on
+its work pool. While a guest runs, its host functions reach the rest of the
+system through :class:`_CallHost`: remote calls start through the process's
+:class:`~essa.calls.Caller`, state goes to the store under
+``{namespace}/data/{key}``, and output is published to the run's output topic
+so it reaches the ``essa run`` console. The reply goes straight to the
+caller's inbox; a notice to the scheduler tells it the call is done.
+
+A cancel for a run (:data:`essa.topics.CANCEL`) ends the run's invocations
+running here (:meth:`essa.abi.Invocation.cancel`), fails the remote calls
+they wait for, and refuses the run's calls still queued here when they start.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from essa.cluster import metrics
+from essa.cluster import topics
+from essa.wasm.abi import EssaResult, Invocation
+from essa.cluster.calls import LOCAL, Caller, call_request, cancelled_reply, check_request, reply_message, send_reply
+from essa.cluster.deployments import display_name
+from essa.wasm.engine import START, Grants
+from essa.errors import CallCancelled, EssaError, GuestExit, GuestTrap, LimitExceeded, ModuleError, StoreError
+from essa.cluster.pool import WorkPool
+from essa.util.ratelimit import RateLimitedLog, describe
+from essa.cluster.authorize import REFUSED, Authorizer, Refused
+from essa.cluster.tracing import span
+from essa.cluster.programs import ProgramCache, publish_module
+from essa.cluster.stdin import RemoteStdin
+from essa.state.store import Store
+from essa.transport.base import Message, Transport
+
+log = logging.getLogger("essa.executor")
+_problems = RateLimitedLog(log)
+
+_CALLABLE_STATUS = {
+    "ok": EssaResult.Ok,
+    "missing": EssaResult.NoSuchFunction,
+    "bad-signature": EssaResult.InvalidFunctionSignature,
+}
+
+
+@dataclass
+class ExecutorStats:
+    """Counters an executor keeps (shown by ``essa status`` and used by tests)."""
+
+    calls: int = 0
+    runs: int = 0
+    failures: int = 0
+    cancelled: int = 0
+    by_function: dict[str, int] = field(default_factory=dict)
+
+
+class Executor:
+    """Runs the calls the scheduler places on it.
+
+    :param executor_id: unique among the cluster's executors.
+    :param programs: compiled modules (shared by executors of one process).
+    :param caller: starts the remote calls of this executor's guests.
+    :param workers: threads for queued calls (blocked callers get helpers).
+    :param authorizer: if given, only calls whose token it allows run
+        (:mod:`essa.security.authorize`); others are refused in one line.
+    """
+
+    #: Cancelled runs remembered, so that their queued calls are refused when they start.
+    remembered_cancels = 10_000
+
+    def __init__(
+        self,
+        executor_id: str,
+        programs: ProgramCache,
+        store: Store,
+        transport: Transport,
+        caller: Caller,
+        workers: int = 1,
+        authorizer: Authorizer | None = None,
+    ) -> None:
+        if not topics.is_chunk(executor_id):
+            raise EssaError(
+                f"executor ID {executor_id!r} must be 1-200 letters, digits or any of _.~+=:@,- (it names topics)"
+            )
+        self.id = executor_id
+        self.programs = programs
+        self.store = store
+        self.transport = transport
+        self.caller = caller
+        self.workers = workers
+        self.authorizer = authorizer
+        self.pool = WorkPool(workers, name=f"essa-executor-{executor_id}")
+        self.stats = ExecutorStats()
+        self._stats_lock = threading.Lock()
+        self._undo: list[Any] = []
+        self._calls: Any = None
+        #: run -> the invocations of that run executing here
+        self._running: dict[str, set[Invocation]] = {}
+        #: cancelled run -> reason (the most recent :attr:`remembered_cancels`)
+        self._cancelled: collections.OrderedDict[str, str] = collections.OrderedDict()
+        self._runs_lock = threading.Lock()
+        #: Run times (seconds) of the most recent calls, for ``essa status`` and ``essa top``.
+        self._recent: collections.deque[float] = collections.deque(maxlen=2000)
+
+    def start(self) -> None:
+        """Begin serving calls and announce this executor."""
+        self._undo.append(self.transport.subscribe(topics.CANCEL, self.cancel))
+        self._calls = self.transport.subscribe(topics.executor_calls(self.id), self.submit)
+        self._undo.append(self.transport.serve(f"{topics.STATUS}/executor/{self.id}", self.status))
+        self._undo.append(self.transport.declare_token(topics.live_executor(self.id)))
+
+    def also_close(self, subscription: Any) -> None:
+        """Close ``subscription`` when the executor stops (a service serving beside it)."""
+        self._undo.append(subscription)
+
+    def drain(self, timeout: float = 30.0) -> bool:
+        """Stop taking calls and let the running ones finish; return whether they did."""
+        if self._calls is not None:
+            self._calls.close()
+            self._calls = None
+        return self.pool.wait_idle(timeout)
+
+    def stop(self) -> None:
+        if self._calls is not None:
+            self._calls.close()
+            self._calls = None
+        for undo in reversed(self._undo):
+            undo.close()
+        self._undo.clear()
+        self.pool.close()
+
+    def status(self, _query: Message | None = None) -> Message:
+        """Counters and cached modules, for ``essa status``."""
+        with self._stats_lock:
+            stats = asdict(self.stats)
+        with self._runs_lock:
+            running = sum(len(invocations) for invocations in self._running.values())
+        recent = sorted(self._recent)
+        return {
+            "running": running,
+            "latency_ms": {
+                "p50": round(recent[len(recent) // 2] * 1e3, 3) if recent else None,
+                "p99": round(recent[min(len(recent) - 1, int(len(recent) * 0.99))] * 1e3, 3) if recent else None,
+            },
+            "role": "executor",
+            "id": self.id,
+            "engine": self.programs.engine.artifact_tag,
+            "workers": self.workers,
+            "modules": sorted(self.programs.sources),
+            "limits": asdict(self.programs.engine.limits),
+            "grants": _describe(getattr(self.programs.engine, "grants", None) or Grants()),
+            **stats,
+        }
+
+    def submit(self, request: Message) -> None:
+        """Queue a placed call; its reply goes to the caller when it ends.
+
+        A request that is malformed or larger than the message size limit is
+        answered with ``UnknownError`` at once (or dropped with a warning if
+        it does not even say where to answer); it never reaches the pool.
+        """
+        problem = check_request(request, "executor", self.programs.engine.limits.max_message_bytes)
+        if problem is None and self.authorizer is not None:
+            try:
+                self.authorizer.check_call(request)
+            except Refused as exc:
+                problem = str(exc)
+        if problem is not None:
+            self._refuse(request, problem)
+            return
+        task = self.pool.submit(self._serve, request, time.time())
+        LOCAL.tasks[request["id"]] = task  # lets a waiter of this process run it
+        if task.started():  # a worker was quicker; it may have missed the entry
+            LOCAL.tasks.pop(request["id"], None)
+
+    def _refuse(self, request: Message, problem: str) -> None:
+        call_id, reply_to = request.get("id"), request.get("reply_to")
+        with self._stats_lock:
+            self.stats.failures += 1
+        if not (isinstance(call_id, str) and topics.is_inbox(reply_to)):
+            _problems.warning("dropped", "executor %s: dropped a call request: %s", self.id, problem)
+            return
+        _problems.warning("refused", "executor %s: refused call %.80s: %s", self.id, call_id, problem)
+        kind = "message-size" if "size limit" in problem else "refused" if problem.startswith(REFUSED) else "invalid"
+        self._answer(request, reply_message(call_id, EssaResult.UnknownError, message=problem, exit=1, kind=kind))
+
+    def _answer(self, request: Message, reply: Message) -> None:
+        """Send ``reply`` to the caller and the done notice to the scheduler (never raises)."""
+        try:
+            send_reply(self.transport, request["reply_to"], reply)
+            self.transport.publish(topics.SCHEDULER_DONE, {"id": request["id"], "executor": self.id})
+        except Exception as exc:
+            _problems.warning("answer", "executor %s: cannot answer call %.80s: %s", self.id, request["id"], describe(exc))
+
+    def _serve(self, request: Message, received: float) -> None:
+        call_id = request["id"]
+        LOCAL.tasks.pop(call_id, None)
+        started = time.time()
+        try:
+            reply = self.execute(request)
+        except Exception as exc:  # never leave a caller hanging
+            _problems.warning("failed", "executor %s: call %.80s failed: %s", self.id, call_id, describe(exc), exc_info=exc)
+            reply = reply_message(call_id, EssaResult.UnknownError, message=f"executor {self.id} failed: {describe(exc)}",
+                                  kind="error")
+        ended = time.time()
+        self._recent.append(ended - started)
+        if request.get("trace") is True:
+            self._publish_span(request, received, started, ended, reply)
+        self._answer(request, reply)
+        kind = reply.get("kind") or "error"
+        outcome = "ok" if reply["code"] == EssaResult.Ok else kind
+        function = "-" if kind in ("no-such-function", "bad-signature", "invalid") else display_name(request["function"])
+        metrics.call_ended(metrics.label(request.get("deployment")), function, outcome, started - received,
+                           ended - started, len(request["args"]), len(reply.get("value", b"")))
+
+    def _publish_span(self, request: Message, received: float, started: float, ended: float, reply: Message) -> None:
+        try:
+            self.transport.publish(topics.run_trace(request["run"]), span(request, self.id, received, started, ended, reply),
+                                   patient=True)
+        except Exception as exc:
+            _problems.warning("span", "executor %s: cannot publish a span: %s", self.id, describe(exc))
+
+    # -- cancellation --------------------------------------------------------------
+
+    def cancel(self, message: Message) -> None:
+        """End the calls of a cancelled run: ``{"run": RUN, "reason": TEXT}`` (see :data:`essa.topics.CANCEL`)."""
+        run, reason = message.get("run"), message.get("reason", "cancelled")
+        if not (topics.is_chunk(run) and isinstance(reason, str)):
+            _problems.warning("cancel", "executor %s: ignored a malformed cancel message", self.id)
+            return
+        reason = reason[:200]
+        with self._runs_lock:
+            self._cancelled[run] = reason
+            self._cancelled.move_to_end(run)
+            while len(self._cancelled) > self.remembered_cancels:
+                self._cancelled.popitem(last=False)
+            running = list(self._running.get(run, ()))
+        for invocation in running:
+            invocation.cancel(reason)
+        # Wake the run's guests that wait for remote results here.
+        self.caller.cancel_run(run, reason)
+        if running:
+            log.info("executor %s: cancelled %d calls of run %s: %s", self.id, len(running), run, reason)
+
+    def _begin(self, run: str, invocation: Invocation) -> None:
+        metrics.CALLS_RUNNING.inc()
+        with self._runs_lock:
+            self._running.setdefault(run, set()).add(invocation)
+            reason = self._cancelled.get(run)
+        if reason is not None:  # cancelled before it started, or while it was being set up
+            invocation.cancel(reason)
+
+    def _end(self, run: str, invocation: Invocation) -> None:
+        metrics.CALLS_RUNNING.dec()
+        with self._runs_lock:
+            invocations = self._running.get(run)
+            if invocations is not None:
+                invocations.discard(invocation)
+                if not invocations:
+                    del self._running[run]
+
+    def execute(self, request: Message) -> Message:
+        """Run one call request to its end and return the reply message.
+
+        A failed call's reply says what happened in ``message`` (one line,
+        naming the function as users wrote it) and how in ``kind`` (see
+        :func:`essa.calls.reply_message`).
+        """
+        call_id = request["id"]
+        function = request["function"]
+        is_run = function == START
+        what = "the module" if is_run else display_name(function)
+        # A guest's remote call that fails also warns on the run's console: its
+        # caller only sees an error code. A client gets the message in the reply.
+        nested = request.get("nested") is True
+        with self._stats_lock:
+            if is_run:
+                self.stats.runs += 1
+            else:
+                self.stats.calls += 1
+            by_function = self.stats.by_function
+            if function in by_function or len(by_function) < 1000:  # names come from peers: bounded
+                by_function[function] = by_function.get(function, 0) + 1
+        with self._runs_lock:
+            cancelled = self._cancelled.get(request["run"])
+        if cancelled is not None:  # queued before its run was cancelled
+            with self._stats_lock:
+                self.stats.cancelled += 1
+            return cancelled_reply(call_id, what, cancelled)
+        if self.authorizer is not None:
+            try:
+                self.authorizer.check_module(request, self.authorizer.check_call(request))
+            except EssaError as exc:  # refused, or the store cannot say which modules a deployment has
+                self._failed()
+                _problems.warning("refused", "executor %s: refused call %.80s: %s", self.id, call_id, exc)
+                return reply_message(call_id, EssaResult.UnknownError, message=str(exc), exit=1,
+                                     kind="refused" if isinstance(exc, Refused) else "error")
+        output = RunOutput(self.transport, request["run"])
+        stdin = (RemoteStdin(self.transport, request["run"], request.get("token") if self.authorizer else None)
+                 if is_run and request.get("stdin") else None)
+        try:
+            if "wasm" in request:
+                publish_module(self.store, request["wasm"])
+            program = self.programs.get(request["module"])
+            status = program.info.callable_status(function)
+            if is_run and status == "missing":
+                raise ModuleError("the module has no _start function (is it a WASI command?)")
+            if is_run and program.info.functions[START] != ((), ()):
+                params, results = program.info.functions[START]
+                raise ModuleError(
+                    f"the module's _start has type ({', '.join(params)}) -> ({', '.join(results)}), "
+                    "not () -> () (is it a WASI command?)"
+                )
+            if not is_run and status != "ok":
+                why = "no such function" if status == "missing" else "it is not a callable function (i32) -> ()"
+                return reply_message(call_id, _CALLABLE_STATUS[status], message=f"cannot call {what}: {why}",
+                                     kind="no-such-function" if status == "missing" else "bad-signature")
+            limits = self.programs.engine.limits
+            invocation = Invocation(request["args"], _CallHost(self, program, request, output), output, limits,
+                                    argv=request.get("argv", ()), stdin=stdin)
+            self._begin(request["run"], invocation)
+            try:
+                program.run(invocation, function, None if is_run else len(request["args"]))
+            finally:
+                self._end(request["run"], invocation)
+        except CallCancelled as exc:
+            with self._stats_lock:
+                self.stats.cancelled += 1
+            return cancelled_reply(call_id, what, str(exc))
+        except GuestExit as exc:
+            if invocation.exceeded or invocation.memory_refused:  # e.g. malloc failed, then exit(1)
+                return self._over_limit(call_id, what, invocation.failure(str(exc)), output if nested else None,
+                                        exc.status)
+            if is_run:  # the guest's own way to fail; it printed why
+                return reply_message(call_id, EssaResult.UnknownError, exit=exc.status, kind="exit")
+            if nested:
+                output.warn(f"remote call of {what} exited with status {exc.status}")
+            return reply_message(call_id, EssaResult.UnknownError, message=f"{what} exited with status {exc.status}",
+                                 kind="exit")
+        except LimitExceeded as exc:
+            return self._over_limit(call_id, what, exc, output if nested else None)
+        except GuestTrap as exc:
+            self._failed()
+            if is_run:
+                return reply_message(call_id, EssaResult.UnknownError, message=f"the module trapped: {exc}", exit=1,
+                                     kind="trap")
+            if nested:
+                output.warn(f"remote call of {what} trapped: {exc}")
+            return reply_message(call_id, EssaResult.UnknownError, message=f"{what} trapped: {exc}", kind="trap")
+        except EssaError as exc:  # a module that cannot be loaded, a store failure, ...
+            self._failed()
+            if nested:
+                output.warn(f"remote call of {what} failed: {exc}")
+            return reply_message(call_id, EssaResult.UnknownError, message=str(exc), exit=1,
+                                 kind="module" if isinstance(exc, ModuleError) else "error")
+        finally:
+            if stdin is not None:
+                stdin.close()
+        if invocation.exceeded is not None:  # an engine that let the guest finish (wasmtime: output)
+            return self._over_limit(call_id, what, invocation.failure(""), output if nested else None)
+        if is_run:
+            return reply_message(call_id, EssaResult.Ok, exit=0)
+        if invocation.result is None:
+            if invocation.refused_result is not None:
+                message = f"{what} returned no result: it refused {invocation.refused_result}"
+                return reply_message(call_id, EssaResult.UnknownError, message=message, kind="message-size")
+            return reply_message(call_id, EssaResult.NoResult, message=f"{what} returned without essa_set_result",
+                                 kind="no-result")
+        return reply_message(call_id, EssaResult.Ok, value=invocation.result)
+
+    def _over_limit(self, call_id: str, what: str, exc: LimitExceeded, output: "RunOutput | None",
+                    status: int = 1) -> Message:
+        """The reply to a call that exceeded a limit, and the warning on the run's console (``output``)."""
+        self._failed()
+        kind = f"{exc.limit.replace(' ', '-')}-limit" if exc.limit != "message size" else "message-size"
+        if what == "the module":
+            return reply_message(call_id, EssaResult.UnknownError, message=f"the module's {START}: {exc}", exit=status,
+                                 kind=kind)
+        if output is not None:
+            output.warn(f"remote call of {what}: {exc}")
+        return reply_message(call_id, EssaResult.UnknownError, message=f"{what}: {exc}", kind=kind)
+
+    def _failed(self) -> None:
+        with self._stats_lock:
+            self.stats.failures += 1
+
+
+def _describe(grants: Grants) -> dict:
+    """Grants for ``essa status``: directories, and environment variable names (not values)."""
+    return {
+        "dirs": [f"{g.host}:{g.guest}:{'rw' if g.writable else 'ro'}" for g in grants.dirs],
+        "env": sorted(key for key, _value in grants.env),
+    }
+
+
+class RunOutput:
+    """A guest's stdout/stderr, published to its run's output topic.
+
+    Large writes go out in chunks of at most :attr:`chunk` bytes, so no output
+    message is larger than that.
+    """
+
+    __slots__ = ("_transport", "_topic")
+
+    chunk = 1 << 20
+
+    def __init__(self, transport: Transport, run: str) -> None:
+        self._transport = transport
+        self._topic = topics.run_output(run)
+
+    def write(self, stream: int, data: bytes) -> None:
+        chunk = self.chunk
+        if len(data) <= chunk:
+            self._transport.publish(self._topic, {"stream": stream, "data": data}, patient=True)
+            return
+        view = memoryview(data)
+        for start in range(0, len(data), chunk):
+            self._transport.publish(self._topic, {"stream": stream, "data": bytes(view[start : start + chunk])},
+                                    patient=True)
+
+    def warn(self, message: str) -> None:
+        self.write(2, f"essa: {message}\n".encode())
+
+
+class _CallHost:
+    """The ABI's view of the runtime, for one invocation."""
+
+    __slots__ = ("_executor", "_program", "_request", "_output", "_prefix", "_read_only")
+
+    def __init__(self, executor: Executor, program, request: Message, output: RunOutput) -> None:
+        self._executor = executor
+        self._program = program
+        self._request = request
+        self._output = output
+        self._prefix = f"{request['namespace']}/data/"
+        authorizer = executor.authorizer
+        self._read_only = authorizer is not None and authorizer.read_only(request)
+
+    def function_status(self, name: str) -> EssaResult:
+        return _CALLABLE_STATUS[self._program.info.callable_status(name)]
+
+    def start_call(self, name: str, args: bytes):
+        req = self._request
+        extra = {"trace": True, "parent": req["id"], "sent": time.time()} if req.get("trace") is True else {}
+        if "argv" in req:
+            extra["argv"] = req["argv"]  # remote calls see the run's arguments too
+        if "token" in req:
+            extra["token"] = req["token"]  # and run with its authorization: same module, same namespace
+        return self._executor.caller.start(call_request(req["module"], name, args, req["namespace"], req["run"],
+                                                        nested=True, **extra))
+
+    def get_state(self, key: str) -> bytes | None:
+        with metrics.store_operation("get"):
+            return self._executor.store.get_bytes(self._prefix + key)
+
+    def merge_state(self, key: str, value: bytes) -> None:
+        if self._read_only:
+            raise StoreError(f"the call's token is read-only: it cannot write namespace {self._request['namespace']!r}")
+        with metrics.store_operation("put"):
+            self._executor.store.merge_bytes(self._prefix + key, value)
+
+    def warn(self, message: str) -> None:
+        self._output.warn(f"{display_name(self._request['function'])}: {message}")

@@ -1,0 +1,313 @@
+"""Cluster mode: the scheduler and executor processes, and ``essa up``.
+
+Each role opens a zenoh transport, starts its part, announces itself with a
+liveliness token and runs until SIGINT or SIGTERM. An executor that is asked
+to stop first stops taking calls, lets the ones it runs finish (up to
+``drain_timeout``), then leaves, so no call of it is retried needlessly.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Mapping, Sequence
+
+from essa.cluster.calls import Caller
+from essa.cluster.client import Client
+from essa.cluster.control import ControlService
+from essa.cluster.deployments import DeploymentRegistry
+from essa.errors import EssaError
+from essa.wasm.engine import Grants, Limits
+from essa.cluster.executor import Executor
+from essa.plugins import DEFAULTS, get_plugin_manager
+from essa.cluster.programs import ProgramCache
+from essa.cluster.embedded import open_engine, open_store
+from essa.cluster.scheduler import Scheduler
+from essa.security import settings as security_settings
+from essa.cluster.authorize import Authorizer, ModuleIndex
+from essa.security.tls import TlsFiles
+from essa.security.tokens import Verifier
+from essa.transport.base import Transport
+from essa.transport.zenoh import DEFAULT_ENDPOINT, ZenohTransport
+
+log = logging.getLogger("essa.cluster")
+
+
+def open_transport(
+    listen: Sequence[str] = (),
+    connect: Sequence[str] = (),
+    config: str | None = None,
+    scouting: bool = False,
+    connect_timeout: float | None = None,
+    max_message_bytes: int | None = None,
+    tls: TlsFiles | None = None,
+) -> Transport:
+    """A zenoh peer with the given endpoints.
+
+    :param max_message_bytes: the message size limit of the process; the
+        transport reads no message larger than a module and arguments of that
+        size together (see :class:`~essa.transport.zenoh.ZenohTransport`).
+    :param tls: mutual TLS files; default: this process's (``--tls-*`` or
+        ``ESSA_TLS_*``, see :mod:`essa.security.settings`), if any.
+    """
+    cap = 2 * max_message_bytes + (1 << 20) if max_message_bytes else None
+    return ZenohTransport(
+        {"listen": list(listen), "connect": list(connect), "config": config, "scouting": scouting,
+         "connect_timeout": connect_timeout, "max_message_bytes": cap,
+         "tls": tls if tls is not None else security_settings.tls_files()}
+    )
+
+
+def wait_for_signal() -> None:
+    """Block until SIGINT or SIGTERM."""
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    while not stop.wait(1.0):
+        pass
+
+
+def serve_scheduler(transport: Transport, placement: str | None = None, verifier: Verifier | None = None) -> Scheduler:
+    """Start a scheduler on ``transport`` with the named placement policy.
+
+    With ``verifier`` it places only calls whose token allows them (see
+    :mod:`essa.security.authorize`).
+    """
+    policy = get_plugin_manager().placement_class(placement or DEFAULTS["placement"])()
+    scheduler = Scheduler(transport, policy, authorizer=Authorizer(verifier) if verifier else None)
+    scheduler.start()
+    return scheduler
+
+
+def serve_executor(
+    executor_id: str,
+    transport: Transport,
+    engine: str | None,
+    store: str | None,
+    store_options: Mapping[str, str],
+    workers: int,
+    limits: Limits | None = None,
+    grants: Grants | None = None,
+    verifier: Verifier | None = None,
+) -> tuple[Executor, Caller]:
+    """Start an executor on ``transport``; returns it and its caller.
+
+    ``limits`` and ``grants`` are this executor's own: calls placed on it run
+    under them, whatever the client that started the run asked for. With
+    ``verifier`` it runs only calls and control requests whose token allows
+    them (see :mod:`essa.security.authorize`).
+    """
+    engine_obj = open_engine(engine, limits, grants=grants)
+    store_obj = open_store(store, store_options)
+    caller = Caller(transport, f"executor-{executor_id}")
+    programs = ProgramCache(engine_obj, store_obj)
+    authorizer = Authorizer(verifier, ModuleIndex(DeploymentRegistry(store_obj).versions)) if verifier else None
+    executor = Executor(executor_id, programs, store_obj, transport, caller, workers, authorizer=authorizer)
+    executor.start()
+    executor.also_close(ControlService(programs, engine_obj.limits.max_message_bytes, authorizer).serve(transport))
+    return executor, caller
+
+
+def connect_client(
+    endpoints: Sequence[str], config: str | None = None, timeout: float = 5.0, max_message_bytes: int | None = None,
+    tls: TlsFiles | None = None, token: str | None = None,
+) -> Client:
+    """A client connected to a running cluster, or a one-line error naming the endpoint.
+
+    ``tls`` as for :func:`open_transport`; ``token`` goes with every call.
+    """
+    transport = open_transport(connect=endpoints, config=config, connect_timeout=timeout, tls=tls)
+    client = Client(transport, max_message_bytes=max_message_bytes, token=token)
+    deadline = time.monotonic() + timeout
+    while not client.caller.sees_scheduler:
+        if time.monotonic() > deadline:
+            client.close()
+            transport.close()
+            raise EssaError(f"no essa scheduler answers at {', '.join(endpoints)}")
+        time.sleep(0.02)
+    _await_executors(transport, deadline)
+    return client
+
+
+def _await_executors(transport: Transport, deadline: float) -> None:
+    """Wait, until ``deadline`` at most, to see the executors the scheduler knows.
+
+    A client reaches the executors over links of its own, which zenoh opens
+    after it learns of them from the scheduler (longer with TLS handshakes); an
+    executor's liveliness token arrives over that link. A run sent before its
+    executor's link is up would lose the output printed before it is.
+    """
+    from essa.cluster import topics
+
+    answers = transport.query(f"{topics.STATUS}/scheduler/**", {}, timeout=max(0.1, min(2.0, deadline - time.monotonic())))
+    known = {e for a in answers if isinstance(a, dict) and isinstance(a.get("executors"), dict) for e in a["executors"]}
+    seen: set[str] = set()
+    watch = transport.watch_tokens(topics.LIVE_EXECUTORS, lambda key, alive: alive and seen.add(topics.key_id(key)))
+    try:
+        while not known <= seen and time.monotonic() < deadline:
+            time.sleep(0.02)
+    finally:
+        watch.close()
+
+
+def cluster_status(endpoints: Sequence[str], config: str | None = None, timeout: float = 3.0) -> list[dict]:
+    """The status answers of a cluster's scheduler and of every executor it knows."""
+    from essa.cluster import topics
+
+    client = connect_client(endpoints, config, timeout)
+    transport = client.transport
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            answers = transport.query(f"{topics.STATUS}/**", {}, timeout=1.0)
+            known = {e for a in answers if a.get("role") == "scheduler" for e in a["executors"]}
+            seen = {a["id"] for a in answers if a.get("role") == "executor"}
+            # Peers learn of each other by gossip: give late ones a moment.
+            if known <= seen or time.monotonic() > deadline:
+                return answers
+            time.sleep(0.1)
+    finally:
+        client.close()
+        transport.close()
+
+
+def up(
+    executors: int,
+    listen: str,
+    engine: str | None,
+    store: str | None,
+    store_options: Mapping[str, str],
+    verbose: int = 0,
+    executor_args: Sequence[str] = (),
+    scheduler_args: Sequence[str] = (),
+    http: str | None = None,
+    secure: bool = False,
+    security_dir: str | None = None,
+) -> int:
+    """Run a scheduler and ``executors`` executor processes until interrupted.
+
+    ``executor_args`` and ``scheduler_args`` are extra flags for those
+    commands (limits and grants, see :func:`essa.cli.limit_arguments`).
+    With ``http`` (``HOST:PORT``) an ``essa serve`` process answers HTTP
+    there too. With ``secure`` (``listen`` then is a ``tls/`` endpoint) every
+    process gets its own certificate from the CA in ``security_dir`` (made
+    there if missing; see :mod:`essa.security.local`), and the scheduler and
+    executors check access tokens. Returns a non-zero status if a process
+    died on its own.
+    """
+    essa = [sys.executable, "-m", "essa"] + ["-v"] * verbose
+    services = get_plugin_manager().store_class(store or DEFAULTS["store"]).cluster_services(store_options, listen)
+    environment = _secure_environments(executors, services, security_dir, bool(http)) if secure else None
+    base = list(essa)
+    if engine:
+        base += ["--engine", engine]
+    if store:
+        base += ["--store", store]
+    for key, value in services.options.items():
+        base += ["--store-option", f"{key}={value}"]
+    children: list[tuple[str, subprocess.Popen]] = []
+    stopping = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stopping.set())
+    def start(name: str, command: list[str]) -> None:
+        env = None if environment is None else {**os.environ, **environment[len(children)]}
+        children.append((name, subprocess.Popen(command, env=env)))
+
+    try:
+        start("scheduler", [*essa, "scheduler", "--listen", listen, *scheduler_args])
+        for command in services.commands:
+            start(" ".join(command[:2]), [*essa, *command])
+        for i in range(executors):
+            start(f"executor {i}", [*base, "executor", str(i), "--connect", listen, *executor_args])
+        if http:
+            # Its requests in flight get 10 s to finish when stopping: within the 15 s the children get below.
+            start("http", [*essa, "serve", "--connect", listen, "--listen", http, "--timeout", "60",
+                           "--shutdown-timeout", "10", *scheduler_args])
+        print(f"essa cluster up: {executors} executors" + (", mutual TLS, access tokens" if secure else ""),
+              flush=True)
+        endpoints = {"scheduler": listen, **services.endpoints, **({"http": f"http://{http}"} if http else {})}
+        for name, where in endpoints.items():
+            print(f"  {name:<14} {where}", flush=True)
+        if secure:
+            _print_secure_usage(security_dir)
+        print(f"run a module with:  essa run --connect {listen} FILE.wasm", flush=True)
+        print(f"deploy one with:    essa deploy --connect {listen} FILE.wasm --name NAME", flush=True)
+        if http:
+            print(f"call one over HTTP: curl --data-binary ARGS http://{http}/v1/functions/NAME/FUNCTION", flush=True)
+        print("stop with Ctrl-C", flush=True)
+        while not stopping.wait(0.5):
+            for name, child in children:
+                if child.poll() is not None:
+                    print(f"essa: error: {name} exited with status {child.returncode}; stopping", file=sys.stderr)
+                    return 1
+        return 0
+    finally:
+        for _name, child in reversed(children):
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 15
+        for _name, child in children:
+            try:
+                child.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()
+
+
+def _secure_environments(executors: int, services, security_dir: str | None, http: bool) -> list[dict[str, str]]:
+    """The security environment of each process ``up`` starts, in start order (scheduler, services, executors,
+    the HTTP trigger: a client whose requests carry their own tokens)."""
+    from essa.security.certs import ROLES
+    from essa.security.local import prepare_local
+
+    if len(services.roles) != len(services.commands) or not set(services.roles) <= set(ROLES):
+        raise EssaError("the store's processes do not say their certificate roles: `essa up --secure` cannot "
+                        "start them (start them yourself with certificates from `essa certs issue`)")
+    names: list[tuple[str, str]] = [("scheduler", "scheduler")]
+    counts: dict[str, int] = {}
+    for role in services.roles:
+        index = counts.get(role, 0)
+        counts[role] = index + 1
+        names.append((f"{role}-{index}", role))
+    names += [(f"executor-{i}", "executor") for i in range(executors)]
+    if http:
+        names.append(("http", "client"))
+    material = prepare_local(security_dir, dict(names))
+    return [material.environment(name, verify_tokens=role in ("scheduler", "executor")) for name, role in names]
+
+
+def _print_secure_usage(security_dir: str | None) -> None:
+    from essa.security.local import Material, default_directory
+
+    material = Material(Path(security_dir) if security_dir else default_directory())
+    files = material.files("client")
+    where = "" if security_dir is None else f" --dir {shlex.quote(security_dir)}"
+    print(f"certificates in:    {material.directory} (admin.pem: also reaches the store nodes)", flush=True)
+    print(f"connect with:       export ESSA_TLS_CA={shlex.quote(files.ca)} ESSA_TLS_CERT={shlex.quote(files.cert)} "
+          f"ESSA_TLS_KEY={shlex.quote(files.key)}", flush=True)
+    print(f"                    export ESSA_TOKEN=$(essa token create{where} --deployment '*' --namespace '*')",
+          flush=True)
+
+
+def default_workers() -> int:
+    return max(2, os.cpu_count() or 1)
+
+
+__all__ = [
+    "DEFAULT_ENDPOINT",
+    "cluster_status",
+    "connect_client",
+    "default_workers",
+    "open_transport",
+    "serve_executor",
+    "serve_scheduler",
+    "up",
+    "wait_for_signal",
+]

@@ -1,0 +1,127 @@
+"""The store: essa's lattice key-value state.
+
+A store maps string keys to lattice values and *merges* on every put instead of
+overwriting, so concurrent writers converge. Values are kept in the byte
+encoding of :mod:`essa.bincode` (the guest ABI's contract encoding), which lets
+the ABI hand stored bytes to a guest without re-encoding them.
+
+A store plugin subclasses :class:`Store` and implements three methods:
+:meth:`Store.get_bytes`, :meth:`Store.merge_bytes` and :meth:`Store.close`;
+:meth:`Store.keys` and :meth:`Store.delete` (``essa state ls``/``rm``, and
+``essa rm --purge``) are optional.
+:meth:`Store.merge_bytes` must apply :func:`essa.lattice.merge_encoded`
+atomically (no lost update when several processes merge into one key) and must
+not return before the merged value is durable (or, for a replicated store,
+replicated as configured): a returned put is an acknowledged write.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import ClassVar, Mapping
+
+from essa.state.bincode import decode_lattice, encode_lattice
+from essa.errors import StoreError
+from essa.state.lattice import Lattice
+
+
+@dataclass
+class ClusterServices:
+    """What ``essa up`` must start for a store, before the executors.
+
+    :param commands: ``essa`` subcommands to run as processes, each an argv
+        list without the leading ``essa`` (e.g. ``["anna", "kvs", ...]``).
+    :param options: the store options executors (and ``essa run``) then use.
+    :param endpoints: what ``essa up`` prints: a service's name -> where it listens.
+    :param roles: the certificate role of each command's process (one of
+        :data:`essa.security.certs.ROLES`), for ``essa up --secure``.
+    """
+
+    commands: list[list[str]] = field(default_factory=list)
+    options: dict[str, str] = field(default_factory=dict)
+    endpoints: dict[str, str] = field(default_factory=dict)
+    roles: list[str] = field(default_factory=list)
+
+
+class Store(ABC):
+    """Base class of store plugins.
+
+    :param options: store-specific settings given by the user as
+        ``--store-option KEY=VALUE`` (or ``ESSA_STORE_OPTIONS``); each store
+        documents the keys it accepts and rejects unknown ones.
+    """
+
+    #: The name users pass to ``--store``; set by the registering plugin.
+    name: ClassVar[str] = ""
+
+    def __init__(self, options: Mapping[str, str] | None = None) -> None:
+        self.options = dict(options or {})
+
+    @abstractmethod
+    def get_bytes(self, key: str) -> bytes | None:
+        """Return the encoded lattice stored under ``key``, or ``None``."""
+
+    @abstractmethod
+    def merge_bytes(self, key: str, value: bytes) -> None:
+        """Merge the encoded lattice ``value`` into ``key``.
+
+        :raises essa.errors.DecodeError: ``value`` is not a valid encoding.
+        :raises essa.errors.LatticeTypeError: the stored value has another
+            lattice type; the stored value is left unchanged.
+        :raises essa.errors.StoreError: the write could not be made durable.
+        """
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release files, sockets and threads held by the store."""
+
+    def describe(self) -> str:
+        """One line telling a user where this store keeps its data."""
+        return self.name
+
+    def keys(self, prefix: str = "") -> list[str]:
+        """The keys that start with ``prefix``, sorted (``essa state ls``).
+
+        Optional for store plugins: the default refuses in one line.
+
+        :raises essa.errors.StoreError: the store cannot list its keys.
+        """
+        raise StoreError(f"the {self.name} store cannot list its keys")
+
+    def delete(self, key: str) -> bool:
+        """Remove ``key`` and its value; return whether it existed (``essa state rm``).
+
+        Deleting is not a lattice operation: a writer that merges into the key
+        afterwards starts it anew. Optional for store plugins: the default
+        refuses in one line.
+
+        :raises essa.errors.StoreError: the store cannot delete keys.
+        """
+        raise StoreError(f"the {self.name} store cannot delete keys")
+
+    @classmethod
+    def cluster_services(cls, options: Mapping[str, str], endpoint: str) -> ClusterServices:
+        """The processes ``essa up`` starts for this store (none by default).
+
+        :param options: the user's ``--store-option`` settings.
+        :param endpoint: the zenoh endpoint the cluster's scheduler listens on.
+        """
+        return ClusterServices(options=dict(options))
+
+    # -- typed convenience API, in terms of the byte API ---------------------
+
+    def get(self, key: str) -> Lattice | None:
+        """Return the lattice stored under ``key``, or ``None``."""
+        data = self.get_bytes(key)
+        return None if data is None else decode_lattice(data)
+
+    def put(self, key: str, value: Lattice) -> None:
+        """Merge ``value`` into ``key`` (see :meth:`merge_bytes`)."""
+        self.merge_bytes(key, encode_lattice(value))
+
+    def __enter__(self) -> "Store":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
