@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from essa import hookimpl
 from essa.state.memory import MemoryStore
-from essa.cluster.scheduler import Placement
+from essa.placement import Placement
 from essa.transport.local import LocalTransport
 from essa.transport.zenoh import ZenohTransport
 

@@ -15,18 +15,9 @@ once per thing it provides, for example::
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable
+from typing import Any, Callable
 
 import pluggy
-
-if TYPE_CHECKING:  # pragma: no cover
-    import click
-
-    from essa.wasm.engine import Engine
-    from essa.cluster.scheduler import Placement
-    from essa.state.store import Store
-    from essa.transport.base import Transport
-    from essa.api.trigger import Trigger
 
 #: Marker for hook specifications; plugin authors use :data:`essa.hookimpl`.
 hookspec = pluggy.HookspecMarker("essa")
@@ -36,49 +27,49 @@ hookspec = pluggy.HookspecMarker("essa")
 
 
 @hookspec
-def essa_register_engines(register: Callable[[str, type["Engine"]], None]) -> None:
+def essa_register_engines(register: Callable[[str, type], None]) -> None:
     """Register Wasm engines.
 
     :param register: call ``register(name, engine_class)`` for each engine; the
-        class subclasses :class:`essa.engine.Engine`. ``name`` is what users
+        class subclasses :class:`essa.plugin.Engine`. ``name`` is what users
         pass to ``--engine``.
     """
 
 
 @hookspec
-def essa_register_stores(register: Callable[[str, type["Store"]], None]) -> None:
+def essa_register_stores(register: Callable[[str, type], None]) -> None:
     """Register key-value stores.
 
     :param register: call ``register(name, store_class)`` for each store; the
-        class subclasses :class:`essa.store.Store`. ``name`` is what users pass
+        class subclasses :class:`essa.plugin.Store`. ``name`` is what users pass
         to ``--store``.
     """
 
 
 @hookspec
-def essa_register_transports(register: Callable[[str, type["Transport"]], None]) -> None:
+def essa_register_transports(register: Callable[[str, type], None]) -> None:
     """Register message transports between clients, schedulers and executors.
 
     :param register: call ``register(name, transport_class)`` for each
-        transport; the class subclasses :class:`essa.transport.base.Transport`.
+        transport; the class subclasses :class:`essa.plugin.Transport`.
     """
 
 
 @hookspec
-def essa_register_placements(register: Callable[[str, type["Placement"]], None]) -> None:
+def essa_register_placements(register: Callable[[str, type], None]) -> None:
     """Register placement policies for the scheduler (``essa scheduler --placement NAME``).
 
     :param register: call ``register(name, placement_class)``; the class
-        subclasses :class:`essa.scheduler.Placement` and overrides ``choose``.
+        subclasses :class:`essa.plugin.Placement` and overrides ``choose``.
     """
 
 
 @hookspec
-def essa_register_triggers(register: Callable[[str, type["Trigger"]], None]) -> None:
+def essa_register_triggers(register: Callable[[str, type], None]) -> None:
     """Register triggers: ways outside events become calls (``essa serve --trigger NAME``).
 
     :param register: call ``register(name, trigger_class)`` for each trigger;
-        the class subclasses :class:`essa.trigger.Trigger`.
+        the class subclasses :class:`essa.plugin.Trigger`.
     """
 
 
@@ -86,7 +77,7 @@ def essa_register_triggers(register: Callable[[str, type["Trigger"]], None]) -> 
 
 
 @hookspec
-def essa_register_commands(cli: "click.Group") -> None:
+def essa_register_commands(cli: Any) -> None:
     """Add commands or command groups to the ``essa`` command line.
 
     :param cli: the top-level ``essa`` click group; call ``cli.add_command``.

@@ -19,21 +19,16 @@ import importlib.metadata
 import os
 import threading
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Generic, Iterator, TypeVar
+from typing import Any, Generic, Iterator, TypeVar
 
 import pluggy
 
-from essa import hookspecs
+from essa import builtin, hookspecs
 from essa.errors import PluginNotFound
-
-if TYPE_CHECKING:  # pragma: no cover
-    import click
-
-    from essa.wasm.engine import Engine
-    from essa.cluster.scheduler import Placement
-    from essa.state.store import Store
-    from essa.transport.base import Transport
-    from essa.api.trigger import Trigger
+from essa.placement import Placement
+from essa.state.store import Store
+from essa.transport.base import Transport
+from essa.wasm.engine import Engine
 
 ENTRY_POINT_GROUP = "essa"
 
@@ -135,7 +130,8 @@ class PluginManager:
         self.stores: Registry[Store] = Registry("store")
         self.transports: Registry[Transport] = Registry("transport")
         self.placements: Registry[Placement] = Registry("placement")
-        self.triggers: Registry[Trigger] = Registry("trigger")
+        #: Trigger classes (subclasses of :class:`essa.api.trigger.Trigger`, a layer above this one).
+        self.triggers: Registry[Any] = Registry("trigger")
         #: Every registered engine class, available here or not (for what it supports).
         self.engine_support: dict[str, type[Engine]] = {}
         self._load()
@@ -143,8 +139,6 @@ class PluginManager:
     # -- loading ---------------------------------------------------------------
 
     def _load(self) -> None:
-        from essa import builtin
-
         self._register(builtin, PluginInfo("builtin", CORE_DISTRIBUTION, _version(CORE_DISTRIBUTION)))
         if self._autoload:
             blocked = {n.strip() for n in os.environ.get("ESSA_BLOCK_PLUGINS", "").split(",") if n.strip()}
@@ -215,10 +209,10 @@ class PluginManager:
     def placement_class(self, name: str) -> type[Placement]:
         return self.placements.get(name)
 
-    def trigger_class(self, name: str) -> type[Trigger]:
+    def trigger_class(self, name: str) -> type:
         return self.triggers.get(name)
 
-    def add_commands(self, cli: "click.Group") -> list[str]:
+    def add_commands(self, cli: Any) -> list[str]:
         """Let every plugin add CLI commands; return one error line per failure."""
         errors = []
         plugins = self.pm.get_plugins()

@@ -75,7 +75,7 @@ def test_call_async_is_a_future_and_acall_awaits(es):
 
 
 def test_a_call_past_its_timeout_is_cancelled_and_the_executor_is_free_again(engine_name):
-    from essa.wasm.engine import Limits
+    from essa.wasm.limits import Limits
 
     from .test_interrupt import CALLER
 

@@ -137,9 +137,9 @@ def test_stdin_reads_wait_for_bytes_and_end_at_the_deadline():
     """A guest blocked reading stdin gets bytes as they arrive, and its time limit still ends it."""
     import time
 
-    from essa.wasm.engine import Limits
+    from essa.wasm.limits import Limits
     from essa.errors import LimitExceeded
-    from essa.cluster.stdin import Stdin
+    from essa.wasm.stdin import Stdin
     from essa.testing.conformance.support import invocation
 
     body = """

@@ -139,7 +139,7 @@ def test_guest_output_callbacks_are_released_with_each_call(binding):
 
 
 def test_a_failing_output_stream_fails_the_guest_write_not_the_call(binding):
-    from essa.wasm.abi import Invocation
+    from essa.wasm.invocation import Invocation
     from essa.testing.conformance.support import StandaloneHost
     from essa.testing.conformance.test_runtime import PRINT_HELLO
 

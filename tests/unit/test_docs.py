@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from essa.state import lattice
-from essa.state.bincode import decode_lattice, encode_lattice, parse_timestamp
+from essa.state.bincode import decode_lattice, encode_lattice
+from essa.state.timestamps import parse_timestamp
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -6,7 +6,9 @@ import click
 import pytest
 
 from essa.cli.main import limit_arguments, limits_and_grants, parse_dir_grant, parse_env_grant
-from essa.wasm.engine import DirGrant, Engine, Grants, Limits, format_bytes, format_seconds, parse_duration, parse_size
+from essa.wasm.limits import DirGrant, Grants, Limits
+from essa.wasm.engine import Engine
+from essa.util.units import format_bytes, format_seconds, parse_duration, parse_size
 from essa.errors import EssaError
 
 

@@ -8,7 +8,8 @@ import time
 
 from essa.cluster import topics
 from essa.cluster.calls import check_request
-from essa.cluster.stdin import CHUNK, RemoteStdin, Stdin, StdinServer
+from essa.cluster.stdin import RemoteStdin, StdinServer
+from essa.wasm.stdin import CHUNK, Stdin
 from essa.transport.local import LocalTransport
 
 

@@ -163,11 +163,11 @@ def run_plain_wasmtime(case: Case, root: Path) -> Outcome:
 
 def run_essa(engine_name: str, case: Case, root: Path) -> Outcome:
     """essa on ``engine_name``, driven through the engine interface with the same grants."""
-    from essa.wasm.abi import Invocation
-    from essa.wasm.engine import DirGrant, Grants
+    from essa.wasm.invocation import Invocation
+    from essa.wasm.limits import DirGrant, Grants
     from essa.errors import GuestExit, GuestTrap
     from essa.cluster.embedded import open_engine
-    from essa.cluster.stdin import Stdin
+    from essa.wasm.stdin import Stdin
     from essa.testing.conformance.support import StandaloneHost, StreamOutput
 
     sandbox, ro = make_fixture(root)

@@ -35,7 +35,7 @@ from essa.state.bincode import decode_lattice, encode_lattice
 from essa.cluster.client import CallHandle, Client, ConsoleOutput
 from essa.cluster.control import ControlClient
 from essa.cluster.deployments import Deployment, check_name, parse_spec
-from essa.wasm.engine import Grants, Limits
+from essa.wasm.limits import Grants, Limits
 from essa.errors import EssaError
 from essa.state.lattice import Lattice
 from essa.cluster.programs import check_wasm, read_module

@@ -36,7 +36,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, ClassVar, Mapping
 
-from essa.wasm.engine import Limits
+from essa.wasm.limits import Limits
 
 if TYPE_CHECKING:  # pragma: no cover
     from essa.api.connection import Connection

@@ -13,7 +13,8 @@ from typing import Iterator
 import click
 
 from essa import __version__
-from essa.wasm.engine import DirGrant, Grants, Limits, parse_duration, parse_size
+from essa.wasm.limits import DirGrant, Grants, Limits
+from essa.util.units import parse_duration, parse_size
 from essa.cluster.deployments import check_name
 from essa.errors import EssaError
 from essa.plugins import DEFAULTS, get_plugin_manager

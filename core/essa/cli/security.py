@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from essa.wasm.engine import parse_duration
+from essa.util.units import parse_duration
 from essa.errors import EssaError
 from essa.security.certs import CERT_DAYS, LOCAL_HOSTS, ROLES
 from essa.security.local import Material, default_directory

@@ -37,7 +37,7 @@ from typing import Callable
 
 from essa.cluster import topics
 from essa.wasm.abi import CallOutcome, EssaResult
-from essa.wasm.engine import format_bytes
+from essa.util.units import format_bytes
 from essa.cluster.pool import Task, blocking
 from essa.util.ratelimit import RateLimitedLog, describe
 from essa.transport.base import Message, Subscription, Transport

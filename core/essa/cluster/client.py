@@ -18,7 +18,9 @@ from typing import Any, BinaryIO, Callable, Sequence
 from essa.cluster import topics
 from essa.wasm.abi import CallOutcome, EssaResult
 from essa.cluster.calls import Caller, call_request, outcome
-from essa.wasm.engine import START, Limits, format_bytes
+from essa.wasm.engine import START
+from essa.wasm.limits import Limits
+from essa.util.units import format_bytes
 from essa.errors import EssaError
 from essa.cluster.programs import check_wasm, module_name, publish_module
 from essa.cluster.stdin import StdinServer

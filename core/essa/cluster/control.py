@@ -31,7 +31,7 @@ from typing import Any, Callable
 
 from essa.cluster import topics
 from essa.cluster.deployments import DeploymentRegistry, check_name, data_prefix, parse_spec, user_functions
-from essa.wasm.engine import format_bytes
+from essa.util.units import format_bytes
 from essa.errors import DecodeError, EssaError, LatticeTypeError, ModuleError, NotFound, StoreError
 from essa.cluster.programs import ProgramCache, publish_module
 from essa.util.ratelimit import RateLimitedLog, describe

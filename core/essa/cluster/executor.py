@@ -25,10 +25,12 @@ from typing import Any
 
 from essa.cluster import metrics
 from essa.cluster import topics
-from essa.wasm.abi import EssaResult, Invocation
+from essa.wasm.abi import EssaResult
+from essa.wasm.invocation import Invocation
 from essa.cluster.calls import LOCAL, Caller, call_request, cancelled_reply, check_request, reply_message, send_reply
 from essa.cluster.deployments import display_name
-from essa.wasm.engine import START, Grants
+from essa.wasm.engine import START
+from essa.wasm.limits import Grants
 from essa.errors import CallCancelled, EssaError, GuestExit, GuestTrap, LimitExceeded, ModuleError, StoreError
 from essa.cluster.pool import WorkPool
 from essa.util.ratelimit import RateLimitedLog, describe

@@ -24,7 +24,7 @@ from essa.cluster.client import Client
 from essa.cluster.control import ControlService
 from essa.cluster.deployments import DeploymentRegistry
 from essa.errors import EssaError
-from essa.wasm.engine import Grants, Limits
+from essa.wasm.limits import Grants, Limits
 from essa.cluster.executor import Executor
 from essa.plugins import DEFAULTS, get_plugin_manager
 from essa.cluster.programs import ProgramCache

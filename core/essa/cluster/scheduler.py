@@ -26,8 +26,7 @@ import logging
 import threading
 import time
 import uuid
-from dataclasses import dataclass, field
-from typing import ClassVar
+from dataclasses import dataclass
 
 from essa.cluster import metrics
 from essa.cluster import topics
@@ -37,6 +36,7 @@ from essa.cluster.deployments import display_name
 from essa.wasm.engine import START
 from essa.util.ratelimit import RateLimitedLog, describe
 from essa.cluster.authorize import Authorizer, Refused
+from essa.placement import ExecutorState, Placement
 from essa.transport.base import Message, Transport
 
 log = logging.getLogger("essa.scheduler")
@@ -46,37 +46,6 @@ _problems = RateLimitedLog(log)
 _IN_FLIGHT = metrics.Gauge("essa_scheduler_calls_in_flight", "Calls placed on executors and not done yet.")
 _WAITING = metrics.Gauge("essa_scheduler_calls_waiting", "Calls waiting for an executor to join.")
 _EXECUTORS = metrics.Gauge("essa_scheduler_executors", "Executors the scheduler sees.")
-
-
-@dataclass
-class ExecutorState:
-    """What the scheduler knows about one executor."""
-
-    id: str
-    in_flight: int = 0
-    placed: int = 0
-    #: Modules this executor has run (so it has them compiled).
-    modules: set[str] = field(default_factory=set)
-
-
-class Placement:
-    """Chooses an executor for a call; plugins register subclasses by name.
-
-    The default is load-aware with a locality preference: fewest calls in
-    flight, where an executor that does not have the module loaded yet counts
-    :attr:`cold_penalty` calls more; ties go to the executor used least.
-    """
-
-    name: ClassVar[str] = "least-loaded"
-    cold_penalty: ClassVar[int] = 2
-
-    def choose(self, executors: list[ExecutorState], request: Message) -> ExecutorState:
-        """Pick one of ``executors`` (never empty) for ``request``."""
-        module = request.get("module")
-        return min(
-            executors,
-            key=lambda e: (e.in_flight + (0 if module in e.modules else self.cold_penalty), e.placed),
-        )
 
 
 @dataclass

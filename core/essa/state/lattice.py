@@ -18,8 +18,8 @@ The five types a guest can see are, in the order of the guest ABI's
 :class:`MaxLattice`, :class:`BoolLattice` and :class:`MapLattice` are host-side
 only (counters, flags, records); a guest never receives them.
 
-The byte encoding lives in :mod:`essa.bincode`; :func:`merge_encoded` combines
-the two for stores, which keep values encoded.
+The byte encoding lives in :mod:`essa.state.bincode`, with
+:func:`~essa.state.bincode.merge_encoded`, the merge of encoded values that stores use.
 
 Causal merge and its limits: the rules are those of Anna (pointwise-max the
 clocks; a strictly dominated side is replaced; concurrent sides union their
@@ -41,7 +41,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
-from essa.errors import DecodeError, LatticeTypeError
+from essa.errors import LatticeTypeError
 
 __all__ = [
     "Lattice",
@@ -58,7 +58,6 @@ __all__ = [
     "U64_MAX",
     "MIN_TIMESTAMP_NS",
     "MAX_TIMESTAMP_NS",
-    "merge_encoded",
 ]
 
 #: Largest value of a ``u64`` (vector clock counters, :class:`MaxLattice`).
@@ -534,34 +533,3 @@ GUEST_TYPES: tuple[type[Lattice], ...] = (
     SingleCausalLattice,
     MultiCausalLattice,
 )
-
-
-def merge_encoded(old: bytes | None, new: bytes) -> bytes:
-    """Merge the encoded lattice ``new`` into the encoded ``old``; return the encoding.
-
-    This is the store's write path: ``new`` is decoded first, so an invalid
-    value is refused before anything else happens. With no ``old`` the result
-    is the canonical encoding of ``new``.
-
-    ``old`` is expected to be a result of this function (a stored value). When
-    ``old == new`` it is returned as is, since merge is idempotent.
-
-    :raises essa.errors.DecodeError: ``new`` (or the stored ``old``) is not a
-        valid encoding.
-    :raises essa.errors.LatticeTypeError: the two values are different lattice
-        types; nothing is returned, so the stored value stays as it was.
-    """
-    incoming = _bincode.decode_lattice(new)
-    if old is None:
-        return _bincode.encode_lattice(incoming)
-    if old == new:
-        return old
-    try:
-        local = _bincode.decode_lattice(old)
-    except DecodeError as exc:
-        raise DecodeError(f"stored value: {exc}") from exc
-    return _bincode.encode_lattice(local.merge(incoming))
-
-
-# Imported last: essa.bincode imports the classes above (circular by design).
-from essa.state import bincode as _bincode  # noqa: E402

@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 
 from essa.errors import StoreError
-from essa.state.lattice import merge_encoded
+from essa.state.bincode import merge_encoded
 from essa.state.store import Store
 
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import base64
 from typing import Any
 
-from essa.state.bincode import format_timestamp, parse_timestamp
+from essa.state.timestamps import format_timestamp, parse_timestamp
 from essa.errors import DecodeError
 from essa.state.lattice import BoolLattice, Lattice, LwwLattice, MapLattice, MaxLattice, MultiCausalLattice, OrderedSetLattice, SetLattice, SingleCausalLattice
 

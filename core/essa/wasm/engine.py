@@ -18,15 +18,13 @@ The flow, for an executor::
 
 from __future__ import annotations
 
-import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, ClassVar, Generic, TypeVar
+from typing import ClassVar, Generic, TypeVar
 
 from essa.errors import EssaError
-
-if TYPE_CHECKING:  # pragma: no cover
-    from essa.wasm.abi import Invocation
+from essa.wasm.invocation import Invocation
+from essa.wasm.limits import Grants, Limits
 
 #: A Wasm value type, as text: ``"i32"``, ``"i64"``, ``"f32"``, ``"f64"``, ...
 ValType = str
@@ -37,132 +35,6 @@ CALLABLE_SIGNATURE = (("i32",), ())
 
 #: The default function of a WASI command module.
 START = "_start"
-
-
-MiB = 1 << 20
-
-
-@dataclass(frozen=True)
-class Limits:
-    """Resource limits applied to every call an engine runs.
-
-    Exceeding one ends that call only: the engine raises
-    :class:`essa.errors.LimitExceeded` (a :class:`~essa.errors.GuestTrap`)
-    whose message names the limit, e.g. ``time limit exceeded (5 s)``.
-
-    :param time_limit: seconds of wall time one call may run (host calls and
-        waits included), or ``None`` for no limit.
-    :param max_memory_bytes: cap on one instance's linear memory; growing past
-        it fails inside the guest (``memory.grow`` returns -1), and a call that
-        then fails is reported as ``memory limit exceeded``.
-    :param max_message_bytes: cap on the bytes of one call's arguments, of its
-        result, and of one lattice value a guest puts; larger ones are refused
-        with ``UnknownError`` and a one-line warning.
-    :param max_output_bytes: cap on the stdout + stderr bytes of one call, or
-        ``None`` for no limit.
-    """
-
-    time_limit: float | None = 30.0
-    max_memory_bytes: int = 256 * MiB
-    max_message_bytes: int = 64 * MiB
-    max_output_bytes: int | None = 64 * MiB
-
-    def __post_init__(self) -> None:
-        if self.time_limit is not None and not self.time_limit > 0:
-            raise ValueError("the time limit must be positive (or None for no limit)")
-        for name in ("max_memory_bytes", "max_message_bytes"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be positive")
-        if self.max_output_bytes is not None and self.max_output_bytes < 0:
-            raise ValueError("max_output_bytes must not be negative")
-
-    def exceeded(self, limit: str) -> str:
-        """The one-line message for exceeding ``limit`` ("time", "memory", "output", "message size")."""
-        value = {
-            "time": self.time_limit,
-            "memory": self.max_memory_bytes,
-            "output": self.max_output_bytes,
-            "message size": self.max_message_bytes,
-        }[limit]
-        shown = format_seconds(value) if limit == "time" else format_bytes(value)
-        return f"{limit} limit exceeded ({shown})"
-
-
-def format_bytes(n: int | None) -> str:
-    """``67108864`` -> ``"64 MiB"``; exact multiples of KiB/MiB/GiB are shown as such."""
-    if n is None:
-        return "no limit"
-    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
-        if n >= size and n % size == 0:
-            return f"{n // size} {unit}"
-    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
-        if n >= size:
-            return f"{n / size:.1f} {unit}"
-    return f"{n} bytes"
-
-
-def format_seconds(seconds: float | None) -> str:
-    """``5.0`` -> ``"5 s"``, ``0.5`` -> ``"0.5 s"``."""
-    if seconds is None:
-        return "no limit"
-    return f"{seconds:g} s"
-
-
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b?)\s*$", re.IGNORECASE)
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$", re.IGNORECASE)
-
-
-def parse_size(text: str) -> int:
-    """``"64M"``, ``"64MiB"``, ``"1g"``, ``"65536"`` -> bytes (K, M, G, T are powers of 1024).
-
-    :raises ValueError: with a message saying what is accepted.
-    """
-    match = _SIZE.match(str(text))
-    if not match:
-        raise ValueError(f"{text!r} is not a size (e.g. 65536, 64K, 256M, 1G)")
-    number, unit = float(match.group(1)), match.group(2).lower()
-    value = int(number * (1 << (10 * " kmgt".index(unit or " "))))
-    if value < 1:
-        raise ValueError(f"{text!r} is not a positive size")
-    return value
-
-
-def parse_duration(text: str) -> float:
-    """``"5"``, ``"0.5"``, ``"500ms"``, ``"2m"`` -> seconds.
-
-    :raises ValueError: with a message saying what is accepted.
-    """
-    match = _DURATION.match(str(text))
-    if not match:
-        raise ValueError(f"{text!r} is not a duration (e.g. 5, 0.5, 500ms, 2m)")
-    value = float(match.group(1)) * {"ms": 0.001, "s": 1, "m": 60, "h": 3600}[(match.group(2) or "s").lower()]
-    if not value > 0:
-        raise ValueError(f"{text!r} is not a positive duration")
-    return value
-
-
-@dataclass(frozen=True)
-class DirGrant:
-    """A host directory a guest may use, preopened as ``guest`` (e.g. ``/data``)."""
-
-    host: str
-    guest: str
-    writable: bool = False
-
-
-@dataclass(frozen=True)
-class Grants:
-    """What a guest may reach of the host beyond stdio, clocks and randomness.
-
-    Nothing by default: no preopened directory, no environment variable, no
-    socket. Only whoever runs the executor grants more (``--dir``, ``--env``).
-    """
-
-    dirs: tuple[DirGrant, ...] = ()
-    env: tuple[tuple[str, str], ...] = ()
-
-    def __bool__(self) -> bool:
-        return bool(self.dirs or self.env)
 
 
 @dataclass(frozen=True)

@@ -14,11 +14,11 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from essa.wasm.abi import GuestLimit
+from essa.wasm.invocation import GuestLimit
 
 if TYPE_CHECKING:  # pragma: no cover
-    from essa.wasm.abi import Invocation
-    from essa.cluster.stdin import Stdin
+    from essa.wasm.invocation import Invocation
+    from essa.wasm.stdin import Stdin
 
 # errno values.
 SUCCESS, E2BIG, EACCES, EAGAIN, EBADF, EBUSY = 0, 1, 2, 6, 8, 10

@@ -44,8 +44,11 @@ except ImportError as exc:  # pragma: no cover - depends on the Python version
 else:
     _IMPORT_ERROR = None
 
-from essa.wasm.abi import FUEL, HOST_FUNCTIONS, IMPORT_MODULE, METER_FUNCTIONS, GuestFault, HostFunction, Invocation
-from essa.wasm.engine import Engine, Grants, Limits, ModuleInfo, Program
+from essa.wasm.host import FUEL, HOST_FUNCTIONS, METER_FUNCTIONS, HostFunction
+from essa.wasm.abi import IMPORT_MODULE
+from essa.wasm.invocation import GuestFault, Invocation
+from essa.wasm.engine import Engine, ModuleInfo, Program
+from essa.wasm.limits import Grants, Limits
 from essa.errors import GuestExit, ModuleError, PluginNotFound
 from essa.wasm.instrument import METER_MODULE, InstrumentError, instrument
 
@@ -55,7 +58,7 @@ from . import memcap, wasi
 _VALTYPES = {1: "i32", 2: "i64", 3: "f32", 4: "f64", 5: "v128", 6: "externref", 7: "funcref"}
 
 _HOST = {hf.name: hf for hf in HOST_FUNCTIONS}
-_METER = {name: (HostFunction(impl), (params, results)) for name, (impl, params, results) in METER_FUNCTIONS.items()}
+_METER = {name: (HostFunction(impl).call, (params, results)) for name, (impl, params, results) in METER_FUNCTIONS.items()}
 #: Version of the instrumentation compiled into artifacts.
 _INSTRUMENTATION = "i3"
 
@@ -212,21 +215,20 @@ class WasmerProgram(Program):
     def run(self, invocation: Invocation, export: str, arg: int | None = None) -> None:
         module, imports = self._linked()
         invocation.begin(self._engine.limits)
-        sandbox = wasi.Sandbox(invocation, self._engine.grants)
+        sandbox = invocation.wasi = wasi.Sandbox(invocation, self._engine.grants)
         memory: _Memory | _NoMemory = _NO_MEMORY
         try:
-            with sandbox.active():
+            with invocation.active():
                 instance = wasmer.Instance(module, imports)
                 exports = instance.exports
                 func = getattr(exports, export)
                 if self._has_memory:
                     memory = _Memory(exports.memory)
                 invocation.memory = memory
-                with invocation.active():
-                    if arg is None:
-                        func()
-                    else:
-                        func(arg)
+                if arg is None:
+                    func()
+                else:
+                    func(arg)
         except wasi.WasiExit as exc:
             if exc.status != 0:
                 raise GuestExit(exc.status) from None
@@ -237,6 +239,7 @@ class WasmerProgram(Program):
             raise invocation.failure(f"{type(exc).__name__}: {exc}") from None
         finally:
             invocation.memory = None
+            invocation.wasi = None
             memory.close()  # on this thread: wasmer's buffers are unsendable
             sandbox.close()
 
@@ -307,8 +310,8 @@ def _link_plan(module: Any) -> list[tuple[str, str, Any, tuple[tuple[str, ...], 
     for imp in module.imports:
         where = f"`{imp.module}::{imp.name}`"
         if imp.module == IMPORT_MODULE and imp.name in _HOST:
-            impl = _HOST[imp.name]
-            signature = (("i32",) * impl.arity, ("i32",))
+            impl = _HOST[imp.name].call
+            signature = (("i32",) * _HOST[imp.name].arity, ("i32",))
         elif imp.module == wasi.IMPORT_MODULE and imp.name in wasi.FUNCTIONS:
             impl = wasi.FUNCTIONS[imp.name]
             signature = wasi.SIGNATURES[imp.name]

@@ -31,15 +31,14 @@ from __future__ import annotations
 
 import os
 import struct
-import threading
 import time
-from contextlib import contextmanager
-from typing import Callable, Iterator
+from typing import Callable
 
 from essa.wasm import wasip1
-from essa.wasm.abi import GuestCancelled, GuestFault, GuestLimit, Invocation
-from essa.wasm.engine import Grants
-from essa.cluster.stdin import Stdin
+from essa.wasm.invocation import GuestFault, GuestLimit, Invocation, fault_guard
+from essa.wasm.invocation import current as current_invocation
+from essa.wasm.limits import Grants
+from essa.wasm.stdin import Stdin
 from essa.wasm.wasip1 import EBADF, EINVAL, ENOTDIR, ENOTSOCK, ENOTSUP, ESPIPE, SUCCESS
 
 from . import wasi_fs
@@ -112,16 +111,6 @@ class Sandbox:
             if isinstance(entry, Entry):
                 entry.close()
         self.fds.clear()
-
-    @contextmanager
-    def active(self) -> Iterator["Sandbox"]:
-        """Make this the sandbox WASI functions on this thread serve."""
-        stack = _stack()
-        stack.append(self)
-        try:
-            yield self
-        finally:
-            stack.pop()
 
     # -- memory ---------------------------------------------------------------------
 
@@ -222,23 +211,9 @@ def _enum(value: int, largest: int, what: str) -> int:
     return value
 
 
-_local = threading.local()
-
-
-def _stack() -> list[Sandbox]:
-    try:
-        return _local.stack
-    except AttributeError:
-        _local.stack = []
-        return _local.stack
-
-
 def current() -> Sandbox:
-    """The sandbox of the instance the calling thread runs."""
-    try:
-        return _local.stack[-1]
-    except (AttributeError, IndexError):
-        raise GuestFault("WASI function called outside of an essa invocation") from None
+    """The sandbox of the instance the calling thread runs (hung on its invocation)."""
+    return current_invocation().wasi
 
 
 # -- the functions ------------------------------------------------------------------
@@ -821,32 +796,19 @@ SIGNATURES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
 }
 
 
-def _guarded(name: str, impl: Callable[..., int | None]) -> Callable[..., int | None]:
-    """``impl``, with an :class:`FsError` returned as its errno, and the reason recorded when the guest traps."""
+def _answering_errno(impl: Callable[..., int | None]) -> Callable[..., int | None]:
+    """``impl``, with an :class:`FsError` returned as its errno."""
 
     def call(*args: int) -> int | None:
         try:
             return impl(*args)
         except FsError as exc:
             return exc.errno
-        except (WasiExit, GuestLimit, GuestCancelled):
-            raise
-        except GuestFault as exc:
-            _record_fault(f"{name}: {exc}")
-            raise
-        except Exception as exc:
-            _record_fault(f"{name} failed: {type(exc).__name__}: {exc}")
-            raise
 
-    call.__name__ = name
     return call
 
 
-def _record_fault(message: str) -> None:
-    stack = getattr(_local, "stack", None)
-    if stack and stack[-1].invocation.fault is None:
-        stack[-1].invocation.fault = message
-
-
 #: Every function of wasi_snapshot_preview1: name -> implementation.
-FUNCTIONS: dict[str, Callable[..., int | None]] = {name: _guarded(name, globals()[name]) for name in SIGNATURES}
+FUNCTIONS: dict[str, Callable[..., int | None]] = {
+    name: fault_guard(name, _answering_errno(globals()[name]), passthrough=(WasiExit,)) for name in SIGNATURES
+}

@@ -53,7 +53,7 @@ from typing import TYPE_CHECKING, Callable
 
 import wasmtime
 
-from essa.wasm.abi import GuestFault, Invocation
+from essa.wasm.invocation import GuestFault, Invocation
 from essa.util.ratelimit import RateLimitedLog, describe
 
 from .wasi import WasiCall

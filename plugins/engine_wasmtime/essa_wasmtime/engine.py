@@ -48,9 +48,12 @@ from typing import Callable
 import wasmtime
 from wasmtime import _ffi as ffi
 
-from essa.wasm.abi import HOST_FUNCTIONS, IMPORT_MODULE, METER_FUNCTIONS, GuestFault, HostFunction, Invocation
-from essa.wasm.abi import current as current_invocation
-from essa.wasm.engine import START, Engine, Grants, Limits, ModuleInfo, Program
+from essa.wasm.host import HOST_FUNCTIONS, METER_FUNCTIONS, HostFunction
+from essa.wasm.abi import IMPORT_MODULE
+from essa.wasm.invocation import GuestFault, Invocation
+from essa.wasm.invocation import current as current_invocation
+from essa.wasm.engine import START, Engine, ModuleInfo, Program
+from essa.wasm.limits import Grants, Limits
 from essa.errors import EssaError, GuestExit, ModuleError
 from essa.wasm.instrument import METER_MODULE, InstrumentError, instrument
 
@@ -443,9 +446,9 @@ def _tick(engine_ref: "weakref.ref[WasmtimeEngine]", period: float) -> None:
 #: eight ``host`` functions and the meter functions of instrumented modules.
 HOST_IMPORTS: tuple[HostImport, ...] = (
     HostImport(WASI, "poll_oneoff", ("i32",) * 4, ("i32",), POLL_ONEOFF, caller=True),
-    *(HostImport(IMPORT_MODULE, hf.name, ("i32",) * hf.arity, ("i32",), hf) for hf in HOST_FUNCTIONS),
+    *(HostImport(IMPORT_MODULE, hf.name, ("i32",) * hf.arity, ("i32",), hf.call) for hf in HOST_FUNCTIONS),
     *(
-        HostImport(METER_MODULE, name, params, results, HostFunction(impl))
+        HostImport(METER_MODULE, name, params, results, HostFunction(impl).call)
         for name, (impl, params, results) in METER_FUNCTIONS.items()
     ),
 )

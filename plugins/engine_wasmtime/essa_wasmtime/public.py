@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Callable
 import wasmtime
 from wasmtime import _bindings, _ffi as ffi
 
-from essa.wasm.abi import GuestFault, Invocation
+from essa.wasm.invocation import GuestFault, Invocation
 
 from .wasi import WasiCall
 

@@ -3,9 +3,9 @@
 Every guest gets wasmtime-py's WASI (``Linker.define_wasi``), configured per
 call (:func:`configure`), and essa adds:
 
-- **arguments**: ``WasiConfig.argv`` from :attr:`essa.abi.Invocation.argv`.
+- **arguments**: ``WasiConfig.argv`` from :attr:`essa.wasm.invocation.Invocation.argv`.
 - **stdin**: ``WasiConfig`` reads stdin only from a file (or the process's
-  own), so a call whose invocation has a :class:`essa.stdin.Stdin` gets a
+  own), so a call whose invocation has a :class:`essa.wasm.stdin.Stdin` gets a
   pipe: wasmtime opens its read end by path (``/dev/fd/N``) and a pump thread
   writes into it what the guest's stdin delivers. Every WASI function then
   sees stdin exactly as wasmtime implements it. At the call's deadline the
@@ -33,8 +33,8 @@ import time
 import wasmtime
 
 from essa.wasm import wasip1
-from essa.wasm.abi import GuestFault, HostFunction, Invocation
-from essa.cluster.stdin import CHUNK
+from essa.wasm.invocation import GuestFault, Invocation, current, fault_guard
+from essa.wasm.stdin import CHUNK
 
 WASI = "wasi_snapshot_preview1"
 _MASK = 0xFFFFFFFF
@@ -46,9 +46,6 @@ ADAPTER_WAT = """(module
   (export "memory" (memory 0))
   (func (export "poll_oneoff") (param i32 i32 i32 i32) (result i32)
     (call $poll (local.get 0) (local.get 1) (local.get 2) (local.get 3))))"""
-
-_local = threading.local()
-
 
 class WasiCall:
     """The WASI side of one call: its stdin pipe, and wasmtime's poll_oneoff for it."""
@@ -74,17 +71,13 @@ class WasiCall:
             self._memory = memory
 
     def begin(self) -> None:
-        """Make this the call :func:`poll_oneoff` serves on this thread."""
-        stack = getattr(_local, "stack", None)
-        if stack is None:
-            stack = _local.stack = []
-        stack.append(self)
+        """Hang this on the invocation, where :func:`poll_oneoff` finds it (:attr:`Invocation.wasi`)."""
+        self.invocation.wasi = self
 
     def end(self) -> None:
         """Undo :meth:`begin` and end the stdin pump (once the store is closed: wasmtime let go of the pipe)."""
-        stack = _local.stack
-        if stack and stack[-1] is self:
-            stack.pop()
+        if self.invocation.wasi is self:
+            self.invocation.wasi = None
         self._adapter = None
         self._memory = None
         if self._pipe is not None:
@@ -111,8 +104,8 @@ def adapter_module(engine: wasmtime.Engine) -> wasmtime.Module:
 
 def poll_oneoff(caller: wasmtime.Caller, in_ptr: int, out_ptr: int, nsubscriptions: int, nevents_ptr: int) -> int:
     """WASI ``poll_oneoff``: clocks waited for here (ending at the deadline), the rest by wasmtime."""
-    call: WasiCall = _local.stack[-1]
-    inv = call.invocation
+    inv = current()
+    call: WasiCall = inv.wasi
     count = nsubscriptions & _MASK
     if count == 0:
         return wasip1.EINVAL
@@ -135,7 +128,8 @@ def poll_oneoff(caller: wasmtime.Caller, in_ptr: int, out_ptr: int, nsubscriptio
     return wasip1.SUCCESS
 
 
-POLL_ONEOFF = HostFunction(poll_oneoff)
+#: :func:`poll_oneoff` as the linker calls it (see :func:`essa.wasm.invocation.fault_guard`).
+POLL_ONEOFF = fault_guard("poll_oneoff", poll_oneoff)
 
 
 class _StdinPipe:

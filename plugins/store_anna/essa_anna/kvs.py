@@ -49,7 +49,7 @@ from typing import Any
 
 from essa.state.bincode import decode_lattice, encode_lattice
 from essa.errors import DecodeError, LatticeTypeError
-from essa.state.lattice import merge_encoded
+from essa.state.bincode import merge_encoded
 from essa.util.ratelimit import describe
 from essa.transport.base import Transport
 

@@ -42,7 +42,8 @@ import struct
 
 from essa.state.bincode import TAG_ORDERED_SET, TAG_SET, decode_lattice
 from essa.errors import DecodeError, LatticeTypeError
-from essa.state.lattice import OrderedSetLattice, SetLattice, merge_encoded
+from essa.state.lattice import OrderedSetLattice, SetLattice
+from essa.state.bincode import merge_encoded
 
 #: A set is kept whole while its encoding is at most this many bytes.
 INLINE_LIMIT = 4096

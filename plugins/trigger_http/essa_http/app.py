@@ -23,7 +23,7 @@ from starlette.responses import Response
 from starlette.routing import Route, Router
 
 from essa.api.connection import Connection
-from essa.wasm.engine import format_bytes
+from essa.util.units import format_bytes
 from essa.errors import DecodeError, EssaError
 from essa.state.lattice import Lattice
 from essa.util.ratelimit import describe

@@ -9,7 +9,7 @@ puts them all, with the suite's helpers (``echo``, ``trap``, ``no_result``,
 
 from __future__ import annotations
 
-from essa.wasm.engine import Limits
+from essa.wasm.limits import Limits
 
 from essa.testing.conformance.wat import module
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from essa.wasm.abi import CallOutcome, EssaResult, Invocation
+from essa.wasm.abi import CallOutcome, EssaResult
+from essa.wasm.invocation import Invocation
 
 
 class Output:

@@ -15,7 +15,7 @@ import time
 import pytest
 
 from essa.cluster.client import RunFailed
-from essa.wasm.engine import Limits
+from essa.wasm.limits import Limits
 from essa.cluster.embedded import EmbeddedRuntime
 
 from essa.testing.conformance.wat import module

@@ -14,7 +14,7 @@ import time
 import pytest
 
 from essa.wasm.abi import EssaResult
-from essa.wasm.engine import Limits
+from essa.wasm.limits import Limits
 from essa.errors import GuestExit, GuestTrap, ModuleError
 
 from essa.testing.conformance.support import invocation

@@ -16,7 +16,7 @@ import pytest
 
 from essa.wasm.abi import EssaResult
 from essa.cluster.client import RunFailed
-from essa.wasm.engine import Limits
+from essa.wasm.limits import Limits
 from essa.errors import GuestExit, LimitExceeded
 from essa.cluster.embedded import EmbeddedRuntime, open_engine
 

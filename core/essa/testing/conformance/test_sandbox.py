@@ -15,7 +15,7 @@ import struct
 
 import pytest
 
-from essa.wasm.engine import DirGrant, Grants
+from essa.wasm.limits import DirGrant, Grants
 from essa.errors import EssaError
 from essa.cluster.embedded import open_engine
 

@@ -13,10 +13,10 @@ import threading
 
 import pytest
 
-from essa.wasm.engine import Limits
+from essa.wasm.limits import Limits
 from essa.errors import LimitExceeded
 from essa.cluster.embedded import open_engine
-from essa.cluster.stdin import Stdin
+from essa.wasm.stdin import Stdin
 
 from essa.testing.conformance.support import invocation
 from essa.testing.conformance.wat import module

@@ -1,0 +1,1 @@
+"""The public plugin surface (filled in below)."""
