@@ -26,6 +26,7 @@ import pluggy
 from essa import builtin, hookspecs
 from essa.errors import PluginNotFound
 from essa.placement import Placement
+from essa.security.acl import grant
 from essa.state.store import Store
 from essa.transport.base import Transport
 from essa.wasm.engine import Engine
@@ -211,6 +212,12 @@ class PluginManager:
 
     def trigger_class(self, name: str) -> type:
         return self.triggers.get(name)
+
+    def access(self) -> list[tuple[str, dict[str, list[str]]]]:
+        """The ``(role, keys)`` access installed plugins grant on a secure cluster (``essa_register_access``)."""
+        granted: list[tuple[str, dict[str, list[str]]]] = []
+        self.pm.hook.essa_register_access(allow=lambda role, **keys: granted.append(grant(role, **keys)))
+        return granted
 
     def add_commands(self, cli: Any) -> list[str]:
         """Let every plugin add CLI commands; return one error line per failure."""

@@ -224,7 +224,9 @@ def test_plugins_add_the_key_spaces_of_their_roles():
 
 def test_the_access_rules_are_a_valid_zenoh_configuration():
     zenoh = pytest.importorskip("zenoh")
-    rules = acl.access_control(acl.profiles(acl.plugin_profiles()))
+    from essa.plugins import get_plugin_manager
+
+    rules = acl.access_control(acl.profiles(get_plugin_manager().access()))
     zenoh.Config().insert_json5("access_control", json.dumps(rules))
 
 

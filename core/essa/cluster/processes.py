@@ -28,6 +28,10 @@ from essa.wasm.limits import Grants, Limits
 from essa.cluster.executor import Executor
 from essa.plugins import DEFAULTS, get_plugin_manager
 from essa.cluster.programs import ProgramCache
+from essa.cluster import topics
+from essa.security.certs import ROLES
+from essa.security.local import prepare_local
+from essa.security.local import Material, default_directory
 from essa.cluster.embedded import open_engine, open_store
 from essa.cluster.scheduler import Scheduler
 from essa.security import settings as security_settings
@@ -58,10 +62,11 @@ def open_transport(
         ``ESSA_TLS_*``, see :mod:`essa.security.settings`), if any.
     """
     cap = 2 * max_message_bytes + (1 << 20) if max_message_bytes else None
+    tls = tls if tls is not None else security_settings.tls_files()
     return ZenohTransport(
         {"listen": list(listen), "connect": list(connect), "config": config, "scouting": scouting,
          "connect_timeout": connect_timeout, "max_message_bytes": cap,
-         "tls": tls if tls is not None else security_settings.tls_files()}
+         "tls": tls, "access": get_plugin_manager().access() if tls is not None else []}
     )
 
 
@@ -144,8 +149,6 @@ def _await_executors(transport: Transport, deadline: float) -> None:
     executor's liveliness token arrives over that link. A run sent before its
     executor's link is up would lose the output printed before it is.
     """
-    from essa.cluster import topics
-
     answers = transport.query(f"{topics.STATUS}/scheduler/**", {}, timeout=max(0.1, min(2.0, deadline - time.monotonic())))
     known = {e for a in answers if isinstance(a, dict) and isinstance(a.get("executors"), dict) for e in a["executors"]}
     seen: set[str] = set()
@@ -159,8 +162,6 @@ def _await_executors(transport: Transport, deadline: float) -> None:
 
 def cluster_status(endpoints: Sequence[str], config: str | None = None, timeout: float = 3.0) -> list[dict]:
     """The status answers of a cluster's scheduler and of every executor it knows."""
-    from essa.cluster import topics
-
     client = connect_client(endpoints, config, timeout)
     transport = client.transport
     try:
@@ -264,9 +265,6 @@ def up(
 def _secure_environments(executors: int, services, security_dir: str | None, http: bool) -> list[dict[str, str]]:
     """The security environment of each process ``up`` starts, in start order (scheduler, services, executors,
     the HTTP trigger: a client whose requests carry their own tokens)."""
-    from essa.security.certs import ROLES
-    from essa.security.local import prepare_local
-
     if len(services.roles) != len(services.commands) or not set(services.roles) <= set(ROLES):
         raise EssaError("the store's processes do not say their certificate roles: `essa up --secure` cannot "
                         "start them (start them yourself with certificates from `essa certs issue`)")
@@ -284,8 +282,6 @@ def _secure_environments(executors: int, services, security_dir: str | None, htt
 
 
 def _print_secure_usage(security_dir: str | None) -> None:
-    from essa.security.local import Material, default_directory
-
     material = Material(Path(security_dir) if security_dir else default_directory())
     files = material.files("client")
     where = "" if security_dir is None else f" --dir {shlex.quote(security_dir)}"

@@ -22,12 +22,11 @@ import threading
 from typing import Any, Iterable
 
 from essa.transport.base import Message
+from essa.cluster.deployments import display_name
 
 
 def span(request: Message, executor: str, received: float, started: float, ended: float, reply: Message) -> Message:
     """The span of one traced call, as an executor publishes it."""
-    from essa.cluster.deployments import display_name
-
     return {
         "id": request["id"],
         "parent": request.get("parent"),

@@ -100,23 +100,17 @@ def profiles(extra: Iterable[tuple[str, dict[str, list[str]]]] = ()) -> dict[str
     return result
 
 
-def plugin_profiles() -> list[tuple[str, dict[str, list[str]]]]:
-    """The ``(role, keys)`` pairs installed plugins register (:func:`essa.hookspecs.essa_register_access`)."""
-    from essa.plugins import get_plugin_manager
+def grant(role: str, **keys: Iterable[str]) -> tuple[str, dict[str, list[str]]]:
+    """One ``(role, keys)`` pair of extra access, checked (what a plugin's ``allow`` call asks for).
 
-    granted: list[tuple[str, dict[str, list[str]]]] = []
-    names = {f.name for f in fields(Profile)}
-
-    def allow(role: str, **keys: Iterable[str]) -> None:
-        if role not in ROLES:
-            raise ValueError(f"unknown role {role!r}")
-        unknown = set(keys) - names
-        if unknown:
-            raise ValueError(f"unknown kinds of access {sorted(unknown)}")
-        granted.append((role, {k: list(v) for k, v in keys.items()}))
-
-    get_plugin_manager().pm.hook.essa_register_access(allow=allow)
-    return granted
+    :raises ValueError: an unknown role or kind of access.
+    """
+    if role not in ROLES:
+        raise ValueError(f"unknown role {role!r}")
+    unknown = set(keys) - {f.name for f in fields(Profile)}
+    if unknown:
+        raise ValueError(f"unknown kinds of access {sorted(unknown)}")
+    return role, {k: list(v) for k, v in keys.items()}
 
 
 def access_control(role_profiles: dict[str, Profile]) -> dict:
@@ -149,4 +143,4 @@ def access_control(role_profiles: dict[str, Profile]) -> dict:
             "policies": policies}
 
 
-__all__ = ["CORE_PROFILES", "Profile", "access_control", "plugin_profiles", "profiles"]
+__all__ = ["CORE_PROFILES", "Profile", "access_control", "grant", "profiles"]

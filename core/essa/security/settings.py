@@ -28,6 +28,7 @@ import threading
 
 from essa.security import tls as _tls
 from essa.security.tls import TlsFiles
+from essa.security.tokens import Verifier
 
 _given: dict[str, str] = {}
 _verifiers: dict[str, object] = {}
@@ -111,8 +112,6 @@ def verifier():
     path = _value("token_key", "ESSA_TOKEN_KEY")
     if path is None:
         return None
-    from essa.security.tokens import Verifier
-
     with _lock:
         if path not in _verifiers:
             _verifiers[path] = Verifier(path)

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from essa.errors import EssaError
+from essa.security.certs import describe
 
 log = logging.getLogger("essa.security")
 
@@ -62,8 +63,6 @@ class TlsFiles:
     @property
     def role(self) -> str:
         """The role the certificate names (its common name)."""
-        from essa.security.certs import describe
-
         return describe(self.cert).role or "?"
 
 
@@ -81,9 +80,12 @@ def secure_endpoints(endpoints: Sequence[str]) -> list[str]:
     return result
 
 
-def apply(config, files: TlsFiles) -> None:
-    """Configure a zenoh ``config`` for mutual TLS with ``files`` and essa's access control."""
-    from essa.security import acl
+def apply(config, files: TlsFiles, access: Iterable[tuple[str, dict[str, list[str]]]] = ()) -> None:
+    """Configure a zenoh ``config`` for mutual TLS with ``files`` and essa's access control.
+
+    :param access: ``(role, keys)`` pairs of access beyond the core's (what
+        plugins grant, see :meth:`essa.plugins.PluginManager.access`).
+    """
 
     tls = {
         "root_ca_certificate": files.ca,
@@ -97,7 +99,7 @@ def apply(config, files: TlsFiles) -> None:
     }
     config.insert_json5("transport/link/tls", json.dumps(tls))
     config.insert_json5("transport/link/protocols", '["tls"]')
-    rules = acl.access_control(acl.profiles(acl.plugin_profiles()))
+    rules = acl.access_control(acl.profiles(access))
     config.insert_json5("access_control", json.dumps(rules))
 
 

@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Iterable
 
 from essa.errors import EssaError
+from essa.security.certs import _write_private, _write_public
 
 PREFIX = "essa1"
 #: Longest token text a process looks at (longer ones are refused unread).
@@ -123,8 +124,6 @@ def create_keys(directory: str | os.PathLike) -> tuple[Path, Path]:
     """
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
-    from essa.security.certs import _write_private, _write_public
 
     directory = Path(directory)
     private, public = directory / PRIVATE_KEY, directory / PUBLIC_KEY

@@ -18,6 +18,9 @@ Options (from flags, ``ESSA_*`` environment variables or a zenoh config file):
     a :class:`~essa.security.tls.TlsFiles`: mutual TLS with the cluster's
     CA and essa's access control (``tcp/`` endpoints are used as ``tls/``);
     ``None``: plain TCP, with a warning when listening beyond loopback.
+``access``
+    with ``tls``: ``(role, keys)`` pairs of access beyond the core's, as
+    plugins grant it (:meth:`essa.plugins.PluginManager.access`).
 ``scouting``
     ``True`` to enable multicast scouting;
 ``connect_timeout``
@@ -291,7 +294,7 @@ class ZenohTransport(Transport):
                     config.insert_json5("connect/timeout_ms", str(int(timeout * 1000)))
                     config.insert_json5("connect/exit_on_failure", "true")
             if self.tls is not None:
-                apply_tls(config, self.tls)
+                apply_tls(config, self.tls, self.options.get("access", ()))
         except zenoh.ZError as exc:
             raise TransportError(f"invalid zenoh configuration: {exc}") from None
         except OSError as exc:
