@@ -435,7 +435,7 @@ def essa_get_result(handle: int, val_ptr: int, capacity: int, len_ptr: int) -> i
 def essa_put_lattice(key_ptr: int, key_len: int, val_ptr: int, val_len: int) -> int:
     """Merge a bincode-encoded ``LatticeValue`` into the guest's key."""
     inv = current()
-    key = inv._read_text("a state key", key_ptr, key_len)
+    key = _read_key(inv, key_ptr, key_len)
     if key is None:
         return EssaResult.UnknownError
     if (val_len & _MASK) > inv.limits.max_message_bytes:
@@ -478,8 +478,16 @@ def essa_get_lattice_data(key_ptr: int, key_len: int, val_ptr: int, capacity: in
     return EssaResult.Ok
 
 
+def _read_key(inv: Invocation, key_ptr: int, key_len: int) -> str | None:
+    """The guest's state key: UTF-8 text of at most the message size limit, else ``None`` (warned once)."""
+    if (key_len & _MASK) > inv.limits.max_message_bytes:
+        inv.host.warn(f"refused a state key of {key_len & _MASK} bytes: {inv.limits.exceeded('message size')}")
+        return None
+    return inv._read_text("a state key", key_ptr, key_len)
+
+
 def _get_state(inv: Invocation, key_ptr: int, key_len: int) -> tuple[bytes | None, int]:
-    key = inv._read_text("a state key", key_ptr, key_len)
+    key = _read_key(inv, key_ptr, key_len)
     if key is None:
         return None, EssaResult.UnknownError
     try:

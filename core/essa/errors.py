@@ -55,6 +55,10 @@ class StoreError(EssaError):
     """The store refused or failed an operation (type mismatch, full disk, ...)."""
 
 
+class InvalidKey(StoreError):
+    """A key cannot be stored: not text, not UTF-8 text, empty, or too long; the message says which."""
+
+
 class LatticeTypeError(StoreError):
     """Two lattice values of different types were merged."""
 

@@ -290,14 +290,25 @@ def state() -> None:
 @connection_options
 @click.pass_obj
 def state_ls(settings: Settings, prefix, deployment, namespace, as_json, connect, zenoh_config, timeout) -> None:
-    """List the keys (starting with PREFIX)."""
+    """List the keys (starting with PREFIX), one a line.
+
+    A key that is empty, has a line break or another unprintable character,
+    leading or trailing spaces, or starts with a double quote is printed as a
+    JSON string ("two\\nlines"); --json prints a JSON list of the keys.
+    """
+    from .keys import shown
+
     with open_connection(settings, connect, zenoh_config, timeout) as es:
-        keys = es.state(_namespace(es, deployment, namespace)).keys(prefix)
+        ns = _namespace(es, deployment, namespace)
+        keys = es.state(ns).keys(prefix)
     if as_json:
-        _echo_json(keys)
+        _echo_json(list(keys))
     else:
         for key in keys:
-            click.echo(key)
+            click.echo(shown(key))
+    if keys.unlisted:
+        click.echo(f"essa: warning: {keys.unlisted} keys of namespace {ns} are not listed: "
+                   f"{keys.why or 'the store cannot name them'}", err=True)
 
 
 @state.command(name="get")
