@@ -12,6 +12,8 @@ before full keys were recorded.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import uuid
 
 import pytest
@@ -89,6 +91,7 @@ def old_database(path, records: dict[bytes, bytes]) -> None:
     import lmdb
     from essa_lmdb.layout import MEMBERS_DB, META_DB
 
+    path.mkdir(parents=True, exist_ok=True)
     env = lmdb.open(str(path), max_dbs=2, subdir=True)
     env.open_db(MEMBERS_DB)
     env.open_db(META_DB)
@@ -152,3 +155,19 @@ def test_lmdb_deleting_a_long_key_drops_its_recorded_full_key(tmp_path):
         for key in keys:
             store.delete(key)
         assert names() == 0 and store.keys("ns/") == []
+
+
+def test_essa_state_ls_of_an_old_database_lists_what_it_can_and_says_what_it_left_out(essa_home):
+    pytest.importorskip("essa_lmdb")
+    from essa.bincode import encode_lattice
+
+    old_database(essa_home / "lmdb", {
+        b"old/data/short": encode_lattice(value(1)),
+        record_key(("old/data/" + "L" * 600).encode()): encode_lattice(value(2)),
+        b"old/data/bad\xff": encode_lattice(value(3)),
+    })
+    result = subprocess.run([sys.executable, "-m", "essa", "state", "ls", "-n", "old"], capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0 and result.stdout == "short\n", result.stderr
+    assert result.stderr.startswith("essa: warning: 2 keys of namespace old are not listed: 1 of 511 bytes or more")
+    assert len(result.stderr.splitlines()) == 1 and "Traceback" not in result.stderr
