@@ -40,7 +40,8 @@ RECORD_KEY_LIMIT = 511
 RECORD_KEY_KEPT = RECORD_KEY_LIMIT - 32
 
 
-def _short(text: str, limit: int = 60) -> str:
+def quoted(text: str, limit: int = 60) -> str:
+    """``text`` quoted for a one-line message (``repr``), shortened if long: ``'kkkk...'... (600 characters)``."""
     shown = repr(text)
     return shown if len(shown) <= limit else f"{shown[:limit]}... ({len(text)} characters)"
 
@@ -56,7 +57,7 @@ def encode_text(key: object, what: str = "state key") -> bytes:
     try:
         return key.encode("utf-8")
     except UnicodeEncodeError as exc:
-        raise InvalidKey(f"the {what} {_short(key)} is not UTF-8 text (character {exc.start} is "
+        raise InvalidKey(f"the {what} {quoted(key)} is not UTF-8 text (character {exc.start} is "
                          f"{key[exc.start]!r}, bytes that are not UTF-8); state keys are UTF-8, as guests "
                          "name them") from None
 
@@ -146,4 +147,4 @@ def shown(key: str) -> str:
 
 
 __all__ = ["KeyList", "RECORD_KEY_KEPT", "RECORD_KEY_LIMIT", "encode_key", "encode_text", "is_shortened",
-           "is_text", "record_key", "shown"]
+           "is_text", "quoted", "record_key", "shown"]
