@@ -11,8 +11,9 @@ as a function call).
 A request is ``{"op": OP, ...}``; the answer is ``{"ok": True, ...}`` or
 ``{"ok": False, "error": ONE_LINE, "kind": KIND}`` where KIND is
 ``not-found`` (a deployment, version, function or key), ``invalid`` (a bad
-request, a key that is not UTF-8 text), ``module`` (a module that cannot be used), ``type-mismatch`` (a
-merge of a value of another lattice type than the stored one), ``store``, or
+request, a key that is not UTF-8 text), ``module`` (a module that cannot be
+used), ``type-mismatch`` (a merge of a value of another lattice type than the
+stored one), ``store``, or
 ``refused`` (the request's token does not allow it, on a cluster that checks
 tokens: see :mod:`essa.security.authorize`). Requests are checked field by
 field; none can make the service raise.

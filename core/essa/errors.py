@@ -56,7 +56,7 @@ class StoreError(EssaError):
 
 
 class InvalidKey(StoreError):
-    """A key cannot be stored: not text, not UTF-8 text, empty, or too long; the message says which."""
+    """A key cannot be stored: not text, not UTF-8 text, or empty; the message says which (see :mod:`essa.keys`)."""
 
 
 class LatticeTypeError(StoreError):
