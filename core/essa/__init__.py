@@ -37,6 +37,7 @@ _LAZY = {
     "Deployment": "deployments",
     "encode": "codec", "decode": "codec",
     "EssaError": "errors", "NotFound": "errors", "StoreError": "errors", "ModuleError": "errors",
+    "InvalidKey": "errors",
     "Lattice": "lattice", "LwwLattice": "lattice", "SetLattice": "lattice", "OrderedSetLattice": "lattice",
     "SingleCausalLattice": "lattice", "MultiCausalLattice": "lattice", "MaxLattice": "lattice",
     "BoolLattice": "lattice", "MapLattice": "lattice", "VectorClock": "lattice",
