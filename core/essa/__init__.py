@@ -37,6 +37,7 @@ _LAZY = {
     "Deployment": "api",
     "encode": "state.codec", "decode": "state.codec",
     "EssaError": "errors", "NotFound": "errors", "StoreError": "errors", "ModuleError": "errors",
+    "InvalidKey": "errors",
     "Lattice": "state.lattice", "LwwLattice": "state.lattice", "SetLattice": "state.lattice",
     "OrderedSetLattice": "state.lattice", "SingleCausalLattice": "state.lattice",
     "MultiCausalLattice": "state.lattice", "MaxLattice": "state.lattice", "BoolLattice": "state.lattice",

@@ -55,6 +55,10 @@ class StoreError(EssaError):
     """The store refused or failed an operation (type mismatch, full disk, ...)."""
 
 
+class InvalidKey(StoreError):
+    """A key cannot be stored: not text, not UTF-8 text, or empty; the message says which (see :mod:`essa.keys`)."""
+
+
 class LatticeTypeError(StoreError):
     """Two lattice values of different types were merged."""
 

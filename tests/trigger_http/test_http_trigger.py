@@ -8,6 +8,7 @@ talk to it. No test depends on how fast anything is.
 from __future__ import annotations
 
 import concurrent.futures
+import json
 import signal
 import threading
 
@@ -160,7 +161,16 @@ def test_state_reads_merges_and_refuses(servers, memo):
     assert_error(request(url, "PUT", "/v1/state/memo/k", b"\xff\xfe"), 400, "invalid", "not JSON")
     assert_error(request(url, "PUT", "/v1/state/memo/k", b'{"type": "Set", "values": "ab"}'), 400, "invalid")
     assert_error(request(url, "GET", "/v1/state/nope/k"), 404, "not-found", "no deployment named 'nope'")
-    assert_error(request(url, "GET", "/v1/state/memo/" + "k" * 5000), 400, "invalid", "a state key is 1 to 4096")
+    # Any UTF-8 key a guest can write, long ones too; a key that is not UTF-8 is refused, not replaced.
+    assert request(url, "PUT", "/v1/state/memo/" + "k" * 5000, json_bytes(lww)).json() == lww
+    assert request(url, "GET", "/v1/state/memo/" + "k" * 5000).json() == lww
+    assert request(url, "PUT", "/v1/state/memo/%C3%A9t%C3%A9%0A", json_bytes(lww)).json() == lww
+    assert request(url, "PUT", "/v1/state/memo/two%0Alines", json_bytes(lww)).json() == lww
+    assert json.loads(ok(essa("state", "ls", "-d", "memo", "--json"))) == [
+        "a/b/c", "fruits", "k" * 5000, "two\nlines", "été\n"]
+    assert_error(request(url, "GET", "/v1/state/memo/%C3%A9t%C3%A9"), 404, "not-found", "no key 'été'")
+    assert_error(request(url, "GET", "/v1/state/memo/bad%FF"), 400, "invalid", "not UTF-8")
+    assert_error(request(url, "PUT", "/v1/state/memo/bad%FF", json_bytes(lww)), 400, "invalid", "not UTF-8")
 
 
 def json_bytes(data) -> bytes:

@@ -37,6 +37,7 @@ from essa.cluster.control import ControlClient
 from essa.cluster.deployments import Deployment, check_name, parse_spec
 from essa.wasm.limits import Grants, Limits
 from essa.errors import EssaError
+from essa.state.keys import KeyList, encode_text
 from essa.state.lattice import Lattice
 from essa.cluster.programs import check_wasm, read_module
 from essa.security import settings as security_settings
@@ -67,8 +68,10 @@ class CallError(EssaError):
 class State:
     """The state of one namespace (a deployment's, or a name given to ``essa run --namespace``).
 
-    Keys are the ones guests use with ``essa_put_lattice``; values are
-    :mod:`essa.lattice` values, and a write *merges*.
+    Keys are the ones guests use with ``essa_put_lattice``: UTF-8 text (any
+    other ``str``, such as one holding bytes that were not UTF-8, is refused
+    with :class:`~essa.errors.InvalidKey`), empty or up to the message size
+    limit; values are :mod:`essa.lattice` values, and a write *merges*.
     """
 
     def __init__(self, control: ControlClient, namespace: str) -> None:
@@ -83,18 +86,32 @@ class State:
 
     def get_bytes(self, key: str) -> bytes | None:
         """The encoded value (the guest ABI's bytes) stored under ``key``, or ``None``."""
+        encode_text(key)
         return self._control.request("state-get", namespace=self.namespace, key=key)["value"]
 
     def merge(self, key: str, value: Lattice) -> None:
         """Merge ``value`` into ``key`` (a value of another lattice type is refused; nothing changes)."""
+        encode_text(key)
         self._control.request("state-merge", namespace=self.namespace, key=key, value=encode_lattice(value))
 
-    def keys(self, prefix: str = "") -> list[str]:
-        """The keys starting with ``prefix``, sorted."""
-        return self._control.request("state-keys", namespace=self.namespace, prefix=prefix)["keys"]
+    def keys(self, prefix: str = "") -> KeyList:
+        """The keys starting with ``prefix``, sorted, exactly as they were written.
+
+        A :class:`~essa.keys.KeyList`: its ``unlisted`` counts keys the store
+        holds but could not name (records of an older essa), ``why`` says why.
+        """
+        encode_text(prefix, "key prefix")
+        answer = self._control.request("state-keys", namespace=self.namespace, prefix=prefix)
+        keys = answer.get("keys")
+        if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
+            raise EssaError("the cluster sent a malformed list of keys")
+        unlisted = answer.get("unlisted")
+        why = answer.get("why")
+        return KeyList(keys, unlisted if isinstance(unlisted, int) else 0, why if isinstance(why, str) else "")
 
     def delete(self, key: str) -> bool:
         """Remove ``key``; return whether it existed."""
+        encode_text(key)
         return self._control.request("state-delete", namespace=self.namespace, key=key)["deleted"]
 
     def __repr__(self) -> str:

@@ -18,6 +18,7 @@ import click
 
 from essa.cli.main import Settings, catching_signals, limit_options, limits_and_grants, refuse_limits_with_connect, split_endpoints, wait_unless_interrupted, write_trace
 from essa.errors import EssaError
+from essa.state.keys import quoted, shown
 from essa.security.settings import tls_options, token_option
 
 STATE_TYPES = {"lww": "Lww", "set": "Set", "ordered-set": "OrderedSet"}
@@ -281,14 +282,23 @@ def state() -> None:
 @connection_options
 @click.pass_obj
 def state_ls(settings: Settings, prefix, deployment, namespace, as_json, connect, zenoh_config, timeout) -> None:
-    """List the keys (starting with PREFIX)."""
+    """List the keys (starting with PREFIX), one a line.
+
+    A key that is empty, has a line break or another unprintable character,
+    leading or trailing spaces, or starts with a double quote is printed as a
+    JSON string ("two\\nlines"); --json prints a JSON list of the keys.
+    """
     with open_connection(settings, connect, zenoh_config, timeout) as es:
-        keys = es.state(_namespace(es, deployment, namespace)).keys(prefix)
+        ns = _namespace(es, deployment, namespace)
+        keys = es.state(ns).keys(prefix)
     if as_json:
-        _echo_json(keys)
+        _echo_json(list(keys))
     else:
         for key in keys:
-            click.echo(key)
+            click.echo(shown(key))
+    if keys.unlisted:
+        click.echo(f"essa: warning: {keys.unlisted} keys of namespace {ns} are not listed: "
+                   f"{keys.why or 'the store cannot name them'}", err=True)
 
 
 @state.command(name="get")
@@ -305,7 +315,7 @@ def state_get(settings: Settings, key, deployment, namespace, as_json, connect, 
         ns = _namespace(es, deployment, namespace)
         value = es.state(ns).get(key)
     if value is None:
-        raise EssaError(f"no key {key!r} in namespace {ns}")
+        raise EssaError(f"no key {quoted(key)} in namespace {ns}")
     click.echo(json.dumps(to_json(value), indent=2, ensure_ascii=False) if as_json else to_text(value))
 
 
@@ -354,8 +364,8 @@ def state_rm(settings: Settings, key, deployment, namespace, connect, zenoh_conf
     with open_connection(settings, connect, zenoh_config, timeout) as es:
         ns = _namespace(es, deployment, namespace)
         if not es.state(ns).delete(key):
-            raise EssaError(f"no key {key!r} in namespace {ns}")
-    click.echo(f"deleted {key} from namespace {ns}")
+            raise EssaError(f"no key {quoted(key)} in namespace {ns}")
+    click.echo(f"deleted {shown(key)} from namespace {ns}")
 
 
 def add_service_commands(group: click.Group) -> None:

@@ -11,8 +11,9 @@ as a function call).
 A request is ``{"op": OP, ...}``; the answer is ``{"ok": True, ...}`` or
 ``{"ok": False, "error": ONE_LINE, "kind": KIND}`` where KIND is
 ``not-found`` (a deployment, version, function or key), ``invalid`` (a bad
-request), ``module`` (a module that cannot be used), ``type-mismatch`` (a
-merge of a value of another lattice type than the stored one), ``store``, or
+request, a key that is not UTF-8 text), ``module`` (a module that cannot be
+used), ``type-mismatch`` (a merge of a value of another lattice type than the
+stored one), ``store``, or
 ``refused`` (the request's token does not allow it, on a cluster that checks
 tokens: see :mod:`essa.security.authorize`). Requests are checked field by
 field; none can make the service raise.
@@ -20,6 +21,12 @@ field; none can make the service raise.
 A deploy compiles the module (so a bad module is refused at deploy time and
 the artifact is ready for the first call) and records the new version with
 the module's callable functions.
+
+State keys are the guests' keys (:mod:`essa.keys`): UTF-8 text, empty or up
+to the message size limit in bytes. A listing answers ``keys`` (sorted) and
+``unlisted``, the number of keys the store holds but could not name (records
+of an older format), with ``why``: such keys are left out, never a reason to
+fail the listing.
 """
 
 from __future__ import annotations
@@ -32,7 +39,8 @@ from typing import Any, Callable
 from essa.cluster import topics
 from essa.cluster.deployments import DeploymentRegistry, check_name, data_prefix, parse_spec, user_functions
 from essa.util.units import format_bytes
-from essa.errors import DecodeError, EssaError, LatticeTypeError, ModuleError, NotFound, StoreError
+from essa.errors import DecodeError, EssaError, InvalidKey, LatticeTypeError, ModuleError, NotFound, StoreError
+from essa.state.keys import encode_text, is_text
 from essa.cluster.programs import ProgramCache, publish_module
 from essa.util.ratelimit import RateLimitedLog, describe
 from essa.cluster.authorize import Authorizer, Refused
@@ -40,10 +48,6 @@ from essa.transport.base import Message, Subscription, Transport
 
 log = logging.getLogger("essa.control")
 _problems = RateLimitedLog(log)
-
-#: Longest state key a request may name.
-MAX_KEY = 4096
-
 
 class ControlError(EssaError):
     """A control request was refused; ``kind`` says how (see the module documentation)."""
@@ -106,6 +110,8 @@ class ControlService:
             return {"ok": False, "error": str(exc), "kind": "module"}
         except LatticeTypeError as exc:
             return {"ok": False, "error": str(exc), "kind": "type-mismatch"}
+        except InvalidKey as exc:
+            return {"ok": False, "error": str(exc), "kind": "invalid"}
         except (StoreError, DecodeError) as exc:
             return {"ok": False, "error": str(exc), "kind": "store"}
         except EssaError as exc:
@@ -158,10 +164,13 @@ class ControlService:
     # -- state -----------------------------------------------------------------------
 
     def _key(self, request: Message) -> str:
+        """The store key of the request's namespace and (guest) key."""
         namespace = check_name(_field(request, "namespace", str), "namespace")
         key = _field(request, "key", str)
-        if not key or len(key) > MAX_KEY:
-            raise ControlError(f"a state key is 1 to {MAX_KEY} characters")
+        size = len(encode_text(key))
+        if size > self.max_message_bytes:
+            raise ControlError(f"a state key of {size} bytes exceeds the message size limit "
+                               f"({format_bytes(self.max_message_bytes)})")
         return data_prefix(namespace) + key
 
     def _state_get(self, request: Message) -> Message:
@@ -179,7 +188,15 @@ class ControlService:
         namespace = check_name(_field(request, "namespace", str), "namespace")
         prefix = data_prefix(namespace)
         start = prefix + (_optional(request, "prefix", str) or "")
-        return {"keys": [key[len(prefix):] for key in self.store.keys(start)]}
+        encode_text(start, "key prefix")
+        listed = self.store.keys(start)
+        # A store plugin could name a key no answer can carry: leave it out, never fail the listing.
+        keys = [key[len(prefix):] for key in listed if is_text(key) and key.startswith(start)]
+        dropped = len(listed) - len(keys)
+        reasons = [getattr(listed, "why", ""), f"{dropped} that the store named with text that is not UTF-8"
+                   if dropped else ""]
+        return {"keys": keys, "unlisted": getattr(listed, "unlisted", 0) + dropped,
+                "why": "; ".join(r for r in reasons if r)}
 
     def _state_delete(self, request: Message) -> Message:
         return {"deleted": self.store.delete(self._key(request))}

@@ -2,7 +2,9 @@
 
 Built in, for embedded runs whose state need not outlive the process
 (``essa --store memory run f.wasm``) and for tests of the core. Merges are
-atomic under a lock; nothing is written to disk.
+atomic under a lock; nothing is written to disk. Keys are checked as every
+store checks them (:func:`essa.keys.encode_key`), so a key this store refuses
+is refused by the others too.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import threading
 
 from essa.errors import StoreError
+from essa.state.keys import encode_key, encode_text
 from essa.state.bincode import merge_encoded
 from essa.state.store import Store
 
@@ -25,16 +28,20 @@ class MemoryStore(Store):
         self._lock = threading.Lock()
 
     def get_bytes(self, key: str) -> bytes | None:
+        encode_key(key)
         return self._data.get(key)
 
     def merge_bytes(self, key: str, value: bytes) -> None:
+        encode_key(key)
         with self._lock:
             self._data[key] = merge_encoded(self._data.get(key), value)
 
     def keys(self, prefix: str = "") -> list[str]:
+        encode_text(prefix, "key prefix")
         return sorted(key for key in list(self._data) if key.startswith(prefix))
 
     def delete(self, key: str) -> bool:
+        encode_key(key)
         with self._lock:
             return self._data.pop(key, None) is not None
 

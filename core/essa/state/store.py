@@ -5,6 +5,11 @@ overwriting, so concurrent writers converge. Values are kept in the byte
 encoding of :mod:`essa.bincode` (the guest ABI's contract encoding), which lets
 the ABI hand stored bytes to a guest without re-encoding them.
 
+Keys are text: a ``str`` that is UTF-8 text, never empty (see :mod:`essa.keys`).
+Every store keeps any such key exactly, whatever its length (up to the
+message size limit) and characters, and refuses any other with
+:class:`~essa.errors.InvalidKey` (:func:`essa.keys.encode_key` does the check).
+
 A store plugin subclasses :class:`Store` and implements three methods:
 :meth:`Store.get_bytes`, :meth:`Store.merge_bytes` and :meth:`Store.close`;
 :meth:`Store.keys` and :meth:`Store.delete` (``essa state ls``/``rm``, and
@@ -81,8 +86,11 @@ class Store(ABC):
         return self.name
 
     def keys(self, prefix: str = "") -> list[str]:
-        """The keys that start with ``prefix``, sorted (``essa state ls``).
+        """The keys that start with ``prefix``, sorted (``essa state ls``), each exactly as it was put.
 
+        A store that finds keys it cannot name (records of an older format)
+        leaves them out and returns an :class:`essa.keys.KeyList` that says how
+        many and why; it never fails the whole listing for them.
         Optional for store plugins: the default refuses in one line.
 
         :raises essa.errors.StoreError: the store cannot list its keys.

@@ -63,7 +63,12 @@ class Transport(ABC):
 
     @abstractmethod
     def serve(self, topic: str, handler: Callable[[Message], Message]) -> Subscription:
-        """Answer queries to ``topic`` with ``handler(message)``."""
+        """Answer queries to ``topic`` with ``handler(message)``.
+
+        A transport that encodes messages and cannot encode an answer replies
+        ``{"ok": False, "error": LINE, "kind": "store"}`` naming why, so the
+        asker is not left waiting for an answer that never comes.
+        """
 
     @abstractmethod
     def query(self, selector: str, message: Message, timeout: float = 2.0, one: bool = False) -> list[Message]:

@@ -69,6 +69,21 @@ def _unpack(data: bytes) -> Message:
     return msgpack.unpackb(data, raw=False)
 
 
+def _pack_answer(topic: str, answer: Message) -> bytes:
+    """``answer`` packed; if it cannot be, an ``{"ok": False, "error": ...}`` answer naming why.
+
+    The asker then learns what went wrong at once, instead of waiting for
+    an answer that never comes (and blaming the servers for silence).
+    """
+    try:
+        return _pack(answer)
+    except Exception as exc:
+        _problems.warning(f"unencodable answer {topic}", "could not send the answer to a query on %s: %s",
+                          topic, describe(exc))
+        return _pack({"ok": False, "kind": "store",
+                      "error": f"the answer to this request could not be sent: {describe(exc)}"})
+
+
 def _header(data: bytes) -> Message | None:
     """The leading ``id`` and ``reply_to`` of a packed message, read without decoding the rest."""
     try:
@@ -403,7 +418,7 @@ class ZenohTransport(Transport):
             payload = query.payload
             request = self._decode(topic, payload.to_bytes()) if payload is not None else {}
             if request is not None:
-                query.reply(query.key_expr, _pack(handler(request)))
+                query.reply(query.key_expr, _pack_answer(topic, handler(request)))
 
         on_query = _guarded(f"queryable {topic}", answer)
         queryable = _declared_by_a_daemon(lambda: self._session.declare_queryable(topic, on_query))

@@ -16,6 +16,7 @@ from typing import Callable
 
 from essa.errors import DecodeError, StoreError
 from essa.wasm.abi import EssaResult
+from essa.state.keys import quoted
 from essa.wasm.invocation import Invocation, current, fault_guard
 
 _U32 = struct.Struct("<I")
@@ -58,7 +59,7 @@ def essa_call(name_ptr: int, name_len: int, args_ptr: int, args_len: int, handle
         return EssaResult.NoSuchFunction
     if (args_len & _MASK) > inv.limits.max_message_bytes:
         inv.host.warn(
-            f"refused call of {_shown(name)} with {args_len & _MASK} bytes of arguments: "
+            f"refused call of {quoted(name)} with {args_len & _MASK} bytes of arguments: "
             f"{inv.limits.exceeded('message size')}"
         )
         return EssaResult.UnknownError
@@ -106,22 +107,22 @@ def essa_get_result(handle: int, val_ptr: int, capacity: int, len_ptr: int) -> i
 def essa_put_lattice(key_ptr: int, key_len: int, val_ptr: int, val_len: int) -> int:
     """Merge a bincode-encoded ``LatticeValue`` into the guest's key."""
     inv = current()
-    key = inv._read_text("a state key", key_ptr, key_len)
+    key = _read_key(inv, key_ptr, key_len)
     if key is None:
         return EssaResult.UnknownError
     if (val_len & _MASK) > inv.limits.max_message_bytes:
         inv.host.warn(
-            f"refused put of key {_shown(key)}: a value of {val_len & _MASK} bytes: {inv.limits.exceeded('message size')}"
+            f"refused put of key {quoted(key)}: a value of {val_len & _MASK} bytes: {inv.limits.exceeded('message size')}"
         )
         return EssaResult.UnknownError
     value = inv._read("value buffer", val_ptr, val_len)
     if not _is_guest_lattice(value):
-        inv.host.warn(f"refused put of key {_shown(key)}: not a guest LatticeValue (variant tag must be 0..4)")
+        inv.host.warn(f"refused put of key {quoted(key)}: not a guest LatticeValue (variant tag must be 0..4)")
         return EssaResult.UnknownError
     try:
         inv.host.merge_state(key, value)
     except (DecodeError, StoreError) as exc:
-        inv.host.warn(f"refused put of key {_shown(key)}: {exc}")
+        inv.host.warn(f"refused put of key {quoted(key)}: {exc}")
         return EssaResult.UnknownError
     return EssaResult.Ok
 
@@ -149,26 +150,26 @@ def essa_get_lattice_data(key_ptr: int, key_len: int, val_ptr: int, capacity: in
     return EssaResult.Ok
 
 
+def _read_key(inv: Invocation, key_ptr: int, key_len: int) -> str | None:
+    """The guest's state key: UTF-8 text of at most the message size limit, else ``None`` (warned once)."""
+    if (key_len & _MASK) > inv.limits.max_message_bytes:
+        inv.host.warn(f"refused a state key of {key_len & _MASK} bytes: {inv.limits.exceeded('message size')}")
+        return None
+    return inv._read_text("a state key", key_ptr, key_len)
+
+
 def _get_state(inv: Invocation, key_ptr: int, key_len: int) -> tuple[bytes | None, int]:
-    key = inv._read_text("a state key", key_ptr, key_len)
+    key = _read_key(inv, key_ptr, key_len)
     if key is None:
         return None, EssaResult.UnknownError
     try:
         value = inv.host.get_state(key)
     except StoreError as exc:
-        inv.host.warn(f"reading key {_shown(key)} failed: {exc}")
+        inv.host.warn(f"reading key {quoted(key)} failed: {exc}")
         return None, EssaResult.UnknownError
     if value is None:
         return None, EssaResult.NotFound
     return value, EssaResult.Ok
-
-
-def _shown(text: str, limit: int = 60) -> str:
-    """``text`` quoted for a one-line message, shortened if long."""
-    shown = repr(text)
-    if len(shown) <= limit:
-        return shown
-    return f"{shown[:limit]}... ({len(text)} characters)"
 
 
 def _is_guest_lattice(value: bytes) -> bool:

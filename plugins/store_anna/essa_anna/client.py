@@ -25,6 +25,7 @@ from concurrent.futures import Future
 from typing import Iterable, Sequence
 
 from essa.errors import DecodeError, LatticeTypeError
+from essa.state.keys import encode_key, encode_text
 from essa.util.ratelimit import describe
 
 from . import inbound
@@ -137,8 +138,7 @@ class AnnaClient:
 
     def submit(self, op: str, key: str, value: bytes | None = None, ack: str | None = None) -> Future:
         """Start a GET (``"g"``) or PUT (``"p"``); the future gives the value (GET) or ``None``."""
-        if not isinstance(key, str) or not key or len(key) > inbound.MAX_KEY_CHARS:
-            raise AnnaError(f"anna keys are non-empty text of at most {inbound.MAX_KEY_CHARS} characters")
+        _check_key(key)
         if self._closed:
             raise AnnaError("the anna client is closed")
         o = _Op(next(self._rids), op, key, value, ack or self.ack, time.monotonic() + self.timeout)
@@ -207,6 +207,7 @@ class AnnaClient:
 
     def keys(self, prefix: str = "") -> list[str]:
         """The keys starting with ``prefix`` held by any KVS node, sorted (asks every live node)."""
+        encode_text(prefix, "key prefix")
         answers = self._ask_every_node(P.KEYS, {"prefix": prefix})
         return sorted({k for a in answers for k in a.get("keys", ()) if isinstance(k, str)})
 
@@ -216,6 +217,7 @@ class AnnaClient:
         Deleting is not a lattice operation: a replica that was unreachable
         meanwhile may bring the key back when it gossips.
         """
+        _check_key(key)
         return any(a.get("existed") is True for a in self._ask_every_node(P.DROP, {"key": key}))
 
     def _ask_every_node(self, root: str, message: dict) -> list[dict]:
@@ -498,3 +500,10 @@ def _open(endpoints: list[str], config: str | None, scouting: bool, connect_time
             raise AnnaUnavailable(f"no anna routing node is reachable at {where}: nothing answers there "
                                   "(is `essa anna routing` running?)") from None
         raise AnnaUnavailable(f"cannot connect to the anna cluster at {where}: {exc}") from None
+
+
+def _check_key(key: str) -> None:
+    """Refuse, in one line, a key the KVS nodes would drop: not UTF-8 text, empty, or too long."""
+    encode_key(key)
+    if len(key) > inbound.MAX_KEY_CHARS:
+        raise AnnaError(f"anna keys are at most {inbound.MAX_KEY_CHARS} characters (this one has {len(key)})")

@@ -8,35 +8,31 @@ a node restarted on the same directory loads everything back.
 Values lie in LMDB the way essa's LMDB store lays them out
 (:mod:`essa_lmdb.layout`): whole, or for a big set one record per member, so
 that writing a put into a big set costs the delta. Each main record starts
-with ``u32 key length, key (UTF-8)`` (so keys are recovered exactly), under a
-record key that is the UTF-8 key itself when shorter than LMDB's 511-byte
-limit, else its first 479 bytes plus its SHA-256 (so any key length works).
+with ``u32 key length, key (UTF-8)`` (so keys are recovered exactly), under
+:func:`essa.keys.record_key` of the key's UTF-8 bytes (the key itself when
+shorter than LMDB's 511-byte limit, else its first 479 bytes plus its
+SHA-256; the same mapping as essa's LMDB store), so any key length works.
 """
 
 from __future__ import annotations
 
-import hashlib
+import logging
 import struct
 import threading
 from pathlib import Path
 from typing import Iterator, Sequence
 
+from essa.state.keys import encode_key, record_key
 from essa_lmdb.disk import full_disk_message, lmdb_error_code
-from essa_lmdb.layout import DATABASES, MEMBERS_DB, META_DB, Layout
+from essa_lmdb.layout import DATABASES, Layout, is_layout_key
 
 from .errors import AnnaError
 
-KEY_LIMIT = 511
+log = logging.getLogger("essa.anna")
 _LEN = struct.Struct("<I")
 
 #: What a batch does to one key, in order: ("put", whole value), ("merge", value), ("delete", None).
 Change = Sequence[tuple[str, "bytes | None"]]
-
-
-def _record_key(raw: bytes) -> bytes:
-    if len(raw) < KEY_LIMIT:
-        return raw
-    return raw[: KEY_LIMIT - 32] + hashlib.sha256(raw).digest()
 
 
 class LmdbBackend:
@@ -57,15 +53,22 @@ class LmdbBackend:
         self._lock = threading.Lock()
 
     def load(self) -> Iterator[tuple[str, bytes]]:
-        """Every stored (key, encoded value)."""
+        """Every stored (key, encoded value); a record whose key is not UTF-8 is skipped with one line."""
         assemble = self.layout.assemble
+        skipped = 0
         with self.env.begin() as txn:
             for rk, record in txn.cursor():
-                if rk in (MEMBERS_DB, META_DB):
+                if is_layout_key(rk):
                     continue  # the layout's sub-databases
                 (n,) = _LEN.unpack_from(record, 0)
-                key = bytes(record[4:4 + n]).decode("utf-8", "surrogateescape")
+                try:
+                    key = bytes(record[4:4 + n]).decode("utf-8")
+                except UnicodeDecodeError:  # no client can send such a key: not essa's record
+                    skipped += 1
+                    continue
                 yield key, assemble(txn, bytes(record[4 + n:]))
+        if skipped:
+            log.warning("anna: skipped %d records of %s whose keys are not UTF-8", skipped, self.path)
 
     def write(self, changes: dict[str, Change]) -> None:
         """Apply ``changes`` (per key, in order) in one durable transaction."""
@@ -75,8 +78,8 @@ class LmdbBackend:
         try:
             with self._lock, self.env.begin(write=True) as txn:
                 for key, ops in changes.items():
-                    raw = key.encode("utf-8", "surrogateescape")
-                    rk = _record_key(raw)
+                    raw = encode_key(key)
+                    rk = record_key(raw)
                     prefix = _LEN.pack(len(raw)) + raw
                     for op, value in ops:
                         if op == "merge":

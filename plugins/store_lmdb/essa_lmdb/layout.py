@@ -25,7 +25,14 @@ order except among long members sharing their first :data:`PREFIX` bytes (the
 digest stands in for their tails); such runs are contiguous and are sorted
 on the way out.
 
-The two sub-databases have names of exactly 511 bytes: a user key is stored
+Keys longer than LMDB allows (511 bytes or more) lie under a shortened
+record key (:func:`essa.keys.record_key`: their first 479 bytes and their
+SHA-256). A layout opened with ``names=True`` (essa's LMDB store) keeps the
+full key of each such record in the ``keys`` database, under the same record
+key, so listings return the key itself (:meth:`Layout.name`). Records written
+before that database existed have no entry there until their next merge.
+
+The sub-databases have names of exactly 511 bytes: a user key is stored
 verbatim only when shorter than that, and a 511-byte record key ends in a
 SHA-256 digest, so no user key can ever collide with them.
 
@@ -42,6 +49,7 @@ import struct
 
 from essa.state.bincode import TAG_ORDERED_SET, TAG_SET, decode_lattice
 from essa.errors import DecodeError, LatticeTypeError
+from essa.state.keys import is_shortened
 from essa.state.lattice import OrderedSetLattice, SetLattice
 from essa.state.bincode import merge_encoded
 
@@ -70,23 +78,56 @@ def _db_name(label: str) -> bytes:
 
 MEMBERS_DB = _db_name("members")
 META_DB = _db_name("meta")
+#: Full keys of records kept under a shortened record key (layouts opened with ``names=True``).
+KEYS_DB = _db_name("keys")
 _NEXT_ID = b"next-set-id"
+_SUB_DATABASES = frozenset({MEMBERS_DB, META_DB, KEYS_DB})
 
 #: Named databases an environment must allow (``max_dbs``).
-DATABASES = 2
+DATABASES = 3
 
 
 def is_layout_key(key: bytes) -> bool:
-    """Whether ``key`` of the main database names one of the layout's sub-databases (not a user key)."""
-    return len(key) == 511 and key.startswith(b"essa-lmdb-layout/")
+    """Whether ``key`` of the main database names one of the layout's sub-databases (not a user key).
+
+    Exactly the sub-databases' names: a user key that merely starts like them
+    is a user key (a shortened one equals a name only if SHA-256 gave ``~`` x 32).
+    """
+    return key in _SUB_DATABASES
 
 
 class Layout:
-    """Reads and merges values of one LMDB environment (opened with ``max_dbs >= DATABASES``)."""
+    """Reads and merges values of one LMDB environment (opened with ``max_dbs >= DATABASES``).
 
-    def __init__(self, env) -> None:
+    :param names: keep the full key of every record stored under a shortened
+        record key (:meth:`record_name`, :meth:`name`). The Anna plugin keeps
+        keys in its records' prefix instead and leaves it off.
+    """
+
+    def __init__(self, env, names: bool = False) -> None:
         self.members = env.open_db(MEMBERS_DB)
         self.meta = env.open_db(META_DB)
+        self.names = env.open_db(KEYS_DB) if names else None
+
+    # -- full keys of shortened records ------------------------------------------------------
+
+    def name(self, txn, rkey: bytes) -> bytes | None:
+        """The full key recorded for the shortened record key ``rkey``, or ``None`` (none recorded)."""
+        if self.names is None:
+            return None
+        name = txn.get(rkey, db=self.names)
+        return None if name is None else bytes(name)
+
+    def record_name(self, txn, rkey: bytes, name: bytes) -> bool:
+        """Record ``name`` as the full key of the shortened record key ``rkey``; True if it was not yet."""
+        if self.names is None:
+            return False
+        return bool(txn.put(rkey, name, overwrite=False, db=self.names))
+
+    def forget_name(self, txn, rkey: bytes) -> None:
+        """Drop the full key recorded for ``rkey`` (its record is being deleted)."""
+        if self.names is not None and is_shortened(rkey):
+            txn.delete(rkey, db=self.names)
 
     # -- reading -------------------------------------------------------------------------
 
@@ -157,7 +198,7 @@ class Layout:
         self._write_whole(txn, rkey, encoded, prefix)
 
     def delete(self, txn, rkey: bytes, prefix: bytes = b"") -> None:
-        """Delete the value under ``rkey`` (and a big set's member records)."""
+        """Delete the value under ``rkey`` (and a big set's member records; not its recorded full key)."""
         record = txn.get(rkey)
         if record is None:
             return
@@ -226,4 +267,4 @@ def _unpack_tag(encoded: bytes) -> int:
     return struct.unpack_from("<I", encoded)[0]
 
 
-__all__ = ["Layout", "INLINE_LIMIT", "DATABASES"]
+__all__ = ["Layout", "INLINE_LIMIT", "DATABASES", "is_layout_key"]

@@ -39,16 +39,23 @@ Options (``--store-option KEY=VALUE``):
     read transactions that may be open at once across all processes
     (default 1024). Only the first process to create the lock file sets it.
 
-Keys are ``str``, stored as their UTF-8 bytes. LMDB keys are limited to 511
-bytes: a key whose encoding is 511 bytes or longer is stored under its first
-479 bytes followed by the 32-byte SHA-256 of the whole encoding (exactly 511
-bytes, so it can never equal a key stored verbatim). Every store of every
-process maps a key the same way, so long keys just work.
+Keys are UTF-8 text (:mod:`essa.keys`), stored as their UTF-8 bytes. LMDB
+keys are limited to 511 bytes: a key whose encoding is 511 bytes or longer is
+stored under :func:`essa.keys.record_key` (its first 479 bytes followed by the
+32-byte SHA-256 of the whole encoding: exactly 511 bytes, so it can never
+equal a key stored verbatim), and its full key is kept beside it in the
+layout's ``keys`` database, so a listing returns it exactly. Every store of
+every process maps a key the same way, so long keys just work.
+
+A long key written by an older essa (before full keys were recorded) reads,
+merges and deletes by its full key as before; a listing leaves it out and
+says so (:class:`essa.keys.KeyList`) until its next merge records its full
+key. A record whose key is not UTF-8 (an older ``essa state put`` took such
+keys) is left out of listings the same way.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import threading
@@ -59,6 +66,7 @@ from typing import Mapping
 import lmdb
 
 from essa.errors import StoreError
+from essa.state.keys import RECORD_KEY_KEPT, RECORD_KEY_LIMIT, KeyList, encode_key, encode_text, is_shortened, record_key
 from essa.util.paths import data_dir
 from essa.state.store import Store
 
@@ -73,8 +81,7 @@ MIN_MAP_SIZE = 64 << 10
 DEFAULT_MAX_READERS = 1024
 
 #: LMDB's default (and essa's fixed) maximum key length in bytes.
-KEY_LIMIT = 511
-_DIGEST = 32
+KEY_LIMIT = RECORD_KEY_LIMIT
 
 _UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 _SIZE_RE = re.compile(r"^\s*(\d+)\s*(?:([kmgt])(?:i?b)?|b)?\s*$", re.IGNORECASE)
@@ -207,10 +214,12 @@ class _Put:
     releases it: because the put is done, or to hand it the lead.
     """
 
-    __slots__ = ("key", "value", "done", "error", "wake", "lead")
+    __slots__ = ("key", "name", "value", "done", "error", "wake", "lead")
 
-    def __init__(self, key: bytes, value: bytes) -> None:
+    def __init__(self, key: bytes, value: bytes, name: bytes | None) -> None:
         self.key = key
+        #: The full key, when ``key`` is a shortened record key.
+        self.name = name
         self.value = value
         self.done = False
         self.error: BaseException | None = None
@@ -246,7 +255,7 @@ class _Env:
         self.cond = threading.Condition(threading.Lock())
         self.readers = 0
         self.resizing = False
-        self.layout = Layout(env)
+        self.layout = Layout(env, names=True)
         # group commit: puts waiting for the next commit, and whether a thread leads one (under group)
         self.group = threading.Lock()
         self.queue: list[_Put] = []
@@ -293,19 +302,32 @@ class _Env:
     def get(self, key: bytes) -> bytes | None:
         return self._read(lambda txn: self.layout.read(txn, key))
 
-    def scan(self, prefix: bytes) -> list[bytes]:
-        """The keys starting with ``prefix``, in order."""
+    def scan(self, prefix: bytes) -> tuple[list[bytes], int]:
+        """The full keys starting with ``prefix``, sorted, and how many shortened records have no full key.
 
-        def keys(txn) -> list[bytes]:
-            found = []
+        A shortened record key keeps only its key's first 479 bytes, so the
+        cursor walks the records starting with at most that much of
+        ``prefix`` and each record's full key is matched against the rest.
+        """
+        start = prefix[:RECORD_KEY_KEPT]
+
+        def keys(txn) -> tuple[list[bytes], int]:
+            found: list[bytes] = []
+            unnamed = 0
             cursor = txn.cursor()
-            if cursor.set_range(prefix):
-                for key in cursor.iternext(keys=True, values=False):
-                    if not key.startswith(prefix):
+            if cursor.set_range(start):
+                for rkey in cursor.iternext(keys=True, values=False):
+                    if not rkey.startswith(start):
                         break
-                    if not is_layout_key(key):  # the big-set sub-databases' names
+                    if is_layout_key(rkey):  # the sub-databases' names
+                        continue
+                    key = self.layout.name(txn, rkey) if is_shortened(rkey) else rkey
+                    if key is None:
+                        unnamed += 1  # written before full keys were recorded
+                    elif key.startswith(prefix):
                         found.append(key)
-            return found
+            found.sort()
+            return found, unnamed
 
         return self._read(keys)
 
@@ -358,6 +380,7 @@ class _Env:
                     with self.env.begin(write=True) as txn:
                         existed = txn.get(key) is not None
                         self.layout.delete(txn, key)  # and a big set's member records
+                        self.layout.forget_name(txn, key)
                         return existed
                 except lmdb.MapResizedError:
                     pass
@@ -366,8 +389,11 @@ class _Env:
                 self._remap_or_raise()
         raise StoreError(f"deleting from the store at {self.path} failed: its map size keeps changing")
 
-    def merge(self, key: bytes, value: bytes) -> None:
+    def merge(self, key: bytes, value: bytes, name: bytes | None = None) -> None:
         """Merge ``value`` into ``key``; returns once the merge is committed (and synced).
+
+        ``name`` is the full key when ``key`` is a shortened record key: the
+        merge records it (once) in the same transaction.
 
         Group commit: puts that arrive while a commit is in flight wait, and
         the next commit takes them all in one write transaction and one sync.
@@ -378,7 +404,7 @@ class _Env:
         fails every put of it. With ``sync`` off there is no sync to share, and
         waking followers costs more than it saves: each put commits on its own.
         """
-        put = _Put(key, value)
+        put = _Put(key, value, name)
         if not self.sync:
             self._commit([put])
         else:
@@ -462,6 +488,8 @@ class _Env:
                     for i, put in enumerate(batch):
                         try:
                             changed |= self.layout.merge(txn, put.key, put.value)
+                            if put.name is not None:
+                                changed |= self.layout.record_name(txn, put.key, put.name)
                         except lmdb.Error:
                             raise
                         except Exception as exc:  # refused before anything was written: this put alone fails
@@ -636,6 +664,18 @@ def _release(entry: _Env) -> None:
 # -- the store ----------------------------------------------------------------------
 
 
+def _unlisted_reason(unnamed: int, undecodable: int) -> str:
+    """Why a listing left records out ("" if it did not)."""
+    reasons = []
+    if unnamed:
+        reasons.append(f"{unnamed} of 511 bytes or more written by an older essa, which did not record "
+                       "their full keys (they read, merge and delete by full key; a merge records it)")
+    if undecodable:
+        reasons.append(f"{undecodable} whose keys are not UTF-8 (written by an older essa; no state key "
+                       "can name them)")
+    return "; ".join(reasons)
+
+
 class LmdbStore(Store):
     """essa's embedded store: lattice values in an LMDB environment on this machine.
 
@@ -662,35 +702,33 @@ class LmdbStore(Store):
             raise _fork_error(self.path)
         return entry
 
-    @staticmethod
-    def _key(key: str) -> bytes:
-        if not isinstance(key, str):
-            raise StoreError(f"store keys are text, not {type(key).__name__}")
-        try:
-            raw = key.encode("utf-8", "surrogateescape")
-        except UnicodeEncodeError:
-            raise StoreError(f"the store key {key!r} cannot be encoded as UTF-8") from None
-        if not raw:
-            raise StoreError("the empty key cannot be stored")
-        if len(raw) < KEY_LIMIT:
-            return raw
-        return raw[: KEY_LIMIT - _DIGEST] + hashlib.sha256(raw).digest()
-
     # -- Store API ---------------------------------------------------------------
 
     def get_bytes(self, key: str) -> bytes | None:
-        return self._live().get(self._key(key))
+        return self._live().get(record_key(encode_key(key)))
 
     def merge_bytes(self, key: str, value: bytes) -> None:
-        self._live().merge(self._key(key), value)
+        raw = encode_key(key)
+        rkey = record_key(raw)
+        self._live().merge(rkey, value, raw if rkey != raw else None)
 
-    def keys(self, prefix: str = "") -> list[str]:
-        """Keys starting with ``prefix``; keys longer than the LMDB key limit appear shortened, as stored."""
-        raw = prefix.encode("utf-8", "surrogateescape")
-        return [key.decode("utf-8", "surrogateescape") for key in self._live().scan(raw)]
+    def keys(self, prefix: str = "") -> KeyList:
+        """The keys starting with ``prefix``, sorted, each exactly as it was put (long ones too).
+
+        Records it cannot name are left out and counted in the answer's
+        ``unlisted`` (see the module documentation).
+        """
+        found, unnamed = self._live().scan(encode_text(prefix, "key prefix"))
+        keys, undecodable = [], 0
+        for raw in found:
+            try:
+                keys.append(raw.decode("utf-8"))
+            except UnicodeDecodeError:
+                undecodable += 1
+        return KeyList(keys, unnamed + undecodable, _unlisted_reason(unnamed, undecodable))
 
     def delete(self, key: str) -> bool:
-        return self._live().delete(self._key(key))
+        return self._live().delete(record_key(encode_key(key)))
 
     def close(self) -> None:
         with _registry_lock:

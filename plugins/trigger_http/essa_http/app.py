@@ -13,8 +13,10 @@ import asyncio
 import collections
 import concurrent.futures
 import json
+import re
 import threading
 from typing import Any, Awaitable, Callable
+from urllib.parse import unquote_to_bytes
 
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.concurrency import run_in_threadpool
@@ -22,9 +24,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route, Router
 
-from essa.api.connection import Connection
+from essa.api import Connection
 from essa.util.units import format_bytes
 from essa.errors import DecodeError, EssaError
+from essa.state.keys import quoted
 from essa.state.lattice import Lattice
 from essa.util.ratelimit import describe
 from essa.state.views import from_json, to_json
@@ -84,7 +87,11 @@ class Routes:
 
     def _route(self, path: str, **handlers: Handler) -> Route:
         """A route whose methods are ``handlers`` (405 for any other)."""
-        return Route(path, _Endpoint(path, handlers))
+        route = Route(path, _Endpoint(path, handlers))
+        # A state key may hold line breaks: starlette's "." stops at one (a key with one inside found no
+        # route) and its "$" matched before a final one (dropped from the key). Match them as any character.
+        route.path_regex = re.compile(route.path_regex.pattern, re.DOTALL)
+        return route
 
     async def _no_route(self, scope, receive, send) -> None:
         error = HttpError(404, f"no route {scope['method']} {scope['path'][:200]} (routes: POST /v1/functions/NAME/"
@@ -159,7 +166,7 @@ class Routes:
     async def get_state(self, request: Request) -> Response:
         """``GET /v1/state/{deployment}/{key}``: the JSON view of the value, 404 if there is none."""
         value = await self._blocking(self._read, self._connection(request), request.path_params["deployment"],
-                                     request.path_params["key"])
+                                     _state_key(request))
         return json_response(to_json(value))
 
     async def put_state(self, request: Request) -> Response:
@@ -172,7 +179,7 @@ class Routes:
         except DecodeError as exc:
             raise HttpError(400, str(exc), "invalid") from None
         merged = await self._blocking(self._merge, self._connection(request), request.path_params["deployment"],
-                                      request.path_params["key"], value)
+                                      _state_key(request), value)
         return json_response(to_json(merged))
 
     async def deployments(self, request: Request) -> Response:
@@ -210,15 +217,32 @@ class Routes:
         try:
             value = connection.state(namespace).get(key)
         except DecodeError as exc:
-            raise HttpError(500, f"the stored value of {key!r} cannot be read: {exc}", "store") from None
+            raise HttpError(500, f"the stored value of {quoted(key)} cannot be read: {exc}", "store") from None
         if value is None:
-            raise HttpError(404, f"no key {key!r} in namespace {namespace}", "not-found")
+            raise HttpError(404, f"no key {quoted(key)} in namespace {namespace}", "not-found")
         return value
 
     def _merge(self, connection: Connection, deployment: str, key: str, value: Lattice) -> Lattice:
         state = connection.state(connection.deployment(deployment).namespace)
         state.merge(key, value)
         return state.get(key) or value
+
+
+def _state_key(request: Request) -> str:
+    """The state key a ``/v1/state/{deployment}/{key}`` URL names; 400 if its bytes are not UTF-8.
+
+    The server decodes percent-escapes leniently (bytes that are not UTF-8
+    become U+FFFD), which would name another key; state keys are UTF-8 text
+    (:mod:`essa.keys`), so such a URL is refused instead.
+    """
+    raw = request.scope.get("raw_path")
+    if raw is not None:
+        try:
+            unquote_to_bytes(raw).decode("utf-8")
+        except UnicodeDecodeError:
+            raise HttpError(400, "the URL's state key is not UTF-8 text (it percent-escapes bytes that are not "
+                            "UTF-8); state keys are UTF-8", "invalid") from None
+    return request.path_params["key"]
 
 
 class _Endpoint:

@@ -113,6 +113,26 @@ def test_message_size_limit_refuses_oversized_arguments_from_the_client(runtime)
     assert runtime.client.call(wasm, "__essa_wrapper__no_result", bytes(LIMITS.max_message_bytes)).code == R.NoResult
 
 
+def test_a_state_key_over_the_message_size_limit_is_refused(runtime):
+    """A key is at most the message size limit: longer ones get UnknownError (unread) and one warning line."""
+    n = LIMITS.max_message_bytes
+    body = f"""
+  (func (export "__essa_wrapper__keys") (param i32)
+    (i32.store (i32.const 0) (call $essa_put_lattice (i32.const 0x10000) (i32.const {n + 1}) (i32.const 0x100) (i32.const 21)))
+    (i32.store (i32.const 4) (call $essa_get_lattice_len (i32.const 0x10000) (i32.const {n + 1}) (i32.const 0x40)))
+    (i32.store (i32.const 8) (call $essa_put_lattice (i32.const 0x10000) (i32.const {n}) (i32.const 0x100) (i32.const 21)))
+    (i32.store (i32.const 12) (call $essa_get_lattice_len (i32.const 0x10000) (i32.const {n}) (i32.const 0x40)))
+    (drop (call $essa_set_result (i32.const 0) (i32.const 16))))"""
+    one_element_set = bytes.fromhex("01000000" "0100000000000000" "0100000000000000") + b"v"
+    wasm = runtime.client.publish(module(body, data={0x100: one_element_set}, memory="18"))
+    output = Output()
+    outcome = runtime.client.call(wasm, "__essa_wrapper__keys", b"", namespace="big-keys", output=output)
+    assert outcome.code == R.Ok, outcome.message
+    assert struct.unpack("<4i", outcome.value) == (R.UnknownError, R.UnknownError, R.Ok, R.Ok)
+    assert f"refused a state key of {n + 1} bytes: message size limit exceeded (1 MiB)" in output.stderr
+    assert runtime.store.keys("big-keys/data/") == ["big-keys/data/" + "\0" * n]
+
+
 # -- main functions: the run fails with the limit ----------------------------------------
 
 
