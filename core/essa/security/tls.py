@@ -26,9 +26,10 @@ import logging
 import os
 import socket
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Iterable, Sequence
 
 from essa.errors import EssaError
+from essa.security import acl
 from essa.security.certs import describe
 
 log = logging.getLogger("essa.security")
