@@ -1,0 +1,252 @@
+"""The HTTP trigger under slow clients (slowloris): do well-behaved clients still get answers? Prints JSON.
+
+A real ``essa serve`` process serves an 8-byte echo deployed as ``echo``.
+This process opens ``--slow`` connections to it that each send a byte every
+``--interval`` seconds and never finish:
+
+- ``head``: a request head, trickled (``POST ... HTTP/1.1``, then one more
+  byte of a header every interval, never the blank line that ends the head);
+- ``body``: a complete head announcing a large body (``Content-Length:
+  10000000``, under the message size limit), then the body trickled.
+
+``--kind both`` (the default) makes half of each. A slow connection the server
+closes is opened again an interval later, so there are always about ``--slow`` of them
+(as an attacker would). Meanwhile ``--clients`` well-behaved clients
+(threads, ``http.client``) POST the echo for ``--seconds``, each request on a
+new connection, each allowed ``--request-timeout`` seconds.
+
+The figures: how many good requests were answered 200 with the right body
+(``ok_pct``), the latency of those (p50/p99), what the others got (statuses,
+errors), how often the server closed a slow connection, and the server's
+resources (RSS, descriptors, threads) before the slow clients and at the end.
+
+Target (issue 19): with 2,000 slow connections, >= 95 % of good requests OK,
+p99 <= 1 s.
+
+Usage: python bench/http_slow.py [--slow 2000] [--kind head|body|both] [--seconds 60] [--clients 4]
+           [--trigger-option KEY=VALUE ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+# The helpers beside this script come after the standard library, which bench/http.py would
+# otherwise shadow (python puts the script's directory first).
+_HERE = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE] + [str(_HERE)]
+import http.client  # noqa: E402  (the standard library's, now)
+
+from embedded import ECHO_WAT, percentiles  # noqa: E402
+
+
+def _bench_http():
+    """bench/http.py (its name is the standard library's ``http``, so loaded from its file)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_http", _HERE / "http.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+_http = _bench_http()
+PATH, stop, uptime, wait_for_url = _http.PATH, _http.stop, _http.uptime, _http.wait_for_url
+
+ARGS = b"12345678"
+HEAD_START = b"POST /v1/functions/echo/echo HTTP/1.1\r\nHost: slow\r\nX-Slow: "
+BODY_HEAD = b"POST /v1/functions/echo/echo HTTP/1.1\r\nHost: slow\r\nContent-Length: 10000000\r\n\r\n"
+
+
+class SlowClients:
+    """``count`` slow connections on an event loop of their own thread, each reopened when the server closes it."""
+
+    def __init__(self, host: str, port: int, count: int, kind: str, interval: float) -> None:
+        self.host, self.port, self.count, self.kind, self.interval = host, port, count, kind, interval
+        self.open = 0
+        self.opened = 0
+        self.closed_by_server = 0
+        self.answers: collections.Counter[str] = collections.Counter()  # what the server wrote before closing
+        self.connect_errors: collections.Counter[str] = collections.Counter()
+        self._stop = threading.Event()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._main()), name="slow-clients", daemon=True)
+
+    def start(self, deadline: float) -> None:
+        """Open every slow connection (within ``deadline`` seconds) and keep them trickling."""
+        self._thread.start()
+        if not self._ready.wait(deadline):
+            raise SystemExit(f"only {self.open} of {self.count} slow connections opened in {deadline:g} s")
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(60)
+
+    async def _main(self) -> None:
+        kinds = ["head", "body"] if self.kind == "both" else [self.kind]
+        tasks = [asyncio.create_task(self._connection(kinds[i % len(kinds)], i)) for i in range(self.count)]
+        while not self._stop.is_set():
+            if self.open >= self.count:
+                self._ready.set()
+            await asyncio.sleep(0.1)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _connection(self, kind: str, i: int) -> None:
+        await asyncio.sleep(i * 0.001)  # a ramp: about 1,000 new connections a second
+        while not self._stop.is_set():
+            try:
+                reader, writer = await asyncio.open_connection(self.host, self.port)
+            except OSError as exc:
+                self.connect_errors[type(exc).__name__] += 1
+                await asyncio.sleep(self.interval)
+                continue
+            self.open += 1
+            self.opened += 1
+            try:
+                await self._trickle(kind, reader, writer)
+            finally:
+                self.open -= 1
+                writer.close()
+
+    async def _trickle(self, kind: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            writer.write(HEAD_START if kind == "head" else BODY_HEAD)
+            while not self._stop.is_set():
+                try:
+                    data = await asyncio.wait_for(reader.read(4096), self.interval)
+                except asyncio.TimeoutError:
+                    writer.write(b"a")
+                    continue
+                self.closed_by_server += 1
+                self.answers[data[:12].decode("latin-1") or "(closed)"] += 1
+                break
+        except OSError as exc:
+            self.closed_by_server += 1
+            self.answers[type(exc).__name__] += 1
+        await asyncio.sleep(self.interval)  # then a new one: slow clients, not a flood of connections
+
+
+def good_client(host: str, port: int, until: float, timeout: float, results: list) -> None:
+    """POST the echo on a new connection each time until ``until``; append (status or error, seconds)."""
+    while time.monotonic() < until:
+        started = time.perf_counter()
+        connection = http.client.HTTPConnection(host, port, timeout=timeout)
+        try:
+            connection.request("POST", PATH, body=ARGS)
+            response = connection.getresponse()
+            body = response.read()
+            outcome = "ok" if response.status == 200 and body == ARGS else str(response.status)
+        except (OSError, http.client.HTTPException) as exc:
+            outcome = type(exc).__name__
+        finally:
+            connection.close()
+        results.append((outcome, time.perf_counter() - started))
+
+
+def good_figures(results: list) -> dict:
+    outcomes = collections.Counter(outcome for outcome, _ in results)
+    ok = [seconds for outcome, seconds in results if outcome == "ok"]
+    figures = {"requests": len(results), "ok": len(ok),
+               "ok_pct": round(100 * len(ok) / len(results), 2) if results else 0.0,
+               "others": {k: v for k, v in outcomes.items() if k != "ok"}}
+    if ok:
+        figures.update(percentiles(ok))
+    return figures
+
+
+def raise_descriptor_limit(needed: int) -> int:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < needed:
+        soft = hard if hard == resource.RLIM_INFINITY else min(max(needed, soft), hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    return soft
+
+
+def resources(pid: int) -> dict:
+    from essa.testing.resources import sample
+
+    found = sample(pid)
+    return {"rss_mib": round(found.rss / 2**20, 1), "fds": found.fds, "threads": found.threads}
+
+
+def run(args, essa: list[str], home: Path) -> dict:
+    log = home / "serve.log"
+    options = [x for option in args.trigger_option for x in ("--trigger-option", option)]
+    with open(log, "w") as err:
+        proc = subprocess.Popen([*essa, "serve", "--listen", "127.0.0.1:0", *options], stderr=err,
+                                start_new_session=True)
+    try:
+        url = wait_for_url(proc, log)
+        host, port = url.removeprefix("http://").rsplit(":", 1)
+        warm: list = []
+        good_client(host, int(port), time.monotonic() + 1, args.request_timeout, warm)
+        report = {"baseline": good_figures(warm), "server_before": resources(proc.pid)}
+        slow = SlowClients(host, int(port), args.slow, args.kind, args.interval)
+        slow.start(deadline=120)
+        report["slow_open_at_start"] = slow.open
+        results: list = []
+        until = time.monotonic() + args.seconds
+        clients = [threading.Thread(target=good_client, args=(host, int(port), until, args.request_timeout, results))
+                   for _ in range(args.clients)]
+        for thread in clients:
+            thread.start()
+        for thread in clients:
+            thread.join()
+        report["server_during"] = resources(proc.pid)
+        report["slow_open_at_end"] = slow.open
+        slow.stop()
+        report["good"] = good_figures(results)
+        report["slow_connections"] = {"opened": slow.opened, "closed_by_server": slow.closed_by_server,
+                          "server_wrote": dict(slow.answers), "connect_errors": dict(slow.connect_errors)}
+        report["server_log_lines"] = log.read_text().splitlines()[-12:]
+        return report
+    finally:
+        stop(proc)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--slow", type=int, default=2000, help="slow connections held open")
+    parser.add_argument("--kind", choices=("head", "body", "both"), default="both")
+    parser.add_argument("--interval", type=float, default=1.0, help="seconds between a slow connection's bytes")
+    parser.add_argument("--seconds", type=float, default=60.0, help="how long the good clients run")
+    parser.add_argument("--clients", type=int, default=4, help="well-behaved clients")
+    parser.add_argument("--request-timeout", type=float, default=10.0)
+    parser.add_argument("--engine", default="wasmtime")
+    parser.add_argument("--trigger-option", action="append", default=[], metavar="KEY=VALUE",
+                        help="passed to essa serve (repeatable)")
+    args = parser.parse_args()
+
+    import wasmtime
+
+    report: dict = {"engine": args.engine, "python": sys.version.split()[0], "cpus": os.cpu_count(),
+                    "slow": args.slow, "kind": args.kind, "interval": args.interval, "seconds": args.seconds,
+                    "clients": args.clients, "trigger_options": args.trigger_option,
+                    "client_fd_limit": raise_descriptor_limit(args.slow + 256), "uptime_before": uptime()}
+    with tempfile.TemporaryDirectory() as tmp:
+        home = Path(tmp)
+        os.environ["ESSA_HOME"] = str(home / "essa")
+        wasm = home / "echo.wasm"
+        wasm.write_bytes(wasmtime.wat2wasm(ECHO_WAT))
+        essa = [sys.executable, "-m", "essa", "--engine", args.engine]
+        subprocess.run([*essa, "deploy", str(wasm), "--name", "echo"], check=True, capture_output=True)
+        report.update(run(args, essa, home))
+    report["uptime_after"] = uptime()
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
