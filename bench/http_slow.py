@@ -10,10 +10,12 @@ This process opens ``--slow`` connections to it that each send a byte every
   10000000``, under the message size limit), then the body trickled.
 
 ``--kind both`` (the default) makes half of each. A slow connection the server
-closes is opened again an interval later, so there are always about ``--slow`` of them
-(as an attacker would). Meanwhile ``--clients`` well-behaved clients
-(threads, ``http.client``) POST the echo for ``--seconds``, each request on a
-new connection, each allowed ``--request-timeout`` seconds.
+answers or closes is opened again an interval later, so there are always
+about ``--slow`` of them, as an attacker would keep them
+(:class:`essa.testing.slow_clients.SlowClients`). Meanwhile ``--clients``
+well-behaved clients (threads, ``http.client``) POST the echo for
+``--seconds``, each request on a new connection, each allowed
+``--request-timeout`` seconds.
 
 The figures: how many good requests were answered 200 with the right body
 (``ok_pct``), the latency of those (p50/p99), what the others got (statuses,
@@ -30,11 +32,9 @@ Usage: python bench/http_slow.py [--slow 2000] [--kind head|body|both] [--second
 from __future__ import annotations
 
 import argparse
-import asyncio
 import collections
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -49,6 +49,8 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE] + [str(
 import http.client  # noqa: E402  (the standard library's, now)
 
 from embedded import ECHO_WAT, percentiles  # noqa: E402
+
+from essa.testing.slow_clients import SlowClients, raise_descriptor_limit  # noqa: E402
 
 
 def _bench_http():
@@ -67,76 +69,8 @@ PATH, stop, uptime, wait_for_url = _http.PATH, _http.stop, _http.uptime, _http.w
 ARGS = b"12345678"
 HEAD_START = b"POST /v1/functions/echo/echo HTTP/1.1\r\nHost: slow\r\nX-Slow: "
 BODY_HEAD = b"POST /v1/functions/echo/echo HTTP/1.1\r\nHost: slow\r\nContent-Length: 10000000\r\n\r\n"
-
-
-class SlowClients:
-    """``count`` slow connections on an event loop of their own thread, each reopened when the server closes it."""
-
-    def __init__(self, host: str, port: int, count: int, kind: str, interval: float) -> None:
-        self.host, self.port, self.count, self.kind, self.interval = host, port, count, kind, interval
-        self.open = 0
-        self.opened = 0
-        self.closed_by_server = 0
-        self.answers: collections.Counter[str] = collections.Counter()  # what the server wrote before closing
-        self.connect_errors: collections.Counter[str] = collections.Counter()
-        self._stop = threading.Event()
-        self._ready = threading.Event()
-        self._thread = threading.Thread(target=lambda: asyncio.run(self._main()), name="slow-clients", daemon=True)
-
-    def start(self, deadline: float) -> None:
-        """Open every slow connection (within ``deadline`` seconds) and keep them trickling."""
-        self._thread.start()
-        if not self._ready.wait(deadline):
-            raise SystemExit(f"only {self.open} of {self.count} slow connections opened in {deadline:g} s")
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(60)
-
-    async def _main(self) -> None:
-        kinds = ["head", "body"] if self.kind == "both" else [self.kind]
-        tasks = [asyncio.create_task(self._connection(kinds[i % len(kinds)], i)) for i in range(self.count)]
-        while not self._stop.is_set():
-            if self.open >= self.count:
-                self._ready.set()
-            await asyncio.sleep(0.1)
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-
-    async def _connection(self, kind: str, i: int) -> None:
-        await asyncio.sleep(i * 0.001)  # a ramp: about 1,000 new connections a second
-        while not self._stop.is_set():
-            try:
-                reader, writer = await asyncio.open_connection(self.host, self.port)
-            except OSError as exc:
-                self.connect_errors[type(exc).__name__] += 1
-                await asyncio.sleep(self.interval)
-                continue
-            self.open += 1
-            self.opened += 1
-            try:
-                await self._trickle(kind, reader, writer)
-            finally:
-                self.open -= 1
-                writer.close()
-
-    async def _trickle(self, kind: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            writer.write(HEAD_START if kind == "head" else BODY_HEAD)
-            while not self._stop.is_set():
-                try:
-                    data = await asyncio.wait_for(reader.read(4096), self.interval)
-                except asyncio.TimeoutError:
-                    writer.write(b"a")
-                    continue
-                self.closed_by_server += 1
-                self.answers[data[:12].decode("latin-1") or "(closed)"] += 1
-                break
-        except OSError as exc:
-            self.closed_by_server += 1
-            self.answers[type(exc).__name__] += 1
-        await asyncio.sleep(self.interval)  # then a new one: slow clients, not a flood of connections
+#: What each kind of slow connection sends before it trickles.
+PREFIXES = {"head": HEAD_START, "body": BODY_HEAD}
 
 
 def good_client(host: str, port: int, until: float, timeout: float, results: list) -> None:
@@ -167,14 +101,6 @@ def good_figures(results: list) -> dict:
     return figures
 
 
-def raise_descriptor_limit(needed: int) -> int:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < needed:
-        soft = hard if hard == resource.RLIM_INFINITY else min(max(needed, soft), hard)
-        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
-    return soft
-
-
 def resources(pid: int) -> dict:
     from essa.testing.resources import sample
 
@@ -194,9 +120,10 @@ def run(args, essa: list[str], home: Path) -> dict:
         warm: list = []
         good_client(host, int(port), time.monotonic() + 1, args.request_timeout, warm)
         report = {"baseline": good_figures(warm), "server_before": resources(proc.pid)}
-        slow = SlowClients(host, int(port), args.slow, args.kind, args.interval)
-        slow.start(deadline=120)
-        report["slow_open_at_start"] = slow.open
+        kinds = list(PREFIXES) if args.kind == "both" else [args.kind]
+        slow = {kind: SlowClients(host, int(port), PREFIXES[kind], args.slow // len(kinds), args.interval,
+                                  reopen=True).start() for kind in kinds}
+        report["slow_open_at_start"] = sum(s.open for s in slow.values())
         results: list = []
         until = time.monotonic() + args.seconds
         clients = [threading.Thread(target=good_client, args=(host, int(port), until, args.request_timeout, results))
@@ -206,11 +133,12 @@ def run(args, essa: list[str], home: Path) -> dict:
         for thread in clients:
             thread.join()
         report["server_during"] = resources(proc.pid)
-        report["slow_open_at_end"] = slow.open
-        slow.stop()
+        report["slow_open_at_end"] = sum(s.open for s in slow.values())
+        for kind_of_slow in slow.values():
+            kind_of_slow.stop()
         report["good"] = good_figures(results)
-        report["slow_connections"] = {"opened": slow.opened, "closed_by_server": slow.closed_by_server,
-                          "server_wrote": dict(slow.answers), "connect_errors": dict(slow.connect_errors)}
+        report["slow_connections"] = {kind: {"opened": s.opened, "answered_or_closed": dict(s.closed),
+                                             "refused": dict(s.refused)} for kind, s in slow.items()}
         report["server_log_lines"] = log.read_text().splitlines()[-12:]
         return report
     finally:

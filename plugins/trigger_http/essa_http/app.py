@@ -76,9 +76,9 @@ class RequestSlots:
     def refuse_if_full(self, close: bool = False) -> None:
         """Raise the 503 answer if ``limit`` requests are being served (``close``: the body was not read)."""
         if self.serving >= self.limit:
-            problems.warning("max-requests", "%d requests being served (max-requests): answered 503", self.limit)
-            raise HttpError(503, f"the server is busy: {self.limit} requests are being served (max-requests); "
-                            "try again", "busy", close=close)
+            problems.warning("max-requests", "max-requests (%d) being served: answered 503", self.limit)
+            raise HttpError(503, f"the server is busy: it serves at most {self.limit} requests at once "
+                            "(max-requests); try again", "busy", close=close)
 
     @contextlib.contextmanager
     def taken(self) -> Iterator[None]:

@@ -37,7 +37,7 @@ from essa.ratelimit import RateLimitedLog
 
 from .errors import error_body
 from .limits import BODY_MIN_RATE, ConnectionLimits
-from .metrics import problems
+from .metrics import HttpMetrics, problems
 
 #: Most bytes of a request line and headers together.
 MAX_HEAD = 64 << 10
@@ -58,8 +58,9 @@ class Connections:
     closed at once.
     """
 
-    def __init__(self, limits: ConnectionLimits) -> None:
+    def __init__(self, limits: ConnectionLimits, metrics: HttpMetrics) -> None:
         self.limits = limits
+        self.metrics = metrics
         #: Connections without a request under way, the one waiting longest first.
         self._waiting: collections.OrderedDict[BoundedHttpToolsProtocol, None] = collections.OrderedDict()
 
@@ -78,13 +79,18 @@ class Connections:
             return True
         if self._waiting:
             victim, _ = self._waiting.popitem(last=False)
-            problems.warning("max-connections", "%d connections open (max-connections): closed the one "
-                             "waiting longest for a request", self.limits.max_connections)
+            self.closing("evicted", "%d connections open (max-connections): closed the one waiting longest for a "
+                         "request", self.limits.max_connections)
             victim.close_waiting()
             return True
-        problems.warning("max-connections full", "%d connections open (max-connections), each with a request "
-                         "under way: refused a new one with 503", self.limits.max_connections)
+        self.closing("refused", "%d connections open (max-connections), each with a request under way: refused a "
+                     "new one with 503", self.limits.max_connections)
         return False
+
+    def closing(self, reason: str, line: str, *args: object) -> None:
+        """Note a connection closed early for ``reason``: counted, and logged (rate-limited, per kind of line)."""
+        self.metrics.closed.labels(reason).inc()
+        problems.warning(line, line, *args)  # one kind of line each
 
 
 class BoundedHttpToolsProtocol(HttpToolsProtocol):
@@ -225,20 +231,21 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     def _head_late(self) -> None:
         timeout = self._limits.header_timeout
         if not self._in_head:  # it sent nothing since it opened
-            problems.warning("header-timeout idle", "closed a connection that sent no request within %g s "
-                             "(header-timeout)", timeout)
+            self._connections.closing("header-timeout", "closed a connection that sent no request within %g s "
+                                      "(header-timeout)", timeout)
             self.transport.close()
             return
-        problems.warning("header-timeout", "answered 408 to a request whose head did not arrive within %g s "
-                         "(header-timeout), and closed its connection", timeout)
+        self._connections.closing("header-timeout", "answered 408 to a request whose head did not arrive within "
+                                  "%g s (header-timeout), and closed its connection", timeout)
         self._answer_and_close(408, f"the request's line and headers did not arrive within {timeout:g} s "
                                     "(header-timeout)", "timeout")
 
     def _body_late(self) -> None:
         timeout = self._limits.body_timeout
-        problems.warning("body-timeout", "answered 408 to a request whose body arrived too slowly (%d bytes in "
-                         "%.0f s; body-timeout %g s plus 1 s per %d bytes), and closed its connection",
-                         self._body_bytes, self.loop.time() - self._body_started, timeout, BODY_MIN_RATE)
+        self._connections.closing("body-timeout", "answered 408 to a request whose body arrived too slowly (%d "
+                                  "bytes in %.0f s; body-timeout %g s plus 1 s per %d bytes), and closed its "
+                                  "connection", self._body_bytes, self.loop.time() - self._body_started, timeout,
+                                  BODY_MIN_RATE)
         cycle = self.cycle
         if cycle is None or cycle.response_started:
             self.transport.close()
@@ -309,7 +316,7 @@ class Server(uvicorn.Server):
             self._ready()
 
 
-def make_server(app: Any, ready: Callable[[], None], limits: ConnectionLimits,
+def make_server(app: Any, ready: Callable[[], None], limits: ConnectionLimits, metrics: HttpMetrics,
                 shutdown_timeout: float | None) -> Server:
     """A :class:`Server` for ``app`` with essa's settings (no access log of uvicorn's own: see metrics).
 
@@ -318,7 +325,7 @@ def make_server(app: Any, ready: Callable[[], None], limits: ConnectionLimits,
     connections, the routes cap requests.
     """
     OneLineLog.install()
-    connections = Connections(limits)
+    connections = Connections(limits, metrics)
     config = uvicorn.Config(
         app,
         http=functools.partial(BoundedHttpToolsProtocol, connections=connections),
@@ -332,7 +339,9 @@ def make_server(app: Any, ready: Callable[[], None], limits: ConnectionLimits,
         timeout_keep_alive=limits.keep_alive,  # type: ignore[arg-type]  (a float works)
         timeout_graceful_shutdown=shutdown_timeout,
     )
-    return Server(config, ready)
+    server = Server(config, ready)
+    metrics.connections.set_function(lambda: len(server.server_state.connections))
+    return server
 
 
 __all__ = ["MAX_HEAD", "BoundedHttpToolsProtocol", "Connections", "OneLineLog", "Server", "make_server"]

@@ -102,8 +102,9 @@ class HttpTrigger(Trigger):
         address = f"http://{f'[{host}]' if ':' in host else host}:{port}"
         pool = concurrent.futures.ThreadPoolExecutor(self.threads, thread_name_prefix="essa-http")
         try:
-            app = Routes(self.connection, self.config.max_message_bytes, HttpMetrics(), pool, self.max_requests).app()
-            server = make_server(app, lambda: ready and ready(address), self._fitted_limits(),
+            metrics = HttpMetrics()
+            app = Routes(self.connection, self.config.max_message_bytes, metrics, pool, self.max_requests).app()
+            server = make_server(app, lambda: ready and ready(address), self._fitted_limits(), metrics,
                                  self.config.shutdown_timeout)
             self._server = server
             self._apply_stop()  # a stop asked before the server existed
