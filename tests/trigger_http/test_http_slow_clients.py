@@ -195,6 +195,18 @@ def test_a_trickled_body_is_answered_408_at_the_body_timeout_and_closed(servers,
     assert log.count("answered 408 to a request whose body arrived too slowly") == 1
 
 
+def test_pipelined_requests_are_each_answered_and_a_slow_last_head_still_times_out(servers, memo):
+    server = servers.start("--trigger-option", "header-timeout=1")
+    with socket.create_connection(address(server.url), timeout=DEADLINE) as pipelined:
+        pipelined.sendall(b"".join(b"POST " + ECHO.encode() + b" HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n"
+                                   + f"p{i}".encode() for i in range(3)) + HEAD)
+        answer = read_until_closed(pipelined)
+    answers = answer.split(b"HTTP/1.1 ")[1:]
+    assert [a[:3] for a in answers] == [b"200", b"200", b"200", b"408"], answer
+    assert [a[-2:] for a in answers[:3]] == [b"p0", b"p1", b"p2"]
+    assert server.stop() == 0 and "Traceback" not in server.log_text()
+
+
 def read_until_closed_or(sock: socket.socket, end: bytes) -> bytes:
     """What the server sends on ``sock`` until it closes it or what it sent ends with ``end``."""
     sock.settimeout(DEADLINE)

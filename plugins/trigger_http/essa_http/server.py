@@ -152,7 +152,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         super().on_message_begin()
         self._head_bytes = 0
         self._in_head = True
-        if self._deadline is None:  # a later request on a kept-alive connection
+        if self._deadline is None and not self._answering():  # a later request on a kept-alive connection
             self._watch(self.loop.time() + self._limits.header_timeout, "head")
 
     def on_url(self, url: bytes) -> None:
@@ -192,6 +192,12 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         super().on_response_complete()
         if idle and not self.transport.is_closing():
             self._connections.waiting(self)
+            if self._in_head and self._deadline is None:  # the next head began while this answer was made
+                self._watch(self.loop.time() + self._limits.header_timeout, "head")
+
+    def _answering(self) -> bool:
+        """Whether a request's answer is under way (a head deadline then waits for its end: see above)."""
+        return self.cycle is not None and not self.cycle.response_complete
 
     def send_400_response(self, msg: str) -> None:
         self._answer_and_close(400, self._refusal or "malformed HTTP request", "invalid")
