@@ -9,9 +9,12 @@ are capped apart. No test depends on how fast anything is.
 from __future__ import annotations
 
 import json
+import re
 import socket
+import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -269,6 +272,22 @@ def test_a_new_connection_over_max_connections_closes_the_one_waiting_longest(se
     log = server.log_text()
     assert "Traceback" not in log
     assert "20 connections open (max-connections): closed the one waiting longest for a request" in log
+
+
+def test_max_connections_fits_the_descriptor_limit_which_serve_raises_first(servers, memo):
+    """Soft limit 100, hard 400: serve raises the soft one to 400, and max-connections to 400 - 128 = 272."""
+    limited = [sys.executable, "-c", "import os, resource, sys; resource.setrlimit(resource.RLIMIT_NOFILE, "
+               "(100, 400)); os.execv(sys.executable, [sys.executable, '-m', 'essa', *sys.argv[1:]])"]
+    server = servers.start("--trigger-option", "max-connections=1000,header-timeout=600", command=limited)
+    limits = Path(f"/proc/{server.proc.pid}/limits").read_text()
+    assert re.search(r"Max open files +400 +400 ", limits), limits
+    assert "max-connections lowered from 1000 to 272: the limit of open descriptors (ulimit -n)" in server.log_text()
+    host, port = address(server.url)
+    with SlowClients(host, port, b"", 450, interval=0.2, drip=b"") as idle:  # more than 400 descriptors
+        wait_until(lambda: idle.closed_count >= 450 - 272, "the oldest idle connections to be closed for room")
+        echo_ok(server.url, 0)  # the server's descriptors never ran out
+    assert set(idle.closed) == {"(nothing)"}
+    assert server.stop() == 0 and "Traceback" not in server.log_text()
 
 
 def test_a_new_connection_is_refused_with_503_when_every_one_has_a_request_under_way(servers, memo):

@@ -265,7 +265,9 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         cycle.message_event.set()
 
     def _answer_and_close(self, status: int, line: str, kind: str) -> None:
-        """Answer ``{"error": line, "kind": kind}`` with ``status`` and close the connection."""
+        """Answer ``{"error": line, "kind": kind}`` with ``status`` and close the connection (unless closing)."""
+        if self.transport.is_closing():
+            return
         body = error_body(line, kind)
         head = [STATUS_LINE[status]]
         for name, value in self.server_state.default_headers:
