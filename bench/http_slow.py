@@ -52,7 +52,8 @@ import http.client  # noqa: E402  (the standard library's, now)
 
 from embedded import ECHO_WAT, percentiles  # noqa: E402
 
-from essa.testing.slow_clients import SlowClients, raise_descriptor_limit  # noqa: E402
+from essa.descriptors import raise_open_files_limit  # noqa: E402
+from essa.testing.slow_clients import SlowClients  # noqa: E402
 
 
 def _bench_http():
@@ -212,7 +213,7 @@ def main() -> None:
     report: dict = {"engine": args.engine, "python": sys.version.split()[0], "cpus": os.cpu_count(),
                     "mode": args.mode, "slow": args.slow, "kind": args.kind, "interval": args.interval,
                     "seconds": args.seconds, "clients": args.clients, "trigger_options": args.trigger_option,
-                    "client_fd_limit": raise_descriptor_limit(args.slow + 256), "uptime_before": uptime()}
+                    "client_fd_limit": raise_open_files_limit(args.slow + 256), "uptime_before": uptime()}
     with tempfile.TemporaryDirectory() as tmp:
         home = Path(tmp)
         os.environ["ESSA_HOME"] = str(home / "essa")

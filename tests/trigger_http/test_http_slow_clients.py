@@ -21,8 +21,9 @@ import pytest
 pytest.importorskip("essa_http", reason="essa-plugin-http is not installed")
 pytest.importorskip("essa_lmdb", reason="essa-plugin-lmdb is not installed")
 
+from essa.descriptors import raise_open_files_limit  # noqa: E402
 from essa.testing.resources import sample  # noqa: E402
-from essa.testing.slow_clients import SlowClients, raise_descriptor_limit  # noqa: E402
+from essa.testing.slow_clients import SlowClients  # noqa: E402
 
 from .helpers import DEADLINE, essa, ok, request, wait_until  # noqa: E402
 
@@ -100,7 +101,7 @@ def test_slow_clients_do_not_keep_well_behaved_ones_from_being_served(servers, m
     every other request 503 until they left.
     """
     slow_bodies, slow_heads = 1000, 100
-    if raise_descriptor_limit(slow_bodies + slow_heads + 256) < slow_bodies + slow_heads + 256:
+    if raise_open_files_limit(slow_bodies + slow_heads + 256) < slow_bodies + slow_heads + 256:
         pytest.skip("the limit of open descriptors is too low for this test")
     server = servers.start()
     url = server.url

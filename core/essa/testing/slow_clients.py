@@ -11,19 +11,9 @@ all along.
 from __future__ import annotations
 
 import collections
-import resource
 import socket
 import threading
 import time
-
-
-def raise_descriptor_limit(needed: int) -> int:
-    """Raise this process's soft limit of open descriptors toward ``needed`` (at most the hard limit); return it."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft != resource.RLIM_INFINITY and soft < needed:
-        soft = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
-        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
-    return soft
 
 
 class SlowClients:
@@ -128,4 +118,4 @@ class SlowClients:
         return True
 
 
-__all__ = ["SlowClients", "raise_descriptor_limit"]
+__all__ = ["SlowClients"]

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from essa.descriptors import raise_open_files_limit
+
 #: A request body may take ``body-timeout`` seconds plus one second per this many bytes received.
 BODY_MIN_RATE = 1024
 #: Descriptors left for everything but connections (the store, the cluster's links, threads' pipes, ...).
@@ -40,20 +42,7 @@ def descriptor_room() -> int:
 
     :data:`RESERVED_DESCRIPTORS` stay for everything else the process opens.
     """
-    try:
-        import resource
-    except ImportError:  # not a POSIX system: nothing to raise, nothing known
-        return 1 << 30
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    unlimited = resource.RLIM_INFINITY
-    if soft != unlimited and (hard == unlimited or soft < hard):
-        wanted = hard if hard != unlimited else max(soft, 1 << 20)
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
-            soft = wanted
-        except (ValueError, OSError):  # e.g. above the kernel's nr_open: keep what there is
-            pass
-    return max(1, (1 << 30 if soft == unlimited else soft) - RESERVED_DESCRIPTORS)
+    return max(1, raise_open_files_limit() - RESERVED_DESCRIPTORS)
 
 
 __all__ = ["BODY_MIN_RATE", "RESERVED_DESCRIPTORS", "ConnectionLimits", "descriptor_room"]
