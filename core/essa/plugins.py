@@ -218,6 +218,11 @@ class PluginManager:
     def trigger_class(self, name: str) -> type[Trigger]:
         return self.triggers.get(name)
 
+    def trigger_options(self) -> list[tuple[str, str, str]]:
+        """``(trigger, key, description)`` of every installed trigger's ``--trigger-option`` keys, in order."""
+        return [(r.name, key, text) for r in sorted(self.triggers, key=lambda r: r.name)
+                for key, text in r.cls.option_help.items()]
+
     def add_commands(self, cli: "click.Group") -> list[str]:
         """Let every plugin add CLI commands; return one error line per failure."""
         errors = []
