@@ -213,6 +213,11 @@ class PluginManager:
     def trigger_class(self, name: str) -> type:
         return self.triggers.get(name)
 
+    def trigger_options(self) -> list[tuple[str, str, str]]:
+        """``(trigger, key, description)`` of every installed trigger's ``--trigger-option`` keys, in order."""
+        return [(r.name, key, text) for r in sorted(self.triggers, key=lambda r: r.name)
+                for key, text in r.cls.option_help.items()]
+
     def access(self) -> list[tuple[str, dict[str, list[str]]]]:
         """The ``(role, keys)`` access installed plugins grant on a secure cluster (``essa_register_access``)."""
         granted: list[tuple[str, dict[str, list[str]]]] = []

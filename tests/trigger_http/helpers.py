@@ -165,15 +165,16 @@ class Servers:
     def __init__(self) -> None:
         self.started: list[Server] = []
 
-    def start(self, *args: str, verbose: bool = False) -> Server:
-        """`essa [-v] serve --listen 127.0.0.1:0 ARGS`."""
-        server = Server([*ESSA, *(["-v"] if verbose else []), "serve", "--listen", "127.0.0.1:0", *args])
-        self.started.append(server)
-        return server
+    def start(self, *args: str, verbose: bool = False, command: list[str] = ESSA) -> Server:
+        """`essa [-v] serve --listen 127.0.0.1:0 ARGS` (``command``: what runs ``essa``)."""
+        return self.spawn([*command, *(["-v"] if verbose else []), "serve", "--listen", "127.0.0.1:0", *args])
 
     def up(self, *args: str) -> Server:
         """`essa up ARGS` (give it --http)."""
-        server = Server([*ESSA, "up", *args])
+        return self.spawn([*ESSA, "up", *args])
+
+    def spawn(self, command: list[str]) -> Server:
+        server = Server(command)
         self.started.append(server)
         return server
 

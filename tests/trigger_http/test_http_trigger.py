@@ -269,8 +269,13 @@ def test_an_access_log_line_per_request_only_with_verbose(servers, memo):
     assert "POST /v1/functions/memo/echo 200" in lines[0] and "GET /v1/state/memo/nothing 404" in lines[1]
 
 
-def test_essa_plugins_lists_the_trigger():
-    assert "trigger http" in ok(essa("plugins"))
+def test_essa_plugins_and_serve_help_list_the_trigger_and_its_options():
+    listing = ok(essa("plugins"))
+    assert "trigger http" in listing
+    help_text = ok(essa("serve", "--help"))
+    assert "Trigger options (--trigger-option KEY=VALUE)" in help_text
+    for key in ("max-requests", "max-connections", "header-timeout", "body-timeout", "keep-alive", "threads"):
+        assert key in listing and f"http: {key}" in help_text, key
 
 
 def test_an_unknown_trigger_or_a_taken_address_fail_in_one_line(servers, monkeypatch):
@@ -283,6 +288,8 @@ def test_an_unknown_trigger_or_a_taken_address_fail_in_one_line(servers, monkeyp
     assert f"cannot listen on {taken}" in cli_error("serve", "--listen", taken)
     assert "give HOST:PORT" in cli_error("serve", "--listen", "nowhere")
     assert "no option 'colour'" in cli_error("serve", "--trigger-option", "colour=blue")
+    for bad in ("header-timeout=0", "body-timeout=soon", "max-requests=1.5", "max-connections=-3"):
+        assert f"--trigger-option {bad.split('=')[0]}=" in cli_error("serve", "--trigger-option", bad)
     assert "limits and grants" in cli_error("serve", "--connect", "tcp/127.0.0.1:1", "--time-limit", "1")
 
 

@@ -93,6 +93,8 @@ def test_a_plugin_registers_a_trigger(monkeypatch):
     from essa.api.trigger import Trigger
 
     class EchoTrigger(Trigger):
+        option_help = {"volume": "how loud (default 11)"}
+
         def serve(self, ready=None):  # pragma: no cover - never run
             raise NotImplementedError
 
@@ -103,6 +105,7 @@ def test_a_plugin_registers_a_trigger(monkeypatch):
     assert pm.trigger_class("echo") is EchoTrigger
     assert EchoTrigger.name == "echo"
     assert next(p for p in pm.plugins if p.name == "echo").provides == ["trigger echo"]
+    assert pm.trigger_options() == [("echo", "volume", "how loud (default 11)")]  # for essa plugins, serve --help
 
 
 def test_a_broken_plugin_is_reported_and_the_rest_still_load(monkeypatch):

@@ -669,6 +669,14 @@ def plugins() -> None:
             grants = "\n".join(getattr(cls, "grant_names", lambda: [])()) or "none"
             engines.add_row(name, grants, "\n".join(getattr(cls, "wasi_features", ())) or "-")
         console.print(engines)
+    options = manager.trigger_options()
+    if options:
+        triggers = Table(title="triggers: essa serve --trigger-option KEY=VALUE")
+        for column in ("trigger", "key", "meaning"):
+            triggers.add_column(column, overflow="fold")
+        for row in options:
+            triggers.add_row(*row)
+        console.print(triggers)
 
 
 # The service commands (deploy, ls, rm, functions, call, state) use the helpers above.

@@ -20,7 +20,18 @@ from essa.cli.service import connection_options, open_connection
 from essa.api.trigger import TriggerConfig
 
 
-@click.command()
+class _ServeCommand(click.Command):
+    """``essa serve``, whose help ends with the ``--trigger-option`` keys of every installed trigger."""
+
+    def format_epilog(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        super().format_epilog(ctx, formatter)
+        options = get_plugin_manager().trigger_options()
+        if options:
+            with formatter.section("Trigger options (--trigger-option KEY=VALUE)"):
+                formatter.write_dl([(f"{trigger}: {key}", text) for trigger, key, text in options])
+
+
+@click.command(cls=_ServeCommand)
 @click.option("--trigger", "trigger_name", metavar="NAME", envvar="ESSA_TRIGGER", default=DEFAULTS["trigger"], show_default=True,
               help="The trigger to run (env ESSA_TRIGGER); `essa plugins` lists the installed ones.")
 @click.option("--listen", metavar="ADDRESS",
@@ -31,7 +42,8 @@ from essa.api.trigger import TriggerConfig
 @click.option("--shutdown-timeout", type=click.FloatRange(min=0), default=30.0, show_default=True,
               help="Seconds requests in flight may take to finish after SIGTERM or Ctrl-C; then they are cancelled.")
 @click.option("--trigger-option", "trigger_options", multiple=True, metavar="KEY=VALUE",
-              help="A setting of the trigger (see its README); repeatable, or comma-separated.")
+              help="A setting of the trigger (listed below, and by `essa plugins`); repeatable, or "
+                   "comma-separated.")
 @limit_options
 @click.pass_context
 def serve(ctx: click.Context, trigger_name: str, listen: str | None, connect: tuple[str, ...],

@@ -5,6 +5,10 @@ deployment requests wait for an answer) run on a thread pool; the event loop
 only awaits futures, so one slow request never holds up the others. Every
 error is answered with a status and ``{"error": LINE, "kind": KIND}`` (see
 :mod:`essa_http.errors`); nothing a client sends can make a route raise.
+
+At most ``max-requests`` requests are served at once (:class:`RequestSlots`);
+a request counts once its body has arrived, so clients still sending theirs
+(slowly, perhaps) never keep others from being served.
 """
 
 from __future__ import annotations
@@ -12,15 +16,16 @@ from __future__ import annotations
 import asyncio
 import collections
 import concurrent.futures
+import contextlib
 import json
 import re
 import threading
-from typing import Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable, Iterator
 from urllib.parse import unquote_to_bytes
 
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.concurrency import run_in_threadpool
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route, Router
 
@@ -41,8 +46,13 @@ OCTET_STREAM = "application/octet-stream"
 HEALTH_TIMEOUT = 5.0
 #: Distinct access tokens whose connection views are kept (least recently used dropped first).
 TOKEN_VIEWS = 256
+#: Methods whose requests carry a body that the routes read (before the request counts as served).
+BODY_METHODS = frozenset({"POST", "PUT"})
+#: The status noted (metrics, access log) for a request whose client left before it was answered (nginx's).
+CLIENT_GONE = 499
 
-Handler = Callable[[Request], Awaitable[Response]]
+#: A route's handler: the request and its body (empty unless the method is one of :data:`BODY_METHODS`).
+Handler = Callable[[Request, bytes], Awaitable[Response]]
 
 
 def json_response(data: Any, status: int = 200) -> Response:
@@ -56,20 +66,50 @@ def error_response(error: HttpError, headers: dict[str, str] | None = None) -> R
     return Response(error.body(), error.status, headers=headers, media_type="application/json")
 
 
+class RequestSlots:
+    """The requests being served at once: at most ``limit`` (the ``max-requests`` option); more are answered 503.
+
+    Used on the event loop only (no lock).
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.serving = 0
+
+    def refuse_if_full(self, close: bool = False) -> None:
+        """Raise the 503 answer if ``limit`` requests are being served (``close``: the body was not read)."""
+        if self.serving >= self.limit:
+            problems.warning("max-requests", "max-requests (%d) being served: answered 503", self.limit)
+            raise HttpError(503, f"the server is busy: it serves at most {self.limit} requests at once "
+                            "(max-requests); try again", "busy", close=close)
+
+    @contextlib.contextmanager
+    def taken(self) -> Iterator[None]:
+        """Count one request as served for the block (or raise the 503 answer)."""
+        self.refuse_if_full()
+        self.serving += 1
+        try:
+            yield
+        finally:
+            self.serving -= 1
+
+
 class Routes:
     """The trigger's routes over ``connection``.
 
     :param max_body: the largest request body read (the message size limit);
         a larger one is refused with 413 before it is read whole.
     :param pool: threads for the API's blocking parts.
+    :param max_requests: requests served at once (see :class:`RequestSlots`).
     """
 
     def __init__(self, connection: Connection, max_body: int, metrics: HttpMetrics,
-                 pool: concurrent.futures.ThreadPoolExecutor) -> None:
+                 pool: concurrent.futures.ThreadPoolExecutor, max_requests: int = 1000) -> None:
         self.connection = connection
         self.max_body = max_body
         self.metrics = metrics
         self.pool = pool
+        self.slots = RequestSlots(max_requests)
         self._health: asyncio.Future | None = None
         self._views: collections.OrderedDict[str, Connection] = collections.OrderedDict()
         self._views_lock = threading.Lock()
@@ -87,11 +127,20 @@ class Routes:
 
     def _route(self, path: str, **handlers: Handler) -> Route:
         """A route whose methods are ``handlers`` (405 for any other)."""
-        route = Route(path, _Endpoint(path, handlers))
+        route = Route(path, _Endpoint(path, handlers, self))
         # A state key may hold line breaks: starlette's "." stops at one (a key with one inside found no
         # route) and its "$" matched before a final one (dropped from the key). Match them as any character.
         route.path_regex = re.compile(route.path_regex.pattern, re.DOTALL)
         return route
+
+    async def serve(self, request: Request, handler: Handler) -> Response:
+        """``handler``'s answer to ``request``, which counts as served once its body (if any) has arrived."""
+        body = b""
+        if request.method in BODY_METHODS:
+            self.slots.refuse_if_full(close=True)  # before reading a body that would not be served
+            body = await self._body(request)
+        with self.slots.taken():
+            return await handler(request, body)
 
     async def _no_route(self, scope, receive, send) -> None:
         error = HttpError(404, f"no route {scope['method']} {scope['path'][:200]} (routes: POST /v1/functions/NAME/"
@@ -146,10 +195,9 @@ class Routes:
 
     # -- routes ------------------------------------------------------------------------
 
-    async def call(self, request: Request) -> Response:
+    async def call(self, request: Request, args: bytes) -> Response:
         """``POST /v1/functions/{deployment}/{function}``: body = arguments, answer = result."""
         params = request.path_params
-        args = await self._body(request)
         loop = asyncio.get_running_loop()
         start = loop.run_in_executor(self.pool, self._connection(request).call_async, params["deployment"],
                                      params["function"], args)
@@ -163,15 +211,14 @@ class Routes:
         # Functions cannot set a content type (a result is bytes), so the request's passes through.
         return Response(result, headers={"content-type": request.headers.get("content-type") or OCTET_STREAM})
 
-    async def get_state(self, request: Request) -> Response:
+    async def get_state(self, request: Request, _body: bytes) -> Response:
         """``GET /v1/state/{deployment}/{key}``: the JSON view of the value, 404 if there is none."""
         value = await self._blocking(self._read, self._connection(request), request.path_params["deployment"],
                                      _state_key(request))
         return json_response(to_json(value))
 
-    async def put_state(self, request: Request) -> Response:
+    async def put_state(self, request: Request, body: bytes) -> Response:
         """``PUT /v1/state/{deployment}/{key}``: merge the JSON view in the body; answer the merged value."""
-        body = await self._body(request)
         try:
             value = from_json(json.loads(body), "the body")
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -182,12 +229,12 @@ class Routes:
                                       _state_key(request), value)
         return json_response(to_json(merged))
 
-    async def deployments(self, request: Request) -> Response:
+    async def deployments(self, request: Request, _body: bytes) -> Response:
         """``GET /v1/deployments``: the latest version of each, as ``essa ls --json`` prints them."""
         found = await self._blocking(self._connection(request).deployments)
         return json_response([d.as_dict() for d in found])
 
-    async def healthz(self, request: Request) -> Response:
+    async def healthz(self, request: Request, _body: bytes) -> Response:
         """``GET /healthz``: 200 when essa answers (lists its deployments) within :data:`HEALTH_TIMEOUT`, else 503.
 
         Concurrent probes share one check, so a hung cluster cannot pile up threads.
@@ -205,7 +252,7 @@ class Routes:
             raise HttpError(503, str(exc), from_essa_error(exc).kind) from None
         return json_response({"ok": True, "where": self.connection.where, "deployments": len(found)})
 
-    async def prometheus(self, request: Request) -> Response:
+    async def prometheus(self, request: Request, _body: bytes) -> Response:
         """``GET /metrics``: Prometheus text (see :func:`essa_http.metrics.exposition`)."""
         body = await run_in_threadpool(exposition, self.metrics, self.connection)  # asks the cluster: blocks
         return Response(body, media_type=CONTENT_TYPE_LATEST)
@@ -248,10 +295,11 @@ def _state_key(request: Request) -> str:
 class _Endpoint:
     """The ASGI application of one route: dispatches by method; every error becomes an error answer."""
 
-    def __init__(self, path: str, handlers: dict[str, Handler]) -> None:
+    def __init__(self, path: str, handlers: dict[str, Handler], routes: Routes) -> None:
         self.path = path.replace(":path}", "}")
         self.handlers = handlers
         self.allowed = ", ".join(handlers)
+        self.routes = routes
 
     async def __call__(self, scope, receive, send) -> None:
         scope["essa.route"] = self.path  # the metrics' route label
@@ -264,11 +312,14 @@ class _Endpoint:
             if handler is None:
                 error = HttpError(405, f"{request.method} is not allowed here (allowed: {self.allowed})", "invalid")
                 return error_response(error, {"allow": self.allowed})
-            return await handler(request)
+            return await self.routes.serve(request, handler)
         except HttpError as exc:
             return error_response(exc)
         except EssaError as exc:
             return error_response(from_essa_error(exc))
+        except ClientDisconnect:  # the client left, or was closed for sending its body too slowly
+            timed_out = request.scope.get("essa.closed") == "body-timeout"
+            return Response(status_code=408 if timed_out else CLIENT_GONE)  # noted; the connection is gone
         except asyncio.CancelledError:
             # The server stops and waits no longer (the shutdown timeout passed, or a second
             # signal): the call is cancelled too. Tell the client instead of dropping it.
@@ -285,4 +336,4 @@ def _cancel_started_call(start: asyncio.Future) -> None:
         start.result().cancel()
 
 
-__all__ = ["HEALTH_TIMEOUT", "OCTET_STREAM", "TOKEN_VIEWS", "Routes"]
+__all__ = ["BODY_METHODS", "CLIENT_GONE", "HEALTH_TIMEOUT", "OCTET_STREAM", "TOKEN_VIEWS", "RequestSlots", "Routes"]

@@ -51,6 +51,12 @@ class HttpMetrics:
                                   ["route"], buckets=BUCKETS, registry=self.registry)
         self.in_flight = Gauge("essa_http_requests_in_flight", "HTTP requests being answered.",
                                registry=self.registry)
+        #: Set to count the server's connections when it starts (:func:`essa_http.server.make_server`).
+        self.connections = Gauge("essa_http_connections", "HTTP connections open.", registry=self.registry)
+        self.closed = Counter("essa_http_connections_closed", "Connections the server closed before their request "
+                              "was answered, by reason: header-timeout, body-timeout, evicted (the one waiting "
+                              "longest, for a new one over max-connections), refused (a new one over "
+                              "max-connections, all busy).", ["reason"], registry=self.registry)
         self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
     def observe(self, route: str, method: str, status: int, seconds: float) -> None:

@@ -7,12 +7,16 @@ it); starlette, uvicorn and prometheus-client are imported by :meth:`serve`.
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
 import importlib.util
+import logging
 import socket
 from typing import Callable
 
 from essa.errors import EssaError
 from essa.api.trigger import Trigger, TriggerConfig
+
+from .limits import ConnectionLimits, descriptor_room
 
 #: Modules the trigger needs (the distribution depends on them).
 REQUIRED = ("starlette", "uvicorn", "httptools", "prometheus_client")
@@ -50,8 +54,15 @@ class HttpTrigger(Trigger):
 
     default_listen = "127.0.0.1:8080"
     option_help = {
-        "max-connections": "connections (and requests) served at once; more are answered 503 (default 1000)",
-        "keep-alive": "seconds an idle keep-alive connection stays open (default 5)",
+        "max-requests": "requests served at once (a request counts once its body has arrived); more are "
+                        "answered 503 (default 1000)",
+        "max-connections": "connections open at once, idle and slow ones included (default 10000, at most what "
+                           "the descriptor limit allows); a new one over it closes the one waiting longest for a "
+                           "request",
+        "header-timeout": "seconds a request's line and headers may take to arrive (default 10); then 408, closed",
+        "body-timeout": "seconds a request's body may take to arrive, plus 1 s per KiB received (default 20); "
+                        "then 408, closed",
+        "keep-alive": "seconds an idle connection stays open after an answer (default 5)",
         "threads": "threads running the API's blocking parts: starting calls, state and deployment requests "
                    "(default 32)",
     }
@@ -60,8 +71,15 @@ class HttpTrigger(Trigger):
         super().__init__(connection, config)
         self.host, self.port = parse_listen(config.listen or self.default_listen)
         options = dict(config.options)
-        self.max_connections = int(_positive(options, "max-connections", 1000, int))
-        self.keep_alive = float(_positive(options, "keep-alive", 5.0, float))
+        defaults = ConnectionLimits()
+        self.max_requests = int(_positive(options, "max-requests", 1000, int))
+        self._max_connections_given = "max-connections" in options
+        self.limits = ConnectionLimits(
+            max_connections=int(_positive(options, "max-connections", defaults.max_connections, int)),
+            header_timeout=float(_positive(options, "header-timeout", defaults.header_timeout, float)),
+            body_timeout=float(_positive(options, "body-timeout", defaults.body_timeout, float)),
+            keep_alive=float(_positive(options, "keep-alive", defaults.keep_alive, float)),
+        )
         self.threads = int(_positive(options, "threads", 32, int))
         if options:
             raise EssaError(f"the http trigger has no option {sorted(options)[0]!r} "
@@ -84,8 +102,9 @@ class HttpTrigger(Trigger):
         address = f"http://{f'[{host}]' if ':' in host else host}:{port}"
         pool = concurrent.futures.ThreadPoolExecutor(self.threads, thread_name_prefix="essa-http")
         try:
-            app = Routes(self.connection, self.config.max_message_bytes, HttpMetrics(), pool).app()
-            server = make_server(app, lambda: ready and ready(address), self.keep_alive, self.max_connections,
+            metrics = HttpMetrics()
+            app = Routes(self.connection, self.config.max_message_bytes, metrics, pool, self.max_requests).app()
+            server = make_server(app, lambda: ready and ready(address), self._fitted_limits(), metrics,
                                  self.config.shutdown_timeout)
             self._server = server
             self._apply_stop()  # a stop asked before the server existed
@@ -93,6 +112,17 @@ class HttpTrigger(Trigger):
         finally:
             sock.close()
             pool.shutdown(wait=False, cancel_futures=True)
+
+    def _fitted_limits(self) -> ConnectionLimits:
+        """:attr:`limits` with ``max-connections`` lowered to what the descriptor limit allows (raised first)."""
+        room = descriptor_room()
+        if self.limits.max_connections <= room:
+            return self.limits
+        level = logging.WARNING if self._max_connections_given else logging.INFO
+        logging.getLogger("essa.http").log(
+            level, "max-connections lowered from %d to %d: the limit of open descriptors (ulimit -n) leaves room "
+            "for no more", self.limits.max_connections, room)
+        return dataclasses.replace(self.limits, max_connections=room)
 
     def stop(self, force: bool = False) -> None:
         self._stopping = max(self._stopping, 2 if force else 1)
