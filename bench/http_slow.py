@@ -52,8 +52,8 @@ import http.client  # noqa: E402  (the standard library's, now)
 
 from embedded import ECHO_WAT, percentiles  # noqa: E402
 
-from essa.util.descriptors import raise_open_files_limit  # noqa: E402
 from essa.testing.slow_clients import SlowClients  # noqa: E402
+from essa.util.descriptors import raise_open_files_limit  # noqa: E402
 
 
 def _bench_http():

@@ -36,7 +36,7 @@ _LAZY = {
     "connect": "api", "Connection": "api", "State": "api", "CallError": "api",
     "Deployment": "api",
     "encode": "state.codec", "decode": "state.codec",
-    "EssaError": "errors", "NotFound": "errors", "StoreError": "errors", "ModuleError": "errors",
+    "EssaError": "errors", "NotFound": "errors", "StoreError": "errors", "ModuleError": "errors", "RunFailed": "errors",
     "InvalidKey": "errors",
     "Lattice": "state.lattice", "LwwLattice": "state.lattice", "SetLattice": "state.lattice",
     "OrderedSetLattice": "state.lattice", "SingleCausalLattice": "state.lattice",

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from essa import hookimpl
-from essa.state.memory import MemoryStore
 from essa.placement import Placement
+from essa.state.memory import MemoryStore
 from essa.transport.local import LocalTransport
 from essa.transport.zenoh import ZenohTransport
 

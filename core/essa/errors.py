@@ -51,12 +51,20 @@ class GuestExit(EssaError):
         self.status = status
 
 
+class RunFailed(EssaError):
+    """A run ended with an error (a trap, a bad module, no answer in time); ``exit_status`` says how."""
+
+    def __init__(self, message: str, exit_status: int = 1) -> None:
+        super().__init__(message)
+        self.exit_status = exit_status
+
+
 class StoreError(EssaError):
     """The store refused or failed an operation (type mismatch, full disk, ...)."""
 
 
 class InvalidKey(StoreError):
-    """A key cannot be stored: not text, not UTF-8 text, or empty; the message says which (see :mod:`essa.keys`)."""
+    """A key cannot be stored: not text, not UTF-8 text, or empty; the message says which (see :mod:`essa.state.keys`)."""
 
 
 class LatticeTypeError(StoreError):

@@ -15,7 +15,6 @@ import sys
 import time
 from pathlib import Path
 
-
 from essa_anna import AnnaClient
 
 ROOT = Path(__file__).resolve().parents[2]

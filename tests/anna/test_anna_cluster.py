@@ -12,8 +12,8 @@ import pytest
 pytest.importorskip("zenoh")
 pytest.importorskip("essa_anna")
 
-from essa.state.bincode import decode_lattice, encode_lattice  # noqa: E402
 from essa.errors import LatticeTypeError  # noqa: E402
+from essa.state.bincode import decode_lattice, encode_lattice  # noqa: E402
 from essa.state.lattice import (  # noqa: E402
     BoolLattice,
     LwwLattice,
@@ -25,7 +25,15 @@ from essa.state.lattice import (  # noqa: E402
     SingleCausalLattice,
 )
 
-from .helpers import ESSA, TEST_FUNCTION, AnnaCluster, essa, expected_test_function_output, free_port, wait_until  # noqa: E402
+from .helpers import (  # noqa: E402
+    ESSA,
+    TEST_FUNCTION,
+    AnnaCluster,
+    essa,
+    expected_test_function_output,
+    free_port,
+    wait_until,
+)
 
 
 def set_value(*members: bytes) -> bytes:

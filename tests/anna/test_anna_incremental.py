@@ -18,10 +18,13 @@ from hypothesis import strategies as st
 pytest.importorskip("zenoh")
 pytest.importorskip("essa_anna")
 
-from essa.state.bincode import decode_lattice, encode_lattice  # noqa: E402
 from essa.errors import DecodeError, LatticeTypeError  # noqa: E402
+from essa.state.bincode import (  # noqa: E402
+    decode_lattice,
+    encode_lattice,
+    merge_encoded,  # noqa: E402
+)
 from essa.state.lattice import LwwLattice, OrderedSetLattice, SetLattice
-from essa.state.bincode import merge_encoded  # noqa: E402
 from essa_anna.values import INLINE_LIMIT  # noqa: E402
 
 from .helpers import READY_TIMEOUT, AnnaCluster, wait_until  # noqa: E402

@@ -17,8 +17,8 @@ from hypothesis import strategies as st
 pytest.importorskip("zenoh")
 pytest.importorskip("essa_anna")
 
-from essa.state.bincode import encode_lattice  # noqa: E402
 from essa.errors import InvalidKey  # noqa: E402
+from essa.state.bincode import encode_lattice  # noqa: E402
 from essa.testing.store_keys import KEYS, STEMS, check_round_trip, value  # noqa: E402
 from essa_anna.errors import AnnaError  # noqa: E402
 from essa_anna.inbound import MAX_KEY_CHARS  # noqa: E402

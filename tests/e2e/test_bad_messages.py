@@ -9,11 +9,14 @@ are rate-limited lines, not one per message.
 from __future__ import annotations
 
 import random
-import time
 
 import pytest
 
-from .test_cli import EXPECTED_TEST_FUNCTION_OUTPUT, TEST_FUNCTION, assert_one_line_error, essa
+from .test_cli import (
+    EXPECTED_TEST_FUNCTION_OUTPUT,
+    TEST_FUNCTION,
+    assert_one_line_error,
+)
 
 pytest.importorskip("zenoh")
 pytest.importorskip("essa_lmdb")

@@ -7,7 +7,6 @@ test's own ESSA_HOME (so they share one LMDB store), and stops them.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import socket
 import subprocess

@@ -18,7 +18,12 @@ import time
 
 import pytest
 
-from .test_cli import EXPECTED_TEST_FUNCTION_OUTPUT, TEST_FUNCTION, assert_one_line_error, essa
+from .test_cli import (
+    EXPECTED_TEST_FUNCTION_OUTPUT,
+    TEST_FUNCTION,
+    assert_one_line_error,
+    essa,
+)
 
 wasmtime = pytest.importorskip("wasmtime")
 

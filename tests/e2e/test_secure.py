@@ -19,7 +19,11 @@ from pathlib import Path
 
 import pytest
 
-from .test_cli import EXPECTED_TEST_FUNCTION_OUTPUT, TEST_FUNCTION, assert_one_line_error
+from .test_cli import (
+    EXPECTED_TEST_FUNCTION_OUTPUT,
+    TEST_FUNCTION,
+    assert_one_line_error,
+)
 from .test_cluster import free_port
 from .test_service import STATEFUL
 
@@ -27,8 +31,10 @@ pytest.importorskip("zenoh")
 pytest.importorskip("essa_lmdb")
 pytest.importorskip("cryptography")
 
-from essa.security import certs
-from essa.security import tokens  # noqa: E402
+from essa.security import (
+    certs,
+    tokens,  # noqa: E402
+)
 from essa.security.tls import TlsFiles  # noqa: E402
 
 ESSA = [sys.executable, "-m", "essa"]
@@ -213,9 +219,10 @@ def test_a_client_cannot_announce_an_executor_nor_take_calls_nor_answer_control_
 
 def test_a_client_cannot_feed_or_end_another_clients_stdin(secure, tmp_path):
     """A rogue client hears the executor ask for a run's stdin (a wildcard subscription is allowed), and answers."""
+    from wasi.test_run_argv_stdin import DATA, HELPERS, START, WASI_IMPORTS, parts
+
     from essa.cluster.processes import open_transport
     from essa.testing.conformance.wat import module
-    from wasi.test_run_argv_stdin import DATA, HELPERS, START, WASI_IMPORTS, parts
 
     echo = tmp_path / "echo.wasm"
     echo.write_bytes(module(HELPERS, DATA, start=START, imports=WASI_IMPORTS))
@@ -270,7 +277,7 @@ def test_a_token_for_one_deployment_cannot_touch_another(secure, deployed):
 def test_a_deployment_token_cannot_run_other_code_in_its_namespace(secure, deployed):
     """The executor checks the module: a client naming another module in a's namespace is refused."""
     from essa.api.connection import connect as essa_connect
-    from essa.cluster.client import RunFailed
+    from essa.errors import RunFailed
 
     with essa_connect(secure.endpoint, timeout=60, tls=secure.files("client"),
                       token=secure.token(deployments=["a"])) as es:

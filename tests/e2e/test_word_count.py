@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from essa.wasm.abi import EssaResult
 from essa.state.lattice import SetLattice
+from essa.wasm.abi import EssaResult
 
 try:  # tests/e2e as a package, or as a plain directory on sys.path
     from .test_cli import essa

@@ -4,7 +4,6 @@ and read, embedded and on an `essa up` cluster with the durable anna store, and 
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -14,7 +13,8 @@ import pytest
 
 import essa
 
-from .test_cli import ROOT, essa as run_essa
+from .test_cli import ROOT
+from .test_cli import essa as run_essa
 
 WORD_COUNT = ROOT / "examples" / "word-count.wasm"
 TEXT = "The quick brown fox jumps over the lazy dog\nthe dog sleeps\n"

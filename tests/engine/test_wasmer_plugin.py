@@ -16,10 +16,9 @@ import pytest
 
 pytest.importorskip("essa_wasmer")
 
+from essa.testing.conformance.wat import module, wat2wasm  # noqa: E402
 from essa_wasmer import memcap, wasi  # noqa: E402
 from essa_wasmer.engine import WasmerEngine, _trap_message  # noqa: E402
-
-from essa.testing.conformance.wat import module, wat2wasm  # noqa: E402
 
 AVAILABLE = WasmerEngine.unavailable_reason() is None
 needs_wasmer = pytest.mark.skipif(not AVAILABLE, reason="wasmer cannot run on this Python")
@@ -137,10 +136,10 @@ def test_stdin_reads_wait_for_bytes_and_end_at_the_deadline():
     """A guest blocked reading stdin gets bytes as they arrive, and its time limit still ends it."""
     import time
 
-    from essa.wasm.limits import Limits
     from essa.errors import LimitExceeded
-    from essa.wasm.stdin import Stdin
     from essa.testing.conformance.support import invocation
+    from essa.wasm.limits import Limits
+    from essa.wasm.stdin import Stdin
 
     body = """
   (func (export "__essa_wrapper__read") (param i32)

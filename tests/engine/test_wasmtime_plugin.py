@@ -16,15 +16,14 @@ import pytest
 
 pytest.importorskip("essa_wasmtime")
 
-from essa_wasmtime import capi  # noqa: E402
-from essa_wasmtime.engine import BINDING_VARIABLE, WasmtimeEngine, _plain_engine  # noqa: E402
-
-from essa.wasm.abi import EssaResult  # noqa: E402
-from essa.errors import EssaError  # noqa: E402
 from essa.cluster.embedded import EmbeddedRuntime  # noqa: E402
+from essa.errors import EssaError  # noqa: E402
 from essa.testing.conformance.support import invocation  # noqa: E402
 from essa.testing.conformance.test_runtime import FAN, FAN_NAME  # noqa: E402
 from essa.testing.conformance.wat import module, wat2wasm  # noqa: E402
+from essa.wasm.abi import EssaResult  # noqa: E402
+from essa_wasmtime import capi  # noqa: E402
+from essa_wasmtime.engine import BINDING_VARIABLE, WasmtimeEngine, _plain_engine  # noqa: E402
 
 ECHO = "__essa_wrapper__echo"
 
@@ -139,9 +138,9 @@ def test_guest_output_callbacks_are_released_with_each_call(binding):
 
 
 def test_a_failing_output_stream_fails_the_guest_write_not_the_call(binding):
-    from essa.wasm.invocation import Invocation
     from essa.testing.conformance.support import StandaloneHost
     from essa.testing.conformance.test_runtime import PRINT_HELLO
+    from essa.wasm.invocation import Invocation
 
     class Broken:
         def write(self, stream: int, data: bytes) -> None:

@@ -21,10 +21,13 @@ from hypothesis import strategies as st
 
 pytest.importorskip("essa_lmdb")
 
-from essa.state.bincode import decode_lattice, encode_lattice  # noqa: E402
 from essa.errors import DecodeError, LatticeTypeError  # noqa: E402
+from essa.state.bincode import (  # noqa: E402
+    decode_lattice,
+    encode_lattice,
+    merge_encoded,  # noqa: E402
+)
 from essa.state.lattice import LwwLattice, MaxLattice, OrderedSetLattice, SetLattice
-from essa.state.bincode import merge_encoded  # noqa: E402
 from essa.state.memory import MemoryStore  # noqa: E402
 from essa_lmdb import LmdbStore  # noqa: E402
 from essa_lmdb.layout import INLINE_LIMIT, PREFIX, VERBATIM  # noqa: E402

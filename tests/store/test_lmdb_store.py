@@ -22,8 +22,8 @@ pytest.importorskip("essa_lmdb")
 import pluggy  # noqa: E402
 
 import essa.hookspecs  # noqa: E402
-from essa.state.bincode import decode_lattice, encode_lattice  # noqa: E402
 from essa.errors import DecodeError, LatticeTypeError, StoreError  # noqa: E402
+from essa.state.bincode import decode_lattice, encode_lattice  # noqa: E402
 from essa.state.lattice import LwwLattice, SetLattice  # noqa: E402
 from essa_lmdb import LmdbStore  # noqa: E402
 from essa_lmdb.store import KEY_LIMIT, format_size, parse_size  # noqa: E402

@@ -89,6 +89,7 @@ def test_a_big_set_under_a_long_key_lists_reads_and_deletes_its_members(store):
 def old_database(path, records: dict[bytes, bytes]) -> None:
     """An LMDB environment as an older essa left it: records under their record keys, no full keys."""
     import lmdb
+
     from essa_lmdb.layout import MEMBERS_DB, META_DB
 
     path.mkdir(parents=True, exist_ok=True)

@@ -21,9 +21,9 @@ import pytest
 pytest.importorskip("essa_http", reason="essa-plugin-http is not installed")
 pytest.importorskip("essa_lmdb", reason="essa-plugin-lmdb is not installed")
 
-from essa.util.descriptors import raise_open_files_limit  # noqa: E402
 from essa.testing.resources import sample  # noqa: E402
 from essa.testing.slow_clients import SlowClients  # noqa: E402
+from essa.util.descriptors import raise_open_files_limit  # noqa: E402
 
 from .helpers import DEADLINE, essa, ok, request, wait_until  # noqa: E402
 

@@ -9,10 +9,23 @@ import pytest
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
-from essa.state.bincode import MAX_MAP_DEPTH, decode_lattice, encode_lattice
-from essa.state.timestamps import format_timestamp, parse_timestamp
 from essa.errors import DecodeError
-from essa.state.lattice import MAX_TIMESTAMP_NS, MIN_TIMESTAMP_NS, U64_MAX, BoolLattice, LwwLattice, MapLattice, MaxLattice, MultiCausalLattice, OrderedSetLattice, SetLattice, SingleCausalLattice, VectorClock
+from essa.state.bincode import MAX_MAP_DEPTH, decode_lattice, encode_lattice
+from essa.state.lattice import (
+    MAX_TIMESTAMP_NS,
+    MIN_TIMESTAMP_NS,
+    U64_MAX,
+    BoolLattice,
+    LwwLattice,
+    MapLattice,
+    MaxLattice,
+    MultiCausalLattice,
+    OrderedSetLattice,
+    SetLattice,
+    SingleCausalLattice,
+    VectorClock,
+)
+from essa.state.timestamps import format_timestamp, parse_timestamp
 
 
 def h(*chunks: str) -> bytes:

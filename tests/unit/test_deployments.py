@@ -4,11 +4,18 @@ from __future__ import annotations
 
 import pytest
 
-from essa.cluster.deployments import DeploymentRegistry, check_name, display_name, parse_spec, record_key, user_functions
-from essa.wasm.engine import ModuleInfo
+from essa.cluster.deployments import (
+    DeploymentRegistry,
+    check_name,
+    display_name,
+    parse_spec,
+    record_key,
+    user_functions,
+)
 from essa.errors import EssaError, NotFound
 from essa.state.lattice import SetLattice
 from essa.state.memory import MemoryStore
+from essa.wasm.engine import ModuleInfo
 
 
 @pytest.fixture

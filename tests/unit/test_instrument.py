@@ -15,7 +15,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from essa.wasm.instrument import BULK_COST, GROW_REFUSED, METER_MODULE, REFUEL, InstrumentError, instrument
+from essa.wasm.instrument import (
+    BULK_COST,
+    GROW_REFUSED,
+    METER_MODULE,
+    REFUEL,
+    InstrumentError,
+    instrument,
+)
 
 wasmtime = pytest.importorskip("wasmtime")
 

@@ -10,8 +10,17 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from essa.errors import InvalidKey, StoreError
-from essa.state.keys import RECORD_KEY_KEPT, RECORD_KEY_LIMIT, KeyList, encode_key, encode_text, is_shortened, is_text, \
-    record_key, shown
+from essa.state.keys import (
+    RECORD_KEY_KEPT,
+    RECORD_KEY_LIMIT,
+    KeyList,
+    encode_key,
+    encode_text,
+    is_shortened,
+    is_text,
+    record_key,
+    shown,
+)
 
 
 def test_record_keys_keep_short_keys_and_shorten_long_ones_to_511_bytes():

@@ -10,10 +10,24 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from essa.state.bincode import decode_lattice, encode_lattice
 from essa.errors import DecodeError, LatticeTypeError
-from essa.state.lattice import GUEST_TYPES, MAX_TIMESTAMP_NS, MIN_TIMESTAMP_NS, U64_MAX, BoolLattice, Lattice, LwwLattice, MapLattice, MaxLattice, MultiCausalLattice, OrderedSetLattice, SetLattice, SingleCausalLattice, VectorClock
-from essa.state.bincode import merge_encoded
+from essa.state.bincode import decode_lattice, encode_lattice, merge_encoded
+from essa.state.lattice import (
+    GUEST_TYPES,
+    MAX_TIMESTAMP_NS,
+    MIN_TIMESTAMP_NS,
+    U64_MAX,
+    BoolLattice,
+    Lattice,
+    LwwLattice,
+    MapLattice,
+    MaxLattice,
+    MultiCausalLattice,
+    OrderedSetLattice,
+    SetLattice,
+    SingleCausalLattice,
+    VectorClock,
+)
 
 # -- constructors -------------------------------------------------------------
 

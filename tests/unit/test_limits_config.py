@@ -5,11 +5,16 @@ from __future__ import annotations
 import click
 import pytest
 
-from essa.cli.main import limit_arguments, limits_and_grants, parse_dir_grant, parse_env_grant
-from essa.wasm.limits import DirGrant, Grants, Limits
-from essa.wasm.engine import Engine
-from essa.util.units import format_bytes, format_seconds, parse_duration, parse_size
+from essa.cli.options import (
+    limit_arguments,
+    limits_and_grants,
+    parse_dir_grant,
+    parse_env_grant,
+)
 from essa.errors import EssaError
+from essa.util.units import format_bytes, format_seconds, parse_duration, parse_size
+from essa.wasm.engine import Engine
+from essa.wasm.limits import DirGrant, Grants, Limits
 
 
 def test_defaults_are_sane():

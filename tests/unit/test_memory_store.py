@@ -6,8 +6,8 @@ import threading
 
 import pytest
 
-from essa.state.bincode import encode_lattice
 from essa.errors import DecodeError, LatticeTypeError, StoreError
+from essa.state.bincode import encode_lattice
 from essa.state.lattice import LwwLattice, SetLattice
 from essa.state.memory import MemoryStore
 

@@ -9,9 +9,9 @@ import types
 import pytest
 
 import essa
-from essa.wasm.engine import Engine
 from essa.errors import PluginNotFound
 from essa.plugins import PluginManager
+from essa.wasm.engine import Engine
 
 
 def manager_with(monkeypatch, **modules: types.ModuleType) -> PluginManager:

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from essa.errors import EssaError
 from essa.cli.scaffold import new_project
+from essa.errors import EssaError
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -11,10 +11,10 @@ import time
 import pytest
 
 from essa.cluster import topics
-from essa.wasm.abi import EssaResult
 from essa.cluster.calls import Caller, call_request
 from essa.cluster.scheduler import Placement, Scheduler
 from essa.transport.local import LocalTransport
+from essa.wasm.abi import EssaResult
 
 
 class RecordingExecutor:

@@ -11,15 +11,17 @@ import pytest
 
 pytest.importorskip("cryptography")
 
-from essa.cluster.deployments import DeploymentRegistry  # noqa: E402
-from essa.state.memory import MemoryStore  # noqa: E402
-from essa.security import acl
-from essa.security import certs
-from essa.security import settings
-from essa.security import tokens  # noqa: E402
-from essa.cluster.authorize import REFUSED, Authorizer, ModuleIndex, Refused  # noqa: E402
 from essa.cli.security import parse_ttl  # noqa: E402
+from essa.cluster.authorize import REFUSED, Authorizer, ModuleIndex, Refused  # noqa: E402
+from essa.cluster.deployments import DeploymentRegistry  # noqa: E402
+from essa.security import (
+    acl,
+    certs,
+    settings,
+    tokens,  # noqa: E402
+)
 from essa.security.tls import TlsError, is_loopback, secure_endpoints, warn_if_exposed  # noqa: E402
+from essa.state.memory import MemoryStore  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -11,10 +11,10 @@ from __future__ import annotations
 import pytest
 
 from essa.cluster.control import ControlClient, ControlError, ControlService
+from essa.cluster.programs import ProgramCache
 from essa.state.keys import KeyList
 from essa.state.lattice import LwwLattice
 from essa.state.memory import MemoryStore
-from essa.cluster.programs import ProgramCache
 from essa.state.store import Store
 
 

@@ -9,8 +9,8 @@ import time
 from essa.cluster import topics
 from essa.cluster.calls import check_request
 from essa.cluster.stdin import RemoteStdin, StdinServer
-from essa.wasm.stdin import CHUNK, Stdin
 from essa.transport.local import LocalTransport
+from essa.wasm.stdin import CHUNK, Stdin
 
 
 def test_reads_take_what_is_buffered_then_see_the_end():

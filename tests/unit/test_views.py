@@ -7,7 +7,16 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from essa.errors import DecodeError
-from essa.state.lattice import BoolLattice, LwwLattice, MapLattice, MaxLattice, MultiCausalLattice, OrderedSetLattice, SetLattice, SingleCausalLattice
+from essa.state.lattice import (
+    BoolLattice,
+    LwwLattice,
+    MapLattice,
+    MaxLattice,
+    MultiCausalLattice,
+    OrderedSetLattice,
+    SetLattice,
+    SingleCausalLattice,
+)
 from essa.state.views import from_json, to_json, to_text
 
 EXAMPLES = [

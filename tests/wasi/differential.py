@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import difflib
 import os
-import shutil
 import stat
 import sys
 import tempfile
@@ -163,12 +162,12 @@ def run_plain_wasmtime(case: Case, root: Path) -> Outcome:
 
 def run_essa(engine_name: str, case: Case, root: Path) -> Outcome:
     """essa on ``engine_name``, driven through the engine interface with the same grants."""
+    from essa.cluster.embedded import open_engine
+    from essa.errors import GuestExit, GuestTrap
+    from essa.testing.conformance.support import StandaloneHost, StreamOutput
     from essa.wasm.invocation import Invocation
     from essa.wasm.limits import DirGrant, Grants
-    from essa.errors import GuestExit, GuestTrap
-    from essa.cluster.embedded import open_engine
     from essa.wasm.stdin import Stdin
-    from essa.testing.conformance.support import StandaloneHost, StreamOutput
 
     sandbox, ro = make_fixture(root)
     grants = Grants(dirs=(DirGrant(str(sandbox), SANDBOX, True), DirGrant(str(ro), RO, False)), env=ENV)

@@ -16,10 +16,9 @@ import threading
 import time
 
 import pytest
+from e2e.test_cli import assert_one_line_error
 
 from essa.testing.conformance.wat import module
-
-from e2e.test_cli import assert_one_line_error
 
 ESSA = [sys.executable, "-m", "essa"]
 

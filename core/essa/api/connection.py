@@ -30,19 +30,21 @@ import time
 from typing import BinaryIO, Callable, Mapping, Sequence
 
 from essa.cluster import topics
-from essa.wasm.abi import CallOutcome, EssaResult
-from essa.state.bincode import decode_lattice, encode_lattice
 from essa.cluster.client import CallHandle, Client, ConsoleOutput
 from essa.cluster.control import ControlClient
 from essa.cluster.deployments import Deployment, check_name, parse_spec
-from essa.wasm.limits import Grants, Limits
-from essa.errors import EssaError
-from essa.state.keys import KeyList, encode_text
-from essa.state.lattice import Lattice
+from essa.cluster.embedded import EmbeddedRuntime
+from essa.cluster.processes import connect_client
 from essa.cluster.programs import check_wasm, read_module
+from essa.errors import EssaError
 from essa.security import settings as security_settings
 from essa.security.tls import TlsFiles
+from essa.state.bincode import decode_lattice, encode_lattice
+from essa.state.keys import KeyList, encode_text
+from essa.state.lattice import Lattice
 from essa.transport.base import Message
+from essa.wasm.abi import CallOutcome, EssaResult
+from essa.wasm.limits import Grants, Limits
 
 #: Seconds a resolved ``NAME`` (latest version) is reused before it is looked up again.
 RESOLVE_TTL = 1.0
@@ -250,19 +252,19 @@ class Connection:
         path); ``stdin`` what it reads from stdin (a binary file or bytes;
         default: nothing).
 
-        :raises essa.client.RunFailed: the module trapped or could not run.
+        :raises essa.errors.RunFailed: the module trapped or could not run (or
+            did not end within ``timeout`` seconds: it is then cancelled).
         """
-        handle = self.start_run(module, namespace, output, argv=argv, stdin=stdin)
-        return handle.wait(timeout)
+        return self.start_run(module, namespace, output, argv=argv, stdin=stdin).wait(timeout)
 
     def start_run(self, module: str | os.PathLike | bytes, namespace: str | None = None,
                   output: Callable[[Message], None] | None = None, origin: str | None = None,
                   trace: bool = False, argv: Sequence[str] | None = None,
-                  stdin: BinaryIO | bytes | None = None) -> CallHandle:
-        """Start a run (see :meth:`run`); the handle's result is the exit status, ``cancel()`` stops it.
+                  stdin: BinaryIO | bytes | None = None) -> "Run":
+        """Start a run (see :meth:`run`): a :class:`Run`, whose result is the exit status.
 
         ``origin`` names the module in messages (default: its path, or "the module").
-        With ``trace``, ``handle.spans()`` gives the run's calls once it ended.
+        With ``trace``, ``Run.spans()`` gives the run's calls once it ended.
         """
         if namespace is not None:
             check_name(namespace, "namespace")
@@ -270,8 +272,8 @@ class Connection:
             wasm, origin = bytes(module), origin or "the module"
         else:
             wasm, origin = read_module(os.fspath(module)), os.fspath(module)
-        return self._client.start_run(self._client.publish(wasm, origin), output or ConsoleOutput(), namespace, trace,
-                                      argv=[origin] if argv is None else argv, stdin=stdin)
+        return Run(self._client.start_run(self._client.publish(wasm, origin), output or ConsoleOutput(), namespace,
+                                          trace, argv=[origin] if argv is None else argv, stdin=stdin))
 
     # -- state -----------------------------------------------------------------------
 
@@ -279,15 +281,26 @@ class Connection:
         """The state of a deployment (its name is its namespace) or of any namespace."""
         return State(self._control, namespace)
 
-    def status(self, timeout: float = 1.0) -> list[dict]:
+    def status(self, timeout: float = 1.0, complete_within: float = 0.0) -> list[dict]:
         """What ``essa status`` shows: the status answer of the scheduler and of every executor.
 
         Executors answer ``role``, ``id``, ``calls``, ``runs``, ``failures``,
         ``cancelled``, ``running``, ``latency_ms``, ``by_function``, ``modules``;
         the scheduler ``role``, ``id``, ``in_flight``, ``waiting``, ``executors``.
+        Each query waits ``timeout`` seconds for answers. Peers learn of each
+        other by gossip, so an executor the scheduler knows may not answer at
+        once: with ``complete_within``, queries repeat for up to that many
+        seconds until every executor a scheduler knows has answered.
         """
-        answers = self._client.transport.query(f"{topics.STATUS}/**", {}, timeout=timeout)
-        return [a for a in answers if isinstance(a, dict)]
+        deadline = time.monotonic() + complete_within
+        while True:
+            answers = [a for a in self._client.transport.query(f"{topics.STATUS}/**", {}, timeout=timeout)
+                       if isinstance(a, dict)]
+            known = {e for a in answers if a.get("role") == "scheduler" for e in a.get("executors") or ()}
+            seen = {a.get("id") for a in answers if a.get("role") == "executor"}
+            if known <= seen or time.monotonic() >= deadline:
+                return answers
+            time.sleep(0.1)
 
     # -- life cycle --------------------------------------------------------------------
 
@@ -317,6 +330,47 @@ class Connection:
         return f"<essa.Connection {self.where}>"
 
 
+class Run:
+    """A run started by :meth:`Connection.start_run`: its exit status, once it ends.
+
+    :ivar id: the run's id (its calls share it, and so does its namespace unless one was named).
+    """
+
+    def __init__(self, handle: CallHandle) -> None:
+        self._handle = handle
+        self.id = handle.run
+
+    def result(self, timeout: float | None = None) -> int:
+        """Wait for the module's exit status (0 when ``_start`` returned).
+
+        :raises essa.errors.RunFailed: the module trapped or could not run.
+        :raises concurrent.futures.TimeoutError: not ended after ``timeout`` seconds (it goes on).
+        """
+        return self._handle.result(timeout)
+
+    def wait(self, timeout: float | None = None) -> int:
+        """:meth:`result`, but a run not ended after ``timeout`` seconds is cancelled and fails.
+
+        :raises essa.errors.RunFailed: the run failed, or did not end in time.
+        """
+        return self._handle.wait(timeout)
+
+    def done(self) -> bool:
+        """Whether the run has ended (or was cancelled)."""
+        return self._handle.done()
+
+    def cancel(self, reason: str = "cancelled by the client") -> bool:
+        """Stop the run everywhere, with every remote call it started; ``False`` if it had ended already."""
+        return self._handle.cancel(reason)
+
+    def spans(self, settle: float = 0.3, timeout: float = 5.0) -> list[Message]:
+        """The calls of a run started with ``trace=True``, once it ended (see :func:`write_chrome_trace`)."""
+        return self._handle.spans(settle, timeout)
+
+    def __repr__(self) -> str:
+        return f"<essa.Run {self.id}{' done' if self.done() else ''}>"
+
+
 class _BytesFuture(concurrent.futures.Future):
     """The future of :meth:`Connection.call_async`: result bytes, or :class:`CallError`."""
 
@@ -332,7 +386,7 @@ class _BytesFuture(concurrent.futures.Future):
         return True
 
     def spans(self, settle: float = 0.3, timeout: float = 5.0) -> list[Message]:
-        """The spans of a traced call (see :meth:`essa.client.CallHandle.spans`)."""
+        """The calls of a call made with ``trace=True``, once it ended (see :meth:`Run.spans`)."""
         return self._handle.spans(settle, timeout)
 
     def _settle(self, handle: CallHandle) -> None:
@@ -387,13 +441,9 @@ def connect(
     runtime needs neither.
     """
     if endpoint is None:
-        from essa.cluster.embedded import EmbeddedRuntime
-
         runtime = EmbeddedRuntime(engine, store, store_options, executors, limits, grants)
         where = f"embedded ({runtime.engine.name} engine, store {runtime.store.describe()})"
         return Connection(runtime.client, runtime.close, where)
-    from essa.cluster.processes import connect_client
-
     endpoints = [endpoint] if isinstance(endpoint, str) else list(endpoint)
     cap = max_message_bytes or (limits.max_message_bytes if limits else None)
     client = connect_client(endpoints, zenoh_config, timeout, cap, tls=tls,
@@ -406,4 +456,4 @@ def connect(
     return Connection(client, close, ", ".join(endpoints))
 
 
-__all__ = ["CallError", "Connection", "State", "connect"]
+__all__ = ["CallError", "Connection", "Run", "State", "connect"]

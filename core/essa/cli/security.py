@@ -8,10 +8,10 @@ from pathlib import Path
 
 import click
 
-from essa.util.units import parse_duration
 from essa.errors import EssaError
 from essa.security.certs import CERT_DAYS, LOCAL_HOSTS, ROLES
 from essa.security.local import Material, default_directory
+from essa.util.units import parse_duration
 
 
 def _directory_option(fn):
@@ -166,10 +166,4 @@ def token_show(text: str | None, token_key: str | None, as_json: bool) -> None:
         click.echo(grant.describe() + ("" if token_key is None else " (signature checked)"))
 
 
-def add_security_commands(group: click.Group) -> None:
-    """Add ``essa certs`` and ``essa token`` to the ``essa`` command group."""
-    group.add_command(certs)
-    group.add_command(token)
-
-
-__all__ = ["add_security_commands", "parse_ttl"]
+__all__ = ["certs", "parse_ttl", "token"]

@@ -1,7 +1,7 @@
 """``essa serve``: run a trigger (HTTP by default) on an embedded runtime or a cluster.
 
 The trigger comes from the ``triggers`` registry (plugins register them with
-``essa_register_triggers``); see :mod:`essa.trigger` for its life cycle. This
+``essa_register_triggers``); see :mod:`essa.api.trigger` for its life cycle. This
 command opens the connection, builds the trigger, runs it until SIGINT or
 SIGTERM (the first stops it gracefully, a second at once), then closes the
 connection and exits 0.
@@ -9,15 +9,21 @@ connection and exits 0.
 
 from __future__ import annotations
 
-import signal
-from typing import Callable
-
 import click
 
-from essa.cli.main import Settings, _parse_options, limit_options, limits_and_grants, refuse_limits_with_connect, split_endpoints
-from essa.plugins import DEFAULTS, get_plugin_manager
-from essa.cli.service import connection_options, open_connection
 from essa.api.trigger import TriggerConfig
+from essa.cli.options import (
+    Settings,
+    connection_options,
+    limit_options,
+    limits_and_grants,
+    open_connection,
+    parse_options,
+    refuse_limits_with_connect,
+    split_endpoints,
+)
+from essa.cli.signals import SignalStop
+from essa.plugins import DEFAULTS, get_plugin_manager
 
 
 class _ServeCommand(click.Command):
@@ -65,11 +71,11 @@ def serve(ctx: click.Context, trigger_name: str, listen: str | None, connect: tu
     trigger_class = get_plugin_manager().trigger_class(trigger_name)  # before starting anything
     limits, grants = limits_and_grants(**limit_flags)
     config = TriggerConfig(listen=listen or trigger_class.default_listen, max_message_bytes=limits.max_message_bytes,
-                           shutdown_timeout=shutdown_timeout, options=_parse_options(trigger_options, "--trigger-option"))
+                           shutdown_timeout=shutdown_timeout, options=parse_options(trigger_options, "--trigger-option"))
     if split_endpoints(connect):
         refuse_limits_with_connect(ctx)
     # Signals are caught until the connection is closed too: a second Ctrl-C must not kill it halfway.
-    with _SignalStop() as signals, open_connection(settings, connect, zenoh_config, timeout,
+    with SignalStop() as signals, open_connection(settings, connect, zenoh_config, timeout,
                                                   max_message_bytes=limits.max_message_bytes, executors=executors,
                                                   limits=limits, grants=grants) as connection:
         trigger = trigger_class(connection, config)
@@ -81,35 +87,6 @@ def serve(ctx: click.Context, trigger_name: str, listen: str | None, connect: tu
         trigger.serve(ready)
     click.echo(f"essa serve: {trigger_name} trigger stopped", err=True)
 
-
-class _SignalStop:
-    """While active, SIGINT and SIGTERM call the trigger's ``stop()``, a second one ``stop(force=True)``.
-
-    Before :meth:`forward_to` names the trigger (while connecting), a signal
-    interrupts at once (``KeyboardInterrupt``: "essa: interrupted").
-    """
-
-    def __init__(self) -> None:
-        self.received = 0
-        self._stop: Callable[..., None] | None = None
-        self._previous: dict = {}
-
-    def forward_to(self, stop: Callable[..., None]) -> None:
-        self._stop = stop
-
-    def _handle(self, _signum, _frame) -> None:
-        if self._stop is None:
-            raise KeyboardInterrupt
-        self.received += 1
-        self._stop(force=self.received > 1)
-
-    def __enter__(self) -> "_SignalStop":
-        self._previous = {sig: signal.signal(sig, self._handle) for sig in (signal.SIGINT, signal.SIGTERM)}
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
 
 
 __all__ = ["serve"]

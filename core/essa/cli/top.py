@@ -1,7 +1,7 @@
 """``essa top``: a live view of a cluster in the terminal.
 
 Every second it asks the cluster's scheduler and executors for their status
-(``essa/status/**``, as ``essa status`` does) and shows each executor's calls
+(:meth:`essa.api.Connection.status`, as ``essa status`` does) and shows each executor's calls
 per second (from the change since the last frame), p50/p99 run time of its
 recent calls, calls running and in flight, failures, cancellations and
 modules loaded, then the busiest functions. ``q`` or Ctrl-C quits.
@@ -16,12 +16,14 @@ import sys
 import time
 from typing import Any, Iterator
 
-from rich.console import Group
+import click
+from rich.console import Console, Group
+from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from essa.cluster import topics
-from essa.transport.base import Transport
+from essa import api
+from essa.cli.options import split_endpoints, tls_options
 
 #: Rows of the busiest-functions table.
 TOP_FUNCTIONS = 10
@@ -83,9 +85,9 @@ def _ms(value: Any) -> str:
     return "-" if not isinstance(value, (int, float)) else f"{value:.2f}"
 
 
-def read_status(transport: Transport) -> list[dict]:
+def read_status(connection: api.Connection) -> list[dict]:
     """The status answers of every scheduler and executor that answers within a second."""
-    return [a for a in transport.query(f"{topics.STATUS}/**", {}, timeout=1.0) if isinstance(a, dict)]
+    return connection.status(timeout=1.0)
 
 
 @contextlib.contextmanager
@@ -112,16 +114,13 @@ def keypresses() -> Iterator[callable]:
         termios.tcsetattr(fd, termios.TCSADRAIN, saved)
 
 
-def run(transport: Transport, endpoint: str, interval: float = 1.0, once: bool = False) -> None:
+def run(connection: api.Connection, endpoint: str, interval: float = 1.0, once: bool = False) -> None:
     """Show the live view until ``q`` or Ctrl-C (or one frame, with ``once``)."""
-    from rich.console import Console
-    from rich.live import Live
-
     console = Console()
-    previous = Snapshot(read_status(transport), None, time.monotonic())
+    previous = Snapshot(read_status(connection), None, time.monotonic())
     if once:
         time.sleep(interval)
-        console.print(Snapshot(read_status(transport), previous, time.monotonic()).render(endpoint))
+        console.print(Snapshot(read_status(connection), previous, time.monotonic()).render(endpoint))
         return
     with keypresses() as key, Live(previous.render(endpoint), console=console, screen=False,
                                    auto_refresh=False) as live:
@@ -131,10 +130,32 @@ def run(transport: Transport, endpoint: str, interval: float = 1.0, once: bool =
             if pressed in ("q", "Q"):
                 return
             if time.monotonic() >= next_frame:
-                previous = Snapshot(read_status(transport), previous, time.monotonic())
+                previous = Snapshot(read_status(connection), previous, time.monotonic())
                 live.update(previous.render(endpoint), refresh=True)
                 next_frame = time.monotonic() + interval
             time.sleep(0.05)
 
 
-__all__ = ["Snapshot", "run"]
+@click.command()
+@click.option("--connect", multiple=True, metavar="ENDPOINT", envvar="ESSA_CONNECT",
+              default=["tcp/127.0.0.1:7447"], show_default=True, help="The cluster's scheduler endpoint.")
+@click.option("--zenoh-config", envvar="ESSA_ZENOH_CONFIG", type=click.Path(exists=True, dir_okay=False))
+@click.option("--interval", type=click.FloatRange(min=0.1), default=1.0, show_default=True,
+              help="Seconds between two frames.")
+@click.option("--once", is_flag=True, help="Print one frame (after one interval) and exit.")
+@tls_options
+def top(connect, zenoh_config, interval, once) -> None:
+    """A live view of a cluster: executors with calls/s, p50/p99, running, failures; the busiest functions.
+
+    Press q or Ctrl-C to quit.
+    """
+    endpoints = split_endpoints(connect)
+    with api.connect(endpoints, zenoh_config=zenoh_config, timeout=10) as es:
+        try:
+            run(es, ", ".join(endpoints), interval, once)
+        except KeyboardInterrupt:
+            pass
+
+
+
+__all__ = ["Snapshot", "run", "top"]

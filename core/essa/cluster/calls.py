@@ -36,11 +36,11 @@ import uuid
 from typing import Callable
 
 from essa.cluster import topics
-from essa.wasm.abi import CallOutcome, EssaResult
-from essa.util.units import format_bytes
 from essa.cluster.pool import Task, blocking
-from essa.util.ratelimit import RateLimitedLog, describe
 from essa.transport.base import Message, Subscription, Transport
+from essa.util.ratelimit import RateLimitedLog, describe
+from essa.util.units import format_bytes
+from essa.wasm.abi import CallOutcome, EssaResult
 
 log = logging.getLogger("essa.calls")
 _problems = RateLimitedLog(log)

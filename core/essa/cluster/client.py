@@ -16,17 +16,17 @@ import uuid
 from typing import Any, BinaryIO, Callable, Sequence
 
 from essa.cluster import topics
-from essa.wasm.abi import CallOutcome, EssaResult
 from essa.cluster.calls import Caller, call_request, outcome
-from essa.wasm.engine import START
-from essa.wasm.limits import Limits
-from essa.util.units import format_bytes
-from essa.errors import EssaError
 from essa.cluster.programs import check_wasm, module_name, publish_module
 from essa.cluster.stdin import StdinServer
-from essa.state.store import Store
 from essa.cluster.tracing import check_span
+from essa.errors import EssaError, RunFailed
+from essa.state.store import Store
 from essa.transport.base import Message, Transport
+from essa.util.units import format_bytes
+from essa.wasm.abi import CallOutcome, EssaResult
+from essa.wasm.engine import START
+from essa.wasm.limits import Limits
 
 
 class ConsoleOutput:
@@ -41,14 +41,6 @@ class ConsoleOutput:
         with self._lock:
             stream.write(message["data"])
             stream.flush()
-
-
-class RunFailed(EssaError):
-    """A run ended with an error (a trap, a bad module); ``exit_status`` says how."""
-
-    def __init__(self, message: str, exit_status: int = 1) -> None:
-        super().__init__(message)
-        self.exit_status = exit_status
 
 
 class CallHandle(concurrent.futures.Future):

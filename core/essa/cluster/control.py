@@ -37,14 +37,28 @@ import uuid
 from typing import Any, Callable
 
 from essa.cluster import topics
-from essa.cluster.deployments import DeploymentRegistry, check_name, data_prefix, parse_spec, user_functions
-from essa.util.units import format_bytes
-from essa.errors import DecodeError, EssaError, InvalidKey, LatticeTypeError, ModuleError, NotFound, StoreError
-from essa.state.keys import encode_text, is_text
-from essa.cluster.programs import ProgramCache, publish_module
-from essa.util.ratelimit import RateLimitedLog, describe
 from essa.cluster.authorize import Authorizer, Refused
+from essa.cluster.deployments import (
+    DeploymentRegistry,
+    check_name,
+    data_prefix,
+    parse_spec,
+    user_functions,
+)
+from essa.cluster.programs import ProgramCache, publish_module
+from essa.errors import (
+    DecodeError,
+    EssaError,
+    InvalidKey,
+    LatticeTypeError,
+    ModuleError,
+    NotFound,
+    StoreError,
+)
+from essa.state.keys import encode_text, is_text
 from essa.transport.base import Message, Subscription, Transport
+from essa.util.ratelimit import RateLimitedLog, describe
+from essa.util.units import format_bytes
 
 log = logging.getLogger("essa.control")
 _problems = RateLimitedLog(log)

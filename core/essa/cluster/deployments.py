@@ -35,10 +35,10 @@ import time
 import uuid
 from dataclasses import asdict, dataclass
 
-from essa.wasm.engine import CALLABLE_SIGNATURE, ModuleInfo
 from essa.errors import EssaError, NotFound
 from essa.state.lattice import SetLattice
 from essa.state.store import Store
+from essa.wasm.engine import CALLABLE_SIGNATURE, ModuleInfo
 
 #: Exports of callable functions carry this prefix (the Rust SDK's and the C SDK's convention).
 EXPORT_PREFIX = "__essa_wrapper__"

@@ -15,14 +15,14 @@ from typing import BinaryIO, Mapping, Sequence
 from essa.cluster.calls import Caller
 from essa.cluster.client import Client
 from essa.cluster.control import ControlService
-from essa.wasm.engine import Engine
-from essa.wasm.limits import Grants, Limits
 from essa.cluster.executor import Executor
-from essa.plugins import DEFAULTS, PluginManager, get_plugin_manager
 from essa.cluster.programs import ProgramCache, read_module
 from essa.cluster.scheduler import Scheduler
+from essa.plugins import DEFAULTS, PluginManager, get_plugin_manager
 from essa.state.store import Store
 from essa.transport.base import Transport
+from essa.wasm.engine import Engine
+from essa.wasm.limits import Grants, Limits
 
 
 def open_engine(

@@ -23,23 +23,38 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from essa.cluster import metrics
-from essa.cluster import topics
-from essa.wasm.abi import EssaResult
-from essa.wasm.invocation import Invocation
-from essa.cluster.calls import LOCAL, Caller, call_request, cancelled_reply, check_request, reply_message, send_reply
-from essa.cluster.deployments import display_name
-from essa.wasm.engine import START
-from essa.wasm.limits import Grants
-from essa.errors import CallCancelled, EssaError, GuestExit, GuestTrap, LimitExceeded, ModuleError, StoreError
-from essa.cluster.pool import WorkPool
-from essa.util.ratelimit import RateLimitedLog, describe
+from essa.cluster import metrics, topics
 from essa.cluster.authorize import REFUSED, Authorizer, Refused
-from essa.cluster.tracing import span
+from essa.cluster.calls import (
+    LOCAL,
+    Caller,
+    call_request,
+    cancelled_reply,
+    check_request,
+    reply_message,
+    send_reply,
+)
+from essa.cluster.deployments import display_name
+from essa.cluster.pool import WorkPool
 from essa.cluster.programs import ProgramCache, publish_module
 from essa.cluster.stdin import RemoteStdin
+from essa.cluster.tracing import span
+from essa.errors import (
+    CallCancelled,
+    EssaError,
+    GuestExit,
+    GuestTrap,
+    LimitExceeded,
+    ModuleError,
+    StoreError,
+)
 from essa.state.store import Store
 from essa.transport.base import Message, Transport
+from essa.util.ratelimit import RateLimitedLog, describe
+from essa.wasm.abi import EssaResult
+from essa.wasm.engine import START
+from essa.wasm.invocation import Invocation
+from essa.wasm.limits import Grants
 
 log = logging.getLogger("essa.executor")
 _problems = RateLimitedLog(log)

@@ -19,27 +19,26 @@ import time
 from pathlib import Path
 from typing import Mapping, Sequence
 
+from essa.cluster import topics
+from essa.cluster.authorize import Authorizer, ModuleIndex
 from essa.cluster.calls import Caller
 from essa.cluster.client import Client
 from essa.cluster.control import ControlService
 from essa.cluster.deployments import DeploymentRegistry
-from essa.errors import EssaError
-from essa.wasm.limits import Grants, Limits
-from essa.cluster.executor import Executor
-from essa.plugins import DEFAULTS, get_plugin_manager
-from essa.cluster.programs import ProgramCache
-from essa.cluster import topics
-from essa.security.certs import ROLES
-from essa.security.local import prepare_local
-from essa.security.local import Material, default_directory
 from essa.cluster.embedded import open_engine, open_store
+from essa.cluster.executor import Executor
+from essa.cluster.programs import ProgramCache
 from essa.cluster.scheduler import Scheduler
+from essa.errors import EssaError
+from essa.plugins import DEFAULTS, get_plugin_manager
 from essa.security import settings as security_settings
-from essa.cluster.authorize import Authorizer, ModuleIndex
+from essa.security.certs import ROLES
+from essa.security.local import Material, default_directory, prepare_local
 from essa.security.tls import TlsFiles
 from essa.security.tokens import Verifier
 from essa.transport.base import Transport
 from essa.transport.zenoh import DEFAULT_ENDPOINT, ZenohTransport
+from essa.wasm.limits import Grants, Limits
 
 log = logging.getLogger("essa.cluster")
 
@@ -77,6 +76,95 @@ def wait_for_signal() -> None:
         signal.signal(sig, lambda *_: stop.set())
     while not stop.wait(1.0):
         pass
+
+
+class RunningScheduler:
+    """A scheduler serving on its own zenoh session (what ``essa scheduler`` runs); :meth:`stop` ends both."""
+
+    def __init__(self, scheduler: Scheduler, transport: Transport) -> None:
+        self.scheduler = scheduler
+        self.transport = transport
+
+    def describe(self) -> str:
+        """One line: its id, where it listens, its placement policy."""
+        return f"essa scheduler {self.scheduler.id}: {self.transport.describe()}; placement {self.scheduler.placement.name}"
+
+    def stop(self) -> None:
+        self.scheduler.stop()
+        self.transport.close()
+
+
+def start_scheduler(
+    listen: Sequence[str] = (DEFAULT_ENDPOINT,),
+    connect: Sequence[str] = (),
+    config: str | None = None,
+    scouting: bool = False,
+    placement: str | None = None,
+    max_message_bytes: int | None = None,
+) -> RunningScheduler:
+    """Open a zenoh session and serve a scheduler on it (this process's TLS files and token key apply).
+
+    :param max_message_bytes: the message size limit (default: :class:`Limits`'s).
+    """
+    transport = open_transport(listen, connect, config, scouting,
+                               max_message_bytes=max_message_bytes or Limits().max_message_bytes)
+    try:
+        return RunningScheduler(serve_scheduler(transport, placement, security_settings.verifier()), transport)
+    except BaseException:
+        transport.close()
+        raise
+
+
+class RunningExecutor:
+    """An executor serving on its own zenoh session (what ``essa executor`` runs); :meth:`stop` ends it."""
+
+    def __init__(self, executor: Executor, caller: Caller, transport: Transport) -> None:
+        self.executor = executor
+        self.caller = caller
+        self.transport = transport
+
+    def describe(self) -> str:
+        """One line: its id, engine, store and where it listens."""
+        ex = self.executor
+        return (f"essa executor {ex.id}: {ex.programs.engine.artifact_tag}, store {ex.store.describe()}, "
+                f"{self.transport.describe()}")
+
+    def stop(self) -> str:
+        """Let the calls running finish (for a while), stop, close everything; one line of what it served."""
+        ex = self.executor
+        drained = ex.drain()
+        ex.stop()
+        self.caller.close()
+        self.transport.close()
+        ex.store.close()
+        stats = ex.stats
+        return (f"essa executor {ex.id}: served {stats.calls} calls and {stats.runs} runs "
+                f"({stats.failures} failed){'' if drained else '; stopped before all calls finished'}")
+
+
+def start_executor(
+    executor_id: str,
+    listen: Sequence[str] = ("tcp/127.0.0.1:0",),
+    connect: Sequence[str] = (DEFAULT_ENDPOINT,),
+    config: str | None = None,
+    scouting: bool = False,
+    engine: str | None = None,
+    store: str | None = None,
+    store_options: Mapping[str, str] | None = None,
+    workers: int | None = None,
+    limits: Limits | None = None,
+    grants: Grants | None = None,
+) -> RunningExecutor:
+    """Open a zenoh session and serve executor ``executor_id`` on it (see :func:`serve_executor`)."""
+    limits = limits or Limits()
+    transport = open_transport(listen, connect, config, scouting, max_message_bytes=limits.max_message_bytes)
+    try:
+        executor, caller = serve_executor(executor_id, transport, engine, store, store_options or {},
+                                          workers or default_workers(), limits, grants, security_settings.verifier())
+    except BaseException:
+        transport.close()
+        raise
+    return RunningExecutor(executor, caller, transport)
 
 
 def serve_scheduler(transport: Transport, placement: str | None = None, verifier: Verifier | None = None) -> Scheduler:
@@ -158,25 +246,6 @@ def _await_executors(transport: Transport, deadline: float) -> None:
             time.sleep(0.02)
     finally:
         watch.close()
-
-
-def cluster_status(endpoints: Sequence[str], config: str | None = None, timeout: float = 3.0) -> list[dict]:
-    """The status answers of a cluster's scheduler and of every executor it knows."""
-    client = connect_client(endpoints, config, timeout)
-    transport = client.transport
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
-            answers = transport.query(f"{topics.STATUS}/**", {}, timeout=1.0)
-            known = {e for a in answers if a.get("role") == "scheduler" for e in a["executors"]}
-            seen = {a["id"] for a in answers if a.get("role") == "executor"}
-            # Peers learn of each other by gossip: give late ones a moment.
-            if known <= seen or time.monotonic() > deadline:
-                return answers
-            time.sleep(0.1)
-    finally:
-        client.close()
-        transport.close()
 
 
 def up(
@@ -298,12 +367,15 @@ def default_workers() -> int:
 
 __all__ = [
     "DEFAULT_ENDPOINT",
-    "cluster_status",
+    "RunningExecutor",
+    "RunningScheduler",
     "connect_client",
     "default_workers",
     "open_transport",
     "serve_executor",
     "serve_scheduler",
+    "start_executor",
+    "start_scheduler",
     "up",
     "wait_for_signal",
 ]

@@ -14,10 +14,10 @@ import threading
 import time
 
 from essa.cluster import metrics
-from essa.wasm.engine import Engine, Program
 from essa.errors import ModuleError
 from essa.state.lattice import LwwLattice
 from essa.state.store import Store
+from essa.wasm.engine import Engine, Program
 
 log = logging.getLogger("essa.programs")
 

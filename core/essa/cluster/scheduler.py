@@ -28,16 +28,15 @@ import time
 import uuid
 from dataclasses import dataclass
 
-from essa.cluster import metrics
-from essa.cluster import topics
-from essa.wasm.abi import EssaResult
+from essa.cluster import metrics, topics
+from essa.cluster.authorize import Authorizer, Refused
 from essa.cluster.calls import cancelled_reply, check_request, reply_message, send_reply
 from essa.cluster.deployments import display_name
-from essa.wasm.engine import START
-from essa.util.ratelimit import RateLimitedLog, describe
-from essa.cluster.authorize import Authorizer, Refused
 from essa.placement import ExecutorState, Placement
 from essa.transport.base import Message, Transport
+from essa.util.ratelimit import RateLimitedLog, describe
+from essa.wasm.abi import EssaResult
+from essa.wasm.engine import START
 
 log = logging.getLogger("essa.scheduler")
 _problems = RateLimitedLog(log)

@@ -21,8 +21,8 @@ import json
 import threading
 from typing import Any, Iterable
 
-from essa.transport.base import Message
 from essa.cluster.deployments import display_name
+from essa.transport.base import Message
 
 
 def span(request: Message, executor: str, received: float, started: float, ended: float, reply: Message) -> Message:

@@ -18,10 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
-from essa.util.paths import data_dir
-from essa.security import certs
-from essa.security import tokens
+from essa.security import certs, tokens
 from essa.security.tls import TlsFiles
+from essa.util.paths import data_dir
 
 
 def default_directory() -> Path:

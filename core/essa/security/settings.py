@@ -17,8 +17,8 @@ option             environment           used by
 ``--token-key``    ``ESSA_TOKEN_KEY``    schedulers, executors: check tokens with it
 =================  ====================  ==========================================
 
-The decorators add the options without adding parameters to the command:
-their values are recorded here as click parses them.
+The ``essa`` command's options (:mod:`essa.cli.options`) :func:`record` their
+values here as click parses them.
 """
 
 from __future__ import annotations
@@ -35,51 +35,9 @@ _verifiers: dict[str, object] = {}
 _lock = threading.Lock()
 
 
-def _record(name: str):
-    def callback(_ctx, _param, value):
-        if value:
-            _given[name] = value
-        return value
-
-    return callback
-
-
-def tls_options(fn):
-    """``--tls-ca``, ``--tls-cert``, ``--tls-key`` for a command that opens zenoh sessions."""
-    import click
-
-    help_texts = {
-        "ca": "The cluster's CA certificate (PEM): only peers it signed are let in (env ESSA_TLS_CA).",
-        "cert": "This process's certificate (PEM), signed by the cluster's CA; its role decides what this "
-                "process may do (env ESSA_TLS_CERT).",
-        "key": "This process's private key (PEM) (env ESSA_TLS_KEY).",
-    }
-    for name in ("key", "cert", "ca"):
-        fn = click.option(_tls.FLAGS[name], metavar="FILE", envvar=_tls.ENV[name], expose_value=False,
-                          type=click.Path(exists=True, dir_okay=False), callback=_record(f"tls_{name}"),
-                          help=help_texts[name])(fn)
-    return fn
-
-
-def token_option(fn):
-    """``--token`` for a command that sends requests to a cluster."""
-    import click
-
-    return click.option("--token", metavar="TOKEN", envvar="ESSA_TOKEN", expose_value=False,
-                        callback=_record("token"),
-                        help="The access token sent with every request (env ESSA_TOKEN); a cluster that checks "
-                        "tokens refuses requests its token does not allow. See `essa token create`.")(fn)
-
-
-def token_key_option(fn):
-    """``--token-key`` for the processes that check tokens (scheduler, executor)."""
-    import click
-
-    return click.option("--token-key", metavar="FILE", envvar="ESSA_TOKEN_KEY", expose_value=False,
-                        type=click.Path(exists=True, dir_okay=False), callback=_record("token_key"),
-                        help="Check every request's access token with this public key (PEM, made by "
-                        "`essa certs init`); refuse requests without a valid one (env ESSA_TOKEN_KEY). "
-                        "Default: no token checks.")(fn)
+def record(name: str, value: str) -> None:
+    """Record a setting given on the command line: ``tls_ca``, ``tls_cert``, ``tls_key``, ``token``, ``token_key``."""
+    _given[name] = value
 
 
 def _value(name: str, env: str) -> str | None:
@@ -118,4 +76,4 @@ def verifier():
         return _verifiers[path]
 
 
-__all__ = ["tls_files", "tls_options", "token", "token_key_option", "token_option", "verifier"]
+__all__ = ["record", "tls_files", "token", "verifier"]

@@ -141,7 +141,10 @@ def create_keys(directory: str | os.PathLike) -> tuple[Path, Path]:
 
 def _read_key(path: str | os.PathLike, private: bool):
     from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+        Ed25519PrivateKey,
+        Ed25519PublicKey,
+    )
 
     kind = "private" if private else "public"
     try:

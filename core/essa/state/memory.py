@@ -12,8 +12,8 @@ from __future__ import annotations
 import threading
 
 from essa.errors import StoreError
-from essa.state.keys import encode_key, encode_text
 from essa.state.bincode import merge_encoded
+from essa.state.keys import encode_key, encode_text
 from essa.state.store import Store
 
 

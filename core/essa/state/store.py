@@ -26,8 +26,8 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import ClassVar, Mapping
 
-from essa.state.bincode import decode_lattice, encode_lattice
 from essa.errors import StoreError
+from essa.state.bincode import decode_lattice, encode_lattice
 from essa.state.lattice import Lattice
 
 

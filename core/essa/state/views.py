@@ -18,9 +18,19 @@ from __future__ import annotations
 import base64
 from typing import Any
 
-from essa.state.timestamps import format_timestamp, parse_timestamp
 from essa.errors import DecodeError
-from essa.state.lattice import BoolLattice, Lattice, LwwLattice, MapLattice, MaxLattice, MultiCausalLattice, OrderedSetLattice, SetLattice, SingleCausalLattice
+from essa.state.lattice import (
+    BoolLattice,
+    Lattice,
+    LwwLattice,
+    MapLattice,
+    MaxLattice,
+    MultiCausalLattice,
+    OrderedSetLattice,
+    SetLattice,
+    SingleCausalLattice,
+)
+from essa.state.timestamps import format_timestamp, parse_timestamp
 
 #: Most elements :func:`to_text` shows of one set before it says how many more there are.
 TEXT_ITEMS = 50

@@ -11,8 +11,8 @@ import threading
 from typing import Callable
 
 from essa.errors import EssaError
-from essa.util.ratelimit import RateLimitedLog, guarded
 from essa.transport.base import Message, Subscription, Transport
+from essa.util.ratelimit import RateLimitedLog, guarded
 
 _problems = RateLimitedLog(logging.getLogger("essa.transport.local"))
 

@@ -48,9 +48,10 @@ from typing import Any, Callable, Mapping, TypeVar
 import msgpack
 
 from essa.errors import EssaError
-from essa.util.ratelimit import RateLimitedLog, describe, guarded
-from essa.security.tls import apply as apply_tls, diagnose, secure_endpoints, warn_if_exposed
+from essa.security.tls import apply as apply_tls
+from essa.security.tls import diagnose, secure_endpoints, warn_if_exposed
 from essa.transport.base import Message, Subscription, Transport
+from essa.util.ratelimit import RateLimitedLog, describe, guarded
 
 log = logging.getLogger("essa.transport.zenoh")
 

@@ -11,12 +11,11 @@ alike. Each function serves :func:`essa.wasm.invocation.current`.
 from __future__ import annotations
 
 import struct
-import time
 from typing import Callable
 
 from essa.errors import DecodeError, StoreError
-from essa.wasm.abi import EssaResult
 from essa.state.keys import quoted
+from essa.wasm.abi import EssaResult
 from essa.wasm.invocation import Invocation, current, fault_guard
 
 _U32 = struct.Struct("<I")

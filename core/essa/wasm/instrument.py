@@ -32,6 +32,16 @@ raises it too, and the engine's own validation then names the real problem.
 
 from __future__ import annotations
 
+from essa.wasm.binary import (
+    BinaryError,
+    encode_u32,
+    encode_u32_padded,
+    read_u32,
+    skip_leb,
+    skip_name,
+)
+from essa.wasm.binary import sections as read_sections
+
 #: The import module of the instrumentation's host functions.
 METER_MODULE = "essa_meter"
 #: ``() -> i32``: called when the fuel ran out; returns new fuel or traps.
@@ -54,92 +64,21 @@ _VALTYPES = {0x7F, 0x7E, 0x7D, 0x7C, 0x7B, 0x70, 0x6F}
 _I32 = 0x7F
 
 
-class InstrumentError(ValueError):
+class InstrumentError(BinaryError):
     """The module cannot be instrumented (malformed, or uses an unsupported feature)."""
 
 
-# -- LEB128 -----------------------------------------------------------------------
-
-
-def _u32(data: bytes, pos: int) -> tuple[int, int]:
-    byte = data[pos]
-    if byte < 0x80:
-        return byte, pos + 1
-    result = byte & 0x7F
-    shift = 7
-    pos += 1
-    while True:
-        if shift > 28:
-            raise InstrumentError("bad LEB128")
-        byte = data[pos]
-        pos += 1
-        result |= (byte & 0x7F) << shift
-        if byte < 0x80:
-            return result, pos
-        shift += 7
-
-
-def _skip_leb(data: bytes, pos: int) -> int:
-    start = pos
-    while data[pos] & 0x80:
-        pos += 1
-        if pos - start > 10:
-            raise InstrumentError("bad LEB128")
-    return pos + 1
-
-
-def _enc_u32(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte = value & 0x7F
-        value >>= 7
-        if value:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
-
-
-def _enc_u32_padded(value: int) -> bytes:
-    """``value`` as a 5-byte LEB128 (signed-compatible for 0 <= value < 2**31), patchable in place."""
-    return bytes(((value >> (7 * i)) & 0x7F) | (0x80 if i < 4 else 0) for i in range(5))
-
-
-def _name(data: bytes, pos: int) -> int:
-    length, pos = _u32(data, pos)
-    return pos + length
-
-
-# -- sections -----------------------------------------------------------------------
-
-
-def _sections(wasm: bytes) -> list[tuple[int, bytes]]:
-    if wasm[:4] != b"\0asm" or wasm[4:8] != b"\x01\0\0\0":
-        raise InstrumentError("not a Wasm 1.0 binary module")
-    sections = []
-    pos = 8
-    while pos < len(wasm):
-        section_id = wasm[pos]
-        size, body = _u32(wasm, pos + 1)
-        end = body + size
-        if end > len(wasm):
-            raise InstrumentError("truncated section")
-        sections.append((section_id, wasm[body:end]))
-        pos = end
-    return sections
-
-
 def _vec_count(body: bytes) -> tuple[int, int]:
-    return _u32(body, 0) if body else (0, 0)
+    return read_u32(body, 0) if body else (0, 0)
 
 
 def _skip_limits(body: bytes, pos: int) -> int:
     flags = body[pos]
     if flags & ~0x07:
         raise InstrumentError(f"unsupported limits flags {flags:#x}")
-    pos = _skip_leb(body, pos + 1)
+    pos = skip_leb(body, pos + 1)
     if flags & 1:
-        pos = _skip_leb(body, pos)
+        pos = skip_leb(body, pos)
     return pos
 
 
@@ -192,7 +131,7 @@ class _Module:
                 raise InstrumentError("only function types are supported in the type section")
             pos += 1
             for _list in ("params", "results"):
-                n, pos = _u32(body, pos)
+                n, pos = read_u32(body, pos)
                 for _ in range(n):
                     if body[pos] not in _VALTYPES:
                         raise InstrumentError("unsupported value type")
@@ -202,13 +141,13 @@ class _Module:
     def _imports(self, body: bytes) -> None:
         count, pos = _vec_count(body)
         for _ in range(count):
-            pos = _name(body, pos)
-            pos = _name(body, pos)
+            pos = skip_name(body, pos)
+            pos = skip_name(body, pos)
             kind = body[pos]
             pos += 1
             if kind == 0x00:
                 self.func_imports += 1
-                pos = _skip_leb(body, pos)
+                pos = skip_leb(body, pos)
             elif kind == 0x01:
                 pos = _skip_tabletype(body, pos)
             elif kind == 0x02:
@@ -243,14 +182,14 @@ def _skip_blocktype(code: bytes, pos: int) -> int:
     byte = code[pos]
     if byte == 0x40 or byte in _VALTYPES:
         return pos + 1
-    return _skip_leb(code, pos)  # a type index (s33)
+    return skip_leb(code, pos)  # a type index (s33)
 
 
 def _skip_memarg(code: bytes, pos: int) -> int:
-    align, pos = _u32(code, pos)
+    align, pos = read_u32(code, pos)
     if align & 0x40:  # multi-memory: a memory index follows
-        pos = _skip_leb(code, pos)
-    return _skip_leb(code, pos)
+        pos = skip_leb(code, pos)
+    return skip_leb(code, pos)
 
 
 class _Rewriter:
@@ -260,11 +199,11 @@ class _Rewriter:
         self.fuel_global = fuel_global
         self.grow_helper = grow_helper
         if fuel_global is not None:
-            g = _enc_u32(fuel_global)
+            g = encode_u32(fuel_global)
             # fuel -= COST; if fuel < 0 { fuel = refuel() }
             self.check_head = b"\x23" + g + b"\x41"
             self.check_tail = (
-                b"\x6b\x24" + g + b"\x23" + g + b"\x41\x00\x48\x04\x40\x10" + _enc_u32(refuel) + b"\x24" + g + b"\x0b"
+                b"\x6b\x24" + g + b"\x23" + g + b"\x41\x00\x48\x04\x40\x10" + encode_u32(refuel) + b"\x24" + g + b"\x0b"
             )
 
     def func(self, idx: int) -> int:
@@ -273,9 +212,9 @@ class _Rewriter:
     def body(self, code: bytes) -> bytes:
         """One function body (locals + expression) rewritten."""
         out = bytearray()
-        count, pos = _u32(code, 0)
+        count, pos = read_u32(code, 0)
         for _ in range(count):
-            pos = _skip_leb(code, pos)
+            pos = skip_leb(code, pos)
             if code[pos] not in _VALTYPES:
                 raise InstrumentError("unsupported local type")
             pos += 1
@@ -303,7 +242,7 @@ class _Rewriter:
                 if code[pos] < 0x80:
                     pos += 1
                 else:
-                    pos = _skip_leb(code, pos)
+                    pos = skip_leb(code, pos)
                 continue
             if op in memarg:
                 pos = _skip_memarg(code, pos)
@@ -330,24 +269,24 @@ class _Rewriter:
                     frames.append((frames[-1][0], False))
                 continue
             if op == 0x41 or op == 0x42:  # i32.const, i64.const
-                pos = _skip_leb(code, pos)
+                pos = skip_leb(code, pos)
                 continue
             if op == 0x10 or op == 0x12 or op == 0xD2:  # call, return_call, ref.func
-                idx, after = _u32(code, pos)
+                idx, after = read_u32(code, pos)
                 if self.shift and idx >= self.k:
                     out += code[copy:pos]
-                    out += _enc_u32(idx + self.shift)
+                    out += encode_u32(idx + self.shift)
                     copy = after
                 pos = after
                 continue
             if op == 0x11 or op == 0x13:  # call_indirect, return_call_indirect
-                pos = _skip_leb(code, _skip_leb(code, pos))
+                pos = skip_leb(code, skip_leb(code, pos))
                 continue
             if op == 0x40:  # memory.grow
-                mem, after = _u32(code, pos)
+                mem, after = read_u32(code, pos)
                 if mem == 0 and self.grow_helper is not None:
                     out += code[copy:start]
-                    out += b"\x10" + _enc_u32(self.grow_helper)
+                    out += b"\x10" + encode_u32(self.grow_helper)
                     copy = after
                 pos = after
                 continue
@@ -358,29 +297,29 @@ class _Rewriter:
                 pos += 8
                 continue
             if op == 0x0E:  # br_table
-                n, pos = _u32(code, pos)
+                n, pos = read_u32(code, pos)
                 for _ in range(n + 1):
-                    pos = _skip_leb(code, pos)
+                    pos = skip_leb(code, pos)
                 continue
             if op == 0x1C:  # select t*
-                n, pos = _u32(code, pos)
+                n, pos = read_u32(code, pos)
                 pos += n
                 continue
             if op == 0xD0:  # ref.null t
                 pos += 1
                 continue
             if op == 0xFC:
-                sub, pos = _u32(code, pos)
+                sub, pos = read_u32(code, pos)
                 imms = _FC_IMMS.get(sub)
                 if imms is None:
                     raise InstrumentError(f"unsupported instruction 0xfc {sub}")
                 for _ in range(imms):
-                    pos = _skip_leb(code, pos)
+                    pos = skip_leb(code, pos)
                 if sub in _FC_BULK and meter is not None:
                     meter[1] += BULK_COST
                 continue
             if op == 0xFD:
-                sub, pos = _u32(code, pos)
+                sub, pos = read_u32(code, pos)
                 if sub in _FD_MEMARG:
                     pos = _skip_memarg(code, pos)
                 elif sub in _FD_MEMARG_LANE:
@@ -399,13 +338,13 @@ class _Rewriter:
     def _emit_check(self, out: bytearray) -> int:
         out += self.check_head
         offset = len(out)
-        out += _enc_u32_padded(0)
+        out += encode_u32_padded(0)
         out += self.check_tail
         return offset
 
     @staticmethod
     def _patch(out: bytearray, meter: list[int]) -> None:
-        out[meter[0] : meter[0] + 5] = _enc_u32_padded(min(meter[1], _MAX_COST))
+        out[meter[0] : meter[0] + 5] = encode_u32_padded(min(meter[1], _MAX_COST))
 
 
 # -- references to functions outside the code section ---------------------------------
@@ -419,12 +358,12 @@ def _rewrite_const_expr(body: bytes, pos: int, rw: _Rewriter, out: bytearray) ->
             out.append(op)
             return pos + 1
         if op == 0xD2:
-            idx, pos = _u32(body, pos + 1)
-            out += b"\xd2" + _enc_u32(rw.func(idx))
+            idx, pos = read_u32(body, pos + 1)
+            out += b"\xd2" + encode_u32(rw.func(idx))
             continue
         start = pos
         if op in (0x41, 0x42, 0x23):
-            pos = _skip_leb(body, pos + 1)
+            pos = skip_leb(body, pos + 1)
         elif op == 0x43:
             pos += 5
         elif op == 0x44:
@@ -444,18 +383,18 @@ def _rewrite_exports(body: bytes, rw: _Rewriter) -> bytes:
     count, pos = _vec_count(body)
     out = bytearray(body[:pos])
     for _ in range(count):
-        name_end = _name(body, pos)
+        name_end = skip_name(body, pos)
         out += body[pos:name_end]
         kind = body[name_end]
-        idx, pos = _u32(body, name_end + 1)
+        idx, pos = read_u32(body, name_end + 1)
         out.append(kind)
-        out += _enc_u32(rw.func(idx) if kind == 0 else idx)
+        out += encode_u32(rw.func(idx) if kind == 0 else idx)
     return bytes(out)
 
 
 def _rewrite_globals(body: bytes, rw: _Rewriter, extra: bytes) -> bytes:
     count, pos = _vec_count(body)
-    out = bytearray(_enc_u32(count + (1 if extra else 0)))
+    out = bytearray(encode_u32(count + (1 if extra else 0)))
     for _ in range(count):
         end = _skip_globaltype(body, pos)
         out += body[pos:end]
@@ -467,75 +406,75 @@ def _rewrite_elements(body: bytes, rw: _Rewriter) -> bytes:
     count, pos = _vec_count(body)
     out = bytearray(body[:pos])
     for _ in range(count):
-        flags, pos = _u32(body, pos)
-        out += _enc_u32(flags)
+        flags, pos = read_u32(body, pos)
+        out += encode_u32(flags)
         if flags > 7:
             raise InstrumentError(f"unsupported element segment flags {flags}")
         if flags & 2 and not flags & 1:  # explicit table index
             start = pos
-            pos = _skip_leb(body, pos)
+            pos = skip_leb(body, pos)
             out += body[start:pos]
         if not flags & 1:  # active: an offset expression
             pos = _rewrite_const_expr(body, pos, rw, out)
         if flags & 3:  # elemkind or reftype
             out.append(body[pos])
             pos += 1
-        n, pos = _u32(body, pos)
-        out += _enc_u32(n)
+        n, pos = read_u32(body, pos)
+        out += encode_u32(n)
         for _ in range(n):
             if flags & 4:
                 pos = _rewrite_const_expr(body, pos, rw, out)
             else:
-                idx, pos = _u32(body, pos)
-                out += _enc_u32(rw.func(idx))
+                idx, pos = read_u32(body, pos)
+                out += encode_u32(rw.func(idx))
     return bytes(out)
 
 
 def _rewrite_code(body: bytes, rw: _Rewriter, extra: bytes) -> bytes:
     count, pos = _vec_count(body)
-    out = bytearray(_enc_u32(count + (1 if extra else 0)))
+    out = bytearray(encode_u32(count + (1 if extra else 0)))
     for _ in range(count):
-        size, start = _u32(body, pos)
+        size, start = read_u32(body, pos)
         pos = start + size
         if pos > len(body):
             raise InstrumentError("truncated function body")
         new = rw.body(body[start:pos])
-        out += _enc_u32(len(new)) + new
+        out += encode_u32(len(new)) + new
     if pos != len(body):
         raise InstrumentError("trailing bytes in the code section")
     if extra:
-        out += _enc_u32(len(extra)) + extra
+        out += encode_u32(len(extra)) + extra
     return bytes(out)
 
 
 def _rewrite_names(body: bytes, rw: _Rewriter) -> bytes:
-    pos = _name(body, 0)
+    pos = skip_name(body, 0)
     if body[:pos] != b"\x04name":
         return body
     out = bytearray(body[:pos])
     while pos < len(body):
         sub = body[pos]
-        size, start = _u32(body, pos + 1)
+        size, start = read_u32(body, pos + 1)
         end = start + size
         content = body[start:end]
         if sub in (1, 2, 3):
             new = bytearray()
             count, p = _vec_count(content)
-            new += _enc_u32(count)
+            new += encode_u32(count)
             for _ in range(count):
-                idx, p = _u32(content, p)
-                new += _enc_u32(rw.func(idx))
+                idx, p = read_u32(content, p)
+                new += encode_u32(rw.func(idx))
                 if sub == 1:
-                    q = _name(content, p)
+                    q = skip_name(content, p)
                 else:  # an inner name map
-                    inner, q = _u32(content, p)
+                    inner, q = read_u32(content, p)
                     for _ in range(inner):
-                        q = _name(content, _skip_leb(content, q))
+                        q = skip_name(content, skip_leb(content, q))
                 new += content[p:q]
                 p = q
             content = bytes(new)
         out.append(sub)
-        out += _enc_u32(len(content)) + content
+        out += encode_u32(len(content)) + content
         pos = end
     return bytes(out)
 
@@ -556,12 +495,16 @@ def instrument(wasm: bytes, fuel: bool = True, grow: bool = True, initial_fuel: 
         return _instrument(bytes(wasm), fuel, grow, initial_fuel)
     except IndexError:
         raise InstrumentError("truncated module") from None
+    except InstrumentError:
+        raise
+    except BinaryError as exc:  # from the shared reader: say it as the rewriter's error
+        raise InstrumentError(str(exc)) from None
 
 
 def _instrument(wasm: bytes, fuel: bool, grow: bool, initial_fuel: int) -> bytes:
     if not 0 <= initial_fuel < 1 << 31:
         raise ValueError("initial_fuel must be in [0, 2**31)")
-    sections = _sections(wasm)
+    sections = read_sections(wasm)
     info = _Module(sections)
     grow = grow and info.memories > 0
     if not fuel and not grow:
@@ -591,25 +534,25 @@ def _instrument(wasm: bytes, fuel: bool, grow: bool, initial_fuel: int) -> bytes
     rw = _Rewriter(info.func_imports, n_new_funcs, fuel_global, refuel, grow_helper)
     helper_body = b""
     if grow:
-        r = _enc_u32(grow_refused)
+        r = encode_u32(grow_refused)
         # (local $r i32) local.get 0; memory.grow; local.tee $r; i32.const -1; i32.eq;
         # if: local.get 0; memory.size; call grow_refused; end; local.get $r
         helper_body = (
             b"\x01\x01\x7f\x20\x00\x40\x00\x22\x01\x41\x7f\x46\x04\x40\x20\x00\x3f\x00\x10" + r + b"\x0b\x20\x01\x0b"
         )
-    fuel_global_entry = b"\x7f\x01\x41" + _enc_u32_padded(initial_fuel) + b"\x0b" if fuel else b""
+    fuel_global_entry = b"\x7f\x01\x41" + encode_u32_padded(initial_fuel) + b"\x0b" if fuel else b""
 
     added_types = n_types - info.types
     present = {section_id for section_id, _ in sections}
     wanted: dict[int, bytes] = {}
     if _TYPE not in present:
-        wanted[_TYPE] = _enc_u32(added_types) + new_types
+        wanted[_TYPE] = encode_u32(added_types) + new_types
     if _IMPORT not in present:
-        wanted[_IMPORT] = _enc_u32(n_new_funcs) + new_imports
+        wanted[_IMPORT] = encode_u32(n_new_funcs) + new_imports
     if grow and _FUNCTION not in present:
-        wanted[_FUNCTION] = b"\x01" + _enc_u32(helper_type)
+        wanted[_FUNCTION] = b"\x01" + encode_u32(helper_type)
     if grow and _CODE not in present:
-        wanted[_CODE] = b"\x01" + _enc_u32(len(helper_body)) + helper_body
+        wanted[_CODE] = b"\x01" + encode_u32(len(helper_body)) + helper_body
     if fuel and _GLOBAL not in present:
         wanted[_GLOBAL] = b"\x01" + fuel_global_entry
 
@@ -621,20 +564,20 @@ def _instrument(wasm: bytes, fuel: bool, grow: bool, initial_fuel: int) -> bytes
                     out.append((missing, wanted.pop(missing)))
         if section_id == _TYPE:
             count, pos = _vec_count(body)
-            body = _enc_u32(count + added_types) + body[pos:] + new_types
+            body = encode_u32(count + added_types) + body[pos:] + new_types
         elif section_id == _IMPORT:
             count, pos = _vec_count(body)
-            body = _enc_u32(count + n_new_funcs) + body[pos:] + new_imports
+            body = encode_u32(count + n_new_funcs) + body[pos:] + new_imports
         elif section_id == _FUNCTION and grow:
             count, pos = _vec_count(body)
-            body = _enc_u32(count + 1) + body[pos:] + _enc_u32(helper_type)
+            body = encode_u32(count + 1) + body[pos:] + encode_u32(helper_type)
         elif section_id == _GLOBAL:
             body = _rewrite_globals(body, rw, fuel_global_entry)
         elif section_id == _EXPORT:
             body = _rewrite_exports(body, rw)
         elif section_id == _START:
-            idx, _ = _u32(body, 0)
-            body = _enc_u32(rw.func(idx))
+            idx, _ = read_u32(body, 0)
+            body = encode_u32(rw.func(idx))
         elif section_id == _ELEMENT:
             body = _rewrite_elements(body, rw)
         elif section_id == _CODE:
@@ -652,14 +595,14 @@ def _instrument(wasm: bytes, fuel: bool, grow: bool, initial_fuel: int) -> bytes
     result = bytearray(wasm[:8])
     for section_id, body in out:
         result.append(section_id)
-        result += _enc_u32(len(body)) + body
+        result += encode_u32(len(body)) + body
     return bytes(result)
 
 
 def _import_entry(name: str, type_index: int) -> bytes:
     module = METER_MODULE.encode()
     field = name.encode()
-    return _enc_u32(len(module)) + module + _enc_u32(len(field)) + field + b"\x00" + _enc_u32(type_index)
+    return encode_u32(len(module)) + module + encode_u32(len(field)) + field + b"\x00" + encode_u32(type_index)
 
 
 __all__ = ["BULK_COST", "GROW_REFUSED", "METER_MODULE", "REFUEL", "InstrumentError", "instrument"]

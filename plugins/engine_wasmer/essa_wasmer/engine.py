@@ -44,13 +44,26 @@ except ImportError as exc:  # pragma: no cover - depends on the Python version
 else:
     _IMPORT_ERROR = None
 
-from essa.wasm.host import FUEL, HOST_FUNCTIONS, METER_FUNCTIONS, HostFunction
-from essa.wasm.abi import IMPORT_MODULE
-from essa.wasm.invocation import GuestFault, Invocation
-from essa.wasm.engine import Engine, ModuleInfo, Program
-from essa.wasm.limits import Grants, Limits
-from essa.errors import GuestExit, ModuleError, PluginNotFound
-from essa.wasm.instrument import METER_MODULE, InstrumentError, instrument
+from essa.plugin import (
+    FUEL,
+    HOST_FUNCTIONS,
+    IMPORT_MODULE,
+    METER_FUNCTIONS,
+    METER_MODULE,
+    Engine,
+    Grants,
+    GuestExit,
+    GuestFault,
+    HostFunction,
+    InstrumentError,
+    Invocation,
+    Limits,
+    ModuleError,
+    ModuleInfo,
+    PluginNotFound,
+    Program,
+    instrument,
+)
 
 from . import memcap, wasi
 

@@ -15,6 +15,8 @@ returned unchanged and left to the compiler's validation to reject.
 
 from __future__ import annotations
 
+from essa.plugin import encode_u32, read_u32, section, section_spans
+
 PAGE = 65536
 #: The largest memory a wasm32 module can have, in pages (4 GiB).
 MAX_PAGES = 65536
@@ -39,31 +41,6 @@ def cap_pages(max_memory_bytes: int) -> int:
     return max(0, min(MAX_PAGES, max_memory_bytes // PAGE))
 
 
-def _read_u32(data: bytes, pos: int) -> tuple[int, int]:
-    result = shift = 0
-    while True:
-        if pos >= len(data) or shift > 28:
-            raise ValueError("bad LEB128")
-        byte = data[pos]
-        pos += 1
-        result |= (byte & 0x7F) << shift
-        if not byte & 0x80:
-            return result, pos
-        shift += 7
-
-
-def _u32(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte = value & 0x7F
-        value >>= 7
-        if value:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
-
-
 def cap_memory(wasm: bytes, pages: int) -> bytes:
     """``wasm`` with every defined memory's maximum lowered to at most ``pages``.
 
@@ -76,37 +53,28 @@ def cap_memory(wasm: bytes, pages: int) -> bytes:
 
 
 def _cap(wasm: bytes, pages: int) -> bytes:
-    if wasm[:4] != b"\0asm" or len(wasm) < 8:
-        return wasm
-    pos = 8
-    while pos < len(wasm):
-        section_id = wasm[pos]
-        size, body = _read_u32(wasm, pos + 1)
-        end = body + size
-        if end > len(wasm):
-            raise ValueError("truncated section")
+    for section_id, start, body, end in section_spans(wasm):
         if section_id == _MEMORY_SECTION:
             new_body = _cap_section(wasm[body:end], pages)
             if new_body is None:
                 return wasm
-            return wasm[:pos] + bytes([section_id]) + _u32(len(new_body)) + new_body + wasm[end:]
-        pos = end
+            return wasm[:start] + section(section_id, new_body) + wasm[end:]
     return wasm
 
 
 def _cap_section(body: bytes, pages: int) -> bytes | None:
-    count, pos = _read_u32(body, 0)
-    out = bytearray(_u32(count))
+    count, pos = read_u32(body, 0)
+    out = bytearray(encode_u32(count))
     changed = False
     for _ in range(count):
         flags = body[pos]
         pos += 1
         if flags & ~0x03:  # memory64 or unknown flags: leave the module as it is
             return None
-        minimum, pos = _read_u32(body, pos)
+        minimum, pos = read_u32(body, pos)
         maximum = None
         if flags & 0x01:
-            maximum, pos = _read_u32(body, pos)
+            maximum, pos = read_u32(body, pos)
         if minimum > MAX_PAGES or (maximum is not None and not minimum <= maximum <= MAX_PAGES):
             return None  # invalid limits: the compiler refuses them with the reason
         if minimum > pages:
@@ -115,7 +83,7 @@ def _cap_section(body: bytes, pages: int) -> bytes | None:
             maximum = pages
             changed = True
         out.append(flags | 0x01)
-        out += _u32(minimum) + _u32(maximum)
+        out += encode_u32(minimum) + encode_u32(maximum)
     if pos != len(body):
         raise ValueError("trailing bytes in the memory section")
     return bytes(out) if changed else None

@@ -34,15 +34,27 @@ import struct
 import time
 from typing import Callable
 
-from essa.wasm import wasip1
-from essa.wasm.invocation import GuestFault, GuestLimit, Invocation, fault_guard
-from essa.wasm.invocation import current as current_invocation
-from essa.wasm.limits import Grants
-from essa.wasm.stdin import Stdin
-from essa.wasm.wasip1 import EBADF, EINVAL, ENOTDIR, ENOTSOCK, ENOTSUP, ESPIPE, SUCCESS
+from essa.plugin import (
+    Grants,
+    GuestFault,
+    GuestLimit,
+    Invocation,
+    Stdin,
+    current_invocation,
+    fault_guard,
+    wasip1,
+)
 
 from . import wasi_fs
 from .wasi_fs import Directory, Entry, File, FsError
+
+EBADF = wasip1.EBADF
+EINVAL = wasip1.EINVAL
+ENOTDIR = wasip1.ENOTDIR
+ENOTSOCK = wasip1.ENOTSOCK
+ENOTSUP = wasip1.ENOTSUP
+ESPIPE = wasip1.ESPIPE
+SUCCESS = wasip1.SUCCESS
 
 #: The import module of WASI preview 1.
 IMPORT_MODULE = "wasi_snapshot_preview1"

@@ -25,10 +25,16 @@ import stat
 import struct
 from dataclasses import dataclass
 
-from essa.wasm import wasip1
-from essa.wasm.wasip1 import EBADF, EINVAL, EISDIR, ENOTDIR, ENOTSUP, EPERM
+from essa.plugin import wasip1
 
 from .wasi_paths import Escape, open_beneath, open_parent, strip_dir_suffix
+
+EBADF = wasip1.EBADF
+EINVAL = wasip1.EINVAL
+EISDIR = wasip1.EISDIR
+ENOTDIR = wasip1.ENOTDIR
+ENOTSUP = wasip1.ENOTSUP
+EPERM = wasip1.EPERM
 
 _O_PATH = getattr(os, "O_PATH", 0)
 

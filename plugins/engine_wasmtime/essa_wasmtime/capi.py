@@ -48,18 +48,26 @@ import errno
 import itertools
 import logging
 import threading
-from ctypes import POINTER, byref, c_char_p, c_int32, c_int64, c_size_t, c_ssize_t, c_uint8, c_uint64, c_void_p
-from typing import TYPE_CHECKING, Callable
+from ctypes import (
+    POINTER,
+    byref,
+    c_char_p,
+    c_int32,
+    c_int64,
+    c_size_t,
+    c_ssize_t,
+    c_uint8,
+    c_uint64,
+    c_void_p,
+)
+from typing import Callable
 
 import wasmtime
 
-from essa.wasm.invocation import GuestFault, Invocation
-from essa.util.ratelimit import RateLimitedLog, describe
+from essa.plugin import GuestFault, Invocation, RateLimitedLog, describe
 
+from .linking import CallSettings, HostImport, LinkedModule
 from .wasi import WasiCall
-
-if TYPE_CHECKING:  # pragma: no cover
-    from .engine import HostImport, Linked, WasmtimeProgram
 
 _problems = RateLimitedLog(logging.getLogger("essa.wasmtime"))
 
@@ -258,7 +266,7 @@ def _callback(impl: Callable[..., int | None], arity: int, returns: bool, caller
 _callbacks: dict[int, tuple] = {}
 
 
-def define(linker: wasmtime.Linker, host_import: "HostImport") -> None:
+def define(linker: wasmtime.Linker, host_import: HostImport) -> None:
     """Define one host import (i32 parameters, at most one i32 result) in ``linker``."""
     if any(p != "i32" for p in host_import.params) or host_import.results not in ((), ("i32",)):
         raise ValueError(f"the capi binding defines i32 host functions only, not {host_import}")
@@ -370,11 +378,11 @@ class CapiBinding:
         self._on_epoch = _EPOCH_CALLBACK(on_epoch)
         self._tick_us = tick_us
 
-    def define(self, linker: wasmtime.Linker, host_import: "HostImport") -> None:
+    def define(self, linker: wasmtime.Linker, host_import: HostImport) -> None:
         define(linker, host_import)
 
     def call(
-        self, program: "WasmtimeProgram", linked: "Linked", invocation: Invocation, export: str, arg: int | None
+        self, program: CallSettings, linked: LinkedModule, invocation: Invocation, export: str, arg: int | None
     ) -> None:
         """Instantiate ``linked`` in a fresh store and call ``export``; the store is deleted at the end.
 

@@ -48,16 +48,30 @@ from typing import Callable
 import wasmtime
 from wasmtime import _ffi as ffi
 
-from essa.wasm.host import HOST_FUNCTIONS, METER_FUNCTIONS, HostFunction
-from essa.wasm.abi import IMPORT_MODULE
-from essa.wasm.invocation import GuestFault, Invocation
-from essa.wasm.invocation import current as current_invocation
-from essa.wasm.engine import START, Engine, ModuleInfo, Program
-from essa.wasm.limits import Grants, Limits
-from essa.errors import EssaError, GuestExit, ModuleError
-from essa.wasm.instrument import METER_MODULE, InstrumentError, instrument
+from essa.plugin import (
+    HOST_FUNCTIONS,
+    IMPORT_MODULE,
+    METER_FUNCTIONS,
+    METER_MODULE,
+    START,
+    Engine,
+    EssaError,
+    Grants,
+    GuestExit,
+    GuestFault,
+    HostFunction,
+    InstrumentError,
+    Invocation,
+    Limits,
+    ModuleError,
+    ModuleInfo,
+    Program,
+    current_invocation,
+    instrument,
+)
 
 from . import capi
+from .linking import HostImport
 from .public import PublicBinding
 from .wasi import POLL_ONEOFF, WASI, adapter_module
 
@@ -267,24 +281,6 @@ def _cannot_reserve(size: int) -> str | None:
 #: What wasmtime says of a module its pooling allocator cannot hold, and of a full pool.
 _DOES_NOT_FIT = "does not fit in pooling allocator requirements"
 _POOL_FULL = "maximum concurrent limit of"
-
-
-@dataclass(frozen=True)
-class HostImport:
-    """A function the host provides to guests: where it is imported from, its type, its implementation."""
-
-    module: str
-    name: str
-    params: tuple[str, ...]
-    results: tuple[str, ...]
-    impl: Callable[..., int | None]
-    #: Whether ``impl`` takes the calling instance's ``wasmtime.Caller`` first.
-    caller: bool = False
-
-    @property
-    def type(self) -> wasmtime.FuncType:
-        valtypes = {"i32": wasmtime.ValType.i32(), "i64": wasmtime.ValType.i64()}
-        return wasmtime.FuncType([valtypes[p] for p in self.params], [valtypes[r] for r in self.results])
 
 
 class Linked:

@@ -12,17 +12,16 @@ from __future__ import annotations
 
 import ctypes
 import errno
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
 import wasmtime
-from wasmtime import _bindings, _ffi as ffi
+from wasmtime import _bindings
+from wasmtime import _ffi as ffi
 
-from essa.wasm.invocation import GuestFault, Invocation
+from essa.plugin import GuestFault, Invocation
 
+from .linking import CallSettings, HostImport, LinkedModule
 from .wasi import WasiCall
-
-if TYPE_CHECKING:  # pragma: no cover
-    from .engine import HostImport, Linked, WasmtimeProgram
 
 _CALLBACK_TYPES = _bindings._wasmtime_store_epoch_deadline_callback.argtypes
 _NO_FINALIZER = ctypes.cast(None, _CALLBACK_TYPES[3])
@@ -61,13 +60,13 @@ class PublicBinding:
         self._on_epoch = _CALLBACK_TYPES[1](on_epoch)
         self._tick_us = ctypes.c_void_p(tick_us)
 
-    def define(self, linker: wasmtime.Linker, host_import: "HostImport") -> None:
+    def define(self, linker: wasmtime.Linker, host_import: HostImport) -> None:
         linker.define_func(
             host_import.module, host_import.name, host_import.type, host_import.impl, access_caller=host_import.caller
         )
 
     def call(
-        self, program: "WasmtimeProgram", linked: "Linked", invocation: Invocation, export: str, arg: int | None
+        self, program: CallSettings, linked: LinkedModule, invocation: Invocation, export: str, arg: int | None
     ) -> None:
         """Instantiate ``linked`` in a fresh store and call ``export``; the store is closed at the end."""
         store = wasmtime.Store(linked.engine)

@@ -32,9 +32,8 @@ import time
 
 import wasmtime
 
-from essa.wasm import wasip1
-from essa.wasm.invocation import GuestFault, Invocation, current, fault_guard
-from essa.wasm.stdin import CHUNK
+from essa.plugin import CHUNK, GuestFault, Invocation, fault_guard, wasip1
+from essa.plugin import current_invocation as current
 
 WASI = "wasi_snapshot_preview1"
 _MASK = 0xFFFFFFFF

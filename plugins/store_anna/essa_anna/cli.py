@@ -8,8 +8,13 @@ import re
 
 import click
 
-from essa.cli.main import endpoint_options, metrics_option, serve_metrics, split_endpoints
-from essa.security.settings import tls_options
+from essa.plugin import (
+    endpoint_options,
+    metrics_option,
+    serve_metrics,
+    split_endpoints,
+    tls_options,
+)
 
 from . import protocol as P
 from .errors import AnnaError
@@ -45,7 +50,7 @@ def routing(routing_id, listen, connect, scouting, zenoh_config, metrics_address
 
     KVS nodes and clients connect to its --listen endpoint.
     """
-    from essa.cluster.processes import open_transport, wait_for_signal
+    from essa.plugin import open_transport, wait_for_signal
 
     serve_metrics(metrics_address)
     from .routing import RoutingNode
@@ -93,7 +98,7 @@ def kvs(node_id, listen, connect, scouting, zenoh_config, workers, global_replic
     IDs must be unique in a cluster (reuse the ID to restart a durable node).
     On SIGTERM the node hands its keys off to the other nodes, then stops.
     """
-    from essa.cluster.processes import open_transport, wait_for_signal
+    from essa.plugin import open_transport, wait_for_signal
 
     from .kvs import KvsNode
     from .storage import LmdbBackend
@@ -146,7 +151,7 @@ def _client_options(fn):
 
 
 def _client(connect, zenoh_config, timeout, connect_timeout):
-    from essa.security.settings import tls_files
+    from essa.plugin import tls_files
 
     from .client import AnnaClient
 
@@ -161,8 +166,7 @@ def _client(connect, zenoh_config, timeout, connect_timeout):
 
 def format_value(data: bytes) -> str:
     """A lattice value as `essa anna get` prints it."""
-    from essa.state.bincode import decode_lattice
-    from essa.state.lattice import LwwLattice, OrderedSetLattice, SetLattice
+    from essa.plugin import LwwLattice, OrderedSetLattice, SetLattice, decode_lattice
 
     value = decode_lattice(data)
     if isinstance(value, LwwLattice):
@@ -186,7 +190,7 @@ def _text(raw: bytes, quote: bool) -> str:
 @_client_options
 def put(key, value, connect, zenoh_config, timeout, connect_timeout) -> None:
     """Put VALUE under KEY as a last-writer-wins value (stamped now)."""
-    from essa.state.lattice import LwwLattice
+    from essa.plugin import LwwLattice
 
     with _client(connect, zenoh_config, timeout, connect_timeout) as client:
         client.put(key, _encode(LwwLattice.now(value.encode("utf-8"))))
@@ -198,14 +202,14 @@ def put(key, value, connect, zenoh_config, timeout, connect_timeout) -> None:
 @_client_options
 def put_set(key, values, connect, zenoh_config, timeout, connect_timeout) -> None:
     """Add VALUES to the set under KEY."""
-    from essa.state.lattice import SetLattice
+    from essa.plugin import SetLattice
 
     with _client(connect, zenoh_config, timeout, connect_timeout) as client:
         client.put(key, _encode(SetLattice(v.encode("utf-8") for v in values)))
 
 
 def _encode(value) -> bytes:
-    from essa.state.bincode import encode_lattice
+    from essa.plugin import encode_lattice
 
     return encode_lattice(value)
 
@@ -227,8 +231,7 @@ def get(key, connect, zenoh_config, timeout, connect_timeout) -> None:
 @_client_options
 def get_set(key, connect, zenoh_config, timeout, connect_timeout) -> None:
     """Print the set under KEY."""
-    from essa.state.bincode import decode_lattice
-    from essa.state.lattice import OrderedSetLattice, SetLattice
+    from essa.plugin import OrderedSetLattice, SetLattice, decode_lattice
 
     with _client(connect, zenoh_config, timeout, connect_timeout) as client:
         data = client.get(key)

@@ -24,9 +24,7 @@ import uuid
 from concurrent.futures import Future
 from typing import Iterable, Sequence
 
-from essa.errors import DecodeError, LatticeTypeError
-from essa.state.keys import encode_key, encode_text
-from essa.util.ratelimit import describe
+from essa.plugin import DecodeError, LatticeTypeError, describe, encode_key, encode_text
 
 from . import inbound
 from . import protocol as P
@@ -490,8 +488,7 @@ class AnnaClient:
 
 
 def _open(endpoints: list[str], config: str | None, scouting: bool, connect_timeout: float, where: str):
-    from essa.cluster.processes import open_transport
-    from essa.transport.zenoh import TransportError
+    from essa.plugin import TransportError, open_transport
 
     try:
         return open_transport(connect=endpoints, config=config, scouting=scouting, connect_timeout=connect_timeout)

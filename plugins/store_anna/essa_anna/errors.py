@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from essa.errors import StoreError
+from essa.plugin import StoreError
 
 
 class AnnaError(StoreError):

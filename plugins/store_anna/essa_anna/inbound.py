@@ -23,7 +23,7 @@ import logging
 import re
 from typing import Any
 
-from essa.util.ratelimit import RateLimitedLog
+from essa.plugin import RateLimitedLog
 
 from . import protocol as P
 from .errors import Malformed

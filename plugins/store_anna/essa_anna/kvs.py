@@ -47,14 +47,17 @@ import uuid
 from collections import deque
 from typing import Any
 
-from essa.state.bincode import decode_lattice, encode_lattice
-from essa.errors import DecodeError, LatticeTypeError
-from essa.state.bincode import merge_encoded
-from essa.util.ratelimit import describe
-from essa.transport.base import Transport
+from essa.plugin import (
+    DecodeError,
+    LatticeTypeError,
+    Transport,
+    decode_lattice,
+    describe,
+    encode_lattice,
+    merge_encoded,
+)
 
-from . import inbound
-from . import metrics
+from . import inbound, metrics
 from . import protocol as P
 from .errors import Malformed
 from .inbound import problems

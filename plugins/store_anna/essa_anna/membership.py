@@ -17,8 +17,7 @@ import threading
 import time
 from typing import Callable
 
-from essa.util.ratelimit import describe
-from essa.transport.base import Transport
+from essa.plugin import Transport, describe
 
 from . import protocol
 from .errors import Malformed

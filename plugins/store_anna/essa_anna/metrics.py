@@ -13,7 +13,7 @@ from typing import Callable
 
 from prometheus_client import Counter, Gauge, Histogram
 
-from essa.cluster.metrics import LATENCY
+from essa.plugin import LATENCY
 
 from . import protocol as P
 

@@ -12,10 +12,9 @@ import logging
 import time
 import uuid
 
-from essa.transport.base import Transport
+from essa.plugin import Transport
 
-from . import inbound
-from . import metrics
+from . import inbound, metrics
 from . import protocol as P
 from .errors import Malformed
 from .membership import Membership

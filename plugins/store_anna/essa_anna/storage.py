@@ -22,9 +22,8 @@ import threading
 from pathlib import Path
 from typing import Iterator, Sequence
 
-from essa.state.keys import encode_key, record_key
-from essa_lmdb.disk import full_disk_message, lmdb_error_code
-from essa_lmdb.layout import DATABASES, Layout, is_layout_key
+from essa.plugin import encode_key, record_key
+from essa_lmdb import DATABASES, Layout, full_disk_message, is_layout_key, lmdb_error_code
 
 from .errors import AnnaError
 

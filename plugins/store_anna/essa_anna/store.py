@@ -26,10 +26,9 @@ not given): ``kvs_nodes`` (default 3), ``global_replication`` (default 2),
 from __future__ import annotations
 
 import socket
-
 from typing import Mapping
 
-from essa.state.store import ClusterServices, Store
+from essa.plugin import ClusterServices, Store
 
 from . import protocol as P
 from .client import AnnaClient
@@ -124,7 +123,7 @@ class AnnaStore(Store):
 def _routing_endpoint(scheduler: str) -> str:
     """Where the routing node of ``essa up`` listens: anna's default endpoint beside essa's default
     scheduler endpoint (so ``essa anna status`` finds it with no flag), else a free port of the same host."""
-    from essa.transport.zenoh import DEFAULT_ENDPOINT
+    from essa.plugin import DEFAULT_ENDPOINT
 
     if scheduler == DEFAULT_ENDPOINT:
         return P.DEFAULT_ENDPOINT

@@ -15,9 +15,14 @@ from __future__ import annotations
 
 import struct
 
-from essa.state.bincode import TAG_ORDERED_SET, TAG_SET, decode_lattice
-from essa.errors import LatticeTypeError
-from essa.state.lattice import OrderedSetLattice, SetLattice
+from essa.plugin import (
+    TAG_ORDERED_SET,
+    TAG_SET,
+    LatticeTypeError,
+    OrderedSetLattice,
+    SetLattice,
+    decode_lattice,
+)
 
 #: A set is kept as bytes while its encoding is at most this many bytes.
 INLINE_LIMIT = 4096

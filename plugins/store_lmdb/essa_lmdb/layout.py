@@ -47,11 +47,17 @@ from __future__ import annotations
 import hashlib
 import struct
 
-from essa.state.bincode import TAG_ORDERED_SET, TAG_SET, decode_lattice
-from essa.errors import DecodeError, LatticeTypeError
-from essa.state.keys import is_shortened
-from essa.state.lattice import OrderedSetLattice, SetLattice
-from essa.state.bincode import merge_encoded
+from essa.plugin import (
+    TAG_ORDERED_SET,
+    TAG_SET,
+    DecodeError,
+    LatticeTypeError,
+    OrderedSetLattice,
+    SetLattice,
+    decode_lattice,
+    is_shortened,
+    merge_encoded,
+)
 
 #: A set is kept whole while its encoding is at most this many bytes.
 INLINE_LIMIT = 4096

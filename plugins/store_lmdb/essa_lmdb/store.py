@@ -65,10 +65,18 @@ from typing import Mapping
 
 import lmdb
 
-from essa.errors import StoreError
-from essa.state.keys import RECORD_KEY_KEPT, RECORD_KEY_LIMIT, KeyList, encode_key, encode_text, is_shortened, record_key
-from essa.util.paths import data_dir
-from essa.state.store import Store
+from essa.plugin import (
+    RECORD_KEY_KEPT,
+    RECORD_KEY_LIMIT,
+    KeyList,
+    Store,
+    StoreError,
+    data_dir,
+    encode_key,
+    encode_text,
+    is_shortened,
+    record_key,
+)
 
 from .disk import full_disk_message, lmdb_error_code
 from .layout import DATABASES, Layout, is_layout_key

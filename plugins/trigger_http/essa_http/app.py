@@ -29,16 +29,20 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route, Router
 
-from essa.api import Connection
-from essa.util.units import format_bytes
-from essa.errors import DecodeError, EssaError
-from essa.state.keys import quoted
-from essa.state.lattice import Lattice
-from essa.util.ratelimit import describe
-from essa.state.views import from_json, to_json
+from essa.plugin import (
+    Connection,
+    DecodeError,
+    EssaError,
+    Lattice,
+    describe,
+    format_bytes,
+    from_json,
+    quoted,
+    to_json,
+)
 
 from .errors import HttpError, from_essa_error
-from .metrics import HttpMetrics, Instrumented, problems, exposition
+from .metrics import HttpMetrics, Instrumented, exposition, problems
 
 #: The Content-Type of a result when the request had none.
 OCTET_STREAM = "application/octet-stream"

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 
-from essa.errors import EssaError, NotFound
+from essa.plugin import EssaError, NotFound
 
 #: The HTTP status of each kind of failure; any other kind is 500.
 STATUS_OF_KIND = {

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from essa.util.descriptors import raise_open_files_limit
+from essa.plugin import raise_open_files_limit
 
 #: A request body may take ``body-timeout`` seconds plus one second per this many bytes received.
 BODY_MIN_RATE = 1024

@@ -18,10 +18,16 @@ import logging
 import time
 from typing import Any, Awaitable, Callable
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client import REGISTRY as PROCESS_REGISTRY
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
 
-from essa.util.ratelimit import RateLimitedLog, describe
+from essa.plugin import RateLimitedLog, describe
 
 log = logging.getLogger("essa.http")
 access_log = logging.getLogger("essa.http.access")

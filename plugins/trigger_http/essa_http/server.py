@@ -33,7 +33,7 @@ from typing import Any, Callable, Iterator
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
-from essa.util.ratelimit import RateLimitedLog
+from essa.plugin import RateLimitedLog
 
 from .errors import error_body
 from .limits import BODY_MIN_RATE, ConnectionLimits

@@ -13,8 +13,7 @@ import logging
 import socket
 from typing import Callable
 
-from essa.errors import EssaError
-from essa.api.trigger import Trigger, TriggerConfig
+from essa.plugin import EssaError, Trigger, TriggerConfig
 
 from .limits import ConnectionLimits, descriptor_room
 

@@ -9,9 +9,8 @@ puts them all, with the suite's helpers (``echo``, ``trap``, ``no_result``,
 
 from __future__ import annotations
 
-from essa.wasm.limits import Limits
-
 from essa.testing.conformance.wat import module
+from essa.wasm.limits import Limits
 
 #: Limits the nasty tests run under: short, so the suite stays fast.
 LIMITS = Limits(time_limit=0.5, max_memory_bytes=4 << 20, max_message_bytes=1 << 20, max_output_bytes=1 << 20)

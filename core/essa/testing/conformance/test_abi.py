@@ -11,12 +11,20 @@ import struct
 
 import pytest
 
-from essa.wasm.abi import EssaResult
 from essa.state.bincode import encode_lattice
 from essa.state.lattice import LwwLattice, SetLattice
-
 from essa.testing.conformance.support import Output
-from essa.testing.conformance.wat import ARGS_LEN, DATA, PAGE, SCRATCH, call, driver_module, load, parse_drive_result
+from essa.testing.conformance.wat import (
+    ARGS_LEN,
+    DATA,
+    PAGE,
+    SCRATCH,
+    call,
+    driver_module,
+    load,
+    parse_drive_result,
+)
+from essa.wasm.abi import EssaResult
 
 pytestmark = pytest.mark.usefixtures("essa_home")
 

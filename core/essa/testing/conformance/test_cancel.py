@@ -14,11 +14,10 @@ import time
 
 import pytest
 
-from essa.cluster.client import RunFailed
-from essa.wasm.limits import Limits
 from essa.cluster.embedded import EmbeddedRuntime
-
+from essa.errors import RunFailed
 from essa.testing.conformance.wat import module
+from essa.wasm.limits import Limits
 
 pytestmark = pytest.mark.usefixtures("essa_home")
 

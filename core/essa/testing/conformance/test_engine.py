@@ -13,12 +13,10 @@ import time
 
 import pytest
 
-from essa.wasm.abi import EssaResult
-from essa.wasm.limits import Limits
 from essa.errors import GuestExit, GuestTrap, ModuleError
-
 from essa.testing.conformance.support import invocation
 from essa.testing.conformance.wat import module, wat2wasm
+from essa.wasm.limits import Limits
 
 pytestmark = pytest.mark.usefixtures("essa_home")
 

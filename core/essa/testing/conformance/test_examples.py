@@ -12,15 +12,14 @@ from importlib import resources
 
 import pytest
 
-from essa.wasm.abi import EssaResult
-from essa.state.lattice import LwwLattice
-from essa.plugins import get_plugin_manager
-from essa.cluster.programs import artifact_key
 from essa.cluster.embedded import EmbeddedRuntime
+from essa.cluster.programs import artifact_key
+from essa.plugins import get_plugin_manager
+from essa.state.lattice import LwwLattice
 from essa.testing import TEST_FUNCTION_OUTPUT
-
 from essa.testing.conformance.support import Output
 from essa.testing.conformance.wat import module
+from essa.wasm.abi import EssaResult
 
 pytestmark = pytest.mark.usefixtures("essa_home")
 

@@ -16,14 +16,13 @@ import time
 
 import pytest
 
-from essa.wasm.abi import EssaResult
-from essa.cluster.pool import WorkPool
 from essa.cluster.embedded import EmbeddedRuntime
-from essa.testing.resources import Resources, python_threads, sample
-
+from essa.cluster.pool import WorkPool
 from essa.testing.conformance.support import Output
 from essa.testing.conformance.test_runtime import FAN, FAN_NAME, PRINT_HELLO
 from essa.testing.conformance.wat import module
+from essa.testing.resources import Resources, python_threads, sample
+from essa.wasm.abi import EssaResult
 
 pytestmark = pytest.mark.usefixtures("essa_home")
 

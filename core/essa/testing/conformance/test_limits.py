@@ -14,15 +14,22 @@ import threading
 
 import pytest
 
-from essa.wasm.abi import EssaResult
-from essa.cluster.client import RunFailed
-from essa.wasm.limits import Limits
-from essa.errors import GuestExit, LimitExceeded
 from essa.cluster.embedded import EmbeddedRuntime, open_engine
-
+from essa.errors import GuestExit, LimitExceeded, RunFailed
 from essa.testing.conformance.nasty import EXPECTED, LIMITS, nasty_module
 from essa.testing.conformance.support import Output, invocation
-from essa.testing.conformance.wat import DATA, SCRATCH, call, driver_module, load, module, parse_drive_result, wat2wasm
+from essa.testing.conformance.wat import (
+    DATA,
+    SCRATCH,
+    call,
+    driver_module,
+    load,
+    module,
+    parse_drive_result,
+    wat2wasm,
+)
+from essa.wasm.abi import EssaResult
+from essa.wasm.limits import Limits
 
 pytestmark = pytest.mark.usefixtures("essa_home")
 

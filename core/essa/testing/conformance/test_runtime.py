@@ -7,13 +7,11 @@ import struct
 
 import pytest
 
-from essa.wasm.abi import EssaResult
-from essa.cluster.client import RunFailed
-from essa.errors import ModuleError
 from essa.cluster.embedded import EmbeddedRuntime
-
+from essa.errors import ModuleError, RunFailed
 from essa.testing.conformance.support import Output
 from essa.testing.conformance.wat import module, wat2wasm
+from essa.wasm.abi import EssaResult
 
 pytestmark = pytest.mark.usefixtures("essa_home")
 

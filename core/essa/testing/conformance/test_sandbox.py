@@ -15,12 +15,11 @@ import struct
 
 import pytest
 
-from essa.wasm.limits import DirGrant, Grants
-from essa.errors import EssaError
 from essa.cluster.embedded import open_engine
-
+from essa.errors import EssaError
 from essa.testing.conformance.support import invocation
 from essa.testing.conformance.wat import module
+from essa.wasm.limits import DirGrant, Grants
 
 pytestmark = pytest.mark.usefixtures("essa_home")
 

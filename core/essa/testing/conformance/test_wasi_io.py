@@ -13,13 +13,12 @@ import threading
 
 import pytest
 
-from essa.wasm.limits import Limits
-from essa.errors import LimitExceeded
 from essa.cluster.embedded import open_engine
-from essa.wasm.stdin import Stdin
-
+from essa.errors import LimitExceeded
 from essa.testing.conformance.support import invocation
 from essa.testing.conformance.wat import module
+from essa.wasm.limits import Limits
+from essa.wasm.stdin import Stdin
 
 pytestmark = pytest.mark.usefixtures("essa_home")
 

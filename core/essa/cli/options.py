@@ -1,0 +1,312 @@
+"""Options shared by the ``essa`` commands, and by plugins' commands (through :mod:`essa.plugin`).
+
+Global options live in :class:`Settings`; per-call limits and WASI grants in
+:func:`limit_options`; where a process listens and connects in
+:func:`endpoint_options`; how a client reaches essa in
+:func:`connection_options`; this process's TLS files and tokens in
+:func:`tls_options`, :func:`token_option` and :func:`token_key_option`, which
+record their values in :mod:`essa.security.settings` (so every zenoh session
+the process opens uses them).
+"""
+
+from __future__ import annotations
+
+import os
+
+import click
+
+from essa import api
+from essa.api.services import serve_metrics as _serve_metrics
+from essa.errors import EssaError
+from essa.security import settings as security_settings
+from essa.security import tls as _tls
+from essa.util.units import parse_duration, parse_size
+from essa.wasm.limits import DirGrant, Grants, Limits
+
+
+def parse_options(pairs: tuple[str, ...], flag: str = "--store-option") -> dict[str, str]:
+    """``KEY=VALUE`` pairs from repeated or comma-separated flags; a bad one is a usage error naming ``flag``."""
+    options = {}
+    for pair in pairs:
+        for item in pair.split(","):
+            if not item:
+                continue
+            key, sep, value = item.partition("=")
+            if not sep or not key:
+                raise click.BadParameter(f"{item!r} is not KEY=VALUE", param_hint=flag)
+            options[key.strip()] = value.strip()
+    return options
+
+
+class Settings:
+    """Global options, shared by every subcommand through the click context."""
+
+    def __init__(self, engine: str, store: str, store_options: dict[str, str]) -> None:
+        self.engine = engine
+        self.store = store
+        self.store_options = store_options
+
+
+# -- limits and grants ----------------------------------------------------------------
+
+_LIMIT_FLAGS = {
+    "time_limit": "--time-limit",
+    "memory_limit": "--memory-limit",
+    "max_message_size": "--max-message-size",
+    "output_limit": "--output-limit",
+    "dirs": "--dir",
+    "env": "--env",
+}
+
+
+def size_value(value: str | None, flag: str, allow_none: bool = False) -> int | None:
+    """The bytes of ``value`` given to ``flag`` (``none``/``unlimited`` -> ``None`` with ``allow_none``)."""
+    if value is None:
+        return None
+    if allow_none and value.strip().lower() in ("none", "unlimited"):
+        return None
+    try:
+        return parse_size(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint=flag) from None
+
+
+def parse_dir_grant(spec: str) -> DirGrant:
+    """``HOST[:GUEST][:ro|:rw]`` -> a :class:`DirGrant` (read-write unless ``:ro``)."""
+    parts = spec.split(":")
+    writable = True
+    if len(parts) > 1 and parts[-1] in ("ro", "rw"):
+        writable = parts.pop() == "rw"
+    if not 1 <= len(parts) <= 2 or not parts[0]:
+        raise click.BadParameter(f"{spec!r} is not HOST[:GUEST][:ro]", param_hint="--dir")
+    host = parts[0]
+    guest = parts[1] if len(parts) == 2 and parts[1] else host
+    if not os.path.isdir(host):
+        raise click.BadParameter(f"{host!r} is not a directory", param_hint="--dir")
+    return DirGrant(os.path.abspath(host), guest, writable)
+
+
+def parse_env_grant(spec: str) -> tuple[str, str]:
+    """``KEY=VALUE``, or ``KEY`` for this process's value of KEY."""
+    key, sep, value = spec.partition("=")
+    if not key or "\0" in spec:
+        raise click.BadParameter(f"{spec!r} is not KEY=VALUE", param_hint="--env")
+    if not sep:
+        if key not in os.environ:
+            raise click.BadParameter(f"{key} is not set here (give KEY=VALUE)", param_hint="--env")
+        value = os.environ[key]
+    return key, value
+
+
+def limits_and_grants(time_limit, memory_limit, max_message_size, output_limit, dirs, env) -> tuple[Limits, Grants]:
+    """The :class:`Limits` and :class:`Grants` the limit options ask for (defaults for the rest)."""
+    defaults = Limits()
+    if time_limit is None:
+        seconds = defaults.time_limit
+    elif time_limit.strip().lower() in ("none", "unlimited"):
+        seconds = None
+    else:
+        try:
+            seconds = parse_duration(time_limit)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--time-limit") from None
+    output = defaults.max_output_bytes if output_limit is None else size_value(output_limit, "--output-limit", True)
+    limits = Limits(
+        time_limit=seconds,
+        max_memory_bytes=size_value(memory_limit, "--memory-limit") or defaults.max_memory_bytes,
+        max_message_bytes=size_value(max_message_size, "--max-message-size") or defaults.max_message_bytes,
+        max_output_bytes=output,
+    )
+    grants = Grants(tuple(parse_dir_grant(d) for d in dirs), tuple(parse_env_grant(e) for e in env))
+    return limits, grants
+
+
+def limit_arguments(limits: Limits, grants: Grants) -> list[str]:
+    """Command-line flags that ask for ``limits`` and ``grants`` (for child processes)."""
+    args = [
+        "--time-limit", "none" if limits.time_limit is None else repr(limits.time_limit),
+        "--memory-limit", str(limits.max_memory_bytes),
+        "--max-message-size", str(limits.max_message_bytes),
+        "--output-limit", "none" if limits.max_output_bytes is None else str(limits.max_output_bytes),
+    ]
+    for grant in grants.dirs:
+        args += ["--dir", f"{grant.host}:{grant.guest}:{'rw' if grant.writable else 'ro'}"]
+    for key, value in grants.env:
+        args += ["--env", f"{key}={value}"]
+    return args
+
+
+def limit_options(fn):
+    """Decorator adding the per-call limits and the WASI grants to a command."""
+    options = [
+        click.option("--time-limit", metavar="SECONDS", envvar="ESSA_TIME_LIMIT",
+                     help="Wall time one call may run, e.g. 5, 0.5, 500ms, 2m, or none "
+                     "(env ESSA_TIME_LIMIT). [default: 30]"),
+        click.option("--memory-limit", metavar="SIZE", envvar="ESSA_MEMORY_LIMIT",
+                     help="Linear memory of one call, e.g. 64M, 1G (env ESSA_MEMORY_LIMIT). [default: 256M]"),
+        click.option("--max-message-size", metavar="SIZE", envvar="ESSA_MAX_MESSAGE_SIZE",
+                     help="Largest arguments, result or lattice value of one call (env ESSA_MAX_MESSAGE_SIZE). "
+                     "[default: 64M]"),
+        click.option("--output-limit", metavar="SIZE", envvar="ESSA_OUTPUT_LIMIT",
+                     help="Stdout + stderr bytes of one call, or none (env ESSA_OUTPUT_LIMIT). [default: 64M]"),
+        click.option("--dir", "dirs", multiple=True, metavar="HOST[:GUEST][:ro]",
+                     help="Let guests use the host directory HOST as GUEST (default: the same path), "
+                     "read-write or read-only (:ro); repeatable. Default: no directory."),
+        click.option("--env", multiple=True, metavar="KEY=VALUE",
+                     help="Give guests the environment variable KEY (KEY alone: this process's value); "
+                     "repeatable. Default: no environment."),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def refuse_limits_with_connect(ctx: click.Context) -> None:
+    """Refuse, in one line, limit and grant flags given with --connect (executors apply their own)."""
+    for name, flag in _LIMIT_FLAGS.items():
+        if name != "max_message_size" and ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE:
+            raise EssaError(
+                f"{flag} does not apply with --connect: a cluster's executors apply their own limits and "
+                f"grants (give {flag} to `essa executor` or `essa up`)"
+            )
+
+
+# -- processes and clients ------------------------------------------------------------
+
+def endpoint_options(listen_default: str | None, connect_default: str | None):
+    """Decorator adding ``--listen``, ``--connect``, ``--scouting``, ``--zenoh-config`` and the TLS options.
+
+    Public for plugins whose commands run cluster processes (``essa anna kvs``):
+    the command receives ``listen``, ``connect``, ``scouting`` and
+    ``zenoh_config``; pass ``listen``/``connect`` through :func:`split_endpoints`.
+    ``--tls-ca``/``--tls-cert``/``--tls-key`` are not passed: every zenoh
+    session the process opens uses them (:mod:`essa.security.settings`).
+    """
+
+    def decorate(fn):
+        fn = tls_options(fn)
+        fn = click.option(
+            "--zenoh-config",
+            envvar="ESSA_ZENOH_CONFIG",
+            type=click.Path(exists=True, dir_okay=False),
+            help="A zenoh JSON5 config file, applied before the flags (env ESSA_ZENOH_CONFIG).",
+        )(fn)
+        fn = click.option(
+            "--scouting/--no-scouting",
+            envvar="ESSA_ZENOH_SCOUTING",
+            default=False,
+            help="Find peers by multicast scouting (off by default; env ESSA_ZENOH_SCOUTING).",
+        )(fn)
+        fn = click.option(
+            "--connect",
+            multiple=True,
+            metavar="ENDPOINT",
+            envvar="ESSA_CONNECT",
+            default=[connect_default] if connect_default else [],
+            show_default=bool(connect_default),
+            help="zenoh endpoint to connect to, e.g. tcp/10.0.0.5:7447; repeatable (env ESSA_CONNECT, space-separated).",
+        )(fn)
+        fn = click.option(
+            "--listen",
+            multiple=True,
+            metavar="ENDPOINT",
+            envvar="ESSA_LISTEN",
+            default=[listen_default] if listen_default else [],
+            show_default=bool(listen_default),
+            help="zenoh endpoint to listen on, e.g. tcp/0.0.0.0:7447; repeatable (env ESSA_LISTEN, space-separated).",
+        )(fn)
+        return fn
+
+    return decorate
+
+
+def split_endpoints(values: tuple[str, ...]) -> list[str]:
+    """Endpoints from repeated flags or a space-separated environment variable."""
+    return [e for item in values for e in item.split()]
+
+
+def metrics_option(fn):
+    """``--metrics HOST:PORT`` for long-running processes (public for plugins: ``essa anna kvs``)."""
+    return click.option("--metrics", "metrics_address", metavar="HOST:PORT", envvar="ESSA_METRICS_ADDRESS",
+                        help="Serve this process's Prometheus metrics at http://HOST:PORT/metrics "
+                        "(env ESSA_METRICS_ADDRESS). Default: not served.")(fn)
+
+
+def serve_metrics(address: str | None) -> None:
+    """Serve the process's metrics at ``address`` if given, saying where on stderr."""
+    if address:
+        click.echo(f"essa: metrics at {_serve_metrics(address)}", err=True)
+
+
+def connection_options(fn):
+    """``--connect``, ``--zenoh-config``, ``--timeout``, the TLS options and ``--token`` for commands that talk to essa."""
+    fn = tls_options(token_option(fn))
+    fn = click.option("--timeout", type=float, default=10.0, show_default=True,
+                      help="Seconds to wait for the cluster's scheduler with --connect.")(fn)
+    fn = click.option("--zenoh-config", envvar="ESSA_ZENOH_CONFIG", type=click.Path(exists=True, dir_okay=False),
+                      help="A zenoh JSON5 config file for --connect (env ESSA_ZENOH_CONFIG).")(fn)
+    fn = click.option("--connect", multiple=True, metavar="ENDPOINT", envvar="ESSA_CONNECT",
+                      help="Use the cluster whose scheduler listens at ENDPOINT (e.g. tcp/127.0.0.1:7447) "
+                      "instead of this machine's embedded store; repeatable (env ESSA_CONNECT).")(fn)
+    return fn
+
+
+def open_connection(settings: Settings, connect, zenoh_config, timeout, max_message_bytes=None, **embedded):
+    """A :class:`essa.api.Connection`: to the cluster at ``connect``, else embedded with the global options.
+
+    ``max_message_bytes`` is the cluster client's message size limit (embedded: ``embedded["limits"]`` holds it).
+    """
+    endpoints = split_endpoints(connect)
+    if endpoints:
+        return api.connect(endpoints, timeout=timeout, zenoh_config=zenoh_config, max_message_bytes=max_message_bytes)
+    return api.connect(engine=settings.engine, store=settings.store, store_options=settings.store_options, **embedded)
+
+
+# -- this process's identity -----------------------------------------------------------
+
+def tls_options(fn):
+    """``--tls-ca``, ``--tls-cert``, ``--tls-key`` for a command that opens zenoh sessions."""
+    help_texts = {
+        "ca": "The cluster's CA certificate (PEM): only peers it signed are let in (env ESSA_TLS_CA).",
+        "cert": "This process's certificate (PEM), signed by the cluster's CA; its role decides what this "
+                "process may do (env ESSA_TLS_CERT).",
+        "key": "This process's private key (PEM) (env ESSA_TLS_KEY).",
+    }
+    for name in ("key", "cert", "ca"):
+        fn = click.option(_tls.FLAGS[name], metavar="FILE", envvar=_tls.ENV[name], expose_value=False,
+                          type=click.Path(exists=True, dir_okay=False), callback=_record(f"tls_{name}"),
+                          help=help_texts[name])(fn)
+    return fn
+
+
+def token_option(fn):
+    """``--token`` for a command that sends requests to a cluster."""
+    return click.option("--token", metavar="TOKEN", envvar="ESSA_TOKEN", expose_value=False,
+                        callback=_record("token"),
+                        help="The access token sent with every request (env ESSA_TOKEN); a cluster that checks "
+                        "tokens refuses requests its token does not allow. See `essa token create`.")(fn)
+
+
+def token_key_option(fn):
+    """``--token-key`` for the processes that check tokens (scheduler, executor)."""
+    return click.option("--token-key", metavar="FILE", envvar="ESSA_TOKEN_KEY", expose_value=False,
+                        type=click.Path(exists=True, dir_okay=False), callback=_record("token_key"),
+                        help="Check every request's access token with this public key (PEM, made by "
+                        "`essa certs init`); refuse requests without a valid one (env ESSA_TOKEN_KEY). "
+                        "Default: no token checks.")(fn)
+
+
+def _record(name: str):
+    def callback(_ctx, _param, value):
+        if value:
+            security_settings.record(name, value)
+        return value
+
+    return callback
+
+
+__all__ = [
+    "Settings", "connection_options", "endpoint_options", "limit_arguments", "limit_options", "limits_and_grants",
+    "metrics_option", "open_connection", "parse_options", "refuse_limits_with_connect", "serve_metrics",
+    "size_value", "split_endpoints", "tls_options", "token_key_option", "token_option",
+]
