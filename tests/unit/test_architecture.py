@@ -32,7 +32,7 @@ def _source_path(root: Path) -> str:
 def _lint_imports(root: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": _source_path(root)}
     command = "import sys; from importlinter.cli import lint_imports_command; sys.exit(lint_imports_command())"
-    return subprocess.run([sys.executable, "-c", command, "--no-cache", "--no-logo", str(root / "pyproject.toml")],
+    return subprocess.run([sys.executable, "-c", command, "--no-cache", "--no-logo"],  # reads root/pyproject.toml
                           capture_output=True, text=True, env=env, cwd=root, timeout=300)
 
 

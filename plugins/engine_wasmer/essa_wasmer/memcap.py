@@ -15,7 +15,7 @@ returned unchanged and left to the compiler's validation to reject.
 
 from __future__ import annotations
 
-from essa.plugin import encode_u32, read_u32, section, section_spans
+from essa.plugin import binary
 
 PAGE = 65536
 #: The largest memory a wasm32 module can have, in pages (4 GiB).
@@ -53,28 +53,28 @@ def cap_memory(wasm: bytes, pages: int) -> bytes:
 
 
 def _cap(wasm: bytes, pages: int) -> bytes:
-    for section_id, start, body, end in section_spans(wasm):
+    for section_id, start, body, end in binary.section_spans(wasm):
         if section_id == _MEMORY_SECTION:
             new_body = _cap_section(wasm[body:end], pages)
             if new_body is None:
                 return wasm
-            return wasm[:start] + section(section_id, new_body) + wasm[end:]
+            return wasm[:start] + binary.section(section_id, new_body) + wasm[end:]
     return wasm
 
 
 def _cap_section(body: bytes, pages: int) -> bytes | None:
-    count, pos = read_u32(body, 0)
-    out = bytearray(encode_u32(count))
+    count, pos = binary.read_u32(body, 0)
+    out = bytearray(binary.encode_u32(count))
     changed = False
     for _ in range(count):
         flags = body[pos]
         pos += 1
         if flags & ~0x03:  # memory64 or unknown flags: leave the module as it is
             return None
-        minimum, pos = read_u32(body, pos)
+        minimum, pos = binary.read_u32(body, pos)
         maximum = None
         if flags & 0x01:
-            maximum, pos = read_u32(body, pos)
+            maximum, pos = binary.read_u32(body, pos)
         if minimum > MAX_PAGES or (maximum is not None and not minimum <= maximum <= MAX_PAGES):
             return None  # invalid limits: the compiler refuses them with the reason
         if minimum > pages:
@@ -83,7 +83,7 @@ def _cap_section(body: bytes, pages: int) -> bytes | None:
             maximum = pages
             changed = True
         out.append(flags | 0x01)
-        out += encode_u32(minimum) + encode_u32(maximum)
+        out += binary.encode_u32(minimum) + binary.encode_u32(maximum)
     if pos != len(body):
         raise ValueError("trailing bytes in the memory section")
     return bytes(out) if changed else None
