@@ -17,7 +17,6 @@ import argparse
 import json
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -25,15 +24,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from essa.testing.ports import free_port
+
 # The standard library first: bench/http.py would shadow it (python puts the script's directory first).
 _HERE = Path(__file__).resolve().parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE] + [str(_HERE)]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def caller_module() -> bytes:

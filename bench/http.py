@@ -51,15 +51,11 @@ _HERE = Path(__file__).resolve().parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE] + [str(_HERE)]
 from embedded import ECHO_WAT, percentiles  # noqa: E402
 
+from essa.testing.ports import free_port
+
 ARGS = b"12345678"
 PATH = "/v1/functions/echo/echo"
 DEADLINE = 120.0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def uptime() -> str:

@@ -37,7 +37,6 @@ import argparse
 import json
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -52,17 +51,13 @@ _HERE = Path(__file__).resolve().parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE] + [str(_HERE)]
 from embedded import ECHO_WAT  # noqa: E402
 
+from essa.testing.ports import free_port
+
 ROOT = Path(__file__).resolve().parents[1]
 TEST_FUNCTION = ROOT / "examples" / "test-function.wasm"
 #: Remote calls (and the run itself) one run of the test function makes.
 CALLS_PER_TEST_FUNCTION_RUN = 133
 WINDOW = 100_000
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Workload:

@@ -27,7 +27,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import statistics
 import struct
 import subprocess
@@ -36,6 +35,8 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+
+from essa.testing.ports import free_port
 
 # The standard library first: bench/http.py would shadow it (python puts the script's directory first).
 _HERE = Path(__file__).resolve().parent
@@ -84,12 +85,6 @@ GUEST_WAT = """
     (drop (call $set_result (i32.const 200) (i32.const 4))))
   (func (export "_start")))
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def p50_ms(samples: list[float]) -> float:

@@ -25,7 +25,7 @@ stores
     :func:`record_key`, :class:`KeyList`, ...); sizes (:func:`parse_size`,
     :func:`spell_size`, :func:`format_bytes`).
 transports
-    :class:`Transport`, :class:`Message`, :class:`Subscription`.
+    :class:`Transport`, :class:`Message`, :class:`Subscription`, :func:`last_segment`.
 triggers
     :class:`Trigger`, :class:`TriggerConfig`, the public API's
     :class:`Connection`, and the JSON view of lattices (:func:`to_json`,
@@ -110,7 +110,7 @@ from essa.state.lattice import (
 )
 from essa.state.store import ClusterServices, Store
 from essa.state.views import from_json, to_json
-from essa.transport.base import Message, Subscription, Transport
+from essa.transport.base import Message, Subscription, Transport, last_segment
 from essa.transport.zenoh import DEFAULT_ENDPOINT, TransportError
 from essa.util.descriptors import raise_open_files_limit
 from essa.util.paths import data_dir
@@ -154,7 +154,7 @@ __all__ = [
     "SingleCausalLattice", "Store", "VectorClock", "decode_lattice", "encode_key", "encode_lattice", "encode_text",
     "is_shortened", "is_text", "merge_encoded", "quoted", "record_key", "shown",
     # transports
-    "DEFAULT_ENDPOINT", "Message", "Subscription", "Transport", "TransportError",
+    "DEFAULT_ENDPOINT", "Message", "Subscription", "Transport", "TransportError", "last_segment",
     # triggers
     "Connection", "Trigger", "TriggerConfig", "from_json", "to_json",
     # commands

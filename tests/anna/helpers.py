@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+from essa.testing.ports import free_port
 from essa_anna import AnnaClient
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -24,12 +24,6 @@ ESSA = [sys.executable, "-m", "essa"]
 READY_TIMEOUT = 60.0
 #: Request timeout of the tests' clients (tests of timeouts set their own).
 CLIENT_TIMEOUT = 30.0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class AnnaCluster:

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import json
 import signal
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
+
+from essa.testing.ports import free_port
 
 from .test_cli import EXPECTED_TEST_FUNCTION_OUTPUT, TEST_FUNCTION, essa
 
@@ -23,12 +24,6 @@ pytest.importorskip("essa_lmdb")
 
 ESSA = [sys.executable, "-m", "essa"]
 RUST_TEST_FUNCTION = TEST_FUNCTION.with_name("test-function-rust.wasm")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Cluster:

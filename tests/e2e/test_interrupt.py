@@ -107,7 +107,7 @@ def _executors(status: list[dict]) -> list[dict]:
 
 
 def test_a_signal_cancels_a_cluster_run_and_the_remote_calls_it_started(cluster, caller_wasm):
-    from .test_cluster import free_port
+    from essa.testing.ports import free_port
 
     cluster.scheduler()
     for executor_id in ("0", "1"):

@@ -181,7 +181,7 @@ def cluster(engine_name, tmp_path):
 
 
 def test_an_executor_applies_its_limits_and_refuses_oversized_and_garbage_messages(cluster, wat_file):
-    from .test_cluster import free_port
+    from essa.testing.ports import free_port
 
     cluster.scheduler()
     # 5 s: enough for every call of the test function below on a machine whose cores are busy.
@@ -231,7 +231,9 @@ def test_an_executor_applies_its_limits_and_refuses_oversized_and_garbage_messag
 def test_up_passes_limits_and_grants_to_its_executors(engine_name, wat_file, tmp_path):
     pytest.importorskip("zenoh")
     pytest.importorskip("essa_lmdb")
-    from .test_cluster import executor_counters, free_port
+    from essa.testing.ports import free_port
+
+    from .test_cluster import executor_counters
 
     granted = tmp_path / "granted"
     granted.mkdir()

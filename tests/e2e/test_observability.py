@@ -44,7 +44,7 @@ def cluster(engine_name, tmp_path):
 
 
 def test_metrics_count_exactly_the_calls_made(cluster, tmp_path):
-    from .test_cluster import free_port
+    from essa.testing.ports import free_port
 
     scheduler_port, executor_port = free_port(), free_port()
     cluster._spawn("scheduler", "scheduler", "--listen", cluster.endpoint, "--metrics", f"127.0.0.1:{scheduler_port}")

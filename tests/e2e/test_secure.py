@@ -19,12 +19,13 @@ from pathlib import Path
 
 import pytest
 
+from essa.testing.ports import free_port
+
 from .test_cli import (
     EXPECTED_TEST_FUNCTION_OUTPUT,
     TEST_FUNCTION,
     assert_one_line_error,
 )
-from .test_cluster import free_port
 from .test_service import STATEFUL
 
 pytest.importorskip("zenoh")

@@ -158,7 +158,7 @@ class Up:
 def up():
     pytest.importorskip("zenoh")
     pytest.importorskip("essa_lmdb")
-    from .test_cluster import free_port
+    from essa.testing.ports import free_port
 
     cluster = Up(f"tcp/127.0.0.1:{free_port()}")
     yield cluster

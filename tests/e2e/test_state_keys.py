@@ -134,7 +134,7 @@ def test_a_guest_long_key_lists_on_a_cluster(wasm, tmp_path):
     """The reported failure: on a cluster, `essa state ls` answered "no executor answered the request"."""
     pytest.importorskip("zenoh")
     pytest.importorskip("essa_lmdb")
-    from .test_cluster import free_port
+    from essa.testing.ports import free_port
 
     up = Up(f"tcp/127.0.0.1:{free_port()}")
     try:

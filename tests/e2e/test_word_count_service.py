@@ -47,7 +47,7 @@ def test_embedded(tmp_path):
 
 def test_on_an_anna_cluster_that_restarts(tmp_path):
     pytest.importorskip("essa_anna")
-    from .test_cluster import free_port
+    from essa.testing.ports import free_port
 
     endpoint = f"tcp/127.0.0.1:{free_port()}"
     data = tmp_path / "anna"

@@ -26,7 +26,7 @@ from essa.errors import DecodeError, LatticeTypeError, StoreError  # noqa: E402
 from essa.state.bincode import decode_lattice, encode_lattice  # noqa: E402
 from essa.state.lattice import LwwLattice, SetLattice  # noqa: E402
 from essa_lmdb import LmdbStore  # noqa: E402
-from essa_lmdb.store import KEY_LIMIT, format_size, parse_size  # noqa: E402
+from essa_lmdb.store import KEY_LIMIT  # noqa: E402
 
 
 def open_store(path: Path, **options: str) -> LmdbStore:
@@ -326,15 +326,6 @@ def test_invalid_option_values(tmp_path, options, word):
     opts = {"path": str(tmp_path / "db"), **options}
     with pytest.raises(StoreError, match=word):
         LmdbStore(opts)
-
-
-@pytest.mark.parametrize(
-    "text, size",
-    [("4096", 4096), ("64K", 64 << 10), ("512m", 512 << 20), ("4G", 4 << 30), ("1GiB", 1 << 30), ("2 GB", 2 << 30), ("1T", 1 << 40)],
-)
-def test_parse_size(text, size):
-    assert parse_size(text) == size
-    assert parse_size(format_size(size)) == size
 
 
 def test_path_that_is_a_file_is_named(tmp_path):

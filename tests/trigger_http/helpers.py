@@ -58,12 +58,6 @@ MODULE = module(
 FUNCTIONS = ["echo", "exits", "gate", "no_result", "spin", "trap"]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def essa(*args: str, timeout: float = DEADLINE) -> subprocess.CompletedProcess:
     """Run ``essa ARGS`` (with this test's ESSA_HOME)."""
     return subprocess.run([*ESSA, *args], capture_output=True, text=True, timeout=timeout, env=dict(os.environ))

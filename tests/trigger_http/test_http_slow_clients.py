@@ -230,7 +230,6 @@ def test_requests_being_served_are_capped_not_connections(servers, memo):
     """max-requests=1: idle and slow connections take no request's place; a second request in progress is 503."""
     server = servers.start("--trigger-option", "max-requests=1,header-timeout=600,body-timeout=600")
     host, port = address(server.url)
-    before = sample(server.proc.pid)
     with SlowClients(host, port, b"", 20, interval=5, drip=b"") as idle, \
             SlowClients(host, port, BODY, 5, interval=0.5) as bodies:
         wait_accepted(server.url, [idle, bodies])

@@ -12,7 +12,7 @@ from essa.cli.options import (
     parse_env_grant,
 )
 from essa.errors import EssaError
-from essa.util.units import format_bytes, format_seconds, parse_duration, parse_size
+from essa.util.units import format_bytes, format_seconds, parse_duration, parse_size, spell_size
 from essa.wasm.engine import Engine
 from essa.wasm.limits import DirGrant, Grants, Limits
 
@@ -29,10 +29,12 @@ def test_defaults_are_sane():
 @pytest.mark.parametrize(
     "text, value",
     [("65536", 65536), ("64K", 64 << 10), ("64k", 64 << 10), ("256M", 256 << 20), ("256MiB", 256 << 20),
-     ("1G", 1 << 30), ("1.5G", 3 << 29), (" 16 MB ", 16 << 20), ("2T", 2 << 40)],
+     ("1G", 1 << 30), ("1.5G", 3 << 29), (" 16 MB ", 16 << 20), ("2T", 2 << 40), ("4096", 4096), ("512m", 512 << 20),
+     ("1GiB", 1 << 30), ("2 GB", 2 << 30), ("100b", 100)],
 )
 def test_sizes(text, value):
     assert parse_size(text) == value
+    assert parse_size(spell_size(value)) == value
 
 
 @pytest.mark.parametrize("text", ["", "M", "-1", "0", "1X", "ten", "1e6"])

@@ -36,7 +36,7 @@ from essa.security.certs import ROLES
 from essa.security.local import Material, default_directory, prepare_local
 from essa.security.tls import TlsFiles
 from essa.security.tokens import Verifier
-from essa.transport.base import Transport
+from essa.transport.base import Transport, last_segment
 from essa.transport.zenoh import DEFAULT_ENDPOINT, ZenohTransport
 from essa.wasm.limits import Grants, Limits
 
@@ -240,7 +240,7 @@ def _await_executors(transport: Transport, deadline: float) -> None:
     answers = transport.query(f"{topics.STATUS}/scheduler/**", {}, timeout=max(0.1, min(2.0, deadline - time.monotonic())))
     known = {e for a in answers if isinstance(a, dict) and isinstance(a.get("executors"), dict) for e in a["executors"]}
     seen: set[str] = set()
-    watch = transport.watch_tokens(topics.LIVE_EXECUTORS, lambda key, alive: alive and seen.add(topics.key_id(key)))
+    watch = transport.watch_tokens(topics.LIVE_EXECUTORS, lambda key, alive: alive and seen.add(last_segment(key)))
     try:
         while not known <= seen and time.monotonic() < deadline:
             time.sleep(0.02)

@@ -33,7 +33,7 @@ from essa.cluster.authorize import Authorizer, Refused
 from essa.cluster.calls import cancelled_reply, check_request, reply_message, send_reply
 from essa.cluster.deployments import display_name
 from essa.placement import ExecutorState, Placement
-from essa.transport.base import Message, Transport
+from essa.transport.base import Message, Transport, last_segment
 from essa.util.ratelimit import RateLimitedLog, describe
 from essa.wasm.abi import EssaResult
 from essa.wasm.engine import START
@@ -191,7 +191,7 @@ class Scheduler:
     # -- membership ------------------------------------------------------------
 
     def _membership(self, key: str, alive: bool) -> None:
-        executor_id = topics.key_id(key)
+        executor_id = last_segment(key)
         if alive:
             with self._lock:
                 self.executors.setdefault(executor_id, ExecutorState(executor_id))

@@ -72,11 +72,6 @@ def live_scheduler(scheduler_id: str) -> str:
     return f"{LIVE_SCHEDULERS}/{scheduler_id}"
 
 
-def key_id(key: str) -> str:
-    """The last segment of a liveliness key: the process's id."""
-    return key.rsplit("/", 1)[-1]
-
-
 #: One chunk of a key expression a peer may name: no ``/``, no wildcard (``*``,
 #: ``$``), no ``?`` or ``#``, not empty; at most 200 characters.
 _CHUNK = re.compile(r"[A-Za-z0-9_.~+=:@,-]{1,200}")

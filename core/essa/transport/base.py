@@ -13,7 +13,7 @@ A transport offers zenoh's primitives and nothing more:
 Messages are dicts of str, int, float, bool, bytes, lists and dicts; a
 networked transport encodes them, the in-process one passes them as they are
 (so receivers must not mutate them). The call protocol built on top lives in
-:mod:`essa.calls`, once, for every transport.
+:mod:`essa.cluster.calls`, once, for every transport.
 """
 
 from __future__ import annotations
@@ -22,6 +22,11 @@ from abc import ABC, abstractmethod
 from typing import Any, Callable, ClassVar, Mapping, Protocol
 
 Message = dict[str, Any]
+
+
+def last_segment(key: str) -> str:
+    """The last chunk of a ``/``-separated key: the process a liveliness token names (``essa/live/executor/3`` -> ``3``)."""
+    return key.rsplit("/", 1)[-1]
 
 
 class Subscription(Protocol):

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 
 import click
 
 from essa.plugin import (
     endpoint_options,
     metrics_option,
+    parse_size,
     serve_metrics,
     split_endpoints,
     tls_options,
@@ -21,14 +21,11 @@ from .errors import AnnaError
 
 log = logging.getLogger("essa.anna")
 
-_SIZE = re.compile(r"^\s*(\d+)\s*([kmgt]?)(?:i?b)?\s*$", re.IGNORECASE)
-
-
 def _size(text: str) -> int:
-    m = _SIZE.match(text)
-    if not m:
-        raise click.BadParameter(f"{text!r} is not a size such as 4G or 512M", param_hint="--map-size")
-    return int(m.group(1)) << {"": 0, "k": 10, "m": 20, "g": 30, "t": 40}[m.group(2).lower()]
+    try:
+        return parse_size(text)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--map-size") from None
 
 
 @click.group("anna")

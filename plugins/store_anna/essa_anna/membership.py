@@ -17,7 +17,7 @@ import threading
 import time
 from typing import Callable
 
-from essa.plugin import Transport, describe
+from essa.plugin import Transport, describe, last_segment
 
 from . import protocol
 from .errors import Malformed
@@ -86,7 +86,7 @@ class Membership:
             self._changed()
 
     def _leaving_changed(self, key: str, alive: bool) -> None:
-        node = protocol.last_segment(key)
+        node = last_segment(key)
         if alive and (not protocol.valid_id(node) or len(self.leaving) >= protocol.MAX_NODES):
             problems.warning("bad leaving token", "anna: ignoring a leaving liveliness token %r", key[:120])
             return
@@ -97,7 +97,7 @@ class Membership:
             self._changed()
 
     def _routing_changed(self, key: str, alive: bool) -> None:
-        rid = protocol.last_segment(key)
+        rid = last_segment(key)
         if alive and (not protocol.valid_id(rid) or len(self.routing) >= protocol.MAX_NODES):
             problems.warning("bad routing token", "anna: ignoring a routing liveliness token %r", key[:120])
             return

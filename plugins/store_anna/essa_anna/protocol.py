@@ -129,7 +129,3 @@ def parse_kvs_token(key: str) -> NodeInfo:
             raise Malformed(f"KVS node {node} announces {what} {text[:20]!r}: expected 1..{most}")
         values.append(int(text))
     return NodeInfo(node, incarnation, *values)
-
-
-def last_segment(key: str) -> str:
-    return key.rsplit("/", 1)[-1]

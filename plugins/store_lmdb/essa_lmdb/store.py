@@ -57,7 +57,6 @@ keys) is left out of listings the same way.
 from __future__ import annotations
 
 import os
-import re
 import threading
 import time
 from pathlib import Path
@@ -75,7 +74,9 @@ from essa.plugin import (
     encode_key,
     encode_text,
     is_shortened,
+    parse_size,
     record_key,
+    spell_size,
 )
 
 from .disk import full_disk_message, lmdb_error_code
@@ -91,30 +92,11 @@ DEFAULT_MAX_READERS = 1024
 #: LMDB's default (and essa's fixed) maximum key length in bytes.
 KEY_LIMIT = RECORD_KEY_LIMIT
 
-_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
-_SIZE_RE = re.compile(r"^\s*(\d+)\s*(?:([kmgt])(?:i?b)?|b)?\s*$", re.IGNORECASE)
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
 
 # -- options ---------------------------------------------------------------------
-
-
-def parse_size(text: str) -> int:
-    """``"4G"`` -> 4294967296 (binary units; ``K``, ``M``, ``G``, ``T``, optional ``B``/``iB``)."""
-    m = _SIZE_RE.match(str(text))
-    if not m:
-        raise ValueError(text)
-    return int(m.group(1)) * _UNITS[(m.group(2) or "").lower()]
-
-
-def format_size(n: int) -> str:
-    """The shortest exact spelling of ``n`` bytes that :func:`parse_size` reads."""
-    for suffix in ("T", "G", "M", "K"):
-        unit = _UNITS[suffix.lower()]
-        if n >= unit and n % unit == 0:
-            return f"{n // unit}{suffix}"
-    return str(n)
 
 
 def _parse_options(options: Mapping[str, str]) -> tuple[Path, int, bool, int]:
@@ -141,7 +123,7 @@ def _parse_options(options: Mapping[str, str]) -> tuple[Path, int, bool, int]:
         if map_size < MIN_MAP_SIZE:
             raise StoreError(
                 f"lmdb store option map_size={options['map_size']} is too small: "
-                f"the minimum is {format_size(MIN_MAP_SIZE)}"
+                f"the minimum is {spell_size(MIN_MAP_SIZE)}"
             )
 
     sync = True
@@ -179,7 +161,7 @@ def _translate(exc: lmdb.Error, path: str, doing: str, map_size: int, max_reader
     if isinstance(exc, lmdb.MapFullError):
         return StoreError(
             f"the store at {path} is full (map_size {map_size} bytes); raise it with "
-            f"--store-option map_size={format_size(max(map_size * 2, MIN_MAP_SIZE))}"
+            f"--store-option map_size={spell_size(max(map_size * 2, MIN_MAP_SIZE))}"
         )
     full = full_disk_message(path, lmdb_error_code(exc))
     if full is not None:
