@@ -11,7 +11,7 @@ For users, :func:`connect` is the way in (see :mod:`essa.api`)::
 Lattice types (:class:`SetLattice`, :class:`LwwLattice`, ...) and errors
 (:class:`EssaError`, :class:`NotFound`, :class:`CallError`) are importable
 from here. For plugin authors the public surface is :data:`hookimpl` plus the
-base classes in :mod:`essa.engine`, :mod:`essa.store` and
+base classes in :mod:`essa.wasm.engine`, :mod:`essa.state.store` and
 :mod:`essa.transport.base`.
 """
 

@@ -24,6 +24,8 @@ stores
     the ``TAG_*`` variant tags); state keys (:func:`encode_key`,
     :func:`record_key`, :class:`KeyList`, ...); sizes (:func:`parse_size`,
     :func:`spell_size`, :func:`format_bytes`).
+placements
+    :class:`Placement`, :class:`ExecutorState`.
 transports
     :class:`Transport`, :class:`Message`, :class:`Subscription`, :func:`last_segment`.
 triggers
@@ -70,6 +72,7 @@ from essa.errors import (
     PluginNotFound,
     StoreError,
 )
+from essa.placement import ExecutorState, Placement
 from essa.security.settings import tls_files
 from essa.state.bincode import (
     TAG_BOOL,
@@ -153,6 +156,8 @@ __all__ = [
     "LwwLattice", "MapLattice", "MaxLattice", "MultiCausalLattice", "OrderedSetLattice", "SetLattice",
     "SingleCausalLattice", "Store", "VectorClock", "decode_lattice", "encode_key", "encode_lattice", "encode_text",
     "is_shortened", "is_text", "merge_encoded", "quoted", "record_key", "shown",
+    # placements
+    "ExecutorState", "Placement",
     # transports
     "DEFAULT_ENDPOINT", "Message", "Subscription", "Transport", "TransportError", "last_segment",
     # triggers

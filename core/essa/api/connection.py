@@ -55,10 +55,10 @@ DEPLOY_TIMEOUT = 300.0
 class CallError(EssaError):
     """A call failed; the message says how, in one line.
 
-    :ivar code: the :class:`~essa.abi.EssaResult` a guest caller would have got.
+    :ivar code: the :class:`~essa.wasm.abi.EssaResult` a guest caller would have got.
     :ivar kind: how it failed: ``trap``, ``time-limit``, ``memory-limit``,
         ``output-limit``, ``message-size``, ``exit``, ``no-result``,
-        ``cancelled``, ``unavailable``, ... (see :func:`essa.calls.reply_message`).
+        ``cancelled``, ``unavailable``, ... (see :func:`essa.cluster.calls.reply_message`).
     """
 
     def __init__(self, message: str, code: EssaResult = EssaResult.UnknownError, kind: str = "error") -> None:
@@ -73,7 +73,7 @@ class State:
     Keys are the ones guests use with ``essa_put_lattice``: UTF-8 text (any
     other ``str``, such as one holding bytes that were not UTF-8, is refused
     with :class:`~essa.errors.InvalidKey`), empty or up to the message size
-    limit; values are :mod:`essa.lattice` values, and a write *merges*.
+    limit; values are :mod:`essa.state.lattice` values, and a write *merges*.
     """
 
     def __init__(self, control: ControlClient, namespace: str) -> None:
@@ -99,7 +99,7 @@ class State:
     def keys(self, prefix: str = "") -> KeyList:
         """The keys starting with ``prefix``, sorted, exactly as they were written.
 
-        A :class:`~essa.keys.KeyList`: its ``unlisted`` counts keys the store
+        A :class:`~essa.state.keys.KeyList`: its ``unlisted`` counts keys the store
         holds but could not name (records of an older essa), ``why`` says why.
         """
         encode_text(prefix, "key prefix")
@@ -208,7 +208,7 @@ class Connection:
         ends the call on the executors. Guest output (and essa's warnings
         about the call) goes to ``output``, else nowhere. With ``trace``,
         ``future.spans()`` gives the call and every remote call it made
-        (:mod:`essa.tracing`).
+        (:mod:`essa.cluster.tracing`).
         """
         return _BytesFuture(self._start_call(spec, function, args, output, trace))
 

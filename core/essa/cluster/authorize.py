@@ -115,7 +115,7 @@ class Authorizer:
     # -- calls -------------------------------------------------------------------------
 
     def check_call(self, request: dict) -> Grant:
-        """The grant that allows call ``request`` (checked by :func:`essa.calls.check_request`), or :class:`Refused`.
+        """The grant that allows call ``request`` (checked by :func:`essa.cluster.calls.check_request`), or :class:`Refused`.
 
         Cheap (a verified token is cached): the scheduler and the executor
         run it as a request arrives. An executor then also runs
@@ -135,7 +135,7 @@ class Authorizer:
             check_name(namespace, "namespace")
         except EssaError as exc:
             raise Refused(str(exc)) from None
-        # A deployment's namespace is its name (essa.deployments.namespace_of).
+        # A deployment's namespace is its name (essa.cluster.deployments.namespace_of).
         if grant.covers_namespace(namespace) or grant.covers_deployment(namespace):
             return grant
         raise Refused(f"no valid token for {what} (the token allows {_allowed(grant)}{hint})")

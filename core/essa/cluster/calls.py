@@ -14,13 +14,13 @@ and which calls die with an executor.
 Within one process two shortcuts keep calls cheap: a reply to an inbox of this
 process is handed over without the transport, and a caller waiting for a call
 that is still queued on an executor of this process runs it itself (see
-:mod:`essa.pool`), so waiting never starves the executors.
+:mod:`essa.cluster.pool`), so waiting never starves the executors.
 
 No wait hangs: a caller fails its pending calls when the scheduler's
 liveliness token vanishes, and every :attr:`Caller.liveness_interval` it asks
 the schedulers whether they still track the calls it has waited for that
 long; a call no scheduler knows twice in a row (its reply was lost) fails.
-A cancelled run (:data:`essa.topics.CANCEL`) fails its pending calls at once.
+A cancelled run (:data:`essa.cluster.topics.CANCEL`) fails its pending calls at once.
 
 Messages from peers are checked before use (:func:`check_request`,
 :func:`check_reply`); a malformed one is refused in one line.
@@ -42,7 +42,7 @@ from essa.util.ratelimit import RateLimitedLog, describe
 from essa.util.units import format_bytes
 from essa.wasm.abi import CallOutcome, EssaResult
 
-log = logging.getLogger("essa.calls")
+log = logging.getLogger("essa.cluster.calls")
 _problems = RateLimitedLog(log)
 
 #: Longest id, module name, function name or namespace a request may carry.
@@ -191,7 +191,7 @@ class CallFuture:
         return self._reply
 
     def wait(self, timeout: float | None = None) -> CallOutcome:
-        """The outcome, for :class:`essa.abi.PendingCall`."""
+        """The outcome, for :class:`essa.wasm.abi.PendingCall`."""
         return outcome(self.result(timeout))
 
     def add_done_callback(self, callback: Callable[["CallFuture"], None]) -> None:

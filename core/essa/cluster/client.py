@@ -47,7 +47,7 @@ class CallHandle(concurrent.futures.Future):
     """A run or call started by a :class:`Client`: a :class:`concurrent.futures.Future`.
 
     :meth:`result` gives the exit status of a run (or raises
-    :class:`RunFailed`), or the :class:`~essa.abi.CallOutcome` of a call.
+    :class:`RunFailed`), or the :class:`~essa.wasm.abi.CallOutcome` of a call.
     :meth:`cancel` stops it on the executors too, with every remote call it
     started; the future is then cancelled at once.
     """
@@ -60,7 +60,7 @@ class CallHandle(concurrent.futures.Future):
         self._spans: "_Spans | None" = None
 
     def spans(self, settle: float = 0.3, timeout: float = 5.0) -> list[Message]:
-        """The spans of a traced run or call (see :mod:`essa.tracing`), once it ended.
+        """The spans of a traced run or call (see :mod:`essa.cluster.tracing`), once it ended.
 
         Spans travel apart from the reply, so this waits until none arrived
         for ``settle`` seconds (at most ``timeout``). Empty for an untraced one.
@@ -156,14 +156,14 @@ class Client:
         Guest output of the run and of every call it makes goes to ``output``
         (default: this process's console). The handle's result raises
         :class:`RunFailed` if the module trapped or could not be run. With
-        ``trace``, ``handle.spans()`` gives the run's calls (:mod:`essa.tracing`).
+        ``trace``, ``handle.spans()`` gives the run's calls (:mod:`essa.cluster.tracing`).
 
         :param argv: the program's arguments as the guest sees them, ``argv[0]``
             included (``essa run`` passes the module's path, then its ARGS);
             default: ``[module]``. They travel with the request, and the
             module's remote calls see them too.
         :param stdin: what the module's ``_start`` reads from stdin: a binary
-            file (read as the guest asks for it, see :mod:`essa.stdin`) or
+            file (read as the guest asks for it, see :mod:`essa.cluster.stdin`) or
             bytes; default: empty. Remote calls always get an empty stdin.
         :raises RunFailed: an argument cannot be passed (not UTF-8, a NUL byte, too large).
         """

@@ -15,14 +15,14 @@ request, a key that is not UTF-8 text), ``module`` (a module that cannot be
 used), ``type-mismatch`` (a merge of a value of another lattice type than the
 stored one), ``store``, or
 ``refused`` (the request's token does not allow it, on a cluster that checks
-tokens: see :mod:`essa.security.authorize`). Requests are checked field by
+tokens: see :mod:`essa.cluster.authorize`). Requests are checked field by
 field; none can make the service raise.
 
 A deploy compiles the module (so a bad module is refused at deploy time and
 the artifact is ready for the first call) and records the new version with
 the module's callable functions.
 
-State keys are the guests' keys (:mod:`essa.keys`): UTF-8 text, empty or up
+State keys are the guests' keys (:mod:`essa.state.keys`): UTF-8 text, empty or up
 to the message size limit in bytes. A listing answers ``keys`` (sorted) and
 ``unlisted``, the number of keys the store holds but could not name (records
 of an older format), with ``why``: such keys are left out, never a reason to
@@ -60,7 +60,7 @@ from essa.transport.base import Message, Subscription, Transport
 from essa.util.ratelimit import RateLimitedLog, describe
 from essa.util.units import format_bytes
 
-log = logging.getLogger("essa.control")
+log = logging.getLogger("essa.cluster.control")
 _problems = RateLimitedLog(log)
 
 class ControlError(EssaError):

@@ -3,7 +3,7 @@
 Nothing to start first: ``essa run f.wasm`` builds an :class:`EmbeddedRuntime`
 with the chosen engine and store, the in-process transport, one scheduler, a
 few executors that share one cache of compiled modules, and the control
-service (deployments and state, :mod:`essa.control`). Library users get one
+service (deployments and state, :mod:`essa.cluster.control`). Library users get one
 through :func:`essa.connect`.
 """
 

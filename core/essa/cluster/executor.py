@@ -4,13 +4,13 @@ An executor subscribes to ``essa/executor/{id}/calls``, announces itself with
 the liveliness token ``essa/live/executor/{id}``, and runs each placed call on
 its work pool. While a guest runs, its host functions reach the rest of the
 system through :class:`_CallHost`: remote calls start through the process's
-:class:`~essa.calls.Caller`, state goes to the store under
+:class:`~essa.cluster.calls.Caller`, state goes to the store under
 ``{namespace}/data/{key}``, and output is published to the run's output topic
 so it reaches the ``essa run`` console. The reply goes straight to the
 caller's inbox; a notice to the scheduler tells it the call is done.
 
-A cancel for a run (:data:`essa.topics.CANCEL`) ends the run's invocations
-running here (:meth:`essa.abi.Invocation.cancel`), fails the remote calls
+A cancel for a run (:data:`essa.cluster.topics.CANCEL`) ends the run's invocations
+running here (:meth:`essa.wasm.invocation.Invocation.cancel`), fails the remote calls
 they wait for, and refuses the run's calls still queued here when they start.
 """
 
@@ -56,7 +56,7 @@ from essa.wasm.engine import START
 from essa.wasm.invocation import Invocation
 from essa.wasm.limits import Grants
 
-log = logging.getLogger("essa.executor")
+log = logging.getLogger("essa.cluster.executor")
 _problems = RateLimitedLog(log)
 
 _CALLABLE_STATUS = {
@@ -85,7 +85,7 @@ class Executor:
     :param caller: starts the remote calls of this executor's guests.
     :param workers: threads for queued calls (blocked callers get helpers).
     :param authorizer: if given, only calls whose token it allows run
-        (:mod:`essa.security.authorize`); others are refused in one line.
+        (:mod:`essa.cluster.authorize`); others are refused in one line.
     """
 
     #: Cancelled runs remembered, so that their queued calls are refused when they start.
@@ -246,7 +246,7 @@ class Executor:
     # -- cancellation --------------------------------------------------------------
 
     def cancel(self, message: Message) -> None:
-        """End the calls of a cancelled run: ``{"run": RUN, "reason": TEXT}`` (see :data:`essa.topics.CANCEL`)."""
+        """End the calls of a cancelled run: ``{"run": RUN, "reason": TEXT}`` (see :data:`essa.cluster.topics.CANCEL`)."""
         run, reason = message.get("run"), message.get("reason", "cancelled")
         if not (topics.is_chunk(run) and isinstance(reason, str)):
             _problems.warning("cancel", "executor %s: ignored a malformed cancel message", self.id)
@@ -287,7 +287,7 @@ class Executor:
 
         A failed call's reply says what happened in ``message`` (one line,
         naming the function as users wrote it) and how in ``kind`` (see
-        :func:`essa.calls.reply_message`).
+        :func:`essa.cluster.calls.reply_message`).
         """
         call_id = request["id"]
         function = request["function"]

@@ -171,7 +171,7 @@ def serve_scheduler(transport: Transport, placement: str | None = None, verifier
     """Start a scheduler on ``transport`` with the named placement policy.
 
     With ``verifier`` it places only calls whose token allows them (see
-    :mod:`essa.security.authorize`).
+    :mod:`essa.cluster.authorize`).
     """
     policy = get_plugin_manager().placement_class(placement or DEFAULTS["placement"])()
     scheduler = Scheduler(transport, policy, authorizer=Authorizer(verifier) if verifier else None)
@@ -195,7 +195,7 @@ def serve_executor(
     ``limits`` and ``grants`` are this executor's own: calls placed on it run
     under them, whatever the client that started the run asked for. With
     ``verifier`` it runs only calls and control requests whose token allows
-    them (see :mod:`essa.security.authorize`).
+    them (see :mod:`essa.cluster.authorize`).
     """
     engine_obj = open_engine(engine, limits, grants=grants)
     store_obj = open_store(store, store_options)

@@ -1,7 +1,7 @@
 """Compiled modules: compile once per engine version, reuse everywhere.
 
 A module is named by the SHA-256 of its bytes. :class:`ProgramCache` finds a
-runnable :class:`~essa.engine.Program` for a module name by looking, in order,
+runnable :class:`~essa.wasm.engine.Program` for a module name by looking, in order,
 in memory, for the engine's artifact in the store, and for the module's bytes
 in the store (then compiling, and storing the artifact for the next process).
 """
@@ -19,7 +19,7 @@ from essa.state.lattice import LwwLattice
 from essa.state.store import Store
 from essa.wasm.engine import Engine, Program
 
-log = logging.getLogger("essa.programs")
+log = logging.getLogger("essa.cluster.programs")
 
 WASM_MAGIC = b"\0asm"
 

@@ -1,6 +1,6 @@
 """The scheduler: places calls on executors and answers for them.
 
-It receives call requests on :data:`essa.topics.SCHEDULER_CALLS`, asks its
+It receives call requests on :data:`essa.cluster.topics.SCHEDULER_CALLS`, asks its
 :class:`Placement` policy for an executor, and forwards the request there. The
 executor replies to the caller directly and sends the scheduler a done notice,
 so the scheduler always knows each executor's calls in flight and which
@@ -14,9 +14,9 @@ a module's main function, already retried, or no executor is left. Calls that
 arrive while no executor is known wait up to ``wait_for_executors`` seconds
 (at most :attr:`Scheduler.max_backlog` of them).
 
-A cancel (:data:`essa.topics.CANCEL`) fails the run's waiting calls; the
+A cancel (:data:`essa.cluster.topics.CANCEL`) fails the run's waiting calls; the
 executors end its running ones. Waiting callers ask which calls the scheduler
-still tracks (:data:`essa.topics.TRACKING`). Malformed messages are refused
+still tracks (:data:`essa.cluster.topics.TRACKING`). Malformed messages are refused
 with one rate-limited line; no message can stop the scheduler's loops.
 """
 
@@ -38,7 +38,7 @@ from essa.util.ratelimit import RateLimitedLog, describe
 from essa.wasm.abi import EssaResult
 from essa.wasm.engine import START
 
-log = logging.getLogger("essa.scheduler")
+log = logging.getLogger("essa.cluster.scheduler")
 _problems = RateLimitedLog(log)
 
 # Read when scraped, from the process's scheduler (one per process).
@@ -60,7 +60,7 @@ class Scheduler:
     :param placement: the placement policy (default :class:`Placement`).
     :param wait_for_executors: how long a call waits for a first executor.
     :param authorizer: if given, only calls whose token it allows are placed
-        (:mod:`essa.security.authorize`); others are refused in one line.
+        (:mod:`essa.cluster.authorize`); others are refused in one line.
     """
 
     #: Most calls kept waiting for an executor; more are refused at once.
@@ -126,7 +126,7 @@ class Scheduler:
     def place(self, request: Message, exclude: str | None = None) -> None:
         """Forward ``request`` to an executor, or keep it until one joins.
 
-        A malformed request (:func:`essa.calls.check_request`) is answered
+        A malformed request (:func:`essa.cluster.calls.check_request`) is answered
         with an error if it says where to answer, else dropped with a warning;
         so is one the transport refused to read (``oversized``).
         """

@@ -50,12 +50,12 @@ def run_output(run: str) -> str:
 
 
 def run_trace(run: str) -> str:
-    """The spans of a traced run's calls (see :mod:`essa.tracing`)."""
+    """The spans of a traced run's calls (see :mod:`essa.cluster.tracing`)."""
     return f"essa/run/{run}/trace"
 
 
 def run_stdin(run: str) -> str:
-    """A run's stdin bytes, published by the client that serves them (see :mod:`essa.stdin`)."""
+    """A run's stdin bytes, published by the client that serves them (see :mod:`essa.cluster.stdin`)."""
     return f"essa/run/{run}/stdin"
 
 

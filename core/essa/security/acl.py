@@ -67,7 +67,7 @@ _CLIENT = dict(
     watch=["essa/live/**"],
 )
 
-#: What essa's own processes use (see :mod:`essa.topics`).
+#: What essa's own processes use (see :mod:`essa.cluster.topics`).
 CORE_PROFILES: dict[str, dict[str, list[str]]] = {
     "scheduler": dict(
         put=["essa/executor/*/calls", "essa/inbox/**"],

@@ -8,7 +8,7 @@
     DIR/certs/NAME.pem, NAME.key         the certificate of process NAME
 
 The default directory is ``security/`` in essa's data directory
-(:func:`essa.paths.data_dir`). Private keys are readable by their owner only.
+(:func:`essa.util.paths.data_dir`). Private keys are readable by their owner only.
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ tokens; only whoever holds the private key (``essa token create``) can.
 A verified token is cached by its text, so a process verifies each token's
 signature once; later checks cost a dictionary lookup and a clock read.
 
-What a grant allows is decided in :mod:`essa.security.authorize`.
+What a grant allows is decided in :mod:`essa.cluster.authorize`.
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ class TokenRefused(EssaError):
 
 @dataclass(frozen=True)
 class Grant:
-    """What a verified token allows (see :mod:`essa.security.authorize`)."""
+    """What a verified token allows (see :mod:`essa.cluster.authorize`)."""
 
     deployments: tuple[str, ...]
     namespaces: tuple[str, ...]

@@ -8,7 +8,7 @@ as in ``sys.argv``). The API, the CLI, the control service and every store
 refuse any other key with :class:`~essa.errors.InvalidKey`, one line, so all
 stores agree on what can be stored and a listing never meets a key its
 answer cannot carry. A store key is the guest's key under its namespace,
-``{namespace}/data/{key}`` (:func:`essa.deployments.data_prefix`); the
+``{namespace}/data/{key}`` (:func:`essa.cluster.deployments.data_prefix`); the
 guest's part may be empty and as long as the message size limit.
 
 **Long keys in stores with a key size limit.** LMDB keys are at most 511
@@ -18,7 +18,7 @@ shorter than 511, else their first 479 bytes followed by their 32-byte
 SHA-256 (exactly 511 bytes, so never equal to a key kept verbatim). Each
 store keeps the full key beside such a record so that listings return it.
 
-**Listings.** :meth:`essa.store.Store.keys` returns keys sorted (code point
+**Listings.** :meth:`essa.state.store.Store.keys` returns keys sorted (code point
 order, which is their UTF-8 byte order). A store that finds records it
 cannot name returns a :class:`KeyList` saying how many and why, instead of
 failing the listing.

@@ -3,7 +3,7 @@
 Built in, for embedded runs whose state need not outlive the process
 (``essa --store memory run f.wasm``) and for tests of the core. Merges are
 atomic under a lock; nothing is written to disk. Keys are checked as every
-store checks them (:func:`essa.keys.encode_key`), so a key this store refuses
+store checks them (:func:`essa.state.keys.encode_key`), so a key this store refuses
 is refused by the others too.
 """
 

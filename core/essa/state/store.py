@@ -2,19 +2,19 @@
 
 A store maps string keys to lattice values and *merges* on every put instead of
 overwriting, so concurrent writers converge. Values are kept in the byte
-encoding of :mod:`essa.bincode` (the guest ABI's contract encoding), which lets
+encoding of :mod:`essa.state.bincode` (the guest ABI's contract encoding), which lets
 the ABI hand stored bytes to a guest without re-encoding them.
 
-Keys are text: a ``str`` that is UTF-8 text, never empty (see :mod:`essa.keys`).
+Keys are text: a ``str`` that is UTF-8 text, never empty (see :mod:`essa.state.keys`).
 Every store keeps any such key exactly, whatever its length (up to the
 message size limit) and characters, and refuses any other with
-:class:`~essa.errors.InvalidKey` (:func:`essa.keys.encode_key` does the check).
+:class:`~essa.errors.InvalidKey` (:func:`essa.state.keys.encode_key` does the check).
 
 A store plugin subclasses :class:`Store` and implements three methods:
 :meth:`Store.get_bytes`, :meth:`Store.merge_bytes` and :meth:`Store.close`;
 :meth:`Store.keys` and :meth:`Store.delete` (``essa state ls``/``rm``, and
 ``essa rm --purge``) are optional.
-:meth:`Store.merge_bytes` must apply :func:`essa.lattice.merge_encoded`
+:meth:`Store.merge_bytes` must apply :func:`essa.state.bincode.merge_encoded`
 atomically (no lost update when several processes merge into one key) and must
 not return before the merged value is durable (or, for a replicated store,
 replicated as configured): a returned put is an acknowledged write.
@@ -89,7 +89,7 @@ class Store(ABC):
         """The keys that start with ``prefix``, sorted (``essa state ls``), each exactly as it was put.
 
         A store that finds keys it cannot name (records of an older format)
-        leaves them out and returns an :class:`essa.keys.KeyList` that says how
+        leaves them out and returns an :class:`essa.state.keys.KeyList` that says how
         many and why; it never fails the whole listing for them.
         Optional for store plugins: the default refuses in one line.
 

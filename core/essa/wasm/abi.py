@@ -50,7 +50,7 @@ class CallOutcome:
     value: bytes = b""
     #: For errors: one line saying what happened, for the user.
     message: str = ""
-    #: For errors: how the call failed (see :func:`essa.calls.reply_message`), or "".
+    #: For errors: how the call failed (see :func:`essa.cluster.calls.reply_message`), or "".
     kind: str = ""
 
 

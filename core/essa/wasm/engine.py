@@ -3,8 +3,8 @@
 An engine compiles modules, turns compiled modules into bytes and back
 (artifacts, so that a module is compiled once per engine version), and runs
 exports with essa's host functions linked in. It adapts only memory access and
-calling: the host functions themselves live once, in :mod:`essa.abi`, and an
-engine registers each :data:`essa.abi.HOST_FUNCTIONS` entry under the ``host``
+calling: the host functions themselves live once, in :mod:`essa.wasm.abi`, and an
+engine registers each :data:`essa.wasm.host.HOST_FUNCTIONS` entry under the ``host``
 import module as an ``(i32, ...) -> i32`` function.
 
 The flow, for an executor::
@@ -72,12 +72,12 @@ class Program(ABC):
         ``arg`` is the single i32 argument of a callable function, or ``None``
         for ``_start``. The instance's memory is attached to the invocation
         (``invocation.memory``) before the export runs, and the invocation is
-        active (:meth:`essa.abi.Invocation.active`) while it runs. Guest
+        active (:meth:`essa.wasm.invocation.Invocation.active`) while it runs. Guest
         stdout/stderr go to ``invocation.output``.
 
         :raises essa.errors.GuestTrap: the guest trapped; the message says why
             (including the reason a host function gave, if one made it trap).
-            :meth:`essa.abi.Invocation.failure` builds it, so a call that
+            :meth:`essa.wasm.invocation.Invocation.failure` builds it, so a call that
             exceeded a limit raises :class:`essa.errors.LimitExceeded`.
         :raises essa.errors.GuestExit: the guest called ``proc_exit`` with a
             non-zero status (status 0 returns normally).

@@ -238,7 +238,7 @@ def grow_refused(pages: int, current_pages: int) -> None:
         inv.memory_refused = pages or 1
 
 
-#: The host functions of :mod:`essa.instrument`'s import module: name ->
+#: The host functions of :mod:`essa.wasm.instrument`'s import module: name ->
 #: (implementation, param types, result types). Like :data:`HOST_FUNCTIONS`,
 #: they trap the guest only (a :class:`GuestLimit` when the time is up).
 METER_FUNCTIONS: dict[str, tuple[Callable[..., int | None], tuple[str, ...], tuple[str, ...]]] = {

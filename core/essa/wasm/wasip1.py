@@ -105,8 +105,8 @@ def wait(invocation: "Invocation", deadline_ns: int | None, stdin: "Stdin | None
     """Wait until ``deadline_ns`` (``time.monotonic_ns()``), or until ``stdin`` is ready if given.
 
     With neither, this waits forever. Either way the wait ends at the call's
-    deadline, with :class:`~essa.abi.GuestLimit`, or when the call is
-    cancelled, with :class:`~essa.abi.GuestCancelled` (a cancel also closes
+    deadline, with :class:`~essa.wasm.invocation.GuestLimit`, or when the call is
+    cancelled, with :class:`~essa.wasm.invocation.GuestCancelled` (a cancel also closes
     the call's stdin, which wakes a wait for it).
     """
     if stdin is None:

@@ -17,7 +17,7 @@ What shapes this module:
   the module before compiling (:mod:`essa_wasmer.memcap`).
 - Nor any way to interrupt running Wasm code (no metering middleware, no
   epochs, and the binding holds the GIL while Wasm runs), so modules are
-  instrumented before compiling (:mod:`essa.instrument`): fuel checks at
+  instrumented before compiling (:mod:`essa.wasm.instrument`): fuel checks at
   function entries and loop headers call ``essa_meter.refuel`` every few
   million instructions, which traps the guest once the call's deadline has
   passed; ``memory.grow`` refusals are reported. The refuel calls also let

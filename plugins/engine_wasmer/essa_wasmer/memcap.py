@@ -1,7 +1,7 @@
 """Cap a module's linear memory by lowering its declared maximum.
 
 wasmer 1.1's Python binding has no resource limiter (no tunables, no store
-limits), so essa enforces :attr:`essa.engine.Limits.max_memory_bytes` in the
+limits), so essa enforces :attr:`essa.wasm.limits.Limits.max_memory_bytes` in the
 module itself: before compiling, every memory the module defines gets the
 maximum ``min(declared maximum, cap)``. The engine then refuses to grow past it
 natively - ``memory.grow`` returns -1 inside the guest, exactly as with

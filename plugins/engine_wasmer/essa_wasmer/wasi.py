@@ -9,11 +9,11 @@ implements ``wasi_snapshot_preview1`` itself. wasmtime's implementation is the
 reference, function by function and errno by errno (``tests/wasi`` runs a
 corpus of programs under both and compares every line they print):
 
-- arguments are :attr:`essa.abi.Invocation.argv`; environment variables and
+- arguments are :attr:`essa.wasm.invocation.Invocation.argv`; environment variables and
   directories only what the executor's operator grants
-  (:class:`essa.engine.Grants`), directories preopened from fd 3 on and served
+  (:class:`essa.wasm.limits.Grants`), directories preopened from fd 3 on and served
   by :mod:`essa_wasmer.wasi_fs`;
-- stdin (fd 0) is :attr:`essa.abi.Invocation.stdin` (empty without one);
+- stdin (fd 0) is :attr:`essa.wasm.invocation.Invocation.stdin` (empty without one);
   stdout (1) and stderr (2) go to ``invocation.output`` at each ``fd_write``;
 - the descriptor table numbers, renumbers and reuses descriptors as wasmtime
   does (a closed number is reused highest first);
@@ -24,7 +24,7 @@ corpus of programs under both and compares every line they print):
 
 The functions find the running instance through :func:`current`, a per-thread
 stack that the engine pushes a :class:`Sandbox` onto for each call, and reach
-guest memory through the engine-neutral :class:`essa.abi.GuestMemory`.
+guest memory through the engine-neutral :class:`essa.wasm.abi.GuestMemory`.
 """
 
 from __future__ import annotations

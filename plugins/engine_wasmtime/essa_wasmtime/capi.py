@@ -313,7 +313,7 @@ _STDERR = _output(2)
 
 
 class Memory:
-    """Bounds-checked access to one instance's linear memory (:class:`essa.abi.GuestMemory`)."""
+    """Bounds-checked access to one instance's linear memory (:class:`essa.wasm.abi.GuestMemory`)."""
 
     __slots__ = ("_context", "_memory", "_view", "_size")
 

@@ -8,7 +8,7 @@ costs a fraction of ``public`` (:mod:`essa_wasmtime.public`), wasmtime-py's
 public API, which is the fallback where ``capi`` cannot run.
 ``ESSA_WASMTIME_BINDING=public`` (or ``capi``) chooses one.
 
-Limits (:class:`essa.engine.Limits`) and cancellation:
+Limits (:class:`essa.wasm.limits.Limits`) and cancellation:
 
 - time and cancel: epoch interruption. One ticker thread per engine increments
   the epoch every :attr:`WasmtimeEngine.tick` seconds (the engines of a
@@ -20,13 +20,13 @@ Limits (:class:`essa.engine.Limits`) and cancellation:
   :data:`CHECK_EVERY` seconds ahead. So Wasm code stops within a tick of its
   limit and within ``CHECK_EVERY`` of a cancel; the deadline is read from the
   invocation each time, so time spent waiting for a remote call's result
-  (:meth:`essa.abi.Invocation.paused`) does not count. WASI ``poll_oneoff`` is
+  (:meth:`essa.wasm.invocation.Invocation.paused`) does not count. WASI ``poll_oneoff`` is
   essa's own (:func:`essa_wasmtime.wasi.poll_oneoff`), whose sleeps end at the
   deadline or on cancel.
 - WASI is wasmtime's own, plus the program's arguments and stdin
   (:mod:`essa_wasmtime.wasi`).
 - memory: the store's memory limit; modules are instrumented
-  (:mod:`essa.instrument`, ``memory.grow`` hook only) so a refused grow is
+  (:mod:`essa.wasm.instrument`, ``memory.grow`` hook only) so a refused grow is
   reported as ``memory limit exceeded`` when the call then fails.
 - output: guest writes past the output limit fail with EIO (wasmtime's custom
   output cannot stop the guest), and the call is reported as over the limit.
@@ -155,7 +155,7 @@ class WasmtimeEngine(Engine[CompiledModule]):
             return self._load(lambda engine: wasmtime.Module(engine, instrumented))
         except wasmtime.WasmtimeError as exc:
             self._validate(wasm)
-            # Valid, but not once instrumented: a bug of essa.instrument.
+            # Valid, but not once instrumented: a bug of essa.wasm.instrument.
             raise ModuleError(f"cannot run the module under essa's limits: {_first_line(exc)}") from None
 
     def _load(self, load: Callable[[wasmtime.Engine], wasmtime.Module]) -> CompiledModule:
@@ -403,7 +403,7 @@ def _shown_type(signature: tuple[tuple[str, ...], tuple[str, ...]]) -> str:
 def _on_epoch(_context, tick_us, next_deadline, update_kind) -> int:
     """wasmtime reached a running store's epoch deadline: end its guest, or set the next check.
 
-    Runs on the guest's own thread, so the invocation is :func:`essa.abi.current`.
+    Runs on the guest's own thread, so the invocation is :func:`essa.wasm.invocation.current`.
     ``tick_us`` is the engine's tick in microseconds (the callback's data).
     Returns 0 to go on, or a ``wasmtime_error_t`` pointer that makes the guest trap.
     """

@@ -7,7 +7,7 @@ time, so its data needs no lock; like Anna's worker threads, workers share
 nothing but the process.
 
 Write path (``ack=all``, the default): the owner that receives a put merges it
-(:func:`essa.lattice.merge_encoded`, or for a big set :class:`~essa_anna.values.GrowingSet`,
+(:func:`essa.state.bincode.merge_encoded`, or for a big set :class:`~essa_anna.values.GrowingSet`,
 which costs the delta; a type mismatch is refused and changes nothing), then
 sends the key's merged value (for a big set: the put's own value) to every
 other owner in ``repl`` messages (per peer, at most :data:`CHUNK` keys each),

@@ -1,7 +1,7 @@
 """The Anna wire protocol over zenoh: topics, liveliness keys, message kinds, codes.
 
 Every message is a msgpack-encoded dict with a kind ``t``; values travel as
-the bincode bytes of :mod:`essa.bincode`. All data-path messages are one-way
+the bincode bytes of :mod:`essa.state.bincode`. All data-path messages are one-way
 publications: a request names the topic to answer on (``reply``, an anna inbox: see
 :mod:`essa_anna.inbound`), so a batch
 of requests costs one message each way, and a node never blocks a thread

@@ -9,7 +9,7 @@ Values lie in LMDB the way essa's LMDB store lays them out
 (:mod:`essa_lmdb.layout`): whole, or for a big set one record per member, so
 that writing a put into a big set costs the delta. Each main record starts
 with ``u32 key length, key (UTF-8)`` (so keys are recovered exactly), under
-:func:`essa.keys.record_key` of the key's UTF-8 bytes (the key itself when
+:func:`essa.state.keys.record_key` of the key's UTF-8 bytes (the key itself when
 shorter than LMDB's 511-byte limit, else its first 479 bytes plus its
 SHA-256; the same mapping as essa's LMDB store), so any key length works.
 """

@@ -1,14 +1,14 @@
 """Values a KVS worker holds in memory, so that a merge costs the delta, not the whole value.
 
 A worker keeps most values as their encoded bytes and merges with
-:func:`essa.lattice.merge_encoded` (decode, merge, re-encode: Lww and causal
+:func:`essa.state.bincode.merge_encoded` (decode, merge, re-encode: Lww and causal
 values are small). A Set or OrderedSet whose encoding outgrows
 :data:`INLINE_LIMIT` bytes becomes a :class:`GrowingSet`: a Python set of its
 members, so adding ``k`` members costs ``O(k)`` whatever the set's size. Its
 encoding is assembled when it is read (and cached until the next change), in
 ``O(n)``: the members already sorted for the previous read and the new ones
 (sorted) are two runs, which Python's sort merges in linear time. The bytes
-are those of :func:`essa.bincode.encode_lattice`, byte for byte.
+are those of :func:`essa.state.bincode.encode_lattice`, byte for byte.
 """
 
 from __future__ import annotations

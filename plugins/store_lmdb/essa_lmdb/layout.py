@@ -19,14 +19,14 @@ kept as one record per member instead, so adding ``k`` members to a set of
   within LMDB's 511 bytes and a set's members are contiguous.
 
 Reading assembles the bytes of the canonical encoding (tag, count, members in
-ascending byte order): byte-identical to :func:`essa.bincode.encode_lattice`
+ascending byte order): byte-identical to :func:`essa.state.bincode.encode_lattice`
 of the same value. A cursor walks the members in key order, which is member
 order except among long members sharing their first :data:`PREFIX` bytes (the
 digest stands in for their tails); such runs are contiguous and are sorted
 on the way out.
 
 Keys longer than LMDB allows (511 bytes or more) lie under a shortened
-record key (:func:`essa.keys.record_key`: their first 479 bytes and their
+record key (:func:`essa.state.keys.record_key`: their first 479 bytes and their
 SHA-256). A layout opened with ``names=True`` (essa's LMDB store) keeps the
 full key of each such record in the ``keys`` database, under the same record
 key, so listings return the key itself (:meth:`Layout.name`). Records written

@@ -24,7 +24,7 @@ Options (``--store-option KEY=VALUE``):
 
 ``path``
     the environment's directory (created if missing); default
-    ``essa.paths.data_dir() / "lmdb"`` (``$ESSA_HOME/lmdb`` when set).
+    ``essa.util.paths.data_dir() / "lmdb"`` (``$ESSA_HOME/lmdb`` when set).
 ``map_size``
     the largest size the data file may grow to, in bytes, with an optional
     binary suffix: ``4G``, ``512M``, ``64K``, ``1GiB``. Default ``4G``. LMDB
@@ -39,9 +39,9 @@ Options (``--store-option KEY=VALUE``):
     read transactions that may be open at once across all processes
     (default 1024). Only the first process to create the lock file sets it.
 
-Keys are UTF-8 text (:mod:`essa.keys`), stored as their UTF-8 bytes. LMDB
+Keys are UTF-8 text (:mod:`essa.state.keys`), stored as their UTF-8 bytes. LMDB
 keys are limited to 511 bytes: a key whose encoding is 511 bytes or longer is
-stored under :func:`essa.keys.record_key` (its first 479 bytes followed by the
+stored under :func:`essa.state.keys.record_key` (its first 479 bytes followed by the
 32-byte SHA-256 of the whole encoding: exactly 511 bytes, so it can never
 equal a key stored verbatim), and its full key is kept beside it in the
 layout's ``keys`` database, so a listing returns it exactly. Every store of
@@ -49,7 +49,7 @@ every process maps a key the same way, so long keys just work.
 
 A long key written by an older essa (before full keys were recorded) reads,
 merges and deletes by its full key as before; a listing leaves it out and
-says so (:class:`essa.keys.KeyList`) until its next merge records its full
+says so (:class:`essa.state.keys.KeyList`) until its next merge records its full
 key. A record whose key is not UTF-8 (an older ``essa state put`` took such
 keys) is left out of listings the same way.
 """

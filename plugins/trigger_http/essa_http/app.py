@@ -284,7 +284,7 @@ def _state_key(request: Request) -> str:
 
     The server decodes percent-escapes leniently (bytes that are not UTF-8
     become U+FFFD), which would name another key; state keys are UTF-8 text
-    (:mod:`essa.keys`), so such a URL is refused instead.
+    (:mod:`essa.state.keys`), so such a URL is refused instead.
     """
     raw = request.scope.get("raw_path")
     if raw is not None:

@@ -1,7 +1,7 @@
 """uvicorn, fitted to essa: signal handling, bounded connections and request heads, deadlines, one-line logs.
 
 - :class:`Server` leaves SIGINT and SIGTERM to ``essa serve`` (which calls
-  :meth:`essa.trigger.Trigger.stop`) instead of installing its own handlers,
+  :meth:`essa.api.trigger.Trigger.stop`) instead of installing its own handlers,
   which would re-raise the signal after a graceful shutdown and so end the
   process with 128 + signal instead of 0; and it reports when it listens.
 - :class:`BoundedHttpToolsProtocol` (always httptools: :func:`make_server`

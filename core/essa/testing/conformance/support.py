@@ -40,7 +40,7 @@ class _Failed:
 
 
 class StandaloneHost:
-    """An :class:`essa.abi.Host` without a runtime, for driving an engine directly."""
+    """An :class:`essa.wasm.abi.Host` without a runtime, for driving an engine directly."""
 
     def __init__(self) -> None:
         self.state: dict[str, bytes] = {}
@@ -63,7 +63,7 @@ class StandaloneHost:
 
 
 class StreamOutput:
-    """An :class:`essa.abi.Output` that keeps writes in order."""
+    """An :class:`essa.wasm.abi.Output` that keeps writes in order."""
 
     def __init__(self) -> None:
         self.chunks: list[tuple[int, bytes]] = []

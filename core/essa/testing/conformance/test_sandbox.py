@@ -2,7 +2,7 @@
 
 Without grants a guest has no preopened directory and no environment variable
 (``test_engine.test_wasi_is_a_sandbox_with_stdio_only``). With
-:class:`essa.engine.Grants` it gets exactly what was granted: environment
+:class:`essa.wasm.limits.Grants` it gets exactly what was granted: environment
 variables, and directories read-only or read-write, from which no path, no
 ``..`` and no symbolic link leads out. An engine that cannot honour a grant
 refuses it when created, in one line; it never ignores one.

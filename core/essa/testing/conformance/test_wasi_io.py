@@ -1,4 +1,4 @@
-"""A guest's arguments and stdin (:attr:`essa.abi.Invocation.argv`, :attr:`~essa.abi.Invocation.stdin`).
+"""A guest's arguments and stdin (:attr:`essa.wasm.invocation.Invocation.argv`, :attr:`~essa.wasm.invocation.Invocation.stdin`).
 
 Every engine gives a guest the invocation's argv through ``args_sizes_get`` /
 ``args_get``, and its stdin through ``fd_read`` and ``poll_oneoff`` on fd 0:
