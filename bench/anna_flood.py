@@ -11,7 +11,11 @@ timeout each). Then the rogue declares a token claiming to be node ``n0``
 with another incarnation and withdraws it, then the same with n0's own
 incarnation, and the rings and puts are checked again after each.
 
-Usage: python bench/anna_flood.py [--forged 200] [--workers 64] [--observe 30] [--keys 100]
+With ``--answer`` the rogue also answers the pings for its forged tokens (a
+peer that speaks the protocol): they are then proven, and enter the rings up
+to the limits (``--max-nodes``, ``--max-workers``); puts routed to them time out.
+
+Usage: python bench/anna_flood.py [--forged 200] [--workers 64] [--observe 30] [--keys 100] [--answer]
 """
 
 from __future__ import annotations
@@ -45,7 +49,8 @@ def rss_mib(pid: int) -> float:
 
 
 def rogue(endpoint: str) -> None:
-    """The rogue peer: reads ``declare KEY`` / ``undeclare KEY`` / ``flood PREFIX N W`` lines, answers ``ok``."""
+    """The rogue peer: reads ``declare KEY`` / ``undeclare KEY`` / ``flood PREFIX N W ANSWER`` lines, answers ``ok``."""
+    import msgpack
     import zenoh
 
     config = zenoh.Config()
@@ -54,6 +59,7 @@ def rogue(endpoint: str) -> None:
     config.insert_json5("connect/endpoints", json.dumps([endpoint]))
     session = zenoh.open(config)
     tokens = {}
+    queryables = []
     for line in sys.stdin:
         words = line.split()
         if not words:
@@ -63,9 +69,13 @@ def rogue(endpoint: str) -> None:
         elif words[0] == "undeclare":
             tokens.pop(words[1]).undeclare()
         elif words[0] == "flood":
-            prefix, count, workers = words[1], int(words[2]), int(words[3])
+            prefix, count, workers, answer = words[1], int(words[2]), int(words[3]), words[4] == "1"
             for i in range(count):
                 key = f"anna/live/kvs/{prefix}{i}/g{i}/{workers}/2/1"
+                if answer:
+                    payload = msgpack.packb({"tokens": [key]})
+                    queryables.append(session.declare_queryable(
+                        f"anna/ping/kvs/{prefix}{i}", lambda q, payload=payload: q.reply(q.key_expr, payload)))
                 tokens[key] = session.liveliness().declare_token(key)
         print("ok", flush=True)
     os._exit(0)  # zenoh's threads may keep a closing interpreter alive
@@ -99,22 +109,27 @@ def rings(client) -> dict:
 
 
 def round_trip(client, tag: str, keys: int) -> dict:
-    """Put then get ``keys`` keys one by one; counts and the first error."""
+    """Put ``keys`` keys at once, then get the ones put; counts and the first error."""
     from essa.bincode import encode_lattice
     from essa.lattice import SetLattice
+    from essa_anna.protocol import GET, PUT
 
-    ok = failed = 0
-    first = None
-    for i in range(keys):
-        key = f"flood/{tag}/{i}"
-        value = encode_lattice(SetLattice([b"%d" % i]))
-        try:
-            client.put(key, value)
-            ok += client.get(key) == value
-        except Exception as exc:
-            failed += 1
-            first = first or f"{type(exc).__name__}: {exc}"
-    return {"ok": ok, "failed": failed, "first_error": first}
+    values = {f"flood/{tag}/{i}": encode_lattice(SetLattice([b"%d" % i])) for i in range(keys)}
+    errors = []
+
+    def outcomes(futures: dict) -> dict:
+        done = {}
+        for key, future in futures.items():
+            try:
+                done[key] = future.result(60)
+            except Exception as exc:
+                errors.append(f"{type(exc).__name__}: {exc}")
+        return done
+
+    put = outcomes({k: client.submit(PUT, k, v) for k, v in values.items()})
+    got = outcomes({k: client.submit(GET, k) for k in put})
+    ok = sum(got[k] == values[k] for k in got)
+    return {"ok": ok, "failed": keys - ok, "first_error": errors[0] if errors else None}
 
 
 def main() -> None:
@@ -123,6 +138,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=64)
     parser.add_argument("--observe", type=float, default=30.0)
     parser.add_argument("--keys", type=int, default=100)
+    parser.add_argument("--answer", action="store_true", help="the rogue answers pings for its forged tokens")
     parser.add_argument("--rogue", metavar="ENDPOINT", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.rogue:
@@ -140,7 +156,8 @@ def main() -> None:
     pids = {name: p.pid for name, p in procs.items()}
     pids["client (this process)"] = os.getpid()
     client = rogue_peer = None
-    result: dict = {"benchmark": "anna_flood", "forged_nodes": args.forged, "forged_workers": args.workers}
+    result: dict = {"benchmark": "anna_flood", "forged_nodes": args.forged, "forged_workers": args.workers,
+                    "rogue_answers_pings": args.answer}
     try:
         client = AnnaClient([endpoint], timeout=5, connect_timeout=60)
         client.wait_for_nodes(3, timeout=60)
@@ -149,7 +166,7 @@ def main() -> None:
         result["baseline"] = round_trip(client, "baseline", args.keys)
         result["rss_mib_before"] = {name: rss_mib(pid) for name, pid in pids.items()}
         rogue_peer = Rogue(endpoint)
-        rogue_peer.do("flood", "ghost", args.forged, args.workers)
+        rogue_peer.do("flood", "ghost", args.forged, args.workers, int(args.answer))
         peak = dict(result["rss_mib_before"])
         end = time.monotonic() + args.observe
         while time.monotonic() < end:
@@ -168,7 +185,7 @@ def main() -> None:
             time.sleep(2)
             rogue_peer.do("undeclare", key)
             time.sleep(2)
-            result[f"n0_withdrawn_{variant}_incarnation"] = {
+            result[f"n0_declared_and_withdrawn_{variant}_incarnation"] = {
                 "n0_in_client_membership": "n0" in client.membership.kvs, "rings": rings(client),
                 "round_trip": round_trip(client, f"evict-{variant}", args.keys)}
     finally:
