@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import os
 import random
-import signal
 import subprocess
 import sys
+
 import pytest
 
 pytest.importorskip("zenoh")
 pytest.importorskip("essa_anna")
-
-import msgpack  # noqa: E402
 
 from essa.bincode import decode_lattice, encode_lattice  # noqa: E402
 from essa.lattice import LwwLattice, SetLattice  # noqa: E402
