@@ -168,6 +168,26 @@ def test_a_copy_of_a_live_nodes_own_token_withdrawn_does_not_evict_it(cluster):
     traceback_free(cluster)
 
 
+def test_forged_leaving_and_routing_tokens_change_nothing(cluster):
+    """A leaving token for a live node (everybody used to drop it from the rings at once) and
+    routing tokens of routing nodes that do not exist (clients used to send address requests
+    to them) are never proven."""
+    cluster, peer, client = cluster
+    peer.token(f"{P.LIVE_LEAVING}/n0")
+    for i in range(20):
+        peer.token(f"{P.LIVE_ROUTING}/ghost{i}")
+    wait_for_marker(cluster, peer)
+    fresh = cluster.client()  # learns every token at once, forged ones included
+    fresh.wait_for_nodes(3)
+    for c in (client, fresh):
+        assert c.membership.leaving == set() and c.membership.routing == {"r0"}
+    assert_rings(cluster, client, REAL)
+    assert_puts_and_gets(fresh, "leaving-and-routing")
+    status = [a for a in client.status(timeout=10.0) if a["role"] == "routing"]
+    assert status and status[0]["routing_nodes"] == ["r0"] and status[0]["leaving"] == []
+    traceback_free(cluster)
+
+
 def test_forged_nodes_that_answer_pings_enter_the_ring_only_up_to_the_limits(tmp_path):
     """A rogue speaking the protocol (it answers pings for its tokens) gets at most the limits."""
     from essa_anna.membership import Limits
