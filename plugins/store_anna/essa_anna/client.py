@@ -98,7 +98,6 @@ class AnnaClient:
                  connect_timeout: float | None = None, limits: Limits | None = None) -> None:
         if ack not in ("all", "owner"):
             raise AnnaError(f"invalid anna ack mode {ack!r}: expected all or owner")
-        limits = limits or Limits.from_environment()
         self.endpoints = list(connect)
         self.where = ", ".join(self.endpoints) or "the configured endpoints"
         self.timeout = float(timeout)

@@ -134,7 +134,8 @@ class Membership:
     :param on_change: called as ``on_change(self)`` after every change, with
         the membership's lock held (so calls never overlap or reorder); it
         must return quickly.
-    :param limits: bounds on the nodes and workers tokens may add.
+    :param limits: bounds on the nodes and workers tokens may add (default:
+        :meth:`Limits.from_environment`).
     """
 
     def __init__(self, transport: Transport, on_change: Callable[["Membership"], None] | None = None,
@@ -146,7 +147,7 @@ class Membership:
         self.departed: dict[str, float] = {}
         self.version = 0
         self.vnodes = vnodes
-        self.limits = limits or Limits()
+        self.limits = limits or Limits.from_environment()
         self.lock = threading.RLock()
         self.transport = transport
         self._on_change = on_change
