@@ -191,6 +191,9 @@ class PluginManager:
                 cls.name = name
                 _registry.add(name, cls, info.name)
                 info.provides.append(f"{_kind} {name}")
+                options = getattr(cls, "option_help", None)
+                if options:
+                    info.provides.append(f"  options: {', '.join(options)}")
 
             # Call only this plugin's implementation, so each plugin's parts are
             # attributed to it and one failing plugin cannot hide another's.

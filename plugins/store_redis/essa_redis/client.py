@@ -95,6 +95,7 @@ class Backend:
             "socket_timeout": s.timeout,
             "socket_connect_timeout": s.connect_timeout,
             "client_name": "essa",
+            "protocol": 2,  # RESP2: the replies (and the watch's pub/sub messages) every redis-py version parses alike
             "retry": Retry(NoBackoff(), 0),  # the store retries, within its deadline
         }
         if s.tls:
