@@ -43,7 +43,7 @@ CORE_DISTRIBUTION = "essa-wasm"
 #: Distributions known to provide a part, for "install X" hints.
 KNOWN_PROVIDERS = {
     "engine": {"wasmtime": "essa-plugin-wasmtime", "wasmer": "essa-plugin-wasmer"},
-    "store": {"lmdb": "essa-plugin-lmdb", "anna": "essa-plugin-anna"},
+    "store": {"lmdb": "essa-plugin-lmdb", "anna": "essa-plugin-anna", "redis": "essa-plugin-redis"},
     "transport": {},
     "placement": {},
     "trigger": {"http": "essa-plugin-http"},
