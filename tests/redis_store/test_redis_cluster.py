@@ -183,3 +183,11 @@ def test_watch_reports_changes_on_every_master_and_follows_a_failover(own_cluste
             assert time.monotonic() < deadline, "the new master's changes were never reported"
         assert len(watch._masters) == 3
     store.close()
+
+
+def test_a_cluster_node_used_as_one_server_is_named(redis_cluster):
+    store = RedisStore({"url": redis_cluster.servers[0].url, "cluster": "off", "timeout": "30"})
+    with pytest.raises(StoreError, match="is a Redis Cluster node .* cluster=auto"):
+        for i in range(20):  # some keys are on this node's slots; the others answer MOVED
+            store.put(f"k{i}", SetLattice([b"x"]))
+    store.close()

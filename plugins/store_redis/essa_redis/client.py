@@ -108,9 +108,8 @@ class Backend:
         kwargs = self.connection_kwargs()
         first = s.servers[0]
         if first.path:
-            kwargs.pop("ssl", None)
-            return redis.Redis(unix_socket_path=first.path, db=s.db, **{k: v for k, v in kwargs.items()
-                                                                         if not k.startswith("ssl")})
+            plain = {k: v for k, v in kwargs.items() if not k.startswith("ssl")}
+            return redis.Redis(unix_socket_path=first.path, db=s.db, **plain)
         if self.is_cluster is None:
             if len(s.servers) > 1:
                 self.is_cluster = True
@@ -163,6 +162,9 @@ class Backend:
             except _NOT_TRANSIENT as exc:
                 raise self.unavailable(exc) from None
             except _TRANSIENT as exc:
+                if isinstance(exc, rx.MovedError) and not self.is_cluster:
+                    raise StoreError(f"redis at {self.settings.where} is a Redis Cluster node (it answered MOVED): "
+                                     "use --store-option cluster=auto (or on)") from None
                 if self._closed or time.monotonic() + pause > deadline:
                     raise self.unavailable(exc, what) from None
                 self.refresh()
@@ -191,8 +193,6 @@ class Backend:
         if isinstance(exc, rx.TimeoutError):
             return StoreError(f"state store unavailable: {where} did not answer {what or 'a request'} within "
                               f"{self.settings.timeout:g} s")
-        if isinstance(exc, OSError) and not isinstance(exc, rx.RedisError):
-            return StoreError(f"state store unavailable: {where}: {one_line(exc)}")
         return StoreError(f"state store unavailable: {where}: {one_line(exc)}")
 
     def refused(self, exc: rx.RedisError, what: str) -> StoreError:
