@@ -11,12 +11,16 @@ Through the store API (no Wasm), for the embedded LMDB store with ``sync=on``
 - ``pipelined_adds`` (Anna): ``--pipelined`` adds to one key submitted at once; seconds until all
   completed, and how many failed.
 
+For the Redis store (``redis``), a ``redis-server`` of its own on a free loopback port (Debian's
+``redis-server`` must be installed), with AOF off and with ``appendfsync everysec``: the same
+workloads through the store API (one round trip per put, merged on the server).
+
 Guest-driven (``guest``): a Wasm module whose function ``fan(start, n)`` makes ``n``
 concurrent remote calls of ``add(member)``, each merging one element into one
 shared Set with ``essa_put_lattice``; run embedded (LMDB store, sync on) with
 ``--executors`` executors. Reports adds/s and checks the set holds every element.
 
-Usage: python bench/state.py [--puts 500] [--threads 8] [--big 100000] [--parts embedded,anna,guest]
+Usage: python bench/state.py [--puts 500] [--threads 8] [--big 100000] [--parts embedded,anna,redis,guest]
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import statistics
 import struct
 import subprocess
@@ -243,6 +248,54 @@ def bench_anna(args) -> list[dict]:
     return results
 
 
+@contextlib.contextmanager
+def redis_server(directory: str, **config: str):
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise SystemExit("bench: redis-server is not installed (apt-get install -y redis-server)")
+    port = free_port()
+    args = [binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", directory, "--save", "",
+            "--logfile", os.path.join(directory, "redis.log")]
+    for name, value in config.items():
+        args += [f"--{name}", value]
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while True:  # ready: it answers a PING
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1) as probe:
+                    probe.sendall(b"PING\r\n")
+                    if probe.recv(16).startswith(b"+PONG"):
+                        break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit("bench: redis-server did not start")
+            time.sleep(0.05)
+        yield f"redis://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+def bench_redis(args) -> list[dict]:
+    from essa_redis import RedisStore
+
+    results = []
+    for aof in ("off", "everysec"):
+        with tempfile.TemporaryDirectory() as directory:
+            config = {"appendonly": "no"} if aof == "off" else {"appendonly": "yes", "appendfsync": aof}
+            with redis_server(directory, **config) as url:
+                store = RedisStore({"url": url, "timeout": "60"})
+                try:
+                    row = {"store": "redis", "aof": aof, **bench_workloads(store.merge_bytes, store.get_bytes, args)}
+                finally:
+                    store.close()
+        print(json.dumps(row), file=sys.stderr)
+        results.append(row)
+    return results
+
+
 def bench_guest(args) -> dict:
     import wasmtime
 
@@ -275,7 +328,7 @@ def main() -> None:
     parser.add_argument("--big-adds", type=int, default=50)
     parser.add_argument("--pipelined", type=int, default=8000)
     parser.add_argument("--executors", type=int, default=2, help="guest part: executors of the embedded runtime")
-    parser.add_argument("--parts", default="embedded,anna,guest")
+    parser.add_argument("--parts", default="embedded,anna,redis,guest")
     parser.add_argument("--nodes", default="1,3", help="anna part: KVS node counts")
     args = parser.parse_args()
     parts = args.parts.split(",")
@@ -290,6 +343,8 @@ def main() -> None:
         result["embedded"] = bench_embedded(args)
     if "anna" in parts:
         result["anna"] = bench_anna(args)
+    if "redis" in parts:
+        result["redis"] = bench_redis(args)
     if "guest" in parts:
         result["guest"] = bench_guest(args)
     result["machine"]["load_average_at_end"] = [round(x, 1) for x in os.getloadavg()]

@@ -46,3 +46,29 @@ def essa_home(tmp_path, monkeypatch):
     home = tmp_path / "essa-home"
     monkeypatch.setenv("ESSA_HOME", str(home))
     return home
+
+
+# -- Redis servers (essa-plugin-redis), shared by tests/store, tests/redis_store and tests/e2e -----------------
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory):
+    """One real ``redis-server`` on a free loopback port, for the whole session (tests use key prefixes of
+    their own). Skipped unless essa-plugin-redis and redis-server are installed."""
+    pytest.importorskip("essa_redis")
+    from redis_store.servers import RedisServer
+
+    server = RedisServer(tmp_path_factory.mktemp("redis-server")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory):
+    """A real Redis Cluster, 3 masters and 3 replicas on loopback, for the whole session."""
+    pytest.importorskip("essa_redis")
+    from redis_store.servers import RedisClusterProcesses
+
+    cluster = RedisClusterProcesses(tmp_path_factory.mktemp("redis-cluster")).start()
+    yield cluster
+    cluster.stop()

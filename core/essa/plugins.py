@@ -39,7 +39,7 @@ CORE_DISTRIBUTION = "essa-wasm"
 #: Distributions known to provide a part, for "install X" hints.
 KNOWN_PROVIDERS = {
     "engine": {"wasmtime": "essa-plugin-wasmtime", "wasmer": "essa-plugin-wasmer"},
-    "store": {"lmdb": "essa-plugin-lmdb", "anna": "essa-plugin-anna"},
+    "store": {"lmdb": "essa-plugin-lmdb", "anna": "essa-plugin-anna", "redis": "essa-plugin-redis"},
     "transport": {},
     "placement": {},
     "trigger": {"http": "essa-plugin-http"},
@@ -186,6 +186,9 @@ class PluginManager:
                 cls.name = name
                 _registry.add(name, cls, info.name)
                 info.provides.append(f"{_kind} {name}")
+                options = getattr(cls, "option_help", None)
+                if options:
+                    info.provides.append(f"  options: {', '.join(options)}")
 
             # Call only this plugin's implementation, so each plugin's parts are
             # attributed to it and one failing plugin cannot hide another's.

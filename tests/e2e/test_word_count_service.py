@@ -95,3 +95,77 @@ def test_on_an_anna_cluster_that_restarts(tmp_path):
     finally:
         logs = down(proc)
     assert "Traceback" not in logs
+
+
+HELLO_WAT = """
+(module
+  (import "wasi_snapshot_preview1" "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 16) "hello, no state\\n")
+  (func (export "_start")
+    (i32.store (i32.const 0) (i32.const 16))
+    (i32.store (i32.const 4) (i32.const 16))
+    (drop (call $fd_write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))))
+"""
+
+
+def test_on_a_redis_cluster_up_with_its_store_down_then_back(tmp_path):
+    """`essa --store redis up`: the word count and the test function on Redis alone; with Redis down, calls
+    that touch state fail in one line and one that touches none still runs; Redis back, everything works."""
+    pytest.importorskip("essa_redis")
+    wasmtime = pytest.importorskip("wasmtime")
+    from redis_store.servers import RedisServer
+
+    from .test_cli import EXPECTED_TEST_FUNCTION_OUTPUT, TEST_FUNCTION
+    from .test_cluster import free_port
+
+    redis = RedisServer(tmp_path / "redis", appendonly="yes", appendfsync="always").start()
+    endpoint = f"tcp/127.0.0.1:{free_port()}"
+    hello = tmp_path / "hello.wasm"
+    hello.write_bytes(wasmtime.wat2wasm(HELLO_WAT))
+    store = ["--store", "redis", "--store-option", f"url={redis.url}", "--store-option", "timeout=2"]
+    proc = subprocess.Popen([sys.executable, "-m", "essa", *store, "up", "--executors", "2", "--listen", endpoint],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        return run_essa(*args, "--connect", endpoint, "--timeout", "60", timeout=DEADLINE)
+
+    try:
+        deadline = time.monotonic() + DEADLINE
+        while True:  # ready: both executors joined
+            status = run_essa("status", "--connect", endpoint, "--json", timeout=DEADLINE)
+            if status.returncode == 0 and sum(a["role"] == "executor" for a in json.loads(status.stdout)) == 2:
+                break
+            assert proc.poll() is None, proc.stdout.read()
+            assert time.monotonic() < deadline, "the cluster did not come up"
+            time.sleep(0.5)
+        with essa.connect(endpoint, timeout=60) as connection:
+            check_word_count(cli, connection)
+        result = run_essa("run", "--connect", endpoint, "--timeout", "60", str(TEST_FUNCTION), timeout=DEADLINE)
+        assert result.returncode == 0, result.stderr
+        assert result.stdout == EXPECTED_TEST_FUNCTION_OUTPUT
+        for _ in range(2):  # loaded by the executor that runs it again
+            assert ok(cli("run", str(hello))) == "hello, no state\n"
+        # an embedded run and the commands without --connect use the same Redis
+        assert ok(run_essa(*store, "state", "ls", "--deployment", "wc")).split() == ["vocab"]
+
+        redis.kill(signal.SIGKILL)
+        assert ok(cli("run", str(hello))) == "hello, no state\n"  # touches no state: still runs
+        for args in (("call", "wc", "count_words", "--args", "string", "a b", "--result", "u64"),
+                     ("state", "get", "-d", "wc", "vocab")):
+            down = cli(*args)
+            assert down.returncode != 0 and "Traceback" not in down.stderr
+            assert len(down.stderr.strip().splitlines()) == 1, down.stderr
+            assert "state store unavailable: redis at 127.0.0.1:" in down.stderr
+        down = run_essa(*store, "state", "get", "-d", "wc", "vocab")
+        assert down.returncode == 1 and down.stderr.startswith("essa: error: state store unavailable: ")
+
+        redis.start()
+        assert int(ok(cli("call", "wc", "count_words", "--args", "string", "a new word", "--result", "u64"))) == 3
+        assert {"new", "word", "a"} | WORDS == set(json.loads(ok(cli("state", "get", "-d", "wc", "vocab",
+                                                                     "--json")))["values"])
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        logs, _ = proc.communicate(timeout=DEADLINE)
+        redis.stop()
+    assert "Traceback" not in logs

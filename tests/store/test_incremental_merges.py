@@ -1,13 +1,17 @@
-"""Merges that cost the delta give the same bytes as whole-value merges (LMDB and memory stores).
+"""Merges that cost the delta give the same bytes as whole-value merges (LMDB, memory and Redis stores).
 
 The LMDB store keeps big sets as one record per member and assembles the
-encoding on read; whatever the sequence of merges, every store must give the
-bytes and the value that merging whole values gives, and refuse the same puts.
+encoding on read; the Redis store keeps sets as Redis sets and merges every
+other type on the server, in Lua. Whatever the sequence of merges, every
+store must give the bytes and the value that merging whole values gives, and
+refuse the same puts.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import itertools
+import shutil
 import signal
 import subprocess
 import sys
@@ -22,12 +26,17 @@ from hypothesis import strategies as st
 pytest.importorskip("essa_lmdb")
 
 from essa.errors import DecodeError, LatticeTypeError  # noqa: E402
-from essa.state.bincode import (  # noqa: E402
-    decode_lattice,
-    encode_lattice,
-    merge_encoded,  # noqa: E402
+from essa.state.bincode import decode_lattice, encode_lattice, merge_encoded  # noqa: E402
+from essa.state.lattice import (  # noqa: E402
+    BoolLattice,
+    LwwLattice,
+    MapLattice,
+    MaxLattice,
+    MultiCausalLattice,
+    OrderedSetLattice,
+    SetLattice,
+    SingleCausalLattice,
 )
-from essa.state.lattice import LwwLattice, MaxLattice, OrderedSetLattice, SetLattice
 from essa.state.memory import MemoryStore  # noqa: E402
 from essa_lmdb import LmdbStore  # noqa: E402
 from essa_lmdb.layout import INLINE_LIMIT, PREFIX, VERBATIM  # noqa: E402
@@ -45,12 +54,34 @@ def _set_of(kind):
     return st.builds(lambda ms: encode_lattice(kind(ms)), st.frozensets(members, max_size=12))
 
 
+# Clocks over a few nodes, counters near 0 and near the top of u64: comparable and concurrent ones alike.
+clocks = st.dictionaries(st.sampled_from(["a", "b", "ab", "é"]), st.sampled_from([0, 1, 2, 2**53 + 1, 2**64 - 1]),
+                         max_size=3)
+small_values = st.frozensets(st.binary(max_size=3), max_size=3)
+# Timestamps whose texts have 0, 3, 6 and 9 fraction digits, and years before 1970.
+timestamps = st.sampled_from([0, 1, 1_000_000, 1_001_000, 1_000_000_000, -1, -10**18, 10**18 + 1])
+lattices = st.one_of(
+    st.builds(LwwLattice, timestamps, st.binary(max_size=3)),
+    st.builds(SingleCausalLattice, clocks, small_values),
+    st.builds(MultiCausalLattice, clocks, st.dictionaries(st.sampled_from(["k", "j"]), clocks, max_size=2),
+              small_values),
+    st.builds(MaxLattice, st.sampled_from([0, 3, 2**64 - 1])),
+    st.builds(BoolLattice, st.booleans()),
+)
+maps = st.recursive(
+    st.builds(MapLattice, st.dictionaries(st.sampled_from(["x", "y"]), lattices | st.builds(SetLattice, small_values),
+                                          max_size=2)),
+    lambda inner: st.builds(MapLattice, st.dictionaries(st.sampled_from(["x", "m"]), inner | lattices, max_size=2)),
+    max_leaves=4,
+)
 values = st.one_of(
     _set_of(SetLattice),
     _set_of(SetLattice),
     _set_of(OrderedSetLattice),
     st.builds(lambda ts, v: encode_lattice(LwwLattice(ts, v)), st.integers(0, 5), st.binary(max_size=3)),
     st.builds(lambda n: encode_lattice(MaxLattice(n)), st.integers(0, 3)),
+    st.builds(encode_lattice, lattices),
+    st.builds(encode_lattice, maps),
     st.sampled_from([b"", b"\x01\x00\x00\x00\x05", b"\xff\xff\xff\xff", b"\xff\xffes" + bytes(20)]),
 )
 
@@ -82,10 +113,18 @@ def apply(store, key: str, steps: list[bytes]) -> list[type | None]:
 
 
 @pytest.fixture(scope="module")
-def stores(tmp_path_factory):
-    lmdb_store = LmdbStore({"path": str(tmp_path_factory.mktemp("lmdb"))})
-    yield lmdb_store, MemoryStore()
-    lmdb_store.close()
+def stores(tmp_path_factory, request):
+    """LMDB and memory, and a Redis server and a Redis Cluster where essa-plugin-redis and redis-server are here."""
+    opened = [LmdbStore({"path": str(tmp_path_factory.mktemp("lmdb"))}), MemoryStore()]
+    if importlib.util.find_spec("essa_redis") and shutil.which("redis-server"):
+        from essa_redis import RedisStore
+
+        for servers in ("redis_server", "redis_cluster"):
+            url = request.getfixturevalue(servers).url
+            opened.append(RedisStore({"url": url, "prefix": f"incremental-{servers}:", "timeout": "30"}))
+    yield opened
+    for store in opened:
+        store.close()
 
 
 _keys = itertools.count()

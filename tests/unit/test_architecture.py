@@ -21,7 +21,7 @@ import pytest
 pytest.importorskip("importlinter")
 
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = ["essa", "essa_wasmtime", "essa_wasmer", "essa_lmdb", "essa_anna", "essa_http"]
+PACKAGES = ["essa", "essa_wasmtime", "essa_wasmer", "essa_lmdb", "essa_anna", "essa_http", "essa_redis"]
 
 
 def _source_path(root: Path) -> str:

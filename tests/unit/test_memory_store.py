@@ -1,49 +1,13 @@
-"""The built-in memory store merges like every store must."""
+"""The built-in memory store: what is its own (the store contract is tests/store/test_contract.py)."""
 
 from __future__ import annotations
 
-import threading
-
 import pytest
 
-from essa.errors import DecodeError, LatticeTypeError, StoreError
+from essa.errors import DecodeError, StoreError
 from essa.state.bincode import encode_lattice
-from essa.state.lattice import LwwLattice, SetLattice
+from essa.state.lattice import SetLattice
 from essa.state.memory import MemoryStore
-
-
-def test_put_merges_and_get_returns_the_merged_value():
-    store = MemoryStore()
-    store.put("k", SetLattice({b"a"}))
-    store.put("k", SetLattice({b"b"}))
-    assert store.get("k") == SetLattice({b"a", b"b"})
-    assert store.get("missing") is None
-
-
-def test_type_mismatch_and_bad_bytes_change_nothing():
-    store = MemoryStore()
-    store.put("k", SetLattice({b"a"}))
-    before = store.get_bytes("k")
-    with pytest.raises(LatticeTypeError):
-        store.put("k", LwwLattice(1, b"x"))
-    with pytest.raises(DecodeError):
-        store.merge_bytes("k", b"\x01\x00")
-    assert store.get_bytes("k") == before == encode_lattice(SetLattice({b"a"}))
-
-
-def test_concurrent_merges_lose_nothing():
-    store = MemoryStore()
-
-    def add(i: int) -> None:
-        for j in range(50):
-            store.put("k", SetLattice({f"{i}-{j}".encode()}))
-
-    threads = [threading.Thread(target=add, args=(i,)) for i in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert len(store.get("k").values) == 400
 
 
 def test_options_are_refused():

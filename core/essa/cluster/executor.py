@@ -322,7 +322,8 @@ class Executor:
         stdin = (RemoteStdin(self.transport, request["run"], request.get("token") if self.authorizer else None)
                  if is_run and request.get("stdin") else None)
         try:
-            if "wasm" in request:
+            if "wasm" in request and not self.programs.loaded(request["module"]):
+                # a loaded module is in the store already: a call that touches no state needs no store
                 publish_module(self.store, request["wasm"])
             program = self.programs.get(request["module"])
             status = program.info.callable_status(function)

@@ -82,6 +82,10 @@ class ProgramCache:
         #: How each module was obtained: "compiled" or "artifact" (for tests and -v).
         self.sources: dict[str, str] = {}
 
+    def loaded(self, module: str) -> bool:
+        """Whether ``module`` is loaded here (so it is in the store too)."""
+        return module in self._programs
+
     def get(self, module: str) -> Program:
         """The program of ``module``; raises :class:`ModuleError` if unusable."""
         program = self._programs.get(module)

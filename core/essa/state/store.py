@@ -60,6 +60,9 @@ class Store(ABC):
     #: The name users pass to ``--store``; set by the registering plugin.
     name: ClassVar[str] = ""
 
+    #: The ``--store-option`` keys the store takes, each with what it sets (``essa plugins`` lists them).
+    option_help: ClassVar[Mapping[str, str]] = {}
+
     def __init__(self, options: Mapping[str, str] | None = None) -> None:
         self.options = dict(options or {})
 

@@ -1,0 +1,122 @@
+"""RedisStore: essa's lattice state in Redis or Valkey, one server or a Redis Cluster (``essa --store redis``).
+
+Every put is one round trip: the merge script (``merge.lua``) merges the value
+on the server, atomically, with essa's merge rules; with ``wait_replicas=N``
+the put's ``WAIT N`` travels in the same round trip. Reads return the bytes
+every essa store returns. See :mod:`essa_redis.layout` for where values lie,
+:mod:`essa_redis.options` for the options and :mod:`essa_redis.watch` for
+change notifications; the plugin's README says what is guaranteed.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Iterable, Mapping
+
+from essa.plugin import ClusterServices, Store, StoreError
+
+from . import layout
+from .client import MERGE, READ, Backend
+from .options import OPTIONS, normalise, parse
+from .watch import Watch
+
+
+class RedisStore(Store):
+    """A client of Redis (or Valkey) as an essa store; safe for many threads."""
+
+    #: The options ``--store-option`` takes, with what each sets.
+    option_help = OPTIONS
+
+    def __init__(self, options: Mapping[str, str] | None = None) -> None:
+        super().__init__(options)
+        self.settings = parse(self.options)
+        self.backend = Backend(self.settings)
+        self._prefix = self.settings.prefix
+        self._raw_prefix = self._prefix.encode("utf-8")
+        self._watches: list[Watch] = []
+
+    # -- Store API -------------------------------------------------------------------------
+
+    def get_bytes(self, key: str) -> bytes | None:
+        rkey = layout.redis_key(self._prefix, key)
+        return layout.assemble(self.backend.run(f"the read of key {key!r}",
+                                                lambda client: self.backend.evalsha(client, READ, rkey, [])))
+
+    def merge_bytes(self, key: str, value: bytes) -> None:
+        rkey = layout.redis_key(self._prefix, key)
+        args = layout.merge_arguments(value)
+        what = f"the put of key {key!r}"
+        wanted = self.settings.wait_replicas
+        if not wanted:
+            self.backend.run(what, lambda client: self.backend.evalsha(client, MERGE, rkey, args))
+            return
+        reached = self.backend.run(what, lambda client: self.backend.merge_and_wait(client, rkey, args))
+        if reached < wanted:
+            raise StoreError(
+                f"state store unavailable: {what} reached {reached} of {wanted} replicas within "
+                f"{self.settings.wait_timeout:g} s (wait_replicas={wanted}); it is not acknowledged, "
+                "and a failover now could lose it")
+
+    def keys(self, prefix: str = "") -> list[str]:
+        pattern = layout.scan_pattern(self._prefix + prefix)
+        raw = self.backend.run("listing keys", lambda client: set(self.backend.scan(pattern)))
+        found = (layout.essa_key(self._raw_prefix, rkey) for rkey in raw)
+        return sorted(key for key in found if key is not None and key.startswith(prefix))
+
+    def delete(self, key: str) -> bool:
+        rkey = layout.redis_key(self._prefix, key)
+        return bool(self.backend.run(f"the deletion of key {key!r}", lambda client: client.unlink(rkey)))
+
+    def close(self) -> None:
+        for watch in list(self._watches):
+            watch.close()
+        self.backend.close()
+
+    def describe(self) -> str:
+        s = self.settings
+        kind = {True: "redis cluster via", False: "redis at", None: "redis at"}[self.backend.is_cluster]
+        extra = f", puts wait for {s.wait_replicas} replica(s)" if s.wait_replicas else ""
+        db = f" db {s.db}" if s.db else ""
+        return f"{kind} {s.where}{db}, key prefix {s.prefix!r}{extra}"
+
+    # -- change notifications --------------------------------------------------------------
+
+    def watch(self, prefixes: str | Iterable[str], callback: Callable[[str | None], None]) -> Watch:
+        """Call ``callback(key)`` whenever a key starting with one of ``prefixes`` changes.
+
+        ``prefixes`` is a key prefix or several (``""``: every key; a whole key
+        watches that key, and the longer keys it begins). ``callback`` runs on
+        the watch's threads, once per changed key, soon after the change (a
+        put that changed nothing is not a change); ``callback(None)`` means
+        changes may have been missed (the connection to a server was lost and
+        is back, or the database was flushed): re-read everything watched.
+        Returns once the server tracks the prefixes; close the returned
+        :class:`~essa_redis.watch.Watch` to stop. Closing the store closes it.
+
+        :raises essa.errors.StoreError: the servers cannot be reached.
+        """
+        if isinstance(prefixes, str):
+            prefixes = [prefixes]
+        watch = Watch(self.backend, [self._prefix + p for p in prefixes], self._raw_prefix, callback,
+                      on_close=self._watches.remove)
+        self._watches.append(watch)
+        try:
+            watch.start()
+        except BaseException:
+            watch.close()
+            raise
+        return watch
+
+    # -- essa up -----------------------------------------------------------------------------
+
+    @classmethod
+    def cluster_services(cls, options: Mapping[str, str], endpoint: str) -> ClusterServices:
+        """Nothing to start: every executor uses the Redis servers of the options (checked here)."""
+        options = normalise(options)
+        settings = parse(options)
+        return ClusterServices(options=options, endpoints={"redis": settings.where})
+
+    def __repr__(self) -> str:
+        return f"<RedisStore {self.describe()}>"
+
+
+__all__ = ["RedisStore"]
