@@ -186,8 +186,8 @@ class PluginManager:
                 cls.name = name
                 _registry.add(name, cls, info.name)
                 info.provides.append(f"{_kind} {name}")
-                options = getattr(cls, "option_help", None)
-                if options:
+                options = getattr(cls, "option_help", None) if _kind == "store" else None
+                if options:  # (triggers' options have a table of their own: trigger_options)
                     info.provides.append(f"  options: {', '.join(options)}")
 
             # Call only this plugin's implementation, so each plugin's parts are
