@@ -98,7 +98,11 @@ class RedisServer:
             args += [f"--{name}", value]
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
         if wait:
-            self.wait_ready()
+            try:
+                self.wait_ready()
+            except BaseException:
+                self.stop()
+                raise
         return self
 
     def client(self, **kwargs):
@@ -156,19 +160,24 @@ class RedisClusterProcesses:
         return " ".join(server.url for server in self.servers)
 
     def start(self) -> "RedisClusterProcesses":
-        for server in self.servers:
-            server.start(wait=False)
-        for server in self.servers:
-            server.wait_ready()
+        """Start every node and make them a cluster; a start that fails (or skips) stops what it started."""
         cli = shutil.which("redis-cli")
         if cli is None:
             pytest.skip("redis-cli is not installed (Debian's redis-tools, a dependency of redis-server)")
-        create = subprocess.run(
-            [cli, "--cluster", "create", *(f"127.0.0.1:{s.port}" for s in self.servers),
-             "--cluster-replicas", str(self.replicas), "--cluster-yes"],
-            capture_output=True, text=True, timeout=READY_TIMEOUT)
-        assert create.returncode == 0, create.stdout + create.stderr
-        self.wait_healthy()
+        try:
+            for server in self.servers:
+                server.start(wait=False)
+            for server in self.servers:
+                server.wait_ready()
+            create = subprocess.run(
+                [cli, "--cluster", "create", *(f"127.0.0.1:{s.port}" for s in self.servers),
+                 "--cluster-replicas", str(self.replicas), "--cluster-yes"],
+                capture_output=True, text=True, timeout=READY_TIMEOUT)
+            assert create.returncode == 0, create.stdout + create.stderr
+            self.wait_healthy()
+        except BaseException:
+            self.stop()
+            raise
         return self
 
     def by_port(self, port: int) -> RedisServer:
