@@ -201,7 +201,7 @@ def test_a_client_cannot_announce_an_executor_nor_take_calls_nor_answer_control_
         rogue.subscribe("essa/executor/rogue/calls", seen.append),
         rogue.subscribe("essa/executor/*/calls", seen.append),
         rogue.subscribe("essa/scheduler/calls", seen.append),  # other clients' requests and tokens
-        rogue.serve("essa/control/rogue", fake_control),
+        rogue.serve("essa/control", fake_control, shared=True),
     ]
     try:
         token = secure.token(deployments=["*"], namespaces=["*"])

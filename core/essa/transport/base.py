@@ -67,8 +67,13 @@ class Transport(ABC):
         """
 
     @abstractmethod
-    def serve(self, topic: str, handler: Callable[[Message], Message]) -> Subscription:
+    def serve(self, topic: str, handler: Callable[[Message], Message], shared: bool = False) -> Subscription:
         """Answer queries to ``topic`` with ``handler(message)``.
+
+        With ``shared``, every server of ``topic`` (in any process) is
+        interchangeable, and ``query(topic, one=True)`` reaches exactly one of
+        them; without, each server serves a topic of its own, and a query
+        reaches every one its selector matches.
 
         A transport that encodes messages and cannot encode an answer replies
         ``{"ok": False, "error": LINE, "kind": "store"}`` naming why, so the

@@ -414,7 +414,7 @@ class ZenohTransport(Transport):
 
     # -- queries ---------------------------------------------------------------------
 
-    def serve(self, topic: str, handler: Callable[[Message], Message]) -> Subscription:
+    def serve(self, topic: str, handler: Callable[[Message], Message], shared: bool = False) -> Subscription:
         def answer(query) -> None:
             payload = query.payload
             request = self._decode(topic, payload.to_bytes()) if payload is not None else {}
@@ -422,7 +422,9 @@ class ZenohTransport(Transport):
                 query.reply(query.key_expr, _pack_answer(topic, handler(request)))
 
         on_query = _guarded(f"queryable {topic}", answer)
-        queryable = _declared_by_a_daemon(lambda: self._session.declare_queryable(topic, on_query))
+        # A shared topic's servers are zenoh "complete" queryables: a BEST_MATCHING query reaches exactly
+        # one of them (without, it reaches every queryable of a peer it has a link to).
+        queryable = _declared_by_a_daemon(lambda: self._session.declare_queryable(topic, on_query, complete=shared))
         return _Undo(queryable.undeclare)
 
     def query(self, selector: str, message: Message, timeout: float = 2.0, one: bool = False) -> list[Message]:
