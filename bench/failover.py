@@ -11,14 +11,16 @@ Each call echoes its own number, so a wrong answer is caught. Once
 every executor, in transit and running), executor 1 is killed with SIGKILL
 and started again. A round ends when every call has answered.
 
-``--rounds`` rounds run on the same cluster. Each round reports:
+A warm-up round of the same load without a kill comes first (``warm_up``:
+the scheduler's memory grows with the calls it tracks at once, up to a level
+it then keeps), then ``--rounds`` rounds on the same cluster. Each reports:
 
 - ``calls``, ``failed`` (calls that raised or answered wrongly), and
   ``failures``: the distinct failure messages with their counts;
 - ``p50_ms``/``p99_ms``: from ``call_async`` to the answer;
 - ``scheduler_rss_mib``: the scheduler's resident memory before the round
-  and after it (once the scheduler tracks no call: ``in_flight`` and
-  ``waiting`` of its status are 0);
+  and after it (once the scheduler tracks no call: ``in_flight``,
+  ``unconfirmed`` and ``waiting`` of its status are 0);
 - ``scheduler_tracked_after``: the scheduler's status counts after the round.
 
 With ``--no-kill`` nothing is killed (the baseline).
@@ -49,6 +51,8 @@ _HERE = Path(__file__).resolve().parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE] + [str(_HERE)]
 from embedded import ECHO_WAT, percentiles  # noqa: E402
 
+#: The scheduler's counts of the calls it tracks (``unconfirmed`` since calls are kept until their receipt).
+TRACKED = ("in_flight", "unconfirmed", "waiting")
 #: Longest a round may take, and a wait for the cluster to settle (seconds).
 ROUND_DEADLINE = 900.0
 SETTLE_DEADLINE = 120.0
@@ -124,7 +128,7 @@ def executors_seen(connection) -> int:
 
 def settled(connection) -> bool:
     status = scheduler_status(connection)
-    return status["in_flight"] == 0 and status["waiting"] == 0
+    return all(status.get(key, 0) == 0 for key in TRACKED)
 
 
 class Load:
@@ -181,14 +185,14 @@ class Load:
             return self._cond.wait_for(lambda: self.answered >= count, max(0.0, deadline - time.monotonic()))
 
 
-def one_round(cluster: Cluster, connection, args: argparse.Namespace) -> dict:
+def one_round(cluster: Cluster, connection, args: argparse.Namespace, kill: bool) -> dict:
     before = cluster.scheduler_rss_mib()
     load = Load(connection, args.calls, args.threads, args.window)
     deadline = time.monotonic() + ROUND_DEADLINE
     started = time.perf_counter()
     load.run()
     killed_at = None
-    if not args.no_kill:
+    if kill:
         if not load.wait_answered(int(args.calls * args.kill_at), deadline):
             raise SystemExit("failover benchmark: calls did not flow")
         killed_at = load.answered
@@ -213,7 +217,7 @@ def one_round(cluster: Cluster, connection, args: argparse.Namespace) -> dict:
         "calls_per_s": round(args.calls / elapsed, 1),
         **{k: v for k, v in percentiles(load.latencies).items() if k in ("p50_ms", "p99_ms")},
         "scheduler_rss_mib": {"before": before, "after": cluster.scheduler_rss_mib()},
-        "scheduler_tracked_after": {k: status.get(k) for k in ("in_flight", "waiting", "tracked") if k in status},
+        "scheduler_tracked_after": {k: status[k] for k in TRACKED if k in status},
     }
 
 
@@ -247,7 +251,8 @@ def main() -> None:
                 connection.deploy(bytes(wasmtime.wat2wasm(ECHO_WAT)), name="echo")
                 for _ in range(200):  # warm: both executors have the module
                     connection.call("echo", "echo", b"12345678")
-                report["rounds"] = [one_round(cluster, connection, args) for _ in range(args.rounds)]
+                report["warm_up"] = one_round(cluster, connection, args, kill=False)
+                report["rounds"] = [one_round(cluster, connection, args, not args.no_kill) for _ in range(args.rounds)]
         finally:
             cluster.stop()
     print(json.dumps(report, indent=2))

@@ -97,7 +97,7 @@ class Placement:
         )
 
 
-@dataclass
+@dataclass(slots=True)
 class _Call:
     """A call placed on an executor, tracked until its caller confirms the reply."""
 
