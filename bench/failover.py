@@ -6,7 +6,9 @@ this process (``essa.connect("tcp/...")``) starts ``--calls`` calls with
 ``Connection.call_async`` from ``--threads`` threads, each keeping at most
 ``--window`` of its calls unanswered (default: all of them, started at
 once; the cluster is overloaded and the replies queue up).
-Each call echoes its own number, so a wrong answer is caught. Once
+Each call echoes its own number (repeated to ``--size`` bytes), so a wrong
+answer is caught; ``--answer-ms`` is what each answer costs the client (a
+client that processes its results: replies queue up on their way to it). Once
 ``--kill-at`` (a share) of the calls have answered (so calls are flowing: queued on
 every executor, in transit and running), executor 1 is killed with SIGKILL
 and started again. A round ends when every call has answered.
@@ -26,7 +28,7 @@ it then keeps), then ``--rounds`` rounds on the same cluster. Each reports:
 With ``--no-kill`` nothing is killed (the baseline).
 
 Usage: python bench/failover.py [--calls 20000] [--threads 8] [--window N] [--kill-at 0.5] [--rounds 2] [--no-kill]
-       [--logs DIR]
+       [--size 8] [--answer-ms 0] [--logs DIR]
 """
 
 from __future__ import annotations
@@ -134,11 +136,13 @@ def settled(connection) -> bool:
 class Load:
     """``calls`` echo calls from ``threads`` threads, each with at most ``window`` unanswered."""
 
-    def __init__(self, connection, calls: int, threads: int, window: int) -> None:
+    def __init__(self, connection, args: argparse.Namespace) -> None:
         self.connection = connection
-        self.calls = calls
-        self.threads = threads
-        self.window = window
+        self.calls = args.calls
+        self.threads = args.threads
+        self.window = args.window
+        self.size = args.size
+        self.answer_cost = args.answer_ms / 1e3
         self.latencies: list[float] = []
         self.failures: collections.Counter[str] = collections.Counter()
         self.answered = 0
@@ -154,7 +158,7 @@ class Load:
         window = threading.BoundedSemaphore(self.window)
         for number in range(index, self.calls, self.threads):
             window.acquire()
-            args = struct.pack("<Q", number)
+            args = struct.pack("<Q", number) * max(1, self.size // 8)
             started = time.perf_counter()
             try:
                 future = self.connection.call_async("echo", "echo", args)
@@ -165,6 +169,8 @@ class Load:
 
     def _answered(self, future, args: bytes, started: float, error: Exception | None, window) -> None:
         elapsed = time.perf_counter() - started
+        if self.answer_cost:
+            time.sleep(self.answer_cost)  # the client's work with the answer
         if error is None:
             error = future.exception()
         problem = None
@@ -187,7 +193,7 @@ class Load:
 
 def one_round(cluster: Cluster, connection, args: argparse.Namespace, kill: bool) -> dict:
     before = cluster.scheduler_rss_mib()
-    load = Load(connection, args.calls, args.threads, args.window)
+    load = Load(connection, args)
     deadline = time.monotonic() + ROUND_DEADLINE
     started = time.perf_counter()
     load.run()
@@ -228,6 +234,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=8)
     parser.add_argument("--window", type=int, help="unanswered calls per thread, at most (default: all)")
     parser.add_argument("--workers", type=int, default=2, help="threads per executor")
+    parser.add_argument("--size", type=int, default=8, help="bytes of each call's arguments and result")
+    parser.add_argument("--answer-ms", type=float, default=0.0, help="what each answer costs the client")
     parser.add_argument("--kill-at", type=float, default=0.5, help="kill once this share of the calls answered")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--no-kill", action="store_true", help="the baseline: kill nothing")
@@ -239,7 +247,8 @@ def main() -> None:
     import essa
 
     report: dict = {"engine": args.engine, "python": sys.version.split()[0], "cpus": os.cpu_count(),
-                    "threads": args.threads, "window": args.window, "kill": not args.no_kill}
+                    "threads": args.threads, "window": args.window, "size": args.size,
+                    "answer_ms": args.answer_ms, "kill": not args.no_kill}
     with tempfile.TemporaryDirectory() as home:
         os.environ["ESSA_HOME"] = home
         logs = args.logs or Path(home)
