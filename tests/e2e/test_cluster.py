@@ -36,7 +36,7 @@ class Cluster:
         self.procs: dict[str, subprocess.Popen] = {}
 
     def _spawn(self, name: str, *args: str) -> subprocess.Popen:
-        log = open(self.logs / f"{name}.log", "w")
+        log = open(self.logs / f"{name}.log", "a")  # an executor started again appends
         proc = subprocess.Popen([*ESSA, "-v", "--engine", self.engine, *args], stdout=log, stderr=subprocess.STDOUT)
         self.procs[name] = proc
         return proc
