@@ -44,7 +44,7 @@ from typing import Callable
 
 from essa.cluster import topics
 from essa.cluster.pool import Task, blocking
-from essa.transport.base import Message, Subscription, Transport
+from essa.transport.base import Message, Subscription, Transport, last_segment
 from essa.util.ratelimit import RateLimitedLog, describe
 from essa.util.units import format_bytes
 from essa.wasm.abi import CallOutcome, EssaResult
@@ -164,7 +164,7 @@ class Receipts:
         self._ids: list[str] = []
         self._cond = threading.Condition()
         self._closed = False
-        self._thread = threading.Thread(target=self._run, name=f"essa-receipts-{topics.key_id(inbox)}", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=f"essa-receipts-{last_segment(inbox)}", daemon=True)
         self._thread.start()
 
     def add(self, call_id: str) -> None:
