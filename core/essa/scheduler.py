@@ -43,7 +43,7 @@ from typing import ClassVar
 
 from . import metrics, topics
 from .abi import EssaResult
-from .calls import cancelled_reply, check_request, reply_message, send_reply
+from .calls import MAX_RECEIPTS, cancelled_reply, check_request, reply_message, send_reply
 from .deployments import display_name
 from .engine import START
 from .ratelimit import RateLimitedLog, describe
@@ -59,10 +59,6 @@ _UNCONFIRMED = metrics.Gauge("essa_scheduler_calls_unconfirmed",
                              "Calls done on their executor whose callers have not confirmed the reply yet.")
 _WAITING = metrics.Gauge("essa_scheduler_calls_waiting", "Calls waiting for an executor to join.")
 _EXECUTORS = metrics.Gauge("essa_scheduler_executors", "Executors the scheduler sees.")
-
-
-#: Most call ids one receipt message may confirm (more are ignored).
-MAX_RECEIPTS = 1000
 
 
 @dataclass
