@@ -303,7 +303,7 @@ def test_malformed_receipts_change_nothing(cluster, receipt):
 
 def test_a_receipt_from_another_inbox_does_not_end_a_call(cluster):
     transport, scheduler, caller = cluster
-    executor = RecordingExecutor(transport, "a")
+    _executor = RecordingExecutor(transport, "a")  # placed on, and never confirms
     future = start(caller)
     transport.publish(topics.SCHEDULER_RECEIVED, {"ids": [future.id], "inbox": "essa/inbox/someone-else"})
     assert tracked(scheduler) == (1, 0, 0)

@@ -54,6 +54,8 @@ _problems = RateLimitedLog(log)
 
 #: Longest id, module name, function name or namespace a request may carry.
 MAX_NAME = 1024
+#: Most call ids one receipt confirms (a scheduler ignores more).
+MAX_RECEIPTS = 1000
 
 
 def call_request(module: str, function: str, args: bytes, namespace: str, run: str, **extra) -> Message:
@@ -153,8 +155,8 @@ class Receipts:
 
     #: Seconds the first id waits for others to share its message.
     linger = 0.05
-    #: Most ids in one message (what a scheduler reads of one).
-    most = 1000
+    #: Most ids in one message.
+    most = MAX_RECEIPTS
     #: Most ids kept unsent (the scheduler forgets unconfirmed calls on its own, later).
     limit = 100_000
 

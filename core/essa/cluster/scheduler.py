@@ -42,7 +42,7 @@ from dataclasses import dataclass
 
 from essa.cluster import metrics, topics
 from essa.cluster.authorize import Authorizer, Refused
-from essa.cluster.calls import cancelled_reply, check_request, reply_message, send_reply
+from essa.cluster.calls import MAX_RECEIPTS, cancelled_reply, check_request, reply_message, send_reply
 from essa.cluster.deployments import display_name
 from essa.placement import ExecutorState, Placement
 from essa.transport.base import Message, Transport, last_segment
@@ -59,10 +59,6 @@ _UNCONFIRMED = metrics.Gauge("essa_scheduler_calls_unconfirmed",
                              "Calls done on their executor whose callers have not confirmed the reply yet.")
 _WAITING = metrics.Gauge("essa_scheduler_calls_waiting", "Calls waiting for an executor to join.")
 _EXECUTORS = metrics.Gauge("essa_scheduler_executors", "Executors the scheduler sees.")
-
-
-#: Most call ids one receipt message may confirm (more are ignored).
-MAX_RECEIPTS = 1000
 
 
 @dataclass(slots=True)
