@@ -284,7 +284,9 @@ class Connection:
 
         Executors answer ``role``, ``id``, ``calls``, ``runs``, ``failures``,
         ``cancelled``, ``running``, ``latency_ms``, ``by_function``, ``modules``;
-        the scheduler ``role``, ``id``, ``in_flight``, ``waiting``, ``executors``.
+        the scheduler ``role``, ``id``, ``in_flight`` (calls placed and not done),
+        ``unconfirmed`` (done, their callers' receipts not in yet), ``waiting``
+        (for an executor), ``executors`` (the same counts per executor).
         """
         answers = self._client.transport.query(f"{topics.STATUS}/**", {}, timeout=timeout)
         return [a for a in answers if isinstance(a, dict)]

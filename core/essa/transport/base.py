@@ -85,6 +85,11 @@ class Transport(ABC):
         Tokens that exist already are reported (alive) first.
         """
 
+    def forget(self, topic: str) -> None:
+        """Drop what this transport keeps for publishing to ``topic``: messages held for a
+        subscriber (see ``patient``), and the means to send there. For a receiver that is gone
+        for good (an executor that died: its calls are placed elsewhere). A later publish works."""
+
     def describe(self) -> str:
         """One line telling a user where this transport listens or connects."""
         return self.name

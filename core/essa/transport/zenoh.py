@@ -6,7 +6,12 @@ and zenoh's gossip lets peers that share a neighbour find each other. Multicast
 scouting is off unless asked for, and a process listens only where it is told
 (zenoh's own default would be every interface). Messages are msgpack-encoded
 dicts; puts use blocking congestion control, so a message is never dropped
-under load.
+under load. zenoh's shared memory is off: with it, every message over 3 KB
+to a peer on the same host went through a 16 MiB pool of the sender that the
+receiver mapped, so each process grew by 16 MiB (resident) for every peer
+that ever sent it such a message (a scheduler, by each client whose liveness
+check asked about a hundred calls), and kept it; essa copies every message
+into Python bytes anyway.
 
 Options (from flags, ``ESSA_*`` environment variables or a zenoh config file):
 
@@ -225,6 +230,8 @@ class _PatientSender:
                     self._cond.wait(0.02)
 
     def _try(self, topic: str, messages: list[tuple[float, bytes]]) -> None:
+        if not messages:  # discarded meanwhile
+            return
         publisher = self._transport._publisher(topic)
         now = time.monotonic()
         if publisher.matching_status.matching:
@@ -240,10 +247,20 @@ class _PatientSender:
     def _forget(self, topic: str, count: int) -> None:
         with self._cond:
             messages = self._held.get(topic, [])
+            count = min(count, len(messages))  # fewer if discarded meanwhile
             del messages[:count]
             self._count -= count
             if not messages:
                 self._held.pop(topic, None)
+
+    def discard(self, topic: str) -> int:
+        """Drop the messages held for ``topic``; return how many there were."""
+        with self._cond:
+            messages = self._held.pop(topic, [])
+            count = len(messages)
+            messages.clear()  # the sending thread may hold this very list: it sends none of them now
+            self._count -= count
+        return count
 
     def close(self, timeout: float = 2.0) -> None:
         """Stop sending; wait up to ``timeout`` s for a send in progress (its publisher is about to go)."""
@@ -296,6 +313,7 @@ class ZenohTransport(Transport):
         try:
             config = zenoh.Config.from_file(path) if path else zenoh.Config()
             config.insert_json5("mode", '"peer"')
+            config.insert_json5("transport/shared_memory/enabled", "false")
             config.insert_json5("scouting/multicast/enabled", json.dumps(bool(self.options.get("scouting"))))
             if self.listen or not path:
                 config.insert_json5("listen/endpoints", json.dumps(self.listen))
@@ -355,18 +373,30 @@ class ZenohTransport(Transport):
         if len(self._publishers) - len(idle) >= PUBLISHER_LIMIT:
             idle = list(self._publishers)
         for topic in idle:
-            try:
-                self._publishers[topic].undeclare()
-            except RuntimeError:  # "Already borrowed": another thread publishes with it right now
-                continue
-            except self._zenoh.ZError:  # pragma: no cover - the session is closing
-                pass
-            del self._publishers[topic]
-            used.pop(topic, None)
+            self._undeclare(topic)
         for topic in list(used):  # list(): other threads note uses without the lock
             if topic not in self._publishers:
                 used.pop(topic, None)
         self._swept = now
+
+    def _undeclare(self, topic: str) -> None:  # lock held
+        """Undeclare the publisher of ``topic``, unless another thread publishes with it right now."""
+        try:
+            self._publishers[topic].undeclare()
+        except RuntimeError:  # "Already borrowed": in use; a later sweep undeclares it
+            return
+        except self._zenoh.ZError:  # pragma: no cover - the session is closing
+            pass
+        del self._publishers[topic]
+        self._used.pop(topic, None)
+
+    def forget(self, topic: str) -> None:
+        dropped = self._patient.discard(topic)
+        if dropped:
+            log.info("dropped %d messages held for %s", dropped, topic)
+        with self._lock:
+            if topic in self._publishers:
+                self._undeclare(topic)
 
     def _drop_publishers(self) -> None:  # lock held
         for publisher in self._publishers.values():
