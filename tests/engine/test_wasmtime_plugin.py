@@ -137,6 +137,38 @@ def test_guest_output_callbacks_are_released_with_each_call(binding):
     assert capi._writers == {}
 
 
+def test_stdout_and_stderr_are_written_on_the_guests_thread_until_the_guest_moves_them(binding):
+    """essa's fd_write takes descriptors 1 and 2 (no hop to wasmtime's runtime thread); once the
+    guest renumbers stdout, wasmtime's own fd_write (and its output callbacks) take over."""
+    import threading
+
+    from essa.testing.conformance.support import StandaloneHost
+    from essa.testing.conformance.test_runtime import PRINT_HELLO
+    from essa.wasm.invocation import Invocation
+
+    class Threads:
+        def __init__(self) -> None:
+            self.chunks: list[tuple[int, bytes, bool]] = []
+
+        def write(self, stream: int, data: bytes) -> None:
+            self.chunks.append((stream, data, threading.current_thread() is caller))
+
+    caller = threading.current_thread()
+    renumber = '(import "wasi_snapshot_preview1" "fd_renumber" (func $fd_renumber (param i32 i32) (result i32)))'
+    body = f"""
+  (func (export "__essa_wrapper__print") (param i32)
+{PRINT_HELLO}
+    (drop (call $fd_renumber (i32.const 2) (i32.const 1)))
+{PRINT_HELLO})
+"""
+    engine = WasmtimeEngine()
+    program = engine.prepare(engine.compile(module(body, {0x600: b"hello\n", 0x610: b"oops\n"}, imports=renumber)))
+    out = Threads()
+    program.run(Invocation(b"", StandaloneHost(), out), "__essa_wrapper__print", 0)
+    # After fd_renumber(2, 1), fd 1 is stderr's stream and fd 2 is closed (EBADF, nothing written).
+    assert out.chunks == [(1, b"hello\n", True), (2, b"oops\n", True), (2, b"hello\n", False)]
+
+
 def test_a_failing_output_stream_fails_the_guest_write_not_the_call(binding):
     from essa.testing.conformance.support import StandaloneHost
     from essa.testing.conformance.test_runtime import PRINT_HELLO
