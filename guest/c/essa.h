@@ -32,7 +32,8 @@
  * All functions are `static inline`; nothing needs to be linked besides
  * wasi-libc. Build with, for example:
  *
- *     python -m ziglang cc -target wasm32-wasi -O2 -g0 -s -I guest/c f.c -o f.wasm
+ *     python -m ziglang cc -target wasm32-wasi -O2 -g0 -I guest/c f.c -o f.wasm
+ *     python -m essa.wasm.debuginfo f.wasm     (drops debug info, keeps function names)
  */
 #ifndef ESSA_H
 #define ESSA_H

@@ -23,7 +23,7 @@ from essa.testing.conformance.test_runtime import FAN, FAN_NAME  # noqa: E402
 from essa.testing.conformance.wat import module, wat2wasm  # noqa: E402
 from essa.wasm.abi import EssaResult  # noqa: E402
 from essa_wasmtime import capi  # noqa: E402
-from essa_wasmtime.engine import BINDING_VARIABLE, WasmtimeEngine, _plain_engine  # noqa: E402
+from essa_wasmtime.engine import BINDING_VARIABLE, WasmtimeEngine, _plain_engine, _trap_message  # noqa: E402
 
 ECHO = "__essa_wrapper__echo"
 
@@ -210,3 +210,19 @@ def test_without_address_space_for_the_pool_calls_map_their_own_memory(tmp_path)
         "essa: essa-plugin-wasmtime: no instance pool (the address space is limited to 16384 MiB (ulimit -v)); "
         "each call maps its own memory"
     ]
+
+
+def test_a_trap_message_names_where_the_guest_trapped_innermost_first():
+    def trap(frames: list[str], cause: str = "wasm `unreachable` instruction executed") -> str:
+        lines = "\n".join(f"    {i}:   0x{100 + i:x} - {frame}" for i, frame in enumerate(frames))
+        return _trap_message(RuntimeError(f"error while executing at wasm backtrace:\n{lines}\n\nCaused by:\n"
+                                          f"    wasm trap: {cause}\n"))
+
+    assert trap(["t.wasm!abort", "t.wasm!check", "t.wasm!essa_function_export_tally"]) == (
+        "wasm `unreachable` instruction executed (in abort <- check <- essa_function_export_tally)")
+    assert trap(["a!f1", "a!f2", "a!f3", "a!f4", "a!f5"]) == "wasm `unreachable` instruction executed (in f1 <- f2 <- f3 <- ...)"
+    assert trap(["<unknown>!<wasm function 32>"]) == "wasm `unreachable` instruction executed (in <wasm function 32>)"
+    # Deep recursion: one frame for the repeats, one short line.
+    assert trap(["m!rec"] * 500 + ["m!main"], "call stack exhausted") == "call stack exhausted (in rec <- main)"
+    assert trap(["m!rec"] * 100_000 + ["m!main"], "call stack exhausted") == "call stack exhausted (in rec)"
+    assert _trap_message(RuntimeError("plain failure\nmore")) == "plain failure"

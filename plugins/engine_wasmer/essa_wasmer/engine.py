@@ -339,23 +339,37 @@ def _link_plan(module: Any) -> list[tuple[str, str, Any, tuple[tuple[str, ...], 
     return plan
 
 
+#: Frames of a trap's backtrace named in its message, innermost first.
+TRAP_FRAMES = 3
+
+
 def _trap_message(exc: BaseException) -> str:
-    """A wasmer trap in one line, e.g. ``integer divide by zero (in <wasm function 3>)``."""
+    """A wasmer trap in one line, with where it happened (innermost frame first).
+
+    e.g. ``integer divide by zero (in div <- main)``; ``<wasm function 3>`` for
+    a module built without its ``name`` section.
+    """
     text = str(exc)
-    head, _, frames = text.partition("\n")
+    head, _, backtrace = text.partition("\n")
     reason = head.strip().removeprefix("RuntimeError: ").strip() or type(exc).__name__
     if reason == "unreachable":
         reason = "wasm `unreachable` instruction executed"
-    frame = frames[:300].strip().splitlines()[0].strip() if frames.strip() else ""
-    # "at NAME (<module>[INDEX]:0xOFFSET)"
-    if frame.startswith("at "):
+    frames: list[str] = []
+    for line in backtrace[:100_000].splitlines():  # "at NAME (<module>[INDEX]:0xOFFSET)"
+        frame = line.strip()
+        if not frame.startswith("at "):
+            continue
         name, _, rest = frame[3:].partition(" (")
         if name == "<unnamed>":
             index = rest.partition("[")[2].partition("]")[0]
             name = f"<wasm function {index}>" if index else ""
-        if name:
-            return f"{reason} (in {name})"
-    return reason
+        if name and (not frames or frames[-1] != name):  # deep recursion: one frame
+            frames.append(name)
+            if len(frames) > TRAP_FRAMES:
+                break
+    if not frames:
+        return reason
+    return f"{reason} (in {' <- '.join(frames[:TRAP_FRAMES])}{' <- ...' if len(frames) > TRAP_FRAMES else ''})"
 
 
 def _first_line(exc: object) -> str:

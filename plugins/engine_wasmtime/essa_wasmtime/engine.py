@@ -485,8 +485,16 @@ def _capi_cannot_define() -> str | None:
     return None
 
 
+#: Frames of a trap's backtrace named in its message, innermost first.
+TRAP_FRAMES = 3
+
+
 def _trap_message(exc: BaseException) -> str:
-    """The cause of a wasmtime trap in one line, e.g. ``wasm `unreachable` instruction executed``."""
+    """The cause of a wasmtime trap in one line, with where it happened (innermost frame first).
+
+    e.g. ``wasm `unreachable` instruction executed (in abort <- check <- essa_function_export_tally)``;
+    a module built without its ``name`` section has ``<wasm function 12>`` for names.
+    """
     text = str(exc)
     head, sep, causes = text.partition("Caused by:")
     if not sep:
@@ -494,8 +502,19 @@ def _trap_message(exc: BaseException) -> str:
     reasons = [line.strip().split(": ", 1)[-1] if line.strip()[:1].isdigit() else line.strip()
                for line in causes.strip().splitlines() if line.strip()]
     reasons = [r.removeprefix("wasm trap: ") for r in reasons]
-    frames = [line.split(" - ", 1)[1].strip() for line in head.splitlines() if " - " in line]
-    where = f" (in {frames[0]})" if frames else ""
+    frames: list[str] = []
+    for line in head[:100_000].splitlines():  # "    0:   0x3774 - module.wasm!function"
+        if " - " not in line:
+            continue
+        frame = line.split(" - ", 1)[1].strip()
+        frame = frame.split("!", 1)[1] if "!" in frame else frame  # the module's name says nothing new
+        if not frames or frames[-1] != frame:  # deep recursion: one frame
+            frames.append(frame)
+            if len(frames) > TRAP_FRAMES:
+                break
+    where = ""
+    if frames:
+        where = " (in " + " <- ".join(frames[:TRAP_FRAMES]) + (" <- ..." if len(frames) > TRAP_FRAMES else "") + ")"
     return "; ".join(reversed(reasons)) + where
 
 
