@@ -1,20 +1,30 @@
 """The cost of keeping calls' output (``essa logs``); prints JSON.
 
-Two functions of one module, called through the public API from
-``--clients`` threads for ``--seconds`` per round:
+Two functions of one module, called by deployment name through the public
+API (as HTTP and Python callers do, so nobody reads the output as it is
+written):
 
 - ``echo``: an 8-byte echo that prints nothing;
 - ``say``: the same echo, printing one line to stdout per call.
 
-Rounds alternate between the functions and, where this essa keeps logs,
-between a runtime (or cluster) keeping them (the default bounds) and one with
-``--log-size 0`` (nothing kept), so every variant sees the same machine
-load. The summary gives each variant's median calls/s and:
+Two measures per variant, in rounds that alternate between the functions
+and, where this essa keeps logs, between a runtime (or cluster) keeping them
+(the default bounds) and one keeping none (``--log-size 0``), each going
+first in turn, so every variant sees the same machine load:
 
-- ``silent_logs_cost_pct``: how much throughput ``echo`` loses with logs on
-  (target: at most 3 %);
-- ``printing_keeps_pct``: ``say`` with logs on as a share of ``echo`` with
-  logs on (target: at least 80 %).
+- ``cpu_us_per_call``: CPU time of the process that runs the calls (this
+  one embedded, the executor process on a cluster) per call, ``--calls``
+  sequential calls per round; the median and the least of the rounds. What
+  a call costs, which other work on a busy machine disturbs far less than
+  throughput (it still inflates it: two cores shared, caches shared; the
+  least of many rounds is the least disturbed);
+- ``calls_per_s``: throughput from ``--clients`` threads for ``--seconds``
+  per round (median); on a shared machine it swings with the load.
+
+Derived: ``silent_logs_cost_pct`` (what ``echo`` loses with logs on; target
+at most 3 %) and ``printing_keeps_pct`` (``say`` with logs on against
+``echo`` with logs on; target at least 80 %), by CPU (least and median) and
+by throughput.
 
 On an essa without logs (to measure "before"), only the ``echo``/``say``
 rounds run.
@@ -22,8 +32,8 @@ rounds run.
 Modes: ``embedded`` (this process, memory store, 2 executors) and
 ``cluster`` (a scheduler and one executor process per variant, on loopback).
 
-Usage: python bench/logs.py [--mode embedded|cluster|both] [--engine wasmtime] [--seconds 5] [--rounds 5]
-       [--clients 8]
+Usage: python bench/logs.py [--mode embedded|cluster|both] [--engine wasmtime] [--rounds 30] [--calls 200]
+       [--seconds 2] [--clients 8]
 """
 
 from __future__ import annotations
@@ -45,7 +55,7 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE] + [str(
 
 from essa.testing.ports import free_port  # noqa: E402
 
-#: echo(args) -> args; say(args) -> args, after printing "said 12345678\n" to stdout (one fd_write).
+#: echo(args) -> args; say(args) -> args, after printing "said ARGS\n" to stdout (one fd_write).
 MODULE_WAT = """
 (module
   (import "wasi_snapshot_preview1" "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))
@@ -67,6 +77,7 @@ MODULE_WAT = """
 """
 
 ARGS = b"12345678"
+FUNCTIONS = ("echo", "say")
 
 
 def has_logs() -> bool:
@@ -75,6 +86,33 @@ def has_logs() -> bool:
     except ImportError:
         return False
     return True
+
+
+def process_cpu(pid: int | None) -> float:
+    """CPU seconds used so far by process ``pid`` (``None``: this one), to the nanosecond.
+
+    Another process's: the sum over its threads of ``/proc/PID/task/TID/schedstat``
+    (``/proc/PID/stat`` counts in 10 ms ticks, too coarse for a few hundred calls).
+    """
+    if pid is None:
+        return time.process_time()
+    total = 0
+    for task in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{task}/schedstat") as f:
+                total += int(f.read().split()[0])
+        except (FileNotFoundError, ProcessLookupError):  # a thread that just ended
+            pass
+    return total / 1e9
+
+
+def cpu_per_call(connection, function: str, calls: int, pid: int | None) -> float:
+    """CPU seconds per call of the process running the calls, over ``calls`` sequential calls."""
+    started = process_cpu(pid)
+    for _ in range(calls):
+        if connection.call("bench", function, ARGS, timeout=60) != ARGS:
+            raise SystemExit(f"{function} answered wrongly")
+    return (process_cpu(pid) - started) / calls
 
 
 def throughput(connection, function: str, seconds: float, clients: int) -> float:
@@ -99,7 +137,7 @@ def throughput(connection, function: str, seconds: float, clients: int) -> float
     started = time.perf_counter()
     for thread in threads:
         thread.start()
-    time.sleep(seconds)
+    stop.wait(seconds)
     stop.set()
     for thread in threads:
         thread.join()
@@ -109,30 +147,47 @@ def throughput(connection, function: str, seconds: float, clients: int) -> float
     return sum(done) / elapsed
 
 
-def measure(variants: dict, args) -> dict:
+def measure(variants: dict, pids: dict, args) -> dict:
     """Alternate rounds over ``variants`` (name -> connection) x the two functions."""
     import wasmtime
 
     wasm = bytes(wasmtime.wat2wasm(MODULE_WAT))
     for connection in variants.values():
         connection.deploy(wasm, name="bench")
-        for function in ("echo", "say"):  # warm: compiled, threads started
-            for _ in range(200):
+        for function in FUNCTIONS:  # warm: compiled, threads started
+            for _ in range(300):
                 connection.call("bench", function, ARGS)
-    rates: dict[str, list[float]] = {}
-    for _ in range(args.rounds):
-        for variant, connection in variants.items():
-            for function in ("echo", "say"):
-                rate = throughput(connection, function, args.seconds, args.clients)
-                rates.setdefault(f"{function} {variant}", []).append(rate)
-    result: dict = {name: {"median_calls_per_s": round(statistics.median(v)), "rounds": [round(r) for r in v]}
-                    for name, v in rates.items()}
-    median = {name: statistics.median(v) for name, v in rates.items()}
-    on = "logs on" if "echo logs on" in median else "this essa"
-    result["printing_keeps_pct"] = round(100 * median[f"say {on}"] / median[f"echo {on}"], 1)
-    if "echo logs off" in median:
-        result["silent_logs_cost_pct"] = round(100 * (1 - median["echo logs on"] / median["echo logs off"]), 1)
-        result["printing_logs_cost_pct"] = round(100 * (1 - median["say logs on"] / median["say logs off"]), 1)
+    cpu: dict[str, list[float]] = {}
+    rate: dict[str, list[float]] = {}
+    order = [(variant, function) for variant in variants for function in FUNCTIONS]
+    for round_ in range(args.rounds):
+        shift = round_ % len(order)  # each goes first in turn: no place in the order is favoured
+        for variant, function in order[shift:] + order[:shift]:
+            name = f"{function} {variant}"
+            cpu.setdefault(name, []).append(cpu_per_call(variants[variant], function, args.calls, pids[variant]))
+            if args.seconds > 0:
+                rate.setdefault(name, []).append(throughput(variants[variant], function, args.seconds, args.clients))
+    result: dict = {}
+    for name in cpu:
+        result[name] = {"cpu_us_per_call": {"least": round(min(cpu[name]) * 1e6, 1),
+                                            "median": round(statistics.median(cpu[name]) * 1e6, 1)}}
+        if name in rate:
+            result[name]["calls_per_s"] = round(statistics.median(rate[name]))
+    on = "logs on" if "logs on" in variants else "this essa"
+
+    def derived(kind: str, values: dict[str, float], higher_is_better: bool) -> None:
+        def share(a: str, b: str) -> float:  # a's throughput as a share of b's
+            return values[a] / values[b] if higher_is_better else values[b] / values[a]
+
+        result[f"printing_keeps_pct_by_{kind}"] = round(100 * share(f"say {on}", f"echo {on}"), 1)
+        if "logs off" in variants:
+            result[f"silent_logs_cost_pct_by_{kind}"] = round(100 * (1 - share("echo logs on", "echo logs off")), 1)
+            result[f"printing_logs_cost_pct_by_{kind}"] = round(100 * (1 - share("say logs on", "say logs off")), 1)
+
+    derived("cpu_least", {k: min(v) for k, v in cpu.items()}, higher_is_better=False)
+    derived("cpu_median", {k: statistics.median(v) for k, v in cpu.items()}, higher_is_better=False)
+    if rate:
+        derived("throughput", {k: statistics.median(v) for k, v in rate.items()}, higher_is_better=True)
     return result
 
 
@@ -141,12 +196,12 @@ def embedded(args) -> dict:
 
     if not has_logs():
         with essa.connect(engine=args.engine, store="memory", executors=2) as connection:
-            return measure({"this essa": connection}, args)
+            return measure({"this essa": connection}, {"this essa": None}, args)
     from essa.api import LogBounds
 
     with essa.connect(engine=args.engine, store="memory", executors=2) as on, \
             essa.connect(engine=args.engine, store="memory", executors=2, logs=LogBounds(deployment=0)) as off:
-        return measure({"logs on": on, "logs off": off}, args)
+        return measure({"logs on": on, "logs off": off}, {"logs on": None, "logs off": None}, args)
 
 
 class Cluster:
@@ -156,9 +211,9 @@ class Cluster:
         self.endpoint = f"tcp/127.0.0.1:{free_port()}"
         command = [sys.executable, "-m", "essa", "--engine", engine, "--store", "memory"]
         self.procs = [subprocess.Popen([*command, "scheduler", "--listen", self.endpoint], stderr=subprocess.DEVNULL)]
-        self.procs.append(subprocess.Popen([*command, "executor", "0", "--connect", self.endpoint, "--listen",
-                                            f"tcp/127.0.0.1:{free_port()}", *executor_flags],
-                                           stderr=subprocess.DEVNULL))
+        self.executor = subprocess.Popen([*command, "executor", "0", "--connect", self.endpoint, "--listen",
+                                          f"tcp/127.0.0.1:{free_port()}", *executor_flags], stderr=subprocess.DEVNULL)
+        self.procs.append(self.executor)
 
     def connect(self):
         import essa
@@ -191,7 +246,7 @@ def cluster(args) -> dict:
     try:
         for name, c in clusters.items():
             connections[name] = c.connect()
-        return measure(connections, args)
+        return measure(connections, {name: c.executor.pid for name, c in clusters.items()}, args)
     finally:
         for connection in connections.values():
             connection.close()
@@ -203,9 +258,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--mode", choices=("embedded", "cluster", "both"), default="both")
     parser.add_argument("--engine", default="wasmtime")
-    parser.add_argument("--seconds", type=float, default=5.0, help="seconds per round")
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--clients", type=int, default=8, help="client threads")
+    parser.add_argument("--rounds", type=int, default=30)
+    parser.add_argument("--calls", type=int, default=200, help="sequential calls per round (CPU per call)")
+    parser.add_argument("--seconds", type=float, default=2.0, help="seconds of throughput per round (0: none)")
+    parser.add_argument("--clients", type=int, default=8, help="client threads for throughput")
     args = parser.parse_args()
     report: dict = {"engine": args.engine, "python": sys.version.split()[0], "cpus": os.cpu_count(),
                     "logs": has_logs(), "load_avg_before": round(os.getloadavg()[0], 2)}

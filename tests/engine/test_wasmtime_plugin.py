@@ -220,7 +220,8 @@ def test_a_trap_message_names_where_the_guest_trapped_innermost_first():
 
     assert trap(["t.wasm!abort", "t.wasm!check", "t.wasm!essa_function_export_tally"]) == (
         "wasm `unreachable` instruction executed (in abort <- check <- essa_function_export_tally)")
-    assert trap(["a!f1", "a!f2", "a!f3", "a!f4", "a!f5"]) == "wasm `unreachable` instruction executed (in f1 <- f2 <- f3 <- ...)"
+    assert trap(["a!f1", "a!f2", "a!f3", "a!f4", "a!f5"]) == (
+        "wasm `unreachable` instruction executed (in f1 <- f2 <- f3 <- ...)")
     assert trap(["<unknown>!<wasm function 32>"]) == "wasm `unreachable` instruction executed (in <wasm function 32>)"
     # Deep recursion: one frame for the repeats, one short line.
     assert trap(["m!rec"] * 500 + ["m!main"], "call stack exhausted") == "call stack exhausted (in rec <- main)"

@@ -4,7 +4,7 @@ Scripts, the ``essa`` command and triggers (``essa serve``) all use essa
 through this package. The most used names are importable from ``essa`` too.
 """
 
-from essa.api.connection import CallError, Connection, Run, State, connect
+from essa.api.connection import CallError, Connection, LogBounds, LogFollower, LogLine, Run, State, connect
 from essa.cluster.client import ConsoleOutput
 from essa.cluster.deployments import Deployment, check_name
 from essa.cluster.programs import read_module
@@ -21,6 +21,9 @@ __all__ = [
     "DirGrant",
     "Grants",
     "Limits",
+    "LogBounds",
+    "LogFollower",
+    "LogLine",
     "Run",
     "RunFailed",
     "State",

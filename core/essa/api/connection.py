@@ -14,7 +14,9 @@
 Deployments are named ``NAME`` (the latest version) or ``NAME@3`` (a pinned
 one); functions are named as their author wrote them (``count_words``); a
 deployment's state lives in the namespace of its name, shared by every
-version, every call and ``essa run --namespace NAME``. Every error is an
+version, every call and ``essa run --namespace NAME``. What a deployment's
+calls print is kept by the executors that ran them, for a while
+(:meth:`Connection.logs`, :meth:`Connection.follow_logs`). Every error is an
 :class:`essa.errors.EssaError` whose message is the one line the ``essa``
 command prints: :class:`~essa.errors.NotFound` for an unknown deployment,
 version or function, :class:`CallError` for a call that failed.
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import datetime
 import os
 import threading
 import time
@@ -34,6 +37,8 @@ from essa.cluster.client import CallHandle, Client, ConsoleOutput
 from essa.cluster.control import ControlClient
 from essa.cluster.deployments import Deployment, check_name, parse_spec
 from essa.cluster.embedded import EmbeddedRuntime
+from essa.cluster.logbook import LogBounds
+from essa.cluster.logreader import LogFollower, LogLine, LogQuery, read_logs
 from essa.cluster.processes import connect_client
 from essa.cluster.programs import check_wasm, read_module
 from essa.errors import EssaError
@@ -59,12 +64,17 @@ class CallError(EssaError):
     :ivar kind: how it failed: ``trap``, ``time-limit``, ``memory-limit``,
         ``output-limit``, ``message-size``, ``exit``, ``no-result``,
         ``cancelled``, ``unavailable``, ... (see :func:`essa.cluster.calls.reply_message`).
+    :ivar stderr: the last lines the call wrote to stderr (the message ends with up to three of them).
+    :ivar call: the call's id, which its log lines carry (:meth:`Connection.logs`), or "".
     """
 
-    def __init__(self, message: str, code: EssaResult = EssaResult.UnknownError, kind: str = "error") -> None:
+    def __init__(self, message: str, code: EssaResult = EssaResult.UnknownError, kind: str = "error",
+                 stderr: Sequence[str] = (), call: str = "") -> None:
         super().__init__(message)
         self.code = code
         self.kind = kind
+        self.stderr = list(stderr)
+        self.call = call
 
 
 class State:
@@ -206,9 +216,10 @@ class Connection:
 
         The future raises :class:`CallError` if the call fails; cancelling it
         ends the call on the executors. Guest output (and essa's warnings
-        about the call) goes to ``output``, else nowhere. With ``trace``,
-        ``future.spans()`` gives the call and every remote call it made
-        (:mod:`essa.cluster.tracing`).
+        about the call) goes to ``output`` as it is written, and is kept in
+        the deployment's logs either way (:meth:`logs`); ``future.call`` is
+        the call's id there. With ``trace``, ``future.spans()`` gives the
+        call and every remote call it made (:mod:`essa.cluster.tracing`).
         """
         return _BytesFuture(self._start_call(spec, function, args, output, trace))
 
@@ -217,13 +228,16 @@ class Connection:
         deployment = self.deployment(spec)
         export = deployment.check_function(function)
         return self._client.start_call(deployment.module, export, bytes(args), deployment.namespace, output,
-                                       trace=trace, fields={"deployment": deployment.name})
+                                       trace=trace, fields={"deployment": deployment.name,
+                                                            "version": deployment.version})
 
     def call(self, spec: str, function: str, args: bytes = b"", timeout: float | None = None,
              output: Callable[[Message], None] | None = None) -> bytes:
         """Call ``function`` of deployment ``spec`` with ``args``; return the result bytes.
 
-        A call not answered after ``timeout`` seconds is cancelled.
+        A call not answered after ``timeout`` seconds is cancelled. What it
+        prints goes to ``output`` (a callable taking ``{"stream": 1|2,
+        "data": bytes}``), if given, and into the deployment's logs.
 
         :raises essa.errors.NotFound: no such deployment, version or function.
         :raises CallError: the call failed (trapped, exceeded a limit, ...).
@@ -233,7 +247,7 @@ class Connection:
             outcome = handle.result(timeout)
         except concurrent.futures.TimeoutError:
             handle.cancel()
-            raise CallError(f"{function}: no answer within {timeout:g} s", kind="cancelled") from None
+            raise CallError(f"{function}: no answer within {timeout:g} s", kind="cancelled", call=handle.call) from None
         return _value(outcome)
 
     async def acall(self, spec: str, function: str, args: bytes = b"") -> bytes:
@@ -274,6 +288,61 @@ class Connection:
             wasm, origin = read_module(os.fspath(module)), os.fspath(module)
         return Run(self._client.start_run(self._client.publish(wasm, origin), output or ConsoleOutput(), namespace,
                                           trace, argv=[origin] if argv is None else argv, stdin=stdin))
+
+    # -- logs ------------------------------------------------------------------------
+
+    def logs(self, spec: str, *, since: float | datetime.datetime | datetime.timedelta | None = None,
+             call: str | None = None, tail: int | None = None, timeout: float = 2.0) -> list[LogLine]:
+        """The lines the calls of deployment ``spec`` printed, as the executors keep them, oldest first.
+
+        ``spec`` is ``NAME`` (every version) or ``NAME@3`` (that version's
+        calls). Every executor (of the cluster, or of this embedded runtime)
+        keeps the lines of the calls it ran, within its bounds
+        (:class:`~essa.cluster.logbook.LogBounds`): the oldest go first, and
+        an executor that stops takes its lines with it.
+
+        :param since: only lines written since then: a ``datetime``, or how
+            long ago (a ``timedelta``, or seconds).
+        :param call: only the lines of the call with this id (a log line's
+            ``call``, :attr:`CallError.call`, a call future's ``call``).
+        :param tail: only the last ``tail`` lines.
+        :param timeout: seconds to wait for the executors' answers.
+        :raises essa.errors.NotFound: no line, and no such deployment or version.
+        """
+        query = self._log_query(spec, since, call, timeout)
+        lines = read_logs(query, tail)
+        if not lines:
+            self.deployment(spec)  # a misspelt name says so
+        return lines
+
+    def follow_logs(self, spec: str, *, since: float | datetime.datetime | datetime.timedelta | None = None,
+                    call: str | None = None, tail: int | None = None, interval: float = 0.5) -> LogFollower:
+        """The lines of :meth:`logs` (the ones kept already first), then each new one as it is written.
+
+        Iterate over the returned :class:`~essa.cluster.logreader.LogFollower`
+        (it waits for more, asking the executors every ``interval``
+        seconds); its ``close()`` ends the iteration, from any thread. Its
+        ``lost`` counts the times lines were dropped (the executors' bounds)
+        before they could be read.
+
+        :raises essa.errors.NotFound: no such deployment or version.
+        """
+        self.deployment(spec)
+        return LogFollower(self._log_query(spec, since, call, 2.0), tail, interval)
+
+    def _log_query(self, spec: str, since, call: str | None, timeout: float) -> LogQuery:
+        name, version = parse_spec(spec)
+        if isinstance(since, datetime.timedelta):
+            since = since.total_seconds()
+        if isinstance(since, datetime.datetime):
+            since = since.timestamp()
+        elif since is not None:
+            if not isinstance(since, (int, float)) or isinstance(since, bool) or since < 0:
+                raise EssaError(f"since={since!r}: expected a datetime, a timedelta or seconds ago")
+            since = time.time() - since
+        if call is not None and not isinstance(call, str):
+            raise EssaError(f"call={call!r}: expected a call id (text)")
+        return LogQuery(self._client.transport, name, version, since, call, self._client.token, timeout)
 
     # -- state -----------------------------------------------------------------------
 
@@ -389,6 +458,11 @@ class _BytesFuture(concurrent.futures.Future):
         """The calls of a call made with ``trace=True``, once it ended (see :meth:`Run.spans`)."""
         return self._handle.spans(settle, timeout)
 
+    @property
+    def call(self) -> str:
+        """The call's id: its log lines carry it (:meth:`Connection.logs`)."""
+        return self._handle.call
+
     def _settle(self, handle: CallHandle) -> None:
         if handle.cancelled():
             return
@@ -407,7 +481,8 @@ def _value(outcome: CallOutcome) -> bytes:
     """A call's result bytes, or its failure as :class:`CallError`."""
     if outcome.code == EssaResult.Ok:
         return outcome.value
-    raise CallError(outcome.message or outcome.code.name, outcome.code, outcome.kind or "error")
+    raise CallError(outcome.message or outcome.code.name, outcome.code, outcome.kind or "error", outcome.stderr,
+                    outcome.call)
 
 
 def connect(
@@ -424,6 +499,7 @@ def connect(
     max_message_bytes: int | None = None,
     token: str | None = None,
     tls: TlsFiles | None = None,
+    logs: LogBounds | None = None,
 ) -> Connection:
     """Connect to essa.
 
@@ -431,7 +507,9 @@ def connect(
     executors and store; ``engine``, ``store``, ``store_options``,
     ``executors``, ``limits`` and ``grants`` configure it; the engine and
     store default to ``$ESSA_ENGINE`` and ``$ESSA_STORE`` as for the ``essa``
-    command, else wasmtime and lmdb), nothing to start first. With ``endpoint`` (``"tcp/HOST:PORT"``, or several): the cluster
+    command, else wasmtime and lmdb; ``logs`` bounds what it keeps of its
+    calls' output, readable through this connection only), nothing to
+    start first. With ``endpoint`` (``"tcp/HOST:PORT"``, or several): the cluster
     whose scheduler listens there, within ``timeout`` seconds.
 
     A secure cluster (see "Securing a cluster" in the README) needs ``tls``,
@@ -441,7 +519,7 @@ def connect(
     runtime needs neither.
     """
     if endpoint is None:
-        runtime = EmbeddedRuntime(engine, store, store_options, executors, limits, grants)
+        runtime = EmbeddedRuntime(engine, store, store_options, executors, limits, grants, logs)
         where = f"embedded ({runtime.engine.name} engine, store {runtime.store.describe()})"
         return Connection(runtime.client, runtime.close, where)
     endpoints = [endpoint] if isinstance(endpoint, str) else list(endpoint)
@@ -456,4 +534,4 @@ def connect(
     return Connection(client, close, ", ".join(endpoints))
 
 
-__all__ = ["CallError", "Connection", "Run", "State", "connect"]
+__all__ = ["CallError", "Connection", "LogBounds", "LogFollower", "LogLine", "Run", "State", "connect"]

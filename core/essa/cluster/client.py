@@ -57,6 +57,8 @@ class CallHandle(concurrent.futures.Future):
         self._client = client
         #: The id of the run (calls of one run share it; cancelling it ends them all).
         self.run = run
+        #: The id of the call (its log lines carry it: ``essa logs NAME --call ID``); "" until it is sent.
+        self.call = ""
         self._spans: "_Spans | None" = None
 
     def spans(self, settle: float = 0.3, timeout: float = 5.0) -> list[Message]:
@@ -283,9 +285,12 @@ class Client:
         if trace:
             handle._spans = _Spans(self.transport, run)
             extra.update(trace=True, sent=time.time())
+        if not output:
+            extra["output"] = False  # nobody reads it: executors keep it in their logs only
         subscription = self.transport.subscribe(topics.run_output(run), output) if output else None
         try:
             future = self.caller.start(call_request(module, function, args, namespace, run, **extra))
+            handle.call = future.id
         except BaseException:
             if subscription:
                 subscription.close()
