@@ -1,8 +1,8 @@
 """The cost of keeping calls' output (``essa logs``); prints JSON.
 
-Two functions of one module, called by deployment name through the public
-API (as HTTP and Python callers do, so nobody reads the output as it is
-written):
+Two functions of one module (:mod:`essa.testing.printing`), called by
+deployment name through the public API (as HTTP and Python callers do, so
+nobody reads the output as it is written):
 
 - ``echo``: an 8-byte echo that prints nothing;
 - ``say``: the same echo, printing one line to stdout per call.
@@ -54,27 +54,7 @@ _HERE = Path(__file__).resolve().parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE] + [str(_HERE)]
 
 from essa.testing.ports import free_port  # noqa: E402
-
-#: echo(args) -> args; say(args) -> args, after printing "said ARGS\n" to stdout (one fd_write).
-MODULE_WAT = """
-(module
-  (import "wasi_snapshot_preview1" "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))
-  (import "host" "essa_get_args" (func $get_args (param i32 i32) (result i32)))
-  (import "host" "essa_set_result" (func $set_result (param i32 i32) (result i32)))
-  (memory (export "memory") 1)
-  (data (i32.const 256) "said ")
-  (func (export "__essa_wrapper__echo") (param $len i32)
-    (drop (call $get_args (i32.const 1024) (local.get $len)))
-    (drop (call $set_result (i32.const 1024) (local.get $len))))
-  (func (export "__essa_wrapper__say") (param $len i32)
-    (drop (call $get_args (i32.const 261) (local.get $len)))
-    (i32.store8 (i32.add (i32.const 261) (local.get $len)) (i32.const 10))
-    (i32.store (i32.const 0) (i32.const 256))
-    (i32.store (i32.const 4) (i32.add (local.get $len) (i32.const 6)))
-    (drop (call $fd_write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 16)))
-    (drop (call $set_result (i32.const 261) (local.get $len))))
-  (func (export "_start")))
-"""
+from essa.testing.printing import printing_module  # noqa: E402
 
 ARGS = b"12345678"
 FUNCTIONS = ("echo", "say")
@@ -149,9 +129,7 @@ def throughput(connection, function: str, seconds: float, clients: int) -> float
 
 def measure(variants: dict, pids: dict, args) -> dict:
     """Alternate rounds over ``variants`` (name -> connection) x the two functions."""
-    import wasmtime
-
-    wasm = bytes(wasmtime.wat2wasm(MODULE_WAT))
+    wasm = printing_module()
     for connection in variants.values():
         connection.deploy(wasm, name="bench")
         for function in FUNCTIONS:  # warm: compiled, threads started

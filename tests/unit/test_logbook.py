@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from essa.cluster.control import ControlError
-from essa.cluster.logbook import LINE_OVERHEAD, MAX_LINE, LogBook, LogBounds, with_stderr
+from essa.cluster.lines import MAX_LINE, OutputLines
+from essa.cluster.logbook import LINE_OVERHEAD, LogBook, LogBounds, with_stderr
 from essa.cluster.logreader import LogFollower, LogQuery, read_logs
 from essa.transport.local import LocalTransport
 
@@ -170,6 +171,7 @@ def test_two_books_are_read_merged_by_time_and_followed_without_repeats():
         query = LogQuery(transport, "wc")
         assert [line.text for line in read_logs(query)] == [f"early {i}" for i in range(4)]
         assert [line.text for line in read_logs(query, tail=1)] == ["early 3"]
+        assert read_logs(query, tail=0) == []
         assert {line.executor for line in read_logs(query)} == {"0", "1"}
         follower = LogFollower(query, tail=2, interval=0.01)
         assert [line.text for line in follower.poll()] == ["early 2", "early 3"]
@@ -178,8 +180,12 @@ def test_two_books_are_read_merged_by_time_and_followed_without_repeats():
         logs[0].write(2, b"later\n")
         assert [(line.text, line.stream) for line in follower.poll()] == [("late", "stdout"), ("later", "stderr")]
         assert follower.poll() == [] and follower.lost == 0
+        from_now = LogFollower(query, tail=0)
+        assert from_now.poll() == []
+        logs[0].write(1, b"new\n")
+        assert [line.text for line in from_now.poll()] == ["new"]
         line = read_logs(query)[-1]
-        assert line.as_dict()["time"].endswith("Z") and str(line).endswith("on executor 0 stderr: later")
+        assert line.as_dict()["time"].endswith("Z") and str(line).endswith(" wc@3 count call c/0 on executor 0 stdout: new")
     finally:
         for subscription in subscriptions:
             subscription.close()
@@ -212,3 +218,12 @@ def test_a_refusal_is_raised_when_no_book_answered_otherwise():
         assert info.value.kind == "refused"
     finally:
         subscription.close()
+
+
+def test_output_lines_hands_on_whole_lines_of_each_stream():
+    got = []
+    lines = OutputLines(lambda stream, text: got.append((stream, text)))
+    for stream, data in ((1, b"a"), (2, b"err"), (1, b"b\nc\r\n"), (1, b"d"), (3, b"ignored\n"), (1, "not bytes")):
+        lines({"stream": stream, "data": data})
+    lines.flush()
+    assert got == [("stdout", "ab"), ("stdout", "c"), ("stdout", "d"), ("stderr", "err")]

@@ -7,6 +7,7 @@ through this package. The most used names are importable from ``essa`` too.
 from essa.api.connection import CallError, Connection, LogBounds, LogFollower, LogLine, Run, State, connect
 from essa.cluster.client import ConsoleOutput
 from essa.cluster.deployments import Deployment, check_name
+from essa.cluster.lines import OutputLines
 from essa.cluster.programs import read_module
 from essa.cluster.tracing import write_chrome_trace
 from essa.errors import RunFailed
@@ -24,6 +25,7 @@ __all__ = [
     "LogBounds",
     "LogFollower",
     "LogLine",
+    "OutputLines",
     "Run",
     "RunFailed",
     "State",

@@ -41,13 +41,15 @@ from essa.cluster.logbook import LogBounds
 from essa.cluster.logreader import LogFollower, LogLine, LogQuery, read_logs
 from essa.cluster.processes import connect_client
 from essa.cluster.programs import check_wasm, read_module
-from essa.errors import EssaError
+from essa.errors import DecodeError, EssaError
 from essa.security import settings as security_settings
 from essa.security.tls import TlsFiles
 from essa.state.bincode import decode_lattice, encode_lattice
 from essa.state.keys import KeyList, encode_text
 from essa.state.lattice import Lattice
+from essa.state.timestamps import parse_timestamp
 from essa.transport.base import Message
+from essa.util.units import parse_duration
 from essa.wasm.abi import CallOutcome, EssaResult
 from essa.wasm.limits import Grants, Limits
 
@@ -291,7 +293,7 @@ class Connection:
 
     # -- logs ------------------------------------------------------------------------
 
-    def logs(self, spec: str, *, since: float | datetime.datetime | datetime.timedelta | None = None,
+    def logs(self, spec: str, *, since: str | float | datetime.datetime | datetime.timedelta | None = None,
              call: str | None = None, tail: int | None = None, timeout: float = 2.0) -> list[LogLine]:
         """The lines the calls of deployment ``spec`` printed, as the executors keep them, oldest first.
 
@@ -302,7 +304,8 @@ class Connection:
         an executor that stops takes its lines with it.
 
         :param since: only lines written since then: a ``datetime``, or how
-            long ago (a ``timedelta``, or seconds).
+            long ago (a ``timedelta``, seconds, or text such as ``"10m"``,
+            ``"30s"``, ``"2h"``), or an RFC 3339 time as text.
         :param call: only the lines of the call with this id (a log line's
             ``call``, :attr:`CallError.call`, a call future's ``call``).
         :param tail: only the last ``tail`` lines.
@@ -315,7 +318,7 @@ class Connection:
             self.deployment(spec)  # a misspelt name says so
         return lines
 
-    def follow_logs(self, spec: str, *, since: float | datetime.datetime | datetime.timedelta | None = None,
+    def follow_logs(self, spec: str, *, since: str | float | datetime.datetime | datetime.timedelta | None = None,
                     call: str | None = None, tail: int | None = None, interval: float = 0.5) -> LogFollower:
         """The lines of :meth:`logs` (the ones kept already first), then each new one as it is written.
 
@@ -332,17 +335,9 @@ class Connection:
 
     def _log_query(self, spec: str, since, call: str | None, timeout: float) -> LogQuery:
         name, version = parse_spec(spec)
-        if isinstance(since, datetime.timedelta):
-            since = since.total_seconds()
-        if isinstance(since, datetime.datetime):
-            since = since.timestamp()
-        elif since is not None:
-            if not isinstance(since, (int, float)) or isinstance(since, bool) or since < 0:
-                raise EssaError(f"since={since!r}: expected a datetime, a timedelta or seconds ago")
-            since = time.time() - since
         if call is not None and not isinstance(call, str):
             raise EssaError(f"call={call!r}: expected a call id (text)")
-        return LogQuery(self._client.transport, name, version, since, call, self._client.token, timeout)
+        return LogQuery(self._client.transport, name, version, _since(since), call, self._client.token, timeout)
 
     # -- state -----------------------------------------------------------------------
 
@@ -475,6 +470,29 @@ class _BytesFuture(concurrent.futures.Future):
                 self.set_result(value)
         except concurrent.futures.InvalidStateError:  # cancelled meanwhile
             pass
+
+
+def _since(since: str | float | datetime.datetime | datetime.timedelta | None) -> float | None:
+    """``since`` of :meth:`Connection.logs` as seconds since the epoch (``None``: no bound)."""
+    if since is None:
+        return None
+    if isinstance(since, datetime.datetime):
+        return since.timestamp()
+    if isinstance(since, datetime.timedelta):
+        since = since.total_seconds()
+    elif isinstance(since, str):
+        try:
+            since = parse_duration(since)
+        except ValueError:
+            try:
+                return parse_timestamp(since.strip()) / 1e9
+            except DecodeError:
+                raise EssaError(f"since {since[:80]!r} is neither a duration (10m, 30s, 2h) nor an RFC 3339 time "
+                                "(2026-12-07T10:00:00Z)") from None
+    if not isinstance(since, (int, float)) or isinstance(since, bool) or since < 0:
+        raise EssaError(f"since={since!r}: expected a datetime, a timedelta, seconds ago or text (10m, an RFC 3339 "
+                        "time)")
+    return time.time() - since
 
 
 def _value(outcome: CallOutcome) -> bytes:

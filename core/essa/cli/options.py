@@ -207,12 +207,13 @@ def log_arguments(bounds: "api.LogBounds") -> list[str]:
 
 
 def refuse_limits_with_connect(ctx: click.Context) -> None:
-    """Refuse, in one line, limit and grant flags given with --connect (executors apply their own)."""
-    for name, flag in _LIMIT_FLAGS.items():
+    """Refuse, in one line, limit, grant and log flags given with --connect (executors apply their own)."""
+    flags = {**_LIMIT_FLAGS, **{name: flag for name, (flag, _field) in _LOG_FLAGS.items()}}
+    for name, flag in flags.items():
         if name != "max_message_size" and ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE:
             raise EssaError(
                 f"{flag} does not apply with --connect: a cluster's executors apply their own limits and "
-                f"grants (give {flag} to `essa executor` or `essa up`)"
+                f"grants and keep their own logs (give {flag} to `essa executor` or `essa up`)"
             )
 
 

@@ -13,8 +13,8 @@ Memory is bounded (:class:`LogBounds`): a line costs its UTF-8 bytes plus
 :data:`LINE_OVERHEAD`; a call keeps at most ``call`` bytes of lines (its
 oldest go first), a deployment ``deployment`` bytes (its oldest lines go
 first), and the book ``total`` bytes (the oldest lines of the deployment
-written least recently go first). A line longer than :data:`MAX_LINE` bytes
-is kept in pieces of that size.
+written least recently go first). A line longer than
+:data:`essa.cluster.lines.MAX_LINE` bytes is kept in pieces of that size.
 
 The book answers log queries (:meth:`LogBook.answer`, served on
 ``essa/logs/<book id>`` by :meth:`LogBook.serve`): a deployment's lines,
@@ -42,6 +42,7 @@ from essa.cluster import topics
 from essa.cluster.authorize import Authorizer, Refused
 from essa.cluster.calls import MAX_NAME
 from essa.cluster.deployments import check_name, display_name
+from essa.cluster.lines import STREAMS, LineBuffer, line_text
 from essa.errors import EssaError
 from essa.transport.base import Message, Subscription, Transport
 from essa.util.ratelimit import RateLimitedLog, describe
@@ -52,8 +53,6 @@ _problems = RateLimitedLog(log)
 
 #: What a kept line costs beyond its text (bytes): the bounds count it, so many tiny lines are bounded too.
 LINE_OVERHEAD = 64
-#: Longest line kept whole (bytes); a longer one is kept in pieces of this size.
-MAX_LINE = 4096
 #: Lines of a call's stderr that its error carries (the last ones), and the most characters of each.
 TAIL_LINES = 5
 TAIL_LINE_CHARS = 500
@@ -62,8 +61,6 @@ MAX_ANSWER_LINES = 100_000
 MAX_ANSWER_BYTES = 8 * MiB
 #: Most deployments a book keeps lines of (the least recently written ones go first).
 MAX_DEPLOYMENTS = 4096
-
-STREAMS = {1: "stdout", 2: "stderr"}
 
 
 @dataclass(frozen=True)
@@ -262,8 +259,8 @@ class CallLog:
         self._function = function
         self._call = call
         self._executor = executor
-        #: A line begun but not ended, by stream (made on first use).
-        self._pending: dict[int, bytes] | None = None
+        #: The lines begun but not ended (made on first use).
+        self._pending: LineBuffer | None = None
         #: (seq, cost) of this call's lines in the book, oldest first (made on first use).
         self._kept: collections.deque[tuple[int, int]] | None = None
         self._kept_bytes = 0
@@ -277,17 +274,8 @@ class CallLog:
             return
         pending = self._pending
         if pending is None:
-            pending = self._pending = {}
-        begun = pending.pop(stream, None)
-        if begun is not None:
-            data = begun + data
-        lines = data.split(b"\n")
-        rest = lines.pop()
-        while len(rest) > MAX_LINE:  # a line that does not end: keep it in pieces
-            lines.append(rest[:MAX_LINE])
-            rest = rest[MAX_LINE:]
-        if rest:
-            pending[stream] = rest
+            pending = self._pending = LineBuffer()
+        lines = pending.feed(stream, data)
         if lines:
             self._lines(stream, lines)
 
@@ -301,30 +289,25 @@ class CallLog:
         The executor notes why a call failed, so its log says it too.
         """
         if self._deployment is not None:
-            self._lines(2, [f"essa: {message}".encode()], tail=False)
+            self._lines(2, [f"essa: {message}"[:4096].encode()], tail=False)
 
     def close(self) -> None:
         """The call ended: keep the lines it began and did not end."""
         pending, self._pending = self._pending, None
-        if pending:
-            for stream in sorted(pending):
-                self._lines(stream, [pending[stream]])
+        if pending is not None:
+            for stream, line in pending.rest():
+                self._lines(stream, [line])
 
     def stderr_tail(self) -> list[str]:
         """The last lines of the call's stderr (at most :data:`TAIL_LINES`), oldest first."""
         tail = list(self._tail or ())
-        begun = (self._pending or {}).get(2)
+        begun = self._pending.pending(2) if self._pending is not None else b""
         if begun:
-            tail = (tail + [_text(begun)[:TAIL_LINE_CHARS]])[-TAIL_LINES:]
+            tail = (tail + [line_text(begun)[:TAIL_LINE_CHARS]])[-TAIL_LINES:]
         return tail
 
     def _lines(self, stream: int, lines: list[bytes], tail: bool = True) -> None:
-        texts = []
-        for raw in lines:
-            while len(raw) > MAX_LINE:
-                texts.append(_text(raw[:MAX_LINE]))
-                raw = raw[MAX_LINE:]
-            texts.append(_text(raw))
+        texts = [line_text(raw) for raw in lines]
         if stream == 2 and tail:
             last = self._tail
             if last is None:
@@ -361,12 +344,6 @@ class CallLog:
                     _problems.warning("sink", "cannot log a call's output line: %s", describe(exc))
 
 
-def _text(raw: bytes) -> str:
-    """A line as text: UTF-8 (other bytes replaced), without the carriage return of a CRLF."""
-    text = raw.decode("utf-8", "replace")
-    return text[:-1] if text.endswith("\r") else text
-
-
 def with_stderr(reply: Message, tail: list[str]) -> Message:
     """A failed call's reply whose message ends with the last lines of its stderr, which ``stderr`` lists.
 
@@ -384,4 +361,4 @@ def with_stderr(reply: Message, tail: list[str]) -> Message:
     return {**reply, "message": message, "stderr": list(tail)}
 
 
-__all__ = ["LINE_OVERHEAD", "MAX_LINE", "STREAMS", "CallLog", "LogBook", "LogBounds", "with_stderr"]
+__all__ = ["LINE_OVERHEAD", "CallLog", "LogBook", "LogBounds", "with_stderr"]

@@ -107,7 +107,7 @@ class LogQuery:
         ``(newest, lost)`` marks of each book that answered."""
         request = dict(self.request, after=after or {})
         if limit is not None:
-            request["limit"] = limit
+            request["limit"] = max(1, limit)  # tail 0 still learns where each book is
         answers = [a for a in self.transport.query(f"{topics.LOGS}/**", request, timeout=self.timeout)
                    if isinstance(a, dict)]
         lines: list[tuple[float, str, int, LogLine]] = []

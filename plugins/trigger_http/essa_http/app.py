@@ -18,6 +18,7 @@ import collections
 import concurrent.futures
 import contextlib
 import json
+import logging
 import re
 import threading
 from typing import Any, Awaitable, Callable, Iterator
@@ -34,6 +35,7 @@ from essa.plugin import (
     DecodeError,
     EssaError,
     Lattice,
+    OutputLines,
     describe,
     format_bytes,
     from_json,
@@ -42,6 +44,7 @@ from essa.plugin import (
 )
 
 from .errors import HttpError, from_essa_error
+from .logs import LogRoute
 from .metrics import HttpMetrics, Instrumented, exposition, problems
 
 #: The Content-Type of a result when the request had none.
@@ -54,6 +57,10 @@ TOKEN_VIEWS = 256
 BODY_METHODS = frozenset({"POST", "PUT"})
 #: The status noted (metrics, access log) for a request whose client left before it was answered (nginx's).
 CLIENT_GONE = 499
+#: The header of a call's answer that names the call (its log lines carry it: ``GET /v1/logs/NAME?call=ID``).
+CALL_HEADER = "essa-call"
+#: What calls print, one log line per line at INFO (``essa serve -v``).
+output_log = logging.getLogger("essa.http.output")
 
 #: A route's handler: the request and its body (empty unless the method is one of :data:`BODY_METHODS`).
 Handler = Callable[[Request, bytes], Awaitable[Response]]
@@ -117,6 +124,9 @@ class Routes:
         self._health: asyncio.Future | None = None
         self._views: collections.OrderedDict[str, Connection] = collections.OrderedDict()
         self._views_lock = threading.Lock()
+        #: Set when the server stops: followed log answers end.
+        self.stopping = False
+        self._logs = LogRoute(self._blocking, lambda: self.stopping)
 
     def app(self) -> Instrumented:
         """The ASGI application: the routes, instrumented (see :mod:`essa_http.metrics`)."""
@@ -124,6 +134,7 @@ class Routes:
             self._route("/v1/functions/{deployment}/{function}", POST=self.call),
             self._route("/v1/state/{deployment}/{key:path}", GET=self.get_state, PUT=self.put_state),
             self._route("/v1/deployments", GET=self.deployments),
+            self._route("/v1/logs/{deployment}", GET=self.logs),
             self._route("/healthz", GET=self.healthz),
             self._route("/metrics", GET=self.prometheus),
         ], redirect_slashes=False, default=self._no_route)
@@ -148,7 +159,8 @@ class Routes:
 
     async def _no_route(self, scope, receive, send) -> None:
         error = HttpError(404, f"no route {scope['method']} {scope['path'][:200]} (routes: POST /v1/functions/NAME/"
-                          "FUNCTION, GET|PUT /v1/state/NAME/KEY, GET /v1/deployments, /healthz, /metrics)", "not-found")
+                          "FUNCTION, GET|PUT /v1/state/NAME/KEY, GET /v1/deployments, GET /v1/logs/NAME, /healthz, "
+                          "/metrics)", "not-found")
         await error_response(error)(scope, receive, send)
 
     def _connection(self, request: Request) -> Connection:
@@ -200,20 +212,32 @@ class Routes:
     # -- routes ------------------------------------------------------------------------
 
     async def call(self, request: Request, args: bytes) -> Response:
-        """``POST /v1/functions/{deployment}/{function}``: body = arguments, answer = result."""
+        """``POST /v1/functions/{deployment}/{function}``: body = arguments, answer = result.
+
+        The answer's ``essa-call`` header names the call. With ``essa serve
+        -v`` each line the call prints is logged (``essa.http.output``).
+        """
         params = request.path_params
         loop = asyncio.get_running_loop()
+        output = _OutputLog(params["deployment"], params["function"]) if output_log.isEnabledFor(logging.INFO) else None
         start = loop.run_in_executor(self.pool, self._connection(request).call_async, params["deployment"],
-                                     params["function"], args)
+                                     params["function"], args, output)
         try:
             future = await asyncio.shield(start)
         except asyncio.CancelledError:  # the request was cancelled (a forced shutdown): so is the call
             start.add_done_callback(_cancel_started_call)
             raise
-        # Cancelling this task (a forced shutdown) cancels the wrapped future, hence the call.
-        result = await asyncio.wrap_future(future)
+        if output is not None:
+            output.call = future.call
+        try:
+            # Cancelling this task (a forced shutdown) cancels the wrapped future, hence the call.
+            result = await asyncio.wrap_future(future)
+        finally:
+            if output is not None:
+                output.flush()
         # Functions cannot set a content type (a result is bytes), so the request's passes through.
-        return Response(result, headers={"content-type": request.headers.get("content-type") or OCTET_STREAM})
+        return Response(result, headers={"content-type": request.headers.get("content-type") or OCTET_STREAM,
+                                         CALL_HEADER: future.call})
 
     async def get_state(self, request: Request, _body: bytes) -> Response:
         """``GET /v1/state/{deployment}/{key}``: the JSON view of the value, 404 if there is none."""
@@ -232,6 +256,10 @@ class Routes:
         merged = await self._blocking(self._merge, self._connection(request), request.path_params["deployment"],
                                       _state_key(request), value)
         return json_response(to_json(merged))
+
+    async def logs(self, request: Request, _body: bytes) -> Response:
+        """``GET /v1/logs/{deployment}``: what its calls printed (see :mod:`essa_http.logs`)."""
+        return await self._logs.answer(self._connection(request), request)
 
     async def deployments(self, request: Request, _body: bytes) -> Response:
         """``GET /v1/deployments``: the latest version of each, as ``essa ls --json`` prints them."""
@@ -335,9 +363,23 @@ class _Endpoint:
             return error_response(HttpError(500, f"internal error: {describe(exc)}", "error"))
 
 
+class _OutputLog(OutputLines):
+    """A call's output, one ``essa.http.output`` log line per line it prints (``essa serve -v``)."""
+
+    def __init__(self, deployment: str, function: str) -> None:
+        super().__init__(self._log)
+        self.where = f"{deployment[:80]} {function[:80]}"
+        #: The call's id, once it is known.
+        self.call = "-"
+
+    def _log(self, stream: str, text: str) -> None:
+        output_log.info("output %s call %s %s: %s", self.where, self.call, stream, text)
+
+
 def _cancel_started_call(start: asyncio.Future) -> None:
     if not start.cancelled() and start.exception() is None:
         start.result().cancel()
 
 
-__all__ = ["BODY_METHODS", "CLIENT_GONE", "HEALTH_TIMEOUT", "OCTET_STREAM", "TOKEN_VIEWS", "RequestSlots", "Routes"]
+__all__ = ["BODY_METHODS", "CALL_HEADER", "CLIENT_GONE", "HEALTH_TIMEOUT", "OCTET_STREAM", "TOKEN_VIEWS", "RequestSlots",
+           "Routes"]

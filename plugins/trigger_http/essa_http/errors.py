@@ -2,7 +2,8 @@
 
 ``LINE`` is the one line the ``essa`` command prints for the same error (the
 exception's message); ``KIND`` says how it failed, as :class:`essa.api.CallError`
-and the control service name it.
+and the control service name it. A failed call's body adds ``stderr`` and
+``call``.
 """
 
 from __future__ import annotations
@@ -33,20 +34,22 @@ class HttpError(Exception):
     body was not read).
     """
 
-    def __init__(self, status: int, message: str, kind: str, close: bool = False) -> None:
+    def __init__(self, status: int, message: str, kind: str, close: bool = False, details: dict | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.kind = kind
         self.close = close
+        #: More fields of the body (a failed call's ``stderr`` and ``call``).
+        self.details = details or {}
 
     def body(self) -> bytes:
-        return error_body(self.message, self.kind)
+        return error_body(self.message, self.kind, self.details)
 
 
-def error_body(message: str, kind: str) -> bytes:
+def error_body(message: str, kind: str, details: dict | None = None) -> bytes:
     """The JSON body of an error answer."""
-    return json.dumps({"error": message, "kind": kind}, ensure_ascii=False).encode()
+    return json.dumps({"error": message, "kind": kind, **(details or {})}, ensure_ascii=False).encode()
 
 
 def from_essa_error(exc: EssaError) -> HttpError:
@@ -55,13 +58,20 @@ def from_essa_error(exc: EssaError) -> HttpError:
     :class:`~essa.errors.NotFound` is 404; errors that carry a ``kind``
     (:class:`essa.api.CallError`, the control service's refusals) map by
     :data:`STATUS_OF_KIND`; any other :class:`EssaError` is something the
-    request got wrong (a malformed deployment name or version): 400.
+    request got wrong (a malformed deployment name or version): 400. A
+    failed call's body also has ``stderr`` (its last lines) and ``call``
+    (its id, for ``GET /v1/logs/NAME?call=ID``).
     """
     if isinstance(exc, NotFound):
         kind = "not-found"
     else:
         kind = getattr(exc, "kind", None) or "invalid"
-    return HttpError(STATUS_OF_KIND.get(kind, 500), str(exc), kind)
+    details = {}
+    if isinstance(getattr(exc, "stderr", None), list):
+        details["stderr"] = exc.stderr
+    if getattr(exc, "call", None):
+        details["call"] = exc.call
+    return HttpError(STATUS_OF_KIND.get(kind, 500), str(exc), kind, details=details)
 
 
 __all__ = ["STATUS_OF_KIND", "HttpError", "error_body", "from_essa_error"]

@@ -84,6 +84,7 @@ class HttpTrigger(Trigger):
             raise EssaError(f"the http trigger has no option {sorted(options)[0]!r} "
                             f"(options: {', '.join(self.option_help)})")
         self._server = None
+        self._routes = None
         self._stopping = 0  # 1: graceful stop asked, 2: forced
 
     @classmethod
@@ -102,8 +103,9 @@ class HttpTrigger(Trigger):
         pool = concurrent.futures.ThreadPoolExecutor(self.threads, thread_name_prefix="essa-http")
         try:
             metrics = HttpMetrics()
-            app = Routes(self.connection, self.config.max_message_bytes, metrics, pool, self.max_requests).app()
-            server = make_server(app, lambda: ready and ready(address), self._fitted_limits(), metrics,
+            routes = self._routes = Routes(self.connection, self.config.max_message_bytes, metrics, pool,
+                                           self.max_requests)
+            server = make_server(routes.app(), lambda: ready and ready(address), self._fitted_limits(), metrics,
                                  self.config.shutdown_timeout)
             self._server = server
             self._apply_stop()  # a stop asked before the server existed
@@ -132,6 +134,8 @@ class HttpTrigger(Trigger):
         if server is not None and self._stopping:
             server.should_exit = True
             server.force_exit = self._stopping > 1
+            if self._routes is not None:
+                self._routes.stopping = True  # followed log answers end
 
     def _bind(self) -> socket.socket:
         where = f"{self.host}:{self.port}"
