@@ -27,7 +27,10 @@ at most 3 %) and ``printing_keeps_pct`` (``say`` with logs on against
 by throughput.
 
 On an essa without logs (to measure "before"), only the ``echo``/``say``
-rounds run.
+rounds run. Where it has them, ``log_book_us`` adds what the executor's log
+book itself costs per call, measured alone (no engine, no transport): a
+call that prints nothing, and one that prints one line (the best of
+``--rounds`` rounds of 20,000).
 
 Modes: ``embedded`` (this process, memory store, 2 executors) and
 ``cluster`` (a scheduler and one executor process per variant, on loopback).
@@ -169,6 +172,39 @@ def measure(variants: dict, pids: dict, args) -> dict:
     return result
 
 
+def log_book(rounds: int) -> dict:
+    """Microseconds the log book adds to a call printing nothing, and to one printing a line (best round)."""
+    from essa.cluster.logbook import LogBook
+
+    class Nowhere:
+        def write(self, stream: int, data: bytes) -> None:
+            pass
+
+    book, out = LogBook("bench"), Nowhere()
+    request = {"deployment": "bench", "namespace": "bench", "version": 1, "function": "__essa_wrapper__say",
+               "id": "bench-caller/1"}
+
+    def silent() -> None:
+        log = book.call_log(request, "0", out)
+        log.close()
+
+    def one_line() -> None:
+        log = book.call_log(request, "0", out)
+        log.write(1, b"said 12345678\n")
+        log.close()
+
+    result = {}
+    for name, call in (("silent_call", silent), ("one_line_call", one_line)):
+        best = float("inf")
+        for _ in range(max(3, rounds // 3)):
+            started = time.perf_counter()
+            for _ in range(20_000):
+                call()
+            best = min(best, (time.perf_counter() - started) / 20_000)
+        result[name] = round(best * 1e6, 2)
+    return result
+
+
 def embedded(args) -> dict:
     import essa
 
@@ -243,6 +279,8 @@ def main() -> None:
     args = parser.parse_args()
     report: dict = {"engine": args.engine, "python": sys.version.split()[0], "cpus": os.cpu_count(),
                     "logs": has_logs(), "load_avg_before": round(os.getloadavg()[0], 2)}
+    if has_logs():
+        report["log_book_us"] = log_book(args.rounds)
     with tempfile.TemporaryDirectory() as home:
         os.environ["ESSA_HOME"] = home
         if args.mode in ("embedded", "both"):

@@ -6,8 +6,10 @@ its work pool. While a guest runs, its host functions reach the rest of the
 system through :class:`_CallHost`: remote calls start through the process's
 :class:`~essa.cluster.calls.Caller`, state goes to the store under
 ``{namespace}/data/{key}``, and output is published to the run's output topic
-so it reaches the ``essa run`` console. The reply goes straight to the
-caller's inbox; a notice to the scheduler tells it the call is done.
+so it reaches the ``essa run`` console (unless the caller reads none), and a
+deployment's call's output is kept in the process's log book
+(:mod:`essa.cluster.logbook`). The reply goes straight to the caller's
+inbox; a notice to the scheduler tells it the call is done.
 
 A cancel for a run (:data:`essa.cluster.topics.CANCEL`) ends the run's invocations
 running here (:meth:`essa.wasm.invocation.Invocation.cancel`), fails the remote calls

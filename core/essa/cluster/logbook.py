@@ -31,12 +31,11 @@ from __future__ import annotations
 
 import collections
 import itertools
-import logging
 import threading
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from essa.cluster import topics
 from essa.cluster.authorize import Authorizer, Refused
@@ -45,11 +44,7 @@ from essa.cluster.deployments import check_name, display_name
 from essa.cluster.lines import STREAMS, LineBuffer, line_text
 from essa.errors import EssaError
 from essa.transport.base import Message, Subscription, Transport
-from essa.util.ratelimit import RateLimitedLog, describe
 from essa.util.units import MiB
-
-log = logging.getLogger("essa.cluster.logbook")
-_problems = RateLimitedLog(log)
 
 #: What a kept line costs beyond its text (bytes): the bounds count it, so many tiny lines are bounded too.
 LINE_OVERHEAD = 64
@@ -115,8 +110,6 @@ class LogBook:
         self._bytes = 0
         self._seq = itertools.count(1)
         self._lock = threading.Lock()
-        #: Called with each line kept: ``sink(deployment, line_tuple)`` (``essa serve -v`` logs them).
-        self.sink: Callable[[str, tuple], None] | None = None
 
     # -- writing ------------------------------------------------------------------------
 
@@ -323,7 +316,6 @@ class CallLog:
             kept = self._kept = collections.deque()
         now = time.time()
         name = STREAMS.get(stream, "stderr")
-        sink = book.sink
         with book._lock:
             for text in texts:
                 cost = len(text) + LINE_OVERHEAD
@@ -336,12 +328,6 @@ class CallLog:
                     old, old_cost = kept.popleft()
                     self._kept_bytes -= old_cost
                     book._drop(deployment, old)
-        if sink is not None:
-            for text in texts:
-                try:
-                    sink(deployment, (now, self._version, self._function, self._call, name, self._executor, text))
-                except Exception as exc:  # a log handler's failure must not fail the guest's write
-                    _problems.warning("sink", "cannot log a call's output line: %s", describe(exc))
 
 
 def with_stderr(reply: Message, tail: list[str]) -> Message:
