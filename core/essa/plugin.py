@@ -14,7 +14,8 @@ engines
     invocation context (:class:`Invocation`, :func:`current_invocation`, its
     :class:`GuestFault` family, :func:`fault_guard`) and the guest ABI's host
     functions (:data:`HOST_FUNCTIONS`, :data:`IMPORT_MODULE`,
-    :data:`METER_FUNCTIONS`, :data:`FUEL`, :class:`HostFunction`); the module
+    :data:`METER_FUNCTIONS`, :data:`FUEL`, :class:`HostFunction`); where a
+    guest trapped, said alike by every engine (:func:`trap_location`); the module
     rewriter (:func:`instrument`, :data:`METER_MODULE`) and the Wasm binary
     reader (:mod:`essa.wasm.binary` as :data:`binary`); WASI preview 1 helpers
     (:data:`wasip1`) and the guest's :class:`Stdin`.
@@ -141,6 +142,7 @@ from essa.wasm.invocation import (
 from essa.wasm.invocation import current as current_invocation
 from essa.wasm.limits import DirGrant, Grants, Limits
 from essa.wasm.stdin import CHUNK, Stdin
+from essa.wasm.traps import trap_location
 
 __all__ = [
     # plugin machinery
@@ -149,7 +151,7 @@ __all__ = [
     "CALLABLE_SIGNATURE", "CHUNK", "FUEL", "HOST_FUNCTIONS", "IMPORT_MODULE", "METER_FUNCTIONS", "METER_MODULE",
     "START", "CallOutcome", "DirGrant", "Engine", "EssaResult", "Grants", "GuestCancelled", "GuestFault",
     "GuestLimit", "GuestMemory", "HostFunction", "InstrumentError", "Invocation", "Limits", "ModuleInfo", "Program",
-    "Stdin", "binary", "current_invocation", "fault_guard", "instrument", "record_fault", "wasip1",
+    "Stdin", "binary", "current_invocation", "fault_guard", "instrument", "record_fault", "trap_location", "wasip1",
     # stores and state
     "RECORD_KEY_KEPT", "RECORD_KEY_LIMIT", "TAG_BOOL", "TAG_LWW", "TAG_MAP", "TAG_MAX", "TAG_MULTI_CAUSAL",
     "TAG_ORDERED_SET", "TAG_SET", "TAG_SINGLE_CAUSAL", "BoolLattice", "ClusterServices", "KeyList", "Lattice",

@@ -63,6 +63,7 @@ from essa.plugin import (
     PluginNotFound,
     Program,
     instrument,
+    trap_location,
 )
 
 from . import memcap, wasi
@@ -339,12 +340,8 @@ def _link_plan(module: Any) -> list[tuple[str, str, Any, tuple[tuple[str, ...], 
     return plan
 
 
-#: Frames of a trap's backtrace named in its message, innermost first.
-TRAP_FRAMES = 3
-
-
 def _trap_message(exc: BaseException) -> str:
-    """A wasmer trap in one line, with where it happened (innermost frame first).
+    """A wasmer trap in one line, with where it happened (:func:`essa.plugin.trap_location`).
 
     e.g. ``integer divide by zero (in div <- main)``; ``<wasm function 3>`` for
     a module built without its ``name`` section.
@@ -354,22 +351,19 @@ def _trap_message(exc: BaseException) -> str:
     reason = head.strip().removeprefix("RuntimeError: ").strip() or type(exc).__name__
     if reason == "unreachable":
         reason = "wasm `unreachable` instruction executed"
-    frames: list[str] = []
-    for line in backtrace[:100_000].splitlines():  # "at NAME (<module>[INDEX]:0xOFFSET)"
+    return reason + trap_location(_frame_names(backtrace))
+
+
+def _frame_names(backtrace: str):
+    """The function names of a wasmer backtrace's frames, innermost first."""
+    for line in backtrace.splitlines():  # "at NAME (<module>[INDEX]:0xOFFSET)"
         frame = line.strip()
-        if not frame.startswith("at "):
-            continue
-        name, _, rest = frame[3:].partition(" (")
-        if name == "<unnamed>":
-            index = rest.partition("[")[2].partition("]")[0]
-            name = f"<wasm function {index}>" if index else ""
-        if name and (not frames or frames[-1] != name):  # deep recursion: one frame
-            frames.append(name)
-            if len(frames) > TRAP_FRAMES:
-                break
-    if not frames:
-        return reason
-    return f"{reason} (in {' <- '.join(frames[:TRAP_FRAMES])}{' <- ...' if len(frames) > TRAP_FRAMES else ''})"
+        if frame.startswith("at "):
+            name, _, rest = frame[3:].partition(" (")
+            if name == "<unnamed>":
+                index = rest.partition("[")[2].partition("]")[0]
+                name = f"<wasm function {index}>" if index else ""
+            yield name
 
 
 def _first_line(exc: object) -> str:

@@ -70,6 +70,7 @@ from essa.plugin import (
     Program,
     current_invocation,
     instrument,
+    trap_location,
 )
 
 from . import capi
@@ -485,12 +486,8 @@ def _capi_cannot_define() -> str | None:
     return None
 
 
-#: Frames of a trap's backtrace named in its message, innermost first.
-TRAP_FRAMES = 3
-
-
 def _trap_message(exc: BaseException) -> str:
-    """The cause of a wasmtime trap in one line, with where it happened (innermost frame first).
+    """The cause of a wasmtime trap in one line, with where it happened (:func:`essa.plugin.trap_location`).
 
     e.g. ``wasm `unreachable` instruction executed (in abort <- check <- essa_function_export_tally)``;
     a module built without its ``name`` section has ``<wasm function 12>`` for names.
@@ -502,20 +499,9 @@ def _trap_message(exc: BaseException) -> str:
     reasons = [line.strip().split(": ", 1)[-1] if line.strip()[:1].isdigit() else line.strip()
                for line in causes.strip().splitlines() if line.strip()]
     reasons = [r.removeprefix("wasm trap: ") for r in reasons]
-    frames: list[str] = []
-    for line in head[:100_000].splitlines():  # "    0:   0x3774 - module.wasm!function"
-        if " - " not in line:
-            continue
-        frame = line.split(" - ", 1)[1].strip()
-        frame = frame.split("!", 1)[1] if "!" in frame else frame  # the module's name says nothing new
-        if not frames or frames[-1] != frame:  # deep recursion: one frame
-            frames.append(frame)
-            if len(frames) > TRAP_FRAMES:
-                break
-    where = ""
-    if frames:
-        where = " (in " + " <- ".join(frames[:TRAP_FRAMES]) + (" <- ..." if len(frames) > TRAP_FRAMES else "") + ")"
-    return "; ".join(reversed(reasons)) + where
+    # "    0:   0x3774 - module.wasm!function": the module's name says nothing new
+    frames = (line.split(" - ", 1)[1].strip().split("!", 1)[-1] for line in head.splitlines() if " - " in line)
+    return "; ".join(reversed(reasons)) + trap_location(frames)
 
 
 def _first_line(exc: object) -> str:
