@@ -22,6 +22,7 @@ import pytest
 
 import essa
 from essa.api import LogBounds
+from essa.cluster.logbook import LINE_OVERHEAD
 from essa.testing.printing import TALLY_COMPLAINT, printing_module
 
 from .test_cli import assert_one_line_error
@@ -196,7 +197,7 @@ def test_a_failed_calls_error_carries_its_stderr_and_where_it_trapped_and_logs_s
 
 
 def test_the_embedded_runtimes_logs_are_read_from_its_process_while_calls_run(engine_name):
-    cost = len("said 000-00") + 64  # a line's bytes and its overhead (essa.cluster.logbook.LINE_OVERHEAD)
+    cost = len("said 000-00") + LINE_OVERHEAD
     with essa.connect(engine=engine_name, store="memory", executors=2,
                       logs=LogBounds(deployment=500 * cost, call=10 * cost, total=1000 * cost)) as es:
         es.deploy(printing_module(), name="p")

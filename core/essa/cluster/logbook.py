@@ -46,8 +46,9 @@ from essa.errors import EssaError
 from essa.transport.base import Message, Subscription, Transport
 from essa.util.units import MiB
 
-#: What a kept line costs beyond its text (bytes): the bounds count it, so many tiny lines are bounded too.
-LINE_OVERHEAD = 64
+#: What a kept line costs beyond its text (bytes): what Python spends keeping it (measured with tracemalloc:
+#: ~410 bytes beside the text), so the bounds are memory, and many tiny lines are bounded too.
+LINE_OVERHEAD = 400
 #: Lines of a call's stderr that its error carries (the last ones), and the most characters of each.
 TAIL_LINES = 5
 TAIL_LINE_CHARS = 500
@@ -67,9 +68,9 @@ class LogBounds:
     """
 
     #: Of one deployment's lines (oldest dropped first).
-    deployment: int = 1 * MiB
+    deployment: int = 4 * MiB
     #: Of one call's lines (its oldest dropped first).
-    call: int = 64 * 1024
+    call: int = 256 * 1024
     #: Of every deployment's lines together (the least recently written deployment's oldest first).
     total: int = 64 * MiB
 
