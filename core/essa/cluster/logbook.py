@@ -119,9 +119,7 @@ class LogBook:
         deployment = request.get("deployment")
         if not (self.keeps and isinstance(deployment, str) and deployment == request["namespace"]):
             deployment = None  # not a deployment's call (its namespace is its name), or nothing is kept
-        version = request.get("version")
-        return CallLog(self, output, deployment, version if isinstance(version, int) else None,
-                       display_name(request["function"]), request["id"], executor)
+        return CallLog(self, output, deployment, request, executor)
 
     def _add(self, deployment: str, line: tuple, cost: int) -> None:
         """Keep ``line`` (lock held by the caller)."""
@@ -241,25 +239,20 @@ class CallLog:
     as its output and :meth:`close`\\ s it when the call ends.
     """
 
-    __slots__ = ("_book", "_output", "_deployment", "_version", "_function", "_call", "_executor", "_pending",
-                 "_kept", "_kept_bytes", "_tail")
+    __slots__ = ("_book", "_output", "_deployment", "_request", "_executor", "_who", "_pending", "_kept",
+                 "_kept_bytes", "_tail")
 
-    def __init__(self, book: LogBook, output: Any, deployment: str | None, version: int | None, function: str,
-                 call: str, executor: str) -> None:
+    def __init__(self, book: LogBook, output: Any, deployment: str | None, request: Message, executor: str) -> None:
+        # A call that prints nothing costs only this: the rest is made on first use.
         self._book = book
         self._output = output
         self._deployment = deployment
-        self._version = version
-        self._function = function
-        self._call = call
+        self._request = request
         self._executor = executor
-        #: The lines begun but not ended (made on first use).
-        self._pending: LineBuffer | None = None
-        #: (seq, cost) of this call's lines in the book, oldest first (made on first use).
-        self._kept: collections.deque[tuple[int, int]] | None = None
+        #: (version, function, call id) of the lines; the lines begun but not ended; (seq, cost) of this call's
+        #: lines in the book, oldest first; the last lines of stderr.
+        self._who = self._pending = self._kept = self._tail = None
         self._kept_bytes = 0
-        #: The last lines of stderr (made on first use).
-        self._tail: collections.deque[str] | None = None
 
     def write(self, stream: int, data: bytes) -> None:
         """Pass ``data`` on, and keep its lines (see :class:`essa.wasm.abi.Output`)."""
@@ -315,13 +308,17 @@ class CallLog:
         kept = self._kept
         if kept is None:
             kept = self._kept = collections.deque()
+            version = self._request.get("version")
+            self._who = (version if isinstance(version, int) else None, display_name(self._request["function"]),
+                         self._request["id"])
+        version, function, call = self._who
         now = time.time()
         name = STREAMS.get(stream, "stderr")
         with book._lock:
             for text in texts:
                 cost = len(text) + LINE_OVERHEAD
                 seq = next(book._seq)
-                line = (seq, now, self._version, self._function, self._call, name, self._executor, text, cost)
+                line = (seq, now, version, function, call, name, self._executor, text, cost)
                 book._add(deployment, line, cost)
                 kept.append((seq, cost))
                 self._kept_bytes += cost
