@@ -28,7 +28,8 @@ def status(connect, zenoh_config, as_json) -> None:
     executors = sorted((a for a in answers if a.get("role") == "executor"), key=lambda a: a["id"])
     for sched in schedulers:
         click.echo(f"scheduler {sched['id']}: placement {sched['placement']}, "
-                   f"{sched['in_flight']} calls in flight, {sched['waiting']} waiting")
+                   f"{sched['in_flight']} calls in flight, {sched.get('unconfirmed', 0)} replies not confirmed by "
+                   f"their callers yet, {sched['waiting']} waiting")
     table = Table(title="executors")
     for column in ("id", "engine", "workers", "calls", "runs", "failed", "cancelled", "running", "in flight", "modules"):
         table.add_column(column)

@@ -57,7 +57,7 @@ class Snapshot:
         head = Text(f"essa top: {endpoint}, {len(self.executors)} executors", style="bold")
         for s in self.schedulers:
             head.append(f"\nscheduler {s.get('id')}: {s.get('in_flight')} calls in flight, "
-                        f"{s.get('waiting')} waiting for an executor")
+                        f"{s.get('unconfirmed', 0)} replies unconfirmed, {s.get('waiting')} waiting for an executor")
         table = Table(title="executors", title_justify="left")
         for column in ("executor", "engine", "calls/s", "p50 ms", "p99 ms", "running", "in flight", "failed",
                        "cancelled", "modules"):

@@ -15,6 +15,7 @@ Executors
     ``essa_store_operations_total{op}``, ``essa_store_operation_duration_seconds{op}``
 Schedulers
     ``essa_scheduler_calls_placed_total``, ``essa_scheduler_calls_in_flight``,
+    ``essa_scheduler_calls_unconfirmed`` (done, the caller's receipt not in yet),
     ``essa_scheduler_calls_waiting`` (no executor yet), ``essa_scheduler_executors``
 
 ``ESSA_METRICS=off`` turns the per-call updates off (for measuring their cost).
