@@ -1,8 +1,11 @@
 """The HTTP routes: each a thin user of the public API (:class:`essa.api.Connection`).
 
-The API's blocking parts (starting a call resolves the deployment, state and
-deployment requests wait for an answer) run on a thread pool; the event loop
-only awaits futures, so one slow request never holds up the others. Every
+A call starts on the event loop when its deployment was resolved a moment
+ago (the API's ``acall`` and ``adeployment`` know; nothing then waits);
+otherwise, and for the API's other blocking parts (state and deployment
+requests wait for an answer), on a thread pool, so one slow request never
+holds up the others. A call's body becomes its arguments by its
+Content-Type and the function's signature (:mod:`essa_http.arguments`). Every
 error is answered with a status and ``{"error": LINE, "kind": KIND}`` (see
 :mod:`essa_http.errors`); nothing a client sends can make a route raise.
 
@@ -41,6 +44,7 @@ from essa.plugin import (
     to_json,
 )
 
+from .arguments import BINCODE, answer_json, arguments, media_type
 from .errors import HttpError, from_essa_error
 from .metrics import HttpMetrics, Instrumented, exposition, problems
 
@@ -199,21 +203,28 @@ class Routes:
 
     # -- routes ------------------------------------------------------------------------
 
-    async def call(self, request: Request, args: bytes) -> Response:
-        """``POST /v1/functions/{deployment}/{function}``: body = arguments, answer = result."""
-        params = request.path_params
-        loop = asyncio.get_running_loop()
-        start = loop.run_in_executor(self.pool, self._connection(request).call_async, params["deployment"],
-                                     params["function"], args)
-        try:
-            future = await asyncio.shield(start)
-        except asyncio.CancelledError:  # the request was cancelled (a forced shutdown): so is the call
-            start.add_done_callback(_cancel_started_call)
-            raise
-        # Cancelling this task (a forced shutdown) cancels the wrapped future, hence the call.
-        result = await asyncio.wrap_future(future)
-        # Functions cannot set a content type (a result is bytes), so the request's passes through.
-        return Response(result, headers={"content-type": request.headers.get("content-type") or OCTET_STREAM})
+    async def call(self, request: Request, body: bytes) -> Response:
+        """``POST /v1/functions/{deployment}/{function}``: body = arguments, answer = result (see :mod:`.arguments`).
+
+        Cancelling the request (a forced shutdown) cancels the call.
+        """
+        connection = self._connection(request)
+        function = request.path_params["function"]
+        deployment = await connection.adeployment(request.path_params["deployment"])
+        deployment.check_function(function)
+        signature = deployment.signature(function)
+        content_type = request.headers.get("content-type")
+        if signature is None:
+            result = await connection.acall(deployment.spec, function, body)
+            # Functions cannot set a content type (a result is bytes), so the request's passes through.
+            return Response(result, headers={"content-type": content_type or OCTET_STREAM})
+        media = media_type(content_type)
+        args, kwargs = arguments(signature, media, body)
+        # deployment.spec: the version whose signature read the body
+        result = await connection.acall(deployment.spec, function, *args, **kwargs)
+        if media == BINCODE:
+            return Response(result, media_type=BINCODE)
+        return Response(answer_json(signature, result), media_type="application/json")
 
     async def get_state(self, request: Request, _body: bytes) -> Response:
         """``GET /v1/state/{deployment}/{key}``: the JSON view of the value, 404 if there is none."""
@@ -333,11 +344,6 @@ class _Endpoint:
             problems.warning(f"route {self.path}", "error answering %s %s: %s", request.method, self.path,
                              describe(exc), exc_info=exc)
             return error_response(HttpError(500, f"internal error: {describe(exc)}", "error"))
-
-
-def _cancel_started_call(start: asyncio.Future) -> None:
-    if not start.cancelled() and start.exception() is None:
-        start.result().cancel()
 
 
 __all__ = ["BODY_METHODS", "CLIENT_GONE", "HEALTH_TIMEOUT", "OCTET_STREAM", "TOKEN_VIEWS", "RequestSlots", "Routes"]

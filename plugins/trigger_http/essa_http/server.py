@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import concurrent.futures
 import contextlib
 import functools
 import logging
@@ -305,11 +306,15 @@ class Server(uvicorn.Server):
     """A uvicorn server stopped through :attr:`should_exit` / :attr:`force_exit` only.
 
     :param ready: called once it listens.
+    :param executor: the event loop's default executor (where the API runs what blocks: ``acall``'s first
+        resolution of a deployment, ``adeployment``).
     """
 
-    def __init__(self, config: uvicorn.Config, ready: Callable[[], None]) -> None:
+    def __init__(self, config: uvicorn.Config, ready: Callable[[], None],
+                 executor: concurrent.futures.Executor | None = None) -> None:
         super().__init__(config)
         self._ready = ready
+        self._executor = executor
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
@@ -319,13 +324,15 @@ class Server(uvicorn.Server):
         pass
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        if self._executor is not None:
+            asyncio.get_running_loop().set_default_executor(self._executor)
         await super().startup(sockets=sockets)
         if self.started and not self.should_exit:
             self._ready()
 
 
 def make_server(app: Any, ready: Callable[[], None], limits: ConnectionLimits, metrics: HttpMetrics,
-                shutdown_timeout: float | None) -> Server:
+                shutdown_timeout: float | None, executor: concurrent.futures.Executor | None = None) -> Server:
     """A :class:`Server` for ``app`` with essa's settings (no access log of uvicorn's own: see metrics).
 
     uvicorn's own ``limit_concurrency`` stays off: it counts connections, so
@@ -347,7 +354,7 @@ def make_server(app: Any, ready: Callable[[], None], limits: ConnectionLimits, m
         timeout_keep_alive=limits.keep_alive,  # type: ignore[arg-type]  (a float works)
         timeout_graceful_shutdown=shutdown_timeout,
     )
-    server = Server(config, ready)
+    server = Server(config, ready, executor)
     metrics.connections.set_function(lambda: len(server.server_state.connections))
     return server
 

@@ -104,7 +104,7 @@ class HttpTrigger(Trigger):
             metrics = HttpMetrics()
             app = Routes(self.connection, self.config.max_message_bytes, metrics, pool, self.max_requests).app()
             server = make_server(app, lambda: ready and ready(address), self._fitted_limits(), metrics,
-                                 self.config.shutdown_timeout)
+                                 self.config.shutdown_timeout, pool)
             self._server = server
             self._apply_stop()  # a stop asked before the server existed
             server.run(sockets=[sock])
