@@ -16,7 +16,9 @@ pytest.importorskip("essa_http", reason="essa-plugin-http is not installed")
 pytest.importorskip("essa_lmdb", reason="essa-plugin-lmdb is not installed")
 pytest.importorskip("zenoh", reason="eclipse-zenoh is not installed")
 
-from .helpers import DEADLINE, ESSA, essa, free_port, ok, request, wait_until  # noqa: E402
+from essa.testing.ports import free_port  # noqa: E402
+
+from .helpers import DEADLINE, ESSA, essa, ok, request, wait_until  # noqa: E402
 
 CALL = "/v1/functions/{}/{}"
 

@@ -316,18 +316,31 @@ class Connection:
         return _ResultFuture(*self._start(spec, function, args, kwargs, output, trace))
 
     async def _acall(self, spec: str, function: str, args: Sequence[Any], kwargs: Mapping[str, Any]) -> Any:
+        loop = asyncio.get_running_loop()
         if self._cached(spec) is not None and self._client.caller.sees_scheduler:
-            future = self._call_async(spec, function, args, kwargs)  # nothing here waits: no thread hop
+            handle, signature = self._start(spec, function, args, kwargs, None)  # nothing here waits: no thread hop
         else:
-            start = asyncio.get_running_loop().run_in_executor(
-                None, functools.partial(self._call_async, spec, function, args, kwargs))
+            start = loop.run_in_executor(None, functools.partial(self._start, spec, function, args, kwargs, None))
             try:
-                future = await asyncio.shield(start)
+                handle, signature = await asyncio.shield(start)
             except asyncio.CancelledError:  # cancelled while it started: cancel it once started
                 start.add_done_callback(_cancel_started)
                 raise
-        # Cancelling this task cancels the wrapped future, hence the call.
-        return await asyncio.wrap_future(future)
+        # The reply settles an asyncio future straight from the thread that received it: no future in between.
+        waiter = loop.create_future()
+
+        def settled(ended: CallHandle) -> None:
+            try:
+                loop.call_soon_threadsafe(_settle_waiter, waiter, ended, signature)
+            except RuntimeError:  # the loop is closed: nobody waits any more
+                pass
+
+        handle.add_done_callback(settled)
+        try:
+            return await waiter
+        except asyncio.CancelledError:  # cancelling the task cancels the call
+            handle.cancel()
+            raise
 
     def run(self, module: str | os.PathLike | bytes, namespace: str | None = None,
             output: Callable[[Message], None] | None = None, timeout: float | None = None,
@@ -497,7 +510,18 @@ class _ResultFuture(concurrent.futures.Future):
 
 def _cancel_started(start: asyncio.Future) -> None:
     if not start.cancelled() and start.exception() is None:
-        start.result().cancel()
+        start.result()[0].cancel()
+
+
+def _settle_waiter(waiter: asyncio.Future, handle: CallHandle, signature: Signature | None) -> None:
+    """Settle the asyncio future of :meth:`Connection.acall` with the call's result (decoded) or error."""
+    if waiter.done() or handle.cancelled():
+        return
+    try:
+        value = _value(handle.result())
+        waiter.set_result(value if signature is None else signature.decode_result(value))
+    except EssaError as exc:  # CallError, ResultError
+        waiter.set_exception(exc)
 
 
 def _declared(signatures: str | os.PathLike | Iterable[Signature | dict]) -> tuple[str, list[Signature]]:
