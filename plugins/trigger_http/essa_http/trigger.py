@@ -62,8 +62,9 @@ class HttpTrigger(Trigger):
         "body-timeout": "seconds a request's body may take to arrive, plus 1 s per KiB received (default 20); "
                         "then 408, closed",
         "keep-alive": "seconds an idle connection stays open after an answer (default 5)",
-        "threads": "threads running the API's blocking parts: starting calls, state and deployment requests "
-                   "(default 32)",
+        "threads": "threads running the API's blocking parts: a call's first lookup of its deployment, state and "
+                   "deployment requests (default 32); calls whose deployment was just looked up start on the "
+                   "event loop",
     }
 
     def __init__(self, connection, config: TriggerConfig) -> None:
