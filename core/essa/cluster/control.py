@@ -272,6 +272,7 @@ class ControlClient:
         """The answer to ``{"op": op, **fields}``.
 
         :raises essa.errors.NotFound: the request names something that does not exist.
+        :raises essa.errors.SignatureError: a deploy's signatures are malformed.
         :raises ControlError: it was refused, or nobody answered.
         """
         timeout = timeout or self.timeout
@@ -295,6 +296,8 @@ class ControlClient:
             message, kind = str(answer.get("error", "refused")), str(answer.get("kind", "invalid"))
             if kind == "not-found":
                 raise NotFound(message)
+            if kind == SignatureError.kind:
+                raise SignatureError(message)
             raise ControlError(message, kind)
         return answer
 
