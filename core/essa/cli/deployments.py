@@ -91,7 +91,8 @@ def functions(settings: Settings, deployment, as_json, connect, zenoh_config, ti
     """List the functions of a deployment with their signatures, as `essa call` names them.
 
     `count_words(text: string) -> u64` takes a string and gives a u64; a
-    function shown without one takes and gives raw bytes.
+    function shown by its name alone has no signature: it takes and gives
+    raw bytes.
     """
     with open_connection(settings, connect, zenoh_config, timeout) as es:
         found = es.deployment(deployment)
@@ -101,7 +102,7 @@ def functions(settings: Settings, deployment, as_json, connect, zenoh_config, ti
                    for name, s in zip(found.functions, signatures)])
         return
     for name, signature in zip(found.functions, signatures):
-        click.echo(str(signature) if signature is not None else f"{name}  (no signature: bytes in, bytes out)")
+        click.echo(name if signature is None else str(signature))
 
 
 __all__ = ["deploy", "functions", "list_deployments", "remove"]

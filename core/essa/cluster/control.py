@@ -157,9 +157,9 @@ class ControlService:
         declared = _optional(request, "signatures", list) or []
         origin = _optional(request, "signatures_from", str) or "the declared signatures"
         declared = [Signature.from_dict(d, f"{origin}, function {i + 1}") for i, d in enumerate(declared)]
-        found = module_signatures(wasm)  # before compiling: a malformed section fails fast
         module = publish_module(self.store, wasm, f"the module of {name!r}")
-        program = self.programs.get(module)  # compiles now: a bad module fails the deploy
+        program = self.programs.get(module)  # compiles now: a bad module fails the deploy, as the engine says
+        found = module_signatures(wasm)
         functions = user_functions(program.info)
         if not functions and not program.info.has_start:
             raise ModuleError("the module exports no function to call (__essa_wrapper__NAME, of type (i32) -> ()) "

@@ -120,13 +120,17 @@ class Signature:
             values: Sequence[Any] = args
         else:
             values = self._bind(args, kwargs)
-        out = bytearray()
-        for param, value in zip(params, values):
-            try:
-                param.type.encode(value, out)
-            except Mismatch as exc:
-                raise ArgumentError(f"{self.name}: parameter {param.name}{exc.where()}: {exc.reason}") from None
-        return bytes(out)
+        index = 0
+        try:
+            if len(params) == 1:
+                return params[0].type.pack(values[0])
+            parts = []
+            for index, param in enumerate(params):
+                parts.append(param.type.pack(values[index]))
+            return b"".join(parts)
+        except Mismatch as exc:
+            param = params[index]
+            raise ArgumentError(f"{self.name}: parameter {param.name}{exc.where()}: {exc.reason}") from None
 
     def encode_json(self, value: Any) -> bytes:
         """The argument bytes of a JSON request: an array (in order) or an object (by name)."""

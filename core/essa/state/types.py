@@ -111,6 +111,12 @@ class Type:
         """Append the bincode of ``value`` to ``out``; :class:`Mismatch` if it does not fit."""
         raise NotImplementedError
 
+    def pack(self, value: Any) -> bytes:
+        """The bincode of ``value`` alone (what :meth:`encode` appends); :class:`Mismatch` if it does not fit."""
+        out = bytearray()
+        self.encode(value, out)
+        return bytes(out)
+
     def decode(self, data: bytes, pos: int) -> tuple[Any, int]:
         """The value whose bincode starts at ``data[pos]``, and where it ends.
 
@@ -154,14 +160,16 @@ class _String(Type):
     __slots__ = ()
 
     def encode(self, value: Any, out: bytearray) -> None:
+        out += self.pack(value)
+
+    def pack(self, value: Any) -> bytes:
         if not isinstance(value, str):
             raise self.mismatch(value)
         try:
             data = value.encode("utf-8")
         except UnicodeEncodeError:
             raise Mismatch(f"expected string, got text that is not valid Unicode: {shown(value)}") from None
-        out += _U64.pack(len(data))
-        out += data
+        return _U64.pack(len(data)) + data
 
     def decode(self, data: bytes, pos: int) -> tuple[Any, int]:
         raw, end = _sized(data, pos)
@@ -247,6 +255,9 @@ class _Int(Type):
         self.packer = struct.Struct("<" + (code if signed else code.upper())) if code else None
 
     def encode(self, value: Any, out: bytearray) -> None:
+        out += self.pack(value)
+
+    def pack(self, value: Any) -> bytes:
         if type(value) is not int:
             if isinstance(value, bool) or not isinstance(value, int):
                 raise self.mismatch(value)
@@ -254,9 +265,8 @@ class _Int(Type):
         if not self.low <= value <= self.high:
             raise Mismatch(f"expected {self.text} ({self.low} to {self.high}), got {value}")
         if self.packer is not None:
-            out += self.packer.pack(value)
-        else:
-            out += value.to_bytes(self.size, "little", signed=self.signed)
+            return self.packer.pack(value)
+        return value.to_bytes(self.size, "little", signed=self.signed)
 
     def decode(self, data: bytes, pos: int) -> tuple[Any, int]:
         if self.packer is not None:

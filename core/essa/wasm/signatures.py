@@ -32,8 +32,10 @@ def section_bytes(wasm: bytes) -> bytes | None:
                 raise binary.BinaryError("a custom section's name runs past its end")
             if wasm[pos:pos + length] == _NAME:
                 found.append(wasm[pos + length:end])
-    except (binary.BinaryError, IndexError) as exc:
-        raise ModuleError(f"the module is malformed: {exc or 'it ends too soon'}") from None
+    except binary.BinaryError as exc:
+        raise ModuleError(f"the module is malformed: {exc}") from None
+    except IndexError:
+        raise ModuleError("the module is malformed: it ends too soon") from None
     return b"".join(found) if found else None
 
 
