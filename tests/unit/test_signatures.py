@@ -113,3 +113,21 @@ def test_the_section_is_found_by_walking_the_module_without_instantiating_it():
         module_signatures(wasm + binary.section(0, binary.encode_u32(15) + b"essa.signatures{"))
     with pytest.raises(ModuleError, match="the module is malformed"):
         section_bytes(wasm + b"\x00\x20\x03abc")
+
+
+def test_the_contracts_examples_read_as_it_says():
+    """docs/signatures.md stays true: its JSON lines and TOML tables are signatures, its types parse."""
+    from pathlib import Path
+
+    from essa.state.types import parse_type
+
+    page = (Path(__file__).resolve().parents[2] / "docs" / "signatures.md").read_text()
+    lines = [ln for ln in page.splitlines() if ln.startswith('{"name":')]
+    assert len(lines) >= 2 and all(parse_lines(ln.encode()) for ln in lines)
+    toml = page.split("```toml\n", 1)[1].split("```", 1)[0]
+    assert [str(s) for s in parse_toml(toml)] == ["count_words(text: string) -> u64", "vocabulary() -> list<string>"]
+    table = page.split("| type | Rust |", 1)[1].split("\n\n", 1)[0].splitlines()[2:]
+    generic = {"T": "u8", "A": "u8", "B": "u8", "K": "string", "V": "u8"}
+    for row in table:  # the first type of each row, its placeholders filled in
+        spelled = row.split("|")[1].strip().split("`")[1].replace(",...", "")
+        parse_type("".join(generic.get(c, c) for c in spelled))
