@@ -19,7 +19,10 @@ Each is measured two ways: ``load`` (all connections or threads busy for
 ``--seconds``: requests/s, and the latency each request saw, which under a
 closed loop of N clients is about N / throughput) and ``sequential`` (one
 client, ``--calls`` requests one after another: the round trip of an
-unloaded system).
+unloaded system). ``cpu_us_per_request`` is the CPU time each process spent
+per request over both (``client``: this process; on a cluster ``serve``,
+``scheduler``, ``executors``): what a request costs, whatever else keeps the
+machine's cores busy.
 
 Modes: ``embedded`` (``essa serve`` runs the calls in its own process; the
 direct client is an embedded runtime in this process) and ``cluster``
@@ -234,10 +237,52 @@ def stop(proc: subprocess.Popen) -> None:
         proc.wait()
 
 
-def measure(url: str, connection, args) -> dict:
+class CpuMeter:
+    """CPU time of this process and of the processes in a session (``essa up``'s), by role."""
+
+    TICK = os.sysconf("SC_CLK_TCK")
+
+    def __init__(self, session: int | None = None) -> None:
+        self.session = session
+
+    def sample(self) -> dict[str, float]:
+        times = {"client": time.process_time()}
+        if self.session is None:
+            return times
+        for pid in subprocess.run(["pgrep", "-s", str(self.session)], capture_output=True, text=True).stdout.split():
+            try:
+                command = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            role = next((r for r in ("serve", "scheduler", "executor") if r.encode() in command), None)
+            if role is not None:
+                key = "executors" if role == "executor" else role
+                times[key] = times.get(key, 0.0) + (int(fields[11]) + int(fields[12])) / self.TICK
+        return times
+
+    @staticmethod
+    def per_request(before: dict[str, float], after: dict[str, float], requests: int) -> dict[str, int]:
+        return {k: round((after[k] - before.get(k, 0.0)) * 1e6 / max(requests, 1)) for k in after}
+
+
+def _requests(figures: dict, args, warm: int) -> int:
+    """About how many requests a ``*_figures`` call made (warm-up, load, sequential)."""
+    return warm + round(figures["requests_per_s"] * args.seconds) + args.calls
+
+
+def measure(url: str, connection, args, meter: CpuMeter | None = None) -> dict:
+    meter = meter or CpuMeter()
     runs = []
     for _ in range(args.runs):
-        run = {"http": http_figures(url, args), "direct": direct_figures(connection, args)}
+        before = meter.sample()
+        http = http_figures(url, args)
+        middle = meter.sample()
+        direct = direct_figures(connection, args)
+        after = meter.sample()
+        http["cpu_us_per_request"] = meter.per_request(before, middle, _requests(http, args, 20 * args.concurrency + 200))
+        direct["cpu_us_per_request"] = meter.per_request(middle, after, _requests(direct, args, 200))
+        run = {"http": http, "direct": direct}
         run["http_vs_direct"] = round(run["http"]["requests_per_s"] / run["direct"]["requests_per_s"], 2)
         runs.append(run)
     medians = {way: _median(runs, way) for way in ("http", "direct")}
@@ -262,7 +307,7 @@ def embedded(args, home: Path, essa: list[str], wasm: Path) -> dict:
     try:
         url = wait_for_url(proc, log)
         with essa_api.connect(engine=args.engine) as connection:
-            return measure(url, connection, args)
+            return measure(url, connection, args, CpuMeter(proc.pid))
     finally:
         stop(proc)
 
@@ -285,7 +330,7 @@ def cluster(args, home: Path, essa: list[str], wasm: Path) -> dict:
                 time.sleep(0.2)
             connection.deploy(wasm, name="echo")
             url = wait_for_url(proc, log)
-            return measure(url, connection, args)
+            return measure(url, connection, args, CpuMeter(proc.pid))
     finally:
         stop(proc)
 
