@@ -113,8 +113,10 @@ def test_errors_are_one_line(wasm, tmp_path):
     result = essa("call", "memo", "trap")
     assert_one_line_error(result, "trap trapped: ")
     assert "__essa_wrapper__" not in result.stderr
-    assert_one_line_error(essa("call", "memo", "echo", "--args", "u8", "300"), "argument 1: expected u8 (0 to 255), got 300")
-    assert_one_line_error(essa("call", "memo", "echo", "--args", "u32", "abc"), 'expected u32 (a whole number), got "abc"')
+    assert_one_line_error(essa("call", "memo", "echo", "--args", "u8", "300"),
+                          "argument 1: expected u8 (0 to 255), got 300")
+    assert_one_line_error(essa("call", "memo", "echo", "--args", "u32", "abc"),
+                          'expected u32 (a whole number), got "abc"')
     assert_one_line_error(essa("call", "memo", "echo", "a", "b"), "takes one ARG of raw bytes, not 2 (or pass --args")
     assert_one_line_error(essa("call", "memo", "echo", "--args", "string", "x", "--result", "u64"), "not a u64")
     bad = tmp_path / "bad.wasm"

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 import essa
-from essa.testing.conformance.wat import wat_bytes, wat2wasm
+from essa.testing.conformance.wat import wat2wasm, wat_bytes
 
 ROOT = Path(__file__).resolve().parents[2]
 ESSA = [sys.executable, "-m", "essa"]
@@ -92,7 +92,7 @@ def test_declared_signatures_take_the_place_of_the_modules_own(es, tmp_path):
     replaced = es.deploy(typed, name="declared", signatures=toml)
     assert str(replaced.signature("echo")) == "echo(text: string) -> string"
     assert es.call("declared", "echo", "as declared") == "as declared"
-    from_objects = es.deploy(module(), name="objects", signatures=[
+    es.deploy(module(), name="objects", signatures=[
         {"name": "echo", "params": [{"name": "pair", "type": "tuple<u8,bool>"}], "result": "tuple<u8,bool>"}])
     assert es.call("objects", "echo", [3, False]) == (3, False)
     with pytest.raises(essa.SignatureError, match=r"essa.toml, \[functions.nope\]"):

@@ -26,7 +26,7 @@ pytest.importorskip("essa_http", reason="essa-plugin-http is not installed")
 pytest.importorskip("essa_lmdb", reason="essa-plugin-lmdb is not installed")
 
 import essa  # noqa: E402
-from essa.testing.conformance.wat import wat_bytes, wat2wasm  # noqa: E402
+from essa.testing.conformance.wat import wat2wasm, wat_bytes  # noqa: E402
 from essa.testing.ports import free_port  # noqa: E402
 
 from .helpers import DEADLINE, ESSA, Server, request, wait_until  # noqa: E402

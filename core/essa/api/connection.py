@@ -52,9 +52,9 @@ from essa.errors import EssaError
 from essa.security import settings as security_settings
 from essa.security.tls import TlsFiles
 from essa.state.bincode import decode_lattice, encode_lattice
-from essa.state.signatures import Signature, parse_toml
 from essa.state.keys import KeyList, encode_text
 from essa.state.lattice import Lattice
+from essa.state.signatures import Signature, parse_toml
 from essa.transport.base import Message
 from essa.wasm.abi import CallOutcome, EssaResult
 from essa.wasm.limits import Grants, Limits

@@ -204,15 +204,15 @@ class Signature:
 
     def decode_result(self, data: bytes) -> Any:
         """The result value of the result bytes; :class:`ResultError` if they are not one of :attr:`result`."""
-        kind = self.result
+        kind, name = self.result, self.name
         try:
             value, end = kind.decode(data, 0)
         except (struct.error, IndexError):
-            raise ResultError(f"{self.name}: its result ({count_bytes(len(data))}) ends before a whole {kind}", data) from None
+            raise ResultError(f"{name}: its result ({count_bytes(len(data))}) ends before a whole {kind}", data) from None
         except Mismatch as exc:
-            raise ResultError(f"{self.name}: its result{exc.where()} is not a {kind}: {exc.reason}", data) from None
+            raise ResultError(f"{name}: its result{exc.where()} is not a {kind}: {exc.reason}", data) from None
         if end != len(data):
-            raise ResultError(f"{self.name}: its result has {count_bytes(len(data) - end)} left over after a {kind}", data)
+            raise ResultError(f"{name}: its result has {count_bytes(len(data) - end)} left over after a {kind}", data)
         return value
 
     def result_json(self, value: Any) -> Any:
