@@ -32,6 +32,7 @@ transports
 triggers
     :class:`Trigger`, :class:`TriggerConfig`, the public API's
     :class:`Connection` (and its :class:`LogLine`, :class:`OutputLines`),
+    functions' :class:`Signature` (arguments from JSON, results to JSON),
     and the JSON view of lattices (:func:`to_json`, :func:`from_json`).
 commands (``essa_register_commands``)
     the CLI's option helpers (:func:`endpoint_options`, :func:`metrics_option`,
@@ -41,8 +42,9 @@ commands (``essa_register_commands``)
     files (:func:`tls_files`), :func:`wait_for_signal`, :func:`data_dir`,
     Prometheus buckets (:data:`LATENCY`).
 everyone
-    essa's errors, :class:`RateLimitedLog` and :func:`describe` for
-    background loops, :func:`raise_open_files_limit`.
+    essa's errors and :func:`kind_of` (an error's kind, as JSON errors name
+    it), :class:`RateLimitedLog` and :func:`describe` for background loops,
+    :func:`raise_open_files_limit`.
 """
 
 from __future__ import annotations
@@ -60,6 +62,7 @@ from essa.cli.options import (
 from essa.cluster.metrics import LATENCY
 from essa.cluster.processes import open_transport, wait_for_signal
 from essa.errors import (
+    ArgumentError,
     CallCancelled,
     DecodeError,
     EssaError,
@@ -71,7 +74,10 @@ from essa.errors import (
     ModuleError,
     NotFound,
     PluginNotFound,
+    ResultError,
+    SignatureError,
     StoreError,
+    kind_of,
 )
 from essa.placement import ExecutorState, Placement
 from essa.security.settings import tls_files
@@ -112,6 +118,7 @@ from essa.state.lattice import (
     SingleCausalLattice,
     VectorClock,
 )
+from essa.state.signatures import Signature
 from essa.state.store import ClusterServices, Store
 from essa.state.views import from_json, to_json
 from essa.transport.base import Message, Subscription, Transport, last_segment
@@ -163,13 +170,14 @@ __all__ = [
     # transports
     "DEFAULT_ENDPOINT", "Message", "Subscription", "Transport", "TransportError", "last_segment",
     # triggers
-    "Connection", "LogLine", "OutputLines", "Trigger", "TriggerConfig", "from_json", "to_json",
+    "Connection", "LogLine", "OutputLines", "Signature", "Trigger", "TriggerConfig", "from_json", "to_json",
     # commands
     "LATENCY", "data_dir", "endpoint_options", "metrics_option", "open_transport", "serve_metrics",
     "split_endpoints", "tls_files", "tls_options", "wait_for_signal",
     # errors
-    "CallCancelled", "DecodeError", "EssaError", "GuestExit", "GuestTrap", "InvalidKey", "LatticeTypeError",
-    "LimitExceeded", "ModuleError", "NotFound", "PluginNotFound", "StoreError",
+    "ArgumentError", "CallCancelled", "DecodeError", "EssaError", "GuestExit", "GuestTrap", "InvalidKey",
+    "LatticeTypeError", "LimitExceeded", "ModuleError", "NotFound", "PluginNotFound", "ResultError", "SignatureError",
+    "StoreError", "kind_of",
     # utilities
     "RateLimitedLog", "describe", "format_bytes", "format_seconds", "parse_duration", "parse_size",
     "raise_open_files_limit", "spell_size",

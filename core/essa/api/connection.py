@@ -6,8 +6,10 @@
 
     with essa.connect() as es:                      # embedded: this process, the default store
         es.deploy("wc.wasm", name="wc")             # a new version of deployment "wc"
-        es.call("wc", "count_words", essa.encode("string", "the quick fox"))   # -> bytes
-        es.state("wc").get("vocab")                 # -> SetLattice({b"fox", b"quick", b"the"})
+        es.call("wc", "count_words", "the quick fox")               # -> 3 (by its signature)
+        es.call("wc", "count_words", essa.encode("string", "a b"))  # bytes in, bytes out
+        count = es.function("wc", "count_words")    # count("a b") -> 2; await count.acall("a b")
+        es.state("wc").get("vocab")                 # -> SetLattice({b"fox", b"quick", b"the", ...})
 
     es = essa.connect("tcp/127.0.0.1:7447")         # a running cluster (`essa up`)
 
@@ -19,19 +21,30 @@ calls print is kept by the executors that ran them, for a while
 (:meth:`Connection.logs`, :meth:`Connection.follow_logs`). Every error is an
 :class:`essa.errors.EssaError` whose message is the one line the ``essa``
 command prints: :class:`~essa.errors.NotFound` for an unknown deployment,
-version or function, :class:`CallError` for a call that failed.
+version or function, :class:`CallError` for a call that failed,
+:class:`~essa.errors.ArgumentError` for arguments that do not fit a
+function's signature (refused before the call), :class:`~essa.errors.ResultError`
+for a result that is not what the signature says.
+
+A function with a signature (docs/signatures.md) takes values and gives a
+value; one without, and any call given one ``bytes`` argument, takes and
+gives bytes (:mod:`essa.api.function`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import dataclasses
 import datetime
+import functools
+import math
 import os
 import threading
 import time
-from typing import BinaryIO, Callable, Mapping, Sequence
+from typing import Any, BinaryIO, Callable, Iterable, Mapping, Sequence
 
+from essa.api.function import Function, bind
 from essa.cluster import topics
 from essa.cluster.client import CallHandle, Client, ConsoleOutput
 from essa.cluster.control import ControlClient
@@ -47,6 +60,7 @@ from essa.security.tls import TlsFiles
 from essa.state.bincode import decode_lattice, encode_lattice
 from essa.state.keys import KeyList, encode_text
 from essa.state.lattice import Lattice
+from essa.state.signatures import Signature, parse_toml
 from essa.state.timestamps import parse_timestamp
 from essa.transport.base import Message
 from essa.util.units import parse_duration
@@ -150,11 +164,20 @@ class Connection:
 
     # -- deployments -----------------------------------------------------------------
 
-    def deploy(self, module: str | os.PathLike | bytes, name: str) -> Deployment:
+    def deploy(self, module: str | os.PathLike | bytes, name: str,
+               signatures: str | os.PathLike | Iterable[Signature | dict] | None = None) -> Deployment:
         """Store ``module`` (a path or the bytes) as a new version of deployment ``name``.
 
         The module is compiled on deploy: a module that cannot run is refused
-        here. Returns the new version.
+        here. Its functions' signatures come from its ``essa.signatures``
+        section (the SDKs write it) and from ``signatures``, which take the
+        place of the section's for their functions: a TOML file's
+        ``[functions.NAME]`` tables (its path, e.g. ``"essa.toml"``), or
+        :class:`~essa.state.signatures.Signature` objects or the contract's
+        dicts (docs/signatures.md). Returns the new version.
+
+        :raises essa.errors.SignatureError: a malformed signature (or section),
+            or one of a function the module does not have.
         """
         check_name(name)
         if isinstance(module, (bytes, bytearray)):
@@ -162,27 +185,43 @@ class Connection:
             check_wasm(wasm, "the module")
         else:
             wasm = read_module(os.fspath(module))
+        declared = {}
+        if signatures is not None:
+            origin, found = _declared(signatures)
+            declared = {"signatures": [s.as_dict() for s in found], "signatures_from": origin}
         answer = self._control.request("deploy", timeout=DEPLOY_TIMEOUT, name=name, wasm=wasm,
-                                       id=os.urandom(16).hex(), created=time.time_ns())
+                                       id=os.urandom(16).hex(), created=time.time_ns(), **declared)
         deployment = Deployment.from_dict(answer["deployment"])
         self._forget(name)
         return deployment
 
     def deployment(self, spec: str) -> Deployment:
         """The deployment ``NAME`` (its latest version) or ``NAME@VERSION``."""
-        name, version = parse_spec(spec)
+        cached = self._cached(spec)
+        if cached is not None:
+            return cached
+        _name, version = parse_spec(spec)
         pinned = version is not None
-        with self._lock:
-            cached = self._resolved.get(spec)
-        if cached is not None and (pinned or cached[1] > time.monotonic()):
-            return cached[0]
         answer = self._control.request("resolve", spec=spec)
         deployment = Deployment.from_dict(answer["deployment"])
         with self._lock:
             if len(self._resolved) > 4096:
                 self._resolved.clear()
-            self._resolved[spec] = (deployment, time.monotonic() + RESOLVE_TTL)
+            self._resolved[spec] = (deployment, math.inf if pinned else time.monotonic() + RESOLVE_TTL)
+            self._resolved[deployment.spec] = (deployment, math.inf)  # NAME@VERSION never changes
         return deployment
+
+    async def adeployment(self, spec: str) -> Deployment:
+        """:meth:`deployment` for asyncio: at once when it was resolved just now, else on a thread (it asks)."""
+        cached = self._cached(spec)
+        if cached is not None:
+            return cached
+        return await asyncio.get_running_loop().run_in_executor(None, self.deployment, spec)
+
+    def _cached(self, spec: str) -> Deployment | None:
+        """The deployment ``spec`` names if it was resolved less than :data:`RESOLVE_TTL` ago (pinned: ever)."""
+        cached = self._resolved.get(spec)  # a dict read is atomic: no lock on the hot path
+        return cached[0] if cached is not None and cached[1] > time.monotonic() else None
 
     def deployments(self) -> list[Deployment]:
         """The latest version of every deployment, by name."""
@@ -193,8 +232,19 @@ class Connection:
         return [Deployment.from_dict(d) for d in self._control.request("versions", name=name)["deployments"]]
 
     def functions(self, spec: str) -> list[str]:
-        """The functions of a deployment, as their author named them."""
+        """The functions of a deployment, as their author named them (``deployment(spec).signature(f)``: theirs)."""
         return list(self.deployment(spec).functions)
+
+    def function(self, spec: str, function: str, timeout: float | None = None,
+                 output: Callable[[Message], None] | None = None) -> Function:
+        """``function`` of deployment ``spec`` as a Python callable (:class:`~essa.api.function.Function`).
+
+        ``es.function("wc", "count_words")("the quick fox")`` returns 3;
+        ``timeout`` and ``output`` apply to each of its calls, as for :meth:`call`.
+
+        :raises essa.errors.NotFound: no such deployment, version or function.
+        """
+        return Function(self, spec, function, timeout, output)
 
     def remove(self, name: str, purge: bool = False) -> int:
         """Remove deployment ``name`` (every version); its state stays unless ``purge``.
@@ -212,49 +262,116 @@ class Connection:
 
     # -- calls -----------------------------------------------------------------------
 
-    def call_async(self, spec: str, function: str, args: bytes = b"",
-                   output: Callable[[Message], None] | None = None, trace: bool = False) -> concurrent.futures.Future:
-        """Start ``function`` of deployment ``spec``; the future's result is the result bytes.
+    def call(self, spec: str, function: str, /, *args: Any, timeout: float | None = None,
+             output: Callable[[Message], None] | None = None, **kwargs: Any) -> Any:
+        """Call ``function`` of deployment ``spec`` and return its result.
 
-        The future raises :class:`CallError` if the call fails; cancelling it
-        ends the call on the executors. Guest output (and essa's warnings
-        about the call) goes to ``output`` as it is written, and is kept in
-        the deployment's logs either way (:meth:`logs`); ``future.call`` is
-        the call's id there. With ``trace``, ``future.spans()`` gives the
-        call and every remote call it made (:mod:`essa.cluster.tracing`).
-        """
-        return _BytesFuture(self._start_call(spec, function, args, output, trace))
-
-    def _start_call(self, spec: str, function: str, args: bytes, output: Callable[[Message], None] | None,
-                    trace: bool = False) -> CallHandle:
-        deployment = self.deployment(spec)
-        export = deployment.check_function(function)
-        return self._client.start_call(deployment.module, export, bytes(args), deployment.namespace, output,
-                                       trace=trace, fields={"deployment": deployment.name,
-                                                            "version": deployment.version})
-
-    def call(self, spec: str, function: str, args: bytes = b"", timeout: float | None = None,
-             output: Callable[[Message], None] | None = None) -> bytes:
-        """Call ``function`` of deployment ``spec`` with ``args``; return the result bytes.
-
-        A call not answered after ``timeout`` seconds is cancelled. What it
-        prints goes to ``output`` (a callable taking ``{"stream": 1|2,
-        "data": bytes}``), if given, and into the deployment's logs.
+        With a signature, ``args`` and ``kwargs`` are the function's
+        parameters (``es.call("wc", "count_words", "the quick fox")`` -> 3);
+        given one ``bytes`` argument (or none, to a function without a
+        signature), the call takes those bytes as they are and returns the
+        result's bytes (see :mod:`essa.api.function`). A call not answered
+        after ``timeout`` seconds is cancelled; guest output goes to
+        ``output`` as it is written, and is kept in the deployment's logs
+        either way (:meth:`logs`). (Parameters named ``timeout`` or
+        ``output``: use :meth:`function`.)
 
         :raises essa.errors.NotFound: no such deployment, version or function.
+        :raises essa.errors.ArgumentError: the arguments do not fit the signature (nothing ran).
         :raises CallError: the call failed (trapped, exceeded a limit, ...).
+        :raises essa.errors.ResultError: the result is not what the signature declares.
         """
-        handle = self._start_call(spec, function, args, output)  # waited on directly: no second future
+        return self._call(spec, function, args, kwargs, timeout, output)
+
+    def call_async(self, spec: str, function: str, /, *args: Any,
+                   output: Callable[[Message], None] | None = None, trace: bool = False,
+                   **kwargs: Any) -> concurrent.futures.Future:
+        """Start ``function`` of deployment ``spec``; the future's result is the call's result (as :meth:`call`).
+
+        Wrong arguments raise here, before anything starts. The future
+        raises :class:`CallError` if the call fails; cancelling it ends the
+        call on the executors. Guest output (and essa's warnings about the
+        call) goes to ``output`` as it is written, and is kept in the
+        deployment's logs either way (:meth:`logs`); ``future.call`` is the
+        call's id there. With ``trace``, ``future.spans()`` gives the call
+        and every remote call it made (:mod:`essa.cluster.tracing`).
+        """
+        return self._call_async(spec, function, args, kwargs, output, trace)
+
+    async def acall(self, spec: str, function: str, /, *args: Any, **kwargs: Any) -> Any:
+        """:meth:`call` for asyncio: awaits the result (cancelling the task cancels the call).
+
+        A deployment resolved a moment ago starts its call on the event loop
+        itself; otherwise the call starts on a thread (resolving asks the
+        cluster), so the loop never waits for the network.
+        """
+        return (await self._acall(spec, function, args, kwargs)).value
+
+    async def acall_result(self, spec: str, function: str, /, *args: Any,
+                           output: Callable[[Message], None] | None = None,
+                           started: Callable[[str], None] | None = None, **kwargs: Any) -> "CallResult":
+        """:meth:`acall`, giving the result with the call's id (what a trigger answers with).
+
+        Guest output goes to ``output`` as it is written, as for :meth:`call`;
+        ``started`` is called with the call's id once the call is sent.
+        (Parameters named ``output`` or ``started``: use :meth:`function`.)
+        """
+        return await self._acall(spec, function, args, kwargs, output, started)
+
+    def _start(self, spec: str, function: str, args: Sequence[Any], kwargs: Mapping[str, Any],
+               output: Callable[[Message], None] | None, trace: bool = False) -> tuple[CallHandle, Signature | None]:
+        deployment = self.deployment(spec)
+        export, payload, signature = bind(deployment, function, args, kwargs)
+        handle = self._client.start_call(deployment.module, export, payload, deployment.namespace, output,
+                                         trace=trace, fields={"deployment": deployment.name,
+                                                              "version": deployment.version})
+        return handle, signature
+
+    def _call(self, spec: str, function: str, args: Sequence[Any], kwargs: Mapping[str, Any],
+              timeout: float | None, output: Callable[[Message], None] | None) -> Any:
+        handle, signature = self._start(spec, function, args, kwargs, output)  # waited on directly: no second future
         try:
             outcome = handle.result(timeout)
         except concurrent.futures.TimeoutError:
             handle.cancel()
             raise CallError(f"{function}: no answer within {timeout:g} s", kind="cancelled", call=handle.call) from None
-        return _value(outcome)
+        value = _value(outcome)
+        return value if signature is None else signature.decode_result(value)
 
-    async def acall(self, spec: str, function: str, args: bytes = b"") -> bytes:
-        """:meth:`call` for asyncio: awaits the result bytes (cancelling the task cancels the call)."""
-        return await asyncio.wrap_future(self.call_async(spec, function, args))
+    def _call_async(self, spec: str, function: str, args: Sequence[Any], kwargs: Mapping[str, Any],
+                    output: Callable[[Message], None] | None = None, trace: bool = False) -> "_ResultFuture":
+        return _ResultFuture(*self._start(spec, function, args, kwargs, output, trace))
+
+    async def _acall(self, spec: str, function: str, args: Sequence[Any], kwargs: Mapping[str, Any],
+                     output: Callable[[Message], None] | None = None,
+                     started: Callable[[str], None] | None = None) -> "CallResult":
+        loop = asyncio.get_running_loop()
+        if self._cached(spec) is not None and self._client.caller.sees_scheduler:
+            handle, signature = self._start(spec, function, args, kwargs, output)  # nothing here waits: no thread hop
+        else:
+            start = loop.run_in_executor(None, functools.partial(self._start, spec, function, args, kwargs, output))
+            try:
+                handle, signature = await asyncio.shield(start)
+            except asyncio.CancelledError:  # cancelled while it started: cancel it once started
+                start.add_done_callback(_cancel_started)
+                raise
+        if started is not None:
+            started(handle.call)
+        # The reply settles an asyncio future straight from the thread that received it: no future in between.
+        waiter = loop.create_future()
+
+        def settled(ended: CallHandle) -> None:
+            try:
+                loop.call_soon_threadsafe(_settle_waiter, waiter, ended, signature)
+            except RuntimeError:  # the loop is closed: nobody waits any more
+                pass
+
+        handle.add_done_callback(settled)
+        try:
+            return await waiter
+        except asyncio.CancelledError:  # cancelling the task cancels the call
+            handle.cancel()
+            raise
 
     def run(self, module: str | os.PathLike | bytes, namespace: str | None = None,
             output: Callable[[Message], None] | None = None, timeout: float | None = None,
@@ -437,12 +554,21 @@ class Run:
         return f"<essa.Run {self.id}{' done' if self.done() else ''}>"
 
 
-class _BytesFuture(concurrent.futures.Future):
-    """The future of :meth:`Connection.call_async`: result bytes, or :class:`CallError`."""
+@dataclasses.dataclass(frozen=True, slots=True)
+class CallResult:
+    """A call's result (as :meth:`Connection.call` returns it) and its id (its log lines carry it)."""
 
-    def __init__(self, handle: CallHandle) -> None:
+    value: Any
+    call: str
+
+
+class _ResultFuture(concurrent.futures.Future):
+    """The future of :meth:`Connection.call_async`: the result (bytes, or decoded by ``signature``), or the error."""
+
+    def __init__(self, handle: CallHandle, signature: Signature | None = None) -> None:
         super().__init__()
         self._handle = handle
+        self._signature = signature
         handle.add_done_callback(self._settle)
 
     def cancel(self) -> bool:
@@ -466,7 +592,9 @@ class _BytesFuture(concurrent.futures.Future):
         try:
             try:
                 value = _value(handle.result())
-            except CallError as exc:
+                if self._signature is not None:
+                    value = self._signature.decode_result(value)
+            except EssaError as exc:  # CallError, ResultError
                 self.set_exception(exc)
             else:
                 self.set_result(value)
@@ -495,6 +623,36 @@ def _since(since: str | float | datetime.datetime | datetime.timedelta | None) -
         raise EssaError(f"since={since!r}: expected a datetime, a timedelta, seconds ago or text (10m, an RFC 3339 "
                         "time)")
     return time.time() - since
+
+
+def _cancel_started(start: asyncio.Future) -> None:
+    if not start.cancelled() and start.exception() is None:
+        start.result()[0].cancel()
+
+
+def _settle_waiter(waiter: asyncio.Future, handle: CallHandle, signature: Signature | None) -> None:
+    """Settle the asyncio future of :meth:`Connection.acall` with the call's result (decoded) or error."""
+    if waiter.done() or handle.cancelled():
+        return
+    try:
+        value = _value(handle.result())
+        waiter.set_result(CallResult(value if signature is None else signature.decode_result(value), handle.call))
+    except EssaError as exc:  # CallError, ResultError
+        waiter.set_exception(exc)
+
+
+def _declared(signatures: str | os.PathLike | Iterable[Signature | dict]) -> tuple[str, list[Signature]]:
+    """Where declared signatures come from (for messages), and the signatures."""
+    if isinstance(signatures, (str, os.PathLike)):
+        path = os.fspath(signatures)
+        try:
+            with open(path, encoding="utf-8") as f:
+                text = f.read()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise EssaError(f"{path}: cannot read: {getattr(exc, 'strerror', None) or exc}") from None
+        return path, parse_toml(text, path)
+    found = [s if isinstance(s, Signature) else Signature.from_dict(s) for s in signatures]
+    return "the declared signatures", found
 
 
 def _value(outcome: CallOutcome) -> bytes:

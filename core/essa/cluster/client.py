@@ -9,6 +9,7 @@ on the executors, with every remote call it started.
 from __future__ import annotations
 
 import concurrent.futures
+import os
 import sys
 import threading
 import time
@@ -129,6 +130,7 @@ class Client:
         self._owns_caller = caller is None
         self.caller = caller or Caller(transport, "client")
         self._unsent: dict[str, bytes] = {}
+        self._run_ids = _RunIds()
 
     def publish(self, wasm: bytes, origin: str = "the module") -> str:
         """Make a module available to the executors; return its name."""
@@ -221,7 +223,7 @@ class Client:
         once. ``trace`` as for :meth:`start_run`; ``fields`` are extra request
         fields (``deployment``: the name the call was made by, for metrics).
         """
-        run = uuid.uuid4().hex
+        run = self._run_ids.next()
         if len(args) > self.max_message_bytes:
             message = (
                 f"cannot call {function}: {len(args)} bytes of arguments exceed the message size limit "
@@ -311,6 +313,28 @@ class Client:
     def close(self) -> None:
         if self._owns_caller:
             self.caller.close()
+
+
+class _RunIds:
+    """Fresh random run ids for calls, as ``uuid4().hex`` spells them (32 hex digits), 256 at a time.
+
+    ``os.urandom`` lets go of the GIL, so an event loop that started a call
+    (``Connection.acall``) waited to get it back from whichever thread took it,
+    on every call; fetching the random bytes of 256 ids at once makes that rare.
+    """
+
+    _BATCH = 256
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._ids: list[str] = []
+
+    def next(self) -> str:
+        with self._lock:
+            if not self._ids:
+                batch = os.urandom(16 * self._BATCH).hex()
+                self._ids = [batch[i:i + 32] for i in range(0, len(batch), 32)]
+            return self._ids.pop()
 
 
 class _Spans:

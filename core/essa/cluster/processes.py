@@ -319,7 +319,8 @@ def up(
         print(f"run a module with:  essa run --connect {listen} FILE.wasm", flush=True)
         print(f"deploy one with:    essa deploy --connect {listen} FILE.wasm --name NAME", flush=True)
         if http:
-            print(f"call one over HTTP: curl --data-binary ARGS http://{http}/v1/functions/NAME/FUNCTION", flush=True)
+            print(f"call one over HTTP: curl -H 'content-type: application/json' -d '[ARG, ...]' "
+                  f"http://{http}/v1/functions/NAME/FUNCTION", flush=True)
         print("stop with Ctrl-C", flush=True)
         while not stopping.wait(0.5):
             for name, child in children:

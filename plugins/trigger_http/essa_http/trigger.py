@@ -62,8 +62,9 @@ class HttpTrigger(Trigger):
         "body-timeout": "seconds a request's body may take to arrive, plus 1 s per KiB received (default 20); "
                         "then 408, closed",
         "keep-alive": "seconds an idle connection stays open after an answer (default 5)",
-        "threads": "threads running the API's blocking parts: starting calls, state and deployment requests "
-                   "(default 32)",
+        "threads": "threads running the API's blocking parts: a call's first lookup of its deployment, state and "
+                   "deployment requests (default 32); calls whose deployment was just looked up start on the "
+                   "event loop",
     }
 
     def __init__(self, connection, config: TriggerConfig) -> None:
@@ -106,7 +107,7 @@ class HttpTrigger(Trigger):
             routes = self._routes = Routes(self.connection, self.config.max_message_bytes, metrics, pool,
                                            self.max_requests)
             server = make_server(routes.app(), lambda: ready and ready(address), self._fitted_limits(), metrics,
-                                 self.config.shutdown_timeout)
+                                 self.config.shutdown_timeout, pool)
             self._server = server
             self._apply_stop()  # a stop asked before the server existed
             server.run(sockets=[sock])
