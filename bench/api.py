@@ -1,15 +1,19 @@
 """The public API's cost: `essa.connect().call(...)` beside the internal client path; prints JSON.
 
-For an 8-byte echo function, in one run and alternating the two paths:
+For an 8-byte echo function, in one run and alternating the paths:
 
 - ``api``: ``Connection.call("echo", "echo", args)`` on a deployment (name
   resolution, function check, bytes or an exception);
+- ``typed``: ``Connection.call("typed", "echo", 4050765991979987505)`` on the
+  same echo deployed with its signature, ``echo(x: u64) -> u64``: the
+  argument encoded and the result decoded by the signature;
 - ``internal``: ``Client.call(module_sha256, "__essa_wrapper__echo", args)``,
   the path ``bench/embedded.py`` and ``bench/cluster.py`` measure.
 
 Modes: ``embedded`` (this process) and ``cluster`` (a scheduler and two
-executor processes on loopback). The target: the API costs at most 10 % more
-(p50) than the internal path.
+executor processes on loopback). The targets: the API costs at most 10 %
+more (p50) than the internal path (``api_overhead_p50_pct``), a typed call at
+most 5 % more than a raw-bytes one (``typed_overhead_p50_pct``).
 
 Usage: python bench/api.py [--mode embedded|cluster|both] [--engine wasmtime] [--calls 2000]
 """
@@ -19,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -30,7 +35,7 @@ from pathlib import Path
 # bench/http.py would otherwise shadow (python puts the script's directory first).
 _HERE = Path(__file__).resolve().parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE] + [str(_HERE)]
-from embedded import ECHO_WAT, percentiles  # noqa: E402
+from embedded import ECHO_U64, ECHO_WAT, TYPED_ECHO_WAT, percentiles  # noqa: E402
 
 from essa.testing.ports import free_port
 
@@ -40,22 +45,29 @@ def measure(connection, calls: int) -> dict:
 
     wasm = bytes(wasmtime.wat2wasm(ECHO_WAT))
     deployment = connection.deploy(wasm, name="echo")
+    connection.deploy(bytes(wasmtime.wat2wasm(TYPED_ECHO_WAT)), name="typed")
     client = connection._client  # the internal path, for comparison only
     paths = {
-        "api": lambda: connection.call("echo", "echo", b"12345678"),
-        "internal": lambda: client.call(deployment.module, "__essa_wrapper__echo", b"12345678", "echo").value,
+        "api": (lambda: connection.call("echo", "echo", b"12345678"), b"12345678"),
+        "typed": (lambda: connection.call("typed", "echo", ECHO_U64), ECHO_U64),
+        "internal": (lambda: client.call(deployment.module, "__essa_wrapper__echo", b"12345678", "echo").value,
+                     b"12345678"),
     }
-    for call in paths.values():  # warm: both executors have the module, caches are filled
+    for call, expected in paths.values():  # warm: both executors have the module, caches are filled
         for _ in range(200):
-            assert call() == b"12345678"
+            assert call() == expected
     samples: dict[str, list[float]] = {name: [] for name in paths}
+    order = list(paths)
     for _ in range(calls):
-        for name, call in paths.items():  # alternate, so both see the same machine load
+        random.shuffle(order)  # alternate, so all see the same machine load, in no fixed order: a call
+        for name in order:     # right after another may find its executor still busy with that one
+            call, expected = paths[name]
             started = time.perf_counter()
-            assert call() == b"12345678"
+            assert call() == expected
             samples[name].append(time.perf_counter() - started)
     result = {name: percentiles(values) for name, values in samples.items()}
     result["api_overhead_p50_pct"] = round(100 * (result["api"]["p50_ms"] / result["internal"]["p50_ms"] - 1), 1)
+    result["typed_overhead_p50_pct"] = round(100 * (result["typed"]["p50_ms"] / result["api"]["p50_ms"] - 1), 1)
     return result
 
 

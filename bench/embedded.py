@@ -63,6 +63,14 @@ ECHO_WAT = """
 """
 
 
+#: :data:`ECHO_WAT` with a signature, ``echo(x: u64) -> u64`` (the 8 bytes it echoes are one u64), in its
+#: ``essa.signatures`` custom section (docs/signatures.md).
+TYPED_ECHO_WAT = ECHO_WAT.replace("(module", """(module
+  (@custom "essa.signatures" "{\\"name\\":\\"echo\\",\\"params\\":[{\\"name\\":\\"x\\",\\"type\\":\\"u64\\"}],\\"result\\":\\"u64\\"}\\n")""", 1)
+#: The u64 whose bytes are the raw echo's 8 argument bytes.
+ECHO_U64 = int.from_bytes(b"12345678", "little")
+
+
 def percentiles(samples: list[float]) -> dict[str, float]:
     ordered = sorted(samples)
 

@@ -1,9 +1,12 @@
 """Soak benchmark: one executor process serving a million calls, its resources sampled.
 
 An executor must serve calls for weeks. This serves ``--echo-calls`` 8-byte
-echo calls and, interleaved with them, runs of ``examples/test-function.wasm``
+echo calls, ``--say-calls`` calls of a function that prints one line per
+call (kept in the executor's logs, :mod:`essa.cluster.logbook`, within their
+bounds) and, interleaved with them, runs of ``examples/test-function.wasm``
 until their remote calls reach ``--test-function-calls``, from ``--clients``
-client threads. Every ``--interval`` seconds it samples the executor
+client threads. The echo and printing functions are
+:mod:`essa.testing.printing`'s. Every ``--interval`` seconds it samples the executor
 process's RSS, memory mappings, open descriptors and threads
 (:mod:`essa.testing.resources`) and prints the sample as one JSON line; at the
 end it prints a JSON summary:
@@ -28,7 +31,7 @@ test-function runs in a fresh namespace each, whose keys are deleted after
 the run (so the state does not grow with the runs).
 
 Usage: python bench/soak.py --mode embedded|cluster [--engine wasmtime] [--echo-calls 1000000]
-       [--test-function-calls 100000] [--interval 10] [--clients 8]
+       [--say-calls 1000000] [--test-function-calls 100000] [--interval 10] [--clients 8]
 """
 
 from __future__ import annotations
@@ -49,9 +52,8 @@ from pathlib import Path
 # bench/http.py would otherwise shadow (python puts the script's directory first).
 _HERE = Path(__file__).resolve().parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE] + [str(_HERE)]
-from embedded import ECHO_WAT  # noqa: E402
-
-from essa.testing.ports import free_port
+from essa.testing.ports import free_port  # noqa: E402
+from essa.testing.printing import printing_module  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 TEST_FUNCTION = ROOT / "examples" / "test-function.wasm"
@@ -61,30 +63,27 @@ WINDOW = 100_000
 
 
 class Workload:
-    """Hands out echo calls and test-function runs, interleaved, until both totals are reached."""
+    """Hands out echo calls, printing calls and test-function runs, interleaved, until every total is reached."""
 
-    def __init__(self, echo_calls: int, test_function_calls: int) -> None:
-        self.echo_total = self.echo_left = echo_calls
-        self.runs_total = self.runs_left = -(-test_function_calls // CALLS_PER_TEST_FUNCTION_RUN)
+    def __init__(self, echo_calls: int, test_function_calls: int, say_calls: int = 0) -> None:
+        runs = -(-test_function_calls // CALLS_PER_TEST_FUNCTION_RUN)
+        self.total = {"echo": echo_calls, "say": say_calls, "run": runs}
+        self.left = dict(self.total)
         self.calls_done = 0
         self.errors = 0
         self.first_error = ""
         self._lock = threading.Lock()
 
     def next(self) -> str | None:
-        """The next piece of work: runs keep the same share of the work from the first call to the last
-        (so the first and the last windows see the same mix)."""
+        """The next piece of work: each kind keeps the same share of the work from the first call to the
+        last (so the first and the last windows see the same mix): the one furthest behind goes next."""
         with self._lock:
-            runs_done = self.runs_total - self.runs_left
-            echo_done = self.echo_total - self.echo_left
-            behind = runs_done * max(1, self.echo_total) < echo_done * self.runs_total
-            if self.runs_left and (behind or not self.echo_left):
-                self.runs_left -= 1
-                return "run"
-            if self.echo_left:
-                self.echo_left -= 1
-                return "echo"
-            return None
+            waiting = [kind for kind, left in self.left.items() if left]
+            if not waiting:
+                return None
+            kind = min(waiting, key=lambda k: (self.total[k] - self.left[k]) / self.total[k])
+            self.left[kind] -= 1
+            return kind
 
     def done(self, calls: int, error: str = "") -> None:
         with self._lock:
@@ -120,9 +119,9 @@ def serve(connection, test_function: bytes, workload: Workload) -> None:
 
     while (kind := workload.next()) is not None:
         try:
-            if kind == "echo":
-                value = connection.call("echo", "echo", b"12345678", timeout=120)
-                workload.done(1, "" if value == b"12345678" else f"echo: {value!r}")
+            if kind in ("echo", "say"):
+                value = connection.call("echo", kind, b"12345678", timeout=120)
+                workload.done(1, "" if value == b"12345678" else f"{kind}: {value!r}")
             else:
                 # A fresh namespace per run (its output depends on it), deleted afterwards:
                 # the state does not grow with the number of runs.
@@ -141,9 +140,9 @@ def soak(connection, pid: int | str, args) -> dict:
     """Run the workload through ``connection``; sample process ``pid``; return the summary."""
     from essa.testing.resources import sample
 
-    connection.deploy(__import__("wasmtime").wat2wasm(ECHO_WAT), name="echo")
+    connection.deploy(printing_module(), name="echo")
     test_function = TEST_FUNCTION.read_bytes()
-    workload = Workload(args.echo_calls, args.test_function_calls)
+    workload = Workload(args.echo_calls, args.test_function_calls, args.say_calls)
     threads = [threading.Thread(target=serve, args=(connection, test_function, workload), daemon=True)
                for _ in range(args.clients)]
     samples = []
@@ -172,7 +171,9 @@ def soak(connection, pid: int | str, args) -> dict:
     sampling.join()
     take_sample()
     elapsed = time.monotonic() - started
+    kept = [a.get("logs") for a in connection.status() if a.get("role") == "executor"]
     return {
+        "logs_kept": kept,
         "calls": workload.calls_done,
         "seconds": round(elapsed, 1),
         "calls_per_s": round(workload.calls_done / elapsed, 1),
@@ -245,6 +246,7 @@ def main() -> None:
     parser.add_argument("--engine", default="wasmtime")
     parser.add_argument("--store", default="lmdb", help="the executor's store (the test function keeps state)")
     parser.add_argument("--echo-calls", type=int, default=1_000_000)
+    parser.add_argument("--say-calls", type=int, default=1_000_000, help="calls of a function printing a line")
     parser.add_argument("--test-function-calls", type=int, default=100_000)
     parser.add_argument("--warm-up", type=int, default=100_000, help="calls before the first window")
     parser.add_argument("--interval", type=float, default=10.0, help="seconds between samples")

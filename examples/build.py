@@ -13,10 +13,14 @@ The compiler is Zig's bundled clang with wasi-libc, from the PyPI package
 ``sys.executable -m ziglang cc -target wasm32-wasi ...``.
 
 The build is reproducible: it runs with the examples directory as the working
-directory and passes only relative source/include paths, without debug info
-and with the output stripped, so the bytes do not depend on where the
-repository lives or when it was built. Another ziglang version generally
-produces different bytes, hence the pin.
+directory and passes only relative source/include paths, without debug info,
+so the bytes do not depend on where the repository lives or when it was
+built. The modules keep their ``name`` section (function names, so a trap
+says where it happened); wasi-libc's debug info, which the linker would keep
+unless it also stripped the names, is removed afterwards
+(:mod:`essa.wasm.debuginfo`: essa must be installed for the Python that runs
+this, e.g. ``pip install -e .``). Another ziglang version generally produces different bytes,
+hence the pin.
 """
 
 from __future__ import annotations
@@ -31,6 +35,11 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+try:
+    from essa.wasm.debuginfo import without_debug_info
+except ImportError:  # said in one line by main()
+    without_debug_info = None
 
 #: The ziglang (PyPI) version the committed .wasm files were built with.
 ZIGLANG_VERSION = "0.17.1"
@@ -58,8 +67,7 @@ CFLAGS = [
     "-target", "wasm32-wasi",
     "-std=c11",
     "-O2",
-    "-g0",          # no debug info (it would carry paths)
-    "-s",           # strip: no name or producers sections
+    "-g0",          # no debug info (it would carry paths); wasi-libc's is removed after linking
     "-Wall",
     "-Wextra",
     "-I", "../guest/c",
@@ -123,6 +131,7 @@ def compile_example(output: str, sources: list[str], out_path: Path) -> None:
         )
     if not out_path.is_file():
         raise BuildError(f"the compiler did not write examples/{output}")
+    out_path.write_bytes(without_debug_info(out_path.read_bytes()))  # keeps the name section
 
 
 def describe(data: bytes) -> str:
@@ -145,6 +154,9 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         check_ziglang(args.allow_other_zig)
+        if without_debug_info is None:
+            raise BuildError(f"essa is not installed for {sys.executable} (it removes the modules' debug info); "
+                             f"install it with: {sys.executable} -m pip install -e .")
         stale = []
         with tempfile.TemporaryDirectory(prefix="essa-examples-") as tmp:
             for output, sources in EXAMPLES.items():

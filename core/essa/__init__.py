@@ -6,11 +6,11 @@ For users, :func:`connect` is the way in (see :mod:`essa.api`)::
 
     with essa.connect() as es:                  # or essa.connect("tcp/HOST:PORT")
         es.deploy("wc.wasm", name="wc")
-        words = es.call("wc", "count_words", essa.encode(["string"], ["a b c"]))
+        words = es.call("wc", "count_words", "a b c")      # 3: by the function's signature
 
-Lattice types (:class:`SetLattice`, :class:`LwwLattice`, ...) and errors
-(:class:`EssaError`, :class:`NotFound`, :class:`CallError`) are importable
-from here. For plugin authors the public surface is :data:`hookimpl` plus the
+Lattice types (:class:`SetLattice`, :class:`LwwLattice`, ...), errors
+(:class:`EssaError`, :class:`NotFound`, :class:`CallError`,
+:class:`ArgumentError`, ...) and :class:`Signature` are importable from here. For plugin authors the public surface is :data:`hookimpl` plus the
 base classes in :mod:`essa.wasm.engine`, :mod:`essa.state.store` and
 :mod:`essa.transport.base`.
 """
@@ -34,10 +34,10 @@ logging.getLogger("essa").addHandler(logging.NullHandler())
 #: Public names, imported on first use (``import essa`` stays light for plugins and the CLI).
 _LAZY = {
     "connect": "api", "Connection": "api", "State": "api", "CallError": "api",
-    "Deployment": "api",
+    "Deployment": "api", "Function": "api", "Signature": "api", "LogLine": "api", "LogBounds": "api",
     "encode": "state.codec", "decode": "state.codec",
     "EssaError": "errors", "NotFound": "errors", "StoreError": "errors", "ModuleError": "errors", "RunFailed": "errors",
-    "InvalidKey": "errors",
+    "InvalidKey": "errors", "ArgumentError": "errors", "ResultError": "errors", "SignatureError": "errors",
     "Lattice": "state.lattice", "LwwLattice": "state.lattice", "SetLattice": "state.lattice",
     "OrderedSetLattice": "state.lattice", "SingleCausalLattice": "state.lattice",
     "MultiCausalLattice": "state.lattice", "MaxLattice": "state.lattice", "BoolLattice": "state.lattice",

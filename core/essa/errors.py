@@ -73,3 +73,54 @@ class LatticeTypeError(StoreError):
 
 class DecodeError(EssaError, ValueError):
     """Bytes are not a valid encoding of a lattice value."""
+
+
+class ArgumentError(EssaError):
+    """Arguments do not fit a function's signature (a missing, extra or wrong one); the message names the parameter.
+
+    Raised before the call is made, so nothing ran.
+    """
+
+    kind = "bad-argument"
+
+
+class ResultError(EssaError):
+    """A function's result bytes are not a value of the result type its signature declares.
+
+    ``data`` holds the bytes, for whoever wants them anyway.
+    """
+
+    kind = "bad-result"
+
+    def __init__(self, message: str, data: bytes = b"") -> None:
+        super().__init__(message)
+        self.data = data
+
+
+class SignatureError(EssaError):
+    """A signature (in a module's ``essa.signatures`` section or a TOML file) is malformed; the message says where."""
+
+    kind = "signature"
+
+
+def kind_of(exc: EssaError, default: str = "error") -> str:
+    """How an error failed, in one word, as JSON errors name it (``{"error": LINE, "kind": KIND}``).
+
+    An error's own ``kind`` (calls, control requests, arguments) comes first;
+    then ``not-found``, ``invalid`` (a key), ``type-mismatch``, ``module``,
+    ``store``, ``trap``; else ``default``.
+    """
+    kind = getattr(exc, "kind", None)
+    if isinstance(kind, str) and kind:
+        return kind
+    for cls, name in _KINDS:
+        if isinstance(exc, cls):
+            return name
+    return default
+
+
+_KINDS = (
+    (NotFound, "not-found"), (InvalidKey, "invalid"), (LatticeTypeError, "type-mismatch"), (ModuleError, "module"),
+    (StoreError, "store"), (LimitExceeded, "limit"), (CallCancelled, "cancelled"), (GuestTrap, "trap"),
+    (RunFailed, "failed"), (PluginNotFound, "plugin"),
+)

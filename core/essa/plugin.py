@@ -14,7 +14,8 @@ engines
     invocation context (:class:`Invocation`, :func:`current_invocation`, its
     :class:`GuestFault` family, :func:`fault_guard`) and the guest ABI's host
     functions (:data:`HOST_FUNCTIONS`, :data:`IMPORT_MODULE`,
-    :data:`METER_FUNCTIONS`, :data:`FUEL`, :class:`HostFunction`); the module
+    :data:`METER_FUNCTIONS`, :data:`FUEL`, :class:`HostFunction`); where a
+    guest trapped, said alike by every engine (:func:`trap_location`); the module
     rewriter (:func:`instrument`, :data:`METER_MODULE`) and the Wasm binary
     reader (:mod:`essa.wasm.binary` as :data:`binary`); WASI preview 1 helpers
     (:data:`wasip1`) and the guest's :class:`Stdin`.
@@ -30,8 +31,9 @@ transports
     :class:`Transport`, :class:`Message`, :class:`Subscription`, :func:`last_segment`.
 triggers
     :class:`Trigger`, :class:`TriggerConfig`, the public API's
-    :class:`Connection`, and the JSON view of lattices (:func:`to_json`,
-    :func:`from_json`).
+    :class:`Connection` (and its :class:`LogLine`, :class:`OutputLines`),
+    functions' :class:`Signature` (arguments from JSON, results to JSON),
+    and the JSON view of lattices (:func:`to_json`, :func:`from_json`).
 commands (``essa_register_commands``)
     the CLI's option helpers (:func:`endpoint_options`, :func:`metrics_option`,
     :func:`serve_metrics`, :func:`split_endpoints`, :func:`tls_options`), a
@@ -40,14 +42,15 @@ commands (``essa_register_commands``)
     files (:func:`tls_files`), :func:`wait_for_signal`, :func:`data_dir`,
     Prometheus buckets (:data:`LATENCY`).
 everyone
-    essa's errors, :class:`RateLimitedLog` and :func:`describe` for
-    background loops, :func:`raise_open_files_limit`.
+    essa's errors and :func:`kind_of` (an error's kind, as JSON errors name
+    it), :class:`RateLimitedLog` and :func:`describe` for background loops,
+    :func:`raise_open_files_limit`.
 """
 
 from __future__ import annotations
 
 from essa import hookimpl
-from essa.api import Connection
+from essa.api import Connection, LogLine, OutputLines
 from essa.api.trigger import Trigger, TriggerConfig
 from essa.cli.options import (
     endpoint_options,
@@ -59,6 +62,7 @@ from essa.cli.options import (
 from essa.cluster.metrics import LATENCY
 from essa.cluster.processes import open_transport, wait_for_signal
 from essa.errors import (
+    ArgumentError,
     CallCancelled,
     DecodeError,
     EssaError,
@@ -70,7 +74,10 @@ from essa.errors import (
     ModuleError,
     NotFound,
     PluginNotFound,
+    ResultError,
+    SignatureError,
     StoreError,
+    kind_of,
 )
 from essa.placement import ExecutorState, Placement
 from essa.security.settings import tls_files
@@ -111,6 +118,7 @@ from essa.state.lattice import (
     SingleCausalLattice,
     VectorClock,
 )
+from essa.state.signatures import Signature
 from essa.state.store import ClusterServices, Store
 from essa.state.views import from_json, to_json
 from essa.transport.base import Message, Subscription, Transport, last_segment
@@ -141,6 +149,7 @@ from essa.wasm.invocation import (
 from essa.wasm.invocation import current as current_invocation
 from essa.wasm.limits import DirGrant, Grants, Limits
 from essa.wasm.stdin import CHUNK, Stdin
+from essa.wasm.traps import trap_location
 
 __all__ = [
     # plugin machinery
@@ -149,7 +158,7 @@ __all__ = [
     "CALLABLE_SIGNATURE", "CHUNK", "FUEL", "HOST_FUNCTIONS", "IMPORT_MODULE", "METER_FUNCTIONS", "METER_MODULE",
     "START", "CallOutcome", "DirGrant", "Engine", "EssaResult", "Grants", "GuestCancelled", "GuestFault",
     "GuestLimit", "GuestMemory", "HostFunction", "InstrumentError", "Invocation", "Limits", "ModuleInfo", "Program",
-    "Stdin", "binary", "current_invocation", "fault_guard", "instrument", "record_fault", "wasip1",
+    "Stdin", "binary", "current_invocation", "fault_guard", "instrument", "record_fault", "trap_location", "wasip1",
     # stores and state
     "RECORD_KEY_KEPT", "RECORD_KEY_LIMIT", "TAG_BOOL", "TAG_LWW", "TAG_MAP", "TAG_MAX", "TAG_MULTI_CAUSAL",
     "TAG_ORDERED_SET", "TAG_SET", "TAG_SINGLE_CAUSAL", "BoolLattice", "ClusterServices", "KeyList", "Lattice",
@@ -161,13 +170,14 @@ __all__ = [
     # transports
     "DEFAULT_ENDPOINT", "Message", "Subscription", "Transport", "TransportError", "last_segment",
     # triggers
-    "Connection", "Trigger", "TriggerConfig", "from_json", "to_json",
+    "Connection", "LogLine", "OutputLines", "Signature", "Trigger", "TriggerConfig", "from_json", "to_json",
     # commands
     "LATENCY", "data_dir", "endpoint_options", "metrics_option", "open_transport", "serve_metrics",
     "split_endpoints", "tls_files", "tls_options", "wait_for_signal",
     # errors
-    "CallCancelled", "DecodeError", "EssaError", "GuestExit", "GuestTrap", "InvalidKey", "LatticeTypeError",
-    "LimitExceeded", "ModuleError", "NotFound", "PluginNotFound", "StoreError",
+    "ArgumentError", "CallCancelled", "DecodeError", "EssaError", "GuestExit", "GuestTrap", "InvalidKey",
+    "LatticeTypeError", "LimitExceeded", "ModuleError", "NotFound", "PluginNotFound", "ResultError", "SignatureError",
+    "StoreError", "kind_of",
     # utilities
     "RateLimitedLog", "describe", "format_bytes", "format_seconds", "parse_duration", "parse_size",
     "raise_open_files_limit", "spell_size",

@@ -19,9 +19,12 @@
  * main (the module's _start) runs count_lines remotely on a short text, then
  * vocabulary, and prints "words: N" and "vocabulary: M words".
  *
- * A function given arguments that do not decode prints why on stderr and
- * traps (its caller gets UnknownError), as a Rust #[essa_wrap] function
- * panics. Build: python examples/build.py
+ * Each function declares its signature (ESSA_SIGNATURE), so essa takes its
+ * arguments and gives its result as values: `essa call wc count_words "the
+ * quick fox"` prints 3. A function given arguments that do not decode (raw
+ * bytes sent anyway) prints why on stderr and traps (its caller gets
+ * UnknownError), as a Rust #[essa_wrap] function panics.
+ * Build: python examples/build.py
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -105,6 +108,7 @@ static uint32_t start_call(const char *caller, const char *function, const void 
 /* ------------------------------------------------------------------------ */
 
 /* count_words(text: String) -> u64 */
+ESSA_SIGNATURE(count_words, "u64", text, "string");
 ESSA_FUNCTION(count_words) {
     size_t len;
     char *text = string_argument("count_words", args_len, &len);
@@ -142,6 +146,7 @@ ESSA_FUNCTION(count_words) {
 }
 
 /* count_lines(text: String) -> u64 */
+ESSA_SIGNATURE(count_lines, "u64", text, "string");
 ESSA_FUNCTION(count_lines) {
     size_t len;
     char *text = string_argument("count_lines", args_len, &len);
@@ -189,6 +194,7 @@ ESSA_FUNCTION(count_lines) {
 }
 
 /* vocabulary() -> Vec<String> */
+ESSA_SIGNATURE(vocabulary, "list<string>");
 ESSA_FUNCTION(vocabulary) {
     (void)args_len; /* no parameters: the argument bytes are empty */
     essa_bytes *members = NULL;

@@ -32,7 +32,8 @@
  * All functions are `static inline`; nothing needs to be linked besides
  * wasi-libc. Build with, for example:
  *
- *     python -m ziglang cc -target wasm32-wasi -O2 -g0 -s -I guest/c f.c -o f.wasm
+ *     python -m ziglang cc -target wasm32-wasi -O2 -g0 -I guest/c f.c -o f.wasm
+ *     python -m essa.wasm.debuginfo f.wasm     (drops debug info, keeps function names)
  */
 #ifndef ESSA_H
 #define ESSA_H
@@ -167,6 +168,69 @@ int32_t essa_host_get_lattice_data(const uint8_t *key_ptr, uint32_t key_len,
         essa_function_body_##name(args_len);                                 \
     }                                                                        \
     static void essa_function_body_##name(uint32_t args_len)
+
+/* ------------------------------------------------------------------------ */
+/* Signatures                                                                */
+/* ------------------------------------------------------------------------ */
+
+/**
+ * Declare the signature of a function defined with ESSA_FUNCTION: its result
+ * type, then the name and type of each parameter, in order (at most 16):
+ *
+ *     ESSA_SIGNATURE(count_words, "u64", text, "string");
+ *     ESSA_SIGNATURE(vocabulary, "list<string>");
+ *     ESSA_SIGNATURE(scale, "list<f64>", values, "list<f64>", factor, "f64");
+ *
+ * Types are string literals of essa's type grammar (docs/signatures.md):
+ * string, bytes, bool, unit, u8..u128, i8..i128, f32, f64, option<T>,
+ * list<T>, tuple<T1,T2,...>, map<K,V>; each is the bincode the function reads
+ * (its parameters one after the other) or writes (its result), as Rust's
+ * #[essa_wrap] encodes the same types. With a signature, `essa call`, the
+ * Python API and HTTP take the arguments as values (JSON, text) and give the
+ * result as one; the function itself still reads and writes bincode (the
+ * reader and writer below). A function without one takes and gives bytes.
+ *
+ * Write it at file scope. It adds one JSON line to the module's custom
+ * section "essa.signatures", e.g.
+ * {"name":"count_words","params":[{"name":"text","type":"string"}],"result":"u64"}
+ * (clang cannot place a C variable in a custom section: a section attribute
+ * makes a data segment, so the line is assembly). Nothing of it is in memory.
+ */
+#define ESSA_SIGNATURE(...)                                                   \
+    __asm__(".section .custom_section.essa.signatures,\"\",@\n"               \
+            ".ascii \"{\\\"name\\\":\\\"" ESSA__NAME(__VA_ARGS__)             \
+            "\\\",\\\"params\\\":[" ESSA__PARAMS(__VA_ARGS__)                 \
+            "],\\\"result\\\":\\\"" ESSA__RESULT(__VA_ARGS__, ~) "\\\"}\\n\"\n" \
+            ".text\n")
+
+/* The pieces of ESSA_SIGNATURE (not for direct use). */
+#define ESSA__STR(x) #x
+#define ESSA__NAME(f, ...) ESSA__STR(f)
+#define ESSA__RESULT(f, r, ...) "" r ""
+#define ESSA__PARAM(n, t) "{\\\"name\\\":\\\"" ESSA__STR(n) "\\\",\\\"type\\\":\\\"" t "\\\"}"
+#define ESSA__CAT(a, b) a##b
+#define ESSA__PICK(_1, _2, _3, _4, _5, _6, _7, _8, _9, _10, _11, _12, _13, _14, _15, _16, _17, _18, _19, _20, _21, _22, _23, _24, _25, _26, _27, _28, _29, _30, _31, _32, _33, _34, n, ...) n
+/* The number of (name, type) pairs after the function and result; ESSA__ODD for a name without a type. */
+#define ESSA__NPARAMS(...) ESSA__PICK(__VA_ARGS__, 16, ESSA__ODD, 15, ESSA__ODD, 14, ESSA__ODD, 13, ESSA__ODD, 12, ESSA__ODD, 11, ESSA__ODD, 10, ESSA__ODD, 9, ESSA__ODD, 8, ESSA__ODD, 7, ESSA__ODD, 6, ESSA__ODD, 5, ESSA__ODD, 4, ESSA__ODD, 3, ESSA__ODD, 2, ESSA__ODD, 1, ESSA__ODD, 0, ESSA__ODD)
+#define ESSA__PARAMS_N(n, ...) ESSA__CAT(ESSA__PARAMS_, n)(__VA_ARGS__)
+#define ESSA__PARAMS(...) ESSA__PARAMS_N(ESSA__NPARAMS(__VA_ARGS__), __VA_ARGS__)
+#define ESSA__PARAMS_0(f, r)
+#define ESSA__PARAMS_1(f, r, n, t) ESSA__PARAM(n, t)
+#define ESSA__PARAMS_2(f, r, n, t, ...) ESSA__PARAM(n, t) "," ESSA__PARAMS_1(f, r, __VA_ARGS__)
+#define ESSA__PARAMS_3(f, r, n, t, ...) ESSA__PARAM(n, t) "," ESSA__PARAMS_2(f, r, __VA_ARGS__)
+#define ESSA__PARAMS_4(f, r, n, t, ...) ESSA__PARAM(n, t) "," ESSA__PARAMS_3(f, r, __VA_ARGS__)
+#define ESSA__PARAMS_5(f, r, n, t, ...) ESSA__PARAM(n, t) "," ESSA__PARAMS_4(f, r, __VA_ARGS__)
+#define ESSA__PARAMS_6(f, r, n, t, ...) ESSA__PARAM(n, t) "," ESSA__PARAMS_5(f, r, __VA_ARGS__)
+#define ESSA__PARAMS_7(f, r, n, t, ...) ESSA__PARAM(n, t) "," ESSA__PARAMS_6(f, r, __VA_ARGS__)
+#define ESSA__PARAMS_8(f, r, n, t, ...) ESSA__PARAM(n, t) "," ESSA__PARAMS_7(f, r, __VA_ARGS__)
+#define ESSA__PARAMS_9(f, r, n, t, ...) ESSA__PARAM(n, t) "," ESSA__PARAMS_8(f, r, __VA_ARGS__)
+#define ESSA__PARAMS_10(f, r, n, t, ...) ESSA__PARAM(n, t) "," ESSA__PARAMS_9(f, r, __VA_ARGS__)
+#define ESSA__PARAMS_11(f, r, n, t, ...) ESSA__PARAM(n, t) "," ESSA__PARAMS_10(f, r, __VA_ARGS__)
+#define ESSA__PARAMS_12(f, r, n, t, ...) ESSA__PARAM(n, t) "," ESSA__PARAMS_11(f, r, __VA_ARGS__)
+#define ESSA__PARAMS_13(f, r, n, t, ...) ESSA__PARAM(n, t) "," ESSA__PARAMS_12(f, r, __VA_ARGS__)
+#define ESSA__PARAMS_14(f, r, n, t, ...) ESSA__PARAM(n, t) "," ESSA__PARAMS_13(f, r, __VA_ARGS__)
+#define ESSA__PARAMS_15(f, r, n, t, ...) ESSA__PARAM(n, t) "," ESSA__PARAMS_14(f, r, __VA_ARGS__)
+#define ESSA__PARAMS_16(f, r, n, t, ...) ESSA__PARAM(n, t) "," ESSA__PARAMS_15(f, r, __VA_ARGS__)
 
 /* ------------------------------------------------------------------------ */
 /* Arguments and results of the current call                                 */

@@ -288,6 +288,18 @@ def test_a_token_for_one_deployment_cannot_touch_another(secure, deployed):
     assert json.loads(keys_b.stdout) == [], keys_b.stderr  # nothing changed
 
 
+def test_a_deployments_logs_are_read_with_a_token_for_it(secure, deployed):
+    c = connect(secure)
+    failed = secure.essa("call", "a", "trap", *c, token=secure.token(deployments=["a"]))
+    assert failed.returncode != 0 and "trap trapped" in failed.stderr
+    reader = secure.token(deployments=["a"], read_only=True)
+    logs = secure.essa("logs", "a", "--json", *c, token=reader)
+    assert logs.returncode == 0, logs.stderr
+    assert any(json.loads(line)["text"].startswith("essa: trap trapped") for line in logs.stdout.splitlines())
+    assert_one_line_error(secure.essa("logs", "b", *c, token=reader),
+                          "the cluster refused this client: no valid token for deployment 'b'")
+
+
 def test_a_deployment_token_cannot_run_other_code_in_its_namespace(secure, deployed):
     """The executor checks the module: a client naming another module in a's namespace is refused."""
     from essa.api.connection import connect as essa_connect

@@ -100,8 +100,9 @@ def test_typed_arguments_and_results_and_json(wasm):
     assert ok(essa("call", "memo", "echo", "--args", "string", "héllo", "--result", "string")) == "héllo\n"
     assert ok(essa("call", "memo", "echo", "--args", "strings", "a,b,c", "--result", "strings")) == "a\nb\nc\n"
     assert ok(essa("call", "memo", "echo", "--args", "u64", "42", "--result", "u64")) == "42\n"
+    # without a signature or --result, the result is bytes: JSON holds them as base64
     assert json.loads(ok(essa("call", "memo", "echo", "hi", "--json"))) == {
-        "deployment": "memo@1", "function": "echo", "result": "hi"}
+        "deployment": "memo@1", "function": "echo", "result": {"base64": "aGk="}}
 
 
 def test_errors_are_one_line(wasm, tmp_path):
@@ -112,8 +113,11 @@ def test_errors_are_one_line(wasm, tmp_path):
     result = essa("call", "memo", "trap")
     assert_one_line_error(result, "trap trapped: ")
     assert "__essa_wrapper__" not in result.stderr
-    assert_one_line_error(essa("call", "memo", "echo", "--args", "u8", "300"), "is not a u8")
-    assert_one_line_error(essa("call", "memo", "echo", "a", "b"), "pass them with --args")
+    assert_one_line_error(essa("call", "memo", "echo", "--args", "u8", "300"),
+                          "argument 1: expected u8 (0 to 255), got 300")
+    assert_one_line_error(essa("call", "memo", "echo", "--args", "u32", "abc"),
+                          'expected u32 (a whole number), got "abc"')
+    assert_one_line_error(essa("call", "memo", "echo", "a", "b"), "takes one ARG of raw bytes, not 2 (or pass --args")
     assert_one_line_error(essa("call", "memo", "echo", "--args", "string", "x", "--result", "u64"), "not a u64")
     bad = tmp_path / "bad.wasm"
     bad.write_bytes(b"\0asm\x01\0\0\0\xff")

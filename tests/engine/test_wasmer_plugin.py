@@ -178,6 +178,10 @@ def test_trap_message_is_one_short_line_even_for_a_deep_stack():
         "wasm `unreachable` instruction executed (in <wasm function 7>)"
     )
     assert _trap_message(RuntimeError("RuntimeError: integer divide by zero")) == "integer divide by zero"
+    frames = "\n".join(f"    at {name} (<module>[{i}]:0x1{i})" for i, name in enumerate(["abort", "check", "tally", "main"]))
+    assert _trap_message(RuntimeError(f"RuntimeError: unreachable\n{frames}")) == (
+        "wasm `unreachable` instruction executed (in abort <- check <- tally <- ...)"
+    )
 
 
 @needs_wasmer

@@ -23,7 +23,7 @@ from essa.testing.conformance.test_runtime import FAN, FAN_NAME  # noqa: E402
 from essa.testing.conformance.wat import module, wat2wasm  # noqa: E402
 from essa.wasm.abi import EssaResult  # noqa: E402
 from essa_wasmtime import capi  # noqa: E402
-from essa_wasmtime.engine import BINDING_VARIABLE, WasmtimeEngine, _plain_engine  # noqa: E402
+from essa_wasmtime.engine import BINDING_VARIABLE, WasmtimeEngine, _plain_engine, _trap_message  # noqa: E402
 
 ECHO = "__essa_wrapper__echo"
 
@@ -137,6 +137,38 @@ def test_guest_output_callbacks_are_released_with_each_call(binding):
     assert capi._writers == {}
 
 
+def test_stdout_and_stderr_are_written_on_the_guests_thread_until_the_guest_moves_them(binding):
+    """essa's fd_write takes descriptors 1 and 2 (no hop to wasmtime's runtime thread); once the
+    guest renumbers stdout, wasmtime's own fd_write (and its output callbacks) take over."""
+    import threading
+
+    from essa.testing.conformance.support import StandaloneHost
+    from essa.testing.conformance.test_runtime import PRINT_HELLO
+    from essa.wasm.invocation import Invocation
+
+    class Threads:
+        def __init__(self) -> None:
+            self.chunks: list[tuple[int, bytes, bool]] = []
+
+        def write(self, stream: int, data: bytes) -> None:
+            self.chunks.append((stream, data, threading.current_thread() is caller))
+
+    caller = threading.current_thread()
+    renumber = '(import "wasi_snapshot_preview1" "fd_renumber" (func $fd_renumber (param i32 i32) (result i32)))'
+    body = f"""
+  (func (export "__essa_wrapper__print") (param i32)
+{PRINT_HELLO}
+    (drop (call $fd_renumber (i32.const 2) (i32.const 1)))
+{PRINT_HELLO})
+"""
+    engine = WasmtimeEngine()
+    program = engine.prepare(engine.compile(module(body, {0x600: b"hello\n", 0x610: b"oops\n"}, imports=renumber)))
+    out = Threads()
+    program.run(Invocation(b"", StandaloneHost(), out), "__essa_wrapper__print", 0)
+    # After fd_renumber(2, 1), fd 1 is stderr's stream and fd 2 is closed (EBADF, nothing written).
+    assert out.chunks == [(1, b"hello\n", True), (2, b"oops\n", True), (2, b"hello\n", False)]
+
+
 def test_a_failing_output_stream_fails_the_guest_write_not_the_call(binding):
     from essa.testing.conformance.support import StandaloneHost
     from essa.testing.conformance.test_runtime import PRINT_HELLO
@@ -178,3 +210,20 @@ def test_without_address_space_for_the_pool_calls_map_their_own_memory(tmp_path)
         "essa: essa-plugin-wasmtime: no instance pool (the address space is limited to 16384 MiB (ulimit -v)); "
         "each call maps its own memory"
     ]
+
+
+def test_a_trap_message_names_where_the_guest_trapped_innermost_first():
+    def trap(frames: list[str], cause: str = "wasm `unreachable` instruction executed") -> str:
+        lines = "\n".join(f"    {i}:   0x{100 + i:x} - {frame}" for i, frame in enumerate(frames))
+        return _trap_message(RuntimeError(f"error while executing at wasm backtrace:\n{lines}\n\nCaused by:\n"
+                                          f"    wasm trap: {cause}\n"))
+
+    assert trap(["t.wasm!abort", "t.wasm!check", "t.wasm!essa_function_export_tally"]) == (
+        "wasm `unreachable` instruction executed (in abort <- check <- essa_function_export_tally)")
+    assert trap(["a!f1", "a!f2", "a!f3", "a!f4", "a!f5"]) == (
+        "wasm `unreachable` instruction executed (in f1 <- f2 <- f3 <- ...)")
+    assert trap(["<unknown>!<wasm function 32>"]) == "wasm `unreachable` instruction executed (in <wasm function 32>)"
+    # Deep recursion: one frame for the repeats, one short line.
+    assert trap(["m!rec"] * 500 + ["m!main"], "call stack exhausted") == "call stack exhausted (in rec <- main)"
+    assert trap(["m!rec"] * 100_000 + ["m!main"], "call stack exhausted") == "call stack exhausted (in rec)"
+    assert _trap_message(RuntimeError("plain failure\nmore")) == "plain failure"

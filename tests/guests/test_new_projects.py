@@ -55,3 +55,10 @@ def test_a_new_project_builds_small_and_runs(tmp_path, language, largest):
     assert ran.returncode == 0, ran.stderr
     assert ran.stdout == "Hello, world!\n"
     assert ran.stderr == ""
+
+    # Its signature travels with it: deployed, greet takes its argument as text.
+    deployed = essa("deploy", str(module), "--name", "hello", cwd=tmp_path)
+    assert deployed.returncode == 0 and "functions: greet (with signatures)" in deployed.stdout, deployed.stderr
+    assert essa("functions", "hello").stdout == "greet(name: string) -> string\n"
+    called = essa("call", "hello", "greet", "essa", cwd=tmp_path)
+    assert (called.returncode, called.stdout) == (0, "Hello, essa!\n"), called.stderr

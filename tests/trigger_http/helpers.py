@@ -125,9 +125,9 @@ def wait_until(condition, what: str, deadline: float = DEADLINE):
 class Server:
     """A child process that prints ``... trigger at URL, ...`` once it listens (`essa serve`, `essa up --http`)."""
 
-    def __init__(self, args: list[str]) -> None:
+    def __init__(self, args: list[str], env: dict[str, str] | None = None) -> None:
         self.log = tempfile.NamedTemporaryFile("w+", prefix="essa-serve-", suffix=".log")
-        self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True, env=env)
         self.url = wait_until(self._url, "the server to listen")
 
     def _url(self) -> str | None:

@@ -43,7 +43,8 @@ def cli_error(*args: str) -> str:
 def assert_error(answer, status: int, kind: str, *fragments: str) -> str:
     assert answer.status == status, (answer.status, answer.body)
     body = answer.json()
-    assert set(body) == {"error", "kind"} and body["kind"] == kind, body
+    # A failed call's body also names the call and carries its stderr's last lines.
+    assert {"error", "kind"} <= set(body) <= {"error", "kind", "call", "stderr"} and body["kind"] == kind, body
     assert "\n" not in body["error"] and "Traceback" not in body["error"]
     for fragment in fragments:
         assert fragment in body["error"], body

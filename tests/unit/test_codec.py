@@ -38,26 +38,34 @@ def test_scalars_round_trip(kind, value):
 
 
 @pytest.mark.parametrize("types, values, message", [
-    (["u8"], [256], "is not a u8"),
-    (["u32"], ["x"], "is not a u32"),
-    (["bool"], ["maybe"], "is not a bool"),
+    (["u8"], [256], r"argument 1: expected u8 \(0 to 255\), got 256"),
+    (["string", "u32"], ["a", "abc"], r'^argument 2: expected u32 \(a whole number\), got "abc"$'),
+    (["bool"], ["maybe"], r"argument 1: expected bool \(true or false\)"),
+    (["list<u8>"], ["[1, 300]"], r"argument 1\[1\]: expected u8"),
     (["string"], [], "1 types .string. but 0 values"),
 ])
 def test_values_that_do_not_fit_are_refused_in_one_line(types, values, message):
-    with pytest.raises(CodecError, match=message):
+    with pytest.raises(CodecError, match=message) as caught:
         encode(types, values)
+    assert "invalid literal" not in str(caught.value)  # never Python's own message
 
 
 @pytest.mark.parametrize("kind, data, message", [
-    ("u64", b"\x01", "too short"),
-    ("string", struct.pack("<Q", 99) + b"ab", "it claims 99 bytes"),
-    ("string", struct.pack("<Q", 1) + b"\xff", "not valid UTF-8"),
-    ("u8", b"\x01\x02", "1 bytes left over"),
-    ("strings", struct.pack("<Q", 2**40), "claims"),
+    ("u64", b"\x01", "the result is not a u64: its 1 byte end before a whole u64"),
+    ("string", struct.pack("<Q", 99) + b"ab", "a length of 99 bytes where 2 remain"),
+    ("string", struct.pack("<Q", 1) + b"\xff", "a string that is not UTF-8"),
+    ("u8", b"\x01\x02", "1 byte left over"),
+    ("strings", struct.pack("<Q", 2**40), "a count of 1099511627776 items"),
 ])
 def test_results_that_do_not_decode_are_refused_in_one_line(kind, data, message):
     with pytest.raises(CodecError, match=message):
         decode(kind, data)
+
+
+def test_the_whole_type_grammar_is_accepted_besides_the_older_names():
+    assert parse_types("tuple<u8,string>, usize,strings") == ["tuple<u8,string>", "usize", "strings"]
+    assert encode("tuple<u8,string>", '[1, "a"]') == b"\x01" + struct.pack("<Q", 1) + b"a"
+    assert decode("map<string,u8>", struct.pack("<QQ", 1, 1) + b"k\x02") == {"k": 2}
 
 
 def test_unknown_types_name_the_known_ones():

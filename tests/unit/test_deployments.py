@@ -101,3 +101,30 @@ def test_user_functions_are_callable_exports_without_the_prefix():
     })
     assert user_functions(info) == ["count"]
     assert display_name("__essa_wrapper__count") == "count" and display_name("_start") == "_start"
+
+
+def test_signatures_are_recorded_with_a_version_and_read_back():
+    from essa.cluster.deployments import Deployment
+    from essa.state.signatures import parse_lines
+
+    registry = DeploymentRegistry(MemoryStore())
+    [count] = parse_lines(b'{"name":"count_words","params":[{"name":"text","type":"string"}],"result":"u64"}\n')
+    deployment = registry.add("wc", "a" * 64, 100, ["count_words", "vocabulary"], signatures=[count])
+    assert registry.resolve("wc").signature("count_words") == count
+    assert deployment.signature("vocabulary") is None  # no signature: bytes in, bytes out
+    assert Deployment.from_dict(deployment.as_dict()) == deployment  # as a control answer carries it
+    with pytest.raises(EssaError, match="declares count_words.text: string. -> u64, but the module has no function"):
+        registry.add("wc", "b" * 64, 100, ["vocabulary"], signatures=[count])
+
+
+def test_records_without_signatures_or_with_unreadable_ones_keep_their_version_untyped():
+    import json
+
+    store = MemoryStore()
+    registry = DeploymentRegistry(store)
+    older = {"kind": "deploy", "id": "x", "version": 1, "module": "a" * 64, "size": 1, "functions": ["f"],
+             "created": 1}  # written before signatures existed
+    garbled = {**older, "id": "y", "version": 2, "created": 2, "signatures": [{"name": "f", "params": "?"}]}
+    store.put(record_key("wc"), SetLattice({json.dumps(older).encode(), json.dumps(garbled).encode()}))
+    store.put("deployments", SetLattice({b"wc"}))
+    assert [(d.version, d.signatures) for d in registry.versions("wc")] == [(1, ()), (2, ())]

@@ -24,7 +24,8 @@ def test_a_c_project_has_source_header_build_script_and_readme(tmp_path):
     source = (path / "hello.c").read_text()
     assert "ESSA_FUNCTION(greet)" in source and "int main(void)" in source and "{{" not in source
     build = (path / "build.sh").read_text()
-    assert "-O2 -g0 -s" in build and "hello.c -o hello.wasm" in build
+    assert "-O2 -g0 " in build and " -s " not in build and "hello.c -o hello.wasm" in build
+    assert "-m essa.wasm.debuginfo hello.wasm" in build  # debug info out, function names kept
     assert os.access(path / "build.sh", os.X_OK)
     readme = (path / "README.md").read_text()
     assert "first build compiles wasi-libc" in readme and "couple of minutes" in readme

@@ -6,43 +6,64 @@
 
     with essa.connect() as es:                      # embedded: this process, the default store
         es.deploy("wc.wasm", name="wc")             # a new version of deployment "wc"
-        es.call("wc", "count_words", essa.encode("string", "the quick fox"))   # -> bytes
-        es.state("wc").get("vocab")                 # -> SetLattice({b"fox", b"quick", b"the"})
+        es.call("wc", "count_words", "the quick fox")               # -> 3 (by its signature)
+        es.call("wc", "count_words", essa.encode("string", "a b"))  # bytes in, bytes out
+        count = es.function("wc", "count_words")    # count("a b") -> 2; await count.acall("a b")
+        es.state("wc").get("vocab")                 # -> SetLattice({b"fox", b"quick", b"the", ...})
 
     es = essa.connect("tcp/127.0.0.1:7447")         # a running cluster (`essa up`)
 
 Deployments are named ``NAME`` (the latest version) or ``NAME@3`` (a pinned
 one); functions are named as their author wrote them (``count_words``); a
 deployment's state lives in the namespace of its name, shared by every
-version, every call and ``essa run --namespace NAME``. Every error is an
+version, every call and ``essa run --namespace NAME``. What a deployment's
+calls print is kept by the executors that ran them, for a while
+(:meth:`Connection.logs`, :meth:`Connection.follow_logs`). Every error is an
 :class:`essa.errors.EssaError` whose message is the one line the ``essa``
 command prints: :class:`~essa.errors.NotFound` for an unknown deployment,
-version or function, :class:`CallError` for a call that failed.
+version or function, :class:`CallError` for a call that failed,
+:class:`~essa.errors.ArgumentError` for arguments that do not fit a
+function's signature (refused before the call), :class:`~essa.errors.ResultError`
+for a result that is not what the signature says.
+
+A function with a signature (docs/signatures.md) takes values and gives a
+value; one without, and any call given one ``bytes`` argument, takes and
+gives bytes (:mod:`essa.api.function`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import dataclasses
+import datetime
+import functools
+import math
 import os
 import threading
 import time
-from typing import BinaryIO, Callable, Mapping, Sequence
+from typing import Any, BinaryIO, Callable, Iterable, Mapping, Sequence
 
+from essa.api.function import Function, bind
 from essa.cluster import topics
 from essa.cluster.client import CallHandle, Client, ConsoleOutput
 from essa.cluster.control import ControlClient
 from essa.cluster.deployments import Deployment, check_name, parse_spec
 from essa.cluster.embedded import EmbeddedRuntime
+from essa.cluster.logbook import LogBounds
+from essa.cluster.logreader import LogFollower, LogLine, LogQuery, read_logs
 from essa.cluster.processes import connect_client
 from essa.cluster.programs import check_wasm, read_module
-from essa.errors import EssaError
+from essa.errors import DecodeError, EssaError
 from essa.security import settings as security_settings
 from essa.security.tls import TlsFiles
 from essa.state.bincode import decode_lattice, encode_lattice
 from essa.state.keys import KeyList, encode_text
 from essa.state.lattice import Lattice
+from essa.state.signatures import Signature, parse_toml
+from essa.state.timestamps import parse_timestamp
 from essa.transport.base import Message
+from essa.util.units import parse_duration
 from essa.wasm.abi import CallOutcome, EssaResult
 from essa.wasm.limits import Grants, Limits
 
@@ -59,12 +80,17 @@ class CallError(EssaError):
     :ivar kind: how it failed: ``trap``, ``time-limit``, ``memory-limit``,
         ``output-limit``, ``message-size``, ``exit``, ``no-result``,
         ``cancelled``, ``unavailable``, ... (see :func:`essa.cluster.calls.reply_message`).
+    :ivar stderr: the last lines the call wrote to stderr (the message ends with up to three of them).
+    :ivar call: the call's id, which its log lines carry (:meth:`Connection.logs`), or "".
     """
 
-    def __init__(self, message: str, code: EssaResult = EssaResult.UnknownError, kind: str = "error") -> None:
+    def __init__(self, message: str, code: EssaResult = EssaResult.UnknownError, kind: str = "error",
+                 stderr: Sequence[str] = (), call: str = "") -> None:
         super().__init__(message)
         self.code = code
         self.kind = kind
+        self.stderr = list(stderr)
+        self.call = call
 
 
 class State:
@@ -138,11 +164,20 @@ class Connection:
 
     # -- deployments -----------------------------------------------------------------
 
-    def deploy(self, module: str | os.PathLike | bytes, name: str) -> Deployment:
+    def deploy(self, module: str | os.PathLike | bytes, name: str,
+               signatures: str | os.PathLike | Iterable[Signature | dict] | None = None) -> Deployment:
         """Store ``module`` (a path or the bytes) as a new version of deployment ``name``.
 
         The module is compiled on deploy: a module that cannot run is refused
-        here. Returns the new version.
+        here. Its functions' signatures come from its ``essa.signatures``
+        section (the SDKs write it) and from ``signatures``, which take the
+        place of the section's for their functions: a TOML file's
+        ``[functions.NAME]`` tables (its path, e.g. ``"essa.toml"``), or
+        :class:`~essa.state.signatures.Signature` objects or the contract's
+        dicts (docs/signatures.md). Returns the new version.
+
+        :raises essa.errors.SignatureError: a malformed signature (or section),
+            or one of a function the module does not have.
         """
         check_name(name)
         if isinstance(module, (bytes, bytearray)):
@@ -150,27 +185,43 @@ class Connection:
             check_wasm(wasm, "the module")
         else:
             wasm = read_module(os.fspath(module))
+        declared = {}
+        if signatures is not None:
+            origin, found = _declared(signatures)
+            declared = {"signatures": [s.as_dict() for s in found], "signatures_from": origin}
         answer = self._control.request("deploy", timeout=DEPLOY_TIMEOUT, name=name, wasm=wasm,
-                                       id=os.urandom(16).hex(), created=time.time_ns())
+                                       id=os.urandom(16).hex(), created=time.time_ns(), **declared)
         deployment = Deployment.from_dict(answer["deployment"])
         self._forget(name)
         return deployment
 
     def deployment(self, spec: str) -> Deployment:
         """The deployment ``NAME`` (its latest version) or ``NAME@VERSION``."""
-        name, version = parse_spec(spec)
+        cached = self._cached(spec)
+        if cached is not None:
+            return cached
+        _name, version = parse_spec(spec)
         pinned = version is not None
-        with self._lock:
-            cached = self._resolved.get(spec)
-        if cached is not None and (pinned or cached[1] > time.monotonic()):
-            return cached[0]
         answer = self._control.request("resolve", spec=spec)
         deployment = Deployment.from_dict(answer["deployment"])
         with self._lock:
             if len(self._resolved) > 4096:
                 self._resolved.clear()
-            self._resolved[spec] = (deployment, time.monotonic() + RESOLVE_TTL)
+            self._resolved[spec] = (deployment, math.inf if pinned else time.monotonic() + RESOLVE_TTL)
+            self._resolved[deployment.spec] = (deployment, math.inf)  # NAME@VERSION never changes
         return deployment
+
+    async def adeployment(self, spec: str) -> Deployment:
+        """:meth:`deployment` for asyncio: at once when it was resolved just now, else on a thread (it asks)."""
+        cached = self._cached(spec)
+        if cached is not None:
+            return cached
+        return await asyncio.get_running_loop().run_in_executor(None, self.deployment, spec)
+
+    def _cached(self, spec: str) -> Deployment | None:
+        """The deployment ``spec`` names if it was resolved less than :data:`RESOLVE_TTL` ago (pinned: ever)."""
+        cached = self._resolved.get(spec)  # a dict read is atomic: no lock on the hot path
+        return cached[0] if cached is not None and cached[1] > time.monotonic() else None
 
     def deployments(self) -> list[Deployment]:
         """The latest version of every deployment, by name."""
@@ -181,8 +232,19 @@ class Connection:
         return [Deployment.from_dict(d) for d in self._control.request("versions", name=name)["deployments"]]
 
     def functions(self, spec: str) -> list[str]:
-        """The functions of a deployment, as their author named them."""
+        """The functions of a deployment, as their author named them (``deployment(spec).signature(f)``: theirs)."""
         return list(self.deployment(spec).functions)
+
+    def function(self, spec: str, function: str, timeout: float | None = None,
+                 output: Callable[[Message], None] | None = None) -> Function:
+        """``function`` of deployment ``spec`` as a Python callable (:class:`~essa.api.function.Function`).
+
+        ``es.function("wc", "count_words")("the quick fox")`` returns 3;
+        ``timeout`` and ``output`` apply to each of its calls, as for :meth:`call`.
+
+        :raises essa.errors.NotFound: no such deployment, version or function.
+        """
+        return Function(self, spec, function, timeout, output)
 
     def remove(self, name: str, purge: bool = False) -> int:
         """Remove deployment ``name`` (every version); its state stays unless ``purge``.
@@ -200,45 +262,116 @@ class Connection:
 
     # -- calls -----------------------------------------------------------------------
 
-    def call_async(self, spec: str, function: str, args: bytes = b"",
-                   output: Callable[[Message], None] | None = None, trace: bool = False) -> concurrent.futures.Future:
-        """Start ``function`` of deployment ``spec``; the future's result is the result bytes.
+    def call(self, spec: str, function: str, /, *args: Any, timeout: float | None = None,
+             output: Callable[[Message], None] | None = None, **kwargs: Any) -> Any:
+        """Call ``function`` of deployment ``spec`` and return its result.
 
-        The future raises :class:`CallError` if the call fails; cancelling it
-        ends the call on the executors. Guest output (and essa's warnings
-        about the call) goes to ``output``, else nowhere. With ``trace``,
-        ``future.spans()`` gives the call and every remote call it made
-        (:mod:`essa.cluster.tracing`).
-        """
-        return _BytesFuture(self._start_call(spec, function, args, output, trace))
-
-    def _start_call(self, spec: str, function: str, args: bytes, output: Callable[[Message], None] | None,
-                    trace: bool = False) -> CallHandle:
-        deployment = self.deployment(spec)
-        export = deployment.check_function(function)
-        return self._client.start_call(deployment.module, export, bytes(args), deployment.namespace, output,
-                                       trace=trace, fields={"deployment": deployment.name})
-
-    def call(self, spec: str, function: str, args: bytes = b"", timeout: float | None = None,
-             output: Callable[[Message], None] | None = None) -> bytes:
-        """Call ``function`` of deployment ``spec`` with ``args``; return the result bytes.
-
-        A call not answered after ``timeout`` seconds is cancelled.
+        With a signature, ``args`` and ``kwargs`` are the function's
+        parameters (``es.call("wc", "count_words", "the quick fox")`` -> 3);
+        given one ``bytes`` argument (or none, to a function without a
+        signature), the call takes those bytes as they are and returns the
+        result's bytes (see :mod:`essa.api.function`). A call not answered
+        after ``timeout`` seconds is cancelled; guest output goes to
+        ``output`` as it is written, and is kept in the deployment's logs
+        either way (:meth:`logs`). (Parameters named ``timeout`` or
+        ``output``: use :meth:`function`.)
 
         :raises essa.errors.NotFound: no such deployment, version or function.
+        :raises essa.errors.ArgumentError: the arguments do not fit the signature (nothing ran).
         :raises CallError: the call failed (trapped, exceeded a limit, ...).
+        :raises essa.errors.ResultError: the result is not what the signature declares.
         """
-        handle = self._start_call(spec, function, args, output)  # waited on directly: no second future
+        return self._call(spec, function, args, kwargs, timeout, output)
+
+    def call_async(self, spec: str, function: str, /, *args: Any,
+                   output: Callable[[Message], None] | None = None, trace: bool = False,
+                   **kwargs: Any) -> concurrent.futures.Future:
+        """Start ``function`` of deployment ``spec``; the future's result is the call's result (as :meth:`call`).
+
+        Wrong arguments raise here, before anything starts. The future
+        raises :class:`CallError` if the call fails; cancelling it ends the
+        call on the executors. Guest output (and essa's warnings about the
+        call) goes to ``output`` as it is written, and is kept in the
+        deployment's logs either way (:meth:`logs`); ``future.call`` is the
+        call's id there. With ``trace``, ``future.spans()`` gives the call
+        and every remote call it made (:mod:`essa.cluster.tracing`).
+        """
+        return self._call_async(spec, function, args, kwargs, output, trace)
+
+    async def acall(self, spec: str, function: str, /, *args: Any, **kwargs: Any) -> Any:
+        """:meth:`call` for asyncio: awaits the result (cancelling the task cancels the call).
+
+        A deployment resolved a moment ago starts its call on the event loop
+        itself; otherwise the call starts on a thread (resolving asks the
+        cluster), so the loop never waits for the network.
+        """
+        return (await self._acall(spec, function, args, kwargs)).value
+
+    async def acall_result(self, spec: str, function: str, /, *args: Any,
+                           output: Callable[[Message], None] | None = None,
+                           started: Callable[[str], None] | None = None, **kwargs: Any) -> "CallResult":
+        """:meth:`acall`, giving the result with the call's id (what a trigger answers with).
+
+        Guest output goes to ``output`` as it is written, as for :meth:`call`;
+        ``started`` is called with the call's id once the call is sent.
+        (Parameters named ``output`` or ``started``: use :meth:`function`.)
+        """
+        return await self._acall(spec, function, args, kwargs, output, started)
+
+    def _start(self, spec: str, function: str, args: Sequence[Any], kwargs: Mapping[str, Any],
+               output: Callable[[Message], None] | None, trace: bool = False) -> tuple[CallHandle, Signature | None]:
+        deployment = self.deployment(spec)
+        export, payload, signature = bind(deployment, function, args, kwargs)
+        handle = self._client.start_call(deployment.module, export, payload, deployment.namespace, output,
+                                         trace=trace, fields={"deployment": deployment.name,
+                                                              "version": deployment.version})
+        return handle, signature
+
+    def _call(self, spec: str, function: str, args: Sequence[Any], kwargs: Mapping[str, Any],
+              timeout: float | None, output: Callable[[Message], None] | None) -> Any:
+        handle, signature = self._start(spec, function, args, kwargs, output)  # waited on directly: no second future
         try:
             outcome = handle.result(timeout)
         except concurrent.futures.TimeoutError:
             handle.cancel()
-            raise CallError(f"{function}: no answer within {timeout:g} s", kind="cancelled") from None
-        return _value(outcome)
+            raise CallError(f"{function}: no answer within {timeout:g} s", kind="cancelled", call=handle.call) from None
+        value = _value(outcome)
+        return value if signature is None else signature.decode_result(value)
 
-    async def acall(self, spec: str, function: str, args: bytes = b"") -> bytes:
-        """:meth:`call` for asyncio: awaits the result bytes (cancelling the task cancels the call)."""
-        return await asyncio.wrap_future(self.call_async(spec, function, args))
+    def _call_async(self, spec: str, function: str, args: Sequence[Any], kwargs: Mapping[str, Any],
+                    output: Callable[[Message], None] | None = None, trace: bool = False) -> "_ResultFuture":
+        return _ResultFuture(*self._start(spec, function, args, kwargs, output, trace))
+
+    async def _acall(self, spec: str, function: str, args: Sequence[Any], kwargs: Mapping[str, Any],
+                     output: Callable[[Message], None] | None = None,
+                     started: Callable[[str], None] | None = None) -> "CallResult":
+        loop = asyncio.get_running_loop()
+        if self._cached(spec) is not None and self._client.caller.sees_scheduler:
+            handle, signature = self._start(spec, function, args, kwargs, output)  # nothing here waits: no thread hop
+        else:
+            start = loop.run_in_executor(None, functools.partial(self._start, spec, function, args, kwargs, output))
+            try:
+                handle, signature = await asyncio.shield(start)
+            except asyncio.CancelledError:  # cancelled while it started: cancel it once started
+                start.add_done_callback(_cancel_started)
+                raise
+        if started is not None:
+            started(handle.call)
+        # The reply settles an asyncio future straight from the thread that received it: no future in between.
+        waiter = loop.create_future()
+
+        def settled(ended: CallHandle) -> None:
+            try:
+                loop.call_soon_threadsafe(_settle_waiter, waiter, ended, signature)
+            except RuntimeError:  # the loop is closed: nobody waits any more
+                pass
+
+        handle.add_done_callback(settled)
+        try:
+            return await waiter
+        except asyncio.CancelledError:  # cancelling the task cancels the call
+            handle.cancel()
+            raise
 
     def run(self, module: str | os.PathLike | bytes, namespace: str | None = None,
             output: Callable[[Message], None] | None = None, timeout: float | None = None,
@@ -274,6 +407,54 @@ class Connection:
             wasm, origin = read_module(os.fspath(module)), os.fspath(module)
         return Run(self._client.start_run(self._client.publish(wasm, origin), output or ConsoleOutput(), namespace,
                                           trace, argv=[origin] if argv is None else argv, stdin=stdin))
+
+    # -- logs ------------------------------------------------------------------------
+
+    def logs(self, spec: str, *, since: str | float | datetime.datetime | datetime.timedelta | None = None,
+             call: str | None = None, tail: int | None = None, timeout: float = 2.0) -> list[LogLine]:
+        """The lines the calls of deployment ``spec`` printed, as the executors keep them, oldest first.
+
+        ``spec`` is ``NAME`` (every version) or ``NAME@3`` (that version's
+        calls). Every executor (of the cluster, or of this embedded runtime)
+        keeps the lines of the calls it ran, within its bounds
+        (:class:`~essa.cluster.logbook.LogBounds`): the oldest go first, and
+        an executor that stops takes its lines with it.
+
+        :param since: only lines written since then: a ``datetime``, or how
+            long ago (a ``timedelta``, seconds, or text such as ``"10m"``,
+            ``"30s"``, ``"2h"``), or an RFC 3339 time as text.
+        :param call: only the lines of the call with this id (a log line's
+            ``call``, :attr:`CallError.call`, a call future's ``call``).
+        :param tail: only the last ``tail`` lines.
+        :param timeout: seconds to wait for the executors' answers.
+        :raises essa.errors.NotFound: no line, and no such deployment or version.
+        """
+        query = self._log_query(spec, since, call, timeout)
+        lines = read_logs(query, tail)
+        if not lines:
+            self.deployment(spec)  # a misspelt name says so
+        return lines
+
+    def follow_logs(self, spec: str, *, since: str | float | datetime.datetime | datetime.timedelta | None = None,
+                    call: str | None = None, tail: int | None = None, interval: float = 0.5) -> LogFollower:
+        """The lines of :meth:`logs` (the ones kept already first), then each new one as it is written.
+
+        Iterate over the returned :class:`~essa.cluster.logreader.LogFollower`
+        (it waits for more, asking the executors every ``interval``
+        seconds); its ``close()`` ends the iteration, from any thread. Its
+        ``lost`` counts the times lines were dropped (the executors' bounds)
+        before they could be read.
+
+        :raises essa.errors.NotFound: no such deployment or version.
+        """
+        self.deployment(spec)
+        return LogFollower(self._log_query(spec, since, call, 2.0), tail, interval)
+
+    def _log_query(self, spec: str, since, call: str | None, timeout: float) -> LogQuery:
+        name, version = parse_spec(spec)
+        if call is not None and not isinstance(call, str):
+            raise EssaError(f"call={call!r}: expected a call id (text)")
+        return LogQuery(self._client.transport, name, version, _since(since), call, self._client.token, timeout)
 
     # -- state -----------------------------------------------------------------------
 
@@ -373,12 +554,21 @@ class Run:
         return f"<essa.Run {self.id}{' done' if self.done() else ''}>"
 
 
-class _BytesFuture(concurrent.futures.Future):
-    """The future of :meth:`Connection.call_async`: result bytes, or :class:`CallError`."""
+@dataclasses.dataclass(frozen=True, slots=True)
+class CallResult:
+    """A call's result (as :meth:`Connection.call` returns it) and its id (its log lines carry it)."""
 
-    def __init__(self, handle: CallHandle) -> None:
+    value: Any
+    call: str
+
+
+class _ResultFuture(concurrent.futures.Future):
+    """The future of :meth:`Connection.call_async`: the result (bytes, or decoded by ``signature``), or the error."""
+
+    def __init__(self, handle: CallHandle, signature: Signature | None = None) -> None:
         super().__init__()
         self._handle = handle
+        self._signature = signature
         handle.add_done_callback(self._settle)
 
     def cancel(self) -> bool:
@@ -391,13 +581,20 @@ class _BytesFuture(concurrent.futures.Future):
         """The calls of a call made with ``trace=True``, once it ended (see :meth:`Run.spans`)."""
         return self._handle.spans(settle, timeout)
 
+    @property
+    def call(self) -> str:
+        """The call's id: its log lines carry it (:meth:`Connection.logs`)."""
+        return self._handle.call
+
     def _settle(self, handle: CallHandle) -> None:
         if handle.cancelled():
             return
         try:
             try:
                 value = _value(handle.result())
-            except CallError as exc:
+                if self._signature is not None:
+                    value = self._signature.decode_result(value)
+            except EssaError as exc:  # CallError, ResultError
                 self.set_exception(exc)
             else:
                 self.set_result(value)
@@ -405,11 +602,65 @@ class _BytesFuture(concurrent.futures.Future):
             pass
 
 
+def _since(since: str | float | datetime.datetime | datetime.timedelta | None) -> float | None:
+    """``since`` of :meth:`Connection.logs` as seconds since the epoch (``None``: no bound)."""
+    if since is None:
+        return None
+    if isinstance(since, datetime.datetime):
+        return since.timestamp()
+    if isinstance(since, datetime.timedelta):
+        since = since.total_seconds()
+    elif isinstance(since, str):
+        try:
+            since = parse_duration(since)
+        except ValueError:
+            try:
+                return parse_timestamp(since.strip()) / 1e9
+            except DecodeError:
+                raise EssaError(f"since {since[:80]!r} is neither a duration (10m, 30s, 2h) nor an RFC 3339 time "
+                                "(2026-12-07T10:00:00Z)") from None
+    if not isinstance(since, (int, float)) or isinstance(since, bool) or since < 0:
+        raise EssaError(f"since={since!r}: expected a datetime, a timedelta, seconds ago or text (10m, an RFC 3339 "
+                        "time)")
+    return time.time() - since
+
+
+def _cancel_started(start: asyncio.Future) -> None:
+    if not start.cancelled() and start.exception() is None:
+        start.result()[0].cancel()
+
+
+def _settle_waiter(waiter: asyncio.Future, handle: CallHandle, signature: Signature | None) -> None:
+    """Settle the asyncio future of :meth:`Connection.acall` with the call's result (decoded) or error."""
+    if waiter.done() or handle.cancelled():
+        return
+    try:
+        value = _value(handle.result())
+        waiter.set_result(CallResult(value if signature is None else signature.decode_result(value), handle.call))
+    except EssaError as exc:  # CallError, ResultError
+        waiter.set_exception(exc)
+
+
+def _declared(signatures: str | os.PathLike | Iterable[Signature | dict]) -> tuple[str, list[Signature]]:
+    """Where declared signatures come from (for messages), and the signatures."""
+    if isinstance(signatures, (str, os.PathLike)):
+        path = os.fspath(signatures)
+        try:
+            with open(path, encoding="utf-8") as f:
+                text = f.read()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise EssaError(f"{path}: cannot read: {getattr(exc, 'strerror', None) or exc}") from None
+        return path, parse_toml(text, path)
+    found = [s if isinstance(s, Signature) else Signature.from_dict(s) for s in signatures]
+    return "the declared signatures", found
+
+
 def _value(outcome: CallOutcome) -> bytes:
     """A call's result bytes, or its failure as :class:`CallError`."""
     if outcome.code == EssaResult.Ok:
         return outcome.value
-    raise CallError(outcome.message or outcome.code.name, outcome.code, outcome.kind or "error")
+    raise CallError(outcome.message or outcome.code.name, outcome.code, outcome.kind or "error", outcome.stderr,
+                    outcome.call)
 
 
 def connect(
@@ -426,6 +677,7 @@ def connect(
     max_message_bytes: int | None = None,
     token: str | None = None,
     tls: TlsFiles | None = None,
+    logs: LogBounds | None = None,
 ) -> Connection:
     """Connect to essa.
 
@@ -433,7 +685,9 @@ def connect(
     executors and store; ``engine``, ``store``, ``store_options``,
     ``executors``, ``limits`` and ``grants`` configure it; the engine and
     store default to ``$ESSA_ENGINE`` and ``$ESSA_STORE`` as for the ``essa``
-    command, else wasmtime and lmdb), nothing to start first. With ``endpoint`` (``"tcp/HOST:PORT"``, or several): the cluster
+    command, else wasmtime and lmdb; ``logs`` bounds what it keeps of its
+    calls' output, readable through this connection only), nothing to
+    start first. With ``endpoint`` (``"tcp/HOST:PORT"``, or several): the cluster
     whose scheduler listens there, within ``timeout`` seconds.
 
     A secure cluster (see "Securing a cluster" in the README) needs ``tls``,
@@ -443,7 +697,7 @@ def connect(
     runtime needs neither.
     """
     if endpoint is None:
-        runtime = EmbeddedRuntime(engine, store, store_options, executors, limits, grants)
+        runtime = EmbeddedRuntime(engine, store, store_options, executors, limits, grants, logs)
         where = f"embedded ({runtime.engine.name} engine, store {runtime.store.describe()})"
         return Connection(runtime.client, runtime.close, where)
     endpoints = [endpoint] if isinstance(endpoint, str) else list(endpoint)
@@ -458,4 +712,4 @@ def connect(
     return Connection(client, close, ", ".join(endpoints))
 
 
-__all__ = ["CallError", "Connection", "Run", "State", "connect"]
+__all__ = ["CallError", "Connection", "LogBounds", "LogFollower", "LogLine", "Run", "State", "connect"]

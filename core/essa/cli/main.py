@@ -19,6 +19,7 @@ from essa import __version__
 from essa.cli import (
     call,
     deployments,
+    logs,
     new,
     plugins,
     processes,
@@ -30,8 +31,9 @@ from essa.cli import (
     top,
 )
 from essa.cli.options import Settings, parse_options
+from essa.cli.output import ErrorFormat, echo_error
 from essa.cli.signals import Interrupted
-from essa.errors import EssaError, RunFailed
+from essa.errors import EssaError, RunFailed, kind_of
 from essa.plugins import DEFAULTS, get_plugin_manager
 
 
@@ -81,7 +83,7 @@ def cli(ctx: click.Context, engine: str, store: str, store_options: tuple[str, .
 for command in (
     run.run, processes.scheduler, processes.executor, processes.up, status.status, top.top, plugins.plugins,
     deployments.deploy, deployments.list_deployments, deployments.remove, deployments.functions, call.call,
-    state.state, serve.serve, security.certs, security.token, new.new,
+    state.state, logs.logs, serve.serve, security.certs, security.token, new.new,
 ):
     cli.add_command(command)
 
@@ -124,6 +126,7 @@ def _usage_error(exc: click.UsageError, argv: list[str]) -> str:
 
 
 def _main(argv: list[str] | None) -> int:
+    ErrorFormat.json = False
     errors = get_plugin_manager().add_commands(cli)
     for line in errors:
         click.echo(f"essa: warning: {line}", err=True)
@@ -133,29 +136,39 @@ def _main(argv: list[str] | None) -> int:
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     except RunFailed as exc:
-        click.echo(f"essa: error: {exc}", err=True)
+        echo_error(str(exc), kind_of(exc))
         return exc.exit_status
     except EssaError as exc:
-        click.echo(f"essa: error: {exc}", err=True)
+        echo_error(str(exc), kind_of(exc))
         return 1
     except Interrupted as exc:
-        click.echo(f"essa: {exc}: {exc.what} was cancelled", err=True)
+        if ErrorFormat.json:
+            echo_error(f"{exc}: {exc.what} was cancelled", "interrupted")
+        else:
+            click.echo(f"essa: {exc}: {exc.what} was cancelled", err=True)
         return exc.status
     except click.exceptions.Abort:
-        click.echo("essa: interrupted", err=True)
+        _interrupted()
         return 130
     except click.UsageError as exc:  # one line like every other error, not click's four
-        click.echo(f"essa: error: {_usage_error(exc, sys.argv[1:] if argv is None else list(argv))}", err=True)
+        echo_error(_usage_error(exc, sys.argv[1:] if argv is None else list(argv)), "usage")
         return exc.exit_code
     except click.ClickException as exc:
-        click.echo(f"essa: error: {exc.format_message()}", err=True)
+        echo_error(exc.format_message(), "error")
         return exc.exit_code
     except KeyboardInterrupt:
-        click.echo("essa: interrupted", err=True)
+        _interrupted()
         return 130
     except BrokenPipeError:
         return 0
 
+
+
+def _interrupted() -> None:
+    if ErrorFormat.json:
+        echo_error("interrupted", "interrupted")
+    else:
+        click.echo("essa: interrupted", err=True)
 
 
 __all__ = ["cli", "main"]

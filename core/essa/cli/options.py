@@ -1,7 +1,8 @@
 """Options shared by the ``essa`` commands, and by plugins' commands (through :mod:`essa.plugin`).
 
 Global options live in :class:`Settings`; per-call limits and WASI grants in
-:func:`limit_options`; where a process listens and connects in
+:func:`limit_options`; how much of calls' output a process keeps in
+:func:`log_options`; where a process listens and connects in
 :func:`endpoint_options`; how a client reaches essa in
 :func:`connection_options`; this process's TLS files and tokens in
 :func:`tls_options`, :func:`token_option` and :func:`token_key_option`, which
@@ -20,7 +21,7 @@ from essa.api.services import serve_metrics as _serve_metrics
 from essa.errors import EssaError
 from essa.security import settings as security_settings
 from essa.security import tls as _tls
-from essa.util.units import parse_duration, parse_size
+from essa.util.units import parse_duration, parse_size, spell_size
 from essa.wasm.limits import DirGrant, Grants, Limits
 
 
@@ -161,13 +162,58 @@ def limit_options(fn):
     return fn
 
 
+# -- logs --------------------------------------------------------------------------------
+
+_LOG_FLAGS = {"log_size": ("--log-size", "deployment"), "log_call_size": ("--log-call-size", "call"),
+              "log_total": ("--log-total", "total")}
+
+
+def log_options(fn):
+    """Decorator adding ``--log-size``, ``--log-call-size`` and ``--log-total`` (see :class:`essa.api.LogBounds`)."""
+    defaults = api.LogBounds()
+    options = [
+        click.option("--log-size", metavar="SIZE", envvar="ESSA_LOG_SIZE",
+                     help="Output of calls kept per deployment, for `essa logs` (the oldest lines go first); 0 "
+                     f"keeps none (env ESSA_LOG_SIZE). [default: {spell_size(defaults.deployment)}]"),
+        click.option("--log-call-size", metavar="SIZE", envvar="ESSA_LOG_CALL_SIZE",
+                     help="Output kept of one call (its oldest lines go first) (env ESSA_LOG_CALL_SIZE). "
+                     f"[default: {spell_size(defaults.call)}]"),
+        click.option("--log-total", metavar="SIZE", envvar="ESSA_LOG_TOTAL",
+                     help="Output kept of all deployments together (the least recently written one's oldest "
+                     f"lines go first) (env ESSA_LOG_TOTAL). [default: {spell_size(defaults.total)}]"),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def log_bounds(log_size: str | None, log_call_size: str | None, log_total: str | None) -> "api.LogBounds":
+    """The :class:`essa.api.LogBounds` the log options ask for (defaults for the rest; ``0`` or ``none``: keep none)."""
+    values = {}
+    for name, value in (("log_size", log_size), ("log_call_size", log_call_size), ("log_total", log_total)):
+        flag, field = _LOG_FLAGS[name]
+        if value is None:
+            continue
+        if value.strip().lower() in ("0", "none", "off"):
+            values[field] = 0
+        else:
+            values[field] = size_value(value, flag)
+    return api.LogBounds(**values)
+
+
+def log_arguments(bounds: "api.LogBounds") -> list[str]:
+    """Command-line flags that ask for ``bounds`` (for child processes)."""
+    return ["--log-size", str(bounds.deployment), "--log-call-size", str(bounds.call), "--log-total", str(bounds.total)]
+
+
 def refuse_limits_with_connect(ctx: click.Context) -> None:
-    """Refuse, in one line, limit and grant flags given with --connect (executors apply their own)."""
-    for name, flag in _LIMIT_FLAGS.items():
+    """Refuse, in one line, limit, grant and log flags given with --connect (executors apply their own)."""
+    flags = {**_LIMIT_FLAGS, **{name: flag for name, (flag, _field) in _LOG_FLAGS.items()}}
+    for name, flag in flags.items():
         if name != "max_message_size" and ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE:
             raise EssaError(
                 f"{flag} does not apply with --connect: a cluster's executors apply their own limits and "
-                f"grants (give {flag} to `essa executor` or `essa up`)"
+                f"grants and keep their own logs (give {flag} to `essa executor` or `essa up`)"
             )
 
 
@@ -307,6 +353,7 @@ def _record(name: str):
 
 __all__ = [
     "Settings", "connection_options", "endpoint_options", "limit_arguments", "limit_options", "limits_and_grants",
+    "log_arguments", "log_bounds", "log_options",
     "metrics_option", "open_connection", "parse_options", "refuse_limits_with_connect", "serve_metrics",
     "size_value", "split_endpoints", "tls_options", "token_key_option", "token_option",
 ]

@@ -6,13 +6,20 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from essa.cli.output import echo_json, json_option
 from essa.plugins import get_plugin_manager
 
 
 @click.command()
-def plugins() -> None:
+@json_option("Print the plugins as JSON: name, distribution, version, provides, error, unavailable.")
+def plugins(as_json: bool) -> None:
     """List installed plugins, their versions and what each provides."""
     manager = get_plugin_manager()
+    if as_json:
+        echo_json([{"name": info.name, "distribution": info.distribution, "version": info.version,
+                    "provides": list(info.provides), "error": info.error or None,
+                    "unavailable": list(info.unavailable)} for info in manager.plugins])
+        return
     table = Table(title="essa plugins")
     for column in ("plugin", "distribution", "version", "provides", "status"):
         table.add_column(column, overflow="fold")

@@ -14,6 +14,9 @@ from essa.cli.options import (
     limit_arguments,
     limit_options,
     limits_and_grants,
+    log_arguments,
+    log_bounds,
+    log_options,
     metrics_option,
     serve_metrics,
     size_value,
@@ -53,23 +56,26 @@ def scheduler(listen, connect, scouting, zenoh_config, placement, max_message_si
 @endpoint_options(listen_default="tcp/127.0.0.1:0", connect_default="tcp/127.0.0.1:7447")
 @click.option("--workers", type=click.IntRange(min=1), help="Threads running calls. [default: one per core, at least 2]")
 @limit_options
+@log_options
 @metrics_option
 @token_key_option
 @click.pass_obj
 def executor(settings: Settings, executor_id, listen, connect, scouting, zenoh_config, workers, metrics_address,
-             **limit_flags) -> None:
+             log_size, log_call_size, log_total, **limit_flags) -> None:
     """Run executor ID: runs the calls the scheduler places on it.
 
     ID must be unique in the cluster. Executors of one host share the store
     (LMDB by default), so a module compiled by one is loaded by the others.
     Every call placed here runs under this executor's limits and grants,
-    whoever started it.
+    whoever started it. What deployments' calls print is kept here, in
+    memory (--log-size ...), for `essa logs`.
     """
     limits, grants = limits_and_grants(**limit_flags)
+    bounds = log_bounds(log_size, log_call_size, log_total)
     serve_metrics(metrics_address)
     running = services.start_executor(executor_id, split_endpoints(listen), split_endpoints(connect), zenoh_config,
                                       scouting, settings.engine, settings.store, settings.store_options, workers,
-                                      limits, grants)
+                                      limits, grants, bounds)
     click.echo(running.describe(), err=True)
     try:
         services.wait_for_signal()
@@ -91,16 +97,18 @@ def executor(settings: Settings, executor_id, listen, connect, scouting, zenoh_c
               help="With --secure: where the CA, token keys and certificates are (env ESSA_SECURITY_DIR). "
               "[default: security/ in essa's data directory]")
 @limit_options
+@log_options
 @click.pass_obj
 def up(settings: Settings, executors: int, listen: str, http: str | None, secure: bool, security_dir: str | None,
-       **limit_flags) -> None:
+       log_size, log_call_size, log_total, **limit_flags) -> None:
     """Start a local cluster: a scheduler and N executors, as separate processes.
 
     Prints how to connect, and stops them all on Ctrl-C or SIGTERM. The
-    limits and grants given here go to every executor. With --secure it also
+    limits, grants and log bounds given here go to every executor. With --secure it also
     prints which certificate files a client passes, and how to make a token.
     """
     limits, grants = limits_and_grants(**limit_flags)
+    bounds = log_bounds(log_size, log_call_size, log_total)
     get_plugin_manager().engine_class(settings.engine).check_grants(grants)  # before starting anything
     if http:
         get_plugin_manager().trigger_class(DEFAULTS["trigger"])  # installed? (else: names the package)
@@ -108,7 +116,7 @@ def up(settings: Settings, executors: int, listen: str, http: str | None, secure
         listen = secure_endpoints([listen])[0]
     verbose = logging.getLogger().level <= logging.INFO
     sys.exit(services.run_cluster(executors, listen, settings.engine, settings.store, settings.store_options, int(verbose),
-                         executor_args=limit_arguments(limits, grants),
+                         executor_args=limit_arguments(limits, grants) + log_arguments(bounds),
                          scheduler_args=["--max-message-size", str(limits.max_message_bytes)], http=http,
                          secure=secure, security_dir=security_dir))
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from essa.cli.output import json_option
 from essa.errors import EssaError
 from essa.security.certs import CERT_DAYS, LOCAL_HOSTS, ROLES
 from essa.security.local import Material, default_directory
@@ -143,7 +144,7 @@ def token_create(deployments, namespaces, read_only, ttl, key, directory) -> Non
 @click.argument("text", metavar="TOKEN", required=False)
 @click.option("--token-key", metavar="FILE", type=click.Path(exists=True, dir_okay=False),
               help="Also check the signature with this public key.")
-@click.option("--json", "as_json", is_flag=True, help="Print the claims as JSON.")
+@json_option("Print the claims as JSON.")
 def token_show(text: str | None, token_key: str | None, as_json: bool) -> None:
     """Show what TOKEN (default: $ESSA_TOKEN) allows and until when."""
     from essa.security import settings

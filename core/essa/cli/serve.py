@@ -17,6 +17,8 @@ from essa.cli.options import (
     connection_options,
     limit_options,
     limits_and_grants,
+    log_bounds,
+    log_options,
     open_connection,
     parse_options,
     refuse_limits_with_connect,
@@ -51,10 +53,11 @@ class _ServeCommand(click.Command):
               help="A setting of the trigger (listed below, and by `essa plugins`); repeatable, or "
                    "comma-separated.")
 @limit_options
+@log_options
 @click.pass_context
 def serve(ctx: click.Context, trigger_name: str, listen: str | None, connect: tuple[str, ...],
           zenoh_config: str | None, timeout: float, executors: int | None, shutdown_timeout: float,
-          trigger_options: tuple[str, ...], **limit_flags) -> None:
+          trigger_options: tuple[str, ...], log_size, log_call_size, log_total, **limit_flags) -> None:
     """Take outside events (HTTP requests by default) and turn them into calls.
 
     Without --connect it serves an embedded runtime in this process (this
@@ -65,19 +68,22 @@ def serve(ctx: click.Context, trigger_name: str, listen: str | None, connect: tu
 
     The http trigger (essa-plugin-http): POST /v1/functions/NAME/FUNCTION
     (body: the arguments, answer: the result), GET|PUT /v1/state/NAME/KEY,
-    GET /v1/deployments, /healthz, /metrics.
+    GET /v1/logs/NAME (what the calls printed; ?follow=1 streams),
+    GET /v1/deployments, /healthz, /metrics. With -v it logs one line per
+    request, and every line the calls print.
     """
     settings: Settings = ctx.obj
     trigger_class = get_plugin_manager().trigger_class(trigger_name)  # before starting anything
     limits, grants = limits_and_grants(**limit_flags)
     config = TriggerConfig(listen=listen or trigger_class.default_listen, max_message_bytes=limits.max_message_bytes,
                            shutdown_timeout=shutdown_timeout, options=parse_options(trigger_options, "--trigger-option"))
+    bounds = log_bounds(log_size, log_call_size, log_total)
     if split_endpoints(connect):
         refuse_limits_with_connect(ctx)
     # Signals are caught until the connection is closed too: a second Ctrl-C must not kill it halfway.
     with SignalStop() as signals, open_connection(settings, connect, zenoh_config, timeout,
                                                   max_message_bytes=limits.max_message_bytes, executors=executors,
-                                                  limits=limits, grants=grants) as connection:
+                                                  limits=limits, grants=grants, logs=bounds) as connection:
         trigger = trigger_class(connection, config)
         signals.forward_to(trigger.stop)
 

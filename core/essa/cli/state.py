@@ -7,7 +7,7 @@ import json
 import click
 
 from essa.cli.options import Settings, connection_options, open_connection
-from essa.cli.output import echo_json
+from essa.cli.output import echo_json, json_option
 from essa.errors import EssaError
 from essa.state.keys import quoted, shown
 from essa.state.lattice import LwwLattice, OrderedSetLattice, SetLattice
@@ -45,7 +45,7 @@ def state() -> None:
 @state.command(name="ls")
 @click.argument("prefix", default="")
 @namespace_options
-@click.option("--json", "as_json", is_flag=True, help="Print the keys as a JSON list.")
+@json_option("Print the keys as a JSON list.")
 @connection_options
 @click.pass_obj
 def state_ls(settings: Settings, prefix, deployment, namespace, as_json, connect, zenoh_config, timeout) -> None:
@@ -71,7 +71,7 @@ def state_ls(settings: Settings, prefix, deployment, namespace, as_json, connect
 @state.command(name="get")
 @click.argument("key")
 @namespace_options
-@click.option("--json", "as_json", is_flag=True, help="Print the value's JSON view.")
+@json_option("Print the value's JSON view.")
 @connection_options
 @click.pass_obj
 def state_get(settings: Settings, key, deployment, namespace, as_json, connect, zenoh_config, timeout) -> None:

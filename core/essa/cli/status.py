@@ -8,14 +8,14 @@ from rich.table import Table
 
 from essa import api
 from essa.cli.options import split_endpoints, tls_options
-from essa.cli.output import echo_json
+from essa.cli.output import echo_json, json_option
 
 
 @click.command()
 @click.option("--connect", multiple=True, metavar="ENDPOINT", envvar="ESSA_CONNECT",
               default=["tcp/127.0.0.1:7447"], show_default=True, help="The cluster's scheduler endpoint.")
 @click.option("--zenoh-config", envvar="ESSA_ZENOH_CONFIG", type=click.Path(exists=True, dir_okay=False))
-@click.option("--json", "as_json", is_flag=True, help="Print the raw status as JSON.")
+@json_option("Print the raw status as JSON.")
 @tls_options
 def status(connect, zenoh_config, as_json) -> None:
     """Show a running cluster: its scheduler and executors with their counters."""

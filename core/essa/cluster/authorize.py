@@ -6,7 +6,8 @@ again by the executor) and every control request (by the executor serving
 it). A token (see :mod:`essa.security.tokens`) grants:
 
 - **deployments** (patterns): calling their functions, looking them up
-  (``essa ls`` lists only these), reading their state, and, unless
+  (``essa ls`` lists only these), reading their state and their calls'
+  logs (``essa logs``), and, unless
   read-only, deploying new versions, removing them and writing their state.
   A call under a deployment grant runs in the deployment's namespace, and the
   executor checks that its module is one of the deployment's versions: a
@@ -61,6 +62,7 @@ CONTROL_OPS: dict[str, tuple[str, bool, str | None]] = {
     "state-keys": ("namespace", False, None),
     "state-merge": ("namespace", False, "write the state of"),
     "state-delete": ("namespace", False, "delete keys of"),
+    "logs": ("deployment", True, None),  # log queries (essa.cluster.logbook), answered by every executor
 }
 
 

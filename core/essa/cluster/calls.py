@@ -78,7 +78,11 @@ def reply_message(call_id: str, code: EssaResult, value: bytes = b"", message: s
 
 def outcome(reply: Message) -> CallOutcome:
     """The :class:`CallOutcome` a reply message (checked by :func:`check_reply`) stands for."""
-    return CallOutcome(EssaResult(reply["code"]), reply.get("value", b""), reply.get("message", ""), reply.get("kind", ""))
+    stderr = reply.get("stderr", ())
+    if not (isinstance(stderr, list) and len(stderr) <= 20 and all(isinstance(line, str) for line in stderr)):
+        stderr = ()
+    return CallOutcome(EssaResult(reply["code"]), reply.get("value", b""), reply.get("message", ""),
+                       reply.get("kind", ""), tuple(stderr), reply["id"])
 
 
 def cancelled_reply(call_id: str, what: str, reason: str) -> Message:
@@ -129,8 +133,9 @@ def check_request(request: Message, receiver: str, max_message_bytes: int | None
     argv = request.get("argv", [])
     if not isinstance(argv, list) or not all(isinstance(arg, str) and "\0" not in arg for arg in argv):
         return "malformed call request: 'argv' is not a list of strings"
-    if not isinstance(request.get("stdin", False), bool):
-        return "malformed call request: 'stdin' is not a boolean"
+    for flag in ("stdin", "output"):
+        if not isinstance(request.get(flag, False), bool):
+            return f"malformed call request: {flag!r} is not a boolean"
     for key in ("args", "wasm"):
         value = request.get(key, b"")
         if not isinstance(value, (bytes, bytearray)):

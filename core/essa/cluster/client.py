@@ -9,6 +9,7 @@ on the executors, with every remote call it started.
 from __future__ import annotations
 
 import concurrent.futures
+import os
 import sys
 import threading
 import time
@@ -57,6 +58,8 @@ class CallHandle(concurrent.futures.Future):
         self._client = client
         #: The id of the run (calls of one run share it; cancelling it ends them all).
         self.run = run
+        #: The id of the call (its log lines carry it: ``essa logs NAME --call ID``); "" until it is sent.
+        self.call = ""
         self._spans: "_Spans | None" = None
 
     def spans(self, settle: float = 0.3, timeout: float = 5.0) -> list[Message]:
@@ -127,6 +130,7 @@ class Client:
         self._owns_caller = caller is None
         self.caller = caller or Caller(transport, "client")
         self._unsent: dict[str, bytes] = {}
+        self._run_ids = _RunIds()
 
     def publish(self, wasm: bytes, origin: str = "the module") -> str:
         """Make a module available to the executors; return its name."""
@@ -219,7 +223,7 @@ class Client:
         once. ``trace`` as for :meth:`start_run`; ``fields`` are extra request
         fields (``deployment``: the name the call was made by, for metrics).
         """
-        run = uuid.uuid4().hex
+        run = self._run_ids.next()
         if len(args) > self.max_message_bytes:
             message = (
                 f"cannot call {function}: {len(args)} bytes of arguments exceed the message size limit "
@@ -283,9 +287,12 @@ class Client:
         if trace:
             handle._spans = _Spans(self.transport, run)
             extra.update(trace=True, sent=time.time())
+        if not output:
+            extra["output"] = False  # nobody reads it: executors keep it in their logs only
         subscription = self.transport.subscribe(topics.run_output(run), output) if output else None
         try:
             future = self.caller.start(call_request(module, function, args, namespace, run, **extra))
+            handle.call = future.id
         except BaseException:
             if subscription:
                 subscription.close()
@@ -306,6 +313,28 @@ class Client:
     def close(self) -> None:
         if self._owns_caller:
             self.caller.close()
+
+
+class _RunIds:
+    """Fresh random run ids for calls, as ``uuid4().hex`` spells them (32 hex digits), 256 at a time.
+
+    ``os.urandom`` lets go of the GIL, so an event loop that started a call
+    (``Connection.acall``) waited to get it back from whichever thread took it,
+    on every call; fetching the random bytes of 256 ids at once makes that rare.
+    """
+
+    _BATCH = 256
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._ids: list[str] = []
+
+    def next(self) -> str:
+        with self._lock:
+            if not self._ids:
+                batch = os.urandom(16 * self._BATCH).hex()
+                self._ids = [batch[i:i + 32] for i in range(0, len(batch), 32)]
+            return self._ids.pop()
 
 
 class _Spans:

@@ -22,7 +22,13 @@ field; none can make the service raise.
 
 A deploy compiles the module (so a bad module is refused at deploy time and
 the artifact is ready for the first call) and records the new version with
-the module's callable functions.
+the module's callable functions and their signatures: those of its
+``essa.signatures`` section (:mod:`essa.wasm.signatures`), and those the
+request declares (``signatures``: a list of the contract's objects, from an
+``essa.toml``), which take the place of the section's for their functions.
+A malformed section or declaration is refused in one line (kind
+``signature``); so is a module with neither callable functions nor a
+``_start``, which nothing could use.
 
 State keys are the guests' keys (:mod:`essa.state.keys`): UTF-8 text, empty or up
 to the message size limit in bytes. A listing answers ``keys`` (sorted) and
@@ -42,6 +48,7 @@ from essa.cluster.authorize import Authorizer, Refused
 from essa.cluster.deployments import (
     DeploymentRegistry,
     check_name,
+    check_signatures,
     data_prefix,
     parse_spec,
     user_functions,
@@ -54,12 +61,15 @@ from essa.errors import (
     LatticeTypeError,
     ModuleError,
     NotFound,
+    SignatureError,
     StoreError,
 )
 from essa.state.keys import encode_text, is_text
+from essa.state.signatures import SECTION, Signature
 from essa.transport.base import Message, Subscription, Transport
 from essa.util.ratelimit import RateLimitedLog, describe
 from essa.util.units import format_bytes
+from essa.wasm.signatures import module_signatures
 
 log = logging.getLogger("essa.cluster.control")
 _problems = RateLimitedLog(log)
@@ -123,6 +133,8 @@ class ControlService:
             return {"ok": False, "error": str(exc), "kind": exc.kind}
         except ModuleError as exc:
             return {"ok": False, "error": str(exc), "kind": "module"}
+        except SignatureError as exc:
+            return {"ok": False, "error": str(exc), "kind": exc.kind}
         except LatticeTypeError as exc:
             return {"ok": False, "error": str(exc), "kind": "type-mismatch"}
         except InvalidKey as exc:
@@ -143,10 +155,21 @@ class ControlService:
         if len(wasm) > self.max_message_bytes:
             raise ControlError(f"the module's {len(wasm)} bytes exceed the message size limit "
                                f"({format_bytes(self.max_message_bytes)})")
+        declared = _optional(request, "signatures", list) or []
+        origin = _optional(request, "signatures_from", str) or "the declared signatures"
+        declared = [Signature.from_dict(d, f"{origin}, function {i + 1}") for i, d in enumerate(declared)]
         module = publish_module(self.store, wasm, f"the module of {name!r}")
-        program = self.programs.get(module)  # compiles now: a bad module fails the deploy
-        deployment = self.registry.add(name, module, len(wasm), user_functions(program.info),
-                                       _optional(request, "id", str), _optional(request, "created", int))
+        program = self.programs.get(module)  # compiles now: a bad module fails the deploy, as the engine says
+        found = module_signatures(wasm)
+        functions = user_functions(program.info)
+        if not functions and not program.info.has_start:
+            raise ModuleError("the module exports no function to call (__essa_wrapper__NAME, of type (i32) -> ()) "
+                              "and no _start to run: nothing could use it")
+        check_signatures(found, functions, f"the module's {SECTION} section")
+        replaced = {s.name for s in check_signatures(declared, functions, origin)}
+        signatures = [s for s in found if s.name not in replaced] + declared
+        deployment = self.registry.add(name, module, len(wasm), functions, _optional(request, "id", str),
+                                       _optional(request, "created", int), signatures)
         log.info("deployed %s (module %s, %d bytes)", deployment.spec, module[:12], len(wasm))
         return {"deployment": deployment.as_dict()}
 
@@ -250,6 +273,7 @@ class ControlClient:
         """The answer to ``{"op": op, **fields}``.
 
         :raises essa.errors.NotFound: the request names something that does not exist.
+        :raises essa.errors.SignatureError: a deploy's signatures are malformed.
         :raises ControlError: it was refused, or nobody answered.
         """
         timeout = timeout or self.timeout
@@ -273,6 +297,8 @@ class ControlClient:
             message, kind = str(answer.get("error", "refused")), str(answer.get("kind", "invalid"))
             if kind == "not-found":
                 raise NotFound(message)
+            if kind == SignatureError.kind:
+                raise SignatureError(message)
             raise ControlError(message, kind)
         return answer
 

@@ -13,7 +13,7 @@ merges like any other state:
     a ``Set`` of the names ever deployed;
 ``deployments/<name>``
     a ``Set`` of JSON records: one per deploy (version, module, size,
-    functions, time) and one per removal (time).
+    functions, their signatures, time) and one per removal (time).
 
 Versions are numbered at deploy time (one more than the highest so far).
 Two deploys of one name at the same moment may pick the same number; readers
@@ -29,14 +29,17 @@ Users name functions as they wrote them (``count_words``); the export
 from __future__ import annotations
 
 import difflib
+import functools
 import json
 import re
 import time
 import uuid
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
+from typing import Iterable
 
-from essa.errors import EssaError, NotFound
+from essa.errors import EssaError, NotFound, SignatureError
 from essa.state.lattice import SetLattice
+from essa.state.signatures import SECTION, Signature, merge
 from essa.state.store import Store
 from essa.wasm.engine import CALLABLE_SIGNATURE, ModuleInfo
 
@@ -82,6 +85,17 @@ def user_functions(info: ModuleInfo) -> list[str]:
     )
 
 
+def check_signatures(signatures: Iterable[Signature], functions: list[str], origin: str = SECTION) -> list[Signature]:
+    """``signatures`` (sorted, each once) if each names one of ``functions``; else one line naming the stray one."""
+    checked = merge(signatures, origin)
+    for signature in checked:
+        if signature.name not in functions:
+            available = ", ".join(functions) or "none"
+            raise SignatureError(f"{origin} declares {signature}, but the module has no function {signature.name!r} "
+                                 f"(functions: {available})")
+    return checked
+
+
 def namespace_of(name: str) -> str:
     """The state namespace of deployment ``name``: its name."""
     return name
@@ -111,6 +125,16 @@ class Deployment:
     functions: tuple[str, ...]
     #: When this version was deployed (nanoseconds since the Unix epoch).
     created: int
+    #: The signatures of the functions that have one, by name (the others take and give bytes).
+    signatures: tuple[Signature, ...] = ()
+
+    @functools.cached_property
+    def _signature_of(self) -> dict[str, Signature]:
+        return {s.name: s for s in self.signatures}
+
+    def signature(self, function: str) -> Signature | None:
+        """The signature of ``function``, or ``None`` if it has none (it takes and gives bytes)."""
+        return self._signature_of.get(function)
 
     @property
     def namespace(self) -> str:
@@ -123,12 +147,16 @@ class Deployment:
         return f"{self.name}@{self.version}"
 
     def as_dict(self) -> dict:
-        return {**asdict(self), "functions": list(self.functions), "namespace": self.namespace}
+        """The deployment as JSON: ``signatures`` is a list of the contract's objects (docs/signatures.md)."""
+        return {"name": self.name, "version": self.version, "module": self.module, "size": self.size,
+                "functions": list(self.functions), "created": self.created, "namespace": self.namespace,
+                "signatures": [s.as_dict() for s in self.signatures]}
 
     @classmethod
     def from_dict(cls, data: dict) -> "Deployment":
+        signatures = tuple(Signature.from_dict(s, "a deployment's signature") for s in data.get("signatures") or ())
         return cls(data["name"], int(data["version"]), data["module"], int(data["size"]),
-                   tuple(data["functions"]), int(data["created"]))
+                   tuple(data["functions"]), int(data["created"]), signatures)
 
     def check_function(self, function: str) -> str:
         """The export to call for ``function``; :class:`NotFound` with suggestions if there is none."""
@@ -158,10 +186,11 @@ class DeploymentRegistry:
         self.store = store
 
     def add(self, name: str, module: str, size: int, functions: list[str], deploy_id: str | None = None,
-            created: int | None = None) -> Deployment:
+            created: int | None = None, signatures: Iterable[Signature] = ()) -> Deployment:
         """Record a new version of ``name`` for ``module`` (already in the store); return it.
 
-        ``deploy_id`` makes a repeated request (a retry) record nothing new.
+        ``deploy_id`` makes a repeated request (a retry) record nothing new;
+        ``signatures`` are those of some of ``functions`` (see :func:`check_signatures`).
         """
         check_name(name)
         deploy_id = deploy_id or uuid.uuid4().hex
@@ -173,6 +202,9 @@ class DeploymentRegistry:
         version = max((r["version"] for r in deploys), default=0) + 1
         record = {"kind": "deploy", "id": deploy_id, "version": version, "module": module, "size": size,
                   "functions": sorted(functions), "created": created}
+        checked = check_signatures(signatures, record["functions"])
+        if checked:  # records of untyped modules keep the shape older readers know
+            record["signatures"] = [s.as_dict() for s in checked]
         self.store.put(record_key(name), SetLattice({_encode(record)}))
         self.store.put(INDEX_KEY, SetLattice({name.encode()}))
         return self.resolve(name)
@@ -195,7 +227,7 @@ class DeploymentRegistry:
             return []
         ordered = sorted(deploys, key=lambda r: (r["version"], r["created"], r["module"], r["id"]))
         return [
-            Deployment(name, number, r["module"], r["size"], tuple(r["functions"]), r["created"])
+            Deployment(name, number, r["module"], r["size"], tuple(r["functions"]), r["created"], r["signatures"])
             for number, r in enumerate(ordered, start=1)
         ]
 
@@ -246,8 +278,17 @@ def _decode(raw: bytes) -> dict | None:
     fields = {"id": str, "version": int, "module": str, "size": int, "functions": list, "created": int}
     if record.get("kind") == "deploy" and all(isinstance(record.get(k), t) for k, t in fields.items()):
         if all(isinstance(f, str) for f in record["functions"]):
+            record["signatures"] = _signatures(record.get("signatures"))
             return record
     return None
+
+
+def _signatures(stored: object) -> tuple[Signature, ...]:
+    """The signatures of a deploy record; none if they do not read (the version stays, untyped)."""
+    try:
+        return tuple(Signature.from_dict(s) for s in stored) if isinstance(stored, list) else ()
+    except SignatureError:
+        return ()
 
 
 __all__ = [
@@ -255,6 +296,7 @@ __all__ = [
     "DeploymentRegistry",
     "EXPORT_PREFIX",
     "check_name",
+    "check_signatures",
     "data_prefix",
     "display_name",
     "export_name",

@@ -16,6 +16,7 @@ from essa.cluster.calls import Caller
 from essa.cluster.client import Client
 from essa.cluster.control import ControlService
 from essa.cluster.executor import Executor
+from essa.cluster.logbook import LogBook, LogBounds
 from essa.cluster.programs import ProgramCache, read_module
 from essa.cluster.scheduler import Scheduler
 from essa.plugins import DEFAULTS, PluginManager, get_plugin_manager
@@ -64,6 +65,8 @@ class EmbeddedRuntime:
     :param executors: how many executors to run.
     :param limits: the limits of every call (default: :class:`Limits` defaults).
     :param grants: what guests may reach of this host (default: nothing).
+    :param logs: how much of deployments' calls' output to keep (:mod:`essa.cluster.logbook`);
+        the runtime's log book answers log queries, from this process only.
     """
 
     def __init__(
@@ -74,6 +77,7 @@ class EmbeddedRuntime:
         executors: int | None = None,
         limits: Limits | None = None,
         grants: Grants | None = None,
+        logs: LogBounds | None = None,
     ) -> None:
         plugins = get_plugin_manager()
         self._owns_store = not isinstance(store, Store)
@@ -87,8 +91,10 @@ class EmbeddedRuntime:
             self.scheduler = Scheduler(self.transport)
             self.scheduler.start()
             self.caller = Caller(self.transport, "embedded")
+            self.logbook = LogBook("embedded", logs)
+            self._logs = self.logbook.serve(self.transport)
             self.executors = [
-                Executor(str(i), self.programs, self.store, self.transport, self.caller)
+                Executor(str(i), self.programs, self.store, self.transport, self.caller, logbook=self.logbook)
                 for i in range(executors or default_executors())
             ]
             for executor in self.executors:
@@ -108,6 +114,8 @@ class EmbeddedRuntime:
     def close(self) -> None:
         if getattr(self, "_control", None):
             self._control.close()
+        if getattr(self, "_logs", None):
+            self._logs.close()
         if getattr(self, "scheduler", None):
             self.scheduler.stop()
         for executor in getattr(self, "executors", ()):

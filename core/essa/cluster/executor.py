@@ -6,8 +6,10 @@ its work pool. While a guest runs, its host functions reach the rest of the
 system through :class:`_CallHost`: remote calls start through the process's
 :class:`~essa.cluster.calls.Caller`, state goes to the store under
 ``{namespace}/data/{key}``, and output is published to the run's output topic
-so it reaches the ``essa run`` console. The reply goes straight to the
-caller's inbox; a notice to the scheduler tells it the call is done.
+so it reaches the ``essa run`` console (unless the caller reads none), and a
+deployment's call's output is kept in the process's log book
+(:mod:`essa.cluster.logbook`). The reply goes straight to the caller's
+inbox; a notice to the scheduler tells it the call is done.
 
 A cancel for a run (:data:`essa.cluster.topics.CANCEL`) ends the run's invocations
 running here (:meth:`essa.wasm.invocation.Invocation.cancel`), fails the remote calls
@@ -38,6 +40,7 @@ from essa.cluster.calls import (
     send_reply,
 )
 from essa.cluster.deployments import display_name
+from essa.cluster.logbook import LogBook, with_stderr
 from essa.cluster.pool import WorkPool
 from essa.cluster.programs import ProgramCache, publish_module
 from essa.cluster.stdin import RemoteStdin
@@ -54,7 +57,7 @@ from essa.errors import (
 from essa.state.store import Store
 from essa.transport.base import Message, Transport
 from essa.util.ratelimit import RateLimitedLog, describe
-from essa.wasm.abi import EssaResult
+from essa.wasm.abi import EssaResult, Output
 from essa.wasm.engine import START
 from essa.wasm.invocation import Invocation
 from essa.wasm.limits import Grants
@@ -89,6 +92,8 @@ class Executor:
     :param workers: threads for queued calls (blocked callers get helpers).
     :param authorizer: if given, only calls whose token it allows run
         (:mod:`essa.cluster.authorize`); others are refused in one line.
+    :param logbook: where the output of deployments' calls is kept
+        (:mod:`essa.cluster.logbook`; executors of one process share one).
     """
 
     #: Cancelled runs remembered, so that their queued calls are refused when they start.
@@ -103,6 +108,7 @@ class Executor:
         caller: Caller,
         workers: int = 1,
         authorizer: Authorizer | None = None,
+        logbook: LogBook | None = None,
     ) -> None:
         if not topics.is_chunk(executor_id):
             raise EssaError(
@@ -115,6 +121,7 @@ class Executor:
         self.caller = caller
         self.workers = workers
         self.authorizer = authorizer
+        self.logbook = logbook or LogBook(executor_id)
         self.pool = WorkPool(workers, name=f"essa-executor-{executor_id}")
         self.stats = ExecutorStats()
         self._stats_lock = threading.Lock()
@@ -178,6 +185,7 @@ class Executor:
             "modules": sorted(self.programs.sources),
             "limits": asdict(self.programs.engine.limits),
             "grants": _describe(getattr(self.programs.engine, "grants", None) or Grants()),
+            "logs": self.logbook.stats(),
             **stats,
         }
 
@@ -300,9 +308,27 @@ class Executor:
         """Run one call request to its end and return the reply message.
 
         A failed call's reply says what happened in ``message`` (one line,
-        naming the function as users wrote it) and how in ``kind`` (see
-        :func:`essa.cluster.calls.reply_message`).
+        naming the function as users wrote it, ending with the last lines of
+        the call's stderr, which ``stderr`` lists) and how in ``kind`` (see
+        :func:`essa.cluster.calls.reply_message`). The guest's output goes to
+        the run's output topic (unless the caller said it does not read it,
+        ``"output": False``) and, for a deployment's call, into this
+        executor's log book (:mod:`essa.cluster.logbook`).
         """
+        output = RunOutput(self.transport, request["run"]) if request.get("output", True) else _NO_OUTPUT
+        call_log = self.logbook.call_log(request, self.id, output)
+        try:
+            reply = self._execute(request, output, call_log)
+        finally:
+            call_log.close()
+        if reply["code"] != EssaResult.Ok and request["function"] != START:
+            tail = call_log.stderr_tail()
+            if reply.get("message"):
+                call_log.note(reply["message"])  # the log says why too
+            reply = with_stderr(reply, tail)
+        return reply
+
+    def _execute(self, request: Message, output: "RunOutput", guest_output: Output) -> Message:
         call_id = request["id"]
         function = request["function"]
         is_run = function == START
@@ -332,7 +358,6 @@ class Executor:
                 _problems.warning("refused", "executor %s: refused call %.80s: %s", self.id, call_id, exc)
                 return reply_message(call_id, EssaResult.UnknownError, message=str(exc), exit=1,
                                      kind="refused" if isinstance(exc, Refused) else "error")
-        output = RunOutput(self.transport, request["run"])
         stdin = (RemoteStdin(self.transport, request["run"], request.get("token") if self.authorizer else None)
                  if is_run and request.get("stdin") else None)
         try:
@@ -354,8 +379,8 @@ class Executor:
                 return reply_message(call_id, _CALLABLE_STATUS[status], message=f"cannot call {what}: {why}",
                                      kind="no-such-function" if status == "missing" else "bad-signature")
             limits = self.programs.engine.limits
-            invocation = Invocation(request["args"], _CallHost(self, program, request, output), output, limits,
-                                    argv=request.get("argv", ()), stdin=stdin)
+            invocation = Invocation(request["args"], _CallHost(self, program, request, guest_output), guest_output,
+                                    limits, argv=request.get("argv", ()), stdin=stdin)
             self._begin(request["run"], invocation)
             try:
                 program.run(invocation, function, None if is_run else len(request["args"]))
@@ -460,12 +485,27 @@ class RunOutput:
         self.write(2, f"essa: {message}\n".encode())
 
 
+class _NoOutput:
+    """The output of a call whose caller does not read it (``"output": False``): nowhere (its log keeps it)."""
+
+    __slots__ = ()
+
+    def write(self, stream: int, data: bytes) -> None:
+        pass
+
+    def warn(self, message: str) -> None:
+        pass
+
+
+_NO_OUTPUT = _NoOutput()
+
+
 class _CallHost:
     """The ABI's view of the runtime, for one invocation."""
 
     __slots__ = ("_executor", "_program", "_request", "_output", "_prefix", "_read_only")
 
-    def __init__(self, executor: Executor, program, request: Message, output: RunOutput) -> None:
+    def __init__(self, executor: Executor, program, request: Message, output) -> None:
         self._executor = executor
         self._program = program
         self._request = request
@@ -484,6 +524,9 @@ class _CallHost:
             extra["argv"] = req["argv"]  # remote calls see the run's arguments too
         if "token" in req:
             extra["token"] = req["token"]  # and run with its authorization: same module, same namespace
+        for key in ("deployment", "version", "output"):  # a deployment's calls log as its; unread output stays so
+            if key in req:
+                extra[key] = req[key]
         return self._executor.caller.start(call_request(req["module"], name, args, req["namespace"], req["run"],
                                                         nested=True, **extra))
 

@@ -27,6 +27,7 @@ from essa.cluster.control import ControlService
 from essa.cluster.deployments import DeploymentRegistry
 from essa.cluster.embedded import open_engine, open_store
 from essa.cluster.executor import Executor
+from essa.cluster.logbook import LogBook, LogBounds
 from essa.cluster.programs import ProgramCache
 from essa.cluster.scheduler import Scheduler
 from essa.errors import EssaError
@@ -154,13 +155,15 @@ def start_executor(
     workers: int | None = None,
     limits: Limits | None = None,
     grants: Grants | None = None,
+    log_bounds: LogBounds | None = None,
 ) -> RunningExecutor:
     """Open a zenoh session and serve executor ``executor_id`` on it (see :func:`serve_executor`)."""
     limits = limits or Limits()
     transport = open_transport(listen, connect, config, scouting, max_message_bytes=limits.max_message_bytes)
     try:
         executor, caller = serve_executor(executor_id, transport, engine, store, store_options or {},
-                                          workers or default_workers(), limits, grants, security_settings.verifier())
+                                          workers or default_workers(), limits, grants, security_settings.verifier(),
+                                          log_bounds)
     except BaseException:
         transport.close()
         raise
@@ -189,22 +192,28 @@ def serve_executor(
     limits: Limits | None = None,
     grants: Grants | None = None,
     verifier: Verifier | None = None,
+    log_bounds: LogBounds | None = None,
 ) -> tuple[Executor, Caller]:
     """Start an executor on ``transport``; returns it and its caller.
 
     ``limits`` and ``grants`` are this executor's own: calls placed on it run
     under them, whatever the client that started the run asked for. With
-    ``verifier`` it runs only calls and control requests whose token allows
-    them (see :mod:`essa.cluster.authorize`).
+    ``verifier`` it runs only calls, control requests and log queries whose
+    token allows them (see :mod:`essa.cluster.authorize`). It keeps its
+    calls' output within ``log_bounds`` and answers log queries
+    (:mod:`essa.cluster.logbook`).
     """
     engine_obj = open_engine(engine, limits, grants=grants)
     store_obj = open_store(store, store_options)
     caller = Caller(transport, f"executor-{executor_id}")
     programs = ProgramCache(engine_obj, store_obj)
     authorizer = Authorizer(verifier, ModuleIndex(DeploymentRegistry(store_obj).versions)) if verifier else None
-    executor = Executor(executor_id, programs, store_obj, transport, caller, workers, authorizer=authorizer)
+    logbook = LogBook(executor_id, log_bounds)
+    executor = Executor(executor_id, programs, store_obj, transport, caller, workers, authorizer=authorizer,
+                        logbook=logbook)
     executor.start()
     executor.also_close(ControlService(programs, engine_obj.limits.max_message_bytes, authorizer).serve(transport))
+    executor.also_close(logbook.serve(transport, authorizer))
     return executor, caller
 
 
@@ -310,7 +319,8 @@ def up(
         print(f"run a module with:  essa run --connect {listen} FILE.wasm", flush=True)
         print(f"deploy one with:    essa deploy --connect {listen} FILE.wasm --name NAME", flush=True)
         if http:
-            print(f"call one over HTTP: curl --data-binary ARGS http://{http}/v1/functions/NAME/FUNCTION", flush=True)
+            print(f"call one over HTTP: curl -H 'content-type: application/json' -d '[ARG, ...]' "
+                  f"http://{http}/v1/functions/NAME/FUNCTION", flush=True)
         print("stop with Ctrl-C", flush=True)
         while not stopping.wait(0.5):
             for name, child in children:

@@ -36,6 +36,9 @@ CONTROL = "essa/control"
 #: Status queries: every scheduler and executor serves a topic below this.
 STATUS = "essa/status"
 
+#: Log queries: every executor process's log book (and the embedded runtime's) serves a topic below this.
+LOGS = "essa/logs"
+
 
 def executor_calls(executor_id: str) -> str:
     """Calls placed on one executor."""
@@ -65,6 +68,11 @@ def run_stdin(run: str) -> str:
 def run_stdin_want(run: str) -> str:
     """The executor's requests for more of a run's stdin."""
     return f"essa/run/{run}/stdin/want"
+
+
+def logs(book: str) -> str:
+    """Where one process's log book answers log queries (see :mod:`essa.cluster.logbook`)."""
+    return f"{LOGS}/{book}"
 
 
 def live_executor(executor_id: str) -> str:

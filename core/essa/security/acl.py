@@ -63,7 +63,7 @@ class Profile:
 _CLIENT = dict(
     put=["essa/scheduler/calls", "essa/scheduler/received", "essa/cancel", "essa/run/*/stdin"],
     subscribe=["essa/inbox/**", "essa/run/*/output", "essa/run/*/trace", "essa/run/*/stdin/want"],
-    query=["essa/control/**", "essa/status/**", "essa/tracking/**"],
+    query=["essa/control/**", "essa/status/**", "essa/tracking/**", "essa/logs/**"],
     watch=["essa/live/**"],
 )
 
@@ -80,7 +80,7 @@ CORE_PROFILES: dict[str, dict[str, list[str]]] = {
         put=["essa/scheduler/calls", "essa/scheduler/done", "essa/scheduler/received", "essa/inbox/**", "essa/run/*/output",
              "essa/run/*/trace", "essa/run/*/stdin/want"],
         subscribe=["essa/executor/*/calls", "essa/cancel", "essa/inbox/**", "essa/run/*/stdin"],
-        serve=["essa/control/**", "essa/status/**"],
+        serve=["essa/control/**", "essa/status/**", "essa/logs/**"],
         query=["essa/tracking/**"],
         token=["essa/live/executor/*"],
         watch=["essa/live/**"],

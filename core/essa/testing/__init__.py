@@ -1,7 +1,8 @@
 """Testing aids for essa and its plugins.
 
 :mod:`essa.testing.conformance` is the engine conformance suite: a pytest
-plugin plus tests that every engine plugin must pass unchanged.
+plugin plus tests that every engine plugin must pass unchanged;
+:mod:`essa.testing.printing` a module whose functions print (and one traps).
 """
 
 #: What ``examples/test-function.wasm`` (and its Rust twin) prints, line for line.

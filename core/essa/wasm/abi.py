@@ -52,6 +52,10 @@ class CallOutcome:
     message: str = ""
     #: For errors: how the call failed (see :func:`essa.cluster.calls.reply_message`), or "".
     kind: str = ""
+    #: For errors: the last lines of the call's stderr (its message ends with them too).
+    stderr: tuple[str, ...] = ()
+    #: The call's id (its log lines carry it), or "".
+    call: str = ""
 
 
 class PendingCall(Protocol):

@@ -63,6 +63,7 @@ from essa.plugin import (
     PluginNotFound,
     Program,
     instrument,
+    trap_location,
 )
 
 from . import memcap, wasi
@@ -340,22 +341,29 @@ def _link_plan(module: Any) -> list[tuple[str, str, Any, tuple[tuple[str, ...], 
 
 
 def _trap_message(exc: BaseException) -> str:
-    """A wasmer trap in one line, e.g. ``integer divide by zero (in <wasm function 3>)``."""
+    """A wasmer trap in one line, with where it happened (:func:`essa.plugin.trap_location`).
+
+    e.g. ``integer divide by zero (in div <- main)``; ``<wasm function 3>`` for
+    a module built without its ``name`` section.
+    """
     text = str(exc)
-    head, _, frames = text.partition("\n")
+    head, _, backtrace = text.partition("\n")
     reason = head.strip().removeprefix("RuntimeError: ").strip() or type(exc).__name__
     if reason == "unreachable":
         reason = "wasm `unreachable` instruction executed"
-    frame = frames[:300].strip().splitlines()[0].strip() if frames.strip() else ""
-    # "at NAME (<module>[INDEX]:0xOFFSET)"
-    if frame.startswith("at "):
-        name, _, rest = frame[3:].partition(" (")
-        if name == "<unnamed>":
-            index = rest.partition("[")[2].partition("]")[0]
-            name = f"<wasm function {index}>" if index else ""
-        if name:
-            return f"{reason} (in {name})"
-    return reason
+    return reason + trap_location(_frame_names(backtrace))
+
+
+def _frame_names(backtrace: str):
+    """The function names of a wasmer backtrace's frames, innermost first."""
+    for line in backtrace.splitlines():  # "at NAME (<module>[INDEX]:0xOFFSET)"
+        frame = line.strip()
+        if frame.startswith("at "):
+            name, _, rest = frame[3:].partition(" (")
+            if name == "<unnamed>":
+                index = rest.partition("[")[2].partition("]")[0]
+                name = f"<wasm function {index}>" if index else ""
+            yield name
 
 
 def _first_line(exc: object) -> str:

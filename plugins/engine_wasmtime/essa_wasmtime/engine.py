@@ -24,12 +24,14 @@ Limits (:class:`essa.wasm.limits.Limits`) and cancellation:
   essa's own (:func:`essa_wasmtime.wasi.poll_oneoff`), whose sleeps end at the
   deadline or on cancel.
 - WASI is wasmtime's own, plus the program's arguments and stdin
-  (:mod:`essa_wasmtime.wasi`).
+  (:mod:`essa_wasmtime.wasi`); stdout and stderr are written on the guest's
+  thread (:mod:`essa_wasmtime.stdio`).
 - memory: the store's memory limit; modules are instrumented
   (:mod:`essa.wasm.instrument`, ``memory.grow`` hook only) so a refused grow is
   reported as ``memory limit exceeded`` when the call then fails.
-- output: guest writes past the output limit fail with EIO (wasmtime's custom
-  output cannot stop the guest), and the call is reported as over the limit.
+- output: guest writes past the output limit fail with EIO (as wasmtime's
+  custom output streams answer them; neither stops the guest), and the call
+  is reported as over the limit.
 """
 
 from __future__ import annotations
@@ -68,11 +70,13 @@ from essa.plugin import (
     Program,
     current_invocation,
     instrument,
+    trap_location,
 )
 
 from . import capi
 from .linking import HostImport
 from .public import PublicBinding
+from .stdio import FD_CLOSE, FD_RENUMBER, FD_WRITE
 from .wasi import POLL_ONEOFF, WASI, adapter_module
 
 log = logging.getLogger("essa.wasmtime")
@@ -438,10 +442,14 @@ def _tick(engine_ref: "weakref.ref[WasmtimeEngine]", period: float) -> None:
         del engine
 
 
-#: Every function essa links into a module: its WASI ``poll_oneoff``, the
-#: eight ``host`` functions and the meter functions of instrumented modules.
+#: Every function essa links into a module: its WASI ``poll_oneoff`` and stdio
+#: writes (with the two functions that may move stdio), the eight ``host``
+#: functions and the meter functions of instrumented modules.
 HOST_IMPORTS: tuple[HostImport, ...] = (
     HostImport(WASI, "poll_oneoff", ("i32",) * 4, ("i32",), POLL_ONEOFF, caller=True),
+    HostImport(WASI, "fd_write", ("i32",) * 4, ("i32",), FD_WRITE, caller=True),
+    HostImport(WASI, "fd_close", ("i32",), ("i32",), FD_CLOSE, caller=True),
+    HostImport(WASI, "fd_renumber", ("i32",) * 2, ("i32",), FD_RENUMBER, caller=True),
     *(HostImport(IMPORT_MODULE, hf.name, ("i32",) * hf.arity, ("i32",), hf.call) for hf in HOST_FUNCTIONS),
     *(
         HostImport(METER_MODULE, name, params, results, HostFunction(impl).call)
@@ -479,7 +487,11 @@ def _capi_cannot_define() -> str | None:
 
 
 def _trap_message(exc: BaseException) -> str:
-    """The cause of a wasmtime trap in one line, e.g. ``wasm `unreachable` instruction executed``."""
+    """The cause of a wasmtime trap in one line, with where it happened (:func:`essa.plugin.trap_location`).
+
+    e.g. ``wasm `unreachable` instruction executed (in abort <- check <- essa_function_export_tally)``;
+    a module built without its ``name`` section has ``<wasm function 12>`` for names.
+    """
     text = str(exc)
     head, sep, causes = text.partition("Caused by:")
     if not sep:
@@ -487,9 +499,9 @@ def _trap_message(exc: BaseException) -> str:
     reasons = [line.strip().split(": ", 1)[-1] if line.strip()[:1].isdigit() else line.strip()
                for line in causes.strip().splitlines() if line.strip()]
     reasons = [r.removeprefix("wasm trap: ") for r in reasons]
-    frames = [line.split(" - ", 1)[1].strip() for line in head.splitlines() if " - " in line]
-    where = f" (in {frames[0]})" if frames else ""
-    return "; ".join(reversed(reasons)) + where
+    # "    0:   0x3774 - module.wasm!function": the module's name says nothing new
+    frames = (line.split(" - ", 1)[1].strip().split("!", 1)[-1] for line in head.splitlines() if " - " in line)
+    return "; ".join(reversed(reasons)) + trap_location(frames)
 
 
 def _first_line(exc: object) -> str:

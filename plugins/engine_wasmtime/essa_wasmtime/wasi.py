@@ -17,11 +17,16 @@ call (:func:`configure`), and essa adds:
   Clock-only polls it waits out itself, as wasmtime would, until the call's
   deadline; a poll with any descriptor (files, stdin, stdout) or a
   subscription wasmtime refuses goes to wasmtime's own ``poll_oneoff``, so
-  readiness is wasmtime's. A host function cannot call a WASI function
-  directly (wasmtime's WASI finds the guest's memory through the calling
-  instance), so that call goes through a tiny adapter module, instantiated
-  in the call's store on first use, which imports the guest's memory,
-  exports it as its own ``memory`` and calls wasmtime's ``poll_oneoff``.
+  readiness is wasmtime's.
+- **stdout and stderr**: written by essa's own ``fd_write`` on the guest's
+  thread (:mod:`essa_wasmtime.stdio`); other descriptors by wasmtime's.
+
+A host function cannot call a WASI function directly (wasmtime's WASI finds
+the guest's memory through the calling instance), so essa reaches
+wasmtime's own functions (:meth:`WasiCall.wasmtime`) through a tiny adapter
+module, instantiated in the call's store on first use, which imports the
+guest's memory, exports it as its own ``memory`` and calls wasmtime's
+``poll_oneoff``, ``fd_write``, ``fd_close`` and ``fd_renumber``.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from typing import Any
 
 import wasmtime
 
@@ -38,26 +44,37 @@ from essa.plugin import current_invocation as current
 WASI = "wasi_snapshot_preview1"
 _MASK = 0xFFFFFFFF
 
-#: Imports the guest's memory, exports it as ``memory``, forwards to wasmtime's poll_oneoff.
+#: Imports the guest's memory, exports it as ``memory``, forwards to wasmtime's functions that essa shadows.
 ADAPTER_WAT = """(module
   (import "guest" "memory" (memory 0))
   (import "wasi_snapshot_preview1" "poll_oneoff" (func $poll (param i32 i32 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "fd_write" (func $write (param i32 i32 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "fd_close" (func $close (param i32) (result i32)))
+  (import "wasi_snapshot_preview1" "fd_renumber" (func $renumber (param i32 i32) (result i32)))
   (export "memory" (memory 0))
   (func (export "poll_oneoff") (param i32 i32 i32 i32) (result i32)
-    (call $poll (local.get 0) (local.get 1) (local.get 2) (local.get 3))))"""
+    (call $poll (local.get 0) (local.get 1) (local.get 2) (local.get 3)))
+  (func (export "fd_write") (param i32 i32 i32 i32) (result i32)
+    (call $write (local.get 0) (local.get 1) (local.get 2) (local.get 3)))
+  (func (export "fd_close") (param i32) (result i32)
+    (call $close (local.get 0)))
+  (func (export "fd_renumber") (param i32 i32) (result i32)
+    (call $renumber (local.get 0) (local.get 1))))"""
 
 class WasiCall:
-    """The WASI side of one call: its stdin pipe, and wasmtime's poll_oneoff for it."""
+    """The WASI side of one call: its stdin pipe, and wasmtime's own functions that essa shadows."""
 
-    __slots__ = ("invocation", "_engine", "_adapter_module", "_memory", "_adapter", "_pipe")
+    __slots__ = ("invocation", "stdio_moved", "_engine", "_adapter_module", "_memory", "_adapter", "_pipe")
 
     def __init__(self, engine: wasmtime.Engine, adapter: wasmtime.Module, invocation: Invocation,
                  config: wasmtime.WasiConfig) -> None:
         self.invocation = invocation
+        #: Whether the guest closed or renumbered descriptor 1 or 2 (see :mod:`essa_wasmtime.stdio`).
+        self.stdio_moved = False
         self._engine = engine
         self._adapter_module = adapter
         self._memory: wasmtime.Memory | None = None
-        self._adapter: wasmtime.Func | None = None
+        self._adapter: Any = None  # the adapter instance's exports
         self._pipe: _StdinPipe | None = None
         if invocation.argv:
             config.argv = list(invocation.argv)
@@ -83,16 +100,20 @@ class WasiCall:
             self._pipe.close()
             self._pipe = None
 
-    def wasmtime_poll(self, caller: wasmtime.Caller, *args: int) -> int:
-        """wasmtime's own ``poll_oneoff`` on the guest's memory."""
+    def wasmtime(self, caller: wasmtime.Caller, name: str, *args: int) -> int:
+        """wasmtime's own WASI function ``name`` (one the adapter exports) on the guest's memory."""
         if self._adapter is None:
             if self._memory is None:
                 raise GuestFault("the module exports no memory")
             linker = wasmtime.Linker(self._engine)
             linker.define_wasi()
             linker.define(caller, "guest", "memory", self._memory)
-            self._adapter = linker.instantiate(caller, self._adapter_module).exports(caller)["poll_oneoff"]
-        result = self._adapter(caller, *args)
+            self._adapter = linker.instantiate(caller, self._adapter_module).exports(caller)
+        return self._adapter[name](caller, *args)
+
+    def wasmtime_poll(self, caller: wasmtime.Caller, *args: int) -> int:
+        """wasmtime's own ``poll_oneoff`` on the guest's memory."""
+        result = self.wasmtime(caller, "poll_oneoff", *args)
         self.invocation.check()  # stdin ended by the deadline or a cancel, not by its writer
         return result
 

@@ -1,8 +1,11 @@
 """The HTTP routes: each a thin user of the public API (:class:`essa.api.Connection`).
 
-The API's blocking parts (starting a call resolves the deployment, state and
-deployment requests wait for an answer) run on a thread pool; the event loop
-only awaits futures, so one slow request never holds up the others. Every
+A call starts on the event loop when its deployment was resolved a moment
+ago (the API's ``acall`` and ``adeployment`` know; nothing then waits);
+otherwise, and for the API's other blocking parts (state and deployment
+requests wait for an answer), on a thread pool, so one slow request never
+holds up the others. A call's body becomes its arguments by its
+Content-Type and the function's signature (:mod:`essa_http.arguments`). Every
 error is answered with a status and ``{"error": LINE, "kind": KIND}`` (see
 :mod:`essa_http.errors`); nothing a client sends can make a route raise.
 
@@ -18,6 +21,7 @@ import collections
 import concurrent.futures
 import contextlib
 import json
+import logging
 import re
 import threading
 from typing import Any, Awaitable, Callable, Iterator
@@ -34,6 +38,7 @@ from essa.plugin import (
     DecodeError,
     EssaError,
     Lattice,
+    OutputLines,
     describe,
     format_bytes,
     from_json,
@@ -41,7 +46,9 @@ from essa.plugin import (
     to_json,
 )
 
+from .arguments import BINCODE, answer_json, arguments, media_type
 from .errors import HttpError, from_essa_error
+from .logs import LogRoute
 from .metrics import HttpMetrics, Instrumented, exposition, problems
 
 #: The Content-Type of a result when the request had none.
@@ -54,6 +61,10 @@ TOKEN_VIEWS = 256
 BODY_METHODS = frozenset({"POST", "PUT"})
 #: The status noted (metrics, access log) for a request whose client left before it was answered (nginx's).
 CLIENT_GONE = 499
+#: The header of a call's answer that names the call (its log lines carry it: ``GET /v1/logs/NAME?call=ID``).
+CALL_HEADER = "essa-call"
+#: What calls print, one log line per line at INFO (``essa serve -v``).
+output_log = logging.getLogger("essa.http.output")
 
 #: A route's handler: the request and its body (empty unless the method is one of :data:`BODY_METHODS`).
 Handler = Callable[[Request, bytes], Awaitable[Response]]
@@ -117,17 +128,22 @@ class Routes:
         self._health: asyncio.Future | None = None
         self._views: collections.OrderedDict[str, Connection] = collections.OrderedDict()
         self._views_lock = threading.Lock()
+        #: Set when the server stops: followed log answers end.
+        self.stopping = False
+        self._logs = LogRoute(self._blocking, lambda: self.stopping)
 
     def app(self) -> Instrumented:
         """The ASGI application: the routes, instrumented (see :mod:`essa_http.metrics`)."""
+        calls = self._route(CALL_ROUTE, POST=self.call)
         router = Router([
-            self._route("/v1/functions/{deployment}/{function}", POST=self.call),
+            calls,
             self._route("/v1/state/{deployment}/{key:path}", GET=self.get_state, PUT=self.put_state),
             self._route("/v1/deployments", GET=self.deployments),
+            self._route("/v1/logs/{deployment}", GET=self.logs),
             self._route("/healthz", GET=self.healthz),
             self._route("/metrics", GET=self.prometheus),
         ], redirect_slashes=False, default=self._no_route)
-        return Instrumented(router, self.metrics)
+        return Instrumented(_CallsFirst(router, calls.app), self.metrics)
 
     def _route(self, path: str, **handlers: Handler) -> Route:
         """A route whose methods are ``handlers`` (405 for any other)."""
@@ -148,7 +164,8 @@ class Routes:
 
     async def _no_route(self, scope, receive, send) -> None:
         error = HttpError(404, f"no route {scope['method']} {scope['path'][:200]} (routes: POST /v1/functions/NAME/"
-                          "FUNCTION, GET|PUT /v1/state/NAME/KEY, GET /v1/deployments, /healthz, /metrics)", "not-found")
+                          "FUNCTION, GET|PUT /v1/state/NAME/KEY, GET /v1/deployments, GET /v1/logs/NAME, /healthz, "
+                          "/metrics)", "not-found")
         await error_response(error)(scope, receive, send)
 
     def _connection(self, request: Request) -> Connection:
@@ -180,40 +197,75 @@ class Routes:
         return await asyncio.get_running_loop().run_in_executor(self.pool, fn, *args)
 
     async def _body(self, request: Request) -> bytes:
-        """The request's body, or 413 as soon as it is known to exceed :attr:`max_body`."""
-        limit = f"the message size limit ({format_bytes(self.max_body)})"
+        """The request's body, or 413 as soon as it is known to exceed :attr:`max_body`.
+
+        Read from the ASGI messages themselves (starlette's stream costs more than the call it carries).
+        """
         length = request.headers.get("content-length")
         if length is not None:
             if not length.isdigit():
                 raise HttpError(400, f"Content-Length {length[:40]!r} is not a number", "invalid", close=True)
             if int(length) > self.max_body:
-                raise HttpError(413, f"the request's {int(length)} bytes exceed {limit}", "message-size", close=True)
-            return await request.body()
+                raise HttpError(413, f"the request's {int(length)} bytes exceed the message size limit "
+                                f"({format_bytes(self.max_body)})", "message-size", close=True)
         chunks, size = [], 0
-        async for chunk in request.stream():
+        receive = request.receive
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise ClientDisconnect()
+            chunk = message.get("body", b"")
+            if not message.get("more_body", False) and not chunks:
+                if len(chunk) > self.max_body:
+                    raise self._too_large()
+                return chunk
             size += len(chunk)
             if size > self.max_body:
-                raise HttpError(413, f"the request's body exceeds {limit}", "message-size", close=True)
+                raise self._too_large()
             chunks.append(chunk)
-        return b"".join(chunks)
+            if not message.get("more_body", False):
+                return b"".join(chunks)
+
+    def _too_large(self) -> HttpError:
+        return HttpError(413, f"the request's body exceeds the message size limit ({format_bytes(self.max_body)})",
+                         "message-size", close=True)
 
     # -- routes ------------------------------------------------------------------------
 
-    async def call(self, request: Request, args: bytes) -> Response:
-        """``POST /v1/functions/{deployment}/{function}``: body = arguments, answer = result."""
-        params = request.path_params
-        loop = asyncio.get_running_loop()
-        start = loop.run_in_executor(self.pool, self._connection(request).call_async, params["deployment"],
-                                     params["function"], args)
+    async def call(self, request: Request, body: bytes) -> Response:
+        """``POST /v1/functions/{deployment}/{function}``: body = arguments, answer = result (see :mod:`.arguments`).
+
+        The answer's ``essa-call`` header names the call (its log lines carry
+        it). With ``essa serve -v`` each line the call prints is logged
+        (``essa.http.output``). Cancelling the request (a forced shutdown)
+        cancels the call.
+        """
+        connection = self._connection(request)
+        function = request.path_params["function"]
+        deployment = await connection.adeployment(request.path_params["deployment"])
+        deployment.check_function(function)
+        signature = deployment.signature(function)
+        content_type = request.headers.get("content-type")
+        output = _OutputLog(deployment.name, function) if output_log.isEnabledFor(logging.INFO) else None
+        started = output.started if output is not None else None
         try:
-            future = await asyncio.shield(start)
-        except asyncio.CancelledError:  # the request was cancelled (a forced shutdown): so is the call
-            start.add_done_callback(_cancel_started_call)
-            raise
-        # Cancelling this task (a forced shutdown) cancels the wrapped future, hence the call.
-        result = await asyncio.wrap_future(future)
-        # Functions cannot set a content type (a result is bytes), so the request's passes through.
-        return Response(result, headers={"content-type": request.headers.get("content-type") or OCTET_STREAM})
+            if signature is None:
+                answer = await connection.acall_result(deployment.spec, function, body, output=output, started=started)
+                # Functions cannot set a content type (a result is bytes), so the request's passes through.
+                return Response(answer.value, headers={"content-type": content_type or OCTET_STREAM,
+                                                       CALL_HEADER: answer.call})
+            media = media_type(content_type)
+            args, kwargs = arguments(signature, media, body)
+            # deployment.spec: the version whose signature read the body
+            answer = await connection.acall_result(deployment.spec, function, *args, output=output, started=started,
+                                                  **kwargs)
+        finally:
+            if output is not None:
+                output.flush()
+        if media == BINCODE:
+            return Response(answer.value, media_type=BINCODE, headers={CALL_HEADER: answer.call})
+        return Response(answer_json(signature, answer.value), media_type="application/json",
+                        headers={CALL_HEADER: answer.call})
 
     async def get_state(self, request: Request, _body: bytes) -> Response:
         """``GET /v1/state/{deployment}/{key}``: the JSON view of the value, 404 if there is none."""
@@ -232,6 +284,10 @@ class Routes:
         merged = await self._blocking(self._merge, self._connection(request), request.path_params["deployment"],
                                       _state_key(request), value)
         return json_response(to_json(merged))
+
+    async def logs(self, request: Request, _body: bytes) -> Response:
+        """``GET /v1/logs/{deployment}``: what its calls printed (see :mod:`essa_http.logs`)."""
+        return await self._logs.answer(self._connection(request), request)
 
     async def deployments(self, request: Request, _body: bytes) -> Response:
         """``GET /v1/deployments``: the latest version of each, as ``essa ls --json`` prints them."""
@@ -296,6 +352,34 @@ def _state_key(request: Request) -> str:
     return request.path_params["key"]
 
 
+#: The route of calls; :class:`_CallsFirst` matches it without the router.
+CALL_ROUTE = "/v1/functions/{deployment}/{function}"
+_CALL_PREFIX = "/v1/functions/"
+
+
+class _CallsFirst:
+    """Sends requests for :data:`CALL_ROUTE` straight to its endpoint and the others through the router.
+
+    Calls are most of the traffic; matching them takes a string split
+    instead of the router's walk over the routes' patterns. What the
+    router would match, and only that: two non-empty path segments.
+    """
+
+    def __init__(self, router: Router, calls: Any) -> None:
+        self.router = router
+        self.calls = calls
+
+    async def __call__(self, scope, receive, send) -> None:
+        path = scope.get("path", "")
+        if scope["type"] == "http" and path.startswith(_CALL_PREFIX):
+            deployment, sep, function = path[len(_CALL_PREFIX):].partition("/")
+            if sep and deployment and function and "/" not in function:
+                scope["path_params"] = {"deployment": deployment, "function": function}
+                await self.calls(scope, receive, send)
+                return
+        await self.router(scope, receive, send)
+
+
 class _Endpoint:
     """The ASGI application of one route: dispatches by method; every error becomes an error answer."""
 
@@ -335,9 +419,21 @@ class _Endpoint:
             return error_response(HttpError(500, f"internal error: {describe(exc)}", "error"))
 
 
-def _cancel_started_call(start: asyncio.Future) -> None:
-    if not start.cancelled() and start.exception() is None:
-        start.result().cancel()
+class _OutputLog(OutputLines):
+    """A call's output, one ``essa.http.output`` log line per line it prints (``essa serve -v``)."""
+
+    def __init__(self, deployment: str, function: str) -> None:
+        super().__init__(self._log)
+        self.where = f"{deployment[:80]} {function[:80]}"
+        #: The call's id, once it is known.
+        self.call = "-"
+
+    def started(self, call: str) -> None:
+        self.call = call
+
+    def _log(self, stream: str, text: str) -> None:
+        output_log.info("output %s call %s %s: %s", self.where, self.call, stream, text)
 
 
-__all__ = ["BODY_METHODS", "CLIENT_GONE", "HEALTH_TIMEOUT", "OCTET_STREAM", "TOKEN_VIEWS", "RequestSlots", "Routes"]
+__all__ = ["BODY_METHODS", "CALL_HEADER", "CLIENT_GONE", "HEALTH_TIMEOUT", "OCTET_STREAM", "TOKEN_VIEWS", "RequestSlots",
+           "Routes"]

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import concurrent.futures
 import contextlib
 import functools
 import logging
@@ -93,6 +94,65 @@ class Connections:
         problems.warning(line, line, *args)  # one kind of line each
 
 
+class OneWrite:
+    """A connection's transport that sends what is written in one turn of the event loop as one write.
+
+    uvicorn writes an answer's head and body apart: two sends, two packets,
+    two wake-ups of the client. Written in the same turn, they leave together
+    at its end (a body over :data:`COALESCE` bytes goes as it is, after the
+    head). Everything else is the transport's; closing sends what is pending
+    first.
+    """
+
+    __slots__ = ("_transport", "_loop", "_pending")
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self._transport = transport
+        self._loop = loop
+        self._pending: list[bytes] | None = None
+
+    def write(self, data: bytes) -> None:
+        if self._pending is None:
+            self._pending = [data]
+            self._loop.call_soon(self.flush)
+        else:
+            self._pending.append(data)
+            if len(data) > COALESCE:
+                self.flush()
+
+    def writelines(self, chunks: Any) -> None:
+        for chunk in chunks:
+            self.write(chunk)
+
+    def flush(self) -> None:
+        pending, self._pending = self._pending, None
+        if pending and not self._transport.is_closing():
+            if len(pending) == 1 or sum(map(len, pending)) > COALESCE:
+                for data in pending:
+                    self._transport.write(data)
+            else:
+                self._transport.write(b"".join(pending))
+
+    def write_eof(self) -> None:
+        self.flush()
+        self._transport.write_eof()
+
+    def close(self) -> None:
+        self.flush()
+        self._transport.close()
+
+    def abort(self) -> None:
+        self._pending = None
+        self._transport.abort()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+
+#: Bytes up to which an answer's head and body are joined into one write.
+COALESCE = 64 << 10
+
+
 class BoundedHttpToolsProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol with bounded heads, deadlines, and a place among :class:`Connections`.
 
@@ -121,7 +181,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     # -- the connection's life ------------------------------------------------------
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
+        super().connection_made(OneWrite(transport, self.loop))  # type: ignore[arg-type]
         if not self._connections.make_room(len(self.connections)):
             self._answer_and_close(503, f"the server has {self._limits.max_connections} connections open "
                                         "(max-connections), each with a request under way; try again", "busy")
@@ -305,11 +365,15 @@ class Server(uvicorn.Server):
     """A uvicorn server stopped through :attr:`should_exit` / :attr:`force_exit` only.
 
     :param ready: called once it listens.
+    :param executor: the event loop's default executor (where the API runs what blocks: ``acall``'s first
+        resolution of a deployment, ``adeployment``).
     """
 
-    def __init__(self, config: uvicorn.Config, ready: Callable[[], None]) -> None:
+    def __init__(self, config: uvicorn.Config, ready: Callable[[], None],
+                 executor: concurrent.futures.Executor | None = None) -> None:
         super().__init__(config)
         self._ready = ready
+        self._executor = executor
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
@@ -319,13 +383,15 @@ class Server(uvicorn.Server):
         pass
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        if self._executor is not None:
+            asyncio.get_running_loop().set_default_executor(self._executor)
         await super().startup(sockets=sockets)
         if self.started and not self.should_exit:
             self._ready()
 
 
 def make_server(app: Any, ready: Callable[[], None], limits: ConnectionLimits, metrics: HttpMetrics,
-                shutdown_timeout: float | None) -> Server:
+                shutdown_timeout: float | None, executor: concurrent.futures.Executor | None = None) -> Server:
     """A :class:`Server` for ``app`` with essa's settings (no access log of uvicorn's own: see metrics).
 
     uvicorn's own ``limit_concurrency`` stays off: it counts connections, so
@@ -347,9 +413,10 @@ def make_server(app: Any, ready: Callable[[], None], limits: ConnectionLimits, m
         timeout_keep_alive=limits.keep_alive,  # type: ignore[arg-type]  (a float works)
         timeout_graceful_shutdown=shutdown_timeout,
     )
-    server = Server(config, ready)
+    server = Server(config, ready, executor)
     metrics.connections.set_function(lambda: len(server.server_state.connections))
     return server
 
 
-__all__ = ["MAX_HEAD", "BoundedHttpToolsProtocol", "Connections", "OneLineLog", "Server", "make_server"]
+__all__ = ["COALESCE", "MAX_HEAD", "BoundedHttpToolsProtocol", "Connections", "OneLineLog", "OneWrite", "Server",
+           "make_server"]

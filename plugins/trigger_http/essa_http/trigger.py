@@ -62,8 +62,9 @@ class HttpTrigger(Trigger):
         "body-timeout": "seconds a request's body may take to arrive, plus 1 s per KiB received (default 20); "
                         "then 408, closed",
         "keep-alive": "seconds an idle connection stays open after an answer (default 5)",
-        "threads": "threads running the API's blocking parts: starting calls, state and deployment requests "
-                   "(default 32)",
+        "threads": "threads running the API's blocking parts: a call's first lookup of its deployment, state and "
+                   "deployment requests (default 32); calls whose deployment was just looked up start on the "
+                   "event loop",
     }
 
     def __init__(self, connection, config: TriggerConfig) -> None:
@@ -84,6 +85,7 @@ class HttpTrigger(Trigger):
             raise EssaError(f"the http trigger has no option {sorted(options)[0]!r} "
                             f"(options: {', '.join(self.option_help)})")
         self._server = None
+        self._routes = None
         self._stopping = 0  # 1: graceful stop asked, 2: forced
 
     @classmethod
@@ -102,9 +104,10 @@ class HttpTrigger(Trigger):
         pool = concurrent.futures.ThreadPoolExecutor(self.threads, thread_name_prefix="essa-http")
         try:
             metrics = HttpMetrics()
-            app = Routes(self.connection, self.config.max_message_bytes, metrics, pool, self.max_requests).app()
-            server = make_server(app, lambda: ready and ready(address), self._fitted_limits(), metrics,
-                                 self.config.shutdown_timeout)
+            routes = self._routes = Routes(self.connection, self.config.max_message_bytes, metrics, pool,
+                                           self.max_requests)
+            server = make_server(routes.app(), lambda: ready and ready(address), self._fitted_limits(), metrics,
+                                 self.config.shutdown_timeout, pool)
             self._server = server
             self._apply_stop()  # a stop asked before the server existed
             server.run(sockets=[sock])
@@ -132,6 +135,8 @@ class HttpTrigger(Trigger):
         if server is not None and self._stopping:
             server.should_exit = True
             server.force_exit = self._stopping > 1
+            if self._routes is not None:
+                self._routes.stopping = True  # followed log answers end
 
     def _bind(self) -> socket.socket:
         where = f"{self.host}:{self.port}"

@@ -72,3 +72,38 @@ fn result_codes_match_the_abi() {
     }
     assert!(EssaResult::try_from(-7).is_err());
 }
+
+#[essa_wrap(name = "typed_extern")]
+pub fn typed(
+    words: Vec<String>,
+    data: Vec<u8>,
+    limit: Option<u32>,
+    pair: (i8, f64),
+    grid: [u16; 2],
+    counts: std::collections::BTreeMap<String, usize>,
+) -> Box<Vec<bool>> {
+    let _ = (words, data, limit, pair, grid, counts);
+    Box::new(Vec::new())
+}
+
+#[test]
+fn signatures_are_recorded_as_json_lines() {
+    // the line in the custom section "essa.signatures" (docs/signatures.md)
+    assert_eq!(
+        std::str::from_utf8(&__essa_signature__repeat).unwrap(),
+        "{\"name\":\"repeat\",\"params\":[{\"name\":\"text\",\"type\":\"string\"},\
+         {\"name\":\"count\",\"type\":\"u64\"}],\"result\":\"string\"}\n"
+    );
+    assert_eq!(
+        std::str::from_utf8(&__essa_signature__nothing).unwrap(),
+        "{\"name\":\"nothing\",\"params\":[],\"result\":\"unit\"}\n"
+    );
+    assert_eq!(
+        std::str::from_utf8(&__essa_signature__typed).unwrap(),
+        "{\"name\":\"typed\",\"params\":[{\"name\":\"words\",\"type\":\"list<string>\"},\
+         {\"name\":\"data\",\"type\":\"bytes\"},{\"name\":\"limit\",\"type\":\"option<u32>\"},\
+         {\"name\":\"pair\",\"type\":\"tuple<i8,f64>\"},{\"name\":\"grid\",\"type\":\"tuple<u16,u16>\"},\
+         {\"name\":\"counts\",\"type\":\"map<string,u64>\"}],\"result\":\"list<bool>\"}\n"
+    );
+    // `check` takes a ClientKey (a type of the SDK's own): no line, it keeps the raw-bytes interface
+}
