@@ -10,6 +10,7 @@ import pytest
 pytest.importorskip("zenoh")
 
 import essa.transport.zenoh as zenoh_transport  # noqa: E402
+from essa.testing.ports import free_port  # noqa: E402
 from essa.transport.zenoh import ZenohTransport  # noqa: E402
 
 DEADLINE = 60.0
@@ -68,3 +69,14 @@ def test_messages_arrive_while_publishers_are_swept_under_them(zenoh_pair, monke
     wait_for(received, arrived, 1 + 4 * 300)
     assert sorted(received) == [-1] + sorted(t * 1000 + i for t in range(4) for i in range(300))
     assert len(a._publishers) <= 4 * 7 + 1
+
+
+def test_closing_the_last_session_waits_for_zenohs_callback_threads():
+    """A callback thread alive when the interpreter finalizes aborts the process ("FATAL: exception not rethrown")."""
+    endpoint = f"tcp/127.0.0.1:{free_port()}"
+    transport = ZenohTransport({"listen": [endpoint]})
+    for i in range(4):
+        transport.subscribe(f"essa/test/{i}", lambda message: None)
+    assert [t for t in threading.enumerate() if zenoh_transport._CALLBACK_THREAD in t.name]
+    transport.close()
+    assert [t.name for t in threading.enumerate() if zenoh_transport._CALLBACK_THREAD in t.name] == []

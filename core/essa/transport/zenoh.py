@@ -153,6 +153,26 @@ def _close_open_sessions() -> None:
         transport.close()
 
 
+def _wait_for_callback_threads(timeout: float = 5.0) -> None:
+    """Wait (up to ``timeout`` seconds) for zenoh-python's callback threads to end once no session is open.
+
+    They are Python threads running Rust code, which ends them once their
+    subscriber or queryable is undeclared. One still alive when the
+    interpreter finalizes is stopped by ``pthread_exit`` unwinding through
+    Rust frames, which aborts the whole process ("FATAL: exception not
+    rethrown", exit status -6) after it did its work.
+    """
+    deadline = time.monotonic() + timeout
+    current = threading.current_thread()
+    for thread in threading.enumerate():
+        if thread is not current and thread.daemon and _CALLBACK_THREAD in thread.name:
+            thread.join(max(0.0, deadline - time.monotonic()))
+
+
+#: What names a zenoh-python callback thread (``Thread-7 (pyo3-closure)``: named after its target).
+_CALLBACK_THREAD = "(pyo3-closure)"
+
+
 class _Undo:
     __slots__ = ("_close",)
 
@@ -513,3 +533,5 @@ class ZenohTransport(Transport):
             self._session.close()
         except Exception:
             pass
+        if not _open_sessions:
+            _wait_for_callback_threads()
