@@ -41,7 +41,8 @@ commands (``essa_register_commands``)
     Prometheus buckets (:data:`LATENCY`).
 everyone
     essa's errors, :class:`RateLimitedLog` and :func:`describe` for
-    background loops, :func:`raise_open_files_limit`.
+    background loops, :func:`raise_open_files_limit`, :func:`install_hint`
+    (how to install one of essa's plugins: none is on PyPI).
 """
 
 from __future__ import annotations
@@ -73,6 +74,7 @@ from essa.errors import (
     StoreError,
 )
 from essa.placement import ExecutorState, Placement
+from essa.plugins import install_hint
 from essa.security.settings import tls_files
 from essa.state.bincode import (
     TAG_BOOL,
@@ -169,6 +171,6 @@ __all__ = [
     "CallCancelled", "DecodeError", "EssaError", "GuestExit", "GuestTrap", "InvalidKey", "LatticeTypeError",
     "LimitExceeded", "ModuleError", "NotFound", "PluginNotFound", "StoreError",
     # utilities
-    "RateLimitedLog", "describe", "format_bytes", "format_seconds", "parse_duration", "parse_size",
+    "RateLimitedLog", "describe", "format_bytes", "install_hint", "format_seconds", "parse_duration", "parse_size",
     "raise_open_files_limit", "spell_size",
 ]

@@ -33,6 +33,7 @@ from essa.cli.options import Settings, parse_options
 from essa.cli.signals import Interrupted
 from essa.errors import EssaError, RunFailed
 from essa.plugins import DEFAULTS, get_plugin_manager
+from essa.security.tokens import NO_TOKEN
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -136,7 +137,8 @@ def _main(argv: list[str] | None) -> int:
         click.echo(f"essa: error: {exc}", err=True)
         return exc.exit_status
     except EssaError as exc:
-        click.echo(f"essa: error: {exc}", err=True)
+        advice = "; pass --token TOKEN, set ESSA_TOKEN or use a context with one" if str(exc).endswith(NO_TOKEN) else ""
+        click.echo(f"essa: error: {exc}{advice}", err=True)
         return 1
     except Interrupted as exc:
         click.echo(f"essa: {exc}: {exc.what} was cancelled", err=True)

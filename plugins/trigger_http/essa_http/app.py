@@ -320,7 +320,10 @@ class _Endpoint:
         except HttpError as exc:
             return error_response(exc)
         except EssaError as exc:
-            return error_response(from_essa_error(exc))
+            error = from_essa_error(exc)
+            if error.status == 403 and "authorization" not in request.headers:
+                error.message += "; send a token (from `essa token create`) as the header Authorization: Bearer TOKEN"
+            return error_response(error)
         except ClientDisconnect:  # the client left, or was closed for sending its body too slowly
             timed_out = request.scope.get("essa.closed") == "body-timeout"
             return Response(status_code=408 if timed_out else CLIENT_GONE)  # noted; the connection is gone
