@@ -6,7 +6,7 @@ through this package. The most used names are importable from ``essa`` too.
 
 from essa.api.connection import CallError, Connection, Run, State, connect
 from essa.cluster.client import ConsoleOutput
-from essa.cluster.deployments import Deployment, check_name
+from essa.cluster.deployments import Deployed, Deployment, FunctionChanges, check_name
 from essa.cluster.programs import read_module
 from essa.cluster.tracing import write_chrome_trace
 from essa.errors import RunFailed
@@ -17,8 +17,10 @@ __all__ = [
     "CallError",
     "Connection",
     "ConsoleOutput",
+    "Deployed",
     "Deployment",
     "DirGrant",
+    "FunctionChanges",
     "Grants",
     "Limits",
     "Run",

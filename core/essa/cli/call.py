@@ -14,8 +14,7 @@ from essa.cli.options import (
     limit_options,
     limits_and_grants,
     open_connection,
-    refuse_limits_with_connect,
-    split_endpoints,
+    refuse_limits_on_a_cluster,
 )
 from essa.cli.output import echo_json, write_trace
 from essa.cli.signals import catching_signals, wait_unless_interrupted
@@ -88,9 +87,7 @@ def call(ctx: click.Context, deployment, function, args, arg_types, result_type,
         values = [_read_arg(a, as_text=t != "bytes") for a, t in zip(args, types)] if len(args) == len(types) else args
         payload = codec.encode(types, values)
     embedded = {}
-    if split_endpoints(connect):
-        refuse_limits_with_connect(ctx)
-    else:
+    if not refuse_limits_on_a_cluster(ctx, connect):
         limits, grants = limits_and_grants(**limit_flags)
         embedded = {"limits": limits, "grants": grants}
     output = ConsoleOutput(sys.stderr.buffer, sys.stderr.buffer)

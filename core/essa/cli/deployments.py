@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import click
-from rich.console import Console
-from rich.table import Table
 
+from essa.api import Deployed
 from essa.cli.options import Settings, connection_options, open_connection
-from essa.cli.output import echo_json, when
+from essa.cli.output import echo_json, print_table, when
+from essa.errors import EssaError
 from essa.util.units import format_bytes
 
 
@@ -20,50 +20,82 @@ from essa.util.units import format_bytes
 def deploy(settings: Settings, module, name, as_json, connect, zenoh_config, timeout) -> None:
     """Deploy FILE.wasm as NAME: store it, compile it, and record a new version.
 
-    Call its functions with `essa call NAME FUNCTION`; NAME is its latest
-    version, NAME@3 a pinned one. Its state lives in the namespace NAME,
-    kept across calls, runs, restarts and redeploys.
+    Call its functions with `essa call NAME FUNCTION`; NAME is the version
+    it means now (the latest, unless rolled back), NAME@3 a pinned one,
+    NAME@TAG a tagged one. Deploying the bytes NAME means already adds no
+    version (unchanged). Its state lives in the namespace NAME, kept across
+    calls, runs, restarts and redeploys.
     """
     with open_connection(settings, connect, zenoh_config, timeout) as es:
-        deployment = es.deploy(module, name)
+        deployed = es.deploy(module, name)
     if as_json:
-        echo_json(deployment.as_dict())
-        return
-    functions = ", ".join(deployment.functions) or "none"
-    click.echo(f"deployed {deployment.spec}: module {deployment.module[:12]} ({format_bytes(deployment.size)}), "
-               f"functions: {functions}")
+        echo_json(deployed.as_dict())
+    else:
+        click.echo(describe_deployed(deployed, "deployed"))
+
+
+def describe_deployed(deployed: Deployed, verb: str) -> str:
+    """One line for a deploy or a rollback: the version, its module and functions, what changed."""
+    if deployed.unchanged:
+        return f"unchanged: {deployed.spec}"
+    functions = ", ".join(deployed.functions) or "none"
+    line = (f"{verb} {deployed.spec}: module {deployed.module[:12]} ({format_bytes(deployed.size)}), "
+            f"functions: {functions}")
+    if deployed.previous is not None:
+        changes = deployed.changes.describe()
+        line += f" ({changes} since {deployed.previous.spec})" if changes else ""
+    return line
 
 
 @click.command(name="ls")
-@click.option("--json", "as_json", is_flag=True, help="Print the deployments as JSON.")
+@click.argument("name", required=False)
+@click.option("--json", "as_json", is_flag=True, help="Print the deployments (or versions) as JSON.")
 @connection_options
 @click.pass_obj
-def list_deployments(settings: Settings, as_json, connect, zenoh_config, timeout) -> None:
-    """List deployments: name, latest version, functions, size, when deployed."""
+def list_deployments(settings: Settings, name, as_json, connect, zenoh_config, timeout) -> None:
+    """List deployments: name, the version it means, tags, functions, size, when deployed.
+
+    With NAME: every version of deployment NAME, with its tags; `*` marks the
+    version NAME means.
+    """
     with open_connection(settings, connect, zenoh_config, timeout) as es:
-        deployments = es.deployments()
+        deployments = es.versions(name) if name else es.deployments()
     if as_json:
         echo_json([d.as_dict() for d in deployments])
         return
     if not deployments:
         click.echo("no deployments (deploy one with `essa deploy FILE.wasm --name NAME`)")
         return
-    table = Table()
-    for column in ("name", "version", "functions", "size", "deployed"):
-        table.add_column(column, overflow="fold")
-    for d in deployments:
-        table.add_row(d.name, str(d.version), ", ".join(d.functions), format_bytes(d.size), when(d.created))
-    Console().print(table)
+    if name:
+        rows = [(f"{d.version}{' *' if d.current else ''}", ", ".join(d.tags), ", ".join(d.functions),
+                 format_bytes(d.size), when(d.created), d.module[:12]) for d in deployments]
+        print_table(("version", "tags", "functions", "size", "deployed", "module"), rows)
+        return
+    rows = [(d.name, f"{d.version}" + (f" (latest {d.latest})" if d.latest not in (None, d.version) else ""),
+             ", ".join(d.tags), ", ".join(d.functions), format_bytes(d.size), when(d.created)) for d in deployments]
+    print_table(("name", "version", "tags", "functions", "size", "deployed"), rows)
 
 
 @click.command(name="rm")
-@click.argument("name")
+@click.argument("name", metavar="NAME[@VERSION]")
 @click.option("--purge", is_flag=True, help="Also delete the deployment's state (every key of its namespace).")
 @connection_options
 @click.pass_obj
 def remove(settings: Settings, name, purge, connect, zenoh_config, timeout) -> None:
-    """Remove deployment NAME (every version). Its state stays unless --purge."""
+    """Remove deployment NAME (every version; its state stays unless --purge), or one version, NAME@2.
+
+    The version NAME means now cannot be removed alone: roll back first
+    (`essa rollback NAME`), or remove the deployment. A removed version's
+    tags go with it; the other versions keep their numbers.
+    """
     with open_connection(settings, connect, zenoh_config, timeout) as es:
+        if "@" in name:
+            if purge:
+                es.remove(name, purge=True)  # refused, in one line
+            dropped = es.remove_version(name)
+            tags = f" and its tag{'s' if len(dropped.tags) > 1 else ''} {', '.join(dropped.tags)}" if dropped.tags else ""
+            click.echo(f"removed {dropped.spec}{tags}")
+            return
         versions = len(es.versions(name))
         purged = es.remove(name, purge=purge)
     what = f"{versions} version{'s' if versions != 1 else ''}"
@@ -74,7 +106,58 @@ def remove(settings: Settings, name, purge, connect, zenoh_config, timeout) -> N
 
 
 @click.command()
-@click.argument("deployment", metavar="NAME[@VERSION]")
+@click.argument("name")
+@click.option("--to", "to", metavar="VERSION|TAG", help="The version NAME means from now on. "
+              "[default: the one before the version it means now]")
+@click.option("--json", "as_json", is_flag=True, help="Print the version NAME now means as JSON.")
+@connection_options
+@click.pass_obj
+def rollback(settings: Settings, name, to, as_json, connect, zenoh_config, timeout) -> None:
+    """Make NAME mean an older version (or, with --to, any version) again.
+
+    Nothing is copied or deleted: NAME points at that version until the
+    next deploy (which makes a new version, and NAME means it) or rollback.
+    `essa rollback NAME` twice goes back two versions; `--to N` goes
+    anywhere, forward too. `essa ls NAME` marks the version NAME means.
+    """
+    with open_connection(settings, connect, zenoh_config, timeout) as es:
+        deployed = es.rollback(name, to)
+    if as_json:
+        echo_json(deployed.as_dict())
+    elif deployed.unchanged:
+        click.echo(f"unchanged: {name} means {deployed.spec} already")
+    else:
+        click.echo(describe_deployed(deployed, f"rolled back {name} to"))
+
+
+@click.command()
+@click.argument("spec", metavar="NAME[@VERSION]")
+@click.argument("tag")
+@click.option("--rm", "remove_tag", is_flag=True, help="Remove TAG from deployment NAME instead.")
+@connection_options
+@click.pass_obj
+def tag(settings: Settings, spec, tag, remove_tag, connect, zenoh_config, timeout) -> None:
+    """Tag a version: `essa tag wc@3 stable`, then `essa call wc@stable ...`.
+
+    NAME alone tags the version NAME means now. Tagging again moves the tag;
+    --rm removes it (`essa tag --rm wc stable`). A tag is a letter, then
+    letters, digits, '_', '.' or '-'; `latest` is taken (NAME@latest is the
+    newest version).
+    """
+    with open_connection(settings, connect, zenoh_config, timeout) as es:
+        if remove_tag:
+            if "@" in spec:
+                raise EssaError(f"--rm removes a tag from a deployment: give its name, as in `essa tag --rm "
+                                f"{spec.partition('@')[0]} {tag}`")
+            untagged = es.untag(spec, tag)
+            click.echo(f"removed tag {tag} (it named {untagged.spec})")
+            return
+        tagged = es.tag(spec, tag)
+    click.echo(f"tagged {tagged.spec} {tag}: {tagged.name}@{tag} means it")
+
+
+@click.command()
+@click.argument("deployment", metavar="NAME[@VERSION|@TAG]")
 @click.option("--json", "as_json", is_flag=True, help="Print the functions as a JSON list.")
 @connection_options
 @click.pass_obj
@@ -89,4 +172,4 @@ def functions(settings: Settings, deployment, as_json, connect, zenoh_config, ti
             click.echo(name)
 
 
-__all__ = ["deploy", "functions", "list_deployments", "remove"]
+__all__ = ["deploy", "describe_deployed", "functions", "list_deployments", "remove", "rollback", "tag"]

@@ -18,6 +18,7 @@ import click
 from essa import __version__
 from essa.cli import (
     call,
+    contexts,
     deployments,
     new,
     plugins,
@@ -82,6 +83,7 @@ def cli(ctx: click.Context, engine: str, store: str, store_options: tuple[str, .
 for command in (
     run.run, processes.scheduler, processes.executor, processes.up, status.status, top.top, plugins.plugins,
     deployments.deploy, deployments.list_deployments, deployments.remove, deployments.functions, call.call,
+    deployments.rollback, deployments.tag, contexts.context,
     state.state, serve.serve, security.certs, security.token, new.new,
 ):
     cli.add_command(command)

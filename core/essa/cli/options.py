@@ -16,6 +16,7 @@ import os
 import click
 
 from essa import api
+from essa.api import contexts
 from essa.api.services import serve_metrics as _serve_metrics
 from essa.errors import EssaError
 from essa.security import settings as security_settings
@@ -161,14 +162,27 @@ def limit_options(fn):
     return fn
 
 
-def refuse_limits_with_connect(ctx: click.Context) -> None:
-    """Refuse, in one line, limit and grant flags given with --connect (executors apply their own)."""
+def refuse_limits_with_connect(ctx: click.Context, context: str | None = None) -> None:
+    """Refuse, in one line, limit and grant flags for a cluster (executors apply their own).
+
+    :param context: the context that names the cluster (else it was --connect).
+    """
+    where = f"on the cluster of context {context} (--context embedded runs here)" if context else "with --connect"
     for name, flag in _LIMIT_FLAGS.items():
         if name != "max_message_size" and ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE:
             raise EssaError(
-                f"{flag} does not apply with --connect: a cluster's executors apply their own limits and "
+                f"{flag} does not apply {where}: a cluster's executors apply their own limits and "
                 f"grants (give {flag} to `essa executor` or `essa up`)"
             )
+
+
+def refuse_limits_on_a_cluster(ctx: click.Context, connect) -> bool:
+    """Whether the command goes to a cluster (:func:`chosen_target`); if so, refuse limit and grant flags."""
+    endpoints, context = chosen_target(connect)
+    if endpoints or context:
+        refuse_limits_with_connect(ctx, context)
+        return True
+    return False
 
 
 # -- processes and clients ------------------------------------------------------------
@@ -238,28 +252,93 @@ def serve_metrics(address: str | None) -> None:
         click.echo(f"essa: metrics at {_serve_metrics(address)}", err=True)
 
 
+#: The context chosen with --context (or ESSA_CONTEXT), and where it came from (a click ParameterSource).
+_context_choice: dict[str, object] = {}
+
+
+def context_option(fn):
+    """``--context NAME`` (env ESSA_CONTEXT): reach essa as context NAME says (see :mod:`essa.api.contexts`)."""
+
+    def record(ctx, param, value):
+        if value:
+            _context_choice.update(name=value, source=ctx.get_parameter_source(param.name))
+        return value
+
+    return click.option("--context", metavar="NAME", envvar=contexts.ENV, expose_value=False, callback=record,
+                        help="Use context NAME: its endpoint, TLS files and token (env ESSA_CONTEXT; `essa "
+                        "context ls` lists them; `embedded`: this machine). [default: the current context]")(fn)
+
+
 def connection_options(fn):
-    """``--connect``, ``--zenoh-config``, ``--timeout``, the TLS options and ``--token`` for commands that talk to essa."""
+    """``--connect``, ``--context``, ``--zenoh-config``, ``--timeout``, the TLS options and ``--token``."""
     fn = tls_options(token_option(fn))
     fn = click.option("--timeout", type=float, default=10.0, show_default=True,
                       help="Seconds to wait for the cluster's scheduler with --connect.")(fn)
     fn = click.option("--zenoh-config", envvar="ESSA_ZENOH_CONFIG", type=click.Path(exists=True, dir_okay=False),
                       help="A zenoh JSON5 config file for --connect (env ESSA_ZENOH_CONFIG).")(fn)
+    fn = context_option(fn)
     fn = click.option("--connect", multiple=True, metavar="ENDPOINT", envvar="ESSA_CONNECT",
-                      help="Use the cluster whose scheduler listens at ENDPOINT (e.g. tcp/127.0.0.1:7447) "
-                      "instead of this machine's embedded store; repeatable (env ESSA_CONNECT).")(fn)
+                      help="Use the cluster whose scheduler listens at ENDPOINT (e.g. tcp/127.0.0.1:7447); "
+                      "repeatable (env ESSA_CONNECT). [default: the current context's cluster, else this "
+                      "machine's embedded store]")(fn)
     return fn
 
 
+def chosen_target(connect) -> tuple[list[str], str | None]:
+    """Where a command goes: ``(endpoints, None)``, ``([], context name)``, or ``([], None)`` for embedded.
+
+    First match wins: --connect, --context, ESSA_CONNECT, ESSA_CONTEXT, the current context, embedded.
+    """
+    ctx = click.get_current_context(silent=True)
+    endpoints = split_endpoints(connect)
+    from_command_line = ctx is not None and ctx.get_parameter_source("connect") == click.core.ParameterSource.COMMANDLINE
+    context = _context_choice.get("name")
+    context_given = _context_choice.get("source") == click.core.ParameterSource.COMMANDLINE
+    if endpoints and (from_command_line or not context_given):
+        return endpoints, None
+    name = str(context) if context else contexts.current_name()
+    return [], None if name == contexts.EMBEDDED else name
+
+
 def open_connection(settings: Settings, connect, zenoh_config, timeout, max_message_bytes=None, **embedded):
-    """A :class:`essa.api.Connection`: to the cluster at ``connect``, else embedded with the global options.
+    """A :class:`essa.api.Connection` where :func:`chosen_target` says, embedded with the global options.
 
     ``max_message_bytes`` is the cluster client's message size limit (embedded: ``embedded["limits"]`` holds it).
     """
-    endpoints = split_endpoints(connect)
+    endpoints, context = chosen_target(connect)
     if endpoints:
         return api.connect(endpoints, timeout=timeout, zenoh_config=zenoh_config, max_message_bytes=max_message_bytes)
-    return api.connect(engine=settings.engine, store=settings.store, store_options=settings.store_options, **embedded)
+    if context:
+        return api.connect(context=context, timeout=timeout, zenoh_config=zenoh_config,
+                           max_message_bytes=max_message_bytes, tls=security_settings.tls_files(given_only=True),
+                           token=security_settings.token(given_only=True))
+    return api.connect(context=contexts.EMBEDDED, engine=settings.engine, store=settings.store,
+                       store_options=settings.store_options, **embedded)
+
+
+#: Where ``essa up`` and ``essa scheduler`` listen by default: what ``essa status`` and ``essa top`` ask
+#: when neither --connect nor a context names a cluster.
+LOCAL_CLUSTER = "tcp/127.0.0.1:7447"
+
+
+def cluster_options(fn):
+    """``--connect``, ``--context``, ``--zenoh-config`` and the TLS options, for commands that watch a cluster."""
+    fn = tls_options(fn)
+    fn = click.option("--zenoh-config", envvar="ESSA_ZENOH_CONFIG", type=click.Path(exists=True, dir_okay=False),
+                      help="A zenoh JSON5 config file (env ESSA_ZENOH_CONFIG).")(fn)
+    fn = context_option(fn)
+    return click.option("--connect", multiple=True, metavar="ENDPOINT", envvar="ESSA_CONNECT",
+                        help="The cluster's scheduler endpoint; repeatable (env ESSA_CONNECT). [default: the "
+                        f"current context's cluster, else {LOCAL_CLUSTER}]")(fn)
+
+
+def open_cluster(connect, zenoh_config, timeout: float):
+    """A connection to a running cluster: as :func:`chosen_target` says, else the one at :data:`LOCAL_CLUSTER`."""
+    endpoints, context = chosen_target(connect)
+    if context:
+        return api.connect(context=context, timeout=timeout, zenoh_config=zenoh_config,
+                           tls=security_settings.tls_files(given_only=True))
+    return api.connect(endpoints or [LOCAL_CLUSTER], timeout=timeout, zenoh_config=zenoh_config)
 
 
 # -- this process's identity -----------------------------------------------------------
@@ -297,8 +376,10 @@ def token_key_option(fn):
 
 
 def _record(name: str):
-    def callback(_ctx, _param, value):
-        if value:
+    def callback(ctx, param, value):
+        # Values from the environment are read there when needed; recorded are the command line's,
+        # which win over a context's (a context's win over the environment's).
+        if value and ctx.get_parameter_source(param.name) != click.core.ParameterSource.ENVIRONMENT:
             security_settings.record(name, value)
         return value
 
@@ -306,7 +387,7 @@ def _record(name: str):
 
 
 __all__ = [
-    "Settings", "connection_options", "endpoint_options", "limit_arguments", "limit_options", "limits_and_grants",
-    "metrics_option", "open_connection", "parse_options", "refuse_limits_with_connect", "serve_metrics",
+    "LOCAL_CLUSTER", "Settings", "chosen_target", "cluster_options", "connection_options", "context_option", "endpoint_options", "limit_arguments", "limit_options", "limits_and_grants",
+    "metrics_option", "open_cluster", "open_connection", "parse_options", "refuse_limits_on_a_cluster", "refuse_limits_with_connect", "serve_metrics",
     "size_value", "split_endpoints", "tls_options", "token_key_option", "token_option",
 ]

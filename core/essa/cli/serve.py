@@ -19,8 +19,7 @@ from essa.cli.options import (
     limits_and_grants,
     open_connection,
     parse_options,
-    refuse_limits_with_connect,
-    split_endpoints,
+    refuse_limits_on_a_cluster,
 )
 from essa.cli.signals import SignalStop
 from essa.plugins import DEFAULTS, get_plugin_manager
@@ -72,8 +71,7 @@ def serve(ctx: click.Context, trigger_name: str, listen: str | None, connect: tu
     limits, grants = limits_and_grants(**limit_flags)
     config = TriggerConfig(listen=listen or trigger_class.default_listen, max_message_bytes=limits.max_message_bytes,
                            shutdown_timeout=shutdown_timeout, options=parse_options(trigger_options, "--trigger-option"))
-    if split_endpoints(connect):
-        refuse_limits_with_connect(ctx)
+    refuse_limits_on_a_cluster(ctx, connect)
     # Signals are caught until the connection is closed too: a second Ctrl-C must not kill it halfway.
     with SignalStop() as signals, open_connection(settings, connect, zenoh_config, timeout,
                                                   max_message_bytes=limits.max_message_bytes, executors=executors,

@@ -50,18 +50,19 @@ def open_transport(
     scouting: bool = False,
     connect_timeout: float | None = None,
     max_message_bytes: int | None = None,
-    tls: TlsFiles | None = None,
+    tls: TlsFiles | None | bool = None,
 ) -> Transport:
     """A zenoh peer with the given endpoints.
 
     :param max_message_bytes: the message size limit of the process; the
         transport reads no message larger than a module and arguments of that
         size together (see :class:`~essa.transport.zenoh.ZenohTransport`).
-    :param tls: mutual TLS files; default: this process's (``--tls-*`` or
-        ``ESSA_TLS_*``, see :mod:`essa.security.settings`), if any.
+    :param tls: mutual TLS files; ``False``: plain TCP; default: this
+        process's (``--tls-*`` or ``ESSA_TLS_*``, see
+        :mod:`essa.security.settings`), if any.
     """
     cap = 2 * max_message_bytes + (1 << 20) if max_message_bytes else None
-    tls = tls if tls is not None else security_settings.tls_files()
+    tls = (None if tls is False else tls) if tls is not None else security_settings.tls_files()
     return ZenohTransport(
         {"listen": list(listen), "connect": list(connect), "config": config, "scouting": scouting,
          "connect_timeout": connect_timeout, "max_message_bytes": cap,
@@ -210,7 +211,7 @@ def serve_executor(
 
 def connect_client(
     endpoints: Sequence[str], config: str | None = None, timeout: float = 5.0, max_message_bytes: int | None = None,
-    tls: TlsFiles | None = None, token: str | None = None,
+    tls: TlsFiles | None | bool = None, token: str | None = None,
 ) -> Client:
     """A client connected to a running cluster, or a one-line error naming the endpoint.
 

@@ -25,7 +25,9 @@ Options (from flags, ``ESSA_*`` environment variables or a zenoh config file):
     ``True`` to enable multicast scouting;
 ``connect_timeout``
     seconds to try ``connect`` endpoints before giving up; ``None`` keeps
-    retrying in the background (servers), a number fails fast (clients).
+    retrying in the background (servers), a number fails fast (clients):
+    at once when every endpoint refuses a TCP connection
+    (:mod:`essa.transport.probe`), else after that many seconds.
 ``max_message_bytes``
     the largest message this process reads (``None``: no limit). A larger
     one is not decoded: a receiver gets only its leading ``id`` and
@@ -51,6 +53,7 @@ from essa.errors import EssaError
 from essa.security.tls import apply as apply_tls
 from essa.security.tls import diagnose, secure_endpoints, warn_if_exposed
 from essa.transport.base import Message, Subscription, Transport
+from essa.transport.probe import refused
 from essa.util.ratelimit import RateLimitedLog, describe, guarded
 
 log = logging.getLogger("essa.transport.zenoh")
@@ -275,6 +278,7 @@ class ZenohTransport(Transport):
         else:
             warn_if_exposed(self.listen)
         config = self._config()
+        self._fail_if_refused()
         try:
             self._session = zenoh.open(config)
         except zenoh.ZError as exc:
@@ -293,6 +297,15 @@ class ZenohTransport(Transport):
         self._patient = _PatientSender(self)
         self.max_message_bytes: int | None = self.options.get("max_message_bytes")
         _open_sessions.add(self)
+
+    def _fail_if_refused(self) -> None:
+        """Fail at once if every ``connect`` endpoint refuses (a client: a connect timeout is set, no config file)."""
+        timeout = self.options.get("connect_timeout")
+        if timeout is None or not self.connect or self.options.get("config"):
+            return
+        if all(refused(endpoint, min(1.0, timeout)) for endpoint in self.connect):
+            raise TransportError(f"cannot reach {', '.join(self.connect)}: nothing listens there (connection "
+                                 "refused; is `essa scheduler` or `essa up` running?)")
 
     def _config(self):
         zenoh = self._zenoh
