@@ -124,6 +124,7 @@ class Routes:
             self._route("/v1/functions/{deployment}/{function}", POST=self.call),
             self._route("/v1/state/{deployment}/{key:path}", GET=self.get_state, PUT=self.put_state),
             self._route("/v1/deployments", GET=self.deployments),
+            self._route("/v1/deployments/{name}", GET=self.versions),
             self._route("/healthz", GET=self.healthz),
             self._route("/metrics", GET=self.prometheus),
         ], redirect_slashes=False, default=self._no_route)
@@ -148,7 +149,7 @@ class Routes:
 
     async def _no_route(self, scope, receive, send) -> None:
         error = HttpError(404, f"no route {scope['method']} {scope['path'][:200]} (routes: POST /v1/functions/NAME/"
-                          "FUNCTION, GET|PUT /v1/state/NAME/KEY, GET /v1/deployments, /healthz, /metrics)", "not-found")
+                          "FUNCTION, GET|PUT /v1/state/NAME/KEY, GET /v1/deployments[/NAME], /healthz, /metrics)", "not-found")
         await error_response(error)(scope, receive, send)
 
     def _connection(self, request: Request) -> Connection:
@@ -234,8 +235,13 @@ class Routes:
         return json_response(to_json(merged))
 
     async def deployments(self, request: Request, _body: bytes) -> Response:
-        """``GET /v1/deployments``: the latest version of each, as ``essa ls --json`` prints them."""
+        """``GET /v1/deployments``: the version each name means, with its tags, as ``essa ls --json`` prints them."""
         found = await self._blocking(self._connection(request).deployments)
+        return json_response([d.as_dict() for d in found])
+
+    async def versions(self, request: Request, _body: bytes) -> Response:
+        """``GET /v1/deployments/{name}``: every version of one, with its tags, as ``essa ls NAME --json`` prints them."""
+        found = await self._blocking(self._connection(request).versions, request.path_params["name"])
         return json_response([d.as_dict() for d in found])
 
     async def healthz(self, request: Request, _body: bytes) -> Response:
