@@ -10,7 +10,8 @@ import pytest
 import essa
 from essa.testing.conformance.wat import module
 
-from .test_cli import assert_one_line_error, essa as run_essa
+from .test_cli import assert_one_line_error
+from .test_cli import essa as run_essa
 from .test_service import STATEFUL, ok
 
 pytest.importorskip("essa_lmdb")

@@ -469,12 +469,15 @@ def connect(
     max_message_bytes: int | None = None,
     token: str | None = None,
     tls: TlsFiles | None = None,
+    wait: bool = False,
 ) -> Connection:
     """Connect to essa.
 
     With ``endpoint`` (``"tcp/HOST:PORT"``, or several): the cluster whose
-    scheduler listens there, within ``timeout`` seconds (an endpoint where
-    nothing listens fails at once, in one line). With ``context``: the
+    scheduler listens there, within ``timeout`` seconds. An endpoint where
+    nothing listens fails at once, in one line; with ``wait``, the
+    connection keeps trying for ``timeout`` seconds instead (a service
+    started with the cluster, which may not listen yet). With ``context``: the
     cluster of that context (:mod:`essa.api.contexts`; ``"embedded"``: see
     below). With neither: ``$ESSA_CONNECT``'s endpoints, else
     ``$ESSA_CONTEXT``'s context, else the current context (``essa context
@@ -517,7 +520,7 @@ def connect(
         token = token if token is not None else chosen.token
     try:
         client = connect_client(endpoints, zenoh_config, timeout, cap, tls=tls,
-                                token=token if token is not None else security_settings.token())
+                                token=token if token is not None else security_settings.token(), wait=wait)
     except EssaError as exc:
         if chosen is None:
             raise

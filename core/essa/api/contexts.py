@@ -26,12 +26,12 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from essa.errors import EssaError, NotFound
 from essa.security.tls import TlsFiles
+from essa.util.files import write_private
 from essa.util.paths import data_dir
 
 #: The context that means "embedded": this process, this machine's store.
@@ -110,19 +110,6 @@ def _path(name: str) -> Path:
     return directory() / f"{check_context_name(name)}.json"
 
 
-def _write(path: Path, text: str) -> None:
-    """Write ``path`` whole (never half), readable by its owner only."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")  # mode 0600
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as file:
-            file.write(text)
-        os.replace(temporary, path)
-    except BaseException:
-        os.unlink(temporary)
-        raise
-
-
 def get(name: str) -> Context:
     """Context ``name``; :class:`~essa.errors.NotFound` (naming the others) if there is none."""
     if name == EMBEDDED:
@@ -158,7 +145,7 @@ def save(context: Context, make_current: bool = False) -> Path:
     if context.name == EMBEDDED:
         raise EssaError(f"{EMBEDDED!r} is the built-in context: choose another name")
     path = _path(context.name)
-    _write(path, json.dumps(context.as_dict(), indent=2) + "\n")
+    write_private(path, json.dumps(context.as_dict(), indent=2) + "\n")
     if make_current:
         use(context.name)
     return path
@@ -190,7 +177,7 @@ def use(name: str) -> None:
     """Make ``name`` the current context (``embedded``: none)."""
     if name != EMBEDDED:
         get(name)  # exists?
-    _write(directory() / "current", name + "\n")
+    write_private(directory() / "current", name + "\n")
 
 
 def restore_current(name: str, previous: str) -> None:

@@ -5,20 +5,29 @@ from __future__ import annotations
 import click
 
 from essa.api import Deployed
+from essa.api.project import find_project, load_project
 from essa.cli.options import Settings, connection_options, open_connection
 from essa.cli.output import echo_json, print_table, when
+from essa.cli.project import build_if_needed
 from essa.errors import EssaError
 from essa.util.units import format_bytes
 
 
 @click.command()
-@click.argument("module", metavar="FILE.wasm", type=click.Path(dir_okay=False))
-@click.option("--name", required=True, help="The deployment's name: a new version if it exists.")
+@click.argument("module", metavar="[FILE.wasm]", required=False, type=click.Path(dir_okay=False))
+@click.option("--name", help="The deployment's name: a new version if it exists. [default: the project's name]")
+@click.option("--build/--no-build", "build", default=None,
+              help="In a project: build before deploying, or not. [default: when its output is missing or older "
+              "than its sources]")
 @click.option("--json", "as_json", is_flag=True, help="Print the new version as JSON.")
 @connection_options
 @click.pass_obj
-def deploy(settings: Settings, module, name, as_json, connect, zenoh_config, timeout) -> None:
+def deploy(settings: Settings, module, name, build, as_json, connect, zenoh_config, timeout) -> None:
     """Deploy FILE.wasm as NAME: store it, compile it, and record a new version.
+
+    In a project (an essa.toml here or in a parent directory) both are
+    optional: `essa deploy` builds the project if its output is older than
+    its sources, and deploys the output under the project's name.
 
     Call its functions with `essa call NAME FUNCTION`; NAME is the version
     it means now (the latest, unless rolled back), NAME@3 a pinned one,
@@ -26,6 +35,17 @@ def deploy(settings: Settings, module, name, as_json, connect, zenoh_config, tim
     version (unchanged). Its state lives in the namespace NAME, kept across
     calls, runs, restarts and redeploys.
     """
+    if module is None or name is None:
+        found = find_project()
+        if found is None:
+            raise EssaError("give FILE.wasm and --name NAME, or run `essa deploy` in a project (an essa.toml here "
+                            "or in a parent directory; `essa new` makes one)" if module is None else
+                            "give the deployment's name with --name NAME (in a project, its essa.toml names it)")
+        project = load_project(found)
+        name = name or project.name
+        if module is None:
+            build_if_needed(project, build)
+            module = str(project.output_path)
     with open_connection(settings, connect, zenoh_config, timeout) as es:
         deployed = es.deploy(module, name)
     if as_json:
@@ -93,8 +113,9 @@ def remove(settings: Settings, name, purge, connect, zenoh_config, timeout) -> N
             if purge:
                 es.remove(name, purge=True)  # refused, in one line
             dropped = es.remove_version(name)
-            tags = f" and its tag{'s' if len(dropped.tags) > 1 else ''} {', '.join(dropped.tags)}" if dropped.tags else ""
-            click.echo(f"removed {dropped.spec}{tags}")
+            plural = "s" if len(dropped.tags) > 1 else ""
+            click.echo(f"removed {dropped.spec}" + (f" and its tag{plural} {', '.join(dropped.tags)}" if dropped.tags
+                                                    else ""))
             return
         versions = len(es.versions(name))
         purged = es.remove(name, purge=purge)

@@ -20,9 +20,11 @@ from essa.cli import (
     call,
     contexts,
     deployments,
+    dev,
     new,
     plugins,
     processes,
+    project,
     run,
     security,
     serve,
@@ -81,9 +83,10 @@ def cli(ctx: click.Context, engine: str, store: str, store_options: tuple[str, .
 
 
 for command in (
-    run.run, processes.scheduler, processes.executor, processes.up, status.status, top.top, plugins.plugins,
+    run.run, processes.scheduler, processes.executor, processes.up, processes.down, status.status, top.top,
+    plugins.plugins,
     deployments.deploy, deployments.list_deployments, deployments.remove, deployments.functions, call.call,
-    deployments.rollback, deployments.tag, contexts.context,
+    deployments.rollback, deployments.tag, contexts.context, project.build, dev.dev,
     state.state, serve.serve, security.certs, security.token, new.new,
 ):
     cli.add_command(command)

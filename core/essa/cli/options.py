@@ -48,6 +48,14 @@ class Settings:
         self.store_options = store_options
 
 
+def global_arguments(settings: Settings, verbose: int = 0) -> list[str]:
+    """The global options that ask for ``settings`` (for an ``essa`` child process)."""
+    args = ["-v"] * verbose + ["--engine", settings.engine, "--store", settings.store]
+    for key, value in settings.store_options.items():
+        args += ["--store-option", f"{key}={value}"]
+    return args
+
+
 # -- limits and grants ----------------------------------------------------------------
 
 _LIMIT_FLAGS = {
@@ -176,9 +184,9 @@ def refuse_limits_with_connect(ctx: click.Context, context: str | None = None) -
             )
 
 
-def refuse_limits_on_a_cluster(ctx: click.Context, connect) -> bool:
+def refuse_limits_on_a_cluster(ctx: click.Context, connect, use_current: bool = True) -> bool:
     """Whether the command goes to a cluster (:func:`chosen_target`); if so, refuse limit and grant flags."""
-    endpoints, context = chosen_target(connect)
+    endpoints, context = chosen_target(connect, use_current)
     if endpoints or context:
         refuse_limits_with_connect(ctx, context)
         return True
@@ -284,34 +292,40 @@ def connection_options(fn):
     return fn
 
 
-def chosen_target(connect) -> tuple[list[str], str | None]:
+def chosen_target(connect, use_current: bool = True) -> tuple[list[str], str | None]:
     """Where a command goes: ``(endpoints, None)``, ``([], context name)``, or ``([], None)`` for embedded.
 
-    First match wins: --connect, --context, ESSA_CONNECT, ESSA_CONTEXT, the current context, embedded.
+    First match wins: --connect, --context, ESSA_CONNECT, ESSA_CONTEXT, the current context (unless
+    ``use_current`` is false), embedded.
     """
     ctx = click.get_current_context(silent=True)
     endpoints = split_endpoints(connect)
-    from_command_line = ctx is not None and ctx.get_parameter_source("connect") == click.core.ParameterSource.COMMANDLINE
+    command_line = click.core.ParameterSource.COMMANDLINE
+    from_command_line = ctx is not None and ctx.get_parameter_source("connect") == command_line
     context = _context_choice.get("name")
-    context_given = _context_choice.get("source") == click.core.ParameterSource.COMMANDLINE
+    context_given = _context_choice.get("source") == command_line
     if endpoints and (from_command_line or not context_given):
         return endpoints, None
-    name = str(context) if context else contexts.current_name()
+    name = str(context) if context else contexts.current_name() if use_current else contexts.EMBEDDED
     return [], None if name == contexts.EMBEDDED else name
 
 
-def open_connection(settings: Settings, connect, zenoh_config, timeout, max_message_bytes=None, **embedded):
+def open_connection(settings: Settings, connect, zenoh_config, timeout, max_message_bytes=None, wait=False,
+                    use_current=True, **embedded):
     """A :class:`essa.api.Connection` where :func:`chosen_target` says, embedded with the global options.
 
-    ``max_message_bytes`` is the cluster client's message size limit (embedded: ``embedded["limits"]`` holds it).
+    ``max_message_bytes`` is the cluster client's message size limit (embedded: ``embedded["limits"]`` holds it);
+    ``wait``: a cluster's endpoint where nothing listens yet is tried for ``timeout`` seconds (services);
+    ``use_current``: false to go embedded unless told otherwise (``essa dev``).
     """
-    endpoints, context = chosen_target(connect)
+    endpoints, context = chosen_target(connect, use_current)
     if endpoints:
-        return api.connect(endpoints, timeout=timeout, zenoh_config=zenoh_config, max_message_bytes=max_message_bytes)
+        return api.connect(endpoints, timeout=timeout, zenoh_config=zenoh_config, max_message_bytes=max_message_bytes,
+                           wait=wait)
     if context:
         return api.connect(context=context, timeout=timeout, zenoh_config=zenoh_config,
                            max_message_bytes=max_message_bytes, tls=security_settings.tls_files(given_only=True),
-                           token=security_settings.token(given_only=True))
+                           token=security_settings.token(given_only=True), wait=wait)
     return api.connect(context=contexts.EMBEDDED, engine=settings.engine, store=settings.store,
                        store_options=settings.store_options, **embedded)
 
@@ -387,7 +401,8 @@ def _record(name: str):
 
 
 __all__ = [
-    "LOCAL_CLUSTER", "Settings", "chosen_target", "cluster_options", "connection_options", "context_option", "endpoint_options", "limit_arguments", "limit_options", "limits_and_grants",
-    "metrics_option", "open_cluster", "open_connection", "parse_options", "refuse_limits_on_a_cluster", "refuse_limits_with_connect", "serve_metrics",
-    "size_value", "split_endpoints", "tls_options", "token_key_option", "token_option",
+    "LOCAL_CLUSTER", "Settings", "chosen_target", "cluster_options", "connection_options", "context_option",
+    "endpoint_options", "global_arguments", "limit_arguments", "limit_options", "limits_and_grants", "metrics_option",
+    "open_cluster", "open_connection", "parse_options", "refuse_limits_on_a_cluster", "refuse_limits_with_connect",
+    "serve_metrics", "size_value", "split_endpoints", "tls_options", "token_key_option", "token_option",
 ]

@@ -73,7 +73,8 @@ def serve(ctx: click.Context, trigger_name: str, listen: str | None, connect: tu
                            shutdown_timeout=shutdown_timeout, options=parse_options(trigger_options, "--trigger-option"))
     refuse_limits_on_a_cluster(ctx, connect)
     # Signals are caught until the connection is closed too: a second Ctrl-C must not kill it halfway.
-    with SignalStop() as signals, open_connection(settings, connect, zenoh_config, timeout,
+    # A server may start with its cluster (essa up --http): it waits up to --timeout for it to listen.
+    with SignalStop() as signals, open_connection(settings, connect, zenoh_config, timeout, wait=True,
                                                   max_message_bytes=limits.max_message_bytes, executors=executors,
                                                   limits=limits, grants=grants) as connection:
         trigger = trigger_class(connection, config)

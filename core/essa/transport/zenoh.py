@@ -25,9 +25,12 @@ Options (from flags, ``ESSA_*`` environment variables or a zenoh config file):
     ``True`` to enable multicast scouting;
 ``connect_timeout``
     seconds to try ``connect`` endpoints before giving up; ``None`` keeps
-    retrying in the background (servers), a number fails fast (clients):
-    at once when every endpoint refuses a TCP connection
-    (:mod:`essa.transport.probe`), else after that many seconds.
+    retrying in the background (servers), a number fails after that many
+    seconds (clients; a cluster may still be starting);
+``fail_fast``
+    with ``connect_timeout``: fail at once when every ``connect`` endpoint
+    refuses a TCP connection (:mod:`essa.transport.probe`): a command a
+    person waits for, where nothing is about to listen;
 ``max_message_bytes``
     the largest message this process reads (``None``: no limit). A larger
     one is not decoded: a receiver gets only its leading ``id`` and
@@ -299,9 +302,9 @@ class ZenohTransport(Transport):
         _open_sessions.add(self)
 
     def _fail_if_refused(self) -> None:
-        """Fail at once if every ``connect`` endpoint refuses (a client: a connect timeout is set, no config file)."""
+        """With ``fail_fast``, fail at once if every ``connect`` endpoint refuses (not with a config file)."""
         timeout = self.options.get("connect_timeout")
-        if timeout is None or not self.connect or self.options.get("config"):
+        if not self.options.get("fail_fast") or timeout is None or not self.connect or self.options.get("config"):
             return
         if all(refused(endpoint, min(1.0, timeout)) for endpoint in self.connect):
             raise TransportError(f"cannot reach {', '.join(self.connect)}: nothing listens there (connection "
