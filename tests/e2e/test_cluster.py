@@ -189,7 +189,9 @@ def test_up_starts_a_cluster_and_stops_it_on_sigterm(engine_name, tmp_path):
         up.send_signal(signal.SIGTERM)
         stdout, stderr = up.communicate(timeout=90)
     assert up.returncode == 0, stderr
-    assert f"essa run --connect {endpoint}" in stdout
+    assert f"  scheduler      {endpoint}\n" in stdout
+    assert "context:            local (current until the cluster stops)" in stdout  # so no --connect is needed:
+    assert "run a module with:  essa run FILE.wasm" in stdout
     assert "served" in stderr  # each executor reported its counters on the way out
     leftover = subprocess.run(["pgrep", "-s", str(up.pid)], capture_output=True, text=True).stdout.split()
     assert leftover == [], "processes of essa up still running"

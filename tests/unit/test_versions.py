@@ -158,3 +158,16 @@ def test_malformed_records_of_every_kind_are_ignored(registry):
         b'{"kind": "drop", "id": "x", "time": true}', b'{"kind": "nope"}', b'{"kind": "remove", "time": "soon"}',
     }))
     assert specs(registry) == [(1, True, ())]
+
+
+def test_a_request_every_executor_answers_at_once_is_recorded_once():
+    """Each executor answers a control request; two that read the same records write the same record."""
+    first, second = DeploymentRegistry(MemoryStore()), DeploymentRegistry(MemoryStore())
+    for registry in (first, second):
+        registry.add("wc", A, 10, ["f"], deploy_id="one", created=1_000)
+    for registry in (first, second):  # both read wc@1 only, then write
+        registry.add("wc", B, 10, ["f"], deploy_id="two", created=2_000)
+        registry.rollback("wc", at=3_000)
+        registry.tag("wc", 2, "stable", at=4_000)
+    first.store.put(record_key("wc"), second.store.get(record_key("wc")))  # the store merges both writes
+    assert specs(first) == [(1, True, ()), (2, False, ("stable",))]

@@ -191,19 +191,19 @@ class Connection:
         version, with ``previous`` (the one it meant) and ``changes``.
         """
         check_name(name)
-        answer = self._control.request("rollback", name=name, to=None if to is None else str(to))
+        answer = self._control.request("rollback", name=name, to=None if to is None else str(to), time=time.time_ns())
         self._forget(name)
         return Deployed.from_dict(answer["deployment"])
 
     def tag(self, spec: str, tag: str) -> Deployment:
         """Make ``NAME@tag`` mean the version ``spec`` names (``NAME``: the one the name means); return it."""
-        answer = self._control.request("tag", spec=spec, tag=tag)
+        answer = self._control.request("tag", spec=spec, tag=tag, time=time.time_ns())
         self._forget(parse_spec(spec)[0])
         return Deployment.from_dict(answer["deployment"])
 
     def untag(self, name: str, tag: str) -> Deployment:
         """Remove tag ``tag`` of deployment ``name``; return the version it named."""
-        answer = self._control.request("untag", name=name, tag=tag)
+        answer = self._control.request("untag", name=name, tag=tag, time=time.time_ns())
         self._forget(name)
         return Deployment.from_dict(answer["deployment"])
 
@@ -213,7 +213,7 @@ class Connection:
         Refused for the version the name means now (roll back first, or
         remove the whole deployment with :meth:`remove`).
         """
-        answer = self._control.request("drop", spec=spec)
+        answer = self._control.request("drop", spec=spec, time=time.time_ns())
         self._forget(parse_spec(spec)[0])
         return Deployment.from_dict(answer["deployment"])
 

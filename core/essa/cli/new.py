@@ -30,10 +30,10 @@ def new(language: str, name: str, directory: str, sdk: str | None) -> None:
     click.echo(f"build and run it:  cd {shlex.quote(str(path))} && essa build && essa run {name}.wasm")
     click.echo(f"deploy it as {name}: essa deploy; rebuild and redeploy at every change: essa dev")
     if language == "c":
-        click.echo("(build.sh needs ziglang: pip install ziglang; its first build compiles wasi-libc "
-                   "for a couple of minutes)")
+        click.echo("(essa build needs ziglang beside essa: pip install ziglang; its first build compiles "
+                   "wasi-libc for a couple of minutes)")
     else:
-        click.echo("(build.sh needs Debian's Rust packages, listed in README.md; its first build "
+        click.echo("(essa build needs Debian's Rust packages, listed in README.md; its first build "
                    "compiles the dependencies for a minute or two)")
 
 

@@ -65,9 +65,10 @@ def run(ctx: click.Context, module: str, args: tuple[str, ...], stdin_file, no_s
         **limit_flags) -> None:
     """Run a module's main function (`_start`) and its remote calls.
 
-    Without --connect everything runs in this process (scheduler, executors,
-    store). With --connect the module goes to a running cluster (see `essa up`,
-    `essa scheduler`, `essa executor`). Either way the guest's stdout and
+    Without --connect (or a current context: `essa context`) everything runs
+    in this process (scheduler, executors, store). With --connect the module
+    goes to a running cluster (see `essa up`, `essa scheduler`, `essa
+    executor`). Either way the guest's stdout and
     stderr appear here, and essa exits with the module's exit status, or 1
     with a message if it traps or exceeds a limit.
 

@@ -56,10 +56,10 @@ def serve(ctx: click.Context, trigger_name: str, listen: str | None, connect: tu
           trigger_options: tuple[str, ...], **limit_flags) -> None:
     """Take outside events (HTTP requests by default) and turn them into calls.
 
-    Without --connect it serves an embedded runtime in this process (this
-    machine's store, the limits and grants given here); with --connect a
-    running cluster (see `essa up --http`), whose executors apply their own
-    limits. Prints where it listens once ready; SIGTERM or Ctrl-C stops it
+    Without --connect (or a current context: `essa context`) it serves an
+    embedded runtime in this process (this machine's store, the limits and
+    grants given here); with --connect a running cluster (see `essa up
+    --http`), whose executors apply their own limits. Prints where it listens once ready; SIGTERM or Ctrl-C stops it
     after the requests in flight are answered (a second one at once).
 
     The http trigger (essa-plugin-http): POST /v1/functions/NAME/FUNCTION

@@ -188,23 +188,26 @@ class ControlService:
     def _rollback(self, request: Message) -> Message:
         name = check_name(_field(request, "name", str))
         to = _optional(request, "to", str)
-        deployment = self.registry.rollback(name, None if to is None else parse_ref(to, name))
+        deployment = self.registry.rollback(name, None if to is None else parse_ref(to, name),
+                                            _optional(request, "time", int))
         log.info("rolled back %s to version %d", name, deployment.version)
         return {"deployment": deployment.as_dict()}
 
     def _tag(self, request: Message) -> Message:
         name, version = parse_spec(_field(request, "spec", str))
-        return {"deployment": self.registry.tag(name, version, _field(request, "tag", str)).as_dict()}
+        tagged = self.registry.tag(name, version, _field(request, "tag", str), _optional(request, "time", int))
+        return {"deployment": tagged.as_dict()}
 
     def _untag(self, request: Message) -> Message:
         name = check_name(_field(request, "name", str))
-        return {"deployment": self.registry.untag(name, _field(request, "tag", str)).as_dict()}
+        untagged = self.registry.untag(name, _field(request, "tag", str), _optional(request, "time", int))
+        return {"deployment": untagged.as_dict()}
 
     def _drop(self, request: Message) -> Message:
         name, version = parse_spec(_field(request, "spec", str))
         if version is None:
             raise ControlError(f"{name!r} names no version (as in {name}@2): to remove the deployment, use remove")
-        dropped = self.registry.drop(name, version)
+        dropped = self.registry.drop(name, version, _optional(request, "time", int))
         log.info("removed version %s", dropped.spec)
         return {"deployment": dropped.as_dict()}
 

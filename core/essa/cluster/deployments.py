@@ -255,7 +255,7 @@ class DeploymentRegistry:
         if current is not None and _content(history.numbered[current]) == _content(record):
             version = self._version(history, current)
             return Deployed.of(version, version, unchanged=True)
-        record.update(version=history.next_number(), created=history.next_time(at_least=created or 0))
+        record.update(version=history.next_number(), created=history.next_time(at=created))
         self._write(name, record)
         self.store.put(INDEX_KEY, SetLattice({name.encode()}))
         after = self._history(name)
@@ -283,8 +283,12 @@ class DeploymentRegistry:
         names = sorted(value.decode("utf-8", "replace") for value in index.values)
         return [name for name in names if _NAME.fullmatch(name) and self._history(name).alive()]
 
-    def rollback(self, name: str, to: int | str | None = None) -> Deployed:
-        """Make the bare name mean version ``to`` (default: the one before the version it means now)."""
+    def rollback(self, name: str, to: int | str | None = None, at: int | None = None) -> Deployed:
+        """Make the bare name mean version ``to`` (default: the one before the version it means now).
+
+        ``at`` (nanoseconds; default: now) stamps the record, here and in :meth:`tag`, :meth:`untag` and
+        :meth:`drop`: a request answered by several executors, stamped by its client, is recorded once.
+        """
         history = self._history(name)
         current = history.find(None)
         if to is None:
@@ -298,26 +302,26 @@ class DeploymentRegistry:
         before = self._version(history, current)
         if target == current:
             return Deployed.of(before, before, unchanged=True)
-        self._write(name, {"kind": "current", "id": history.numbered[target]["id"], "time": history.next_time()})
+        self._write(name, {"kind": "current", "id": history.numbered[target]["id"], "time": history.next_time(at=at)})
         return Deployed.of(self.resolve(name), before)
 
-    def tag(self, name: str, version: int | str | None, tag: str) -> Deployment:
+    def tag(self, name: str, version: int | str | None, tag: str, at: int | None = None) -> Deployment:
         """Make ``name@tag`` mean version ``version`` (a number, a tag, or ``None`` for the bare name's)."""
         check_tag(tag)
         history = self._history(name)
         target = history.find(version)
         self._write(name, {"kind": "tag", "tag": tag, "id": history.numbered[target]["id"],
-                           "time": history.next_time(tag)})
+                           "time": history.next_time(tag, at)})
         return self.resolve(name, target)
 
-    def untag(self, name: str, tag: str) -> Deployment:
+    def untag(self, name: str, tag: str, at: int | None = None) -> Deployment:
         """Remove tag ``tag`` of ``name``; return the version it named."""
         history = self._history(name)
         target = history.find(check_tag(tag))
-        self._write(name, {"kind": "tag", "tag": tag, "id": None, "time": history.next_time(tag)})
+        self._write(name, {"kind": "tag", "tag": tag, "id": None, "time": history.next_time(tag, at)})
         return self._version(history, target)
 
-    def drop(self, name: str, version: int | str) -> Deployment:
+    def drop(self, name: str, version: int | str, at: int | None = None) -> Deployment:
         """Remove one version of ``name`` (and its tags); return it as it was.
 
         Refused for the version the bare name means (roll back first, or
@@ -332,7 +336,7 @@ class DeploymentRegistry:
             raise EssaError(f"{name}@{target} is the version {name} means now: roll back first (`essa rollback "
                             f"{name}`), or remove the whole deployment (`essa rm {name}`)")
         dropped = self._version(history, target)
-        self._write(name, {"kind": "drop", "id": history.numbered[target]["id"], "time": time.time_ns()})
+        self._write(name, {"kind": "drop", "id": history.numbered[target]["id"], "time": at or time.time_ns()})
         return dropped
 
     def remove(self, name: str) -> Deployment:

@@ -185,13 +185,18 @@ class History:
         """The version field of a new deploy record (it ends up numbered after every other)."""
         return max([len(self.numbered), *(r["version"] for r in self.numbered.values())]) + 1
 
-    def next_time(self, tag: str | None = None, at_least: int = 0) -> int:
-        """A time for a new pointer (or a record of ``tag``): now, but later than every one before it."""
+    def next_time(self, tag: str | None = None, at: int | None = None) -> int:
+        """A time for a new pointer (or a record of ``tag``): ``at`` (default: now), but later than every one before.
+
+        Every executor answers a control request (the client takes the first
+        answer): from the client's ``at`` and the same records, each writes
+        the same record, which the store keeps once.
+        """
         if tag is None:
             before = self._pointers[0][0] if self._pointers else 0
         else:
             before = self._tags.get(tag, (0,))[0]
-        return max(time.time_ns(), at_least, before + 1)
+        return max(time.time_ns() if at is None else at, before + 1)
 
 
 def _listing(numbers: Iterable) -> str:
