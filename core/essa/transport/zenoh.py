@@ -288,7 +288,9 @@ class ZenohTransport(Transport):
             where = ", ".join(self.connect or self.listen) or "the configured endpoints"
             reason = str(exc).split(" at ", 1)[0]
             if "Unable to connect" in reason:
-                why = diagnose(self.connect[0], self.tls) if self.connect else None
+                # A handshake answers in milliseconds: 2 s is plenty, and keeps a silent endpoint's wait
+                # close to the connect timeout (zenoh waited that long already).
+                why = diagnose(self.connect[0], self.tls, 2.0) if self.connect else None
                 if why is not None:
                     raise TransportError(f"cannot connect to {where}: {why}") from None
                 raise TransportError(f"cannot reach {where}: nothing answers there (is `essa scheduler` running?)") from None
