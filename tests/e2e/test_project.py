@@ -177,6 +177,14 @@ def test_dev_rebuilds_redeploys_and_serves_each_change_until_ctrl_c(project):
         write_source(project, "v2")  # back to the bytes dev means: no new version
         terminal.expect(r"unchanged: dev@2")
 
+        toml = (project / "essa.toml").read_text()
+        (project / "essa.toml").write_text(toml + "[biuld]\n")  # a broken essa.toml: said, the old one goes on
+        terminal.expect(r"error: .*essa\.toml: unknown table \[biuld\].*; essa dev goes on with the essa.toml it had")
+        (project / "essa.toml").write_text(toml.replace('name = "dev"', 'name = "renamed"'))
+        terminal.expect(r"essa\.toml read again")
+        terminal.expect(r"deployed renamed@1: module ")
+        assert call(url.replace("/dev/", "/renamed/")) == b"v2"
+
         os.write(terminal.fd, b"\x03")  # Ctrl-C
         assert terminal.wait() == 0, terminal.screen
         terminal.expect(r"essa dev: stopped")

@@ -21,7 +21,7 @@ from typing import Callable
 import click
 
 from essa.api import Connection
-from essa.api.project import Project, open_project
+from essa.api.project import FILENAME, Project, load_project, open_project
 from essa.api.trigger import TriggerConfig
 from essa.cli.deployments import describe_deployed
 from essa.cli.options import (
@@ -89,18 +89,28 @@ class DevSession:
         self.current = deployed.spec
         say(describe_deployed(deployed, "deployed"))
 
+    def snapshot(self) -> dict[str, tuple[int, int]]:
+        """The watched sources, and essa.toml itself: relative path -> (modification time, size)."""
+        found = self.project.sources()
+        try:
+            stat = self.project.path.stat()
+            found[FILENAME] = (stat.st_mtime_ns, stat.st_size)
+        except OSError:  # being rewritten
+            pass
+        return found
+
     def watch(self, stopped: Callable[[], bool]) -> None:
         """Deploy now, then again after every change of the sources, until ``stopped()``."""
         self.update()
-        seen = self.project.sources()
+        seen = self.snapshot()
         while not stopped():
             time.sleep(POLL)
-            now = self.project.sources()
+            now = self.snapshot()
             if now == seen:
                 continue
             while not stopped():  # until the writes stop
                 time.sleep(QUIET)
-                settled = self.project.sources()
+                settled = self.snapshot()
                 if settled == now:
                     break
                 now = settled
@@ -109,7 +119,19 @@ class DevSession:
             if stopped():
                 return
             say(f"changed: {', '.join(changed[:5])}{' ...' if len(changed) > 5 else ''}")
+            if FILENAME in changed and not self.reload():
+                continue
             self.update()
+
+    def reload(self) -> bool:
+        """Read essa.toml again; say so, or why it cannot be used (the project stays as it was)."""
+        try:
+            self.project = load_project(self.project.path)
+        except EssaError as exc:
+            say(f"error: {exc}; essa dev goes on with the essa.toml it had")
+            return False
+        say(f"{FILENAME} read again ([limits], [grants] and [dev] apply when essa dev starts again)")
+        return True
 
     def close(self) -> None:
         """Stop the companions, and wait for each (a few seconds at most)."""
