@@ -29,6 +29,9 @@ def test_contexts_round_trip(essa_home):
     assert stat.S_IMODE((essa_home / "contexts" / "far.json").stat().st_mode) == 0o600
     listing = ok(essa("context", "ls"))
     assert "* embedded" in listing and "  far" in listing
+    for words in ("essa context use ", "essa ls --context "):  # shell completion knows the contexts
+        completed = essa_env(COMP_WORDS=words, COMP_CWORD=str(len(words.split())), _ESSA_COMPLETE="bash_complete")
+        assert completed.stdout.split() == ["plain,embedded", "plain,far"], completed
     assert ok(essa("context", "use", "far")) == f"current context: far ({endpoint})\n"
     shown = ok(essa("context", "show"))
     assert shown.startswith("far (current)\n") and endpoint in shown and "essa1.secret.sig" not in shown

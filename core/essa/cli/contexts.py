@@ -7,7 +7,7 @@ import os
 import click
 
 from essa.api import TlsFiles, contexts
-from essa.cli.options import split_endpoints
+from essa.cli.options import complete_context, split_endpoints
 from essa.cli.output import echo_json, print_table
 from essa.errors import EssaError
 from essa.security.tokens import inspect
@@ -59,7 +59,7 @@ def context_ls(as_json: bool) -> None:
 
 
 @context.command(name="use")
-@click.argument("name")
+@click.argument("name", shell_complete=complete_context)
 def context_use(name: str) -> None:
     """Make NAME the current context (`embedded`: this machine, no cluster)."""
     contexts.use(name)
@@ -70,7 +70,7 @@ def context_use(name: str) -> None:
 
 
 @context.command(name="show")
-@click.argument("name", required=False)
+@click.argument("name", required=False, shell_complete=complete_context)
 @click.option("--json", "as_json", is_flag=True, help="Print the context as JSON (its token included).")
 def context_show(name: str | None, as_json: bool) -> None:
     """Show context NAME (default: the current one, or ESSA_CONTEXT's): endpoint, TLS files, what its token allows."""
@@ -129,7 +129,7 @@ def context_add(name: str, endpoints: tuple[str, ...], tls_ca: str | None, tls_c
 
 
 @context.command(name="rm")
-@click.argument("name")
+@click.argument("name", shell_complete=complete_context)
 def context_rm(name: str) -> None:
     """Remove context NAME (if it was current, embedded becomes current)."""
     was_current = contexts.current_name() == name

@@ -264,6 +264,12 @@ def serve_metrics(address: str | None) -> None:
 _context_choice: dict[str, object] = {}
 
 
+def complete_context(_ctx, _param, incomplete: str) -> list[str]:
+    """Shell completion of context names (``--context <TAB>``, ``essa context use <TAB>``)."""
+    names = [contexts.EMBEDDED, *(c.name for c in contexts.list_contexts())]
+    return [name for name in names if name.startswith(incomplete)]
+
+
 def context_option(fn):
     """``--context NAME`` (env ESSA_CONTEXT): reach essa as context NAME says (see :mod:`essa.api.contexts`)."""
 
@@ -273,6 +279,7 @@ def context_option(fn):
         return value
 
     return click.option("--context", metavar="NAME", envvar=contexts.ENV, expose_value=False, callback=record,
+                        shell_complete=complete_context,
                         help="Use context NAME: its endpoint, TLS files and token (env ESSA_CONTEXT; `essa "
                         "context ls` lists them; `embedded`: this machine). [default: the current context]")(fn)
 
@@ -401,7 +408,8 @@ def _record(name: str):
 
 
 __all__ = [
-    "LOCAL_CLUSTER", "Settings", "chosen_target", "cluster_options", "connection_options", "context_option",
+    "LOCAL_CLUSTER", "Settings", "chosen_target", "cluster_options", "complete_context", "connection_options",
+    "context_option",
     "endpoint_options", "global_arguments", "limit_arguments", "limit_options", "limits_and_grants", "metrics_option",
     "open_cluster", "open_connection", "parse_options", "refuse_limits_on_a_cluster", "refuse_limits_with_connect",
     "serve_metrics", "size_value", "split_endpoints", "tls_options", "token_key_option", "token_option",
