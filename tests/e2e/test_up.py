@@ -108,6 +108,28 @@ def test_down_stops_a_cluster_running_in_another_terminal(essa_home):
             up.wait()
 
 
+def test_down_stops_what_a_killed_essa_up_left_running(essa_home, downed):
+    endpoint = f"tcp/127.0.0.1:{free_port()}"
+    up = subprocess.Popen([sys.executable, "-m", "essa", "up", "--executors", "1", "--listen", endpoint],
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + DEADLINE + 60
+        while not (essa_home / "clusters" / "local.json").exists():
+            assert up.poll() is None and time.monotonic() < deadline
+            time.sleep(0.2)
+        pids = [p["pid"] for p in state(essa_home)["processes"]]
+        up.kill()  # SIGKILL: no cleaning up; its scheduler and executor go on
+        up.wait()
+        assert all(alive(pid) for pid in pids)
+        assert ok(run_essa("down", timeout=DEADLINE + 30)).startswith("stopped cluster local: scheduler, executor 0")
+        assert [pid for pid in pids if alive(pid)] == []
+        assert "* embedded" in ok(run_essa("context", "ls"))
+    finally:  # (downed stops what is left, if the test failed before essa down)
+        if up.poll() is None:
+            up.kill()
+            up.wait()
+
+
 def test_a_detached_secure_cluster_needs_no_environment(essa_home, tmp_path, downed):
     pytest.importorskip("essa_http")
     endpoint, http = f"tcp/127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"

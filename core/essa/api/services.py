@@ -69,8 +69,14 @@ def start_cluster_in_background(argv: Sequence[str], name: str) -> tuple[Cluster
 
 
 def stop_cluster(name: str | None = None) -> ClusterInfo:
-    """``essa down``: stop the cluster ``name`` started by ``essa up`` (default: the only one running)."""
-    return down(name)
+    """``essa down``: stop the cluster ``name`` started by ``essa up`` (default: the only one running).
+
+    Its ``essa up`` gives the current context back as it stops; if it had died, its context stops being
+    current here (embedded is).
+    """
+    info = down(name)
+    contexts.restore_current(info.name, contexts.EMBEDDED)
+    return info
 
 
 __all__ = [

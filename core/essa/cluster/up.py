@@ -98,6 +98,10 @@ class ClusterInfo:
         """Whether its ``essa up`` process still runs."""
         return alive(self.pid, self.started)
 
+    def left_behind(self) -> list[Process]:
+        """Its processes that still run (an ``essa up`` killed with SIGKILL leaves them running)."""
+        return [p for p in self.processes if alive(p.pid, p.started)]
+
 
 def clusters_directory() -> Path:
     """Where running clusters' state files are: ``clusters/`` in essa's data directory."""
@@ -116,9 +120,9 @@ def running_clusters() -> list[ClusterInfo]:
             info = ClusterInfo.from_dict(json.loads(path.read_text(encoding="utf-8")))
         except (OSError, ValueError, KeyError, TypeError):
             continue
-        if info.running():
+        if info.running() or info.left_behind():
             found.append(info)
-        else:  # its essa up died without cleaning up
+        else:  # its essa up died, and its processes with it, without cleaning up
             path.unlink(missing_ok=True)
     return found
 
@@ -408,6 +412,13 @@ def _last_lines(log: Path, count: int = 3) -> str:
     return " / ".join(lines[-count:]) or f"no output (see {log})"
 
 
+def _signal(pid: int, sig: int) -> None:
+    try:
+        os.kill(pid, sig)
+    except OSError:  # it ended meanwhile
+        pass
+
+
 def _stop_group(pid: int) -> None:
     try:
         os.killpg(pid, signal.SIGKILL)
@@ -433,18 +444,21 @@ def down(name: str | None = None, timeout: float = STOP_TIMEOUT + 15) -> Cluster
         info = next((c for c in clusters if c.name == name), None)
         if info is None:
             raise EssaError(f"no cluster named {name} is running (running: {', '.join(c.name for c in clusters)})")
-    os.kill(info.pid, signal.SIGTERM)  # it stops its processes, removes its state file and gives the context back
     deadline = time.monotonic() + timeout
-    while info.running() and time.monotonic() < deadline:
-        time.sleep(0.1)
-    leftovers = [p for p in info.processes if alive(p.pid, p.started)]
+    if info.running():
+        _signal(info.pid, signal.SIGTERM)  # it stops its processes, removes its state file, gives the context back
+        while info.running() and time.monotonic() < deadline:
+            time.sleep(0.1)
+    else:  # essa up died (SIGKILL): its processes are still there, stop them here
+        for process in info.left_behind():
+            _signal(process.pid, signal.SIGTERM)
+        while info.left_behind() and time.monotonic() < deadline:
+            time.sleep(0.1)
+    leftovers = info.left_behind()
     if info.running():
         leftovers.append(Process("essa up", info.pid, info.started))
-    for process in leftovers:  # essa up could not stop them in time (or died): end them here
-        try:
-            os.kill(process.pid, signal.SIGKILL)
-        except OSError:
-            pass
+    for process in leftovers:  # they did not stop in time: end them
+        _signal(process.pid, signal.SIGKILL)
     state_path(info.name).unlink(missing_ok=True)
     return info
 
