@@ -20,7 +20,6 @@ import subprocess
 import sys
 import tempfile
 import time
-
 from pathlib import Path
 
 # bench/http.py would shadow the standard library's http (which prometheus-client imports).

@@ -18,6 +18,7 @@ class ExecutorState:
     """What the scheduler knows about one executor."""
 
     id: str
+    #: Calls placed here whose done notice (or receipt) has not come yet.
     in_flight: int = 0
     placed: int = 0
     #: Modules this executor has run (so it has them compiled).

@@ -11,8 +11,11 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
+
+import msgpack
 
 from essa.testing.ports import free_port
 from essa_anna import AnnaClient
@@ -34,12 +37,16 @@ class AnnaCluster:
         self.logs = tmp_path
         self.logs.mkdir(parents=True, exist_ok=True)
         self.replication = replication
+        #: environment variables of the processes started (besides this one's)
+        self.env: dict[str, str] = {}
         self.procs: dict[str, subprocess.Popen] = {}
         self.clients: list[AnnaClient] = []
         self.watcher: AnnaClient | None = None
 
     def spawn(self, name: str, *args: str, **popen) -> subprocess.Popen:
         log = open(self.logs / f"{name}.log", "a")
+        if self.env:
+            popen.setdefault("env", {**os.environ, **self.env})
         proc = subprocess.Popen([*ESSA, "-v", *args], stdout=log, stderr=subprocess.STDOUT, **popen)
         self.procs[name] = proc
         return proc
@@ -154,3 +161,70 @@ def expected_test_function_output() -> str:
     from essa.testing import TEST_FUNCTION_OUTPUT
 
     return TEST_FUNCTION_OUTPUT
+
+
+class RawPeer:
+    """A bare zenoh peer on the cluster: sends whatever bytes it likes and collects what comes back."""
+
+    def __init__(self, endpoint: str, inbox: str = "anna/client/raw") -> None:
+        import zenoh
+
+        config = zenoh.Config()
+        config.insert_json5("mode", '"peer"')
+        config.insert_json5("scouting/multicast/enabled", "false")
+        config.insert_json5("connect/endpoints", f'["{endpoint}"]')
+        self.session = zenoh.open(config)
+        self.inbox = inbox
+        self.answers: dict = {}
+        self.lock = threading.Lock()
+        self.tokens: dict = {}
+        self.queryables: list = []
+        self._sub = self.session.declare_subscriber(inbox, self._received)
+
+    def _received(self, sample) -> None:
+        message = msgpack.unpackb(sample.payload.to_bytes(), raw=False)
+        with self.lock:
+            for rid, code, payload in message.get("r", ()):
+                self.answers[rid] = (code, payload)
+
+    def send(self, topic: str, data) -> None:
+        import zenoh
+
+        payload = data if isinstance(data, bytes) else msgpack.packb(data, use_bin_type=True)
+        # like essa's transport: block rather than drop when the link is congested (a busy machine)
+        self.session.put(topic, payload, congestion_control=zenoh.CongestionControl.BLOCK)
+
+    def token(self, key: str) -> None:
+        self.tokens[key] = self.session.liveliness().declare_token(key)
+
+    def withdraw(self, key: str) -> None:
+        self.tokens.pop(key).undeclare()
+
+    def answer_pings(self, key: str) -> None:
+        """Answer the pings of the KVS node that the token ``key`` announces, listing ``key`` (as
+        the real node would: a rogue that speaks the protocol)."""
+        node = key.split("/")[3]
+        payload = msgpack.packb({"tokens": [key]}, use_bin_type=True)
+        self.queryables.append(self.session.declare_queryable(
+            f"anna/ping/kvs/{node}", lambda query: query.reply(query.key_expr, payload)))
+
+    def close(self) -> None:
+        for token in self.tokens.values():
+            token.undeclare()
+        for queryable in self.queryables:
+            queryable.undeclare()
+        self._sub.undeclare()
+        self.session.close()
+
+
+def traceback_free(cluster: AnnaCluster) -> None:
+    text = cluster.log_text()
+    assert "Traceback" not in text, text
+
+
+def rss_bytes(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")

@@ -6,14 +6,11 @@ import os
 import random
 import subprocess
 import sys
-import threading
 
 import pytest
 
 pytest.importorskip("zenoh")
 pytest.importorskip("essa_anna")
-
-import msgpack  # noqa: E402
 
 from essa.state.bincode import decode_lattice, encode_lattice  # noqa: E402
 from essa.state.lattice import LwwLattice, SetLattice  # noqa: E402
@@ -22,53 +19,7 @@ from essa_anna import protocol as P  # noqa: E402
 from essa_anna.ring import Ring  # noqa: E402
 from essa_anna.storage import LmdbBackend  # noqa: E402
 
-from .helpers import READY_TIMEOUT, AnnaCluster, wait_until  # noqa: E402
-
-
-class RawPeer:
-    """A bare zenoh peer on the cluster: sends whatever bytes it likes and collects what comes back."""
-
-    def __init__(self, endpoint: str, inbox: str = "anna/client/raw") -> None:
-        import zenoh
-
-        config = zenoh.Config()
-        config.insert_json5("mode", '"peer"')
-        config.insert_json5("scouting/multicast/enabled", "false")
-        config.insert_json5("connect/endpoints", f'["{endpoint}"]')
-        self.session = zenoh.open(config)
-        self.inbox = inbox
-        self.answers: dict = {}
-        self.lock = threading.Lock()
-        self.tokens: list = []
-        self._sub = self.session.declare_subscriber(inbox, self._received)
-
-    def _received(self, sample) -> None:
-        message = msgpack.unpackb(sample.payload.to_bytes(), raw=False)
-        with self.lock:
-            for rid, code, payload in message.get("r", ()):
-                self.answers[rid] = (code, payload)
-
-    def send(self, topic: str, data) -> None:
-        import zenoh
-
-        payload = data if isinstance(data, bytes) else msgpack.packb(data, use_bin_type=True)
-        # like essa's transport: block rather than drop when the link is congested (a busy machine)
-        self.session.put(topic, payload, congestion_control=zenoh.CongestionControl.BLOCK)
-
-    def token(self, key: str) -> None:
-        self.tokens.append(self.session.liveliness().declare_token(key))
-
-    def close(self) -> None:
-        for token in self.tokens:
-            token.undeclare()
-        self._sub.undeclare()
-        self.session.close()
-
-
-def traceback_free(cluster: AnnaCluster) -> None:
-    text = cluster.log_text()
-    assert "Traceback" not in text, text
-
+from .helpers import READY_TIMEOUT, AnnaCluster, RawPeer, rss_bytes, traceback_free, wait_until  # noqa: E402
 
 # -- malformed messages ---------------------------------------------------------------------
 
@@ -160,14 +111,6 @@ def test_malformed_messages_cost_one_line_and_no_good_request_its_answer(tmp_pat
 
 
 # -- rogue liveliness tokens ------------------------------------------------------------------
-
-
-def rss_bytes(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise AssertionError("no VmRSS")
 
 
 ROGUE_TOKENS = [

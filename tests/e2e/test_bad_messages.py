@@ -84,7 +84,8 @@ def test_fuzzed_messages_on_every_topic_change_nothing(cluster):
     assert cluster.run(TEST_FUNCTION).returncode == 0  # routes between all three exist
 
     rng = random.Random(20261130)
-    topics = ["essa/scheduler/calls", "essa/scheduler/done", "essa/executor/0/calls", "essa/cancel"]
+    topics = ["essa/scheduler/calls", "essa/scheduler/done", "essa/scheduler/received", "essa/executor/0/calls",
+              "essa/cancel"]
     transport = open_transport(connect=[cluster.endpoint], connect_timeout=DEADLINE)
     sent = 0
     try:

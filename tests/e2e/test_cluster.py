@@ -36,7 +36,7 @@ class Cluster:
         self.procs: dict[str, subprocess.Popen] = {}
 
     def _spawn(self, name: str, *args: str) -> subprocess.Popen:
-        log = open(self.logs / f"{name}.log", "w")
+        log = open(self.logs / f"{name}.log", "a")  # an executor started again appends
         proc = subprocess.Popen([*ESSA, "-v", "--engine", self.engine, *args], stdout=log, stderr=subprocess.STDOUT)
         self.procs[name] = proc
         return proc
@@ -44,10 +44,10 @@ class Cluster:
     def scheduler(self) -> None:
         self._spawn("scheduler", "scheduler", "--listen", self.endpoint)
 
-    def executor(self, executor_id: str, workers: int = 2) -> None:
+    def executor(self, executor_id: str, workers: int = 2, extra: tuple[str, ...] = ()) -> None:
         self._spawn(
             f"executor-{executor_id}", "executor", executor_id, "--connect", self.endpoint,
-            "--listen", f"tcp/127.0.0.1:{free_port()}", "--workers", str(workers),
+            "--listen", f"tcp/127.0.0.1:{free_port()}", "--workers", str(workers), *extra,
         )
 
     def status(self) -> list[dict]:

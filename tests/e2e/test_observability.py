@@ -81,8 +81,9 @@ def test_metrics_count_exactly_the_calls_made(cluster, tmp_path):
 
 def test_a_guest_to_guest_call_of_a_deployment_carries_its_name(engine_name):
     """count_lines calls count_words once per line, remotely: those calls are the deployment's too."""
-    import essa
     from prometheus_client import REGISTRY
+
+    import essa
 
     def count(function: str) -> float:
         labels = {"deployment": "wc", "function": function, "outcome": "ok"}

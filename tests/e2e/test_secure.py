@@ -32,10 +32,7 @@ pytest.importorskip("zenoh")
 pytest.importorskip("essa_lmdb")
 pytest.importorskip("cryptography")
 
-from essa.security import (
-    certs,
-    tokens,  # noqa: E402
-)
+from essa.security import certs, tokens  # noqa: E402
 from essa.security.tls import TlsFiles  # noqa: E402
 
 ESSA = [sys.executable, "-m", "essa"]
@@ -201,7 +198,7 @@ def test_a_client_cannot_announce_an_executor_nor_take_calls_nor_answer_control_
         rogue.subscribe("essa/executor/rogue/calls", seen.append),
         rogue.subscribe("essa/executor/*/calls", seen.append),
         rogue.subscribe("essa/scheduler/calls", seen.append),  # other clients' requests and tokens
-        rogue.serve("essa/control/rogue", fake_control),
+        rogue.serve("essa/control", fake_control, shared=True),
     ]
     try:
         token = secure.token(deployments=["*"], namespaces=["*"])
@@ -250,6 +247,22 @@ def test_a_client_cannot_feed_or_end_another_clients_stdin(secure, tmp_path):
     finally:
         wants.undeclare()
         rogue.close()
+
+
+def test_every_reply_is_confirmed_to_the_scheduler(secure, deployed):
+    """Receipts pass zenoh's access control: a client's (its call), and an executor's (a run's remote calls)."""
+    call = secure.essa("call", "a", "remember", "kiwi", *connect(secure), token=secure.token(deployments=["a"]))
+    assert call.returncode == 0, call.stderr
+    run = secure.run(str(TEST_FUNCTION), token=secure.token(namespaces=["*"]))
+    assert run.returncode == 0, run.stderr + secure.logs()
+    deadline = time.monotonic() + DEADLINE
+    while True:
+        (scheduler,) = [a for a in secure.status() if a["role"] == "scheduler"]
+        if (scheduler["in_flight"], scheduler["unconfirmed"]) == (0, 0):
+            break
+        assert time.monotonic() < deadline, scheduler
+        time.sleep(0.2)
+    assert "sent no receipt" not in secure.logs()  # confirmed, not forgotten after 60 s unconfirmed
 
 
 # -- tokens ------------------------------------------------------------------------------

@@ -10,9 +10,10 @@ import time
 
 import pytest
 
-from essa.cluster import topics
 from essa.cluster.calls import Caller, call_request
-from essa.cluster.scheduler import Placement, Scheduler
+from essa.cluster.processes import topics
+from essa.cluster.scheduler import Scheduler
+from essa.placement import Placement
 from essa.transport.local import LocalTransport
 from essa.wasm.abi import EssaResult
 
@@ -26,7 +27,13 @@ class RecordingExecutor:
         self._token = transport.declare_token(topics.live_executor(executor_id))
 
     def finish(self, request: dict, value: bytes = b"ok") -> None:
+        self.reply(request, value)
+        self.done(request)
+
+    def reply(self, request: dict, value: bytes = b"ok") -> None:
         self.transport.publish(request["reply_to"], {"id": request["id"], "code": 0, "value": value, "message": ""})
+
+    def done(self, request: dict) -> None:
         self.transport.publish(topics.SCHEDULER_DONE, {"id": request["id"], "executor": self.id})
 
     def die(self) -> None:
@@ -47,6 +54,19 @@ def cluster():
 
 def start(caller: Caller, function: str = "__essa_wrapper__f", module: str = "m"):
     return caller.start(call_request(module, function, b"", "ns", "run"))
+
+
+def eventually(condition, what: str, deadline: float = 60.0) -> None:
+    """Wait until ``condition()`` holds (receipts travel on the caller's own thread)."""
+    end = time.monotonic() + deadline
+    while not condition():
+        assert time.monotonic() < end, what
+        time.sleep(0.01)
+
+
+def tracked(scheduler: Scheduler) -> tuple[int, int, int]:
+    status = scheduler.status()
+    return status["in_flight"], status["unconfirmed"], status["waiting"]
 
 
 def test_calls_go_to_the_least_loaded_executor(cluster):
@@ -173,14 +193,154 @@ def test_a_call_whose_reply_was_lost_fails_at_the_second_liveness_check(cluster)
     future = start(caller)
     caller.check_liveness()
     assert not future.done()  # in flight: the scheduler tracks it
-    request = executor.received[0]
-    transport.publish(topics.SCHEDULER_DONE, {"id": request["id"], "executor": "a"})  # the reply never comes
+    executor.done(executor.received[0])  # the reply never comes
+    for _ in range(3):
+        caller.check_liveness()
+    assert not future.done()  # replied, not confirmed: the scheduler still tracks it
+    assert tracked(scheduler) == (0, 1, 0)
+    scheduler.receipt_timeout = 0
+    scheduler._expire_unconfirmed()  # no receipt in time: forgotten
     caller.check_liveness()
     assert not future.done()  # unknown once: its reply may still be on its way
     caller.check_liveness()
     reply = future.result(0)
     assert reply["code"] == EssaResult.UnknownError
     assert "the cluster lost the call" in reply["message"]
+
+
+def test_a_call_is_tracked_until_its_caller_confirms_the_reply(cluster):
+    transport, scheduler, caller = cluster
+    executor = RecordingExecutor(transport, "a")
+    future = start(caller)
+    assert tracked(scheduler) == (1, 0, 0)
+    request = executor.received[0]
+    executor.done(request)  # the done notice overtakes the reply
+    assert tracked(scheduler) == (0, 1, 0)
+    assert scheduler.executors["a"].in_flight == 0  # done: no load any more
+    assert scheduler.status()["executors"]["a"]["unconfirmed"] == 1
+    executor.reply(request)
+    assert future.result(0)["value"] == b"ok"
+    eventually(lambda: tracked(scheduler) == (0, 0, 0), "the receipt did not reach the scheduler")
+
+
+def test_a_receipt_before_the_done_notice_ends_the_call_and_its_load(cluster):
+    transport, scheduler, caller = cluster
+    executor = RecordingExecutor(transport, "a")
+    start(caller)
+    request = executor.received[0]
+    executor.reply(request)  # the reply, and so its receipt, overtake the done notice
+    eventually(lambda: tracked(scheduler) == (0, 0, 0), "the receipt did not reach the scheduler")
+    assert scheduler.executors["a"].in_flight == 0 and scheduler.executors["a"].modules == {"m"}
+    executor.done(request)  # late: changes nothing
+    assert tracked(scheduler) == (0, 0, 0) and scheduler.executors["a"].in_flight == 0
+
+
+@pytest.mark.parametrize("state", ["queued", "replied"])
+def test_every_call_of_a_dead_executor_is_placed_again_with_its_id(cluster, state):
+    """Queued, in transit or running: no done notice yet. Replied: done notice in, reply lost with the executor."""
+    transport, scheduler, caller = cluster
+    a = RecordingExecutor(transport, "a")
+    futures = [start(caller) for _ in range(3)]
+    b = RecordingExecutor(transport, "b")
+    if state == "replied":
+        for request in a.received:
+            a.done(request)  # their replies were still in a's outgoing queue when it died
+    a.die()
+    assert sorted(r["id"] for r in b.received) == sorted(f.id for f in futures)
+    assert tracked(scheduler) == (3, 0, 0)
+    for request in list(b.received):
+        b.finish(request, b"from b")
+    assert [f.result(1)["value"] for f in futures] == [b"from b"] * 3
+    eventually(lambda: tracked(scheduler) == (0, 0, 0), "the receipts did not reach the scheduler")
+    assert scheduler.executors["b"].in_flight == 0
+
+
+def test_a_replied_run_of_a_dead_executor_fails_instead_of_running_twice(cluster):
+    transport, scheduler, caller = cluster
+    a = RecordingExecutor(transport, "a")
+    future = start(caller, function="_start")
+    RecordingExecutor(transport, "b")
+    a.done(a.received[0])
+    a.die()
+    assert "went away while running the module" in future.result(1)["message"]
+    assert tracked(scheduler) == (0, 0, 0)
+
+
+def test_a_request_for_a_call_placed_already_is_dropped(cluster):
+    transport, scheduler, caller = cluster
+    a = RecordingExecutor(transport, "a")
+    future = start(caller)
+    transport.publish(topics.SCHEDULER_CALLS, dict(a.received[0]))  # the same call id again
+    assert len(a.received) == 1 and scheduler.executors["a"].in_flight == 1
+    a.finish(a.received[0])
+    assert future.result(1)["code"] == EssaResult.Ok
+
+
+def test_unconfirmed_calls_of_a_caller_that_went_away_are_forgotten(cluster):
+    transport, scheduler, caller = cluster
+    executor = RecordingExecutor(transport, "a")
+    gone = Caller(transport, "gone")
+    start(gone)
+    gone.close()
+    executor.finish(executor.received[0])  # nobody receives the reply: no receipt
+    assert tracked(scheduler) == (0, 1, 0)
+    scheduler.receipt_timeout = 0.05
+    eventually(lambda: tracked(scheduler) == (0, 0, 0), "the scheduler kept a call of a caller that went away")
+
+
+@pytest.mark.parametrize("receipt", [{}, {"ids": "x"}, {"ids": [1, None, b"x", ["y"]]}, {"ids": []},
+                                     {"ids": ["a"], "inbox": "essa/**"}, {"inbox": "essa/inbox/x"}])
+def test_malformed_receipts_change_nothing(cluster, receipt):
+    transport, scheduler, caller = cluster
+    executor = RecordingExecutor(transport, "a")
+    future = start(caller)
+    executor.done(executor.received[0])
+    transport.publish(topics.SCHEDULER_RECEIVED, receipt)
+    assert tracked(scheduler) == (0, 1, 0)
+    executor.reply(executor.received[0])
+    assert future.result(1)["code"] == EssaResult.Ok
+
+
+def test_a_receipt_from_another_inbox_does_not_end_a_call(cluster):
+    transport, scheduler, caller = cluster
+    _executor = RecordingExecutor(transport, "a")  # placed on, and never confirms
+    future = start(caller)
+    transport.publish(topics.SCHEDULER_RECEIVED, {"ids": [future.id], "inbox": "essa/inbox/someone-else"})
+    assert tracked(scheduler) == (1, 0, 0)
+
+
+class UnansweredChunk(LocalTransport):
+    """A transport whose tracking queries that ask about ``lost_id`` get no answer (a busy scheduler)."""
+
+    lost_id = ""
+
+    def query(self, selector, message, timeout=2.0, one=False):
+        if selector.startswith(topics.TRACKING) and self.lost_id in message.get("ids", ()):
+            return []
+        return super().query(selector, message, timeout, one)
+
+
+def test_calls_whose_tracking_query_went_unanswered_are_not_failed():
+    transport = UnansweredChunk()
+    scheduler = Scheduler(transport)
+    scheduler.start()
+    caller = Caller(transport)
+    try:
+        executor = RecordingExecutor(transport, "a")
+        caller.liveness_interval = 0
+        futures = [start(caller) for _ in range(1001)]  # two queries: 1000 ids, then 1
+        for request in executor.received:
+            executor.done(request)  # and every reply is lost
+        scheduler.receipt_timeout = 0
+        scheduler._expire_unconfirmed()  # the scheduler knows none of them now
+        transport.lost_id = futures[0].id  # the first query is never answered
+        for _ in range(2):
+            caller.check_liveness()
+        # The second query's call fails; the first query's are not decided on.
+        assert [f.done() for f in futures] == [False] * 1000 + [True]
+    finally:
+        caller.close()
+        scheduler.stop()
 
 
 def test_calls_waiting_for_an_executor_pass_the_liveness_check(cluster):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import pytest
 
+from essa.cluster import topics
 from essa.cluster.control import ControlClient, ControlError, ControlService
 from essa.cluster.programs import ProgramCache
 from essa.state.keys import KeyList
@@ -53,7 +54,7 @@ def test_state_requests_with_keys_that_are_not_utf8_text_are_refused_in_one_line
 
 def test_an_answer_zenoh_cannot_encode_comes_back_as_an_error_naming_why(zenoh_pair):
     a, b = zenoh_pair
-    served = a.serve("essa/control/test", lambda request: {"ok": True, "keys": ["bad\udcff"]})
+    served = a.serve(topics.CONTROL, lambda request: {"ok": True, "keys": ["bad\udcff"]}, shared=True)
     try:
         client = ControlClient(b, timeout=30.0)
         with pytest.raises(ControlError) as info:

@@ -43,3 +43,26 @@ def test_without_patience_such_messages_are_dropped(zenoh_pair):
     while not received and time.monotonic() < deadline:
         time.sleep(0.01)
     assert received == [1]
+
+
+def test_forget_drops_what_is_held_for_a_receiver_that_is_gone(zenoh_pair):
+    a, b = zenoh_pair
+    topic = "essa/executor/gone/calls"
+    for n in range(3):  # its executor died: nobody subscribes, the messages are held
+        a.publish(topic, {"n": n}, patient=True)
+    assert a._patient.holds(topic) and topic in a._publishers
+    a.forget(topic)
+    assert not a._patient.holds(topic) and a._patient._count == 0 and topic not in a._publishers
+    received, _arrived = subscribe(b, topic)  # an executor of that id joins again
+    a.publish(topic, {"n": 7}, patient=True)  # a later message still goes out
+    deadline = time.monotonic() + DEADLINE
+    while not received and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.3)  # any held message would have followed by now
+    assert received == [7]
+
+
+def test_zenoh_shared_memory_is_off(zenoh_pair):
+    """With it, a process mapped a 16 MiB pool of each peer that sent it a message over 3 KB, for good."""
+    a, _b = zenoh_pair
+    assert a._config().get_json("transport/shared_memory/enabled") == "false"  # what a's session was opened with

@@ -330,7 +330,9 @@ class Connection:
 
         Executors answer ``role``, ``id``, ``calls``, ``runs``, ``failures``,
         ``cancelled``, ``running``, ``latency_ms``, ``by_function``, ``modules``;
-        the scheduler ``role``, ``id``, ``in_flight``, ``waiting``, ``executors``.
+        the scheduler ``role``, ``id``, ``in_flight`` (calls placed and not done),
+        ``unconfirmed`` (done, their callers' receipts not in yet), ``waiting``
+        (for an executor), ``executors`` (the same counts per executor).
         Each query waits ``timeout`` seconds for answers. Peers learn of each
         other by gossip, so an executor the scheduler knows may not answer at
         once: with ``complete_within``, queries repeat for up to that many

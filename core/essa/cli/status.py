@@ -21,8 +21,9 @@ def status(connect, zenoh_config, as_json) -> None:
     schedulers = [a for a in answers if a.get("role") == "scheduler"]
     executors = sorted((a for a in answers if a.get("role") == "executor"), key=lambda a: a["id"])
     for sched in schedulers:
-        click.echo(f"scheduler {sched['id']}: placement {sched['placement']}, "
-                   f"{sched['in_flight']} calls in flight, {sched['waiting']} waiting")
+        click.echo(f"scheduler {sched['id']}: placement {sched['placement']}\n"
+                   f"  calls: {sched['in_flight']} in flight, {sched.get('unconfirmed', 0)} done but not confirmed "
+                   f"by their callers, {sched['waiting']} waiting")
     placed = {k: v for s in schedulers for k, v in s["executors"].items()}
     rows = [(ex["id"], ex["engine"], str(ex["workers"]), str(ex["calls"]), str(ex["runs"]), str(ex["failures"]),
              str(ex.get("cancelled", "-")), str(ex.get("running", "-")),

@@ -56,8 +56,8 @@ class Snapshot:
         in_flight = {k: v for s in self.schedulers for k, v in (s.get("executors") or {}).items()}
         head = Text(f"essa top: {endpoint}, {len(self.executors)} executors", style="bold")
         for s in self.schedulers:
-            head.append(f"\nscheduler {s.get('id')}: {s.get('in_flight')} calls in flight, "
-                        f"{s.get('waiting')} waiting for an executor")
+            head.append(f"\nscheduler {s.get('id')}: calls {s.get('in_flight')} in flight, "
+                        f"{s.get('unconfirmed', 0)} unconfirmed, {s.get('waiting')} waiting for an executor")
         headers = ("executor", "engine", "calls/s", "p50 ms", "p99 ms", "running", "in flight", "failed",
                    "cancelled", "modules")
         rows = []

@@ -8,8 +8,12 @@ A call travels as three one-way messages::
 A request carries its id, the caller's inbox (``reply_to``), the module, the
 function, the argument bytes, the state namespace and the run it belongs to.
 The executor answers the caller directly and tells the scheduler the call is
-done (``essa/scheduler/done``), so the scheduler knows every executor's load
-and which calls die with an executor.
+done (``essa/scheduler/done``), so the scheduler knows every executor's load.
+The caller confirms the replies it received to the scheduler, in batches
+(``essa/scheduler/received``, see :class:`Receipts`): until then the
+scheduler keeps the call, and places it again if its executor dies, since a
+reply can still be on its way when the executor's done notice arrives, and
+dies with the executor. A call keeps its id wherever it is placed.
 
 Within one process two shortcuts keep calls cheap: a reply to an inbox of this
 process is handed over without the transport, and a caller waiting for a call
@@ -19,7 +23,10 @@ that is still queued on an executor of this process runs it itself (see
 No wait hangs: a caller fails its pending calls when the scheduler's
 liveliness token vanishes, and every :attr:`Caller.liveness_interval` it asks
 the schedulers whether they still track the calls it has waited for that
-long; a call no scheduler knows twice in a row (its reply was lost) fails.
+long; a call no scheduler knows twice in a row fails (the cluster lost it:
+a scheduler keeps a call until its receipt, so that takes a scheduler that
+restarted, or a reply lost by a live executor and not confirmed within the
+scheduler's ``receipt_timeout``).
 A cancelled run (:data:`essa.cluster.topics.CANCEL`) fails its pending calls at once.
 
 Messages from peers are checked before use (:func:`check_request`,
@@ -37,7 +44,7 @@ from typing import Callable
 
 from essa.cluster import topics
 from essa.cluster.pool import Task, blocking
-from essa.transport.base import Message, Subscription, Transport
+from essa.transport.base import Message, Subscription, Transport, last_segment
 from essa.util.ratelimit import RateLimitedLog, describe
 from essa.util.units import format_bytes
 from essa.wasm.abi import CallOutcome, EssaResult
@@ -47,6 +54,8 @@ _problems = RateLimitedLog(log)
 
 #: Longest id, module name, function name or namespace a request may carry.
 MAX_NAME = 1024
+#: Most call ids one receipt confirms (a scheduler ignores more).
+MAX_RECEIPTS = 1000
 
 
 def call_request(module: str, function: str, args: bytes, namespace: str, run: str, **extra) -> Message:
@@ -133,6 +142,67 @@ def check_request(request: Message, receiver: str, max_message_bytes: int | None
                 f"({format_bytes(max_message_bytes)}) of this {receiver}"
             )
     return None
+
+
+class Receipts:
+    """Tells the schedulers which replies reached a caller, many ids to a message.
+
+    The ids gathered while one message is sent, or in :attr:`linger`
+    seconds after the first, go out together on
+    :data:`essa.topics.SCHEDULER_RECEIVED`; a scheduler forgets those calls
+    then (see :mod:`essa.scheduler`). One thread, waiting for ids.
+    """
+
+    #: Seconds the first id waits for others to share its message.
+    linger = 0.05
+    #: Most ids in one message.
+    most = MAX_RECEIPTS
+    #: Most ids kept unsent (the scheduler forgets unconfirmed calls on its own, later).
+    limit = 100_000
+
+    def __init__(self, transport: Transport, inbox: str) -> None:
+        self._transport = transport
+        self._inbox = inbox
+        self._ids: list[str] = []
+        self._cond = threading.Condition()
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name=f"essa-receipts-{last_segment(inbox)}", daemon=True)
+        self._thread.start()
+
+    def add(self, call_id: str) -> None:
+        """Confirm the reply to ``call_id`` (soon)."""
+        with self._cond:
+            if len(self._ids) >= self.limit:
+                _problems.warning("receipts", "%s: %d receipts unsent; dropped one", self._inbox, len(self._ids))
+                return
+            self._ids.append(call_id)
+            if len(self._ids) == 1:
+                self._cond.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                self._cond.wait_for(lambda: self._ids or self._closed)
+                if not self._closed:
+                    self._cond.wait(self.linger)  # more may come; close() ends the wait
+                ids, self._ids = self._ids, []
+                closed = self._closed
+            for start in range(0, len(ids), self.most):
+                try:
+                    self._transport.publish(topics.SCHEDULER_RECEIVED, {"inbox": self._inbox,
+                                                                         "ids": ids[start : start + self.most]})
+                except Exception as exc:  # the loop must outlive any one failure
+                    _problems.warning("receipts", "%s: cannot send receipts: %s", self._inbox, describe(exc))
+            if closed:
+                return
+
+    def close(self, timeout: float = 2.0) -> None:
+        """Send the receipts gathered so far (waiting up to ``timeout`` s), then stop."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        if self._thread is not threading.current_thread():
+            self._thread.join(timeout)
 
 
 class CallFailed(Exception):
@@ -233,6 +303,7 @@ class Caller:
         self._pending: dict[str, CallFuture] = {}
         self._counter = itertools.count(1)
         self._lock = threading.Lock()
+        self._receipts = Receipts(transport, self.inbox)
         self._subscriptions: list[Subscription] = [transport.subscribe(self.inbox, self.deliver)]
         self._schedulers: set[str] = set()
         self._scheduler_seen = threading.Condition(self._lock)
@@ -260,15 +331,23 @@ class Caller:
             self.transport.publish(topics.SCHEDULER_CALLS, {"id": call_id, "reply_to": self.inbox, **request},
                                    patient=True)
         except Exception as exc:
-            self.deliver(reply_message(call_id, EssaResult.UnknownError, message=f"cannot send the call: {exc}",
+            self._settle(reply_message(call_id, EssaResult.UnknownError, message=f"cannot send the call: {exc}",
                                        kind="unavailable"))
         return future
 
     def deliver(self, reply: Message) -> None:
-        """Complete the pending call ``reply['id']`` (called for each inbox message)."""
+        """Complete the pending call ``reply['id']`` and confirm the reply (called for each inbox message).
+
+        Every reply is confirmed, also one to a call no longer pending (a
+        duplicate, or a call given up), so that no scheduler keeps its call.
+        """
         if check_reply(reply) is None:
             _problems.warning(f"reply {self.inbox}", "ignored a malformed reply on %s", self.inbox)
             return
+        self._receipts.add(reply["id"])
+        self._settle(reply)
+
+    def _settle(self, reply: Message) -> None:
         with self._lock:
             future = self._pending.pop(reply["id"], None)
         if future is not None:
@@ -318,9 +397,10 @@ class Caller:
     def check_liveness(self) -> None:
         """Fail the calls that no scheduler has tracked at two checks in a row.
 
-        Only calls older than :attr:`liveness_interval` are asked about. If no
-        scheduler answers, nothing is decided (the scheduler's liveliness token
-        tells when it is gone).
+        Only calls older than :attr:`liveness_interval` are asked about, 1000
+        to a query. Calls whose query no scheduler answered (a busy one may
+        not within 2 s) are not decided on; the scheduler's liveliness token
+        tells when it is gone.
         """
         cutoff = time.monotonic() - self.liveness_interval
         with self._lock:
@@ -328,17 +408,17 @@ class Caller:
         if not waiting:
             self._unknown.clear()
             return
+        asked: set[str] = set()  # the ids some scheduler answered about
         known: set[str] = set()
-        answered = False
         for start in range(0, len(waiting), 1000):
             ids = waiting[start : start + 1000]
             for answer in self.transport.query(f"{topics.TRACKING}/**", {"ids": ids}, timeout=2.0):
                 if isinstance(answer, dict) and isinstance(answer.get("known"), list):
-                    answered = True
+                    asked.update(ids)
                     known.update(i for i in answer["known"] if isinstance(i, str))
-        if not answered:
+        if not asked:
             return
-        unknown = set(waiting) - known
+        unknown = asked - known
         lost, self._unknown = unknown & self._unknown, unknown - self._unknown
         for call_id in lost:
             with self._lock:
@@ -356,6 +436,7 @@ class Caller:
             LOCAL.inboxes.pop(self.inbox, None)
         for subscription in self._subscriptions:
             subscription.close()
+        self._receipts.close()
         self.fail_all("the caller was closed")
 
 

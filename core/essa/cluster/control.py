@@ -3,8 +3,10 @@
 Deploying a module, listing deployments and reading or writing a namespace's
 state need the store and an engine, which executors have and clients of a
 cluster do not. So every executor process (and the embedded runtime) serves
-:class:`ControlService` on ``essa/control/<id>``, and clients send it
-requests with :class:`ControlClient`; one server answers each. Embedded and
+:class:`ControlService` on ``essa/control``, a topic every executor serves
+as a shared one (:meth:`essa.transport.base.Transport.serve`), and clients
+send it requests with :class:`ControlClient`: exactly one executor runs and
+answers each (a deploy is compiled and recorded once). Embedded and
 cluster mode take the same path (the in-process transport delivers a query
 as a function call).
 
@@ -35,7 +37,6 @@ from __future__ import annotations
 
 import logging
 import time
-import uuid
 from typing import Any, Callable
 
 from essa.cluster import topics
@@ -104,7 +105,7 @@ class ControlService:
 
     def serve(self, transport: Transport) -> Subscription:
         """Answer control requests arriving over ``transport`` until the subscription is closed."""
-        return transport.serve(f"{topics.CONTROL}/{uuid.uuid4().hex[:12]}", self.handle)
+        return transport.serve(topics.CONTROL, self.handle, shared=True)
 
     def handle(self, request: Message) -> Message:
         """The answer to one request (never raises)."""
@@ -292,7 +293,7 @@ class ControlClient:
             fields["token"] = self.token
         deadline = time.monotonic() + min(timeout, self.find_server)
         while True:
-            answers = self.transport.query(f"{topics.CONTROL}/**", {"op": op, **fields}, timeout=timeout, one=True)
+            answers = self.transport.query(topics.CONTROL, {"op": op, **fields}, timeout=timeout, one=True)
             # A session that just opened may not know the servers' topics yet: ask again, for a while.
             if answers or time.monotonic() >= deadline:
                 break

@@ -12,6 +12,9 @@ caller's inbox; a notice to the scheduler tells it the call is done.
 A cancel for a run (:data:`essa.cluster.topics.CANCEL`) ends the run's invocations
 running here (:meth:`essa.wasm.invocation.Invocation.cancel`), fails the remote calls
 they wait for, and refuses the run's calls still queued here when they start.
+
+A call keeps its id when the scheduler places it again (its executor died):
+a request whose id is queued or running here already is not run twice.
 """
 
 from __future__ import annotations
@@ -124,6 +127,9 @@ class Executor:
         self._runs_lock = threading.Lock()
         #: Run times (seconds) of the most recent calls, for ``essa status`` and ``essa top``.
         self._recent: collections.deque[float] = collections.deque(maxlen=2000)
+        #: Ids of the calls queued or running here.
+        self._active: set[str] = set()
+        self._active_lock = threading.Lock()
 
     def start(self) -> None:
         """Begin serving calls and announce this executor."""
@@ -192,6 +198,12 @@ class Executor:
         if problem is not None:
             self._refuse(request, problem)
             return
+        with self._active_lock:
+            duplicate = request["id"] in self._active
+            self._active.add(request["id"])
+        if duplicate:
+            log.debug("executor %s: call %.80s is queued or running here already", self.id, request["id"])
+            return
         task = self.pool.submit(self._serve, request, time.time())
         LOCAL.tasks[request["id"]] = task  # lets a waiter of this process run it
         if task.started():  # a worker was quicker; it may have missed the entry
@@ -231,6 +243,8 @@ class Executor:
         if request.get("trace") is True:
             self._publish_span(request, received, started, ended, reply)
         self._answer(request, reply)
+        with self._active_lock:
+            self._active.discard(call_id)
         kind = reply.get("kind") or "error"
         outcome = "ok" if reply["code"] == EssaResult.Ok else kind
         function = "-" if kind in ("no-such-function", "bad-signature", "invalid") else display_name(request["function"])

@@ -15,6 +15,7 @@ Executors
     ``essa_store_operations_total{op}``, ``essa_store_operation_duration_seconds{op}``
 Schedulers
     ``essa_scheduler_calls_placed_total``, ``essa_scheduler_calls_in_flight``,
+    ``essa_scheduler_calls_unconfirmed`` (done, the caller's receipt not in yet),
     ``essa_scheduler_calls_waiting`` (no executor yet), ``essa_scheduler_executors``
 
 A process exports the metrics of the roles it plays, and only those: an
@@ -68,13 +69,16 @@ PLACED = Counter("essa_scheduler_calls_placed_total", "Calls a scheduler placed 
 # Read when scraped, from the process's scheduler (one per process).
 SCHEDULER_IN_FLIGHT = Gauge("essa_scheduler_calls_in_flight", "Calls placed on executors and not done yet.",
                             registry=None)
+SCHEDULER_UNCONFIRMED = Gauge("essa_scheduler_calls_unconfirmed",
+                              "Calls done on their executor whose callers have not confirmed the reply yet.",
+                              registry=None)
 SCHEDULER_WAITING = Gauge("essa_scheduler_calls_waiting", "Calls waiting for an executor to join.", registry=None)
 SCHEDULER_EXECUTORS = Gauge("essa_scheduler_executors", "Executors the scheduler sees.", registry=None)
 
 _ROLES = {
     "executor": (CALLS, CALL_DURATION, CALL_QUEUE, CALLS_RUNNING, CALL_BYTES, MODULE_LOADS, MODULE_LOAD_DURATION,
                  STORE_OPS, STORE_DURATION),
-    "scheduler": (PLACED, SCHEDULER_IN_FLIGHT, SCHEDULER_WAITING, SCHEDULER_EXECUTORS),
+    "scheduler": (PLACED, SCHEDULER_IN_FLIGHT, SCHEDULER_UNCONFIRMED, SCHEDULER_WAITING, SCHEDULER_EXECUTORS),
 }
 _serving: set[str] = set()
 _serving_lock = threading.Lock()

@@ -6,13 +6,24 @@ executor replies to the caller directly and sends the scheduler a done notice,
 so the scheduler always knows each executor's calls in flight and which
 modules each has loaded (it placed them there).
 
+A call is tracked from the moment it is forwarded until its caller's receipt
+(:data:`essa.topics.SCHEDULER_RECEIVED`) says the reply arrived: queued on
+the executor, in transit to it, running, and *replied* (done notice in, no
+receipt yet). The done notice alone is not enough: it travels to the
+scheduler on another link than the reply to the caller, so under load it
+arrives while the reply still waits in the executor's outgoing queue, and a
+killed executor takes such replies with it. A reply the caller never
+confirms (it went away) is forgotten after :attr:`Scheduler.receipt_timeout`.
+
 Membership comes from liveliness tokens (``essa/live/executor/<id>``): a new
 executor is used as soon as its token appears, in any start order. When a
-token vanishes (the executor stopped or died), each of its calls in flight is
-placed once more on another executor, or fails with a clear message if it was
-a module's main function, already retried, or no executor is left. Calls that
-arrive while no executor is known wait up to ``wait_for_executors`` seconds
-(at most :attr:`Scheduler.max_backlog` of them).
+token vanishes (the executor stopped or died), each call it had (whatever its
+state, replied but unconfirmed included) is placed once more on another
+executor under the same call id, or fails with a clear message if it was a
+module's main function, already retried, or no executor is left. A request
+whose id is already tracked is a duplicate and is dropped. Calls that arrive
+while no executor is known wait up to ``wait_for_executors`` seconds (at most
+:attr:`Scheduler.max_backlog` of them).
 
 A cancel (:data:`essa.cluster.topics.CANCEL`) fails the run's waiting calls; the
 executors end its running ones. Waiting callers ask which calls the scheduler
@@ -22,6 +33,7 @@ with one rate-limited line; no message can stop the scheduler's loops.
 
 from __future__ import annotations
 
+import collections
 import logging
 import threading
 import time
@@ -30,7 +42,7 @@ from dataclasses import dataclass
 
 from essa.cluster import metrics, topics
 from essa.cluster.authorize import Authorizer, Refused
-from essa.cluster.calls import cancelled_reply, check_request, reply_message, send_reply
+from essa.cluster.calls import MAX_RECEIPTS, cancelled_reply, check_request, reply_message, send_reply
 from essa.cluster.deployments import display_name
 from essa.placement import ExecutorState, Placement
 from essa.transport.base import Message, Transport, last_segment
@@ -42,11 +54,16 @@ log = logging.getLogger("essa.cluster.scheduler")
 _problems = RateLimitedLog(log)
 
 
-@dataclass
-class _InFlight:
+@dataclass(slots=True)
+class _Call:
+    """A call placed on an executor, tracked until its caller confirms the reply."""
+
     request: Message
     executor: str
+    #: How many times it was placed (a retry after its executor went away counts).
     attempts: int = 1
+    #: When the executor's done notice came (``time.monotonic()``); ``None`` before.
+    replied: float | None = None
 
 
 class Scheduler:
@@ -60,6 +77,8 @@ class Scheduler:
 
     #: Most calls kept waiting for an executor; more are refused at once.
     max_backlog = 100_000
+    #: Seconds a replied call waits for its caller's receipt before it is forgotten.
+    receipt_timeout = 60.0
 
     def __init__(
         self,
@@ -75,7 +94,10 @@ class Scheduler:
         self.id = scheduler_id or uuid.uuid4().hex[:12]
         self.wait_for_executors = wait_for_executors
         self.executors: dict[str, ExecutorState] = {}
-        self._in_flight: dict[str, _InFlight] = {}
+        #: Every call placed and not confirmed by its caller, by id.
+        self._calls: dict[str, _Call] = {}
+        #: The ids of the replied ones (``_Call.replied`` set), oldest reply first.
+        self._unconfirmed: collections.OrderedDict[str, None] = collections.OrderedDict()
         self._backlog: list[tuple[float, Message]] = []
         self._lock = threading.Lock()
         self._undo: list = []
@@ -84,18 +106,20 @@ class Scheduler:
     # -- life cycle ------------------------------------------------------------
 
     def start(self) -> None:
-        metrics.SCHEDULER_IN_FLIGHT.set_function(lambda: len(self._in_flight))
+        metrics.SCHEDULER_IN_FLIGHT.set_function(lambda: len(self._calls) - len(self._unconfirmed))
+        metrics.SCHEDULER_UNCONFIRMED.set_function(lambda: len(self._unconfirmed))
         metrics.SCHEDULER_WAITING.set_function(lambda: len(self._backlog))
         metrics.SCHEDULER_EXECUTORS.set_function(lambda: len(self.executors))
         metrics.serving("scheduler")
         self._undo.append(self.transport.subscribe(topics.SCHEDULER_CALLS, self.place))
         self._undo.append(self.transport.subscribe(topics.SCHEDULER_DONE, self._done))
+        self._undo.append(self.transport.subscribe(topics.SCHEDULER_RECEIVED, self._received))
         self._undo.append(self.transport.subscribe(topics.CANCEL, self.cancel))
         self._undo.append(self.transport.serve(f"{topics.TRACKING}/scheduler/{self.id}", self.tracking))
         self._undo.append(self.transport.watch_tokens(topics.LIVE_EXECUTORS, self._membership))
         self._undo.append(self.transport.serve(f"{topics.STATUS}/scheduler/{self.id}", self.status))
         self._undo.append(self.transport.declare_token(topics.live_scheduler(self.id)))
-        threading.Thread(target=self._expire_backlog, name="essa-scheduler-backlog", daemon=True).start()
+        threading.Thread(target=self._housekeeping, name="essa-scheduler-housekeeping", daemon=True).start()
 
     def stop(self) -> None:
         self._stopped.set()
@@ -104,33 +128,45 @@ class Scheduler:
         self._undo.clear()
 
     def status(self, _query: Message | None = None) -> Message:
+        """What ``essa status`` shows of this scheduler.
+
+        ``in_flight``: calls placed and not done; ``unconfirmed``: calls done
+        whose callers have not confirmed the reply yet; ``waiting``: calls
+        waiting for an executor; the same per executor (``placed``: calls
+        placed there so far).
+        """
         with self._lock:
+            unconfirmed = collections.Counter(self._calls[i].executor for i in self._unconfirmed)
             return {
                 "role": "scheduler",
                 "id": self.id,
                 "placement": self.placement.name,
                 "executors": {
-                    e.id: {"in_flight": e.in_flight, "placed": e.placed, "modules": len(e.modules)}
+                    e.id: {"in_flight": e.in_flight, "unconfirmed": unconfirmed[e.id], "placed": e.placed,
+                           "modules": len(e.modules)}
                     for e in self.executors.values()
                 },
-                "in_flight": len(self._in_flight),
+                "in_flight": len(self._calls) - len(self._unconfirmed),
+                "unconfirmed": len(self._unconfirmed),
                 "waiting": len(self._backlog),
             }
 
     # -- placing ---------------------------------------------------------------
 
-    def place(self, request: Message, exclude: str | None = None) -> None:
+    def place(self, request: Message) -> None:
         """Forward ``request`` to an executor, or keep it until one joins.
 
         A malformed request (:func:`essa.cluster.calls.check_request`) is answered
         with an error if it says where to answer, else dropped with a warning;
-        so is one the transport refused to read (``oversized``).
+        so is one the transport refused to read (``oversized``). A request
+        whose call is placed already (same id) is dropped: that call's reply
+        answers it.
         """
         problem = check_request(request, "scheduler")
         if problem is not None:
             self._refuse(request, problem)
             return
-        if self.authorizer is not None and exclude is None:
+        if self.authorizer is not None:
             try:
                 self.authorizer.check_call(request)
             except Refused as exc:
@@ -138,23 +174,25 @@ class Scheduler:
                 self._fail(request, str(exc), kind=exc.kind)
                 return
         with self._lock:
-            target = self._choose(request, exclude)
+            if request["id"] in self._calls:
+                log.debug("dropped call %.80s: it is placed already", request["id"])
+                return
+            target = self._choose(request)
             if target is not None:
-                entry = self._in_flight.get(request["id"])
-                if entry is None:
-                    self._in_flight[request["id"]] = _InFlight(request, target.id)
-                else:
-                    entry.executor, entry.attempts = target.id, entry.attempts + 1
+                self._calls[request["id"]] = _Call(request, target.id)
             elif len(self._backlog) < self.max_backlog:
                 self._backlog.append((time.monotonic() + self.wait_for_executors, request))
                 return
         if target is None:
             self._fail(request, f"no executor is available, and {self.max_backlog} calls already wait for one")
             return
+        self._send(request, target)
+
+    def _send(self, request: Message, target: ExecutorState) -> None:
         metrics.PLACED.inc()
         self.transport.publish(topics.executor_calls(target.id), request, patient=True)
 
-    def _choose(self, request: Message, exclude: str | None) -> ExecutorState | None:  # lock held
+    def _choose(self, request: Message, exclude: str | None = None) -> ExecutorState | None:  # lock held
         candidates = [e for e in self.executors.values() if e.id != exclude]
         if not candidates:
             return None
@@ -173,16 +211,42 @@ class Scheduler:
             _problems.warning("dropped", "dropped a call request: %s", problem)
 
     def _done(self, notice: Message) -> None:
+        """An executor's done notice: the call's reply has left it. The call stays tracked until its receipt."""
         call_id, executor = notice.get("id"), notice.get("executor")
         if not (isinstance(call_id, str) and isinstance(executor, str)):
             _problems.warning("done", "ignored a malformed done notice (it needs 'id' and 'executor')")
             return
         with self._lock:
-            entry = self._in_flight.pop(call_id, None)
-            state = self.executors.get(executor)
-            if state is not None and entry is not None and entry.executor == state.id:
-                state.in_flight -= 1
-                state.modules.add(entry.request["module"])
+            call = self._calls.get(call_id)
+            if call is None or call.executor != executor or call.replied is not None:
+                return  # confirmed already, or a late notice of an attempt placed again since
+            call.replied = time.monotonic()
+            self._unconfirmed[call_id] = None
+            self._ended_on_executor(call)
+
+    def _received(self, receipt: Message) -> None:
+        """A caller's receipt: the replies to ``receipt['ids']`` reached its inbox ``receipt['inbox']``."""
+        ids, inbox = receipt.get("ids"), receipt.get("inbox")
+        if not (isinstance(ids, list) and topics.is_inbox(inbox)):
+            _problems.warning("receipt", "ignored a malformed receipt (it needs 'ids' and an 'inbox')")
+            return
+        with self._lock:
+            for call_id in ids[:MAX_RECEIPTS]:
+                call = self._calls.get(call_id) if isinstance(call_id, str) else None
+                if call is None or call.request["reply_to"] != inbox:
+                    continue  # not ours, confirmed already, or not this caller's
+                del self._calls[call_id]
+                if call.replied is None:  # the reply overtook the done notice
+                    self._ended_on_executor(call)
+                else:
+                    del self._unconfirmed[call_id]
+
+    def _ended_on_executor(self, call: _Call) -> None:  # lock held
+        """The load ``call`` put on its executor is gone (done notice or receipt, whichever came first)."""
+        state = self.executors.get(call.executor)
+        if state is not None:
+            state.in_flight -= 1
+            state.modules.add(call.request["module"])
 
     # -- membership ------------------------------------------------------------
 
@@ -198,24 +262,45 @@ class Scheduler:
             return
         with self._lock:
             self.executors.pop(executor_id, None)
-            orphans = [e for e in self._in_flight.values() if e.executor == executor_id]
-        if orphans:
-            log.warning("executor %s went away with %d calls in flight", executor_id, len(orphans))
-        else:
+            orphans = [call_id for call_id, call in self._calls.items() if call.executor == executor_id]
+            replied = sum(1 for call_id in orphans if call_id in self._unconfirmed)
+        # Calls held for it are placed again below; its publisher is not needed any more.
+        self.transport.forget(topics.executor_calls(executor_id))
+        if not orphans:
             log.info("executor %s left", executor_id)
-        for entry in orphans:
-            self._recover(entry, executor_id)
-
-    def _recover(self, entry: _InFlight, dead: str) -> None:
-        request = entry.request
-        what = "the module" if request["function"] == START else display_name(request["function"])
-        if request["function"] != START and entry.attempts < 2 and self.executors:
-            log.warning("retrying %s (call %s) elsewhere: executor %s went away", what, request["id"], dead)
-            self.place(request, exclude=dead)
             return
+        retried = sum(self._recover(call_id, executor_id) for call_id in orphans)
+        log.warning("executor %s went away with %d calls in flight and %d replies not confirmed by their callers: "
+                    "%d placed again elsewhere, %d failed", executor_id, len(orphans) - replied, replied, retried,
+                    len(orphans) - retried)
+
+    def _recover(self, call_id: str, dead: str) -> bool:
+        """Place call ``call_id`` of executor ``dead`` (gone) on another, or fail it; return whether it was placed.
+
+        The same rules for every state the call may be in (queued, in transit,
+        running, replied but unconfirmed): placed once more, unless it is a
+        module's ``_start`` (its output would repeat), was placed twice
+        already, or no executor is left.
+        """
         with self._lock:
-            self._in_flight.pop(request["id"], None)
-        self._fail(request, f"executor {dead} went away while running {what}")
+            call = self._calls.get(call_id)
+            if call is None or call.executor != dead:
+                return False  # confirmed meanwhile
+            request = call.request
+            retry = request["function"] != START and call.attempts < 2
+            target = self._choose(request, exclude=dead) if retry else None
+            self._unconfirmed.pop(call_id, None)
+            if target is None:
+                del self._calls[call_id]
+            else:
+                call.executor, call.attempts, call.replied = target.id, call.attempts + 1, None
+        what = "the module" if request["function"] == START else display_name(request["function"])
+        if target is None:
+            self._fail(request, f"executor {dead} went away while running {what}")
+            return False
+        log.info("retrying %s (call %s) on executor %s: executor %s went away", what, call_id, target.id, dead)
+        self._send(request, target)
+        return True
 
     def _fail(self, request: Message, message: str, reply: Message | None = None, kind: str = "unavailable") -> None:
         """Answer ``request`` with an error (never raises: the caller may be gone)."""
@@ -225,18 +310,43 @@ class Scheduler:
         except Exception as exc:
             _problems.warning("reply", "cannot answer call %.80s: %s", request.get("id"), describe(exc))
 
-    def _expire_backlog(self) -> None:
+    def _housekeeping(self) -> None:
+        """Every 0.25 s: fail the calls that waited too long for an executor; forget unconfirmed replies."""
         while not self._stopped.wait(0.25):
             try:
-                now = time.monotonic()
-                with self._lock:
-                    expired = [r for deadline, r in self._backlog if deadline <= now]
-                    if expired:
-                        self._backlog = [(d, r) for d, r in self._backlog if d > now]
-                for request in expired:
-                    self._fail(request, f"no executor joined within {self.wait_for_executors:g} s")
+                self._expire_backlog()
+                self._expire_unconfirmed()
             except Exception as exc:  # the loop must outlive any one failure
-                _problems.warning("backlog", "backlog expiry failed: %s", describe(exc), exc_info=exc)
+                _problems.warning("housekeeping", "scheduler housekeeping failed: %s", describe(exc), exc_info=exc)
+
+    def _expire_backlog(self) -> None:
+        now = time.monotonic()
+        with self._lock:
+            expired = [r for deadline, r in self._backlog if deadline <= now]
+            if expired:
+                self._backlog = [(d, r) for d, r in self._backlog if d > now]
+        for request in expired:
+            self._fail(request, f"no executor joined within {self.wait_for_executors:g} s")
+
+    def _expire_unconfirmed(self) -> None:
+        """Forget the calls replied more than :attr:`receipt_timeout` ago whose caller sent no receipt.
+
+        Their caller went away, or will find out with its liveness check
+        (:meth:`essa.calls.Caller.check_liveness`) that the reply was lost.
+        """
+        cutoff = time.monotonic() - self.receipt_timeout
+        forgotten = 0
+        with self._lock:
+            while self._unconfirmed:
+                call_id = next(iter(self._unconfirmed))
+                replied = self._calls[call_id].replied
+                if replied is not None and replied > cutoff:
+                    break
+                del self._unconfirmed[call_id], self._calls[call_id]
+                forgotten += 1
+        if forgotten:
+            log.info("forgot %d replied calls: their callers sent no receipt within %g s", forgotten,
+                     self.receipt_timeout)
 
     # -- cancellation and liveness ---------------------------------------------
 
@@ -258,11 +368,11 @@ class Scheduler:
             self._fail(request, "", cancelled_reply(request["id"], what, reason[:200]))
 
     def tracking(self, query: Message) -> Message:
-        """Which of ``query['ids']`` (at most 1000) this scheduler still tracks (waiting or in flight)."""
+        """Which of ``query['ids']`` (at most 1000) this scheduler still tracks (waiting, placed or unconfirmed)."""
         ids = query.get("ids")
         if not isinstance(ids, list):
             return {"known": []}
         with self._lock:
             waiting = {r["id"] for _d, r in self._backlog}
-            known = [i for i in ids[:1000] if isinstance(i, str) and (i in self._in_flight or i in waiting)]
+            known = [i for i in ids[:1000] if isinstance(i, str) and (i in self._calls or i in waiting)]
         return {"known": known}

@@ -11,8 +11,11 @@ import re
 #: Call requests for the scheduler to place.
 SCHEDULER_CALLS = "essa/scheduler/calls"
 
-#: Executors' notices that a placed call is finished.
+#: Executors' notices that a placed call is finished (its reply has left the executor).
 SCHEDULER_DONE = "essa/scheduler/done"
+
+#: Callers' receipts, ``{"ids": [...]}``: the replies to these calls reached their caller.
+SCHEDULER_RECEIVED = "essa/scheduler/received"
 
 #: Liveliness tokens: ``essa/live/scheduler/<id>`` and ``essa/live/executor/<id>``.
 LIVE_SCHEDULERS = "essa/live/scheduler"

@@ -67,8 +67,13 @@ class Transport(ABC):
         """
 
     @abstractmethod
-    def serve(self, topic: str, handler: Callable[[Message], Message]) -> Subscription:
+    def serve(self, topic: str, handler: Callable[[Message], Message], shared: bool = False) -> Subscription:
         """Answer queries to ``topic`` with ``handler(message)``.
+
+        With ``shared``, every server of ``topic`` (in any process) is
+        interchangeable, and ``query(topic, one=True)`` reaches exactly one of
+        them; without, each server serves a topic of its own, and a query
+        reaches every one its selector matches.
 
         A transport that encodes messages and cannot encode an answer replies
         ``{"ok": False, "error": LINE, "kind": "store"}`` naming why, so the
@@ -89,6 +94,11 @@ class Transport(ABC):
 
         Tokens that exist already are reported (alive) first.
         """
+
+    def forget(self, topic: str) -> None:
+        """Drop what this transport keeps for publishing to ``topic``: messages held for a
+        subscriber (see ``patient``), and the means to send there. For a receiver that is gone
+        for good (an executor that died: its calls are placed elsewhere). A later publish works."""
 
     def describe(self) -> str:
         """One line telling a user where this transport listens or connects."""

@@ -39,7 +39,8 @@ class LocalTransport(Transport):
     def __init__(self, options=None) -> None:
         super().__init__(options)
         self._subscribers: dict[str, tuple[Callable[[Message], None], ...]] = {}
-        self._handlers: dict[str, Callable[[Message], Message]] = {}
+        #: Served topics, each with its handlers (several only for a shared topic).
+        self._handlers: dict[str, tuple[Callable[[Message], Message], ...]] = {}
         self._tokens: dict[str, int] = {}
         self._watchers: list[tuple[str, Callable[[str, bool], None]]] = []
         self._lock = threading.RLock()
@@ -65,15 +66,25 @@ class LocalTransport(Transport):
 
         return _Closer(close)
 
-    def serve(self, topic: str, handler: Callable[[Message], Message]) -> Subscription:
+    def serve(self, topic: str, handler: Callable[[Message], Message], shared: bool = False) -> Subscription:
         with self._lock:
-            if topic in self._handlers:
+            if topic in self._handlers and not shared:
                 raise EssaError(f"topic {topic!r} is already served in this process")
-            self._handlers[topic] = handler
-        return _Closer(lambda: self._handlers.pop(topic, None))
+            self._handlers[topic] = (*self._handlers.get(topic, ()), handler)
+
+        def close() -> None:
+            with self._lock:
+                rest = tuple(h for h in self._handlers.get(topic, ()) if h is not handler)
+                if rest:
+                    self._handlers[topic] = rest
+                else:
+                    self._handlers.pop(topic, None)
+
+        return _Closer(close)
 
     def query(self, selector: str, message: Message, timeout: float = 2.0, one: bool = False) -> list[Message]:
-        handlers = [h for topic, h in list(self._handlers.items()) if _matches(selector, topic)]
+        handlers = [h for topic, served in list(self._handlers.items()) if _matches(selector, topic)
+                    for h in (served[:1] if one else served)]
         return [handler(message) for handler in handlers[:1 if one else None]]
 
     def declare_token(self, key: str) -> Subscription:

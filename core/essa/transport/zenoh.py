@@ -6,7 +6,12 @@ and zenoh's gossip lets peers that share a neighbour find each other. Multicast
 scouting is off unless asked for, and a process listens only where it is told
 (zenoh's own default would be every interface). Messages are msgpack-encoded
 dicts; puts use blocking congestion control, so a message is never dropped
-under load.
+under load. zenoh's shared memory is off: with it, every message over 3 KB
+to a peer on the same host went through a 16 MiB pool of the sender that the
+receiver mapped, so each process grew by 16 MiB (resident) for every peer
+that ever sent it such a message (a scheduler, by each client whose liveness
+check asked about a hundred calls), and kept it; essa copies every message
+into Python bytes anyway.
 
 Options (from flags, ``ESSA_*`` environment variables or a zenoh config file):
 
@@ -235,6 +240,8 @@ class _PatientSender:
                     self._cond.wait(0.02)
 
     def _try(self, topic: str, messages: list[tuple[float, bytes]]) -> None:
+        if not messages:  # discarded meanwhile
+            return
         publisher = self._transport._publisher(topic)
         now = time.monotonic()
         if publisher.matching_status.matching:
@@ -250,10 +257,20 @@ class _PatientSender:
     def _forget(self, topic: str, count: int) -> None:
         with self._cond:
             messages = self._held.get(topic, [])
+            count = min(count, len(messages))  # fewer if discarded meanwhile
             del messages[:count]
             self._count -= count
             if not messages:
                 self._held.pop(topic, None)
+
+    def discard(self, topic: str) -> int:
+        """Drop the messages held for ``topic``; return how many there were."""
+        with self._cond:
+            messages = self._held.pop(topic, [])
+            count = len(messages)
+            messages.clear()  # the sending thread may hold this very list: it sends none of them now
+            self._count -= count
+        return count
 
     def close(self, timeout: float = 2.0) -> None:
         """Stop sending; wait up to ``timeout`` s for a send in progress (its publisher is about to go)."""
@@ -318,6 +335,7 @@ class ZenohTransport(Transport):
         try:
             config = zenoh.Config.from_file(path) if path else zenoh.Config()
             config.insert_json5("mode", '"peer"')
+            config.insert_json5("transport/shared_memory/enabled", "false")
             config.insert_json5("scouting/multicast/enabled", json.dumps(bool(self.options.get("scouting"))))
             if self.listen or not path:
                 config.insert_json5("listen/endpoints", json.dumps(self.listen))
@@ -377,18 +395,30 @@ class ZenohTransport(Transport):
         if len(self._publishers) - len(idle) >= PUBLISHER_LIMIT:
             idle = list(self._publishers)
         for topic in idle:
-            try:
-                self._publishers[topic].undeclare()
-            except RuntimeError:  # "Already borrowed": another thread publishes with it right now
-                continue
-            except self._zenoh.ZError:  # pragma: no cover - the session is closing
-                pass
-            del self._publishers[topic]
-            used.pop(topic, None)
+            self._undeclare(topic)
         for topic in list(used):  # list(): other threads note uses without the lock
             if topic not in self._publishers:
                 used.pop(topic, None)
         self._swept = now
+
+    def _undeclare(self, topic: str) -> None:  # lock held
+        """Undeclare the publisher of ``topic``, unless another thread publishes with it right now."""
+        try:
+            self._publishers[topic].undeclare()
+        except RuntimeError:  # "Already borrowed": in use; a later sweep undeclares it
+            return
+        except self._zenoh.ZError:  # pragma: no cover - the session is closing
+            pass
+        del self._publishers[topic]
+        self._used.pop(topic, None)
+
+    def forget(self, topic: str) -> None:
+        dropped = self._patient.discard(topic)
+        if dropped:
+            log.info("dropped %d messages held for %s", dropped, topic)
+        with self._lock:
+            if topic in self._publishers:
+                self._undeclare(topic)
 
     def _drop_publishers(self) -> None:  # lock held
         for publisher in self._publishers.values():
@@ -432,7 +462,7 @@ class ZenohTransport(Transport):
 
     # -- queries ---------------------------------------------------------------------
 
-    def serve(self, topic: str, handler: Callable[[Message], Message]) -> Subscription:
+    def serve(self, topic: str, handler: Callable[[Message], Message], shared: bool = False) -> Subscription:
         def answer(query) -> None:
             payload = query.payload
             request = self._decode(topic, payload.to_bytes()) if payload is not None else {}
@@ -440,7 +470,9 @@ class ZenohTransport(Transport):
                 query.reply(query.key_expr, _pack_answer(topic, handler(request)))
 
         on_query = _guarded(f"queryable {topic}", answer)
-        queryable = _declared_by_a_daemon(lambda: self._session.declare_queryable(topic, on_query))
+        # A shared topic's servers are zenoh "complete" queryables: a BEST_MATCHING query reaches exactly
+        # one of them (without, it reaches every queryable of a peer it has a link to).
+        queryable = _declared_by_a_daemon(lambda: self._session.declare_queryable(topic, on_query, complete=shared))
         return _Undo(queryable.undeclare)
 
     def query(self, selector: str, message: Message, timeout: float = 2.0, one: bool = False) -> list[Message]:

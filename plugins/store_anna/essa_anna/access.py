@@ -17,13 +17,17 @@ _WORKERS = f"{P.ROOT}/kvs/*/*"
 _CLIENTS = f"{P.ROOT}/client/*"
 _STATUS = f"{P.STATUS}/**"
 _LIVE = f"{P.ROOT}/live/**"
+#: Every process proves the tokens it watches by pinging their nodes (:mod:`essa_anna.membership`);
+#: a node answers a wildcard ping on the query's own key expression, as it does a status query.
+_PING = f"{P.PING}/**"
 
 
 def grant(allow: Callable[..., None]) -> None:
     """Register anna's access rules with ``allow`` (the :func:`essa.hookspecs.essa_register_access` registrar)."""
-    allow("kvs", put=[_WORKERS, _CLIENTS], subscribe=[_WORKERS], serve=[_STATUS],
-          token=[f"{P.LIVE_KVS}/**", f"{P.LIVE_LEAVING}/*"], watch=[_LIVE])
-    allow("routing", put=[_CLIENTS], subscribe=[f"{P.ROOT}/routing/*"], serve=[_STATUS],
-          token=[f"{P.LIVE_ROUTING}/*"], watch=[_LIVE])
+    allow("kvs", put=[_WORKERS, _CLIENTS], subscribe=[_WORKERS], serve=[_STATUS, _PING],
+          query=[_PING], token=[f"{P.LIVE_KVS}/**", f"{P.LIVE_LEAVING}/*"], watch=[_LIVE])
+    allow("routing", put=[_CLIENTS], subscribe=[f"{P.ROOT}/routing/*"], serve=[_STATUS, _PING],
+          query=[_PING], token=[f"{P.LIVE_ROUTING}/*"], watch=[_LIVE])
     for role in ("executor", "admin"):
-        allow(role, put=[_WORKERS, f"{P.ROOT}/routing/*"], subscribe=[_CLIENTS], query=[_STATUS], watch=[_LIVE])
+        allow(role, put=[_WORKERS, f"{P.ROOT}/routing/*"], subscribe=[_CLIENTS], query=[_STATUS, _PING],
+              watch=[_LIVE])

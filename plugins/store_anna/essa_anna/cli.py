@@ -38,11 +38,31 @@ def anna() -> None:
     """
 
 
+def _limit_options(fn):
+    """``--max-nodes`` and ``--max-workers``: the bounds of :class:`essa_anna.membership.Limits`."""
+    fn = click.option("--max-workers", type=click.IntRange(1, P.MAX_NODES_LIMIT * P.MAX_WORKERS),
+                      envvar="ESSA_ANNA_MAX_WORKERS", default=P.MAX_RING_WORKERS, show_default=True,
+                      help="The most workers of all KVS nodes together this node puts in its ring; further "
+                           "nodes are refused (env ESSA_ANNA_MAX_WORKERS; use the same value everywhere).")(fn)
+    fn = click.option("--max-nodes", type=click.IntRange(1, P.MAX_NODES_LIMIT), envvar="ESSA_ANNA_MAX_NODES",
+                      default=P.MAX_NODES, show_default=True,
+                      help="The most KVS nodes this node puts in its ring; further nodes are refused "
+                           "(env ESSA_ANNA_MAX_NODES; use the same value everywhere).")(fn)
+    return fn
+
+
+def _limits(max_nodes: int, max_workers: int):
+    from .membership import Limits
+
+    return Limits(max_nodes, max_workers)
+
+
 @anna.command()
 @click.option("--id", "routing_id", metavar="ID", help="This routing node's id. [default: random]")
 @endpoint_options(listen_default=P.DEFAULT_ENDPOINT, connect_default=None)
+@_limit_options
 @metrics_option
-def routing(routing_id, listen, connect, scouting, zenoh_config, metrics_address) -> None:
+def routing(routing_id, listen, connect, scouting, zenoh_config, max_nodes, max_workers, metrics_address) -> None:
     """Run a routing node: tells clients which KVS workers own their keys.
 
     KVS nodes and clients connect to its --listen endpoint.
@@ -53,7 +73,7 @@ def routing(routing_id, listen, connect, scouting, zenoh_config, metrics_address
     from .routing import RoutingNode
 
     try:
-        node = RoutingNode(None, routing_id)  # validate the id before opening zenoh
+        node = RoutingNode(None, routing_id, _limits(max_nodes, max_workers))  # validate the id before opening zenoh
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--id") from None
     transport = open_transport(split_endpoints(listen), split_endpoints(connect), zenoh_config, scouting)
@@ -87,9 +107,11 @@ def routing(routing_id, listen, connect, scouting, zenoh_config, metrics_address
 @click.option("--map-size", default="4G", show_default=True, help="Durable mode: the LMDB map size.")
 @click.option("--leave-timeout", type=click.FloatRange(min=0), default=30.0, show_default=True,
               help="On SIGTERM, seconds to hand keys off to the other nodes before stopping.")
+@_limit_options
 @metrics_option
 def kvs(node_id, listen, connect, scouting, zenoh_config, workers, global_replication, local_replication,
-        gossip_interval, replication_timeout, path, sync, map_size, leave_timeout, metrics_address) -> None:
+        gossip_interval, replication_timeout, path, sync, map_size, leave_timeout, max_nodes, max_workers,
+        metrics_address) -> None:
     """Run KVS node ID: stores its share of the keys, replicates and gossips them.
 
     IDs must be unique in a cluster (reuse the ID to restart a durable node).
@@ -114,7 +136,7 @@ def kvs(node_id, listen, connect, scouting, zenoh_config, workers, global_replic
             backend.close()
         raise
     node = KvsNode(node_id, transport, workers, global_replication, local_replication, gossip_interval,
-                   replication_timeout, backend)
+                   replication_timeout, backend, limits=_limits(max_nodes, max_workers))
     try:
         node.start()
         where = f"durable in {backend.path}" if backend else "in memory"

@@ -29,7 +29,7 @@ from essa.plugin import DecodeError, LatticeTypeError, describe, encode_key, enc
 from . import inbound
 from . import protocol as P
 from .errors import AnnaError, AnnaTimeout, AnnaUnavailable, Malformed
-from .membership import Membership
+from .membership import Limits, Membership
 
 log = logging.getLogger("essa.anna")
 
@@ -88,11 +88,13 @@ class AnnaClient:
         ``"owner"`` (once the primary owner has it; replicas catch up by gossip).
     :param connect_timeout: seconds to keep trying to reach ``connect``
         (default: ``timeout``); a cluster that is still starting may need longer.
+    :param limits: bounds on the nodes the cluster's tokens may make this client
+        hold (default: :meth:`~essa_anna.membership.Limits.from_environment`).
     """
 
     def __init__(self, connect: Sequence[str] = (P.DEFAULT_ENDPOINT,), timeout: float = 5.0, ack: str = "all",
                  zenoh_config: str | None = None, scouting: bool = False, transport=None,
-                 connect_timeout: float | None = None) -> None:
+                 connect_timeout: float | None = None, limits: Limits | None = None) -> None:
         if ack not in ("all", "owner"):
             raise AnnaError(f"invalid anna ack mode {ack!r}: expected all or owner")
         self.endpoints = list(connect)
@@ -124,7 +126,7 @@ class AnnaClient:
         self._local = threading.local()  # .defer: submits made while answers are handed out wait for one flush
         try:
             self._sub = transport.subscribe(self.inbox, self._on_message)
-            self.membership = Membership(transport)
+            self.membership = Membership(transport, limits=limits)
         except BaseException:
             if self._owns_transport:
                 transport.close()
@@ -315,6 +317,12 @@ class AnnaClient:
             topic = self._topics[dest] = P.worker_topic(*dest)
         self._out.setdefault(topic, []).append([o.rid, o.op, o.key, o.value, o.ack])
 
+    def _uncache(self, o: _Op) -> None:  # lock held
+        """Forget the cached owners of ``o``'s key if they include the node ``o`` went to."""
+        owners = self._cache.get(o.key)
+        if owners is not None and o.dest in owners:
+            del self._cache[o.key]
+
     def _flush(self) -> None:
         with self._lock:
             if self._flushing:
@@ -373,8 +381,7 @@ class AnnaClient:
                     if o is None:
                         continue
                     if code == P.WRONG_OWNER:
-                        if self._cache.get(o.key) is not None and o.dest in self._cache[o.key]:
-                            del self._cache[o.key]
+                        self._uncache(o)
                         o.attempts += 1
                         if o.attempts > 2:
                             o.retry_at = now + min(0.1, 0.005 * o.attempts)
@@ -459,6 +466,10 @@ class AnnaClient:
                 elif o.resend_at <= now:
                     del self._inflight[rid]
                     o.resends += 1
+                    if o.dest[0] not in kvs:
+                        # Not a member this client has seen prove itself (yet, or any more: its token
+                        # may have come and gone meanwhile): ask the routing node again.
+                        self._uncache(o)
                     self._route(o)
             for key in list(self._unresolved):
                 ops = self._unresolved[key]

@@ -13,8 +13,10 @@ dropped; in a good envelope, each operation is checked on its own, so one bad
 operation is answered with an error and costs the others nothing.
 
 Peer-supplied numbers are bounded: items per message (:data:`MAX_ITEMS`),
-key length (:data:`MAX_KEY_CHARS`), worker indexes, and the numbers in
-liveliness tokens (:func:`essa_anna.protocol.parse_kvs_token`).
+key length (:data:`MAX_KEY_CHARS`), worker indexes, the numbers in
+liveliness tokens (:func:`essa_anna.protocol.parse_kvs_token`) and the tokens
+a ping answer lists (:func:`ping_answer`); how many tokens peers can make a
+process hold is bounded by :class:`essa_anna.membership.Limits`.
 """
 
 from __future__ import annotations
@@ -37,6 +39,10 @@ MAX_ITEMS = 16384
 MAX_KEY_CHARS = 65536
 #: Longest error text carried in an answer or acknowledgement.
 MAX_TEXT = 4096
+#: Most tokens a ping answer lists (a node holds its KVS or routing token and a leaving one),
+#: and the longest token key.
+MAX_PING_TOKENS = 4
+MAX_TOKEN_CHARS = 512
 
 _ID = r"[A-Za-z0-9_.\-]{1,64}"
 _INBOX = re.compile(rf"^{P.ROOT}/(?:client/{_ID}|kvs/{_ID}/(\d{{1,6}}))$")
@@ -213,6 +219,17 @@ def address_request(message: dict) -> tuple[str, list[str]]:
     for k in keys:
         key(k)
     return reply, keys
+
+
+def ping_answer(message: dict) -> list[str]:
+    """The liveliness token keys a node's ping answer lists (at most :data:`MAX_PING_TOKENS`)."""
+    tokens = message.get("tokens")
+    if not isinstance(tokens, list) or len(tokens) > MAX_PING_TOKENS:
+        raise Malformed(f"tokens {_short(tokens)} is not a list of at most {MAX_PING_TOKENS} token keys")
+    for token in tokens:
+        if not isinstance(token, str) or len(token) > MAX_TOKEN_CHARS or not token.startswith(f"{P.ROOT}/live/"):
+            raise Malformed(f"token {_short(token)} is not an anna liveliness token")
+    return tokens
 
 
 # -- answers to clients ------------------------------------------------------------------

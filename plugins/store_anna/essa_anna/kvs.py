@@ -61,7 +61,7 @@ from . import inbound, metrics
 from . import protocol as P
 from .errors import Malformed
 from .inbound import problems
-from .membership import Membership
+from .membership import Limits, Membership
 from .ring import NodeInfo, Ring
 from .storage import LmdbBackend
 from .values import GrowingSet
@@ -70,6 +70,9 @@ log = logging.getLogger("essa.anna")
 
 #: After a membership change, GETs read-repair from the recent owners for this long.
 SETTLE_SECONDS = 5.0
+#: At most this many replaced rings are kept for read repair (memory stays bounded however
+#: often the membership changes).
+RECENT_RINGS = 4
 #: How long a read repair waits for the other owners.
 REPAIR_TIMEOUT = 0.5
 #: Keys per replication / hand-off message, and answers per response message.
@@ -491,7 +494,7 @@ class Worker(threading.Thread):
         self.ring = ring
         if old is not None:
             self.recent.append((now, old))
-        while self.recent and now - self.recent[0][0] > SETTLE_SECONDS:
+        while self.recent and (now - self.recent[0][0] > SETTLE_SECONDS or len(self.recent) > RECENT_RINGS):
             self.recent.popleft()
         self.changed_at = now
         # Replication still waiting on owners that are gone: they will not answer.
@@ -692,11 +695,12 @@ class KvsNode:
     """A KVS node: workers, membership, status, graceful leave.
 
     :param backend: an :class:`~essa_anna.storage.LmdbBackend` for durable mode.
+    :param limits: bounds on the ring other nodes' tokens may make (see :class:`~essa_anna.membership.Limits`).
     """
 
     def __init__(self, node_id: str, transport: Transport, workers: int = 1, global_replication: int = 2,
                  local_replication: int = 1, gossip_interval: float = 0.2, replication_timeout: float = 2.0,
-                 backend: LmdbBackend | None = None, keep_on_leave: bool = True) -> None:
+                 backend: LmdbBackend | None = None, keep_on_leave: bool = True, limits: Limits | None = None) -> None:
         P.check_id(node_id)
         self.info = NodeInfo(node_id, uuid.uuid4().hex[:8], workers, global_replication, local_replication)
         self.transport = transport
@@ -705,9 +709,12 @@ class KvsNode:
         self.backend = backend
         self.keep_on_leave = keep_on_leave
         self.workers = [Worker(self, i) for i in range(workers)]
+        self.limits = limits
         self.membership: Membership | None = None
         self._subs: list = []
         self._token = None
+        #: the liveliness tokens this node holds (or is declaring), as its ping answers them
+        self._held: list[str] = []
         self._leaving = False
         self.started = time.monotonic()
 
@@ -731,8 +738,14 @@ class KvsNode:
         self._subs.append(self.transport.serve(f"{P.KEYS}/{self.info.id}", self.list_keys))
         metrics.watch_node(lambda: sum(len(w.data) for w in self.workers), lambda: sum(w.bytes for w in self.workers))
         self._subs.append(self.transport.serve(f"{P.DROP}/{self.info.id}", self.drop))
-        self.membership = Membership(self.transport, self._membership_changed)
-        self._token = self.transport.declare_token(P.kvs_token(self.info))
+        self._subs.append(self.transport.serve(P.ping_topic("kvs", self.info.id), self.ping))
+        self.membership = Membership(self.transport, self._membership_changed, limits=self.limits)
+        self._held.append(P.kvs_token(self.info))
+        self._token = self.transport.declare_token(self._held[-1])
+
+    def ping(self, _query: dict | None = None) -> dict:
+        """The liveliness tokens this node holds: what proves them to the others' memberships."""
+        return {"tokens": list(self._held)}
 
     def list_keys(self, query: dict) -> dict:
         """The keys this node holds that start with ``query["prefix"]`` (``essa state ls``)."""
@@ -784,14 +797,14 @@ class KvsNode:
     def leave(self, timeout: float = 30.0) -> bool:
         """Hand every key off to the remaining owners, then stop; True if all were handed off."""
         membership = self.membership
-        leaving_token = self.transport.declare_token(f"{P.LIVE_LEAVING}/{self.info.id}")
+        leaving_key = f"{P.LIVE_LEAVING}/{self.info.id}"
+        self._held.append(leaving_key)
+        leaving_token = self.transport.declare_token(leaving_key)
         try:
             with membership.lock:
                 self._leaving = True
                 ring = membership.ring(exclude=self.info.id)
-                if self._token is not None:
-                    self._token.close()
-                    self._token = None
+                self._withdraw_token()
                 for worker in self.workers:
                     worker.post(("leave", ring))
             if not len(ring):
@@ -803,12 +816,18 @@ class KvsNode:
             time.sleep(0.05)  # let the last acks' answers go out
             return done
         finally:
+            self._held.remove(leaving_key)
             leaving_token.close()
 
-    def stop(self) -> None:
+    def _withdraw_token(self) -> None:
+        """Withdraw this node's KVS token (no longer listed by its ping first, so nobody keeps it)."""
         if self._token is not None:
+            self._held.remove(P.kvs_token(self.info))
             self._token.close()
             self._token = None
+
+    def stop(self) -> None:
+        self._withdraw_token()
         for sub in self._subs:
             sub.close()
         self._subs = []
@@ -848,6 +867,7 @@ class KvsNode:
             "p50_ms": pct(0.50),
             "p99_ms": pct(0.99),
             "ring": sorted(ring.nodes) if ring is not None else [],
+            "unproven_tokens": self.membership.unproven() if self.membership else 0,
             "durable": str(self.backend.path) if self.backend is not None else None,
             "leaving": self._leaving,
             "uptime_s": round(time.monotonic() - self.started, 1),

@@ -12,9 +12,14 @@ Topics
     ``anna/routing/<id>``          a routing node's inbox: key address requests
     ``anna/client/<id>``           a client's inbox: answers
     ``anna/status/kvs/<node>``, ``anna/status/routing/<id>``   status queries
+    ``anna/ping/kvs/<node>``, ``anna/ping/routing/<id>``   pings: ``{"tokens": [...]}``,
+                                   the liveliness tokens the node holds now (see
+                                   :mod:`essa_anna.membership`: a token counts once
+                                   its node lists it)
 
 Liveliness tokens
     ``anna/live/kvs/<node>/<incarnation>/<workers>/<global rep>/<local rep>``
+                                   (the incarnation is new each time the node starts)
     ``anna/live/leaving/<node>``   a node handing its keys off before it stops
     ``anna/live/routing/<id>``
 
@@ -40,6 +45,7 @@ LIVE_KVS = f"{ROOT}/live/kvs"
 LIVE_LEAVING = f"{ROOT}/live/leaving"
 LIVE_ROUTING = f"{ROOT}/live/routing"
 STATUS = f"{ROOT}/status"
+PING = f"{ROOT}/ping"
 
 #: The default zenoh endpoint of a routing node (and of the cluster for clients).
 DEFAULT_ENDPOINT = "tcp/127.0.0.1:7450"
@@ -56,8 +62,12 @@ ERROR = 6
 #: Bounds on what a liveliness token may announce; a token outside them is ignored.
 MAX_WORKERS = 64
 MAX_REPLICATION = 16
-#: The most KVS nodes a cluster may have; tokens of further nodes are ignored.
+#: The default most KVS nodes of a ring (``--max-nodes``); tokens of further nodes are refused.
 MAX_NODES = 256
+#: The default most workers of all the KVS nodes of a ring together (``--max-workers``).
+MAX_RING_WORKERS = 4096
+#: The largest ``--max-nodes`` allowed.
+MAX_NODES_LIMIT = 4096
 #: A client sends at most this many operations in one request message.
 MAX_OPS_PER_MESSAGE = 4096
 
@@ -94,6 +104,11 @@ def routing_topic(routing_id: str) -> str:
 
 def client_topic(client_id: str) -> str:
     return f"{ROOT}/client/{client_id}"
+
+
+def ping_topic(role: str, node: str) -> str:
+    """Where node ``node`` of ``role`` (``kvs`` or ``routing``) answers pings."""
+    return f"{PING}/{role}/{node}"
 
 
 def kvs_status_topic(node: str) -> str:

@@ -17,27 +17,38 @@ from essa.plugin import Transport
 from . import inbound, metrics
 from . import protocol as P
 from .errors import Malformed
-from .membership import Membership
+from .membership import Limits, Membership
 
 log = logging.getLogger("essa.anna")
 
 
 class RoutingNode:
-    def __init__(self, transport: Transport, routing_id: str | None = None) -> None:
+    """A routing node; ``limits`` bound the ring other nodes' tokens may make (see
+    :class:`~essa_anna.membership.Limits`)."""
+
+    def __init__(self, transport: Transport, routing_id: str | None = None, limits: Limits | None = None) -> None:
         self.id = P.check_id(routing_id or uuid.uuid4().hex[:8], "routing node id")
         self.transport = transport
+        self.limits = limits
         self.requests = 0
         self.keys_resolved = 0
         self.started = time.monotonic()
         self.membership: Membership | None = None
         self._subs: list = []
         self._token = None
+        self._held: list[str] = []  # the liveliness tokens this node holds (or is declaring)
 
     def start(self) -> None:
-        self.membership = Membership(self.transport)
+        self.membership = Membership(self.transport, limits=self.limits)
         self._subs.append(self.transport.subscribe(P.routing_topic(self.id), self._on_message))
         self._subs.append(self.transport.serve(P.routing_status_topic(self.id), self.status))
-        self._token = self.transport.declare_token(f"{P.LIVE_ROUTING}/{self.id}")
+        self._subs.append(self.transport.serve(P.ping_topic("routing", self.id), self.ping))
+        self._held = [f"{P.LIVE_ROUTING}/{self.id}"]
+        self._token = self.transport.declare_token(self._held[0])
+
+    def ping(self, _query: dict | None = None) -> dict:
+        """The liveliness token this node holds: what proves it to the others' memberships."""
+        return {"tokens": list(self._held)}
 
     def _on_message(self, message: dict) -> None:
         try:
@@ -62,12 +73,14 @@ class RoutingNode:
             "local_replication": ring.local_replication if ring is not None else None,
             "leaving": sorted(self.membership.leaving) if self.membership else [],
             "routing_nodes": sorted(self.membership.routing) if self.membership else [],
+            "unproven_tokens": self.membership.unproven() if self.membership else 0,
             "requests": self.requests,
             "keys_resolved": self.keys_resolved,
             "uptime_s": round(time.monotonic() - self.started, 1),
         }
 
     def stop(self) -> None:
+        self._held = []
         if self._token is not None:
             self._token.close()
             self._token = None

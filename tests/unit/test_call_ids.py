@@ -1,0 +1,74 @@
+"""A call's id across the cluster: receipts confirm replies by id; an executor runs an id once at a time."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from essa.cluster import topics
+from essa.cluster.calls import Caller, Receipts, call_request
+from essa.cluster.embedded import open_engine, open_store
+from essa.cluster.executor import Executor
+from essa.cluster.programs import ProgramCache, publish_module
+from essa.testing.conformance.wat import module
+from essa.transport.local import LocalTransport
+
+DEADLINE = 60.0
+
+
+def test_receipts_go_out_in_batches_and_close_sends_the_rest():
+    transport = LocalTransport()
+    sent: list[dict] = []
+    transport.subscribe(topics.SCHEDULER_RECEIVED, sent.append)
+    receipts = Receipts(transport, "essa/inbox/me")
+    ids = [f"me/{n}" for n in range(2500)]
+    for call_id in ids:
+        receipts.add(call_id)
+    receipts.close()  # sends what it holds
+    assert [i for message in sent for i in message["ids"]] == ids
+    assert all(message["inbox"] == "essa/inbox/me" and len(message["ids"]) <= Receipts.most for message in sent)
+    assert len(sent) <= 6  # many ids to a message, not one each
+
+
+def test_a_caller_confirms_every_reply_it_receives():
+    transport = LocalTransport()
+    sent: list[dict] = []
+    transport.subscribe(topics.SCHEDULER_RECEIVED, sent.append)
+    caller = Caller(transport)
+    try:
+        reply = {"id": "not-pending/1", "code": 0, "value": b"", "message": ""}
+        transport.publish(caller.inbox, reply)  # a duplicate, or a call given up: still confirmed
+        transport.publish(caller.inbox, {"id": 7})  # malformed: ignored, not confirmed
+        deadline = time.monotonic() + DEADLINE
+        while not sent and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert sent == [{"inbox": caller.inbox, "ids": ["not-pending/1"]}]
+    finally:
+        caller.close()
+
+
+def test_an_executor_runs_a_call_it_queues_already_only_once(engine_name):
+    transport = LocalTransport()
+    store = open_store("memory")
+    caller = Caller(transport, "executor")
+    executor = Executor("x", ProgramCache(open_engine(engine_name), store), store, transport, caller, workers=1)
+    executor.start()
+    replies: list[dict] = []
+    transport.subscribe("essa/inbox/test", replies.append)
+    try:
+        request = {"id": "test/1", "reply_to": "essa/inbox/test",
+                   **call_request(publish_module(store, module()), "__essa_wrapper__echo", b"hi", "ns", "run")}
+        gate = threading.Event()
+        executor.pool.submit(gate.wait, DEADLINE)  # its only worker is busy: the call stays queued
+        executor.submit(request)
+        executor.submit(dict(request))  # placed again while queued (a retry, a resubmission)
+        gate.set()
+        assert executor.pool.wait_idle(DEADLINE)
+        assert [r["value"] for r in replies] == [b"hi"] and executor.stats.calls == 1
+        executor.submit(dict(request))  # once it ended, the id may run again
+        assert executor.pool.wait_idle(DEADLINE)
+        assert len(replies) == 2
+    finally:
+        executor.stop()
+        caller.close()
+        store.close()
