@@ -64,7 +64,8 @@ def test_a_detached_cluster_is_ready_current_and_leaves_nothing_behind(essa_home
         assert f"  {process:<14} {url}" in out
         with urllib.request.urlopen(url, timeout=DEADLINE) as answer:
             text = answer.read().decode()
-        assert ("essa_scheduler_executors 2.0" if process == "scheduler" else "essa_calls_running") in text
+        assert {"scheduler": "essa_scheduler_executors 2.0", "essa up": "# TYPE essa_up_restarts_total counter"}.get(
+            process, "essa_calls_running") in text
 
     # The current context takes commands and Python to the cluster.
     wasm = tmp_path / "memo.wasm"

@@ -30,6 +30,7 @@ from essa.cluster.processes import (
     start_scheduler,
     wait_for_signal,
 )
+from essa.cluster.supervise import MAX_RESTARTS
 from essa.cluster.up import ClusterInfo, detach, down, running_clusters, up
 
 
@@ -80,6 +81,7 @@ def stop_cluster(name: str | None = None) -> ClusterInfo:
 
 
 __all__ = [
+    "MAX_RESTARTS",
     "ClusterInfo",
     "RunningExecutor",
     "RunningScheduler",

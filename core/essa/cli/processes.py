@@ -83,6 +83,12 @@ def executor(settings: Settings, executor_id, listen, connect, scouting, zenoh_c
 @click.command()
 @click.option("--executors", type=click.IntRange(min=1), default=2, show_default=True,
               help="Executor processes to start.")
+@click.option("--schedulers", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Scheduler processes to start: the first listens at --listen, the others at free ports of "
+              "its host, and every executor connects to all of them.")
+@click.option("--max-restarts", type=click.IntRange(min=0), default=services.MAX_RESTARTS, show_default=True, metavar="N",
+              help="A process that dies is restarted, with backoff; one that dies N+1 times in a row, each "
+              "soon after its start, is given up on (reported; the others run on).")
 @click.option("--listen", default=LOCAL_CLUSTER, show_default=True, metavar="ENDPOINT",
               help="Where the scheduler listens (with --secure, tcp/ is used as tls/).")
 @click.option("--http", metavar="HOST:PORT",
@@ -104,8 +110,9 @@ def executor(settings: Settings, executor_id, listen, connect, scouting, zenoh_c
               help="Write no context for the cluster and leave the current one as it is.")
 @limit_options
 @click.pass_obj
-def up(settings: Settings, executors: int, listen: str, http: str | None, secure: bool, security_dir: str | None,
-       metrics: bool, detach: bool, name: str | None, no_context: bool, **limit_flags) -> None:
+def up(settings: Settings, executors: int, schedulers: int, max_restarts: int, listen: str, http: str | None,
+       secure: bool, security_dir: str | None, metrics: bool, detach: bool, name: str | None, no_context: bool,
+       **limit_flags) -> None:
     """Start a local cluster: a scheduler and N executors, as separate processes.
 
     Once every process is ready, prints where they are and how to connect,
@@ -113,8 +120,11 @@ def up(settings: Settings, executors: int, listen: str, http: str | None, secure
     certificate and a token) and makes it current, so `essa ls`, `essa run`
     and essa.connect() use the cluster with no --connect; when the cluster
     stops, the context that was current before is again. Stops them all on
-    Ctrl-C or SIGTERM (or `essa down`). The limits and grants given here go
-    to every executor. With --detach it runs in the background.
+    Ctrl-C or SIGTERM (or `essa down`). While it runs, a process that dies
+    (scheduler, executor, store node, HTTP server) is restarted with backoff,
+    a line each time; one that keeps dying is given up on and the others run
+    on. The limits and grants given here go to every executor. With --detach
+    it runs in the background.
     """
     limits, grants = limits_and_grants(**limit_flags)
     get_plugin_manager().engine_class(settings.engine).check_grants(grants)  # before starting anything
@@ -123,7 +133,8 @@ def up(settings: Settings, executors: int, listen: str, http: str | None, secure
     name = check_context_name(name) if name else ("local-secure" if secure else "local")
     verbose = logging.getLogger().level <= logging.INFO
     if detach:
-        argv = [*global_arguments(settings, int(verbose)), "up", "--executors", str(executors), "--listen", listen,
+        argv = [*global_arguments(settings, int(verbose)), "up", "--executors", str(executors),
+                "--schedulers", str(schedulers), "--max-restarts", str(max_restarts), "--listen", listen,
                 "--name", name, *(["--http", http] if http else []), *(["--secure"] if secure else []),
                 *(["--security-dir", security_dir] if security_dir else []), *(["--metrics"] if metrics else []),
                 *(["--no-context"] if no_context else []), *limit_arguments(limits, grants)]
@@ -137,7 +148,7 @@ def up(settings: Settings, executors: int, listen: str, http: str | None, secure
                                   int(verbose), executor_args=limit_arguments(limits, grants),
                                   scheduler_args=["--max-message-size", str(limits.max_message_bytes)], http=http,
                                   secure=secure, security_dir=security_dir, name=name, metrics=metrics,
-                                  context=not no_context))
+                                  context=not no_context, schedulers=schedulers, max_restarts=max_restarts))
 
 
 @click.command()

@@ -17,6 +17,8 @@ Schedulers
     ``essa_scheduler_calls_placed_total``, ``essa_scheduler_calls_in_flight``,
     ``essa_scheduler_calls_unconfirmed`` (done, the caller's receipt not in yet),
     ``essa_scheduler_calls_waiting`` (no executor yet), ``essa_scheduler_executors``
+``essa up`` (its own endpoint with ``--metrics``)
+    ``essa_up_restarts_total{process}``, ``essa_up_given_up_total{process}`` (see :mod:`essa.cluster.supervise`)
 
 A process exports the metrics of the roles it plays, and only those: an
 executor's once one starts in it, a scheduler's once one starts
@@ -75,17 +77,23 @@ SCHEDULER_UNCONFIRMED = Gauge("essa_scheduler_calls_unconfirmed",
 SCHEDULER_WAITING = Gauge("essa_scheduler_calls_waiting", "Calls waiting for an executor to join.", registry=None)
 SCHEDULER_EXECUTORS = Gauge("essa_scheduler_executors", "Executors the scheduler sees.", registry=None)
 
+RESTARTS = Counter("essa_up_restarts_total", "Times essa up restarted a process of its cluster that died.",
+                   ["process"], registry=None)
+GIVEN_UP = Counter("essa_up_given_up_total", "Processes essa up gave up restarting: they kept dying.", ["process"],
+                   registry=None)
+
 _ROLES = {
     "executor": (CALLS, CALL_DURATION, CALL_QUEUE, CALLS_RUNNING, CALL_BYTES, MODULE_LOADS, MODULE_LOAD_DURATION,
                  STORE_OPS, STORE_DURATION),
     "scheduler": (PLACED, SCHEDULER_IN_FLIGHT, SCHEDULER_UNCONFIRMED, SCHEDULER_WAITING, SCHEDULER_EXECUTORS),
+    "supervisor": (RESTARTS, GIVEN_UP),
 }
 _serving: set[str] = set()
 _serving_lock = threading.Lock()
 
 
 def serving(role: str) -> None:
-    """Export the metrics of ``role`` (``executor``, ``scheduler``) from this process, once a part plays it."""
+    """Export the metrics of ``role`` (``executor``, ``scheduler``, ``supervisor``) from this process, once a part plays it."""
     with _serving_lock:
         if role not in _serving:
             _serving.add(role)

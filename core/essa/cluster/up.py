@@ -1,10 +1,12 @@
 """``essa up``: a whole cluster on this machine, as child processes, from ready to stopped.
 
-:func:`up` starts a scheduler, the store's services (the anna store's
+:func:`up` starts its schedulers, the store's services (the anna store's
 nodes), N executors and, with ``http``, an ``essa serve`` for them; waits
-until the scheduler sees every executor (and the HTTP server and metrics
+until every scheduler sees every executor (and the HTTP server and metrics
 endpoints answer); says where everything is; and runs until SIGINT or
-SIGTERM, or until one of them dies, then stops them all.
+SIGTERM, then stops them all. While it runs, a process that dies is
+restarted, with backoff, and one that keeps dying is given up on while the
+others run on (:mod:`essa.cluster.supervise`).
 
 While it runs, the state file ``clusters/NAME.json`` in essa's data
 directory names it and its processes (pids, with their start times, so a
@@ -28,8 +30,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
+from essa.cluster import metrics as prometheus
 from essa.cluster import topics
 from essa.cluster.processes import connect_client
+from essa.cluster.supervise import MAX_RESTARTS, Supervisor
 from essa.errors import EssaError
 from essa.plugins import DEFAULTS, get_plugin_manager
 from essa.security import tokens
@@ -58,6 +62,10 @@ class Process:
     name: str
     pid: int
     started: int | None = None
+    #: Times ``essa up`` restarted it after it died.
+    restarts: int = 0
+    #: Whether ``essa up`` gave up restarting it (it kept dying).
+    given_up: bool = False
 
 
 @dataclass
@@ -136,7 +144,7 @@ class _Stopping(Exception):
 
 
 class _Died(Exception):
-    """A process of the cluster exited on its own."""
+    """A process of the cluster exited on its own before the cluster was ready."""
 
 
 def up(
@@ -156,8 +164,10 @@ def up(
     log: str | None = None,
     on_ready: Callable[[ClusterInfo], str | None] | None = None,
     on_stop: Callable[[ClusterInfo], None] | None = None,
+    schedulers: int = 1,
+    max_restarts: int = MAX_RESTARTS,
 ) -> int:
-    """Run a scheduler and ``executors`` executor processes until interrupted.
+    """Run ``schedulers`` schedulers and ``executors`` executor processes until interrupted.
 
     ``executor_args`` and ``scheduler_args`` are extra flags for those
     commands (limits and grants, see :func:`essa.cli.options.limit_arguments`).
@@ -170,8 +180,12 @@ def up(
     ``local-secure``) names the cluster; ``log`` is where its output goes
     (said in the state file). Once every process is ready, ``on_ready`` gets
     the cluster (and returns a line to print, or ``None``); ``on_stop`` gets
-    it when it stops. Returns a non-zero status if a process died on its own
-    or the cluster did not get ready.
+    it when it stops. The first scheduler listens at ``listen``, the others
+    at free ports of the same host; executors connect to all of them. Once
+    ready, a process that dies is restarted, at most ``max_restarts`` times
+    in a row (see :class:`~essa.cluster.supervise.Supervisor`). Returns a
+    non-zero status if a process died before the cluster was ready, or one
+    was given up on.
     """
     name = name or ("local-secure" if secure else "local")
     log = log or os.environ.get(LOG_ENV)
@@ -181,7 +195,8 @@ def up(
                         f"{running.listen}): stop it with `essa down {name}`, or name this one with --name")
     essa = [sys.executable, "-m", "essa"] + ["-v"] * verbose
     services = get_plugin_manager().store_class(store or DEFAULTS["store"]).cluster_services(store_options, listen)
-    environment = _secure_environments(executors, services, security_dir, bool(http)) if secure else None
+    environment = _secure_environments(schedulers, executors, services, security_dir, bool(http)) \
+        if secure else None
     base = list(essa)
     if engine:
         base += ["--engine", engine]
@@ -189,85 +204,104 @@ def up(
         base += ["--store", store]
     for key, value in services.options.items():
         base += ["--store-option", f"{key}={value}"]
-    children: list[tuple[str, subprocess.Popen]] = []
     metrics_urls: dict[str, str] = {}
     stopping = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stopping.set())
+    info = ClusterInfo(name, os.getpid(), listen, {}, metrics_urls, log=log, started=start_time(os.getpid()))
+    ready = False
+    supervisor = Supervisor(max_restarts, on_change=lambda: ready and _save_state(info, supervisor))
 
     def start(process: str, command: list[str], serves_metrics: bool = True) -> None:
         env = {k: v for k, v in os.environ.items() if k not in ("ESSA_METRICS_ADDRESS", LOG_ENV)}  # one port each
         if environment is not None:
-            env.update(environment[len(children)])
+            env.update(environment[len(supervisor.children)])
         if metrics and serves_metrics:
             address = f"127.0.0.1:{free_port()}"
             env["ESSA_METRICS_ADDRESS"] = address
             metrics_urls[process] = f"http://{address}/metrics"
-        children.append((process, subprocess.Popen(command, env=env)))
+        supervisor.start(process, command, env)
 
-    info = ClusterInfo(name, os.getpid(), listen, {}, metrics_urls, log=log, started=start_time(os.getpid()))
-    ready = False
     try:
-        start("scheduler", [*essa, "scheduler", "--listen", listen, *scheduler_args])
+        endpoints = scheduler_endpoints(listen, schedulers)
+        for i, endpoint in enumerate(endpoints):
+            mesh = [arg for other in endpoints[:i] for arg in ("--connect", other)]
+            start(_numbered("scheduler", i, schedulers), [*essa, "scheduler", "--listen", endpoint, *mesh,
+                                                           *scheduler_args])
         names = [" ".join(command[:2]) for command in services.commands]
         for i, command in enumerate(services.commands):
-            start(names[i] + (f" {names[:i].count(names[i])}" if names.count(names[i]) > 1 else ""),
-                  [*essa, *command])
+            start(_numbered(names[i], names[:i].count(names[i]), names.count(names[i])), [*essa, *command])
+        connect = [arg for endpoint in endpoints for arg in ("--connect", endpoint)]
         for i in range(executors):
-            start(f"executor {i}", [*base, "executor", str(i), "--connect", listen, *executor_args])
+            start(f"executor {i}", [*base, "executor", str(i), *connect, *executor_args])
         if http:
             # Its requests in flight get 10 s to finish when stopping: within the 15 s the children get below.
             start("http", [*essa, "serve", "--connect", listen, "--listen", http, "--timeout", "60",
                            "--shutdown-timeout", "10", *scheduler_args], serves_metrics=False)
             if metrics:
                 metrics_urls["http"] = f"http://{http}/metrics"
-        info.endpoints = {"scheduler": listen, **services.endpoints, **({"http": f"http://{http}"} if http else {})}
-        info.processes = [Process(n, c.pid, start_time(c.pid)) for n, c in children]
+        if metrics:  # essa up's own: its restarts
+            metrics_urls["essa up"] = prometheus.serve(f"127.0.0.1:{free_port()}")
+        info.endpoints = {**{_numbered("scheduler", i, schedulers): e for i, e in enumerate(endpoints)},
+                          **services.endpoints, **({"http": f"http://{http}"} if http else {})}
+        info.processes = _processes(supervisor)
         client_tls = Material(Path(security_dir) if security_dir else default_directory()).files("client") \
             if secure else None
         info.client_tls = None if client_tls is None else (client_tls.ca, client_tls.cert, client_tls.key)
-        _wait_until_ready(info, executors, children, client_tls, http, stopping)
+        _wait_until_ready(info, schedulers, executors, supervisor, client_tls, http, stopping)
         if secure:
             material = Material(Path(security_dir) if security_dir else default_directory())
             info.token = tokens.create(material.signing_key, ["*"], ["*"], ttl=CONTEXT_TOKEN_TTL)
         context_line = on_ready(info) if on_ready is not None else None
         ready = True
         _describe(info, executors, secure, security_dir, http, context_line)
-        write_private(state_path(name), json.dumps(info.as_dict(), indent=2) + "\n")  # detach() waits for it
+        _save_state(info, supervisor)  # detach() waits for it
         while not stopping.wait(0.5):
-            _check(children)
-        return 0
+            supervisor.check()
+        return 1 if supervisor.given_up() else 0
     except _Stopping:
         return 0
     except _Died as exc:
         print(f"essa: error: {exc}; stopping", file=sys.stderr, flush=True)
         return 1
     finally:
-        for _name, child in reversed(children):
-            if child.poll() is None:
-                child.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + STOP_TIMEOUT
-        for _name, child in children:
-            try:
-                child.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                child.kill()
-                child.wait()
+        supervisor.stop(STOP_TIMEOUT)
         if ready:
             state_path(name).unlink(missing_ok=True)
             if on_stop is not None:
                 on_stop(info)
 
 
-def _check(children: list[tuple[str, subprocess.Popen]]) -> None:
-    for name, child in children:
-        if child.poll() is not None:
-            raise _Died(f"{name} exited with status {child.returncode}")
+def scheduler_endpoints(listen: str, count: int) -> list[str]:
+    """Where ``count`` schedulers of ``essa up`` listen: ``listen``, then free ports of its host."""
+    protocol, _, address = listen.partition("/")
+    host = address.rpartition(":")[0] or "127.0.0.1"
+    return [listen] + [f"{protocol}/{host}:{free_port()}" for _ in range(count - 1)]
 
 
-def _wait_until_ready(info: ClusterInfo, executors: int, children: list[tuple[str, subprocess.Popen]],
+def _numbered(name: str, index: int, count: int) -> str:
+    """``name`` if it is the only process of its kind, else ``name index``."""
+    return f"{name} {index}" if count > 1 else name
+
+
+def _processes(supervisor: Supervisor) -> list[Process]:
+    return [Process(c.name, c.pid, start_time(c.pid), c.restarts, c.given_up) for c in supervisor.children]
+
+
+def _save_state(info: ClusterInfo, supervisor: Supervisor) -> None:
+    """Write the cluster's state file, with its processes' pids as they are now."""
+    info.processes = _processes(supervisor)
+    write_private(state_path(info.name), json.dumps(info.as_dict(), indent=2) + "\n")
+
+
+def _check(supervisor: Supervisor) -> None:
+    for child in supervisor.dead():
+        raise _Died(f"{child.name} exited with status {child.process.returncode}")
+
+
+def _wait_until_ready(info: ClusterInfo, schedulers: int, executors: int, supervisor: Supervisor,
                       client_tls: TlsFiles | None, http: str | None, stopping: threading.Event) -> None:
-    """Return once the scheduler sees every executor and the HTTP server and metrics endpoints answer.
+    """Return once every scheduler sees every executor and the HTTP server and metrics endpoints answer.
 
     :raises _Died: a process exited first; :raises _Stopping: a signal came first;
     :raises EssaError: not ready within :data:`READY_TIMEOUT`.
@@ -281,7 +315,7 @@ def _wait_until_ready(info: ClusterInfo, executors: int, children: list[tuple[st
         while True:
             if stopping.is_set():
                 raise _Stopping
-            _check(children)
+            _check(supervisor)
             if time.monotonic() > deadline:
                 raise _Died(f"the cluster was not ready within {READY_TIMEOUT:g} s (waiting for {waiting_for})")
             if client is None:
@@ -290,8 +324,13 @@ def _wait_until_ready(info: ClusterInfo, executors: int, children: list[tuple[st
                 except EssaError:
                     time.sleep(0.2)
                     continue
-            answers = client.transport.query(f"{topics.STATUS}/scheduler/**", {}, timeout=1.0)
-            seen = max((len(a.get("executors") or ()) for a in answers if isinstance(a, dict)), default=0)
+            answers = [a for a in client.transport.query(f"{topics.STATUS}/scheduler/**", {}, timeout=1.0)
+                       if isinstance(a, dict)]
+            seen = min((len(a.get("executors") or ()) for a in answers), default=0)
+            if len(answers) < schedulers:
+                waiting_for = f"schedulers: {len(answers)} of {schedulers} answered"
+                time.sleep(0.2)
+                continue
             if seen < executors:
                 waiting_for = f"executors: {seen} of {executors} joined"
                 time.sleep(0.2)
@@ -321,7 +360,9 @@ def _describe(info: ClusterInfo, executors: int, secure: bool, security_dir: str
               context_line: str | None) -> None:
     """Say where everything is, and how to use it."""
     say = lambda line: print(line, flush=True)  # noqa: E731
-    say(f"essa cluster {info.name} up: {executors} executors" + (", mutual TLS, access tokens" if secure else ""))
+    schedulers = sum(1 for p in info.processes if p.name.startswith("scheduler"))
+    say(f"essa cluster {info.name} up: " + (f"{schedulers} schedulers, " if schedulers > 1 else "")
+        + f"{executors} executors" + (", mutual TLS, access tokens" if secure else ""))
     for service, where in info.endpoints.items():
         say(f"  {service:<14} {where}")
     if info.metrics:
@@ -341,13 +382,14 @@ def _describe(info: ClusterInfo, executors: int, secure: bool, security_dir: str
     say("stop with Ctrl-C" if info.log is None else f"stop with: essa down {info.name}")
 
 
-def _secure_environments(executors: int, services, security_dir: str | None, http: bool) -> list[dict[str, str]]:
-    """The security environment of each process ``up`` starts, in start order (scheduler, services, executors,
+def _secure_environments(schedulers: int, executors: int, services, security_dir: str | None,
+                         http: bool) -> list[dict[str, str]]:
+    """The security environment of each process ``up`` starts, in start order (schedulers, services, executors,
     the HTTP trigger: a client whose requests carry their own tokens)."""
     if len(services.roles) != len(services.commands) or not set(services.roles) <= set(ROLES):
         raise EssaError("the store's processes do not say their certificate roles: `essa up --secure` cannot "
                         "start them (start them yourself with certificates from `essa certs issue`)")
-    names: list[tuple[str, str]] = [("scheduler", "scheduler")]
+    names: list[tuple[str, str]] = [("scheduler" + (f"-{i}" if i else ""), "scheduler") for i in range(schedulers)]
     counts: dict[str, int] = {}
     for role in services.roles:
         index = counts.get(role, 0)
@@ -464,4 +506,4 @@ def down(name: str | None = None, timeout: float = STOP_TIMEOUT + 15) -> Cluster
 
 
 __all__ = ["ClusterInfo", "Process", "READY_TIMEOUT", "clusters_directory", "detach", "down", "running_clusters",
-           "state_path", "up"]
+           "scheduler_endpoints", "state_path", "up"]
