@@ -9,11 +9,14 @@ What shapes this module:
   used from another thread than the one that made them, they panic. An
   executor runs calls on many threads, so a :class:`WasmerProgram` keeps the
   module's serialized artifact (plain bytes) and, per thread, the module
-  loaded from it and the import object linked to it: about 0.8 MiB for the
-  test function, 0.5 ms to make. An executor's pool starts threads for
-  bursts of blocked callers and ends them when idle, so at most
-  :data:`LINKED_THREADS` threads keep a program linked; a call on any other
-  thread links a copy for itself and drops it when it ends.
+  loaded from it and the import object linked to it.
+- A wasmer engine frees the code of the modules it compiled or loaded only
+  when it is dropped itself (not when the modules are). An executor's pool
+  starts threads for bursts and ends them when idle, so with one engine each
+  new thread's copy of a module stayed for good (the process grew by ~150
+  KiB and two mappings per thread that ever ran the test function). Each
+  thread has a ``Store`` (an engine) of its own instead (:func:`_store`),
+  dropped with the thread and its copies.
 - wasmer 1.1's WASI cannot capture stdout/stderr and shares its state among
   instances, so WASI comes from :mod:`essa_wasmer.wasi` (captured stdio, a
   descriptor table per instance).
@@ -34,7 +37,6 @@ What shapes this module:
 from __future__ import annotations
 
 import importlib.metadata
-import os
 import sys
 import threading
 from typing import Any
@@ -79,9 +81,16 @@ _HOST = {hf.name: hf for hf in HOST_FUNCTIONS}
 _METER = {name: (HostFunction(impl).call, (params, results)) for name, (impl, params, results) in METER_FUNCTIONS.items()}
 #: Version of the instrumentation compiled into artifacts.
 _INSTRUMENTATION = "i3"
-#: Threads that keep one program linked at once (``ESSA_WASMER_LINKED_THREADS``): the steady workers of an
-#: executor or two; threads beyond them (bursts) link a copy per call.
-LINKED_THREADS = int(os.environ.get("ESSA_WASMER_LINKED_THREADS") or max(8, 4 * (os.cpu_count() or 1)))
+
+_THREAD = threading.local()
+
+
+def _store() -> Any:
+    """This thread's wasmer ``Store``: its modules' code is freed when the thread ends."""
+    store = getattr(_THREAD, "store", None)
+    if store is None:
+        store = _THREAD.store = wasmer.Store(wasmer.engine.Universal(wasmer_compiler_cranelift.Compiler))
+    return store
 
 
 class WasmerModule:
@@ -130,7 +139,6 @@ class WasmerEngine(Engine[WasmerModule]):
         if reason:
             raise PluginNotFound(f"engine 'wasmer' is not available here: {reason}")
         super().__init__(limits, grants)
-        self._store = wasmer.Store(wasmer.engine.Universal(wasmer_compiler_cranelift.Compiler))
         self.max_pages = memcap.cap_pages(self.limits.max_memory_bytes)
 
     @property
@@ -159,7 +167,7 @@ class WasmerEngine(Engine[WasmerModule]):
             self._validate(wasm)
             raise ModuleError(f"cannot run the module under essa's limits: {exc}") from None
         try:
-            module = wasmer.Module(self._store, instrumented)
+            module = wasmer.Module(_store(), instrumented)
         except (RuntimeError, ValueError) as exc:
             self._validate(wasm)
             raise ModuleError(f"cannot run the module under essa's limits: {_first_line(exc)}") from None
@@ -168,12 +176,12 @@ class WasmerEngine(Engine[WasmerModule]):
     def _validate(self, wasm: bytes) -> None:
         """Raise the compiler's reason if ``wasm`` itself is invalid."""
         try:
-            valid = wasmer.Module.validate(self._store, wasm)
+            valid = wasmer.Module.validate(_store(), wasm)
         except (RuntimeError, ValueError, TypeError) as exc:
             raise ModuleError(f"not a valid Wasm module: {_first_line(exc)}") from None
         if not valid:
             try:
-                wasmer.Module(self._store, wasm)
+                wasmer.Module(_store(), wasm)
             except (RuntimeError, ValueError) as exc:
                 raise ModuleError(f"not a valid Wasm module: {_first_line(exc)}") from None
             raise ModuleError("not a valid Wasm module")
@@ -186,7 +194,7 @@ class WasmerEngine(Engine[WasmerModule]):
 
     def _load(self, artifact: bytes) -> Any:
         try:
-            return wasmer.Module.deserialize(self._store, bytes(artifact))
+            return wasmer.Module.deserialize(_store(), bytes(artifact))
         except (RuntimeError, ValueError, TypeError) as exc:
             raise ModuleError(f"unusable wasmer artifact: {_first_line(exc)}") from None
 
@@ -213,22 +221,11 @@ class WasmerProgram(Program):
         self.info = ModuleInfo(functions)
         self._has_memory = has_memory
         self._local = threading.local()
-        self._holders = 1
-        self._holders_lock = threading.Lock()
-        self._local.linked = _Linked(self._link(module), self._release)
-
-    def _release(self) -> None:
-        with self._holders_lock:
-            self._holders -= 1
-
-    @property
-    def linked_threads(self) -> int:
-        """Threads that keep this program linked now (at most :data:`LINKED_THREADS`)."""
-        return self._holders
+        self._local.linked = self._link(module)
 
     def _link(self, module: Any) -> tuple[Any, Any]:
-        """``(module, import object)`` for the calling thread."""
-        store = self._engine._store
+        """``(module, import object)`` for the calling thread (``module`` is in this thread's store)."""
+        store = _store()
         namespaces: dict[str, dict[str, Any]] = {}
         for namespace, name, impl, (params, results) in self._imports:
             ty = wasmer.FunctionType([_WASMER_TYPES[p] for p in params], [_WASMER_TYPES[r] for r in results])
@@ -239,18 +236,10 @@ class WasmerProgram(Program):
         return module, imports
 
     def _linked(self) -> tuple[Any, Any]:
-        """``(module, import object)`` of this thread: its own, or one for this call only."""
-        kept = getattr(self._local, "linked", None)
-        if kept is not None:
-            return kept.pair
-        pair = self._link(self._engine._load(self._artifact))
-        with self._holders_lock:
-            keep = self._holders < LINKED_THREADS
-            if keep:
-                self._holders += 1
-        if keep:
-            self._local.linked = _Linked(pair, self._release)
-        return pair
+        linked = getattr(self._local, "linked", None)
+        if linked is None:
+            linked = self._local.linked = self._link(self._engine._load(self._artifact))
+        return linked
 
     def run(self, invocation: Invocation, export: str, arg: int | None = None) -> None:
         module, imports = self._linked()
@@ -282,19 +271,6 @@ class WasmerProgram(Program):
             invocation.wasi = None
             memory.close()  # on this thread: wasmer's buffers are unsendable
             sandbox.close()
-
-
-class _Linked:
-    """One thread's linked module; frees its place among the program's holders when the thread ends."""
-
-    __slots__ = ("pair", "_release")
-
-    def __init__(self, pair: tuple[Any, Any], release: Any) -> None:
-        self.pair = pair
-        self._release = release
-
-    def __del__(self) -> None:
-        self._release()
 
 
 class _Memory:
