@@ -57,3 +57,14 @@ def test_the_first_scheduler_listens_where_told_the_others_on_its_host():
     assert first == "tls/10.0.0.5:7447" and len(others) == 2
     assert all(e.startswith("tls/10.0.0.5:") and e != first for e in others)
     assert scheduler_endpoints("tcp/127.0.0.1:7447", 1) == ["tcp/127.0.0.1:7447"]
+
+
+def test_a_clusters_schedulers_are_its_listen_endpoint_then_the_others():
+    from essa.cluster.up import ClusterInfo
+
+    info = ClusterInfo("c", 1, "tcp/127.0.0.1:7447", {"scheduler 0": "tcp/127.0.0.1:7447",
+                                                     "scheduler 1": "tcp/127.0.0.1:7500",
+                                                     "anna routing": "tcp/127.0.0.1:7450"})
+    assert info.schedulers() == ("tcp/127.0.0.1:7447", "tcp/127.0.0.1:7500")
+    assert ClusterInfo("c", 1, "tcp/127.0.0.1:7447", {"scheduler": "tcp/127.0.0.1:7447"}).schedulers() == (
+        "tcp/127.0.0.1:7447",)

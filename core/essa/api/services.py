@@ -38,7 +38,7 @@ def run_cluster(*args: Any, context: bool = True, **kwargs: Any) -> int:
     """``essa up``: :func:`essa.cluster.up.up`, and the cluster's context (see :mod:`essa.api.contexts`).
 
     With ``context``, once the cluster is ready a context named like it
-    (``local``, ``local-secure``) is written with its endpoint (and, secure,
+    (``local``, ``local-secure``) is written with its schedulers' endpoints (and, secure,
     the client certificate and a token for everything) and made current;
     when the cluster stops, the context that was current before is current
     again (unless another was chosen meanwhile). Returns the exit status.
@@ -48,7 +48,7 @@ def run_cluster(*args: Any, context: bool = True, **kwargs: Any) -> int:
     def ready(info: ClusterInfo) -> str | None:
         if not context:
             return None
-        contexts.save(contexts.Context(info.name, (info.listen,), info.client_tls, info.token,
+        contexts.save(contexts.Context(info.name, info.schedulers(), info.client_tls, info.token,
                                        f"written by essa up (pid {info.pid})"), make_current=True)
         token = ", a client certificate and a token for everything" if info.token else ""
         return (f"context:            {info.name} (current until the cluster stops{token}): `essa ls`, "

@@ -86,8 +86,8 @@ def executor(settings: Settings, executor_id, listen, connect, scouting, zenoh_c
 @click.option("--schedulers", type=click.IntRange(min=1), default=1, show_default=True,
               help="Scheduler processes to start: the first listens at --listen, the others at free ports of "
               "its host, and every executor connects to all of them.")
-@click.option("--max-restarts", type=click.IntRange(min=0), default=services.MAX_RESTARTS, show_default=True, metavar="N",
-              help="A process that dies is restarted, with backoff; one that dies N+1 times in a row, each "
+@click.option("--max-restarts", type=click.IntRange(min=0), default=services.MAX_RESTARTS, show_default=True,
+              metavar="N", help="A process that dies is restarted, with backoff; one that dies N+1 times in a row, each "
               "soon after its start, is given up on (reported; the others run on).")
 @click.option("--listen", default=LOCAL_CLUSTER, show_default=True, metavar="ENDPOINT",
               help="Where the scheduler listens (with --secure, tcp/ is used as tls/).")

@@ -93,7 +93,8 @@ _serving_lock = threading.Lock()
 
 
 def serving(role: str) -> None:
-    """Export the metrics of ``role`` (``executor``, ``scheduler``, ``supervisor``) from this process, once a part plays it."""
+    """Export the metrics of ``role`` (``executor``, ``scheduler``, ``supervisor``) from this process, once a part
+    plays it."""
     with _serving_lock:
         if role not in _serving:
             _serving.add(role)

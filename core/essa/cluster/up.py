@@ -102,6 +102,10 @@ class ClusterInfo:
                    dict(data.get("metrics") or {}), processes, tuple(tls) if tls else None, data.get("log"),
                    data.get("started"))
 
+    def schedulers(self) -> tuple[str, ...]:
+        """Where its schedulers listen (``listen`` first): a client may connect to any of them."""
+        return (self.listen, *(e for n, e in self.endpoints.items() if n.startswith("scheduler") and e != self.listen))
+
     def running(self) -> bool:
         """Whether its ``essa up`` process still runs."""
         return alive(self.pid, self.started)
