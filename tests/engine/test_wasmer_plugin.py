@@ -201,7 +201,7 @@ def test_objects_made_on_one_thread_are_dropped_safely_on_another():
     for thread in threads:
         thread.join()
     use()
-    del program
+    program = None  # the last reference goes, on this thread
     gc.collect()
 
 
