@@ -33,7 +33,7 @@ from typing import Callable, Mapping, Sequence
 from essa.cluster import metrics as prometheus
 from essa.cluster import topics
 from essa.cluster.processes import connect_client
-from essa.cluster.supervise import MAX_RESTARTS, Supervisor
+from essa.cluster.supervise import MAX_RESTARTS, Supervisor, describe_status
 from essa.errors import EssaError
 from essa.plugins import DEFAULTS, get_plugin_manager
 from essa.security import tokens
@@ -300,7 +300,8 @@ def _save_state(info: ClusterInfo, supervisor: Supervisor) -> None:
 
 def _check(supervisor: Supervisor) -> None:
     for child in supervisor.dead():
-        raise _Died(f"{child.name} exited with status {child.process.returncode}")
+        raise _Died(f"{child.name} exited with {describe_status(child.process.returncode)} before the cluster was "
+                    "ready")
 
 
 def _wait_until_ready(info: ClusterInfo, schedulers: int, executors: int, supervisor: Supervisor,
