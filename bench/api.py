@@ -88,7 +88,7 @@ def cluster(args) -> dict:
         procs.append(subprocess.Popen([*cmd, "executor", str(i), "--connect", endpoint, "--workers", "2"],
                                       stderr=subprocess.DEVNULL))
     try:
-        with essa.connect(endpoint, timeout=60) as connection:
+        with essa.connect(endpoint, timeout=60, wait=True) as connection:
             deadline = time.monotonic() + 60
             while len(connection._client.transport.query("essa/status/executor/**", {})) < 2:
                 if time.monotonic() > deadline:

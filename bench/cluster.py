@@ -71,7 +71,7 @@ def measure(args: argparse.Namespace, secure: bool) -> dict:
                 env={**env, **process_env[f"executor-{i}"]}, stderr=subprocess.DEVNULL,
             ))
         try:
-            client = connect_client([endpoint], timeout=10, tls=tls, token=token)
+            client = connect_client([endpoint], timeout=10, tls=tls, token=token, wait=True)
             module = client.publish(wasmtime.wat2wasm(ECHO_WAT))
             deadline = time.monotonic() + 20
             while True:  # until both executors have the module warm

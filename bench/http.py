@@ -322,7 +322,7 @@ def cluster(args, home: Path, essa: list[str], wasm: Path) -> dict:
         proc = subprocess.Popen([*essa, "up", "--executors", "2", "--listen", endpoint, "--http", http],
                                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        with essa_api.connect(endpoint, timeout=DEADLINE) as connection:
+        with essa_api.connect(endpoint, timeout=DEADLINE, wait=True) as connection:
             deadline = time.monotonic() + DEADLINE
             while len(connection._client.transport.query("essa/status/executor/**", {})) < 2:
                 if time.monotonic() > deadline or proc.poll() is not None:

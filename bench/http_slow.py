@@ -139,7 +139,8 @@ def start_secure_cluster(args, essa: list[str], home: Path, wasm: Path) -> tuple
     material = Material(default_directory())
     token = tokens.create(material.signing_key, deployments=["*"], namespaces=["*"], ttl=3600)
     deadline = time.monotonic() + DEADLINE
-    with essa_api.connect(endpoint, tls=material.files("client"), token=token, timeout=DEADLINE) as connection:
+    with essa_api.connect(endpoint, tls=material.files("client"), token=token, timeout=DEADLINE,
+                          wait=True) as connection:
         while True:  # the executors may still be joining
             try:
                 connection.deploy(wasm, name="echo")

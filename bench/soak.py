@@ -219,7 +219,7 @@ def cluster(args) -> dict:
                                  f"tcp/127.0.0.1:{free_port()}"], stderr=subprocess.DEVNULL)
     procs.append(executor)
     try:
-        with essa.connect(endpoint, timeout=60) as connection:
+        with essa.connect(endpoint, timeout=60, wait=True) as connection:
             deadline = time.monotonic() + 60
             while True:
                 try:

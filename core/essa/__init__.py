@@ -34,7 +34,8 @@ logging.getLogger("essa").addHandler(logging.NullHandler())
 #: Public names, imported on first use (``import essa`` stays light for plugins and the CLI).
 _LAZY = {
     "connect": "api", "Connection": "api", "State": "api", "CallError": "api",
-    "Deployment": "api", "Function": "api", "Signature": "api", "LogLine": "api", "LogBounds": "api",
+    "Deployment": "api", "Deployed": "api", "Function": "api", "Signature": "api", "LogLine": "api",
+    "LogBounds": "api",
     "encode": "state.codec", "decode": "state.codec",
     "EssaError": "errors", "NotFound": "errors", "StoreError": "errors", "ModuleError": "errors", "RunFailed": "errors",
     "InvalidKey": "errors", "ArgumentError": "errors", "ResultError": "errors", "SignatureError": "errors",

@@ -44,7 +44,8 @@ commands (``essa_register_commands``)
 everyone
     essa's errors and :func:`kind_of` (an error's kind, as JSON errors name
     it), :class:`RateLimitedLog` and :func:`describe` for background loops,
-    :func:`raise_open_files_limit`.
+    :func:`raise_open_files_limit`, :func:`install_hint` (how to install one
+    of essa's plugins: none is on PyPI).
 """
 
 from __future__ import annotations
@@ -80,6 +81,7 @@ from essa.errors import (
     kind_of,
 )
 from essa.placement import ExecutorState, Placement
+from essa.plugins import install_hint
 from essa.security.settings import tls_files
 from essa.state.bincode import (
     TAG_BOOL,
@@ -179,6 +181,6 @@ __all__ = [
     "LatticeTypeError", "LimitExceeded", "ModuleError", "NotFound", "PluginNotFound", "ResultError", "SignatureError",
     "StoreError", "kind_of",
     # utilities
-    "RateLimitedLog", "describe", "format_bytes", "format_seconds", "parse_duration", "parse_size",
+    "RateLimitedLog", "describe", "format_bytes", "install_hint", "format_seconds", "parse_duration", "parse_size",
     "raise_open_files_limit", "spell_size",
 ]

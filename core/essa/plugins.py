@@ -45,6 +45,26 @@ KNOWN_PROVIDERS = {
     "trigger": {"http": "essa-plugin-http"},
 }
 
+#: Where each of essa's own plugins lies in essa's source tree. None of them (nor the core) is on
+#: PyPI, so they are installed from a checkout of essa's repository.
+PLUGIN_SOURCES = {
+    "essa-plugin-wasmtime": "plugins/engine_wasmtime",
+    "essa-plugin-wasmer": "plugins/engine_wasmer",
+    "essa-plugin-lmdb": "plugins/store_lmdb",
+    "essa-plugin-anna": "plugins/store_anna",
+    "essa-plugin-http": "plugins/trigger_http",
+}
+
+
+def install_hint(distribution: str) -> str:
+    """How to install ``distribution``: for essa's own plugins, from a checkout of essa's repository."""
+    path = PLUGIN_SOURCES.get(distribution)
+    if path is None:
+        return f"install {distribution}"
+    return (f"install {distribution} from a checkout of essa's repository: pip install -e {path} "
+            "(essa's plugins are not on PyPI)")
+
+
 #: The parts essa uses when the user does not choose.
 DEFAULTS = {"engine": "wasmtime", "store": "lmdb", "transport": "local", "placement": "least-loaded", "trigger": "http"}
 
@@ -111,7 +131,7 @@ class Registry(Generic[T]):
         installed = ", ".join(self.names()) or "none"
         hint = KNOWN_PROVIDERS.get(self.kind, {}).get(name)
         if hint:
-            advice = f"install it with: pip install {hint}"
+            advice = install_hint(hint)
         else:
             advice = "the plugin that provides it may not be installed"
         raise PluginNotFound(f"unknown {self.kind} {name!r} (installed: {installed}); {advice}")

@@ -98,7 +98,8 @@ def test_a_global_option_after_the_command_says_it_goes_before(args, corrected):
 def test_new_writes_a_project_and_never_overwrites_one(tmp_path):
     created = essa("new", "c", "hello", "--dir", str(tmp_path))
     assert created.returncode == 0, created.stderr
-    assert "essa.h" in created.stdout and "hello.c" in created.stdout and "./build.sh" in created.stdout
+    assert "essa.h" in created.stdout and "hello.c" in created.stdout and "essa.toml" in created.stdout
+    assert "essa build && essa run hello.wasm" in created.stdout
     assert "compiles wasi-libc" in created.stdout
     before = {p.name: p.read_bytes() for p in (tmp_path / "hello").iterdir()}
     assert_one_line_error(essa("new", "c", "hello", "--dir", str(tmp_path)), "already exists")

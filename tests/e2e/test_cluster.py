@@ -171,17 +171,16 @@ def test_connect_to_nothing_fails_fast_naming_the_endpoint():
     assert result.stderr.startswith("essa: error: ")
 
 
-def test_up_starts_a_cluster_and_stops_it_on_sigterm(engine_name, tmp_path):
+def test_up_starts_a_cluster_and_stops_it_on_sigterm(engine_name, tmp_path, essa_home):
     endpoint = f"tcp/127.0.0.1:{free_port()}"
     up = subprocess.Popen([*ESSA, "--engine", engine_name, "up", "--executors", "2", "--listen", endpoint],
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            status = essa("status", "--connect", endpoint, "--json", timeout=30)
-            if status.returncode == 0 and len(executor_counters(json.loads(status.stdout))) == 2:
-                break
+        deadline = time.monotonic() + 150
+        while not (essa_home / "clusters" / "local.json").exists():  # written once up says it is up
+            assert up.poll() is None and time.monotonic() < deadline, "essa up did not get ready"
             time.sleep(0.3)
+        assert len(executor_counters(json.loads(essa("status", "--connect", endpoint, "--json").stdout))) == 2
         result = essa("run", "--connect", endpoint, "--timeout", "60", str(TEST_FUNCTION))
         assert result.returncode == 0, result.stderr
         assert result.stdout.endswith("DONE\n")
@@ -189,7 +188,9 @@ def test_up_starts_a_cluster_and_stops_it_on_sigterm(engine_name, tmp_path):
         up.send_signal(signal.SIGTERM)
         stdout, stderr = up.communicate(timeout=90)
     assert up.returncode == 0, stderr
-    assert f"essa run --connect {endpoint}" in stdout
+    assert f"  scheduler      {endpoint}\n" in stdout
+    assert "context:            local (current until the cluster stops)" in stdout  # so no --connect is needed:
+    assert "run a module with:  essa run FILE.wasm" in stdout
     assert "served" in stderr  # each executor reported its counters on the way out
     leftover = subprocess.run(["pgrep", "-s", str(up.pid)], capture_output=True, text=True).stdout.split()
     assert leftover == [], "processes of essa up still running"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 import time
 import urllib.request
@@ -76,6 +77,25 @@ def test_metrics_count_exactly_the_calls_made(cluster, tmp_path):
     assert placed - placed_before == 6
     assert after[("essa_module_loads_total", (("source", "compiled"),))] + after.get(
         ("essa_module_loads_total", (("source", "artifact"),)), 0) >= 1
+
+
+def test_a_guest_to_guest_call_of_a_deployment_carries_its_name(engine_name):
+    """count_lines calls count_words once per line, remotely: those calls are the deployment's too."""
+    from prometheus_client import REGISTRY
+
+    import essa
+
+    def count(function: str) -> float:
+        labels = {"deployment": "wc", "function": function, "outcome": "ok"}
+        return REGISTRY.get_sample_value("essa_calls_total", labels) or 0.0
+
+    with essa.connect(engine=engine_name, store="memory") as es:
+        es.deploy(TEST_FUNCTION.with_name("word-count.wasm"), "wc")
+        before = count("count_words"), count("count_lines")
+        assert essa.decode("u64", es.call("wc", "count_lines", essa.encode(["string"], ["a b\nc\nd e f"]))) == 6
+        assert (count("count_words") - before[0], count("count_lines") - before[1]) == (3, 1)
+    assert REGISTRY.get_sample_value("essa_calls_total", {"deployment": "", "function": "count_words",
+                                                           "outcome": "ok"}) is None
 
 
 def test_a_trace_of_the_test_function_on_two_executors_links_all_133_calls(cluster, tmp_path):
@@ -152,6 +172,68 @@ def test_top_renders_a_frame_of_a_two_executor_cluster_and_quits_on_q(cluster, t
         except ProcessLookupError:
             pass
         os.close(fd)
+
+
+def in_a_terminal(args: list[str], columns: int, rows: int = 50) -> str:
+    """What ``essa ARGS`` prints to a pseudo-terminal ``columns`` wide (no COLUMNS: the terminal's own size)."""
+    import fcntl
+    import os
+    import pty
+    import select
+    import struct
+    import termios
+
+    pid, fd = pty.fork()
+    if pid == 0:
+        env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
+        os.execve(sys.executable, [sys.executable, "-m", "essa", *args], env)
+    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, columns, 0, 0))
+    output = b""
+    deadline = time.monotonic() + DEADLINE
+    try:
+        while True:
+            assert time.monotonic() < deadline, output.decode(errors="replace")
+            if select.select([fd], [], [], 0.5)[0]:
+                try:
+                    chunk = os.read(fd, 65536)
+                except OSError:  # the child closed the terminal
+                    chunk = b""
+                output += chunk
+                if chunk:
+                    continue
+            finished, status = os.waitpid(pid, os.WNOHANG)
+            if finished:
+                assert os.waitstatus_to_exitcode(status) == 0, output.decode(errors="replace")
+                return output.decode(errors="replace")
+    finally:
+        try:
+            os.kill(pid, 9)
+        except ProcessLookupError:
+            pass
+        os.close(fd)
+
+
+def test_status_and_top_fit_an_80_column_terminal(cluster):
+    cluster.scheduler()
+    cluster.executor("0")
+    cluster.executor("1")
+    cluster.wait_for_executors(2)
+    assert cluster.run(TEST_FUNCTION).returncode == 0
+    c = ["--connect", cluster.endpoint]
+    status = in_a_terminal(["status", *c], 80)
+    top = in_a_terminal(["top", *c, "--once", "--interval", "0.5"], 80)
+    for screen, headers in ((status, ("id", "engine", "workers", "calls", "runs", "failed", "cancelled", "running",
+                                      "flight", "modules")),
+                            (top, ("executor", "engine", "calls/s", "p50", "p99", "running", "flight", "failed",
+                                   "cancelled", "modules", "busiest functions"))):
+        screen = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", screen)  # colours and cursor moves
+        lines = [line.rstrip() for line in screen.replace("\r", "").splitlines()]
+        assert "\u2026" not in screen, screen  # no header (nor anything) cut with an ellipsis
+        assert all(len(line) <= 80 for line in lines), screen
+        header = " ".join(lines)
+        assert all(word in header.split() or word in header for word in headers), screen
+    narrow = in_a_terminal(["status", *c], 40)  # too narrow for the table: a block per executor
+    assert "\u2026" not in narrow and "  cancelled:" in narrow and "  engine:" in narrow
 
 
 def test_top_once_shows_the_busiest_functions(cluster):

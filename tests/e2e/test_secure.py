@@ -342,8 +342,10 @@ def test_an_expired_or_tampered_token_is_refused(secure, deployed):
                           "no valid token for deployment 'b': the token's signature does not match")
     run = secure.run(str(TEST_FUNCTION), token=widened)
     assert_one_line_error(run, "the cluster refused this client", "signature does not match")
-    assert secure.essa("call", "a", "remember", "x", *c).stderr.startswith(
+    refused = secure.essa("call", "a", "remember", "x", *c).stderr
+    assert refused.startswith(
         "essa: error: the cluster refused this client: no valid token for deployment 'a': no token was given")
+    assert refused.rstrip().endswith("pass --token TOKEN, set ESSA_TOKEN or use a context with one")
 
 
 # -- HTTP --------------------------------------------------------------------------------
@@ -388,6 +390,8 @@ def test_http_requests_are_allowed_by_their_own_bearer_token(engine_name, tmp_pa
         assert error["error"].startswith("the cluster refused this client: no valid token for deployment 'b'")
         status, body = _http(f"{base}/v1/functions/a/remember", b"pear")  # no token
         assert status == 403 and "no token was given" in json.loads(body)["error"]
+        # The advice is HTTP's: a header, not the command line's --token or ESSA_TOKEN.
+        assert "Authorization: Bearer TOKEN" in json.loads(body)["error"] and "--token" not in json.loads(body)["error"]
         status, body = _http(f"{base}/v1/functions/a/remember", b"pear", {"Authorization": "Basic dXNlcg=="})
         assert status == 401 and json.loads(body)["kind"] == "refused"
         status, body = _http(f"{base}/v1/state/a/seen", None, bearer)

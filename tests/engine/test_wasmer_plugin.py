@@ -205,7 +205,7 @@ def test_objects_made_on_one_thread_are_dropped_safely_on_another():
     for thread in threads:
         thread.join()
     use()
-    del program
+    program = None  # the last reference goes, on this thread
     gc.collect()
 
 
@@ -293,3 +293,34 @@ def test_fifos_and_devices_cannot_be_opened(granted, tmp_path):
     with pytest.raises(wasi_fs.FsError) as info:
         wasi_fs.open_at(directory, "fifo", 0, 0, 1 << 1, 0)  # would block the host without O_NONBLOCK
     assert info.value.errno == 2
+
+
+
+@needs_wasmer
+def test_a_thread_that_ends_leaves_no_copy_of_the_program_behind():
+    """Each thread links its own copy; when an executor's pool ends the thread, wasmer frees the copy's code."""
+    from essa.testing.conformance.support import invocation
+
+    engine = WasmerEngine()
+    program = engine.prepare(engine.compile(module()))
+
+    def use() -> None:
+        inv = invocation(b"x")
+        program.run(inv, "__essa_wrapper__echo", 1)
+        assert inv.result == b"x"
+
+    def mappings() -> int:
+        with open("/proc/self/maps") as maps:
+            return sum(1 for _ in maps)
+
+    def threads(count: int) -> None:
+        for _ in range(count):
+            thread = threading.Thread(target=use)
+            thread.start()
+            thread.join()
+
+    threads(20)  # allocators warm
+    before = mappings()
+    threads(200)
+    # With one engine for all threads, each thread's copy stayed: 2+ mappings per thread.
+    assert mappings() - before < 40

@@ -42,11 +42,14 @@ def test_a_new_project_builds_small_and_runs(tmp_path, language, largest):
     created = essa("new", language, "hello", "--dir", str(tmp_path))
     assert created.returncode == 0, created.stderr
     project = tmp_path / "hello"
-    assert "./build.sh && essa run hello.wasm" in created.stdout
+    assert "essa build && essa run hello.wasm" in created.stdout
 
-    built = subprocess.run(["./build.sh"], cwd=project, env=build_env(language, tmp_path), capture_output=True,
+    # `essa build` runs build.sh as essa.toml says (C: with $PYTHON set to essa's Python, which has ziglang)
+    env = {k: v for k, v in build_env(language, tmp_path).items() if k != "PYTHON"}
+    built = subprocess.run([sys.executable, "-m", "essa", "build"], cwd=project, env=env, capture_output=True,
                            text=True, timeout=1800)
     assert built.returncode == 0, built.stdout + built.stderr
+    assert built.stdout.splitlines()[-1].startswith("built hello.wasm (")
     module = project / "hello.wasm"
     assert 0 < module.stat().st_size < largest  # the build flags give small modules
 
@@ -56,9 +59,11 @@ def test_a_new_project_builds_small_and_runs(tmp_path, language, largest):
     assert ran.stdout == "Hello, world!\n"
     assert ran.stderr == ""
 
-    # Its signature travels with it: deployed, greet takes its argument as text.
-    deployed = essa("deploy", str(module), "--name", "hello", cwd=tmp_path)
-    assert deployed.returncode == 0 and "functions: greet (with signatures)" in deployed.stdout, deployed.stderr
-    assert essa("functions", "hello").stdout == "greet(name: string) -> string\n"
-    called = essa("call", "hello", "greet", "essa", cwd=tmp_path)
+    # Deployed from the project as its essa.toml names it (up to date: no second build); its signature travels
+    # with it: greet takes its argument as text.
+    deployed = essa("deploy", cwd=project)
+    assert deployed.returncode == 0 and deployed.stdout.startswith("deployed hello@1: "), deployed.stderr
+    assert "functions: greet (with signatures)" in deployed.stdout
+    assert essa("functions", "hello", cwd=project).stdout == "greet(name: string) -> string\n"
+    called = essa("call", "hello", "greet", "essa", cwd=project)
     assert (called.returncode, called.stdout) == (0, "Hello, essa!\n"), called.stderr

@@ -16,6 +16,8 @@ pytest.importorskip("essa_http", reason="essa-plugin-http is not installed")
 pytest.importorskip("essa_lmdb", reason="essa-plugin-lmdb is not installed")
 pytest.importorskip("zenoh", reason="eclipse-zenoh is not installed")
 
+from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
+
 from essa.testing.ports import free_port  # noqa: E402
 
 from .helpers import DEADLINE, ESSA, essa, ok, request, wait_until  # noqa: E402
@@ -43,6 +45,13 @@ def test_up_with_http_serves_the_cluster_and_a_second_server_stops_gracefully(se
     assert put.json() == {"type": "Set", "values": ["a"]}
     assert "Set {\"a\"}" in ok(essa("state", "get", "-d", "memo", "k", *c))
     assert [d["name"] for d in request(up.url, "GET", "/v1/deployments").json()] == ["memo"]
+    # The server is a client of the cluster: its /metrics has the cluster's totals, and no scheduler's or
+    # executor's own counters (it runs neither: they would all read 0).
+    text = request(up.url, "GET", "/metrics").body.decode()
+    samples = [s for family in text_string_to_metric_families(text) for s in family.samples]
+    assert [s.value for s in samples if s.name == "essa_cluster_executors"] == [2]
+    assert sum(s.value for s in samples if s.name == "essa_cluster_executor_calls_total") == 9  # 8 echo, 1 trap
+    assert not [s.name for s in samples if s.name.startswith(("essa_scheduler_", "essa_calls", "essa_call_"))]
 
     # A second server for the same cluster; SIGTERM while a call is in flight.
     second = servers.start("--connect", endpoint, "--timeout", "60")

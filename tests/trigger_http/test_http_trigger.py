@@ -19,6 +19,8 @@ pytest.importorskip("essa_lmdb", reason="essa-plugin-lmdb is not installed")
 
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 
+from essa.testing.conformance.wat import module  # noqa: E402
+
 from .helpers import FUNCTIONS, essa, ok, raw_exchange, request, wait_until  # noqa: E402
 
 CALL = "/v1/functions/{}/{}"
@@ -85,7 +87,8 @@ def test_call_errors_have_statuses_and_the_line_the_cli_prints(servers, memo):
     assert line == cli_error("call", "nope", "echo", "x")
     assert_error(post("memo@7", "echo"), 404, "not-found", "has no version 7")
     assert_error(post("-bad-", "echo"), 400, "invalid", "is not a valid deployment name")
-    assert_error(post("memo@x", "echo"), 400, "invalid", "a version is a positive number")
+    assert_error(post("memo@-x", "echo"), 400, "invalid", "a version is a positive number")
+    assert_error(post("memo@x", "echo"), 404, "not-found", "has no tag 'x'")
 
     line = assert_error(post("memo", "trap"), 500, "trap", "trap trapped: ")
     assert line == cli_error("call", "memo", "trap", "x")
@@ -180,10 +183,22 @@ def json_bytes(data) -> bytes:
     return json.dumps(data).encode()
 
 
-def test_deployments_and_health(servers, memo):
+def test_deployments_and_health(servers, memo, wasm, tmp_path):
     url = servers.start().url
     [deployment] = request(url, "GET", "/v1/deployments").json()
     assert (deployment["name"], deployment["version"], deployment["functions"]) == ("memo", 1, FUNCTIONS)
+    plain = tmp_path / "plain.wasm"
+    plain.write_bytes(module())
+    ok(essa("deploy", str(plain), "--name", "memo"))
+    ok(essa("tag", "memo@1", "stable"))
+    [deployment] = request(url, "GET", "/v1/deployments").json()
+    assert (deployment["version"], deployment["tags"], deployment["current"]) == (2, [], True)
+    versions = request(url, "GET", "/v1/deployments/memo").json()
+    assert [(v["version"], v["tags"], v["current"]) for v in versions] == [(1, ["stable"], False), (2, [], True)]
+    # memo@stable is memo@1, which has gate; memo (memo@2) has not
+    assert_error(request(url, "POST", "/v1/functions/memo/gate", b"x"), 404, "not-found", "memo@2 has no function")
+    assert_error(request(url, "POST", "/v1/functions/memo@stable/nope", b"x"), 404, "not-found", "memo@1 has no")
+    assert_error(request(url, "GET", "/v1/deployments/nope"), 404, "not-found", "no deployment named 'nope'")
     health = request(url, "GET", "/healthz")
     assert health.status == 200 and health.json()["ok"] is True and "embedded" in health.json()["where"]
 
@@ -282,7 +297,7 @@ def test_essa_plugins_and_serve_help_list_the_trigger_and_its_options():
 def test_an_unknown_trigger_or_a_taken_address_fail_in_one_line(servers, monkeypatch):
     assert "unknown trigger 'nosuch'" in cli_error("serve", "--trigger", "nosuch")
     monkeypatch.setenv("ESSA_BLOCK_PLUGINS", "http")
-    assert "pip install essa-plugin-http" in cli_error("serve")
+    assert "pip install -e plugins/trigger_http" in cli_error("serve")
     monkeypatch.delenv("ESSA_BLOCK_PLUGINS")
 
     taken = servers.start().url.removeprefix("http://")

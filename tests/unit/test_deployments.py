@@ -27,8 +27,8 @@ def test_a_redeploy_is_a_new_version_and_the_bare_name_is_the_latest(registry):
     first = registry.add("wc", "a" * 64, 100, ["count_words"])
     second = registry.add("wc", "b" * 64, 200, ["count_words", "vocabulary"])
     assert (first.version, second.version) == (1, 2)
-    assert registry.resolve("wc") == second
-    assert registry.resolve("wc", 1) == first
+    assert registry.resolve("wc").module == second.module
+    assert registry.resolve("wc", 1).module == first.module
     assert [d.version for d in registry.versions("wc")] == [1, 2]
     assert second.namespace == first.namespace == "wc"
 
@@ -86,8 +86,10 @@ def test_bad_names_are_refused_in_one_line(name):
 def test_specs():
     assert parse_spec("wc") == ("wc", None)
     assert parse_spec("wc@3") == ("wc", 3)
-    for bad in ("wc@", "wc@0", "wc@x"):
-        with pytest.raises(EssaError, match="a version is a positive number"):
+    assert parse_spec("wc@stable") == ("wc", "stable")
+    assert parse_spec("wc@latest") == ("wc", "latest")
+    for bad in ("wc@", "wc@0", "wc@-x", "wc@1x", "wc@a b"):
+        with pytest.raises(EssaError, match="a version is a positive number .as in wc@3. or a tag"):
             parse_spec(bad)
 
 

@@ -56,6 +56,15 @@ def test_sets_reject_non_bytes(cls: type, bad: object) -> None:
         cls(bad)
 
 
+def test_set_reprs_read_as_documented_and_stay_short() -> None:
+    assert repr(SetLattice({b"world", b"Python", b"essa"})) == "SetLattice({b'Python', b'essa', b'world'})"
+    assert repr(OrderedSetLattice([b"b", b"a"])) == "OrderedSetLattice({b'a', b'b'})"
+    assert repr(SetLattice([])) == "SetLattice(set())"
+    assert eval(repr(SetLattice({b"a", b"b"}))) == SetLattice({b"a", b"b"})
+    big = repr(SetLattice(b"%04d" % i for i in range(2800)))
+    assert big.startswith("SetLattice({b'0000', b'0001', ") and big.endswith(", b'0019', ... 2,780 more})")
+
+
 def test_lww_checks() -> None:
     assert LwwLattice(5, bytearray(b"x")).value == b"x"
     with pytest.raises(TypeError):

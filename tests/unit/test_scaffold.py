@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from essa.api.project import load_project
 from essa.cli.scaffold import new_project
 from essa.errors import EssaError
 
@@ -19,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_a_c_project_has_source_header_build_script_and_readme(tmp_path):
     path = new_project("c", "hello", tmp_path)
     assert path == tmp_path / "hello"
-    assert sorted(p.name for p in path.iterdir()) == ["README.md", "build.sh", "essa.h", "hello.c"]
+    assert sorted(p.name for p in path.iterdir()) == ["README.md", "build.sh", "essa.h", "essa.toml", "hello.c"]
     assert (path / "essa.h").read_bytes() == (ROOT / "guest" / "c" / "essa.h").read_bytes()
     source = (path / "hello.c").read_text()
     assert "ESSA_FUNCTION(greet)" in source and "int main(void)" in source and "{{" not in source
@@ -29,12 +30,17 @@ def test_a_c_project_has_source_header_build_script_and_readme(tmp_path):
     assert os.access(path / "build.sh", os.X_OK)
     readme = (path / "README.md").read_text()
     assert "first build compiles wasi-libc" in readme and "couple of minutes" in readme
+    assert "-std=gnu11" in build  # POSIX functions (strtok_r, ...) are declared
+    project = load_project(path / "essa.toml")
+    assert (project.name, project.language, project.command, project.output, project.watch) == (
+        "hello", "c", "sh build.sh", "hello.wasm", ("*.c", "*.h"))
 
 
 def test_a_rust_project_depends_on_the_sdk_installed_with_essa(tmp_path):
     path = new_project("rust", "my-fn", tmp_path)
     files = sorted(str(p.relative_to(path)) for p in path.rglob("*") if p.is_file())
-    assert files == [".cargo/config.toml", ".gitignore", "Cargo.toml", "README.md", "build.sh", "src/main.rs"]
+    assert files == [".cargo/config.toml", ".gitignore", "Cargo.toml", "README.md", "build.sh", "essa.toml",
+                     "src/main.rs"]
     cargo = (path / "Cargo.toml").read_text()
     assert 'name = "my-fn"' in cargo
     import essa
@@ -46,6 +52,9 @@ def test_a_rust_project_depends_on_the_sdk_installed_with_essa(tmp_path):
     assert "cp target/wasm32-wasi/release/my-fn.wasm my-fn.wasm" in (path / "build.sh").read_text()
     assert os.access(path / "build.sh", os.X_OK)
     assert not any("{{" in (path / f).read_text() for f in files)
+    project = load_project(path / "essa.toml")
+    assert (project.name, project.language, project.output, project.watch) == (
+        "my-fn", "rust", "my-fn.wasm", ("src/**/*.rs", "Cargo.toml"))
 
 
 def test_the_sdks_ship_inside_the_package():

@@ -46,9 +46,24 @@ def test_text_shows_strings_quoted_and_other_bytes_in_hex():
     assert to_text(LwwLattice(0, b"v")) == 'Lww "v" (at 1970-01-01T00:00:00Z)'
 
 
+def test_text_escapes_quotes_and_control_characters_in_strings():
+    value = SetLattice({b'"$essa_token"', b"two\nlines", b"back\\slash"})
+    assert to_text(value) == 'Set {"\\"$essa_token\\"", "back\\\\slash", "two\\nlines"} (3 elements)'
+    assert to_text(LwwLattice(0, b'say "hi"')) == 'Lww "say \\"hi\\"" (at 1970-01-01T00:00:00Z)'
+
+
 def test_long_sets_are_shortened_in_text():
     text = to_text(SetLattice({b"%03d" % i for i in range(120)}))
     assert "(70 more)" in text and "(120 elements)" in text
+
+
+def test_a_refusal_names_where_once():
+    with pytest.raises(DecodeError) as raised:
+        from_json({"type": "Lww", "value": "x"}, "the body")
+    assert str(raised.value) == "the body: an Lww value needs an RFC 3339 'timestamp'"
+    with pytest.raises(DecodeError) as raised:
+        from_json({"type": "Map", "entries": {"a": {"type": "Set", "values": [1]}}}, "the body")
+    assert str(raised.value).count("the body") == 1
 
 
 @pytest.mark.parametrize("data, message", [

@@ -44,11 +44,12 @@ import threading
 import time
 from typing import Any, BinaryIO, Callable, Iterable, Mapping, Sequence
 
+from essa.api import contexts
 from essa.api.function import Function, bind
 from essa.cluster import topics
 from essa.cluster.client import CallHandle, Client, ConsoleOutput
 from essa.cluster.control import ControlClient
-from essa.cluster.deployments import Deployment, check_name, parse_spec
+from essa.cluster.deployments import Deployed, Deployment, check_name, parse_spec
 from essa.cluster.embedded import EmbeddedRuntime
 from essa.cluster.logbook import LogBounds
 from essa.cluster.logreader import LogFollower, LogLine, LogQuery, read_logs
@@ -165,7 +166,7 @@ class Connection:
     # -- deployments -----------------------------------------------------------------
 
     def deploy(self, module: str | os.PathLike | bytes, name: str,
-               signatures: str | os.PathLike | Iterable[Signature | dict] | None = None) -> Deployment:
+               signatures: str | os.PathLike | Iterable[Signature | dict] | None = None) -> Deployed:
         """Store ``module`` (a path or the bytes) as a new version of deployment ``name``.
 
         The module is compiled on deploy: a module that cannot run is refused
@@ -174,7 +175,11 @@ class Connection:
         place of the section's for their functions: a TOML file's
         ``[functions.NAME]`` tables (its path, e.g. ``"essa.toml"``), or
         :class:`~essa.state.signatures.Signature` objects or the contract's
-        dicts (docs/signatures.md). Returns the new version.
+        dicts (docs/signatures.md). Returns the version ``name`` now means,
+        with the one it meant before (``previous``) and how their functions
+        differ (``changes``: added, removed, signature changed); for the bytes
+        and signatures ``name`` means already, that version with
+        ``unchanged`` set (no new version is made).
 
         :raises essa.errors.SignatureError: a malformed signature (or section),
             or one of a function the module does not have.
@@ -191,17 +196,16 @@ class Connection:
             declared = {"signatures": [s.as_dict() for s in found], "signatures_from": origin}
         answer = self._control.request("deploy", timeout=DEPLOY_TIMEOUT, name=name, wasm=wasm,
                                        id=os.urandom(16).hex(), created=time.time_ns(), **declared)
-        deployment = Deployment.from_dict(answer["deployment"])
         self._forget(name)
-        return deployment
+        return Deployed.from_dict(answer["deployment"])
 
     def deployment(self, spec: str) -> Deployment:
-        """The deployment ``NAME`` (its latest version) or ``NAME@VERSION``."""
+        """The version ``NAME`` means (its latest, unless rolled back), or ``NAME@VERSION``, ``NAME@TAG``."""
         cached = self._cached(spec)
         if cached is not None:
             return cached
         _name, version = parse_spec(spec)
-        pinned = version is not None
+        pinned = isinstance(version, int)  # a version never changes; what a name or tag means may
         answer = self._control.request("resolve", spec=spec)
         deployment = Deployment.from_dict(answer["deployment"])
         with self._lock:
@@ -224,12 +228,46 @@ class Connection:
         return cached[0] if cached is not None and cached[1] > time.monotonic() else None
 
     def deployments(self) -> list[Deployment]:
-        """The latest version of every deployment, by name."""
+        """The version each deployment's name means, by name (with its tags; ``latest`` is the newest version)."""
         return [Deployment.from_dict(d) for d in self._control.request("list")["deployments"]]
 
     def versions(self, name: str) -> list[Deployment]:
-        """Every version of deployment ``name``, oldest first."""
+        """Every version of deployment ``name``, oldest first, with their tags (``current``: the one the name means)."""
         return [Deployment.from_dict(d) for d in self._control.request("versions", name=name)["deployments"]]
+
+    def rollback(self, name: str, to: int | str | None = None) -> Deployed:
+        """Make ``name`` mean version ``to`` (a number or a tag; default: the one before the version it means).
+
+        No version is added or copied: the name points at an older (or any
+        other) version until the next deploy or rollback. Returns that
+        version, with ``previous`` (the one it meant) and ``changes``.
+        """
+        check_name(name)
+        answer = self._control.request("rollback", name=name, to=None if to is None else str(to), time=time.time_ns())
+        self._forget(name)
+        return Deployed.from_dict(answer["deployment"])
+
+    def tag(self, spec: str, tag: str) -> Deployment:
+        """Make ``NAME@tag`` mean the version ``spec`` names (``NAME``: the one the name means); return it."""
+        answer = self._control.request("tag", spec=spec, tag=tag, time=time.time_ns())
+        self._forget(parse_spec(spec)[0])
+        return Deployment.from_dict(answer["deployment"])
+
+    def untag(self, name: str, tag: str) -> Deployment:
+        """Remove tag ``tag`` of deployment ``name``; return the version it named."""
+        answer = self._control.request("untag", name=name, tag=tag, time=time.time_ns())
+        self._forget(name)
+        return Deployment.from_dict(answer["deployment"])
+
+    def remove_version(self, spec: str) -> Deployment:
+        """Remove one version, ``NAME@3`` (or ``NAME@TAG``), with its tags; return it.
+
+        Refused for the version the name means now (roll back first, or
+        remove the whole deployment with :meth:`remove`).
+        """
+        answer = self._control.request("drop", spec=spec, time=time.time_ns())
+        self._forget(parse_spec(spec)[0])
+        return Deployment.from_dict(answer["deployment"])
 
     def functions(self, spec: str) -> list[str]:
         """The functions of a deployment, as their author named them (``deployment(spec).signature(f)``: theirs)."""
@@ -250,7 +288,14 @@ class Connection:
         """Remove deployment ``name`` (every version); its state stays unless ``purge``.
 
         Returns the number of state keys deleted (0 without ``purge``).
+        ``NAME@3`` removes that version only (see :meth:`remove_version`).
         """
+        if "@" in name:
+            if purge:
+                raise EssaError(f"purge deletes a deployment's state, which all its versions share: it applies to "
+                                f"the whole deployment ({name.partition('@')[0]}), not to {name}")
+            self.remove_version(name)
+            return 0
         answer = self._control.request("remove", name=name, purge=purge)
         self._forget(name)
         return answer["purged"]
@@ -666,6 +711,7 @@ def _value(outcome: CallOutcome) -> bytes:
 def connect(
     endpoint: str | Sequence[str] | None = None,
     *,
+    context: str | None = None,
     engine: str | None = None,
     store: str | None = None,
     store_options: Mapping[str, str] | None = None,
@@ -678,38 +724,70 @@ def connect(
     token: str | None = None,
     tls: TlsFiles | None = None,
     logs: LogBounds | None = None,
+    wait: bool = False,
 ) -> Connection:
     """Connect to essa.
 
-    Without ``endpoint``: an embedded runtime in this process (scheduler,
-    executors and store; ``engine``, ``store``, ``store_options``,
-    ``executors``, ``limits`` and ``grants`` configure it; the engine and
-    store default to ``$ESSA_ENGINE`` and ``$ESSA_STORE`` as for the ``essa``
-    command, else wasmtime and lmdb; ``logs`` bounds what it keeps of its
-    calls' output, readable through this connection only), nothing to
-    start first. With ``endpoint`` (``"tcp/HOST:PORT"``, or several): the cluster
-    whose scheduler listens there, within ``timeout`` seconds.
+    With ``endpoint`` (``"tcp/HOST:PORT"``, or several): the cluster whose
+    scheduler listens there, within ``timeout`` seconds. An endpoint where
+    nothing listens fails at once, in one line; with ``wait``, the
+    connection keeps trying for ``timeout`` seconds instead (a service
+    started with the cluster, which may not listen yet). With ``context``: the
+    cluster of that context (:mod:`essa.api.contexts`; ``"embedded"``: see
+    below). With neither: ``$ESSA_CONNECT``'s endpoints, else
+    ``$ESSA_CONTEXT``'s context, else the current context (``essa context
+    use``, or the cluster ``essa up`` started), else embedded.
+
+    Embedded: a runtime in this process (scheduler, executors and store;
+    ``engine``, ``store``, ``store_options``, ``executors``, ``limits`` and
+    ``grants`` configure it; the engine and store default to
+    ``$ESSA_ENGINE`` and ``$ESSA_STORE`` as for the ``essa`` command, else
+    wasmtime and lmdb; ``logs`` bounds what it keeps of its calls' output,
+    readable through this connection only), nothing to start first. Passing
+    any of ``engine``, ``store``, ``store_options``, ``executors`` or
+    ``grants`` asks for it, whatever the current context.
 
     A secure cluster (see "Securing a cluster" in the README) needs ``tls``,
     this client's certificate files (``essa.TlsFiles(ca, cert, key)``), and a
-    ``token`` allowing what it does; they default to ``$ESSA_TLS_CA``,
-    ``$ESSA_TLS_CERT``, ``$ESSA_TLS_KEY`` and ``$ESSA_TOKEN``. The embedded
-    runtime needs neither.
+    ``token`` allowing what it does; they default to the context's, else
+    ``$ESSA_TLS_CA``, ``$ESSA_TLS_CERT``, ``$ESSA_TLS_KEY`` and
+    ``$ESSA_TOKEN``. The embedded runtime needs neither.
     """
+    chosen: contexts.Context | None = None
+    if context == contexts.EMBEDDED:
+        pass
+    elif endpoint is None:
+        asks_embedded = any(v is not None for v in (engine, store, store_options, executors, grants))
+        if context is None and os.environ.get("ESSA_CONNECT", "").split() and not asks_embedded:
+            endpoint = os.environ["ESSA_CONNECT"].split()
+        elif context is not None or not asks_embedded:
+            chosen = contexts.chosen(context)
+            if chosen is not None:
+                endpoint = list(chosen.endpoints)
     if endpoint is None:
         runtime = EmbeddedRuntime(engine, store, store_options, executors, limits, grants, logs)
         where = f"embedded ({runtime.engine.name} engine, store {runtime.store.describe()})"
         return Connection(runtime.client, runtime.close, where)
     endpoints = [endpoint] if isinstance(endpoint, str) else list(endpoint)
     cap = max_message_bytes or (limits.max_message_bytes if limits else None)
-    client = connect_client(endpoints, zenoh_config, timeout, cap, tls=tls,
-                            token=token if token is not None else security_settings.token())
+    if chosen is not None:
+        # The context's TLS files (none: plain TCP) and token win over the environment's.
+        tls = tls if tls is not None else (chosen.tls_files() or False)
+        token = token if token is not None else chosen.token
+    try:
+        client = connect_client(endpoints, zenoh_config, timeout, cap, tls=tls,
+                                token=token if token is not None else security_settings.token(), wait=wait)
+    except EssaError as exc:
+        if chosen is None:
+            raise
+        raise EssaError(f"{exc} ({contexts.describe_choice(chosen)})") from None
 
     def close() -> None:
         client.close()
         client.transport.close()
 
-    return Connection(client, close, ", ".join(endpoints))
+    where = ", ".join(endpoints) + (f" (context {chosen.name})" if chosen is not None else "")
+    return Connection(client, close, where)
 
 
-__all__ = ["CallError", "Connection", "LogBounds", "LogFollower", "LogLine", "Run", "State", "connect"]
+__all__ = ["CallError", "CallResult", "Connection", "LogBounds", "LogFollower", "LogLine", "Run", "State", "connect"]

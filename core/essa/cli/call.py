@@ -15,8 +15,7 @@ from essa.cli.options import (
     limit_options,
     limits_and_grants,
     open_connection,
-    refuse_limits_with_connect,
-    split_endpoints,
+    refuse_limits_on_a_cluster,
 )
 from essa.cli.output import echo_json, json_option, write_trace
 from essa.cli.signals import catching_signals, wait_unless_interrupted
@@ -102,9 +101,7 @@ def call(ctx: click.Context, deployment, function, args, arg_types, result_type,
     types = codec.parse_types(arg_types) if arg_types else None
     result_kind = codec.parse_types(result_type)[0] if result_type else None
     embedded = {}
-    if split_endpoints(connect):
-        refuse_limits_with_connect(ctx)
-    else:
+    if not refuse_limits_on_a_cluster(ctx, connect):
         limits, grants = limits_and_grants(**limit_flags)
         embedded = {"limits": limits, "grants": grants}
     output = ConsoleOutput(sys.stderr.buffer, sys.stderr.buffer)

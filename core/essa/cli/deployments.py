@@ -3,76 +3,133 @@
 from __future__ import annotations
 
 import click
-from rich.console import Console
-from rich.table import Table
 
+from essa.api import Deployed
+from essa.api.project import find_project, load_project
 from essa.cli.options import Settings, connection_options, open_connection
-from essa.cli.output import echo_json, json_option, when
+from essa.cli.output import echo_json, json_option, print_table, when
+from essa.cli.project import build_if_needed
+from essa.errors import EssaError
 from essa.util.units import format_bytes
 
 
 @click.command()
-@click.argument("module", metavar="FILE.wasm", type=click.Path(dir_okay=False))
-@click.option("--name", required=True, help="The deployment's name: a new version if it exists.")
+@click.argument("module", metavar="[FILE.wasm]", required=False, type=click.Path(dir_okay=False))
+@click.option("--name", help="The deployment's name: a new version if it exists. [default: the project's name]")
 @click.option("--signatures", metavar="FILE", type=click.Path(dir_okay=False),
               help="Signatures of the module's functions, in FILE's [functions.NAME] tables (an essa.toml; see "
-              "docs/signatures.md): for a module built without the SDKs, or replacing the ones it declares.")
+              "docs/signatures.md): for a module built without the SDKs, or replacing the ones it declares. "
+              "[default: in a project, its essa.toml's]")
+@click.option("--build/--no-build", "build", default=None,
+              help="In a project: build before deploying, or not. [default: when its output is missing or older "
+              "than its sources]")
 @json_option("Print the new version as JSON.")
 @connection_options
 @click.pass_obj
-def deploy(settings: Settings, module, name, signatures, as_json, connect, zenoh_config, timeout) -> None:
+def deploy(settings: Settings, module, name, signatures, build, as_json, connect, zenoh_config, timeout) -> None:
     """Deploy FILE.wasm as NAME: store it, compile it, and record a new version.
 
-    Call its functions with `essa call NAME FUNCTION`; NAME is its latest
-    version, NAME@3 a pinned one. Its state lives in the namespace NAME,
-    kept across calls, runs, restarts and redeploys. The signatures of its
-    functions come from the module (the SDKs write them) or --signatures.
+    In a project (an essa.toml here or in a parent directory) both are
+    optional: `essa deploy` builds the project if its output is older than
+    its sources, and deploys the output under the project's name, with the
+    signatures its essa.toml declares.
+
+    Call its functions with `essa call NAME FUNCTION`; NAME is the version
+    it means now (the latest, unless rolled back), NAME@3 a pinned one,
+    NAME@TAG a tagged one. Deploying the bytes NAME means already adds no
+    version (unchanged). Its state lives in the namespace NAME, kept across
+    calls, runs, restarts and redeploys. The signatures of its functions
+    come from the module (the SDKs write them) or --signatures.
     """
+    if module is None or name is None:
+        found = find_project()
+        if found is None:
+            raise EssaError("give FILE.wasm and --name NAME, or run `essa deploy` in a project (an essa.toml here "
+                            "or in a parent directory; `essa new` makes one)" if module is None else
+                            "give the deployment's name with --name NAME (in a project, its essa.toml names it)")
+        project = load_project(found)
+        name = name or project.name
+        if module is None:
+            build_if_needed(project, build)
+            module = str(project.output_path)
+            if signatures is None and project.functions:  # essa.toml's [functions] tables
+                signatures = str(project.path)
     with open_connection(settings, connect, zenoh_config, timeout) as es:
-        deployment = es.deploy(module, name, signatures=signatures)
+        deployed = es.deploy(module, name, signatures=signatures)
     if as_json:
-        echo_json(deployment.as_dict())
-        return
-    head = f"deployed {deployment.spec}: module {deployment.module[:12]} ({format_bytes(deployment.size)})"
-    if not deployment.functions:
-        click.echo(f"{head}, no functions (only _start)")
-        return
-    typed = len(deployment.signatures)
-    note = "" if not typed else " (with signatures)" if typed == len(deployment.functions) else \
-        f" ({typed} with signatures)"
-    click.echo(f"{head}, functions: {', '.join(deployment.functions)}{note}")
+        echo_json(deployed.as_dict())
+    else:
+        click.echo(describe_deployed(deployed, "deployed"))
+
+
+def describe_deployed(deployed: Deployed, verb: str) -> str:
+    """One line for a deploy or a rollback: the version, its module and functions, what changed."""
+    if deployed.unchanged:
+        return f"unchanged: {deployed.spec}"
+    head = f"{verb} {deployed.spec}: module {deployed.module[:12]} ({format_bytes(deployed.size)})"
+    if not deployed.functions:
+        line = f"{head}, no functions (only _start)"
+    else:
+        typed = len(deployed.signatures)
+        note = "" if not typed else " (with signatures)" if typed == len(deployed.functions) else \
+            f" ({typed} with signatures)"
+        line = f"{head}, functions: {', '.join(deployed.functions)}{note}"
+    if deployed.previous is not None:
+        changes = deployed.changes.describe()
+        line += f" ({changes} since {deployed.previous.spec})" if changes else ""
+    return line
 
 
 @click.command(name="ls")
-@json_option("Print the deployments as JSON (with their functions' signatures).")
+@click.argument("name", required=False)
+@json_option("Print the deployments (or versions) as JSON (with their functions' signatures).")
 @connection_options
 @click.pass_obj
-def list_deployments(settings: Settings, as_json, connect, zenoh_config, timeout) -> None:
-    """List deployments: name, latest version, functions, size, when deployed."""
+def list_deployments(settings: Settings, name, as_json, connect, zenoh_config, timeout) -> None:
+    """List deployments: name, the version it means, tags, functions, size, when deployed.
+
+    With NAME: every version of deployment NAME, with its tags; `*` marks the
+    version NAME means.
+    """
     with open_connection(settings, connect, zenoh_config, timeout) as es:
-        deployments = es.deployments()
+        deployments = es.versions(name) if name else es.deployments()
     if as_json:
         echo_json([d.as_dict() for d in deployments])
         return
     if not deployments:
         click.echo("no deployments (deploy one with `essa deploy FILE.wasm --name NAME`)")
         return
-    table = Table()
-    for column in ("name", "version", "functions", "size", "deployed"):
-        table.add_column(column, overflow="fold")
-    for d in deployments:
-        table.add_row(d.name, str(d.version), ", ".join(d.functions), format_bytes(d.size), when(d.created))
-    Console().print(table)
+    if name:
+        rows = [(f"{d.version}{' *' if d.current else ''}", ", ".join(d.tags), ", ".join(d.functions),
+                 format_bytes(d.size), when(d.created), d.module[:12]) for d in deployments]
+        print_table(("version", "tags", "functions", "size", "deployed", "module"), rows)
+        return
+    rows = [(d.name, f"{d.version}" + (f" (latest {d.latest})" if d.latest not in (None, d.version) else ""),
+             ", ".join(d.tags), ", ".join(d.functions), format_bytes(d.size), when(d.created)) for d in deployments]
+    print_table(("name", "version", "tags", "functions", "size", "deployed"), rows)
 
 
 @click.command(name="rm")
-@click.argument("name")
+@click.argument("name", metavar="NAME[@VERSION]")
 @click.option("--purge", is_flag=True, help="Also delete the deployment's state (every key of its namespace).")
 @connection_options
 @click.pass_obj
 def remove(settings: Settings, name, purge, connect, zenoh_config, timeout) -> None:
-    """Remove deployment NAME (every version). Its state stays unless --purge."""
+    """Remove deployment NAME (every version; its state stays unless --purge), or one version, NAME@2.
+
+    The version NAME means now cannot be removed alone: roll back first
+    (`essa rollback NAME`), or remove the deployment. A removed version's
+    tags go with it; the other versions keep their numbers.
+    """
     with open_connection(settings, connect, zenoh_config, timeout) as es:
+        if "@" in name:
+            if purge:
+                es.remove(name, purge=True)  # refused, in one line
+            dropped = es.remove_version(name)
+            plural = "s" if len(dropped.tags) > 1 else ""
+            click.echo(f"removed {dropped.spec}" + (f" and its tag{plural} {', '.join(dropped.tags)}" if dropped.tags
+                                                    else ""))
+            return
         versions = len(es.versions(name))
         purged = es.remove(name, purge=purge)
     what = f"{versions} version{'s' if versions != 1 else ''}"
@@ -83,7 +140,58 @@ def remove(settings: Settings, name, purge, connect, zenoh_config, timeout) -> N
 
 
 @click.command()
-@click.argument("deployment", metavar="NAME[@VERSION]")
+@click.argument("name")
+@click.option("--to", "to", metavar="VERSION|TAG", help="The version NAME means from now on. "
+              "[default: the one before the version it means now]")
+@json_option("Print the version NAME now means as JSON.")
+@connection_options
+@click.pass_obj
+def rollback(settings: Settings, name, to, as_json, connect, zenoh_config, timeout) -> None:
+    """Make NAME mean an older version (or, with --to, any version) again.
+
+    Nothing is copied or deleted: NAME points at that version until the
+    next deploy (which makes a new version, and NAME means it) or rollback.
+    `essa rollback NAME` twice goes back two versions; `--to N` goes
+    anywhere, forward too. `essa ls NAME` marks the version NAME means.
+    """
+    with open_connection(settings, connect, zenoh_config, timeout) as es:
+        deployed = es.rollback(name, to)
+    if as_json:
+        echo_json(deployed.as_dict())
+    elif deployed.unchanged:
+        click.echo(f"unchanged: {name} means {deployed.spec} already")
+    else:
+        click.echo(describe_deployed(deployed, f"rolled back {name} to"))
+
+
+@click.command()
+@click.argument("spec", metavar="NAME[@VERSION]")
+@click.argument("tag")
+@click.option("--rm", "remove_tag", is_flag=True, help="Remove TAG from deployment NAME instead.")
+@connection_options
+@click.pass_obj
+def tag(settings: Settings, spec, tag, remove_tag, connect, zenoh_config, timeout) -> None:
+    """Tag a version: `essa tag wc@3 stable`, then `essa call wc@stable ...`.
+
+    NAME alone tags the version NAME means now. Tagging again moves the tag;
+    --rm removes it (`essa tag --rm wc stable`). A tag is a letter, then
+    letters, digits, '_', '.' or '-'; `latest` is taken (NAME@latest is the
+    newest version).
+    """
+    with open_connection(settings, connect, zenoh_config, timeout) as es:
+        if remove_tag:
+            if "@" in spec:
+                raise EssaError(f"--rm removes a tag from a deployment: give its name, as in `essa tag --rm "
+                                f"{spec.partition('@')[0]} {tag}`")
+            untagged = es.untag(spec, tag)
+            click.echo(f"removed tag {tag} (it named {untagged.spec})")
+            return
+        tagged = es.tag(spec, tag)
+    click.echo(f"tagged {tagged.spec} {tag}: {tagged.name}@{tag} means it")
+
+
+@click.command()
+@click.argument("deployment", metavar="NAME[@VERSION|@TAG]")
 @json_option("Print the functions as a JSON list of {name, params, result} (params and result null: no signature).")
 @connection_options
 @click.pass_obj
@@ -105,4 +213,4 @@ def functions(settings: Settings, deployment, as_json, connect, zenoh_config, ti
         click.echo(name if signature is None else str(signature))
 
 
-__all__ = ["deploy", "functions", "list_deployments", "remove"]
+__all__ = ["deploy", "describe_deployed", "functions", "list_deployments", "remove", "rollback", "tag"]

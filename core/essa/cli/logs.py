@@ -7,7 +7,7 @@ import time
 
 import click
 
-from essa.cli.options import connection_options, open_connection, split_endpoints
+from essa.cli.options import chosen_target, connection_options, open_connection
 from essa.cli.signals import catching_signals
 from essa.errors import EssaError
 
@@ -33,12 +33,15 @@ def logs(settings, deployment, follow, call_id, since, tail, as_json, connect, z
     this asks them all and merges the lines by time. An executor that stops
     takes its lines with it. NAME@VERSION shows only that version's calls.
 
-    Needs --connect: an embedded runtime keeps its calls' lines in its own
-    process (read them there: Connection.logs() in Python, GET /v1/logs/NAME
-    of `essa serve`).
+    Needs a cluster (--connect, --context, or the current context `essa up`
+    made): an embedded runtime keeps its calls' lines in its own process
+    (read them there: Connection.logs() in Python, GET /v1/logs/NAME of
+    `essa serve`).
     """
-    if not split_endpoints(connect):
-        raise EssaError("essa logs reads a cluster's logs: give --connect ENDPOINT (or ESSA_CONNECT); an embedded "
+    endpoints, context = chosen_target(connect, True)
+    if not endpoints and not context:
+        raise EssaError("essa logs reads a cluster's logs: give --connect ENDPOINT (or use a context: `essa "
+                        "context`); an embedded "
                         "runtime keeps its calls' logs in its own process (read them there: Connection.logs(NAME) "
                         "in Python, or GET /v1/logs/NAME of `essa serve`)")
     with open_connection(settings, connect, zenoh_config, timeout) as es:

@@ -18,11 +18,14 @@ import click
 from essa import __version__
 from essa.cli import (
     call,
+    contexts,
     deployments,
+    dev,
     logs,
     new,
     plugins,
     processes,
+    project,
     run,
     security,
     serve,
@@ -35,6 +38,7 @@ from essa.cli.output import ErrorFormat, echo_error
 from essa.cli.signals import Interrupted
 from essa.errors import EssaError, RunFailed, kind_of
 from essa.plugins import DEFAULTS, get_plugin_manager
+from essa.security.tokens import NO_TOKEN
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -81,8 +85,10 @@ def cli(ctx: click.Context, engine: str, store: str, store_options: tuple[str, .
 
 
 for command in (
-    run.run, processes.scheduler, processes.executor, processes.up, status.status, top.top, plugins.plugins,
+    run.run, processes.scheduler, processes.executor, processes.up, processes.down, status.status, top.top,
+    plugins.plugins,
     deployments.deploy, deployments.list_deployments, deployments.remove, deployments.functions, call.call,
+    deployments.rollback, deployments.tag, contexts.context, project.build, dev.dev,
     state.state, logs.logs, serve.serve, security.certs, security.token, new.new,
 ):
     cli.add_command(command)
@@ -139,7 +145,8 @@ def _main(argv: list[str] | None) -> int:
         echo_error(str(exc), kind_of(exc))
         return exc.exit_status
     except EssaError as exc:
-        echo_error(str(exc), kind_of(exc))
+        advice = "; pass --token TOKEN, set ESSA_TOKEN or use a context with one" if str(exc).endswith(NO_TOKEN) else ""
+        echo_error(f"{exc}{advice}", kind_of(exc))
         return 1
     except Interrupted as exc:
         if ErrorFormat.json:

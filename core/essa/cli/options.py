@@ -17,6 +17,7 @@ import os
 import click
 
 from essa import api
+from essa.api import contexts
 from essa.api.services import serve_metrics as _serve_metrics
 from essa.errors import EssaError
 from essa.security import settings as security_settings
@@ -46,6 +47,14 @@ class Settings:
         self.engine = engine
         self.store = store
         self.store_options = store_options
+
+
+def global_arguments(settings: Settings, verbose: int = 0) -> list[str]:
+    """The global options that ask for ``settings`` (for an ``essa`` child process)."""
+    args = ["-v"] * verbose + ["--engine", settings.engine, "--store", settings.store]
+    for key, value in settings.store_options.items():
+        args += ["--store-option", f"{key}={value}"]
+    return args
 
 
 # -- limits and grants ----------------------------------------------------------------
@@ -206,15 +215,28 @@ def log_arguments(bounds: "api.LogBounds") -> list[str]:
     return ["--log-size", str(bounds.deployment), "--log-call-size", str(bounds.call), "--log-total", str(bounds.total)]
 
 
-def refuse_limits_with_connect(ctx: click.Context) -> None:
-    """Refuse, in one line, limit, grant and log flags given with --connect (executors apply their own)."""
+def refuse_limits_with_connect(ctx: click.Context, context: str | None = None) -> None:
+    """Refuse, in one line, limit, grant and log flags for a cluster (executors apply their own, keep their own logs).
+
+    :param context: the context that names the cluster (else it was --connect).
+    """
+    where = f"on the cluster of context {context} (--context embedded runs here)" if context else "with --connect"
     flags = {**_LIMIT_FLAGS, **{name: flag for name, (flag, _field) in _LOG_FLAGS.items()}}
     for name, flag in flags.items():
         if name != "max_message_size" and ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE:
             raise EssaError(
-                f"{flag} does not apply with --connect: a cluster's executors apply their own limits and "
+                f"{flag} does not apply {where}: a cluster's executors apply their own limits and "
                 f"grants and keep their own logs (give {flag} to `essa executor` or `essa up`)"
             )
+
+
+def refuse_limits_on_a_cluster(ctx: click.Context, connect, use_current: bool = True) -> bool:
+    """Whether the command goes to a cluster (:func:`chosen_target`); if so, refuse limit and grant flags."""
+    endpoints, context = chosen_target(connect, use_current)
+    if endpoints or context:
+        refuse_limits_with_connect(ctx, context)
+        return True
+    return False
 
 
 # -- processes and clients ------------------------------------------------------------
@@ -284,28 +306,106 @@ def serve_metrics(address: str | None) -> None:
         click.echo(f"essa: metrics at {_serve_metrics(address)}", err=True)
 
 
+#: The context chosen with --context (or ESSA_CONTEXT), and where it came from (a click ParameterSource).
+_context_choice: dict[str, object] = {}
+
+
+def complete_context(_ctx, _param, incomplete: str) -> list[str]:
+    """Shell completion of context names (``--context <TAB>``, ``essa context use <TAB>``)."""
+    names = [contexts.EMBEDDED, *(c.name for c in contexts.list_contexts())]
+    return [name for name in names if name.startswith(incomplete)]
+
+
+def context_option(fn):
+    """``--context NAME`` (env ESSA_CONTEXT): reach essa as context NAME says (see :mod:`essa.api.contexts`)."""
+
+    def record(ctx, param, value):
+        if value:
+            _context_choice.update(name=value, source=ctx.get_parameter_source(param.name))
+        return value
+
+    return click.option("--context", metavar="NAME", envvar=contexts.ENV, expose_value=False, callback=record,
+                        shell_complete=complete_context,
+                        help="Use context NAME: its endpoint, TLS files and token (env ESSA_CONTEXT; `essa "
+                        "context ls` lists them; `embedded`: this machine). [default: the current context]")(fn)
+
+
 def connection_options(fn):
-    """``--connect``, ``--zenoh-config``, ``--timeout``, the TLS options and ``--token`` for commands that talk to essa."""
+    """``--connect``, ``--context``, ``--zenoh-config``, ``--timeout``, the TLS options and ``--token``."""
     fn = tls_options(token_option(fn))
     fn = click.option("--timeout", type=float, default=10.0, show_default=True,
                       help="Seconds to wait for the cluster's scheduler with --connect.")(fn)
     fn = click.option("--zenoh-config", envvar="ESSA_ZENOH_CONFIG", type=click.Path(exists=True, dir_okay=False),
                       help="A zenoh JSON5 config file for --connect (env ESSA_ZENOH_CONFIG).")(fn)
+    fn = context_option(fn)
     fn = click.option("--connect", multiple=True, metavar="ENDPOINT", envvar="ESSA_CONNECT",
-                      help="Use the cluster whose scheduler listens at ENDPOINT (e.g. tcp/127.0.0.1:7447) "
-                      "instead of this machine's embedded store; repeatable (env ESSA_CONNECT).")(fn)
+                      help="Use the cluster whose scheduler listens at ENDPOINT (e.g. tcp/127.0.0.1:7447); "
+                      "repeatable (env ESSA_CONNECT). [default: the current context's cluster, else this "
+                      "machine's embedded store]")(fn)
     return fn
 
 
-def open_connection(settings: Settings, connect, zenoh_config, timeout, max_message_bytes=None, **embedded):
-    """A :class:`essa.api.Connection`: to the cluster at ``connect``, else embedded with the global options.
+def chosen_target(connect, use_current: bool = True) -> tuple[list[str], str | None]:
+    """Where a command goes: ``(endpoints, None)``, ``([], context name)``, or ``([], None)`` for embedded.
 
-    ``max_message_bytes`` is the cluster client's message size limit (embedded: ``embedded["limits"]`` holds it).
+    First match wins: --connect, --context, ESSA_CONNECT, ESSA_CONTEXT, the current context (unless
+    ``use_current`` is false), embedded.
     """
+    ctx = click.get_current_context(silent=True)
     endpoints = split_endpoints(connect)
+    command_line = click.core.ParameterSource.COMMANDLINE
+    from_command_line = ctx is not None and ctx.get_parameter_source("connect") == command_line
+    context = _context_choice.get("name")
+    context_given = _context_choice.get("source") == command_line
+    if endpoints and (from_command_line or not context_given):
+        return endpoints, None
+    name = str(context) if context else contexts.current_name() if use_current else contexts.EMBEDDED
+    return [], None if name == contexts.EMBEDDED else name
+
+
+def open_connection(settings: Settings, connect, zenoh_config, timeout, max_message_bytes=None, wait=False,
+                    use_current=True, **embedded):
+    """A :class:`essa.api.Connection` where :func:`chosen_target` says, embedded with the global options.
+
+    ``max_message_bytes`` is the cluster client's message size limit (embedded: ``embedded["limits"]`` holds it);
+    ``wait``: a cluster's endpoint where nothing listens yet is tried for ``timeout`` seconds (services);
+    ``use_current``: false to go embedded unless told otherwise (``essa dev``).
+    """
+    endpoints, context = chosen_target(connect, use_current)
     if endpoints:
-        return api.connect(endpoints, timeout=timeout, zenoh_config=zenoh_config, max_message_bytes=max_message_bytes)
-    return api.connect(engine=settings.engine, store=settings.store, store_options=settings.store_options, **embedded)
+        return api.connect(endpoints, timeout=timeout, zenoh_config=zenoh_config, max_message_bytes=max_message_bytes,
+                           wait=wait)
+    if context:
+        return api.connect(context=context, timeout=timeout, zenoh_config=zenoh_config,
+                           max_message_bytes=max_message_bytes, tls=security_settings.tls_files(given_only=True),
+                           token=security_settings.token(given_only=True), wait=wait)
+    return api.connect(context=contexts.EMBEDDED, engine=settings.engine, store=settings.store,
+                       store_options=settings.store_options, **embedded)
+
+
+#: Where ``essa up`` and ``essa scheduler`` listen by default: what ``essa status`` and ``essa top`` ask
+#: when neither --connect nor a context names a cluster.
+LOCAL_CLUSTER = "tcp/127.0.0.1:7447"
+
+
+def cluster_options(fn):
+    """``--connect``, ``--context``, ``--zenoh-config`` and the TLS options, for commands that watch a cluster."""
+    fn = tls_options(fn)
+    fn = click.option("--zenoh-config", envvar="ESSA_ZENOH_CONFIG", type=click.Path(exists=True, dir_okay=False),
+                      help="A zenoh JSON5 config file (env ESSA_ZENOH_CONFIG).")(fn)
+    fn = context_option(fn)
+    return click.option("--connect", multiple=True, metavar="ENDPOINT", envvar="ESSA_CONNECT",
+                        help="The cluster's scheduler endpoint; repeatable (env ESSA_CONNECT). [default: the "
+                        f"current context's cluster, else {LOCAL_CLUSTER}]")(fn)
+
+
+def open_cluster(connect, zenoh_config, timeout: float):
+    """A connection to a running cluster: as :func:`chosen_target` says, else the one at :data:`LOCAL_CLUSTER`."""
+    endpoints, context = chosen_target(connect)
+    if context:
+        return api.connect(context=context, timeout=timeout, zenoh_config=zenoh_config,
+                           tls=security_settings.tls_files(given_only=True))
+    return api.connect(endpoints or [LOCAL_CLUSTER], timeout=timeout, zenoh_config=zenoh_config)
 
 
 # -- this process's identity -----------------------------------------------------------
@@ -343,8 +443,10 @@ def token_key_option(fn):
 
 
 def _record(name: str):
-    def callback(_ctx, _param, value):
-        if value:
+    def callback(ctx, param, value):
+        # Values from the environment are read there when needed; recorded are the command line's,
+        # which win over a context's (a context's win over the environment's).
+        if value and ctx.get_parameter_source(param.name) != click.core.ParameterSource.ENVIRONMENT:
             security_settings.record(name, value)
         return value
 
@@ -352,8 +454,9 @@ def _record(name: str):
 
 
 __all__ = [
-    "Settings", "connection_options", "endpoint_options", "limit_arguments", "limit_options", "limits_and_grants",
-    "log_arguments", "log_bounds", "log_options",
-    "metrics_option", "open_connection", "parse_options", "refuse_limits_with_connect", "serve_metrics",
-    "size_value", "split_endpoints", "tls_options", "token_key_option", "token_option",
+    "LOCAL_CLUSTER", "Settings", "chosen_target", "cluster_options", "complete_context", "connection_options",
+    "context_option", "endpoint_options", "global_arguments", "limit_arguments", "limit_options", "limits_and_grants",
+    "log_arguments", "log_bounds", "log_options", "metrics_option", "open_cluster", "open_connection",
+    "parse_options", "refuse_limits_on_a_cluster", "refuse_limits_with_connect", "serve_metrics", "size_value",
+    "split_endpoints", "tls_options", "token_key_option", "token_option",
 ]

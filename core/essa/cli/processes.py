@@ -8,9 +8,12 @@ import sys
 import click
 
 from essa.api import services
+from essa.api.contexts import check_context_name
 from essa.cli.options import (
+    LOCAL_CLUSTER,
     Settings,
     endpoint_options,
+    global_arguments,
     limit_arguments,
     limit_options,
     limits_and_grants,
@@ -86,7 +89,13 @@ def executor(settings: Settings, executor_id, listen, connect, scouting, zenoh_c
 @click.command()
 @click.option("--executors", type=click.IntRange(min=1), default=2, show_default=True,
               help="Executor processes to start.")
-@click.option("--listen", default="tcp/127.0.0.1:7447", show_default=True, metavar="ENDPOINT",
+@click.option("--schedulers", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Scheduler processes to start: the first listens at --listen, the others at free ports of "
+              "its host, and every executor connects to all of them.")
+@click.option("--max-restarts", type=click.IntRange(min=0), default=services.MAX_RESTARTS, show_default=True,
+              metavar="N", help="A process that dies is restarted, with backoff; one that dies N+1 times in a row, each "
+              "soon after its start, is given up on (reported; the others run on).")
+@click.option("--listen", default=LOCAL_CLUSTER, show_default=True, metavar="ENDPOINT",
               help="Where the scheduler listens (with --secure, tcp/ is used as tls/).")
 @click.option("--http", metavar="HOST:PORT",
               help="Also answer HTTP there: an `essa serve` process for the cluster (needs essa-plugin-http).")
@@ -96,30 +105,69 @@ def executor(settings: Settings, executor_id, listen, connect, scouting, zenoh_c
 @click.option("--security-dir", metavar="DIR", type=click.Path(file_okay=False), envvar="ESSA_SECURITY_DIR",
               help="With --secure: where the CA, token keys and certificates are (env ESSA_SECURITY_DIR). "
               "[default: security/ in essa's data directory]")
+@click.option("--metrics", is_flag=True,
+              help="Each process serves its Prometheus metrics on a free port of its own (printed).")
+@click.option("--detach", is_flag=True,
+              help="Run the cluster in the background: return once it is ready (its output goes to a log "
+              "file); `essa down` stops it.")
+@click.option("--name", metavar="NAME",
+              help="The cluster's name, and its context's. [default: local, or local-secure with --secure]")
+@click.option("--no-context", "no_context", is_flag=True,
+              help="Write no context for the cluster and leave the current one as it is.")
 @limit_options
 @log_options
 @click.pass_obj
-def up(settings: Settings, executors: int, listen: str, http: str | None, secure: bool, security_dir: str | None,
+def up(settings: Settings, executors: int, schedulers: int, max_restarts: int, listen: str, http: str | None,
+       secure: bool, security_dir: str | None, metrics: bool, detach: bool, name: str | None, no_context: bool,
        log_size, log_call_size, log_total, **limit_flags) -> None:
     """Start a local cluster: a scheduler and N executors, as separate processes.
 
-    Prints how to connect, and stops them all on Ctrl-C or SIGTERM. The
-    limits, grants and log bounds given here go to every executor. With --secure it also
-    prints which certificate files a client passes, and how to make a token.
+    Once every process is ready, prints where they are and how to connect,
+    writes the context NAME (endpoint, and with --secure a client
+    certificate and a token) and makes it current, so `essa ls`, `essa run`
+    and essa.connect() use the cluster with no --connect; when the cluster
+    stops, the context that was current before is again. Stops them all on
+    Ctrl-C or SIGTERM (or `essa down`). While it runs, a process that dies
+    (scheduler, executor, store node, HTTP server) is restarted with backoff,
+    a line each time; one that keeps dying is given up on and the others run
+    on. The limits, grants and log bounds given here go to every executor.
+    With --detach it runs in the background.
     """
     limits, grants = limits_and_grants(**limit_flags)
     bounds = log_bounds(log_size, log_call_size, log_total)
     get_plugin_manager().engine_class(settings.engine).check_grants(grants)  # before starting anything
     if http:
         get_plugin_manager().trigger_class(DEFAULTS["trigger"])  # installed? (else: names the package)
+    name = check_context_name(name) if name else ("local-secure" if secure else "local")
+    verbose = logging.getLogger().level <= logging.INFO
+    if detach:
+        argv = [*global_arguments(settings, int(verbose)), "up", "--executors", str(executors),
+                "--schedulers", str(schedulers), "--max-restarts", str(max_restarts), "--listen", listen,
+                "--name", name, *(["--http", http] if http else []), *(["--secure"] if secure else []),
+                *(["--security-dir", security_dir] if security_dir else []), *(["--metrics"] if metrics else []),
+                *(["--no-context"] if no_context else []), *limit_arguments(limits, grants), *log_arguments(bounds)]
+        info, printed = services.start_cluster_in_background(argv, name)
+        click.echo(printed, nl=False)
+        click.echo(f"essa up: running in the background (pid {info.pid}); its log: {info.log}")
+        return
     if secure:
         listen = secure_endpoints([listen])[0]
-    verbose = logging.getLogger().level <= logging.INFO
-    sys.exit(services.run_cluster(executors, listen, settings.engine, settings.store, settings.store_options, int(verbose),
-                         executor_args=limit_arguments(limits, grants) + log_arguments(bounds),
-                         scheduler_args=["--max-message-size", str(limits.max_message_bytes)], http=http,
-                         secure=secure, security_dir=security_dir))
+    sys.exit(services.run_cluster(executors, listen, settings.engine, settings.store, settings.store_options,
+                                  int(verbose), executor_args=limit_arguments(limits, grants) + log_arguments(bounds),
+                                  scheduler_args=["--max-message-size", str(limits.max_message_bytes)], http=http,
+                                  secure=secure, security_dir=security_dir, name=name, metrics=metrics,
+                                  context=not no_context, schedulers=schedulers, max_restarts=max_restarts))
 
 
+@click.command()
+@click.argument("name", required=False)
+def down(name: str | None) -> None:
+    """Stop a cluster started by `essa up` (--detach, or in another terminal): every process of it.
 
-__all__ = ["executor", "scheduler", "up"]
+    NAME is needed only when several run. Its context stops being current.
+    """
+    info = services.stop_cluster(name)
+    click.echo(f"stopped cluster {info.name}: {', '.join(p.name for p in info.processes)} (essa up, pid {info.pid})")
+
+
+__all__ = ["down", "executor", "scheduler", "up"]

@@ -10,9 +10,11 @@ import click
 from essa import api
 from essa.cli.options import (
     Settings,
+    context_option,
     limit_options,
     limits_and_grants,
-    refuse_limits_with_connect,
+    open_connection,
+    refuse_limits_on_a_cluster,
     tls_options,
     token_option,
 )
@@ -42,8 +44,10 @@ from essa.cli.signals import catching_signals, wait_unless_interrupted
     metavar="ENDPOINT",
     envvar="ESSA_CONNECT",
     help="Run on the cluster whose scheduler listens at ENDPOINT (e.g. tcp/127.0.0.1:7447) "
-    "instead of in this process; repeatable (env ESSA_CONNECT).",
+    "instead of in this process; repeatable (env ESSA_CONNECT). [default: the current context's cluster, "
+    "else in this process]",
 )
+@context_option
 @click.option("--zenoh-config", envvar="ESSA_ZENOH_CONFIG", type=click.Path(exists=True, dir_okay=False),
               help="A zenoh JSON5 config file for --connect (env ESSA_ZENOH_CONFIG).")
 @click.option("--timeout", type=float, default=10.0, show_default=True,
@@ -61,9 +65,10 @@ def run(ctx: click.Context, module: str, args: tuple[str, ...], stdin_file, no_s
         **limit_flags) -> None:
     """Run a module's main function (`_start`) and its remote calls.
 
-    Without --connect everything runs in this process (scheduler, executors,
-    store). With --connect the module goes to a running cluster (see `essa up`,
-    `essa scheduler`, `essa executor`). Either way the guest's stdout and
+    Without --connect (or a current context: `essa context`) everything runs
+    in this process (scheduler, executors, store). With --connect the module
+    goes to a running cluster (see `essa up`, `essa scheduler`, `essa
+    executor`). Either way the guest's stdout and
     stderr appear here, and essa exits with the module's exit status, or 1
     with a message if it traps or exceeds a limit.
 
@@ -89,15 +94,9 @@ def run(ctx: click.Context, module: str, args: tuple[str, ...], stdin_file, no_s
     stdin = None if no_stdin else stdin_file or _own_stdin()
     if namespace is not None:
         api.check_name(namespace, "namespace")
-    connect = tuple(e for item in connect for e in item.split())
-    if connect:
-        refuse_limits_with_connect(ctx)
-        connection = api.connect(connect, timeout=timeout, zenoh_config=zenoh_config,
-                                 max_message_bytes=limits.max_message_bytes)
-    else:
-        connection = api.connect(engine=settings.engine, store=settings.store, store_options=settings.store_options,
-                                 executors=executors, limits=limits, grants=grants)
-    with connection:
+    refuse_limits_on_a_cluster(ctx, connect)
+    with open_connection(settings, connect, zenoh_config, timeout, max_message_bytes=limits.max_message_bytes,
+                         executors=executors, limits=limits, grants=grants) as connection:
         logging.getLogger("essa").info("connected: %s", connection.where)
         status = _run_until_interrupted(connection, wasm, module, namespace, trace_file, argv, stdin)
     sys.exit(status)

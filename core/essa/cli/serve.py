@@ -21,8 +21,7 @@ from essa.cli.options import (
     log_options,
     open_connection,
     parse_options,
-    refuse_limits_with_connect,
-    split_endpoints,
+    refuse_limits_on_a_cluster,
 )
 from essa.cli.signals import SignalStop
 from essa.plugins import DEFAULTS, get_plugin_manager
@@ -60,10 +59,10 @@ def serve(ctx: click.Context, trigger_name: str, listen: str | None, connect: tu
           trigger_options: tuple[str, ...], log_size, log_call_size, log_total, **limit_flags) -> None:
     """Take outside events (HTTP requests by default) and turn them into calls.
 
-    Without --connect it serves an embedded runtime in this process (this
-    machine's store, the limits and grants given here); with --connect a
-    running cluster (see `essa up --http`), whose executors apply their own
-    limits. Prints where it listens once ready; SIGTERM or Ctrl-C stops it
+    Without --connect (or a current context: `essa context`) it serves an
+    embedded runtime in this process (this machine's store, the limits and
+    grants given here); with --connect a running cluster (see `essa up
+    --http`), whose executors apply their own limits. Prints where it listens once ready; SIGTERM or Ctrl-C stops it
     after the requests in flight are answered (a second one at once).
 
     The http trigger (essa-plugin-http): POST /v1/functions/NAME/FUNCTION
@@ -78,10 +77,10 @@ def serve(ctx: click.Context, trigger_name: str, listen: str | None, connect: tu
     config = TriggerConfig(listen=listen or trigger_class.default_listen, max_message_bytes=limits.max_message_bytes,
                            shutdown_timeout=shutdown_timeout, options=parse_options(trigger_options, "--trigger-option"))
     bounds = log_bounds(log_size, log_call_size, log_total)
-    if split_endpoints(connect):
-        refuse_limits_with_connect(ctx)
+    refuse_limits_on_a_cluster(ctx, connect)
     # Signals are caught until the connection is closed too: a second Ctrl-C must not kill it halfway.
-    with SignalStop() as signals, open_connection(settings, connect, zenoh_config, timeout,
+    # A server may start with its cluster (essa up --http): it waits up to --timeout for it to listen.
+    with SignalStop() as signals, open_connection(settings, connect, zenoh_config, timeout, wait=True,
                                                   max_message_bytes=limits.max_message_bytes, executors=executors,
                                                   limits=limits, grants=grants, logs=bounds) as connection:
         trigger = trigger_class(connection, config)

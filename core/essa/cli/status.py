@@ -3,23 +3,17 @@
 from __future__ import annotations
 
 import click
-from rich.console import Console
-from rich.table import Table
 
-from essa import api
-from essa.cli.options import split_endpoints, tls_options
-from essa.cli.output import echo_json, json_option
+from essa.cli.options import cluster_options, open_cluster
+from essa.cli.output import echo_json, json_option, print_table
 
 
 @click.command()
-@click.option("--connect", multiple=True, metavar="ENDPOINT", envvar="ESSA_CONNECT",
-              default=["tcp/127.0.0.1:7447"], show_default=True, help="The cluster's scheduler endpoint.")
-@click.option("--zenoh-config", envvar="ESSA_ZENOH_CONFIG", type=click.Path(exists=True, dir_okay=False))
+@cluster_options
 @json_option("Print the raw status as JSON.")
-@tls_options
 def status(connect, zenoh_config, as_json) -> None:
     """Show a running cluster: its scheduler and executors with their counters."""
-    with api.connect(split_endpoints(connect), zenoh_config=zenoh_config, timeout=3.0) as es:
+    with open_cluster(connect, zenoh_config, timeout=3.0) as es:
         answers = es.status(complete_within=3.0)
     if as_json:
         echo_json(answers)
@@ -27,18 +21,15 @@ def status(connect, zenoh_config, as_json) -> None:
     schedulers = [a for a in answers if a.get("role") == "scheduler"]
     executors = sorted((a for a in answers if a.get("role") == "executor"), key=lambda a: a["id"])
     for sched in schedulers:
-        click.echo(f"scheduler {sched['id']}: placement {sched['placement']}, "
-                   f"{sched['in_flight']} calls in flight, {sched.get('unconfirmed', 0)} replies not confirmed by "
-                   f"their callers yet, {sched['waiting']} waiting")
-    table = Table(title="executors")
-    for column in ("id", "engine", "workers", "calls", "runs", "failed", "cancelled", "running", "in flight", "modules"):
-        table.add_column(column)
+        click.echo(f"scheduler {sched['id']}: placement {sched['placement']}\n"
+                   f"  calls: {sched['in_flight']} in flight, {sched.get('unconfirmed', 0)} done but not confirmed "
+                   f"by their callers, {sched['waiting']} waiting")
     placed = {k: v for s in schedulers for k, v in s["executors"].items()}
-    for ex in executors:
-        table.add_row(ex["id"], ex["engine"], str(ex["workers"]), str(ex["calls"]), str(ex["runs"]),
-                      str(ex["failures"]), str(ex.get("cancelled", "-")), str(ex.get("running", "-")),
-                      str(placed.get(ex["id"], {}).get("in_flight", "-")), str(len(ex["modules"])))
-    Console().print(table)
+    rows = [(ex["id"], ex["engine"], str(ex["workers"]), str(ex["calls"]), str(ex["runs"]), str(ex["failures"]),
+             str(ex.get("cancelled", "-")), str(ex.get("running", "-")),
+             str(placed.get(ex["id"], {}).get("in_flight", "-")), str(len(ex["modules"]))) for ex in executors]
+    headers = ("id", "engine", "workers", "calls", "runs", "failed", "cancelled", "running", "in flight", "modules")
+    print_table(headers, rows, title="executors", right=headers[2:])
 
 
 

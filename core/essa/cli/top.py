@@ -19,11 +19,11 @@ from typing import Any, Iterator
 import click
 from rich.console import Console, Group
 from rich.live import Live
-from rich.table import Table
 from rich.text import Text
 
 from essa import api
-from essa.cli.options import split_endpoints, tls_options
+from essa.cli.options import cluster_options, open_cluster
+from essa.cli.output import fitted_table, terminal_width
 
 #: Rows of the busiest-functions table.
 TOP_FUNCTIONS = 10
@@ -51,29 +51,27 @@ class Snapshot:
                     shown = name.removeprefix("__essa_wrapper__")
                     self.function_rates[shown] = self.function_rates.get(shown, 0.0) + max(0, delta) / elapsed
 
-    def render(self, endpoint: str) -> Group:
-        """The frame to show."""
+    def render(self, endpoint: str, width: int | None = None) -> Group:
+        """The frame to show, its tables fitted to ``width`` characters (``None``: any width)."""
         in_flight = {k: v for s in self.schedulers for k, v in (s.get("executors") or {}).items()}
         head = Text(f"essa top: {endpoint}, {len(self.executors)} executors", style="bold")
         for s in self.schedulers:
-            head.append(f"\nscheduler {s.get('id')}: {s.get('in_flight')} calls in flight, "
-                        f"{s.get('unconfirmed', 0)} replies unconfirmed, {s.get('waiting')} waiting for an executor")
-        table = Table(title="executors", title_justify="left")
-        for column in ("executor", "engine", "calls/s", "p50 ms", "p99 ms", "running", "in flight", "failed",
-                       "cancelled", "modules"):
-            table.add_column(column, justify="left" if column in ("executor", "engine") else "right")
+            head.append(f"\nscheduler {s.get('id')}: calls {s.get('in_flight')} in flight, "
+                        f"{s.get('unconfirmed', 0)} unconfirmed, {s.get('waiting')} waiting for an executor")
+        headers = ("executor", "engine", "calls/s", "p50 ms", "p99 ms", "running", "in flight", "failed",
+                   "cancelled", "modules")
+        rows = []
         for e in self.executors:
             latency = e.get("latency_ms") or {}
             rate = self.rates.get(e.get("id"))
-            table.add_row(str(e.get("id")), str(e.get("engine")), "-" if rate is None else f"{rate:.1f}",
-                          _ms(latency.get("p50")), _ms(latency.get("p99")), str(e.get("running", "-")),
-                          str((in_flight.get(e.get("id")) or {}).get("in_flight", "-")), str(e.get("failures", "-")),
-                          str(e.get("cancelled", "-")), str(len(e.get("modules") or ())))
-        busiest = Table(title="busiest functions", title_justify="left")
-        busiest.add_column("function")
-        busiest.add_column("calls/s", justify="right")
-        for name, rate in sorted(self.function_rates.items(), key=lambda item: -item[1])[:TOP_FUNCTIONS]:
-            busiest.add_row(name, f"{rate:.1f}")
+            rows.append((str(e.get("id")), str(e.get("engine")), "-" if rate is None else f"{rate:.1f}",
+                         _ms(latency.get("p50")), _ms(latency.get("p99")), str(e.get("running", "-")),
+                         str((in_flight.get(e.get("id")) or {}).get("in_flight", "-")), str(e.get("failures", "-")),
+                         str(e.get("cancelled", "-")), str(len(e.get("modules") or ()))))
+        table = fitted_table(headers, rows, width, title="executors", right=headers[2:])
+        functions = sorted(self.function_rates.items(), key=lambda item: -item[1])[:TOP_FUNCTIONS]
+        busiest = fitted_table(("function", "calls/s"), [(name, f"{rate:.1f}") for name, rate in functions], width,
+                               title="busiest functions", right=("calls/s",))
         return Group(head, table, busiest, Text("q or Ctrl-C quits", style="dim"))
 
 
@@ -120,9 +118,11 @@ def run(connection: api.Connection, endpoint: str, interval: float = 1.0, once: 
     previous = Snapshot(read_status(connection), None, time.monotonic())
     if once:
         time.sleep(interval)
-        console.print(Snapshot(read_status(connection), previous, time.monotonic()).render(endpoint))
+        width = terminal_width(console)
+        frame = Snapshot(read_status(connection), previous, time.monotonic()).render(endpoint, width)
+        Console(width=width or 10_000).print(frame)
         return
-    with keypresses() as key, Live(previous.render(endpoint), console=console, screen=False,
+    with keypresses() as key, Live(previous.render(endpoint, console.width), console=console, screen=False,
                                    auto_refresh=False) as live:
         next_frame = time.monotonic() + interval
         while True:
@@ -131,28 +131,24 @@ def run(connection: api.Connection, endpoint: str, interval: float = 1.0, once: 
                 return
             if time.monotonic() >= next_frame:
                 previous = Snapshot(read_status(connection), previous, time.monotonic())
-                live.update(previous.render(endpoint), refresh=True)
+                live.update(previous.render(endpoint, console.width), refresh=True)
                 next_frame = time.monotonic() + interval
             time.sleep(0.05)
 
 
 @click.command()
-@click.option("--connect", multiple=True, metavar="ENDPOINT", envvar="ESSA_CONNECT",
-              default=["tcp/127.0.0.1:7447"], show_default=True, help="The cluster's scheduler endpoint.")
-@click.option("--zenoh-config", envvar="ESSA_ZENOH_CONFIG", type=click.Path(exists=True, dir_okay=False))
+@cluster_options
 @click.option("--interval", type=click.FloatRange(min=0.1), default=1.0, show_default=True,
               help="Seconds between two frames.")
 @click.option("--once", is_flag=True, help="Print one frame (after one interval) and exit.")
-@tls_options
 def top(connect, zenoh_config, interval, once) -> None:
     """A live view of a cluster: executors with calls/s, p50/p99, running, failures; the busiest functions.
 
     Press q or Ctrl-C to quit.
     """
-    endpoints = split_endpoints(connect)
-    with api.connect(endpoints, zenoh_config=zenoh_config, timeout=10) as es:
+    with open_cluster(connect, zenoh_config, timeout=10) as es:
         try:
-            run(es, ", ".join(endpoints), interval, once)
+            run(es, es.where, interval, once)
         except KeyboardInterrupt:
             pass
 

@@ -56,6 +56,10 @@ class Refused(EssaError):
 CONTROL_OPS: dict[str, tuple[str, bool, str | None]] = {
     "deploy": ("name", True, "deploy"),
     "remove": ("name", True, "remove"),
+    "rollback": ("name", True, "roll back"),
+    "tag": ("spec", True, "tag"),
+    "untag": ("name", True, "untag"),
+    "drop": ("spec", True, "remove a version of"),
     "resolve": ("spec", True, None),
     "versions": ("name", True, None),
     "state-get": ("namespace", False, None),

@@ -28,7 +28,10 @@ request declares (``signatures``: a list of the contract's objects, from an
 ``essa.toml``), which take the place of the section's for their functions.
 A malformed section or declaration is refused in one line (kind
 ``signature``); so is a module with neither callable functions nor a
-``_start``, which nothing could use.
+``_start``, which nothing could use. If the deployment's name means those
+bytes with those signatures already, nothing is recorded (the answer says
+``unchanged``). Rollbacks, tags and the removal of one version are records
+too (:mod:`essa.cluster.deployments`).
 
 State keys are the guests' keys (:mod:`essa.state.keys`): UTF-8 text, empty or up
 to the message size limit in bytes. A listing answers ``keys`` (sorted) and
@@ -54,6 +57,7 @@ from essa.cluster.deployments import (
     user_functions,
 )
 from essa.cluster.programs import ProgramCache, publish_module
+from essa.cluster.versions import parse_ref
 from essa.errors import (
     DecodeError,
     EssaError,
@@ -100,6 +104,10 @@ class ControlService:
             "list": self._list,
             "versions": self._versions,
             "remove": self._remove,
+            "rollback": self._rollback,
+            "tag": self._tag,
+            "untag": self._untag,
+            "drop": self._drop,
             "state-get": self._state_get,
             "state-merge": self._state_merge,
             "state-keys": self._state_keys,
@@ -170,7 +178,10 @@ class ControlService:
         signatures = [s for s in found if s.name not in replaced] + declared
         deployment = self.registry.add(name, module, len(wasm), functions, _optional(request, "id", str),
                                        _optional(request, "created", int), signatures)
-        log.info("deployed %s (module %s, %d bytes)", deployment.spec, module[:12], len(wasm))
+        if deployment.unchanged:
+            log.info("deployed %s again: unchanged (module %s)", deployment.spec, module[:12])
+        else:
+            log.info("deployed %s (module %s, %d bytes)", deployment.spec, module[:12], len(wasm))
         return {"deployment": deployment.as_dict()}
 
     def _resolve(self, request: Message) -> Message:
@@ -198,6 +209,32 @@ class ControlService:
                 purged += self.store.delete(key)
         log.info("removed deployment %s%s", name, f" and {purged} keys of its state" if purge else "")
         return {"deployment": removed.as_dict(), "purged": purged}
+
+    def _rollback(self, request: Message) -> Message:
+        name = check_name(_field(request, "name", str))
+        to = _optional(request, "to", str)
+        deployment = self.registry.rollback(name, None if to is None else parse_ref(to, name),
+                                            _optional(request, "time", int))
+        log.info("rolled back %s to version %d", name, deployment.version)
+        return {"deployment": deployment.as_dict()}
+
+    def _tag(self, request: Message) -> Message:
+        name, version = parse_spec(_field(request, "spec", str))
+        tagged = self.registry.tag(name, version, _field(request, "tag", str), _optional(request, "time", int))
+        return {"deployment": tagged.as_dict()}
+
+    def _untag(self, request: Message) -> Message:
+        name = check_name(_field(request, "name", str))
+        untagged = self.registry.untag(name, _field(request, "tag", str), _optional(request, "time", int))
+        return {"deployment": untagged.as_dict()}
+
+    def _drop(self, request: Message) -> Message:
+        name, version = parse_spec(_field(request, "spec", str))
+        if version is None:
+            raise ControlError(f"{name!r} names no version (as in {name}@2): to remove the deployment, use remove")
+        dropped = self.registry.drop(name, version, _optional(request, "time", int))
+        log.info("removed version %s", dropped.spec)
+        return {"deployment": dropped.as_dict()}
 
     # -- state -----------------------------------------------------------------------
 

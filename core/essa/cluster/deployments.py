@@ -13,13 +13,19 @@ merges like any other state:
     a ``Set`` of the names ever deployed;
 ``deployments/<name>``
     a ``Set`` of JSON records: one per deploy (version, module, size,
-    functions, their signatures, time) and one per removal (time).
+    functions, their signatures, time), rollback, tag, and removal of a
+    version or of the whole deployment (:mod:`essa.cluster.versions` reads
+    them).
 
-Versions are numbered at deploy time (one more than the highest so far).
-Two deploys of one name at the same moment may pick the same number; readers
-then order them by number, time and module and number them anew, so every
-reader agrees. A deployment removed after its latest deploy is gone until it
-is deployed again (its versions continue where they stopped).
+Versions only go up and never change: a deploy of bytes other than those
+the name means now adds a version, and the name means it; a deploy of the
+same bytes adds nothing (``unchanged``). A **rollback** moves the name back
+to an older version (``wc@2``) without copying it: the versions stay as they
+were, the name means another one until the next deploy or rollback. A
+**tag** (``wc@stable``) names one version until it is moved or removed. One
+version can be removed (``essa rm wc@2``), except the one the name means; a
+removed deployment is gone until it is deployed again (its versions continue
+where they stopped).
 
 Users name functions as they wrote them (``count_words``); the export
 ``__essa_wrapper__count_words`` is the guest ABI's detail, and only
@@ -30,13 +36,14 @@ from __future__ import annotations
 
 import difflib
 import functools
-import json
 import re
 import time
 import uuid
-from dataclasses import dataclass
-from typing import Iterable
+from dataclasses import dataclass, fields
+from typing import Any, Iterable, Mapping
 
+from essa.cluster import versions
+from essa.cluster.versions import History, check_tag, parse_ref
 from essa.errors import EssaError, NotFound, SignatureError
 from essa.state.lattice import SetLattice
 from essa.state.signatures import SECTION, Signature, merge
@@ -125,6 +132,12 @@ class Deployment:
     functions: tuple[str, ...]
     #: When this version was deployed (nanoseconds since the Unix epoch).
     created: int
+    #: The tags naming this version (``NAME@TAG``), sorted.
+    tags: tuple[str, ...] = ()
+    #: Whether the bare name means this version now (false after a rollback past it, or for an older one).
+    current: bool = True
+    #: The deployment's newest version (``None``: not known).
+    latest: int | None = None
     #: The signatures of the functions that have one, by name (the others take and give bytes).
     signatures: tuple[Signature, ...] = ()
 
@@ -146,17 +159,27 @@ class Deployment:
         """``name@version``."""
         return f"{self.name}@{self.version}"
 
+    def interface(self) -> dict[str, Any]:
+        """Each function, by name, with its :class:`Signature`: ``None`` for one without (it takes bytes).
+
+        :class:`FunctionChanges` compares two versions' interfaces.
+        """
+        return {function: self.signature(function) for function in self.functions}
+
     def as_dict(self) -> dict:
-        """The deployment as JSON: ``signatures`` is a list of the contract's objects (docs/signatures.md)."""
+        """The version as JSON: ``signatures`` is a list of the contract's objects (docs/signatures.md)."""
         return {"name": self.name, "version": self.version, "module": self.module, "size": self.size,
-                "functions": list(self.functions), "created": self.created, "namespace": self.namespace,
+                "functions": list(self.functions), "created": self.created, "tags": list(self.tags),
+                "current": self.current, "latest": self.latest, "namespace": self.namespace,
                 "signatures": [s.as_dict() for s in self.signatures]}
 
     @classmethod
     def from_dict(cls, data: dict) -> "Deployment":
+        latest = data.get("latest")
         signatures = tuple(Signature.from_dict(s, "a deployment's signature") for s in data.get("signatures") or ())
         return cls(data["name"], int(data["version"]), data["module"], int(data["size"]),
-                   tuple(data["functions"]), int(data["created"]), signatures)
+                   tuple(data["functions"]), int(data["created"]), tuple(data.get("tags") or ()),
+                   bool(data.get("current", True)), None if latest is None else int(latest), signatures)
 
     def check_function(self, function: str) -> str:
         """The export to call for ``function``; :class:`NotFound` with suggestions if there is none."""
@@ -168,15 +191,73 @@ class Deployment:
         raise NotFound(f"deployment {self.spec} has no function {function!r}{hint} (functions: {available})")
 
 
-def parse_spec(spec: str) -> tuple[str, int | None]:
-    """``"wc"`` -> ``("wc", None)``; ``"wc@3"`` -> ``("wc", 3)``."""
-    name, sep, version = spec.partition("@")
+@dataclass(frozen=True)
+class FunctionChanges:
+    """How the functions of one version differ from another's: added, removed, or with another signature."""
+
+    added: tuple[str, ...] = ()
+    removed: tuple[str, ...] = ()
+    #: Functions in both whose signatures differ (only where both are known).
+    changed: tuple[str, ...] = ()
+
+    @classmethod
+    def between(cls, before: Mapping[str, Any], after: Mapping[str, Any]) -> "FunctionChanges":
+        """The changes from ``before`` to ``after``, two :meth:`Deployment.interface` mappings."""
+        return cls(tuple(sorted(set(after) - set(before))), tuple(sorted(set(before) - set(after))),
+                   tuple(sorted(f for f in set(before) & set(after) if before[f] != after[f])))
+
+    def __bool__(self) -> bool:
+        return bool(self.added or self.removed or self.changed)
+
+    def describe(self) -> str:
+        """``added: f; removed: g; changed: h``, or ``""`` when nothing changed."""
+        parts = [f"{what}: {', '.join(names)}" for what, names in
+                 (("added", self.added), ("removed", self.removed), ("changed", self.changed)) if names]
+        return "; ".join(parts)
+
+
+@dataclass(frozen=True)
+class Deployed(Deployment):
+    """What a deploy or a rollback did: the version the name means now, and the one it meant before."""
+
+    #: The version the name meant before (``None``: the first deploy).
+    previous: Deployment | None = None
+    #: Nothing changed: the name already meant this version (a deploy of the same bytes).
+    unchanged: bool = False
+
+    @property
+    def changes(self) -> FunctionChanges:
+        """How this version's functions differ from :attr:`previous`'s (all added for a first deploy)."""
+        return FunctionChanges.between(self.previous.interface() if self.previous else {}, self.interface())
+
+    def as_dict(self) -> dict:
+        changes = self.changes
+        return {**super().as_dict(), "previous": self.previous.as_dict() if self.previous else None,
+                "unchanged": self.unchanged,
+                "changes": {"added": list(changes.added), "removed": list(changes.removed),
+                            "changed": list(changes.changed)}}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Deployed":
+        version = Deployment.from_dict(data)
+        previous = data.get("previous")
+        return cls(**{f.name: getattr(version, f.name) for f in fields(Deployment)},
+                   previous=Deployment.from_dict(previous) if isinstance(previous, dict) else None,
+                   unchanged=bool(data.get("unchanged")))
+
+    @classmethod
+    def of(cls, version: Deployment, previous: Deployment | None, unchanged: bool = False) -> "Deployed":
+        return cls(**{f.name: getattr(version, f.name) for f in fields(Deployment)}, previous=previous,
+                   unchanged=unchanged)
+
+
+def parse_spec(spec: str) -> tuple[str, int | str | None]:
+    """``"wc"`` -> ``("wc", None)``; ``"wc@3"`` -> ``("wc", 3)``; ``"wc@stable"`` -> ``("wc", "stable")``."""
+    name, sep, ref = spec.partition("@")
     check_name(name)
     if not sep:
         return name, None
-    if not version.isdigit() or int(version) < 1:
-        raise EssaError(f"{spec!r}: a version is a positive number, as in {name}@3")
-    return name, int(version)
+    return name, parse_ref(ref, name)
 
 
 class DeploymentRegistry:
@@ -186,50 +267,45 @@ class DeploymentRegistry:
         self.store = store
 
     def add(self, name: str, module: str, size: int, functions: list[str], deploy_id: str | None = None,
-            created: int | None = None, signatures: Iterable[Signature] = ()) -> Deployment:
-        """Record a new version of ``name`` for ``module`` (already in the store); return it.
+            created: int | None = None, signatures: Iterable[Signature] = ()) -> Deployed:
+        """Record a new version of ``name`` for ``module`` (already in the store), unless the name means it already.
 
         ``deploy_id`` makes a repeated request (a retry) record nothing new;
         ``signatures`` are those of some of ``functions`` (see :func:`check_signatures`).
         """
         check_name(name)
         deploy_id = deploy_id or uuid.uuid4().hex
-        created = created or time.time_ns()
-        deploys, _removed = self._records(name)
-        for record in deploys:
-            if record.get("id") == deploy_id:
-                return self.resolve(name, record["version"])
-        version = max((r["version"] for r in deploys), default=0) + 1
-        record = {"kind": "deploy", "id": deploy_id, "version": version, "module": module, "size": size,
-                  "functions": sorted(functions), "created": created}
+        history = self._history(name)
+        for number, record in history.numbered.items():
+            if record["id"] == deploy_id:
+                return Deployed.of(self._version(history, number), None)
+        record = {"kind": "deploy", "id": deploy_id, "module": module, "size": size, "functions": sorted(functions)}
         checked = check_signatures(signatures, record["functions"])
         if checked:  # records of untyped modules keep the shape older readers know
             record["signatures"] = [s.as_dict() for s in checked]
-        self.store.put(record_key(name), SetLattice({_encode(record)}))
+        current = history.current()
+        if current is not None and _content(history.numbered[current]) == _content(record):
+            version = self._version(history, current)
+            return Deployed.of(version, version, unchanged=True)
+        record.update(version=history.next_number(), created=history.next_time(at=created))
+        self._write(name, record)
         self.store.put(INDEX_KEY, SetLattice({name.encode()}))
-        return self.resolve(name)
+        after = self._history(name)
+        previous = self._version(after, current) if current is not None and current in after.alive() else None
+        return Deployed.of(self._version(after, after.find(None)), previous)
 
-    def resolve(self, name: str, version: int | None = None) -> Deployment:
-        """Version ``version`` of ``name`` (default: the latest); :class:`NotFound` if there is none."""
-        versions = self.versions(name)
-        if not versions:
-            raise NotFound(f"no deployment named {name!r} (see `essa ls`)")
-        if version is None:
-            return versions[-1]
-        if not 1 <= version <= len(versions):
-            raise NotFound(f"deployment {name!r} has no version {version} (latest: {versions[-1].version})")
-        return versions[version - 1]
+    def resolve(self, name: str, version: int | str | None = None) -> Deployment:
+        """What ``name@version`` means: a number, a tag, ``latest``, or ``None`` for the bare name.
+
+        :raises NotFound: no such deployment, version or tag.
+        """
+        history = self._history(name)
+        return self._version(history, history.find(version))
 
     def versions(self, name: str) -> list[Deployment]:
-        """Every version of ``name``, oldest first; empty if it was never deployed or is removed."""
-        deploys, removed = self._records(name)
-        if not deploys or removed >= max(r["created"] for r in deploys):
-            return []
-        ordered = sorted(deploys, key=lambda r: (r["version"], r["created"], r["module"], r["id"]))
-        return [
-            Deployment(name, number, r["module"], r["size"], tuple(r["functions"]), r["created"], r["signatures"])
-            for number, r in enumerate(ordered, start=1)
-        ]
+        """Every version of ``name`` that exists, oldest first; empty if it was never deployed or is removed."""
+        history = self._history(name)
+        return [self._version(history, number) for number in history.alive()]
 
     def names(self) -> list[str]:
         """Names of the deployments that exist (not removed), sorted."""
@@ -237,50 +313,99 @@ class DeploymentRegistry:
         if not isinstance(index, SetLattice):
             return []
         names = sorted(value.decode("utf-8", "replace") for value in index.values)
-        return [name for name in names if _NAME.fullmatch(name) and self.versions(name)]
+        return [name for name in names if _NAME.fullmatch(name) and self._history(name).alive()]
+
+    def rollback(self, name: str, to: int | str | None = None, at: int | None = None) -> Deployed:
+        """Make the bare name mean version ``to`` (default: the one before the version it means now).
+
+        ``at`` (nanoseconds; default: now) stamps the record, here and in :meth:`tag`, :meth:`untag` and
+        :meth:`drop`: a request answered by several executors, stamped by its client, is recorded once.
+        """
+        history = self._history(name)
+        current = history.find(None)
+        if to is None:
+            older = [n for n in history.alive() if n < current]
+            if not older:
+                raise EssaError(f"{name}@{current} is the oldest version of {name}: there is none before it "
+                                "to roll back to")
+            target = older[-1]
+        else:
+            target = history.find(to)
+        before = self._version(history, current)
+        if target == current:
+            return Deployed.of(before, before, unchanged=True)
+        self._write(name, {"kind": "current", "id": history.numbered[target]["id"], "time": history.next_time(at=at)})
+        return Deployed.of(self.resolve(name), before)
+
+    def tag(self, name: str, version: int | str | None, tag: str, at: int | None = None) -> Deployment:
+        """Make ``name@tag`` mean version ``version`` (a number, a tag, or ``None`` for the bare name's)."""
+        check_tag(tag)
+        history = self._history(name)
+        target = history.find(version)
+        self._write(name, {"kind": "tag", "tag": tag, "id": history.numbered[target]["id"],
+                           "time": history.next_time(tag, at)})
+        return self.resolve(name, target)
+
+    def untag(self, name: str, tag: str, at: int | None = None) -> Deployment:
+        """Remove tag ``tag`` of ``name``; return the version it named."""
+        history = self._history(name)
+        target = history.find(check_tag(tag))
+        self._write(name, {"kind": "tag", "tag": tag, "id": None, "time": history.next_time(tag, at)})
+        return self._version(history, target)
+
+    def drop(self, name: str, version: int | str, at: int | None = None) -> Deployment:
+        """Remove one version of ``name`` (and its tags); return it as it was.
+
+        Refused for the version the bare name means (roll back first, or
+        remove the whole deployment), which also covers the only version.
+        """
+        history = self._history(name)
+        target = history.find(version)
+        if len(history.alive()) == 1:
+            raise EssaError(f"{name}@{target} is the only version of {name}: `essa rm {name}` removes the "
+                            "deployment")
+        if target == history.find(None):
+            raise EssaError(f"{name}@{target} is the version {name} means now: roll back first (`essa rollback "
+                            f"{name}`), or remove the whole deployment (`essa rm {name}`)")
+        dropped = self._version(history, target)
+        self._write(name, {"kind": "drop", "id": history.numbered[target]["id"], "time": at or time.time_ns()})
+        return dropped
 
     def remove(self, name: str) -> Deployment:
-        """Remove deployment ``name`` (every version); return its latest version."""
-        latest = self.resolve(name)
-        record = {"kind": "remove", "time": max(time.time_ns(), latest.created + 1)}
-        self.store.put(record_key(name), SetLattice({_encode(record)}))
-        return latest
+        """Remove deployment ``name`` (every version); return the version its name meant."""
+        history = self._history(name)
+        current = self._version(history, history.find(None))
+        newest = max(r["created"] for r in history.numbered.values())
+        self._write(name, {"kind": "remove", "time": max(time.time_ns(), newest + 1)})
+        return current
 
-    def _records(self, name: str) -> tuple[list[dict], int]:
+    def _history(self, name: str) -> History:
         stored = self.store.get(record_key(check_name(name)))
-        deploys, removed = [], 0
-        if isinstance(stored, SetLattice):
-            for raw in stored.values:
-                record = _decode(raw)
-                if record is None:
-                    continue
-                if record["kind"] == "deploy":
-                    deploys.append(record)
-                else:
-                    removed = max(removed, record["time"])
-        return deploys, removed
+        records = [versions.decode(raw) for raw in stored.values] if isinstance(stored, SetLattice) else []
+        return History(name, [r for r in records if r is not None])
+
+    def _write(self, name: str, record: dict) -> None:
+        self.store.put(record_key(name), SetLattice({versions.encode(record)}))
+
+    @staticmethod
+    def _version(history: History, number: int) -> Deployment:
+        record = history.numbered[number]
+        return Deployment(history.name, number, record["module"], record["size"], tuple(record["functions"]),
+                          record["created"], history.tags_of(number), number == history.current(),
+                          history.latest(), _signatures(record.get("signatures")))
 
 
-def _encode(record: dict) -> bytes:
-    return json.dumps(record, sort_keys=True, separators=(",", ":")).encode()
+def _content(record: dict) -> tuple:
+    """What a deploy record says about its version: a deploy that changes any of it makes a new version."""
+    return record["module"], record["size"], tuple(record["functions"]), _signatures(record.get("signatures"))
 
 
-def _decode(raw: bytes) -> dict | None:
-    """A record, or ``None`` for bytes that are not one (the key is shared state: be wary)."""
+def _signatures(stored: object) -> tuple[Signature, ...]:
+    """The signatures of a deploy record; none if they do not read (the version stays, untyped)."""
     try:
-        record = json.loads(raw)
-    except ValueError:
-        return None
-    if not isinstance(record, dict):
-        return None
-    if record.get("kind") == "remove" and isinstance(record.get("time"), int):
-        return record
-    fields = {"id": str, "version": int, "module": str, "size": int, "functions": list, "created": int}
-    if record.get("kind") == "deploy" and all(isinstance(record.get(k), t) for k, t in fields.items()):
-        if all(isinstance(f, str) for f in record["functions"]):
-            record["signatures"] = _signatures(record.get("signatures"))
-            return record
-    return None
+        return tuple(Signature.from_dict(s) for s in stored) if isinstance(stored, list) else ()
+    except SignatureError:
+        return ()
 
 
 def _signatures(stored: object) -> tuple[Signature, ...]:
@@ -292,8 +417,10 @@ def _signatures(stored: object) -> tuple[Signature, ...]:
 
 
 __all__ = [
+    "Deployed",
     "Deployment",
     "DeploymentRegistry",
+    "FunctionChanges",
     "EXPORT_PREFIX",
     "check_name",
     "check_signatures",

@@ -140,6 +140,7 @@ class Executor:
 
     def start(self) -> None:
         """Begin serving calls and announce this executor."""
+        metrics.serving("executor")
         self._undo.append(self.transport.subscribe(topics.CANCEL, self.cancel))
         self._calls = self.transport.subscribe(topics.executor_calls(self.id), self.submit)
         self._undo.append(self.transport.serve(f"{topics.STATUS}/executor/{self.id}", self.status))
@@ -524,7 +525,7 @@ class _CallHost:
             extra["argv"] = req["argv"]  # remote calls see the run's arguments too
         if "token" in req:
             extra["token"] = req["token"]  # and run with its authorization: same module, same namespace
-        for key in ("deployment", "version", "output"):  # a deployment's calls log as its; unread output stays so
+        for key in ("deployment", "version", "output"):  # the call is the deployment's (metrics' label, logs)
             if key in req:
                 extra[key] = req[key]
         return self._executor.caller.start(call_request(req["module"], name, args, req["namespace"], req["run"],

@@ -17,6 +17,14 @@ Schedulers
     ``essa_scheduler_calls_placed_total``, ``essa_scheduler_calls_in_flight``,
     ``essa_scheduler_calls_unconfirmed`` (done, the caller's receipt not in yet),
     ``essa_scheduler_calls_waiting`` (no executor yet), ``essa_scheduler_executors``
+``essa up`` (its own endpoint with ``--metrics``)
+    ``essa_up_restarts_total{process}``, ``essa_up_given_up_total{process}`` (see :mod:`essa.cluster.supervise`)
+
+A process exports the metrics of the roles it plays, and only those: an
+executor's once one starts in it, a scheduler's once one starts
+(:func:`serving`). So ``essa serve`` on a cluster, which plays neither,
+shows no executor or scheduler counters stuck at zero, only its own and the
+cluster's totals.
 
 ``ESSA_METRICS=off`` turns the per-call updates off (for measuring their cost).
 """
@@ -25,11 +33,12 @@ from __future__ import annotations
 
 import os
 import re
+import threading
 import time
 from contextlib import contextmanager
 from typing import Iterator
 
-from prometheus_client import Counter, Gauge, Histogram, start_http_server
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram, start_http_server
 
 from essa.errors import EssaError
 
@@ -40,23 +49,58 @@ ENABLED = os.environ.get("ESSA_METRICS", "on").lower() not in ("off", "0", "fals
 LATENCY = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 
 CALLS = Counter("essa_calls_total", "Calls an executor ran, by how they ended (ok or the failure kind).",
-                ["deployment", "function", "outcome"])
+                ["deployment", "function", "outcome"], registry=None)
 CALL_DURATION = Histogram("essa_call_duration_seconds", "Time an executor spent running a call.",
-                          ["deployment", "function"], buckets=LATENCY)
+                          ["deployment", "function"], buckets=LATENCY, registry=None)
 CALL_QUEUE = Histogram("essa_call_queue_seconds", "Time a call waited on its executor before it ran.",
-                       buckets=LATENCY)
-CALLS_RUNNING = Gauge("essa_calls_running", "Calls an executor runs right now.")
+                       buckets=LATENCY, registry=None)
+CALLS_RUNNING = Gauge("essa_calls_running", "Calls an executor runs right now.", registry=None)
 CALL_BYTES = Counter("essa_call_bytes_total", "Argument bytes in and result bytes out of an executor's calls.",
-                     ["direction"])
+                     ["direction"], registry=None)
 MODULE_LOADS = Counter("essa_module_loads_total", "Modules an executor made runnable, by how: compiled or "
-                       "loaded from an artifact.", ["source"])
+                       "loaded from an artifact.", ["source"], registry=None)
 MODULE_LOAD_DURATION = Histogram("essa_module_load_duration_seconds", "Time to compile or load a module.",
-                                 ["source"], buckets=LATENCY)
-STORE_OPS = Counter("essa_store_operations_total", "Store operations of guests and control requests.", ["op"])
+                                 ["source"], buckets=LATENCY, registry=None)
+STORE_OPS = Counter("essa_store_operations_total", "Store operations of guests and control requests.", ["op"],
+                    registry=None)
 STORE_DURATION = Histogram("essa_store_operation_duration_seconds", "Latency of store operations.", ["op"],
-                           buckets=LATENCY)
+                           buckets=LATENCY, registry=None)
 
-PLACED = Counter("essa_scheduler_calls_placed_total", "Calls a scheduler placed on executors (retries included).")
+PLACED = Counter("essa_scheduler_calls_placed_total", "Calls a scheduler placed on executors (retries included).",
+                 registry=None)
+# Read when scraped, from the process's scheduler (one per process).
+SCHEDULER_IN_FLIGHT = Gauge("essa_scheduler_calls_in_flight", "Calls placed on executors and not done yet.",
+                            registry=None)
+SCHEDULER_UNCONFIRMED = Gauge("essa_scheduler_calls_unconfirmed",
+                              "Calls done on their executor whose callers have not confirmed the reply yet.",
+                              registry=None)
+SCHEDULER_WAITING = Gauge("essa_scheduler_calls_waiting", "Calls waiting for an executor to join.", registry=None)
+SCHEDULER_EXECUTORS = Gauge("essa_scheduler_executors", "Executors the scheduler sees.", registry=None)
+
+RESTARTS = Counter("essa_up_restarts_total", "Times essa up restarted a process of its cluster that died.",
+                   ["process"], registry=None)
+GIVEN_UP = Counter("essa_up_given_up_total", "Processes essa up gave up restarting: they kept dying.", ["process"],
+                   registry=None)
+
+_ROLES = {
+    "executor": (CALLS, CALL_DURATION, CALL_QUEUE, CALLS_RUNNING, CALL_BYTES, MODULE_LOADS, MODULE_LOAD_DURATION,
+                 STORE_OPS, STORE_DURATION),
+    "scheduler": (PLACED, SCHEDULER_IN_FLIGHT, SCHEDULER_UNCONFIRMED, SCHEDULER_WAITING, SCHEDULER_EXECUTORS),
+    "supervisor": (RESTARTS, GIVEN_UP),
+}
+_serving: set[str] = set()
+_serving_lock = threading.Lock()
+
+
+def serving(role: str) -> None:
+    """Export the metrics of ``role`` (``executor``, ``scheduler``, ``supervisor``) from this process, once a part
+    plays it."""
+    with _serving_lock:
+        if role not in _serving:
+            _serving.add(role)
+            for collector in _ROLES[role]:
+                REGISTRY.register(collector)
+
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
 
@@ -129,4 +173,4 @@ def serve(address: str) -> str:
     return f"http://{host}:{port}/metrics"
 
 
-__all__ = ["ENABLED", "call_ended", "label", "module_loaded", "serve", "store_operation"]
+__all__ = ["ENABLED", "call_ended", "label", "module_loaded", "serve", "serving", "store_operation"]

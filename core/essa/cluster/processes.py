@@ -1,4 +1,4 @@
-"""Cluster mode: the scheduler and executor processes, and ``essa up``.
+"""Cluster mode: the scheduler and executor processes (``essa up`` is :mod:`essa.cluster.up`).
 
 Each role opens a zenoh transport, starts its part, announces itself with a
 liveliness token and runs until SIGINT or SIGTERM. An executor that is asked
@@ -10,13 +10,9 @@ from __future__ import annotations
 
 import logging
 import os
-import shlex
 import signal
-import subprocess
-import sys
 import threading
 import time
-from pathlib import Path
 from typing import Mapping, Sequence
 
 from essa.cluster import topics
@@ -33,8 +29,6 @@ from essa.cluster.scheduler import Scheduler
 from essa.errors import EssaError
 from essa.plugins import DEFAULTS, get_plugin_manager
 from essa.security import settings as security_settings
-from essa.security.certs import ROLES
-from essa.security.local import Material, default_directory, prepare_local
 from essa.security.tls import TlsFiles
 from essa.security.tokens import Verifier
 from essa.transport.base import Transport, last_segment
@@ -51,21 +45,27 @@ def open_transport(
     scouting: bool = False,
     connect_timeout: float | None = None,
     max_message_bytes: int | None = None,
-    tls: TlsFiles | None = None,
+    tls: TlsFiles | None | bool = None,
+    fail_fast: bool = False,
 ) -> Transport:
     """A zenoh peer with the given endpoints.
+
+    With ``fail_fast`` (and ``connect_timeout``), an endpoint where nothing
+    listens fails at once instead of after the timeout (see
+    :class:`~essa.transport.zenoh.ZenohTransport`).
 
     :param max_message_bytes: the message size limit of the process; the
         transport reads no message larger than a module and arguments of that
         size together (see :class:`~essa.transport.zenoh.ZenohTransport`).
-    :param tls: mutual TLS files; default: this process's (``--tls-*`` or
-        ``ESSA_TLS_*``, see :mod:`essa.security.settings`), if any.
+    :param tls: mutual TLS files; ``False``: plain TCP; default: this
+        process's (``--tls-*`` or ``ESSA_TLS_*``, see
+        :mod:`essa.security.settings`), if any.
     """
     cap = 2 * max_message_bytes + (1 << 20) if max_message_bytes else None
-    tls = tls if tls is not None else security_settings.tls_files()
+    tls = (None if tls is False else tls) if tls is not None else security_settings.tls_files()
     return ZenohTransport(
         {"listen": list(listen), "connect": list(connect), "config": config, "scouting": scouting,
-         "connect_timeout": connect_timeout, "max_message_bytes": cap,
+         "connect_timeout": connect_timeout, "fail_fast": fail_fast, "max_message_bytes": cap,
          "tls": tls, "access": get_plugin_manager().access() if tls is not None else []}
     )
 
@@ -219,13 +219,16 @@ def serve_executor(
 
 def connect_client(
     endpoints: Sequence[str], config: str | None = None, timeout: float = 5.0, max_message_bytes: int | None = None,
-    tls: TlsFiles | None = None, token: str | None = None,
+    tls: TlsFiles | None | bool = None, token: str | None = None, wait: bool = False,
 ) -> Client:
     """A client connected to a running cluster, or a one-line error naming the endpoint.
 
     ``tls`` as for :func:`open_transport`; ``token`` goes with every call.
+    An endpoint where nothing listens fails at once, unless ``wait``: then
+    the client keeps trying for ``timeout`` seconds (a cluster that starts).
     """
-    transport = open_transport(connect=endpoints, config=config, connect_timeout=timeout, tls=tls)
+    transport = open_transport(connect=endpoints, config=config, connect_timeout=timeout, tls=tls,
+                               fail_fast=not wait)
     client = Client(transport, max_message_bytes=max_message_bytes, token=token)
     deadline = time.monotonic() + timeout
     while not client.caller.sees_scheduler:
@@ -257,120 +260,6 @@ def _await_executors(transport: Transport, deadline: float) -> None:
         watch.close()
 
 
-def up(
-    executors: int,
-    listen: str,
-    engine: str | None,
-    store: str | None,
-    store_options: Mapping[str, str],
-    verbose: int = 0,
-    executor_args: Sequence[str] = (),
-    scheduler_args: Sequence[str] = (),
-    http: str | None = None,
-    secure: bool = False,
-    security_dir: str | None = None,
-) -> int:
-    """Run a scheduler and ``executors`` executor processes until interrupted.
-
-    ``executor_args`` and ``scheduler_args`` are extra flags for those
-    commands (limits and grants, see :func:`essa.cli.limit_arguments`).
-    With ``http`` (``HOST:PORT``) an ``essa serve`` process answers HTTP
-    there too. With ``secure`` (``listen`` then is a ``tls/`` endpoint) every
-    process gets its own certificate from the CA in ``security_dir`` (made
-    there if missing; see :mod:`essa.security.local`), and the scheduler and
-    executors check access tokens. Returns a non-zero status if a process
-    died on its own.
-    """
-    essa = [sys.executable, "-m", "essa"] + ["-v"] * verbose
-    services = get_plugin_manager().store_class(store or DEFAULTS["store"]).cluster_services(store_options, listen)
-    environment = _secure_environments(executors, services, security_dir, bool(http)) if secure else None
-    base = list(essa)
-    if engine:
-        base += ["--engine", engine]
-    if store:
-        base += ["--store", store]
-    for key, value in services.options.items():
-        base += ["--store-option", f"{key}={value}"]
-    children: list[tuple[str, subprocess.Popen]] = []
-    stopping = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stopping.set())
-    def start(name: str, command: list[str]) -> None:
-        env = None if environment is None else {**os.environ, **environment[len(children)]}
-        children.append((name, subprocess.Popen(command, env=env)))
-
-    try:
-        start("scheduler", [*essa, "scheduler", "--listen", listen, *scheduler_args])
-        for command in services.commands:
-            start(" ".join(command[:2]), [*essa, *command])
-        for i in range(executors):
-            start(f"executor {i}", [*base, "executor", str(i), "--connect", listen, *executor_args])
-        if http:
-            # Its requests in flight get 10 s to finish when stopping: within the 15 s the children get below.
-            start("http", [*essa, "serve", "--connect", listen, "--listen", http, "--timeout", "60",
-                           "--shutdown-timeout", "10", *scheduler_args])
-        print(f"essa cluster up: {executors} executors" + (", mutual TLS, access tokens" if secure else ""),
-              flush=True)
-        endpoints = {"scheduler": listen, **services.endpoints, **({"http": f"http://{http}"} if http else {})}
-        for name, where in endpoints.items():
-            print(f"  {name:<14} {where}", flush=True)
-        if secure:
-            _print_secure_usage(security_dir)
-        print(f"run a module with:  essa run --connect {listen} FILE.wasm", flush=True)
-        print(f"deploy one with:    essa deploy --connect {listen} FILE.wasm --name NAME", flush=True)
-        if http:
-            print(f"call one over HTTP: curl -H 'content-type: application/json' -d '[ARG, ...]' "
-                  f"http://{http}/v1/functions/NAME/FUNCTION", flush=True)
-        print("stop with Ctrl-C", flush=True)
-        while not stopping.wait(0.5):
-            for name, child in children:
-                if child.poll() is not None:
-                    print(f"essa: error: {name} exited with status {child.returncode}; stopping", file=sys.stderr)
-                    return 1
-        return 0
-    finally:
-        for _name, child in reversed(children):
-            if child.poll() is None:
-                child.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + 15
-        for _name, child in children:
-            try:
-                child.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                child.kill()
-                child.wait()
-
-
-def _secure_environments(executors: int, services, security_dir: str | None, http: bool) -> list[dict[str, str]]:
-    """The security environment of each process ``up`` starts, in start order (scheduler, services, executors,
-    the HTTP trigger: a client whose requests carry their own tokens)."""
-    if len(services.roles) != len(services.commands) or not set(services.roles) <= set(ROLES):
-        raise EssaError("the store's processes do not say their certificate roles: `essa up --secure` cannot "
-                        "start them (start them yourself with certificates from `essa certs issue`)")
-    names: list[tuple[str, str]] = [("scheduler", "scheduler")]
-    counts: dict[str, int] = {}
-    for role in services.roles:
-        index = counts.get(role, 0)
-        counts[role] = index + 1
-        names.append((f"{role}-{index}", role))
-    names += [(f"executor-{i}", "executor") for i in range(executors)]
-    if http:
-        names.append(("http", "client"))
-    material = prepare_local(security_dir, dict(names))
-    return [material.environment(name, verify_tokens=role in ("scheduler", "executor")) for name, role in names]
-
-
-def _print_secure_usage(security_dir: str | None) -> None:
-    material = Material(Path(security_dir) if security_dir else default_directory())
-    files = material.files("client")
-    where = "" if security_dir is None else f" --dir {shlex.quote(security_dir)}"
-    print(f"certificates in:    {material.directory} (admin.pem: also reaches the store nodes)", flush=True)
-    print(f"connect with:       export ESSA_TLS_CA={shlex.quote(files.ca)} ESSA_TLS_CERT={shlex.quote(files.cert)} "
-          f"ESSA_TLS_KEY={shlex.quote(files.key)}", flush=True)
-    print(f"                    export ESSA_TOKEN=$(essa token create{where} --deployment '*' --namespace '*')",
-          flush=True)
-
-
 def default_workers() -> int:
     return max(2, os.cpu_count() or 1)
 
@@ -386,6 +275,5 @@ __all__ = [
     "serve_scheduler",
     "start_executor",
     "start_scheduler",
-    "up",
     "wait_for_signal",
 ]

@@ -53,13 +53,6 @@ from essa.wasm.engine import START
 log = logging.getLogger("essa.cluster.scheduler")
 _problems = RateLimitedLog(log)
 
-# Read when scraped, from the process's scheduler (one per process).
-_IN_FLIGHT = metrics.Gauge("essa_scheduler_calls_in_flight", "Calls placed on executors and not done yet.")
-_UNCONFIRMED = metrics.Gauge("essa_scheduler_calls_unconfirmed",
-                             "Calls done on their executor whose callers have not confirmed the reply yet.")
-_WAITING = metrics.Gauge("essa_scheduler_calls_waiting", "Calls waiting for an executor to join.")
-_EXECUTORS = metrics.Gauge("essa_scheduler_executors", "Executors the scheduler sees.")
-
 
 @dataclass(slots=True)
 class _Call:
@@ -113,10 +106,11 @@ class Scheduler:
     # -- life cycle ------------------------------------------------------------
 
     def start(self) -> None:
-        _IN_FLIGHT.set_function(lambda: len(self._calls) - len(self._unconfirmed))
-        _UNCONFIRMED.set_function(lambda: len(self._unconfirmed))
-        _WAITING.set_function(lambda: len(self._backlog))
-        _EXECUTORS.set_function(lambda: len(self.executors))
+        metrics.SCHEDULER_IN_FLIGHT.set_function(lambda: len(self._calls) - len(self._unconfirmed))
+        metrics.SCHEDULER_UNCONFIRMED.set_function(lambda: len(self._unconfirmed))
+        metrics.SCHEDULER_WAITING.set_function(lambda: len(self._backlog))
+        metrics.SCHEDULER_EXECUTORS.set_function(lambda: len(self.executors))
+        metrics.serving("scheduler")
         self._undo.append(self.transport.subscribe(topics.SCHEDULER_CALLS, self.place))
         self._undo.append(self.transport.subscribe(topics.SCHEDULER_DONE, self._done))
         self._undo.append(self.transport.subscribe(topics.SCHEDULER_RECEIVED, self._received))

@@ -40,16 +40,18 @@ def record(name: str, value: str) -> None:
     _given[name] = value
 
 
-def _value(name: str, env: str) -> str | None:
-    return _given.get(name) or os.environ.get(env) or None
+def _value(name: str, env: str, given_only: bool = False) -> str | None:
+    return _given.get(name) or (None if given_only else os.environ.get(env)) or None
 
 
-def tls_files() -> TlsFiles | None:
+def tls_files(given_only: bool = False) -> TlsFiles | None:
     """This process's TLS files, or ``None`` (plain TCP).
 
+    :param given_only: only files given on the command line (:func:`record`), not the environment's
+        (a context's files win over the environment's, not over the command line's).
     :raises essa.security.tls.TlsError: some but not all three are given, or one cannot be read.
     """
-    values = {name: _value(f"tls_{name}", env) for name, env in _tls.ENV.items()}
+    values = {name: _value(f"tls_{name}", env, given_only) for name, env in _tls.ENV.items()}
     if not any(values.values()):
         return None
     missing = [_tls.FLAGS[name] for name, value in values.items() if not value]
@@ -59,9 +61,9 @@ def tls_files() -> TlsFiles | None:
     return TlsFiles(**values)
 
 
-def token() -> str | None:
-    """The token this process sends with its requests, or ``None``."""
-    value = _value("token", "ESSA_TOKEN")
+def token(given_only: bool = False) -> str | None:
+    """The token this process sends with its requests, or ``None`` (``given_only``: as for :func:`tls_files`)."""
+    value = _value("token", "ESSA_TOKEN", given_only)
     return value.strip() if value else None
 
 

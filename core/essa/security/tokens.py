@@ -42,6 +42,9 @@ from essa.security.certs import _write_private, _write_public
 PREFIX = "essa1"
 #: Longest token text a process looks at (longer ones are refused unread).
 MAX_TOKEN = 8192
+#: Why a request without a token is refused. Clients add how they send one: the ``essa`` command
+#: (--token, ESSA_TOKEN, a context), the HTTP trigger (the Authorization header).
+NO_TOKEN = "no token was given (this cluster requires one)"
 #: Most patterns a token may name.
 MAX_PATTERNS = 256
 
@@ -226,7 +229,7 @@ class Verifier:
     def verify(self, token: object, now: float | None = None) -> Grant:
         """The grant of ``token``; :class:`TokenRefused` says why there is none."""
         if token is None or token == "":
-            raise TokenRefused("no token was given (this cluster requires one: pass --token or set ESSA_TOKEN)")
+            raise TokenRefused(NO_TOKEN)
         if not isinstance(token, str) or len(token) > MAX_TOKEN:
             raise TokenRefused("the token is malformed")
         grant = self._verified.get(token)
@@ -279,5 +282,5 @@ def inspect(token: str) -> Grant:
         raise TokenError(f"not a valid essa token: {exc}") from None
 
 
-__all__ = ["Grant", "PRIVATE_KEY", "PUBLIC_KEY", "TokenError", "TokenRefused", "Verifier", "create", "create_keys",
+__all__ = ["Grant", "NO_TOKEN", "PRIVATE_KEY", "PUBLIC_KEY", "TokenError", "TokenRefused", "Verifier", "create", "create_keys",
            "format_time", "inspect"]

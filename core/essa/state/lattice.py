@@ -90,6 +90,19 @@ def _as_bytes(value: object, what: str) -> bytes:
     raise TypeError(f"{what} must be bytes, not {type(value).__name__}")
 
 
+#: Most elements the repr of a set lattice shows; a larger set ends with how many more it holds.
+REPR_ITEMS = 20
+
+
+def _set_repr(lattice: Lattice, values: frozenset[bytes]) -> str:
+    """``SetLattice({b'a', b'b'})``: the elements in byte order, at most :data:`REPR_ITEMS` of them."""
+    ordered = sorted(values)
+    shown = ", ".join(repr(v) for v in ordered[:REPR_ITEMS])
+    if len(ordered) > REPR_ITEMS:
+        shown += f", ... {len(ordered) - REPR_ITEMS:,} more"
+    return f"{type(lattice).__name__}({{{shown}}})" if ordered else f"{type(lattice).__name__}(set())"
+
+
 def _byte_set(values: object, what: str) -> frozenset[bytes]:
     """Normalise ``values`` (any iterable of bytes-like objects) to a frozenset."""
     if isinstance(values, frozenset) and all(type(v) is bytes for v in values):
@@ -347,6 +360,9 @@ class SetLattice(Lattice):
             return self
         return _new(type(self), values=self.values | other.values)
 
+    def __repr__(self) -> str:
+        return _set_repr(self, self.values)
+
 
 @dataclass(frozen=True, slots=True)
 class OrderedSetLattice(Lattice):
@@ -367,6 +383,9 @@ class OrderedSetLattice(Lattice):
         if other.values <= self.values:
             return self
         return _new(type(self), values=self.values | other.values)
+
+    def __repr__(self) -> str:
+        return _set_repr(self, self.values)
 
 
 def _relation(local: VectorClock, incoming: VectorClock) -> tuple[VectorClock, str]:

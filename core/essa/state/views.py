@@ -16,6 +16,7 @@ trigger). Element bytes that are valid UTF-8 appear as strings, any others as
 from __future__ import annotations
 
 import base64
+import json
 from typing import Any
 
 from essa.errors import DecodeError
@@ -111,6 +112,8 @@ def from_json(data: Any, where: str = "the value") -> Lattice:
             if not isinstance(entries, dict):
                 raise DecodeError(f"{where}: a Map needs 'entries', an object")
             return MapLattice({k: from_json(v, f"{where}, entry {k!r}") for k, v in entries.items()})
+    except DecodeError:
+        raise  # already names where (a DecodeError is a ValueError: not prefixed twice)
     except (TypeError, ValueError) as exc:
         raise DecodeError(f"{where}: {exc}") from None
     raise DecodeError(f"{where}: unknown lattice type {kind!r} (Lww, Set, OrderedSet, SingleCausal, "
@@ -118,8 +121,9 @@ def from_json(data: Any, where: str = "the value") -> Lattice:
 
 
 def _shown(raw: bytes) -> str:
+    """One element as a JSON string (quotes and control characters escaped), or hex if it is not UTF-8."""
     item = _element(raw)
-    return f'"{item}"' if isinstance(item, str) else f"0x{raw.hex()}"
+    return json.dumps(item, ensure_ascii=False) if isinstance(item, str) else f"0x{raw.hex()}"
 
 
 def _set_text(values: frozenset[bytes]) -> str:

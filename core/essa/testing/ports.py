@@ -1,15 +1,7 @@
-"""Free TCP ports on loopback, for tests and benchmarks that start real processes."""
+"""Free TCP ports on loopback, for tests and benchmarks that start real processes (:mod:`essa.util.ports`)."""
 
 from __future__ import annotations
 
-import socket
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now (the OS picks it)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
+from essa.util.ports import free_port
 
 __all__ = ["free_port"]

@@ -30,7 +30,12 @@ Options (from flags, ``ESSA_*`` environment variables or a zenoh config file):
     ``True`` to enable multicast scouting;
 ``connect_timeout``
     seconds to try ``connect`` endpoints before giving up; ``None`` keeps
-    retrying in the background (servers), a number fails fast (clients).
+    retrying in the background (servers), a number fails after that many
+    seconds (clients; a cluster may still be starting);
+``fail_fast``
+    with ``connect_timeout``: fail at once when every ``connect`` endpoint
+    refuses a TCP connection (:mod:`essa.transport.probe`): a command a
+    person waits for, where nothing is about to listen;
 ``max_message_bytes``
     the largest message this process reads (``None``: no limit). A larger
     one is not decoded: a receiver gets only its leading ``id`` and
@@ -56,6 +61,7 @@ from essa.errors import EssaError
 from essa.security.tls import apply as apply_tls
 from essa.security.tls import diagnose, secure_endpoints, warn_if_exposed
 from essa.transport.base import Message, Subscription, Transport
+from essa.transport.probe import refused
 from essa.util.ratelimit import RateLimitedLog, describe, guarded
 
 log = logging.getLogger("essa.transport.zenoh")
@@ -312,13 +318,16 @@ class ZenohTransport(Transport):
         else:
             warn_if_exposed(self.listen)
         config = self._config()
+        self._fail_if_refused()
         try:
             self._session = zenoh.open(config)
         except zenoh.ZError as exc:
             where = ", ".join(self.connect or self.listen) or "the configured endpoints"
             reason = str(exc).split(" at ", 1)[0]
             if "Unable to connect" in reason:
-                why = diagnose(self.connect[0], self.tls) if self.connect else None
+                # A handshake answers in milliseconds: 2 s is plenty, and keeps a silent endpoint's wait
+                # close to the connect timeout (zenoh waited that long already).
+                why = diagnose(self.connect[0], self.tls, 2.0) if self.connect else None
                 if why is not None:
                     raise TransportError(f"cannot connect to {where}: {why}") from None
                 raise TransportError(f"cannot reach {where}: nothing answers there (is `essa scheduler` running?)") from None
@@ -330,6 +339,15 @@ class ZenohTransport(Transport):
         self._patient = _PatientSender(self)
         self.max_message_bytes: int | None = self.options.get("max_message_bytes")
         _open_sessions.add(self)
+
+    def _fail_if_refused(self) -> None:
+        """With ``fail_fast``, fail at once if every ``connect`` endpoint refuses (not with a config file)."""
+        timeout = self.options.get("connect_timeout")
+        if not self.options.get("fail_fast") or timeout is None or not self.connect or self.options.get("config"):
+            return
+        if all(refused(endpoint, min(1.0, timeout)) for endpoint in self.connect):
+            raise TransportError(f"cannot reach {', '.join(self.connect)}: nothing listens there (connection "
+                                 "refused; is `essa scheduler` or `essa up` running?)")
 
     def _config(self):
         zenoh = self._zenoh

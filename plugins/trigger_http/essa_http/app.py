@@ -140,6 +140,7 @@ class Routes:
             self._route("/v1/state/{deployment}/{key:path}", GET=self.get_state, PUT=self.put_state),
             self._route("/v1/deployments", GET=self.deployments),
             self._route("/v1/logs/{deployment}", GET=self.logs),
+            self._route("/v1/deployments/{name}", GET=self.versions),
             self._route("/healthz", GET=self.healthz),
             self._route("/metrics", GET=self.prometheus),
         ], redirect_slashes=False, default=self._no_route)
@@ -164,8 +165,8 @@ class Routes:
 
     async def _no_route(self, scope, receive, send) -> None:
         error = HttpError(404, f"no route {scope['method']} {scope['path'][:200]} (routes: POST /v1/functions/NAME/"
-                          "FUNCTION, GET|PUT /v1/state/NAME/KEY, GET /v1/deployments, GET /v1/logs/NAME, /healthz, "
-                          "/metrics)", "not-found")
+                          "FUNCTION, GET|PUT /v1/state/NAME/KEY, GET /v1/deployments[/NAME], GET /v1/logs/NAME, "
+                          "/healthz, /metrics)", "not-found")
         await error_response(error)(scope, receive, send)
 
     def _connection(self, request: Request) -> Connection:
@@ -290,8 +291,13 @@ class Routes:
         return await self._logs.answer(self._connection(request), request)
 
     async def deployments(self, request: Request, _body: bytes) -> Response:
-        """``GET /v1/deployments``: the latest version of each, as ``essa ls --json`` prints them."""
+        """``GET /v1/deployments``: the version each name means, with its tags, as ``essa ls --json`` prints them."""
         found = await self._blocking(self._connection(request).deployments)
+        return json_response([d.as_dict() for d in found])
+
+    async def versions(self, request: Request, _body: bytes) -> Response:
+        """``GET /v1/deployments/{name}``: every version of one, with its tags, as ``essa ls NAME --json`` prints them."""
+        found = await self._blocking(self._connection(request).versions, request.path_params["name"])
         return json_response([d.as_dict() for d in found])
 
     async def healthz(self, request: Request, _body: bytes) -> Response:
@@ -404,7 +410,10 @@ class _Endpoint:
         except HttpError as exc:
             return error_response(exc)
         except EssaError as exc:
-            return error_response(from_essa_error(exc))
+            error = from_essa_error(exc)
+            if error.status == 403 and "authorization" not in request.headers:
+                error.message += "; send a token (from `essa token create`) as the header Authorization: Bearer TOKEN"
+            return error_response(error)
         except ClientDisconnect:  # the client left, or was closed for sending its body too slowly
             timed_out = request.scope.get("essa.closed") == "body-timeout"
             return Response(status_code=408 if timed_out else CLIENT_GONE)  # noted; the connection is gone

@@ -13,7 +13,7 @@ import logging
 import socket
 from typing import Callable
 
-from essa.plugin import EssaError, Trigger, TriggerConfig
+from essa.plugin import EssaError, Trigger, TriggerConfig, install_hint
 
 from .limits import ConnectionLimits, descriptor_room
 
@@ -91,7 +91,7 @@ class HttpTrigger(Trigger):
     @classmethod
     def unavailable_reason(cls) -> str | None:
         missing = [m for m in REQUIRED if importlib.util.find_spec(m) is None]
-        return f"missing {', '.join(missing)} (pip install essa-plugin-http)" if missing else None
+        return f"missing {', '.join(missing)} ({install_hint('essa-plugin-http')})" if missing else None
 
     def serve(self, ready: Callable[[str], None] | None = None) -> None:
         from .app import Routes

@@ -6,7 +6,7 @@ exit status, traps, remote-call fan-out, artifacts (also through the LMDB store
 when ``essa-plugin-lmdb`` is installed), memory limits, threads, and the C test
 function end to end. Run it against an engine with::
 
-    pip install 'essa-wasm[conformance]' essa-plugin-myengine
+    pip install -e '.[conformance]' -e ../essa-plugin-myengine   # in a checkout of essa (not on PyPI)
     python -m essa.testing.conformance --engine myengine      # extra args go to pytest
 
 which is short for::
