@@ -106,7 +106,7 @@ def test_user_functions_are_callable_exports_without_the_prefix():
 
 
 def test_signatures_are_recorded_with_a_version_and_read_back():
-    from essa.cluster.deployments import Deployment
+    from essa.cluster.deployments import Deployed
     from essa.state.signatures import parse_lines
 
     registry = DeploymentRegistry(MemoryStore())
@@ -114,7 +114,12 @@ def test_signatures_are_recorded_with_a_version_and_read_back():
     deployment = registry.add("wc", "a" * 64, 100, ["count_words", "vocabulary"], signatures=[count])
     assert registry.resolve("wc").signature("count_words") == count
     assert deployment.signature("vocabulary") is None  # no signature: bytes in, bytes out
-    assert Deployment.from_dict(deployment.as_dict()) == deployment  # as a control answer carries it
+    assert Deployed.from_dict(deployment.as_dict()) == deployment  # as a control answer carries it
+    assert deployment.changes.added == ("count_words", "vocabulary")
+    again = registry.add("wc", "a" * 64, 100, ["count_words", "vocabulary"], signatures=[count])
+    assert again.unchanged and again.spec == "wc@1"  # the same bytes and signatures: no new version
+    untyped = registry.add("wc", "a" * 64, 100, ["count_words", "vocabulary"])
+    assert untyped.spec == "wc@2" and untyped.changes.changed == ("count_words",)  # its signature went
     with pytest.raises(EssaError, match="declares count_words.text: string. -> u64, but the module has no function"):
         registry.add("wc", "b" * 64, 100, ["vocabulary"], signatures=[count])
 
