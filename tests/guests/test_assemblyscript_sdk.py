@@ -54,7 +54,7 @@ def es(project, engine_name):
 
 
 def examples():
-    """docs/lattice-encoding.md's worked examples (its Set {"two", "one"} last), as tests/unit/test_docs.py reads them."""
+    """docs/lattice-encoding.md's worked examples of guest lattices, in its order."""
     from essa.state.lattice import (
         LwwLattice,
         MultiCausalLattice,

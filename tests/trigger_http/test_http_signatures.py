@@ -28,8 +28,8 @@ pytest.importorskip("essa_http", reason="essa-plugin-http is not installed")
 pytest.importorskip("essa_lmdb", reason="essa-plugin-lmdb is not installed")
 
 import essa  # noqa: E402
-from essa.testing.conformance.wat import wat2wasm, wat_bytes  # noqa: E402
 from essa.state.lattice import SetLattice  # noqa: E402
+from essa.testing.conformance.wat import wat2wasm, wat_bytes  # noqa: E402
 from essa.testing.ports import free_port  # noqa: E402
 
 from .helpers import DEADLINE, ESSA, Server, request, wait_until  # noqa: E402
