@@ -1,4 +1,4 @@
-"""The AssemblyScript SDK's tests (``tox -e ts-guests``): guest/assemblyscript/tests built and called.
+"""The AssemblyScript SDK's tests (``tox -e ts-guests``): tests/guests/assemblyscript-sdk built and called.
 
 The module is built with the real compiler (``npm ci`` from its
 package-lock.json, then ``npm run build``, which runs the SDK's transform)
@@ -21,7 +21,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-SDK = ROOT / "guest" / "assemblyscript"
+SDK = "guest/assemblyscript"
+TESTS = "tests/guests/assemblyscript-sdk"
 
 
 def npm(*args: str, cwd: Path) -> subprocess.CompletedProcess:
@@ -34,9 +35,11 @@ def project(tmp_path_factory) -> Path:
     if "ts" not in os.environ.get("ESSA_TEST_GUEST_BUILDS", "").split(","):
         pytest.skip("building the AssemblyScript SDK's tests installs AssemblyScript from npm: set "
                     "ESSA_TEST_GUEST_BUILDS=ts (tox -e ts-guests)")
-    sdk = tmp_path_factory.mktemp("as") / "assemblyscript"
-    shutil.copytree(SDK, sdk, ignore=shutil.ignore_patterns("node_modules", "build"))
-    tests = sdk / "tests"
+    # Laid out as in the repository, so that the project's file:../../../guest/assemblyscript resolves.
+    work = tmp_path_factory.mktemp("as")
+    for part in (SDK, TESTS):
+        shutil.copytree(ROOT / part, work / part, ignore=shutil.ignore_patterns("node_modules", "build"))
+    tests = work / TESTS
     installed = npm("ci", "--ignore-scripts", "--no-audit", "--no-fund", cwd=tests)
     assert installed.returncode == 0, installed.stderr
     built = npm("run", "--silent", "build", cwd=tests)
