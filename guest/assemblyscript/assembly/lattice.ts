@@ -3,7 +3,7 @@
 // a u32 tag, then the payload. Tags 5 to 7 are the host's own; a guest can
 // neither put nor decode them.
 
-import { Reader, Writer } from "./bincode";
+import { Reader, Writer, validUtf8 } from "./bincode";
 import { clock_time_get } from "./host";
 
 /** A vector clock: node id -> counter. */
@@ -159,16 +159,16 @@ function writeMembers(w: Writer, members: Array<Uint8Array>): void {
 
 function utf8All(items: Array<string>): Array<Uint8Array> {
   const out = new Array<Uint8Array>(items.length);
-  for (let i = 0; i < items.length; i++) unchecked((out[i] = Uint8Array.wrap(String.UTF8.encode(unchecked(items[i])))));
+  for (let i = 0; i < items.length; i++) out[i] = Uint8Array.wrap(String.UTF8.encode(items[i]));
   return out;
 }
 
 function stringsOf(members: Array<Uint8Array>, what: string): Array<string> {
   const out = new Array<string>(members.length);
   for (let i = 0; i < members.length; i++) {
-    const w = new Writer(members[i].length + 8);
-    w.bytes(unchecked(members[i]));
-    unchecked((out[i] = new Reader(w.finish(), what).string()));
+    const member = members[i];
+    if (!validUtf8(member.dataStart, member.length)) abort(what + " is not UTF-8");
+    out[i] = String.UTF8.decodeUnsafe(member.dataStart, <usize>member.length);
   }
   return out;
 }
