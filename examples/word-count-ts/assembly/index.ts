@@ -14,7 +14,7 @@
 // so its caller gets UnknownError, as the C functions trap.
 // Build: npm install && npm run build (examples/build_ts.py checks the bytes).
 
-import { Call, EssaResult, SetLattice, compareBytes, exit, getLattice, putLattice, resultName, sortedDistinct } from "@essa/as";
+import { Call, EssaResult, SetLattice, compareBytes, exit, getLattice, putLattice, resultName } from "@essa/as";
 
 const VOCAB_KEY = "vocab";
 
@@ -22,11 +22,23 @@ function isWordByte(c: u32): bool {
   return (c >= 0x61 && c <= 0x7a) || (c >= 0x41 && c <= 0x5a) || (c >= 0x30 && c <= 0x39) || c == 0x27;
 }
 
+// The text count_words is sorting the words of (compareWords has no closure to see it in).
+let wordsBase: usize = 0;
+
+// Byte order of two words, each (start << 32 | length) in the text at wordsBase.
+function compareWords(a: u64, b: u64): i32 {
+  const aLength = <i32>(a & 0xffffffff);
+  const bLength = <i32>(b & 0xffffffff);
+  const c = memory.compare(wordsBase + <usize>(a >>> 32), wordsBase + <usize>(b >>> 32), <usize>min(aLength, bLength));
+  return c != 0 ? c : aLength - bLength;
+}
+
 /** Counts the words of `text` and merges the distinct ones into "vocab". */
 @essa("count_words")
 export function countWords(text: string): u64 {
   const bytes = Uint8Array.wrap(String.UTF8.encode(text));
-  const words = new Array<Uint8Array>(0);
+  // Each word as (start << 32 | length): no object per word.
+  const words = new Array<u64>(0);
   let i = 0;
   while (i < bytes.length) {
     if (!isWordByte(bytes[i])) {
@@ -37,11 +49,20 @@ export function countWords(text: string): u64 {
     for (; i < bytes.length && isWordByte(bytes[i]); i++) {
       if (bytes[i] >= 0x41 && bytes[i] <= 0x5a) bytes[i] += 0x20; // lower-case ASCII
     }
-    words.push(bytes.subarray(start, i));
+    words.push((<u64>start << 32) | <u64>(i - start));
   }
   if (words.length > 0) {
     // Merge the distinct words into the vocabulary (a Set: union with what is there).
-    const rc = putLattice(VOCAB_KEY, new SetLattice(sortedDistinct(words)));
+    wordsBase = bytes.dataStart;
+    const sorted = words.slice(0);
+    sorted.sort(compareWords);
+    const distinct = new Array<Uint8Array>(0);
+    for (let k = 0; k < sorted.length; k++) {
+      if (k > 0 && compareWords(sorted[k - 1], sorted[k]) == 0) continue;
+      const start = <i32>(sorted[k] >>> 32);
+      distinct.push(bytes.subarray(start, start + <i32>(sorted[k] & 0xffffffff)));
+    }
+    const rc = putLattice(VOCAB_KEY, new SetLattice(distinct));
     if (rc != EssaResult.Ok) abort("count_words: merging the words into \"" + VOCAB_KEY + "\" failed: " + resultName(rc));
   }
   return <u64>words.length;
