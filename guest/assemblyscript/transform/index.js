@@ -9,14 +9,13 @@
 //                                                          function, sets the result
 //   function fnRemote(...params): Call<Result>             starts a remote call
 //
-// The function itself stays in the module but is no longer exported: essa
-// calls it through its wrapper.
-//
 // and `export function _start(): void { main(); }` if the file has a
-// `function main(): void`. After compiling, it adds the functions' signatures
-// to the module as the custom section `essa.signatures` (docs/signatures.md).
-// The source text of the file is kept in place (the decorators are blanked
-// out), so the compiler's messages point at the lines as written.
+// `function main(): void`. The function itself stays in the module but is no
+// longer exported: essa calls it through its wrapper. After compiling, the
+// transform adds the functions' signatures to the module as the custom
+// section `essa.signatures` (docs/signatures.md). The source text of the file
+// is kept in place (the decorators are blanked out), so the compiler's
+// messages point at the lines as written.
 
 import { createRequire } from "node:module";
 import { dirname, join } from "node:path";
