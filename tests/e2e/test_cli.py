@@ -105,6 +105,10 @@ def test_new_writes_a_project_and_never_overwrites_one(tmp_path):
     assert_one_line_error(essa("new", "c", "hello", "--dir", str(tmp_path)), "already exists")
     assert {p.name: p.read_bytes() for p in (tmp_path / "hello").iterdir()} == before
     assert_one_line_error(essa("new", "rust", "fn", "--dir", str(tmp_path)), "'fn' cannot name a Rust project")
+    ts = essa("new", "ts", "greeter", "--dir", str(tmp_path))
+    assert ts.returncode == 0, ts.stderr
+    assert "assembly/index.ts" in ts.stdout and "package.json" in ts.stdout and "Node.js 20" in ts.stdout
+    assert_one_line_error(essa("new", "go", "x", "--dir", str(tmp_path)), "'go' is not one of 'c', 'rust', 'ts'")
 
 
 def test_unknown_engine_names_the_package_for_known_engines():

@@ -2,7 +2,8 @@
 
 examples/word-count.wasm is built from examples/word-count/word_count.c by
 examples/build.py (and examples/word-count-rust.wasm, the same functions in
-Rust, by examples/build_rust.py). Its functions take and return bincode, as
+Rust, by examples/build_rust.py, and examples/word-count-ts.wasm, in
+TypeScript, by examples/build_ts.py). Its functions take and return bincode, as
 the Rust SDK's #[essa_wrap] does: a String is a u64 LE length and UTF-8, a u64
 is 8 bytes LE, a Vec<String> a u64 LE count and each String.
 """
@@ -23,7 +24,9 @@ except ImportError:
     from test_cli import essa
 
 ROOT = Path(__file__).resolve().parents[2]
-MODULES = {"c": ROOT / "examples" / "word-count.wasm", "rust": ROOT / "examples" / "word-count-rust.wasm"}
+MODULES = {"c": ROOT / "examples" / "word-count.wasm", "rust": ROOT / "examples" / "word-count-rust.wasm",
+           "ts": ROOT / "examples" / "word-count-ts.wasm"}
+BUILDERS = {"c": "build.py", "rust": "build_rust.py", "ts": "build_ts.py"}
 
 #: What main prints for its built-in text: 23 words, 16 of them distinct.
 MAIN_OUTPUT = "words: 23\nvocabulary: 16 words\n"
@@ -33,7 +36,7 @@ MAIN_OUTPUT = "words: 23\nvocabulary: 16 words\n"
 def word_count(request) -> Path:
     path = MODULES[request.param]
     if not path.is_file():
-        pytest.skip(f"{path.relative_to(ROOT)} is missing; build it with examples/build{'_rust' if request.param == 'rust' else ''}.py")
+        pytest.skip(f"{path.relative_to(ROOT)} is missing; build it with examples/{BUILDERS[request.param]}")
     return path
 
 

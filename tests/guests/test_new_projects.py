@@ -1,9 +1,11 @@
-"""``essa new`` projects build with their own build.sh and run: C in ``tox -e guests``, Rust in ``tox -e rust-guests``.
+"""``essa new`` projects build with their own build.sh and run: C in ``tox -e guests``, Rust in
+``tox -e rust-guests``, TypeScript in ``tox -e ts-guests``.
 
 They compile real modules with real toolchains (the first zig build compiles
-wasi-libc, the first cargo build the SDK's dependencies: minutes on a busy
+wasi-libc, the first cargo build the SDK's dependencies, the first TypeScript
+build installs AssemblyScript from the npm registry: minutes on a busy
 machine), so they run only for the languages named in ESSA_TEST_GUEST_BUILDS
-(``c``, ``rust``, or ``c,rust``), which those tox environments set.
+(``c``, ``rust``, ``ts``, or several: ``c,rust``), which those tox environments set.
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ import sys
 
 import pytest
 
-LANGUAGES = {"c", "rust"}
+LANGUAGES = {"c", "rust", "ts"}
+TOX_ENVS = {"c": "guests", "rust": "rust-guests", "ts": "ts-guests"}
 
 
 def essa(*args: str, cwd=None) -> subprocess.CompletedProcess:
@@ -26,6 +29,8 @@ def build_env(language: str, tmp_path) -> dict[str, str]:
     if language == "c":
         # build.sh runs "$PYTHON -m ziglang": the Python that has ziglang is this one.
         return dict(os.environ, PYTHON=sys.executable)
+    if language == "ts":
+        return dict(os.environ, NPM_CONFIG_UPDATE_NOTIFIER="false")
     # Debian's cargo with the project's .cargo/config.toml only: no CARGO_*/RUST*
     # settings or ~/.cargo/config.toml from outside.
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CARGO", "RUST"))}
@@ -33,12 +38,12 @@ def build_env(language: str, tmp_path) -> dict[str, str]:
     return env
 
 
-@pytest.mark.parametrize("language, largest", [("c", 100_000), ("rust", 400_000)])
+@pytest.mark.parametrize("language, largest", [("c", 100_000), ("rust", 400_000), ("ts", 100_000)])
 def test_a_new_project_builds_small_and_runs(tmp_path, language, largest):
     wanted = set(os.environ.get("ESSA_TEST_GUEST_BUILDS", "").split(",")) & LANGUAGES
     if language not in wanted:
         pytest.skip(f"building a {language} project takes minutes: set ESSA_TEST_GUEST_BUILDS={language} "
-                    f"(tox -e {'guests' if language == 'c' else 'rust-guests'})")
+                    f"(tox -e {TOX_ENVS[language]})")
     created = essa("new", language, "hello", "--dir", str(tmp_path))
     assert created.returncode == 0, created.stderr
     project = tmp_path / "hello"

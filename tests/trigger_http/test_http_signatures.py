@@ -5,7 +5,9 @@ with the `essa` commands and this test's own embedded connection), a cluster
 (`essa up --executors 2 --http`) and a secure cluster (`essa up --secure
 --http`, every client with a certificate and a token, HTTP requests with
 their bearer token). On each, modules of every kind: the C word count
-(ESSA_SIGNATURE), its Rust twin and the Rust test function (#[essa_wrap]), a
+(ESSA_SIGNATURE), its Rust twin and the Rust test function (#[essa_wrap]), its
+TypeScript twin (AssemblyScript, @essa; its results and state checked against the C
+one's on the README), a
 hand-written WAT module with an `essa.signatures` custom section, the same
 WAT module with its signatures declared in an essa.toml, and the upstream
 test function, which has none and keeps taking and giving bytes.
@@ -26,6 +28,7 @@ pytest.importorskip("essa_http", reason="essa-plugin-http is not installed")
 pytest.importorskip("essa_lmdb", reason="essa-plugin-lmdb is not installed")
 
 import essa  # noqa: E402
+from essa.state.lattice import SetLattice  # noqa: E402
 from essa.testing.conformance.wat import wat2wasm, wat_bytes  # noqa: E402
 from essa.testing.ports import free_port  # noqa: E402
 
@@ -178,7 +181,7 @@ def setup(request, tmp_path_factory, engine_name):
     kind = {"embedded": Embedded, "cluster": Cluster, "secure": Secure}[request.param]
     started = kind(tmp_path_factory.mktemp(request.param), engine_name)
     try:
-        for name, module in (("wc", "word-count.wasm"), ("wcr", "word-count-rust.wasm"),
+        for name, module in (("wc", "word-count.wasm"), ("wcr", "word-count-rust.wasm"), ("wct", "word-count-ts.wasm"),
                              ("tfr", "test-function-rust.wasm"), ("tf", "test-function.wasm")):
             started.essa("deploy", str(EXAMPLES / module), "--name", name)
         (started.tmp / "typed.wasm").write_bytes(TYPED_WAT)
@@ -193,7 +196,7 @@ def setup(request, tmp_path_factory, engine_name):
 
 
 def test_the_command_line_shows_signatures_and_calls_by_value(setup):
-    for name in ("wc", "wcr"):  # the C word count and its Rust twin
+    for name in ("wc", "wcr", "wct"):  # the C word count and its Rust and TypeScript twins
         assert setup.essa("functions", name).stdout.splitlines() == WORD_COUNT
         assert setup.essa("call", name, "count_words", "the quick brown fox").stdout == "4\n"
         assert setup.essa("call", name, "count_lines", "a b\nc").stdout == "3\n"
@@ -222,6 +225,29 @@ def test_the_command_line_shows_signatures_and_calls_by_value(setup):
     assert setup.essa("call", "tf", "to_uppercase", "--args", "string", "foo", "--result", "string").stdout == "FOO\n"
     raw = json.loads(setup.essa("call", "tf", "to_uppercase", "--args", "string", "ab", "--json").stdout)
     assert raw["result"] == {"base64": base64.b64encode(U64.pack(2) + b"AB").decode()}
+
+
+def test_the_typescript_word_count_gives_the_c_ones_results_and_state(setup):
+    """examples/word-count-ts.wasm beside examples/word-count.wasm, each in a fresh deployment (its own
+    namespace): count_lines of the README from the command line, Python and HTTP; the same results, the
+    same vocabulary, the same state."""
+    readme = ROOT / "README.md"
+    text = readme.read_text(encoding="utf-8")
+    seen = {}
+    for name, module in (("readme-c", "word-count.wasm"), ("readme-ts", "word-count-ts.wasm")):
+        setup.essa("deploy", str(EXAMPLES / module), "--name", name)
+        cli = setup.essa("call", name, "count_lines", f"@{readme}").stdout
+        http = setup.post(f"/v1/functions/{name}/count_lines", text.encode(), {"content-type": "text/plain"})
+        assert http.status == 200, http.body
+        with setup.connect() as es:
+            python = es.call(name, "count_lines", text)
+            vocabulary = es.call(name, "vocabulary")
+            state = es.state(name).get("vocab")
+        seen[name] = (int(cli), python, http.json(), vocabulary, state)
+    assert seen["readme-ts"] == seen["readme-c"]
+    words, _, _, vocabulary, state = seen["readme-c"]
+    assert words > 5000 and len(vocabulary) > 1000 and vocabulary == sorted(vocabulary, key=str.encode)
+    assert state == SetLattice({word.encode() for word in vocabulary})
 
 
 def test_python_calls_by_value_and_bytes_still_pass(setup):

@@ -1,17 +1,18 @@
 """``essa new``: the files of a new project, and what it refuses.
 
-Building and running the projects is tests/guests (tox -e guests, rust-guests).
+Building and running the projects is tests/guests (tox -e guests, rust-guests, ts-guests).
 """
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
 import pytest
 
 from essa.api.project import load_project
-from essa.cli.scaffold import new_project
+from essa.cli.scaffold import ASSEMBLYSCRIPT_VERSION, new_project
 from essa.errors import EssaError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -57,6 +58,47 @@ def test_a_rust_project_depends_on_the_sdk_installed_with_essa(tmp_path):
         "my-fn", "rust", "my-fn.wasm", ("src/**/*.rs", "Cargo.toml"))
 
 
+def test_a_ts_project_depends_on_the_sdk_installed_with_essa_and_a_pinned_compiler(tmp_path):
+    path = new_project("ts", "My-Fn", tmp_path)
+    files = sorted(str(p.relative_to(path)) for p in path.rglob("*") if p.is_file())
+    assert files == [".gitignore", "README.md", "asconfig.json", "assembly/index.ts", "build.sh", "essa.toml",
+                     "package.json"]
+    project = load_project(path / "essa.toml")
+    assert (project.name, project.language, project.command, project.output) == ("My-Fn", "ts", "sh build.sh",
+                                                                                  "My-Fn.wasm")
+    package = json.loads((path / "package.json").read_text())
+    import essa
+
+    sdk = Path(essa.__file__).parent / "sdk" / "assemblyscript"  # a link to guest/assemblyscript in a checkout
+    assert package["name"] == "my-fn"  # npm names are lower case
+    assert package["devDependencies"] == {"@essa/as": f"file:{sdk.resolve().as_posix()}",
+                                          "assemblyscript": ASSEMBLYSCRIPT_VERSION}
+    config = json.loads((path / "asconfig.json").read_text())
+    assert config["extends"] == "./node_modules/@essa/as/asconfig.json"
+    assert config["targets"]["release"]["outFile"] == "My-Fn.wasm"
+    source = (path / "assembly" / "index.ts").read_text()
+    assert "@essa\nexport function greet(name: string): string" in source and "function main(): void" in source
+    assert "npm run --silent build" in (path / "build.sh").read_text()
+    assert os.access(path / "build.sh", os.X_OK)
+    assert not any("{{" in (path / f).read_text() for f in files)
+
+
+def test_the_typescript_projects_pin_one_compiler():
+    # The examples, the template and the SDK's peer range agree on AssemblyScript.
+    example = json.loads((ROOT / "examples" / "word-count-ts" / "package.json").read_text())
+    assert example["devDependencies"]["assemblyscript"] == ASSEMBLYSCRIPT_VERSION
+    lock = json.loads((ROOT / "examples" / "word-count-ts" / "package-lock.json").read_text())
+    assert lock["packages"]["node_modules/assemblyscript"]["version"] == ASSEMBLYSCRIPT_VERSION
+    sdk = json.loads((ROOT / "guest" / "assemblyscript" / "package.json").read_text())
+    major, minor, _ = ASSEMBLYSCRIPT_VERSION.split(".")
+    assert sdk["peerDependencies"]["assemblyscript"] == f">={major}.{minor}.0 <{major}.{int(minor) + 1}.0"
+
+
+def test_sdk_names_another_copy_of_the_assemblyscript_sdk(tmp_path):
+    package = (new_project("ts", "a", tmp_path, sdk=ROOT / "guest" / "assemblyscript") / "package.json").read_text()
+    assert f'"file:{(ROOT / "guest" / "assemblyscript").resolve().as_posix()}"' in package
+
+
 def test_the_sdks_ship_inside_the_package():
     # What makes `essa new` work from a pip install: package data, not the checkout.
     import essa
@@ -65,6 +107,8 @@ def test_the_sdks_ship_inside_the_package():
     assert (package / "sdk" / "c" / "essa.h").is_file()
     assert (package / "sdk" / "rust" / "essa-api" / "Cargo.toml").is_file()
     assert (package / "sdk" / "rust" / "essa-macros" / "src" / "lib.rs").is_file()
+    assert (package / "sdk" / "assemblyscript" / "transform" / "index.js").is_file()
+    assert (package / "sdk" / "assemblyscript" / "assembly" / "index.ts").is_file()
 
 
 def test_sdk_names_another_copy_of_the_rust_sdk(tmp_path):
@@ -115,8 +159,9 @@ def test_names_cargo_refuses_are_refused_for_rust_only(tmp_path, name):
     "language, kwargs, fragment",
     [
         ("go", {}, "unknown language 'go'"),
-        ("c", {"sdk": "."}, "--sdk is for Rust projects"),
+        ("c", {"sdk": "."}, "--sdk is for Rust and TypeScript projects"),
         ("rust", {"sdk": "/nonexistent/sdk"}, "not essa's Rust SDK"),
+        ("ts", {"sdk": "/nonexistent/sdk"}, "not essa's AssemblyScript SDK"),
         ("c", {"directory": "/nonexistent/dir"}, "no such directory"),
     ],
 )

@@ -1,18 +1,18 @@
 """``essa.toml``, the project file: what a function project is called, how it is built, what it may use.
 
-``essa new c|rust NAME`` writes one; ``essa build`` runs its build command,
+``essa new c|rust|ts NAME`` writes one; ``essa build`` runs its build command,
 ``essa deploy`` (no arguments) deploys its output under its name, ``essa dev``
 rebuilds and redeploys it as its sources change. The commands find it in the
 current directory or a parent. Every key but ``[project] name`` is optional::
 
     [project]
     name = "hello"                # the deployment's name
-    language = "c"                # c, rust or other: the defaults below
+    language = "c"                # c, rust, ts or other: the defaults below
 
     [build]
     command = "sh build.sh"       # a shell command line, run in the project's directory
     output = "hello.wasm"         # the module it writes (default: NAME.wasm)
-    watch = ["*.c", "*.h"]        # what `essa dev` watches (globs; c: *.c *.h; rust: src/**/*.rs, Cargo.toml)
+    watch = ["*.c", "*.h"]        # what `essa dev` watches (globs; each language has defaults)
 
     [limits]                      # for the runtime `essa dev` starts (a cluster's executors set their own)
     time = "30s"                  # as --time-limit ("none": no limit)
@@ -61,6 +61,7 @@ FILENAME = "essa.toml"
 LANGUAGE_DEFAULTS: dict[str, dict[str, Any]] = {
     "c": {"command": "sh build.sh", "watch": ("*.c", "*.h")},
     "rust": {"command": "sh build.sh", "watch": ("src/**/*.rs", "Cargo.toml")},
+    "ts": {"command": "sh build.sh", "watch": ("assembly/**/*.ts", "package.json", "asconfig.json")},
     "other": {"command": None, "watch": ("**/*",)},
 }
 
@@ -202,7 +203,7 @@ def open_project(start: str | os.PathLike | None = None) -> Project:
     """The project around ``start`` (see :func:`find_project`); a one-line :class:`EssaError` if there is none."""
     path = find_project(start)
     if path is None:
-        raise EssaError(f"no {FILENAME} here or in a parent directory (`essa new c|rust NAME` makes a project)")
+        raise EssaError(f"no {FILENAME} here or in a parent directory (`essa new c|rust|ts NAME` makes a project)")
     return load_project(path)
 
 

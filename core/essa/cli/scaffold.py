@@ -1,4 +1,4 @@
-"""``essa new``: write a ready-to-build function project in C or Rust.
+"""``essa new``: write a ready-to-build function project in C, Rust or TypeScript.
 
 :func:`new_project` fills the templates in ``essa/templates/<language>/``
 (package data) into a new directory. Template files end in ``.tmpl``; in
@@ -15,7 +15,11 @@ the repository), so a project can be made and built from a pip install:
   ones installed with essa (``--sdk PATH`` names another copy, such as a
   checkout's ``guest/rust``). Copying three crates into every project would
   make it self-contained but leave it on an old SDK forever; the price of the
-  path is that the project must be pointed elsewhere if that directory moves.
+  path is that the project must be pointed elsewhere if that directory moves;
+- a TypeScript project depends on the AssemblyScript SDK (``@essa/as``) the
+  same way, as a ``file:`` dependency by absolute path (``--sdk PATH`` too),
+  and on the AssemblyScript compiler from the npm registry at the version the
+  SDK is built and tested with (:data:`ASSEMBLYSCRIPT_VERSION`).
 """
 
 from __future__ import annotations
@@ -29,7 +33,11 @@ from essa import __version__
 from essa.errors import EssaError
 
 #: The languages ``essa new`` writes projects for.
-LANGUAGES = ("c", "rust")
+LANGUAGES = ("c", "rust", "ts")
+
+#: The AssemblyScript compiler a new TypeScript project pins (npm); the
+#: examples' package.json pin the same one (tests/unit/test_scaffold.py checks).
+ASSEMBLYSCRIPT_VERSION = "0.28.20"
 
 #: Package data (templates, SDKs) lies beside the modules in any installation.
 _PACKAGE = Path(__file__).resolve().parents[1]  # the essa package, which holds sdk/ and templates/
@@ -75,22 +83,34 @@ def rust_sdk(sdk: str | os.PathLike | None) -> tuple[Path, str]:
     return path, f"given with --sdk {sdk}"
 
 
+def assemblyscript_sdk(sdk: str | os.PathLike | None) -> tuple[Path, str]:
+    """The AssemblyScript SDK directory (``@essa/as``) to depend on, and a phrase saying where it comes from."""
+    if sdk is None:
+        return installed_sdk("assemblyscript"), f"the copy installed with essa-wasm {__version__}"
+    path = Path(sdk).expanduser().resolve()
+    if not (path / "transform" / "index.js").is_file() or not (path / "package.json").is_file():
+        raise EssaError(f"{sdk}: not essa's AssemblyScript SDK (no package.json and transform/index.js in it; "
+                        "a checkout has it in guest/assemblyscript)")
+    return path, f"given with --sdk {sdk}"
+
+
 def new_project(
     language: str, name: str, directory: str | os.PathLike = ".", sdk: str | os.PathLike | None = None
 ) -> Path:
-    """Write a new project ``directory/name`` for ``language`` (``"c"`` or ``"rust"``); return its path.
+    """Write a new project ``directory/name`` for ``language`` (``"c"``, ``"rust"`` or ``"ts"``); return its path.
 
-    :param sdk: Rust only: the SDK directory to depend on (with ``essa-api/``
-        in it); default: the one installed with essa.
+    :param sdk: Rust and TypeScript: the SDK directory to depend on (Rust:
+        with ``essa-api/`` in it; TypeScript: ``@essa/as``, a checkout's
+        ``guest/assemblyscript``); default: the one installed with essa.
     :raises EssaError: an unknown language, a bad name, ``directory`` missing,
         the project directory existing already (nothing is overwritten), or an
         unusable ``sdk``; the message is one line.
     """
     if language not in LANGUAGES:
-        raise EssaError(f"unknown language {language!r} (essa new writes {' or '.join(LANGUAGES)} projects)")
+        raise EssaError(f"unknown language {language!r} (essa new writes {', '.join(LANGUAGES)} projects)")
     check_name(language, name)
-    if sdk is not None and language != "rust":
-        raise EssaError("--sdk is for Rust projects (a C project gets its own copy of essa.h)")
+    if sdk is not None and language == "c":
+        raise EssaError("--sdk is for Rust and TypeScript projects (a C project gets its own copy of essa.h)")
     parent = Path(directory)
     if not parent.is_dir():
         raise EssaError(f"{parent}: no such directory")
@@ -98,6 +118,11 @@ def new_project(
     if language == "rust":
         sdk_path, origin = rust_sdk(sdk)
         values.update(sdk=sdk_path.as_posix(), sdk_origin=origin)
+    elif language == "ts":
+        sdk_path, origin = assemblyscript_sdk(sdk)
+        # npm package names are lower case
+        values.update(sdk=sdk_path.as_posix(), sdk_origin=origin, package=name.lower(),
+                      assemblyscript=ASSEMBLYSCRIPT_VERSION)
     header = installed_sdk("c") / "essa.h" if language == "c" else None
     target = parent / name
     try:
