@@ -19,11 +19,11 @@ DEADLINE = 60.0
 def test_receipts_go_out_in_batches_and_close_sends_the_rest():
     transport = LocalTransport()
     sent: list[dict] = []
-    transport.subscribe(topics.SCHEDULER_RECEIVED, sent.append)
+    transport.subscribe(topics.scheduler_received("s1"), sent.append)
     receipts = Receipts(transport, "essa/inbox/me")
     ids = [f"me/{n}" for n in range(2500)]
     for call_id in ids:
-        receipts.add(call_id)
+        receipts.add(call_id, "s1")
     receipts.close()  # sends what it holds
     assert [i for message in sent for i in message["ids"]] == ids
     assert all(message["inbox"] == "essa/inbox/me" and len(message["ids"]) <= Receipts.most for message in sent)
@@ -33,7 +33,8 @@ def test_receipts_go_out_in_batches_and_close_sends_the_rest():
 def test_a_caller_confirms_every_reply_it_receives():
     transport = LocalTransport()
     sent: list[dict] = []
-    transport.subscribe(topics.SCHEDULER_RECEIVED, sent.append)
+    transport.subscribe(topics.scheduler_received("s1"), sent.append)
+    token = transport.declare_token(topics.live_scheduler("s1"))
     caller = Caller(transport)
     try:
         reply = {"id": "not-pending/1", "code": 0, "value": b"", "message": ""}

@@ -13,8 +13,14 @@ A cancel for a run (:data:`essa.cluster.topics.CANCEL`) ends the run's invocatio
 running here (:meth:`essa.wasm.invocation.Invocation.cancel`), fails the remote calls
 they wait for, and refuses the run's calls still queued here when they start.
 
-A call keeps its id when the scheduler places it again (its executor died):
-a request whose id is queued or running here already is not run twice.
+A call keeps its id when it is placed again (its executor died, or its
+scheduler did and its caller sent it to another): a request whose id is
+queued or running here already is not run twice, and a scheduler looking for
+the call (:mod:`essa.cluster.adopt`) learns that it runs here, or gets the
+recorded reply sent again if it finished here lately. A guest's remote calls
+get ids derived from their parent's (:func:`essa.cluster.adopt.child_id`),
+so a re-executed call's remote calls that finished answer from their
+recorded result.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from essa.cluster import metrics, topics
+from essa.cluster.adopt import FinishedReplies, check_find, child_id
 from essa.cluster.authorize import REFUSED, Authorizer, Refused
 from essa.cluster.calls import (
     LOCAL,
@@ -127,15 +134,17 @@ class Executor:
         self._runs_lock = threading.Lock()
         #: Run times (seconds) of the most recent calls, for ``essa status`` and ``essa top``.
         self._recent: collections.deque[float] = collections.deque(maxlen=2000)
-        #: Ids of the calls queued or running here.
-        self._active: set[str] = set()
+        #: The calls queued or running here, by id.
+        self._active: dict[str, Message] = {}
         self._active_lock = threading.Lock()
+        self._finished = FinishedReplies()
 
     def start(self) -> None:
         """Begin serving calls and announce this executor."""
         self._undo.append(self.transport.subscribe(topics.CANCEL, self.cancel))
         self._calls = self.transport.subscribe(topics.executor_calls(self.id), self.submit)
         self._undo.append(self.transport.serve(f"{topics.STATUS}/executor/{self.id}", self.status))
+        self._undo.append(self.transport.serve(topics.executor_find(self.id), self.find))
         self._undo.append(self.transport.declare_token(topics.live_executor(self.id)))
 
     def also_close(self, subscription: Any) -> None:
@@ -199,7 +208,8 @@ class Executor:
             return
         with self._active_lock:
             duplicate = request["id"] in self._active
-            self._active.add(request["id"])
+            if not duplicate:
+                self._active[request["id"]] = request
         if duplicate:
             log.debug("executor %s: call %.80s is queued or running here already", self.id, request["id"])
             return
@@ -220,10 +230,13 @@ class Executor:
         self._answer(request, reply_message(call_id, EssaResult.UnknownError, message=problem, exit=1, kind=kind))
 
     def _answer(self, request: Message, reply: Message) -> None:
-        """Send ``reply`` to the caller and the done notice to the scheduler (never raises)."""
+        """Send ``reply`` to the caller and the done notice (with this executor's load) to the scheduler (never raises)."""
         try:
             send_reply(self.transport, request["reply_to"], reply)
-            self.transport.publish(topics.SCHEDULER_DONE, {"id": request["id"], "executor": self.id})
+            scheduler = request.get("scheduler")
+            if scheduler is not None:
+                self.transport.publish(topics.scheduler_done(scheduler),
+                                       {"id": request["id"], "executor": self.id, "load": len(self._active)})
         except Exception as exc:
             _problems.warning("answer", "executor %s: cannot answer call %.80s: %s", self.id, request["id"], describe(exc))
 
@@ -241,9 +254,11 @@ class Executor:
         self._recent.append(ended - started)
         if request.get("trace") is True:
             self._publish_span(request, received, started, ended, reply)
-        self._answer(request, reply)
         with self._active_lock:
-            self._active.discard(call_id)
+            # Recorded before it leaves the active calls, so that a search always finds it one way or the other.
+            self._finished.record(call_id, reply)
+            self._active.pop(call_id, None)
+        self._answer(request, reply)
         kind = reply.get("kind") or "error"
         outcome = "ok" if reply["code"] == EssaResult.Ok else kind
         function = "-" if kind in ("no-such-function", "bad-signature", "invalid") else display_name(request["function"])
@@ -256,6 +271,36 @@ class Executor:
                                    patient=True)
         except Exception as exc:
             _problems.warning("span", "executor %s: cannot publish a span: %s", self.id, describe(exc))
+
+    def find(self, query: Message) -> Message:
+        """A scheduler looks for calls (see :mod:`essa.cluster.adopt`): which of them run here or finished here.
+
+        A running one will answer the asking caller and scheduler; a finished
+        one's recorded reply is sent again to the asking caller.
+        """
+        checked = check_find(query)
+        if checked is None:
+            _problems.warning("find", "executor %s: ignored a malformed find query", self.id)
+            return {"executor": self.id, "running": [], "finished": []}
+        scheduler, calls = checked
+        running, finished = [], []
+        with self._active_lock:
+            for call_id, reply_to in calls:
+                request = self._active.get(call_id)
+                if request is not None:
+                    request["reply_to"], request["scheduler"] = reply_to, scheduler
+                    running.append(call_id)
+                    continue
+                reply = self._finished.get(call_id)
+                if reply is not None:
+                    finished.append((call_id, reply_to, reply))
+        for call_id, reply_to, reply in finished:
+            try:
+                send_reply(self.transport, reply_to, reply)
+            except Exception as exc:
+                _problems.warning("answer", "executor %s: cannot answer call %.80s again: %s", self.id, call_id,
+                                  describe(exc))
+        return {"executor": self.id, "running": running, "finished": [f[0] for f in finished]}
 
     # -- cancellation --------------------------------------------------------------
 
@@ -462,7 +507,7 @@ class RunOutput:
 class _CallHost:
     """The ABI's view of the runtime, for one invocation."""
 
-    __slots__ = ("_executor", "_program", "_request", "_output", "_prefix", "_read_only")
+    __slots__ = ("_executor", "_program", "_request", "_output", "_prefix", "_read_only", "_children")
 
     def __init__(self, executor: Executor, program, request: Message, output: RunOutput) -> None:
         self._executor = executor
@@ -472,6 +517,7 @@ class _CallHost:
         self._prefix = f"{request['namespace']}/data/"
         authorizer = executor.authorizer
         self._read_only = authorizer is not None and authorizer.read_only(request)
+        self._children = 0
 
     def function_status(self, name: str) -> EssaResult:
         return _CALLABLE_STATUS[self._program.info.callable_status(name)]
@@ -483,8 +529,14 @@ class _CallHost:
             extra["argv"] = req["argv"]  # remote calls see the run's arguments too
         if "token" in req:
             extra["token"] = req["token"]  # and run with its authorization: same module, same namespace
+        if "retries" in req:
+            extra["retries"] = req["retries"]  # the deployment's retry limit
+        if req.get("attempt", 1) > 1 or req.get("adopt") is True:
+            extra["adopt"] = True  # an earlier execution may have started this call already
+        self._children += 1
         return self._executor.caller.start(call_request(req["module"], name, args, req["namespace"], req["run"],
-                                                        nested=True, **extra))
+                                                        nested=True, **extra),
+                                           child_id(req["id"], self._children))
 
     def get_state(self, key: str) -> bytes | None:
         with metrics.store_operation("get"):
