@@ -32,7 +32,7 @@ from typing import BinaryIO, Callable, Mapping, Sequence
 from essa.cluster import topics
 from essa.cluster.client import CallHandle, Client, ConsoleOutput
 from essa.cluster.control import ControlClient
-from essa.cluster.deployments import Deployment, check_name, parse_spec
+from essa.cluster.deployments import DEFAULT_RETRIES, MAX_RETRIES, Deployment, check_name, check_retries, parse_spec
 from essa.cluster.embedded import EmbeddedRuntime
 from essa.cluster.processes import connect_client
 from essa.cluster.programs import check_wasm, read_module
@@ -138,20 +138,27 @@ class Connection:
 
     # -- deployments -----------------------------------------------------------------
 
-    def deploy(self, module: str | os.PathLike | bytes, name: str) -> Deployment:
+    def deploy(self, module: str | os.PathLike | bytes, name: str, retries: int | None = None) -> Deployment:
         """Store ``module`` (a path or the bytes) as a new version of deployment ``name``.
 
         The module is compiled on deploy: a module that cannot run is refused
         here. Returns the new version.
+
+        :param retries: how many times a call of this version runs again when
+            its executor dies (default 3; 0 for functions that must not
+            repeat). See "Failures" in docs/architecture.md for what a
+            re-executed call leaves behind.
         """
         check_name(name)
+        if retries is not None:
+            check_retries(retries)
         if isinstance(module, (bytes, bytearray)):
             wasm = bytes(module)
             check_wasm(wasm, "the module")
         else:
             wasm = read_module(os.fspath(module))
         answer = self._control.request("deploy", timeout=DEPLOY_TIMEOUT, name=name, wasm=wasm,
-                                       id=os.urandom(16).hex(), created=time.time_ns())
+                                       id=os.urandom(16).hex(), created=time.time_ns(), retries=retries)
         deployment = Deployment.from_dict(answer["deployment"])
         self._forget(name)
         return deployment
@@ -217,7 +224,8 @@ class Connection:
         deployment = self.deployment(spec)
         export = deployment.check_function(function)
         return self._client.start_call(deployment.module, export, bytes(args), deployment.namespace, output,
-                                       trace=trace, fields={"deployment": deployment.name})
+                                       trace=trace, fields={"deployment": deployment.name,
+                                                            "retries": deployment.retries})
 
     def call(self, spec: str, function: str, args: bytes = b"", timeout: float | None = None,
              output: Callable[[Message], None] | None = None) -> bytes:
@@ -458,4 +466,4 @@ def connect(
     return Connection(client, close, ", ".join(endpoints))
 
 
-__all__ = ["CallError", "Connection", "Run", "State", "connect"]
+__all__ = ["DEFAULT_RETRIES", "MAX_RETRIES", "CallError", "Connection", "Run", "State", "connect"]

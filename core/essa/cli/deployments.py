@@ -6,6 +6,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from essa.api.connection import DEFAULT_RETRIES, MAX_RETRIES
 from essa.cli.options import Settings, connection_options, open_connection
 from essa.cli.output import echo_json, when
 from essa.util.units import format_bytes
@@ -14,24 +15,28 @@ from essa.util.units import format_bytes
 @click.command()
 @click.argument("module", metavar="FILE.wasm", type=click.Path(dir_okay=False))
 @click.option("--name", required=True, help="The deployment's name: a new version if it exists.")
+@click.option("--retries", type=click.IntRange(0, MAX_RETRIES), default=DEFAULT_RETRIES, show_default=True,
+              help="How many times a call runs again when its executor dies (0: functions that must not repeat).")
 @click.option("--json", "as_json", is_flag=True, help="Print the new version as JSON.")
 @connection_options
 @click.pass_obj
-def deploy(settings: Settings, module, name, as_json, connect, zenoh_config, timeout) -> None:
+def deploy(settings: Settings, module, name, retries, as_json, connect, zenoh_config, timeout) -> None:
     """Deploy FILE.wasm as NAME: store it, compile it, and record a new version.
 
     Call its functions with `essa call NAME FUNCTION`; NAME is its latest
     version, NAME@3 a pinned one. Its state lives in the namespace NAME,
-    kept across calls, runs, restarts and redeploys.
+    kept across calls, runs, restarts and redeploys. A call whose executor
+    dies runs again elsewhere, up to --retries times.
     """
     with open_connection(settings, connect, zenoh_config, timeout) as es:
-        deployment = es.deploy(module, name)
+        deployment = es.deploy(module, name, retries=retries)
     if as_json:
         echo_json(deployment.as_dict())
         return
     functions = ", ".join(deployment.functions) or "none"
+    retry_note = f", retries {deployment.retries}" if deployment.retries != DEFAULT_RETRIES else ""
     click.echo(f"deployed {deployment.spec}: module {deployment.module[:12]} ({format_bytes(deployment.size)}), "
-               f"functions: {functions}")
+               f"functions: {functions}{retry_note}")
 
 
 @click.command(name="ls")

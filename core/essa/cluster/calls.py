@@ -48,6 +48,7 @@ import uuid
 from typing import Callable
 
 from essa.cluster import topics
+from essa.cluster.deployments import MAX_RETRIES
 from essa.cluster.pool import Task, blocking
 from essa.transport.base import Message, Subscription, Transport, last_segment
 from essa.util.ratelimit import RateLimitedLog, describe
@@ -61,10 +62,6 @@ _problems = RateLimitedLog(log)
 MAX_NAME = 1024
 #: Most call ids one receipt confirms (a scheduler ignores more).
 MAX_RECEIPTS = 1000
-#: How many times a call is placed again when its executor dies, unless its deployment says otherwise.
-DEFAULT_RETRIES = 3
-#: Most retries a deployment may ask for.
-MAX_RETRIES = 100
 
 
 def call_request(module: str, function: str, args: bytes, namespace: str, run: str, **extra) -> Message:

@@ -40,8 +40,10 @@ from typing import Any, Callable
 from essa.cluster import topics
 from essa.cluster.authorize import Authorizer, Refused
 from essa.cluster.deployments import (
+    DEFAULT_RETRIES,
     DeploymentRegistry,
     check_name,
+    check_retries,
     data_prefix,
     parse_spec,
     user_functions,
@@ -145,8 +147,15 @@ class ControlService:
                                f"({format_bytes(self.max_message_bytes)})")
         module = publish_module(self.store, wasm, f"the module of {name!r}")
         program = self.programs.get(module)  # compiles now: a bad module fails the deploy
+        retries = _optional(request, "retries", int)
+        if retries is not None:
+            try:
+                check_retries(retries)
+            except EssaError as exc:
+                raise ControlError(str(exc)) from None
         deployment = self.registry.add(name, module, len(wasm), user_functions(program.info),
-                                       _optional(request, "id", str), _optional(request, "created", int))
+                                       _optional(request, "id", str), _optional(request, "created", int),
+                                       DEFAULT_RETRIES if retries is None else retries)
         log.info("deployed %s (module %s, %d bytes)", deployment.spec, module[:12], len(wasm))
         return {"deployment": deployment.as_dict()}
 

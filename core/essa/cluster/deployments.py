@@ -43,6 +43,19 @@ from essa.wasm.engine import CALLABLE_SIGNATURE, ModuleInfo
 #: Exports of callable functions carry this prefix (the Rust SDK's and the C SDK's convention).
 EXPORT_PREFIX = "__essa_wrapper__"
 
+#: How many times a call is placed again when its executor dies, unless its deployment says otherwise.
+DEFAULT_RETRIES = 3
+#: Most retries a deployment may ask for.
+MAX_RETRIES = 100
+
+
+def check_retries(retries: object) -> int:
+    """``retries`` if it is a retry limit (a whole number from 0 to :data:`MAX_RETRIES`); else a one-line error."""
+    if isinstance(retries, bool) or not isinstance(retries, int) or not 0 <= retries <= MAX_RETRIES:
+        raise EssaError(f"retries must be a whole number from 0 to {MAX_RETRIES}, not {retries!r}")
+    return retries
+
+
 #: Store key of the set of deployment names.
 INDEX_KEY = "deployments"
 
@@ -111,6 +124,8 @@ class Deployment:
     functions: tuple[str, ...]
     #: When this version was deployed (nanoseconds since the Unix epoch).
     created: int
+    #: How many times a call of it is run again when its executor dies (0: never; see docs/architecture.md).
+    retries: int = DEFAULT_RETRIES
 
     @property
     def namespace(self) -> str:
@@ -128,7 +143,7 @@ class Deployment:
     @classmethod
     def from_dict(cls, data: dict) -> "Deployment":
         return cls(data["name"], int(data["version"]), data["module"], int(data["size"]),
-                   tuple(data["functions"]), int(data["created"]))
+                   tuple(data["functions"]), int(data["created"]), int(data.get("retries", DEFAULT_RETRIES)))
 
     def check_function(self, function: str) -> str:
         """The export to call for ``function``; :class:`NotFound` with suggestions if there is none."""
@@ -158,12 +173,14 @@ class DeploymentRegistry:
         self.store = store
 
     def add(self, name: str, module: str, size: int, functions: list[str], deploy_id: str | None = None,
-            created: int | None = None) -> Deployment:
+            created: int | None = None, retries: int = DEFAULT_RETRIES) -> Deployment:
         """Record a new version of ``name`` for ``module`` (already in the store); return it.
 
-        ``deploy_id`` makes a repeated request (a retry) record nothing new.
+        ``deploy_id`` makes a repeated request (a retry) record nothing new;
+        ``retries`` is the version's retry limit.
         """
         check_name(name)
+        check_retries(retries)
         deploy_id = deploy_id or uuid.uuid4().hex
         created = created or time.time_ns()
         deploys, _removed = self._records(name)
@@ -173,6 +190,8 @@ class DeploymentRegistry:
         version = max((r["version"] for r in deploys), default=0) + 1
         record = {"kind": "deploy", "id": deploy_id, "version": version, "module": module, "size": size,
                   "functions": sorted(functions), "created": created}
+        if retries != DEFAULT_RETRIES:  # records without it (older ones too) mean the default
+            record["retries"] = retries
         self.store.put(record_key(name), SetLattice({_encode(record)}))
         self.store.put(INDEX_KEY, SetLattice({name.encode()}))
         return self.resolve(name)
@@ -195,7 +214,8 @@ class DeploymentRegistry:
             return []
         ordered = sorted(deploys, key=lambda r: (r["version"], r["created"], r["module"], r["id"]))
         return [
-            Deployment(name, number, r["module"], r["size"], tuple(r["functions"]), r["created"])
+            Deployment(name, number, r["module"], r["size"], tuple(r["functions"]), r["created"],
+                       r.get("retries", DEFAULT_RETRIES))
             for number, r in enumerate(ordered, start=1)
         ]
 
@@ -245,16 +265,21 @@ def _decode(raw: bytes) -> dict | None:
         return record
     fields = {"id": str, "version": int, "module": str, "size": int, "functions": list, "created": int}
     if record.get("kind") == "deploy" and all(isinstance(record.get(k), t) for k, t in fields.items()):
-        if all(isinstance(f, str) for f in record["functions"]):
+        retries = record.get("retries", DEFAULT_RETRIES)
+        if all(isinstance(f, str) for f in record["functions"]) and (
+                not isinstance(retries, bool) and isinstance(retries, int) and 0 <= retries <= MAX_RETRIES):
             return record
     return None
 
 
 __all__ = [
+    "DEFAULT_RETRIES",
+    "MAX_RETRIES",
     "Deployment",
     "DeploymentRegistry",
     "EXPORT_PREFIX",
     "check_name",
+    "check_retries",
     "data_prefix",
     "display_name",
     "export_name",

@@ -57,8 +57,8 @@ from dataclasses import dataclass
 from essa.cluster import metrics, topics
 from essa.cluster.adopt import Finder
 from essa.cluster.authorize import Authorizer, Refused
-from essa.cluster.calls import DEFAULT_RETRIES, MAX_RECEIPTS, cancelled_reply, check_request, reply_message, send_reply
-from essa.cluster.deployments import display_name
+from essa.cluster.calls import MAX_RECEIPTS, cancelled_reply, check_request, reply_message, send_reply
+from essa.cluster.deployments import DEFAULT_RETRIES, display_name
 from essa.placement import ExecutorState, Placement
 from essa.transport.base import Message, Transport, last_segment
 from essa.util.ratelimit import RateLimitedLog, describe
