@@ -377,7 +377,7 @@ class Executor:
                 _problems.warning("refused", "executor %s: refused call %.80s: %s", self.id, call_id, exc)
                 return reply_message(call_id, EssaResult.UnknownError, message=str(exc), exit=1,
                                      kind="refused" if isinstance(exc, Refused) else "error")
-        output = RunOutput(self.transport, request["run"])
+        output = RunOutput(self.transport, request["run"], call_id)
         stdin = (RemoteStdin(self.transport, request["run"], request.get("token") if self.authorizer else None)
                  if is_run and request.get("stdin") else None)
         try:
@@ -479,25 +479,29 @@ class RunOutput:
     """A guest's stdout/stderr, published to its run's output topic.
 
     Large writes go out in chunks of at most :attr:`chunk` bytes, so no output
-    message is larger than that.
+    message is larger than that. Each message names its call and its number
+    within the call's output (``call``, ``n``): a re-executed call's output
+    carries the same numbers, and the client shows each number once
+    (:class:`essa.cluster.client.OutputOnce`).
     """
 
-    __slots__ = ("_transport", "_topic")
+    __slots__ = ("_transport", "_topic", "_call", "_n")
 
     chunk = 1 << 20
 
-    def __init__(self, transport: Transport, run: str) -> None:
+    def __init__(self, transport: Transport, run: str, call_id: str = "") -> None:
         self._transport = transport
         self._topic = topics.run_output(run)
+        self._call = call_id
+        self._n = 0
 
     def write(self, stream: int, data: bytes) -> None:
         chunk = self.chunk
-        if len(data) <= chunk:
-            self._transport.publish(self._topic, {"stream": stream, "data": data}, patient=True)
-            return
-        view = memoryview(data)
-        for start in range(0, len(data), chunk):
-            self._transport.publish(self._topic, {"stream": stream, "data": bytes(view[start : start + chunk])},
+        view = memoryview(data) if len(data) > chunk else None
+        for start in range(0, max(len(data), 1), chunk):
+            self._n += 1
+            piece = data if view is None else bytes(view[start : start + chunk])
+            self._transport.publish(self._topic, {"stream": stream, "data": piece, "call": self._call, "n": self._n},
                                     patient=True)
 
     def warn(self, message: str) -> None:
