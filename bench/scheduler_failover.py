@@ -4,8 +4,9 @@ Starts ``--schedulers`` schedulers (each after the first connects to the
 first) and two executors connected to all of them, deploys an 8-byte echo
 function, and calls it from ``--threads`` threads of this process
 (``essa.connect`` with every scheduler's endpoint, ``Connection.call`` in a
-loop, one call in flight per thread). After ``--kill-at`` seconds the first
-scheduler is killed with SIGKILL (not restarted); the load goes on for
+loop, one call in flight per thread). After ``--kill-at`` seconds the
+scheduler that placed the most calls (a caller with few calls pending sends
+them to one scheduler) is killed with SIGKILL (not restarted); the load goes on for
 ``--after`` seconds more. The document gives:
 
 - ``answered``, ``failed`` and the distinct failure messages;
@@ -65,7 +66,7 @@ def main() -> None:
             for i, endpoint in enumerate(endpoints):
                 first = [] if i == 0 else ["--connect", endpoints[0]]
                 procs.append(subprocess.Popen([*command, "scheduler", "--listen", endpoint, *first], env=env,
-                                              stderr=subprocess.DEVNULL))
+                                              stderr=open(Path(home) / f"scheduler-{i}.log", "w")))
             for i in range(2):
                 procs.append(subprocess.Popen([*command, "executor", str(i), *connect, "--workers", "2"], env=env,
                                               stderr=subprocess.DEVNULL))
@@ -108,7 +109,12 @@ def main() -> None:
                 for thread in threads:
                     thread.start()
                 time.sleep(args.kill_at)
-                procs[0].send_signal(signal.SIGKILL)
+                placed = {a["id"]: sum(e["placed"] for e in a["executors"].values())
+                          for a in es.status() if a.get("role") == "scheduler"}
+                busiest = max(placed, key=placed.get)  # a caller sends its calls to one scheduler
+                victim = next(procs[i] for i in range(args.schedulers)
+                              if f"essa scheduler {busiest}:" in (Path(home) / f"scheduler-{i}.log").read_text())
+                victim.send_signal(signal.SIGKILL)
                 killed = time.monotonic()
                 time.sleep(args.after)
                 stop.set()
