@@ -2,7 +2,7 @@
 
 No Wasm runs: the executors are stand-ins (``--role executor``, processes of
 this script) that answer every call the moment it arrives, with a done
-notice to the scheduler that placed it, as real executors do; the load comes
+notice to the scheduler that placed it (batched, as real executors do); the load comes
 from ``--generators`` processes (``--role load``), each keeping ``--window``
 calls in flight through a :class:`essa.cluster.calls.Caller` (a caller
 spreads its calls over the live schedulers). So the scheduler is the part
@@ -58,13 +58,21 @@ def run_executor(connect: list[str], executor_id: str) -> None:
     from essa.cluster import topics
 
     transport = _transport(connect)
-    done_topic = getattr(topics, "scheduler_done", None)  # one topic per scheduler; before: a shared one
+    try:  # as real executors do: done notices in batches, to the scheduler that placed the call
+        from essa.cluster.calls import IdBatches
+
+        done = IdBatches(transport, "done", topics.scheduler_done, lambda: {"executor": executor_id, "load": 0},
+                         linger=0.005)
+    except ImportError:  # before issue 22: one scheduler, one notice per call
+        done = None
 
     def on_call(request: dict) -> None:
         transport.publish(request["reply_to"], {"id": request["id"], "code": 0, "value": request["args"],
                                                 "message": ""})
-        notice = {"id": request["id"], "executor": executor_id, "load": 0}
-        transport.publish(done_topic(request["scheduler"]) if done_topic else topics.SCHEDULER_DONE, notice)
+        if done is not None:
+            done.add(request["id"], request["scheduler"])
+        else:
+            transport.publish(topics.SCHEDULER_DONE, {"id": request["id"], "executor": executor_id})
 
     keep = [transport.subscribe(topics.executor_calls(executor_id), on_call)]
     if hasattr(topics, "executor_find"):

@@ -47,7 +47,7 @@ class RecordingExecutor:
 
     def done(self, request: dict) -> None:
         self.finished.add(request["id"])
-        self.transport.publish(topics.scheduler_done(request["scheduler"]), {"id": request["id"], "executor": self.id})
+        self.transport.publish(topics.scheduler_done(request["scheduler"]), {"ids": [request["id"]], "executor": self.id})
 
     def die(self) -> None:
         self._sub.close()
@@ -434,7 +434,8 @@ def test_malformed_requests_that_say_where_to_answer_are_answered(cluster, broke
     assert reply["code"] == EssaResult.UnknownError and reply["message"].startswith("malformed call request")
 
 
-@pytest.mark.parametrize("notice", [{}, {"id": "x"}, {"executor": "a"}, {"id": 1, "executor": None}])
+@pytest.mark.parametrize("notice", [{}, {"ids": ["x"]}, {"executor": "a"}, {"ids": [1], "executor": None},
+                                    {"ids": "x", "executor": "a"}, {"ids": [None, 3], "executor": "a"}])
 def test_malformed_done_notices_are_ignored(cluster, notice):
     transport, scheduler, caller = cluster
     executor = RecordingExecutor(transport, "a")

@@ -159,39 +159,41 @@ def check_request(request: Message, receiver: str, max_message_bytes: int | None
     return None
 
 
-class Receipts:
-    """Tells the schedulers which replies reached a caller, many ids to a message.
+class IdBatches:
+    """Sends call ids to the schedulers, many to a message: receipts and done notices.
 
-    Each id goes to the scheduler that placed its call. The ids gathered
-    while one message is sent, or in :attr:`linger` seconds after the first,
-    go out together on that scheduler's :func:`essa.cluster.topics.scheduler_received`
-    topic; a scheduler forgets those calls then (see :mod:`essa.cluster.scheduler`).
-    One thread, waiting for ids.
+    Each id goes to one scheduler's topic (``topic(scheduler)``). The ids
+    gathered while one message is sent, or in ``linger`` seconds after the
+    first, go out together as ``{**fields(), "ids": [...]}``, at most
+    :attr:`most` to a message. One thread, waiting for ids.
     """
 
-    #: Seconds the first id waits for others to share its message.
-    linger = 0.05
     #: Most ids in one message.
     most = MAX_RECEIPTS
-    #: Most ids kept unsent (the scheduler forgets unconfirmed calls on its own, later).
+    #: Most ids kept unsent (a scheduler forgets unconfirmed calls on its own, later).
     limit = 100_000
 
-    def __init__(self, transport: Transport, inbox: str) -> None:
+    def __init__(self, transport: Transport, name: str, topic: Callable[[str], str], fields: Callable[[], Message],
+                 linger: float) -> None:
         self._transport = transport
-        self._inbox = inbox
-        #: scheduler id -> the ids to confirm to it
+        self._name = name
+        self._topic = topic
+        self._fields = fields
+        #: Seconds the first id waits for others to share its message.
+        self.linger = linger
+        #: scheduler id -> the ids to send it
         self._ids: dict[str, list[str]] = {}
         self._count = 0
         self._cond = threading.Condition()
         self._closed = False
-        self._thread = threading.Thread(target=self._run, name=f"essa-receipts-{last_segment(inbox)}", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=f"essa-{name}", daemon=True)
         self._thread.start()
 
     def add(self, call_id: str, scheduler: str) -> None:
-        """Confirm the reply to ``call_id`` to ``scheduler`` (soon)."""
+        """Send ``call_id`` to ``scheduler`` (soon)."""
         with self._cond:
             if self._count >= self.limit:
-                _problems.warning("receipts", "%s: %d receipts unsent; dropped one", self._inbox, self._count)
+                _problems.warning(self._name, "%s: %d ids unsent; dropped one", self._name, self._count)
                 return
             self._ids.setdefault(scheduler, []).append(call_id)
             self._count += 1
@@ -209,20 +211,35 @@ class Receipts:
             for scheduler, ids in batches.items():
                 for start in range(0, len(ids), self.most):
                     try:
-                        self._transport.publish(topics.scheduler_received(scheduler),
-                                                {"inbox": self._inbox, "ids": ids[start : start + self.most]})
+                        self._transport.publish(self._topic(scheduler),
+                                                {**self._fields(), "ids": ids[start : start + self.most]})
                     except Exception as exc:  # the loop must outlive any one failure
-                        _problems.warning("receipts", "%s: cannot send receipts: %s", self._inbox, describe(exc))
+                        _problems.warning(self._name, "%s: cannot send: %s", self._name, describe(exc))
             if closed:
                 return
 
     def close(self, timeout: float = 2.0) -> None:
-        """Send the receipts gathered so far (waiting up to ``timeout`` s), then stop."""
+        """Send the ids gathered so far (waiting up to ``timeout`` s), then stop."""
         with self._cond:
             self._closed = True
             self._cond.notify_all()
         if self._thread is not threading.current_thread():
             self._thread.join(timeout)
+
+
+class Receipts(IdBatches):
+    """Tells the schedulers which replies reached a caller (inbox ``inbox``).
+
+    Each id goes to the scheduler that placed its call, on its
+    :func:`essa.cluster.topics.scheduler_received` topic, with the ids
+    gathered within :attr:`linger` seconds; a scheduler forgets those calls
+    then (see :mod:`essa.cluster.scheduler`).
+    """
+
+    def __init__(self, transport: Transport, inbox: str, linger: float = 0.05) -> None:
+        fields = {"inbox": inbox}
+        super().__init__(transport, f"receipts-{last_segment(inbox)}", topics.scheduler_received, lambda: fields,
+                         linger)
 
 
 class CallFailed(Exception):

@@ -276,21 +276,27 @@ class Scheduler:
             _problems.warning("dropped", "dropped a call request: %s", problem)
 
     def _done(self, notice: Message) -> None:
-        """An executor's done notice: the call's reply has left it. The call stays tracked until its receipt."""
-        call_id, executor, load = notice.get("id"), notice.get("executor"), notice.get("load", 0)
-        if not (isinstance(call_id, str) and isinstance(executor, str) and isinstance(load, int)):
-            _problems.warning("done", "ignored a malformed done notice (it needs 'id' and 'executor')")
+        """An executor's done notice: the replies to ``ids`` have left it; they stay tracked until their receipts.
+
+        It carries the executor's ``load`` (its calls queued and running,
+        from every scheduler) when it was sent.
+        """
+        ids, executor, load = notice.get("ids"), notice.get("executor"), notice.get("load", 0)
+        if not (isinstance(ids, list) and isinstance(executor, str) and isinstance(load, int)):
+            _problems.warning("done", "ignored a malformed done notice (it needs 'ids' and 'executor')")
             return
+        now = time.monotonic()
         with self._lock:
+            for call_id in ids[:MAX_RECEIPTS]:
+                call = self._calls.get(call_id) if isinstance(call_id, str) else None
+                if call is None or call.executor != executor or call.replied is not None:
+                    continue  # confirmed already, or a late notice of an attempt placed again since
+                call.replied = now
+                self._unconfirmed[call_id] = None
+                self._ended_on_executor(call)
             state = self.executors.get(executor)
-            call = self._calls.get(call_id)
-            if state is not None:  # its calls from other schedulers: its load less what this one sees
-                state.others = max(0, load - state.in_flight + (call is not None and call.replied is None))
-            if call is None or call.executor != executor or call.replied is not None:
-                return  # confirmed already, or a late notice of an attempt placed again since
-            call.replied = time.monotonic()
-            self._unconfirmed[call_id] = None
-            self._ended_on_executor(call)
+            if state is not None:  # its calls from other schedulers: its load less what this one sees there
+                state.others = max(0, load - state.in_flight)
 
     def _received(self, receipt: Message) -> None:
         """A caller's receipt: the replies to ``receipt['ids']`` reached its inbox ``receipt['inbox']``."""
