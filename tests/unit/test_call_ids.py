@@ -6,6 +6,7 @@ import threading
 import time
 
 from essa.cluster import topics
+from essa.cluster.adopt import child_id
 from essa.cluster.calls import Caller, Receipts, call_request
 from essa.cluster.embedded import open_engine, open_store
 from essa.cluster.executor import Executor
@@ -73,3 +74,43 @@ def test_an_executor_runs_a_call_it_queues_already_only_once(engine_name):
         executor.stop()
         caller.close()
         store.close()
+
+
+def test_an_executor_found_running_or_finished_answers_the_caller_who_asks_again(engine_name):
+    transport = LocalTransport()
+    store = open_store("memory")
+    caller = Caller(transport, "executor")
+    executor = Executor("x", ProgramCache(open_engine(engine_name), store), store, transport, caller, workers=1)
+    executor.start()
+    first: list[dict] = []
+    second: list[dict] = []
+    transport.subscribe("essa/inbox/first", first.append)
+    transport.subscribe("essa/inbox/second", second.append)
+    try:
+        request = {"id": "p/1.1", "reply_to": "essa/inbox/first", "scheduler": "s1",
+                   **call_request(publish_module(store, module()), "__essa_wrapper__echo", b"hi", "ns", "run")}
+        gate = threading.Event()
+        executor.pool.submit(gate.wait, DEADLINE)  # its only worker is busy: the call stays queued
+        executor.submit(request)
+        # A re-executed parent's caller asks for the call: it runs here, and will answer the new inbox.
+        asked = {"scheduler": "s2", "calls": [["p/1.1", "essa/inbox/second"], ["p/1.2", "essa/inbox/second"]]}
+        assert executor.find(asked) == {"executor": "x", "running": ["p/1.1"], "finished": []}
+        gate.set()
+        assert executor.pool.wait_idle(DEADLINE)
+        assert first == [] and [r["value"] for r in second] == [b"hi"]
+        # Once finished, its recorded reply answers (sent again), and it does not run again.
+        asked["calls"] = [["p/1.1", "essa/inbox/first"]]
+        assert executor.find(asked) == {"executor": "x", "running": [], "finished": ["p/1.1"]}
+        assert [r["value"] for r in first] == [b"hi"] and executor.stats.calls == 1
+        assert executor.find({"scheduler": "s/2", "calls": []})["running"] == []  # malformed: nothing
+    finally:
+        executor.stop()
+        caller.close()
+        store.close()
+
+
+def test_child_ids_are_the_parents_and_a_number_and_stay_short():
+    assert child_id("client-1/7", 3) == "client-1/7.3"
+    deep = "x" * 300
+    assert child_id(deep, 1) == child_id(deep, 1) != child_id(deep, 2)
+    assert len(child_id(deep, 1)) < 50

@@ -5,8 +5,12 @@ from __future__ import annotations
 import pytest
 
 from essa.cluster.deployments import (
+    DEFAULT_RETRIES,
+    MAX_RETRIES,
+    Deployment,
     DeploymentRegistry,
     check_name,
+    check_retries,
     display_name,
     parse_spec,
     record_key,
@@ -101,3 +105,26 @@ def test_user_functions_are_callable_exports_without_the_prefix():
     })
     assert user_functions(info) == ["count"]
     assert display_name("__essa_wrapper__count") == "count" and display_name("_start") == "_start"
+
+
+def test_a_version_keeps_its_retry_limit_and_records_without_one_mean_the_default(registry):
+    default = registry.add("wc", "a" * 64, 100, [])
+    once = registry.add("wc", "b" * 64, 100, [], retries=0)
+    assert (default.retries, once.retries) == (DEFAULT_RETRIES, 0)
+    assert registry.resolve("wc", 2).retries == 0 and registry.resolve("wc", 1).retries == DEFAULT_RETRIES
+    assert Deployment.from_dict(once.as_dict()) == once
+    assert Deployment.from_dict({k: v for k, v in default.as_dict().items() if k != "retries"}) == default
+
+
+@pytest.mark.parametrize("retries", [-1, MAX_RETRIES + 1, True, "3", 2.0])
+def test_bad_retry_limits_are_refused_in_one_line(registry, retries):
+    with pytest.raises(EssaError, match="retries must be a whole number from 0 to 100"):
+        registry.add("wc", "a" * 64, 100, [], retries=retries)
+    with pytest.raises(EssaError):
+        check_retries(retries)
+
+
+def test_a_record_with_a_bad_retry_limit_is_ignored(registry):
+    record = '{"created":1,"functions":[],"id":"x","kind":"deploy","module":"' + "a" * 64 + '","retries":-4,"size":1,"version":1}'
+    registry.store.put(record_key("wc"), SetLattice({record.encode()}))
+    assert registry.versions("wc") == []

@@ -443,3 +443,22 @@ def test_malformed_done_notices_are_ignored(cluster, notice):
     transport.publish(topics.scheduler_done(scheduler.id), notice)
     executor.finish(executor.received[0])
     assert future.result(5)["value"] == b"ok"
+
+
+def test_calls_left_without_a_scheduler_go_to_the_next_one_that_appears(cluster):
+    transport, first, caller = cluster
+    future = start(caller)  # no executor: it waits in the first scheduler's backlog
+    first.wait_for_executors = 60
+    first.stop()
+    assert not future.done()  # it waits for another scheduler
+    second = Scheduler(transport, scheduler_id="second")
+    second.start()
+    try:
+        executor = RecordingExecutor(transport, "a")
+        eventually(lambda: executor.received, "the call did not reach the new scheduler's executor")
+        request = executor.received[0]
+        assert (request["id"], request["adopt"], request["scheduler"]) == (future.id, True, "second")
+        executor.finish(request)
+        assert future.result(5)["value"] == b"ok"
+    finally:
+        second.stop()
