@@ -4,7 +4,8 @@ Two schedulers (the second connects to the first) and two executors that
 connect to both run as child processes. The scheduler a client sends its
 calls to, killed under load from several client threads (this process, through :func:`essa.connect` with both
 endpoints) fails no call: its callers send their pending calls to the other
-with the same ids. An executor killed while a module's ``_start`` runs on
+with the same ids; the same for HTTP requests through ``essa serve``. An
+executor killed while a module's ``_start`` runs on
 it: the run is executed once more elsewhere, its output is shown once, and a
 remote call of it that was running on the other executor is found there and
 not run a second time.
@@ -13,6 +14,7 @@ not run a second time.
 from __future__ import annotations
 
 import collections
+import http.client
 import json
 import signal
 import struct
@@ -141,10 +143,10 @@ class Cluster:
                 proc.wait()
 
 
-def busiest_scheduler(cluster: Cluster, es: essa.Connection) -> str:
+def busiest_scheduler(cluster: Cluster, es: essa.Connection | None = None) -> str:
     """The name of the scheduler process that placed the most calls (a caller sends its calls to one)."""
     placed = {a["id"]: sum(e["placed"] for e in a["executors"].values())
-              for a in es.status() if a.get("role") == "scheduler"}
+              for a in (es.status() if es is not None else cluster.status()) if a.get("role") == "scheduler"}
     busiest = max(placed, key=placed.get)
     for name in ("scheduler-a", "scheduler-b"):
         log = (cluster.logs / f"{name}.log").read_text()
@@ -230,3 +232,64 @@ def test_an_executor_killed_during_a_run_runs_it_again_and_its_remote_call_once(
     items = run_essa("state", "get", *cluster.connect_args, "--namespace", "jepsen", "items", "--json", timeout=60)
     assert items.returncode == 0, items.stderr
     assert len(json.loads(items.stdout)["values"]) == 1  # the Set add of spin, once
+
+
+def test_http_calls_survive_the_death_of_the_scheduler_they_use(cluster, tmp_path):
+    cluster.wait_ready()
+    deployed = run_essa("deploy", str(cluster.module), "--name", "guest", *cluster.connect_args, "--timeout", "60")
+    assert deployed.returncode == 0, deployed.stderr
+    port = free_port()
+    with open(tmp_path / "serve.log", "w") as log:
+        server = subprocess.Popen([*ESSA, "serve", "--listen", f"127.0.0.1:{port}", *cluster.connect_args,
+                                   "--timeout", "60"], stdout=log, stderr=subprocess.STDOUT)
+    answers: collections.Counter[str] = collections.Counter()
+    lock = threading.Condition()
+
+    def post(body: bytes) -> tuple[int, bytes]:
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=DEADLINE)
+        try:
+            connection.request("POST", "/v1/functions/guest/echo", body=body)
+            response = connection.getresponse()
+            return response.status, response.read()
+        finally:
+            connection.close()
+
+    def work(worker: int) -> None:
+        for n in range(150):
+            body = f"{worker}-{n}".encode()
+            try:
+                status, answer = post(body)
+                outcome = "ok" if (status, answer) == (200, body) else f"{status} {answer[:200]!r}"
+            except OSError as exc:
+                outcome = f"{type(exc).__name__}: {exc}"
+            with lock:
+                answers[outcome] += 1
+                lock.notify_all()
+
+    try:
+        deadline = time.monotonic() + DEADLINE
+        while True:  # until it answers
+            try:
+                if post(b"ready")[0] == 200:
+                    break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, (tmp_path / "serve.log").read_text() + cluster.log_text()
+            time.sleep(0.2)
+        workers = [threading.Thread(target=work, args=(w,), daemon=True) for w in range(3)]
+        for thread in workers:
+            thread.start()
+        with lock:
+            assert lock.wait_for(lambda: sum(answers.values()) >= 100, DEADLINE), cluster.log_text()
+        cluster.kill(busiest_scheduler(cluster))
+        for thread in workers:
+            thread.join(DEADLINE * 2)
+        assert not any(t.is_alive() for t in workers), f"requests hang; logs:\n{cluster.log_text()}"
+    finally:
+        server.send_signal(signal.SIGTERM)
+        try:
+            server.wait(DEADLINE)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+    assert answers == {"ok": 450}, f"{answers}; logs:\n{cluster.log_text()}"

@@ -387,7 +387,7 @@ class ZenohTransport(Transport):
                 self._matched.discard(topic)
 
         try:
-            self._listeners[topic] = publisher.declare_matching_listener(changed)
+            self._listeners[topic] = _declared_by_a_daemon(lambda: publisher.declare_matching_listener(changed))
         except (self._zenoh.ZError, AttributeError):  # pragma: no cover - _send asks zenoh instead
             pass
 
