@@ -134,7 +134,7 @@ class Scheduler:
         _UNCONFIRMED.set_function(lambda: len(self._unconfirmed))
         _WAITING.set_function(lambda: len(self._backlog))
         _EXECUTORS.set_function(lambda: len(self.executors))
-        self._finder = Finder(self.transport, self.id, self._adopt, lambda _request: None, self._place_found)
+        self._finder = Finder(self.transport, self.id, self._adopt, self._answered_again, self._place_found)
         self._undo.append(self._finder)
         self._undo.append(self.transport.subscribe(topics.scheduler_calls(self.id), self.place))
         self._undo.append(self.transport.subscribe(topics.scheduler_done(self.id), self._done))
@@ -214,11 +214,7 @@ class Scheduler:
     def _place_found(self, request: Message) -> None:
         """Place ``request``, a call no executor runs (searched for, or new)."""
         with self._lock:
-            known = self._calls.pop(request["id"], None)
-            if known is not None:  # tracked here for a caller that went away, found nowhere: forget it
-                self._unconfirmed.pop(request["id"], None)
-                if known.replied is None:
-                    self._ended_on_executor(known)
+            self._forget(request["id"])  # tracked here for a caller that went away, found nowhere
             target = self._choose(request)
             if target is not None:
                 self._calls[request["id"]] = _Call(request, target.id)
@@ -244,18 +240,25 @@ class Scheduler:
             if known is not None and known.executor == executor and known.replied is None:
                 known.request = request
                 return
-            if known is not None:
-                self._unconfirmed.pop(request["id"], None)
-                if known.replied is None:
-                    self._ended_on_executor(known)
+            self._forget(request["id"])
             state = self.executors.get(executor)
-            if state is None:  # gone meanwhile: place it afresh
-                self._calls.pop(request["id"], None)
-            else:
+            if state is not None:
                 state.in_flight += 1
                 self._calls[request["id"]] = _Call(request, executor)
                 return
-        self._place_found(request)
+        self._place_found(request)  # gone meanwhile: place it afresh
+
+    def _answered_again(self, request: Message) -> None:
+        """``request``'s call had finished on an executor, which sent its recorded reply again: track it no more."""
+        with self._lock:
+            self._forget(request["id"])
+
+    def _forget(self, call_id: str) -> None:  # lock held
+        known = self._calls.pop(call_id, None)
+        if known is not None:
+            self._unconfirmed.pop(call_id, None)
+            if known.replied is None:
+                self._ended_on_executor(known)
 
     def _choose(self, request: Message, exclude: str | None = None) -> ExecutorState | None:  # lock held
         candidates = [e for e in self.executors.values() if e.id != exclude]
