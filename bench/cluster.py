@@ -80,7 +80,7 @@ def measure(args: argparse.Namespace, secure: bool, schedulers: int = 1) -> dict
                 env={**env, **process_env[f"executor-{i}"]}, stderr=subprocess.DEVNULL,
             ))
         try:
-            client = connect_client(endpoints, timeout=10, tls=tls, token=token)
+            client = connect_client(endpoints, timeout=60, tls=tls, token=token)  # a busy machine starts slowly
             deadline = time.monotonic() + 60
             while len(client.caller._schedulers) < schedulers and time.monotonic() < deadline:
                 time.sleep(0.05)  # the client sees every scheduler
