@@ -93,13 +93,16 @@ def test_an_executor_found_running_or_finished_answers_the_caller_who_asks_again
         executor.pool.submit(gate.wait, DEADLINE)  # its only worker is busy: the call stays queued
         executor.submit(request)
         # A re-executed parent's caller asks for the call: it runs here, and will answer the new inbox.
-        asked = {"scheduler": "s2", "calls": [["p/1.1", "essa/inbox/second"], ["p/1.2", "essa/inbox/second"]]}
+        asked = {"scheduler": "s2", "calls": [["p/1.1", "essa/inbox/second", "ns"], ["p/1.2", "essa/inbox/second", "ns"]]}
+        elsewhere = {"scheduler": "s2", "calls": [["p/1.1", "essa/inbox/rogue", "another-ns"]]}
+        assert executor.find(elsewhere)["running"] == []  # found only in its own namespace
         assert executor.find(asked) == {"executor": "x", "running": ["p/1.1"], "finished": []}
         gate.set()
         assert executor.pool.wait_idle(DEADLINE)
         assert first == [] and [r["value"] for r in second] == [b"hi"]
         # Once finished, its recorded reply answers (sent again), and it does not run again.
-        asked["calls"] = [["p/1.1", "essa/inbox/first"]]
+        asked["calls"] = [["p/1.1", "essa/inbox/first", "ns"]]
+        assert executor.find(elsewhere)["finished"] == []
         assert executor.find(asked) == {"executor": "x", "running": [], "finished": ["p/1.1"]}
         assert [r["value"] for r in first] == [b"hi"] and executor.stats.calls == 1
         assert executor.find({"scheduler": "s/2", "calls": []})["running"] == []  # malformed: nothing

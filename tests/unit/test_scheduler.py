@@ -31,7 +31,7 @@ class RecordingExecutor:
 
     def find(self, query: dict) -> dict:
         """Like a real executor: the calls asked for that it received and did not finish run here."""
-        asked = {call_id for call_id, _inbox in query["calls"]}
+        asked = {call_id for call_id, _inbox, _namespace in query["calls"]}
         running = [r["id"] for r in self.received if r["id"] in asked and r["id"] not in self.finished]
         for request in self.received:
             if request["id"] in running:

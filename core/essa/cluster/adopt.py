@@ -18,6 +18,10 @@ scheduler; one that finished it sends the recorded reply again
 (:class:`FinishedReplies`). Only a call no executor knows is placed. So a call
 runs at most once at a time, and a finished remote call answers a
 re-executed parent from its recorded result instead of running again.
+
+A request finds a call only in its own namespace: on a secure cluster its
+token was checked for that namespace before the search, so a peer cannot
+take over the replies of calls it could not have made.
 """
 
 from __future__ import annotations
@@ -61,44 +65,47 @@ class FinishedReplies:
     most_bytes = 32 << 20
 
     def __init__(self) -> None:
-        self._replies: collections.OrderedDict[str, Message] = collections.OrderedDict()
+        #: call id -> (its namespace, its reply)
+        self._replies: collections.OrderedDict[str, tuple[str, Message]] = collections.OrderedDict()
         self._bytes = 0
         self._lock = threading.Lock()
 
-    def record(self, call_id: str, reply: Message) -> None:
+    def record(self, call_id: str, namespace: str, reply: Message) -> None:
         size = len(reply.get("value", b""))
         if size > self.most_bytes // 8:
             return
         with self._lock:
             old = self._replies.pop(call_id, None)
             if old is not None:
-                self._bytes -= len(old.get("value", b""))
-            self._replies[call_id] = reply
+                self._bytes -= len(old[1].get("value", b""))
+            self._replies[call_id] = (namespace, reply)
             self._bytes += size
             while len(self._replies) > self.most or self._bytes > self.most_bytes:
-                _id, gone = self._replies.popitem(last=False)
+                _id, (_namespace, gone) = self._replies.popitem(last=False)
                 self._bytes -= len(gone.get("value", b""))
 
-    def get(self, call_id: str) -> Message | None:
+    def get(self, call_id: str, namespace: str) -> Message | None:
+        """The reply recorded for ``call_id`` of ``namespace``, if any."""
         with self._lock:
-            return self._replies.get(call_id)
+            recorded = self._replies.get(call_id)
+        return recorded[1] if recorded is not None and recorded[0] == namespace else None
 
     def __len__(self) -> int:
         return len(self._replies)
 
 
-def check_find(query: Message) -> tuple[str, list[tuple[str, str]]] | None:
-    """The asking scheduler and the ``(call id, reply inbox)`` pairs of a find query, or ``None`` if malformed."""
+def check_find(query: Message) -> tuple[str, list[tuple[str, str, str]]] | None:
+    """The asking scheduler and the ``(call id, reply inbox, namespace)`` of a find query, or ``None`` if malformed."""
     scheduler, calls = query.get("scheduler"), query.get("calls")
     if not (topics.is_chunk(scheduler) and isinstance(calls, list)):
         return None
-    pairs = []
+    entries = []
     for entry in calls[:BATCH]:
-        if not (isinstance(entry, list) and len(entry) == 2 and isinstance(entry[0], str)
-                and topics.is_inbox(entry[1])):
+        if not (isinstance(entry, list) and len(entry) == 3 and isinstance(entry[0], str)
+                and topics.is_inbox(entry[1]) and isinstance(entry[2], str)):
             return None
-        pairs.append((entry[0], entry[1]))
-    return scheduler, pairs
+        entries.append((entry[0], entry[1], entry[2]))
+    return scheduler, entries
 
 
 class Finder:
@@ -158,7 +165,7 @@ class Finder:
                         self._done(request, self._missing)
 
     def _resolve(self, batch: list[Message]) -> None:
-        query = {"scheduler": self._scheduler, "calls": [[r["id"], r["reply_to"]] for r in batch]}
+        query = {"scheduler": self._scheduler, "calls": [[r["id"], r["reply_to"], r["namespace"]] for r in batch]}
         running: dict[str, str] = {}
         finished: set[str] = set()
         for answer in self._transport.query(topics.EXECUTORS_FIND, query, timeout=self.timeout):

@@ -262,7 +262,7 @@ class Executor:
             self._publish_span(request, received, started, ended, reply)
         with self._active_lock:
             # Recorded before it leaves the active calls, so that a search always finds it one way or the other.
-            self._finished.record(call_id, reply)
+            self._finished.record(call_id, request["namespace"], reply)
             self._active.pop(call_id, None)
         self._answer(request, reply)
         kind = reply.get("kind") or "error"
@@ -282,7 +282,8 @@ class Executor:
         """A scheduler looks for calls (see :mod:`essa.cluster.adopt`): which of them run here or finished here.
 
         A running one will answer the asking caller and scheduler; a finished
-        one's recorded reply is sent again to the asking caller.
+        one's recorded reply is sent again to the asking caller. Only calls
+        of the namespace the asking request names are found.
         """
         checked = check_find(query)
         if checked is None:
@@ -291,13 +292,14 @@ class Executor:
         scheduler, calls = checked
         running, finished = [], []
         with self._active_lock:
-            for call_id, reply_to in calls:
+            for call_id, reply_to, namespace in calls:
                 request = self._active.get(call_id)
                 if request is not None:
-                    request["reply_to"], request["scheduler"] = reply_to, scheduler
-                    running.append(call_id)
+                    if request["namespace"] == namespace:
+                        request["reply_to"], request["scheduler"] = reply_to, scheduler
+                        running.append(call_id)
                     continue
-                reply = self._finished.get(call_id)
+                reply = self._finished.get(call_id, namespace)
                 if reply is not None:
                     finished.append((call_id, reply_to, reply))
         for call_id, reply_to, reply in finished:
