@@ -290,13 +290,15 @@ class Connection:
         return State(self._control, namespace)
 
     def status(self, timeout: float = 1.0, complete_within: float = 0.0) -> list[dict]:
-        """What ``essa status`` shows: the status answer of the scheduler and of every executor.
+        """What ``essa status`` shows: the status answer of every scheduler and every executor.
 
         Executors answer ``role``, ``id``, ``calls``, ``runs``, ``failures``,
         ``cancelled``, ``running``, ``latency_ms``, ``by_function``, ``modules``;
-        the scheduler ``role``, ``id``, ``in_flight`` (calls placed and not done),
+        schedulers ``role``, ``id``, ``in_flight`` (calls placed and not done),
         ``unconfirmed`` (done, their callers' receipts not in yet), ``waiting``
-        (for an executor), ``executors`` (the same counts per executor).
+        (for an executor), ``executors`` (the same counts per executor, with
+        ``placed`` and ``others``: the calls other schedulers placed there, as
+        the executor last reported).
         Each query waits ``timeout`` seconds for answers. Peers learn of each
         other by gossip, so an executor the scheduler knows may not answer at
         once: with ``complete_within``, queries repeat for up to that many
