@@ -16,7 +16,13 @@ that other work puts on the machine falls on both alike; the document gives
 every round, the medians per configuration, how much slower the secure one
 is, and the load average (``uptime``) before and after.
 
+With ``--schedulers 1 2`` it compares clusters with one and with two
+schedulers (each after the first connects to the first; the executors and
+the client connect to all, and the client spreads its calls over them), in
+alternating rounds, plain TCP.
+
 Usage: python bench/cluster.py [--engine wasmtime] [--calls 2000] [--concurrency 32] [--tls --rounds 3]
+       [--schedulers 1 2 --rounds 3]
 """
 
 from __future__ import annotations
@@ -42,8 +48,8 @@ from embedded import ECHO_WAT, percentiles  # noqa: E402
 from essa.testing.ports import free_port
 
 
-def measure(args: argparse.Namespace, secure: bool) -> dict:
-    """One cluster (plain or secure), started, measured and stopped."""
+def measure(args: argparse.Namespace, secure: bool, schedulers: int = 1) -> dict:
+    """One cluster (plain or secure, with ``schedulers`` schedulers), started, measured and stopped."""
     import wasmtime
 
     from essa.cluster.calls import call_request
@@ -51,7 +57,9 @@ def measure(args: argparse.Namespace, secure: bool) -> dict:
     from essa.security import tokens
     from essa.security.local import prepare_local
 
-    endpoint = f"{'tls' if secure else 'tcp'}/127.0.0.1:{free_port()}"
+    endpoints = [f"{'tls' if secure else 'tcp'}/127.0.0.1:{free_port()}" for _ in range(schedulers)]
+    endpoint = endpoints[0]
+    connect = [e for each in endpoints for e in ("--connect", each)]
     essa = [sys.executable, "-m", "essa", "--engine", args.engine]
     with tempfile.TemporaryDirectory() as home:
         env = {**os.environ, "ESSA_HOME": home}
@@ -63,15 +71,19 @@ def measure(args: argparse.Namespace, secure: bool) -> dict:
             process_env = {n: material.environment(n, verify_tokens=True) for n in names}
             tls = material.files("client")
             token = tokens.create(material.signing_key, namespaces=["*"], ttl=3600)
-        procs = [subprocess.Popen([*essa, "scheduler", "--listen", endpoint], env={**env, **process_env["scheduler"]},
-                                  stderr=subprocess.DEVNULL)]
+        procs = [subprocess.Popen([*essa, "scheduler", "--listen", each, *([] if i == 0 else ["--connect", endpoint])],
+                                  env={**env, **process_env["scheduler"]}, stderr=subprocess.DEVNULL)
+                 for i, each in enumerate(endpoints)]
         for i in range(2):
             procs.append(subprocess.Popen(
-                [*essa, "executor", str(i), "--connect", endpoint, "--workers", str(args.workers)],
+                [*essa, "executor", str(i), *connect, "--workers", str(args.workers)],
                 env={**env, **process_env[f"executor-{i}"]}, stderr=subprocess.DEVNULL,
             ))
         try:
-            client = connect_client([endpoint], timeout=10, tls=tls, token=token, wait=True)
+            client = connect_client(endpoints, timeout=60, tls=tls, token=token, wait=True)  # a busy machine starts slowly
+            deadline = time.monotonic() + 60
+            while len(client.caller._schedulers) < schedulers and time.monotonic() < deadline:
+                time.sleep(0.05)  # the client sees every scheduler
             module = client.publish(wasmtime.wat2wasm(ECHO_WAT))
             deadline = time.monotonic() + 20
             while True:  # until both executors have the module warm
@@ -169,6 +181,25 @@ def compare(args: argparse.Namespace) -> dict:
     }
 
 
+def compare_schedulers(args: argparse.Namespace) -> dict:
+    """Clusters with each count of ``args.schedulers``, alternating for ``args.rounds`` rounds."""
+    before = uptime()
+    rounds: dict[str, list[dict]] = {str(n): [] for n in args.schedulers}
+    for _ in range(args.rounds):
+        for n in args.schedulers:
+            rounds[str(n)].append(measure(args, secure=False, schedulers=n))
+    medians = {
+        name: {
+            "p50_ms": round(statistics.median(r["call"]["p50_ms"] for r in results), 4),
+            "p99_ms": round(statistics.median(r["call"]["p99_ms"] for r in results), 4),
+            "calls_per_s": round(statistics.median(r["throughput"]["calls_per_s"] for r in results), 1),
+        }
+        for name, results in rounds.items()
+    }
+    return {"schedulers": args.schedulers, "rounds": args.rounds, "medians": medians, "uptime_before": before,
+            "uptime_after": uptime(), "each_round": rounds}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--engine", default="wasmtime")
@@ -178,10 +209,11 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2, help="threads per executor")
     parser.add_argument("--tls", action="store_true",
                         help="compare plain TCP with mutual TLS, access control and tokens, in alternating rounds")
-    parser.add_argument("--rounds", type=int, default=3, help="with --tls: rounds of each configuration")
+    parser.add_argument("--rounds", type=int, default=3, help="with --tls or --schedulers: rounds of each configuration")
+    parser.add_argument("--schedulers", type=int, nargs="+", help="compare clusters with these numbers of schedulers")
     args = parser.parse_args()
     head = {"engine": args.engine, "python": sys.version.split()[0], "cpus": os.cpu_count()}
-    result = compare(args) if args.tls else measure(args, secure=False)
+    result = compare(args) if args.tls else compare_schedulers(args) if args.schedulers else measure(args, secure=False)
     print(json.dumps({**head, **result}, indent=2))
 
 

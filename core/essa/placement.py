@@ -18,8 +18,11 @@ class ExecutorState:
     """What the scheduler knows about one executor."""
 
     id: str
-    #: Calls placed here whose done notice (or receipt) has not come yet.
+    #: Calls this scheduler placed here whose done notice (or receipt) has not come yet.
     in_flight: int = 0
+    #: Calls other schedulers placed here, as of the executor's last load report
+    #: (each done notice carries its load); 0 with one scheduler.
+    others: int = 0
     placed: int = 0
     #: Modules this executor has run (so it has them compiled).
     modules: set[str] = field(default_factory=set)
@@ -29,7 +32,8 @@ class Placement:
     """Chooses an executor for a call; plugins register subclasses by name.
 
     The default is load-aware with a locality preference: fewest calls in
-    flight, where an executor that does not have the module loaded yet counts
+    flight (this scheduler's, plus the other schedulers' as last reported by
+    the executor), where an executor that does not have the module loaded yet counts
     :attr:`cold_penalty` calls more; ties go to the executor used least.
     """
 
@@ -41,7 +45,7 @@ class Placement:
         module = request.get("module")
         return min(
             executors,
-            key=lambda e: (e.in_flight + (0 if module in e.modules else self.cold_penalty), e.placed),
+            key=lambda e: (e.in_flight + e.others + (0 if module in e.modules else self.cold_penalty), e.placed),
         )
 
 

@@ -48,6 +48,15 @@ def test_versions_pins_and_removal(es):
     assert es.deployments() == []
 
 
+def test_a_deployments_retry_limit_is_kept_and_checked(es):
+    assert es.deploy(STATEFUL, name="memo").retries == 3
+    assert es.deploy(STATEFUL, name="memo", retries=0).retries == 0
+    assert es.deployment("memo").retries == 0 and es.deployment("memo@1").retries == 3
+    assert es.call("memo", "remember", b"apple") == b"apple"  # its calls carry it (checked by the scheduler)
+    with pytest.raises(essa.EssaError, match="retries must be a whole number from 0 to 100, not 101"):
+        es.deploy(STATEFUL, name="memo", retries=101)
+
+
 def test_failures_are_call_errors_with_the_cli_message(es):
     es.deploy(STATEFUL, name="memo")
     with pytest.raises(essa.CallError, match=r"^trap trapped: ") as info:

@@ -6,6 +6,7 @@ import threading
 import time
 
 from essa.cluster import topics
+from essa.cluster.adopt import child_id
 from essa.cluster.calls import Caller, Receipts, call_request
 from essa.cluster.embedded import open_engine, open_store
 from essa.cluster.executor import Executor
@@ -19,11 +20,11 @@ DEADLINE = 60.0
 def test_receipts_go_out_in_batches_and_close_sends_the_rest():
     transport = LocalTransport()
     sent: list[dict] = []
-    transport.subscribe(topics.SCHEDULER_RECEIVED, sent.append)
+    transport.subscribe(topics.scheduler_received("s1"), sent.append)
     receipts = Receipts(transport, "essa/inbox/me")
     ids = [f"me/{n}" for n in range(2500)]
     for call_id in ids:
-        receipts.add(call_id)
+        receipts.add(call_id, "s1")
     receipts.close()  # sends what it holds
     assert [i for message in sent for i in message["ids"]] == ids
     assert all(message["inbox"] == "essa/inbox/me" and len(message["ids"]) <= Receipts.most for message in sent)
@@ -33,7 +34,8 @@ def test_receipts_go_out_in_batches_and_close_sends_the_rest():
 def test_a_caller_confirms_every_reply_it_receives():
     transport = LocalTransport()
     sent: list[dict] = []
-    transport.subscribe(topics.SCHEDULER_RECEIVED, sent.append)
+    transport.subscribe(topics.scheduler_received("s1"), sent.append)
+    token = transport.declare_token(topics.live_scheduler("s1"))
     caller = Caller(transport)
     try:
         reply = {"id": "not-pending/1", "code": 0, "value": b"", "message": ""}
@@ -72,3 +74,46 @@ def test_an_executor_runs_a_call_it_queues_already_only_once(engine_name):
         executor.stop()
         caller.close()
         store.close()
+
+
+def test_an_executor_found_running_or_finished_answers_the_caller_who_asks_again(engine_name):
+    transport = LocalTransport()
+    store = open_store("memory")
+    caller = Caller(transport, "executor")
+    executor = Executor("x", ProgramCache(open_engine(engine_name), store), store, transport, caller, workers=1)
+    executor.start()
+    first: list[dict] = []
+    second: list[dict] = []
+    transport.subscribe("essa/inbox/first", first.append)
+    transport.subscribe("essa/inbox/second", second.append)
+    try:
+        request = {"id": "p/1.1", "reply_to": "essa/inbox/first", "scheduler": "s1",
+                   **call_request(publish_module(store, module()), "__essa_wrapper__echo", b"hi", "ns", "run")}
+        gate = threading.Event()
+        executor.pool.submit(gate.wait, DEADLINE)  # its only worker is busy: the call stays queued
+        executor.submit(request)
+        # A re-executed parent's caller asks for the call: it runs here, and will answer the new inbox.
+        asked = {"scheduler": "s2", "calls": [["p/1.1", "essa/inbox/second", "ns"], ["p/1.2", "essa/inbox/second", "ns"]]}
+        elsewhere = {"scheduler": "s2", "calls": [["p/1.1", "essa/inbox/rogue", "another-ns"]]}
+        assert executor.find(elsewhere)["running"] == []  # found only in its own namespace
+        assert executor.find(asked) == {"executor": "x", "running": ["p/1.1"], "finished": []}
+        gate.set()
+        assert executor.pool.wait_idle(DEADLINE)
+        assert first == [] and [r["value"] for r in second] == [b"hi"]
+        # Once finished, its recorded reply answers (sent again), and it does not run again.
+        asked["calls"] = [["p/1.1", "essa/inbox/first", "ns"]]
+        assert executor.find(elsewhere)["finished"] == []
+        assert executor.find(asked) == {"executor": "x", "running": [], "finished": ["p/1.1"]}
+        assert [r["value"] for r in first] == [b"hi"] and executor.stats.calls == 1
+        assert executor.find({"scheduler": "s/2", "calls": []})["running"] == []  # malformed: nothing
+    finally:
+        executor.stop()
+        caller.close()
+        store.close()
+
+
+def test_child_ids_are_the_parents_and_a_number_and_stay_short():
+    assert child_id("client-1/7", 3) == "client-1/7.3"
+    deep = "x" * 300
+    assert child_id(deep, 1) == child_id(deep, 1) != child_id(deep, 2)
+    assert len(child_id(deep, 1)) < 50

@@ -5,8 +5,12 @@ from __future__ import annotations
 import pytest
 
 from essa.cluster.deployments import (
+    DEFAULT_RETRIES,
+    MAX_RETRIES,
+    Deployed,
     DeploymentRegistry,
     check_name,
+    check_retries,
     display_name,
     parse_spec,
     record_key,
@@ -135,3 +139,26 @@ def test_records_without_signatures_or_with_unreadable_ones_keep_their_version_u
     store.put(record_key("wc"), SetLattice({json.dumps(older).encode(), json.dumps(garbled).encode()}))
     store.put("deployments", SetLattice({b"wc"}))
     assert [(d.version, d.signatures) for d in registry.versions("wc")] == [(1, ()), (2, ())]
+def test_a_version_keeps_its_retry_limit_and_records_without_one_mean_the_default(registry):
+    default = registry.add("wc", "a" * 64, 100, [])
+    once = registry.add("wc", "b" * 64, 100, [], retries=0)
+    assert (default.retries, once.retries) == (DEFAULT_RETRIES, 0)
+    assert registry.resolve("wc", 2).retries == 0 and registry.resolve("wc", 1).retries == DEFAULT_RETRIES
+    assert Deployed.from_dict(once.as_dict()) == once
+    assert Deployed.from_dict({k: v for k, v in default.as_dict().items() if k != "retries"}) == default
+
+
+@pytest.mark.parametrize("retries", [-1, MAX_RETRIES + 1, True, "3", 2.0])
+def test_bad_retry_limits_are_refused_in_one_line(registry, retries):
+    with pytest.raises(EssaError, match="retries must be a whole number from 0 to 100"):
+        registry.add("wc", "a" * 64, 100, [], retries=retries)
+    with pytest.raises(EssaError):
+        check_retries(retries)
+
+
+def test_a_record_with_a_bad_retry_limit_keeps_its_version_with_the_default(registry):
+    record = ('{"created":1,"functions":[],"id":"x","kind":"deploy","module":"' + "a" * 64 + '","retries":-4,'
+              '"size":1,"version":1}')
+    registry.store.put(record_key("wc"), SetLattice({record.encode()}))
+    registry.store.put("deployments", SetLattice({b"wc"}))
+    assert [d.retries for d in registry.versions("wc")] == [DEFAULT_RETRIES]  # the version stays, with the default

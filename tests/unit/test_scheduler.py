@@ -6,6 +6,7 @@ are about the scheduler's decisions; tests/engine and tests/e2e use real ones.
 
 from __future__ import annotations
 
+import collections
 import time
 
 import pytest
@@ -25,6 +26,17 @@ class RecordingExecutor:
         self.received: list[dict] = []
         self._sub = transport.subscribe(topics.executor_calls(executor_id), self.received.append)
         self._token = transport.declare_token(topics.live_executor(executor_id))
+        self._find = transport.serve(topics.executor_find(executor_id), self.find)
+        self.finished: set[str] = set()
+
+    def find(self, query: dict) -> dict:
+        """Like a real executor: the calls asked for that it received and did not finish run here."""
+        asked = {call_id for call_id, _inbox, _namespace in query["calls"]}
+        running = [r["id"] for r in self.received if r["id"] in asked and r["id"] not in self.finished]
+        for request in self.received:
+            if request["id"] in running:
+                request["scheduler"] = query["scheduler"]
+        return {"executor": self.id, "running": running, "finished": []}
 
     def finish(self, request: dict, value: bytes = b"ok") -> None:
         self.reply(request, value)
@@ -34,11 +46,13 @@ class RecordingExecutor:
         self.transport.publish(request["reply_to"], {"id": request["id"], "code": 0, "value": value, "message": ""})
 
     def done(self, request: dict) -> None:
-        self.transport.publish(topics.SCHEDULER_DONE, {"id": request["id"], "executor": self.id})
+        self.finished.add(request["id"])
+        self.transport.publish(topics.scheduler_done(request["scheduler"]), {"ids": [request["id"]], "executor": self.id})
 
     def die(self) -> None:
         self._sub.close()
         self._token.close()
+        self._find.close()
 
 
 @pytest.fixture
@@ -119,25 +133,39 @@ def test_a_new_executor_is_used_at_once(cluster):
     assert len(b.received) == 1 and len(a.received) == 1
 
 
-def test_calls_of_a_dead_executor_are_retried_once_elsewhere(cluster):
+def test_calls_of_a_dead_executor_are_retried_up_to_their_retry_limit(cluster):
     transport, scheduler, caller = cluster
     a = RecordingExecutor(transport, "a")
-    future = start(caller)
-    b = RecordingExecutor(transport, "b")
-    a.die()
-    assert len(b.received) == 1 and b.received[0]["id"] == future.id
-    b.die()  # the retry dies too: now the caller hears about it
+    future = caller.start(call_request("m", "__essa_wrapper__f", b"", "ns", "run", retries=2))
+    executors = [a]
+    for attempt in (2, 3):
+        executors.append(RecordingExecutor(transport, f"e{attempt}"))
+        executors[-2].die()
+        request = executors[-1].received[0]
+        assert request["id"] == future.id and request["attempt"] == attempt
+    executors.append(RecordingExecutor(transport, "last"))
+    executors[-2].die()  # the third execution dies too: its 2 retries are used up
+    assert not executors[-1].received
     reply = future.result(1)
     assert reply["code"] == EssaResult.UnknownError
-    assert "executor b went away while running f" in reply["message"]
+    assert "executor e3 went away while running f, and its 2 retries are used up" in reply["message"]
 
 
-def test_a_run_of_a_dead_executor_fails_instead_of_running_twice(cluster):
+def test_a_run_of_a_dead_executor_is_retried_unless_its_deployment_says_retries_0(cluster):
     transport, scheduler, caller = cluster
     a, b = RecordingExecutor(transport, "a"), RecordingExecutor(transport, "b")
     future = start(caller, function="_start")
-    (a if a.received else b).die()
-    assert "went away while running the module" in future.result(1)["message"]
+    first, second = (a, b) if a.received else (b, a)
+    first.die()
+    assert second.received[0]["id"] == future.id and second.received[0]["attempt"] == 2
+    second.finish(second.received[0])
+    assert future.result(1)["code"] == EssaResult.Ok
+    second.die()
+    c = RecordingExecutor(transport, "c")
+    once = caller.start(call_request("m", "_start", b"", "ns", "run", retries=0))
+    RecordingExecutor(transport, "d")
+    c.die()
+    assert "went away while running the module, and it may not run again (retries 0)" in once.result(1)["message"]
 
 
 def test_calls_wait_for_a_first_executor(cluster):
@@ -157,12 +185,35 @@ def test_without_executors_a_call_fails_after_the_wait(cluster):
     assert time.monotonic() - started < 3
 
 
-def test_pending_calls_fail_when_the_scheduler_goes_away(cluster):
+def test_pending_calls_fail_when_the_scheduler_goes_away_and_no_other_comes(cluster):
     transport, scheduler, caller = cluster
     RecordingExecutor(transport, "a")
+    caller.failover_wait = 0.2
     future = start(caller)
     scheduler.stop()
-    assert "scheduler went away" in future.result(1)["message"]
+    message = future.result(30)["message"]
+    assert "the scheduler went away while the call was pending, and no other appeared within 0.2 s" == message
+
+
+def test_calls_go_to_every_scheduler_and_move_with_their_ids_when_one_goes_away(cluster):
+    transport, first, caller = cluster
+    second = Scheduler(transport, scheduler_id="second")
+    second.start()
+    try:
+        executor = RecordingExecutor(transport, "a")
+        home = start(caller)
+        caller.spread_above = 1  # a busy caller: its calls go to every scheduler in turn
+        futures = [home] + [start(caller) for _ in range(3)]
+        placed_by = collections.Counter(r["scheduler"] for r in executor.received)
+        assert set(placed_by) == {first.id, second.id} and sum(placed_by.values()) == 4
+        running = next(r for r in executor.received if r["scheduler"] == first.id)
+        first.stop()  # its calls go to the second, which finds them running on the executor
+        eventually(lambda: second.status()["executors"]["a"]["in_flight"] == 4, "the calls were not adopted")
+        assert len(executor.received) == 4  # not placed again: they still run
+        executor.finish(running)
+        assert futures[[f.id for f in futures].index(running["id"])].result(5)["value"] == b"ok"
+    finally:
+        second.stop()
 
 
 def test_status_reports_executors(cluster):
@@ -255,10 +306,10 @@ def test_every_call_of_a_dead_executor_is_placed_again_with_its_id(cluster, stat
     assert scheduler.executors["b"].in_flight == 0
 
 
-def test_a_replied_run_of_a_dead_executor_fails_instead_of_running_twice(cluster):
+def test_a_replied_run_of_a_dead_executor_runs_again_unless_retries_0(cluster):
     transport, scheduler, caller = cluster
     a = RecordingExecutor(transport, "a")
-    future = start(caller, function="_start")
+    future = caller.start(call_request("m", "_start", b"", "ns", "run", retries=0))
     RecordingExecutor(transport, "b")
     a.done(a.received[0])
     a.die()
@@ -270,7 +321,7 @@ def test_a_request_for_a_call_placed_already_is_dropped(cluster):
     transport, scheduler, caller = cluster
     a = RecordingExecutor(transport, "a")
     future = start(caller)
-    transport.publish(topics.SCHEDULER_CALLS, dict(a.received[0]))  # the same call id again
+    transport.publish(topics.scheduler_calls(scheduler.id), dict(a.received[0]))  # the same call id again
     assert len(a.received) == 1 and scheduler.executors["a"].in_flight == 1
     a.finish(a.received[0])
     assert future.result(1)["code"] == EssaResult.Ok
@@ -295,7 +346,7 @@ def test_malformed_receipts_change_nothing(cluster, receipt):
     executor = RecordingExecutor(transport, "a")
     future = start(caller)
     executor.done(executor.received[0])
-    transport.publish(topics.SCHEDULER_RECEIVED, receipt)
+    transport.publish(topics.scheduler_received(scheduler.id), receipt)
     assert tracked(scheduler) == (0, 1, 0)
     executor.reply(executor.received[0])
     assert future.result(1)["code"] == EssaResult.Ok
@@ -305,7 +356,7 @@ def test_a_receipt_from_another_inbox_does_not_end_a_call(cluster):
     transport, scheduler, caller = cluster
     _executor = RecordingExecutor(transport, "a")  # placed on, and never confirms
     future = start(caller)
-    transport.publish(topics.SCHEDULER_RECEIVED, {"ids": [future.id], "inbox": "essa/inbox/someone-else"})
+    transport.publish(topics.scheduler_received(scheduler.id), {"ids": [future.id], "inbox": "essa/inbox/someone-else"})
     assert tracked(scheduler) == (1, 0, 0)
 
 
@@ -368,7 +419,7 @@ def test_a_cancel_fails_the_runs_calls_that_wait_for_an_executor(cluster):
 @pytest.mark.parametrize("reply_to", ["a//b", "", "$*", "essa/**", "essa/inbox/x/**", None, 7])
 def test_requests_with_a_bad_reply_topic_are_dropped(cluster, reply_to):
     transport, scheduler, caller = cluster
-    transport.publish(topics.SCHEDULER_CALLS, {"id": "bad", "reply_to": reply_to, "module": "m", "function": "f",
+    transport.publish(topics.scheduler_calls(scheduler.id), {"id": "bad", "reply_to": reply_to, "module": "m", "function": "f",
                                                "namespace": "n", "run": "r"})
     assert scheduler.status()["waiting"] == 0
     assert start(caller).result(5)["message"] == "no executor joined within 0.5 s"  # the backlog still expires
@@ -383,11 +434,31 @@ def test_malformed_requests_that_say_where_to_answer_are_answered(cluster, broke
     assert reply["code"] == EssaResult.UnknownError and reply["message"].startswith("malformed call request")
 
 
-@pytest.mark.parametrize("notice", [{}, {"id": "x"}, {"executor": "a"}, {"id": 1, "executor": None}])
+@pytest.mark.parametrize("notice", [{}, {"ids": ["x"]}, {"executor": "a"}, {"ids": [1], "executor": None},
+                                    {"ids": "x", "executor": "a"}, {"ids": [None, 3], "executor": "a"}])
 def test_malformed_done_notices_are_ignored(cluster, notice):
     transport, scheduler, caller = cluster
     executor = RecordingExecutor(transport, "a")
     future = start(caller)
-    transport.publish(topics.SCHEDULER_DONE, notice)
+    transport.publish(topics.scheduler_done(scheduler.id), notice)
     executor.finish(executor.received[0])
     assert future.result(5)["value"] == b"ok"
+
+
+def test_calls_left_without_a_scheduler_go_to_the_next_one_that_appears(cluster):
+    transport, first, caller = cluster
+    future = start(caller)  # no executor: it waits in the first scheduler's backlog
+    first.wait_for_executors = 60
+    first.stop()
+    assert not future.done()  # it waits for another scheduler
+    second = Scheduler(transport, scheduler_id="second")
+    second.start()
+    try:
+        executor = RecordingExecutor(transport, "a")
+        eventually(lambda: executor.received, "the call did not reach the new scheduler's executor")
+        request = executor.received[0]
+        assert (request["id"], request["adopt"], request["scheduler"]) == (future.id, True, "second")
+        executor.finish(request)
+        assert future.result(5)["value"] == b"ok"
+    finally:
+        second.stop()

@@ -49,7 +49,15 @@ from essa.api.function import Function, bind
 from essa.cluster import topics
 from essa.cluster.client import CallHandle, Client, ConsoleOutput
 from essa.cluster.control import ControlClient
-from essa.cluster.deployments import Deployed, Deployment, check_name, parse_spec
+from essa.cluster.deployments import (
+    DEFAULT_RETRIES,
+    MAX_RETRIES,
+    Deployed,
+    Deployment,
+    check_name,
+    check_retries,
+    parse_spec,
+)
 from essa.cluster.embedded import EmbeddedRuntime
 from essa.cluster.logbook import LogBounds
 from essa.cluster.logreader import LogFollower, LogLine, LogQuery, read_logs
@@ -166,7 +174,8 @@ class Connection:
     # -- deployments -----------------------------------------------------------------
 
     def deploy(self, module: str | os.PathLike | bytes, name: str,
-               signatures: str | os.PathLike | Iterable[Signature | dict] | None = None) -> Deployed:
+               signatures: str | os.PathLike | Iterable[Signature | dict] | None = None,
+               retries: int | None = None) -> Deployed:
         """Store ``module`` (a path or the bytes) as a new version of deployment ``name``.
 
         The module is compiled on deploy: a module that cannot run is refused
@@ -181,10 +190,16 @@ class Connection:
         and signatures ``name`` means already, that version with
         ``unchanged`` set (no new version is made).
 
+        :param retries: how many times a call of this version runs again when
+            its executor dies (default 3; 0 for functions that must not
+            repeat). See "Failures" in docs/architecture.md for what a
+            re-executed call leaves behind.
         :raises essa.errors.SignatureError: a malformed signature (or section),
             or one of a function the module does not have.
         """
         check_name(name)
+        if retries is not None:
+            check_retries(retries)
         if isinstance(module, (bytes, bytearray)):
             wasm = bytes(module)
             check_wasm(wasm, "the module")
@@ -195,7 +210,8 @@ class Connection:
             origin, found = _declared(signatures)
             declared = {"signatures": [s.as_dict() for s in found], "signatures_from": origin}
         answer = self._control.request("deploy", timeout=DEPLOY_TIMEOUT, name=name, wasm=wasm,
-                                       id=os.urandom(16).hex(), created=time.time_ns(), **declared)
+                                       id=os.urandom(16).hex(), created=time.time_ns(), **declared,
+                                       **({} if retries is None else {"retries": retries}))
         self._forget(name)
         return Deployed.from_dict(answer["deployment"])
 
@@ -369,7 +385,8 @@ class Connection:
         export, payload, signature = bind(deployment, function, args, kwargs)
         handle = self._client.start_call(deployment.module, export, payload, deployment.namespace, output,
                                          trace=trace, fields={"deployment": deployment.name,
-                                                              "version": deployment.version})
+                                                              "version": deployment.version,
+                                                              "retries": deployment.retries})
         return handle, signature
 
     def _call(self, spec: str, function: str, args: Sequence[Any], kwargs: Mapping[str, Any],
@@ -508,13 +525,15 @@ class Connection:
         return State(self._control, namespace)
 
     def status(self, timeout: float = 1.0, complete_within: float = 0.0) -> list[dict]:
-        """What ``essa status`` shows: the status answer of the scheduler and of every executor.
+        """What ``essa status`` shows: the status answer of every scheduler and every executor.
 
         Executors answer ``role``, ``id``, ``calls``, ``runs``, ``failures``,
         ``cancelled``, ``running``, ``latency_ms``, ``by_function``, ``modules``;
-        the scheduler ``role``, ``id``, ``in_flight`` (calls placed and not done),
+        schedulers ``role``, ``id``, ``in_flight`` (calls placed and not done),
         ``unconfirmed`` (done, their callers' receipts not in yet), ``waiting``
-        (for an executor), ``executors`` (the same counts per executor).
+        (for an executor), ``executors`` (the same counts per executor, with
+        ``placed`` and ``others``: the calls other schedulers placed there, as
+        the executor last reported).
         Each query waits ``timeout`` seconds for answers. Peers learn of each
         other by gossip, so an executor the scheduler knows may not answer at
         once: with ``complete_within``, queries repeat for up to that many
@@ -790,4 +809,5 @@ def connect(
     return Connection(client, close, where)
 
 
-__all__ = ["CallError", "CallResult", "Connection", "LogBounds", "LogFollower", "LogLine", "Run", "State", "connect"]
+__all__ = ["DEFAULT_RETRIES", "MAX_RETRIES", "CallError", "CallResult", "Connection", "LogBounds", "LogFollower", "LogLine",
+           "Run", "State", "connect"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from essa.api import Deployed
+from essa.api.connection import DEFAULT_RETRIES, MAX_RETRIES
 from essa.api.project import find_project, load_project
 from essa.cli.options import Settings, connection_options, open_connection
 from essa.cli.output import echo_json, json_option, print_table, when
@@ -23,10 +24,13 @@ from essa.util.units import format_bytes
 @click.option("--build/--no-build", "build", default=None,
               help="In a project: build before deploying, or not. [default: when its output is missing or older "
               "than its sources]")
+@click.option("--retries", type=click.IntRange(0, MAX_RETRIES), default=DEFAULT_RETRIES, show_default=True,
+              help="How many times a call runs again when its executor dies (0: functions that must not repeat).")
 @json_option("Print the new version as JSON.")
 @connection_options
 @click.pass_obj
-def deploy(settings: Settings, module, name, signatures, build, as_json, connect, zenoh_config, timeout) -> None:
+def deploy(settings: Settings, module, name, signatures, build, retries, as_json, connect, zenoh_config,
+           timeout) -> None:
     """Deploy FILE.wasm as NAME: store it, compile it, and record a new version.
 
     In a project (an essa.toml here or in a parent directory) both are
@@ -39,7 +43,8 @@ def deploy(settings: Settings, module, name, signatures, build, as_json, connect
     NAME@TAG a tagged one. Deploying the bytes NAME means already adds no
     version (unchanged). Its state lives in the namespace NAME, kept across
     calls, runs, restarts and redeploys. The signatures of its functions
-    come from the module (the SDKs write them) or --signatures.
+    come from the module (the SDKs write them) or --signatures. A call whose
+    executor dies runs again elsewhere, up to --retries times.
     """
     if module is None or name is None:
         found = find_project()
@@ -55,7 +60,7 @@ def deploy(settings: Settings, module, name, signatures, build, as_json, connect
             if signatures is None and project.functions:  # essa.toml's [functions] tables
                 signatures = str(project.path)
     with open_connection(settings, connect, zenoh_config, timeout) as es:
-        deployed = es.deploy(module, name, signatures=signatures)
+        deployed = es.deploy(module, name, signatures=signatures, retries=retries)
     if as_json:
         echo_json(deployed.as_dict())
     else:
@@ -74,6 +79,8 @@ def describe_deployed(deployed: Deployed, verb: str) -> str:
         note = "" if not typed else " (with signatures)" if typed == len(deployed.functions) else \
             f" ({typed} with signatures)"
         line = f"{head}, functions: {', '.join(deployed.functions)}{note}"
+    if deployed.retries != DEFAULT_RETRIES:
+        line += f", retries {deployed.retries}"
     if deployed.previous is not None:
         changes = deployed.changes.describe()
         line += f" ({changes} since {deployed.previous.spec})" if changes else ""

@@ -42,7 +42,10 @@ from essa.security.tls import secure_endpoints
 def scheduler(listen, connect, scouting, zenoh_config, placement, max_message_size, metrics_address) -> None:
     """Run a scheduler: places calls on the executors it sees.
 
-    Executors and clients connect to its --listen endpoint.
+    Executors and clients connect to its --listen endpoint. A cluster may run
+    any number of schedulers, all active: start each further one with
+    --connect to another's endpoint, and connect executors and clients to
+    several. When one dies, its callers' pending calls go to another.
     """
     serve_metrics(metrics_address)
     running = services.start_scheduler(split_endpoints(listen), split_endpoints(connect), zenoh_config, scouting,

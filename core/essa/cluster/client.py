@@ -44,6 +44,33 @@ class ConsoleOutput:
             stream.flush()
 
 
+class OutputOnce:
+    """Passes a run's output messages on to ``output``, each once.
+
+    A call that ran again (its executor died) publishes its output again
+    with the same numbers (:class:`essa.cluster.executor.RunOutput`); a
+    deterministic call's repeated output is dropped here, and what it prints
+    beyond what the first execution printed is shown.
+    """
+
+    __slots__ = ("_output", "_seen", "_lock")
+
+    def __init__(self, output: Callable[[Message], None]) -> None:
+        self._output = output
+        #: call id -> the highest message number shown
+        self._seen: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, message: Message) -> None:
+        call, n = message.get("call"), message.get("n")
+        if isinstance(call, str) and isinstance(n, int):
+            with self._lock:
+                if n <= self._seen.get(call, 0):
+                    return
+                self._seen[call] = n
+        self._output(message)
+
+
 class CallHandle(concurrent.futures.Future):
     """A run or call started by a :class:`Client`: a :class:`concurrent.futures.Future`.
 
@@ -289,7 +316,7 @@ class Client:
             extra.update(trace=True, sent=time.time())
         if not output:
             extra["output"] = False  # nobody reads it: executors keep it in their logs only
-        subscription = self.transport.subscribe(topics.run_output(run), output) if output else None
+        subscription = self.transport.subscribe(topics.run_output(run), OutputOnce(output)) if output else None
         try:
             future = self.caller.start(call_request(module, function, args, namespace, run, **extra))
             handle.call = future.id

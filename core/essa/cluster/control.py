@@ -49,8 +49,10 @@ from typing import Any, Callable
 from essa.cluster import topics
 from essa.cluster.authorize import Authorizer, Refused
 from essa.cluster.deployments import (
+    DEFAULT_RETRIES,
     DeploymentRegistry,
     check_name,
+    check_retries,
     check_signatures,
     data_prefix,
     parse_spec,
@@ -168,6 +170,12 @@ class ControlService:
         declared = [Signature.from_dict(d, f"{origin}, function {i + 1}") for i, d in enumerate(declared)]
         module = publish_module(self.store, wasm, f"the module of {name!r}")
         program = self.programs.get(module)  # compiles now: a bad module fails the deploy, as the engine says
+        retries = _optional(request, "retries", int)
+        if retries is not None:
+            try:
+                check_retries(retries)
+            except EssaError as exc:
+                raise ControlError(str(exc)) from None
         found = module_signatures(wasm)
         functions = user_functions(program.info)
         if not functions and not program.info.has_start:
@@ -177,7 +185,8 @@ class ControlService:
         replaced = {s.name for s in check_signatures(declared, functions, origin)}
         signatures = [s for s in found if s.name not in replaced] + declared
         deployment = self.registry.add(name, module, len(wasm), functions, _optional(request, "id", str),
-                                       _optional(request, "created", int), signatures)
+                                       _optional(request, "created", int), signatures,
+                                       DEFAULT_RETRIES if retries is None else retries)
         if deployment.unchanged:
             log.info("deployed %s again: unchanged (module %s)", deployment.spec, module[:12])
         else:

@@ -53,6 +53,19 @@ from essa.wasm.engine import CALLABLE_SIGNATURE, ModuleInfo
 #: Exports of callable functions carry this prefix (the Rust SDK's and the C SDK's convention).
 EXPORT_PREFIX = "__essa_wrapper__"
 
+#: How many times a call is placed again when its executor dies, unless its deployment says otherwise.
+DEFAULT_RETRIES = 3
+#: Most retries a deployment may ask for.
+MAX_RETRIES = 100
+
+
+def check_retries(retries: object) -> int:
+    """``retries`` if it is a retry limit (a whole number from 0 to :data:`MAX_RETRIES`); else a one-line error."""
+    if isinstance(retries, bool) or not isinstance(retries, int) or not 0 <= retries <= MAX_RETRIES:
+        raise EssaError(f"retries must be a whole number from 0 to {MAX_RETRIES}, not {retries!r}")
+    return retries
+
+
 #: Store key of the set of deployment names.
 INDEX_KEY = "deployments"
 
@@ -140,6 +153,8 @@ class Deployment:
     latest: int | None = None
     #: The signatures of the functions that have one, by name (the others take and give bytes).
     signatures: tuple[Signature, ...] = ()
+    #: How many times a call of it is run again when its executor dies (0: never; see docs/architecture.md).
+    retries: int = DEFAULT_RETRIES
 
     @functools.cached_property
     def _signature_of(self) -> dict[str, Signature]:
@@ -171,7 +186,7 @@ class Deployment:
         return {"name": self.name, "version": self.version, "module": self.module, "size": self.size,
                 "functions": list(self.functions), "created": self.created, "tags": list(self.tags),
                 "current": self.current, "latest": self.latest, "namespace": self.namespace,
-                "signatures": [s.as_dict() for s in self.signatures]}
+                "signatures": [s.as_dict() for s in self.signatures], "retries": self.retries}
 
     @classmethod
     def from_dict(cls, data: dict) -> "Deployment":
@@ -179,7 +194,8 @@ class Deployment:
         signatures = tuple(Signature.from_dict(s, "a deployment's signature") for s in data.get("signatures") or ())
         return cls(data["name"], int(data["version"]), data["module"], int(data["size"]),
                    tuple(data["functions"]), int(data["created"]), tuple(data.get("tags") or ()),
-                   bool(data.get("current", True)), None if latest is None else int(latest), signatures)
+                   bool(data.get("current", True)), None if latest is None else int(latest), signatures,
+                   int(data.get("retries", DEFAULT_RETRIES)))
 
     def check_function(self, function: str) -> str:
         """The export to call for ``function``; :class:`NotFound` with suggestions if there is none."""
@@ -267,13 +283,16 @@ class DeploymentRegistry:
         self.store = store
 
     def add(self, name: str, module: str, size: int, functions: list[str], deploy_id: str | None = None,
-            created: int | None = None, signatures: Iterable[Signature] = ()) -> Deployed:
+            created: int | None = None, signatures: Iterable[Signature] = (),
+            retries: int = DEFAULT_RETRIES) -> Deployed:
         """Record a new version of ``name`` for ``module`` (already in the store), unless the name means it already.
 
         ``deploy_id`` makes a repeated request (a retry) record nothing new;
-        ``signatures`` are those of some of ``functions`` (see :func:`check_signatures`).
+        ``signatures`` are those of some of ``functions`` (see :func:`check_signatures`);
+        ``retries`` is the version's retry limit.
         """
         check_name(name)
+        check_retries(retries)
         deploy_id = deploy_id or uuid.uuid4().hex
         history = self._history(name)
         for number, record in history.numbered.items():
@@ -283,6 +302,8 @@ class DeploymentRegistry:
         checked = check_signatures(signatures, record["functions"])
         if checked:  # records of untyped modules keep the shape older readers know
             record["signatures"] = [s.as_dict() for s in checked]
+        if check_retries(retries) != DEFAULT_RETRIES:  # records without it (older ones too) mean the default
+            record["retries"] = retries
         current = history.current()
         if current is not None and _content(history.numbered[current]) == _content(record):
             version = self._version(history, current)
@@ -392,12 +413,13 @@ class DeploymentRegistry:
         record = history.numbered[number]
         return Deployment(history.name, number, record["module"], record["size"], tuple(record["functions"]),
                           record["created"], history.tags_of(number), number == history.current(),
-                          history.latest(), _signatures(record.get("signatures")))
+                          history.latest(), _signatures(record.get("signatures")), _retries(record.get("retries")))
 
 
 def _content(record: dict) -> tuple:
     """What a deploy record says about its version: a deploy that changes any of it makes a new version."""
-    return record["module"], record["size"], tuple(record["functions"]), _signatures(record.get("signatures"))
+    return (record["module"], record["size"], tuple(record["functions"]), _signatures(record.get("signatures")),
+            _retries(record.get("retries")))
 
 
 def _signatures(stored: object) -> tuple[Signature, ...]:
@@ -408,21 +430,23 @@ def _signatures(stored: object) -> tuple[Signature, ...]:
         return ()
 
 
-def _signatures(stored: object) -> tuple[Signature, ...]:
-    """The signatures of a deploy record; none if they do not read (the version stays, untyped)."""
-    try:
-        return tuple(Signature.from_dict(s) for s in stored) if isinstance(stored, list) else ()
-    except SignatureError:
-        return ()
+def _retries(stored: object) -> int:
+    """The retry limit of a deploy record; the default where it says none (or none that reads)."""
+    if isinstance(stored, bool) or not isinstance(stored, int) or not 0 <= stored <= MAX_RETRIES:
+        return DEFAULT_RETRIES
+    return stored
 
 
 __all__ = [
+    "DEFAULT_RETRIES",
+    "MAX_RETRIES",
     "Deployed",
     "Deployment",
     "DeploymentRegistry",
     "FunctionChanges",
     "EXPORT_PREFIX",
     "check_name",
+    "check_retries",
     "check_signatures",
     "data_prefix",
     "display_name",

@@ -15,8 +15,14 @@ A cancel for a run (:data:`essa.cluster.topics.CANCEL`) ends the run's invocatio
 running here (:meth:`essa.wasm.invocation.Invocation.cancel`), fails the remote calls
 they wait for, and refuses the run's calls still queued here when they start.
 
-A call keeps its id when the scheduler places it again (its executor died):
-a request whose id is queued or running here already is not run twice.
+A call keeps its id when it is placed again (its executor died, or its
+scheduler did and its caller sent it to another): a request whose id is
+queued or running here already is not run twice, and a scheduler looking for
+the call (:mod:`essa.cluster.adopt`) learns that it runs here, or gets the
+recorded reply sent again if it finished here lately. A guest's remote calls
+get ids derived from their parent's (:func:`essa.cluster.adopt.child_id`),
+so a re-executed call's remote calls that finished answer from their
+recorded result.
 """
 
 from __future__ import annotations
@@ -29,10 +35,12 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from essa.cluster import metrics, topics
+from essa.cluster.adopt import FinishedReplies, check_find, child_id
 from essa.cluster.authorize import REFUSED, Authorizer, Refused
 from essa.cluster.calls import (
     LOCAL,
     Caller,
+    IdBatches,
     call_request,
     cancelled_reply,
     check_request,
@@ -98,6 +106,8 @@ class Executor:
 
     #: Cancelled runs remembered, so that their queued calls are refused when they start.
     remembered_cancels = 10_000
+    #: Seconds a done notice waits for others to share its message.
+    done_linger = 0.005
 
     def __init__(
         self,
@@ -134,9 +144,13 @@ class Executor:
         self._runs_lock = threading.Lock()
         #: Run times (seconds) of the most recent calls, for ``essa status`` and ``essa top``.
         self._recent: collections.deque[float] = collections.deque(maxlen=2000)
-        #: Ids of the calls queued or running here.
-        self._active: set[str] = set()
+        #: The calls queued or running here, by id.
+        self._active: dict[str, Message] = {}
         self._active_lock = threading.Lock()
+        self._finished = FinishedReplies()
+        # Done notices go out in batches (a few ms): one message per call was a fifth of a scheduler's CPU.
+        self._done = IdBatches(transport, f"done-{executor_id}", topics.scheduler_done,
+                               lambda: {"executor": self.id, "load": len(self._active)}, linger=self.done_linger)
 
     def start(self) -> None:
         """Begin serving calls and announce this executor."""
@@ -144,6 +158,7 @@ class Executor:
         self._undo.append(self.transport.subscribe(topics.CANCEL, self.cancel))
         self._calls = self.transport.subscribe(topics.executor_calls(self.id), self.submit)
         self._undo.append(self.transport.serve(f"{topics.STATUS}/executor/{self.id}", self.status))
+        self._undo.append(self.transport.serve(topics.executor_find(self.id), self.find))
         self._undo.append(self.transport.declare_token(topics.live_executor(self.id)))
 
     def also_close(self, subscription: Any) -> None:
@@ -165,6 +180,7 @@ class Executor:
             undo.close()
         self._undo.clear()
         self.pool.close()
+        self._done.close()
 
     def status(self, _query: Message | None = None) -> Message:
         """Counters and cached modules, for ``essa status``."""
@@ -208,7 +224,8 @@ class Executor:
             return
         with self._active_lock:
             duplicate = request["id"] in self._active
-            self._active.add(request["id"])
+            if not duplicate:
+                self._active[request["id"]] = request
         if duplicate:
             log.debug("executor %s: call %.80s is queued or running here already", self.id, request["id"])
             return
@@ -229,10 +246,12 @@ class Executor:
         self._answer(request, reply_message(call_id, EssaResult.UnknownError, message=problem, exit=1, kind=kind))
 
     def _answer(self, request: Message, reply: Message) -> None:
-        """Send ``reply`` to the caller and the done notice to the scheduler (never raises)."""
+        """Send ``reply`` to the caller and the done notice (with this executor's load) to the scheduler (never raises)."""
         try:
             send_reply(self.transport, request["reply_to"], reply)
-            self.transport.publish(topics.SCHEDULER_DONE, {"id": request["id"], "executor": self.id})
+            scheduler = request.get("scheduler")
+            if scheduler is not None:
+                self._done.add(request["id"], scheduler)
         except Exception as exc:
             _problems.warning("answer", "executor %s: cannot answer call %.80s: %s", self.id, request["id"], describe(exc))
 
@@ -250,9 +269,11 @@ class Executor:
         self._recent.append(ended - started)
         if request.get("trace") is True:
             self._publish_span(request, received, started, ended, reply)
-        self._answer(request, reply)
         with self._active_lock:
-            self._active.discard(call_id)
+            # Recorded before it leaves the active calls, so that a search always finds it one way or the other.
+            self._finished.record(call_id, request["namespace"], reply)
+            self._active.pop(call_id, None)
+        self._answer(request, reply)
         kind = reply.get("kind") or "error"
         outcome = "ok" if reply["code"] == EssaResult.Ok else kind
         function = "-" if kind in ("no-such-function", "bad-signature", "invalid") else display_name(request["function"])
@@ -265,6 +286,38 @@ class Executor:
                                    patient=True)
         except Exception as exc:
             _problems.warning("span", "executor %s: cannot publish a span: %s", self.id, describe(exc))
+
+    def find(self, query: Message) -> Message:
+        """A scheduler looks for calls (see :mod:`essa.cluster.adopt`): which of them run here or finished here.
+
+        A running one will answer the asking caller and scheduler; a finished
+        one's recorded reply is sent again to the asking caller. Only calls
+        of the namespace the asking request names are found.
+        """
+        checked = check_find(query)
+        if checked is None:
+            _problems.warning("find", "executor %s: ignored a malformed find query", self.id)
+            return {"executor": self.id, "running": [], "finished": []}
+        scheduler, calls = checked
+        running, finished = [], []
+        with self._active_lock:
+            for call_id, reply_to, namespace in calls:
+                request = self._active.get(call_id)
+                if request is not None:
+                    if request["namespace"] == namespace:
+                        request["reply_to"], request["scheduler"] = reply_to, scheduler
+                        running.append(call_id)
+                    continue
+                reply = self._finished.get(call_id, namespace)
+                if reply is not None:
+                    finished.append((call_id, reply_to, reply))
+        for call_id, reply_to, reply in finished:
+            try:
+                send_reply(self.transport, reply_to, reply)
+            except Exception as exc:
+                _problems.warning("answer", "executor %s: cannot answer call %.80s again: %s", self.id, call_id,
+                                  describe(exc))
+        return {"executor": self.id, "running": running, "finished": [f[0] for f in finished]}
 
     # -- cancellation --------------------------------------------------------------
 
@@ -316,7 +369,7 @@ class Executor:
         ``"output": False``) and, for a deployment's call, into this
         executor's log book (:mod:`essa.cluster.logbook`).
         """
-        output = RunOutput(self.transport, request["run"]) if request.get("output", True) else _NO_OUTPUT
+        output = RunOutput(self.transport, request["run"], request["id"]) if request.get("output", True) else _NO_OUTPUT
         call_log = self.logbook.call_log(request, self.id, output)
         try:
             reply = self._execute(request, output, call_log)
@@ -461,25 +514,29 @@ class RunOutput:
     """A guest's stdout/stderr, published to its run's output topic.
 
     Large writes go out in chunks of at most :attr:`chunk` bytes, so no output
-    message is larger than that.
+    message is larger than that. Each message names its call and its number
+    within the call's output (``call``, ``n``): a re-executed call's output
+    carries the same numbers, and the client shows each number once
+    (:class:`essa.cluster.client.OutputOnce`).
     """
 
-    __slots__ = ("_transport", "_topic")
+    __slots__ = ("_transport", "_topic", "_call", "_n")
 
     chunk = 1 << 20
 
-    def __init__(self, transport: Transport, run: str) -> None:
+    def __init__(self, transport: Transport, run: str, call_id: str = "") -> None:
         self._transport = transport
         self._topic = topics.run_output(run)
+        self._call = call_id
+        self._n = 0
 
     def write(self, stream: int, data: bytes) -> None:
         chunk = self.chunk
-        if len(data) <= chunk:
-            self._transport.publish(self._topic, {"stream": stream, "data": data}, patient=True)
-            return
-        view = memoryview(data)
-        for start in range(0, len(data), chunk):
-            self._transport.publish(self._topic, {"stream": stream, "data": bytes(view[start : start + chunk])},
+        view = memoryview(data) if len(data) > chunk else None
+        for start in range(0, max(len(data), 1), chunk):
+            self._n += 1
+            piece = data if view is None else bytes(view[start : start + chunk])
+            self._transport.publish(self._topic, {"stream": stream, "data": piece, "call": self._call, "n": self._n},
                                     patient=True)
 
     def warn(self, message: str) -> None:
@@ -504,7 +561,7 @@ _NO_OUTPUT = _NoOutput()
 class _CallHost:
     """The ABI's view of the runtime, for one invocation."""
 
-    __slots__ = ("_executor", "_program", "_request", "_output", "_prefix", "_read_only")
+    __slots__ = ("_executor", "_program", "_request", "_output", "_prefix", "_read_only", "_children")
 
     def __init__(self, executor: Executor, program, request: Message, output) -> None:
         self._executor = executor
@@ -514,6 +571,7 @@ class _CallHost:
         self._prefix = f"{request['namespace']}/data/"
         authorizer = executor.authorizer
         self._read_only = authorizer is not None and authorizer.read_only(request)
+        self._children = 0
 
     def function_status(self, name: str) -> EssaResult:
         return _CALLABLE_STATUS[self._program.info.callable_status(name)]
@@ -525,11 +583,15 @@ class _CallHost:
             extra["argv"] = req["argv"]  # remote calls see the run's arguments too
         if "token" in req:
             extra["token"] = req["token"]  # and run with its authorization: same module, same namespace
-        for key in ("deployment", "version", "output"):  # the call is the deployment's (metrics' label, logs)
+        for key in ("deployment", "version", "output", "retries"):  # the deployment's (metrics, logs, retry limit)
             if key in req:
                 extra[key] = req[key]
+        if req.get("attempt", 1) > 1 or req.get("adopt") is True:
+            extra["adopt"] = True  # an earlier execution may have started this call already
+        self._children += 1
         return self._executor.caller.start(call_request(req["module"], name, args, req["namespace"], req["run"],
-                                                        nested=True, **extra))
+                                                        nested=True, **extra),
+                                           child_id(req["id"], self._children))
 
     def get_state(self, key: str) -> bytes | None:
         with metrics.store_operation("get"):

@@ -105,6 +105,10 @@ def start_scheduler(
 ) -> RunningScheduler:
     """Open a zenoh session and serve a scheduler on it (this process's TLS files and token key apply).
 
+    Call it as often as you like for several schedulers in one cluster (each
+    with its own ``listen`` endpoint, ``connect``-ing to another's); they are
+    all active, and a dead one's callers move to the others.
+
     :param max_message_bytes: the message size limit (default: :class:`Limits`'s).
     """
     transport = open_transport(listen, connect, config, scouting,

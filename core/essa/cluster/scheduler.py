@@ -1,13 +1,21 @@
 """The scheduler: places calls on executors and answers for them.
 
-It receives call requests on :data:`essa.cluster.topics.SCHEDULER_CALLS`, asks its
-:class:`Placement` policy for an executor, and forwards the request there. The
-executor replies to the caller directly and sends the scheduler a done notice,
-so the scheduler always knows each executor's calls in flight and which
-modules each has loaded (it placed them there).
+A cluster runs any number of schedulers, all active, found through their
+liveliness tokens (``essa/live/scheduler/<id>``) like executors. Each has its
+own topics: it receives call requests on :func:`essa.cluster.topics.scheduler_calls`
+(callers spread their calls over the live schedulers), asks its
+:class:`Placement` policy for an executor, and forwards the request there,
+stamped with its id. The executor replies to the caller directly and sends
+the scheduler that placed the call a done notice carrying its load (its calls
+queued and running, from every scheduler), so each scheduler knows its own
+calls in flight on each executor, the others' share of its load as of its
+last notice, and which modules each has loaded (it placed them there).
+Schedulers share no state and never talk to each other: the load reports
+ride on messages that exist anyway, where gossip between schedulers would
+cost messages per call.
 
 A call is tracked from the moment it is forwarded until its caller's receipt
-(:data:`essa.topics.SCHEDULER_RECEIVED`) says the reply arrived: queued on
+(:func:`essa.cluster.topics.scheduler_received`) says the reply arrived: queued on
 the executor, in transit to it, running, and *replied* (done notice in, no
 receipt yet). The done notice alone is not enough: it travels to the
 scheduler on another link than the reply to the caller, so under load it
@@ -19,9 +27,15 @@ Membership comes from liveliness tokens (``essa/live/executor/<id>``): a new
 executor is used as soon as its token appears, in any start order. When a
 token vanishes (the executor stopped or died), each call it had (whatever its
 state, replied but unconfirmed included) is placed once more on another
-executor under the same call id, or fails with a clear message if it was a
-module's main function, already retried, or no executor is left. A request
-whose id is already tracked is a duplicate and is dropped. Calls that arrive
+executor under the same call id (a module's ``_start`` too), up to the
+request's ``retries`` (its deployment's retry limit, default
+:data:`DEFAULT_RETRIES`), or fails with a clear message when its retries
+are used up or no executor is left. A request whose id is already tracked
+for the same caller is a duplicate and is dropped. A request that may name
+a call some executor already runs or finished (resubmitted by its caller
+after its scheduler went away, or a remote call of a re-executed call, or
+an id tracked here for another caller) is looked for on the executors
+first (:mod:`essa.cluster.adopt`). Calls that arrive
 while no executor is known wait up to ``wait_for_executors`` seconds (at most
 :attr:`Scheduler.max_backlog` of them).
 
@@ -41,9 +55,10 @@ import uuid
 from dataclasses import dataclass
 
 from essa.cluster import metrics, topics
+from essa.cluster.adopt import Finder
 from essa.cluster.authorize import Authorizer, Refused
 from essa.cluster.calls import MAX_RECEIPTS, cancelled_reply, check_request, reply_message, send_reply
-from essa.cluster.deployments import display_name
+from essa.cluster.deployments import DEFAULT_RETRIES, display_name
 from essa.placement import ExecutorState, Placement
 from essa.transport.base import Message, Transport, last_segment
 from essa.util.ratelimit import RateLimitedLog, describe
@@ -58,6 +73,7 @@ _problems = RateLimitedLog(log)
 class _Call:
     """A call placed on an executor, tracked until its caller confirms the reply."""
 
+    #: The request as its caller sent it (the scheduler forwards a copy stamped with its id).
     request: Message
     executor: str
     #: How many times it was placed (a retry after its executor went away counts).
@@ -102,6 +118,7 @@ class Scheduler:
         self._lock = threading.Lock()
         self._undo: list = []
         self._stopped = threading.Event()
+        self._finder: Finder | None = None
 
     # -- life cycle ------------------------------------------------------------
 
@@ -111,9 +128,11 @@ class Scheduler:
         metrics.SCHEDULER_WAITING.set_function(lambda: len(self._backlog))
         metrics.SCHEDULER_EXECUTORS.set_function(lambda: len(self.executors))
         metrics.serving("scheduler")
-        self._undo.append(self.transport.subscribe(topics.SCHEDULER_CALLS, self.place))
-        self._undo.append(self.transport.subscribe(topics.SCHEDULER_DONE, self._done))
-        self._undo.append(self.transport.subscribe(topics.SCHEDULER_RECEIVED, self._received))
+        self._finder = Finder(self.transport, self.id, self._adopt, self._answered_again, self._place_found)
+        self._undo.append(self._finder)
+        self._undo.append(self.transport.subscribe(topics.scheduler_calls(self.id), self.place))
+        self._undo.append(self.transport.subscribe(topics.scheduler_done(self.id), self._done))
+        self._undo.append(self.transport.subscribe(topics.scheduler_received(self.id), self._received))
         self._undo.append(self.transport.subscribe(topics.CANCEL, self.cancel))
         self._undo.append(self.transport.serve(f"{topics.TRACKING}/scheduler/{self.id}", self.tracking))
         self._undo.append(self.transport.watch_tokens(topics.LIVE_EXECUTORS, self._membership))
@@ -142,8 +161,8 @@ class Scheduler:
                 "id": self.id,
                 "placement": self.placement.name,
                 "executors": {
-                    e.id: {"in_flight": e.in_flight, "unconfirmed": unconfirmed[e.id], "placed": e.placed,
-                           "modules": len(e.modules)}
+                    e.id: {"in_flight": e.in_flight, "others": e.others, "unconfirmed": unconfirmed[e.id],
+                           "placed": e.placed, "modules": len(e.modules)}
                     for e in self.executors.values()
                 },
                 "in_flight": len(self._calls) - len(self._unconfirmed),
@@ -159,8 +178,9 @@ class Scheduler:
         A malformed request (:func:`essa.cluster.calls.check_request`) is answered
         with an error if it says where to answer, else dropped with a warning;
         so is one the transport refused to read (``oversized``). A request
-        whose call is placed already (same id) is dropped: that call's reply
-        answers it.
+        whose call is placed already (same id, same caller) is dropped: that
+        call's reply answers it. One that may name a call an executor runs or
+        finished already is looked for first (:mod:`essa.cluster.adopt`).
         """
         problem = check_request(request, "scheduler")
         if problem is not None:
@@ -174,9 +194,21 @@ class Scheduler:
                 self._fail(request, str(exc), kind=exc.kind)
                 return
         with self._lock:
-            if request["id"] in self._calls:
+            known = self._calls.get(request["id"])
+            if known is not None and known.request["reply_to"] == request["reply_to"]:
                 log.debug("dropped call %.80s: it is placed already", request["id"])
                 return
+            search = known is not None or request.get("adopt") is True
+        if search:
+            assert self._finder is not None
+            self._finder.search(request)
+            return
+        self._place_found(request)
+
+    def _place_found(self, request: Message) -> None:
+        """Place ``request``, a call no executor runs (searched for, or new)."""
+        with self._lock:
+            self._forget(request["id"])  # tracked here for a caller that went away, found nowhere
             target = self._choose(request)
             if target is not None:
                 self._calls[request["id"]] = _Call(request, target.id)
@@ -188,9 +220,39 @@ class Scheduler:
             return
         self._send(request, target)
 
-    def _send(self, request: Message, target: ExecutorState) -> None:
+    def _send(self, request: Message, target: ExecutorState, attempt: int = 1) -> None:
         metrics.PLACED.inc()
-        self.transport.publish(topics.executor_calls(target.id), request, patient=True)
+        forwarded = {**request, "scheduler": self.id}
+        if attempt > 1:
+            forwarded["attempt"] = attempt
+        self.transport.publish(topics.executor_calls(target.id), forwarded, patient=True)
+
+    def _adopt(self, request: Message, executor: str) -> None:
+        """Track ``request``'s call, found running on ``executor`` (which now answers its caller and this scheduler)."""
+        with self._lock:
+            known = self._calls.get(request["id"])
+            if known is not None and known.executor == executor and known.replied is None:
+                known.request = request
+                return
+            self._forget(request["id"])
+            state = self.executors.get(executor)
+            if state is not None:
+                state.in_flight += 1
+                self._calls[request["id"]] = _Call(request, executor)
+                return
+        self._place_found(request)  # gone meanwhile: place it afresh
+
+    def _answered_again(self, request: Message) -> None:
+        """``request``'s call had finished on an executor, which sent its recorded reply again: track it no more."""
+        with self._lock:
+            self._forget(request["id"])
+
+    def _forget(self, call_id: str) -> None:  # lock held
+        known = self._calls.pop(call_id, None)
+        if known is not None:
+            self._unconfirmed.pop(call_id, None)
+            if known.replied is None:
+                self._ended_on_executor(known)
 
     def _choose(self, request: Message, exclude: str | None = None) -> ExecutorState | None:  # lock held
         candidates = [e for e in self.executors.values() if e.id != exclude]
@@ -211,18 +273,27 @@ class Scheduler:
             _problems.warning("dropped", "dropped a call request: %s", problem)
 
     def _done(self, notice: Message) -> None:
-        """An executor's done notice: the call's reply has left it. The call stays tracked until its receipt."""
-        call_id, executor = notice.get("id"), notice.get("executor")
-        if not (isinstance(call_id, str) and isinstance(executor, str)):
-            _problems.warning("done", "ignored a malformed done notice (it needs 'id' and 'executor')")
+        """An executor's done notice: the replies to ``ids`` have left it; they stay tracked until their receipts.
+
+        It carries the executor's ``load`` (its calls queued and running,
+        from every scheduler) when it was sent.
+        """
+        ids, executor, load = notice.get("ids"), notice.get("executor"), notice.get("load", 0)
+        if not (isinstance(ids, list) and isinstance(executor, str) and isinstance(load, int)):
+            _problems.warning("done", "ignored a malformed done notice (it needs 'ids' and 'executor')")
             return
+        now = time.monotonic()
         with self._lock:
-            call = self._calls.get(call_id)
-            if call is None or call.executor != executor or call.replied is not None:
-                return  # confirmed already, or a late notice of an attempt placed again since
-            call.replied = time.monotonic()
-            self._unconfirmed[call_id] = None
-            self._ended_on_executor(call)
+            for call_id in ids[:MAX_RECEIPTS]:
+                call = self._calls.get(call_id) if isinstance(call_id, str) else None
+                if call is None or call.executor != executor or call.replied is not None:
+                    continue  # confirmed already, or a late notice of an attempt placed again since
+                call.replied = now
+                self._unconfirmed[call_id] = None
+                self._ended_on_executor(call)
+            state = self.executors.get(executor)
+            if state is not None:  # its calls from other schedulers: its load less what this one sees there
+                state.others = max(0, load - state.in_flight)
 
     def _received(self, receipt: Message) -> None:
         """A caller's receipt: the replies to ``receipt['ids']`` reached its inbox ``receipt['inbox']``."""
@@ -278,16 +349,17 @@ class Scheduler:
         """Place call ``call_id`` of executor ``dead`` (gone) on another, or fail it; return whether it was placed.
 
         The same rules for every state the call may be in (queued, in transit,
-        running, replied but unconfirmed): placed once more, unless it is a
-        module's ``_start`` (its output would repeat), was placed twice
-        already, or no executor is left.
+        running, replied but unconfirmed): placed once more (a module's
+        ``_start`` too), unless it was retried ``request['retries']`` times
+        already or no executor is left.
         """
         with self._lock:
             call = self._calls.get(call_id)
             if call is None or call.executor != dead:
                 return False  # confirmed meanwhile
             request = call.request
-            retry = request["function"] != START and call.attempts < 2
+            retries = request.get("retries", DEFAULT_RETRIES)
+            retry = call.attempts <= retries
             target = self._choose(request, exclude=dead) if retry else None
             self._unconfirmed.pop(call_id, None)
             if target is None:
@@ -296,10 +368,12 @@ class Scheduler:
                 call.executor, call.attempts, call.replied = target.id, call.attempts + 1, None
         what = "the module" if request["function"] == START else display_name(request["function"])
         if target is None:
-            self._fail(request, f"executor {dead} went away while running {what}")
+            why = ("no executor is left" if retry else
+                   "it may not run again (retries 0)" if retries == 0 else f"its {retries} retries are used up")
+            self._fail(request, f"executor {dead} went away while running {what}, and {why}")
             return False
         log.info("retrying %s (call %s) on executor %s: executor %s went away", what, call_id, target.id, dead)
-        self._send(request, target)
+        self._send(request, target, call.attempts)
         return True
 
     def _fail(self, request: Message, message: str, reply: Message | None = None, kind: str = "unavailable") -> None:
@@ -374,5 +448,7 @@ class Scheduler:
             return {"known": []}
         with self._lock:
             waiting = {r["id"] for _d, r in self._backlog}
-            known = [i for i in ids[:1000] if isinstance(i, str) and (i in self._calls or i in waiting)]
+            finder = self._finder
+            known = [i for i in ids[:1000] if isinstance(i, str) and (
+                i in self._calls or i in waiting or (finder is not None and finder.searching(i)))]
         return {"known": known}

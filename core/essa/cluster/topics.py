@@ -8,14 +8,10 @@ than one receiver.
 
 import re
 
-#: Call requests for the scheduler to place.
-SCHEDULER_CALLS = "essa/scheduler/calls"
-
-#: Executors' notices that a placed call is finished (its reply has left the executor).
-SCHEDULER_DONE = "essa/scheduler/done"
-
-#: Callers' receipts, ``{"ids": [...]}``: the replies to these calls reached their caller.
-SCHEDULER_RECEIVED = "essa/scheduler/received"
+#: Below this, each scheduler has its own topics (see :func:`scheduler_calls`):
+#: a cluster may run any number of schedulers, and each call is placed by the
+#: one its caller sent it to.
+SCHEDULERS = "essa/scheduler"
 
 #: Liveliness tokens: ``essa/live/scheduler/<id>`` and ``essa/live/executor/<id>``.
 LIVE_SCHEDULERS = "essa/live/scheduler"
@@ -38,6 +34,32 @@ STATUS = "essa/status"
 
 #: Log queries: every executor process's log book (and the embedded runtime's) serves a topic below this.
 LOGS = "essa/logs"
+
+
+def scheduler_calls(scheduler_id: str) -> str:
+    """Call requests for one scheduler to place (callers spread their calls over the live schedulers)."""
+    return f"{SCHEDULERS}/{scheduler_id}/calls"
+
+
+def scheduler_done(scheduler_id: str) -> str:
+    """Executors' notices that a call this scheduler placed is finished (its reply has left the executor)."""
+    return f"{SCHEDULERS}/{scheduler_id}/done"
+
+
+def scheduler_received(scheduler_id: str) -> str:
+    """Callers' receipts, ``{"ids": [...], "inbox": ...}``: the replies to these calls reached their caller."""
+    return f"{SCHEDULERS}/{scheduler_id}/received"
+
+
+#: Below this, each executor answers whether it runs or lately finished given
+#: calls (see :mod:`essa.cluster.adopt`); a scheduler queries them all.
+FIND = "essa/find"
+EXECUTORS_FIND = f"{FIND}/**"
+
+
+def executor_find(executor_id: str) -> str:
+    """Where one executor answers a scheduler looking for calls."""
+    return f"{FIND}/{executor_id}"
 
 
 def executor_calls(executor_id: str) -> str:

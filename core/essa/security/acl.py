@@ -61,7 +61,7 @@ class Profile:
 
 
 _CLIENT = dict(
-    put=["essa/scheduler/calls", "essa/scheduler/received", "essa/cancel", "essa/run/*/stdin"],
+    put=["essa/scheduler/*/calls", "essa/scheduler/*/received", "essa/cancel", "essa/run/*/stdin"],
     subscribe=["essa/inbox/**", "essa/run/*/output", "essa/run/*/trace", "essa/run/*/stdin/want"],
     query=["essa/control/**", "essa/status/**", "essa/tracking/**", "essa/logs/**"],
     watch=["essa/live/**"],
@@ -71,16 +71,18 @@ _CLIENT = dict(
 CORE_PROFILES: dict[str, dict[str, list[str]]] = {
     "scheduler": dict(
         put=["essa/executor/*/calls", "essa/inbox/**"],
-        subscribe=["essa/scheduler/calls", "essa/scheduler/done", "essa/scheduler/received", "essa/cancel"],
+        subscribe=["essa/scheduler/*/calls", "essa/scheduler/*/done", "essa/scheduler/*/received", "essa/cancel"],
         serve=["essa/tracking/**", "essa/status/**"],
+        query=["essa/find/**"],
         token=["essa/live/scheduler/*"],
         watch=["essa/live/**"],
     ),
     "executor": dict(
-        put=["essa/scheduler/calls", "essa/scheduler/done", "essa/scheduler/received", "essa/inbox/**", "essa/run/*/output",
+        put=["essa/scheduler/*/calls", "essa/scheduler/*/done", "essa/scheduler/*/received", "essa/inbox/**",
+             "essa/run/*/output",
              "essa/run/*/trace", "essa/run/*/stdin/want"],
         subscribe=["essa/executor/*/calls", "essa/cancel", "essa/inbox/**", "essa/run/*/stdin"],
-        serve=["essa/control/**", "essa/status/**", "essa/logs/**"],
+        serve=["essa/control/**", "essa/status/**", "essa/logs/**", "essa/find/*"],
         query=["essa/tracking/**"],
         token=["essa/live/executor/*"],
         watch=["essa/live/**"],

@@ -333,6 +333,9 @@ class ZenohTransport(Transport):
                 raise TransportError(f"cannot reach {where}: nothing answers there (is `essa scheduler` running?)") from None
             raise TransportError(f"cannot open a zenoh session on {where}: {reason}") from None
         self._publishers: dict[str, Any] = {}
+        #: Topics whose publisher's matching listener last said a subscriber matches (see :meth:`_send`).
+        self._matched: set[str] = set()
+        self._listeners: dict[str, Any] = {}
         self._used: dict[str, float] = {}  # topic -> when its publisher was last used (monotonic)
         self._swept = time.monotonic()
         self._lock = threading.Lock()
@@ -386,7 +389,10 @@ class ZenohTransport(Transport):
             self._send(topic, self._publisher(topic), payload, patient)  # swept as idle just now
 
     def _send(self, topic: str, publisher, payload: bytes, patient: bool) -> None:
-        if patient and (self._patient.holds(topic) or not publisher.matching_status.matching):
+        # A matching listener's word saves asking zenoh on every patient put (a GIL round trip
+        # each: a scheduler forwards every call this way); without it, ask.
+        if patient and (self._patient.holds(topic) or not (
+                topic in self._matched or publisher.matching_status.matching)):
             self._patient.hold(topic, payload)  # after any held before it: order is kept
             return
         publisher.put(payload)
@@ -405,8 +411,32 @@ class ZenohTransport(Transport):
                     )
                     self._used[topic] = now  # before another thread's sweep can see it
                     self._publishers[topic] = publisher
+                    self._listen_for_matches(topic, publisher)
         self._used[topic] = now
         return publisher
+
+    def _listen_for_matches(self, topic: str, publisher) -> None:  # lock held
+        def changed(status) -> None:
+            if self._publishers.get(topic) is not publisher:
+                return  # undeclared meanwhile
+            if status.matching:
+                self._matched.add(topic)
+            else:
+                self._matched.discard(topic)
+
+        try:
+            self._listeners[topic] = _declared_by_a_daemon(lambda: publisher.declare_matching_listener(changed))
+        except (self._zenoh.ZError, AttributeError):  # pragma: no cover - _send asks zenoh instead
+            pass
+
+    def _forget_matches(self, topic: str) -> None:  # lock held
+        self._matched.discard(topic)
+        listener = self._listeners.pop(topic, None)
+        if listener is not None:
+            try:
+                listener.undeclare()
+            except (self._zenoh.ZError, RuntimeError):  # pragma: no cover - the session is closing
+                pass
 
     def _sweep_publishers(self, now: float) -> None:  # lock held
         """Undeclare publishers idle for :data:`PUBLISHER_IDLE` (all of them if that leaves too many)."""
@@ -431,6 +461,7 @@ class ZenohTransport(Transport):
             pass
         del self._publishers[topic]
         self._used.pop(topic, None)
+        self._forget_matches(topic)
 
     def forget(self, topic: str) -> None:
         dropped = self._patient.discard(topic)
@@ -446,6 +477,8 @@ class ZenohTransport(Transport):
                 publisher.undeclare()
             except (self._zenoh.ZError, RuntimeError):  # in use ("Already borrowed"): the session's close ends it
                 pass
+        for topic in list(self._listeners):
+            self._forget_matches(topic)
         self._publishers.clear()
         self._used.clear()
 
