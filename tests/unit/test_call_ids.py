@@ -35,7 +35,7 @@ def test_a_caller_confirms_every_reply_it_receives():
     transport = LocalTransport()
     sent: list[dict] = []
     transport.subscribe(topics.scheduler_received("s1"), sent.append)
-    token = transport.declare_token(topics.live_scheduler("s1"))
+    _token = transport.declare_token(topics.live_scheduler("s1"))
     caller = Caller(transport)
     try:
         reply = {"id": "not-pending/1", "code": 0, "value": b"", "message": ""}
