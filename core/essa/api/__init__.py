@@ -6,6 +6,7 @@ through this package. The most used names are importable from ``essa`` too.
 
 from essa.api.connection import CallError, Connection, Run, State, connect
 from essa.cluster.client import ConsoleOutput
+from essa.cluster.dags import Dag
 from essa.cluster.deployments import Deployment, check_name
 from essa.cluster.programs import read_module
 from essa.cluster.tracing import write_chrome_trace
@@ -17,6 +18,7 @@ __all__ = [
     "CallError",
     "Connection",
     "ConsoleOutput",
+    "Dag",
     "Deployment",
     "DirGrant",
     "Grants",

@@ -43,6 +43,7 @@ from dataclasses import dataclass
 from essa.cluster import metrics, topics
 from essa.cluster.authorize import Authorizer, Refused
 from essa.cluster.calls import MAX_RECEIPTS, cancelled_reply, check_request, reply_message, send_reply
+from essa.cluster.dag_runs import DagRuns
 from essa.cluster.deployments import display_name
 from essa.placement import ExecutorState, Placement
 from essa.transport.base import Message, Transport, last_segment
@@ -109,6 +110,8 @@ class Scheduler:
         self._lock = threading.Lock()
         self._undo: list = []
         self._stopped = threading.Event()
+        #: DAG calls (:mod:`essa.cluster.dag_runs`): placed stage by stage, tracked until their receipt.
+        self._dags = DagRuns(self)
 
     # -- life cycle ------------------------------------------------------------
 
@@ -172,6 +175,9 @@ class Scheduler:
         if problem is not None:
             self._refuse(request, problem)
             return
+        if "dag" in request:
+            self._dags.place(request)
+            return
         if self.authorizer is not None:
             try:
                 self.authorizer.check_call(request)
@@ -222,6 +228,9 @@ class Scheduler:
         if not (isinstance(call_id, str) and isinstance(executor, str)):
             _problems.warning("done", "ignored a malformed done notice (it needs 'id' and 'executor')")
             return
+        if notice.get("dag") is True:
+            self._dags.done(notice)
+            return
         with self._lock:
             call = self._calls.get(call_id)
             if call is None or call.executor != executor or call.replied is not None:
@@ -237,6 +246,8 @@ class Scheduler:
             _problems.warning("receipt", "ignored a malformed receipt (it needs 'ids' and an 'inbox')")
             return
         with self._lock:
+            if self._dags:
+                self._dags.received(inbox, ids[:MAX_RECEIPTS])
             for call_id in ids[:MAX_RECEIPTS]:
                 call = self._calls.get(call_id) if isinstance(call_id, str) else None
                 if call is None or call.request["reply_to"] != inbox:
@@ -272,6 +283,10 @@ class Scheduler:
             replied = sum(1 for call_id in orphans if call_id in self._unconfirmed)
         # Calls held for it are placed again below; its publisher is not needed any more.
         self.transport.forget(topics.executor_calls(executor_id))
+        self.transport.forget(topics.executor_stages(executor_id))
+        dags = self._dags.executor_gone(executor_id)
+        if dags:
+            log.warning("executor %s went away: %d DAG calls failed", executor_id, dags)
         if not orphans:
             log.info("executor %s left", executor_id)
             return
@@ -350,6 +365,7 @@ class Scheduler:
                     break
                 del self._unconfirmed[call_id], self._calls[call_id]
                 forgotten += 1
+            forgotten += self._dags.expire(cutoff)
         if forgotten:
             log.info("forgot %d replied calls: their callers sent no receipt within %g s", forgotten,
                      self.receipt_timeout)
@@ -380,5 +396,5 @@ class Scheduler:
             return {"known": []}
         with self._lock:
             waiting = {r["id"] for _d, r in self._backlog}
-            known = [i for i in ids[:1000] if isinstance(i, str) and (i in self._calls or i in waiting)]
+            known = [i for i in ids[:1000] if isinstance(i, str) and (i in self._calls or i in waiting or i in self._dags)]
         return {"known": known}

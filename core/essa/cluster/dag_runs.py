@@ -1,0 +1,203 @@
+"""The scheduler's side of DAG calls: placing every stage at once, and tracking the call.
+
+A DAG call reaches the scheduler as one call request carrying its plan
+(``request["dag"]``, :func:`essa.cluster.dags.call_plan`). The scheduler
+places every stage at once and writes the executors into the plan; then it
+sends each source stage its input (the call's arguments) on its executor's
+stage topic (:func:`essa.cluster.topics.executor_stages`). From there the
+stages trigger each other executor to executor (:mod:`essa.cluster.stages`):
+no stage passes through the scheduler again, and the sink (or the first
+stage that fails) answers the caller, under the DAG call's id.
+
+Placement: a stage that is the only one fed by its upstream stage runs where
+that stage runs (a chain costs no hop), unless that executor has
+:attr:`DagRuns.follow_slack` more calls in flight than the least loaded one;
+every other stage (a source, a branch of a fan-out, a fan-in) is placed by
+the scheduler's placement policy, as a call would be. Each stage counts as a
+call in flight on its executor until its done notice.
+
+Tracking: a DAG call is tracked from placing to its caller's receipt, like a
+call (the caller confirms the DAG's reply by its id). An executor that goes
+away while it holds a stage that has not ended, or the DAG's reply not yet
+confirmed, fails the DAG call with a message naming the stage (stages are
+not placed again: some may have run and written state). A DAG whose reply
+is not confirmed within the scheduler's ``receipt_timeout`` is forgotten.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from essa.cluster import topics
+from essa.cluster.authorize import Refused
+from essa.cluster.dags import check_plan, sources
+from essa.transport.base import Message
+from essa.util.ratelimit import RateLimitedLog
+
+log = logging.getLogger("essa.cluster.dag_runs")
+_problems = RateLimitedLog(log)
+
+
+@dataclass(slots=True)
+class _DagRun:
+    """A DAG call placed on executors, tracked until its caller confirms the reply."""
+
+    request: Message
+    #: The executor of each stage, by stage index.
+    executors: list[str]
+    #: The stages that have not ended yet.
+    open: set[int]
+    #: The executor that sent the DAG's reply, and when (``None`` before).
+    replier: str | None = None
+    replied: float | None = None
+
+
+class DagRuns:
+    """The DAG calls of one scheduler. Its methods take the scheduler's lock unless they say it is held."""
+
+    #: Calls in flight by which a chained stage's executor may exceed the least loaded before the stage moves.
+    follow_slack = 4
+
+    def __init__(self, scheduler: Any) -> None:
+        """``scheduler``: the :class:`essa.cluster.scheduler.Scheduler` that owns these (its lock, executors, sending)."""
+        self._scheduler = scheduler
+        self._runs: dict[str, _DagRun] = {}
+
+    def __len__(self) -> int:
+        return len(self._runs)
+
+    def __contains__(self, call_id: object) -> bool:
+        return call_id in self._runs
+
+    def place(self, request: Message) -> None:
+        """Place every stage of the DAG call ``request`` and start its source stages."""
+        s = self._scheduler
+        problem = check_plan(request.get("dag"))
+        if problem is not None:
+            s._refuse(request, problem)
+            return
+        plan = request["dag"]
+        stages = plan["stages"]
+        if s.authorizer is not None:
+            for stage in stages:
+                try:
+                    s.authorizer.check_call(_stage_request(request, stage))
+                except Refused as exc:
+                    _problems.warning("unauthorized", "refused DAG call %.80s: %s", request["id"], exc.reason)
+                    s._fail(request, f"DAG {plan['name']}, stage {stage['name']}: {exc}", kind=exc.kind)
+                    return
+        with s._lock:
+            if request["id"] in self._runs:
+                log.debug("dropped DAG call %.80s: it is placed already", request["id"])
+                return
+            if not s.executors:
+                if len(s._backlog) < s.max_backlog:
+                    s._backlog.append((time.monotonic() + s.wait_for_executors, request))
+                    return
+                executors = None
+            else:
+                executors = self._assign(request, stages)
+                self._runs[request["id"]] = _DagRun(request, executors, set(range(len(stages))))
+        if executors is None:
+            s._fail(request, f"no executor is available, and {s.max_backlog} calls already wait for one")
+            return
+        planned = {**plan, "executors": executors}
+        for i in sources(plan):
+            part = {"dag": request["id"], "reply_to": request["reply_to"], "run": request["run"], "plan": planned,
+                    "stage": i, "part": 0, "args": request.get("args", b"")}
+            if "token" in request:
+                part["token"] = request["token"]
+            s.transport.publish(topics.executor_stages(executors[i]), part, patient=True)
+
+    def _assign(self, request: Message, stages: list[Message]) -> list[str]:  # lock held
+        s = self._scheduler
+        feeders: list[list[int]] = [[] for _ in stages]
+        for i, stage in enumerate(stages):
+            for j, _part in stage["next"]:
+                feeders[j].append(i)
+        chosen: list[str] = []
+        for i, stage in enumerate(stages):
+            target = None
+            if len(feeders[i]) == 1 and len(stages[feeders[i][0]]["next"]) == 1:  # a chain: follow
+                target = s.executors.get(chosen[feeders[i][0]])
+                least = min(e.in_flight for e in s.executors.values())
+                if target is not None and target.in_flight - least <= self.follow_slack:
+                    target.in_flight += 1
+                    target.placed += 1
+                else:
+                    target = None
+            if target is None:
+                target = s._choose(_stage_request(request, stage))
+            chosen.append(target.id)
+        return chosen
+
+    def done(self, notice: Message) -> None:
+        """An executor's done notice for a stage: ``{"id": DAG call, "executor", "dag": True, "stage", "replied"}``."""
+        s = self._scheduler
+        stage, executor = notice.get("stage"), notice.get("executor")
+        if type(stage) is not int or not isinstance(executor, str):
+            _problems.warning("done", "ignored a malformed stage done notice")
+            return
+        with s._lock:
+            run = self._runs.get(notice.get("id"))  # type: ignore[arg-type]
+            if run is None or stage not in run.open or run.executors[stage] != executor:
+                return  # confirmed or failed already
+            run.open.discard(stage)
+            self._release(run, stage)
+            if notice.get("replied") is True and run.replier is None:
+                run.replier, run.replied = executor, time.monotonic()
+
+    def received(self, inbox: str, ids: list) -> None:  # lock held
+        """The caller ``inbox`` confirmed the replies to ``ids``: forget those DAG calls."""
+        for call_id in ids:
+            run = self._runs.get(call_id) if isinstance(call_id, str) else None
+            if run is not None and run.request["reply_to"] == inbox:
+                del self._runs[call_id]
+                for stage in run.open:
+                    self._release(run, stage)
+
+    def _release(self, run: _DagRun, stage: int) -> None:  # lock held
+        state = self._scheduler.executors.get(run.executors[stage])
+        if state is not None:
+            state.in_flight -= 1
+            state.modules.add(run.request["dag"]["stages"][stage]["module"])
+
+    def executor_gone(self, executor: str) -> int:
+        """Fail the DAG calls that ``executor`` (gone) held a stage or an unconfirmed reply of; return how many."""
+        s = self._scheduler
+        failed: list[tuple[_DagRun, str]] = []
+        with s._lock:
+            for call_id, run in list(self._runs.items()):
+                lost = [i for i in sorted(run.open) if run.executors[i] == executor]
+                if not lost and run.replier != executor:
+                    continue
+                del self._runs[call_id]
+                for stage in run.open:
+                    self._release(run, stage)
+                plan = run.request["dag"]
+                what = f"stage {plan['stages'][lost[0]]['name']}" if lost else "its answer"
+                failed.append((run, f"executor {executor} went away while running {what} of DAG {plan['name']}"))
+        for run, message in failed:
+            s._fail(run.request, message)
+        return len(failed)
+
+    def expire(self, cutoff: float) -> int:  # lock held
+        """Forget the DAG calls answered before ``cutoff`` whose caller sent no receipt; return how many."""
+        stale = [k for k, run in self._runs.items() if run.replied is not None and run.replied <= cutoff]
+        for call_id in stale:
+            run = self._runs.pop(call_id)
+            for stage in run.open:
+                self._release(run, stage)
+        return len(stale)
+
+
+def _stage_request(request: Message, stage: Message) -> Message:
+    """What placement and authorization see of one stage: a call of its function."""
+    return {**{k: v for k, v in request.items() if k not in ("dag", "args")}, "module": stage["module"],
+            "function": stage["function"], "namespace": stage["namespace"], "deployment": stage["deployment"]}
+
+
+__all__ = ["DagRuns"]

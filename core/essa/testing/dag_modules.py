@@ -1,0 +1,28 @@
+"""A small module of functions to compose into DAGs, for tests and benchmarks.
+
+:func:`tags_module` exports ``tag_a`` ... ``tag_z`` (each returns its
+arguments with its letter appended), ``echo`` (its arguments), ``trap``
+(traps) and the other helpers of :func:`essa.testing.conformance.wat.module`.
+So a chain ``tag_a -> tag_b`` called with ``x`` answers ``xab``, and a
+fan-in's sink ``echo`` answers its inputs in the order of its in-edges.
+"""
+
+from __future__ import annotations
+
+import string
+
+from essa.testing.conformance.wat import module
+
+
+def tags_module() -> bytes:
+    """The module (WAT assembled with wasmtime)."""
+    tags = "\n".join(f"""
+  (func (export "__essa_wrapper__tag_{c}") (param $len i32)
+    (if (call $essa_get_args (i32.const 0x8000) (local.get $len)) (then unreachable))
+    (i32.store8 (i32.add (i32.const 0x8000) (local.get $len)) (i32.const {ord(c)}))
+    (drop (call $essa_set_result (i32.const 0x8000) (i32.add (local.get $len) (i32.const 1)))))"""
+                     for c in string.ascii_lowercase)
+    return module(tags)
+
+
+__all__ = ["tags_module"]
