@@ -18,6 +18,7 @@ import click
 from essa import __version__
 from essa.cli import (
     call,
+    dags,
     deployments,
     new,
     plugins,
@@ -81,7 +82,7 @@ def cli(ctx: click.Context, engine: str, store: str, store_options: tuple[str, .
 for command in (
     run.run, processes.scheduler, processes.executor, processes.up, status.status, top.top, plugins.plugins,
     deployments.deploy, deployments.list_deployments, deployments.remove, deployments.functions, call.call,
-    state.state, serve.serve, security.certs, security.token, new.new,
+    state.state, serve.serve, security.certs, security.token, new.new, dags.dag,
 ):
     cli.add_command(command)
 

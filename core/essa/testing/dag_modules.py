@@ -2,7 +2,7 @@
 
 :func:`tags_module` exports ``tag_a`` ... ``tag_z`` (each returns its
 arguments with its letter appended), ``echo`` (its arguments), ``trap``
-(traps) and the other helpers of :func:`essa.testing.conformance.wat.module`.
+(traps), ``spin`` (loops until its time limit) and the other helpers of :func:`essa.testing.conformance.wat.module`.
 So a chain ``tag_a -> tag_b`` called with ``x`` answers ``xab``, and a
 fan-in's sink ``echo`` answers its inputs in the order of its in-edges.
 """
@@ -22,7 +22,9 @@ def tags_module() -> bytes:
     (i32.store8 (i32.add (i32.const 0x8000) (local.get $len)) (i32.const {ord(c)}))
     (drop (call $essa_set_result (i32.const 0x8000) (i32.add (local.get $len) (i32.const 1)))))"""
                      for c in string.ascii_lowercase)
-    return module(tags)
+    spin = """
+  (func (export "__essa_wrapper__spin") (param i32) (loop $forever (br $forever)))"""
+    return module(tags + spin)
 
 
 __all__ = ["tags_module"]

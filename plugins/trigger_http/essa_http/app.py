@@ -122,6 +122,7 @@ class Routes:
         """The ASGI application: the routes, instrumented (see :mod:`essa_http.metrics`)."""
         router = Router([
             self._route("/v1/functions/{deployment}/{function}", POST=self.call),
+            self._route("/v1/dags/{name}", POST=self.call_dag),
             self._route("/v1/state/{deployment}/{key:path}", GET=self.get_state, PUT=self.put_state),
             self._route("/v1/deployments", GET=self.deployments),
             self._route("/healthz", GET=self.healthz),
@@ -148,7 +149,7 @@ class Routes:
 
     async def _no_route(self, scope, receive, send) -> None:
         error = HttpError(404, f"no route {scope['method']} {scope['path'][:200]} (routes: POST /v1/functions/NAME/"
-                          "FUNCTION, GET|PUT /v1/state/NAME/KEY, GET /v1/deployments, /healthz, /metrics)", "not-found")
+                          "FUNCTION, POST /v1/dags/NAME, GET|PUT /v1/state/NAME/KEY, GET /v1/deployments, /healthz, /metrics)", "not-found")
         await error_response(error)(scope, receive, send)
 
     def _connection(self, request: Request) -> Connection:
@@ -202,9 +203,19 @@ class Routes:
     async def call(self, request: Request, args: bytes) -> Response:
         """``POST /v1/functions/{deployment}/{function}``: body = arguments, answer = result."""
         params = request.path_params
+        return await self._answer_call(request, self._connection(request).call_async, params["deployment"],
+                                       params["function"], args)
+
+    async def call_dag(self, request: Request, args: bytes) -> Response:
+        """``POST /v1/dags/{name}``: body = the DAG call's arguments, answer = its sink's result."""
+        return await self._answer_call(request, self._connection(request).call_dag_async, request.path_params["name"],
+                                       args)
+
+    async def _answer_call(self, request: Request, start_call: Callable[..., concurrent.futures.Future],
+                           *args: Any) -> Response:
+        """The result of the call ``start_call(*args)`` starts, as the answer's body."""
         loop = asyncio.get_running_loop()
-        start = loop.run_in_executor(self.pool, self._connection(request).call_async, params["deployment"],
-                                     params["function"], args)
+        start = loop.run_in_executor(self.pool, start_call, *args)
         try:
             future = await asyncio.shield(start)
         except asyncio.CancelledError:  # the request was cancelled (a forced shutdown): so is the call
