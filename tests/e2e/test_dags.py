@@ -219,10 +219,12 @@ def test_dags_on_two_executors_run_stages_on_both(cluster, tmp_path):
             es.call_dag("broken", b"x", timeout=60)
         ran = {a["id"]: a["by_function"] for a in es.status(complete_within=30) if a["role"] == "executor"}
     assert set(ran) == {"0", "1"}
-    assert all(counts.get("__essa_wrapper__tag_b") for counts in ran.values()), ran  # the branches spread
+    branches = [f"__essa_wrapper__tag_{c}" for c in "bcdefghijklmnopq"]
+    for counts in ran.values():  # the branches spread over both executors
+        assert sum(counts.get(b, 0) for b in branches) >= 20, ran
 
 
-def test_an_executor_killed_during_a_stage_fails_the_dag_naming_the_stage(cluster):
+def test_an_executor_killed_during_a_stage_fails_the_dag_naming_its_stages(cluster):
     cluster.scheduler()
     cluster.executor("0")
     cluster.executor("1")
@@ -240,8 +242,8 @@ def test_an_executor_killed_during_a_stage_fails_the_dag_naming_the_stage(cluste
             time.sleep(0.1)
         assert spinning is not None, cluster.log_text()
         cluster.procs[f"executor-{spinning}"].send_signal(signal.SIGKILL)
-        with pytest.raises(essa.CallError, match=f"executor {spinning} went away while running stage t.spin "
-                                                 "of DAG slow") as info:
+        with pytest.raises(essa.CallError, match=rf"executor {spinning} went away during DAG slow \(it held stages? "
+                                                 r"[^)]*t\.spin") as info:
             future.result(90)
         assert info.value.kind == "unavailable"
         # The cluster goes on with the executor that is left.

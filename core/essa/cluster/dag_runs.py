@@ -4,24 +4,27 @@ A DAG call reaches the scheduler as one call request carrying its plan
 (``request["dag"]``, :func:`essa.cluster.dags.call_plan`). The scheduler
 places every stage at once and writes the executors into the plan; then it
 sends each source stage its input (the call's arguments) on its executor's
-stage topic (:func:`essa.cluster.topics.executor_stages`). From there the
-stages trigger each other executor to executor (:mod:`essa.cluster.stages`):
-no stage passes through the scheduler again, and the sink (or the first
-stage that fails) answers the caller, under the DAG call's id.
+stage topic (:func:`essa.cluster.topics.executor_stages`), one message per
+executor. From there the stages trigger each other executor to executor
+(:mod:`essa.cluster.stages`): no stage passes through the scheduler again,
+and the sink (or the first stage that fails) answers the caller, under the
+DAG call's id, and sends the scheduler the DAG's one done notice.
 
 Placement: a stage that is the only one fed by its upstream stage runs where
 that stage runs (a chain costs no hop), unless that executor has
 :attr:`DagRuns.follow_slack` more calls in flight than the least loaded one;
 every other stage (a source, a branch of a fan-out, a fan-in) is placed by
 the scheduler's placement policy, as a call would be. Each stage counts as a
-call in flight on its executor until its done notice.
+call in flight on its executor until the DAG is answered (stages send no
+done notices of their own: that would be a message per stage).
 
 Tracking: a DAG call is tracked from placing to its caller's receipt, like a
 call (the caller confirms the DAG's reply by its id). An executor that goes
-away while it holds a stage that has not ended, or the DAG's reply not yet
-confirmed, fails the DAG call with a message naming the stage (stages are
-not placed again: some may have run and written state). A DAG whose reply
-is not confirmed within the scheduler's ``receipt_timeout`` is forgotten.
+away before the DAG is answered while it was given one of its stages, or
+after it answered and before the caller confirmed, fails the DAG call with
+a message naming the stages it held (stages are not placed again: some may have run
+and written state). A DAG whose reply is not confirmed within the
+scheduler's ``receipt_timeout`` is forgotten.
 """
 
 from __future__ import annotations
@@ -31,9 +34,9 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from essa.cluster import topics
 from essa.cluster.authorize import Refused
 from essa.cluster.dags import check_plan, sources
+from essa.cluster.stages import send_inputs
 from essa.transport.base import Message
 from essa.util.ratelimit import RateLimitedLog
 
@@ -48,7 +51,7 @@ class _DagRun:
     request: Message
     #: The executor of each stage, by stage index.
     executors: list[str]
-    #: The stages that have not ended yet.
+    #: The stages whose load counts on their executors (all of them until the DAG is answered).
     open: set[int]
     #: The executor that sent the DAG's reply, and when (``None`` before).
     replier: str | None = None
@@ -104,13 +107,12 @@ class DagRuns:
         if executors is None:
             s._fail(request, f"no executor is available, and {s.max_backlog} calls already wait for one")
             return
-        planned = {**plan, "executors": executors}
-        for i in sources(plan):
-            part = {"dag": request["id"], "reply_to": request["reply_to"], "run": request["run"], "plan": planned,
-                    "stage": i, "part": 0, "args": request.get("args", b"")}
-            if "token" in request:
-                part["token"] = request["token"]
-            s.transport.publish(topics.executor_stages(executors[i]), part, patient=True)
+        head = {"dag": request["id"], "reply_to": request["reply_to"], "run": request["run"], "name": plan["name"]}
+        if "token" in request:
+            head["token"] = request["token"]
+        placed = {i: {**stage, "executor": executors[i]} for i, stage in enumerate(stages)}
+        args = request.get("args", b"")
+        send_inputs(s.transport, head, placed, [[i, 0, args] for i in sources(plan)])
 
     def _assign(self, request: Message, stages: list[Message]) -> list[str]:  # lock held
         s = self._scheduler
@@ -135,20 +137,17 @@ class DagRuns:
         return chosen
 
     def done(self, notice: Message) -> None:
-        """An executor's done notice for a stage: ``{"id": DAG call, "executor", "dag": True, "stage", "replied"}``."""
+        """An executor answered a DAG call: ``{"id": DAG call, "executor", "dag": True, "replied": True}``."""
         s = self._scheduler
-        stage, executor = notice.get("stage"), notice.get("executor")
-        if type(stage) is not int or not isinstance(executor, str):
-            _problems.warning("done", "ignored a malformed stage done notice")
-            return
+        executor = notice["executor"]
         with s._lock:
-            run = self._runs.get(notice.get("id"))  # type: ignore[arg-type]
-            if run is None or stage not in run.open or run.executors[stage] != executor:
-                return  # confirmed or failed already
-            run.open.discard(stage)
-            self._release(run, stage)
-            if notice.get("replied") is True and run.replier is None:
-                run.replier, run.replied = executor, time.monotonic()
+            run = self._runs.get(notice["id"])
+            if run is None or run.replier is not None or executor not in run.executors:
+                return  # confirmed or failed already, answered twice (two stages failed), or not its executor
+            run.replier, run.replied = executor, time.monotonic()
+            for stage in run.open:
+                self._release(run, stage)
+            run.open.clear()
 
     def received(self, inbox: str, ids: list) -> None:  # lock held
         """The caller ``inbox`` confirmed the replies to ``ids``: forget those DAG calls."""
@@ -173,13 +172,14 @@ class DagRuns:
             for call_id, run in list(self._runs.items()):
                 lost = [i for i in sorted(run.open) if run.executors[i] == executor]
                 if not lost and run.replier != executor:
-                    continue
+                    continue  # answered already, by another executor
                 del self._runs[call_id]
                 for stage in run.open:
                     self._release(run, stage)
                 plan = run.request["dag"]
-                what = f"stage {plan['stages'][lost[0]]['name']}" if lost else "its answer"
-                failed.append((run, f"executor {executor} went away while running {what} of DAG {plan['name']}"))
+                held = ", ".join(plan["stages"][i]["name"] for i in lost)
+                what = f"stage{'s' if len(lost) > 1 else ''} {held}" if lost else "its answer"
+                failed.append((run, f"executor {executor} went away during DAG {plan['name']} (it held {what})"))
         for run, message in failed:
             s._fail(run.request, message)
         return len(failed)

@@ -1,12 +1,20 @@
 """The executor's side of DAG calls: stage inputs in, stage results on to the next executor.
 
-A stage's input arrives as a *part* on the executor's stage topic
-(:func:`essa.cluster.topics.executor_stages`): from the scheduler for a
-source stage (the DAG call's arguments), from the executor of an upstream
-stage otherwise (its result). A part is ``{"dag": DAG call id, "reply_to",
-"run", "plan" (with each stage's executor), "stage", "part", "args"}``, plus
-the caller's ``token``, or ``"failed": True`` instead of ``args`` when an
-upstream stage failed.
+Stage inputs travel in *input messages* on an executor's stage topic
+(:func:`essa.cluster.topics.executor_stages`): from the scheduler for the
+source stages (the DAG call's arguments), from the executor of an upstream
+stage otherwise (its result). One message carries every input its sender
+has at once for that executor (a fan-out sends one message per executor, not
+one per branch)::
+
+    {"dag": DAG call id, "reply_to", "run", "name": the DAG's name, ["token"],
+     "stages": [[index, stage], ...],    # the stages fed, and every stage after them
+     "inputs": [[stage, part, args], ...]}   # args None: that upstream stage failed
+
+A stage is the plan's (:func:`essa.cluster.dags.call_plan`) plus its
+``executor``. A message names only the stages its inputs feed and the stages
+downstream of them (what their executors need to pass results on), so the
+messages shrink towards the sink.
 
 :class:`Stages` gathers a stage's parts (a fan-in waits for one per
 upstream stage) and, once all are in, runs the stage as a call on this
@@ -16,18 +24,19 @@ The call request carries ``dag_run``, the DAG call's id, on every stage:
 what a consistency level that spans a DAG's stages (repeatable read) keys
 its snapshot on. When the stage ends (:meth:`Stages.finished`):
 
-- it succeeded and has downstream stages: its result goes to each, as a part,
-  straight to that stage's executor (a function call when it is this one);
-- it is the sink: its result answers the caller, under the DAG call's id;
-- it failed: the caller gets the failure, naming the stage, and the
-  downstream stages get a failed part, so every stage after it ends without
-  running (and the caller gets one answer).
+- it succeeded and has downstream stages: its result goes to each, straight
+  to that stage's executor (a function call when it is this one);
+- it is the sink: its result answers the caller, under the DAG call's id,
+  and the scheduler gets a done notice (``"dag": True, "replied": True``);
+- it failed: the caller gets the failure, naming the stage, and so does the
+  scheduler; the downstream stages get a failed input, so every stage after
+  it ends without running.
 
-Each stage's end sends the scheduler a done notice (``"dag": True``), so it
-knows every executor's load. Parts wait at most :attr:`Stages.join_timeout`
-seconds for the rest of their stage's parts (an upstream executor died: the
-scheduler failed the DAG call), and at most :attr:`Stages.max_joins` stages
-wait at once.
+Only the stage that answers sends the scheduler a done notice (one message
+per DAG call, not one per stage). Parts wait at most
+:attr:`Stages.join_timeout` seconds for the rest of their stage's parts (an
+upstream executor died: the scheduler failed the DAG call), and at most
+:attr:`Stages.max_joins` stages wait at once.
 """
 
 from __future__ import annotations
@@ -41,39 +50,96 @@ from typing import Any
 
 from essa.cluster import topics
 from essa.cluster.calls import call_request, check_reply, reply_message, send_reply
-from essa.cluster.dags import check_plan
-from essa.transport.base import Message
+from essa.cluster.dags import MAX_STAGES
+from essa.transport.base import Message, Transport
 from essa.util.ratelimit import RateLimitedLog, describe
 from essa.wasm.abi import EssaResult
 
 log = logging.getLogger("essa.cluster.stages")
 _problems = RateLimitedLog(log)
 
+_STAGE_TEXT = ("name", "module", "function", "namespace", "deployment")
 
-def check_part(part: object) -> str | None:
-    """Why a stage part (from a peer) cannot be used (one line), or ``None`` if it can."""
-    if not isinstance(part, dict):
-        return "not a DAG stage part"
-    if not isinstance(part.get("dag"), str) or not 0 < len(part["dag"]) <= 1024:
-        return "malformed DAG stage part: 'dag' is not a call id"
-    if not topics.is_inbox(part.get("reply_to")) or not topics.is_chunk(part.get("run")):
-        return "malformed DAG stage part: 'reply_to' or 'run' is missing"
-    plan = part.get("plan")
-    problem = check_plan(plan)
-    if problem is not None:
-        return problem
-    executors = plan.get("executors")
-    if not (isinstance(executors, list) and len(executors) == len(plan["stages"])
-            and all(topics.is_chunk(e) for e in executors)):
-        return "malformed DAG stage part: the plan does not name each stage's executor"
-    stage, index = part.get("stage"), part.get("part")
-    if type(stage) is not int or not 0 <= stage < len(executors):
-        return "malformed DAG stage part: 'stage' is not one of the plan's"
-    if type(index) is not int or not 0 <= index < plan["stages"][stage]["parts"]:
-        return "malformed DAG stage part: 'part' is not one of the stage's"
-    if part.get("failed") is not True and not isinstance(part.get("args"), (bytes, bytearray)):
-        return "malformed DAG stage part: 'args' is not bytes"
-    return None
+
+def downstream(stages: dict[int, Message], fed: list[int]) -> dict[int, Message]:
+    """The stages of ``stages`` that ``fed`` are, and every stage after them."""
+    found: dict[int, Message] = {}
+    todo = list(fed)
+    while todo:
+        i = todo.pop()
+        if i not in found:
+            found[i] = stages[i]
+            todo.extend(j for j, _part in stages[i]["next"])
+    return found
+
+
+def send_inputs(transport: Transport, head: Message, stages: dict[int, Message],
+                inputs: list[list], local: Any = None) -> None:
+    """Send ``inputs`` (``[stage, part, args]``) to the executors of their stages, one message per executor.
+
+    ``head`` holds the message's ``dag``, ``reply_to``, ``run``, ``name`` and
+    ``token``; ``stages`` at least every stage downstream of the inputs'.
+    ``local`` (``(executor id, accept)``) takes the messages of one executor
+    without the transport.
+    """
+    by_executor: dict[str, list[list]] = {}
+    for item in inputs:
+        by_executor.setdefault(stages[item[0]]["executor"], []).append(item)
+    for executor, items in by_executor.items():
+        known = downstream(stages, [item[0] for item in items])
+        message = {**head, "stages": [[i, stage] for i, stage in known.items()], "inputs": items}
+        try:
+            if local is not None and executor == local[0]:
+                local[1](message, known)
+            else:
+                transport.publish(topics.executor_stages(executor), message, patient=True)
+        except Exception as exc:  # the scheduler fails the DAG if the executor went away
+            _problems.warning("send", "cannot send DAG stage inputs to executor %s: %s", executor, describe(exc))
+
+
+def check_inputs(message: object) -> tuple[str | None, dict[int, Message]]:
+    """Why an input message (from a peer) cannot be used (one line, or ``None``), and its stages by index.
+
+    Every ``next`` must point to a later stage the message names (so no
+    message can make stages loop), every part index must be one its stage
+    waits for.
+    """
+    if not isinstance(message, dict):
+        return "not a DAG input message", {}
+    if not isinstance(message.get("dag"), str) or not 0 < len(message["dag"]) <= 1024:
+        return "malformed DAG input message: 'dag' is not a call id", {}
+    if not topics.is_inbox(message.get("reply_to")) or not topics.is_chunk(message.get("run")):
+        return "malformed DAG input message: 'reply_to' or 'run' is missing", {}
+    if not isinstance(message.get("name"), str) or len(message["name"]) > 63:
+        return "malformed DAG input message: 'name' is missing", {}
+    pairs, inputs = message.get("stages"), message.get("inputs")
+    if not (isinstance(pairs, list) and 0 < len(pairs) <= MAX_STAGES and isinstance(inputs, list)
+            and 0 < len(inputs) <= MAX_STAGES):
+        return "malformed DAG input message: 'stages' or 'inputs' is not a list of 1 to 256", {}
+    stages: dict[int, Message] = {}
+    for pair in pairs:
+        if not (isinstance(pair, list) and len(pair) == 2 and type(pair[0]) is int and 0 <= pair[0] < MAX_STAGES
+                and isinstance(pair[1], dict)):
+            return "malformed DAG input message: a stage is not [index, stage]", {}
+        stages[pair[0]] = pair[1]
+    for i, stage in stages.items():
+        if not all(isinstance(stage.get(key), str) and len(stage[key]) <= 1024 for key in _STAGE_TEXT):
+            return f"malformed DAG input message: stage {i} lacks one of {', '.join(_STAGE_TEXT)}", {}
+        parts, nexts = stage.get("parts"), stage.get("next")
+        if not (type(parts) is int and 1 <= parts <= MAX_STAGES and isinstance(nexts, list)
+                and topics.is_chunk(stage.get("executor"))):
+            return f"malformed DAG input message: stage {i} needs 'parts', 'next' and 'executor'", {}
+    for i, stage in stages.items():
+        for edge in stage["next"]:
+            if not (isinstance(edge, list) and len(edge) == 2 and type(edge[0]) is int and type(edge[1]) is int
+                    and edge[0] > i and edge[0] in stages and 0 <= edge[1] < stages[edge[0]]["parts"]):
+                return f"malformed DAG input message: stage {i} sends its result to no later stage", {}
+    for item in inputs:
+        if not (isinstance(item, list) and len(item) == 3 and type(item[0]) is int and item[0] in stages
+                and type(item[1]) is int and 0 <= item[1] < stages[item[0]]["parts"]
+                and (item[2] is None or isinstance(item[2], (bytes, bytearray)))):
+            return "malformed DAG input message: an input is not [stage, part, args]", {}
+    return None, stages
 
 
 @dataclass(slots=True)
@@ -103,41 +169,51 @@ class Stages:
         self._failed: collections.OrderedDict[tuple[str, int], None] = collections.OrderedDict()
         self._lock = threading.Lock()
 
-    def receive(self, part: Message) -> None:
-        """A stage part arrived: keep it; run the stage once all its parts are in."""
-        problem = check_part(part)
+    def receive(self, message: Message) -> None:
+        """An input message arrived (from a peer): check it, then :meth:`accept` it."""
+        problem, stages = check_inputs(message)
         if problem is not None:
-            _problems.warning("part", "executor %s: dropped a DAG stage part: %s", self._executor.id, problem)
+            _problems.warning("inputs", "executor %s: dropped DAG stage inputs: %s", self._executor.id, problem)
             return
-        key = (part["dag"], part["stage"])
-        stage = part["plan"]["stages"][part["stage"]]
+        self.accept(message, stages)
+
+    def accept(self, message: Message, stages: dict[int, Message]) -> None:
+        """Keep the inputs of a checked message; run each stage whose parts are all in."""
+        ready: list[tuple[int, bytes]] = []
+        failed: list[int] = []
+        dag = message["dag"]
         with self._lock:
             self._expire()
-            if key in self._failed:
-                return
-            if part.get("failed") is True:
-                self._joins.pop(key, None)
-                self._remember_failed(key)
-                join = None
-            else:
+            for index, part, args in message["inputs"]:
+                key = (dag, index)
+                if key in self._failed:
+                    continue
+                if args is None:  # an upstream stage failed: this one ends without running
+                    self._joins.pop(key, None)
+                    self._remember_failed(key)
+                    failed.append(index)
+                    continue
+                parts = stages[index]["parts"]
+                if parts == 1:
+                    ready.append((index, bytes(args)))
+                    continue
                 join = self._joins.get(key)
                 if join is None:
                     join = self._joins[key] = _Join()
-                join.parts[part["part"]] = bytes(part["args"])
-                if len(join.parts) < stage["parts"]:
-                    return
-                del self._joins[key]
-        if join is None:  # an upstream stage failed: this one ends without running
-            self._pass_on(part, part["stage"], None)
-            self._done(part, part["stage"], replied=False)
-            return
-        args = b"".join(join.parts[i] for i in range(stage["parts"]))
-        extra = {"id": f"{part['dag']}/{part['stage']}", "reply_to": part["reply_to"], "deployment": stage["deployment"],
-                 "dag_run": part["dag"], "stage": part["stage"], "plan": part["plan"]}
-        if "token" in part:
-            extra["token"] = part["token"]
-        self._executor.submit(call_request(stage["module"], stage["function"], args, stage["namespace"], part["run"],
-                                           **extra))
+                join.parts[part] = bytes(args)
+                if len(join.parts) == parts:
+                    del self._joins[key]
+                    ready.append((index, b"".join(join.parts[p] for p in range(parts))))
+        if failed:
+            self._pass_on(message, stages, [[j, p, None] for i in failed for j, p in stages[i]["next"]])
+        for index, args in ready:
+            stage = stages[index]
+            extra = {"id": f"{dag}/{index}", "reply_to": message["reply_to"], "deployment": stage["deployment"],
+                     "dag_run": dag, "dag_name": message["name"], "stage": index, "dag_stages": stages}
+            if "token" in message:
+                extra["token"] = message["token"]
+            self._executor.submit(call_request(stage["module"], stage["function"], args, stage["namespace"],
+                                               message["run"], **extra))
 
     def _expire(self) -> None:  # lock held
         cutoff = time.monotonic() - self.join_timeout
@@ -155,56 +231,43 @@ class Stages:
             self._failed.popitem(last=False)
 
     def finished(self, request: Message, reply: Message) -> None:
-        """Stage ``request`` (a call request made by :meth:`receive`) ended with ``reply``: pass it on."""
-        plan, index, dag = request["plan"], request["stage"], request["dag_run"]
-        stage = plan["stages"][index]
+        """Stage ``request`` (a call request made by :meth:`accept`) ended with ``reply``: pass it on."""
+        stages, index, dag = request["dag_stages"], request["stage"], request["dag_run"]
+        stage = stages[index]
         if check_reply(reply) is not None and reply["code"] == EssaResult.Ok:
             if stage["next"]:
-                self._pass_on(request, index, reply.get("value", b""))
-                self._done(request, index, replied=False)
+                value = reply.get("value", b"")
+                self._pass_on(request, stages, [[j, p, value] for j, p in stage["next"]])
             else:
                 send_reply(self._executor.transport, request["reply_to"], {**reply, "id": dag})
-                self._done(request, index, replied=True)
+                self._done(dag)
             return
         message = reply.get("message") or EssaResult(reply.get("code", EssaResult.UnknownError)).name
-        failure = reply_message(dag, EssaResult(reply["code"]), message=f"DAG {plan['name']}, stage {stage['name']}: "
-                                f"{message}", kind=reply.get("kind") or "error")
+        failure = reply_message(dag, EssaResult(reply["code"]), message=f"DAG {request['dag_name']}, stage "
+                                f"{stage['name']}: {message}", kind=reply.get("kind") or "error")
         with self._lock:
             self._remember_failed((dag, index))
         send_reply(self._executor.transport, request["reply_to"], failure)
-        self._pass_on(request, index, None)
-        self._done(request, index, replied=True)
+        self._done(dag)
+        self._pass_on(request, stages, [[j, p, None] for j, p in stage["next"]])
 
-    def _pass_on(self, source: Message, index: int, value: bytes | None) -> None:
-        """Send stage ``index``'s result (``None``: it failed) to each of its downstream stages."""
-        plan = source["plan"]
-        dag = source.get("dag_run") or source["dag"]
-        for j, part_index in plan["stages"][index]["next"]:
-            part: Message = {"dag": dag, "reply_to": source["reply_to"], "run": source["run"], "plan": plan,
-                             "stage": j, "part": part_index}
-            if value is None:
-                part["failed"] = True
-            else:
-                part["args"] = value
-            if "token" in source:
-                part["token"] = source["token"]
-            target = plan["executors"][j]
-            try:
-                if target == self._executor.id:
-                    self.receive(part)
-                else:
-                    self._executor.transport.publish(topics.executor_stages(target), part, patient=True)
-            except Exception as exc:  # the scheduler fails the DAG if the target went away
-                _problems.warning("send", "executor %s: cannot pass a DAG stage's result on to executor %s: %s",
-                                  self._executor.id, target, describe(exc))
+    def _pass_on(self, source: Message, stages: dict[int, Message], inputs: list[list]) -> None:
+        """Send ``inputs`` to their stages' executors (this one's without the transport)."""
+        if not inputs:
+            return
+        head = {"dag": source.get("dag_run") or source["dag"], "reply_to": source["reply_to"], "run": source["run"],
+                "name": source.get("dag_name") or source["name"]}
+        if "token" in source:
+            head["token"] = source["token"]
+        send_inputs(self._executor.transport, head, stages, inputs, (self._executor.id, self.accept))
 
-    def _done(self, source: Message, index: int, replied: bool) -> None:
-        dag = source.get("dag_run") or source["dag"]
+    def _done(self, dag: str) -> None:
+        """Tell the scheduler this executor answered DAG call ``dag``."""
         try:
             self._executor.transport.publish(topics.SCHEDULER_DONE, {"id": dag, "executor": self._executor.id,
-                                                                      "dag": True, "stage": index, "replied": replied})
+                                                                      "dag": True, "replied": True})
         except Exception as exc:
             _problems.warning("done", "executor %s: cannot send a done notice: %s", self._executor.id, describe(exc))
 
 
-__all__ = ["Stages", "check_part"]
+__all__ = ["Stages", "check_inputs", "downstream", "send_inputs"]
