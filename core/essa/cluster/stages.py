@@ -32,6 +32,11 @@ its snapshot on. When the stage ends (:meth:`Stages.finished`):
   scheduler; the downstream stages get a failed input, so every stage after
   it ends without running.
 
+Results for a fan-in stage leave together: while other stages of this
+executor that feed the same fan-in still run, a finished one's result waits
+for theirs (the fan-in waits for all of them anyway), so a fan-out of N
+branches over two executors costs one message each way, not N.
+
 Only the stage that answers sends the scheduler a done notice (one message
 per DAG call, not one per stage). Parts wait at most
 :attr:`Stages.join_timeout` seconds for the rest of their stage's parts (an
@@ -150,6 +155,16 @@ class _Join:
     since: float = field(default_factory=time.monotonic)
 
 
+@dataclass(slots=True)
+class _Outbox:
+    """The results for one fan-in stage that this executor's stages produce, held until the last is done."""
+
+    #: Stages of this executor that feed it and have not ended.
+    feeders: int = 0
+    inputs: list[list] = field(default_factory=list)
+    since: float = field(default_factory=time.monotonic)
+
+
 class Stages:
     """One executor's DAG stages (see the module documentation).
 
@@ -167,6 +182,7 @@ class Stages:
         self._executor = executor
         self._joins: collections.OrderedDict[tuple[str, int], _Join] = collections.OrderedDict()
         self._failed: collections.OrderedDict[tuple[str, int], None] = collections.OrderedDict()
+        self._outbox: collections.OrderedDict[tuple[str, int], _Outbox] = collections.OrderedDict()
         self._lock = threading.Lock()
 
     def receive(self, message: Message) -> None:
@@ -204,6 +220,13 @@ class Stages:
                 if len(join.parts) == parts:
                     del self._joins[key]
                     ready.append((index, b"".join(join.parts[p] for p in range(parts))))
+            for index, _args in ready:  # their results for a fan-in wait for each other (see finished)
+                for j, _part in stages[index]["next"]:
+                    if stages[j]["parts"] > 1:
+                        box = self._outbox.get((dag, j))
+                        if box is None:
+                            box = self._outbox[(dag, j)] = _Outbox()
+                        box.feeders += 1
         if failed:
             self._pass_on(message, stages, [[j, p, None] for i in failed for j, p in stages[i]["next"]])
         for index, args in ready:
@@ -217,6 +240,11 @@ class Stages:
 
     def _expire(self) -> None:  # lock held
         cutoff = time.monotonic() - self.join_timeout
+        while self._outbox:
+            key, box = next(iter(self._outbox.items()))
+            if box.since > cutoff and len(self._outbox) <= self.max_joins:
+                break
+            del self._outbox[key]  # a stage counted as a feeder never ended (a duplicate call id)
         while self._joins:
             key, join = next(iter(self._joins.items()))
             if join.since > cutoff and len(self._joins) <= self.max_joins:
@@ -252,10 +280,29 @@ class Stages:
         self._pass_on(request, stages, [[j, p, None] for j, p in stage["next"]])
 
     def _pass_on(self, source: Message, stages: dict[int, Message], inputs: list[list]) -> None:
-        """Send ``inputs`` to their stages' executors (this one's without the transport)."""
+        """Send ``inputs`` to their stages' executors (this one's without the transport).
+
+        Inputs of a fan-in stage that other stages of this executor still
+        feed wait in its outbox; the last one sends them all.
+        """
+        dag = source.get("dag_run") or source["dag"]
+        if "dag_run" in source:  # a stage that ran here (not a failure passed through): it was counted
+            ready: list[list] = []
+            with self._lock:
+                for item in inputs:
+                    box = self._outbox.get((dag, item[0]))
+                    if box is None:
+                        ready.append(item)
+                        continue
+                    box.inputs.append(item)
+                    box.feeders -= 1
+                    if box.feeders <= 0:
+                        del self._outbox[(dag, item[0])]
+                        ready.extend(box.inputs)
+            inputs = ready
         if not inputs:
             return
-        head = {"dag": source.get("dag_run") or source["dag"], "reply_to": source["reply_to"], "run": source["run"],
+        head = {"dag": dag, "reply_to": source["reply_to"], "run": source["run"],
                 "name": source.get("dag_name") or source["name"]}
         if "token" in source:
             head["token"] = source["token"]
