@@ -133,7 +133,8 @@ class Connection:
         self._close = close
         self._control = ControlClient(client.transport, token=client.token)
         self._resolved: dict[str, tuple[Deployment, float]] = {}
-        self._dags: dict[str, tuple[Dag, float]] = {}
+        #: name -> (DAG, its call plan, when to look both up again)
+        self._dags: dict[str, tuple[Dag, Message, float]] = {}
         self._lock = threading.Lock()
         #: Where this connection runs calls: ``"embedded (...)"`` or the cluster's endpoints.
         self.where = where
@@ -199,7 +200,7 @@ class Connection:
         with self._lock:
             for spec in [s for s in self._resolved if s == name or s.startswith(name + "@")]:
                 del self._resolved[spec]
-
+            self._dags.clear()  # their plans may name the deployment
     # -- DAGs --------------------------------------------------------------------------
 
     def register_dag(self, name: str, functions: Sequence[str], edges: Sequence[Sequence[str]] = ()) -> Dag:
@@ -224,16 +225,21 @@ class Connection:
 
     def dag(self, name: str) -> Dag:
         """DAG ``name``; :class:`~essa.errors.NotFound` if there is none."""
+        return self._dag_plan(name)[0]
+
+    def _dag_plan(self, name: str) -> tuple[Dag, Message]:
+        """DAG ``name`` and its call plan, looked up again after :data:`RESOLVE_TTL` seconds."""
         with self._lock:
             cached = self._dags.get(name)
-        if cached is not None and cached[1] > time.monotonic():
-            return cached[0]
+        if cached is not None and cached[2] > time.monotonic():
+            return cached[0], cached[1]
         dag = Dag.from_dict(self._control.request("dag-get", name=name)["dag"])
+        plan = call_plan(dag, self.deployment)
         with self._lock:
             if len(self._dags) > 4096:
                 self._dags.clear()
-            self._dags[name] = (dag, time.monotonic() + RESOLVE_TTL)
-        return dag
+            self._dags[name] = (dag, plan, time.monotonic() + RESOLVE_TTL)
+        return dag, plan
 
     def dags(self) -> list[Dag]:
         """Every registered DAG, by name."""
@@ -272,7 +278,7 @@ class Connection:
         return _value(outcome)
 
     def _start_dag(self, name: str, args: bytes, output: Callable[[Message], None] | None) -> CallHandle:
-        plan = call_plan(self.dag(name), self.deployment)
+        plan = self._dag_plan(name)[1]
         sink = plan["stages"][-1]
         return self._client.start_call(sink["module"], sink["function"], bytes(args), sink["namespace"], output,
                                        fields={"deployment": sink["deployment"], "dag": plan})

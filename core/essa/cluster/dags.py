@@ -45,6 +45,8 @@ from essa.transport.base import Message
 INDEX_KEY = "dags"
 #: Most stages one DAG may have.
 MAX_STAGES = 256
+#: The text fields of a plan's stage (each at most 1024 characters).
+STAGE_TEXT = ("name", "module", "function", "namespace", "deployment")
 
 
 def record_key(name: str) -> str:
@@ -260,35 +262,39 @@ def check_plan(plan: object) -> str | None:
     loop), every stage's parts are fed exactly once, only the last stage has
     no ``next``, and sources wait for one part (the call's arguments).
     """
-    if not isinstance(plan, dict) or not isinstance(plan.get("name"), str) or len(plan["name"]) > 63:
+    if type(plan) is not dict or type(plan.get("name")) is not str or len(plan["name"]) > 63:
         return "malformed DAG plan: it needs a 'name'"
     stages = plan.get("stages")
-    if not isinstance(stages, list) or not 0 < len(stages) <= MAX_STAGES:
+    if type(stages) is not list or not 0 < len(stages) <= MAX_STAGES:
         return f"malformed DAG plan: 'stages' must list 1 to {MAX_STAGES} stages"
+    count = len(stages)
     fed: list[set[int]] = [set() for _ in stages]
     for i, stage in enumerate(stages):
-        if not isinstance(stage, dict):
+        if type(stage) is not dict:
             return "malformed DAG plan: a stage is not a dict"
-        for key in ("name", "module", "function", "namespace", "deployment"):
-            if not isinstance(stage.get(key), str) or len(stage[key]) > 1024:
+        for key in STAGE_TEXT:
+            value = stage.get(key)
+            if type(value) is not str or len(value) > 1024:
                 return f"malformed DAG plan: stage {i} has no {key!r}"
         parts, nexts = stage.get("parts"), stage.get("next")
-        if not isinstance(parts, int) or not 1 <= parts <= MAX_STAGES or not isinstance(nexts, list):
+        if type(parts) is not int or not 1 <= parts <= MAX_STAGES or type(nexts) is not list:
             return f"malformed DAG plan: stage {i} needs 'parts' and 'next'"
-        if (not nexts) != (i == len(stages) - 1):
+        if (not nexts) != (i == count - 1):
             return "malformed DAG plan: the last stage, and only it, is the sink"
         for edge in nexts:
-            if not (isinstance(edge, list) and len(edge) == 2 and all(type(x) is int for x in edge)
-                    and i < edge[0] < len(stages)):
+            if type(edge) is not list or len(edge) != 2:
                 return f"malformed DAG plan: stage {i} sends its result to no later stage"
             j, part = edge
+            if type(j) is not int or type(part) is not int or not i < j < count:
+                return f"malformed DAG plan: stage {i} sends its result to no later stage"
             if part in fed[j]:
                 return f"malformed DAG plan: part {part} of stage {j} is fed twice"
             fed[j].add(part)
     for j, stage in enumerate(stages):
-        if fed[j] and fed[j] != set(range(stage["parts"])):
-            return f"malformed DAG plan: stage {j} waits for {stage['parts']} parts but is fed {len(fed[j])}"
-        if not fed[j] and stage["parts"] != 1:
+        parts = stage["parts"]
+        if fed[j] and (len(fed[j]) != parts or min(fed[j]) != 0 or max(fed[j]) != parts - 1):
+            return f"malformed DAG plan: stage {j} waits for {parts} parts but is fed {len(fed[j])}"
+        if not fed[j] and parts != 1:
             return f"malformed DAG plan: source stage {j} waits for more than the call's arguments"
     return None
 

@@ -55,15 +55,13 @@ from typing import Any
 
 from essa.cluster import topics
 from essa.cluster.calls import call_request, check_reply, reply_message, send_reply
-from essa.cluster.dags import MAX_STAGES
+from essa.cluster.dags import STAGE_TEXT, MAX_STAGES
 from essa.transport.base import Message, Transport
 from essa.util.ratelimit import RateLimitedLog, describe
 from essa.wasm.abi import EssaResult
 
 log = logging.getLogger("essa.cluster.stages")
 _problems = RateLimitedLog(log)
-
-_STAGE_TEXT = ("name", "module", "function", "namespace", "deployment")
 
 
 def downstream(stages: dict[int, Message], fed: list[int]) -> dict[int, Message]:
@@ -128,16 +126,21 @@ def check_inputs(message: object) -> tuple[str | None, dict[int, Message]]:
             return "malformed DAG input message: a stage is not [index, stage]", {}
         stages[pair[0]] = pair[1]
     for i, stage in stages.items():
-        if not all(isinstance(stage.get(key), str) and len(stage[key]) <= 1024 for key in _STAGE_TEXT):
-            return f"malformed DAG input message: stage {i} lacks one of {', '.join(_STAGE_TEXT)}", {}
+        for key in STAGE_TEXT:
+            value = stage.get(key)
+            if type(value) is not str or len(value) > 1024:
+                return f"malformed DAG input message: stage {i} lacks one of {', '.join(STAGE_TEXT)}", {}
         parts, nexts = stage.get("parts"), stage.get("next")
         if not (type(parts) is int and 1 <= parts <= MAX_STAGES and isinstance(nexts, list)
                 and topics.is_chunk(stage.get("executor"))):
             return f"malformed DAG input message: stage {i} needs 'parts', 'next' and 'executor'", {}
     for i, stage in stages.items():
         for edge in stage["next"]:
-            if not (isinstance(edge, list) and len(edge) == 2 and type(edge[0]) is int and type(edge[1]) is int
-                    and edge[0] > i and edge[0] in stages and 0 <= edge[1] < stages[edge[0]]["parts"]):
+            if type(edge) is not list or len(edge) != 2:
+                return f"malformed DAG input message: stage {i} sends its result to no later stage", {}
+            j, part = edge
+            if type(j) is not int or type(part) is not int or j <= i or j not in stages \
+                    or not 0 <= part < stages[j]["parts"]:
                 return f"malformed DAG input message: stage {i} sends its result to no later stage", {}
     for item in inputs:
         if not (isinstance(item, list) and len(item) == 3 and type(item[0]) is int and item[0] in stages
