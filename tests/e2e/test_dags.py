@@ -19,8 +19,10 @@ from essa.cluster.embedded import EmbeddedRuntime
 from essa.errors import EssaError, NotFound
 from essa.testing.dag_modules import tags_module
 
+from .test_cli import assert_one_line_error
 from .test_cli import essa as essa_cli
 from .test_cluster import cluster  # noqa: F401  (the fixture)
+from .test_secure import deployed, secure  # noqa: F401  (the fixtures)
 
 TAGS = tags_module()
 CHAIN = (["t.tag_a", "t.tag_b", "t.tag_c"], [("t.tag_a", "t.tag_b"), ("t.tag_b", "t.tag_c")])
@@ -265,3 +267,22 @@ def test_cluster_process_output_is_clean(cluster):
     cluster.stop()
     logs = cluster.log_text()
     assert "Traceback" not in logs and "dropped" not in logs and "malformed" not in logs, logs
+
+
+# -- a secure cluster ----------------------------------------------------------------
+
+
+def test_dags_on_a_secure_cluster_pass_results_and_check_every_stage_against_the_token(secure, deployed):
+    c = ("--connect", secure.endpoint, "--timeout", "60")
+    admin, token_a = secure.token(deployments=["*"]), secure.token(deployments=["a"])
+    reader = secure.token(deployments=["a"], read_only=True)
+    for name, stages in (("in-a", ["a.remember", "a.echo"]), ("a-and-b", ["a.echo", "b.echo"])):
+        created = secure.essa("dag", "create", name, *stages, *c, token=admin)
+        assert created.returncode == 0, created.stderr + secure.logs()
+    called = secure.essa("dag", "call", "in-a", "plum", *c, token=token_a)
+    assert (called.returncode, called.stdout) == (0, "plum"), called.stderr + secure.logs()
+    # The client cannot even resolve stage b.echo with this token (and the scheduler checks every stage).
+    assert_one_line_error(secure.essa("dag", "call", "a-and-b", "x", *c, token=token_a),
+                          "the cluster refused this client: no valid token for deployment 'b'")
+    assert_one_line_error(secure.essa("dag", "create", "mine", "a.echo", *c, token=reader),
+                          "the token is read-only: it cannot change DAGs")
