@@ -254,6 +254,40 @@ def test_an_executor_killed_during_a_stage_fails_the_dag_naming_its_stages(clust
     cluster.procs[f"executor-{spinning}"].wait(30)
 
 
+def test_executors_threads_descriptors_and_memory_stay_flat_over_many_dag_calls(cluster):
+    from essa.testing.resources import sample
+
+    cluster.scheduler()
+    cluster.executor("0")
+    cluster.executor("1")
+    cluster.wait_for_executors(2)
+    procs = [cluster.procs["scheduler"], cluster.procs["executor-0"], cluster.procs["executor-1"]]
+    with essa.connect(cluster.endpoint, timeout=60) as es:
+        es.deploy(TAGS, name="t")
+        es.register_dag("fan", *fan(8))
+        es.register_dag("broken", ["t.tag_a", "t.trap", "t.tag_c"], [("t.tag_a", "t.trap"), ("t.trap", "t.tag_c")])
+        expected = b"".join(b"xa" + c.encode() for c in "bcdefghi")
+
+        def burst(n: int) -> None:
+            for start in range(0, n, 50):  # 50 at once: the executors' queues and joins fill
+                futures = [es.call_dag_async("fan" if i % 10 else "broken", b"x") for i in range(start, start + 50)]
+                for i, future in zip(range(start, start + 50), futures):
+                    if i % 10:
+                        assert future.result(60) == expected
+                    else:
+                        with pytest.raises(essa.CallError, match="stage t.trap"):
+                            future.result(60)
+
+        burst(1000)  # warm: threads started, caches filled
+        before = [sample(p.pid) for p in procs]
+        burst(3000)
+        after = [sample(p.pid) for p in procs]
+    for b, a in zip(before, after):
+        assert a.fds <= b.fds + 2, (b, a)
+        assert a.threads <= b.threads + 2, (b, a)
+        assert a.rss <= b.rss + (32 << 20), (b, a)
+
+
 def test_cluster_process_output_is_clean(cluster):
     """No warning or traceback in any process's log after DAG calls (malformed-message guards stay quiet)."""
     cluster.scheduler()

@@ -141,8 +141,8 @@ class Scheduler:
 
         ``in_flight``: calls placed and not done; ``unconfirmed``: calls done
         whose callers have not confirmed the reply yet; ``waiting``: calls
-        waiting for an executor; the same per executor (``placed``: calls
-        placed there so far).
+        waiting for an executor; ``dags``: DAG calls placed and not confirmed;
+        the same per executor (``placed``: calls placed there so far).
         """
         with self._lock:
             unconfirmed = collections.Counter(self._calls[i].executor for i in self._unconfirmed)
@@ -158,6 +158,7 @@ class Scheduler:
                 "in_flight": len(self._calls) - len(self._unconfirmed),
                 "unconfirmed": len(self._unconfirmed),
                 "waiting": len(self._backlog),
+                "dags": len(self._dags),
             }
 
     # -- placing ---------------------------------------------------------------
