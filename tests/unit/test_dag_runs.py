@@ -187,3 +187,11 @@ def test_malformed_stage_inputs_are_named_in_one_line(damage, problem):
 @pytest.mark.parametrize("junk", [None, [], "x", 7, {"dag": 1}, {"stages": "x"}])
 def test_stage_inputs_that_are_not_messages_are_refused(junk):
     assert check_inputs(junk)[0] is not None
+
+
+def test_a_dag_call_never_answered_fails_after_its_timeout(cluster, monkeypatch):
+    _transport, scheduler, caller, executors = cluster
+    monkeypatch.setattr(scheduler._dags, "answer_timeout", 0.25)
+    reply = caller.start(dag_request(plan(["t.f", "t.g"], [("t.f", "t.g")]))).result(60)  # nobody answers
+    assert reply["message"] == "DAG d did not answer within 0.75 s" and reply["kind"] == "unavailable"
+    eventually(lambda: not len(scheduler._dags) and loads(scheduler) == [0, 0], "the DAG call is forgotten")

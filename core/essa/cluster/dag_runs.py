@@ -24,14 +24,16 @@ away before the DAG is answered while it was given one of its stages, or
 after it answered and before the caller confirmed, fails the DAG call with
 a message naming the stages it held (stages are not placed again: some may have run
 and written state). A DAG whose reply is not confirmed within the
-scheduler's ``receipt_timeout`` is forgotten.
+scheduler's ``receipt_timeout`` is forgotten; one not answered within
+:attr:`DagRuns.answer_timeout` per stage (plus one: an input was lost on its
+way, since every stage ends within its time limit) fails.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from essa.cluster.authorize import Refused
@@ -56,6 +58,8 @@ class _DagRun:
     #: The executor that sent the DAG's reply, and when (``None`` before).
     replier: str | None = None
     replied: float | None = None
+    #: When it was placed (``time.monotonic()``).
+    placed: float = field(default_factory=time.monotonic)
 
 
 class DagRuns:
@@ -63,6 +67,8 @@ class DagRuns:
 
     #: Calls in flight by which a chained stage's executor may exceed the least loaded before the stage moves.
     follow_slack = 4
+    #: Seconds per stage (plus one) a DAG call may go unanswered before it fails.
+    answer_timeout = 60.0
 
     def __init__(self, scheduler: Any) -> None:
         """``scheduler``: the :class:`essa.cluster.scheduler.Scheduler` that owns these (its lock, executors, sending)."""
@@ -183,6 +189,22 @@ class DagRuns:
         for run, message in failed:
             s._fail(run.request, message)
         return len(failed)
+
+    def fail_overdue(self) -> int:
+        """Fail the DAG calls not answered within :attr:`answer_timeout`; return how many."""
+        s = self._scheduler
+        now = time.monotonic()
+        with s._lock:
+            overdue = [k for k, run in self._runs.items() if run.replier is None
+                       and run.placed + self.answer_timeout * (len(run.executors) + 1) <= now]
+            runs = [self._runs.pop(k) for k in overdue]
+            for run in runs:
+                for stage in run.open:
+                    self._release(run, stage)
+        for run in runs:
+            limit = self.answer_timeout * (len(run.executors) + 1)
+            s._fail(run.request, f"DAG {run.request['dag']['name']} did not answer within {limit:g} s")
+        return len(runs)
 
     def expire(self, cutoff: float) -> int:  # lock held
         """Forget the DAG calls answered before ``cutoff`` whose caller sent no receipt; return how many."""

@@ -338,6 +338,7 @@ class Scheduler:
             try:
                 self._expire_backlog()
                 self._expire_unconfirmed()
+                self._dags.fail_overdue()
             except Exception as exc:  # the loop must outlive any one failure
                 _problems.warning("housekeeping", "scheduler housekeeping failed: %s", describe(exc), exc_info=exc)
 

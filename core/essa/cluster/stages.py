@@ -174,8 +174,8 @@ class Stages:
     :param executor: the :class:`essa.cluster.executor.Executor` they run on.
     """
 
-    #: Seconds a stage's parts wait for the rest.
-    join_timeout = 600.0
+    #: Seconds a stage's parts wait for the rest (memory is bounded by :attr:`max_joins` anyway).
+    join_timeout = 3600.0
     #: Most stages waiting for parts at once; the oldest is dropped for a new one.
     max_joins = 10_000
     #: Stages remembered as failed (their late parts are dropped).
