@@ -288,6 +288,51 @@ def test_executors_threads_descriptors_and_memory_stay_flat_over_many_dag_calls(
         assert a.rss <= b.rss + (32 << 20), (b, a)
 
 
+def test_malformed_stage_inputs_plans_and_notices_change_nothing(cluster):
+    """Rogue DAG messages, near-valid and random, on the stage topic, the scheduler's and its done topic."""
+    import random
+
+    from essa.cluster.processes import open_transport
+
+    from .test_bad_messages import fuzzed_value
+
+    cluster.scheduler()
+    cluster.executor("0")
+    cluster.wait_for_executors(1)
+    rng = random.Random(20261207)
+    with essa.connect(cluster.endpoint, timeout=60) as es:
+        es.deploy(TAGS, name="t")
+        es.register_dag("chain", *CHAIN)
+        assert es.call_dag("chain", b"x") == b"xabc"
+        plan = es._dag_plan("chain")[1]
+        stages = [[i, {**s, "executor": "0"}] for i, s in enumerate(plan["stages"])]
+        valid = {"dag": "rogue/1", "reply_to": "essa/inbox/rogue", "run": "rogue", "name": "chain",
+                 "stages": stages, "inputs": [[0, 0, b"x"]]}
+        transport = open_transport(connect=[cluster.endpoint], connect_timeout=60)
+        try:
+            for n in range(300):
+                message = json.loads(json.dumps(valid, default=lambda b: b.decode()))  # a deep copy
+                message["inputs"] = [[0, 0, b"x"]]
+                target = rng.choice([message, message["stages"][rng.randrange(3)][1], message["inputs"][0]])
+                key = rng.choice(list(target) if isinstance(target, dict) else range(len(target)))
+                target[key] = fuzzed_value(rng)
+                transport.publish("essa/executor/0/stages", message)
+                transport._session.put("essa/executor/0/stages", rng.randbytes(rng.randint(0, 40)))
+                transport.publish("essa/scheduler/calls", {"id": f"rogue/{n}", "reply_to": "essa/inbox/rogue",
+                                                           "module": "m", "function": "f", "namespace": "n",
+                                                           "run": "r", "dag": fuzzed_value(rng)})
+                transport.publish("essa/scheduler/done", {"id": fuzzed_value(rng), "executor": "0", "dag": True,
+                                                          "replied": fuzzed_value(rng)})
+        finally:
+            transport.close()
+        assert es.call_dag("chain", b"y", timeout=60) == b"yabc"
+    cluster.stop()
+    logs = cluster.log_text()
+    assert "Traceback" not in logs, logs
+    assert "dropped DAG stage inputs" in logs  # noticed, in rate-limited lines
+    assert logs.count("dropped DAG stage inputs") < 60, logs
+
+
 def test_cluster_process_output_is_clean(cluster):
     """No warning or traceback in any process's log after DAG calls (malformed-message guards stay quiet)."""
     cluster.scheduler()
