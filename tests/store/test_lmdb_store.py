@@ -117,8 +117,9 @@ def test_acknowledged_write_survives_a_killed_writer(tmp_path):
 
 def test_puts_acknowledged_by_concurrent_threads_survive_a_killed_writer(tmp_path):
     # 8 threads put distinct keys and a set member each, printing each put once it
-    # returned; the writer is killed (-9) mid-stream, with commits in flight and
-    # commits whose meta page only the next flush makes durable (see LmdbStore.merge).
+    # returned; the writer is killed (-9) mid-stream, with group commits in flight.
+    # (A change to how commits are flushed, such as the ones the README's "One flush
+    # per commit" measures, must keep this passing.)
     path = tmp_path / "db"
     proc = subprocess.Popen(
         [

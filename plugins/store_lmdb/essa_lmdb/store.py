@@ -222,14 +222,6 @@ class _Put:
         self.done = True
 
 
-def _acknowledge(puts: list[_Put], error: BaseException | None = None) -> None:
-    """``puts`` are durable (or failed with ``error``): finish each and wake the ones that wait."""
-    for put in puts:
-        put.finish(put.error or error)
-        if not put.lead:  # a leader is awake
-            put.wake.release()
-
-
 class _Env:
     """One open LMDB environment, shared by all stores of one process on one path.
 
@@ -240,7 +232,7 @@ class _Env:
     """
 
     __slots__ = ("env", "path", "pid", "refs", "sync", "max_readers", "write_lock", "cond", "readers", "resizing",
-                 "layout", "group", "queue", "leading", "last_group", "pending", "durable_upto")
+                 "layout", "group", "queue", "leading", "last_group")
 
     def __init__(self, env: lmdb.Environment, path: str, sync: bool, max_readers: int) -> None:
         self.env = env
@@ -259,10 +251,6 @@ class _Env:
         self.queue: list[_Put] = []
         self.leading = False
         self.last_group = 0
-        #: Puts committed (with sync on) whose commit no flush has covered yet: not acknowledged (lead's)
-        self.pending: list[_Put] = []
-        #: The newest transaction known to be on disk, meta page included (lead's).
-        self.durable_upto = 0
 
     def map_size(self) -> int:
         return int(self.env.info()["map_size"])
@@ -383,9 +371,7 @@ class _Env:
                         existed = txn.get(key) is not None
                         self.layout.delete(txn, key)  # and a big set's member records
                         self.layout.forget_name(txn, key)
-                    if self.sync:
-                        self.env.sync(True)  # the meta page is not flushed by the commit (see merge)
-                    return existed
+                        return existed
                 except lmdb.MapResizedError:
                     pass
                 except lmdb.Error as exc:
@@ -394,30 +380,23 @@ class _Env:
         raise StoreError(f"deleting from the store at {self.path} failed: its map size keeps changing")
 
     def merge(self, key: bytes, value: bytes, name: bytes | None = None) -> None:
-        """Merge ``value`` into ``key``; returns once the merge is committed (and durable).
+        """Merge ``value`` into ``key``; returns once the merge is committed (and synced).
 
         ``name`` is the full key when ``key`` is a shortened record key: the
         merge records it (once) in the same transaction.
 
         Group commit: puts that arrive while a commit is in flight wait, and
-        the next commit takes them all in one write transaction. A put that
-        finds no commit in flight leads one; a leader wakes exactly the puts
-        it made durable and hands the lead to the oldest waiting put (waking
-        everyone would cost each a GIL hand-off for nothing). A put whose
-        merge is refused fails alone; a failed commit fails every put of it.
-        With ``sync`` off there is nothing to share, and waking followers
-        costs more than it saves: each put commits on its own.
-
-        With ``sync`` on, one flush per commit (see :meth:`_lead`): LMDB
-        flushes a commit's data pages, then writes its meta page without
-        flushing it (``metasync`` off); the flush of the *next* commit (or an
-        explicit one when no commit follows) makes that meta page durable, and
-        only then are the commit's puts acknowledged.
+        the next commit takes them all in one write transaction and one sync.
+        A put that finds no commit in flight leads one; a leader whose commit
+        is done wakes exactly the puts it committed and hands the lead to the
+        oldest waiting put (waking everyone would cost each a GIL hand-off for
+        nothing). A put whose merge is refused fails alone; a failed commit
+        fails every put of it. With ``sync`` off there is no sync to share, and
+        waking followers costs more than it saves: each put commits on its own.
         """
         put = _Put(key, value, name)
         if not self.sync:
             self._commit([put])
-            put.done = True
         else:
             with self.group:
                 self.queue.append(put)
@@ -435,108 +414,53 @@ class _Env:
             raise put.error
 
     def _lead(self, put: "_Put") -> None:
-        """Commit waiting puts as groups until ``put`` is durable, wake each, then pass the lead on.
-
-        A commit is durable once a flush *after* its meta page was written
-        has completed: the next commit's data flush, or :meth:`_flush`. So
-        the puts of a commit wait in ``pending`` for the next one, and the
-        leader flushes on its own only when no put waits to be committed.
-        The flushes keep LMDB's order (a commit's data pages reach the disk
-        before its meta page), so a crash at any moment leaves the last
-        durable meta page pointing at pages on disk: nothing acknowledged is
-        lost, and the file is never torn.
-        """
+        """Commit waiting puts as groups until ``put`` is done, wake each, then pass the lead on."""
         try:
-            while True:
-                if len(self.queue) < self.last_group:
-                    # Threads woken by the previous commit are likely to queue their next
-                    # puts within microseconds: let them (a fuller group, one flush fewer).
-                    time.sleep(0)
-                with self.group:
-                    batch = self.queue[:GROUP_LIMIT]
-                    del self.queue[:GROUP_LIMIT]
-                    self.last_group = len(batch)
-                if batch:
-                    self._step(batch)
-                else:
-                    self._flush()
-                with self.group:
-                    if put.done and (not self.pending or self.queue):
-                        return  # what is pending goes with the lead: the heir's commit flushes it
+            while not put.done:
+                batch: list[_Put] = []
+                try:
+                    if len(self.queue) < self.last_group:
+                        # Threads woken by the previous commit are likely to queue their next
+                        # puts within microseconds: let them (a fuller group, one sync fewer).
+                        time.sleep(0)
+                    with self.group:
+                        batch = self.queue[:GROUP_LIMIT]
+                        del self.queue[:GROUP_LIMIT]
+                        self.last_group = len(batch)
+                    self._commit(batch)
+                except BaseException as exc:  # every put of the batch learns, whatever happened
+                    for other in batch:
+                        if not other.done:
+                            other.finish(exc)
+                    if not isinstance(exc, Exception):
+                        raise  # KeyboardInterrupt and the like
+                finally:
+                    for other in batch:
+                        if other is not put:
+                            other.wake.release()
         finally:
             self._pass_lead(put)
-
-    def _step(self, batch: list["_Put"]) -> None:
-        """Commit ``batch``: its flush makes the pending puts durable, and ``batch`` becomes pending.
-
-        A batch that changed nothing is durable as soon as the snapshot it
-        read is (``durable_upto``): acknowledged at once, or pending.
-        """
-        try:
-            txnid, committed = self._commit(batch)
-        except BaseException as exc:  # every put of the batch learns, whatever happened
-            _acknowledge(batch, exc)
-            if not isinstance(exc, Exception):
-                raise  # KeyboardInterrupt and the like
-            return
-        if committed:
-            # LMDB wrote every earlier commit's meta page before this one began: its flush covered them.
-            self.durable_upto = max(self.durable_upto, txnid - 1)
-            durable, self.pending = self.pending, batch
-            _acknowledge(durable)
-        elif txnid - 1 <= self.durable_upto:
-            _acknowledge(batch)
-        else:
-            self.pending.extend(batch)
-
-    def _flush(self) -> None:
-        """Flush the data file once, making every pending put durable; wake them."""
-        durable, self.pending = self.pending, []
-        error: BaseException | None = None
-        try:
-            last = int(self.env.info()["last_txnid"])
-            self.env.sync(True)
-            self.durable_upto = max(self.durable_upto, last)
-        except lmdb.Error as exc:
-            error = self.error(exc, "flushing")
-        except BaseException:
-            error = StoreError(f"flushing the store at {self.path} was interrupted")
-            raise
-        finally:
-            _acknowledge(durable, error)
 
     def _pass_lead(self, put: "_Put") -> None:
         """``put``'s thread stops waiting or leading: withdraw it if still queued, and hand on its lead.
 
-        The lead goes to the oldest waiting put, with the pending puts; when
-        none waits, the pending puts are flushed first.
+        The lead goes to the oldest waiting put, or ends when none waits.
         """
-        while True:
-            with self.group:
-                if not put.done and put in self.queue:  # interrupted: it can be neither committed nor heir
-                    self.queue.remove(put)
-                if not put.lead:
-                    return
-                if self.queue:
-                    put.lead = False
-                    heir = self.queue[0]
-                    heir.lead = True
-                    break
-                if not self.pending:
-                    put.lead = False
-                    self.leading = False
-                    return
-            self._flush()  # still leading: nobody else may touch the pending puts
+        with self.group:
+            if not put.done and put in self.queue:  # interrupted: it can be neither committed nor heir
+                self.queue.remove(put)
+            if not put.lead:
+                return
+            put.lead = False
+            if not self.queue:
+                self.leading = False
+                return
+            heir = self.queue[0]
+            heir.lead = True
         heir.wake.release()
 
-    def _commit(self, batch: list["_Put"]) -> tuple[int, bool]:
-        """Merge every put of ``batch`` in one write transaction and commit it once.
-
-        Returns the transaction's id and whether it committed (with ``sync``
-        on, a commit flushes the data file once); a batch that changed nothing
-        is not committed (it read snapshot ``id - 1``). A put whose merge was
-        refused has its ``error`` set.
-        """
+    def _commit(self, batch: list["_Put"]) -> None:
+        """Merge every put of ``batch`` in one write transaction and commit it once."""
         grown = False
         for _ in range(4):
             with self.write_lock:
@@ -550,7 +474,6 @@ class _Env:
                 done = False
                 refused: dict[int, Exception] = {}
                 try:
-                    txnid = txn.id()
                     changed = False
                     for i, put in enumerate(batch):
                         try:
@@ -564,11 +487,11 @@ class _Env:
                     if changed:
                         txn.commit()
                     else:
-                        txn.abort()  # nothing new (durable once the commits it read are flushed)
+                        txn.abort()  # nothing new: what is stored is already durable
                     done = True
-                    for i, error in refused.items():
-                        batch[i].error = error
-                    return txnid, changed
+                    for i, put in enumerate(batch):
+                        put.finish(refused.get(i))
+                    return
                 except lmdb.MapFullError as exc:
                     full = exc
                 except lmdb.MapResizedError:
@@ -657,9 +580,7 @@ def _open_env(real: str, map_size: int, sync: bool, max_readers: int) -> _Env:
             subdir=True,
             create=True,
             sync=sync,
-            # A commit's meta page is flushed by the next flush, not by a second one of its own:
-            # acknowledgements wait for it (see _Env.merge), so a commit costs one flush.
-            metasync=False,
+            metasync=sync,
             max_readers=max_readers,
             max_dbs=DATABASES,
             lock=True,
