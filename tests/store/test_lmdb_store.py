@@ -115,6 +115,59 @@ def test_acknowledged_write_survives_a_killed_writer(tmp_path):
         assert s.get("acked") == LwwLattice(timestamp=1, value=b"durable")
 
 
+def test_puts_acknowledged_by_concurrent_threads_survive_a_killed_writer(tmp_path):
+    # 8 threads put distinct keys and a set member each, printing each put once it
+    # returned; the writer is killed (-9) mid-stream, with group commits in flight.
+    # (A change to how commits are flushed, such as the ones the README's "One flush
+    # per commit" measures, must keep this passing.)
+    path = tmp_path / "db"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            textwrap.dedent(
+                f"""
+                import sys, threading
+                from essa_lmdb import LmdbStore
+                from essa.state.lattice import LwwLattice, SetLattice
+                s = LmdbStore({{"path": {str(path)!r}}})
+                out = threading.Lock()
+                def work(t):
+                    for i in range(1_000_000):
+                        s.put(f"k/{{t}}/{{i}}", LwwLattice(timestamp=1, value=b"v"))
+                        s.put("set", SetLattice(frozenset([f"{{t}}/{{i}}".encode()])))
+                        with out:
+                            print(t, i, flush=True)
+                for t in range(8):
+                    threading.Thread(target=work, args=(t,), daemon=True).start()
+                threading.Event().wait()
+                """
+            ),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    watchdog = threading.Timer(120, proc.kill)  # a child that never answers fails the test, never hangs it
+    watchdog.start()
+    acked: list[tuple[int, int]] = []
+    try:
+        while len(acked) < 400:
+            line = proc.stdout.readline()
+            assert line, "the writer died before acknowledging 400 puts"
+            t, i = map(int, line.split())
+            acked.append((t, i))
+    finally:
+        watchdog.cancel()
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+        proc.stdout.close()
+    with open_store(path) as s:
+        stored = s.get("set")
+        for t, i in acked:
+            assert s.get(f"k/{t}/{i}") == LwwLattice(timestamp=1, value=b"v")
+            assert f"{t}/{i}".encode() in stored.values
+
+
 # -- merge semantics -------------------------------------------------------------------
 
 

@@ -7,6 +7,7 @@ through this package. The most used names are importable from ``essa`` too.
 from essa.api.connection import CallError, CallResult, Connection, LogBounds, LogFollower, LogLine, Run, State, connect
 from essa.api.function import Function
 from essa.cluster.client import ConsoleOutput
+from essa.cluster.dags import Dag
 from essa.cluster.deployments import Deployed, Deployment, FunctionChanges, check_name
 from essa.cluster.lines import OutputLines
 from essa.cluster.programs import read_module
@@ -22,6 +23,7 @@ __all__ = [
     "CallResult",
     "Connection",
     "ConsoleOutput",
+    "Dag",
     "Deployed",
     "Deployment",
     "DirGrant",

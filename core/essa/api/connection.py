@@ -49,6 +49,7 @@ from essa.api.function import Function, bind
 from essa.cluster import topics
 from essa.cluster.client import CallHandle, Client, ConsoleOutput
 from essa.cluster.control import ControlClient
+from essa.cluster.dags import Dag, call_plan, check_dag
 from essa.cluster.deployments import (
     DEFAULT_RETRIES,
     MAX_RETRIES,
@@ -167,6 +168,8 @@ class Connection:
         self._close = close
         self._control = ControlClient(client.transport, token=client.token)
         self._resolved: dict[str, tuple[Deployment, float]] = {}
+        #: name -> (DAG, its call plan, when to look both up again)
+        self._dags: dict[str, tuple[Dag, Message, float]] = {}
         self._lock = threading.Lock()
         #: Where this connection runs calls: ``"embedded (...)"`` or the cluster's endpoints.
         self.where = where
@@ -320,6 +323,88 @@ class Connection:
         with self._lock:
             for spec in [s for s in self._resolved if s == name or s.startswith(name + "@")]:
                 del self._resolved[spec]
+            self._dags.clear()  # their plans may name the deployment
+    # -- DAGs --------------------------------------------------------------------------
+
+    def register_dag(self, name: str, functions: Sequence[str], edges: Sequence[Sequence[str]] = ()) -> Dag:
+        """Register DAG ``name`` (replacing one of that name): stages ``functions``, joined by ``edges``.
+
+        Stages are named ``DEPLOYMENT.FUNCTION`` (``wc.split``; ``wc@2.split``
+        pins a version); ``edges`` are ``(FROM, TO)`` pairs of them. The DAG
+        must be acyclic with exactly one stage without downstream stages (the
+        sink, whose result is the DAG's result). A source stage gets the
+        call's arguments; any other stage its upstream stages' results,
+        concatenated in the order of its in-edges (see :mod:`essa.cluster.dags`).
+
+        :raises essa.errors.NotFound: a stage names a deployment or function that does not exist.
+        :raises essa.errors.EssaError: the DAG is malformed (one line saying how).
+        """
+        dag = check_dag(name, list(functions), [list(e) for e in edges])
+        answer = self._control.request("dag-create", name=dag.name, functions=list(dag.functions),
+                                       edges=[list(e) for e in dag.edges])
+        with self._lock:
+            self._dags.pop(name, None)
+        return Dag.from_dict(answer["dag"])
+
+    def dag(self, name: str) -> Dag:
+        """DAG ``name``; :class:`~essa.errors.NotFound` if there is none."""
+        return self._dag_plan(name)[0]
+
+    def _dag_plan(self, name: str) -> tuple[Dag, Message]:
+        """DAG ``name`` and its call plan, looked up again after :data:`RESOLVE_TTL` seconds."""
+        with self._lock:
+            cached = self._dags.get(name)
+        if cached is not None and cached[2] > time.monotonic():
+            return cached[0], cached[1]
+        dag = Dag.from_dict(self._control.request("dag-get", name=name)["dag"])
+        plan = call_plan(dag, self.deployment)
+        with self._lock:
+            if len(self._dags) > 4096:
+                self._dags.clear()
+            self._dags[name] = (dag, plan, time.monotonic() + RESOLVE_TTL)
+        return dag, plan
+
+    def dags(self) -> list[Dag]:
+        """Every registered DAG, by name."""
+        return [Dag.from_dict(d) for d in self._control.request("dag-list")["dags"]]
+
+    def remove_dag(self, name: str) -> Dag:
+        """Remove DAG ``name`` (the deployments it uses stay); return it."""
+        answer = self._control.request("dag-remove", name=name)
+        with self._lock:
+            self._dags.pop(name, None)
+        return Dag.from_dict(answer["dag"])
+
+    def call_dag_async(self, name: str, args: bytes = b"",
+                       output: Callable[[Message], None] | None = None) -> concurrent.futures.Future:
+        """Start DAG ``name`` with ``args``; the future's result is the sink's result bytes.
+
+        The scheduler places every stage at once, and each stage's result goes
+        straight to the executors of the stages after it. A stage that fails
+        fails the call (:class:`CallError` naming the stage); cancelling the
+        future ends the stages on the executors.
+        """
+        return _BytesFuture(self._start_dag(name, args, output))
+
+    def call_dag(self, name: str, args: bytes = b"", timeout: float | None = None,
+                 output: Callable[[Message], None] | None = None) -> bytes:
+        """Call DAG ``name`` with ``args`` and return the sink's result (see :meth:`call_dag_async`).
+
+        A call not answered after ``timeout`` seconds is cancelled.
+        """
+        handle = self._start_dag(name, args, output)
+        try:
+            outcome = handle.result(timeout)
+        except concurrent.futures.TimeoutError:
+            handle.cancel()
+            raise CallError(f"DAG {name}: no answer within {timeout:g} s", kind="cancelled") from None
+        return _value(outcome)
+
+    def _start_dag(self, name: str, args: bytes, output: Callable[[Message], None] | None) -> CallHandle:
+        plan = self._dag_plan(name)[1]
+        sink = plan["stages"][-1]
+        return self._client.start_call(sink["module"], sink["function"], bytes(args), sink["namespace"], output,
+                                       fields={"deployment": sink["deployment"], "dag": plan})
 
     # -- calls -----------------------------------------------------------------------
 

@@ -67,6 +67,33 @@ def _show(value: Any) -> None:
         click.echo(json.dumps(value, ensure_ascii=False))
 
 
+def encode_args(args: tuple[str, ...], arg_types: str | None) -> bytes:
+    """A call's argument bytes from its ARGs: the one ARG's bytes, or each ARG encoded as ``arg_types``."""
+    types = codec.parse_types(arg_types) if arg_types else None
+    if types is None:
+        if len(args) > 1:
+            raise EssaError(f"{len(args)} ARGs given: pass them with --args TYPES (or one ARG of raw bytes)")
+        return _read_arg(args[0], as_text=False) if args else b""
+    values = [_read_arg(a, as_text=t != "bytes") for a, t in zip(args, types)] if len(args) == len(types) else args
+    return codec.encode(types, values)
+
+
+def echo_result(result: bytes, result_type: str | None, as_json: bool, **fields: Any) -> None:
+    """Print a call's result: raw bytes, decoded as ``result_type``, or JSON with ``fields``."""
+    result_kind = codec.parse_types(result_type)[0] if result_type else None
+    value = codec.decode(result_kind, result) if result_kind else result
+    if as_json:
+        echo_json({**fields, "result": _json_value(value)})
+    elif result_kind is None or isinstance(value, bytes):
+        sys.stdout.buffer.write(value)
+        sys.stdout.buffer.flush()
+    elif isinstance(value, list):
+        for item in value:
+            click.echo(item)
+    else:
+        click.echo(value)
+
+
 @click.command()
 @click.argument("deployment", metavar="NAME[@VERSION]")
 @click.argument("function")
@@ -147,4 +174,4 @@ def call(ctx: click.Context, deployment, function, args, arg_types, result_type,
         _show(value)
 
 
-__all__ = ["call"]
+__all__ = ["call", "echo_result", "encode_args"]

@@ -19,6 +19,7 @@ from essa import __version__
 from essa.cli import (
     call,
     contexts,
+    dags,
     deployments,
     dev,
     logs,
@@ -89,7 +90,7 @@ for command in (
     plugins.plugins,
     deployments.deploy, deployments.list_deployments, deployments.remove, deployments.functions, call.call,
     deployments.rollback, deployments.tag, contexts.context, project.build, dev.dev,
-    state.state, logs.logs, serve.serve, security.certs, security.token, new.new,
+    state.state, logs.logs, serve.serve, security.certs, security.token, new.new, dags.dag,
 ):
     cli.add_command(command)
 

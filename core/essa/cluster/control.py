@@ -48,6 +48,7 @@ from typing import Any, Callable
 
 from essa.cluster import topics
 from essa.cluster.authorize import Authorizer, Refused
+from essa.cluster.dags import DagRegistry, check_dag, split_stage
 from essa.cluster.deployments import (
     DEFAULT_RETRIES,
     DeploymentRegistry,
@@ -99,6 +100,7 @@ class ControlService:
         self.authorizer = authorizer
         self.store = programs.store
         self.registry = DeploymentRegistry(programs.store)
+        self.dags = DagRegistry(programs.store)
         self.max_message_bytes = max_message_bytes
         self._ops: dict[str, Callable[[Message], Message]] = {
             "deploy": self._deploy,
@@ -114,6 +116,10 @@ class ControlService:
             "state-merge": self._state_merge,
             "state-keys": self._state_keys,
             "state-delete": self._state_delete,
+            "dag-create": self._dag_create,
+            "dag-get": self._dag_get,
+            "dag-list": self._dag_list,
+            "dag-remove": self._dag_remove,
         }
 
     def serve(self, transport: Transport) -> Subscription:
@@ -130,6 +136,8 @@ class ControlService:
             if self.authorizer is None:
                 return {"ok": True, **handler(request)}
             grant = self.authorizer.check_control(op, request)
+            if op in ("dag-create", "dag-remove") and grant.read_only:
+                raise Refused("the token is read-only: it cannot change DAGs")
             answer = handler(request)
             if op == "list":
                 answer["deployments"] = self.authorizer.visible(grant, answer["deployments"])
@@ -244,6 +252,29 @@ class ControlService:
         dropped = self.registry.drop(name, version, _optional(request, "time", int))
         log.info("removed version %s", dropped.spec)
         return {"deployment": dropped.as_dict()}
+    # -- DAGs ------------------------------------------------------------------------
+
+    def _dag_create(self, request: Message) -> Message:
+        """Register a DAG (see :mod:`essa.cluster.dags`); every stage must name an existing function."""
+        functions, edges = _field(request, "functions", list), _field(request, "edges", list)
+        dag = check_dag(_field(request, "name", str), functions, edges)
+        for stage in dag.functions:
+            spec, function = split_stage(stage)
+            self.registry.resolve(*parse_spec(spec)).check_function(function)
+        dag = self.dags.add(dag)
+        log.info("registered DAG %s (%d stages)", dag.name, len(dag.functions))
+        return {"dag": dag.as_dict()}
+
+    def _dag_get(self, request: Message) -> Message:
+        return {"dag": self.dags.get(_field(request, "name", str)).as_dict()}
+
+    def _dag_list(self, request: Message) -> Message:
+        return {"dags": [self.dags.get(name).as_dict() for name in self.dags.names()]}
+
+    def _dag_remove(self, request: Message) -> Message:
+        dag = self.dags.remove(_field(request, "name", str))
+        log.info("removed DAG %s", dag.name)
+        return {"dag": dag.as_dict()}
 
     # -- state -----------------------------------------------------------------------
 

@@ -51,6 +51,7 @@ from essa.cluster.deployments import display_name
 from essa.cluster.logbook import LogBook, with_stderr
 from essa.cluster.pool import WorkPool
 from essa.cluster.programs import ProgramCache, publish_module
+from essa.cluster.stages import Stages
 from essa.cluster.stdin import RemoteStdin
 from essa.cluster.tracing import span
 from essa.errors import (
@@ -151,12 +152,15 @@ class Executor:
         # Done notices go out in batches (a few ms): one message per call was a fifth of a scheduler's CPU.
         self._done = IdBatches(transport, f"done-{executor_id}", topics.scheduler_done,
                                lambda: {"executor": self.id, "load": len(self._active)}, linger=self.done_linger)
+        #: DAG stages: their inputs, and where their results go.
+        self._stages = Stages(self)
 
     def start(self) -> None:
         """Begin serving calls and announce this executor."""
         metrics.serving("executor")
         self._undo.append(self.transport.subscribe(topics.CANCEL, self.cancel))
         self._calls = self.transport.subscribe(topics.executor_calls(self.id), self.submit)
+        self._undo.append(self.transport.subscribe(topics.executor_stages(self.id), self._stages.receive))
         self._undo.append(self.transport.serve(f"{topics.STATUS}/executor/{self.id}", self.status))
         self._undo.append(self.transport.serve(topics.executor_find(self.id), self.find))
         self._undo.append(self.transport.declare_token(topics.live_executor(self.id)))
@@ -246,8 +250,14 @@ class Executor:
         self._answer(request, reply_message(call_id, EssaResult.UnknownError, message=problem, exit=1, kind=kind))
 
     def _answer(self, request: Message, reply: Message) -> None:
-        """Send ``reply`` to the caller and the done notice (with this executor's load) to the scheduler (never raises)."""
+        """Send ``reply`` to the caller and the done notice (with this executor's load) to the scheduler (never raises).
+
+        A DAG stage's reply goes on to its downstream stages instead (:mod:`essa.cluster.stages`).
+        """
         try:
+            if "dag_run" in request:
+                self._stages.finished(request, reply)
+                return
             send_reply(self.transport, request["reply_to"], reply)
             scheduler = request.get("scheduler")
             if scheduler is not None:

@@ -58,6 +58,7 @@ from essa.cluster import metrics, topics
 from essa.cluster.adopt import Finder
 from essa.cluster.authorize import Authorizer, Refused
 from essa.cluster.calls import MAX_RECEIPTS, cancelled_reply, check_request, reply_message, send_reply
+from essa.cluster.dag_runs import DagRuns
 from essa.cluster.deployments import DEFAULT_RETRIES, display_name
 from essa.placement import ExecutorState, Placement
 from essa.transport.base import Message, Transport, last_segment
@@ -119,6 +120,8 @@ class Scheduler:
         self._undo: list = []
         self._stopped = threading.Event()
         self._finder: Finder | None = None
+        #: DAG calls (:mod:`essa.cluster.dag_runs`): placed stage by stage, tracked until their receipt.
+        self._dags = DagRuns(self)
 
     # -- life cycle ------------------------------------------------------------
 
@@ -151,8 +154,8 @@ class Scheduler:
 
         ``in_flight``: calls placed and not done; ``unconfirmed``: calls done
         whose callers have not confirmed the reply yet; ``waiting``: calls
-        waiting for an executor; the same per executor (``placed``: calls
-        placed there so far).
+        waiting for an executor; ``dags``: DAG calls placed and not confirmed;
+        the same per executor (``placed``: calls placed there so far).
         """
         with self._lock:
             unconfirmed = collections.Counter(self._calls[i].executor for i in self._unconfirmed)
@@ -168,6 +171,7 @@ class Scheduler:
                 "in_flight": len(self._calls) - len(self._unconfirmed),
                 "unconfirmed": len(self._unconfirmed),
                 "waiting": len(self._backlog),
+                "dags": len(self._dags),
             }
 
     # -- placing ---------------------------------------------------------------
@@ -185,6 +189,9 @@ class Scheduler:
         problem = check_request(request, "scheduler")
         if problem is not None:
             self._refuse(request, problem)
+            return
+        if "dag" in request:
+            self._dags.place(request)
             return
         if self.authorizer is not None:
             try:
@@ -278,6 +285,9 @@ class Scheduler:
         It carries the executor's ``load`` (its calls queued and running,
         from every scheduler) when it was sent.
         """
+        if notice.get("dag") is True:  # a DAG call's one notice, from the stage that answered it
+            self._dags.done(notice)
+            return
         ids, executor, load = notice.get("ids"), notice.get("executor"), notice.get("load", 0)
         if not (isinstance(ids, list) and isinstance(executor, str) and isinstance(load, int)):
             _problems.warning("done", "ignored a malformed done notice (it needs 'ids' and 'executor')")
@@ -302,6 +312,8 @@ class Scheduler:
             _problems.warning("receipt", "ignored a malformed receipt (it needs 'ids' and an 'inbox')")
             return
         with self._lock:
+            if self._dags:
+                self._dags.received(inbox, ids[:MAX_RECEIPTS])
             for call_id in ids[:MAX_RECEIPTS]:
                 call = self._calls.get(call_id) if isinstance(call_id, str) else None
                 if call is None or call.request["reply_to"] != inbox:
@@ -337,6 +349,10 @@ class Scheduler:
             replied = sum(1 for call_id in orphans if call_id in self._unconfirmed)
         # Calls held for it are placed again below; its publisher is not needed any more.
         self.transport.forget(topics.executor_calls(executor_id))
+        self.transport.forget(topics.executor_stages(executor_id))
+        dags = self._dags.executor_gone(executor_id)
+        if dags:
+            log.warning("executor %s went away: %d DAG calls failed", executor_id, dags)
         if not orphans:
             log.info("executor %s left", executor_id)
             return
@@ -390,6 +406,7 @@ class Scheduler:
             try:
                 self._expire_backlog()
                 self._expire_unconfirmed()
+                self._dags.fail_overdue()
             except Exception as exc:  # the loop must outlive any one failure
                 _problems.warning("housekeeping", "scheduler housekeeping failed: %s", describe(exc), exc_info=exc)
 
@@ -418,6 +435,7 @@ class Scheduler:
                     break
                 del self._unconfirmed[call_id], self._calls[call_id]
                 forgotten += 1
+            forgotten += self._dags.expire(cutoff)
         if forgotten:
             log.info("forgot %d replied calls: their callers sent no receipt within %g s", forgotten,
                      self.receipt_timeout)
@@ -450,5 +468,5 @@ class Scheduler:
             waiting = {r["id"] for _d, r in self._backlog}
             finder = self._finder
             known = [i for i in ids[:1000] if isinstance(i, str) and (
-                i in self._calls or i in waiting or (finder is not None and finder.searching(i)))]
+                i in self._calls or i in waiting or i in self._dags or (finder is not None and finder.searching(i)))]
         return {"known": known}

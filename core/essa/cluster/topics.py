@@ -67,6 +67,11 @@ def executor_calls(executor_id: str) -> str:
     return f"essa/executor/{executor_id}/calls"
 
 
+def executor_stages(executor_id: str) -> str:
+    """Inputs of DAG stages placed on one executor (see :mod:`essa.cluster.stages`)."""
+    return f"essa/executor/{executor_id}/stages"
+
+
 def inbox(caller_id: str) -> str:
     """Replies to the calls one caller started."""
     return f"essa/inbox/{caller_id}"

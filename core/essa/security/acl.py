@@ -70,7 +70,7 @@ _CLIENT = dict(
 #: What essa's own processes use (see :mod:`essa.cluster.topics`).
 CORE_PROFILES: dict[str, dict[str, list[str]]] = {
     "scheduler": dict(
-        put=["essa/executor/*/calls", "essa/inbox/**"],
+        put=["essa/executor/*/calls", "essa/executor/*/stages", "essa/inbox/**"],
         subscribe=["essa/scheduler/*/calls", "essa/scheduler/*/done", "essa/scheduler/*/received", "essa/cancel"],
         serve=["essa/tracking/**", "essa/status/**"],
         query=["essa/find/**"],
@@ -79,9 +79,9 @@ CORE_PROFILES: dict[str, dict[str, list[str]]] = {
     ),
     "executor": dict(
         put=["essa/scheduler/*/calls", "essa/scheduler/*/done", "essa/scheduler/*/received", "essa/inbox/**",
-             "essa/run/*/output",
-             "essa/run/*/trace", "essa/run/*/stdin/want"],
-        subscribe=["essa/executor/*/calls", "essa/cancel", "essa/inbox/**", "essa/run/*/stdin"],
+             "essa/run/*/output", "essa/run/*/trace", "essa/run/*/stdin/want", "essa/executor/*/stages"],
+        subscribe=["essa/executor/*/calls", "essa/executor/*/stages", "essa/cancel", "essa/inbox/**",
+                   "essa/run/*/stdin"],
         serve=["essa/control/**", "essa/status/**", "essa/logs/**", "essa/find/*"],
         query=["essa/tracking/**"],
         token=["essa/live/executor/*"],

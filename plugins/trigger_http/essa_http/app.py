@@ -137,6 +137,7 @@ class Routes:
         calls = self._route(CALL_ROUTE, POST=self.call)
         router = Router([
             calls,
+            self._route("/v1/dags/{name}", POST=self.call_dag),
             self._route("/v1/state/{deployment}/{key:path}", GET=self.get_state, PUT=self.put_state),
             self._route("/v1/deployments", GET=self.deployments),
             self._route("/v1/logs/{deployment}", GET=self.logs),
@@ -165,8 +166,8 @@ class Routes:
 
     async def _no_route(self, scope, receive, send) -> None:
         error = HttpError(404, f"no route {scope['method']} {scope['path'][:200]} (routes: POST /v1/functions/NAME/"
-                          "FUNCTION, GET|PUT /v1/state/NAME/KEY, GET /v1/deployments[/NAME], GET /v1/logs/NAME, "
-                          "/healthz, /metrics)", "not-found")
+                          "FUNCTION, POST /v1/dags/NAME, GET|PUT /v1/state/NAME/KEY, GET /v1/deployments[/NAME], "
+                          "GET /v1/logs/NAME, /healthz, /metrics)", "not-found")
         await error_response(error)(scope, receive, send)
 
     def _connection(self, request: Request) -> Connection:
@@ -267,6 +268,24 @@ class Routes:
             return Response(answer.value, media_type=BINCODE, headers={CALL_HEADER: answer.call})
         return Response(answer_json(signature, answer.value), media_type="application/json",
                         headers={CALL_HEADER: answer.call})
+
+    async def call_dag(self, request: Request, body: bytes) -> Response:
+        """``POST /v1/dags/{name}``: body = the DAG call's argument bytes, answer = its sink's result bytes.
+
+        Cancelling the request (a forced shutdown) cancels the DAG call.
+        """
+        loop = asyncio.get_running_loop()
+        start = loop.run_in_executor(self.pool, self._connection(request).call_dag_async,
+                                     request.path_params["name"], body)
+        try:
+            future = await asyncio.shield(start)
+        except asyncio.CancelledError:  # the request was cancelled (a forced shutdown): so is the call
+            start.add_done_callback(_cancel_started_call)
+            raise
+        # Cancelling this task (a forced shutdown) cancels the wrapped future, hence the call.
+        result = await asyncio.wrap_future(future)
+        # Functions cannot set a content type (a result is bytes), so the request's passes through.
+        return Response(result, headers={"content-type": request.headers.get("content-type") or OCTET_STREAM})
 
     async def get_state(self, request: Request, _body: bytes) -> Response:
         """``GET /v1/state/{deployment}/{key}``: the JSON view of the value, 404 if there is none."""
@@ -442,6 +461,11 @@ class _OutputLog(OutputLines):
 
     def _log(self, stream: str, text: str) -> None:
         output_log.info("output %s call %s %s: %s", self.where, self.call, stream, text)
+
+
+def _cancel_started_call(start: asyncio.Future) -> None:
+    if not start.cancelled() and start.exception() is None:
+        start.result().cancel()
 
 
 __all__ = ["BODY_METHODS", "CALL_HEADER", "CLIENT_GONE", "HEALTH_TIMEOUT", "OCTET_STREAM", "TOKEN_VIEWS", "RequestSlots",

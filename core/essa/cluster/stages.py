@@ -1,0 +1,327 @@
+"""The executor's side of DAG calls: stage inputs in, stage results on to the next executor.
+
+Stage inputs travel in *input messages* on an executor's stage topic
+(:func:`essa.cluster.topics.executor_stages`): from the scheduler for the
+source stages (the DAG call's arguments), from the executor of an upstream
+stage otherwise (its result). One message carries every input its sender
+has at once for that executor (a fan-out sends one message per executor, not
+one per branch)::
+
+    {"dag": DAG call id, "reply_to", "run", "name": the DAG's name, ["token"],
+     "stages": [[index, stage], ...],    # the stages fed, and every stage after them
+     "inputs": [[stage, part, args], ...]}   # args None: that upstream stage failed
+
+A stage is the plan's (:func:`essa.cluster.dags.call_plan`) plus its
+``executor``. A message names only the stages its inputs feed and the stages
+downstream of them (what their executors need to pass results on), so the
+messages shrink towards the sink.
+
+:class:`Stages` gathers a stage's parts (a fan-in waits for one per
+upstream stage) and, once all are in, runs the stage as a call on this
+executor (:meth:`essa.cluster.executor.Executor.submit`: the same checks,
+authorization and limits as any call) with the parts concatenated in order.
+The call request carries ``dag_run``, the DAG call's id, on every stage:
+what a consistency level that spans a DAG's stages (repeatable read) keys
+its snapshot on. When the stage ends (:meth:`Stages.finished`):
+
+- it succeeded and has downstream stages: its result goes to each, straight
+  to that stage's executor (a function call when it is this one);
+- it is the sink: its result answers the caller, under the DAG call's id,
+  and the scheduler gets a done notice (``"dag": True, "replied": True``);
+- it failed: the caller gets the failure, naming the stage, and so does the
+  scheduler; the downstream stages get a failed input, so every stage after
+  it ends without running.
+
+Results for a fan-in stage leave together: while other stages of this
+executor that feed the same fan-in still run, a finished one's result waits
+for theirs (the fan-in waits for all of them anyway), so a fan-out of N
+branches over two executors costs one message each way, not N.
+
+Only the stage that answers sends the scheduler a done notice (one message
+per DAG call, not one per stage). Parts wait at most
+:attr:`Stages.join_timeout` seconds for the rest of their stage's parts (an
+upstream executor died: the scheduler failed the DAG call), and at most
+:attr:`Stages.max_joins` stages wait at once.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from essa.cluster import topics
+from essa.cluster.calls import call_request, check_reply, reply_message, send_reply
+from essa.cluster.dags import MAX_STAGES, STAGE_TEXT
+from essa.transport.base import Message, Transport
+from essa.util.ratelimit import RateLimitedLog, describe
+from essa.wasm.abi import EssaResult
+
+log = logging.getLogger("essa.cluster.stages")
+_problems = RateLimitedLog(log)
+
+
+def downstream(stages: dict[int, Message], fed: list[int]) -> dict[int, Message]:
+    """The stages of ``stages`` that ``fed`` are, and every stage after them."""
+    found: dict[int, Message] = {}
+    todo = list(fed)
+    while todo:
+        i = todo.pop()
+        if i not in found:
+            found[i] = stages[i]
+            todo.extend(j for j, _part in stages[i]["next"])
+    return found
+
+
+def send_inputs(transport: Transport, head: Message, stages: dict[int, Message],
+                inputs: list[list], local: Any = None) -> None:
+    """Send ``inputs`` (``[stage, part, args]``) to the executors of their stages, one message per executor.
+
+    ``head`` holds the message's ``dag``, ``reply_to``, ``run``, ``name`` and
+    ``token``; ``stages`` at least every stage downstream of the inputs'.
+    ``local`` (``(executor id, accept)``) takes the messages of one executor
+    without the transport.
+    """
+    by_executor: dict[str, list[list]] = {}
+    for item in inputs:
+        by_executor.setdefault(stages[item[0]]["executor"], []).append(item)
+    for executor, items in by_executor.items():
+        known = downstream(stages, [item[0] for item in items])
+        message = {**head, "stages": [[i, stage] for i, stage in known.items()], "inputs": items}
+        try:
+            if local is not None and executor == local[0]:
+                local[1](message, known)
+            else:
+                transport.publish(topics.executor_stages(executor), message, patient=True)
+        except Exception as exc:  # the scheduler fails the DAG if the executor went away
+            _problems.warning("send", "cannot send DAG stage inputs to executor %s: %s", executor, describe(exc))
+
+
+def check_inputs(message: object) -> tuple[str | None, dict[int, Message]]:
+    """Why an input message (from a peer) cannot be used (one line, or ``None``), and its stages by index.
+
+    Every ``next`` must point to a later stage the message names (so no
+    message can make stages loop), every part index must be one its stage
+    waits for.
+    """
+    if not isinstance(message, dict):
+        return "not a DAG input message", {}
+    if not isinstance(message.get("dag"), str) or not 0 < len(message["dag"]) <= 1024:
+        return "malformed DAG input message: 'dag' is not a call id", {}
+    if not topics.is_inbox(message.get("reply_to")) or not topics.is_chunk(message.get("run")):
+        return "malformed DAG input message: 'reply_to' or 'run' is missing", {}
+    if not isinstance(message.get("name"), str) or len(message["name"]) > 63:
+        return "malformed DAG input message: 'name' is missing", {}
+    if not topics.is_chunk(message.get("scheduler")):
+        return "malformed DAG input message: 'scheduler' is not a scheduler id", {}
+    pairs, inputs = message.get("stages"), message.get("inputs")
+    if not (isinstance(pairs, list) and 0 < len(pairs) <= MAX_STAGES and isinstance(inputs, list)
+            and 0 < len(inputs) <= MAX_STAGES):
+        return "malformed DAG input message: 'stages' or 'inputs' is not a list of 1 to 256", {}
+    stages: dict[int, Message] = {}
+    for pair in pairs:
+        if not (isinstance(pair, list) and len(pair) == 2 and type(pair[0]) is int and 0 <= pair[0] < MAX_STAGES
+                and isinstance(pair[1], dict)):
+            return "malformed DAG input message: a stage is not [index, stage]", {}
+        stages[pair[0]] = pair[1]
+    for i, stage in stages.items():
+        for key in STAGE_TEXT:
+            value = stage.get(key)
+            if type(value) is not str or len(value) > 1024:
+                return f"malformed DAG input message: stage {i} lacks one of {', '.join(STAGE_TEXT)}", {}
+        parts, nexts = stage.get("parts"), stage.get("next")
+        if not (type(parts) is int and 1 <= parts <= MAX_STAGES and isinstance(nexts, list)
+                and topics.is_chunk(stage.get("executor"))):
+            return f"malformed DAG input message: stage {i} needs 'parts', 'next' and 'executor'", {}
+    for i, stage in stages.items():
+        for edge in stage["next"]:
+            if type(edge) is not list or len(edge) != 2:
+                return f"malformed DAG input message: stage {i} sends its result to no later stage", {}
+            j, part = edge
+            if type(j) is not int or type(part) is not int or j <= i or j not in stages \
+                    or not 0 <= part < stages[j]["parts"]:
+                return f"malformed DAG input message: stage {i} sends its result to no later stage", {}
+    for item in inputs:
+        if not (isinstance(item, list) and len(item) == 3 and type(item[0]) is int and item[0] in stages
+                and type(item[1]) is int and 0 <= item[1] < stages[item[0]]["parts"]
+                and (item[2] is None or isinstance(item[2], (bytes, bytearray)))):
+            return "malformed DAG input message: an input is not [stage, part, args]", {}
+    return None, stages
+
+
+@dataclass(slots=True)
+class _Join:
+    """The parts of one stage received so far."""
+
+    parts: dict[int, bytes] = field(default_factory=dict)
+    since: float = field(default_factory=time.monotonic)
+
+
+@dataclass(slots=True)
+class _Outbox:
+    """The results for one fan-in stage that this executor's stages produce, held until the last is done."""
+
+    #: Stages of this executor that feed it and have not ended.
+    feeders: int = 0
+    inputs: list[list] = field(default_factory=list)
+    since: float = field(default_factory=time.monotonic)
+
+
+class Stages:
+    """One executor's DAG stages (see the module documentation).
+
+    :param executor: the :class:`essa.cluster.executor.Executor` they run on.
+    """
+
+    #: Seconds a stage's parts wait for the rest (memory is bounded by :attr:`max_joins` anyway).
+    join_timeout = 3600.0
+    #: Most stages waiting for parts at once; the oldest is dropped for a new one.
+    max_joins = 10_000
+    #: Stages remembered as failed (their late parts are dropped).
+    remembered_failures = 10_000
+
+    def __init__(self, executor: Any) -> None:
+        self._executor = executor
+        self._joins: collections.OrderedDict[tuple[str, int], _Join] = collections.OrderedDict()
+        self._failed: collections.OrderedDict[tuple[str, int], None] = collections.OrderedDict()
+        self._outbox: collections.OrderedDict[tuple[str, int], _Outbox] = collections.OrderedDict()
+        self._lock = threading.Lock()
+
+    def receive(self, message: Message) -> None:
+        """An input message arrived (from a peer): check it, then :meth:`accept` it."""
+        problem, stages = check_inputs(message)
+        if problem is not None:
+            _problems.warning("inputs", "executor %s: dropped DAG stage inputs: %s", self._executor.id, problem)
+            return
+        self.accept(message, stages)
+
+    def accept(self, message: Message, stages: dict[int, Message]) -> None:
+        """Keep the inputs of a checked message; run each stage whose parts are all in."""
+        ready: list[tuple[int, bytes]] = []
+        failed: list[int] = []
+        dag = message["dag"]
+        with self._lock:
+            self._expire()
+            for index, part, args in message["inputs"]:
+                key = (dag, index)
+                if key in self._failed:
+                    continue
+                if args is None:  # an upstream stage failed: this one ends without running
+                    self._joins.pop(key, None)
+                    self._remember_failed(key)
+                    failed.append(index)
+                    continue
+                parts = stages[index]["parts"]
+                if parts == 1:
+                    ready.append((index, bytes(args)))
+                    continue
+                join = self._joins.get(key)
+                if join is None:
+                    join = self._joins[key] = _Join()
+                join.parts[part] = bytes(args)
+                if len(join.parts) == parts:
+                    del self._joins[key]
+                    ready.append((index, b"".join(join.parts[p] for p in range(parts))))
+            for index, _args in ready:  # their results for a fan-in wait for each other (see finished)
+                for j, _part in stages[index]["next"]:
+                    if stages[j]["parts"] > 1:
+                        box = self._outbox.get((dag, j))
+                        if box is None:
+                            box = self._outbox[(dag, j)] = _Outbox()
+                        box.feeders += 1
+        if failed:
+            self._pass_on(message, stages, [[j, p, None] for i in failed for j, p in stages[i]["next"]])
+        for index, args in ready:
+            stage = stages[index]
+            extra = {"id": f"{dag}/{index}", "reply_to": message["reply_to"], "deployment": stage["deployment"],
+                     "dag_run": dag, "dag_name": message["name"], "stage": index, "dag_stages": stages,
+                     "dag_scheduler": message["scheduler"]}
+            if "token" in message:
+                extra["token"] = message["token"]
+            self._executor.submit(call_request(stage["module"], stage["function"], args, stage["namespace"],
+                                               message["run"], **extra))
+
+    def _expire(self) -> None:  # lock held
+        cutoff = time.monotonic() - self.join_timeout
+        while self._outbox:
+            key, box = next(iter(self._outbox.items()))
+            if box.since > cutoff and len(self._outbox) <= self.max_joins:
+                break
+            del self._outbox[key]  # a stage counted as a feeder never ended (a duplicate call id)
+        while self._joins:
+            key, join = next(iter(self._joins.items()))
+            if join.since > cutoff and len(self._joins) <= self.max_joins:
+                break
+            del self._joins[key]
+            _problems.warning("join", "executor %s: gave up waiting for the inputs of a DAG stage (call %.80s)",
+                              self._executor.id, key[0])
+
+    def _remember_failed(self, key: tuple[str, int]) -> None:  # lock held
+        self._failed[key] = None
+        while len(self._failed) > self.remembered_failures:
+            self._failed.popitem(last=False)
+
+    def finished(self, request: Message, reply: Message) -> None:
+        """Stage ``request`` (a call request made by :meth:`accept`) ended with ``reply``: pass it on."""
+        stages, index, dag = request["dag_stages"], request["stage"], request["dag_run"]
+        stage = stages[index]
+        if check_reply(reply) is not None and reply["code"] == EssaResult.Ok:
+            if stage["next"]:
+                value = reply.get("value", b"")
+                self._pass_on(request, stages, [[j, p, value] for j, p in stage["next"]])
+            else:
+                send_reply(self._executor.transport, request["reply_to"], {**reply, "id": dag})
+                self._done(dag, request["dag_scheduler"])
+            return
+        message = reply.get("message") or EssaResult(reply.get("code", EssaResult.UnknownError)).name
+        failure = reply_message(dag, EssaResult(reply["code"]), message=f"DAG {request['dag_name']}, stage "
+                                f"{stage['name']}: {message}", kind=reply.get("kind") or "error")
+        with self._lock:
+            self._remember_failed((dag, index))
+        send_reply(self._executor.transport, request["reply_to"], failure)
+        self._done(dag, request["dag_scheduler"])
+        self._pass_on(request, stages, [[j, p, None] for j, p in stage["next"]])
+
+    def _pass_on(self, source: Message, stages: dict[int, Message], inputs: list[list]) -> None:
+        """Send ``inputs`` to their stages' executors (this one's without the transport).
+
+        Inputs of a fan-in stage that other stages of this executor still
+        feed wait in its outbox; the last one sends them all.
+        """
+        dag = source.get("dag_run") or source["dag"]
+        if "dag_run" in source:  # a stage that ran here (not a failure passed through): it was counted
+            ready: list[list] = []
+            with self._lock:
+                for item in inputs:
+                    box = self._outbox.get((dag, item[0]))
+                    if box is None:
+                        ready.append(item)
+                        continue
+                    box.inputs.append(item)
+                    box.feeders -= 1
+                    if box.feeders <= 0:
+                        del self._outbox[(dag, item[0])]
+                        ready.extend(box.inputs)
+            inputs = ready
+        if not inputs:
+            return
+        head = {"dag": dag, "reply_to": source["reply_to"], "run": source["run"],
+                "name": source.get("dag_name") or source["name"],
+                "scheduler": source.get("dag_scheduler") or source["scheduler"]}
+        if "token" in source:
+            head["token"] = source["token"]
+        send_inputs(self._executor.transport, head, stages, inputs, (self._executor.id, self.accept))
+
+    def _done(self, dag: str, scheduler: str) -> None:
+        """Tell ``scheduler`` (the one that placed it) this executor answered DAG call ``dag``."""
+        try:
+            self._executor.transport.publish(topics.scheduler_done(scheduler), {
+                "id": dag, "executor": self._executor.id, "dag": True, "replied": True})
+        except Exception as exc:
+            _problems.warning("done", "executor %s: cannot send a done notice: %s", self._executor.id, describe(exc))
+
+
+__all__ = ["Stages", "check_inputs", "downstream", "send_inputs"]
