@@ -384,7 +384,7 @@ class Connection:
         fails the call (:class:`CallError` naming the stage); cancelling the
         future ends the stages on the executors.
         """
-        return _BytesFuture(self._start_dag(name, args, output))
+        return _ResultFuture(self._start_dag(name, args, output))
 
     def call_dag(self, name: str, args: bytes = b"", timeout: float | None = None,
                  output: Callable[[Message], None] | None = None) -> bytes:
@@ -397,7 +397,7 @@ class Connection:
             outcome = handle.result(timeout)
         except concurrent.futures.TimeoutError:
             handle.cancel()
-            raise CallError(f"DAG {name}: no answer within {timeout:g} s", kind="cancelled") from None
+            raise CallError(f"DAG {name}: no answer within {timeout:g} s", kind="cancelled", call=handle.call) from None
         return _value(outcome)
 
     def _start_dag(self, name: str, args: bytes, output: Callable[[Message], None] | None) -> CallHandle:
