@@ -306,8 +306,9 @@ def test_malformed_stage_inputs_plans_and_notices_change_nothing(cluster):
         assert es.call_dag("chain", b"x") == b"xabc"
         plan = es._dag_plan("chain")[1]
         stages = [[i, {**s, "executor": "0"}] for i, s in enumerate(plan["stages"])]
+        scheduler = next(a["id"] for a in es.status(complete_within=5.0) if a.get("role") == "scheduler")
         valid = {"dag": "rogue/1", "reply_to": "essa/inbox/rogue", "run": "rogue", "name": "chain",
-                 "stages": stages, "inputs": [[0, 0, b"x"]]}
+                 "scheduler": scheduler, "stages": stages, "inputs": [[0, 0, b"x"]]}
         transport = open_transport(connect=[cluster.endpoint], connect_timeout=60)
         try:
             for n in range(300):
@@ -318,11 +319,11 @@ def test_malformed_stage_inputs_plans_and_notices_change_nothing(cluster):
                 target[key] = fuzzed_value(rng)
                 transport.publish("essa/executor/0/stages", message)
                 transport._session.put("essa/executor/0/stages", rng.randbytes(rng.randint(0, 40)))
-                transport.publish("essa/scheduler/calls", {"id": f"rogue/{n}", "reply_to": "essa/inbox/rogue",
-                                                           "module": "m", "function": "f", "namespace": "n",
-                                                           "run": "r", "dag": fuzzed_value(rng)})
-                transport.publish("essa/scheduler/done", {"id": fuzzed_value(rng), "executor": "0", "dag": True,
-                                                          "replied": fuzzed_value(rng)})
+                transport.publish(f"essa/scheduler/{scheduler}/calls", {
+                    "id": f"rogue/{n}", "reply_to": "essa/inbox/rogue", "module": "m", "function": "f",
+                    "namespace": "n", "run": "r", "dag": fuzzed_value(rng)})
+                transport.publish(f"essa/scheduler/{scheduler}/done", {
+                    "id": fuzzed_value(rng), "executor": "0", "dag": True, "replied": fuzzed_value(rng)})
         finally:
             transport.close()
         assert es.call_dag("chain", b"y", timeout=60) == b"yabc"

@@ -158,12 +158,13 @@ def test_every_stage_is_checked_against_the_callers_token(tmp_path):
 def _inputs_message() -> dict:
     p = plan(["t.f", "t.g", "t.s"], [("t.f", "t.g"), ("t.f", "t.s"), ("t.g", "t.s")])
     stages = [[i, {**s, "executor": "0"}] for i, s in enumerate(p["stages"])]
-    return {"dag": "c/1", "reply_to": "essa/inbox/c", "run": "run", "name": "d", "stages": stages,
+    return {"dag": "c/1", "reply_to": "essa/inbox/c", "run": "run", "name": "d", "scheduler": "s1", "stages": stages,
             "inputs": [[0, 0, b"x"]]}
 
 
 @pytest.mark.parametrize("damage, problem", [
     (lambda m: m.pop("dag"), "'dag' is not a call id"),
+    (lambda m: m.pop("scheduler"), "'scheduler' is not a scheduler id"),
     (lambda m: m.__setitem__("reply_to", "essa/*"), "'reply_to' or 'run'"),
     (lambda m: m.__setitem__("inputs", []), "'stages' or 'inputs'"),
     (lambda m: m["stages"].__setitem__(0, [0]), "a stage is not [index, stage]"),

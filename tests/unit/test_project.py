@@ -71,7 +71,7 @@ def test_defaults_follow_the_language(tmp_path):
     ('[project]\nname = "a"\n[limits]\ntime = true\n', "[limits] time cannot be True"),
     ('[project]\nlanguage = "c"\n', "[project] needs a name"),
     ('[project]\nname = "a b"\n', "[project] name: 'a b' is not a valid deployment name"),
-    ('[project]\nname = "a"\nlanguage = "go"\n', "language 'go' is none of c, rust, other"),
+    ('[project]\nname = "a"\nlanguage = "go"\n', "language 'go' is none of c, rust, ts, other"),
     ('[project]\nname = "a"\n[build]\noutput = "../a.wasm"\n', "must lie in the project's directory"),
     ('[project]\nname = "a"\n[build]\nwatch = ["/etc/*"]\n', "[build] watch is a list of globs relative"),
     ('[project]\nname = "a"\n[grants]\nenv = [1]\n', "[grants] env is a list of text"),
