@@ -27,8 +27,10 @@ from essa.cluster.processes import (
     wait_for_signal,
 )
 from essa.cluster.processes import up as run_cluster
+from essa.state.cache import DEFAULT_CAPACITY as DEFAULT_CACHE_SIZE
 
 __all__ = [
+    "DEFAULT_CACHE_SIZE",
     "RunningExecutor",
     "RunningScheduler",
     "default_workers",

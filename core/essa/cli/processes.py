@@ -52,24 +52,29 @@ def scheduler(listen, connect, scouting, zenoh_config, placement, max_message_si
 @click.argument("executor_id", metavar="ID")
 @endpoint_options(listen_default="tcp/127.0.0.1:0", connect_default="tcp/127.0.0.1:7447")
 @click.option("--workers", type=click.IntRange(min=1), help="Threads running calls. [default: one per core, at least 2]")
+@click.option("--cache-size", metavar="SIZE", envvar="ESSA_CACHE_SIZE",
+              help="Bytes of lattice values kept in this executor's cache when the store pushes updates "
+              "(anna), e.g. 64M; 0 turns the cache off (env ESSA_CACHE_SIZE). [default: 64M]")
 @limit_options
 @metrics_option
 @token_key_option
 @click.pass_obj
-def executor(settings: Settings, executor_id, listen, connect, scouting, zenoh_config, workers, metrics_address,
-             **limit_flags) -> None:
+def executor(settings: Settings, executor_id, listen, connect, scouting, zenoh_config, workers, cache_size,
+             metrics_address, **limit_flags) -> None:
     """Run executor ID: runs the calls the scheduler places on it.
 
     ID must be unique in the cluster. Executors of one host share the store
     (LMDB by default), so a module compiled by one is loaded by the others.
     Every call placed here runs under this executor's limits and grants,
-    whoever started it.
+    whoever started it. With a store that pushes updates (anna), guests read
+    state from a local cache the store keeps fresh; writes still go to the
+    store before a guest goes on.
     """
     limits, grants = limits_and_grants(**limit_flags)
     serve_metrics(metrics_address)
     running = services.start_executor(executor_id, split_endpoints(listen), split_endpoints(connect), zenoh_config,
                                       scouting, settings.engine, settings.store, settings.store_options, workers,
-                                      limits, grants)
+                                      limits, grants, _cache_size(cache_size))
     click.echo(running.describe(), err=True)
     try:
         services.wait_for_signal()
@@ -90,10 +95,13 @@ def executor(settings: Settings, executor_id, listen, connect, scouting, zenoh_c
 @click.option("--security-dir", metavar="DIR", type=click.Path(file_okay=False), envvar="ESSA_SECURITY_DIR",
               help="With --secure: where the CA, token keys and certificates are (env ESSA_SECURITY_DIR). "
               "[default: security/ in essa's data directory]")
+@click.option("--cache-size", metavar="SIZE", envvar="ESSA_CACHE_SIZE",
+              help="Each executor's cache of lattice values with a store that pushes updates (anna); 0: off "
+              "(env ESSA_CACHE_SIZE). [default: 64M]")
 @limit_options
 @click.pass_obj
 def up(settings: Settings, executors: int, listen: str, http: str | None, secure: bool, security_dir: str | None,
-       **limit_flags) -> None:
+       cache_size: str | None, **limit_flags) -> None:
     """Start a local cluster: a scheduler and N executors, as separate processes.
 
     Prints how to connect, and stops them all on Ctrl-C or SIGTERM. The
@@ -107,11 +115,22 @@ def up(settings: Settings, executors: int, listen: str, http: str | None, secure
     if secure:
         listen = secure_endpoints([listen])[0]
     verbose = logging.getLogger().level <= logging.INFO
+    executor_args = limit_arguments(limits, grants)
+    if cache_size is not None:
+        executor_args += ["--cache-size", str(_cache_size(cache_size))]
     sys.exit(services.run_cluster(executors, listen, settings.engine, settings.store, settings.store_options, int(verbose),
-                         executor_args=limit_arguments(limits, grants),
+                         executor_args=executor_args,
                          scheduler_args=["--max-message-size", str(limits.max_message_bytes)], http=http,
                          secure=secure, security_dir=security_dir))
 
+
+def _cache_size(text: str | None) -> int:
+    """``--cache-size`` in bytes (default 64M; 0: off)."""
+    if text is None:
+        return services.DEFAULT_CACHE_SIZE
+    if text.strip() == "0":
+        return 0
+    return size_value(text, "--cache-size")
 
 
 __all__ = ["executor", "scheduler", "up"]

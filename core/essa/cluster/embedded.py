@@ -19,6 +19,7 @@ from essa.cluster.executor import Executor
 from essa.cluster.programs import ProgramCache, read_module
 from essa.cluster.scheduler import Scheduler
 from essa.plugins import DEFAULTS, PluginManager, get_plugin_manager
+from essa.state.cache import DEFAULT_CAPACITY, cached
 from essa.state.store import Store
 from essa.transport.base import Transport
 from essa.wasm.engine import Engine
@@ -64,6 +65,8 @@ class EmbeddedRuntime:
     :param executors: how many executors to run.
     :param limits: the limits of every call (default: :class:`Limits` defaults).
     :param grants: what guests may reach of this host (default: nothing).
+    :param cache_size: bytes of the executors' shared cache of lattice values, when the
+        store pushes updates (see :mod:`essa.state.cache`); 0 turns it off.
     """
 
     def __init__(
@@ -74,6 +77,7 @@ class EmbeddedRuntime:
         executors: int | None = None,
         limits: Limits | None = None,
         grants: Grants | None = None,
+        cache_size: int | None = DEFAULT_CAPACITY,
     ) -> None:
         plugins = get_plugin_manager()
         self._owns_store = not isinstance(store, Store)
@@ -82,13 +86,14 @@ class EmbeddedRuntime:
         self.engine = open_engine(engine, limits, plugins, grants)
         self.store = open_store(store, store_options, plugins) if self._owns_store else store  # type: ignore[arg-type]
         try:
+            self.state = cached(self.store, cache_size)
             self.transport: Transport = plugins.transport_class("local")()
             self.programs = ProgramCache(self.engine, self.store)
             self.scheduler = Scheduler(self.transport)
             self.scheduler.start()
             self.caller = Caller(self.transport, "embedded")
             self.executors = [
-                Executor(str(i), self.programs, self.store, self.transport, self.caller)
+                Executor(str(i), self.programs, self.store, self.transport, self.caller, state=self.state)
                 for i in range(executors or default_executors())
             ]
             for executor in self.executors:
@@ -115,7 +120,7 @@ class EmbeddedRuntime:
         if getattr(self, "caller", None):
             self.caller.close()
         if self._owns_store and getattr(self, "store", None):
-            self.store.close()
+            getattr(self, "state", self.store).close()  # a cache closes the store behind it
 
     def __enter__(self) -> "EmbeddedRuntime":
         return self

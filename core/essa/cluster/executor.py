@@ -37,6 +37,7 @@ from essa.cluster.calls import (
     reply_message,
     send_reply,
 )
+from essa.cluster.consistency import CallState, Snapshots, TrackedCall, check_fields
 from essa.cluster.deployments import display_name
 from essa.cluster.pool import WorkPool
 from essa.cluster.programs import ProgramCache, publish_module
@@ -89,6 +90,8 @@ class Executor:
     :param workers: threads for queued calls (blocked callers get helpers).
     :param authorizer: if given, only calls whose token it allows run
         (:mod:`essa.cluster.authorize`); others are refused in one line.
+    :param state: where guests' state goes (default: ``store``): the process's
+        :class:`~essa.state.cache.CachedStore` when the store pushes updates.
     """
 
     #: Cancelled runs remembered, so that their queued calls are refused when they start.
@@ -103,6 +106,7 @@ class Executor:
         caller: Caller,
         workers: int = 1,
         authorizer: Authorizer | None = None,
+        state: Store | None = None,
     ) -> None:
         if not topics.is_chunk(executor_id):
             raise EssaError(
@@ -111,6 +115,8 @@ class Executor:
         self.id = executor_id
         self.programs = programs
         self.store = store
+        self.state = state or store
+        self.snapshots = Snapshots(executor_id, transport, self.state)
         self.transport = transport
         self.caller = caller
         self.workers = workers
@@ -136,6 +142,7 @@ class Executor:
         self._undo.append(self.transport.subscribe(topics.CANCEL, self.cancel))
         self._calls = self.transport.subscribe(topics.executor_calls(self.id), self.submit)
         self._undo.append(self.transport.serve(f"{topics.STATUS}/executor/{self.id}", self.status))
+        self._undo.append(self.snapshots.serve())
         self._undo.append(self.transport.declare_token(topics.live_executor(self.id)))
 
     def also_close(self, subscription: Any) -> None:
@@ -178,6 +185,8 @@ class Executor:
             "modules": sorted(self.programs.sources),
             "limits": asdict(self.programs.engine.limits),
             "grants": _describe(getattr(self.programs.engine, "grants", None) or Grants()),
+            "cache": self.state.status() if self.state is not self.store else None,
+            "snapshots": self.snapshots.status(),
             **stats,
         }
 
@@ -189,6 +198,8 @@ class Executor:
         it does not even say where to answer); it never reaches the pool.
         """
         problem = check_request(request, "executor", self.programs.engine.limits.max_message_bytes)
+        if problem is None:
+            problem = check_fields(request)
         if problem is None and self.authorizer is not None:
             try:
                 self.authorizer.check_call(request)
@@ -353,13 +364,14 @@ class Executor:
                 return reply_message(call_id, _CALLABLE_STATUS[status], message=f"cannot call {what}: {why}",
                                      kind="no-such-function" if status == "missing" else "bad-signature")
             limits = self.programs.engine.limits
-            invocation = Invocation(request["args"], _CallHost(self, program, request, output), output, limits,
-                                    argv=request.get("argv", ()), stdin=stdin)
+            host = _CallHost(self, program, request, output)
+            invocation = Invocation(request["args"], host, output, limits, argv=request.get("argv", ()), stdin=stdin)
             self._begin(request["run"], invocation)
             try:
                 program.run(invocation, function, None if is_run else len(request["args"]))
             finally:
                 self._end(request["run"], invocation)
+                host.state.end()
         except CallCancelled as exc:
             with self._stats_lock:
                 self.stats.cancelled += 1
@@ -403,7 +415,7 @@ class Executor:
                 return reply_message(call_id, EssaResult.UnknownError, message=message, kind="message-size")
             return reply_message(call_id, EssaResult.NoResult, message=f"{what} returned without essa_set_result",
                                  kind="no-result")
-        return reply_message(call_id, EssaResult.Ok, value=invocation.result)
+        return reply_message(call_id, EssaResult.Ok, value=invocation.result, **host.state.reply_extra())
 
     def _over_limit(self, call_id: str, what: str, exc: LimitExceeded, output: "RunOutput | None",
                     status: int = 1) -> Message:
@@ -462,7 +474,7 @@ class RunOutput:
 class _CallHost:
     """The ABI's view of the runtime, for one invocation."""
 
-    __slots__ = ("_executor", "_program", "_request", "_output", "_prefix", "_read_only")
+    __slots__ = ("_executor", "_program", "_request", "_output", "_prefix", "_read_only", "state")
 
     def __init__(self, executor: Executor, program, request: Message, output: RunOutput) -> None:
         self._executor = executor
@@ -472,6 +484,8 @@ class _CallHost:
         self._prefix = f"{request['namespace']}/data/"
         authorizer = executor.authorizer
         self._read_only = authorizer is not None and authorizer.read_only(request)
+        #: the call's view of the state at its consistency level
+        self.state = CallState(request, executor.id, executor.state, executor.snapshots)
 
     def function_status(self, name: str) -> EssaResult:
         return _CALLABLE_STATUS[self._program.info.callable_status(name)]
@@ -483,18 +497,20 @@ class _CallHost:
             extra["argv"] = req["argv"]  # remote calls see the run's arguments too
         if "token" in req:
             extra["token"] = req["token"]  # and run with its authorization: same module, same namespace
-        return self._executor.caller.start(call_request(req["module"], name, args, req["namespace"], req["run"],
-                                                        nested=True, **extra))
+        extra.update(self.state.request_extra())  # and at its consistency level
+        future = self._executor.caller.start(call_request(req["module"], name, args, req["namespace"], req["run"],
+                                                          nested=True, **extra))
+        return future if "consistency" not in extra else TrackedCall(future, self.state)
 
     def get_state(self, key: str) -> bytes | None:
         with metrics.store_operation("get"):
-            return self._executor.store.get_bytes(self._prefix + key)
+            return self.state.get(self._prefix + key)
 
     def merge_state(self, key: str, value: bytes) -> None:
         if self._read_only:
             raise StoreError(f"the call's token is read-only: it cannot write namespace {self._request['namespace']!r}")
         with metrics.store_operation("put"):
-            self._executor.store.merge_bytes(self._prefix + key, value)
+            self.state.put(self._prefix + key, value)
 
     def warn(self, message: str) -> None:
         self._output.warn(f"{display_name(self._request['function'])}: {message}")

@@ -36,6 +36,7 @@ from essa.security.certs import ROLES
 from essa.security.local import Material, default_directory, prepare_local
 from essa.security.tls import TlsFiles
 from essa.security.tokens import Verifier
+from essa.state.cache import DEFAULT_CAPACITY, cached
 from essa.transport.base import Transport, last_segment
 from essa.transport.zenoh import DEFAULT_ENDPOINT, ZenohTransport
 from essa.wasm.limits import Grants, Limits
@@ -136,7 +137,7 @@ class RunningExecutor:
         ex.stop()
         self.caller.close()
         self.transport.close()
-        ex.store.close()
+        ex.state.close()  # a cache closes the store behind it
         stats = ex.stats
         return (f"essa executor {ex.id}: served {stats.calls} calls and {stats.runs} runs "
                 f"({stats.failures} failed){'' if drained else '; stopped before all calls finished'}")
@@ -154,13 +155,15 @@ def start_executor(
     workers: int | None = None,
     limits: Limits | None = None,
     grants: Grants | None = None,
+    cache_size: int | None = DEFAULT_CAPACITY,
 ) -> RunningExecutor:
     """Open a zenoh session and serve executor ``executor_id`` on it (see :func:`serve_executor`)."""
     limits = limits or Limits()
     transport = open_transport(listen, connect, config, scouting, max_message_bytes=limits.max_message_bytes)
     try:
         executor, caller = serve_executor(executor_id, transport, engine, store, store_options or {},
-                                          workers or default_workers(), limits, grants, security_settings.verifier())
+                                          workers or default_workers(), limits, grants, security_settings.verifier(),
+                                          cache_size)
     except BaseException:
         transport.close()
         raise
@@ -189,20 +192,24 @@ def serve_executor(
     limits: Limits | None = None,
     grants: Grants | None = None,
     verifier: Verifier | None = None,
+    cache_size: int | None = DEFAULT_CAPACITY,
 ) -> tuple[Executor, Caller]:
     """Start an executor on ``transport``; returns it and its caller.
 
     ``limits`` and ``grants`` are this executor's own: calls placed on it run
     under them, whatever the client that started the run asked for. With
     ``verifier`` it runs only calls and control requests whose token allows
-    them (see :mod:`essa.cluster.authorize`).
+    them (see :mod:`essa.cluster.authorize`). Guests' state goes through a
+    cache of ``cache_size`` bytes when the store pushes updates (see
+    :mod:`essa.state.cache`; 0 turns it off).
     """
     engine_obj = open_engine(engine, limits, grants=grants)
     store_obj = open_store(store, store_options)
     caller = Caller(transport, f"executor-{executor_id}")
     programs = ProgramCache(engine_obj, store_obj)
     authorizer = Authorizer(verifier, ModuleIndex(DeploymentRegistry(store_obj).versions)) if verifier else None
-    executor = Executor(executor_id, programs, store_obj, transport, caller, workers, authorizer=authorizer)
+    executor = Executor(executor_id, programs, store_obj, transport, caller, workers, authorizer=authorizer,
+                        state=cached(store_obj, cache_size))
     executor.start()
     executor.also_close(ControlService(programs, engine_obj.limits.max_message_bytes, authorizer).serve(transport))
     return executor, caller

@@ -42,6 +42,11 @@ def executor_calls(executor_id: str) -> str:
     return f"essa/executor/{executor_id}/calls"
 
 
+def snapshot(executor_id: str) -> str:
+    """The versions pinned by the repeatable-read call trees an executor started (:mod:`essa.cluster.consistency`)."""
+    return f"essa/snapshot/{executor_id}"
+
+
 def inbox(caller_id: str) -> str:
     """Replies to the calls one caller started."""
     return f"essa/inbox/{caller_id}"

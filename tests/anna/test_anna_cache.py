@@ -1,0 +1,123 @@
+"""Executor-local caches on the Anna store: watches, pushed updates, leases, bounds (real KVS processes)."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+pytest.importorskip("zenoh")
+pytest.importorskip("essa_anna")
+
+from essa.state.bincode import decode_lattice, encode_lattice  # noqa: E402
+from essa.state.cache import CachedStore  # noqa: E402
+from essa.state.lattice import LwwLattice, SetLattice  # noqa: E402
+from essa_anna import AnnaStore  # noqa: E402
+
+from .helpers import READY_TIMEOUT, AnnaCluster, wait_until  # noqa: E402
+
+
+def store_of(cluster: AnnaCluster) -> AnnaStore:
+    return AnnaStore({"routing": cluster.endpoint, "timeout": "30", "connect_timeout": str(READY_TIMEOUT)})
+
+
+def members(value: bytes | None) -> set[bytes]:
+    return set(decode_lattice(value).values) if value is not None else set()
+
+
+def test_a_cached_key_is_served_locally_and_updated_by_pushes(anna):
+    anna.start(3)
+    reader = CachedStore(store_of(anna))
+    writer = store_of(anna)
+    try:
+        writer.put("k", SetLattice({b"a"}))
+        assert members(reader.get_bytes("k")) == {b"a"}
+        assert reader.stats.misses == 1
+        assert members(reader.get_bytes("k")) == {b"a"}
+        assert reader.stats.hits == 1
+        writer.put("k", SetLattice({b"b"}))  # another process writes: the owner pushes the merged value
+        assert wait_until(lambda: members(reader.get_bytes("k")) == {b"a", b"b"}), reader.status()
+        assert reader.stats.misses == 1 and reader.stats.pushes >= 1
+        # an absent key is cached as absent, and a write elsewhere reaches it too
+        assert reader.get_bytes("absent") is None
+        writer.put("absent", LwwLattice(5, b"now"))
+        assert wait_until(lambda: reader.get_bytes("absent") is not None)
+        assert decode_lattice(reader.get_bytes("absent")).value == b"now"
+        assert reader.stats.misses == 2
+        # a deletion is pushed too
+        writer.delete("absent")
+        assert wait_until(lambda: "absent" not in reader._entries)
+    finally:
+        reader.close()
+        writer.close()
+
+
+def test_writes_go_through_to_the_store_and_into_the_cache(anna):
+    anna.start(3)
+    cache = CachedStore(store_of(anna))
+    other = store_of(anna)
+    try:
+        assert cache.get_bytes("w") is None
+        cache.put("w", SetLattice({b"x"}))
+        assert members(cache.get_bytes("w")) == {b"x"}  # read your writes, from the cache
+        assert members(other.get_bytes("w")) == {b"x"}  # acknowledged by the store before put returned
+        assert cache.stats.misses == 1
+    finally:
+        cache.close()
+        other.close()
+
+
+def test_a_killed_kvs_node_resets_the_cache_and_reads_stay_correct(anna):
+    anna.start(3)
+    cache = CachedStore(store_of(anna))
+    writer = store_of(anna)
+    try:
+        keys = [f"key-{i}" for i in range(50)]
+        for key in keys:
+            writer.put(key, SetLattice({b"1"}))
+            cache.get_bytes(key)
+        assert len(cache) == 50
+        anna.kill("kvs-n0")
+        assert wait_until(lambda: cache.stats.resets >= 1, timeout=READY_TIMEOUT)
+        for key in keys:  # acknowledged writes survive (replication 2); pushes come from the new owners
+            writer.put(key, SetLattice({b"2"}))
+        for key in keys:
+            assert wait_until(lambda: members(cache.get_bytes(key)) == {b"1", b"2"}), key
+    finally:
+        cache.close()
+        writer.close()
+
+
+def test_cache_memory_is_bounded_over_many_distinct_keys(anna):
+    anna.start(1)
+    writer = store_of(anna)
+    value = encode_lattice(LwwLattice(1, b"v" * 100))
+    writer.client.put_many((f"d{i}", value) for i in range(2000))
+    capacity = 50 * 1024
+    cache = CachedStore(store_of(anna), capacity)
+    try:
+        for _round in range(3):
+            for i in range(2000):
+                assert cache.get_bytes(f"d{i}") == value
+                assert cache.bytes <= capacity
+        assert cache.stats.evictions > 0
+        assert len(cache) < 2000
+    finally:
+        cache.close()
+        writer.close()
+
+
+def test_an_entry_is_watched_again_after_its_lease(anna):
+    anna.start(1)
+    cache = CachedStore(store_of(anna))
+    try:
+        assert wait_until(lambda: cache.stats.resets >= 1)  # the client's first view of the nodes
+        cache.lease = 3.0  # serve for 3 s, then read and watch again
+        assert cache.get_bytes("l") is None
+        assert cache.get_bytes("l") is None
+        assert cache.stats.misses == 1
+        time.sleep(3.1)  # (the lease running out is the point of the test, not a wait for a signal)
+        assert cache.get_bytes("l") is None
+        assert cache.stats.misses == 2
+    finally:
+        cache.close()
