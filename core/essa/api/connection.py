@@ -31,6 +31,7 @@ from typing import BinaryIO, Callable, Mapping, Sequence
 
 from essa.cluster import topics
 from essa.cluster.client import CallHandle, Client, ConsoleOutput
+from essa.cluster.consistency import DEFAULT, check_level
 from essa.cluster.control import ControlClient
 from essa.cluster.deployments import Deployment, check_name, parse_spec
 from essa.cluster.embedded import EmbeddedRuntime
@@ -201,34 +202,44 @@ class Connection:
     # -- calls -----------------------------------------------------------------------
 
     def call_async(self, spec: str, function: str, args: bytes = b"",
-                   output: Callable[[Message], None] | None = None, trace: bool = False) -> concurrent.futures.Future:
+                   output: Callable[[Message], None] | None = None, trace: bool = False,
+                   consistency: str | None = None) -> concurrent.futures.Future:
         """Start ``function`` of deployment ``spec``; the future's result is the result bytes.
 
         The future raises :class:`CallError` if the call fails; cancelling it
         ends the call on the executors. Guest output (and essa's warnings
         about the call) goes to ``output``, else nowhere. With ``trace``,
         ``future.spans()`` gives the call and every remote call it made
-        (:mod:`essa.cluster.tracing`).
+        (:mod:`essa.cluster.tracing`). ``consistency`` as for :meth:`call`.
         """
-        return _BytesFuture(self._start_call(spec, function, args, output, trace))
+        return _BytesFuture(self._start_call(spec, function, args, output, trace, consistency))
 
     def _start_call(self, spec: str, function: str, args: bytes, output: Callable[[Message], None] | None,
-                    trace: bool = False) -> CallHandle:
+                    trace: bool = False, consistency: str | None = None) -> CallHandle:
+        problem = check_level(consistency)
+        if problem is not None:
+            raise EssaError(problem)
         deployment = self.deployment(spec)
         export = deployment.check_function(function)
+        fields = {"deployment": deployment.name}
+        if consistency not in (None, DEFAULT):
+            fields["consistency"] = consistency
         return self._client.start_call(deployment.module, export, bytes(args), deployment.namespace, output,
-                                       trace=trace, fields={"deployment": deployment.name})
+                                       trace=trace, fields=fields)
 
     def call(self, spec: str, function: str, args: bytes = b"", timeout: float | None = None,
-             output: Callable[[Message], None] | None = None) -> bytes:
+             output: Callable[[Message], None] | None = None, consistency: str | None = None) -> bytes:
         """Call ``function`` of deployment ``spec`` with ``args``; return the result bytes.
 
         A call not answered after ``timeout`` seconds is cancelled.
+        ``consistency`` is the level of the call and every call it starts:
+        ``"default"``, ``"repeatable-read"`` or ``"causal"`` (see
+        :mod:`essa.cluster.consistency`).
 
         :raises essa.errors.NotFound: no such deployment, version or function.
         :raises CallError: the call failed (trapped, exceeded a limit, ...).
         """
-        handle = self._start_call(spec, function, args, output)  # waited on directly: no second future
+        handle = self._start_call(spec, function, args, output, consistency=consistency)
         try:
             outcome = handle.result(timeout)
         except concurrent.futures.TimeoutError:
@@ -236,9 +247,9 @@ class Connection:
             raise CallError(f"{function}: no answer within {timeout:g} s", kind="cancelled") from None
         return _value(outcome)
 
-    async def acall(self, spec: str, function: str, args: bytes = b"") -> bytes:
+    async def acall(self, spec: str, function: str, args: bytes = b"", consistency: str | None = None) -> bytes:
         """:meth:`call` for asyncio: awaits the result bytes (cancelling the task cancels the call)."""
-        return await asyncio.wrap_future(self.call_async(spec, function, args))
+        return await asyncio.wrap_future(self.call_async(spec, function, args, consistency=consistency))
 
     def run(self, module: str | os.PathLike | bytes, namespace: str | None = None,
             output: Callable[[Message], None] | None = None, timeout: float | None = None,

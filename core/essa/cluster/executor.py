@@ -115,7 +115,7 @@ class Executor:
         self.id = executor_id
         self.programs = programs
         self.store = store
-        self.state = state or store
+        self.state = state if state is not None else store
         self.snapshots = Snapshots(executor_id, transport, self.state)
         self.transport = transport
         self.caller = caller

@@ -400,9 +400,15 @@ class Worker(threading.Thread):
             for inbox, until in watching.items():
                 if until > now:
                     out.setdefault(inbox, []).append([key, value])
-        for inbox, kv in out.items():
-            for i in range(0, len(kv), CHUNK):
-                self._publish(inbox, {"t": "upd", "kv": kv[i:i + CHUNK]})
+        messages = [(inbox, {"t": "upd", "kv": kv[i:i + CHUNK]}) for inbox, kv in out.items()
+                    for i in range(0, len(kv), CHUNK)]
+        if self.node.push_delay:
+            timer = threading.Timer(self.node.push_delay, lambda: [self._publish(*m) for m in messages])
+            timer.daemon = True
+            timer.start()
+            return
+        for inbox, message in messages:
+            self._publish(inbox, message)
 
     def _repair_get(self, reply: str, rid: Any, key: str, owners: tuple, t0: float) -> bool:
         """Ask the key's other live owners of the recent rings; True if the answer waits for them."""
@@ -757,11 +763,13 @@ class KvsNode:
 
     :param backend: an :class:`~essa_anna.storage.LmdbBackend` for durable mode.
     :param limits: bounds on the ring other nodes' tokens may make (see :class:`~essa_anna.membership.Limits`).
+    :param push_delay: seconds each push to the watching caches is held (fault injection for tests).
     """
 
     def __init__(self, node_id: str, transport: Transport, workers: int = 1, global_replication: int = 2,
                  local_replication: int = 1, gossip_interval: float = 0.2, replication_timeout: float = 2.0,
-                 backend: LmdbBackend | None = None, keep_on_leave: bool = True, limits: Limits | None = None) -> None:
+                 backend: LmdbBackend | None = None, keep_on_leave: bool = True, limits: Limits | None = None,
+                 push_delay: float = 0.0) -> None:
         P.check_id(node_id)
         self.info = NodeInfo(node_id, uuid.uuid4().hex[:8], workers, global_replication, local_replication)
         self.transport = transport
@@ -769,6 +777,7 @@ class KvsNode:
         self.replication_timeout = replication_timeout
         self.backend = backend
         self.keep_on_leave = keep_on_leave
+        self.push_delay = push_delay
         self.workers = [Worker(self, i) for i in range(workers)]
         self.limits = limits
         self.membership: Membership | None = None

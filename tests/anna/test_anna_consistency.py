@@ -1,0 +1,169 @@
+"""Consistency levels across executors with caches (real scheduler, executors and Anna processes).
+
+The KVS nodes hold every push to the caches for a while (``--push-delay``: a
+slow link to the caches), so an executor's cache is stale for that long after a
+write elsewhere. Each test first shows, at the default level, the anomaly its
+level rules out (waiting for it with a generous deadline), then runs the
+level and checks the history: no anomaly.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("zenoh")
+pytest.importorskip("essa_anna")
+
+import essa  # noqa: E402
+from essa.state.bincode import decode_lattice, encode_lattice  # noqa: E402
+from essa.state.lattice import SetLattice  # noqa: E402
+from essa_anna import AnnaStore  # noqa: E402
+
+from .helpers import READY_TIMEOUT, AnnaCluster, essa as run_essa, free_port  # noqa: E402
+from .history import Record, causal_violations, repeatable_read_violations  # noqa: E402
+
+STATE_OPS = Path(__file__).resolve().parents[2] / "examples" / "state-ops.wasm"
+#: How long the KVS nodes hold each push to the caches.
+PUSH_DELAY = "0.5"
+
+
+def text(value: str) -> bytes:
+    data = value.encode()
+    return struct.pack("<Q", len(data)) + data
+
+
+def blob(value: bytes) -> bytes:
+    return struct.pack("<Q", len(value)) + value
+
+
+def members(value: bytes) -> frozenset[bytes] | None:
+    return frozenset(decode_lattice(value).values) if value else None
+
+
+def split(result: bytes) -> list[bytes]:
+    values, offset = [], 0
+    while offset < len(result):
+        (length,) = struct.unpack_from("<Q", result, offset)
+        values.append(result[offset + 8:offset + 8 + length])
+        offset += 8 + length
+    return values
+
+
+class Cluster:
+    """Anna (3 KVS nodes, pushes held), a scheduler and two executors with caches; a connection; a deployment."""
+
+    def __init__(self, anna: AnnaCluster, engine_name: str) -> None:
+        anna.start(3, "--push-delay", PUSH_DELAY)
+        self.anna = anna
+        self.endpoint = f"tcp/127.0.0.1:{free_port()}"
+        anna.spawn("scheduler", "scheduler", "--listen", self.endpoint)
+        for i in range(2):
+            anna.spawn(f"executor-{i}", "--engine", engine_name, "--store", "anna",
+                       "--store-option", f"routing={anna.endpoint}", "--store-option", "timeout=30",
+                       "executor", str(i), "--connect", self.endpoint,
+                       "--listen", f"tcp/127.0.0.1:{free_port()}", "--workers", "4")
+        for i in range(2):
+            anna.wait_ready(f"executor-{i}", f"essa executor {i}:")
+        self.connection = essa.connect(self.endpoint, timeout=READY_TIMEOUT)
+        deadline = time.monotonic() + READY_TIMEOUT
+        while len(self.executors()) < 2:
+            assert time.monotonic() < deadline, "the scheduler does not see two executors"
+            time.sleep(0.05)
+        self.deployment = self.connection.deploy(STATE_OPS, "ops")
+        self.store = AnnaStore({"routing": anna.endpoint, "timeout": "30", "connect_timeout": str(READY_TIMEOUT)})
+
+    def executors(self) -> dict[str, dict]:
+        answer = run_essa("status", "--connect", self.endpoint, "--json", timeout=60)
+        if answer.returncode != 0:
+            return {}
+        return {e["id"]: e for e in json.loads(answer.stdout) if e.get("role") == "executor"}
+
+    def key(self, name: str) -> str:
+        return f"{self.deployment.namespace}/data/{name}"
+
+    def call(self, function: str, args: bytes, consistency: str | None = None) -> bytes:
+        return self.connection.call("ops", function, args, timeout=60, consistency=consistency)
+
+    def close(self) -> None:
+        self.connection.close()
+        self.store.close()
+
+
+@pytest.fixture
+def cluster(anna, engine_name):
+    c = Cluster(anna, engine_name)
+    yield c
+    c.close()
+
+
+def warm(cluster: Cluster, key: str) -> None:
+    """Have both executors' caches hold ``key`` (many concurrent reads land on both)."""
+    futures = [cluster.connection.call_async("ops", "read_key", text(key)) for _ in range(16)]
+    for future in futures:
+        future.result(60)
+
+
+def test_repeatable_read_gives_every_function_of_a_call_tree_one_version(cluster):
+    stop = threading.Event()
+    written = [0]
+
+    def writer() -> None:  # another client adds a member to the key every 5 ms
+        while not stop.wait(0.005):
+            written[0] += 1
+            cluster.store.put(cluster.key("hot"), SetLattice({str(written[0]).encode()}))
+
+    thread = threading.Thread(target=writer, daemon=True)
+    thread.start()
+    try:
+        warm(cluster, "hot")
+
+        def tree(level: str | None) -> Record:
+            reads = [members(v) for v in split(cluster.call("read_call_read", text("hot"), level))]
+            return Record(level or "default", reads=reads)
+
+        # The default level: the root's reads and its callee's read (another executor's cache) differ.
+        deadline = time.monotonic() + 90
+        history = []
+        while not repeatable_read_violations(history):
+            assert time.monotonic() < deadline, "no call tree saw two versions at the default level"
+            history.append(tree(None))
+        # Repeatable read: never.
+        history = [tree("repeatable-read") for _ in range(30)]
+        assert not repeatable_read_violations(history), repeatable_read_violations(history)[:3]
+        assert all(r.reads[0] for r in history)
+        seen = sum(e.get("snapshots", {}).get("trees_seen", 0) for e in cluster.executors().values())
+        assert seen > 0  # callees did read the snapshot from the other executor
+    finally:
+        stop.set()
+        thread.join(30)
+
+
+def test_causal_calls_see_the_writes_that_precede_them(cluster):
+    warm(cluster, "c")
+
+    def write_then_read(i: int, level: str | None) -> Record:
+        value = f"w{i}".encode()
+        seen = cluster.call("write_call_read", text("c") + blob(encode_lattice(SetLattice({value}))), level)
+        return Record(level or "default", wrote=frozenset({value}), reads=[members(seen)])
+
+    # The default level: the callee, on the other executor, reads its stale cache.
+    deadline = time.monotonic() + 90
+    history, i = [], 0
+    while not causal_violations(history):
+        assert time.monotonic() < deadline, "no callee missed its caller's write at the default level"
+        i += 1
+        history.append(write_then_read(i, None))
+    # Causal: the callee sees its caller's write, every time.
+    history = [write_then_read(1000 + j, "causal") for j in range(30)]
+    assert not causal_violations(history), causal_violations(history)[:3]
+
+
+def test_an_unknown_level_is_refused_in_one_line(cluster):
+    with pytest.raises(essa.EssaError, match="unknown consistency level 'serializable'"):
+        cluster.call("read_key", text("x"), "serializable")
