@@ -167,3 +167,21 @@ def test_causal_calls_see_the_writes_that_precede_them(cluster):
 def test_an_unknown_level_is_refused_in_one_line(cluster):
     with pytest.raises(essa.EssaError, match="unknown consistency level 'serializable'"):
         cluster.call("read_key", text("x"), "serializable")
+
+
+def test_calls_follow_their_keys_to_the_executor_that_caches_them(cluster):
+    """Locality-aware placement: a function that reads a fixed key, called one call at a time, stays where
+    that key is cached (without it, ties alternate between the two idle executors)."""
+    before = {i: e["by_function"].get("__essa_wrapper__read_key", 0) for i, e in cluster.executors().items()}
+    for _ in range(20):
+        cluster.call("read_key", text("fixed"))
+    after = {i: e["by_function"].get("__essa_wrapper__read_key", 0) for i, e in cluster.executors().items()}
+    ran = sorted(after[i] - before.get(i, 0) for i in after)
+    assert ran[-1] >= 17, ran  # the first two calls teach the scheduler the key; then it sticks
+    # Declared keys work from the first call.
+    before = after
+    for _ in range(10):
+        cluster.connection.call("ops", "read_key", text("declared"), keys=["declared"], timeout=60)
+    after = {i: e["by_function"].get("__essa_wrapper__read_key", 0) for i, e in cluster.executors().items()}
+    ran = sorted(after[i] - before.get(i, 0) for i in after)
+    assert ran[-1] >= 9, ran

@@ -38,6 +38,7 @@ from essa.cluster.embedded import EmbeddedRuntime
 from essa.cluster.processes import connect_client
 from essa.cluster.programs import check_wasm, read_module
 from essa.errors import EssaError
+from essa.placement import MAX_CALL_KEYS
 from essa.security import settings as security_settings
 from essa.security.tls import TlsFiles
 from essa.state.bincode import decode_lattice, encode_lattice
@@ -203,19 +204,20 @@ class Connection:
 
     def call_async(self, spec: str, function: str, args: bytes = b"",
                    output: Callable[[Message], None] | None = None, trace: bool = False,
-                   consistency: str | None = None) -> concurrent.futures.Future:
+                   consistency: str | None = None, keys: Sequence[str] | None = None) -> concurrent.futures.Future:
         """Start ``function`` of deployment ``spec``; the future's result is the result bytes.
 
         The future raises :class:`CallError` if the call fails; cancelling it
         ends the call on the executors. Guest output (and essa's warnings
         about the call) goes to ``output``, else nowhere. With ``trace``,
         ``future.spans()`` gives the call and every remote call it made
-        (:mod:`essa.cluster.tracing`). ``consistency`` as for :meth:`call`.
+        (:mod:`essa.cluster.tracing`). ``consistency`` and ``keys`` as for :meth:`call`.
         """
-        return _BytesFuture(self._start_call(spec, function, args, output, trace, consistency))
+        return _BytesFuture(self._start_call(spec, function, args, output, trace, consistency, keys))
 
     def _start_call(self, spec: str, function: str, args: bytes, output: Callable[[Message], None] | None,
-                    trace: bool = False, consistency: str | None = None) -> CallHandle:
+                    trace: bool = False, consistency: str | None = None,
+                    keys: Sequence[str] | None = None) -> CallHandle:
         problem = check_level(consistency)
         if problem is not None:
             raise EssaError(problem)
@@ -224,22 +226,29 @@ class Connection:
         fields = {"deployment": deployment.name}
         if consistency not in (None, DEFAULT):
             fields["consistency"] = consistency
+        if keys:
+            fields["keys"] = list(keys)[:MAX_CALL_KEYS]
+            for key in fields["keys"]:
+                encode_text(key)
         return self._client.start_call(deployment.module, export, bytes(args), deployment.namespace, output,
                                        trace=trace, fields=fields)
 
     def call(self, spec: str, function: str, args: bytes = b"", timeout: float | None = None,
-             output: Callable[[Message], None] | None = None, consistency: str | None = None) -> bytes:
+             output: Callable[[Message], None] | None = None, consistency: str | None = None,
+             keys: Sequence[str] | None = None) -> bytes:
         """Call ``function`` of deployment ``spec`` with ``args``; return the result bytes.
 
         A call not answered after ``timeout`` seconds is cancelled.
         ``consistency`` is the level of the call and every call it starts:
         ``"default"``, ``"repeatable-read"`` or ``"causal"`` (see
-        :mod:`essa.cluster.consistency`).
+        :mod:`essa.cluster.consistency`). ``keys`` are state keys the call
+        will touch: the scheduler prefers an executor whose cache holds them
+        (at most 16 count).
 
         :raises essa.errors.NotFound: no such deployment, version or function.
         :raises CallError: the call failed (trapped, exceeded a limit, ...).
         """
-        handle = self._start_call(spec, function, args, output, consistency=consistency)
+        handle = self._start_call(spec, function, args, output, consistency=consistency, keys=keys)
         try:
             outcome = handle.result(timeout)
         except concurrent.futures.TimeoutError:

@@ -52,6 +52,7 @@ from essa.errors import (
     ModuleError,
     StoreError,
 )
+from essa.placement import MAX_CALL_KEYS
 from essa.state.store import Store
 from essa.transport.base import Message, Transport
 from essa.util.ratelimit import RateLimitedLog, describe
@@ -230,11 +231,17 @@ class Executor:
         kind = "message-size" if "size limit" in problem else "refused" if problem.startswith(REFUSED) else "invalid"
         self._answer(request, reply_message(call_id, EssaResult.UnknownError, message=problem, exit=1, kind=kind))
 
-    def _answer(self, request: Message, reply: Message) -> None:
-        """Send ``reply`` to the caller and the done notice to the scheduler (never raises)."""
+    def _answer(self, request: Message, reply: Message, keys: list[str] | None = None) -> None:
+        """Send ``reply`` to the caller and the done notice to the scheduler (never raises).
+
+        The notice names the state ``keys`` the call read, for locality-aware placement.
+        """
         try:
             send_reply(self.transport, request["reply_to"], reply)
-            self.transport.publish(topics.SCHEDULER_DONE, {"id": request["id"], "executor": self.id})
+            notice = {"id": request["id"], "executor": self.id}
+            if keys:
+                notice["keys"] = keys
+            self.transport.publish(topics.SCHEDULER_DONE, notice)
         except Exception as exc:
             _problems.warning("answer", "executor %s: cannot answer call %.80s: %s", self.id, request["id"], describe(exc))
 
@@ -242,8 +249,9 @@ class Executor:
         call_id = request["id"]
         LOCAL.tasks.pop(call_id, None)
         started = time.time()
+        read: list[str] = []
         try:
-            reply = self.execute(request)
+            reply = self.execute(request, read)
         except Exception as exc:  # never leave a caller hanging
             _problems.warning("failed", "executor %s: call %.80s failed: %s", self.id, call_id, describe(exc), exc_info=exc)
             reply = reply_message(call_id, EssaResult.UnknownError, message=f"executor {self.id} failed: {describe(exc)}",
@@ -252,7 +260,7 @@ class Executor:
         self._recent.append(ended - started)
         if request.get("trace") is True:
             self._publish_span(request, received, started, ended, reply)
-        self._answer(request, reply)
+        self._answer(request, reply, read)
         with self._active_lock:
             self._active.discard(call_id)
         kind = reply.get("kind") or "error"
@@ -307,12 +315,13 @@ class Executor:
                 if not invocations:
                     del self._running[run]
 
-    def execute(self, request: Message) -> Message:
+    def execute(self, request: Message, read: list[str] | None = None) -> Message:
         """Run one call request to its end and return the reply message.
 
         A failed call's reply says what happened in ``message`` (one line,
         naming the function as users wrote it) and how in ``kind`` (see
-        :func:`essa.cluster.calls.reply_message`).
+        :func:`essa.cluster.calls.reply_message`). The first state keys the
+        call read are appended to ``read``.
         """
         call_id = request["id"]
         function = request["function"]
@@ -364,7 +373,7 @@ class Executor:
                 return reply_message(call_id, _CALLABLE_STATUS[status], message=f"cannot call {what}: {why}",
                                      kind="no-such-function" if status == "missing" else "bad-signature")
             limits = self.programs.engine.limits
-            host = _CallHost(self, program, request, output)
+            host = _CallHost(self, program, request, output, read)
             invocation = Invocation(request["args"], host, output, limits, argv=request.get("argv", ()), stdin=stdin)
             self._begin(request["run"], invocation)
             try:
@@ -474,9 +483,10 @@ class RunOutput:
 class _CallHost:
     """The ABI's view of the runtime, for one invocation."""
 
-    __slots__ = ("_executor", "_program", "_request", "_output", "_prefix", "_read_only", "state")
+    __slots__ = ("_executor", "_program", "_request", "_output", "_prefix", "_read_only", "state", "_read")
 
-    def __init__(self, executor: Executor, program, request: Message, output: RunOutput) -> None:
+    def __init__(self, executor: Executor, program, request: Message, output: RunOutput,
+                 read: list[str] | None = None) -> None:
         self._executor = executor
         self._program = program
         self._request = request
@@ -484,6 +494,8 @@ class _CallHost:
         self._prefix = f"{request['namespace']}/data/"
         authorizer = executor.authorizer
         self._read_only = authorizer is not None and authorizer.read_only(request)
+        #: the first keys the call read (:data:`essa.placement.MAX_CALL_KEYS`), for placement
+        self._read = read if read is not None else []
         #: the call's view of the state at its consistency level
         self.state = CallState(request, executor.id, executor.state, executor.snapshots)
 
@@ -503,6 +515,9 @@ class _CallHost:
         return future if "consistency" not in extra else TrackedCall(future, self.state)
 
     def get_state(self, key: str) -> bytes | None:
+        read = self._read
+        if len(read) < MAX_CALL_KEYS and key not in read:
+            read.append(key)
         with metrics.store_operation("get"):
             return self.state.get(self._prefix + key)
 

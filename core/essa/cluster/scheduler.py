@@ -44,7 +44,7 @@ from essa.cluster import metrics, topics
 from essa.cluster.authorize import Authorizer, Refused
 from essa.cluster.calls import MAX_RECEIPTS, cancelled_reply, check_request, reply_message, send_reply
 from essa.cluster.deployments import display_name
-from essa.placement import ExecutorState, Placement
+from essa.placement import ExecutorState, Placement, call_keys
 from essa.transport.base import Message, Transport, last_segment
 from essa.util.ratelimit import RateLimitedLog, describe
 from essa.wasm.abi import EssaResult
@@ -229,6 +229,9 @@ class Scheduler:
             call.replied = time.monotonic()
             self._unconfirmed[call_id] = None
             self._ended_on_executor(call)
+            keys = call_keys(notice)  # the state keys the call read: likely cached there now
+            if keys and executor in self.executors:
+                self.placement.observe(self.executors[executor], call.request, keys)
 
     def _received(self, receipt: Message) -> None:
         """A caller's receipt: the replies to ``receipt['ids']`` reached its inbox ``receipt['inbox']``."""
