@@ -23,10 +23,20 @@
     types the versions are visible to the guest as vector clocks. More than
     :data:`MAX_DEPS` keys make every read of the call skip the cache.
 
-Writes are acknowledged by the store at every level (write-through): none of
-them loses an acknowledged write when an executor crashes. The level travels
-in the call request (``consistency``); a call started by a guest inherits its
-caller's level and tree.
+Writes, at every level: without a cache (LMDB, memory) each put goes to the
+store before the guest goes on (write-through). With a cache, a call's puts
+are checked (the lattice type must match the key's value), kept in the call
+(its own reads see them) and sent to the store together, one message per KVS
+owner, before the call starts another call and before it replies (write-back
+bounded by the call: no other call, on any executor, sees them before they
+are stored). So at every level a call's reply, and any call it starts, comes
+after its writes are acknowledged by the store: a crash of the executor can
+lose only the writes of calls that have not replied (their caller gets an
+error, or the scheduler places the call again: merges are idempotent); a
+write the store refuses fails the call.
+
+The level travels in the call request (``consistency``); a call started by a
+guest inherits its caller's level and tree.
 """
 
 from __future__ import annotations
@@ -167,7 +177,8 @@ class Snapshots:
 class CallState:
     """One call's view of the state, at its consistency level (what :class:`~essa.cluster.executor._CallHost` uses)."""
 
-    __slots__ = ("level", "state", "snapshots", "tree", "owner", "root", "writes", "deps", "all_deps", "inherited")
+    __slots__ = ("level", "state", "snapshots", "tree", "owner", "root", "writes", "unstored", "buffered", "deps",
+                 "all_deps", "inherited", "write_error")
 
     def __init__(self, request: Message, executor_id: str, state: Store, snapshots: Snapshots | None) -> None:
         self.level = request.get("consistency") or DEFAULT
@@ -175,8 +186,13 @@ class CallState:
         self.snapshots = snapshots
         self.root = False
         self.tree = self.owner = None
-        #: this call's own writes, merged per key (repeatable read: read-your-writes)
+        #: this call's own writes, merged per key (read-your-writes where reads may not see them otherwise)
         self.writes: dict[str, bytes] = {}
+        #: with a cache: the writes not sent to the store yet, merged per key
+        self.unstored: dict[str, bytes] = {}
+        self.buffered = isinstance(state, CachedStore)
+        #: why the writes sent when the call ended were not stored, or ``None``
+        self.write_error: str | None = None
         #: causal: keys this call's successors must see (its reads and writes, inherited, received)
         self.deps: set[str] = set()
         self.all_deps = False
@@ -200,25 +216,39 @@ class CallState:
     def get(self, key: str) -> bytes | None:
         if self.tree is not None:
             value = self.snapshots.read(self.tree, self.owner, key)
-            own = self.writes.get(key)
-            return value if own is None else (own if value is None else merge_encoded(value, own))
-        if self.level == CAUSAL:
+        elif self.level == CAUSAL:
             if self.all_deps or key in self.inherited:
                 self.inherited.discard(key)
-                value = self.state.refresh(key) if isinstance(self.state, CachedStore) else self.state.get_bytes(key)
+                value = self.state.refresh(key) if self.buffered else self.state.get_bytes(key)
             else:
                 value = self.state.get_bytes(key)
             self._depend(key)
-            return value
-        return self.state.get_bytes(key)
+        else:
+            value = self.state.get_bytes(key)
+        own = self.writes.get(key)
+        return value if own is None else (own if value is None else merge_encoded(value, own))
 
     def put(self, key: str, value: bytes) -> None:
-        self.state.merge_bytes(key, value)
-        if self.tree is not None:
-            own = self.writes.get(key)
-            self.writes[key] = value if own is None else merge_encoded(own, value)
-        elif self.level == CAUSAL:
+        own = self.writes.get(key)
+        if self.buffered:
+            if own is None:  # the store would refuse another lattice type when the call ends: refuse it now
+                current = self.state.get_bytes(key)
+                if current is not None and current[:4] != value[:4]:
+                    merge_encoded(current, value)  # raises LatticeTypeError (or DecodeError) naming the types
+            self.writes[key] = merge_encoded(own, value)
+            self.unstored[key] = merge_encoded(self.unstored.get(key), value)
+        else:
+            self.state.merge_bytes(key, value)
+            if self.tree is not None:
+                self.writes[key] = value if own is None else merge_encoded(own, value)
+        if self.level == CAUSAL:
             self._depend(key)
+
+    def store_writes(self) -> None:
+        """Send the writes kept in the call to the store and wait for its acknowledgement (with a cache)."""
+        if self.unstored:
+            items, self.unstored = list(self.unstored.items()), {}
+            self.state.merge_many(items)
 
     def _depend(self, key: str) -> None:
         if not self.all_deps:
@@ -254,8 +284,14 @@ class CallState:
             self._depend(key)
 
     def end(self) -> None:
-        if self.root:
-            self.snapshots.end(self.tree)
+        """The call ended: store its writes (a failure is kept in :attr:`write_error`), drop its pins."""
+        try:
+            self.store_writes()
+        except EssaError as exc:
+            self.write_error = str(exc)
+        finally:
+            if self.root:
+                self.snapshots.end(self.tree)
 
 
 class TrackedCall:

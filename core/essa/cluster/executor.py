@@ -416,6 +416,10 @@ class Executor:
                 stdin.close()
         if invocation.exceeded is not None:  # an engine that let the guest finish (wasmtime: output)
             return self._over_limit(call_id, what, invocation.failure(""), output if nested else None)
+        if host.state.write_error is not None:
+            self._failed()
+            return reply_message(call_id, EssaResult.UnknownError, exit=1, kind="error",
+                                 message=f"{what}: its writes were not stored: {host.state.write_error}")
         if is_run:
             return reply_message(call_id, EssaResult.Ok, exit=0)
         if invocation.result is None:
@@ -510,6 +514,7 @@ class _CallHost:
         if "token" in req:
             extra["token"] = req["token"]  # and run with its authorization: same module, same namespace
         extra.update(self.state.request_extra())  # and at its consistency level
+        self.state.store_writes()  # the callee (on any executor) sees what this call wrote
         future = self._executor.caller.start(call_request(req["module"], name, args, req["namespace"], req["run"],
                                                           nested=True, **extra))
         return future if "consistency" not in extra else TrackedCall(future, self.state)

@@ -124,6 +124,14 @@ class CachedStore(Store):
             if entry is not None:
                 self._put(key, _merge(entry[0], value), entry[1])
 
+    def merge_many(self, items: list[tuple[str, bytes]]) -> None:
+        self.inner.merge_many(items)
+        with self._lock:
+            for key, value in items:
+                entry = self._entries.get(key)
+                if entry is not None:
+                    self._put(key, _merge(entry[0], value), entry[1])
+
     def delete(self, key: str) -> bool:
         existed = self.inner.delete(key)
         with self._lock:

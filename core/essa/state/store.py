@@ -142,6 +142,14 @@ class Store(ABC):
         """
         return self.get_bytes(key), False
 
+    def merge_many(self, items: list[tuple[str, bytes]]) -> None:
+        """Merge every ``(key, value)`` of ``items`` (:meth:`merge_bytes` each; a store may send them together).
+
+        Returns once every one is acknowledged; raises the first failure (the others may have been stored).
+        """
+        for key, value in items:
+            self.merge_bytes(key, value)
+
     def on_updates(self, update: Callable[[str, bytes | None], None], reset: Callable[[], None]) -> None:
         """Deliver pushed values to ``update(key, value)``; call ``reset()`` when pushes may have been lost
         (a node of the store went away or joined: every watch must be taken again)."""

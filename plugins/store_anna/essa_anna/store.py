@@ -81,6 +81,9 @@ class AnnaStore(Store):
     def watch_bytes(self, key: str) -> tuple[bytes | None, bool]:
         return self.client.watch(key)
 
+    def merge_many(self, items: list[tuple[str, bytes]]) -> None:
+        self.client.put_many(items)  # submitted together: one message per owner
+
     def on_updates(self, update, reset) -> None:
         self.client.on_updates(update, reset)
 
