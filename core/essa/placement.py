@@ -105,14 +105,15 @@ class Placement:
 
         return min(executors, key=score)
 
-    def observe(self, executor: ExecutorState, request: Message, keys: list[str]) -> None:
-        """``executor`` ran ``request``, whose call read ``keys`` (namespace-relative, from its done notice)."""
+    def observe(self, executor: ExecutorState, call: Message, keys: list[str]) -> None:
+        """``executor`` ran ``call`` (its ``module``, ``function`` and ``namespace``), which read ``keys``
+        (namespace-relative, from the call's done notice)."""
         if not keys:
             return
-        namespace = request.get("namespace", "")
+        namespace = call.get("namespace", "")
         ids = [key_id(namespace, k) for k in keys]
         executor.touched(ids)
-        function = (request.get("module", ""), request.get("function", ""))
+        function = (call.get("module", ""), call.get("function", ""))
         before = self._reads.get(function)
         self._reads[function] = (ids, before is not None and set(before[0]) == set(ids))
         self._reads.move_to_end(function)

@@ -234,13 +234,15 @@ class Executor:
     def _answer(self, request: Message, reply: Message, keys: list[str] | None = None) -> None:
         """Send ``reply`` to the caller and the done notice to the scheduler (never raises).
 
-        The notice names the state ``keys`` the call read, for locality-aware placement.
+        The notice names the state ``keys`` the call read (and the call's module, function and
+        namespace), for locality-aware placement.
         """
         try:
             send_reply(self.transport, request["reply_to"], reply)
             notice = {"id": request["id"], "executor": self.id}
             if keys:
-                notice["keys"] = keys
+                notice.update(keys=keys, module=request["module"], function=request["function"],
+                              namespace=request["namespace"])
             self.transport.publish(topics.SCHEDULER_DONE, notice)
         except Exception as exc:
             _problems.warning("answer", "executor %s: cannot answer call %.80s: %s", self.id, request["id"], describe(exc))

@@ -223,15 +223,16 @@ class Scheduler:
             _problems.warning("done", "ignored a malformed done notice (it needs 'id' and 'executor')")
             return
         with self._lock:
+            keys = call_keys(notice)  # the state keys the call read: likely cached there now
+            if keys and executor in self.executors and all(isinstance(notice.get(f), str)
+                                                           for f in ("module", "function", "namespace")):
+                self.placement.observe(self.executors[executor], notice, keys)
             call = self._calls.get(call_id)
             if call is None or call.executor != executor or call.replied is not None:
                 return  # confirmed already, or a late notice of an attempt placed again since
             call.replied = time.monotonic()
             self._unconfirmed[call_id] = None
             self._ended_on_executor(call)
-            keys = call_keys(notice)  # the state keys the call read: likely cached there now
-            if keys and executor in self.executors:
-                self.placement.observe(self.executors[executor], call.request, keys)
 
     def _received(self, receipt: Message) -> None:
         """A caller's receipt: the replies to ``receipt['ids']`` reached its inbox ``receipt['inbox']``."""
