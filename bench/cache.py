@@ -234,8 +234,8 @@ def mix(anna: Anna, seconds: float, concurrency: int, ops_per_call: list[int], l
     rng = random.Random(23)
     choose = Zipf(1000, 1.0, rng)
     seed = anna.store()
-    for i in range(1000):
-        seed.put(f"{NAMESPACE}-mix/data/k{i}", SetLattice({b"0"}))
+    for label in ("cached", "uncached"):  # each configuration its own namespace, seeded alike
+        seed.merge_many([(f"{NAMESPACE}-{label}/data/k{i}", encode_lattice(SetLattice({b"0"}))) for i in range(1000)])
     seed.close()
     counter = itertools.count(1)
 
@@ -249,19 +249,22 @@ def mix(anna: Anna, seconds: float, concurrency: int, ops_per_call: list[int], l
                 parts.append(b"\1" + key + blob(encode_lattice(SetLattice({str(next(counter)).encode()}))))
         return b"".join(parts)
 
+    # The same calls for both configurations (2,000 per --ops, cycled: the Sets grow alike).
+    workloads = {n: [args(n) for _ in range(2000)] for n in ops_per_call}
     results = []
     for cache_size, label in (("0", "uncached"), ("64M", "cached")):
+        deployment = f"{NAMESPACE}-{label}"
         procs, endpoint = cluster(anna, cache_size, logs)
         try:
             connection = essa.connect(endpoint, timeout=90)
             wait_for(lambda: len([a for a in connection.status() if a.get("role") == "executor"]) == 2,
                      "two executors did not join")
-            connection.deploy(STATE_OPS, f"{NAMESPACE}-mix")
+            connection.deploy(STATE_OPS, deployment)
             for n in ops_per_call:
-                payloads = [args(n) for _ in range(2000)]
+                payloads = workloads[n]
                 for p in payloads[:20]:
-                    connection.call(f"{NAMESPACE}-mix", "ops", p, timeout=60)
-                done = run_closed_loop(connection, payloads, concurrency, seconds)
+                    connection.call(deployment, "ops", p, timeout=60)
+                done = run_closed_loop(connection, deployment, payloads, concurrency, seconds)
                 results.append({"cache": label, "ops_per_call": n, **done,
                                 "state_ops_per_s": round(done["calls_per_s"] * n, 1)})
                 print(json.dumps(results[-1]), file=sys.stderr)
@@ -276,7 +279,7 @@ def mix(anna: Anna, seconds: float, concurrency: int, ops_per_call: list[int], l
     return results
 
 
-def run_closed_loop(connection, payloads: list[bytes], concurrency: int, seconds: float) -> dict:
+def run_closed_loop(connection, deployment: str, payloads: list[bytes], concurrency: int, seconds: float) -> dict:
     lock = threading.Lock()
     state = {"calls": 0, "errors": 0, "stop": False}
     latencies: list[float] = []
@@ -286,7 +289,7 @@ def run_closed_loop(connection, payloads: list[bytes], concurrency: int, seconds
 
     def issue() -> None:
         started = time.perf_counter()
-        future = connection.call_async(f"{NAMESPACE}-mix", "ops", payloads[next(index) % len(payloads)])
+        future = connection.call_async(deployment, "ops", payloads[next(index) % len(payloads)])
         future.add_done_callback(lambda f: done(f, started))
 
     def done(future, started: float) -> None:

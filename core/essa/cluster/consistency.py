@@ -178,7 +178,7 @@ class CallState:
     """One call's view of the state, at its consistency level (what :class:`~essa.cluster.executor._CallHost` uses)."""
 
     __slots__ = ("level", "state", "snapshots", "tree", "owner", "root", "writes", "unstored", "buffered", "deps",
-                 "all_deps", "inherited", "write_error")
+                 "all_deps", "inherited", "write_error", "_merged")
 
     def __init__(self, request: Message, executor_id: str, state: Store, snapshots: Snapshots | None) -> None:
         self.level = request.get("consistency") or DEFAULT
@@ -193,6 +193,8 @@ class CallState:
         self.buffered = isinstance(state, CachedStore)
         #: why the writes sent when the call ended were not stored, or ``None``
         self.write_error: str | None = None
+        #: key -> (value read, own writes, their merge): the last read of a key this call wrote
+        self._merged: dict[str, tuple[bytes | None, bytes, bytes]] = {}
         #: causal: keys this call's successors must see (its reads and writes, inherited, received)
         self.deps: set[str] = set()
         self.all_deps = False
@@ -226,7 +228,16 @@ class CallState:
         else:
             value = self.state.get_bytes(key)
         own = self.writes.get(key)
-        return value if own is None else (own if value is None else merge_encoded(value, own))
+        if own is None:
+            return value
+        if value is None:
+            return own
+        last = self._merged.get(key)
+        if last is not None and last[0] is value and last[1] is own:  # a big value is not decoded again
+            return last[2]
+        merged = merge_encoded(value, own)
+        self._merged[key] = (value, own, merged)
+        return merged
 
     def put(self, key: str, value: bytes) -> None:
         own = self.writes.get(key)
@@ -249,6 +260,10 @@ class CallState:
         if self.unstored:
             items, self.unstored = list(self.unstored.items()), {}
             self.state.merge_many(items)
+            if self.tree is None:  # the cache holds them now; a snapshot does not
+                for key, _value in items:
+                    self.writes.pop(key, None)
+                    self._merged.pop(key, None)
 
     def _depend(self, key: str) -> None:
         if not self.all_deps:

@@ -179,7 +179,16 @@ class AnnaClient:
         return [self._wait(f) for f in [self.submit(P.GET, k) for k in keys]]
 
     def put_many(self, items: Iterable[tuple[str, bytes]]) -> None:
-        for f in [self.submit(P.PUT, k, bytes(v)) for k, v in items]:
+        """Merge every (key, encoded lattice); sent together, one message per owner worker."""
+        deferred = getattr(self._local, "defer", False)
+        self._local.defer = True
+        try:
+            futures = [self.submit(P.PUT, k, bytes(v)) for k, v in items]
+        finally:
+            self._local.defer = deferred
+        if not deferred:
+            self._flush()
+        for f in futures:
             self._wait(f)
 
     def owners(self, key: str) -> tuple[tuple[str, int], ...]:
