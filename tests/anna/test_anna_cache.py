@@ -14,7 +14,17 @@ from essa.state.cache import CachedStore  # noqa: E402
 from essa.state.lattice import LwwLattice, SetLattice  # noqa: E402
 from essa_anna import AnnaStore  # noqa: E402
 
-from .helpers import READY_TIMEOUT, AnnaCluster, wait_until  # noqa: E402
+from .helpers import (  # noqa: E402
+    READY_TIMEOUT,
+    ROOT,
+    TEST_FUNCTION,
+    AnnaCluster,
+    essa,
+    expected_test_function_output,
+    wait_until,
+)
+
+WORD_COUNT = ROOT / "examples" / "word-count.wasm"
 
 
 def store_of(cluster: AnnaCluster) -> AnnaStore:
@@ -129,3 +139,19 @@ def test_an_entry_is_watched_again_after_its_lease(anna):
         assert cache.stats.misses == 2
     finally:
         cache.close()
+
+
+@pytest.mark.parametrize("cache", ["64M", "0"], ids=["cache-on", "cache-off"])
+def test_the_examples_give_the_same_results_with_the_cache_on_and_off(anna, engine_name, cache):
+    """essa-rs's test function and the word count, embedded on the Anna store, with the executors' cache
+    on and off (ESSA_CACHE_SIZE): the same output."""
+    anna.start(3)
+    store = ["--engine", engine_name, "--store", "anna", "--store-option", f"routing={anna.endpoint}",
+             "--store-option", "timeout=30"]
+    env = {"ESSA_CACHE_SIZE": cache}
+    result = essa(*store, "run", str(TEST_FUNCTION), env=env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == expected_test_function_output()
+    result = essa(*store, "run", str(WORD_COUNT), env=env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "words: 23\nvocabulary: 16 words\n"

@@ -19,7 +19,7 @@ from essa.cluster.executor import Executor
 from essa.cluster.programs import ProgramCache, read_module
 from essa.cluster.scheduler import Scheduler
 from essa.plugins import DEFAULTS, PluginManager, get_plugin_manager
-from essa.state.cache import DEFAULT_CAPACITY, cached
+from essa.state.cache import cached, capacity_from_environment
 from essa.state.store import Store
 from essa.transport.base import Transport
 from essa.wasm.engine import Engine
@@ -66,7 +66,8 @@ class EmbeddedRuntime:
     :param limits: the limits of every call (default: :class:`Limits` defaults).
     :param grants: what guests may reach of this host (default: nothing).
     :param cache_size: bytes of the executors' shared cache of lattice values, when the
-        store pushes updates (see :mod:`essa.state.cache`); 0 turns it off.
+        store pushes updates (see :mod:`essa.state.cache`); 0 turns it off; default
+        ``$ESSA_CACHE_SIZE``, else 64 MiB.
     """
 
     def __init__(
@@ -77,7 +78,7 @@ class EmbeddedRuntime:
         executors: int | None = None,
         limits: Limits | None = None,
         grants: Grants | None = None,
-        cache_size: int | None = DEFAULT_CAPACITY,
+        cache_size: int | None = None,
     ) -> None:
         plugins = get_plugin_manager()
         self._owns_store = not isinstance(store, Store)
@@ -86,7 +87,7 @@ class EmbeddedRuntime:
         self.engine = open_engine(engine, limits, plugins, grants)
         self.store = open_store(store, store_options, plugins) if self._owns_store else store  # type: ignore[arg-type]
         try:
-            self.state = cached(self.store, cache_size)
+            self.state = cached(self.store, capacity_from_environment() if cache_size is None else cache_size)
             self.transport: Transport = plugins.transport_class("local")()
             self.programs = ProgramCache(self.engine, self.store)
             self.scheduler = Scheduler(self.transport)

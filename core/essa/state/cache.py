@@ -27,6 +27,7 @@ leaves the owner in the same batch). The consistency levels
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections import OrderedDict
@@ -34,6 +35,7 @@ from collections import OrderedDict
 from essa.errors import EssaError
 from essa.state.bincode import merge_encoded
 from essa.state.store import Store
+from essa.util.units import parse_size
 
 #: Bytes counted per entry on top of its key and value (the dict slot, the tuple, the objects).
 ENTRY_OVERHEAD = 160
@@ -225,6 +227,22 @@ def _merge(old: bytes | None, new: bytes | None) -> bytes | None:
 
 
 
+def capacity_from_environment() -> int:
+    """``$ESSA_CACHE_SIZE`` in bytes (``64M`` if unset; ``0``: no cache).
+
+    :raises EssaError: the variable is not a size.
+    """
+    text = os.environ.get("ESSA_CACHE_SIZE", "").strip()
+    if not text:
+        return DEFAULT_CAPACITY
+    if text == "0":
+        return 0
+    try:
+        return parse_size(text)
+    except ValueError as exc:
+        raise EssaError(f"ESSA_CACHE_SIZE={text!r}: {exc}") from None
+
+
 def cached(store: Store, capacity: int | None = DEFAULT_CAPACITY) -> Store:
     """``store`` behind a :class:`CachedStore` of ``capacity`` bytes if it pushes updates; else ``store`` itself
     (a capacity of 0 or ``None`` turns the cache off). An embedded store such as LMDB reads from local memory
@@ -234,4 +252,4 @@ def cached(store: Store, capacity: int | None = DEFAULT_CAPACITY) -> Store:
     return CachedStore(store, capacity)
 
 
-__all__ = ["CacheStats", "CachedStore", "DEFAULT_CAPACITY", "cached"]
+__all__ = ["CacheStats", "CachedStore", "DEFAULT_CAPACITY", "cached", "capacity_from_environment"]
