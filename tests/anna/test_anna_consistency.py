@@ -9,7 +9,9 @@ level and checks the history: no anomaly.
 
 from __future__ import annotations
 
+import itertools
 import json
+import signal
 import struct
 import threading
 import time
@@ -185,3 +187,54 @@ def test_calls_follow_their_keys_to_the_executor_that_caches_them(cluster):
     after = {i: e["by_function"].get("__essa_wrapper__read_key", 0) for i, e in cluster.executors().items()}
     ran = sorted(after[i] - before.get(i, 0) for i in after)
     assert ran[-1] >= 9, ran
+
+
+def test_the_levels_hold_through_a_killed_kvs_node_and_a_stopped_executor(cluster):
+    """Faults while histories are recorded: kill -9 of a KVS node (replication 2: every acknowledged write
+    survives; the caches start over), then SIGSTOP of an executor for 2 s (its calls wait for it)."""
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def writer() -> None:
+        i = 0
+        while not stop.wait(0.005):
+            i += 1
+            try:
+                cluster.store.put(cluster.key("hot"), SetLattice({f"f{i}".encode()}))
+            except Exception as exc:  # a put racing the kill may time out: the next one goes on
+                errors.append(exc)
+
+    thread = threading.Thread(target=writer, daemon=True)
+    thread.start()
+    try:
+        warm(cluster, "hot")
+        warm(cluster, "c")
+        counter = itertools.count()
+
+        def rounds() -> tuple[list[Record], list[Record]]:
+            trees = [Record("repeatable-read", reads=[members(v) for v in split(
+                cluster.call("read_call_read", text("hot"), "repeatable-read"))]) for _ in range(8)]
+            causal = []
+            for _ in range(8):
+                value = f"x{next(counter)}".encode()
+                seen = cluster.call("write_call_read", text("c") + blob(encode_lattice(SetLattice({value}))), "causal")
+                causal.append(Record("causal", wrote=frozenset({value}), reads=[members(seen)]))
+            return trees, causal
+
+        histories = [rounds()]
+        cluster.anna.kill("kvs-n0")
+        histories.append(rounds())
+        executor = cluster.anna.procs["executor-1"]
+        executor.send_signal(signal.SIGSTOP)
+        resume = threading.Timer(2.0, executor.send_signal, (signal.SIGCONT,))
+        resume.start()
+        try:
+            histories.append(rounds())
+        finally:
+            resume.join()
+        for trees, causal in histories:
+            assert not repeatable_read_violations(trees), repeatable_read_violations(trees)[:3]
+            assert not causal_violations(causal), causal_violations(causal)[:3]
+    finally:
+        stop.set()
+        thread.join(30)
