@@ -20,7 +20,12 @@ reads, 10% adds of one member to a Set, keys drawn from 1,000 by Zipf 1.0.
 Calls/s and state operations/s, and the ratio cached/uncached; run for
 ``--ops 1`` (one operation per call) and ``--ops 50`` by default.
 
-Usage: python bench/cache.py [--parts hot,mix] [--nodes 1] [--seconds 10] [--ops 1,50]
+``memory`` (not run by default): ``--memory-reads`` reads (1,000,000) of
+``--memory-keys`` keys (100,000 Lww values of 100 bytes), Zipf 1.0, from 8
+threads through one cache of ``--memory-capacity`` bytes (8M): the cache's
+bytes and entries, and this process's RSS, every tenth of the reads.
+
+Usage: python bench/cache.py [--parts hot,mix,memory] [--nodes 1] [--seconds 10] [--ops 1,50]
 """
 
 from __future__ import annotations
@@ -322,6 +327,54 @@ def run_closed_loop(connection, deployment: str, payloads: list[bytes], concurre
             "p99_ms": round(pct(latencies, 0.99) * 1e3, 3) if latencies else None}
 
 
+def rss_mib() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def memory(anna: Anna, reads: int, keys: int, capacity: int) -> dict:
+    from essa.state.bincode import encode_lattice
+    from essa.state.cache import CachedStore
+    from essa.state.lattice import LwwLattice
+
+    seed = anna.store()
+    value = encode_lattice(LwwLattice(1, b"v" * 100))
+    names = [f"{NAMESPACE}-memory/data/k{i}" for i in range(keys)]
+    for i in range(0, keys, 2000):
+        seed.merge_many([(k, value) for k in names[i:i + 2000]])
+    seed.close()
+    cache = CachedStore(anna.store(), capacity)
+    samples = []
+    done = itertools.count(1)
+    step = reads // 10
+    lock = threading.Lock()
+
+    def reader(seed_: int, count: int) -> None:
+        choose = Zipf(keys, 1.0, random.Random(seed_))
+        for _ in range(count):
+            assert cache.get_bytes(names[choose()]) == value
+            n = next(done)
+            if n % step == 0:
+                with lock:
+                    samples.append({"reads": n, "rss_mib": round(rss_mib(), 1), "cache_bytes": cache.bytes,
+                                    "entries": len(cache)})
+
+    started = time.perf_counter()
+    threads = [threading.Thread(target=reader, args=(i, reads // 8)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    took = time.perf_counter() - started
+    status = cache.status()
+    cache.close()
+    return {"reads": reads, "keys": keys, "capacity": capacity, "seconds": round(took, 1),
+            "reads_per_s": round(reads / took), "samples": samples, "cache": status}
+
+
 def main() -> None:
     if len(sys.argv) == 4 and sys.argv[1] == "--writer":
         writer_main(sys.argv[2], sys.argv[3], 0.1)
@@ -335,6 +388,9 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=8, help="mix: calls in flight")
     parser.add_argument("--ops", default="1,50", help="mix: state operations per call (comma-separated)")
     parser.add_argument("--logs", default="/tmp/essa-bench-cache", help="executor logs")
+    parser.add_argument("--memory-reads", type=int, default=1_000_000)
+    parser.add_argument("--memory-keys", type=int, default=100_000)
+    parser.add_argument("--memory-capacity", default="8M")
     args = parser.parse_args()
     parts = args.parts.split(",")
     logs = Path(args.logs)
@@ -350,6 +406,10 @@ def main() -> None:
             report["mix"] = {"concurrency": args.concurrency, "seconds": args.seconds,
                              "results": mix(anna, args.seconds, args.concurrency,
                                             [int(n) for n in args.ops.split(",")], logs)}
+        if "memory" in parts:
+            from essa.util.units import parse_size
+
+            report["memory"] = memory(anna, args.memory_reads, args.memory_keys, parse_size(args.memory_capacity))
     finally:
         anna.stop()
     print(json.dumps(report, indent=2))
