@@ -6,6 +6,7 @@ through this package. The most used names are importable from ``essa`` too.
 
 from essa.api.connection import CallError, Connection, Run, State, connect
 from essa.cluster.client import ConsoleOutput
+from essa.cluster.consistency import LEVELS as CONSISTENCY_LEVELS
 from essa.cluster.deployments import Deployment, check_name
 from essa.cluster.programs import read_module
 from essa.cluster.tracing import write_chrome_trace
@@ -14,6 +15,7 @@ from essa.security.tls import TlsFiles
 from essa.wasm.limits import DirGrant, Grants, Limits
 
 __all__ = [
+    "CONSISTENCY_LEVELS",
     "CallError",
     "Connection",
     "ConsoleOutput",

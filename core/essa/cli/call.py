@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from essa.api import ConsoleOutput
+from essa.api import CONSISTENCY_LEVELS, ConsoleOutput
 from essa.cli.options import (
     connection_options,
     limit_options,
@@ -65,11 +65,17 @@ def _json_value(value: Any) -> Any:
 @click.option("--json", "as_json", is_flag=True, help="Print deployment, function and result as JSON.")
 @click.option("--trace", "trace_file", metavar="FILE", type=click.Path(dir_okay=False, writable=True),
               help="Write the call's tree of remote calls to FILE as Chrome trace-event JSON.")
+@click.option("--consistency", type=click.Choice(CONSISTENCY_LEVELS), default="default", show_default=True,
+              help="What the call's (and its remote calls') state reads see: repeatable-read, one version of a "
+              "key for the whole call tree; causal, every write that precedes them (README: \"Executor caches "
+              "and consistency levels\").")
+@click.option("--key", "keys", multiple=True, metavar="KEY",
+              help="A state key the call will touch (repeatable): the scheduler prefers an executor that caches it.")
 @connection_options
 @limit_options
 @click.pass_context
-def call(ctx: click.Context, deployment, function, args, arg_types, result_type, as_json, trace_file, connect,
-         zenoh_config, timeout, **limit_flags) -> None:
+def call(ctx: click.Context, deployment, function, args, arg_types, result_type, as_json, trace_file, consistency,
+         keys, connect, zenoh_config, timeout, **limit_flags) -> None:
     """Call FUNCTION of a deployment and print its result.
 
     An ARG is text, @FILE (the file's contents) or - (stdin). Without
@@ -97,7 +103,8 @@ def call(ctx: click.Context, deployment, function, args, arg_types, result_type,
     with open_connection(ctx.obj, connect, zenoh_config, timeout, **embedded) as es:
         spec = es.deployment(deployment).spec
         with catching_signals() as signals:
-            future = es.call_async(deployment, function, payload, output=output, trace=trace_file is not None)
+            future = es.call_async(deployment, function, payload, output=output, trace=trace_file is not None,
+                                   consistency=consistency, keys=keys)
             try:
                 result = wait_unless_interrupted(future, signals)
             finally:
