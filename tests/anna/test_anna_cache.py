@@ -95,8 +95,8 @@ def test_a_killed_kvs_node_resets_the_cache_and_reads_stay_correct(anna):
             writer.put(key, SetLattice({b"1"}))
             cache.get_bytes(key)
         assert len(cache) == 50
-        anna.kill("kvs-n0")
         resets = cache.stats.resets
+        anna.kill("kvs-n0")
         assert wait_until(lambda: cache.stats.resets > resets, timeout=READY_TIMEOUT)
         for key in keys:  # acknowledged writes survive (replication 2); pushes come from the new owners
             writer.put(key, SetLattice({b"2"}))
