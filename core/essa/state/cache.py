@@ -39,6 +39,8 @@ from essa.util.units import parse_size
 
 #: Bytes counted per entry on top of its key and value (the dict slot, the tuple, the objects).
 ENTRY_OVERHEAD = 160
+#: Marks a key deleted while it was being loaded.
+_DELETED: bytes = b"deleted while loading"
 #: The default capacity of an executor's cache.
 DEFAULT_CAPACITY = 64 << 20
 
@@ -111,8 +113,13 @@ class CachedStore(Store):
             raise
         with self._lock:
             pushed = self._loading.pop(key, None)
+            if pushed is _DELETED:  # deleted while the watch was on its way: read it again next time
+                return value
             if pushed is not None:
                 value = _merge(value, pushed)
+            entry = self._entries.get(key)
+            if entry is not None:  # another thread loaded it meanwhile, and pushes may have followed
+                value = _merge(value, entry[0])
             if not watched:
                 self.stats.unwatched += 1
             elif generation == self._generation:
@@ -156,7 +163,13 @@ class CachedStore(Store):
         with self._lock:
             self.stats.pushes += 1
             if key in self._loading:
-                self._loading[key] = value if value is None else _merge(self._loading[key], value)
+                loading = self._loading[key]
+                if value is None:
+                    self._loading[key] = _DELETED
+                elif loading is None or loading is _DELETED:
+                    self._loading[key] = value
+                else:
+                    self._loading[key] = _merge(loading, value)
             entry = self._entries.get(key)
             if entry is None:
                 return
