@@ -9,6 +9,7 @@ from rich.table import Table
 from essa import api
 from essa.cli.options import split_endpoints, tls_options
 from essa.cli.output import echo_json
+from essa.util.units import format_bytes
 
 
 @click.command()
@@ -31,15 +32,25 @@ def status(connect, zenoh_config, as_json) -> None:
                    f"{sched['in_flight']} calls in flight, {sched.get('unconfirmed', 0)} replies not confirmed by "
                    f"their callers yet, {sched['waiting']} waiting")
     table = Table(title="executors")
-    for column in ("id", "engine", "workers", "calls", "runs", "failed", "cancelled", "running", "in flight", "modules"):
+    for column in ("id", "engine", "workers", "calls", "runs", "failed", "cancelled", "running", "in flight", "modules",
+                   "cache"):
         table.add_column(column)
     placed = {k: v for s in schedulers for k, v in s["executors"].items()}
     for ex in executors:
         table.add_row(ex["id"], ex["engine"], str(ex["workers"]), str(ex["calls"]), str(ex["runs"]),
                       str(ex["failures"]), str(ex.get("cancelled", "-")), str(ex.get("running", "-")),
-                      str(placed.get(ex["id"], {}).get("in_flight", "-")), str(len(ex["modules"])))
+                      str(placed.get(ex["id"], {}).get("in_flight", "-")), str(len(ex["modules"])),
+                      _cache(ex.get("cache")))
     Console().print(table)
 
+
+def _cache(cache: object) -> str:
+    """An executor's cache: entries, size, hit rate (``-`` without one)."""
+    if not isinstance(cache, dict):
+        return "-"
+    reads = cache.get("hits", 0) + cache.get("misses", 0)
+    hits = f", {100 * cache.get('hits', 0) / reads:.0f}% hits" if reads else ""
+    return f"{cache.get('entries', 0)} keys, {format_bytes(cache.get('bytes', 0))}{hits}"
 
 
 __all__ = ["status"]
