@@ -24,7 +24,7 @@ pytest.importorskip("essa_anna")
 
 import essa  # noqa: E402
 from essa.state.bincode import decode_lattice, encode_lattice  # noqa: E402
-from essa.state.lattice import SetLattice  # noqa: E402
+from essa.state.lattice import LwwLattice, SetLattice  # noqa: E402
 from essa_anna import AnnaStore  # noqa: E402
 
 from .helpers import READY_TIMEOUT, AnnaCluster, essa as run_essa, free_port  # noqa: E402
@@ -238,3 +238,22 @@ def test_the_levels_hold_through_a_killed_kvs_node_and_a_stopped_executor(cluste
     finally:
         stop.set()
         thread.join(30)
+
+
+def op(kind: int, key: str, value: bytes = b"") -> bytes:
+    return bytes([kind]) + text(key) + blob(value)
+
+
+def test_a_calls_writes_are_in_the_store_when_it_replies_and_a_wrong_type_is_refused_at_once(cluster):
+    """With caches, a call's writes are kept in the call and stored together before its reply: a reader
+    elsewhere sees them as soon as the call returns. A put of another lattice type is refused when made."""
+    for i in range(5):
+        payload = struct.pack("<Q", 2) + op(1, "acked", encode_lattice(SetLattice({f"m{i}".encode()}))) + op(0, "acked")
+        found = cluster.call("ops", payload)
+        assert struct.unpack("<Q", found)[0] == 1  # the call read its own write
+        assert f"m{i}".encode() in members(cluster.store.get_bytes(cluster.key("acked")))  # stored before the reply
+    cluster.store.put(cluster.key("typed"), SetLattice({b"s"}))
+    lww = encode_lattice(LwwLattice(1, b"not a set"))
+    with pytest.raises(essa.CallError, match="without essa_set_result"):  # ops gave up on the refused put
+        cluster.call("ops", struct.pack("<Q", 1) + op(1, "typed", lww))
+    assert members(cluster.store.get_bytes(cluster.key("typed"))) == {b"s"}
