@@ -30,7 +30,7 @@ transports
     :class:`Transport`, :class:`Message`, :class:`Subscription`, :func:`last_segment`.
 triggers
     :class:`Trigger`, :class:`TriggerConfig`, the public API's
-    :class:`Connection`, and the JSON view of lattices (:func:`to_json`,
+    :class:`Connection` (and its :data:`CONSISTENCY_LEVELS`), and the JSON view of lattices (:func:`to_json`,
     :func:`from_json`).
 commands (``essa_register_commands``)
     the CLI's option helpers (:func:`endpoint_options`, :func:`metrics_option`,
@@ -47,7 +47,7 @@ everyone
 from __future__ import annotations
 
 from essa import hookimpl
-from essa.api import Connection
+from essa.api import CONSISTENCY_LEVELS, Connection
 from essa.api.trigger import Trigger, TriggerConfig
 from essa.cli.options import (
     endpoint_options,
@@ -161,7 +161,7 @@ __all__ = [
     # transports
     "DEFAULT_ENDPOINT", "Message", "Subscription", "Transport", "TransportError", "last_segment",
     # triggers
-    "Connection", "Trigger", "TriggerConfig", "from_json", "to_json",
+    "CONSISTENCY_LEVELS", "Connection", "Trigger", "TriggerConfig", "from_json", "to_json",
     # commands
     "LATENCY", "data_dir", "endpoint_options", "metrics_option", "open_transport", "serve_metrics",
     "split_endpoints", "tls_files", "tls_options", "wait_for_signal",

@@ -17,6 +17,7 @@ import asyncio
 import collections
 import concurrent.futures
 import contextlib
+import functools
 import json
 import re
 import threading
@@ -30,6 +31,7 @@ from starlette.responses import Response
 from starlette.routing import Route, Router
 
 from essa.plugin import (
+    CONSISTENCY_LEVELS,
     Connection,
     DecodeError,
     EssaError,
@@ -200,11 +202,16 @@ class Routes:
     # -- routes ------------------------------------------------------------------------
 
     async def call(self, request: Request, args: bytes) -> Response:
-        """``POST /v1/functions/{deployment}/{function}``: body = arguments, answer = result."""
+        """``POST /v1/functions/{deployment}/{function}[?consistency=LEVEL]``: body = arguments, answer = result."""
         params = request.path_params
+        consistency = request.query_params.get("consistency")
+        if consistency is not None and consistency not in CONSISTENCY_LEVELS:
+            raise HttpError(400, f"unknown consistency level {consistency[:40]!r}: expected one of "
+                                 f"{', '.join(CONSISTENCY_LEVELS)}", "invalid")
         loop = asyncio.get_running_loop()
-        start = loop.run_in_executor(self.pool, self._connection(request).call_async, params["deployment"],
-                                     params["function"], args)
+        start = loop.run_in_executor(self.pool, functools.partial(
+            self._connection(request).call_async, params["deployment"], params["function"], args,
+            consistency=consistency))
         try:
             future = await asyncio.shield(start)
         except asyncio.CancelledError:  # the request was cancelled (a forced shutdown): so is the call
