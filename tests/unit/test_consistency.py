@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from essa.cluster.consistency import MAX_DEPS, CallState, Snapshots, check_fields
@@ -84,3 +86,18 @@ def test_without_a_cache_writes_go_through_and_types_are_checked_by_the_store():
     with pytest.raises(LatticeTypeError):
         call.put("k", s(b"x"))
     assert call.request_extra() == {} and call.reply_extra() == {}
+
+
+def test_a_deployment_records_its_level_and_refuses_an_unknown_one(tmp_path):
+    import essa
+    from essa.errors import EssaError
+
+    module = (Path(__file__).resolve().parents[2] / "examples" / "state-ops.wasm").read_bytes()
+    with essa.connect(store="memory", executors=1) as es:
+        assert es.deploy(module, "plain").consistency == "default"
+        assert es.deploy(module, "rr", consistency="repeatable-read").consistency == "repeatable-read"
+        assert es.deployment("rr").consistency == "repeatable-read"
+        assert es.deployment("rr").as_dict()["consistency"] == "repeatable-read"
+        with pytest.raises(EssaError, match="unknown consistency level 'strict'"):
+            es.deploy(module, "bad", consistency="strict")
+        assert es.call("rr", "read_key", b"\x01\x00\x00\x00\x00\x00\x00\x00k") == b""  # runs at its level

@@ -140,20 +140,25 @@ class Connection:
 
     # -- deployments -----------------------------------------------------------------
 
-    def deploy(self, module: str | os.PathLike | bytes, name: str) -> Deployment:
+    def deploy(self, module: str | os.PathLike | bytes, name: str, consistency: str | None = None) -> Deployment:
         """Store ``module`` (a path or the bytes) as a new version of deployment ``name``.
 
         The module is compiled on deploy: a module that cannot run is refused
-        here. Returns the new version.
+        here. ``consistency`` is the level of the version's calls that name
+        none (see :meth:`call`). Returns the new version.
         """
+        problem = check_level(consistency)
+        if problem is not None:
+            raise EssaError(problem)
         check_name(name)
         if isinstance(module, (bytes, bytearray)):
             wasm = bytes(module)
             check_wasm(wasm, "the module")
         else:
             wasm = read_module(os.fspath(module))
+        extra = {"consistency": consistency} if consistency not in (None, DEFAULT) else {}
         answer = self._control.request("deploy", timeout=DEPLOY_TIMEOUT, name=name, wasm=wasm,
-                                       id=os.urandom(16).hex(), created=time.time_ns())
+                                       id=os.urandom(16).hex(), created=time.time_ns(), **extra)
         deployment = Deployment.from_dict(answer["deployment"])
         self._forget(name)
         return deployment
@@ -224,8 +229,9 @@ class Connection:
         deployment = self.deployment(spec)
         export = deployment.check_function(function)
         fields = {"deployment": deployment.name}
-        if consistency not in (None, DEFAULT):
-            fields["consistency"] = consistency
+        level = consistency if consistency is not None else deployment.consistency
+        if level != DEFAULT:
+            fields["consistency"] = level
         if keys:
             fields["keys"] = list(keys)[:MAX_CALL_KEYS]
             for key in fields["keys"]:
@@ -241,7 +247,7 @@ class Connection:
         A call not answered after ``timeout`` seconds is cancelled.
         ``consistency`` is the level of the call and every call it starts:
         ``"default"``, ``"repeatable-read"`` or ``"causal"`` (see
-        :mod:`essa.cluster.consistency`). ``keys`` are state keys the call
+        :mod:`essa.cluster.consistency`); by default, the deployment's. ``keys`` are state keys the call
         will touch: the scheduler prefers an executor whose cache holds them
         (at most 16 count).
 

@@ -6,6 +6,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from essa.api import CONSISTENCY_LEVELS
 from essa.cli.options import Settings, connection_options, open_connection
 from essa.cli.output import echo_json, when
 from essa.util.units import format_bytes
@@ -15,9 +16,11 @@ from essa.util.units import format_bytes
 @click.argument("module", metavar="FILE.wasm", type=click.Path(dir_okay=False))
 @click.option("--name", required=True, help="The deployment's name: a new version if it exists.")
 @click.option("--json", "as_json", is_flag=True, help="Print the new version as JSON.")
+@click.option("--consistency", type=click.Choice(CONSISTENCY_LEVELS), default="default", show_default=True,
+              help="The consistency level of this version's calls that name none (`essa call --consistency`).")
 @connection_options
 @click.pass_obj
-def deploy(settings: Settings, module, name, as_json, connect, zenoh_config, timeout) -> None:
+def deploy(settings: Settings, module, name, as_json, consistency, connect, zenoh_config, timeout) -> None:
     """Deploy FILE.wasm as NAME: store it, compile it, and record a new version.
 
     Call its functions with `essa call NAME FUNCTION`; NAME is its latest
@@ -25,13 +28,14 @@ def deploy(settings: Settings, module, name, as_json, connect, zenoh_config, tim
     kept across calls, runs, restarts and redeploys.
     """
     with open_connection(settings, connect, zenoh_config, timeout) as es:
-        deployment = es.deploy(module, name)
+        deployment = es.deploy(module, name, consistency=consistency)
     if as_json:
         echo_json(deployment.as_dict())
         return
     functions = ", ".join(deployment.functions) or "none"
     click.echo(f"deployed {deployment.spec}: module {deployment.module[:12]} ({format_bytes(deployment.size)}), "
-               f"functions: {functions}")
+               f"functions: {functions}"
+               + (f"; consistency {deployment.consistency}" if deployment.consistency != "default" else ""))
 
 
 @click.command(name="ls")

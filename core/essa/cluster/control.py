@@ -39,6 +39,7 @@ from typing import Any, Callable
 
 from essa.cluster import topics
 from essa.cluster.authorize import Authorizer, Refused
+from essa.cluster.consistency import check_level
 from essa.cluster.deployments import (
     DeploymentRegistry,
     check_name,
@@ -145,8 +146,12 @@ class ControlService:
                                f"({format_bytes(self.max_message_bytes)})")
         module = publish_module(self.store, wasm, f"the module of {name!r}")
         program = self.programs.get(module)  # compiles now: a bad module fails the deploy
+        consistency = _optional(request, "consistency", str) or "default"
+        problem = check_level(consistency)
+        if problem is not None:
+            raise ControlError(problem)
         deployment = self.registry.add(name, module, len(wasm), user_functions(program.info),
-                                       _optional(request, "id", str), _optional(request, "created", int))
+                                       _optional(request, "id", str), _optional(request, "created", int), consistency)
         log.info("deployed %s (module %s, %d bytes)", deployment.spec, module[:12], len(wasm))
         return {"deployment": deployment.as_dict()}
 

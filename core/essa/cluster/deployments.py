@@ -111,6 +111,8 @@ class Deployment:
     functions: tuple[str, ...]
     #: When this version was deployed (nanoseconds since the Unix epoch).
     created: int
+    #: The consistency level of its calls unless a call names one (:mod:`essa.cluster.consistency`).
+    consistency: str = "default"
 
     @property
     def namespace(self) -> str:
@@ -128,7 +130,7 @@ class Deployment:
     @classmethod
     def from_dict(cls, data: dict) -> "Deployment":
         return cls(data["name"], int(data["version"]), data["module"], int(data["size"]),
-                   tuple(data["functions"]), int(data["created"]))
+                   tuple(data["functions"]), int(data["created"]), data.get("consistency") or "default")
 
     def check_function(self, function: str) -> str:
         """The export to call for ``function``; :class:`NotFound` with suggestions if there is none."""
@@ -158,10 +160,11 @@ class DeploymentRegistry:
         self.store = store
 
     def add(self, name: str, module: str, size: int, functions: list[str], deploy_id: str | None = None,
-            created: int | None = None) -> Deployment:
+            created: int | None = None, consistency: str = "default") -> Deployment:
         """Record a new version of ``name`` for ``module`` (already in the store); return it.
 
-        ``deploy_id`` makes a repeated request (a retry) record nothing new.
+        ``deploy_id`` makes a repeated request (a retry) record nothing new;
+        ``consistency`` is the level of the version's calls that name none.
         """
         check_name(name)
         deploy_id = deploy_id or uuid.uuid4().hex
@@ -173,6 +176,8 @@ class DeploymentRegistry:
         version = max((r["version"] for r in deploys), default=0) + 1
         record = {"kind": "deploy", "id": deploy_id, "version": version, "module": module, "size": size,
                   "functions": sorted(functions), "created": created}
+        if consistency != "default":
+            record["consistency"] = consistency
         self.store.put(record_key(name), SetLattice({_encode(record)}))
         self.store.put(INDEX_KEY, SetLattice({name.encode()}))
         return self.resolve(name)
@@ -195,7 +200,8 @@ class DeploymentRegistry:
             return []
         ordered = sorted(deploys, key=lambda r: (r["version"], r["created"], r["module"], r["id"]))
         return [
-            Deployment(name, number, r["module"], r["size"], tuple(r["functions"]), r["created"])
+            Deployment(name, number, r["module"], r["size"], tuple(r["functions"]), r["created"],
+                       r.get("consistency") or "default")
             for number, r in enumerate(ordered, start=1)
         ]
 
