@@ -27,7 +27,8 @@ from essa.state.bincode import decode_lattice, encode_lattice  # noqa: E402
 from essa.state.lattice import LwwLattice, SetLattice  # noqa: E402
 from essa_anna import AnnaStore  # noqa: E402
 
-from .helpers import READY_TIMEOUT, AnnaCluster, essa as run_essa, free_port  # noqa: E402
+from .helpers import READY_TIMEOUT, AnnaCluster, free_port  # noqa: E402
+from .helpers import essa as run_essa  # noqa: E402
 from .history import Record, causal_violations, repeatable_read_violations  # noqa: E402
 
 STATE_OPS = Path(__file__).resolve().parents[2] / "examples" / "state-ops.wasm"

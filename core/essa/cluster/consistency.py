@@ -41,7 +41,6 @@ guest inherits its caller's level and tree.
 
 from __future__ import annotations
 
-import logging
 import threading
 from collections import OrderedDict
 from typing import Any
@@ -53,10 +52,7 @@ from essa.state.bincode import merge_encoded
 from essa.state.cache import CachedStore
 from essa.state.store import Store
 from essa.transport.base import Message, Transport
-from essa.util.ratelimit import RateLimitedLog
-
-log = logging.getLogger("essa.cluster.consistency")
-_problems = RateLimitedLog(log)
+from essa.util.ratelimit import describe
 
 DEFAULT = "default"
 REPEATABLE_READ = "repeatable-read"
@@ -302,8 +298,8 @@ class CallState:
         """The call ended: store its writes (a failure is kept in :attr:`write_error`), drop its pins."""
         try:
             self.store_writes()
-        except EssaError as exc:
-            self.write_error = str(exc)
+        except Exception as exc:  # the call fails with this line instead of its result
+            self.write_error = str(exc) if isinstance(exc, EssaError) else describe(exc)
         finally:
             if self.root:
                 self.snapshots.end(self.tree)

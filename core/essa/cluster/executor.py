@@ -58,7 +58,7 @@ from essa.transport.base import Message, Transport
 from essa.util.ratelimit import RateLimitedLog, describe
 from essa.wasm.abi import EssaResult
 from essa.wasm.engine import START
-from essa.wasm.invocation import Invocation
+from essa.wasm.invocation import GuestFault, Invocation
 from essa.wasm.limits import Grants
 
 log = logging.getLogger("essa.cluster.executor")
@@ -516,7 +516,10 @@ class _CallHost:
         if "token" in req:
             extra["token"] = req["token"]  # and run with its authorization: same module, same namespace
         extra.update(self.state.request_extra())  # and at its consistency level
-        self.state.store_writes()  # the callee (on any executor) sees what this call wrote
+        try:
+            self.state.store_writes()  # the callee (on any executor) sees what this call wrote
+        except StoreError as exc:  # the guest traps: it was told its writes were made
+            raise GuestFault(f"the call's writes were not stored: {exc}") from None
         future = self._executor.caller.start(call_request(req["module"], name, args, req["namespace"], req["run"],
                                                           nested=True, **extra))
         return future if "consistency" not in extra else TrackedCall(future, self.state)
