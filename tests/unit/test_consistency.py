@@ -101,3 +101,28 @@ def test_a_deployment_records_its_level_and_refuses_an_unknown_one(tmp_path):
         with pytest.raises(EssaError, match="unknown consistency level 'strict'"):
             es.deploy(module, "bad", consistency="strict")
         assert es.call("rr", "read_key", b"\x01\x00\x00\x00\x00\x00\x00\x00k") == b""  # runs at its level
+
+
+def test_with_a_cache_writes_wait_in_the_call_bounded_and_are_stored_together():
+    from essa.cluster.consistency import MAX_UNSTORED
+    from essa.state.cache import CachedStore
+
+    from test_cache import PushingStore  # tests/unit is on sys.path (no package)
+
+    store = PushingStore()
+    cache = CachedStore(store)
+    call = CallState({"id": "c"}, "a", cache, None)
+    call.put("k", s(b"1"))
+    assert store.get_bytes("k") is None  # kept in the call
+    assert members(call.get("k")) == {b"1"}  # which reads its own writes
+    with pytest.raises(LatticeTypeError):
+        call.put("k", encode_lattice(LwwLattice(1, b"v")))  # another lattice type: refused when made
+    store.merge_bytes("t", s(b"x"))
+    with pytest.raises(LatticeTypeError):
+        call.put("t", encode_lattice(LwwLattice(1, b"v")))  # against the stored value too
+    for i in range(MAX_UNSTORED + 5):
+        call.put(f"many{i}", s(b"m"))
+    assert store.get_bytes("many0") is not None and len(call.unstored) <= MAX_UNSTORED
+    call.end()
+    assert call.write_error is None and members(store.get_bytes("k")) == {b"1"}
+    assert store.get_bytes(f"many{MAX_UNSTORED + 4}") is not None

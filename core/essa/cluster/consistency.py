@@ -18,8 +18,8 @@
     of its caller before it was started, and those of the calls whose results
     it received, transitively. Requests carry those keys (``deps``) and
     replies carry them back; a read of such a key skips this executor's cache
-    once (the store acknowledged every write before its writer went on, so it
-    has them) and the cache takes the fresh value. With the causal lattice
+    once (a call's writes are stored before it starts a call or replies, so
+    the store has them) and the cache takes the fresh value. With the causal lattice
     types the versions are visible to the guest as vector clocks. More than
     :data:`MAX_DEPS` keys make every read of the call skip the cache.
 
@@ -29,7 +29,8 @@ are checked (the lattice type must match the key's value), kept in the call
 (its own reads see them) and sent to the store together, one message per KVS
 owner, before the call starts another call and before it replies (write-back
 bounded by the call: no other call, on any executor, sees them before they
-are stored). So at every level a call's reply, and any call it starts, comes
+are stored; a call with :data:`MAX_UNSTORED` keys waiting stores them before
+writing another). So at every level a call's reply, and any call it starts, comes
 after its writes are acknowledged by the store: a crash of the executor can
 lose only the writes of calls that have not replied (their caller gets an
 error, or the scheduler places the call again: merges are idempotent); a
@@ -63,6 +64,8 @@ LEVELS = (DEFAULT, REPEATABLE_READ, CAUSAL)
 MAX_DEPS = 1024
 #: Most call trees whose pins an executor keeps for trees another executor owns.
 MAX_TREES = 1000
+#: Most keys a call keeps written and not yet stored; one more stores them all first (memory stays bounded).
+MAX_UNSTORED = 1024
 #: Seconds a read waits for the snapshot owner's answer.
 SNAPSHOT_TIMEOUT = 10.0
 
@@ -242,6 +245,9 @@ class CallState:
                 current = self.state.get_bytes(key)
                 if current is not None and current[:4] != value[:4]:
                     merge_encoded(current, value)  # raises LatticeTypeError (or DecodeError) naming the types
+            if key not in self.unstored and len(self.unstored) >= MAX_UNSTORED:
+                self.store_writes()
+                own = self.writes.get(key)
             self.writes[key] = merge_encoded(own, value)
             self.unstored[key] = merge_encoded(self.unstored.get(key), value)
         else:
