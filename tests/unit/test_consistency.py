@@ -104,10 +104,10 @@ def test_a_deployment_records_its_level_and_refuses_an_unknown_one(tmp_path):
 
 
 def test_with_a_cache_writes_wait_in_the_call_bounded_and_are_stored_together():
+    from test_cache import PushingStore  # tests/unit is on sys.path (no package)
+
     from essa.cluster.consistency import MAX_UNSTORED
     from essa.state.cache import CachedStore
-
-    from test_cache import PushingStore  # tests/unit is on sys.path (no package)
 
     store = PushingStore()
     cache = CachedStore(store)
