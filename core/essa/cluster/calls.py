@@ -200,8 +200,14 @@ class IdBatches:
         self._thread = threading.Thread(target=self._run, name=f"essa-{name}", daemon=True)
         self._thread.start()
 
-    def add(self, call_id: str, scheduler: str, record: Any = None) -> None:
-        """Send ``call_id`` to ``scheduler`` (soon), and ``record`` with it unless ``None``."""
+    def add(self, call_id: str, scheduler: str, record: Any = None, now: bool = False) -> None:
+        """Send ``call_id`` to ``scheduler`` (soon), and ``record`` with it unless ``None``.
+
+        With ``now``, the ids gathered go at once, from this thread (an
+        executor with nothing else running: no other id is coming soon, and
+        the schedulers' view of its load and of what its calls read stays
+        current; a thread hop would let the caller's next call overtake it).
+        """
         with self._cond:
             if self._count >= self.limit:
                 _problems.warning(self._name, "%s: %d ids unsent; dropped one", self._name, self._count)
@@ -211,8 +217,13 @@ class IdBatches:
                 self._records.setdefault(scheduler, []).append((len(ids), record))
             ids.append(call_id)
             self._count += 1
-            if self._count == 1:
-                self._cond.notify()
+            if now:
+                batches, records, self._ids, self._records, self._count = self._ids, self._records, {}, {}, 0
+            else:
+                if self._count == 1:
+                    self._cond.notify()
+                return
+        self._send(batches, records)
 
     def _run(self) -> None:
         while True:
@@ -222,19 +233,22 @@ class IdBatches:
                     self._cond.wait(self.linger)  # more may come; close() ends the wait
                 batches, records, self._ids, self._records, self._count = self._ids, self._records, {}, {}, 0
                 closed = self._closed
-            for scheduler, ids in batches.items():
-                kept = records.get(scheduler, ())
-                for start in range(0, len(ids), self.most):
-                    message = {**self._fields(), "ids": ids[start : start + self.most]}
-                    reads = [r for i, r in kept if start <= i < start + self.most]
-                    if reads:
-                        message["reads"] = reads
-                    try:
-                        self._transport.publish(self._topic(scheduler), message)
-                    except Exception as exc:  # the loop must outlive any one failure
-                        _problems.warning(self._name, "%s: cannot send: %s", self._name, describe(exc))
+            self._send(batches, records)
             if closed:
                 return
+
+    def _send(self, batches: dict[str, list[str]], records: dict[str, list[tuple[int, Any]]]) -> None:
+        for scheduler, ids in batches.items():
+            kept = records.get(scheduler, ())
+            for start in range(0, len(ids), self.most):
+                message = {**self._fields(), "ids": ids[start : start + self.most]}
+                reads = [r for i, r in kept if start <= i < start + self.most]
+                if reads:
+                    message["reads"] = reads
+                try:
+                    self._transport.publish(self._topic(scheduler), message)
+                except Exception as exc:  # the loop must outlive any one failure
+                    _problems.warning(self._name, "%s: cannot send: %s", self._name, describe(exc))
 
     def close(self, timeout: float = 2.0) -> None:
         """Send the ids gathered so far (waiting up to ``timeout`` s), then stop."""

@@ -276,8 +276,11 @@ class Executor:
             send_reply(self.transport, request["reply_to"], reply)
             scheduler = request.get("scheduler")
             if scheduler is not None:
+                # An idle executor sends at once: nothing else will share the message soon, and its
+                # schedulers' view of its load (which placement weighs against locality) stays current.
                 self._done.add(request["id"], scheduler,
-                               [request["module"], request["function"], request["namespace"], keys] if keys else None)
+                               [request["module"], request["function"], request["namespace"], keys] if keys else None,
+                               now=not self._active)
         except Exception as exc:
             _problems.warning("answer", "executor %s: cannot answer call %.80s: %s", self.id, request["id"], describe(exc))
 
