@@ -139,7 +139,8 @@ def test_a_detached_secure_cluster_needs_no_environment(essa_home, tmp_path, dow
                          "--http", http], capture_output=True, text=True, timeout=DEADLINE + 90, env=env)
     out = ok(up)
     assert "essa cluster local-secure up: 2 executors, mutual TLS, access tokens" in out
-    assert f'curl -H "Authorization: Bearer $ESSA_TOKEN" --data-binary ARGS http://{http}/v1/functions/' in out
+    assert (f'curl -H "Authorization: Bearer $ESSA_TOKEN" -H \'content-type: application/json\' -d \'[ARG, ...]\' '
+            f'http://{http}/v1/functions/') in out
     shown = ok(run_essa("context", "show"))
     assert shown.startswith("local-secure (current)") and "tls cert:" in shown and "deployments *" in shown
     wasm = tmp_path / "memo.wasm"

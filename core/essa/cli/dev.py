@@ -158,7 +158,8 @@ def serve_http(session: DevSession, listen: str | None, max_message_bytes: int) 
     name = session.project.name
 
     def ready(address: str) -> None:
-        say(f"http: {address} (call a function: curl --data-binary ARGS {address}/v1/functions/{name}/FUNCTION)")
+        say(f"http: {address} (call a function: curl -H 'content-type: application/json' -d '[ARG, ...]' "
+            f"{address}/v1/functions/{name}/FUNCTION)")
 
     session.companion("http", lambda: trigger.serve(ready), trigger.stop)
 
