@@ -273,14 +273,21 @@ class Executor:
             if "dag_run" in request:
                 self._stages.finished(request, reply)
                 return
-            send_reply(self.transport, request["reply_to"], reply)
             scheduler = request.get("scheduler")
-            if scheduler is not None:
-                # An idle executor sends at once: nothing else will share the message soon, and its
-                # schedulers' view of its load (which placement weighs against locality) stays current.
-                self._done.add(request["id"], scheduler,
-                               [request["module"], request["function"], request["namespace"], keys] if keys else None,
-                               now=not self._active)
+            if scheduler is None:
+                send_reply(self.transport, request["reply_to"], reply)
+                return
+            record = [request["module"], request["function"], request["namespace"], keys] if keys else None
+            if self._active:
+                send_reply(self.transport, request["reply_to"], reply)
+                self._done.add(request["id"], scheduler, record)
+            else:
+                # An idle executor sends the notice at once, and before the reply: nothing else would share
+                # its message soon, and the caller's next call then finds the scheduler's view of this
+                # executor (its load, the keys its calls read) current. (A notice may come before its reply
+                # anyway: the scheduler keeps the call until the caller's receipt.)
+                self._done.add(request["id"], scheduler, record, now=True)
+                send_reply(self.transport, request["reply_to"], reply)
         except Exception as exc:
             _problems.warning("answer", "executor %s: cannot answer call %.80s: %s", self.id, request["id"], describe(exc))
 
