@@ -55,6 +55,7 @@ COPIES: dict[str, list[Path]] = {
 EXAMPLES: dict[str, list[str]] = {
     "test-function.wasm": ["test-function/test_function.c"],
     "word-count.wasm": ["word-count/word_count.c"],
+    "state-ops.wasm": ["state-ops/state_ops.c"],
     # The WASI differential corpus (tests/wasi): one module per C file.
     **{
         f"wasi-corpus/{source.stem}.wasm": [f"wasi-corpus/{source.name}"]

@@ -31,9 +31,10 @@ transports
     :class:`Transport`, :class:`Message`, :class:`Subscription`, :func:`last_segment`.
 triggers
     :class:`Trigger`, :class:`TriggerConfig`, the public API's
-    :class:`Connection` (and its :class:`LogLine`, :class:`OutputLines`),
-    functions' :class:`Signature` (arguments from JSON, results to JSON),
-    and the JSON view of lattices (:func:`to_json`, :func:`from_json`).
+    :class:`Connection` (and its :class:`LogLine`, :class:`OutputLines`,
+    :data:`CONSISTENCY_LEVELS`), functions' :class:`Signature` (arguments
+    from JSON, results to JSON), and the JSON view of lattices
+    (:func:`to_json`, :func:`from_json`).
 commands (``essa_register_commands``)
     the CLI's option helpers (:func:`endpoint_options`, :func:`metrics_option`,
     :func:`serve_metrics`, :func:`split_endpoints`, :func:`tls_options`), a
@@ -51,7 +52,7 @@ everyone
 from __future__ import annotations
 
 from essa import hookimpl
-from essa.api import Connection, LogLine, OutputLines
+from essa.api import CONSISTENCY_LEVELS, Connection, LogLine, OutputLines
 from essa.api.trigger import Trigger, TriggerConfig
 from essa.cli.options import (
     endpoint_options,
@@ -172,7 +173,8 @@ __all__ = [
     # transports
     "DEFAULT_ENDPOINT", "Message", "Subscription", "Transport", "TransportError", "last_segment",
     # triggers
-    "Connection", "LogLine", "OutputLines", "Signature", "Trigger", "TriggerConfig", "from_json", "to_json",
+    "CONSISTENCY_LEVELS", "Connection", "LogLine", "OutputLines", "Signature", "Trigger", "TriggerConfig",
+    "from_json", "to_json",
     # commands
     "LATENCY", "data_dir", "endpoint_options", "metrics_option", "open_transport", "serve_metrics",
     "split_endpoints", "tls_files", "tls_options", "wait_for_signal",

@@ -57,6 +57,32 @@ def test_a_deployments_retry_limit_is_kept_and_checked(es):
         es.deploy(STATEFUL, name="memo", retries=101)
 
 
+def test_consistency_and_keys_are_call_options_carried_in_the_request(es, monkeypatch):
+    es.deploy(STATEFUL, name="memo", consistency="causal")
+    assert es.deployment("memo").consistency == "causal" and es.deployment("memo@1").consistency == "causal"
+    sent: list[dict] = []
+    start_call = es._client.start_call
+
+    def recording(*args, **kwargs):
+        sent.append(kwargs.get("fields") or {})
+        return start_call(*args, **kwargs)
+
+    monkeypatch.setattr(es._client, "start_call", recording)
+    assert es.call("memo", "remember", b"a") == b"a"  # the deployment's level
+    assert es.call("memo", "remember", b"b", consistency="repeatable-read", keys=["seen"]) == b"b"
+    assert es.call_async("memo", "remember", b"c", consistency="default").result(60) == b"c"
+    assert asyncio.run(es.acall("memo", "remember", b"d", keys=["seen", "other"])) == b"d"
+    assert asyncio.run(es.acall_result("memo", "remember", b"e", consistency="causal")).value == b"e"
+    assert [(f.get("consistency"), f.get("keys")) for f in sent] == [
+        ("causal", None), ("repeatable-read", ["seen"]), (None, None), ("causal", ["seen", "other"]),
+        ("causal", None)]
+    assert all(f["deployment"] == "memo" and f["version"] == 1 and f["retries"] == 3 for f in sent)
+    with pytest.raises(essa.EssaError, match="unknown consistency level 'strict'"):
+        es.call("memo", "remember", b"x", consistency="strict")
+    with pytest.raises(essa.EssaError, match="unknown consistency level 'strict'"):
+        es.deploy(STATEFUL, name="memo", consistency="strict")
+
+
 def test_failures_are_call_errors_with_the_cli_message(es):
     es.deploy(STATEFUL, name="memo")
     with pytest.raises(essa.CallError, match=r"^trap trapped: ") as info:

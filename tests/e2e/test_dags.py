@@ -204,7 +204,7 @@ def test_cli_creates_lists_calls_and_removes_dags(tmp_path):
 # -- a cluster of processes ---------------------------------------------------------
 
 
-def test_dags_on_two_executors_run_stages_on_both(cluster, tmp_path):
+def test_dags_on_two_executors_run_stages_on_both(cluster, tmp_path):  # noqa: F811
     cluster.scheduler()
     cluster.executor("0")
     cluster.executor("1")
@@ -227,7 +227,7 @@ def test_dags_on_two_executors_run_stages_on_both(cluster, tmp_path):
         assert sum(counts.get(b, 0) for b in branches) >= 20, ran
 
 
-def test_an_executor_killed_during_a_stage_fails_the_dag_naming_its_stages(cluster):
+def test_an_executor_killed_during_a_stage_fails_the_dag_naming_its_stages(cluster):  # noqa: F811
     cluster.scheduler()
     cluster.executor("0")
     cluster.executor("1")
@@ -255,7 +255,7 @@ def test_an_executor_killed_during_a_stage_fails_the_dag_naming_its_stages(clust
     cluster.procs[f"executor-{spinning}"].wait(30)
 
 
-def test_executors_threads_descriptors_and_memory_stay_flat_over_many_dag_calls(cluster):
+def test_executors_threads_descriptors_and_memory_stay_flat_over_many_dag_calls(cluster):  # noqa: F811
     from essa.testing.resources import sample
 
     cluster.scheduler()
@@ -289,7 +289,7 @@ def test_executors_threads_descriptors_and_memory_stay_flat_over_many_dag_calls(
         assert a.rss <= b.rss + (32 << 20), (b, a)
 
 
-def test_malformed_stage_inputs_plans_and_notices_change_nothing(cluster):
+def test_malformed_stage_inputs_plans_and_notices_change_nothing(cluster):  # noqa: F811
     """Rogue DAG messages, near-valid and random, on the stage topic, the scheduler's and its done topic."""
     import random
 
@@ -335,7 +335,7 @@ def test_malformed_stage_inputs_plans_and_notices_change_nothing(cluster):
     assert logs.count("dropped DAG stage inputs") < 60, logs
 
 
-def test_cluster_process_output_is_clean(cluster):
+def test_cluster_process_output_is_clean(cluster):  # noqa: F811
     """No warning or traceback in any process's log after DAG calls (malformed-message guards stay quiet)."""
     cluster.scheduler()
     cluster.executor("0")
@@ -353,7 +353,7 @@ def test_cluster_process_output_is_clean(cluster):
 # -- a secure cluster ----------------------------------------------------------------
 
 
-def test_dags_on_a_secure_cluster_pass_results_and_check_every_stage_against_the_token(secure, deployed):
+def test_dags_on_a_secure_cluster_pass_results_and_check_every_stage_against_the_token(secure, deployed):  # noqa: F811
     c = ("--connect", secure.endpoint, "--timeout", "60")
     admin, token_a = secure.token(deployments=["*"]), secure.token(deployments=["a"])
     reader = secure.token(deployments=["a"], read_only=True)

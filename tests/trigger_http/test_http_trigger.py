@@ -95,6 +95,11 @@ def test_call_errors_have_statuses_and_the_line_the_cli_prints(servers, memo):
     assert_error(post("memo", "exits"), 500, "exit", "exited with status 3")
     assert_error(post("memo", "no_result"), 500, "no-result", "without essa_set_result")
 
+    assert_error(request(url, "POST", CALL.format("memo", "echo") + "?consistency=linearizable", b"x"), 400,
+                 "invalid", "unknown consistency level 'linearizable'")
+    answer = request(url, "POST", CALL.format("memo", "echo") + "?consistency=repeatable-read", b"rr")
+    assert (answer.status, answer.body) == (200, b"rr")
+
     # After all that, it still answers.
     assert request(url, "POST", CALL.format("memo", "echo"), b"still here").body == b"still here"
 

@@ -7,7 +7,7 @@ import time
 
 from essa.cluster import topics
 from essa.cluster.adopt import child_id
-from essa.cluster.calls import Caller, Receipts, call_request
+from essa.cluster.calls import Caller, IdBatches, Receipts, call_request
 from essa.cluster.embedded import open_engine, open_store
 from essa.cluster.executor import Executor
 from essa.cluster.programs import ProgramCache, publish_module
@@ -29,6 +29,37 @@ def test_receipts_go_out_in_batches_and_close_sends_the_rest():
     assert [i for message in sent for i in message["ids"]] == ids
     assert all(message["inbox"] == "essa/inbox/me" and len(message["ids"]) <= Receipts.most for message in sent)
     assert len(sent) <= 6  # many ids to a message, not one each
+
+
+def test_done_notices_carry_the_records_of_their_own_ids_only():
+    transport = LocalTransport()
+    sent: list[dict] = []
+    transport.subscribe(topics.scheduler_done("s1"), sent.append)
+    batches = IdBatches(transport, "done-test", topics.scheduler_done, lambda: {"executor": "e"}, linger=10)
+    for n in range(2500):
+        batches.add(f"c{n}", "s1", ["m", "f", "ns", [f"k{n}"]] if n % 1000 == 999 else None)
+    batches.close()
+    assert [i for message in sent for i in message["ids"]] == [f"c{n}" for n in range(2500)]
+    for message in sent:  # each id's record goes in the message with the id
+        numbers = {int(i[1:]) for i in message["ids"]}
+        assert [r[3] for r in message.get("reads", [])] == [[f"k{n}"] for n in sorted(numbers) if n % 1000 == 999]
+    assert sum(len(m.get("reads", [])) for m in sent) == 2
+
+
+def test_an_id_sent_now_does_not_wait_for_others():
+    transport = LocalTransport()
+    sent: list[dict] = []
+    transport.subscribe(topics.scheduler_done("s1"), sent.append)
+    batches = IdBatches(transport, "done-test", topics.scheduler_done, lambda: {"executor": "e"}, linger=DEADLINE)
+    try:
+        batches.add("c1", "s1")
+        batches.add("c2", "s1", now=True)  # an idle executor's last call: the message goes at once
+        deadline = time.monotonic() + DEADLINE / 2
+        while not sent and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert sent == [{"executor": "e", "ids": ["c1", "c2"]}]
+    finally:
+        batches.close()
 
 
 def test_a_caller_confirms_every_reply_it_receives():

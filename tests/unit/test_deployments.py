@@ -5,10 +5,12 @@ from __future__ import annotations
 import pytest
 
 from essa.cluster.deployments import (
+    CONSISTENCY_LEVELS,
     DEFAULT_RETRIES,
     MAX_RETRIES,
     Deployed,
     DeploymentRegistry,
+    check_consistency,
     check_name,
     check_retries,
     display_name,
@@ -162,3 +164,29 @@ def test_a_record_with_a_bad_retry_limit_keeps_its_version_with_the_default(regi
     registry.store.put(record_key("wc"), SetLattice({record.encode()}))
     registry.store.put("deployments", SetLattice({b"wc"}))
     assert [d.retries for d in registry.versions("wc")] == [DEFAULT_RETRIES]  # the version stays, with the default
+
+
+def test_a_version_keeps_its_consistency_level_beside_signatures_and_retries(registry):
+    default = registry.add("wc", "a" * 64, 100, [])
+    causal = registry.add("wc", "a" * 64, 100, [], retries=0, consistency="causal")  # same bytes, another level
+    assert (default.version, causal.version, causal.unchanged) == (1, 2, False)
+    assert (default.consistency, causal.consistency, causal.retries) == ("default", "causal", 0)
+    assert registry.resolve("wc", 2).consistency == "causal" and registry.resolve("wc", 1).consistency == "default"
+    assert registry.add("wc", "a" * 64, 100, [], retries=0, consistency="causal").unchanged
+    assert Deployed.from_dict(causal.as_dict()) == causal
+    assert Deployed.from_dict({k: v for k, v in default.as_dict().items() if k != "consistency"}) == default
+    stored = [r for r in registry.store.get(record_key("wc")).values]
+    assert sum(b'"consistency"' in r for r in stored) == 1  # only where it is not the default
+
+
+def test_bad_consistency_levels_are_refused_and_a_bad_stored_one_reads_as_the_default(registry):
+    assert set(CONSISTENCY_LEVELS) == {"default", "repeatable-read", "causal"}
+    with pytest.raises(EssaError, match="unknown consistency level 'linearizable'"):
+        registry.add("wc", "a" * 64, 100, [], consistency="linearizable")
+    with pytest.raises(EssaError):
+        check_consistency(None)
+    record = ('{"consistency":"strong","created":1,"functions":[],"id":"x","kind":"deploy","module":"' + "a" * 64
+              + '","size":1,"version":1}')
+    registry.store.put(record_key("wc"), SetLattice({record.encode()}))
+    registry.store.put("deployments", SetLattice({b"wc"}))
+    assert [d.consistency for d in registry.versions("wc")] == ["default"]

@@ -462,3 +462,21 @@ def test_calls_left_without_a_scheduler_go_to_the_next_one_that_appears(cluster)
         assert future.result(5)["value"] == b"ok"
     finally:
         second.stop()
+
+
+def test_the_scheduler_learns_from_the_reads_in_its_batched_done_notices(cluster):
+    transport, scheduler, caller = cluster
+    executors = [RecordingExecutor(transport, "a"), RecordingExecutor(transport, "b")]
+    future = start(caller)
+    eventually(lambda: any(e.received for e in executors), "the call is placed")
+    executor = next(e for e in executors if e.received)
+    request = executor.received[0]
+    executor.reply(request)
+    executor.finished.add(request["id"])
+    transport.publish(topics.scheduler_done(request["scheduler"]), {
+        "ids": [request["id"]], "executor": executor.id, "load": 1,
+        "reads": [["m", "__essa_wrapper__f", "ns", ["k1", "k2"]], ["bad"], "bad", ["m", 1, "ns", ["x"]]]})
+    assert future.result(5)["value"] == b"ok"
+    state = scheduler.executors[executor.id]
+    eventually(lambda: "ns\0k1" in state.keys, "the keys read are learned")
+    assert list(state.keys) == ["ns\0k1", "ns\0k2"]  # the malformed records are skipped

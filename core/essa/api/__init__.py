@@ -7,6 +7,7 @@ through this package. The most used names are importable from ``essa`` too.
 from essa.api.connection import CallError, CallResult, Connection, LogBounds, LogFollower, LogLine, Run, State, connect
 from essa.api.function import Function
 from essa.cluster.client import ConsoleOutput
+from essa.cluster.consistency import LEVELS as CONSISTENCY_LEVELS
 from essa.cluster.dags import Dag
 from essa.cluster.deployments import Deployed, Deployment, FunctionChanges, check_name
 from essa.cluster.lines import OutputLines
@@ -19,6 +20,7 @@ from essa.wasm.limits import DirGrant, Grants, Limits
 
 __all__ = [
     "ArgumentError",
+    "CONSISTENCY_LEVELS",
     "CallError",
     "CallResult",
     "Connection",

@@ -48,6 +48,7 @@ from essa.api import contexts
 from essa.api.function import Function, bind
 from essa.cluster import topics
 from essa.cluster.client import CallHandle, Client, ConsoleOutput
+from essa.cluster.consistency import DEFAULT, check_level
 from essa.cluster.control import ControlClient
 from essa.cluster.dags import Dag, call_plan, check_dag
 from essa.cluster.deployments import (
@@ -65,6 +66,7 @@ from essa.cluster.logreader import LogFollower, LogLine, LogQuery, read_logs
 from essa.cluster.processes import connect_client
 from essa.cluster.programs import check_wasm, read_module
 from essa.errors import DecodeError, EssaError
+from essa.placement import MAX_CALL_KEYS
 from essa.security import settings as security_settings
 from essa.security.tls import TlsFiles
 from essa.state.bincode import decode_lattice, encode_lattice
@@ -178,7 +180,7 @@ class Connection:
 
     def deploy(self, module: str | os.PathLike | bytes, name: str,
                signatures: str | os.PathLike | Iterable[Signature | dict] | None = None,
-               retries: int | None = None) -> Deployed:
+               retries: int | None = None, consistency: str | None = None) -> Deployed:
         """Store ``module`` (a path or the bytes) as a new version of deployment ``name``.
 
         The module is compiled on deploy: a module that cannot run is refused
@@ -197,9 +199,15 @@ class Connection:
             its executor dies (default 3; 0 for functions that must not
             repeat). See "Failures" in docs/architecture.md for what a
             re-executed call leaves behind.
+        :param consistency: the consistency level of the version's calls that
+            name none (``"default"``, ``"repeatable-read"`` or ``"causal"``;
+            see :meth:`call`).
         :raises essa.errors.SignatureError: a malformed signature (or section),
             or one of a function the module does not have.
         """
+        problem = check_level(consistency)
+        if problem is not None:
+            raise EssaError(problem)
         check_name(name)
         if retries is not None:
             check_retries(retries)
@@ -214,7 +222,8 @@ class Connection:
             declared = {"signatures": [s.as_dict() for s in found], "signatures_from": origin}
         answer = self._control.request("deploy", timeout=DEPLOY_TIMEOUT, name=name, wasm=wasm,
                                        id=os.urandom(16).hex(), created=time.time_ns(), **declared,
-                                       **({} if retries is None else {"retries": retries}))
+                                       **({} if retries is None else {"retries": retries}),
+                                       **({} if consistency in (None, DEFAULT) else {"consistency": consistency}))
         self._forget(name)
         return Deployed.from_dict(answer["deployment"])
 
@@ -409,7 +418,8 @@ class Connection:
     # -- calls -----------------------------------------------------------------------
 
     def call(self, spec: str, function: str, /, *args: Any, timeout: float | None = None,
-             output: Callable[[Message], None] | None = None, **kwargs: Any) -> Any:
+             output: Callable[[Message], None] | None = None, consistency: str | None = None,
+             keys: Sequence[str] | None = None, **kwargs: Any) -> Any:
         """Call ``function`` of deployment ``spec`` and return its result.
 
         With a signature, ``args`` and ``kwargs`` are the function's
@@ -419,18 +429,26 @@ class Connection:
         result's bytes (see :mod:`essa.api.function`). A call not answered
         after ``timeout`` seconds is cancelled; guest output goes to
         ``output`` as it is written, and is kept in the deployment's logs
-        either way (:meth:`logs`). (Parameters named ``timeout`` or
-        ``output``: use :meth:`function`.)
+        either way (:meth:`logs`).
+
+        ``consistency`` is the level of the call and every call it starts:
+        ``"default"``, ``"repeatable-read"`` or ``"causal"`` (see
+        :mod:`essa.cluster.consistency`); by default, the deployment's.
+        ``keys`` are state keys the call will touch: the scheduler prefers an
+        executor whose cache holds them (at most 16 count). (Function
+        parameters named ``timeout``, ``output``, ``consistency`` or ``keys``:
+        use :meth:`function`.)
 
         :raises essa.errors.NotFound: no such deployment, version or function.
         :raises essa.errors.ArgumentError: the arguments do not fit the signature (nothing ran).
         :raises CallError: the call failed (trapped, exceeded a limit, ...).
         :raises essa.errors.ResultError: the result is not what the signature declares.
         """
-        return self._call(spec, function, args, kwargs, timeout, output)
+        return self._call(spec, function, args, kwargs, timeout, output, consistency, keys)
 
     def call_async(self, spec: str, function: str, /, *args: Any,
                    output: Callable[[Message], None] | None = None, trace: bool = False,
+                   consistency: str | None = None, keys: Sequence[str] | None = None,
                    **kwargs: Any) -> concurrent.futures.Future:
         """Start ``function`` of deployment ``spec``; the future's result is the call's result (as :meth:`call`).
 
@@ -441,42 +459,63 @@ class Connection:
         deployment's logs either way (:meth:`logs`); ``future.call`` is the
         call's id there. With ``trace``, ``future.spans()`` gives the call
         and every remote call it made (:mod:`essa.cluster.tracing`).
+        ``consistency`` and ``keys`` as for :meth:`call` (function parameters
+        named ``output``, ``trace``, ``consistency`` or ``keys``: use :meth:`function`).
         """
-        return self._call_async(spec, function, args, kwargs, output, trace)
+        return self._call_async(spec, function, args, kwargs, output, trace, consistency, keys)
 
-    async def acall(self, spec: str, function: str, /, *args: Any, **kwargs: Any) -> Any:
+    async def acall(self, spec: str, function: str, /, *args: Any, consistency: str | None = None,
+                    keys: Sequence[str] | None = None, **kwargs: Any) -> Any:
         """:meth:`call` for asyncio: awaits the result (cancelling the task cancels the call).
 
         A deployment resolved a moment ago starts its call on the event loop
         itself; otherwise the call starts on a thread (resolving asks the
-        cluster), so the loop never waits for the network.
+        cluster), so the loop never waits for the network. ``consistency``
+        and ``keys`` as for :meth:`call`.
         """
-        return (await self._acall(spec, function, args, kwargs)).value
+        return (await self._acall(spec, function, args, kwargs, consistency=consistency, keys=keys)).value
 
     async def acall_result(self, spec: str, function: str, /, *args: Any,
                            output: Callable[[Message], None] | None = None,
-                           started: Callable[[str], None] | None = None, **kwargs: Any) -> "CallResult":
+                           started: Callable[[str], None] | None = None, consistency: str | None = None,
+                           keys: Sequence[str] | None = None, **kwargs: Any) -> "CallResult":
         """:meth:`acall`, giving the result with the call's id (what a trigger answers with).
 
         Guest output goes to ``output`` as it is written, as for :meth:`call`;
-        ``started`` is called with the call's id once the call is sent.
-        (Parameters named ``output`` or ``started``: use :meth:`function`.)
+        ``started`` is called with the call's id once the call is sent;
+        ``consistency`` and ``keys`` as for :meth:`call`. (Parameters named
+        ``output``, ``started``, ``consistency`` or ``keys``: use :meth:`function`.)
         """
-        return await self._acall(spec, function, args, kwargs, output, started)
+        return await self._acall(spec, function, args, kwargs, output, started, consistency, keys)
 
     def _start(self, spec: str, function: str, args: Sequence[Any], kwargs: Mapping[str, Any],
-               output: Callable[[Message], None] | None, trace: bool = False) -> tuple[CallHandle, Signature | None]:
+               output: Callable[[Message], None] | None, trace: bool = False, consistency: str | None = None,
+               keys: Sequence[str] | None = None) -> tuple[CallHandle, Signature | None]:
+        problem = check_level(consistency)
+        if problem is not None:
+            raise EssaError(problem)
         deployment = self.deployment(spec)
         export, payload, signature = bind(deployment, function, args, kwargs)
+        fields: dict[str, Any] = {"deployment": deployment.name, "version": deployment.version,
+                                  "retries": deployment.retries}
+        level = consistency if consistency is not None else deployment.consistency
+        if level != DEFAULT:
+            fields["consistency"] = level
+        if keys:
+            if isinstance(keys, (str, bytes)):
+                raise EssaError("keys must be a list of state keys, not one string")
+            fields["keys"] = list(keys)[:MAX_CALL_KEYS]
+            for key in fields["keys"]:
+                encode_text(key)
         handle = self._client.start_call(deployment.module, export, payload, deployment.namespace, output,
-                                         trace=trace, fields={"deployment": deployment.name,
-                                                              "version": deployment.version,
-                                                              "retries": deployment.retries})
+                                         trace=trace, fields=fields)
         return handle, signature
 
     def _call(self, spec: str, function: str, args: Sequence[Any], kwargs: Mapping[str, Any],
-              timeout: float | None, output: Callable[[Message], None] | None) -> Any:
-        handle, signature = self._start(spec, function, args, kwargs, output)  # waited on directly: no second future
+              timeout: float | None, output: Callable[[Message], None] | None, consistency: str | None = None,
+              keys: Sequence[str] | None = None) -> Any:
+        # waited on directly: no second future
+        handle, signature = self._start(spec, function, args, kwargs, output, consistency=consistency, keys=keys)
         try:
             outcome = handle.result(timeout)
         except concurrent.futures.TimeoutError:
@@ -486,17 +525,21 @@ class Connection:
         return value if signature is None else signature.decode_result(value)
 
     def _call_async(self, spec: str, function: str, args: Sequence[Any], kwargs: Mapping[str, Any],
-                    output: Callable[[Message], None] | None = None, trace: bool = False) -> "_ResultFuture":
-        return _ResultFuture(*self._start(spec, function, args, kwargs, output, trace))
+                    output: Callable[[Message], None] | None = None, trace: bool = False,
+                    consistency: str | None = None, keys: Sequence[str] | None = None) -> "_ResultFuture":
+        return _ResultFuture(*self._start(spec, function, args, kwargs, output, trace, consistency, keys))
 
     async def _acall(self, spec: str, function: str, args: Sequence[Any], kwargs: Mapping[str, Any],
                      output: Callable[[Message], None] | None = None,
-                     started: Callable[[str], None] | None = None) -> "CallResult":
+                     started: Callable[[str], None] | None = None, consistency: str | None = None,
+                     keys: Sequence[str] | None = None) -> "CallResult":
         loop = asyncio.get_running_loop()
+        start_call = functools.partial(self._start, spec, function, args, kwargs, output, consistency=consistency,
+                                       keys=keys)
         if self._cached(spec) is not None and self._client.caller.sees_scheduler:
-            handle, signature = self._start(spec, function, args, kwargs, output)  # nothing here waits: no thread hop
+            handle, signature = start_call()  # nothing here waits: no thread hop
         else:
-            start = loop.run_in_executor(None, functools.partial(self._start, spec, function, args, kwargs, output))
+            start = loop.run_in_executor(None, start_call)
             try:
                 handle, signature = await asyncio.shield(start)
             except asyncio.CancelledError:  # cancelled while it started: cancel it once started

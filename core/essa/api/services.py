@@ -32,6 +32,7 @@ from essa.cluster.processes import (
 )
 from essa.cluster.supervise import MAX_RESTARTS
 from essa.cluster.up import ClusterInfo, detach, down, running_clusters, up
+from essa.state.cache import DEFAULT_CAPACITY as DEFAULT_CACHE_SIZE
 
 
 def run_cluster(*args: Any, context: bool = True, **kwargs: Any) -> int:
@@ -81,6 +82,7 @@ def stop_cluster(name: str | None = None) -> ClusterInfo:
 
 
 __all__ = [
+    "DEFAULT_CACHE_SIZE",
     "MAX_RESTARTS",
     "ClusterInfo",
     "RunningExecutor",

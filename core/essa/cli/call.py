@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from essa.api import ConsoleOutput, Signature
+from essa.api import CONSISTENCY_LEVELS, ConsoleOutput, Signature
 from essa.cli.options import (
     connection_options,
     limit_options,
@@ -108,11 +108,17 @@ def echo_result(result: bytes, result_type: str | None, as_json: bool, **fields:
 @json_option("Print {deployment, function, result} as JSON (bytes as {\"base64\": ...}).")
 @click.option("--trace", "trace_file", metavar="FILE", type=click.Path(dir_okay=False, writable=True),
               help="Write the call's tree of remote calls to FILE as Chrome trace-event JSON.")
+@click.option("--consistency", type=click.Choice(CONSISTENCY_LEVELS),
+              help="What the call's (and its remote calls') state reads see: repeatable-read, one version of a "
+              "key for the whole call tree; causal, every write that precedes them (README: \"Executor caches "
+              "and consistency levels\"). [default: the deployment's, else default]")
+@click.option("--key", "keys", multiple=True, metavar="KEY",
+              help="A state key the call will touch (repeatable): the scheduler prefers an executor that caches it.")
 @connection_options
 @limit_options
 @click.pass_context
-def call(ctx: click.Context, deployment, function, args, arg_types, result_type, as_json, trace_file, connect,
-         zenoh_config, timeout, **limit_flags) -> None:
+def call(ctx: click.Context, deployment, function, args, arg_types, result_type, as_json, trace_file, consistency,
+         keys, connect, zenoh_config, timeout, **limit_flags) -> None:
     """Call FUNCTION of a deployment and print its result.
 
     A function with a signature (`essa functions NAME` shows them) takes one
@@ -148,7 +154,8 @@ def call(ctx: click.Context, deployment, function, args, arg_types, result_type,
             payload = codec.encode(types, values)
         with catching_signals() as signals:
             # Pinned to the version resolved above: the signature that encoded the ARGs is that version's.
-            future = es.call_async(target.spec, function, payload, output=output, trace=trace_file is not None)
+            future = es.call_async(target.spec, function, payload, output=output, trace=trace_file is not None,
+                                   consistency=consistency, keys=keys)
             try:
                 result = wait_unless_interrupted(future, signals)
             finally:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from essa.api import Deployed
+from essa.api import CONSISTENCY_LEVELS, Deployed
 from essa.api.connection import DEFAULT_RETRIES, MAX_RETRIES
 from essa.api.project import find_project, load_project
 from essa.cli.options import Settings, connection_options, open_connection
@@ -26,10 +26,12 @@ from essa.util.units import format_bytes
               "than its sources]")
 @click.option("--retries", type=click.IntRange(0, MAX_RETRIES), default=DEFAULT_RETRIES, show_default=True,
               help="How many times a call runs again when its executor dies (0: functions that must not repeat).")
+@click.option("--consistency", type=click.Choice(CONSISTENCY_LEVELS), default="default", show_default=True,
+              help="The consistency level of this version's calls that name none (`essa call --consistency`).")
 @json_option("Print the new version as JSON.")
 @connection_options
 @click.pass_obj
-def deploy(settings: Settings, module, name, signatures, build, retries, as_json, connect, zenoh_config,
+def deploy(settings: Settings, module, name, signatures, build, retries, consistency, as_json, connect, zenoh_config,
            timeout) -> None:
     """Deploy FILE.wasm as NAME: store it, compile it, and record a new version.
 
@@ -60,7 +62,7 @@ def deploy(settings: Settings, module, name, signatures, build, retries, as_json
             if signatures is None and project.functions:  # essa.toml's [functions] tables
                 signatures = str(project.path)
     with open_connection(settings, connect, zenoh_config, timeout) as es:
-        deployed = es.deploy(module, name, signatures=signatures, retries=retries)
+        deployed = es.deploy(module, name, signatures=signatures, retries=retries, consistency=consistency)
     if as_json:
         echo_json(deployed.as_dict())
     else:
@@ -81,6 +83,8 @@ def describe_deployed(deployed: Deployed, verb: str) -> str:
         line = f"{head}, functions: {', '.join(deployed.functions)}{note}"
     if deployed.retries != DEFAULT_RETRIES:
         line += f", retries {deployed.retries}"
+    if deployed.consistency != "default":
+        line += f", consistency {deployed.consistency}"
     if deployed.previous is not None:
         changes = deployed.changes.describe()
         line += f" ({changes} since {deployed.previous.spec})" if changes else ""

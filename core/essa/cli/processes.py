@@ -61,27 +61,32 @@ def scheduler(listen, connect, scouting, zenoh_config, placement, max_message_si
 @click.argument("executor_id", metavar="ID")
 @endpoint_options(listen_default="tcp/127.0.0.1:0", connect_default="tcp/127.0.0.1:7447")
 @click.option("--workers", type=click.IntRange(min=1), help="Threads running calls. [default: one per core, at least 2]")
+@click.option("--cache-size", metavar="SIZE", envvar="ESSA_CACHE_SIZE",
+              help="Bytes of lattice values kept in this executor's cache when the store pushes updates "
+              "(anna), e.g. 64M; 0 turns the cache off (env ESSA_CACHE_SIZE). [default: 64M]")
 @limit_options
 @log_options
 @metrics_option
 @token_key_option
 @click.pass_obj
-def executor(settings: Settings, executor_id, listen, connect, scouting, zenoh_config, workers, metrics_address,
-             log_size, log_call_size, log_total, **limit_flags) -> None:
+def executor(settings: Settings, executor_id, listen, connect, scouting, zenoh_config, workers, cache_size,
+             metrics_address, log_size, log_call_size, log_total, **limit_flags) -> None:
     """Run executor ID: runs the calls the scheduler places on it.
 
     ID must be unique in the cluster. Executors of one host share the store
     (LMDB by default), so a module compiled by one is loaded by the others.
     Every call placed here runs under this executor's limits and grants,
     whoever started it. What deployments' calls print is kept here, in
-    memory (--log-size ...), for `essa logs`.
+    memory (--log-size ...), for `essa logs`. With a store that pushes
+    updates (anna), guests read state from a local cache the store keeps
+    fresh; writes still go to the store before a guest goes on.
     """
     limits, grants = limits_and_grants(**limit_flags)
     bounds = log_bounds(log_size, log_call_size, log_total)
     serve_metrics(metrics_address)
     running = services.start_executor(executor_id, split_endpoints(listen), split_endpoints(connect), zenoh_config,
                                       scouting, settings.engine, settings.store, settings.store_options, workers,
-                                      limits, grants, bounds)
+                                      limits, grants, bounds, _cache_size(cache_size))
     click.echo(running.describe(), err=True)
     try:
         services.wait_for_signal()
@@ -117,12 +122,15 @@ def executor(settings: Settings, executor_id, listen, connect, scouting, zenoh_c
               help="The cluster's name, and its context's. [default: local, or local-secure with --secure]")
 @click.option("--no-context", "no_context", is_flag=True,
               help="Write no context for the cluster and leave the current one as it is.")
+@click.option("--cache-size", metavar="SIZE", envvar="ESSA_CACHE_SIZE",
+              help="Each executor's cache of lattice values with a store that pushes updates (anna); 0: off "
+              "(env ESSA_CACHE_SIZE). [default: 64M]")
 @limit_options
 @log_options
 @click.pass_obj
 def up(settings: Settings, executors: int, schedulers: int, max_restarts: int, listen: str, http: str | None,
        secure: bool, security_dir: str | None, metrics: bool, detach: bool, name: str | None, no_context: bool,
-       log_size, log_call_size, log_total, **limit_flags) -> None:
+       cache_size: str | None, log_size, log_call_size, log_total, **limit_flags) -> None:
     """Start a local cluster: a scheduler and N executors, as separate processes.
 
     Once every process is ready, prints where they are and how to connect,
@@ -133,7 +141,7 @@ def up(settings: Settings, executors: int, schedulers: int, max_restarts: int, l
     Ctrl-C or SIGTERM (or `essa down`). While it runs, a process that dies
     (scheduler, executor, store node, HTTP server) is restarted with backoff,
     a line each time; one that keeps dying is given up on and the others run
-    on. The limits, grants and log bounds given here go to every executor.
+    on. The limits, grants, log bounds and cache size given here go to every executor.
     With --detach it runs in the background.
     """
     limits, grants = limits_and_grants(**limit_flags)
@@ -143,12 +151,15 @@ def up(settings: Settings, executors: int, schedulers: int, max_restarts: int, l
         get_plugin_manager().trigger_class(DEFAULTS["trigger"])  # installed? (else: names the package)
     name = check_context_name(name) if name else ("local-secure" if secure else "local")
     verbose = logging.getLogger().level <= logging.INFO
+    executor_args = limit_arguments(limits, grants) + log_arguments(bounds)
+    if cache_size is not None:
+        executor_args += ["--cache-size", str(_cache_size(cache_size))]
     if detach:
         argv = [*global_arguments(settings, int(verbose)), "up", "--executors", str(executors),
                 "--schedulers", str(schedulers), "--max-restarts", str(max_restarts), "--listen", listen,
                 "--name", name, *(["--http", http] if http else []), *(["--secure"] if secure else []),
                 *(["--security-dir", security_dir] if security_dir else []), *(["--metrics"] if metrics else []),
-                *(["--no-context"] if no_context else []), *limit_arguments(limits, grants), *log_arguments(bounds)]
+                *(["--no-context"] if no_context else []), *executor_args]
         info, printed = services.start_cluster_in_background(argv, name)
         click.echo(printed, nl=False)
         click.echo(f"essa up: running in the background (pid {info.pid}); its log: {info.log}")
@@ -156,10 +167,19 @@ def up(settings: Settings, executors: int, schedulers: int, max_restarts: int, l
     if secure:
         listen = secure_endpoints([listen])[0]
     sys.exit(services.run_cluster(executors, listen, settings.engine, settings.store, settings.store_options,
-                                  int(verbose), executor_args=limit_arguments(limits, grants) + log_arguments(bounds),
+                                  int(verbose), executor_args=executor_args,
                                   scheduler_args=["--max-message-size", str(limits.max_message_bytes)], http=http,
                                   secure=secure, security_dir=security_dir, name=name, metrics=metrics,
                                   context=not no_context, schedulers=schedulers, max_restarts=max_restarts))
+
+
+def _cache_size(text: str | None) -> int:
+    """``--cache-size`` in bytes (default 64M; 0: off)."""
+    if text is None:
+        return services.DEFAULT_CACHE_SIZE
+    if text.strip() == "0":
+        return 0
+    return size_value(text, "--cache-size")
 
 
 @click.command()

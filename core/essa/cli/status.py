@@ -6,6 +6,7 @@ import click
 
 from essa.cli.options import cluster_options, open_cluster
 from essa.cli.output import echo_json, json_option, print_table
+from essa.util.units import format_bytes
 
 
 @click.command()
@@ -27,10 +28,20 @@ def status(connect, zenoh_config, as_json) -> None:
     placed = {k: v for s in schedulers for k, v in s["executors"].items()}
     rows = [(ex["id"], ex["engine"], str(ex["workers"]), str(ex["calls"]), str(ex["runs"]), str(ex["failures"]),
              str(ex.get("cancelled", "-")), str(ex.get("running", "-")),
-             str(placed.get(ex["id"], {}).get("in_flight", "-")), str(len(ex["modules"]))) for ex in executors]
-    headers = ("id", "engine", "workers", "calls", "runs", "failed", "cancelled", "running", "in flight", "modules")
-    print_table(headers, rows, title="executors", right=headers[2:])
+             str(placed.get(ex["id"], {}).get("in_flight", "-")), str(len(ex["modules"])), _cache(ex.get("cache")))
+            for ex in executors]
+    headers = ("id", "engine", "workers", "calls", "runs", "failed", "cancelled", "running", "in flight", "modules",
+               "cache")
+    print_table(headers, rows, title="executors", right=headers[2:-1])
 
+
+def _cache(cache: object) -> str:
+    """An executor's cache: entries, size, hit rate (``-`` without one)."""
+    if not isinstance(cache, dict):
+        return "-"
+    reads = cache.get("hits", 0) + cache.get("misses", 0)
+    hits = f", {100 * cache.get('hits', 0) / reads:.0f}% hits" if reads else ""
+    return f"{cache.get('entries', 0)} keys, {format_bytes(cache.get('bytes', 0))}{hits}"
 
 
 __all__ = ["status"]

@@ -46,7 +46,7 @@ import threading
 import time
 import uuid
 import zlib
-from typing import Callable
+from typing import Any, Callable
 
 from essa.cluster import topics
 from essa.cluster.deployments import MAX_RETRIES
@@ -169,6 +169,12 @@ class IdBatches:
     gathered while one message is sent, or in ``linger`` seconds after the
     first, go out together as ``{**fields(), "ids": [...]}``, at most
     :attr:`most` to a message. One thread, waiting for ids.
+
+    An id may come with a record (done notices: ``[module, function,
+    namespace, keys]``, the state keys the call read, for placement, see
+    :meth:`essa.placement.Placement.observe`); the records of a message's
+    ids go in it as ``"reads": [record, ...]`` (only calls that read keys
+    have one, so most messages carry none).
     """
 
     #: Most ids in one message.
@@ -186,22 +192,38 @@ class IdBatches:
         self.linger = linger
         #: scheduler id -> the ids to send it
         self._ids: dict[str, list[str]] = {}
+        #: scheduler id -> (index of the id in its list, record) of the ids that came with one
+        self._records: dict[str, list[tuple[int, Any]]] = {}
         self._count = 0
         self._cond = threading.Condition()
         self._closed = False
         self._thread = threading.Thread(target=self._run, name=f"essa-{name}", daemon=True)
         self._thread.start()
 
-    def add(self, call_id: str, scheduler: str) -> None:
-        """Send ``call_id`` to ``scheduler`` (soon)."""
+    def add(self, call_id: str, scheduler: str, record: Any = None, now: bool = False) -> None:
+        """Send ``call_id`` to ``scheduler`` (soon), and ``record`` with it unless ``None``.
+
+        With ``now``, the ids gathered go at once, from this thread (an
+        executor with nothing else running: no other id is coming soon, and
+        the schedulers' view of its load and of what its calls read stays
+        current; a thread hop would let the caller's next call overtake it).
+        """
         with self._cond:
             if self._count >= self.limit:
                 _problems.warning(self._name, "%s: %d ids unsent; dropped one", self._name, self._count)
                 return
-            self._ids.setdefault(scheduler, []).append(call_id)
+            ids = self._ids.setdefault(scheduler, [])
+            if record is not None:
+                self._records.setdefault(scheduler, []).append((len(ids), record))
+            ids.append(call_id)
             self._count += 1
-            if self._count == 1:
-                self._cond.notify()
+            if now:
+                batches, records, self._ids, self._records, self._count = self._ids, self._records, {}, {}, 0
+            else:
+                if self._count == 1:
+                    self._cond.notify()
+                return
+        self._send(batches, records)
 
     def _run(self) -> None:
         while True:
@@ -209,17 +231,24 @@ class IdBatches:
                 self._cond.wait_for(lambda: self._count or self._closed)
                 if not self._closed:
                     self._cond.wait(self.linger)  # more may come; close() ends the wait
-                batches, self._ids, self._count = self._ids, {}, 0
+                batches, records, self._ids, self._records, self._count = self._ids, self._records, {}, {}, 0
                 closed = self._closed
-            for scheduler, ids in batches.items():
-                for start in range(0, len(ids), self.most):
-                    try:
-                        self._transport.publish(self._topic(scheduler),
-                                                {**self._fields(), "ids": ids[start : start + self.most]})
-                    except Exception as exc:  # the loop must outlive any one failure
-                        _problems.warning(self._name, "%s: cannot send: %s", self._name, describe(exc))
+            self._send(batches, records)
             if closed:
                 return
+
+    def _send(self, batches: dict[str, list[str]], records: dict[str, list[tuple[int, Any]]]) -> None:
+        for scheduler, ids in batches.items():
+            kept = records.get(scheduler, ())
+            for start in range(0, len(ids), self.most):
+                message = {**self._fields(), "ids": ids[start : start + self.most]}
+                reads = [r for i, r in kept if start <= i < start + self.most]
+                if reads:
+                    message["reads"] = reads
+                try:
+                    self._transport.publish(self._topic(scheduler), message)
+                except Exception as exc:  # the loop must outlive any one failure
+                    _problems.warning(self._name, "%s: cannot send: %s", self._name, describe(exc))
 
     def close(self, timeout: float = 2.0) -> None:
         """Send the ids gathered so far (waiting up to ``timeout`` s), then stop."""

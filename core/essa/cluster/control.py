@@ -50,8 +50,10 @@ from essa.cluster import topics
 from essa.cluster.authorize import Authorizer, Refused
 from essa.cluster.dags import DagRegistry, check_dag, split_stage
 from essa.cluster.deployments import (
+    DEFAULT_CONSISTENCY,
     DEFAULT_RETRIES,
     DeploymentRegistry,
+    check_consistency,
     check_name,
     check_retries,
     check_signatures,
@@ -179,11 +181,14 @@ class ControlService:
         module = publish_module(self.store, wasm, f"the module of {name!r}")
         program = self.programs.get(module)  # compiles now: a bad module fails the deploy, as the engine says
         retries = _optional(request, "retries", int)
-        if retries is not None:
-            try:
+        consistency = _optional(request, "consistency", str)
+        try:
+            if retries is not None:
                 check_retries(retries)
-            except EssaError as exc:
-                raise ControlError(str(exc)) from None
+            if consistency is not None:
+                check_consistency(consistency)
+        except EssaError as exc:
+            raise ControlError(str(exc)) from None
         found = module_signatures(wasm)
         functions = user_functions(program.info)
         if not functions and not program.info.has_start:
@@ -194,7 +199,8 @@ class ControlService:
         signatures = [s for s in found if s.name not in replaced] + declared
         deployment = self.registry.add(name, module, len(wasm), functions, _optional(request, "id", str),
                                        _optional(request, "created", int), signatures,
-                                       DEFAULT_RETRIES if retries is None else retries)
+                                       DEFAULT_RETRIES if retries is None else retries,
+                                       consistency or DEFAULT_CONSISTENCY)
         if deployment.unchanged:
             log.info("deployed %s again: unchanged (module %s)", deployment.spec, module[:12])
         else:

@@ -59,6 +59,20 @@ DEFAULT_RETRIES = 3
 MAX_RETRIES = 100
 
 
+#: A deployment's consistency level when it names none (:data:`essa.cluster.consistency.DEFAULT`).
+DEFAULT_CONSISTENCY = "default"
+#: The consistency levels (:data:`essa.cluster.consistency.LEVELS`, which is this tuple).
+CONSISTENCY_LEVELS = (DEFAULT_CONSISTENCY, "repeatable-read", "causal")
+
+
+def check_consistency(level: object) -> str:
+    """``level`` if it is a consistency level (:data:`CONSISTENCY_LEVELS`); else a one-line error."""
+    if not isinstance(level, str) or level not in CONSISTENCY_LEVELS:
+        raise EssaError(f"unknown consistency level {str(level)[:40]!r}: expected one of "
+                        f"{', '.join(CONSISTENCY_LEVELS)}")
+    return level
+
+
 def check_retries(retries: object) -> int:
     """``retries`` if it is a retry limit (a whole number from 0 to :data:`MAX_RETRIES`); else a one-line error."""
     if isinstance(retries, bool) or not isinstance(retries, int) or not 0 <= retries <= MAX_RETRIES:
@@ -155,6 +169,8 @@ class Deployment:
     signatures: tuple[Signature, ...] = ()
     #: How many times a call of it is run again when its executor dies (0: never; see docs/architecture.md).
     retries: int = DEFAULT_RETRIES
+    #: The consistency level of its calls unless a call names one (:mod:`essa.cluster.consistency`).
+    consistency: str = DEFAULT_CONSISTENCY
 
     @functools.cached_property
     def _signature_of(self) -> dict[str, Signature]:
@@ -186,7 +202,8 @@ class Deployment:
         return {"name": self.name, "version": self.version, "module": self.module, "size": self.size,
                 "functions": list(self.functions), "created": self.created, "tags": list(self.tags),
                 "current": self.current, "latest": self.latest, "namespace": self.namespace,
-                "signatures": [s.as_dict() for s in self.signatures], "retries": self.retries}
+                "signatures": [s.as_dict() for s in self.signatures], "retries": self.retries,
+                "consistency": self.consistency}
 
     @classmethod
     def from_dict(cls, data: dict) -> "Deployment":
@@ -195,7 +212,7 @@ class Deployment:
         return cls(data["name"], int(data["version"]), data["module"], int(data["size"]),
                    tuple(data["functions"]), int(data["created"]), tuple(data.get("tags") or ()),
                    bool(data.get("current", True)), None if latest is None else int(latest), signatures,
-                   int(data.get("retries", DEFAULT_RETRIES)))
+                   int(data.get("retries", DEFAULT_RETRIES)), _consistency(data.get("consistency")))
 
     def check_function(self, function: str) -> str:
         """The export to call for ``function``; :class:`NotFound` with suggestions if there is none."""
@@ -284,15 +301,17 @@ class DeploymentRegistry:
 
     def add(self, name: str, module: str, size: int, functions: list[str], deploy_id: str | None = None,
             created: int | None = None, signatures: Iterable[Signature] = (),
-            retries: int = DEFAULT_RETRIES) -> Deployed:
+            retries: int = DEFAULT_RETRIES, consistency: str = DEFAULT_CONSISTENCY) -> Deployed:
         """Record a new version of ``name`` for ``module`` (already in the store), unless the name means it already.
 
         ``deploy_id`` makes a repeated request (a retry) record nothing new;
         ``signatures`` are those of some of ``functions`` (see :func:`check_signatures`);
-        ``retries`` is the version's retry limit.
+        ``retries`` is the version's retry limit; ``consistency`` is the level
+        of the version's calls that name none (see :mod:`essa.cluster.consistency`).
         """
         check_name(name)
         check_retries(retries)
+        check_consistency(consistency)
         deploy_id = deploy_id or uuid.uuid4().hex
         history = self._history(name)
         for number, record in history.numbered.items():
@@ -304,6 +323,8 @@ class DeploymentRegistry:
             record["signatures"] = [s.as_dict() for s in checked]
         if check_retries(retries) != DEFAULT_RETRIES:  # records without it (older ones too) mean the default
             record["retries"] = retries
+        if check_consistency(consistency) != DEFAULT_CONSISTENCY:  # likewise
+            record["consistency"] = consistency
         current = history.current()
         if current is not None and _content(history.numbered[current]) == _content(record):
             version = self._version(history, current)
@@ -413,13 +434,14 @@ class DeploymentRegistry:
         record = history.numbered[number]
         return Deployment(history.name, number, record["module"], record["size"], tuple(record["functions"]),
                           record["created"], history.tags_of(number), number == history.current(),
-                          history.latest(), _signatures(record.get("signatures")), _retries(record.get("retries")))
+                          history.latest(), _signatures(record.get("signatures")), _retries(record.get("retries")),
+                          _consistency(record.get("consistency")))
 
 
 def _content(record: dict) -> tuple:
     """What a deploy record says about its version: a deploy that changes any of it makes a new version."""
     return (record["module"], record["size"], tuple(record["functions"]), _signatures(record.get("signatures")),
-            _retries(record.get("retries")))
+            _retries(record.get("retries")), _consistency(record.get("consistency")))
 
 
 def _signatures(stored: object) -> tuple[Signature, ...]:
@@ -437,7 +459,14 @@ def _retries(stored: object) -> int:
     return stored
 
 
+def _consistency(stored: object) -> str:
+    """The consistency level of a deploy record; the default where it says none (or none that reads)."""
+    return stored if isinstance(stored, str) and stored in CONSISTENCY_LEVELS else DEFAULT_CONSISTENCY
+
+
 __all__ = [
+    "CONSISTENCY_LEVELS",
+    "DEFAULT_CONSISTENCY",
     "DEFAULT_RETRIES",
     "MAX_RETRIES",
     "Deployed",
@@ -445,6 +474,7 @@ __all__ = [
     "DeploymentRegistry",
     "FunctionChanges",
     "EXPORT_PREFIX",
+    "check_consistency",
     "check_name",
     "check_retries",
     "check_signatures",

@@ -20,6 +20,7 @@ from essa.cluster.logbook import LogBook, LogBounds
 from essa.cluster.programs import ProgramCache, read_module
 from essa.cluster.scheduler import Scheduler
 from essa.plugins import DEFAULTS, PluginManager, get_plugin_manager
+from essa.state.cache import cached, capacity_from_environment
 from essa.state.store import Store
 from essa.transport.base import Transport
 from essa.wasm.engine import Engine
@@ -67,6 +68,9 @@ class EmbeddedRuntime:
     :param grants: what guests may reach of this host (default: nothing).
     :param logs: how much of deployments' calls' output to keep (:mod:`essa.cluster.logbook`);
         the runtime's log book answers log queries, from this process only.
+    :param cache_size: bytes of the executors' shared cache of lattice values, when the
+        store pushes updates (see :mod:`essa.state.cache`); 0 turns it off; default
+        ``$ESSA_CACHE_SIZE``, else 64 MiB.
     """
 
     def __init__(
@@ -78,6 +82,7 @@ class EmbeddedRuntime:
         limits: Limits | None = None,
         grants: Grants | None = None,
         logs: LogBounds | None = None,
+        cache_size: int | None = None,
     ) -> None:
         plugins = get_plugin_manager()
         self._owns_store = not isinstance(store, Store)
@@ -86,6 +91,7 @@ class EmbeddedRuntime:
         self.engine = open_engine(engine, limits, plugins, grants)
         self.store = open_store(store, store_options, plugins) if self._owns_store else store  # type: ignore[arg-type]
         try:
+            self.state = cached(self.store, capacity_from_environment() if cache_size is None else cache_size)
             self.transport: Transport = plugins.transport_class("local")()
             self.programs = ProgramCache(self.engine, self.store)
             self.scheduler = Scheduler(self.transport)
@@ -94,7 +100,8 @@ class EmbeddedRuntime:
             self.logbook = LogBook("embedded", logs)
             self._logs = self.logbook.serve(self.transport)
             self.executors = [
-                Executor(str(i), self.programs, self.store, self.transport, self.caller, logbook=self.logbook)
+                Executor(str(i), self.programs, self.store, self.transport, self.caller, logbook=self.logbook,
+                         state=self.state)
                 for i in range(executors or default_executors())
             ]
             for executor in self.executors:
@@ -123,7 +130,7 @@ class EmbeddedRuntime:
         if getattr(self, "caller", None):
             self.caller.close()
         if self._owns_store and getattr(self, "store", None):
-            self.store.close()
+            getattr(self, "state", self.store).close()  # a cache closes the store behind it
 
     def __enter__(self) -> "EmbeddedRuntime":
         return self

@@ -47,6 +47,7 @@ from essa.cluster.calls import (
     reply_message,
     send_reply,
 )
+from essa.cluster.consistency import CallState, Snapshots, TrackedCall, check_fields
 from essa.cluster.deployments import display_name
 from essa.cluster.logbook import LogBook, with_stderr
 from essa.cluster.pool import WorkPool
@@ -63,12 +64,13 @@ from essa.errors import (
     ModuleError,
     StoreError,
 )
+from essa.placement import MAX_CALL_KEYS
 from essa.state.store import Store
 from essa.transport.base import Message, Transport
 from essa.util.ratelimit import RateLimitedLog, describe
 from essa.wasm.abi import EssaResult, Output
 from essa.wasm.engine import START
-from essa.wasm.invocation import Invocation
+from essa.wasm.invocation import GuestFault, Invocation
 from essa.wasm.limits import Grants
 
 log = logging.getLogger("essa.cluster.executor")
@@ -103,6 +105,8 @@ class Executor:
         (:mod:`essa.cluster.authorize`); others are refused in one line.
     :param logbook: where the output of deployments' calls is kept
         (:mod:`essa.cluster.logbook`; executors of one process share one).
+    :param state: where guests' state goes (default: ``store``): the process's
+        :class:`~essa.state.cache.CachedStore` when the store pushes updates.
     """
 
     #: Cancelled runs remembered, so that their queued calls are refused when they start.
@@ -120,6 +124,7 @@ class Executor:
         workers: int = 1,
         authorizer: Authorizer | None = None,
         logbook: LogBook | None = None,
+        state: Store | None = None,
     ) -> None:
         if not topics.is_chunk(executor_id):
             raise EssaError(
@@ -128,6 +133,8 @@ class Executor:
         self.id = executor_id
         self.programs = programs
         self.store = store
+        self.state = state if state is not None else store
+        self.snapshots = Snapshots(executor_id, transport, self.state)
         self.transport = transport
         self.caller = caller
         self.workers = workers
@@ -163,6 +170,7 @@ class Executor:
         self._undo.append(self.transport.subscribe(topics.executor_stages(self.id), self._stages.receive))
         self._undo.append(self.transport.serve(f"{topics.STATUS}/executor/{self.id}", self.status))
         self._undo.append(self.transport.serve(topics.executor_find(self.id), self.find))
+        self._undo.append(self.snapshots.serve())
         self._undo.append(self.transport.declare_token(topics.live_executor(self.id)))
 
     def also_close(self, subscription: Any) -> None:
@@ -207,6 +215,8 @@ class Executor:
             "limits": asdict(self.programs.engine.limits),
             "grants": _describe(getattr(self.programs.engine, "grants", None) or Grants()),
             "logs": self.logbook.stats(),
+            "cache": self.state.status() if self.state is not self.store else None,
+            "snapshots": self.snapshots.status(),
             **stats,
         }
 
@@ -218,6 +228,8 @@ class Executor:
         it does not even say where to answer); it never reaches the pool.
         """
         problem = check_request(request, "executor", self.programs.engine.limits.max_message_bytes)
+        if problem is None:
+            problem = check_fields(request)
         if problem is None and self.authorizer is not None:
             try:
                 self.authorizer.check_call(request)
@@ -249,19 +261,33 @@ class Executor:
         kind = "message-size" if "size limit" in problem else "refused" if problem.startswith(REFUSED) else "invalid"
         self._answer(request, reply_message(call_id, EssaResult.UnknownError, message=problem, exit=1, kind=kind))
 
-    def _answer(self, request: Message, reply: Message) -> None:
+    def _answer(self, request: Message, reply: Message, keys: list[str] | None = None) -> None:
         """Send ``reply`` to the caller and the done notice (with this executor's load) to the scheduler (never raises).
 
-        A DAG stage's reply goes on to its downstream stages instead (:mod:`essa.cluster.stages`).
+        The notice's batch also reports the state ``keys`` the call read (with
+        the call's module, function and namespace), for locality-aware
+        placement (see :class:`essa.cluster.calls.IdBatches`). A DAG stage's
+        reply goes on to its downstream stages instead (:mod:`essa.cluster.stages`).
         """
         try:
             if "dag_run" in request:
                 self._stages.finished(request, reply)
                 return
-            send_reply(self.transport, request["reply_to"], reply)
             scheduler = request.get("scheduler")
-            if scheduler is not None:
-                self._done.add(request["id"], scheduler)
+            if scheduler is None:
+                send_reply(self.transport, request["reply_to"], reply)
+                return
+            record = [request["module"], request["function"], request["namespace"], keys] if keys else None
+            if self._active:
+                send_reply(self.transport, request["reply_to"], reply)
+                self._done.add(request["id"], scheduler, record)
+            else:
+                # An idle executor sends the notice at once, and before the reply: nothing else would share
+                # its message soon, and the caller's next call then finds the scheduler's view of this
+                # executor (its load, the keys its calls read) current. (A notice may come before its reply
+                # anyway: the scheduler keeps the call until the caller's receipt.)
+                self._done.add(request["id"], scheduler, record, now=True)
+                send_reply(self.transport, request["reply_to"], reply)
         except Exception as exc:
             _problems.warning("answer", "executor %s: cannot answer call %.80s: %s", self.id, request["id"], describe(exc))
 
@@ -269,8 +295,9 @@ class Executor:
         call_id = request["id"]
         LOCAL.tasks.pop(call_id, None)
         started = time.time()
+        read: list[str] = []
         try:
-            reply = self.execute(request)
+            reply = self.execute(request, read)
         except Exception as exc:  # never leave a caller hanging
             _problems.warning("failed", "executor %s: call %.80s failed: %s", self.id, call_id, describe(exc), exc_info=exc)
             reply = reply_message(call_id, EssaResult.UnknownError, message=f"executor {self.id} failed: {describe(exc)}",
@@ -283,7 +310,7 @@ class Executor:
             # Recorded before it leaves the active calls, so that a search always finds it one way or the other.
             self._finished.record(call_id, request["namespace"], reply)
             self._active.pop(call_id, None)
-        self._answer(request, reply)
+        self._answer(request, reply, read)
         kind = reply.get("kind") or "error"
         outcome = "ok" if reply["code"] == EssaResult.Ok else kind
         function = "-" if kind in ("no-such-function", "bad-signature", "invalid") else display_name(request["function"])
@@ -368,7 +395,7 @@ class Executor:
                 if not invocations:
                     del self._running[run]
 
-    def execute(self, request: Message) -> Message:
+    def execute(self, request: Message, read: list[str] | None = None) -> Message:
         """Run one call request to its end and return the reply message.
 
         A failed call's reply says what happened in ``message`` (one line,
@@ -377,12 +404,13 @@ class Executor:
         :func:`essa.cluster.calls.reply_message`). The guest's output goes to
         the run's output topic (unless the caller said it does not read it,
         ``"output": False``) and, for a deployment's call, into this
-        executor's log book (:mod:`essa.cluster.logbook`).
+        executor's log book (:mod:`essa.cluster.logbook`). The first state
+        keys the call read are appended to ``read``.
         """
         output = RunOutput(self.transport, request["run"], request["id"]) if request.get("output", True) else _NO_OUTPUT
         call_log = self.logbook.call_log(request, self.id, output)
         try:
-            reply = self._execute(request, output, call_log)
+            reply = self._execute(request, output, call_log, read)
         finally:
             call_log.close()
         if reply["code"] != EssaResult.Ok and request["function"] != START:
@@ -392,7 +420,8 @@ class Executor:
             reply = with_stderr(reply, tail)
         return reply
 
-    def _execute(self, request: Message, output: "RunOutput", guest_output: Output) -> Message:
+    def _execute(self, request: Message, output: "RunOutput", guest_output: Output,
+                 read: list[str] | None = None) -> Message:
         call_id = request["id"]
         function = request["function"]
         is_run = function == START
@@ -443,13 +472,15 @@ class Executor:
                 return reply_message(call_id, _CALLABLE_STATUS[status], message=f"cannot call {what}: {why}",
                                      kind="no-such-function" if status == "missing" else "bad-signature")
             limits = self.programs.engine.limits
-            invocation = Invocation(request["args"], _CallHost(self, program, request, guest_output), guest_output,
-                                    limits, argv=request.get("argv", ()), stdin=stdin)
+            host = _CallHost(self, program, request, guest_output, read)
+            invocation = Invocation(request["args"], host, guest_output, limits, argv=request.get("argv", ()),
+                                    stdin=stdin)
             self._begin(request["run"], invocation)
             try:
                 program.run(invocation, function, None if is_run else len(request["args"]))
             finally:
                 self._end(request["run"], invocation)
+                host.state.end()
         except CallCancelled as exc:
             with self._stats_lock:
                 self.stats.cancelled += 1
@@ -485,6 +516,10 @@ class Executor:
                 stdin.close()
         if invocation.exceeded is not None:  # an engine that let the guest finish (wasmtime: output)
             return self._over_limit(call_id, what, invocation.failure(""), output if nested else None)
+        if host.state.write_error is not None:
+            self._failed()
+            return reply_message(call_id, EssaResult.UnknownError, exit=1, kind="error",
+                                 message=f"{what}: its writes were not stored: {host.state.write_error}")
         if is_run:
             return reply_message(call_id, EssaResult.Ok, exit=0)
         if invocation.result is None:
@@ -493,7 +528,7 @@ class Executor:
                 return reply_message(call_id, EssaResult.UnknownError, message=message, kind="message-size")
             return reply_message(call_id, EssaResult.NoResult, message=f"{what} returned without essa_set_result",
                                  kind="no-result")
-        return reply_message(call_id, EssaResult.Ok, value=invocation.result)
+        return reply_message(call_id, EssaResult.Ok, value=invocation.result, **host.state.reply_extra())
 
     def _over_limit(self, call_id: str, what: str, exc: LimitExceeded, output: "RunOutput | None",
                     status: int = 1) -> Message:
@@ -571,9 +606,10 @@ _NO_OUTPUT = _NoOutput()
 class _CallHost:
     """The ABI's view of the runtime, for one invocation."""
 
-    __slots__ = ("_executor", "_program", "_request", "_output", "_prefix", "_read_only", "_children")
+    __slots__ = ("_executor", "_program", "_request", "_output", "_prefix", "_read_only", "_children", "state",
+                 "_read")
 
-    def __init__(self, executor: Executor, program, request: Message, output) -> None:
+    def __init__(self, executor: Executor, program, request: Message, output, read: list[str] | None = None) -> None:
         self._executor = executor
         self._program = program
         self._request = request
@@ -582,6 +618,10 @@ class _CallHost:
         authorizer = executor.authorizer
         self._read_only = authorizer is not None and authorizer.read_only(request)
         self._children = 0
+        #: the first keys the call read (:data:`essa.placement.MAX_CALL_KEYS`), for placement
+        self._read = read if read is not None else []
+        #: the call's view of the state at its consistency level
+        self.state = CallState(request, executor.id, executor.state, executor.snapshots)
 
     def function_status(self, name: str) -> EssaResult:
         return _CALLABLE_STATUS[self._program.info.callable_status(name)]
@@ -598,20 +638,29 @@ class _CallHost:
                 extra[key] = req[key]
         if req.get("attempt", 1) > 1 or req.get("adopt") is True:
             extra["adopt"] = True  # an earlier execution may have started this call already
+        extra.update(self.state.request_extra())  # and at its consistency level
+        try:
+            self.state.store_writes()  # the callee (on any executor) sees what this call wrote
+        except StoreError as exc:  # the guest traps: it was told its writes were made
+            raise GuestFault(f"the call's writes were not stored: {exc}") from None
         self._children += 1
-        return self._executor.caller.start(call_request(req["module"], name, args, req["namespace"], req["run"],
-                                                        nested=True, **extra),
-                                           child_id(req["id"], self._children))
+        future = self._executor.caller.start(call_request(req["module"], name, args, req["namespace"], req["run"],
+                                                          nested=True, **extra),
+                                             child_id(req["id"], self._children))
+        return future if "consistency" not in extra else TrackedCall(future, self.state)
 
     def get_state(self, key: str) -> bytes | None:
+        read = self._read
+        if len(read) < MAX_CALL_KEYS and key not in read:
+            read.append(key)
         with metrics.store_operation("get"):
-            return self._executor.store.get_bytes(self._prefix + key)
+            return self.state.get(self._prefix + key)
 
     def merge_state(self, key: str, value: bytes) -> None:
         if self._read_only:
             raise StoreError(f"the call's token is read-only: it cannot write namespace {self._request['namespace']!r}")
         with metrics.store_operation("put"):
-            self._executor.store.merge_bytes(self._prefix + key, value)
+            self.state.put(self._prefix + key, value)
 
     def warn(self, message: str) -> None:
         self._output.warn(f"{display_name(self._request['function'])}: {message}")

@@ -31,6 +31,7 @@ from essa.plugins import DEFAULTS, get_plugin_manager
 from essa.security import settings as security_settings
 from essa.security.tls import TlsFiles
 from essa.security.tokens import Verifier
+from essa.state.cache import DEFAULT_CAPACITY, cached
 from essa.transport.base import Transport, last_segment
 from essa.transport.zenoh import DEFAULT_ENDPOINT, ZenohTransport
 from essa.wasm.limits import Grants, Limits
@@ -141,7 +142,7 @@ class RunningExecutor:
         ex.stop()
         self.caller.close()
         self.transport.close()
-        ex.store.close()
+        ex.state.close()  # a cache closes the store behind it
         stats = ex.stats
         return (f"essa executor {ex.id}: served {stats.calls} calls and {stats.runs} runs "
                 f"({stats.failures} failed){'' if drained else '; stopped before all calls finished'}")
@@ -160,6 +161,7 @@ def start_executor(
     limits: Limits | None = None,
     grants: Grants | None = None,
     log_bounds: LogBounds | None = None,
+    cache_size: int | None = DEFAULT_CAPACITY,
 ) -> RunningExecutor:
     """Open a zenoh session and serve executor ``executor_id`` on it (see :func:`serve_executor`)."""
     limits = limits or Limits()
@@ -167,7 +169,7 @@ def start_executor(
     try:
         executor, caller = serve_executor(executor_id, transport, engine, store, store_options or {},
                                           workers or default_workers(), limits, grants, security_settings.verifier(),
-                                          log_bounds)
+                                          log_bounds, cache_size)
     except BaseException:
         transport.close()
         raise
@@ -197,6 +199,7 @@ def serve_executor(
     grants: Grants | None = None,
     verifier: Verifier | None = None,
     log_bounds: LogBounds | None = None,
+    cache_size: int | None = DEFAULT_CAPACITY,
 ) -> tuple[Executor, Caller]:
     """Start an executor on ``transport``; returns it and its caller.
 
@@ -205,7 +208,9 @@ def serve_executor(
     ``verifier`` it runs only calls, control requests and log queries whose
     token allows them (see :mod:`essa.cluster.authorize`). It keeps its
     calls' output within ``log_bounds`` and answers log queries
-    (:mod:`essa.cluster.logbook`).
+    (:mod:`essa.cluster.logbook`). Guests' state goes through a cache of
+    ``cache_size`` bytes when the store pushes updates (see
+    :mod:`essa.state.cache`; 0 turns it off).
     """
     engine_obj = open_engine(engine, limits, grants=grants)
     store_obj = open_store(store, store_options)
@@ -214,7 +219,7 @@ def serve_executor(
     authorizer = Authorizer(verifier, ModuleIndex(DeploymentRegistry(store_obj).versions)) if verifier else None
     logbook = LogBook(executor_id, log_bounds)
     executor = Executor(executor_id, programs, store_obj, transport, caller, workers, authorizer=authorizer,
-                        logbook=logbook)
+                        logbook=logbook, state=cached(store_obj, cache_size))
     executor.start()
     executor.also_close(ControlService(programs, engine_obj.limits.max_message_bytes, authorizer).serve(transport))
     executor.also_close(logbook.serve(transport, authorizer))

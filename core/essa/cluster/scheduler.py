@@ -60,7 +60,7 @@ from essa.cluster.authorize import Authorizer, Refused
 from essa.cluster.calls import MAX_RECEIPTS, cancelled_reply, check_request, reply_message, send_reply
 from essa.cluster.dag_runs import DagRuns
 from essa.cluster.deployments import DEFAULT_RETRIES, display_name
-from essa.placement import ExecutorState, Placement
+from essa.placement import ExecutorState, Placement, call_keys
 from essa.transport.base import Message, Transport, last_segment
 from essa.util.ratelimit import RateLimitedLog, describe
 from essa.wasm.abi import EssaResult
@@ -283,7 +283,9 @@ class Scheduler:
         """An executor's done notice: the replies to ``ids`` have left it; they stay tracked until their receipts.
 
         It carries the executor's ``load`` (its calls queued and running,
-        from every scheduler) when it was sent.
+        from every scheduler) when it was sent, and ``reads``: what those of
+        the calls that read state read, for locality-aware placement (each
+        scheduler learns from the notices of the calls it placed).
         """
         if notice.get("dag") is True:  # a DAG call's one notice, from the stage that answered it
             self._dags.done(notice)
@@ -304,6 +306,25 @@ class Scheduler:
             state = self.executors.get(executor)
             if state is not None:  # its calls from other schedulers: its load less what this one sees there
                 state.others = max(0, load - state.in_flight)
+            reads = notice.get("reads")
+            if state is not None and isinstance(reads, list):
+                self._observe(state, reads)
+
+    def _observe(self, state: ExecutorState, reads: list) -> None:
+        """Tell placement what the calls of a done notice read on ``state``'s executor (under the lock).
+
+        Each record is ``[module, function, namespace, keys]`` (see
+        :class:`essa.cluster.calls.IdBatches`); the state keys a call read are
+        likely cached there now. Malformed records are skipped.
+        """
+        for record in reads[:MAX_RECEIPTS]:
+            if not (isinstance(record, list) and len(record) == 4
+                    and all(isinstance(f, str) for f in record[:3])):
+                continue
+            keys = call_keys({"keys": record[3]})
+            if keys:
+                self.placement.observe(state, {"module": record[0], "function": record[1], "namespace": record[2]},
+                                       keys)
 
     def _received(self, receipt: Message) -> None:
         """A caller's receipt: the replies to ``receipt['ids']`` reached its inbox ``receipt['inbox']``."""

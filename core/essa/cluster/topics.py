@@ -70,6 +70,9 @@ def executor_calls(executor_id: str) -> str:
 def executor_stages(executor_id: str) -> str:
     """Inputs of DAG stages placed on one executor (see :mod:`essa.cluster.stages`)."""
     return f"essa/executor/{executor_id}/stages"
+def snapshot(executor_id: str) -> str:
+    """The versions pinned by the repeatable-read call trees an executor started (:mod:`essa.cluster.consistency`)."""
+    return f"essa/snapshot/{executor_id}"
 
 
 def inbox(caller_id: str) -> str:

@@ -18,13 +18,20 @@ A store plugin subclasses :class:`Store` and implements three methods:
 atomically (no lost update when several processes merge into one key) and must
 not return before the merged value is durable (or, for a replicated store,
 replicated as configured): a returned put is an acknowledged write.
+
+A store that can publish changes also implements :meth:`Store.watch_bytes` and
+:meth:`Store.on_updates` and sets :attr:`Store.watch_lease`: executors then
+keep a local cache of lattice values that the store keeps fresh by pushing
+updates (:mod:`essa.state.cache`). The store keeps, per key, which clients
+watch it (Anna's key -> caches index), for at most :attr:`Store.watch_lease`
+seconds after each :meth:`Store.watch_bytes`.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import ClassVar, Mapping
+from typing import Callable, ClassVar, Mapping
 
 from essa.errors import StoreError
 from essa.state.bincode import decode_lattice, encode_lattice
@@ -119,6 +126,36 @@ class Store(ABC):
         :param endpoint: the zenoh endpoint the cluster's scheduler listens on.
         """
         return ClusterServices(options=dict(options))
+
+    # -- pushed updates (optional: for executor-local caches) -------------------
+
+    #: Seconds a :meth:`watch_bytes` keeps pushes coming, counted from before it
+    #: was sent; ``None``: this store cannot push updates (no cache is kept).
+    watch_lease: ClassVar[float | None] = None
+
+    def watch_bytes(self, key: str) -> tuple[bytes | None, bool]:
+        """Read ``key`` and have its later changes pushed to :meth:`on_updates`' callback.
+
+        Returns the value (or ``None``) and whether the watch was taken: a
+        store whose index of watchers is full reads without watching, and the
+        caller must not cache that value. Every change committed after the
+        value read is pushed (the whole merged value, or ``None`` once the key
+        is deleted) until the lease ends; pushes may repeat or come in any
+        order (they are lattice values: the receiver merges them).
+        """
+        return self.get_bytes(key), False
+
+    def merge_many(self, items: list[tuple[str, bytes]]) -> None:
+        """Merge every ``(key, value)`` of ``items`` (:meth:`merge_bytes` each; a store may send them together).
+
+        Returns once every one is acknowledged; raises the first failure (the others may have been stored).
+        """
+        for key, value in items:
+            self.merge_bytes(key, value)
+
+    def on_updates(self, update: Callable[[str, bytes | None], None], reset: Callable[[], None]) -> None:
+        """Deliver pushed values to ``update(key, value)``; call ``reset()`` when pushes may have been lost
+        (a node of the store went away or joined: every watch must be taken again)."""
 
     # -- typed convenience API, in terms of the byte API ---------------------
 

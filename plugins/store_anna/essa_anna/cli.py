@@ -107,10 +107,13 @@ def routing(routing_id, listen, connect, scouting, zenoh_config, max_nodes, max_
 @click.option("--map-size", default="4G", show_default=True, help="Durable mode: the LMDB map size.")
 @click.option("--leave-timeout", type=click.FloatRange(min=0), default=30.0, show_default=True,
               help="On SIGTERM, seconds to hand keys off to the other nodes before stopping.")
+@click.option("--push-delay", type=click.FloatRange(min=0), default=0.0, show_default=True, metavar="SECONDS",
+              help="Hold each push to the executors' caches this long (fault injection: a slow link to the "
+              "caches, for tests of the consistency levels).")
 @_limit_options
 @metrics_option
 def kvs(node_id, listen, connect, scouting, zenoh_config, workers, global_replication, local_replication,
-        gossip_interval, replication_timeout, path, sync, map_size, leave_timeout, max_nodes, max_workers,
+        gossip_interval, replication_timeout, path, sync, map_size, leave_timeout, push_delay, max_nodes, max_workers,
         metrics_address) -> None:
     """Run KVS node ID: stores its share of the keys, replicates and gossips them.
 
@@ -136,7 +139,7 @@ def kvs(node_id, listen, connect, scouting, zenoh_config, workers, global_replic
             backend.close()
         raise
     node = KvsNode(node_id, transport, workers, global_replication, local_replication, gossip_interval,
-                   replication_timeout, backend, limits=_limits(max_nodes, max_workers))
+                   replication_timeout, backend, limits=_limits(max_nodes, max_workers), push_delay=push_delay)
     try:
         node.start()
         where = f"durable in {backend.path}" if backend else "in memory"

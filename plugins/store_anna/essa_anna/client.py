@@ -11,6 +11,12 @@ again. When a KVS node disappears (its liveliness token goes away, e.g. it was
 killed) the client forgets every cached owner and re-sends the requests that
 node had not answered, so they are answered by the remaining replicas. Every
 request has a deadline; a request never hangs.
+
+A watch (:meth:`AnnaClient.watch`) is a get answered by the key's primary
+owner, which then pushes the key's changes to this client's inbox for
+:data:`~essa_anna.protocol.WATCH_LEASE` seconds; they reach the callback given
+to :meth:`AnnaClient.on_updates`, and a change of the KVS membership calls its
+``reset`` (the new owners know nothing of earlier watches).
 """
 
 from __future__ import annotations
@@ -124,6 +130,7 @@ class AnnaClient:
         self._kvs_seen: frozenset = frozenset()
         self._closed = False
         self._local = threading.local()  # .defer: submits made while answers are handed out wait for one flush
+        self._update = None  # on_updates(): (update, reset)
         try:
             self._sub = transport.subscribe(self.inbox, self._on_message)
             self.membership = Membership(transport, limits=limits)
@@ -156,11 +163,32 @@ class AnnaClient:
         """Merge the encoded lattice ``value`` into ``key``."""
         self._wait(self.submit(P.PUT, key, bytes(value)))
 
+    def watch(self, key: str) -> tuple[bytes | None, bool]:
+        """Read ``key`` from its primary owner and have its changes pushed here (see :meth:`on_updates`).
+
+        Returns the value and whether the watch was taken (a node whose index of
+        watchers is full answers without taking it).
+        """
+        return self._wait(self.submit(P.WATCH, key))
+
+    def on_updates(self, update, reset) -> None:
+        """Give pushed values to ``update(key, value or None)``; call ``reset()`` when the KVS membership changes."""
+        self._update = (update, reset)
+
     def get_many(self, keys: Iterable[str]) -> list[bytes | None]:
         return [self._wait(f) for f in [self.submit(P.GET, k) for k in keys]]
 
     def put_many(self, items: Iterable[tuple[str, bytes]]) -> None:
-        for f in [self.submit(P.PUT, k, bytes(v)) for k, v in items]:
+        """Merge every (key, encoded lattice); sent together, one message per owner worker."""
+        deferred = getattr(self._local, "defer", False)
+        self._local.defer = True
+        try:
+            futures = [self.submit(P.PUT, k, bytes(v)) for k, v in items]
+        finally:
+            self._local.defer = deferred
+        if not deferred:
+            self._flush()
+        for f in futures:
             self._wait(f)
 
     def owners(self, key: str) -> tuple[tuple[str, int], ...]:
@@ -308,7 +336,7 @@ class AnnaClient:
                 if not self._asked.get(o.key):
                     self._addr.add(o.key)
             return
-        dest = owners[0] if o.op == P.PUT or len(owners) == 1 else random.choice(owners)
+        dest = owners[0] if o.op != P.GET or len(owners) == 1 else random.choice(owners)
         o.dest = dest
         o.resend_at = time.monotonic() + RESEND * (1 << min(o.resends, 4))
         self._inflight[o.rid] = o
@@ -411,6 +439,11 @@ class AnnaClient:
                     for o in self._unresolved.pop(key, ()):
                         self._route(o)
             self._flush()
+        elif kind == "upd":
+            if self._update is not None:
+                update = self._update[0]
+                for key, value in message["kv"]:
+                    update(key, value)
         elif kind == "fetched":
             entry = self._fetches.get(message["id"]) if isinstance(message["id"], int) else None
             if entry is not None:
@@ -420,8 +453,10 @@ class AnnaClient:
                 event.set()
 
     def _complete(self, o: _Op, code: int, payload) -> None:
-        if code == P.OK and o.op == P.GET and payload is not None and type(payload) is not bytes:
+        if code in (P.OK, P.UNWATCHED) and o.op != P.PUT and payload is not None and type(payload) is not bytes:
             _fail(o.future, AnnaError(f"KVS node {o.dest[0]} answered key {o.key!r} with a malformed value"))
+        elif o.op == P.WATCH and code in (P.OK, P.NOT_FOUND, P.UNWATCHED):
+            _succeed(o.future, (payload if code != P.NOT_FOUND else None, code != P.UNWATCHED))
         elif code == P.OK:
             _succeed(o.future, payload if o.op == P.GET else None)
         elif code == P.NOT_FOUND:
@@ -448,10 +483,12 @@ class AnnaClient:
         now = time.monotonic()
         failed: list[tuple[_Op, Exception]] = []
         membership = self.membership
+        reset = False
         with self._lock:
             kvs = frozenset(membership.kvs)
             if kvs != self._kvs_seen:
                 self._kvs_seen = kvs
+                reset = True
                 self._cache.clear()
                 for rid, o in list(self._inflight.items()):
                     if o.dest is not None and o.dest[0] not in kvs:
@@ -494,6 +531,8 @@ class AnnaClient:
                     else:
                         self._route(o)
         self._flush()
+        if reset and self._update is not None:
+            self._update[1]()
         for o, exc in failed:
             _fail(o.future, exc)
 

@@ -53,7 +53,7 @@ problems = RateLimitedLog(log)
 
 #: The message kinds of the protocol (any other kind is reported as ``?``, so a peer
 #: inventing kinds cannot make a line of each).
-KINDS = frozenset({"req", "resp", "addr", "repl", "gossip", "ack", "fetch", "fetched"})
+KINDS = frozenset({"req", "resp", "addr", "repl", "gossip", "ack", "fetch", "fetched", "upd"})
 
 
 def report(where: str, kind: object, exc: BaseException) -> None:
@@ -151,7 +151,7 @@ def operation(item: object) -> tuple[Any, str, str, bytes | None, str]:
     rid, op, k, value, ack = item
     rid = request_id(rid)
     try:
-        if op not in (P.GET, P.PUT):
+        if op not in (P.GET, P.PUT, P.WATCH):
             raise Malformed(f"unknown operation {_short(op)}")
         key(k)
         if op == P.PUT:
@@ -258,4 +258,6 @@ def client_message(message: dict) -> dict:
                 "from": from_ if isinstance(from_, str) else "?"}
     if kind == "fetched":
         return {"t": "fetched", "id": message.get("id"), "kv": _kv(message.get("kv"), "kv", values_may_be_none=True)}
+    if kind == "upd":
+        return {"t": "upd", "kv": _kv(message.get("kv"), "kv", values_may_be_none=True)}
     raise Malformed(f"unknown message kind {_short(kind)}")

@@ -29,6 +29,13 @@ seconds after a change, a GET also asks the key's other live owners of the
 recent rings and merges their answers (read repair), so keys stay readable
 while they move. On SIGTERM a node hands all of its keys off before it stops.
 
+Watches (op ``w``, for executor-local caches): a worker keeps, per key, the
+client inboxes watching it (Anna's key -> caches index), each for
+:data:`~essa_anna.protocol.WATCH_LEASE` seconds after its last watch, at most
+:data:`MAX_WATCHES` per worker. Whenever a watched key's value changes here (a
+put, a replication, gossip, a read repair, a deletion), the worker pushes the
+merged value to each watcher in an ``upd`` message once the batch is committed.
+
 Every message was checked by :mod:`essa_anna.inbound` before it reaches a
 worker; each step of a worker's loop is guarded on its own, so whatever one
 message or one round raises costs one log line and the batch's answers still
@@ -82,6 +89,8 @@ BATCH = 512
 #: Re-send an unacknowledged replication, hand-off or fetch after this long (doubling each time):
 #: zenoh drops publications to a peer whose subscriptions this node has not learnt yet.
 RESEND = 0.3
+#: Most live watches (key, watcher) per worker; a watch beyond it is answered without being taken.
+MAX_WATCHES = 1_000_000
 
 
 class _Pending:
@@ -117,6 +126,9 @@ class Worker(threading.Thread):
         self.misplaced: set[str] = set()
         self.handing_off: set[str] = set()
         self.pending: dict[int, _Pending] = {}
+        self.watchers: dict[str, dict[str, float]] = {}  # key -> {watcher inbox: lease end}
+        self._watch_log: deque[tuple[float, str, str]] = deque()  # (lease end, key, inbox), oldest first
+        self._pushes: set[str] = set()  # watched keys changed in this batch
         self.ring: Ring | None = None
         self.recent: deque[tuple[float, Ring]] = deque()  # rings replaced in the last SETTLE_SECONDS
         self.changed_at = 0.0
@@ -170,6 +182,8 @@ class Worker(threading.Thread):
     def _drop_key(self, key: str) -> None:
         old = self.data.pop(key, None)
         if old is not None:
+            if key in self.watchers:
+                self._pushes.add(key)
             self.bytes -= self._size(old)
             if self.node.backend is not None and not (self.leaving and self.node.keep_on_leave):
                 self._undo.setdefault(key, old)
@@ -192,6 +206,8 @@ class Worker(threading.Thread):
                 added = old.add(value)
                 if not added:
                     return False, P.OK, None
+                if key in self.watchers:
+                    self._pushes.add(key)
                 self.bytes += old.size - size
                 if self.node.backend is not None:  # write only the new members (a gossiped whole set adds few)
                     self._undo_adds.append((old, added))
@@ -204,6 +220,8 @@ class Worker(threading.Thread):
             return False, P.BAD_VALUE, f"{exc} (key {key!r})"
         if merged is old or merged == old:
             return False, P.OK, None
+        if key in self.watchers:
+            self._pushes.add(key)
         self._set_value(key, GrowingSet(decode_lattice(merged)) if GrowingSet.wanted(merged) else merged, merged)
         return True, P.OK, None
 
@@ -323,8 +341,12 @@ class Worker(threading.Thread):
             if me not in owners:
                 self._answer(reply, rid, P.WRONG_OWNER, None, t0)
                 continue
-            if op == P.GET:
+            if op == P.GET or op == P.WATCH:
                 self.gets += 1
+                if op == P.WATCH and not self._watch(key, reply):
+                    stored = self.value(key)
+                    self._answer(reply, rid, P.UNWATCHED, stored, t0)
+                    continue
                 if repairing and self._repair_get(reply, rid, key, owners, t0):
                     continue
                 stored = self.value(key)
@@ -345,6 +367,48 @@ class Worker(threading.Thread):
                     self._repl.append((reply, rid, key, t0, value if type(stored) is GrowingSet else stored, peers))
                 else:
                     self._answer(reply, rid, P.OK, None, t0)
+
+    def _watch(self, key: str, inbox: str) -> bool:
+        """Have ``inbox`` told of ``key``'s changes for a lease; False if the index is full."""
+        if len(self._watch_log) >= MAX_WATCHES:
+            return False
+        until = time.monotonic() + P.WATCH_LEASE
+        self.watchers.setdefault(key, {})[inbox] = until
+        self._watch_log.append((until, key, inbox))
+        return True
+
+    def _expire_watches(self, now: float) -> None:
+        log_ = self._watch_log
+        while log_ and log_[0][0] <= now:
+            _until, key, inbox = log_.popleft()
+            watching = self.watchers.get(key)
+            if watching is not None and watching.get(inbox, now + 1) <= now:  # not renewed since
+                del watching[inbox]
+                if not watching:
+                    del self.watchers[key]
+
+    def _push_updates(self) -> None:
+        """Send the watchers of the keys changed in this batch their merged values."""
+        keys, self._pushes = self._pushes, set()
+        now = time.monotonic()
+        out: dict[str, list] = {}
+        for key in keys:
+            watching = self.watchers.get(key)
+            if not watching:
+                continue
+            value = self.value(key)
+            for inbox, until in watching.items():
+                if until > now:
+                    out.setdefault(inbox, []).append([key, value])
+        messages = [(inbox, {"t": "upd", "kv": kv[i:i + CHUNK]}) for inbox, kv in out.items()
+                    for i in range(0, len(kv), CHUNK)]
+        if self.node.push_delay:
+            timer = threading.Timer(self.node.push_delay, lambda: [self._publish(*m) for m in messages])
+            timer.daemon = True
+            timer.start()
+            return
+        for inbox, message in messages:
+            self._publish(inbox, message)
 
     def _repair_get(self, reply: str, rid: Any, key: str, owners: tuple, t0: float) -> bool:
         """Ask the key's other live owners of the recent rings; True if the answer waits for them."""
@@ -457,6 +521,7 @@ class Worker(threading.Thread):
         return pending
 
     def _maintain(self, now: float) -> None:
+        self._expire_watches(now)
         for pid, pending in list(self.pending.items()):
             if pending.deadline <= now:
                 self._complete(pid, timed_out=True)
@@ -607,6 +672,8 @@ class Worker(threading.Thread):
                 for grown, added in reversed(adds):
                     grown.discard(added)
                 self._not_durable(undo, acks, exc)
+        if self._pushes:  # after the commit: a cache never holds what a crash can take back
+            self._push_updates()
         if self._repl:
             items, self._repl = self._repl, []
             self._wait_for_others("repl", items, self.node.replication_timeout)
@@ -696,11 +763,13 @@ class KvsNode:
 
     :param backend: an :class:`~essa_anna.storage.LmdbBackend` for durable mode.
     :param limits: bounds on the ring other nodes' tokens may make (see :class:`~essa_anna.membership.Limits`).
+    :param push_delay: seconds each push to the watching caches is held (fault injection for tests).
     """
 
     def __init__(self, node_id: str, transport: Transport, workers: int = 1, global_replication: int = 2,
                  local_replication: int = 1, gossip_interval: float = 0.2, replication_timeout: float = 2.0,
-                 backend: LmdbBackend | None = None, keep_on_leave: bool = True, limits: Limits | None = None) -> None:
+                 backend: LmdbBackend | None = None, keep_on_leave: bool = True, limits: Limits | None = None,
+                 push_delay: float = 0.0) -> None:
         P.check_id(node_id)
         self.info = NodeInfo(node_id, uuid.uuid4().hex[:8], workers, global_replication, local_replication)
         self.transport = transport
@@ -708,6 +777,7 @@ class KvsNode:
         self.replication_timeout = replication_timeout
         self.backend = backend
         self.keep_on_leave = keep_on_leave
+        self.push_delay = push_delay
         self.workers = [Worker(self, i) for i in range(workers)]
         self.limits = limits
         self.membership: Membership | None = None
@@ -859,6 +929,7 @@ class KvsNode:
             "local_replication": self.info.local_replication,
             "keys": sum(len(w.data) for w in self.workers),
             "keys_per_worker": [len(w.data) for w in self.workers],
+            "watches": sum(len(w._watch_log) for w in self.workers),
             "bytes": sum(w.bytes for w in self.workers),
             "gets": sum(w.gets for w in self.workers),
             "puts": sum(w.puts for w in self.workers),

@@ -25,12 +25,16 @@ Liveliness tokens
 
 Message kinds (``t``)
     ``req``      client -> worker: ``ops`` = [[rid, op, key, value, ack]]
-                 (op ``g`` get, ``p`` put; ack ``a`` all replicas, ``o`` owner)
+                 (op ``g`` get, ``p`` put, ``w`` watch: a get that also has the
+                 key's primary owner push the key's changes to ``reply`` for
+                 :data:`WATCH_LEASE` seconds; ack ``a`` all replicas, ``o`` owner)
     ``resp``     worker -> client: ``r`` = [[rid, code, payload]]
     ``addr``     client -> routing: ``keys``; routing -> client: ``owners``
     ``repl``     worker -> worker: ``kv`` = [[key, value]], ``id``; answered by ``ack``
     ``gossip``   worker -> worker: ``kv`` (timer gossip, no answer)
     ``fetch``    anyone -> worker: ``keys``, ``id``; answered by ``fetched``: ``kv``
+    ``upd``      worker -> watching client: ``kv`` = [[key, value or None (deleted)]],
+                 the merged values of watched keys that changed
 """
 
 from __future__ import annotations
@@ -58,6 +62,11 @@ TYPE_MISMATCH = 3
 BAD_VALUE = 4
 TIMEOUT = 5
 ERROR = 6
+#: A watch answered with the value but not taken (the worker's index of watchers is full).
+UNWATCHED = 7
+
+#: Seconds a watch (op ``w``) lasts on the KVS node; a client renews it by watching again.
+WATCH_LEASE = 30.0
 
 #: Bounds on what a liveliness token may announce; a token outside them is ignored.
 MAX_WORKERS = 64
@@ -73,6 +82,7 @@ MAX_OPS_PER_MESSAGE = 4096
 
 GET = "g"
 PUT = "p"
+WATCH = "w"
 ACK_ALL = "a"
 ACK_OWNER = "o"
 

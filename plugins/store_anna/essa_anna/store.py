@@ -74,6 +74,19 @@ class AnnaStore(Store):
     def merge_bytes(self, key: str, value: bytes) -> None:
         self.client.put(key, value)
 
+    #: A cache may serve a watched value this long: half the KVS nodes' lease, counted
+    #: from before the watch was sent, so the node still pushes while the value is served.
+    watch_lease = P.WATCH_LEASE / 2
+
+    def watch_bytes(self, key: str) -> tuple[bytes | None, bool]:
+        return self.client.watch(key)
+
+    def merge_many(self, items: list[tuple[str, bytes]]) -> None:
+        self.client.put_many(items)  # submitted together: one message per owner
+
+    def on_updates(self, update, reset) -> None:
+        self.client.on_updates(update, reset)
+
     def keys(self, prefix: str = "") -> list[str]:
         return self.client.keys(prefix)
 

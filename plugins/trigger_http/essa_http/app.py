@@ -34,6 +34,7 @@ from starlette.responses import Response
 from starlette.routing import Route, Router
 
 from essa.plugin import (
+    CONSISTENCY_LEVELS,
     Connection,
     DecodeError,
     EssaError,
@@ -235,13 +236,17 @@ class Routes:
     # -- routes ------------------------------------------------------------------------
 
     async def call(self, request: Request, body: bytes) -> Response:
-        """``POST /v1/functions/{deployment}/{function}``: body = arguments, answer = result (see :mod:`.arguments`).
+        """``POST /v1/functions/{deployment}/{function}[?consistency=LEVEL]``: body = arguments, answer = result.
 
-        The answer's ``essa-call`` header names the call (its log lines carry
+        The body and answer are as in :mod:`.arguments`. The answer's ``essa-call`` header names the call (its log lines carry
         it). With ``essa serve -v`` each line the call prints is logged
         (``essa.http.output``). Cancelling the request (a forced shutdown)
         cancels the call.
         """
+        consistency = request.query_params.get("consistency")
+        if consistency is not None and consistency not in CONSISTENCY_LEVELS:
+            raise HttpError(400, f"unknown consistency level {consistency[:40]!r}: expected one of "
+                                 f"{', '.join(CONSISTENCY_LEVELS)}", "invalid")
         connection = self._connection(request)
         function = request.path_params["function"]
         deployment = await connection.adeployment(request.path_params["deployment"])
@@ -252,7 +257,8 @@ class Routes:
         started = output.started if output is not None else None
         try:
             if signature is None:
-                answer = await connection.acall_result(deployment.spec, function, body, output=output, started=started)
+                answer = await connection.acall_result(deployment.spec, function, body, output=output, started=started,
+                                                       consistency=consistency)
                 # Functions cannot set a content type (a result is bytes), so the request's passes through.
                 return Response(answer.value, headers={"content-type": content_type or OCTET_STREAM,
                                                        CALL_HEADER: answer.call})
@@ -260,7 +266,7 @@ class Routes:
             args, kwargs = arguments(signature, media, body)
             # deployment.spec: the version whose signature read the body
             answer = await connection.acall_result(deployment.spec, function, *args, output=output, started=started,
-                                                  **kwargs)
+                                                  consistency=consistency, **kwargs)
         finally:
             if output is not None:
                 output.flush()

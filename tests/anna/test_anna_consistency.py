@@ -1,0 +1,266 @@
+"""Consistency levels across executors with caches (real scheduler, executors and Anna processes).
+
+The KVS nodes hold every push to the caches for a while (``--push-delay``: a
+slow link to the caches), so an executor's cache is stale for that long after a
+write elsewhere. Each test first shows, at the default level, the anomaly its
+level rules out (waiting for it with a generous deadline), then runs the
+level and checks the history: no anomaly.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import signal
+import struct
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("zenoh")
+pytest.importorskip("essa_anna")
+
+import essa  # noqa: E402
+from essa.state.bincode import decode_lattice, encode_lattice  # noqa: E402
+from essa.state.lattice import LwwLattice, SetLattice  # noqa: E402
+from essa_anna import AnnaStore  # noqa: E402
+
+from .helpers import READY_TIMEOUT, AnnaCluster, free_port  # noqa: E402
+from .helpers import essa as run_essa  # noqa: E402
+from .history import Record, causal_violations, repeatable_read_violations  # noqa: E402
+
+STATE_OPS = Path(__file__).resolve().parents[2] / "examples" / "state-ops.wasm"
+#: How long the KVS nodes hold each push to the caches.
+PUSH_DELAY = "0.5"
+
+
+def text(value: str) -> bytes:
+    data = value.encode()
+    return struct.pack("<Q", len(data)) + data
+
+
+def blob(value: bytes) -> bytes:
+    return struct.pack("<Q", len(value)) + value
+
+
+def members(value: bytes) -> frozenset[bytes] | None:
+    return frozenset(decode_lattice(value).values) if value else None
+
+
+def split(result: bytes) -> list[bytes]:
+    values, offset = [], 0
+    while offset < len(result):
+        (length,) = struct.unpack_from("<Q", result, offset)
+        values.append(result[offset + 8:offset + 8 + length])
+        offset += 8 + length
+    return values
+
+
+class Cluster:
+    """Anna (3 KVS nodes, pushes held), a scheduler and two executors with caches; a connection; a deployment."""
+
+    def __init__(self, anna: AnnaCluster, engine_name: str) -> None:
+        anna.start(3, "--push-delay", PUSH_DELAY)
+        self.anna = anna
+        self.endpoint = f"tcp/127.0.0.1:{free_port()}"
+        anna.spawn("scheduler", "scheduler", "--listen", self.endpoint)
+        for i in range(2):
+            anna.spawn(f"executor-{i}", "--engine", engine_name, "--store", "anna",
+                       "--store-option", f"routing={anna.endpoint}", "--store-option", "timeout=30",
+                       "executor", str(i), "--connect", self.endpoint,
+                       "--listen", f"tcp/127.0.0.1:{free_port()}", "--workers", "4")
+        for i in range(2):
+            anna.wait_ready(f"executor-{i}", f"essa executor {i}:")
+        self.connection = essa.connect(self.endpoint, timeout=READY_TIMEOUT)
+        deadline = time.monotonic() + READY_TIMEOUT
+        while len(self.executors()) < 2:
+            assert time.monotonic() < deadline, "the scheduler does not see two executors"
+            time.sleep(0.05)
+        self.deployment = self.connection.deploy(STATE_OPS, "ops")
+        self.store = AnnaStore({"routing": anna.endpoint, "timeout": "30", "connect_timeout": str(READY_TIMEOUT)})
+
+    def executors(self) -> dict[str, dict]:
+        answer = run_essa("status", "--connect", self.endpoint, "--json", timeout=60)
+        if answer.returncode != 0:
+            return {}
+        return {e["id"]: e for e in json.loads(answer.stdout) if e.get("role") == "executor"}
+
+    def key(self, name: str) -> str:
+        return f"{self.deployment.namespace}/data/{name}"
+
+    def call(self, function: str, args: bytes, consistency: str | None = None) -> bytes:
+        return self.connection.call("ops", function, args, timeout=60, consistency=consistency)
+
+    def close(self) -> None:
+        self.connection.close()
+        self.store.close()
+
+
+@pytest.fixture
+def cluster(anna, engine_name):
+    c = Cluster(anna, engine_name)
+    yield c
+    c.close()
+
+
+def warm(cluster: Cluster, key: str) -> None:
+    """Have both executors' caches hold ``key`` (many concurrent reads land on both)."""
+    futures = [cluster.connection.call_async("ops", "read_key", text(key)) for _ in range(16)]
+    for future in futures:
+        future.result(60)
+
+
+def test_repeatable_read_gives_every_function_of_a_call_tree_one_version(cluster):
+    stop = threading.Event()
+    written = [0]
+
+    def writer() -> None:  # another client adds a member to the key every 5 ms
+        while not stop.wait(0.005):
+            written[0] += 1
+            cluster.store.put(cluster.key("hot"), SetLattice({str(written[0]).encode()}))
+
+    thread = threading.Thread(target=writer, daemon=True)
+    thread.start()
+    try:
+        warm(cluster, "hot")
+
+        def tree(level: str | None) -> Record:
+            reads = [members(v) for v in split(cluster.call("read_call_read", text("hot"), level))]
+            return Record(level or "default", reads=reads)
+
+        # The default level: the root's reads and its callee's read (another executor's cache) differ.
+        deadline = time.monotonic() + 90
+        history = []
+        while not repeatable_read_violations(history):
+            assert time.monotonic() < deadline, "no call tree saw two versions at the default level"
+            history.append(tree(None))
+        # Repeatable read: never.
+        history = [tree("repeatable-read") for _ in range(30)]
+        assert not repeatable_read_violations(history), repeatable_read_violations(history)[:3]
+        assert any(r.reads[0] for r in history)  # not vacuous (the very first reads may predate the key)
+        seen = sum(e.get("snapshots", {}).get("trees_seen", 0) for e in cluster.executors().values())
+        assert seen > 0  # callees did read the snapshot from the other executor
+        # The level of a deployment: a new version of "ops" whose calls are repeatable-read unless they say.
+        version = cluster.connection.deploy(STATE_OPS, "ops", consistency="repeatable-read")
+        assert version.consistency == "repeatable-read"
+        assert cluster.connection.deployment("ops").consistency == "repeatable-read"
+        history = [tree(None) for _ in range(20)]
+        assert not repeatable_read_violations(history), repeatable_read_violations(history)[:3]
+    finally:
+        stop.set()
+        thread.join(30)
+
+
+def test_causal_calls_see_the_writes_that_precede_them(cluster):
+    warm(cluster, "c")
+
+    def write_then_read(i: int, level: str | None) -> Record:
+        value = f"w{i}".encode()
+        seen = cluster.call("write_call_read", text("c") + blob(encode_lattice(SetLattice({value}))), level)
+        return Record(level or "default", wrote=frozenset({value}), reads=[members(seen)])
+
+    # The default level: the callee, on the other executor, reads its stale cache.
+    deadline = time.monotonic() + 90
+    history, i = [], 0
+    while not causal_violations(history):
+        assert time.monotonic() < deadline, "no callee missed its caller's write at the default level"
+        i += 1
+        history.append(write_then_read(i, None))
+    # Causal: the callee sees its caller's write, every time.
+    history = [write_then_read(1000 + j, "causal") for j in range(30)]
+    assert not causal_violations(history), causal_violations(history)[:3]
+
+
+def test_an_unknown_level_is_refused_in_one_line(cluster):
+    with pytest.raises(essa.EssaError, match="unknown consistency level 'serializable'"):
+        cluster.call("read_key", text("x"), "serializable")
+
+
+def test_calls_follow_their_keys_to_the_executor_that_caches_them(cluster):
+    """Locality-aware placement: a function that reads a fixed key, called one call at a time, stays where
+    that key is cached (without it, ties alternate between the two idle executors)."""
+    before = {i: e["by_function"].get("__essa_wrapper__read_key", 0) for i, e in cluster.executors().items()}
+    for _ in range(20):
+        cluster.call("read_key", text("fixed"))
+    after = {i: e["by_function"].get("__essa_wrapper__read_key", 0) for i, e in cluster.executors().items()}
+    ran = sorted(after[i] - before.get(i, 0) for i in after)
+    assert ran[-1] >= 17, ran  # the first two calls teach the scheduler the key; then it sticks
+    # Declared keys work from the first call.
+    before = after
+    for _ in range(10):
+        cluster.connection.call("ops", "read_key", text("declared"), keys=["declared"], timeout=60)
+    after = {i: e["by_function"].get("__essa_wrapper__read_key", 0) for i, e in cluster.executors().items()}
+    ran = sorted(after[i] - before.get(i, 0) for i in after)
+    assert ran[-1] >= 9, ran
+
+
+def test_the_levels_hold_through_a_killed_kvs_node_and_a_stopped_executor(cluster):
+    """Faults while histories are recorded: kill -9 of a KVS node (replication 2: every acknowledged write
+    survives; the caches start over), then SIGSTOP of an executor for 2 s (its calls wait for it)."""
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def writer() -> None:
+        i = 0
+        while not stop.wait(0.005):
+            i += 1
+            try:
+                cluster.store.put(cluster.key("hot"), SetLattice({f"f{i}".encode()}))
+            except Exception as exc:  # a put racing the kill may time out: the next one goes on
+                errors.append(exc)
+
+    thread = threading.Thread(target=writer, daemon=True)
+    thread.start()
+    try:
+        warm(cluster, "hot")
+        warm(cluster, "c")
+        counter = itertools.count()
+
+        def rounds() -> tuple[list[Record], list[Record]]:
+            trees = [Record("repeatable-read", reads=[members(v) for v in split(
+                cluster.call("read_call_read", text("hot"), "repeatable-read"))]) for _ in range(8)]
+            causal = []
+            for _ in range(8):
+                value = f"x{next(counter)}".encode()
+                seen = cluster.call("write_call_read", text("c") + blob(encode_lattice(SetLattice({value}))), "causal")
+                causal.append(Record("causal", wrote=frozenset({value}), reads=[members(seen)]))
+            return trees, causal
+
+        histories = [rounds()]
+        cluster.anna.kill("kvs-n0")
+        histories.append(rounds())
+        executor = cluster.anna.procs["executor-1"]
+        executor.send_signal(signal.SIGSTOP)
+        resume = threading.Timer(2.0, executor.send_signal, (signal.SIGCONT,))
+        resume.start()
+        try:
+            histories.append(rounds())
+        finally:
+            resume.join()
+        for trees, causal in histories:
+            assert not repeatable_read_violations(trees), repeatable_read_violations(trees)[:3]
+            assert not causal_violations(causal), causal_violations(causal)[:3]
+    finally:
+        stop.set()
+        thread.join(30)
+
+
+def op(kind: int, key: str, value: bytes = b"") -> bytes:
+    return bytes([kind]) + text(key) + blob(value)
+
+
+def test_a_calls_writes_are_in_the_store_when_it_replies_and_a_wrong_type_is_refused_at_once(cluster):
+    """With caches, a call's writes are kept in the call and stored together before its reply: a reader
+    elsewhere sees them as soon as the call returns. A put of another lattice type is refused when made."""
+    for i in range(5):
+        payload = struct.pack("<Q", 2) + op(1, "acked", encode_lattice(SetLattice({f"m{i}".encode()}))) + op(0, "acked")
+        found = cluster.call("ops", payload)
+        assert struct.unpack("<Q", found)[0] == 1  # the call read its own write
+        assert f"m{i}".encode() in members(cluster.store.get_bytes(cluster.key("acked")))  # stored before the reply
+    cluster.store.put(cluster.key("typed"), SetLattice({b"s"}))
+    lww = encode_lattice(LwwLattice(1, b"not a set"))
+    with pytest.raises(essa.CallError, match="without essa_set_result"):  # ops gave up on the refused put
+        cluster.call("ops", struct.pack("<Q", 1) + op(1, "typed", lww))
+    assert members(cluster.store.get_bytes(cluster.key("typed"))) == {b"s"}
