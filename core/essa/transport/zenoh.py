@@ -268,7 +268,7 @@ class _PatientSender:
             for _deadline, payload in messages:
                 publisher.put(payload)
             self._forget(topic, len(messages))
-        elif messages[0][0] <= now:
+        elif messages and messages[0][0] <= now:  # (``messages`` empties if they are discarded meanwhile)
             expired = sum(1 for deadline, _payload in messages if deadline <= now)
             _problems.warning("patience", "dropped %d messages for %s: no receiver appeared within %g s",
                               expired, topic, self.patience)
@@ -467,9 +467,18 @@ class ZenohTransport(Transport):
         dropped = self._patient.discard(topic)
         if dropped:
             log.info("dropped %d messages held for %s", dropped, topic)
-        with self._lock:
-            if topic in self._publishers:
-                self._undeclare(topic)
+        # The patient sender may be putting a held message with the publisher right now ("Already borrowed"):
+        # try again for a moment (it lets go within a put); past that, a later sweep undeclares it.
+        deadline = time.monotonic() + 1.0
+        while True:
+            with self._lock:
+                if topic in self._publishers:
+                    self._undeclare(topic)
+                if topic not in self._publishers:
+                    return
+            if time.monotonic() >= deadline:
+                return
+            time.sleep(0.005)
 
     def _drop_publishers(self) -> None:  # lock held
         for publisher in self._publishers.values():
