@@ -42,7 +42,6 @@ the same on every machine.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 import shutil
 import subprocess
@@ -51,6 +50,8 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from committed import settle  # examples/, beside this script
 
 EXAMPLES_DIR = Path(__file__).resolve().parent
 ROOT = EXAMPLES_DIR.parent
@@ -108,10 +109,6 @@ SCRUBBED_ENV_PREFIXES = ("CARGO", "RUST")
 
 class BuildError(Exception):
     """A build problem with a message for the user."""
-
-
-def describe(data: bytes) -> str:
-    return f"{len(data)} bytes, sha256 {hashlib.sha256(data).hexdigest()[:16]}"
 
 
 def missing_packages() -> list[str]:
@@ -282,22 +279,9 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"building {guest.output} in {work}")
                 new = build(guest, work)
                 elapsed = f"{time.monotonic() - started:.0f} s"
-                target = ROOT / guest.output
-                if args.check:
-                    if not target.is_file():
-                        stale.append(f"{guest.output} is missing (rebuilt: {describe(new)})")
-                    elif target.read_bytes() != new:
-                        stale.append(
-                            f"{guest.output} differs from a fresh build of {guest.crate} "
-                            f"(committed: {describe(target.read_bytes())}; rebuilt: {describe(new)})"
-                        )
-                    else:
-                        print(f"  {guest.output} is up to date ({describe(new)}; {elapsed})")
-                    continue
-                staging = target.with_name(target.name + ".tmp")
-                staging.write_bytes(new)
-                os.replace(staging, target)
-                print(f"  wrote {guest.output} ({describe(new)}; {elapsed})")
+                problem = settle(ROOT, guest.output, new, args.check, guest.crate, elapsed)
+                if problem is not None:
+                    stale.append(problem)
             if args.test:
                 print("testing the Rust guest SDK")
                 test_sdk(Path(tmp) / "sdk")

@@ -27,7 +27,6 @@ live, and the pinned compiler gives the same bytes on every machine.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 import shutil
 import subprocess
@@ -36,6 +35,8 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from committed import settle  # examples/, beside this script
 
 EXAMPLES_DIR = Path(__file__).resolve().parent
 ROOT = EXAMPLES_DIR.parent
@@ -60,10 +61,6 @@ GUESTS = [Guest("examples/word-count-ts", "examples/word-count-ts.wasm", "build/
 
 class BuildError(Exception):
     """A build problem with a message for the user."""
-
-
-def describe(data: bytes) -> str:
-    return f"{len(data)} bytes, sha256 {hashlib.sha256(data).hexdigest()[:16]}"
 
 
 def check_node() -> None:
@@ -145,22 +142,9 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"building {guest.output} in {work}")
                 new = build(guest, work)
                 elapsed = f"{time.monotonic() - started:.0f} s"
-                target = ROOT / guest.output
-                if args.check:
-                    if not target.is_file():
-                        stale.append(f"{guest.output} is missing (rebuilt: {describe(new)})")
-                    elif target.read_bytes() != new:
-                        stale.append(
-                            f"{guest.output} differs from a fresh build of {guest.project} "
-                            f"(committed: {describe(target.read_bytes())}; rebuilt: {describe(new)})"
-                        )
-                    else:
-                        print(f"  {guest.output} is up to date ({describe(new)}; {elapsed})")
-                    continue
-                staging = target.with_name(target.name + ".tmp")
-                staging.write_bytes(new)
-                os.replace(staging, target)
-                print(f"  wrote {guest.output} ({describe(new)}; {elapsed})")
+                problem = settle(ROOT, guest.output, new, args.check, guest.project, elapsed)
+                if problem is not None:
+                    stale.append(problem)
     except BuildError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
