@@ -31,6 +31,7 @@ from essa.testing.conformance.wat import wat2wasm
 from essa.testing.ports import free_port
 
 from .test_cli import essa as run_essa
+from .test_cluster import Cluster as OneScheduler
 
 pytest.importorskip("zenoh")
 pytest.importorskip("essa_lmdb")
@@ -83,21 +84,14 @@ GUEST = wat2wasm(f"""
 """)
 
 
-class Cluster:
+class Cluster(OneScheduler):
     """Two schedulers and two executors (each connected to both) as child processes."""
 
     def __init__(self, engine: str, tmp_path: Path) -> None:
-        self.engine = engine
-        self.endpoints = [f"tcp/127.0.0.1:{free_port()}", f"tcp/127.0.0.1:{free_port()}"]
-        self.logs = tmp_path
-        self.procs: dict[str, subprocess.Popen] = {}
+        super().__init__(engine, tmp_path)
+        self.endpoints = [self.endpoint, f"tcp/127.0.0.1:{free_port()}"]
         self.module = tmp_path / "guest.wasm"
         self.module.write_bytes(GUEST)
-
-    def _spawn(self, name: str, *args: str) -> None:
-        log = open(self.logs / f"{name}.log", "a")
-        self.procs[name] = subprocess.Popen([*ESSA, "-v", "--engine", self.engine, *args], stdout=log,
-                                            stderr=subprocess.STDOUT)
 
     def start(self) -> None:
         self._spawn("scheduler-a", "scheduler", "--listen", self.endpoints[0])
@@ -130,17 +124,6 @@ class Cluster:
 
     def log_text(self) -> str:
         return "\n".join(f"--- {p.name}\n{p.read_text()[-8000:]}" for p in sorted(self.logs.glob("*.log")))
-
-    def stop(self) -> None:
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in self.procs.values():
-            try:
-                proc.wait(60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
 
 
 def busiest_scheduler(cluster: Cluster, es: essa.Connection | None = None) -> str:
