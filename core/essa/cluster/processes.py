@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
-import threading
 import time
 from typing import Mapping, Sequence
 
@@ -34,6 +32,7 @@ from essa.security.tokens import Verifier
 from essa.state.cache import DEFAULT_CAPACITY, cached
 from essa.transport.base import Transport, last_segment
 from essa.transport.zenoh import DEFAULT_ENDPOINT, ZenohTransport
+from essa.util.stopsignals import StopSignals
 from essa.wasm.limits import Grants, Limits
 
 log = logging.getLogger("essa.cluster")
@@ -73,11 +72,7 @@ def open_transport(
 
 def wait_for_signal() -> None:
     """Block until SIGINT or SIGTERM."""
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
-    while not stop.wait(1.0):
-        pass
+    StopSignals().install().wait()
 
 
 class RunningScheduler:

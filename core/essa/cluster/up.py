@@ -23,7 +23,6 @@ import shlex
 import signal
 import subprocess
 import sys
-import threading
 import time
 import urllib.request
 from dataclasses import asdict, dataclass, field
@@ -44,6 +43,7 @@ from essa.util.files import write_private
 from essa.util.paths import data_dir
 from essa.util.pids import alive, start_time
 from essa.util.ports import free_port
+from essa.util.stopsignals import StopSignals
 
 #: Seconds ``essa up`` waits for its processes to be ready.
 READY_TIMEOUT = 120.0
@@ -209,9 +209,7 @@ def up(
     for key, value in services.options.items():
         base += ["--store-option", f"{key}={value}"]
     metrics_urls: dict[str, str] = {}
-    stopping = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stopping.set())
+    stopping = StopSignals().install()
     info = ClusterInfo(name, os.getpid(), listen, {}, metrics_urls, log=log, started=start_time(os.getpid()))
     ready = False
     supervisor = Supervisor(max_restarts, on_change=lambda: ready and _save_state(info, supervisor))
@@ -305,7 +303,7 @@ def _check(supervisor: Supervisor) -> None:
 
 
 def _wait_until_ready(info: ClusterInfo, schedulers: int, executors: int, supervisor: Supervisor,
-                      client_tls: TlsFiles | None, http: str | None, stopping: threading.Event) -> None:
+                      client_tls: TlsFiles | None, http: str | None, stopping: StopSignals) -> None:
     """Return once every scheduler sees every executor and the HTTP server and metrics endpoints answer.
 
     :raises _Died: a process exited first; :raises _Stopping: a signal came first;
