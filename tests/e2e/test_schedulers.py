@@ -41,7 +41,8 @@ ESSA = [sys.executable, "-m", "essa"]
 DEADLINE = 90.0
 
 #: echo(args) returns its arguments; spin(n) loops n times, adds n to the Set under "items" and returns n;
-#: _start prints "begin", calls spin(SPIN) and waits for it, prints "end".
+#: _start prints "begin", adds the WASI realtime clock's reading (8 bytes) to the Set under "stamps", calls
+#: spin(SPIN) and waits for it, prints "end".
 SPIN = 3_000_000_000
 GUEST = wat2wasm(f"""
 (module
@@ -52,7 +53,10 @@ GUEST = wat2wasm(f"""
   (import "host" "essa_get_result_len" (func $get_result_len (param i32 i32) (result i32)))
   (import "host" "essa_get_result" (func $get_result (param i32 i32 i32 i32) (result i32)))
   (import "host" "essa_put_lattice" (func $put (param i32 i32 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "clock_time_get" (func $clock (param i32 i64 i32) (result i32)))
   (memory (export "memory") 1)
+  (data (i32.const 170) "stamps")
+  (data (i32.const 516) "\\01\\00\\00\\00\\01\\00\\00\\00\\00\\00\\00\\00\\08\\00\\00\\00\\00\\00\\00\\00")
   (data (i32.const 100) "begin\\n")
   (data (i32.const 110) "end\\n")
   (data (i32.const 120) "__essa_wrapper__spin")
@@ -77,6 +81,9 @@ GUEST = wat2wasm(f"""
     (drop (call $set_result (i32.const 320) (i32.const 4))))
   (func (export "_start")
     (call $print (i32.const 100) (i32.const 6))
+    ;; Set {{clock}}: the header at 516, the realtime clock's 8 bytes right after it
+    (if (call $clock (i32.const 0) (i64.const 1) (i32.const 536)) (then unreachable))
+    (if (call $put (i32.const 170) (i32.const 6) (i32.const 516) (i32.const 28)) (then unreachable))
     (i32.store (i32.const 400) (i32.const {SPIN - 2**32 if SPIN >= 2**31 else SPIN}))
     (if (call $call (i32.const 120) (i32.const 20) (i32.const 400) (i32.const 4) (i32.const 404)) (then unreachable))
     (if (call $get_result_len (i32.load (i32.const 404)) (i32.const 408)) (then unreachable))
@@ -192,15 +199,16 @@ def test_an_executor_killed_during_a_run_runs_it_again_and_its_remote_call_once(
                             str(cluster.module)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert run.stdout.readline() == "begin\n"
-        # The executor that counts the run dies; spin runs on it or on the other one.
+        # The executor that counts the run dies once the run's stamp is stored; spin runs on it or on the other.
         deadline = time.monotonic() + DEADLINE
-        while True:
-            executors = {a["id"]: a for a in cluster.status() if a["role"] == "executor"}
-            running = [i for i, a in executors.items() if a["runs"] == 1]
-            if running:
-                break
-            assert time.monotonic() < deadline, cluster.log_text()
-            time.sleep(0.05)
+        with essa.connect(cluster.endpoints, timeout=DEADLINE) as es:
+            while True:
+                executors = {a["id"]: a for a in es.status() if a["role"] == "executor"}
+                running = [i for i, a in executors.items() if a["runs"] == 1]
+                if running and es.state("jepsen").get("stamps") is not None:
+                    break
+                assert time.monotonic() < deadline, cluster.log_text()
+                time.sleep(0.05)
         dead = running[0]
         survivor = "1" if dead == "0" else "0"
         assert run.poll() is None, "the run ended before its executor was killed: make SPIN longer"
@@ -219,6 +227,10 @@ def test_an_executor_killed_during_a_run_runs_it_again_and_its_remote_call_once(
     items = run_essa("state", "get", *cluster.connect_args, "--namespace", "jepsen", "items", "--json", timeout=60)
     assert items.returncode == 0, items.stderr
     assert len(json.loads(items.stdout)["values"]) == 1  # the Set add of spin, once
+    # The re-executed run read the same realtime clock: its write (a Set add here, an Lww timestamp in
+    # the SDKs) carries the same write id, so it is applied once.
+    with essa.connect(cluster.endpoints, timeout=DEADLINE) as es:
+        assert len(es.state("jepsen").get("stamps").values) == 1, cluster.log_text()
 
 
 def test_http_calls_survive_the_death_of_the_scheduler_they_use(cluster, tmp_path):

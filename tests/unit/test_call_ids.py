@@ -7,7 +7,7 @@ import time
 
 from essa.cluster import topics
 from essa.cluster.adopt import child_id
-from essa.cluster.calls import Caller, IdBatches, Receipts, call_request
+from essa.cluster.calls import Caller, IdBatches, Receipts, call_request, check_request
 from essa.cluster.embedded import open_engine, open_store
 from essa.cluster.executor import Executor
 from essa.cluster.programs import ProgramCache, publish_module
@@ -148,3 +148,47 @@ def test_child_ids_are_the_parents_and_a_number_and_stay_short():
     deep = "x" * 300
     assert child_id(deep, 1) == child_id(deep, 1) != child_id(deep, 2)
     assert len(child_id(deep, 1)) < 50
+
+
+def test_a_call_keeps_the_clock_it_was_first_sent_with():
+    transport = LocalTransport()
+    sent: list[dict] = []
+    transport.subscribe(topics.scheduler_calls("s1"), sent.append)
+    _token = transport.declare_token(topics.live_scheduler("s1"))
+    caller = Caller(transport)
+    try:
+        before = time.time_ns()
+        caller.start(call_request("m", "f", b"", "ns", "run"))
+        caller.start(call_request("m", "f", b"", "ns", "run", clock=12345))  # a guest's call: its parent's clock
+        deadline = time.monotonic() + DEADLINE
+        while len(sent) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert before <= sent[0]["clock"] <= time.time_ns() and sent[1]["clock"] == 12345
+        assert all(check_request(message, "scheduler") is None for message in sent)
+        for bad in (-1, 1 << 63, "now", True, 1.5):
+            assert "'clock'" in check_request({**sent[0], "clock": bad}, "scheduler")
+    finally:
+        caller.close()
+
+
+def test_a_call_waits_for_a_new_scheduler_as_long_as_its_caller_waits():
+    transport = LocalTransport()
+    resent: list[dict] = []
+    transport.subscribe(topics.scheduler_calls("s2"), resent.append)
+    token = transport.declare_token(topics.live_scheduler("s1"))
+    caller = Caller(transport)
+    try:
+        brief = caller.start(call_request("m", "f", b"", "ns", "run"), patience=0.2)
+        patient = caller.start(call_request("m", "f", b"", "ns", "run"))  # no timeout: Caller.failover_wait
+        token.close()  # its scheduler went away, and no other is left
+        deadline = time.monotonic() + DEADLINE
+        while not brief.done() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert "no other appeared within 0.2 s" in brief.result(0)["message"]
+        assert not patient.done()
+        _token = transport.declare_token(topics.live_scheduler("s2"))
+        while not resent and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert [(m["id"], m["adopt"]) for m in resent] == [(patient.id, True)]
+    finally:
+        caller.close()

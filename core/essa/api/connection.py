@@ -490,7 +490,7 @@ class Connection:
 
     def _start(self, spec: str, function: str, args: Sequence[Any], kwargs: Mapping[str, Any],
                output: Callable[[Message], None] | None, trace: bool = False, consistency: str | None = None,
-               keys: Sequence[str] | None = None) -> tuple[CallHandle, Signature | None]:
+               keys: Sequence[str] | None = None, timeout: float | None = None) -> tuple[CallHandle, Signature | None]:
         problem = check_level(consistency)
         if problem is not None:
             raise EssaError(problem)
@@ -508,14 +508,15 @@ class Connection:
             for key in fields["keys"]:
                 encode_text(key)
         handle = self._client.start_call(deployment.module, export, payload, deployment.namespace, output,
-                                         trace=trace, fields=fields)
+                                         trace=trace, fields=fields, patience=timeout)
         return handle, signature
 
     def _call(self, spec: str, function: str, args: Sequence[Any], kwargs: Mapping[str, Any],
               timeout: float | None, output: Callable[[Message], None] | None, consistency: str | None = None,
               keys: Sequence[str] | None = None) -> Any:
         # waited on directly: no second future
-        handle, signature = self._start(spec, function, args, kwargs, output, consistency=consistency, keys=keys)
+        handle, signature = self._start(spec, function, args, kwargs, output, consistency=consistency, keys=keys,
+                                        timeout=timeout)
         try:
             outcome = handle.result(timeout)
         except concurrent.futures.TimeoutError:

@@ -25,14 +25,23 @@ def status(connect, zenoh_config, as_json) -> None:
         click.echo(f"scheduler {sched['id']}: placement {sched['placement']}\n"
                    f"  calls: {sched['in_flight']} in flight, {sched.get('unconfirmed', 0)} done but not confirmed "
                    f"by their callers, {sched['waiting']} waiting")
-    placed = {k: v for s in schedulers for k, v in s["executors"].items()}
+    in_flight = _in_flight(schedulers)
     rows = [(ex["id"], ex["engine"], str(ex["workers"]), str(ex["calls"]), str(ex["runs"]), str(ex["failures"]),
              str(ex.get("cancelled", "-")), str(ex.get("running", "-")),
-             str(placed.get(ex["id"], {}).get("in_flight", "-")), str(len(ex["modules"])), _cache(ex.get("cache")))
+             str(in_flight.get(ex["id"], "-")), str(len(ex["modules"])), _cache(ex.get("cache")))
             for ex in executors]
     headers = ("id", "engine", "workers", "calls", "runs", "failed", "cancelled", "running", "in flight", "modules",
                "cache")
     print_table(headers, rows, title="executors", right=headers[2:-1])
+
+
+def _in_flight(schedulers: list[dict]) -> dict[str, int]:
+    """Calls in flight per executor: each scheduler counts the calls it placed, so they add up."""
+    total: dict[str, int] = {}
+    for sched in schedulers:
+        for executor, seen in sched["executors"].items():
+            total[executor] = total.get(executor, 0) + seen["in_flight"]
+    return total
 
 
 def _cache(cache: object) -> str:

@@ -25,7 +25,8 @@ that is still queued on an executor of this process runs it itself (see
 
 No wait hangs: when a scheduler's liveliness token vanishes, a caller sends
 its calls pending there to another scheduler with the same ids (they fail
-only when no scheduler appears within :attr:`Caller.failover_wait`), and every
+only when no scheduler appears within the caller's timeout, or
+:attr:`Caller.failover_wait` for a call without one), and every
 :attr:`Caller.liveness_interval` it asks
 the schedulers whether they still track the calls it has waited for that
 long; a call no scheduler knows twice in a row fails (the cluster lost it:
@@ -147,6 +148,9 @@ def check_request(request: Message, receiver: str, max_message_bytes: int | None
         value = request.get(key, 1)
         if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= most:
             return f"malformed call request: {key!r} is not a whole number from 0 to {most}"
+    clock = request.get("clock", 0)
+    if isinstance(clock, bool) or not isinstance(clock, int) or not 0 <= clock < 1 << 63:
+        return "malformed call request: 'clock' is not a time in nanoseconds since 1970"
     if "scheduler" in request and not topics.is_chunk(request["scheduler"]):
         return "malformed call request: 'scheduler' is not a scheduler id"
     for key in ("args", "wasm"):
@@ -294,7 +298,7 @@ class CallFuture:
     """A started call; :meth:`result` waits for its reply message."""
 
     __slots__ = ("id", "run", "started", "_event", "_reply", "_callbacks", "_lock", "_request", "_scheduler",
-                 "_orphaned")
+                 "_orphaned", "_patience")
 
     def __init__(self, call_id: str, run: str = "") -> None:
         self.id = call_id
@@ -304,6 +308,8 @@ class CallFuture:
         self._scheduler: str | None = None
         #: Since when it waits for a scheduler (``time.monotonic()``), or ``None``.
         self._orphaned: float | None = None
+        #: Seconds it may wait for a scheduler (its caller's timeout), or ``None``: :attr:`Caller.failover_wait`.
+        self._patience: float | None = None
         #: The run the call belongs to (cancelling the run fails the call).
         self.run = run
         #: When it started (``time.monotonic()``).
@@ -408,18 +414,23 @@ class Caller:
             LOCAL.inboxes[self.inbox] = self
         threading.Thread(target=self._watch, name=f"essa-liveness-{self.id}", daemon=True).start()
 
-    def start(self, request: Message, call_id: str | None = None) -> CallFuture:
+    def start(self, request: Message, call_id: str | None = None, patience: float | None = None) -> CallFuture:
         """Send ``request`` (see :func:`call_request`) to a scheduler.
 
         :param call_id: the call's id (default: a fresh one); a guest's remote
             calls have ids derived from their parent's, so that a re-executed
             parent's calls keep theirs (see :mod:`essa.cluster.adopt`).
+        :param patience: how long the call may wait for a scheduler once its
+            own went away with no other left (its caller's timeout); default
+            :attr:`failover_wait`.
         """
         call_id = call_id or f"{self.id}/{next(self._counter)}"
         future = CallFuture(call_id, request.get("run", ""))
+        future._patience = patience
         # id and inbox first: a receiver that refuses an oversized message
-        # reads only those (see essa.transport.zenoh) to answer it.
-        message = {"id": call_id, "reply_to": self.inbox, **request}
+        # reads only those (see essa.transport.zenoh) to answer it. The clock
+        # goes with the call wherever it is sent again (essa.wasm.invocation).
+        message = {"id": call_id, "reply_to": self.inbox, "clock": time.time_ns(), **request}
         with self._lock:
             if not self._scheduler_seen.wait_for(lambda: self._schedulers, self.scheduler_wait):
                 future._complete(reply_message(call_id, EssaResult.UnknownError, message="no scheduler is reachable",
@@ -540,17 +551,21 @@ class Caller:
                 _problems.warning("liveness", "liveness check of %s failed: %s", self.id, describe(exc), exc_info=exc)
 
     def _expire_orphans(self) -> None:
-        """Fail the calls that have waited :attr:`failover_wait` seconds for a scheduler."""
-        cutoff = time.monotonic() - self.failover_wait
+        """Fail the calls that have waited their patience (or :attr:`failover_wait`) seconds for a scheduler."""
+        now = time.monotonic()
         with self._lock:
-            expired = [f for f in self._pending.values() if f._orphaned is not None and f._orphaned <= cutoff]
+            expired = [f for f in self._pending.values()
+                       if f._orphaned is not None and now - f._orphaned >= self._patience_of(f)]
             for future in expired:
                 del self._pending[future.id]
         for future in expired:
             future._complete(reply_message(
                 future.id, EssaResult.UnknownError, exit=1, kind="unavailable",
                 message=f"the scheduler went away while the call was pending, and no other appeared within "
-                        f"{self.failover_wait:g} s"))
+                        f"{self._patience_of(future):g} s"))
+
+    def _patience_of(self, future: CallFuture) -> float:
+        return self.failover_wait if future._patience is None else future._patience
 
     def check_liveness(self) -> None:
         """Fail the calls that no scheduler has tracked at two checks in a row.

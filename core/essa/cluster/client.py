@@ -243,12 +243,15 @@ class Client:
         output: Callable[[Message], None] | None = None,
         trace: bool = False,
         fields: Message | None = None,
+        patience: float | None = None,
     ) -> CallHandle:
         """Start one exported function of a published module; the handle's result is its :class:`CallOutcome`.
 
         Arguments larger than the message size limit give ``UnknownError`` at
         once. ``trace`` as for :meth:`start_run`; ``fields`` are extra request
-        fields (``deployment``: the name the call was made by, for metrics).
+        fields (``deployment``: the name the call was made by, for metrics);
+        ``patience``: how long the call may wait for a scheduler after its own
+        went away (the caller's timeout; see :meth:`essa.cluster.calls.Caller.start`).
         """
         run = self._run_ids.next()
         if len(args) > self.max_message_bytes:
@@ -259,7 +262,7 @@ class Client:
             handle = CallHandle(self, run)
             handle.set_result(CallOutcome(EssaResult.UnknownError, message=message, kind="message-size"))
             return handle
-        return self._start(module, function, args, namespace, run, output, outcome, trace, fields)
+        return self._start(module, function, args, namespace, run, output, outcome, trace, fields, patience)
 
     def call(
         self,
@@ -304,7 +307,8 @@ class Client:
         finally:
             self.caller.cancel_run(run, reason)
 
-    def _start(self, module, function, args, namespace, run, output, convert, trace=False, fields=None) -> CallHandle:
+    def _start(self, module, function, args, namespace, run, output, convert, trace=False, fields=None,
+               patience=None) -> CallHandle:
         handle = CallHandle(self, run)
         extra = dict(fields or {})
         if self.token is not None:
@@ -318,7 +322,8 @@ class Client:
             extra["output"] = False  # nobody reads it: executors keep it in their logs only
         subscription = self.transport.subscribe(topics.run_output(run), OutputOnce(output)) if output else None
         try:
-            future = self.caller.start(call_request(module, function, args, namespace, run, **extra))
+            future = self.caller.start(call_request(module, function, args, namespace, run, **extra),
+                                       patience=patience)
             handle.call = future.id
         except BaseException:
             if subscription:

@@ -48,7 +48,7 @@ from essa.cluster.calls import (
     send_reply,
 )
 from essa.cluster.consistency import CallState, Snapshots, TrackedCall, check_fields
-from essa.cluster.deployments import display_name
+from essa.cluster.deployments import DEFAULT_RETRIES, display_name
 from essa.cluster.logbook import LogBook, with_stderr
 from essa.cluster.pool import WorkPool
 from essa.cluster.programs import ProgramCache, publish_module
@@ -71,6 +71,7 @@ from essa.util.ratelimit import RateLimitedLog, describe
 from essa.wasm.abi import EssaResult, Output
 from essa.wasm.engine import START
 from essa.wasm.invocation import GuestFault, Invocation
+from essa.wasm.invocation import current as current_invocation
 from essa.wasm.limits import Grants
 
 log = logging.getLogger("essa.cluster.executor")
@@ -474,7 +475,7 @@ class Executor:
             limits = self.programs.engine.limits
             host = _CallHost(self, program, request, guest_output, read)
             invocation = Invocation(request["args"], host, guest_output, limits, argv=request.get("argv", ()),
-                                    stdin=stdin)
+                                    stdin=stdin, clock=_call_clock(request))
             self._begin(request["run"], invocation)
             try:
                 program.run(invocation, function, None if is_run else len(request["args"]))
@@ -545,6 +546,15 @@ class Executor:
     def _failed(self) -> None:
         with self._stats_lock:
             self.stats.failures += 1
+
+
+def _call_clock(request: Message) -> int | None:
+    """The realtime clock of a call that may be executed again (see :meth:`Invocation.realtime_ns`), else ``None``.
+
+    A deployment with ``retries`` 0 never runs a call twice: its guests read the system's clock.
+    """
+    clock = request.get("clock")
+    return clock if clock is not None and request.get("retries", DEFAULT_RETRIES) > 0 else None
 
 
 def _describe(grants: Grants) -> dict:
@@ -639,6 +649,7 @@ class _CallHost:
         if req.get("attempt", 1) > 1 or req.get("adopt") is True:
             extra["adopt"] = True  # an earlier execution may have started this call already
         extra.update(self.state.request_extra())  # and at its consistency level
+        extra["clock"] = current_invocation().realtime_ns()  # the same in every execution of this call
         try:
             self.state.store_writes()  # the callee (on any executor) sees what this call wrote
         except StoreError as exc:  # the guest traps: it was told its writes were made

@@ -56,7 +56,7 @@ class Invocation:
     __slots__ = (
         "args", "host", "output", "memory", "result", "fault", "limits", "deadline", "exceeded", "exceeded_limit",
         "cancelled", "memory_refused", "refused_result", "output_bytes", "_handles", "_next_handle", "_waited",
-        "_wakeup", "argv", "stdin", "wasi",
+        "_wakeup", "argv", "stdin", "wasi", "clock", "clock_reads",
     )
 
     def __init__(
@@ -67,6 +67,7 @@ class Invocation:
         limits: Limits | None = None,
         argv: Sequence[str] = (),
         stdin: Stdin | None = None,
+        clock: int | None = None,
     ) -> None:
         self.args = args
         self.host = host
@@ -101,6 +102,11 @@ class Invocation:
         self.fault: str | None = None
         #: The engine's WASI state of this call (its descriptor table, its poll adapter), or ``None``.
         self.wasi: Any = None
+        #: The call's own realtime clock (ns since 1970) for a call that may run again, or ``None``
+        #: (the system's clock); see :meth:`realtime_ns`.
+        self.clock = clock
+        #: How many times the guest read :attr:`clock`.
+        self.clock_reads = 0
         self._handles: dict[int, PendingCall] = {}
         self._waited: dict[int, CallOutcome] = {}
         self._next_handle = 1
@@ -109,6 +115,22 @@ class Invocation:
         """Start the call's clock under ``limits``; engines call it as the call starts."""
         self.limits = limits
         self.deadline = None if limits.time_limit is None else time.monotonic() + limits.time_limit
+
+    def realtime_ns(self) -> int:
+        """What the guest's WASI realtime clock reads now, in nanoseconds since 1970.
+
+        The system's clock, unless the call has a :attr:`clock` of its own: a
+        call that may be executed again after its executor dies reads the time
+        it was first sent, one nanosecond later at each read, so that every
+        execution of a deterministic guest makes the same timestamps (the same
+        Lww write ids, the same clocks passed to the calls it makes).
+        """
+        clock = self.clock
+        if clock is None:
+            return time.time_ns()
+        reads = self.clock_reads
+        self.clock_reads = reads + 1
+        return clock + reads
 
     def remaining(self) -> float | None:
         """Seconds left before the deadline (at least 0), or ``None`` without a time limit."""

@@ -276,7 +276,8 @@ def clock_time_get(clock_id: int, precision: int, time_ptr: int) -> int:
     clock = _enum(clock_id & _MASK, _MAX_CLOCK, "clock id")
     if clock > wasip1.CLOCK_MONOTONIC:
         return EBADF
-    current().write_u64(time_ptr, time.time_ns() if clock == wasip1.CLOCK_REALTIME else time.monotonic_ns())
+    sb = current()
+    sb.write_u64(time_ptr, sb.invocation.realtime_ns() if clock == wasip1.CLOCK_REALTIME else time.monotonic_ns())
     return SUCCESS
 
 

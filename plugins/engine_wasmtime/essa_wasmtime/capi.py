@@ -218,13 +218,15 @@ def _trap(exc: BaseException) -> int:
     return _trap_new(message, len(message)) or 0
 
 
-def _callback(impl: Callable[..., int | None], arity: int, returns: bool, caller: bool) -> Callable:
-    """An unchecked host callback calling ``impl`` with ``arity`` i32 arguments.
+def _callback(impl: Callable[..., int | None], params: tuple[str, ...], returns: bool, caller: bool) -> Callable:
+    """An unchecked host callback calling ``impl`` with arguments of types ``params`` (``i32``, ``i64``).
 
     With ``caller``, ``impl`` gets the calling instance's ``wasmtime.Caller``
     first (valid during the call only).
     """
-    stop = arity * _VALS_PER_RAW
+    if "i64" in params:
+        return _wide_callback(impl, params, returns, caller)
+    stop = len(params) * _VALS_PER_RAW
     # (no arguments: () - a pointer's [0:0:4] is not empty)
     if caller:
 
@@ -261,19 +263,49 @@ def _callback(impl: Callable[..., int | None], arity: int, returns: bool, caller
     return _UNCHECKED_CALLBACK(host)
 
 
+def _wide_callback(impl: Callable[..., int | None], params: tuple[str, ...], returns: bool, caller: bool) -> Callable:
+    """:func:`_callback` for a function with i64 parameters (rarely called: the i32 ones are the hot path)."""
+    # an i64 is the first 8 bytes of its value, little-endian: two i32s, the low one first
+    slots = [(i * _VALS_PER_RAW, kind == "i64") for i, kind in enumerate(params)]
+
+    def host(_env, raw_caller, vals, _count):
+        args = [((vals[at] & 0xFFFFFFFF) | (vals[at + 1] << 32)) if wide else vals[at] for at, wide in slots]
+        wrapped = wasmtime.Caller(ctypes.cast(raw_caller, _CallerPtr)) if caller else None
+        try:
+            result = impl(wrapped, *args) if caller else impl(*args)
+            if returns:
+                vals[0] = result
+        except BaseException as exc:  # noqa: B036 - the guest traps, the caller re-raises it
+            return _trap(exc)
+        finally:
+            if wrapped is not None:
+                wrapped._invalidate()
+        return 0
+
+    return _UNCHECKED_CALLBACK(host)
+
+
 #: (callback, host function) by host function, created once per process and
 #: kept alive here for as long as any linker may call them.
 _callbacks: dict[int, tuple] = {}
 
 
+def cannot_define(host_import: HostImport) -> str | None:
+    """Why :func:`define` cannot define ``host_import`` (its types), or ``None``."""
+    if any(p not in ("i32", "i64") for p in host_import.params) or host_import.results not in ((), ("i32",)):
+        return "not a function of i32 and i64 parameters with at most one i32 result"
+    return None
+
+
 def define(linker: wasmtime.Linker, host_import: HostImport) -> None:
-    """Define one host import (i32 parameters, at most one i32 result) in ``linker``."""
-    if any(p != "i32" for p in host_import.params) or host_import.results not in ((), ("i32",)):
-        raise ValueError(f"the capi binding defines i32 host functions only, not {host_import}")
+    """Define one host import (i32 and i64 parameters, at most one i32 result) in ``linker``."""
+    problem = cannot_define(host_import)
+    if problem is not None:
+        raise ValueError(f"the capi binding cannot define {host_import.module}.{host_import.name}: {problem}")
     callback = _callbacks.get(id(host_import.impl))
     if callback is None:
         callback = _callbacks[id(host_import.impl)] = (
-            _callback(host_import.impl, len(host_import.params), bool(host_import.results), host_import.caller),
+            _callback(host_import.impl, host_import.params, bool(host_import.results), host_import.caller),
             host_import.impl,  # keeps the id valid
         )
     module, name = host_import.module.encode(), host_import.name.encode()

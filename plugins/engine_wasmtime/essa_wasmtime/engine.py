@@ -77,7 +77,7 @@ from . import capi
 from .linking import HostImport
 from .public import PublicBinding
 from .stdio import FD_CLOSE, FD_RENUMBER, FD_WRITE
-from .wasi import POLL_ONEOFF, WASI, adapter_module
+from .wasi import CLOCK_TIME_GET, POLL_ONEOFF, WASI, adapter_module
 
 log = logging.getLogger("essa.wasmtime")
 
@@ -448,6 +448,7 @@ def _tick(engine_ref: "weakref.ref[WasmtimeEngine]", period: float) -> None:
 HOST_IMPORTS: tuple[HostImport, ...] = (
     HostImport(WASI, "poll_oneoff", ("i32",) * 4, ("i32",), POLL_ONEOFF, caller=True),
     HostImport(WASI, "fd_write", ("i32",) * 4, ("i32",), FD_WRITE, caller=True),
+    HostImport(WASI, "clock_time_get", ("i32", "i64", "i32"), ("i32",), CLOCK_TIME_GET, caller=True),
     HostImport(WASI, "fd_close", ("i32",), ("i32",), FD_CLOSE, caller=True),
     HostImport(WASI, "fd_renumber", ("i32",) * 2, ("i32",), FD_RENUMBER, caller=True),
     *(HostImport(IMPORT_MODULE, hf.name, ("i32",) * hf.arity, ("i32",), hf.call) for hf in HOST_FUNCTIONS),
@@ -481,8 +482,9 @@ _warned: list[bool] = []
 
 def _capi_cannot_define() -> str | None:
     for host_import in HOST_IMPORTS:
-        if any(p != "i32" for p in host_import.params) or host_import.results not in ((), ("i32",)):
-            return f"{host_import.module}.{host_import.name} is not an i32 function"
+        problem = capi.cannot_define(host_import)
+        if problem is not None:
+            return f"{host_import.module}.{host_import.name} is {problem}"
     return None
 
 

@@ -402,6 +402,37 @@ def test_wasi_is_a_sandbox_with_stdio_only(engine):
     assert b"".join(d for s, d in inv.output.chunks if s == 1) == b"abcd\nef\n"
 
 
+CLOCK_READS = """
+  (func (export "__essa_wrapper__clocks") (param i32)
+    (i32.store (i32.const 0x2000) (call $clock_time_get (i32.const 0) (i64.const 1) (i32.const 0x2100)))
+    (i32.store (i32.const 0x2004) (call $clock_time_get (i32.const 0) (i64.const 1000) (i32.const 0x2108)))
+    (i32.store (i32.const 0x2008) (call $clock_time_get (i32.const 1) (i64.const 1) (i32.const 0x2110)))
+    (i32.store (i32.const 0x200c) (call $clock_time_get (i32.const 0) (i64.const -1) (i32.const 0x2118)))
+    (drop (call $essa_set_result (i32.const 0x2000) (i32.const 0x120))))
+"""
+
+
+def test_a_call_with_a_clock_of_its_own_reads_the_same_times_in_every_execution(engine):
+    # A call that may run again (its executor died) reads the time it was first sent, a nanosecond later
+    # at each read: a deterministic guest makes the same Lww timestamps in every execution.
+    program = prepared(engine, wasi_module(CLOCK_READS))
+    start = 1_796_000_000_123_456_789
+    readings = []
+    for _ in range(2):
+        inv = invocation()
+        inv.clock = start
+        program.run(inv, "__essa_wrapper__clocks", 0)
+        assert struct.unpack_from("<4i", inv.result) == (0, 0, 0, 0)
+        realtime = struct.unpack_from("<QQ", inv.result, 0x100) + struct.unpack_from("<Q", inv.result, 0x118)
+        readings.append(realtime)
+        assert struct.unpack_from("<Q", inv.result, 0x110)[0] > 0  # the monotonic clock is the system's
+    assert readings == [(start, start + 1, start + 2)] * 2
+    before = time.time_ns()
+    plain = call(program, "__essa_wrapper__clocks").result  # no clock of its own: the system's
+    first, second = struct.unpack_from("<QQ", plain, 0x100)
+    assert before - 1_000_000_000 <= first <= second <= time.time_ns() + 1_000_000_000
+
+
 def test_a_wasi_call_with_a_pointer_outside_memory_traps(engine):
     body = """
   (func (export "__essa_wrapper__random_oob") (param i32)
