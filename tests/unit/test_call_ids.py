@@ -192,3 +192,22 @@ def test_a_call_waits_for_a_new_scheduler_as_long_as_its_caller_waits():
         assert [(m["id"], m["adopt"]) for m in resent] == [(patient.id, True)]
     finally:
         caller.close()
+
+
+def test_a_callers_next_call_is_stamped_after_the_clock_its_last_reply_ended_at():
+    transport = LocalTransport()
+    sent: list[dict] = []
+    transport.subscribe(topics.scheduler_calls("s1"), sent.append)
+    _token = transport.declare_token(topics.live_scheduler("s1"))
+    caller = Caller(transport)
+    try:
+        first = caller.start(call_request("m", "f", b"", "ns", "run"))
+        ahead = time.time_ns() + 3_600 * 10**9  # a callee whose clock ran an hour ahead (many reads)
+        caller.deliver({"id": first.id, "code": 0, "value": b"", "message": "", "clock": ahead})
+        caller.start(call_request("m", "f", b"", "ns", "run"))
+        deadline = time.monotonic() + DEADLINE
+        while len(sent) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert sent[1]["clock"] >= ahead
+    finally:
+        caller.close()

@@ -89,8 +89,11 @@ def outcome(reply: Message) -> CallOutcome:
     stderr = reply.get("stderr", ())
     if not (isinstance(stderr, list) and len(stderr) <= 20 and all(isinstance(line, str) for line in stderr)):
         stderr = ()
+    clock = reply.get("clock")
+    if isinstance(clock, bool) or not isinstance(clock, int) or not 0 <= clock < 1 << 63:
+        clock = None
     return CallOutcome(EssaResult(reply["code"]), reply.get("value", b""), reply.get("message", ""),
-                       reply.get("kind", ""), tuple(stderr), reply["id"])
+                       reply.get("kind", ""), tuple(stderr), reply["id"], clock)
 
 
 def cancelled_reply(call_id: str, what: str, reason: str) -> Message:
@@ -400,6 +403,8 @@ class Caller:
         self._counter = itertools.count(1)
         self._turn = itertools.count()
         self._home = zlib.crc32(self.id.encode())
+        #: The latest clock a reply of this caller ended at (see :meth:`start`).
+        self._clock = 0
         self._lock = threading.Lock()
         self._receipts = Receipts(transport, self.inbox)
         self._subscriptions: list[Subscription] = [transport.subscribe(self.inbox, self.deliver)]
@@ -430,7 +435,7 @@ class Caller:
         # id and inbox first: a receiver that refuses an oversized message
         # reads only those (see essa.transport.zenoh) to answer it. The clock
         # goes with the call wherever it is sent again (essa.wasm.invocation).
-        message = {"id": call_id, "reply_to": self.inbox, "clock": time.time_ns(), **request}
+        message = {"id": call_id, "reply_to": self.inbox, "clock": max(time.time_ns(), self._clock), **request}
         with self._lock:
             if not self._scheduler_seen.wait_for(lambda: self._schedulers, self.scheduler_wait):
                 future._complete(reply_message(call_id, EssaResult.UnknownError, message="no scheduler is reachable",
@@ -469,6 +474,9 @@ class Caller:
         for scheduler in schedulers:
             self._receipts.add(call_id, scheduler)
         if future is not None:
+            clock = reply.get("clock")
+            if type(clock) is int and self._clock < clock < 1 << 63:  # noqa: E721 - not a bool
+                self._clock = clock  # this caller's next calls are stamped later (essa.wasm.invocation)
             future._complete(reply)
 
     def _settle(self, reply: Message) -> None:

@@ -529,7 +529,9 @@ class Executor:
                 return reply_message(call_id, EssaResult.UnknownError, message=message, kind="message-size")
             return reply_message(call_id, EssaResult.NoResult, message=f"{what} returned without essa_set_result",
                                  kind="no-result")
-        return reply_message(call_id, EssaResult.Ok, value=invocation.result, **host.state.reply_extra())
+        clock = invocation.clock_end()
+        return reply_message(call_id, EssaResult.Ok, value=invocation.result, **host.state.reply_extra(),
+                             **({} if clock is None else {"clock": clock}))
 
     def _over_limit(self, call_id: str, what: str, exc: LimitExceeded, output: "RunOutput | None",
                     status: int = 1) -> Message:

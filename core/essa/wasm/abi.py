@@ -56,6 +56,9 @@ class CallOutcome:
     stderr: tuple[str, ...] = ()
     #: The call's id (its log lines carry it), or "".
     call: str = ""
+    #: Where the callee's own realtime clock ended (see :meth:`essa.wasm.invocation.Invocation.realtime_ns`),
+    #: or ``None``: the caller's clock moves past it, so what it writes next is stamped later.
+    clock: int | None = None
 
 
 class PendingCall(Protocol):

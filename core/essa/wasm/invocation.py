@@ -116,6 +116,10 @@ class Invocation:
         self.limits = limits
         self.deadline = None if limits.time_limit is None else time.monotonic() + limits.time_limit
 
+    def clock_end(self) -> int | None:
+        """Where :attr:`clock` stands now (the next reading), or ``None`` without one."""
+        return None if self.clock is None else self.clock + self.clock_reads
+
     def realtime_ns(self) -> int:
         """What the guest's WASI realtime clock reads now, in nanoseconds since 1970.
 
@@ -123,7 +127,10 @@ class Invocation:
         call that may be executed again after its executor dies reads the time
         it was first sent, one nanosecond later at each read, so that every
         execution of a deterministic guest makes the same timestamps (the same
-        Lww write ids, the same clocks passed to the calls it makes).
+        Lww write ids, the same clocks passed to the calls it makes). Like a
+        Lamport clock, it moves past where a remote call's clock ended once
+        the call's result is read, so a write after a call's result is
+        stamped later than the call's own writes.
         """
         clock = self.clock
         if clock is None:
@@ -275,6 +282,8 @@ class Invocation:
             self.check()  # a call cancelled while it waited ends here
             self._waited[handle] = outcome
             del self._handles[handle]
+            if outcome.clock is not None and self.clock is not None:
+                self.clock_reads = max(self.clock_reads, outcome.clock - self.clock)
         return outcome
 
 
