@@ -1,14 +1,15 @@
 """The executor-local cache of lattice values (Cloudburst's executor cache).
 
 :class:`CachedStore` wraps a store that can push updates (its
-:attr:`~essa.state.store.Store.watch_lease` is set: the anna store) and serves
-reads from this process's memory:
+:attr:`~essa.state.store.Store.watch_lease` is set: the anna store, the redis
+store on one server) and serves reads from this process's memory:
 
 * a **read** of a key not cached asks the store to *watch* it
   (:meth:`~essa.state.store.Store.watch_bytes`: the value, and the store pushes
   every later change of the key here); the value, or its absence, is kept;
 * a **pushed update** is merged into the cached value (pushes are lattice
-  values: repeated or reordered pushes change nothing);
+  values: repeated or reordered pushes change nothing); a push of ``None``
+  (deleted, or an invalidation without the value) drops the entry;
 * a **write** is write-through: it is merged into the store, which
   acknowledges it as durable (or replicated) as before, and only then into the
   cached value. So a crash of the executor loses nothing a guest was told was
@@ -173,7 +174,7 @@ class CachedStore(Store):
             entry = self._entries.get(key)
             if entry is None:
                 return
-            if value is None:  # deleted
+            if value is None:  # deleted, or changed to a value the store did not send
                 self._drop(key)
             else:
                 self._put(key, _merge(entry[0], value), entry[1], touch=False)
