@@ -232,7 +232,8 @@ def test_merge_many_is_one_round_trip_with_the_merge_scripts_rules(redis_server,
         assert store.get("s7") == SetLattice({b"7"}) and store.get("lww") == LwwLattice(5, b"five")
         # a value of another type is refused, as a single put is; the others are stored
         with pytest.raises(LatticeTypeError, match="cannot merge a Lww lattice into a Set lattice"):
-            store.merge_many([("s1", encode_lattice(LwwLattice(1, b"x"))), ("fresh", encode_lattice(SetLattice({b"f"})))])
+            store.merge_many([("s1", encode_lattice(LwwLattice(1, b"x"))),
+                              ("fresh", encode_lattice(SetLattice({b"f"})))])
         assert store.get("s1") == SetLattice({b"1"}) and store.get("fresh") == SetLattice({b"f"})
         with redis_server.client() as client:  # a server that forgot the script is sent it again
             client.script_flush()
