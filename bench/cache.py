@@ -299,7 +299,7 @@ def mix(backend: Anna | Redis, seconds: float, concurrency: int, ops_per_call: l
         deployment = f"{NAMESPACE}-{label}"
         procs, endpoint = cluster(backend, cache_size, logs)
         try:
-            connection = essa.connect(endpoint, timeout=90)
+            connection = essa.connect(endpoint, timeout=90, wait=True)  # the scheduler may not listen yet
             wait_for(lambda: len([a for a in connection.status() if a.get("role") == "executor"]) == 2,
                      "two executors did not join")
             connection.deploy(STATE_OPS, deployment)
