@@ -31,7 +31,7 @@ from redis import exceptions as rx
 
 from essa.plugin import describe
 
-from .client import READ, Backend
+from .client import READ, Backend, one_line
 from .layout import essa_key
 from .listener import PING_INTERVAL, InvalidationListener, problems
 
@@ -76,13 +76,15 @@ class CacheFeed(InvalidationListener):
         self.listener_id: int | None = None
         #: Counts the times invalidations may have been lost: a read is watched only if none was meanwhile.
         self.epoch = 0
+        #: Why the server refuses tracking (an ACL user without ``CLIENT``), if it does: nothing is watched then.
+        self.refused: str | None = None
 
     # -- reads ---------------------------------------------------------------------------------
 
     def read(self, rkey: bytes, what: str) -> tuple[object, bool]:
         """``read.lua``'s reply for ``rkey``, and whether the server tracks the key for this feed."""
         self._start_once()
-        if self.listener_id is None:
+        if self.listener_id is None or self.refused is not None:
             return self.backend.run(what, lambda client: self.backend.evalsha(client, READ, rkey, [])), False
         tracker = self._take()
         try:
@@ -125,6 +127,9 @@ class CacheFeed(InvalidationListener):
                 if listener_id is not None:
                     connection.send_command("CLIENT", "TRACKING", "ON", "REDIRECT", listener_id)
                     connection.read_response()
+            except rx.ResponseError as exc:  # no retry changes that: read without tracking from now on
+                self._refuse(f"redis at {self.name} refuses to track keys: {one_line(exc)}")
+                listener_id = None
             except BaseException:
                 connection.disconnect()
                 raise
@@ -188,6 +193,13 @@ class CacheFeed(InvalidationListener):
 
     def on_flush(self) -> None:
         self._lost()
+
+    def on_refused(self) -> None:
+        self._refuse(self.error or "")
+
+    def _refuse(self, reason: str) -> None:
+        self.refused = reason
+        problems.warning(f"refused {reason}", "essa redis store: %s; this process caches nothing", reason)
 
     def on_down(self) -> None:
         self._lost(None)

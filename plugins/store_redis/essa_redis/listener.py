@@ -75,6 +75,10 @@ class InvalidationListener:
     def after_failure(self) -> None:
         """A connection failed (or could not be opened); called before the next attempt."""
 
+    def on_refused(self) -> None:
+        """The server refuses what the listener asks (an ACL user without ``CLIENT``): it gave up, :attr:`error`
+        says why."""
+
     # -- the thread --------------------------------------------------------------------------
 
     def start(self) -> None:
@@ -107,6 +111,7 @@ class InvalidationListener:
                 self._listen(listener)
             except rx.ResponseError as exc:  # the server refuses tracking: no retry will change that
                 self.error = f"redis at {self.name} refuses to track keys: {one_line(exc)}"
+                self.on_refused()
                 self.ready.set()
                 return
             except (rx.RedisError, OSError) as exc:
