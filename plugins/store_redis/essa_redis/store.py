@@ -89,7 +89,7 @@ class RedisStore(Store):
 
     def _is_cluster(self) -> bool:
         """Whether the servers are a Redis Cluster (connecting first if the options leave it open)."""
-        return bool(self.backend.run("connecting", lambda client: self.backend.is_cluster))
+        return bool(self.backend.run("a first request", lambda client: self.backend.is_cluster))
 
     def keys(self, prefix: str = "") -> list[str]:
         pattern = layout.scan_pattern(self._prefix + prefix)
