@@ -1,17 +1,19 @@
-"""Executor-local caches on the Anna store: cached against uncached reads; prints one JSON document.
+"""Executor-local caches on the Anna or Redis store: cached against uncached reads; prints one JSON document.
 
 Two parts, each run with the cache on and off in the same run, on an Anna
 cluster of real processes (a routing node and ``--nodes`` KVS nodes,
-replication ``min(2, nodes)``, puts acknowledged by every replica):
+replication ``min(2, nodes)``, puts acknowledged by every replica), or with
+``--store redis`` on a ``redis-server`` of its own (AOF off, a free loopback
+port; the caches fed by its client-side-caching invalidations):
 
 ``hot``: a guest (examples/state-ops.wasm, ``read_many``) reads one 1 KB Lww
 key ``--reads`` times per call, in an embedded runtime with one executor,
 while another process merges a new value into the key every 100 ms. Per read:
 (call time - the median time of a call with no read) / reads, p50 and p99 over
 ``--calls`` calls; the same with the cache off (every read a round trip to the
-KVS). Staleness: a thread polls the executor's cache every 0.5 ms; for each
-update, the time from the writer stamping the value (just before its put) to
-the cache holding it, p50/p99/max.
+KVS or to Redis). Staleness: a thread polls the executor's cache every 0.5 ms;
+for each update, the time from the writer stamping the value (just before its
+put) to the cache holding it, p50/p99/max.
 
 ``mix``: a cluster (a scheduler and 2 executor processes; ``--cache-size 0``
 for the uncached run) and a client keeping ``--concurrency`` calls of ``ops``
@@ -25,7 +27,7 @@ Calls/s and state operations/s, and the ratio cached/uncached; run for
 threads through one cache of ``--memory-capacity`` bytes (8M): the cache's
 bytes and entries, and this process's RSS, every tenth of the reads.
 
-Usage: python bench/cache.py [--parts hot,mix,memory] [--nodes 1] [--seconds 10] [--ops 1,50]
+Usage: python bench/cache.py [--store anna|redis] [--parts hot,mix,memory] [--nodes 1] [--seconds 10] [--ops 1,50]
 """
 
 from __future__ import annotations
@@ -82,6 +84,8 @@ def wait_for(predicate, what: str, timeout: float = 90.0) -> None:
 class Anna:
     """A routing node and KVS nodes as child processes."""
 
+    name = "anna"
+
     def __init__(self, nodes: int) -> None:
         from essa_anna import AnnaClient
 
@@ -109,6 +113,40 @@ class Anna:
     def stop(self) -> None:
         stop(self.procs)
 
+    def config(self) -> dict:
+        return {"kvs_nodes": len(self.procs) - 1, "replication": min(2, len(self.procs) - 1)}
+
+
+class Redis:
+    """A redis-server of its own (bench/state.py starts it), AOF off."""
+
+    name = "redis"
+
+    def __init__(self) -> None:
+        import tempfile
+
+        from state import redis_server
+
+        self._directory = tempfile.TemporaryDirectory(prefix="essa-bench-cache-redis-")
+        self._server = redis_server(self._directory.name, appendonly="no")
+        url = self._server.__enter__()
+        self.options = {"url": url, "timeout": "30"}
+
+    def store(self):
+        from essa_redis import RedisStore
+
+        return RedisStore(self.options)
+
+    def stop(self) -> None:
+        self._server.__exit__(None, None, None)
+        self._directory.cleanup()
+
+    def config(self) -> dict:
+        import subprocess as sp
+
+        version = sp.run(["redis-server", "--version"], capture_output=True, text=True).stdout.split()
+        return {"redis": next((w.split("=")[1] for w in version if w.startswith("v=")), "?"), "aof": "off"}
+
 
 def stop(procs: list[subprocess.Popen]) -> None:
     for p in procs:
@@ -125,12 +163,12 @@ def stop(procs: list[subprocess.Popen]) -> None:
 # -- hot: one key, read by a guest, written elsewhere every 100 ms ---------------------------
 
 
-def writer_main(routing: str, key: str, interval: float) -> None:
+def writer_main(store_name: str, options: str, key: str, interval: float) -> None:
     """``--writer``: merge a fresh 1 KB Lww value into ``key`` every ``interval`` s until stopped."""
+    from essa.cluster.embedded import open_store
     from essa.state.lattice import LwwLattice
-    from essa_anna import AnnaStore
 
-    store = AnnaStore({"routing": routing, "timeout": "30", "connect_timeout": "90"})
+    store = open_store(store_name, json.loads(options))
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     next_at = time.monotonic()
     try:
@@ -143,20 +181,20 @@ def writer_main(routing: str, key: str, interval: float) -> None:
         store.close()
 
 
-def hot(anna: Anna, calls: int, reads: int) -> dict:
+def hot(backend: Anna | Redis, calls: int, reads: int) -> dict:
     from essa.cluster.embedded import EmbeddedRuntime
     from essa.state.bincode import decode_lattice
     from essa.state.lattice import LwwLattice
 
     key = f"{NAMESPACE}/data/hot"
-    seed = anna.store()
+    seed = backend.store()
     seed.put(key, LwwLattice(time.time_ns(), b"x" * 1024))
     seed.close()
-    writer = subprocess.Popen([sys.executable, __file__, "--writer", anna.endpoint, key])
+    writer = subprocess.Popen([sys.executable, __file__, "--writer", backend.name, json.dumps(backend.options), key])
     results = {}
     try:
         for label, cache_size in (("cached", 64 << 20), ("uncached", 0)):
-            runtime = EmbeddedRuntime("wasmtime", "anna", anna.options, executors=1, cache_size=cache_size)
+            runtime = EmbeddedRuntime("wasmtime", backend.name, backend.options, executors=1, cache_size=cache_size)
             try:
                 client = runtime.client
                 module = client.publish(STATE_OPS.read_bytes())
@@ -220,10 +258,10 @@ class Zipf:
         return min(bisect.bisect_left(self.cdf, self.rng.random()), len(self.cdf) - 1)
 
 
-def cluster(anna: Anna, cache_size: str, logs: Path) -> tuple[list[subprocess.Popen], str]:
+def cluster(backend: Anna | Redis, cache_size: str, logs: Path) -> tuple[list[subprocess.Popen], str]:
     endpoint = f"tcp/127.0.0.1:{free_port()}"
     procs = [subprocess.Popen([*ESSA, "scheduler", "--listen", endpoint], stderr=subprocess.DEVNULL)]
-    store = ["--store", "anna"] + [a for k, v in anna.options.items() for a in ("--store-option", f"{k}={v}")]
+    store = ["--store", backend.name] + [a for k, v in backend.options.items() for a in ("--store-option", f"{k}={v}")]
     for i in range(2):
         log = open(logs / f"executor-{cache_size}-{i}.log", "w")
         procs.append(subprocess.Popen([*ESSA, "--engine", "wasmtime", *store, "executor", str(i), "--connect", endpoint,
@@ -231,14 +269,14 @@ def cluster(anna: Anna, cache_size: str, logs: Path) -> tuple[list[subprocess.Po
     return procs, endpoint
 
 
-def mix(anna: Anna, seconds: float, concurrency: int, ops_per_call: list[int], logs: Path) -> list[dict]:
+def mix(backend: Anna | Redis, seconds: float, concurrency: int, ops_per_call: list[int], logs: Path) -> list[dict]:
     import essa
     from essa.state.bincode import encode_lattice
     from essa.state.lattice import SetLattice
 
     rng = random.Random(23)
     choose = Zipf(1000, 1.0, rng)
-    seed = anna.store()
+    seed = backend.store()
     for label in ("cached", "uncached"):  # each configuration its own namespace, seeded alike
         seed.merge_many([(f"{NAMESPACE}-{label}/data/k{i}", encode_lattice(SetLattice({b"0"}))) for i in range(1000)])
     seed.close()
@@ -259,9 +297,9 @@ def mix(anna: Anna, seconds: float, concurrency: int, ops_per_call: list[int], l
     results = []
     for cache_size, label in (("0", "uncached"), ("64M", "cached")):
         deployment = f"{NAMESPACE}-{label}"
-        procs, endpoint = cluster(anna, cache_size, logs)
+        procs, endpoint = cluster(backend, cache_size, logs)
         try:
-            connection = essa.connect(endpoint, timeout=90)
+            connection = essa.connect(endpoint, timeout=90, wait=True)  # the scheduler may not listen yet
             wait_for(lambda: len([a for a in connection.status() if a.get("role") == "executor"]) == 2,
                      "two executors did not join")
             connection.deploy(STATE_OPS, deployment)
@@ -335,18 +373,18 @@ def rss_mib() -> float:
     return 0.0
 
 
-def memory(anna: Anna, reads: int, keys: int, capacity: int) -> dict:
+def memory(backend: Anna | Redis, reads: int, keys: int, capacity: int) -> dict:
     from essa.state.bincode import encode_lattice
     from essa.state.cache import CachedStore
     from essa.state.lattice import LwwLattice
 
-    seed = anna.store()
+    seed = backend.store()
     value = encode_lattice(LwwLattice(1, b"v" * 100))
     names = [f"{NAMESPACE}-memory/data/k{i}" for i in range(keys)]
     for i in range(0, keys, 2000):
         seed.merge_many([(k, value) for k in names[i:i + 2000]])
     seed.close()
-    cache = CachedStore(anna.store(), capacity)
+    cache = CachedStore(backend.store(), capacity)
     samples = []
     done = itertools.count(1)
     step = reads // 10
@@ -376,12 +414,13 @@ def memory(anna: Anna, reads: int, keys: int, capacity: int) -> dict:
 
 
 def main() -> None:
-    if len(sys.argv) == 4 and sys.argv[1] == "--writer":
-        writer_main(sys.argv[2], sys.argv[3], 0.1)
+    if len(sys.argv) == 5 and sys.argv[1] == "--writer":
+        writer_main(sys.argv[2], sys.argv[3], sys.argv[4], 0.1)
         return
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--store", choices=("anna", "redis"), default="anna")
     parser.add_argument("--parts", default="hot,mix")
-    parser.add_argument("--nodes", type=int, default=1, help="KVS nodes")
+    parser.add_argument("--nodes", type=int, default=1, help="KVS nodes (anna)")
     parser.add_argument("--calls", type=int, default=100, help="hot: calls measured per configuration")
     parser.add_argument("--reads", type=int, default=500, help="hot: reads per call with the cache on")
     parser.add_argument("--seconds", type=float, default=10.0, help="mix: seconds per configuration")
@@ -395,23 +434,24 @@ def main() -> None:
     parts = args.parts.split(",")
     logs = Path(args.logs)
     logs.mkdir(parents=True, exist_ok=True)
-    anna = Anna(args.nodes)
-    report = {"benchmark": "cache", "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
-              "config": {"kvs_nodes": args.nodes, "replication": min(2, args.nodes), "engine": "wasmtime"}}
+    backend = Anna(args.nodes) if args.store == "anna" else Redis()
+    report = {"benchmark": "cache", "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0],
+                                                "load": [round(x, 2) for x in os.getloadavg()]},
+              "config": {"store": backend.name, **backend.config(), "engine": "wasmtime"}}
     try:
         if "hot" in parts:
-            report["hot"] = hot(anna, args.calls, args.reads)
+            report["hot"] = hot(backend, args.calls, args.reads)
             print(json.dumps(report["hot"]), file=sys.stderr)
         if "mix" in parts:
             report["mix"] = {"concurrency": args.concurrency, "seconds": args.seconds,
-                             "results": mix(anna, args.seconds, args.concurrency,
+                             "results": mix(backend, args.seconds, args.concurrency,
                                             [int(n) for n in args.ops.split(",")], logs)}
         if "memory" in parts:
             from essa.util.units import parse_size
 
-            report["memory"] = memory(anna, args.memory_reads, args.memory_keys, parse_size(args.memory_capacity))
+            report["memory"] = memory(backend, args.memory_reads, args.memory_keys, parse_size(args.memory_capacity))
     finally:
-        anna.stop()
+        backend.stop()
     print(json.dumps(report, indent=2))
 
 

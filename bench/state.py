@@ -13,7 +13,9 @@ Through the store API (no Wasm), for the embedded LMDB store with ``sync=on``
 
 For the Redis store (``redis``), a ``redis-server`` of its own on a free loopback port (Debian's
 ``redis-server`` must be installed), with AOF off and with ``appendfsync everysec``: the same
-workloads through the store API (one round trip per put, merged on the server).
+workloads through the store API (one round trip per put, merged on the server), and
+``merge_many_50_p50_ms``: 50 Lww puts to distinct keys by ``merge_many`` (one pipeline), against
+``one_by_one_50_p50_ms``, the same puts one round trip each (what ``merge_many`` did before).
 
 Guest-driven (``guest``): a Wasm module whose function ``fan(start, n)`` makes ``n``
 concurrent remote calls of ``add(member)``, each merging one element into one
@@ -288,12 +290,28 @@ def bench_redis(args) -> list[dict]:
             with redis_server(directory, **config) as url:
                 store = RedisStore({"url": url, "timeout": "60"})
                 try:
-                    row = {"store": "redis", "aof": aof, **bench_workloads(store.merge_bytes, store.get_bytes, args)}
+                    row = {"store": "redis", "aof": aof, **bench_workloads(store.merge_bytes, store.get_bytes, args),
+                           **bench_merge_many(store)}
                 finally:
                     store.close()
         print(json.dumps(row), file=sys.stderr)
         results.append(row)
     return results
+
+
+def bench_merge_many(store, rounds: int = 200, size: int = 50) -> dict:
+    """p50 of ``size`` Lww puts to distinct keys: by the store's ``merge_many``, and one by one."""
+    from essa.state.store import Store
+
+    ways = {"merge_many": store.merge_many, "one_by_one": lambda items: Store.merge_many(store, items)}
+    timed: dict[str, list[float]] = {label: [] for label in ways}
+    for r in range(rounds):
+        for label, merge_many in ways.items():
+            items = [(f"{label}/{r}/{i}", lww(r * size + i)) for i in range(size)]
+            started = time.perf_counter()
+            merge_many(items)
+            timed[label].append(time.perf_counter() - started)
+    return {f"{label}_{size}_p50_ms": p50_ms(samples) for label, samples in timed.items()}
 
 
 def bench_guest(args) -> dict:

@@ -97,6 +97,20 @@ def test_on_an_anna_cluster_that_restarts(tmp_path):
     assert "Traceback" not in logs
 
 
+def wait_for_executors(proc: subprocess.Popen, endpoint: str, count: int) -> list[dict]:
+    """Poll ``essa status`` until ``count`` executors joined the cluster ``proc`` (an `essa up`) runs."""
+    deadline = time.monotonic() + DEADLINE
+    while True:
+        status = run_essa("status", "--connect", endpoint, "--json", timeout=DEADLINE)
+        if status.returncode == 0:
+            executors = [a for a in json.loads(status.stdout) if a["role"] == "executor"]
+            if len(executors) == count:
+                return executors
+        assert proc.poll() is None, proc.stdout.read()
+        assert time.monotonic() < deadline, "the cluster did not come up"
+        time.sleep(0.5)
+
+
 HELLO_WAT = """
 (module
   (import "wasi_snapshot_preview1" "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))
@@ -131,14 +145,7 @@ def test_on_a_redis_cluster_up_with_its_store_down_then_back(tmp_path):
         return run_essa(*args, "--connect", endpoint, "--timeout", "60", timeout=DEADLINE)
 
     try:
-        deadline = time.monotonic() + DEADLINE
-        while True:  # ready: both executors joined
-            status = run_essa("status", "--connect", endpoint, "--json", timeout=DEADLINE)
-            if status.returncode == 0 and sum(a["role"] == "executor" for a in json.loads(status.stdout)) == 2:
-                break
-            assert proc.poll() is None, proc.stdout.read()
-            assert time.monotonic() < deadline, "the cluster did not come up"
-            time.sleep(0.5)
+        wait_for_executors(proc, endpoint, 2)
         with essa.connect(endpoint, timeout=60) as connection:
             check_word_count(cli, connection)
         result = run_essa("run", "--connect", endpoint, "--timeout", "60", str(TEST_FUNCTION), timeout=DEADLINE)
@@ -164,6 +171,50 @@ def test_on_a_redis_cluster_up_with_its_store_down_then_back(tmp_path):
         assert int(ok(cli("call", "wc", "count_words", "--args", "string", "a new word", "--result", "u64"))) == 3
         assert {"new", "word", "a"} | WORDS == set(json.loads(ok(cli("state", "get", "-d", "wc", "vocab",
                                                                      "--json")))["values"])
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        logs, _ = proc.communicate(timeout=DEADLINE)
+        redis.stop()
+    assert "Traceback" not in logs
+
+
+@pytest.mark.parametrize("cache", ["64M", "0"], ids=["cache-on", "cache-off"])
+def test_on_a_redis_cluster_up_the_examples_give_the_same_output_with_the_executor_caches_on_and_off(tmp_path,
+                                                                                                     cache):
+    """`essa --store redis up --cache-size`: essa-rs's test function and the word count give the same output
+    with the executors' caches fed by Redis and without them; a word one executor adds, every executor reads."""
+    pytest.importorskip("essa_redis")
+    from redis_store.servers import RedisServer
+
+    from .test_cli import EXPECTED_TEST_FUNCTION_OUTPUT, TEST_FUNCTION
+    from .test_cluster import free_port
+
+    redis = RedisServer(tmp_path / "redis").start()
+    endpoint = f"tcp/127.0.0.1:{free_port()}"
+    proc = subprocess.Popen([sys.executable, "-m", "essa", "--store", "redis", "--store-option", f"url={redis.url}",
+                             "up", "--executors", "2", "--listen", endpoint, "--cache-size", cache],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        return run_essa(*args, "--connect", endpoint, "--timeout", "60", timeout=DEADLINE)
+
+    try:
+        wait_for_executors(proc, endpoint, 2)
+        with essa.connect(endpoint, timeout=60) as connection:
+            check_word_count(cli, connection)
+            for i in range(6):  # each call lands on either executor: each reads what the other wrote
+                assert connection.call("wc", "count_words", essa.encode(["string"], [f"added{i}"]))
+                vocabulary = essa.decode("strings", connection.call("wc", "vocabulary", b""))
+                assert {f"added{j}" for j in range(i + 1)} | WORDS == set(vocabulary)
+        result = cli("run", str(TEST_FUNCTION))
+        assert result.returncode == 0, result.stderr
+        assert result.stdout == EXPECTED_TEST_FUNCTION_OUTPUT
+        caches = [a["cache"] for a in wait_for_executors(proc, endpoint, 2)]
+        if cache == "0":
+            assert caches == [None, None]
+        else:
+            assert all(c is not None and c["capacity"] == 64 << 20 for c in caches), caches
+            assert sum(c["hits"] + c["misses"] for c in caches) > 0, caches
     finally:
         proc.send_signal(signal.SIGTERM)
         logs, _ = proc.communicate(timeout=DEADLINE)

@@ -85,6 +85,34 @@ def test_a_push_during_the_watch_is_not_lost():
     assert members(cache.get_bytes("k")) == {b"old", b"new"} and cache.stats.hits == 1
 
 
+def test_an_invalidation_reaches_every_watch_of_the_key_still_on_its_way():
+    """A store that says only "changed" (``update(key, None)``, as Redis's invalidations do): with two watches
+    of one key in flight, one answers and is cached, then the key changes: the entry is dropped, and the
+    older value the other watch brings back is not cached either."""
+    store = PushingStore()
+    cache = CachedStore(store)
+    store.merge_bytes("k", s(b"old"))
+    read, go_on = threading.Event(), threading.Event()
+
+    def hold(key):
+        if threading.current_thread().name == "slow":
+            read.set()
+            go_on.wait(60)
+
+    store.before_answer = hold
+    slow = threading.Thread(target=cache.get_bytes, args=("k",), name="slow")
+    slow.start()
+    assert read.wait(60)
+    assert members(cache.get_bytes("k")) == {b"old"} and "k" in cache._entries
+    MemoryStore.merge_bytes(store, "k", s(b"new"))  # changed: the store only says so
+    store.update("k", None)
+    assert "k" not in cache._entries
+    go_on.set()
+    slow.join(60)
+    assert "k" not in cache._entries and not cache._loading
+    assert members(cache.get_bytes("k")) == {b"old", b"new"}
+
+
 def test_a_reset_drops_everything_and_a_load_across_it_is_not_kept():
     store = PushingStore()
     cache = CachedStore(store)

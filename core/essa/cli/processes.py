@@ -63,7 +63,7 @@ def scheduler(listen, connect, scouting, zenoh_config, placement, max_message_si
 @click.option("--workers", type=click.IntRange(min=1), help="Threads running calls. [default: one per core, at least 2]")
 @click.option("--cache-size", metavar="SIZE", envvar="ESSA_CACHE_SIZE",
               help="Bytes of lattice values kept in this executor's cache when the store pushes updates "
-              "(anna), e.g. 64M; 0 turns the cache off (env ESSA_CACHE_SIZE). [default: 64M]")
+              "(anna; redis on one server), e.g. 64M; 0 turns the cache off (env ESSA_CACHE_SIZE). [default: 64M]")
 @limit_options
 @log_options
 @metrics_option
@@ -123,7 +123,8 @@ def executor(settings: Settings, executor_id, listen, connect, scouting, zenoh_c
 @click.option("--no-context", "no_context", is_flag=True,
               help="Write no context for the cluster and leave the current one as it is.")
 @click.option("--cache-size", metavar="SIZE", envvar="ESSA_CACHE_SIZE",
-              help="Each executor's cache of lattice values with a store that pushes updates (anna); 0: off "
+              help="Each executor's cache of lattice values with a store that pushes updates (anna; redis on one "
+              "server); 0: off "
               "(env ESSA_CACHE_SIZE). [default: 64M]")
 @limit_options
 @log_options

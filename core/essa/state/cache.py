@@ -1,14 +1,15 @@
 """The executor-local cache of lattice values (Cloudburst's executor cache).
 
 :class:`CachedStore` wraps a store that can push updates (its
-:attr:`~essa.state.store.Store.watch_lease` is set: the anna store) and serves
-reads from this process's memory:
+:attr:`~essa.state.store.Store.watch_lease` is set: the anna store, the redis
+store on one server) and serves reads from this process's memory:
 
 * a **read** of a key not cached asks the store to *watch* it
   (:meth:`~essa.state.store.Store.watch_bytes`: the value, and the store pushes
   every later change of the key here); the value, or its absence, is kept;
 * a **pushed update** is merged into the cached value (pushes are lattice
-  values: repeated or reordered pushes change nothing);
+  values: repeated or reordered pushes change nothing); a push of ``None``
+  (deleted, or an invalidation without the value) drops the entry;
 * a **write** is write-through: it is merged into the store, which
   acknowledges it as durable (or replicated) as before, and only then into the
   cached value. So a crash of the executor loses nothing a guest was told was
@@ -39,8 +40,6 @@ from essa.util.units import parse_size
 
 #: Bytes counted per entry on top of its key and value (the dict slot, the tuple, the objects).
 ENTRY_OVERHEAD = 160
-#: Marks a key deleted while it was being loaded.
-_DELETED: bytes = b"deleted while loading"
 #: The default capacity of an executor's cache.
 DEFAULT_CAPACITY = 64 << 20
 
@@ -79,8 +78,10 @@ class CachedStore(Store):
         #: key -> (encoded value or None for an absent key, served until (monotonic))
         self._entries: OrderedDict[str, tuple[bytes | None, float]] = OrderedDict()
         self._bytes = 0
-        #: keys being watched right now -> pushes that arrived meanwhile (merged), or None
-        self._loading: dict[str, bytes | None] = {}
+        #: keys being watched right now -> [watches in flight, values pushed meanwhile (merged) or None,
+        #: deletions or invalidations pushed so far]: one slot per key until its last watch is back, so a
+        #: push that drops the entry one watch cached reaches the watches still on their way too
+        self._loading: dict[str, list] = {}
         self._generation = 0
         inner.on_updates(self._pushed, self.reset)
 
@@ -104,16 +105,19 @@ class CachedStore(Store):
         with self._lock:
             self.stats.misses += 1
             generation = self._generation
-            self._loading.setdefault(key, None)
+            slot = self._loading.setdefault(key, [0, None, 0])
+            slot[0] += 1
+            dropped = slot[2]
         try:
             value, watched = self.inner.watch_bytes(key)
         except BaseException:
             with self._lock:
-                self._loading.pop(key, None)
+                self._unload(key, slot)
             raise
         with self._lock:
-            pushed = self._loading.pop(key, None)
-            if pushed is _DELETED:  # deleted while the watch was on its way: read it again next time
+            self._unload(key, slot)
+            pushed = slot[1]
+            if slot[2] != dropped:  # deleted or invalidated while the watch was on its way: read it again next time
                 return value
             if pushed is not None:
                 value = _merge(value, pushed)
@@ -162,18 +166,16 @@ class CachedStore(Store):
     def _pushed(self, key: str, value: bytes | None) -> None:
         with self._lock:
             self.stats.pushes += 1
-            if key in self._loading:
-                loading = self._loading[key]
+            slot = self._loading.get(key)
+            if slot is not None:
                 if value is None:
-                    self._loading[key] = _DELETED
-                elif loading is None or loading is _DELETED:
-                    self._loading[key] = value
+                    slot[2] += 1
                 else:
-                    self._loading[key] = _merge(loading, value)
+                    slot[1] = _merge(slot[1], value) if slot[1] is not None else value
             entry = self._entries.get(key)
             if entry is None:
                 return
-            if value is None:  # deleted
+            if value is None:  # deleted, or changed to a value the store did not send
                 self._drop(key)
             else:
                 self._put(key, _merge(entry[0], value), entry[1], touch=False)
@@ -200,6 +202,11 @@ class CachedStore(Store):
             evicted, (old_value, _until) = self._entries.popitem(last=False)
             self._bytes -= _size(evicted, old_value)
             self.stats.evictions += 1
+
+    def _unload(self, key: str, slot: list) -> None:
+        slot[0] -= 1
+        if not slot[0] and self._loading.get(key) is slot:
+            del self._loading[key]
 
     def _drop(self, key: str) -> None:
         entry = self._entries.pop(key, None)

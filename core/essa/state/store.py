@@ -23,8 +23,8 @@ A store that can publish changes also implements :meth:`Store.watch_bytes` and
 :meth:`Store.on_updates` and sets :attr:`Store.watch_lease`: executors then
 keep a local cache of lattice values that the store keeps fresh by pushing
 updates (:mod:`essa.state.cache`). The store keeps, per key, which clients
-watch it (Anna's key -> caches index), for at most :attr:`Store.watch_lease`
-seconds after each :meth:`Store.watch_bytes`.
+watch it (Anna's key -> caches index, Redis's tracking table), for at least
+:attr:`Store.watch_lease` seconds after each :meth:`Store.watch_bytes`.
 """
 
 from __future__ import annotations
@@ -155,7 +155,10 @@ class Store(ABC):
 
     def on_updates(self, update: Callable[[str, bytes | None], None], reset: Callable[[], None]) -> None:
         """Deliver pushed values to ``update(key, value)``; call ``reset()`` when pushes may have been lost
-        (a node of the store went away or joined: every watch must be taken again)."""
+        (a node of the store went away or joined: every watch must be taken again).
+
+        ``update(key, None)`` says the key was deleted, or changed without the store sending the value
+        (an invalidation, as Redis sends): either way the receiver forgets what it holds of the key."""
 
     # -- typed convenience API, in terms of the byte API ---------------------
 

@@ -104,6 +104,18 @@ class Backend:
                           ssl_cert_reqs="required" if s.tls_verify else "none", ssl_check_hostname=s.tls_verify)
         return kwargs
 
+    def connection(self, address: tuple[str, int | None, str | None], db: int = 0) -> redis.Connection:
+        """A connection of its own (not the client's pool) to the server at ``(host, port, unix_path)``."""
+        kwargs = self.connection_kwargs()
+        tls = kwargs.pop("ssl", False)
+        host, port, path = address
+        plain = {k: v for k, v in kwargs.items() if not k.startswith("ssl")}
+        if path:
+            return redis.UnixDomainSocketConnection(path=path, db=db, **plain)
+        if tls:
+            return redis.SSLConnection(host=host, port=port, db=db, **kwargs)
+        return redis.Connection(host=host, port=port, db=db, **plain)
+
     def _open(self) -> redis.Redis | redis.RedisCluster:
         s = self.settings
         kwargs = self.connection_kwargs()
@@ -228,6 +240,28 @@ class Backend:
         except rx.NoScriptError:
             client.script_load(script.source)
             return client.evalsha(script.sha, 1, rkey, *args)
+
+    def merge_many(self, client: Any, items: list[tuple[bytes, list]], wait_replicas: int = 0) -> int | None:
+        """The merge script for every ``(rkey, args)`` in one pipeline: one round trip (per master of a cluster).
+
+        With ``wait_replicas`` (one server only), ``WAIT`` ends the same pipeline; returns the replicas that
+        have every merge. Raises the first error reply; the other merges may have been applied.
+        """
+        for _attempt in range(3):
+            pipe = client.pipeline(transaction=False)
+            for rkey, args in items:
+                pipe.evalsha(MERGE.sha, 1, rkey, *args)
+            if wait_replicas:
+                pipe.execute_command("WAIT", wait_replicas, int(self.settings.wait_timeout * 1000))
+            replies = pipe.execute(raise_on_error=False)
+            if any(isinstance(reply, rx.NoScriptError) for reply in replies):
+                client.script_load(MERGE.source)  # merges are idempotent: sending them all again is safe
+                continue
+            for reply in replies:
+                if isinstance(reply, Exception):
+                    raise reply
+            return int(replies[-1]) if wait_replicas else None
+        raise rx.NoScriptError("the server kept forgetting the merge script")
 
     def merge_and_wait(self, client: Any, rkey: bytes, args: list) -> int:
         """The merge script and ``WAIT`` on one connection to the key's master; the replicas that have it."""

@@ -2,10 +2,13 @@
 
 Every put is one round trip: the merge script (``merge.lua``) merges the value
 on the server, atomically, with essa's merge rules; with ``wait_replicas=N``
-the put's ``WAIT N`` travels in the same round trip. Reads return the bytes
-every essa store returns. See :mod:`essa_redis.layout` for where values lie,
-:mod:`essa_redis.options` for the options and :mod:`essa_redis.watch` for
-change notifications; the plugin's README says what is guaranteed.
+the put's ``WAIT N`` travels in the same round trip; ``merge_many`` sends its
+merges in one pipeline. Reads return the bytes every essa store returns. On
+one server, executors cache values, kept fresh by Redis's client-side-caching
+invalidations (:mod:`essa_redis.feed`). See :mod:`essa_redis.layout` for where
+values lie, :mod:`essa_redis.options` for the options and
+:mod:`essa_redis.watch` for change notifications; the plugin's README says
+what is guaranteed.
 """
 
 from __future__ import annotations
@@ -16,8 +19,14 @@ from essa.plugin import ClusterServices, Store, StoreError
 
 from . import layout
 from .client import MERGE, READ, Backend
+from .feed import CacheFeed
 from .options import OPTIONS, normalise, parse
 from .watch import Watch
+
+#: Seconds an executor's cache serves a value before reading it again. Invalidations cover every change
+#: while the feed's connections live, and losing one resets the cache: the lease only bounds what an
+#: invalidation lost unseen could cost.
+WATCH_LEASE = 30.0
 
 
 class RedisStore(Store):
@@ -33,6 +42,9 @@ class RedisStore(Store):
         self._prefix = self.settings.prefix
         self._raw_prefix = self._prefix.encode("utf-8")
         self._watches: list[Watch] = []
+        self._feed: CacheFeed | None = None
+        if self.settings.cluster == "on" or len(self.settings.servers) > 1:
+            self.watch_lease = None  # a Redis Cluster: executors keep no cache (see the README)
 
     # -- Store API -------------------------------------------------------------------------
 
@@ -50,11 +62,34 @@ class RedisStore(Store):
             self.backend.run(what, lambda client: self.backend.evalsha(client, MERGE, rkey, args))
             return
         reached = self.backend.run(what, lambda client: self.backend.merge_and_wait(client, rkey, args))
+        self._check_replicas(what, reached)
+
+    def merge_many(self, items: list[tuple[str, bytes]]) -> None:
+        """Every merge in one pipeline: one round trip to the server (to each master of a cluster)."""
+        if not items:
+            return
+        merges = [(layout.redis_key(self._prefix, key), layout.merge_arguments(value)) for key, value in items]
+        what = f"the puts of {len(items)} keys ({items[0][0]!r}, ...)" if len(items) > 1 else \
+            f"the put of key {items[0][0]!r}"
+        wanted = self.settings.wait_replicas
+        if wanted and self._is_cluster():
+            super().merge_many(items)  # WAIT answers for one master's writes: each put waits on its own
+            return
+        reached = self.backend.run(what, lambda client: self.backend.merge_many(client, merges, wanted))
+        if wanted:
+            self._check_replicas(what, reached)
+
+    def _check_replicas(self, what: str, reached: int) -> None:
+        wanted = self.settings.wait_replicas
         if reached < wanted:
             raise StoreError(
                 f"state store unavailable: {what} reached {reached} of {wanted} replicas within "
                 f"{self.settings.wait_timeout:g} s (wait_replicas={wanted}); it is not acknowledged, "
                 "and a failover now could lose it")
+
+    def _is_cluster(self) -> bool:
+        """Whether the servers are a Redis Cluster (connecting first if the options leave it open)."""
+        return bool(self.backend.run("a first request", lambda client: self.backend.is_cluster))
 
     def keys(self, prefix: str = "") -> list[str]:
         pattern = layout.scan_pattern(self._prefix + prefix)
@@ -69,6 +104,8 @@ class RedisStore(Store):
     def close(self) -> None:
         for watch in list(self._watches):
             watch.close()
+        if self._feed is not None:
+            self._feed.close()
         self.backend.close()
 
     def describe(self) -> str:
@@ -77,6 +114,30 @@ class RedisStore(Store):
         extra = f", puts wait for {s.wait_replicas} replica(s)" if s.wait_replicas else ""
         db = f" db {s.db}" if s.db else ""
         return f"{kind} {s.where}{db}, key prefix {s.prefix!r}{extra}"
+
+    # -- executor caches -------------------------------------------------------------------
+
+    #: Executors cache this store's values (on one server; ``None`` for a Redis Cluster, set per store).
+    watch_lease: float | None = WATCH_LEASE
+
+    def on_updates(self, update: Callable[[str, bytes | None], None], reset: Callable[[], None]) -> None:
+        """Have the invalidations of the keys :meth:`watch_bytes` reads reach ``update(key, None)``, and
+        ``reset()`` called when some may have been lost (see :mod:`essa_redis.feed`)."""
+        if self.watch_lease is not None and self._feed is None:
+            self._feed = CacheFeed(self.backend, self._raw_prefix, update, reset)
+
+    def watch_bytes(self, key: str) -> tuple[bytes | None, bool]:
+        """Read ``key`` on a tracking connection: its next change reaches :meth:`on_updates`' ``update``.
+
+        Not watched (``False``) without :meth:`on_updates`, on a Redis Cluster, or while the feed's listener
+        is not subscribed.
+        """
+        rkey = layout.redis_key(self._prefix, key)
+        feed = self._feed
+        if feed is None or self._is_cluster():
+            return self.get_bytes(key), False
+        reply, watched = feed.read(rkey, f"the read of key {key!r}")
+        return layout.assemble(reply), watched
 
     # -- change notifications --------------------------------------------------------------
 

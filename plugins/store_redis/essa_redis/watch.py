@@ -15,7 +15,6 @@ database is flushed.
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
 from typing import Callable
@@ -23,17 +22,11 @@ from typing import Callable
 import redis
 from redis import exceptions as rx
 
-from essa.plugin import RateLimitedLog, StoreError, describe
+from essa.plugin import StoreError, describe
 
-from .client import Backend, one_line
+from .client import Backend
 from .layout import essa_key
-
-CHANNEL = "__redis__:invalidate"
-#: Seconds between two checks that a watched server still answers.
-PING_INTERVAL = 5.0
-
-log = logging.getLogger("essa.redis.watch")
-_problems = RateLimitedLog(log)
+from .listener import InvalidationListener, problems
 
 
 def _distinct(prefixes: list[str]) -> list[str]:
@@ -46,91 +39,51 @@ def _distinct(prefixes: list[str]) -> list[str]:
     return kept
 
 
-class _Master:
-    """The thread that watches one master."""
+class _Master(InvalidationListener):
+    """The listener of one master, its changes announced by broadcast (``BCAST PREFIX ...``)."""
 
     def __init__(self, watch: "Watch", host: str, port: int | None, path: str | None, late: bool) -> None:
+        super().__init__(watch.backend, (host, port, path), "watching")
         self.watch = watch
-        self.address = (host, port, path)
-        self.name = path or f"{host}:{port}"
-        self.stopped = threading.Event()
-        self.ready = threading.Event()
-        self.error: str | None = None
-        #: Started after the watch began (a promoted replica): changes may have been missed before it listens.
-        self.late = late
-        self.thread = threading.Thread(target=self._run, name=f"essa-redis-watch {self.name}", daemon=True)
+        #: Changes may have been missed before it listens: it was started after the watch began (a promoted
+        #: replica), or its connection was lost.
+        self.gap = late
+        self.tracker: redis.Connection | None = None
 
-    def _connection(self) -> redis.Connection:
-        kwargs = self.watch.backend.connection_kwargs()
-        tls = kwargs.pop("ssl", False)
-        host, port, path = self.address
-        if path:
-            return redis.UnixDomainSocketConnection(path=path, **{k: v for k, v in kwargs.items()
-                                                                  if not k.startswith("ssl")})
-        if tls:
-            return redis.SSLConnection(host=host, port=port, **kwargs)
-        return redis.Connection(host=host, port=port, **{k: v for k, v in kwargs.items() if not k.startswith("ssl")})
+    def on_up(self, listener_id: int) -> None:
+        tracker = self.backend.connection(self.address)
+        try:
+            tracker.connect()
+            args = [word for p in self.watch.prefixes for word in ("PREFIX", p)]
+            tracker.send_command("CLIENT", "TRACKING", "ON", "REDIRECT", listener_id, "BCAST", *args)
+            tracker.read_response()
+        except BaseException:
+            tracker.disconnect()
+            raise
+        self.tracker = tracker
+        if self.gap:
+            self.watch.notify(None)
+        self.gap = True
 
-    def _run(self) -> None:
-        pause = 0.1
-        gap = self.late
-        while not self.stopped.is_set():
-            listener = tracker = None
-            try:
-                listener = self._connection()
-                listener.connect()
-                listener.send_command("CLIENT", "ID")
-                listener_id = listener.read_response()
-                listener.send_command("SUBSCRIBE", CHANNEL)
-                listener.read_response()
-                tracker = self._connection()
-                tracker.connect()
-                args = [word for p in self.watch.prefixes for word in ("PREFIX", p)]
-                tracker.send_command("CLIENT", "TRACKING", "ON", "REDIRECT", listener_id, "BCAST", *args)
-                tracker.read_response()
-                self.error = None
-                self.ready.set()
-                if gap:
-                    self.watch.notify(None)
-                gap, pause = True, 0.1
-                self._listen(listener, tracker)
-            except rx.ResponseError as exc:  # the server refuses tracking: no retry will change that
-                self.error = f"redis at {self.name} refuses to track keys: {one_line(exc)}"
-                self.ready.set()
-                return
-            except (rx.RedisError, OSError) as exc:
-                self.error = f"redis at {self.name}: {one_line(exc)}"
-                if self.ready.is_set():
-                    _problems.warning(f"watch {self.name}", "essa redis store: watching %s: %s; reconnecting",
-                                      self.name, describe(exc))
-            finally:
-                for connection in (listener, tracker):
-                    if connection is not None:
-                        connection.disconnect()
-            if self.stopped.wait(pause):
-                return
-            pause = min(pause * 2, 2.0)
-            self.watch.reconcile()
+    def on_keys(self, keys: list[bytes]) -> None:
+        for rkey in keys:
+            self.watch.notify_raw(rkey)
 
-    def _listen(self, listener: redis.Connection, tracker: redis.Connection) -> None:
-        last_ping = time.monotonic()
-        while not self.stopped.is_set():
-            if listener.can_read(timeout=1.0):
-                message = listener.read_response()
-                if isinstance(message, list) and len(message) == 3 and message[0] == b"message":
-                    keys = message[2]
-                    if keys is None:  # FLUSHDB, FLUSHALL: every key changed
-                        self.watch.notify(None)
-                    else:
-                        for rkey in keys:
-                            self.watch.notify_raw(rkey)
-            if time.monotonic() - last_ping > PING_INTERVAL:
-                tracker.send_command("PING")
-                tracker.read_response()
-                last_ping = time.monotonic()
+    def on_flush(self) -> None:
+        self.watch.notify(None)
 
-    def stop(self) -> None:
-        self.stopped.set()
+    def keepalive(self) -> None:
+        if self.tracker is not None:
+            self.tracker.send_command("PING")
+            self.tracker.read_response()
+
+    def on_down(self) -> None:
+        if self.tracker is not None:
+            self.tracker.disconnect()
+            self.tracker = None
+
+    def after_failure(self) -> None:
+        self.watch.reconcile()
 
 
 class Watch:
@@ -165,7 +118,7 @@ class Watch:
     def _add(self, address: tuple, late: bool) -> None:
         master = _Master(self, *address, late=late)
         self._masters[address] = master
-        master.thread.start()
+        master.start()
 
     def reconcile(self) -> None:
         """After a lost connection to a cluster node: watch the masters there are now, and only them."""
@@ -196,7 +149,7 @@ class Watch:
         try:
             self._callback(key)
         except Exception as exc:  # a failing callback must not stop the watch
-            _problems.warning("watch callback", "essa redis store: watch callback failed: %s", describe(exc),
+            problems.warning("watch callback", "essa redis store: watch callback failed: %s", describe(exc),
                               exc_info=exc)
 
     def close(self) -> None:
@@ -210,8 +163,7 @@ class Watch:
         for master in masters:
             master.stop()
         for master in masters:
-            if master.thread is not threading.current_thread():
-                master.thread.join(5.0)
+            master.join(5.0)
         if self._on_close is not None:
             try:
                 self._on_close(self)
