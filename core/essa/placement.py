@@ -80,13 +80,20 @@ class Placement:
     read lately; ties go to the executor used least. So locality can win over
     at most :attr:`locality_weight` calls of extra load: a busy executor loses
     the calls whose keys it caches to an idle one (which then caches them).
+    Every :attr:`explore_every`-th call with keys is placed by load alone
+    (Cloudburst's share of random picks, made deterministic): hot keys reach
+    other executors' caches before their first executor gets busy.
     """
 
     name: ClassVar[str] = "least-loaded"
     cold_penalty: ClassVar[int] = 2
     locality_weight: ClassVar[float] = 2.0
+    #: One call with keys in this many is placed by load alone (0: never).
+    explore_every: ClassVar[int] = 20
 
     def __init__(self) -> None:
+        #: Calls with keys placed so far (every :attr:`explore_every`-th ignores them).
+        self._keyed = 0
         #: (module, function) -> the keys its last call read (ids from :func:`key_id`), and whether
         #: the call before read the same ones
         self._reads: OrderedDict[tuple[str, str], tuple[list[str], bool]] = OrderedDict()
@@ -95,6 +102,10 @@ class Placement:
         """Pick one of ``executors`` (never empty) for ``request``."""
         module = request.get("module")
         keys = self._keys(request)
+        if keys and self.explore_every:
+            self._keyed += 1
+            if self._keyed % self.explore_every == 0:
+                keys = []
         if not keys:
             return min(
                 executors,

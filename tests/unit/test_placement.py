@@ -52,3 +52,12 @@ def test_what_placement_remembers_is_bounded():
     assert len(e.keys) == MAX_EXECUTOR_KEYS and "0" not in e.keys
     assert len(call_keys({"keys": [str(i) for i in range(100)]})) == MAX_CALL_KEYS
     assert call_keys({"keys": "a"}) == [] and call_keys({"keys": [1, "a"]}) == ["a"]
+
+
+def test_one_call_with_keys_in_explore_every_is_placed_by_load_alone():
+    placement = Placement()
+    es = executors(1, 0)
+    es[0].touched([key_id("ns", "a")])
+    chosen = [placement.choose(es, request(keys=["a"])).id for _ in range(3 * Placement.explore_every)]
+    assert chosen.count("1") == 3  # the idle executor gets a share, and so a cache of the hot key
+    assert all(chosen[i] == "1" for i in range(Placement.explore_every - 1, len(chosen), Placement.explore_every))
