@@ -39,7 +39,8 @@ its anonymous and file-backed parts), mappings, threads and descriptors
 (:mod:`essa.testing.resources`), and compares the first 100,000 calls
 (after ``--warm-up``) with the last 100,000 as ``bench/soak.py`` does
 (:func:`soak.flatness`: means of the samples in each window; short runs
-compare halves). Every ``--progress-every`` answered calls it prints one
+compare halves), and the single samples at 100,000 calls and at the end
+(``*_from_mark``). Every ``--progress-every`` answered calls it prints one
 JSON progress line (so a run cut short still tells), and at the end a
 summary.
 
@@ -69,7 +70,7 @@ import tempfile  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
 
-from soak import flatness  # noqa: E402
+from soak import WINDOW, flatness  # noqa: E402
 
 import essa  # noqa: E402
 from essa.testing.ports import free_port  # noqa: E402
@@ -331,9 +332,13 @@ def soak(cluster: Cluster, args) -> dict:
     for name, samples in bench.samples.items():
         result = flatness(samples, args.warm_up) if len(samples) >= 2 else {"error": "too few samples"}
         if "error" not in result:
+            # The words: at the first 100,000 calls, and at the end (single samples, beside the means).
+            mark = min(samples, key=lambda s: abs(s["calls"] - min(WINDOW, args.calls // 2)))
+            result["mark_calls"] = mark["calls"]
             for key in ("rss", "rss_anon", "rss_file", "mappings", "threads", "fds"):
-                result[key]["at_first_sample"] = samples[0][key]
-                result[key]["at_end"] = samples[-1][key]
+                result[key].update(at_first_sample=samples[0][key], at_mark=mark[key], at_end=samples[-1][key],
+                                   growth_from_mark_pct=round(100 * (samples[-1][key] - mark[key]) / mark[key], 2))
+            result["rss_within_5pct_from_mark"] = abs(result["rss"]["growth_from_mark_pct"]) <= 5
         flat[name] = result
     return {
         "calls": args.calls, "threads": args.threads, "kill_every": args.kill_every, "victims": victims,
@@ -353,6 +358,7 @@ def soak(cluster: Cluster, args) -> dict:
         "flat": flat,
         "rss_within_5pct": {name: f.get("rss_within_5pct") for name, f in flat.items()},
         "rss_anon_within_5pct": {name: f.get("rss_anon_within_5pct") for name, f in flat.items()},
+        "rss_within_5pct_from_mark": {name: f.get("rss_within_5pct_from_mark") for name, f in flat.items()},
     }
 
 
