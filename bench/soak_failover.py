@@ -10,8 +10,7 @@ a data directory of its own: its supervision restarts a process that dies,
 as it would for a user, so the bench tests that path too (the restart
 comes from ``essa up``, the new pid from its state file). It deploys a
 module of two functions, ``echo(ARG) -> ARG`` and ``remember(ARG) -> ARG``
-(which also merges ARG into a Set under the key ARG[:2], 100 keys in all),
-and calls them from ``--threads`` threads of this process through the
+(which also merges ARG into a Set under the key ARG[:3]), and calls them from ``--threads`` threads of this process through the
 public API (:func:`essa.connect`, :meth:`Connection.call`), one call in
 flight per thread, every call with an argument of its own (its number) so
 that an answer proves which call it answers; every ``--state-every``-th
@@ -32,7 +31,11 @@ It counts:
   replaced by ``N``); ``hangs``: calls not answered within
   ``--call-timeout`` seconds (then cancelled);
 - ``lost_writes``: answered ``remember`` calls whose argument is missing
-  from its Set at the end.
+  from its Set. The calls go in epochs of ``--state-epoch`` calls, each
+  writing to 25 keys of its own; once every call of an epoch has ended,
+  its keys are checked and deleted, so the state does not grow with the
+  run (a growing store would grow the executors' resident file pages, which
+  is not what this measures).
 
 Every ``--interval`` seconds it samples each surviving process's RSS (and
 its anonymous and file-backed parts), mappings, threads and descriptors
@@ -45,7 +48,7 @@ JSON progress line (so a run cut short still tells), and at the end a
 summary.
 
 Usage: python bench/soak_failover.py [--calls 1000000] [--kill-every 50000] [--threads 8] [--state-every 10]
-       [--victims "scheduler 1,executor 1"] [--call-timeout 120] [--interval 5] [--warm-up 0]
+       [--state-epoch 50000] [--victims "scheduler 1,executor 1"] [--call-timeout 120] [--interval 5] [--warm-up 0]
 """
 
 from __future__ import annotations
@@ -77,8 +80,10 @@ from essa.testing.ports import free_port  # noqa: E402
 from essa.testing.resources import sample  # noqa: E402
 
 NAME = "soak"
-#: Keys the ``remember`` calls spread their writes over (the first two bytes of the argument).
-KEYS = 100
+#: Keys each epoch's ``remember`` calls spread their writes over (the argument's first 3 bytes: the epoch
+#: modulo :data:`EPOCH_KEYS` and 2 digits). Epoch e's keys are deleted long before epoch e + EPOCH_KEYS starts.
+KEYS = 25
+EPOCH_KEYS = 4
 #: Seconds a killed process gets to be restarted by ``essa up`` before the bench gives up.
 RESTART_DEADLINE = 120.0
 
@@ -91,14 +96,14 @@ SOAK_WAT = r"""
   (func (export "__essa_wrapper__echo") (param $len i32)
     (if (call $get_args (i32.const 0x1000) (local.get $len)) (then unreachable))
     (drop (call $set_result (i32.const 0x1000) (local.get $len))))
-  ;; remember(ARG): merge Set {ARG} into the key ARG[:2]; answer ARG
+  ;; remember(ARG): merge Set {ARG} into the key ARG[:3]; answer ARG
   (func (export "__essa_wrapper__remember") (param $len i32)
-    (if (i32.lt_u (local.get $len) (i32.const 2)) (then unreachable))
+    (if (i32.lt_u (local.get $len) (i32.const 3)) (then unreachable))
     (if (call $get_args (i32.const 0x1014) (local.get $len)) (then unreachable))
     (i32.store (i32.const 0x1000) (i32.const 1))                        ;; LatticeValue::Set
     (i64.store (i32.const 0x1004) (i64.const 1))                        ;; one element
     (i64.store (i32.const 0x100c) (i64.extend_i32_u (local.get $len)))  ;; its length
-    (if (call $put (i32.const 0x1014) (i32.const 2) (i32.const 0x1000) (i32.add (i32.const 20) (local.get $len)))
+    (if (call $put (i32.const 0x1014) (i32.const 3) (i32.const 0x1000) (i32.add (i32.const 20) (local.get $len)))
       (then unreachable))
     (drop (call $set_result (i32.const 0x1014) (local.get $len))))
   (func (export "_start")))
@@ -109,11 +114,16 @@ SOAK_WAT = r"""
 PENDING, ANSWERED, WRONG, FAILED, HUNG = 0, 1, 2, 3, 4
 
 
-def argument(n: int, state_every: int) -> tuple[str, bytes]:
+def argument(n: int, state_every: int, epoch: int) -> tuple[str, bytes]:
     """Call ``n``'s function and its argument (unique; a ``remember`` argument starts with its key)."""
     if n % state_every == 0:
-        return "remember", b"%02d:%d" % ((n // state_every) % KEYS, n)
+        return "remember", key(n, state_every, epoch).encode() + b":%d" % n
     return "echo", b"e:%d" % n
+
+
+def key(n: int, state_every: int, epoch: int) -> str:
+    """The state key call ``n`` writes (if it is a ``remember``)."""
+    return "%d%02d" % (n // epoch % EPOCH_KEYS, n // state_every % KEYS)
 
 
 def group(message: str) -> str:
@@ -171,6 +181,13 @@ class Soak:
         self.samples: dict[str, list[dict]] = {name: [] for name in survivors}
         self.done = threading.Event()
         self.progress_at = args.progress_every
+        epochs = -(-args.calls // args.state_epoch)
+        #: Calls not ended yet, per epoch; the epochs whose calls all ended, to check (see :meth:`checker`).
+        self.epoch_left = [min(args.state_epoch, args.calls - e * args.state_epoch) for e in range(epochs)]
+        self.epochs_ended: list[int] = []
+        self.epoch_ended = threading.Condition(self.lock)
+        self.lost_writes = 0
+        self.writes_checked = 0
 
     # -- calls ---------------------------------------------------------------------
 
@@ -198,7 +215,7 @@ class Soak:
                 if n >= args.calls:
                     return
                 self.next_call += 1
-            function, arg = argument(n, args.state_every)
+            function, arg = argument(n, args.state_every, args.state_epoch)
             began = time.monotonic()
             try:
                 value = self.connection.call(NAME, function, arg, timeout=args.call_timeout)
@@ -216,6 +233,11 @@ class Soak:
                     self.answered += 1
                 self.ended += 1
                 ended = self.ended
+                epoch = n // args.state_epoch
+                self.epoch_left[epoch] -= 1
+                if not self.epoch_left[epoch]:
+                    self.epochs_ended.append(epoch)
+                    self.epoch_ended.notify()
                 report = ended >= self.progress_at
                 if report:
                     self.progress_at += args.progress_every
@@ -233,8 +255,51 @@ class Soak:
         elapsed = time.monotonic() - self.started
         latest = {name: round(s[-1]["rss"] / 2**20, 1) for name, s in self.samples.items() if s}
         print(json.dumps({"progress": ended, "t": round(elapsed, 1), "calls_per_s": round(ended / elapsed, 1),
-                          **self.counts(), "kills": len(self.kills), "rss_mib": latest,
+                          **self.counts(), "lost_writes": self.lost_writes,
+                          "writes_checked": self.writes_checked, "kills": len(self.kills), "rss_mib": latest,
                           "load_average": round(os.getloadavg()[0], 2)}), flush=True)
+
+    # -- state ---------------------------------------------------------------------
+
+    def checker(self) -> None:
+        """Check the writes of each epoch whose calls all ended, then delete its keys; until every epoch is."""
+        state = self.connection.state(NAME)
+        for _ in range(len(self.epoch_left)):
+            with self.epoch_ended:
+                self.epoch_ended.wait_for(lambda: self.epochs_ended)
+                epoch = self.epochs_ended.pop(0)
+            lost, checked = self.check(state, epoch)
+            with self.lock:
+                self.lost_writes += lost
+                self.writes_checked += checked
+
+    def check(self, state, epoch: int) -> tuple[int, int]:
+        """Epoch ``epoch``'s answered ``remember`` calls whose argument is not in its Set, and how many there were;
+        its keys are deleted after."""
+        every, size = self.args.state_every, self.args.state_epoch
+        calls = range(epoch * size, min(self.args.calls, (epoch + 1) * size))
+        written = [n for n in calls if n % every == 0]
+        keys = sorted({key(n, every, size) for n in written})
+        stored: set[bytes] = set()
+        for name in keys:
+            value = self.retry(lambda: state.get(name))
+            if value is not None:
+                stored.update(value.values)
+        expected = [argument(n, every, size)[1] for n in written if self.status[n] == ANSWERED]
+        for name in keys:
+            self.retry(lambda: state.delete(name))
+        return sum(1 for arg in expected if arg not in stored), len(expected)
+
+    def retry(self, operation):
+        """``operation()``, tried again for up to a minute (a control request may meet a killed executor)."""
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                return operation()
+            except essa.EssaError as exc:
+                if time.monotonic() > deadline:
+                    raise SystemExit(f"a state request kept failing: {exc}") from None
+                time.sleep(0.5)
 
     # -- kills ---------------------------------------------------------------------
 
@@ -311,6 +376,8 @@ def soak(cluster: Cluster, args) -> dict:
         threads = [threading.Thread(target=bench.call, name=f"caller-{i}", daemon=True) for i in range(args.threads)]
         sampler = threading.Thread(target=bench.sampler, daemon=True)
         killer = threading.Thread(target=bench.killer, args=(victims,), daemon=True)
+        checker = threading.Thread(target=bench.checker, daemon=True)
+        checker.start()
         sampler.start()
         for thread in threads:
             thread.start()
@@ -324,7 +391,8 @@ def soak(cluster: Cluster, args) -> dict:
         sampler.join()
         bench.take_samples()
         observer.close()
-        lost, checked = lost_writes(connection, bench)
+        checker.join(600)
+        keys_left = len(list(connection.state(NAME).keys()))  # 0: the state did not grow with the run
         after = cluster.processes()
     counts = bench.counts()
     restarted = [k["restarted_s"] for k in bench.kills]
@@ -342,14 +410,15 @@ def soak(cluster: Cluster, args) -> dict:
         flat[name] = result
     return {
         "calls": args.calls, "threads": args.threads, "kill_every": args.kill_every, "victims": victims,
-        "state_every": args.state_every, "call_timeout_s": args.call_timeout,
+        "state_every": args.state_every, "state_epoch": args.state_epoch, "call_timeout_s": args.call_timeout,
         "python": sys.version.split()[0], "cpus": os.cpu_count(), "load_average": round(os.getloadavg()[0], 2),
         "seconds": round(elapsed, 1), "calls_per_s": round(args.calls / elapsed, 1),
         **counts,
         "every_call_answered_once": counts["answered"] == args.calls and counts["answered_twice"] == 0
         and counts["wrong"] == 0,
         "failures": dict(bench.failures.most_common(20)),
-        "writes_checked": checked, "lost_writes": lost,
+        "writes_checked": bench.writes_checked, "lost_writes": bench.lost_writes,
+        "state_keys_left": keys_left,
         "kills": len(bench.kills),
         "kills_by_victim": dict(collections.Counter(k["victim"] for k in bench.kills)),
         "restarted_s": {"median": statistics.median(restarted), "max": max(restarted)} if restarted else None,
@@ -362,19 +431,6 @@ def soak(cluster: Cluster, args) -> dict:
     }
 
 
-def lost_writes(connection, bench: Soak) -> tuple[int, int]:
-    """Answered ``remember`` calls whose argument is not in its Set (and how many were checked)."""
-    state = connection.state(NAME)
-    stored: set[bytes] = set()
-    for key in range(KEYS):
-        value = state.get("%02d" % key)
-        if value is not None:
-            stored.update(value.values)
-    expected = [argument(n, bench.args.state_every)[1] for n in range(0, bench.args.calls, bench.args.state_every)
-                if bench.status[n] == ANSWERED]
-    return sum(1 for arg in expected if arg not in stored), len(expected)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--engine", default="wasmtime")
@@ -384,6 +440,8 @@ def main() -> None:
                         help="processes killed in turn (names as in essa up's state file), comma-separated")
     parser.add_argument("--threads", type=int, default=8, help="caller threads (one call in flight each)")
     parser.add_argument("--state-every", type=int, default=10, help="every N-th call is a state write")
+    parser.add_argument("--state-epoch", type=int, default=50_000,
+                        help="calls whose writes are checked, then deleted, together")
     parser.add_argument("--call-timeout", type=float, default=120.0, help="seconds a call may take: beyond, a hang")
     parser.add_argument("--interval", type=float, default=5.0, help="seconds between resource samples")
     parser.add_argument("--warm-up", type=int, default=0, help="calls before the first window")
