@@ -26,8 +26,10 @@ confirms (it went away) is forgotten after :attr:`Scheduler.receipt_timeout`.
 Membership comes from liveliness tokens (``essa/live/executor/<id>``): a new
 executor is used as soon as its token appears, in any start order. When a
 token vanishes (the executor stopped or died), each call it had (whatever its
-state, replied but unconfirmed included) is placed once more on another
-executor under the same call id (a module's ``_start`` too), up to the
+state, replied but unconfirmed included) whose caller does not confirm a
+reply within :attr:`Scheduler.recover_after` (the receipts of replies that
+reached their callers just before are on their way) is placed once more on
+another executor under the same call id (a module's ``_start`` too), up to the
 request's ``retries`` (its deployment's retry limit, default
 :data:`DEFAULT_RETRIES`), or fails with a clear message when its retries
 are used up or no executor is left. A request whose id is already tracked
