@@ -47,6 +47,9 @@ compare halves), and the single samples at 100,000 calls and at the end
 JSON progress line (so a run cut short still tells), and at the end a
 summary.
 
+This process caps its glibc malloc arenas as essa's processes do
+(:mod:`essa.util.memory`; ``--default-malloc``: not).
+
 Usage: python bench/soak_failover.py [--calls 1000000] [--kill-every 50000] [--threads 8] [--state-every 10]
        [--state-epoch 50000] [--victims "scheduler 1,executor 1"] [--call-timeout 120] [--interval 5] [--warm-up 0]
 """
@@ -78,6 +81,7 @@ from soak import WINDOW, flatness  # noqa: E402
 import essa  # noqa: E402
 from essa.testing.ports import free_port  # noqa: E402
 from essa.testing.resources import sample  # noqa: E402
+from essa.util.memory import limit_malloc_arenas  # noqa: E402
 
 NAME = "soak"
 #: Keys each epoch's ``remember`` calls spread their writes over (the argument's first 3 bytes: the epoch
@@ -446,8 +450,13 @@ def main() -> None:
     parser.add_argument("--interval", type=float, default=5.0, help="seconds between resource samples")
     parser.add_argument("--warm-up", type=int, default=0, help="calls before the first window")
     parser.add_argument("--progress-every", type=int, default=50_000, help="calls between progress lines")
+    parser.add_argument("--default-malloc", action="store_true",
+                        help="leave this process's malloc arenas as glibc makes them (essa's processes cap theirs)")
     args = parser.parse_args()
-    print(json.dumps(run(args), indent=2), flush=True)
+    # The client process caps its malloc arenas as essa's own processes do (essa.util.memory), as the README
+    # advises a long-running client with many threads to.
+    limited = False if args.default_malloc else limit_malloc_arenas()
+    print(json.dumps({**run(args), "client_malloc_arenas_limited": limited}, indent=2), flush=True)
 
 
 if __name__ == "__main__":
