@@ -26,7 +26,10 @@ It counts:
   than their argument;
 - ``answered_twice``: calls whose reply reached the caller's inbox more
   than once (a second subscriber on the inbox counts the replies per call
-  id; the caller itself drops a duplicate);
+  id; the caller itself drops a duplicate); ``recorded_replies_sent_again``:
+  replies an executor sent again from its record of finished calls (marked
+  ``again``: the caller had moved the call to another scheduler while its
+  first reply was on its way; no second execution);
 - ``failed``: calls that raised, grouped by message (ids and numbers
   replaced by ``N``); ``hangs``: calls not answered within
   ``--call-timeout`` seconds (then cancelled);
@@ -174,6 +177,7 @@ class Soak:
         # Replies that reached the inbox, per call number of the caller (ids are CALLER/N).
         self.replies = bytearray(args.calls + 100_000)
         self.replies_beyond = 0  # replies to call numbers past the array (none expected)
+        self.replies_again = 0  # recorded replies sent again, marked "again" (a call moved to another scheduler)
         self.lock = threading.Lock()
         self.next_call = 0
         self.answered = 0
@@ -204,6 +208,8 @@ class Soak:
         if not number.isdigit():
             return
         n = int(number)
+        if reply.get("again") is True:  # an executor's recorded reply, sent again (see Executor.find)
+            self.replies_again += 1
         if n < len(self.replies):
             if self.replies[n] < 255:
                 self.replies[n] += 1
@@ -252,7 +258,7 @@ class Soak:
         status = self.status
         duplicates = len(self.replies) - self.replies.count(0) - self.replies.count(1)
         return {"answered": self.answered, "wrong": status.count(WRONG), "failed": status.count(FAILED),
-                "hangs": status.count(HUNG), "answered_twice": duplicates,
+                "hangs": status.count(HUNG), "answered_twice": duplicates, "recorded_replies_sent_again": self.replies_again,
                 "replies_beyond": self.replies_beyond}
 
     def progress(self, ended: int) -> None:
