@@ -10,15 +10,16 @@ a data directory of its own: its supervision restarts a process that dies,
 as it would for a user, so the bench tests that path too (the restart
 comes from ``essa up``, the new pid from its state file). It deploys a
 module of two functions, ``echo(ARG) -> ARG`` and ``remember(ARG) -> ARG``
-(which also merges ARG into a Set under the key ARG[:3]), and calls them from ``--threads`` threads of this process through the
-public API (:func:`essa.connect`, :meth:`Connection.call`), one call in
-flight per thread, every call with an argument of its own (its number) so
-that an answer proves which call it answers; every ``--state-every``-th
-call is a ``remember``. Each time ``--kill-every`` more calls are answered,
-it SIGKILLs (by pid, from ``essa up``'s state file) the next of
-``--victims`` in turn (default ``scheduler 1`` then ``executor 1``) and
-waits until ``essa up`` has restarted it. ``scheduler 0``, ``executor 0``,
-``essa up`` itself and this process live through the whole run.
+(which also merges ARG into a Set under the key ARG[:3]), and calls them
+from ``--threads`` threads of this process through the public API
+(:func:`essa.connect`, :meth:`Connection.call`), one call in flight per
+thread, every call with an argument of its own (its number) so that an
+answer proves which call it answers; every ``--state-every``-th call is a
+``remember``. Each time ``--kill-every`` more calls are answered, it
+SIGKILLs (by pid, from ``essa up``'s state file) the next of ``--victims``
+in turn (default ``scheduler 1`` then ``executor 1``) and waits until ``essa
+up`` has restarted it. ``scheduler 0``, ``executor 0``, ``essa up`` itself
+and this process live through the whole run.
 
 It counts:
 
@@ -258,7 +259,8 @@ class Soak:
         status = self.status
         duplicates = len(self.replies) - self.replies.count(0) - self.replies.count(1)
         return {"answered": self.answered, "wrong": status.count(WRONG), "failed": status.count(FAILED),
-                "hangs": status.count(HUNG), "answered_twice": duplicates, "recorded_replies_sent_again": self.replies_again,
+                "hangs": status.count(HUNG), "answered_twice": duplicates,
+                "recorded_replies_sent_again": self.replies_again,
                 "replies_beyond": self.replies_beyond}
 
     def progress(self, ended: int) -> None:
@@ -292,12 +294,12 @@ class Soak:
         keys = sorted({key(n, every, size) for n in written})
         stored: set[bytes] = set()
         for name in keys:
-            value = self.retry(lambda: state.get(name))
+            value = self.retry(lambda name=name: state.get(name))
             if value is not None:
                 stored.update(value.values)
         expected = [argument(n, every, size)[1] for n in written if self.status[n] == ANSWERED]
         for name in keys:
-            self.retry(lambda: state.delete(name))
+            self.retry(lambda name=name: state.delete(name))
         return sum(1 for arg in expected if arg not in stored), len(expected)
 
     def retry(self, operation):
