@@ -136,6 +136,7 @@ def test_an_executor_found_running_or_finished_answers_the_caller_who_asks_again
         assert executor.find(elsewhere)["finished"] == []
         assert executor.find(asked) == {"executor": "x", "running": [], "finished": ["p/1.1"]}
         assert [r["value"] for r in first] == [b"hi"] and executor.stats.calls == 1
+        assert first[0]["again"] is True and "again" not in second[0]  # marked: the caller may have the first
         assert executor.find({"scheduler": "s/2", "calls": []})["running"] == []  # malformed: nothing
     finally:
         executor.stop()

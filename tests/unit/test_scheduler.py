@@ -59,6 +59,7 @@ class RecordingExecutor:
 def cluster():
     transport = LocalTransport()
     scheduler = Scheduler(transport, wait_for_executors=0.5)
+    scheduler.recover_after = 0  # a dead executor's calls are placed again at once (see the test of the wait)
     scheduler.start()
     caller = Caller(transport)
     yield transport, scheduler, caller
@@ -304,6 +305,45 @@ def test_every_call_of_a_dead_executor_is_placed_again_with_its_id(cluster, stat
     assert [f.result(1)["value"] for f in futures] == [b"from b"] * 3
     eventually(lambda: tracked(scheduler) == (0, 0, 0), "the receipts did not reach the scheduler")
     assert scheduler.executors["b"].in_flight == 0
+
+
+def test_a_dead_executors_calls_whose_replies_reached_their_callers_are_not_run_again(cluster):
+    """The soak with kills (bench/soak_failover.py) found calls run twice: their replies had reached the
+    caller, whose receipts were still on their way when the executor died. The scheduler waits for them."""
+    transport, scheduler, caller = cluster
+    scheduler.recover_after = 3600.0  # placed again only when the test says (below), whatever the machine's speed
+    a = RecordingExecutor(transport, "a")
+    answered, replied_unconfirmed, running = start(caller), start(caller), start(caller)
+    b = RecordingExecutor(transport, "b")
+    first, second, third = a.received
+    a.finish(first)  # done notice, then the reply: confirmed by a receipt, soon
+    a.reply(second)  # the reply overtook the done notice, then a died
+    a.die()
+    assert answered.result(1)["value"] == replied_unconfirmed.result(1)["value"] == b"ok"
+    eventually(lambda: tracked(scheduler) == (1, 0, 0), "the receipts did not reach the scheduler")
+    assert not b.received and not running.done()
+    scheduler._recover_due(time.monotonic() + scheduler.recover_after)
+    assert [r["id"] for r in b.received] == [running.id]  # only the call no caller got a reply of runs again
+    b.finish(b.received[0], b"from b")
+    assert running.result(1)["value"] == b"from b"
+    eventually(lambda: tracked(scheduler) == (0, 0, 0), "the receipt did not reach the scheduler")
+    assert scheduler.executors["b"].in_flight == 0
+
+
+def test_a_call_of_a_dead_executor_is_not_load_on_one_restarted_under_its_id(cluster):
+    transport, scheduler, caller = cluster
+    scheduler.recover_after = 3600.0
+    a = RecordingExecutor(transport, "a")
+    future = start(caller)
+    request = a.received[0]
+    a.die()
+    again = RecordingExecutor(transport, "a")  # essa up restarted it: the same id, nothing of the old one's
+    a.reply(request)  # the old one's reply had reached the caller: its receipt comes now
+    assert future.result(1)["value"] == b"ok"
+    eventually(lambda: tracked(scheduler) == (0, 0, 0), "the receipt did not reach the scheduler")
+    assert scheduler.executors["a"].in_flight == 0
+    scheduler._recover_due(time.monotonic() + scheduler.recover_after)
+    assert not again.received
 
 
 def test_a_replied_run_of_a_dead_executor_runs_again_unless_retries_0(cluster):

@@ -351,7 +351,9 @@ class Executor:
                     finished.append((call_id, reply_to, reply))
         for call_id, reply_to, reply in finished:
             try:
-                send_reply(self.transport, reply_to, reply)
+                # Marked: its caller may have the first one already (it was on its way when the caller moved
+                # the call to another scheduler); a caller drops a second reply, and observers can tell it.
+                send_reply(self.transport, reply_to, {**reply, "again": True})
             except Exception as exc:
                 _problems.warning("answer", "executor %s: cannot answer call %.80s again: %s", self.id, call_id,
                                   describe(exc))

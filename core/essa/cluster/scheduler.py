@@ -26,8 +26,10 @@ confirms (it went away) is forgotten after :attr:`Scheduler.receipt_timeout`.
 Membership comes from liveliness tokens (``essa/live/executor/<id>``): a new
 executor is used as soon as its token appears, in any start order. When a
 token vanishes (the executor stopped or died), each call it had (whatever its
-state, replied but unconfirmed included) is placed once more on another
-executor under the same call id (a module's ``_start`` too), up to the
+state, replied but unconfirmed included) whose caller does not confirm a
+reply within :attr:`Scheduler.recover_after` (the receipts of replies that
+reached their callers just before are on their way) is placed once more on
+another executor under the same call id (a module's ``_start`` too), up to the
 request's ``retries`` (its deployment's retry limit, default
 :data:`DEFAULT_RETRIES`), or fails with a clear message when its retries
 are used up or no executor is left. A request whose id is already tracked
@@ -70,6 +72,10 @@ log = logging.getLogger("essa.cluster.scheduler")
 _problems = RateLimitedLog(log)
 
 
+#: The executor of a call whose executor went away, until it is placed again.
+_GONE = ""
+
+
 @dataclass(slots=True)
 class _Call:
     """A call placed on an executor, tracked until its caller confirms the reply."""
@@ -96,6 +102,10 @@ class Scheduler:
     max_backlog = 100_000
     #: Seconds a replied call waits for its caller's receipt before it is forgotten.
     receipt_timeout = 60.0
+    #: Seconds the calls of an executor that went away wait before they are placed again (0: at once). A
+    #: reply that reached its caller just before the executor died is confirmed meanwhile (callers send
+    #: receipts every 50 ms), so its call does not run a second time; only the others are placed again.
+    recover_after = 1.0
 
     def __init__(
         self,
@@ -116,6 +126,8 @@ class Scheduler:
         #: The ids of the replied ones (``_Call.replied`` set), oldest reply first.
         self._unconfirmed: collections.OrderedDict[str, None] = collections.OrderedDict()
         self._backlog: list[tuple[float, Message]] = []
+        #: (when, executor, call ids): the calls of executors that went away, to place again then.
+        self._orphans: list[tuple[float, str, list[str]]] = []
         self._lock = threading.Lock()
         self._undo: list = []
         self._stopped = threading.Event()
@@ -261,8 +273,8 @@ class Scheduler:
             if known.replied is None:
                 self._ended_on_executor(known)
 
-    def _choose(self, request: Message, exclude: str | None = None) -> ExecutorState | None:  # lock held
-        candidates = [e for e in self.executors.values() if e.id != exclude]
+    def _choose(self, request: Message) -> ExecutorState | None:  # lock held
+        candidates = list(self.executors.values())
         if not candidates:
             return None
         target = self.placement.choose(candidates, request)
@@ -367,7 +379,17 @@ class Scheduler:
         with self._lock:
             self.executors.pop(executor_id, None)
             orphans = [call_id for call_id, call in self._calls.items() if call.executor == executor_id]
-            replied = sum(1 for call_id in orphans if call_id in self._unconfirmed)
+            replied = 0
+            for call_id in orphans:
+                # Off the executor (a restarted executor may come back under the same id: not its load).
+                call = self._calls[call_id]
+                call.executor = _GONE
+                if call.replied is not None:
+                    call.replied = None
+                    del self._unconfirmed[call_id]
+                    replied += 1
+            if orphans and self.recover_after > 0:
+                self._orphans.append((time.monotonic() + self.recover_after, executor_id, orphans))
         # Calls held for it are placed again below; its publisher is not needed any more.
         self.transport.forget(topics.executor_calls(executor_id))
         self.transport.forget(topics.executor_stages(executor_id))
@@ -377,28 +399,48 @@ class Scheduler:
         if not orphans:
             log.info("executor %s left", executor_id)
             return
-        retried = sum(self._recover(call_id, executor_id) for call_id in orphans)
-        log.warning("executor %s went away with %d calls in flight and %d replies not confirmed by their callers: "
-                    "%d placed again elsewhere, %d failed", executor_id, len(orphans) - replied, replied, retried,
-                    len(orphans) - retried)
+        log.warning("executor %s went away with %d calls in flight and %d replies not confirmed by their callers",
+                    executor_id, len(orphans) - replied, replied)
+        if self.recover_after <= 0:
+            self._recover_all(executor_id, orphans)
 
-    def _recover(self, call_id: str, dead: str) -> bool:
+    def _recover_due(self, now: float) -> None:
+        """Place again (or fail) the calls of executors that went away ``recover_after`` s before ``now``."""
+        with self._lock:
+            due = [(executor, orphans) for when, executor, orphans in self._orphans if when <= now]
+            if due:
+                self._orphans = [entry for entry in self._orphans if entry[0] > now]
+        for executor, orphans in due:
+            self._recover_all(executor, orphans)
+
+    def _recover_all(self, dead: str, orphans: list[str]) -> None:
+        retried = failed = 0
+        for call_id in orphans:
+            placed = self._recover(call_id, dead)
+            if placed is not None:
+                retried, failed = retried + placed, failed + (not placed)
+        confirmed = len(orphans) - retried - failed
+        log.warning("calls of executor %s, which went away: %d placed again elsewhere, %d failed%s", dead, retried,
+                    failed, f", {confirmed} confirmed by their callers meanwhile" if confirmed else "")
+
+    def _recover(self, call_id: str, dead: str) -> bool | None:
         """Place call ``call_id`` of executor ``dead`` (gone) on another, or fail it; return whether it was placed.
 
-        The same rules for every state the call may be in (queued, in transit,
-        running, replied but unconfirmed): placed once more (a module's
-        ``_start`` too), unless it was retried ``request['retries']`` times
-        already or no executor is left.
+        The same rules for every state the call may have been in (queued, in
+        transit, running, replied but unconfirmed): placed once more (a
+        module's ``_start`` too), unless it was retried ``request['retries']``
+        times already or no executor is left. ``None``: its caller confirmed
+        its reply meanwhile (nothing to do).
         """
         with self._lock:
             call = self._calls.get(call_id)
-            if call is None or call.executor != dead:
-                return False  # confirmed meanwhile
+            if call is None or call.executor != _GONE:
+                return None  # confirmed meanwhile
             request = call.request
             retries = request.get("retries", DEFAULT_RETRIES)
             retry = call.attempts <= retries
-            target = self._choose(request, exclude=dead) if retry else None
-            self._unconfirmed.pop(call_id, None)
+            # Any live executor: one restarted under the dead one's id (it joined meanwhile) too.
+            target = self._choose(request) if retry else None
             if target is None:
                 del self._calls[call_id]
             else:
@@ -422,9 +464,11 @@ class Scheduler:
             _problems.warning("reply", "cannot answer call %.80s: %s", request.get("id"), describe(exc))
 
     def _housekeeping(self) -> None:
-        """Every 0.25 s: fail the calls that waited too long for an executor; forget unconfirmed replies."""
+        """Every 0.25 s: place again the calls of executors that went away; fail the calls that waited too long
+        for an executor; forget unconfirmed replies."""
         while not self._stopped.wait(0.25):
             try:
+                self._recover_due(time.monotonic())
                 self._expire_backlog()
                 self._expire_unconfirmed()
                 self._dags.fail_overdue()
