@@ -68,7 +68,7 @@ def main() -> None:
                                            str(args.workers), "--listen", f"tcp/127.0.0.1:{free_port()}"],
                                           env=env, stderr=subprocess.DEVNULL))
         try:
-            with essa.connect(endpoint, timeout=60) as es:
+            with essa.connect(endpoint, timeout=90, wait=True) as es:  # the scheduler may not listen yet
                 deadline = time.monotonic() + 90
                 while len([a for a in es.status() if a.get("role") == "executor"]) < 2:
                     if time.monotonic() > deadline:

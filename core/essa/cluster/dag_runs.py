@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from essa.cluster.authorize import Refused
+from essa.cluster.consistency import check_level
 from essa.cluster.dags import check_plan, sources
 from essa.cluster.stages import send_inputs
 from essa.transport.base import Message
@@ -84,7 +85,7 @@ class DagRuns:
     def place(self, request: Message) -> None:
         """Place every stage of the DAG call ``request`` and start its source stages."""
         s = self._scheduler
-        problem = check_plan(request.get("dag"))
+        problem = check_plan(request.get("dag")) or check_level(request.get("consistency"))
         if problem is not None:
             s._refuse(request, problem)
             return
@@ -117,6 +118,8 @@ class DagRuns:
                 "scheduler": self._scheduler.id}  # where the stage that answers sends its done notice
         if "token" in request:
             head["token"] = request["token"]
+        if "consistency" in request:
+            head["consistency"] = request["consistency"]
         placed = {i: {**stage, "executor": executors[i]} for i, stage in enumerate(stages)}
         args = request.get("args", b"")
         send_inputs(s.transport, head, placed, [[i, 0, args] for i in sources(plan)])

@@ -267,17 +267,21 @@ class Executor:
         The notice's batch also reports the state ``keys`` the call read (with
         the call's module, function and namespace), for locality-aware
         placement (see :class:`essa.cluster.calls.IdBatches`). A DAG stage's
-        reply goes on to its downstream stages instead (:mod:`essa.cluster.stages`).
+        reply goes on to its downstream stages instead (:mod:`essa.cluster.stages`);
+        the keys it read go to the scheduler that placed the DAG call the same
+        way, under the stage's id, which that scheduler does not track.
         """
         try:
+            record = [request["module"], request["function"], request["namespace"], keys] if keys else None
             if "dag_run" in request:
+                if record is not None:  # its reads, under the stage's id (no call of the scheduler's: only learned)
+                    self._done.add(request["id"], request["dag_scheduler"], record, now=not self._active)
                 self._stages.finished(request, reply)
                 return
             scheduler = request.get("scheduler")
             if scheduler is None:
                 send_reply(self.transport, request["reply_to"], reply)
                 return
-            record = [request["module"], request["function"], request["namespace"], keys] if keys else None
             if self._active:
                 send_reply(self.transport, request["reply_to"], reply)
                 self._done.add(request["id"], scheduler, record)

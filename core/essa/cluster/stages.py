@@ -7,7 +7,7 @@ stage otherwise (its result). One message carries every input its sender
 has at once for that executor (a fan-out sends one message per executor, not
 one per branch)::
 
-    {"dag": DAG call id, "reply_to", "run", "name": the DAG's name, ["token"],
+    {"dag": DAG call id, "reply_to", "run", "name": the DAG's name, ["token"], ["consistency"],
      "stages": [[index, stage], ...],    # the stages fed, and every stage after them
      "inputs": [[stage, part, args], ...]}   # args None: that upstream stage failed
 
@@ -20,9 +20,13 @@ messages shrink towards the sink.
 upstream stage) and, once all are in, runs the stage as a call on this
 executor (:meth:`essa.cluster.executor.Executor.submit`: the same checks,
 authorization and limits as any call) with the parts concatenated in order.
-The call request carries ``dag_run``, the DAG call's id, on every stage:
-what a consistency level that spans a DAG's stages (repeatable read) keys
-its snapshot on. When the stage ends (:meth:`Stages.finished`):
+The call request carries ``dag_run``, the DAG call's id, on every stage.
+A stage's consistency level is the call's (``consistency`` in the message),
+else its deployment's (the plan's stage says it); at ``repeatable-read``
+every stage (and every call a stage starts) reads one snapshot, keyed by the
+DAG call's id and owned by the sink's executor
+(:class:`essa.cluster.consistency.Snapshots`), which ends it when the sink
+ends or gets a failed input. When the stage ends (:meth:`Stages.finished`):
 
 - it succeeded and has downstream stages: its result goes to each, straight
   to that stage's executor (a function call when it is this one);
@@ -55,7 +59,8 @@ from typing import Any
 
 from essa.cluster import topics
 from essa.cluster.calls import call_request, check_reply, reply_message, send_reply
-from essa.cluster.dags import MAX_STAGES, STAGE_TEXT
+from essa.cluster.consistency import DAG_TREE, DEFAULT, REPEATABLE_READ, check_level
+from essa.cluster.dags import MAX_STAGES, STAGE_TEXT, check_stage_level
 from essa.transport.base import Message, Transport
 from essa.util.ratelimit import RateLimitedLog, describe
 from essa.wasm.abi import EssaResult
@@ -100,6 +105,18 @@ def send_inputs(transport: Transport, head: Message, stages: dict[int, Message],
             _problems.warning("send", "cannot send DAG stage inputs to executor %s: %s", executor, describe(exc))
 
 
+def stage_level(message: Message, stage: Message) -> str:
+    """A stage's consistency level: the DAG call's, else its deployment's (the plan's stage)."""
+    return message.get("consistency") or stage.get("consistency") or DEFAULT
+
+
+def repeatable(level: str | None, stages: dict[int, Message]) -> bool:
+    """Whether a stage of ``stages`` reads the DAG call's snapshot (``level``: the call's, if it names one)."""
+    if level is not None:
+        return level == REPEATABLE_READ
+    return any(stage.get("consistency") == REPEATABLE_READ for stage in stages.values())
+
+
 def check_inputs(message: object) -> tuple[str | None, dict[int, Message]]:
     """Why an input message (from a peer) cannot be used (one line, or ``None``), and its stages by index.
 
@@ -117,6 +134,9 @@ def check_inputs(message: object) -> tuple[str | None, dict[int, Message]]:
         return "malformed DAG input message: 'name' is missing", {}
     if not topics.is_chunk(message.get("scheduler")):
         return "malformed DAG input message: 'scheduler' is not a scheduler id", {}
+    problem = check_level(message.get("consistency"))
+    if problem is not None:
+        return f"malformed DAG input message: {problem}", {}
     pairs, inputs = message.get("stages"), message.get("inputs")
     if not (isinstance(pairs, list) and 0 < len(pairs) <= MAX_STAGES and isinstance(inputs, list)
             and 0 < len(inputs) <= MAX_STAGES):
@@ -136,6 +156,9 @@ def check_inputs(message: object) -> tuple[str | None, dict[int, Message]]:
         if not (type(parts) is int and 1 <= parts <= MAX_STAGES and isinstance(nexts, list)
                 and topics.is_chunk(stage.get("executor"))):
             return f"malformed DAG input message: stage {i} needs 'parts', 'next' and 'executor'", {}
+        problem = check_stage_level(i, stage)
+        if problem is not None:
+            return f"malformed DAG input message: {problem}", {}
     for i, stage in stages.items():
         for edge in stage["next"]:
             if type(edge) is not list or len(edge) != 2:
@@ -233,6 +256,8 @@ class Stages:
                             box = self._outbox[(dag, j)] = _Outbox()
                         box.feeders += 1
         if failed:
+            if any(not stages[i]["next"] for i in failed) and repeatable(message.get("consistency"), stages):
+                self._executor.snapshots.end_dag(dag)  # the sink will not run: the DAG call ended
             self._pass_on(message, stages, [[j, p, None] for i in failed for j, p in stages[i]["next"]])
         for index, args in ready:
             stage = stages[index]
@@ -241,6 +266,13 @@ class Stages:
                      "dag_scheduler": message["scheduler"]}
             if "token" in message:
                 extra["token"] = message["token"]
+            if "consistency" in message:
+                extra["dag_consistency"] = message["consistency"]
+            level = stage_level(message, stage)
+            if level != DEFAULT:
+                extra["consistency"] = level
+                if level == REPEATABLE_READ:  # the sink's executor owns the snapshot (the sink is the last stage)
+                    extra["snapshot"] = [dag, stages[max(stages)]["executor"], DAG_TREE]
             self._executor.submit(call_request(stage["module"], stage["function"], args, stage["namespace"],
                                                message["run"], **extra))
 
@@ -268,21 +300,25 @@ class Stages:
         """Stage ``request`` (a call request made by :meth:`accept`) ended with ``reply``: pass it on."""
         stages, index, dag = request["dag_stages"], request["stage"], request["dag_run"]
         stage = stages[index]
+        if not stage["next"] and repeatable(request.get("dag_consistency"), stages):
+            self._executor.snapshots.end_dag(dag)  # the DAG call ends with its sink
         if check_reply(reply) is not None and reply["code"] == EssaResult.Ok:
             if stage["next"]:
                 value = reply.get("value", b"")
                 self._pass_on(request, stages, [[j, p, value] for j, p in stage["next"]])
             else:
-                send_reply(self._executor.transport, request["reply_to"], {**reply, "id": dag})
+                # The notice first (as an idle executor does for a call): the caller's next call then finds
+                # this DAG's stages no longer counted as load (its placement may follow the keys they read).
                 self._done(dag, request["dag_scheduler"])
+                send_reply(self._executor.transport, request["reply_to"], {**reply, "id": dag})
             return
         message = reply.get("message") or EssaResult(reply.get("code", EssaResult.UnknownError)).name
         failure = reply_message(dag, EssaResult(reply["code"]), message=f"DAG {request['dag_name']}, stage "
                                 f"{stage['name']}: {message}", kind=reply.get("kind") or "error")
         with self._lock:
             self._remember_failed((dag, index))
-        send_reply(self._executor.transport, request["reply_to"], failure)
         self._done(dag, request["dag_scheduler"])
+        send_reply(self._executor.transport, request["reply_to"], failure)
         self._pass_on(request, stages, [[j, p, None] for j, p in stage["next"]])
 
     def _pass_on(self, source: Message, stages: dict[int, Message], inputs: list[list]) -> None:
@@ -313,6 +349,9 @@ class Stages:
                 "scheduler": source.get("dag_scheduler") or source["scheduler"]}
         if "token" in source:
             head["token"] = source["token"]
+        level = source.get("dag_consistency") if "dag_run" in source else source.get("consistency")
+        if level is not None:
+            head["consistency"] = level
         send_inputs(self._executor.transport, head, stages, inputs, (self._executor.id, self.accept))
 
     def _done(self, dag: str, scheduler: str) -> None:
