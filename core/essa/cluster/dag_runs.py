@@ -92,9 +92,10 @@ class DagRuns:
         plan = request["dag"]
         stages = plan["stages"]
         if s.authorizer is not None:
+            fields = _call_fields(request)
             for stage in stages:
                 try:
-                    s.authorizer.check_call(_stage_request(request, stage))
+                    s.authorizer.check_call(_stage_request(fields, stage))
                 except Refused as exc:
                     _problems.warning("unauthorized", "refused DAG call %.80s: %s", request["id"], exc.reason)
                     s._fail(request, f"DAG {plan['name']}, stage {stage['name']}: {exc}", kind=exc.kind)
@@ -131,6 +132,7 @@ class DagRuns:
             for j, _part in stage["next"]:
                 feeders[j].append(i)
         chosen: list[str] = []
+        base = _call_fields(request)
         for i, stage in enumerate(stages):
             target = None
             if len(feeders[i]) == 1 and len(stages[feeders[i][0]]["next"]) == 1:  # a chain: follow
@@ -142,7 +144,7 @@ class DagRuns:
                 else:
                     target = None
             if target is None:
-                target = s._choose(_stage_request(request, stage))
+                target = s._choose(_stage_request(base, stage))
             chosen.append(target.id)
         return chosen
 
@@ -223,10 +225,15 @@ class DagRuns:
         return len(stale)
 
 
-def _stage_request(request: Message, stage: Message) -> Message:
-    """What placement and authorization see of one stage: a call of its function."""
-    return {**{k: v for k, v in request.items() if k not in ("dag", "args")}, "module": stage["module"],
-            "function": stage["function"], "namespace": stage["namespace"], "deployment": stage["deployment"]}
+def _call_fields(request: Message) -> Message:
+    """The fields of a DAG call's request that each of its stages' calls shares (not the plan, not the arguments)."""
+    return {k: v for k, v in request.items() if k not in ("dag", "args")}
+
+
+def _stage_request(fields: Message, stage: Message) -> Message:
+    """What placement and authorization see of one stage: a call of its function (``fields``: :func:`_call_fields`)."""
+    return {**fields, "module": stage["module"], "function": stage["function"], "namespace": stage["namespace"],
+            "deployment": stage["deployment"]}
 
 
 __all__ = ["DagRuns"]

@@ -93,6 +93,10 @@ def send_inputs(transport: Transport, head: Message, stages: dict[int, Message],
     by_executor: dict[str, list[list]] = {}
     for item in inputs:
         by_executor.setdefault(stages[item[0]]["executor"], []).append(item)
+    if local is not None and local[0] in by_executor:
+        # This executor's own inputs last: taking them may wake a worker, which would hold the interpreter
+        # lock while a publish to another executor waits for it (a put lets the lock go).
+        by_executor[local[0]] = by_executor.pop(local[0])
     for executor, items in by_executor.items():
         known = downstream(stages, [item[0] for item in items])
         message = {**head, "stages": [[i, stage] for i, stage in known.items()], "inputs": items}
@@ -259,6 +263,7 @@ class Stages:
             if any(not stages[i]["next"] for i in failed) and repeatable(message.get("consistency"), stages):
                 self._executor.snapshots.end_dag(dag)  # the sink will not run: the DAG call ended
             self._pass_on(message, stages, [[j, p, None] for i in failed for j, p in stages[i]["next"]])
+        requests = []
         for index, args in ready:
             stage = stages[index]
             extra = {"id": f"{dag}/{index}", "reply_to": message["reply_to"], "deployment": stage["deployment"],
@@ -273,8 +278,10 @@ class Stages:
                 extra["consistency"] = level
                 if level == REPEATABLE_READ:  # the sink's executor owns the snapshot (the sink is the last stage)
                     extra["snapshot"] = [dag, stages[max(stages)]["executor"], DAG_TREE]
-            self._executor.submit(call_request(stage["module"], stage["function"], args, stage["namespace"],
-                                               message["run"], **extra))
+            requests.append(call_request(stage["module"], stage["function"], args, stage["namespace"],
+                                         message["run"], **extra))
+        if requests:
+            self._executor.submit_stages(requests)
 
     def _expire(self) -> None:  # lock held
         cutoff = time.monotonic() - self.join_timeout
@@ -298,6 +305,19 @@ class Stages:
 
     def finished(self, request: Message, reply: Message) -> None:
         """Stage ``request`` (a call request made by :meth:`accept`) ended with ``reply``: pass it on."""
+        self.finished_many([(request, reply)])
+
+    def finished_many(self, results: list[tuple[Message, Message]]) -> None:
+        """Stages of one input message ended (``(request, reply)`` each): their results go on together."""
+        inputs: list[list] = []
+        for request, reply in results:
+            inputs.extend(self._outcome(request, reply))
+        if inputs:
+            request = results[0][0]
+            self._pass_on(request, request["dag_stages"], inputs)
+
+    def _outcome(self, request: Message, reply: Message) -> list[list]:
+        """Answer the caller if stage ``request`` is the sink or failed; the inputs it gives the next stages."""
         stages, index, dag = request["dag_stages"], request["stage"], request["dag_run"]
         stage = stages[index]
         if not stage["next"] and repeatable(request.get("dag_consistency"), stages):
@@ -305,13 +325,12 @@ class Stages:
         if check_reply(reply) is not None and reply["code"] == EssaResult.Ok:
             if stage["next"]:
                 value = reply.get("value", b"")
-                self._pass_on(request, stages, [[j, p, value] for j, p in stage["next"]])
-            else:
-                # The notice first (as an idle executor does for a call): the caller's next call then finds
-                # this DAG's stages no longer counted as load (its placement may follow the keys they read).
-                self._done(dag, request["dag_scheduler"])
-                send_reply(self._executor.transport, request["reply_to"], {**reply, "id": dag})
-            return
+                return [[j, p, value] for j, p in stage["next"]]
+            # The notice first (as an idle executor does for a call): the caller's next call then finds
+            # this DAG's stages no longer counted as load (its placement may follow the keys they read).
+            self._done(dag, request["dag_scheduler"])
+            send_reply(self._executor.transport, request["reply_to"], {**reply, "id": dag})
+            return []
         message = reply.get("message") or EssaResult(reply.get("code", EssaResult.UnknownError)).name
         failure = reply_message(dag, EssaResult(reply["code"]), message=f"DAG {request['dag_name']}, stage "
                                 f"{stage['name']}: {message}", kind=reply.get("kind") or "error")
@@ -319,7 +338,7 @@ class Stages:
             self._remember_failed((dag, index))
         self._done(dag, request["dag_scheduler"])
         send_reply(self._executor.transport, request["reply_to"], failure)
-        self._pass_on(request, stages, [[j, p, None] for j, p in stage["next"]])
+        return [[j, p, None] for j, p in stage["next"]]
 
     def _pass_on(self, source: Message, stages: dict[int, Message], inputs: list[list]) -> None:
         """Send ``inputs`` to their stages' executors (this one's without the transport).
