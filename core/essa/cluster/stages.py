@@ -18,8 +18,11 @@ messages shrink towards the sink.
 
 :class:`Stages` gathers a stage's parts (a fan-in waits for one per
 upstream stage) and, once all are in, runs the stage as a call on this
-executor (:meth:`essa.cluster.executor.Executor.submit`: the same checks,
-authorization and limits as any call) with the parts concatenated in order.
+executor with the parts concatenated in order: the stages of one message
+that are ready together go to
+:meth:`essa.cluster.executor.Executor.submit_stages` at once (the same
+checks, authorization and limits as any call; one pool task works through
+them, and their results go on together).
 The call request carries ``dag_run``, the DAG call's id, on every stage.
 A stage's consistency level is the call's (``consistency`` in the message),
 else its deployment's (the plan's stage says it); at ``repeatable-read``
