@@ -163,6 +163,8 @@ class Executor:
                                lambda: {"executor": self.id, "load": len(self._active)}, linger=self.done_linger)
         #: DAG stages: their inputs, and where their results go.
         self._stages = Stages(self)
+        #: On a thread passing stage results on (``queues`` set): the stages of this executor they made ready.
+        self._next_stages = threading.local()
 
     def start(self) -> None:
         """Begin serving calls and announce this executor."""
@@ -245,13 +247,20 @@ class Executor:
         :attr:`workers` (so short stages, a fan-out's typical branches, cost no
         wake-up of a worker each nor turns at the interpreter lock between
         threads, and long ones still run side by side). Each task's results go
-        on together (:meth:`Stages.finished_many`). No one
+        on together (:meth:`Stages.finished_many`), and the stages of this
+        executor they make ready (a fan-in, the next stage of a chain) go on
+        on the same thread. No one
         waits on a stage's id, so stages skip what only calls need: a waiter
         running them inline, the record of recent replies (a DAG's stages
         are never looked for, nor placed again).
         """
         admitted = collections.deque(request for request in requests if self._admit(request))
-        if admitted:
+        if not admitted:
+            return
+        follow = getattr(self._next_stages, "queues", None)
+        if follow is not None:  # made ready by stages that ended on this thread: it goes on with them
+            follow.append((admitted, time.time(), [1]))
+        else:
             self.pool.submit(self._serve_stages, admitted, time.time(), [1])
 
     def _admit(self, request: Message) -> bool:
@@ -353,14 +362,34 @@ class Executor:
         self._ended(request, reply, received, started, ended)
 
     def _serve_stages(self, queue: collections.deque, received: float, tasks: list[int]) -> None:
-        """Run DAG stages from ``queue`` until it is empty, then pass their results on together (see
-        :meth:`submit_stages`; ``tasks``: how many tasks work on ``queue``, in a list they share)."""
+        """Run DAG stages from ``queue`` until it is empty, pass their results on together, and go on with the
+        stages of this executor they made ready (see :meth:`submit_stages`; ``tasks``: how many tasks work on
+        ``queue``, in a list they share)."""
+        work = [(queue, received, tasks)]
+        while work:
+            queue, received, tasks = work.pop()
+            results = self._work_through(queue, received, tasks)
+            if not results:  # the other tasks took them all
+                continue
+            self._next_stages.queues = []  # what finished_many makes ready here: no worker to wake for it
+            try:
+                self._stages.finished_many(results)
+            except Exception as exc:
+                _problems.warning("answer", "executor %s: cannot pass on the results of DAG %.80s: %s", self.id,
+                                  results[0][0]["dag_run"], describe(exc))
+            finally:
+                work.extend(reversed(self._next_stages.queues))
+                self._next_stages.queues = None
+
+    def _work_through(self, queue: collections.deque, received: float,
+                      tasks: list[int]) -> list[tuple[Message, Message]]:
+        """Run the stages of ``queue`` one after another; their requests and replies."""
         results: list[tuple[Message, Message]] = []
         while True:
             try:
                 request = queue.popleft()
             except IndexError:
-                break
+                return results
             started = time.time()
             read: list[str] = []
             reply = self._run(request, read)
@@ -374,13 +403,6 @@ class Executor:
             if queue and ended - started > self.spread_after and tasks[0] < self.workers:
                 tasks[0] += 1  # long stages: another worker takes some (a race only adds one more task)
                 self.pool.submit(self._serve_stages, queue, received, tasks)
-        if not results:  # the other tasks took them all
-            return
-        try:
-            self._stages.finished_many(results)
-        except Exception as exc:
-            _problems.warning("answer", "executor %s: cannot pass on the results of DAG %.80s: %s", self.id,
-                              results[0][0]["dag_run"], describe(exc))
 
     def _ended(self, request: Message, reply: Message, received: float, started: float, ended: float) -> None:
         """Count a call that ended in the metrics."""
