@@ -17,6 +17,11 @@ alternating order in one run:
 Targets (issue 23): ``dag_chain3`` p50 <= 1.2 ms, and below ``three_calls``;
 ``dag_fan32`` p50 <= 3x ``one_call`` (and ``dag_one``).
 
+Then, per workload, ``cpu_ms_per_call``: the CPU time (user + system) each
+process (scheduler, executors, this client) spent per call over ``--calls``
+more calls of that workload alone: what the latencies cost, and a figure a
+busy machine disturbs far less than wall-clock latency.
+
 Usage: python bench/dags.py [--engine wasmtime] [--calls 1000] [--workers 2]
 """
 
@@ -48,6 +53,12 @@ def percentiles(samples: list[float]) -> dict:
             "p99_ms": round(ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] * 1e3, 3)}
 
 
+def process_cpu(pid: int) -> float:
+    """CPU seconds (user + system) process ``pid`` has used (Linux: /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--engine", default="wasmtime")
@@ -68,7 +79,7 @@ def main() -> None:
                                            str(args.workers), "--listen", f"tcp/127.0.0.1:{free_port()}"],
                                           env=env, stderr=subprocess.DEVNULL))
         try:
-            with essa.connect(endpoint, timeout=60) as es:
+            with essa.connect(endpoint, timeout=90, wait=True) as es:  # the scheduler may not listen yet
                 deadline = time.monotonic() + 90
                 while len([a for a in es.status() if a.get("role") == "executor"]) < 2:
                     if time.monotonic() > deadline:
@@ -112,6 +123,15 @@ def main() -> None:
                         started = time.perf_counter()
                         run()
                         samples[name].append(time.perf_counter() - started)
+                cpu_per_call = {}
+                roles = ["scheduler", "executor-0", "executor-1"]
+                for name, run in workloads.items():
+                    before = [process_cpu(proc.pid) for proc in procs] + [time.process_time()]
+                    for _ in range(args.calls):
+                        run()
+                    after = [process_cpu(proc.pid) for proc in procs] + [time.process_time()]
+                    cpu_per_call[name] = {role: round((a - b) / args.calls * 1e3, 3)
+                                          for role, a, b in zip([*roles, "client"], after, before)}
                 ran = {a["id"]: a["calls"] for a in es.status() if a.get("role") == "executor"}
         finally:
             for proc in procs:
@@ -125,6 +145,7 @@ def main() -> None:
         f"dag_fan{args.width}_over_one_call": round(p50[f"dag_fan{args.width}"] / p50["one_call"], 3),
         f"dag_fan{args.width}_over_dag_one": round(p50[f"dag_fan{args.width}"] / p50["dag_one"], 3),
     }
+    result["cpu_ms_per_call"] = cpu_per_call
     result["calls_by_executor"] = ran
     result["load_average_at_end"] = [round(x, 1) for x in os.getloadavg()]
     print(json.dumps(result, indent=2))

@@ -14,6 +14,8 @@
  *   write_call_read(key: String, value: Vec<u8>)
  *                                           merges `value` into `key`, then calls read_key(key)
  *                                           remotely: what that call read
+ *   read_append(key: String, ...)           its arguments followed by the value of `key` as a
+ *                                           Vec<u8> (a DAG stage: the next stage reads `key` too)
  *
  * Build: python examples/build.py
  */
@@ -200,8 +202,34 @@ ESSA_FUNCTION(write_call_read) {
     free(args);
 }
 
+ESSA_FUNCTION(read_append) {
+    uint8_t *args;
+    essa_reader r;
+    char *key = NULL;
+    if (essa_get_args(args_len, &args) != ESSA_OK) return;
+    essa_reader_init(&r, args, args_len);
+    if (essa_read_string(&r, &key, NULL) != ESSA_OK) {
+        fprintf(stderr, "read_append: bad arguments\n");
+        free(args);
+        return;
+    }
+    uint8_t *value;
+    size_t len;
+    if (read_value(key, &value, &len) == 0) {
+        essa_writer w;
+        essa_writer_init(&w);
+        essa_write_raw(&w, args, args_len);
+        essa_write_bytes(&w, value, len);
+        if (!w.failed) set_raw(w.data, w.len);
+        essa_writer_free(&w);
+    }
+    free(value);
+    free(key);
+    free(args);
+}
+
 /* A module needs a _start for `essa run`; this one only hosts the functions above. */
 int main(void) {
-    fprintf(stderr, "state-ops: call its functions (read_many, ops, read_key, read_call_read, write_call_read)\n");
+    fprintf(stderr, "state-ops: call its functions (read_many, ops, read_key, read_call_read, write_call_read, read_append)\n");
     return 0;
 }

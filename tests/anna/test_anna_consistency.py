@@ -264,3 +264,85 @@ def test_a_calls_writes_are_in_the_store_when_it_replies_and_a_wrong_type_is_ref
     with pytest.raises(essa.CallError, match="without essa_set_result"):  # ops gave up on the refused put
         cluster.call("ops", struct.pack("<Q", 1) + op(1, "typed", lww))
     assert members(cluster.store.get_bytes(cluster.key("typed"))) == {b"s"}
+
+
+def deploy_stages(cluster: Cluster, count: int, consistency: str | None = None) -> list[str]:
+    """``count`` DAG stages of ``ops``'s ``read_append``, all in its namespace: ``ops.read_append`` and
+    ``ops@s2.read_append`` ... (a DAG names each stage once; tags name the version ``ops`` means)."""
+    if consistency is not None:
+        cluster.connection.deploy(STATE_OPS, "ops", consistency=consistency)
+    tags = [f"s{i}" for i in range(2, count + 1)]
+    for tag in tags:
+        cluster.connection.tag("ops", tag)
+    return ["ops.read_append"] + [f"ops@{tag}.read_append" for tag in tags]
+
+
+def read_append_counts(cluster: Cluster) -> dict[str, int]:
+    return {i: e["by_function"].get("__essa_wrapper__read_append", 0) for i, e in cluster.executors().items()}
+
+
+def test_repeatable_read_spans_a_dags_stages_on_every_executor(cluster):
+    """A fan-out/fan-in DAG whose four stages (on both executors) read one key that another client keeps
+    changing: at the default level the stages see several versions; at repeatable-read (per call, then per
+    deployment) every stage sees the version the first read pinned, and the snapshots end with the DAG."""
+    source, left, right, sink = deploy_stages(cluster, 4)
+    cluster.connection.register_dag("rr", [source, left, right, sink],
+                                    [(source, left), (source, right), (left, sink), (right, sink)])
+    stop = threading.Event()
+    written = [0]
+
+    def writer() -> None:  # another client adds a member to the key every 5 ms
+        while not stop.wait(0.005):
+            written[0] += 1
+            cluster.store.put(cluster.key("hot"), SetLattice({str(written[0]).encode()}))
+
+    def dag_call(level: str | None) -> Record:
+        result = cluster.connection.call_dag("rr", text("hot"), timeout=60, consistency=level)
+        # the sink's arguments (each branch's: the key, the source's read, the branch's read) and its own read
+        reads = [members(v) for v in split(result) if v != b"hot"]
+        assert len(reads) == 5, reads
+        return Record(level or "default", reads=reads)
+
+    thread = threading.Thread(target=writer, daemon=True)
+    thread.start()
+    try:
+        warm(cluster, "hot")
+        before = read_append_counts(cluster)
+        deadline = time.monotonic() + 90
+        history: list[Record] = []
+        while not repeatable_read_violations(history):
+            assert time.monotonic() < deadline, "no DAG call's stages saw two versions at the default level"
+            history.append(dag_call(None))
+        history = [dag_call("repeatable-read") for _ in range(30)]
+        assert not repeatable_read_violations(history), repeatable_read_violations(history)[:3]
+        assert any(r.reads[0] for r in history)  # not vacuous
+        after = read_append_counts(cluster)
+        assert all(after[i] > before.get(i, 0) for i in after) and len(after) == 2, (before, after)  # both ran stages
+        executors = cluster.executors().values()
+        assert sum(e["snapshots"]["trees_seen"] for e in executors) > 0  # stages read the owner's snapshot remotely
+        assert all(e["snapshots"]["trees_owned"] == 0 for e in executors)  # every DAG's snapshot ended with it
+        # The level of the stages' deployments, when the call names none.
+        deploy_stages(cluster, 4, consistency="repeatable-read")
+        history = [dag_call(None) for _ in range(20)]
+        assert not repeatable_read_violations(history), repeatable_read_violations(history)[:3]
+    finally:
+        stop.set()
+        thread.join(30)
+
+
+def test_dag_stages_follow_their_keys_to_the_executor_that_caches_them(cluster):
+    """Stages report what they read, as calls do: once both executors have the module, a DAG whose stages
+    read a fixed key, called one call at a time, stays on the executor that caches it (without the reports,
+    ties alternate between the two idle executors)."""
+    first, second = deploy_stages(cluster, 2)
+    cluster.connection.register_dag("loc", [first, second], [(first, second)])
+    warm = [cluster.connection.call_dag_async("loc", text(f"w{i}")) for i in range(16)]  # both load the module
+    for future in warm:
+        future.result(60)
+    before = read_append_counts(cluster)
+    assert all(before.values()) and len(before) == 2, before
+    for _ in range(20):
+        cluster.connection.call_dag("loc", text("fixed"), timeout=60)
+    after = read_append_counts(cluster)
+    ran = sorted(after[i] - before[i] for i in after)
+    assert sum(ran) == 40 and ran[-1] >= 36, ran  # the first call's two stages teach the scheduler the key

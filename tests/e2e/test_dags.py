@@ -89,6 +89,23 @@ def test_sequence_fan_out_and_fan_in_give_the_sinks_result(es, runtime):
     settled(runtime)
 
 
+def test_a_dag_call_takes_a_consistency_level_and_its_snapshot_ends_with_it(es, runtime):
+    """Repeatable read across the stages (the anna tests check what they read): every level runs, the
+    sink's executor's snapshot of the DAG call is gone once it answers, even when a stage failed."""
+    es.register_dag("fan", *fan(4))
+    es.register_dag("broken", ["t.tag_a", "t.trap", "t.tag_c"], [("t.tag_a", "t.trap"), ("t.trap", "t.tag_c")])
+    for level in ("default", "repeatable-read", "causal"):
+        assert es.call_dag("fan", b"x", consistency=level) == b"xabxacxadxae"
+    with pytest.raises(essa.CallError, match="stage t.trap"):
+        es.call_dag("broken", b"x", consistency="repeatable-read")
+    es.deploy(TAGS, name="t", consistency="repeatable-read")  # the deployment's level, when the call names none
+    assert es.call_dag("fan", b"y") == b"yabyacyadyae"
+    with pytest.raises(EssaError, match="unknown consistency level 'serializable'"):
+        es.call_dag("fan", b"x", consistency="serializable")
+    settled(runtime)
+    assert all(x.snapshots.status()["trees_owned"] == 0 for x in runtime.executors)
+
+
 def test_stages_pin_versions_and_resolve_the_latest_at_call_time(es):
     es.register_dag("pinned", ["t@1.tag_a", "t.tag_b"], [("t@1.tag_a", "t.tag_b")])
     assert es.call_dag("pinned", b"x") == b"xab"
@@ -179,6 +196,7 @@ def test_cli_creates_lists_calls_and_removes_dags(tmp_path):
     ok("dag", "create", "fan", "t.tag_a", "t.tag_b", "t.tag_c", "t.echo", "-e", "t.tag_a:t.tag_b",
        "-e", "t.tag_a:t.tag_c", "-e", "t.tag_b:t.echo", "-e", "t.tag_c:t.echo")
     assert ok("dag", "call", "chain", "x") == "xabc"
+    assert ok("dag", "call", "chain", "x", "--consistency", "repeatable-read") == "xabc"
     # bytes in JSON are base64, as `essa call --json` prints a raw function's result
     assert json.loads(ok("dag", "call", "fan", "x", "--json")) == {"dag": "fan", "result": {"base64": "eGFieGFj"}}
     listed = json.loads(ok("dag", "ls", "--json"))

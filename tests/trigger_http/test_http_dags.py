@@ -27,6 +27,9 @@ def test_a_dag_answers_its_sinks_result_and_its_failures_like_a_call(servers, tm
     assert (answer.status, answer.body) == (200, b"xabc")
     assert answer.headers["content-type"] == "application/octet-stream"
     assert request(url, "POST", "/v1/dags/fan", b"x").body == b"xabxac"
+    assert request(url, "POST", "/v1/dags/fan?consistency=repeatable-read", b"x").body == b"xabxac"
+    assert_error(request(url, "POST", "/v1/dags/fan?consistency=serializable", b"x"), 400, "invalid",
+                 "unknown consistency level 'serializable'")
 
     line = assert_error(request(url, "POST", "/v1/dags/broken", b"x"), 500, "trap", "DAG broken, stage t.trap: ")
     assert line == cli_error("dag", "call", "broken", "x")

@@ -27,6 +27,7 @@ def members(value: bytes | None) -> set[bytes]:
     ({"consistency": "serializable"}, "unknown consistency level 'serializable'"),
     ({"consistency": "repeatable-read", "snapshot": "tree"}, "'snapshot' is not [tree id, executor id]"),
     ({"consistency": "repeatable-read", "snapshot": ["t", "a/b"]}, "'snapshot' is not [tree id, executor id]"),
+    ({"consistency": "repeatable-read", "snapshot": ["t", "a", "tree"]}, "'snapshot' is not [tree id, executor id]"),
     ({"consistency": "causal", "deps": [1]}, "'deps' is not a list"),
     ({"consistency": "causal", "deps": ["k"] * (MAX_DEPS + 1)}, "'deps' is not a list"),
 ])
@@ -39,6 +40,7 @@ def test_good_fields_pass():
     assert check_fields({"consistency": "causal", "deps": ["a", "b"]}) is None
     assert check_fields({"consistency": "causal", "deps": True}) is None
     assert check_fields({"consistency": "repeatable-read", "snapshot": ["t", "0"]}) is None
+    assert check_fields({"consistency": "repeatable-read", "snapshot": ["t", "0", "dag"]}) is None
 
 
 def test_a_call_tree_reads_one_version_of_a_key_on_every_executor():
@@ -59,6 +61,39 @@ def test_a_call_tree_reads_one_version_of_a_key_on_every_executor():
         assert owner.status() == {"trees_owned": 0, "trees_seen": 0}
         late = CallState({"id": "c2", **root.request_extra()}, "b", store, other)
         assert members(late.get("other-key")) == set()  # the tree ended: current values, nothing pinned
+    finally:
+        for sub in subs:
+            sub.close()
+
+
+def test_a_dag_calls_snapshot_opens_on_its_first_read_anywhere_and_ends_for_good(monkeypatch):
+    """A DAG call has no top-level call: whichever stage reads first (here on executor b) opens the tree at
+    its owner (a); the sink's end drops it, and a straggler then reads current values without reopening it."""
+    transport, store = LocalTransport(), MemoryStore()
+    owner, other = Snapshots("a", transport, store), Snapshots("b", transport, store)
+    subs = [owner.serve(), other.serve()]
+    try:
+        store.merge_bytes("k", s(b"1"))
+        stage = {"consistency": "repeatable-read", "snapshot": ["dag1", "a", "dag"]}
+        first = CallState({"id": "dag1/1", **stage}, "b", store, other)
+        assert members(first.get("k")) == {b"1"}
+        assert owner.status()["trees_owned"] == 1
+        store.merge_bytes("k", s(b"2"))
+        nested = CallState({"id": "dag1/1.1", **first.request_extra()}, "b", store, other)
+        assert nested.request_extra()["snapshot"] == ["dag1", "a", "dag"]  # calls a stage starts join the tree
+        sink = CallState({"id": "dag1/2", **stage}, "a", store, owner)
+        assert members(nested.get("k")) == members(sink.get("k")) == {b"1"}
+        sink.end()  # a stage's end is not the tree's
+        assert owner.status()["trees_owned"] == 1
+        owner.end_dag("dag1")
+        assert owner.status()["trees_owned"] == 0
+        straggler = CallState({"id": "dag1/3", **stage}, "a", store, owner)
+        assert members(straggler.get("k2")) == set() and owner.status()["trees_owned"] == 0
+        # A tree whose end never comes (an upstream executor died) goes after its time.
+        monkeypatch.setattr("essa.cluster.consistency.DAG_SNAPSHOT_TTL", 0.0)
+        CallState({"id": "dag2/0", **stage, "snapshot": ["dag2", "a", "dag"]}, "a", store, owner).get("k")
+        CallState({"id": "dag3/0", **stage, "snapshot": ["dag3", "a", "dag"]}, "a", store, owner).get("k")
+        assert owner.status()["trees_owned"] == 1  # dag2 expired when dag3 opened
     finally:
         for sub in subs:
             sub.close()

@@ -74,7 +74,7 @@ def test_a_chain_stays_on_one_executor_and_a_fan_out_spreads(cluster):
     sent = [m for e in executors for m in e.received]
     assert len(sent) == 1 and sent[0]["inputs"] == [[0, 0, b"args"]]
     placed = {i: stage["executor"] for i, stage in sent[0]["stages"]}
-    assert len(set(placed.values())) == 1 and sorted(loads(scheduler)) == [0, 3]
+    assert len(set(placed.values())) == 1 and sorted(loads(scheduler)) == [0, 1]  # a chain weighs as one call
     assert check_inputs(sent[0])[0] is None
     owner = executors[int(placed[0])]
     owner.answer(sent[0], b"done")
@@ -119,6 +119,8 @@ def test_a_dag_call_waits_for_an_executor_then_fails(cluster):
     (lambda p: p["stages"][0]["next"].append([2, 1]), "is fed twice"),
     (lambda p: p["stages"][1].pop("module"), "has no 'module'"),
     (lambda p: p.__setitem__("stages", []), "must list 1 to 256 stages"),
+    (lambda p: p["stages"][1].__setitem__("consistency", "serializable"),
+     "stage 1: unknown consistency level 'serializable'"),
 ])
 def test_a_malformed_plan_is_refused_in_one_line_and_nothing_runs(cluster, damage, problem):
     _transport, _scheduler, caller, executors = cluster
@@ -175,6 +177,8 @@ def _inputs_message() -> dict:
     (lambda m: m["inputs"].__setitem__(0, [9, 0, b""]), "an input is not [stage, part, args]"),
     (lambda m: m["inputs"].__setitem__(0, [0, 0, "text"]), "an input is not [stage, part, args]"),
     (lambda m: m["stages"][0][1].__setitem__("name", 7), "lacks one of name"),
+    (lambda m: m.__setitem__("consistency", ["x"]), "unknown consistency level"),
+    (lambda m: m["stages"][2][1].__setitem__("consistency", 3), "stage 2: unknown consistency level"),
 ])
 def test_malformed_stage_inputs_are_named_in_one_line(damage, problem):
     message = _inputs_message()

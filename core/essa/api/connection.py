@@ -384,24 +384,29 @@ class Connection:
             self._dags.pop(name, None)
         return Dag.from_dict(answer["dag"])
 
-    def call_dag_async(self, name: str, args: bytes = b"",
-                       output: Callable[[Message], None] | None = None) -> concurrent.futures.Future:
+    def call_dag_async(self, name: str, args: bytes = b"", output: Callable[[Message], None] | None = None,
+                       consistency: str | None = None) -> concurrent.futures.Future:
         """Start DAG ``name`` with ``args``; the future's result is the sink's result bytes.
 
         The scheduler places every stage at once, and each stage's result goes
         straight to the executors of the stages after it. A stage that fails
         fails the call (:class:`CallError` naming the stage); cancelling the
         future ends the stages on the executors.
+
+        ``consistency`` is the level of every stage and every call a stage
+        starts (by default, each stage's deployment's); at
+        ``"repeatable-read"`` all of them read one version of each key, the
+        one the first read of it pinned, on whichever executors they run.
         """
-        return _ResultFuture(self._start_dag(name, args, output))
+        return _ResultFuture(self._start_dag(name, args, output, consistency))
 
     def call_dag(self, name: str, args: bytes = b"", timeout: float | None = None,
-                 output: Callable[[Message], None] | None = None) -> bytes:
+                 output: Callable[[Message], None] | None = None, consistency: str | None = None) -> bytes:
         """Call DAG ``name`` with ``args`` and return the sink's result (see :meth:`call_dag_async`).
 
-        A call not answered after ``timeout`` seconds is cancelled.
+        A call not answered after ``timeout`` seconds is cancelled; ``consistency`` as for :meth:`call_dag_async`.
         """
-        handle = self._start_dag(name, args, output)
+        handle = self._start_dag(name, args, output, consistency)
         try:
             outcome = handle.result(timeout)
         except concurrent.futures.TimeoutError:
@@ -409,11 +414,18 @@ class Connection:
             raise CallError(f"DAG {name}: no answer within {timeout:g} s", kind="cancelled", call=handle.call) from None
         return _value(outcome)
 
-    def _start_dag(self, name: str, args: bytes, output: Callable[[Message], None] | None) -> CallHandle:
+    def _start_dag(self, name: str, args: bytes, output: Callable[[Message], None] | None,
+                   consistency: str | None = None) -> CallHandle:
+        problem = check_level(consistency)
+        if problem is not None:
+            raise EssaError(problem)
         plan = self._dag_plan(name)[1]
         sink = plan["stages"][-1]
+        fields: dict[str, Any] = {"deployment": sink["deployment"], "dag": plan}
+        if consistency is not None:  # even "default": it overrides the stages' deployments' levels
+            fields["consistency"] = consistency
         return self._client.start_call(sink["module"], sink["function"], bytes(args), sink["namespace"], output,
-                                       fields={"deployment": sink["deployment"], "dag": plan})
+                                       fields=fields)
 
     # -- calls -----------------------------------------------------------------------
 

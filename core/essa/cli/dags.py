@@ -8,7 +8,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from essa.api import ConsoleOutput
+from essa.api import CONSISTENCY_LEVELS, ConsoleOutput
 from essa.cli.call import echo_result, encode_args
 from essa.cli.options import Settings, connection_options, open_connection
 from essa.cli.output import echo_json, when
@@ -103,9 +103,14 @@ def remove(settings: Settings, name, connect, zenoh_config, timeout) -> None:
               help="Encode the ARGs with bincode as these comma-separated types (as `essa call --args`).")
 @click.option("--result", "result_type", metavar="TYPE", help="Decode the result as TYPE and print it.")
 @click.option("--json", "as_json", is_flag=True, help="Print the DAG's name and result as JSON.")
+@click.option("--consistency", type=click.Choice(CONSISTENCY_LEVELS),
+              help="What every stage's (and its remote calls') state reads see: repeatable-read, one version of a "
+              "key for the whole DAG call, on every executor (README: \"Executor caches and consistency levels\"). "
+              "[default: each stage's deployment's]")
 @connection_options
 @click.pass_obj
-def call(settings: Settings, name, args, arg_types, result_type, as_json, connect, zenoh_config, timeout) -> None:
+def call(settings: Settings, name, args, arg_types, result_type, as_json, consistency, connect, zenoh_config,
+         timeout) -> None:
     """Call DAG NAME and print the sink's result.
 
     ARGs as for `essa call`: text, @FILE or - (stdin), raw bytes unless
@@ -117,7 +122,7 @@ def call(settings: Settings, name, args, arg_types, result_type, as_json, connec
     output = ConsoleOutput(sys.stderr.buffer, sys.stderr.buffer)
     with open_connection(settings, connect, zenoh_config, timeout) as es:
         with catching_signals() as signals:
-            result = wait_unless_interrupted(es.call_dag_async(name, payload, output=output), signals)
+            result = wait_unless_interrupted(es.call_dag_async(name, payload, output=output, consistency=consistency), signals)
     echo_result(result, result_type, as_json, dag=name)
 
 

@@ -12,7 +12,11 @@
     (:data:`essa.cluster.topics.snapshot`), and every later read in the tree
     gets that value, merged with the writes the reading call made itself
     (read-your-writes). The pins are dropped when the top-level call ends; a
-    call still running after that reads current values.
+    call still running after that reads current values. A DAG call's stages
+    (:mod:`essa.cluster.stages`) share one snapshot, keyed by the DAG call's
+    id and owned by the sink's executor: the first read of any stage (or of
+    a call a stage starts) opens it there, and the sink ends it when it ends
+    (or learns that an upstream stage failed).
 ``causal``
     A call sees every write that causally precedes it: the writes (and reads)
     of its caller before it was started, and those of the calls whose results
@@ -43,6 +47,7 @@ guest inherits its caller's level and tree.
 from __future__ import annotations
 
 import threading
+import time
 from collections import OrderedDict
 from typing import Any
 
@@ -68,6 +73,12 @@ MAX_TREES = 1000
 MAX_UNSTORED = 1024
 #: Seconds a read waits for the snapshot owner's answer.
 SNAPSHOT_TIMEOUT = 10.0
+#: Seconds a DAG call's snapshot is kept at most (its sink never ran: an upstream executor died).
+DAG_SNAPSHOT_TTL = 3600.0
+#: Most DAG snapshots one executor owns at once, and most ended ones it remembers (the oldest go first).
+MAX_DAG_TREES = 10_000
+#: The third field of a request's ``snapshot`` for a DAG call's tree.
+DAG_TREE = "dag"
 
 
 def check_level(level: object) -> str | None:
@@ -83,9 +94,10 @@ def check_fields(request: Message) -> str | None:
     if problem is not None:
         return problem
     tree = request.get("snapshot")
-    if tree is not None and not (isinstance(tree, list) and len(tree) == 2 and isinstance(tree[0], str)
-                                 and len(tree[0]) <= 1024 and topics.is_chunk(tree[1])):
-        return "malformed call request: 'snapshot' is not [tree id, executor id]"
+    if tree is not None and not (isinstance(tree, list) and len(tree) in (2, 3) and isinstance(tree[0], str)
+                                 and len(tree[0]) <= 1024 and topics.is_chunk(tree[1])
+                                 and tree[2:] in ([], [DAG_TREE])):
+        return "malformed call request: 'snapshot' is not [tree id, executor id] (or [..., \"dag\"])"
     deps = request.get("deps")
     if deps is not None and deps is not True and not (
             isinstance(deps, list) and len(deps) <= MAX_DEPS and all(isinstance(k, str) for k in deps)):
@@ -99,6 +111,12 @@ class Snapshots:
     For the trees this executor owns, it answers other executors' reads on
     :func:`essa.cluster.topics.snapshot`; for the others, it keeps what their
     owners answered (the :data:`MAX_TREES` most recent trees).
+
+    A plain call tree is opened by its top-level call (:meth:`begin`) before
+    any call of it reads. A DAG call's tree has no such call: the first read
+    of it opens it (:meth:`_pin` with ``dag``) unless it ended already
+    (:meth:`end_dag` remembers the :data:`MAX_DAG_TREES` most recent), and it
+    is dropped after :data:`DAG_SNAPSHOT_TTL` seconds if its end never comes.
     """
 
     def __init__(self, executor_id: str, transport: Transport, state: Store) -> None:
@@ -108,6 +126,9 @@ class Snapshots:
         self._lock = threading.Lock()
         self._owned: dict[str, dict[str, bytes | None]] = {}
         self._others: OrderedDict[str, dict[str, bytes | None]] = OrderedDict()
+        #: DAG trees owned here -> when they expire (oldest first); ended DAG trees (most recent last)
+        self._dag_expiry: OrderedDict[str, float] = OrderedDict()
+        self._dags_ended: OrderedDict[str, None] = OrderedDict()
 
     def serve(self):
         return self.transport.serve(topics.snapshot(self.id), self.answer)
@@ -120,16 +141,27 @@ class Snapshots:
         with self._lock:
             self._owned.pop(tree, None)
 
-    def read(self, tree: str, owner: str, key: str) -> bytes | None:
+    def end_dag(self, tree: str) -> None:
+        """DAG call ``tree`` ended: drop its pins; a later read of it (a straggler) reads current values."""
+        with self._lock:
+            self._owned.pop(tree, None)
+            self._dag_expiry.pop(tree, None)
+            self._dags_ended[tree] = None
+            self._dags_ended.move_to_end(tree)
+            while len(self._dags_ended) > MAX_DAG_TREES:
+                self._dags_ended.popitem(last=False)
+
+    def read(self, tree: str, owner: str, key: str, dag: bool = False) -> bytes | None:
         """The version of ``key`` pinned for ``tree`` (pinning the current one if it has none yet)."""
         if owner == self.id:
-            return self._pin(tree, key)
+            return self._pin(tree, key, dag)
         with self._lock:
             pins = self._others.get(tree)
             if pins is not None and key in pins:
                 self._others.move_to_end(tree)
                 return pins[key]
-        answers = self.transport.query(topics.snapshot(owner), {"tree": tree, "key": key}, timeout=SNAPSHOT_TIMEOUT)
+        query = {"tree": tree, "key": key, "dag": True} if dag else {"tree": tree, "key": key}
+        answers = self.transport.query(topics.snapshot(owner), query, timeout=SNAPSHOT_TIMEOUT)
         answer = next((a for a in answers if isinstance(a, dict)), None)
         if answer is None:
             raise StoreError(f"the snapshot of call tree {tree[:40]} did not answer (executor {owner} is gone?)")
@@ -152,13 +184,16 @@ class Snapshots:
         if not (isinstance(tree, str) and isinstance(key, str)):
             return {"error": "a snapshot read names a tree and a key (text)"}
         try:
-            return {"value": self._pin(tree, key), "pinned": tree in self._owned}
+            value = self._pin(tree, key, query.get("dag") is True)
+            return {"value": value, "pinned": tree in self._owned}
         except EssaError as exc:
             return {"error": str(exc)}
 
-    def _pin(self, tree: str, key: str) -> bytes | None:
+    def _pin(self, tree: str, key: str, dag: bool = False) -> bytes | None:
         with self._lock:
             pins = self._owned.get(tree)
+            if pins is None and dag:
+                pins = self._open_dag(tree)
             if pins is not None and key in pins:
                 return pins[key]
         value = self.state.get_bytes(key)
@@ -168,6 +203,21 @@ class Snapshots:
                 return value
             return pins.setdefault(key, value)  # a concurrent first read may have pinned first
 
+    def _open_dag(self, tree: str) -> dict[str, bytes | None] | None:  # lock held
+        """The pins of DAG tree ``tree``, opened now unless it ended; expired trees are dropped."""
+        now = time.monotonic()
+        while self._dag_expiry:
+            oldest, expires = next(iter(self._dag_expiry.items()))
+            if expires > now and len(self._dag_expiry) < MAX_DAG_TREES:
+                break
+            del self._dag_expiry[oldest]
+            self._owned.pop(oldest, None)
+        if tree in self._dags_ended:
+            return None
+        self._dag_expiry[tree] = now + DAG_SNAPSHOT_TTL
+        pins = self._owned[tree] = {}
+        return pins
+
     def status(self) -> dict:
         with self._lock:
             return {"trees_owned": len(self._owned), "trees_seen": len(self._others)}
@@ -176,14 +226,14 @@ class Snapshots:
 class CallState:
     """One call's view of the state, at its consistency level (what :class:`~essa.cluster.executor._CallHost` uses)."""
 
-    __slots__ = ("level", "state", "snapshots", "tree", "owner", "root", "writes", "unstored", "buffered", "deps",
-                 "all_deps", "inherited", "write_error", "_merged")
+    __slots__ = ("level", "state", "snapshots", "tree", "owner", "root", "dag", "writes", "unstored", "buffered",
+                 "deps", "all_deps", "inherited", "write_error", "_merged")
 
     def __init__(self, request: Message, executor_id: str, state: Store, snapshots: Snapshots | None) -> None:
         self.level = request.get("consistency") or DEFAULT
         self.state = state
         self.snapshots = snapshots
-        self.root = False
+        self.root = self.dag = False
         self.tree = self.owner = None
         #: this call's own writes, merged per key (read-your-writes where reads may not see them otherwise)
         self.writes: dict[str, bytes] = {}
@@ -205,7 +255,8 @@ class CallState:
                 self.tree, self.owner, self.root = request["id"], executor_id, True
                 snapshots.begin(self.tree)
             else:
-                self.tree, self.owner = snapshot
+                self.tree, self.owner = snapshot[0], snapshot[1]
+                self.dag = snapshot[2:] == [DAG_TREE]  # a DAG call's tree: its first read opens it
         elif self.level == CAUSAL:
             deps = request.get("deps")
             if deps is True:
@@ -216,7 +267,7 @@ class CallState:
 
     def get(self, key: str) -> bytes | None:
         if self.tree is not None:
-            value = self.snapshots.read(self.tree, self.owner, key)
+            value = self.snapshots.read(self.tree, self.owner, key, self.dag)
         elif self.level == CAUSAL:
             if self.all_deps or key in self.inherited:
                 self.inherited.discard(key)
@@ -278,7 +329,8 @@ class CallState:
         if self.level == DEFAULT:
             return {}
         if self.tree is not None:
-            return {"consistency": self.level, "snapshot": [self.tree, self.owner]}
+            snapshot = [self.tree, self.owner, DAG_TREE] if self.dag else [self.tree, self.owner]
+            return {"consistency": self.level, "snapshot": snapshot}
         return {"consistency": self.level, "deps": True if self.all_deps else sorted(self.deps)}
 
     def reply_extra(self) -> dict[str, Any]:

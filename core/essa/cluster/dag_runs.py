@@ -16,7 +16,10 @@ that stage runs (a chain costs no hop), unless that executor has
 every other stage (a source, a branch of a fan-out, a fan-in) is placed by
 the scheduler's placement policy, as a call would be. Each stage counts as a
 call in flight on its executor until the DAG is answered (stages send no
-done notices of their own: that would be a message per stage).
+done notices of their own: that would be a message per stage), except a
+stage that follows its upstream stage: it runs after that one, never beside
+it, so a chain weighs on its executor as one call (and the keys its stages
+read keep its next call there, as they keep a call's).
 
 Tracking: a DAG call is tracked from placing to its caller's receipt, like a
 call (the caller confirms the DAG's reply by its id). An executor that goes
@@ -37,6 +40,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from essa.cluster.authorize import Refused
+from essa.cluster.consistency import check_level
 from essa.cluster.dags import check_plan, sources
 from essa.cluster.stages import send_inputs
 from essa.transport.base import Message
@@ -53,8 +57,10 @@ class _DagRun:
     request: Message
     #: The executor of each stage, by stage index.
     executors: list[str]
-    #: The stages whose load counts on their executors (all of them until the DAG is answered).
+    #: The stages held on their executors (all of them until the DAG is answered).
     open: set[int]
+    #: The stages that followed their upstream stage to its executor: no load of their own.
+    followers: frozenset[int] = frozenset()
     #: The executor that sent the DAG's reply, and when (``None`` before).
     replier: str | None = None
     replied: float | None = None
@@ -84,16 +90,17 @@ class DagRuns:
     def place(self, request: Message) -> None:
         """Place every stage of the DAG call ``request`` and start its source stages."""
         s = self._scheduler
-        problem = check_plan(request.get("dag"))
+        problem = check_plan(request.get("dag")) or check_level(request.get("consistency"))
         if problem is not None:
             s._refuse(request, problem)
             return
         plan = request["dag"]
         stages = plan["stages"]
         if s.authorizer is not None:
+            fields = _call_fields(request)
             for stage in stages:
                 try:
-                    s.authorizer.check_call(_stage_request(request, stage))
+                    s.authorizer.check_call(_stage_request(fields, stage))
                 except Refused as exc:
                     _problems.warning("unauthorized", "refused DAG call %.80s: %s", request["id"], exc.reason)
                     s._fail(request, f"DAG {plan['name']}, stage {stage['name']}: {exc}", kind=exc.kind)
@@ -108,8 +115,8 @@ class DagRuns:
                     return
                 executors = None
             else:
-                executors = self._assign(request, stages)
-                self._runs[request["id"]] = _DagRun(request, executors, set(range(len(stages))))
+                executors, followers = self._assign(request, stages)
+                self._runs[request["id"]] = _DagRun(request, executors, set(range(len(stages))), followers)
         if executors is None:
             s._fail(request, f"no executor is available, and {s.max_backlog} calls already wait for one")
             return
@@ -117,31 +124,36 @@ class DagRuns:
                 "scheduler": self._scheduler.id}  # where the stage that answers sends its done notice
         if "token" in request:
             head["token"] = request["token"]
+        if "consistency" in request:
+            head["consistency"] = request["consistency"]
         placed = {i: {**stage, "executor": executors[i]} for i, stage in enumerate(stages)}
         args = request.get("args", b"")
         send_inputs(s.transport, head, placed, [[i, 0, args] for i in sources(plan)])
 
-    def _assign(self, request: Message, stages: list[Message]) -> list[str]:  # lock held
+    def _assign(self, request: Message, stages: list[Message]) -> tuple[list[str], frozenset[int]]:  # lock held
+        """The executor of each stage, and the stages that follow their upstream stage (no load of their own)."""
         s = self._scheduler
         feeders: list[list[int]] = [[] for _ in stages]
         for i, stage in enumerate(stages):
             for j, _part in stage["next"]:
                 feeders[j].append(i)
         chosen: list[str] = []
+        followers: set[int] = set()
+        base = _call_fields(request)
         for i, stage in enumerate(stages):
             target = None
             if len(feeders[i]) == 1 and len(stages[feeders[i][0]]["next"]) == 1:  # a chain: follow
                 target = s.executors.get(chosen[feeders[i][0]])
                 least = min(e.in_flight for e in s.executors.values())
                 if target is not None and target.in_flight - least <= self.follow_slack:
-                    target.in_flight += 1
                     target.placed += 1
+                    followers.add(i)
                 else:
                     target = None
             if target is None:
-                target = s._choose(_stage_request(request, stage))
+                target = s._choose(_stage_request(base, stage))
             chosen.append(target.id)
-        return chosen
+        return chosen, frozenset(followers)
 
     def done(self, notice: Message) -> None:
         """An executor answered a DAG call: ``{"id": DAG call, "executor", "dag": True, "replied": True}``."""
@@ -171,7 +183,8 @@ class DagRuns:
     def _release(self, run: _DagRun, stage: int) -> None:  # lock held
         state = self._scheduler.executors.get(run.executors[stage])
         if state is not None:
-            state.in_flight -= 1
+            if stage not in run.followers:
+                state.in_flight -= 1
             state.modules.add(run.request["dag"]["stages"][stage]["module"])
 
     def executor_gone(self, executor: str) -> int:
@@ -220,10 +233,15 @@ class DagRuns:
         return len(stale)
 
 
-def _stage_request(request: Message, stage: Message) -> Message:
-    """What placement and authorization see of one stage: a call of its function."""
-    return {**{k: v for k, v in request.items() if k not in ("dag", "args")}, "module": stage["module"],
-            "function": stage["function"], "namespace": stage["namespace"], "deployment": stage["deployment"]}
+def _call_fields(request: Message) -> Message:
+    """The fields of a DAG call's request that each of its stages' calls shares (not the plan, not the arguments)."""
+    return {k: v for k, v in request.items() if k not in ("dag", "args")}
+
+
+def _stage_request(fields: Message, stage: Message) -> Message:
+    """What placement and authorization see of one stage: a call of its function (``fields``: :func:`_call_fields`)."""
+    return {**fields, "module": stage["module"], "function": stage["function"], "namespace": stage["namespace"],
+            "deployment": stage["deployment"]}
 
 
 __all__ = ["DagRuns"]

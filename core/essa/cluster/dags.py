@@ -35,6 +35,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
+from essa.cluster.consistency import DEFAULT, check_level
 from essa.cluster.deployments import Deployment, check_name, parse_spec
 from essa.errors import EssaError, NotFound
 from essa.state.lattice import SetLattice
@@ -235,8 +236,10 @@ def call_plan(dag: Dag, resolve: Callable[[str], Deployment]) -> Message:
     ``resolve(spec)`` gives the deployment a stage names. A stage of the plan
     is ``{"module", "function" (the export), "namespace", "deployment",
     "name" (as the DAG names it), "parts" (how many inputs it waits for),
-    "next" ([[stage, part], ...]: where its result goes)}``; stages come in
-    an order where every ``next`` points forward, and the sink is last.
+    "next" ([[stage, part], ...]: where its result goes), and "consistency"
+    (its deployment's level, when not ``default``: the stage's level unless
+    the call names one)}``; stages come in an order where every ``next``
+    points forward, and the sink is last.
     """
     order = dag.order()
     order.remove(dag.sink)
@@ -252,7 +255,18 @@ def call_plan(dag: Dag, resolve: Callable[[str], Deployment]) -> Message:
             "namespace": deployment.namespace, "deployment": deployment.name, "parts": max(1, len(upstream)),
             "next": [[index[b], dag.upstream(b).index(stage)] for b in dag.downstream(stage)],
         })
+        if deployment.consistency != DEFAULT:
+            stages[-1]["consistency"] = deployment.consistency
     return {"name": dag.name, "stages": stages}
+
+
+def check_stage_level(i: int, stage: Message) -> str | None:
+    """Why stage ``i``'s ``consistency`` (optional) is not a level (one line), or ``None``."""
+    level = stage.get("consistency")
+    if level is None:
+        return None
+    problem = check_level(level)
+    return None if problem is None else f"stage {i}: {problem}"
 
 
 def check_plan(plan: object) -> str | None:
@@ -279,6 +293,9 @@ def check_plan(plan: object) -> str | None:
         parts, nexts = stage.get("parts"), stage.get("next")
         if type(parts) is not int or not 1 <= parts <= MAX_STAGES or type(nexts) is not list:
             return f"malformed DAG plan: stage {i} needs 'parts' and 'next'"
+        problem = check_stage_level(i, stage)
+        if problem is not None:
+            return f"malformed DAG plan: {problem}"
         if (not nexts) != (i == count - 1):
             return "malformed DAG plan: the last stage, and only it, is the sink"
         for edge in nexts:
@@ -305,4 +322,5 @@ def sources(plan: Message) -> list[int]:
     return [i for i in range(len(plan["stages"])) if i not in fed]
 
 
-__all__ = ["Dag", "DagRegistry", "MAX_STAGES", "call_plan", "check_dag", "check_plan", "sources", "split_stage"]
+__all__ = ["Dag", "DagRegistry", "MAX_STAGES", "call_plan", "check_dag", "check_plan", "check_stage_level", "sources",
+           "split_stage"]

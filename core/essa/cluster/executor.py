@@ -114,6 +114,8 @@ class Executor:
     remembered_cancels = 10_000
     #: Seconds a done notice waits for others to share its message.
     done_linger = 0.005
+    #: Seconds a DAG stage may take before the stages queued with it spread over more workers.
+    spread_after = 0.001
 
     def __init__(
         self,
@@ -162,6 +164,8 @@ class Executor:
                                lambda: {"executor": self.id, "load": len(self._active)}, linger=self.done_linger)
         #: DAG stages: their inputs, and where their results go.
         self._stages = Stages(self)
+        #: On a thread passing stage results on (``queues`` set): the stages of this executor they made ready.
+        self._next_stages = threading.local()
 
     def start(self) -> None:
         """Begin serving calls and announce this executor."""
@@ -228,6 +232,40 @@ class Executor:
         answered with ``UnknownError`` at once (or dropped with a warning if
         it does not even say where to answer); it never reaches the pool.
         """
+        if not self._admit(request):
+            return
+        task = self.pool.submit(self._serve, request, time.time())
+        LOCAL.tasks[request["id"]] = task  # lets a waiter of this process run it
+        if task.started():  # a worker was quicker; it may have missed the entry
+            LOCAL.tasks.pop(request["id"], None)
+
+    def submit_stages(self, requests: list[Message]) -> None:
+        """Queue DAG stages that became ready together (:mod:`essa.cluster.stages`), in a few pool tasks.
+
+        Each is checked as :meth:`submit` checks a call. The ones admitted
+        wait in one queue, which one pool task works through; after a stage
+        that took longer than :attr:`spread_after` it asks for another, up to
+        :attr:`workers` (so short stages, a fan-out's typical branches, cost no
+        wake-up of a worker each nor turns at the interpreter lock between
+        threads, and long ones still run side by side). Each task's results go
+        on together (:meth:`Stages.finished_many`), and the stages of this
+        executor they make ready (a fan-in, the next stage of a chain) go on
+        on the same thread. No one
+        waits on a stage's id, so stages skip what only calls need: a waiter
+        running them inline, the record of recent replies (a DAG's stages
+        are never looked for, nor placed again).
+        """
+        admitted = collections.deque(request for request in requests if self._admit(request))
+        if not admitted:
+            return
+        follow = getattr(self._next_stages, "queues", None)
+        if follow is not None:  # made ready by stages that ended on this thread: it goes on with them
+            follow.append((admitted, time.time(), [1]))
+        else:
+            self.pool.submit(self._serve_stages, admitted, time.time(), [1])
+
+    def _admit(self, request: Message) -> bool:
+        """Check ``request`` (refusing it in one line) and count it as active; whether it may run."""
         problem = check_request(request, "executor", self.programs.engine.limits.max_message_bytes)
         if problem is None:
             problem = check_fields(request)
@@ -238,18 +276,14 @@ class Executor:
                 problem = str(exc)
         if problem is not None:
             self._refuse(request, problem)
-            return
+            return False
         with self._active_lock:
             duplicate = request["id"] in self._active
             if not duplicate:
                 self._active[request["id"]] = request
         if duplicate:
             log.debug("executor %s: call %.80s is queued or running here already", self.id, request["id"])
-            return
-        task = self.pool.submit(self._serve, request, time.time())
-        LOCAL.tasks[request["id"]] = task  # lets a waiter of this process run it
-        if task.started():  # a worker was quicker; it may have missed the entry
-            LOCAL.tasks.pop(request["id"], None)
+        return not duplicate
 
     def _refuse(self, request: Message, problem: str) -> None:
         call_id, reply_to = request.get("id"), request.get("reply_to")
@@ -268,17 +302,20 @@ class Executor:
         The notice's batch also reports the state ``keys`` the call read (with
         the call's module, function and namespace), for locality-aware
         placement (see :class:`essa.cluster.calls.IdBatches`). A DAG stage's
-        reply goes on to its downstream stages instead (:mod:`essa.cluster.stages`).
+        reply goes on to its downstream stages instead (:mod:`essa.cluster.stages`);
+        the keys it read go to the scheduler that placed the DAG call the same
+        way, under the stage's id, which that scheduler does not track.
         """
         try:
             if "dag_run" in request:
+                self._stage_reads(request, keys)
                 self._stages.finished(request, reply)
                 return
+            record = [request["module"], request["function"], request["namespace"], keys] if keys else None
             scheduler = request.get("scheduler")
             if scheduler is None:
                 send_reply(self.transport, request["reply_to"], reply)
                 return
-            record = [request["module"], request["function"], request["namespace"], keys] if keys else None
             if self._active:
                 send_reply(self.transport, request["reply_to"], reply)
                 self._done.add(request["id"], scheduler, record)
@@ -292,17 +329,28 @@ class Executor:
         except Exception as exc:
             _problems.warning("answer", "executor %s: cannot answer call %.80s: %s", self.id, request["id"], describe(exc))
 
+    def _stage_reads(self, request: Message, keys: list[str] | None) -> None:
+        """Report the keys DAG stage ``request`` read, under its id, to the scheduler of its DAG call (it only learns)."""
+        if keys:
+            record = [request["module"], request["function"], request["namespace"], keys]
+            self._done.add(request["id"], request["dag_scheduler"], record, now=not self._active)
+
+    def _run(self, request: Message, read: list[str]) -> Message:
+        """:meth:`execute`, whose failure of its own is the reply too (a caller is never left hanging)."""
+        try:
+            return self.execute(request, read)
+        except Exception as exc:
+            call_id = request["id"]
+            _problems.warning("failed", "executor %s: call %.80s failed: %s", self.id, call_id, describe(exc), exc_info=exc)
+            return reply_message(call_id, EssaResult.UnknownError, message=f"executor {self.id} failed: {describe(exc)}",
+                                 kind="error")
+
     def _serve(self, request: Message, received: float) -> None:
         call_id = request["id"]
         LOCAL.tasks.pop(call_id, None)
         started = time.time()
         read: list[str] = []
-        try:
-            reply = self.execute(request, read)
-        except Exception as exc:  # never leave a caller hanging
-            _problems.warning("failed", "executor %s: call %.80s failed: %s", self.id, call_id, describe(exc), exc_info=exc)
-            reply = reply_message(call_id, EssaResult.UnknownError, message=f"executor {self.id} failed: {describe(exc)}",
-                                  kind="error")
+        reply = self._run(request, read)
         ended = time.time()
         self._recent.append(ended - started)
         if request.get("trace") is True:
@@ -312,6 +360,53 @@ class Executor:
             self._finished.record(call_id, request["namespace"], reply)
             self._active.pop(call_id, None)
         self._answer(request, reply, read)
+        self._ended(request, reply, received, started, ended)
+
+    def _serve_stages(self, queue: collections.deque, received: float, tasks: list[int]) -> None:
+        """Run DAG stages from ``queue`` until it is empty, pass their results on together, and go on with the
+        stages of this executor they made ready (see :meth:`submit_stages`; ``tasks``: how many tasks work on
+        ``queue``, in a list they share)."""
+        work = [(queue, received, tasks)]
+        while work:
+            queue, received, tasks = work.pop()
+            results = self._work_through(queue, received, tasks)
+            if not results:  # the other tasks took them all
+                continue
+            self._next_stages.queues = []  # what finished_many makes ready here: no worker to wake for it
+            try:
+                self._stages.finished_many(results)
+            except Exception as exc:
+                _problems.warning("answer", "executor %s: cannot pass on the results of DAG %.80s: %s", self.id,
+                                  results[0][0]["dag_run"], describe(exc))
+            finally:
+                work.extend(reversed(self._next_stages.queues))
+                self._next_stages.queues = None
+
+    def _work_through(self, queue: collections.deque, received: float,
+                      tasks: list[int]) -> list[tuple[Message, Message]]:
+        """Run the stages of ``queue`` one after another; their requests and replies."""
+        results: list[tuple[Message, Message]] = []
+        while True:
+            try:
+                request = queue.popleft()
+            except IndexError:
+                return results
+            started = time.time()
+            read: list[str] = []
+            reply = self._run(request, read)
+            ended = time.time()
+            self._recent.append(ended - started)
+            with self._active_lock:
+                self._active.pop(request["id"], None)
+            self._stage_reads(request, read)
+            self._ended(request, reply, received, started, ended)
+            results.append((request, reply))
+            if queue and ended - started > self.spread_after and tasks[0] < self.workers:
+                tasks[0] += 1  # long stages: another worker takes some (a race only adds one more task)
+                self.pool.submit(self._serve_stages, queue, received, tasks)
+
+    def _ended(self, request: Message, reply: Message, received: float, started: float, ended: float) -> None:
+        """Count a call that ended in the metrics."""
         kind = reply.get("kind") or "error"
         outcome = "ok" if reply["code"] == EssaResult.Ok else kind
         function = "-" if kind in ("no-such-function", "bad-signature", "invalid") else display_name(request["function"])

@@ -7,7 +7,7 @@ stage otherwise (its result). One message carries every input its sender
 has at once for that executor (a fan-out sends one message per executor, not
 one per branch)::
 
-    {"dag": DAG call id, "reply_to", "run", "name": the DAG's name, ["token"],
+    {"dag": DAG call id, "reply_to", "run", "name": the DAG's name, ["token"], ["consistency"],
      "stages": [[index, stage], ...],    # the stages fed, and every stage after them
      "inputs": [[stage, part, args], ...]}   # args None: that upstream stage failed
 
@@ -18,11 +18,18 @@ messages shrink towards the sink.
 
 :class:`Stages` gathers a stage's parts (a fan-in waits for one per
 upstream stage) and, once all are in, runs the stage as a call on this
-executor (:meth:`essa.cluster.executor.Executor.submit`: the same checks,
-authorization and limits as any call) with the parts concatenated in order.
-The call request carries ``dag_run``, the DAG call's id, on every stage:
-what a consistency level that spans a DAG's stages (repeatable read) keys
-its snapshot on. When the stage ends (:meth:`Stages.finished`):
+executor with the parts concatenated in order: the stages of one message
+that are ready together go to
+:meth:`essa.cluster.executor.Executor.submit_stages` at once (the same
+checks, authorization and limits as any call; one pool task works through
+them, and their results go on together).
+The call request carries ``dag_run``, the DAG call's id, on every stage.
+A stage's consistency level is the call's (``consistency`` in the message),
+else its deployment's (the plan's stage says it); at ``repeatable-read``
+every stage (and every call a stage starts) reads one snapshot, keyed by the
+DAG call's id and owned by the sink's executor
+(:class:`essa.cluster.consistency.Snapshots`), which ends it when the sink
+ends or gets a failed input. When the stage ends (:meth:`Stages.finished`):
 
 - it succeeded and has downstream stages: its result goes to each, straight
   to that stage's executor (a function call when it is this one);
@@ -55,7 +62,8 @@ from typing import Any
 
 from essa.cluster import topics
 from essa.cluster.calls import call_request, check_reply, reply_message, send_reply
-from essa.cluster.dags import MAX_STAGES, STAGE_TEXT
+from essa.cluster.consistency import DAG_TREE, DEFAULT, REPEATABLE_READ, check_level
+from essa.cluster.dags import MAX_STAGES, STAGE_TEXT, check_stage_level
 from essa.transport.base import Message, Transport
 from essa.util.ratelimit import RateLimitedLog, describe
 from essa.wasm.abi import EssaResult
@@ -88,6 +96,10 @@ def send_inputs(transport: Transport, head: Message, stages: dict[int, Message],
     by_executor: dict[str, list[list]] = {}
     for item in inputs:
         by_executor.setdefault(stages[item[0]]["executor"], []).append(item)
+    if local is not None and local[0] in by_executor:
+        # This executor's own inputs last: taking them may wake a worker, which would hold the interpreter
+        # lock while a publish to another executor waits for it (a put lets the lock go).
+        by_executor[local[0]] = by_executor.pop(local[0])
     for executor, items in by_executor.items():
         known = downstream(stages, [item[0] for item in items])
         message = {**head, "stages": [[i, stage] for i, stage in known.items()], "inputs": items}
@@ -98,6 +110,18 @@ def send_inputs(transport: Transport, head: Message, stages: dict[int, Message],
                 transport.publish(topics.executor_stages(executor), message, patient=True)
         except Exception as exc:  # the scheduler fails the DAG if the executor went away
             _problems.warning("send", "cannot send DAG stage inputs to executor %s: %s", executor, describe(exc))
+
+
+def stage_level(message: Message, stage: Message) -> str:
+    """A stage's consistency level: the DAG call's, else its deployment's (the plan's stage)."""
+    return message.get("consistency") or stage.get("consistency") or DEFAULT
+
+
+def repeatable(level: str | None, stages: dict[int, Message]) -> bool:
+    """Whether a stage of ``stages`` reads the DAG call's snapshot (``level``: the call's, if it names one)."""
+    if level is not None:
+        return level == REPEATABLE_READ
+    return any(stage.get("consistency") == REPEATABLE_READ for stage in stages.values())
 
 
 def check_inputs(message: object) -> tuple[str | None, dict[int, Message]]:
@@ -117,6 +141,9 @@ def check_inputs(message: object) -> tuple[str | None, dict[int, Message]]:
         return "malformed DAG input message: 'name' is missing", {}
     if not topics.is_chunk(message.get("scheduler")):
         return "malformed DAG input message: 'scheduler' is not a scheduler id", {}
+    problem = check_level(message.get("consistency"))
+    if problem is not None:
+        return f"malformed DAG input message: {problem}", {}
     pairs, inputs = message.get("stages"), message.get("inputs")
     if not (isinstance(pairs, list) and 0 < len(pairs) <= MAX_STAGES and isinstance(inputs, list)
             and 0 < len(inputs) <= MAX_STAGES):
@@ -136,6 +163,9 @@ def check_inputs(message: object) -> tuple[str | None, dict[int, Message]]:
         if not (type(parts) is int and 1 <= parts <= MAX_STAGES and isinstance(nexts, list)
                 and topics.is_chunk(stage.get("executor"))):
             return f"malformed DAG input message: stage {i} needs 'parts', 'next' and 'executor'", {}
+        problem = check_stage_level(i, stage)
+        if problem is not None:
+            return f"malformed DAG input message: {problem}", {}
     for i, stage in stages.items():
         for edge in stage["next"]:
             if type(edge) is not list or len(edge) != 2:
@@ -233,7 +263,10 @@ class Stages:
                             box = self._outbox[(dag, j)] = _Outbox()
                         box.feeders += 1
         if failed:
+            if any(not stages[i]["next"] for i in failed) and repeatable(message.get("consistency"), stages):
+                self._executor.snapshots.end_dag(dag)  # the sink will not run: the DAG call ended
             self._pass_on(message, stages, [[j, p, None] for i in failed for j, p in stages[i]["next"]])
+        requests = []
         for index, args in ready:
             stage = stages[index]
             extra = {"id": f"{dag}/{index}", "reply_to": message["reply_to"], "deployment": stage["deployment"],
@@ -241,8 +274,17 @@ class Stages:
                      "dag_scheduler": message["scheduler"]}
             if "token" in message:
                 extra["token"] = message["token"]
-            self._executor.submit(call_request(stage["module"], stage["function"], args, stage["namespace"],
-                                               message["run"], **extra))
+            if "consistency" in message:
+                extra["dag_consistency"] = message["consistency"]
+            level = stage_level(message, stage)
+            if level != DEFAULT:
+                extra["consistency"] = level
+                if level == REPEATABLE_READ:  # the sink's executor owns the snapshot (the sink is the last stage)
+                    extra["snapshot"] = [dag, stages[max(stages)]["executor"], DAG_TREE]
+            requests.append(call_request(stage["module"], stage["function"], args, stage["namespace"],
+                                         message["run"], **extra))
+        if requests:
+            self._executor.submit_stages(requests)
 
     def _expire(self) -> None:  # lock held
         cutoff = time.monotonic() - self.join_timeout
@@ -266,24 +308,40 @@ class Stages:
 
     def finished(self, request: Message, reply: Message) -> None:
         """Stage ``request`` (a call request made by :meth:`accept`) ended with ``reply``: pass it on."""
+        self.finished_many([(request, reply)])
+
+    def finished_many(self, results: list[tuple[Message, Message]]) -> None:
+        """Stages of one input message ended (``(request, reply)`` each): their results go on together."""
+        inputs: list[list] = []
+        for request, reply in results:
+            inputs.extend(self._outcome(request, reply))
+        if inputs:
+            request = results[0][0]
+            self._pass_on(request, request["dag_stages"], inputs)
+
+    def _outcome(self, request: Message, reply: Message) -> list[list]:
+        """Answer the caller if stage ``request`` is the sink or failed; the inputs it gives the next stages."""
         stages, index, dag = request["dag_stages"], request["stage"], request["dag_run"]
         stage = stages[index]
+        if not stage["next"] and repeatable(request.get("dag_consistency"), stages):
+            self._executor.snapshots.end_dag(dag)  # the DAG call ends with its sink
         if check_reply(reply) is not None and reply["code"] == EssaResult.Ok:
             if stage["next"]:
                 value = reply.get("value", b"")
-                self._pass_on(request, stages, [[j, p, value] for j, p in stage["next"]])
-            else:
-                send_reply(self._executor.transport, request["reply_to"], {**reply, "id": dag})
-                self._done(dag, request["dag_scheduler"])
-            return
+                return [[j, p, value] for j, p in stage["next"]]
+            # The notice first (as an idle executor does for a call): the caller's next call then finds
+            # this DAG's stages no longer counted as load (its placement may follow the keys they read).
+            self._done(dag, request["dag_scheduler"])
+            send_reply(self._executor.transport, request["reply_to"], {**reply, "id": dag})
+            return []
         message = reply.get("message") or EssaResult(reply.get("code", EssaResult.UnknownError)).name
         failure = reply_message(dag, EssaResult(reply["code"]), message=f"DAG {request['dag_name']}, stage "
                                 f"{stage['name']}: {message}", kind=reply.get("kind") or "error")
         with self._lock:
             self._remember_failed((dag, index))
-        send_reply(self._executor.transport, request["reply_to"], failure)
         self._done(dag, request["dag_scheduler"])
-        self._pass_on(request, stages, [[j, p, None] for j, p in stage["next"]])
+        send_reply(self._executor.transport, request["reply_to"], failure)
+        return [[j, p, None] for j, p in stage["next"]]
 
     def _pass_on(self, source: Message, stages: dict[int, Message], inputs: list[list]) -> None:
         """Send ``inputs`` to their stages' executors (this one's without the transport).
@@ -313,6 +371,9 @@ class Stages:
                 "scheduler": source.get("dag_scheduler") or source["scheduler"]}
         if "token" in source:
             head["token"] = source["token"]
+        level = source.get("dag_consistency") if "dag_run" in source else source.get("consistency")
+        if level is not None:
+            head["consistency"] = level
         send_inputs(self._executor.transport, head, stages, inputs, (self._executor.id, self.accept))
 
     def _done(self, dag: str, scheduler: str) -> None:

@@ -20,6 +20,7 @@ import asyncio
 import collections
 import concurrent.futures
 import contextlib
+import functools
 import json
 import logging
 import re
@@ -243,10 +244,7 @@ class Routes:
         (``essa.http.output``). Cancelling the request (a forced shutdown)
         cancels the call.
         """
-        consistency = request.query_params.get("consistency")
-        if consistency is not None and consistency not in CONSISTENCY_LEVELS:
-            raise HttpError(400, f"unknown consistency level {consistency[:40]!r}: expected one of "
-                                 f"{', '.join(CONSISTENCY_LEVELS)}", "invalid")
+        consistency = _consistency(request)
         connection = self._connection(request)
         function = request.path_params["function"]
         deployment = await connection.adeployment(request.path_params["deployment"])
@@ -276,13 +274,14 @@ class Routes:
                         headers={CALL_HEADER: answer.call})
 
     async def call_dag(self, request: Request, body: bytes) -> Response:
-        """``POST /v1/dags/{name}``: body = the DAG call's argument bytes, answer = its sink's result bytes.
+        """``POST /v1/dags/{name}[?consistency=LEVEL]``: body = the DAG call's argument bytes, answer = its sink's result.
 
         Cancelling the request (a forced shutdown) cancels the DAG call.
         """
+        consistency = _consistency(request)
         loop = asyncio.get_running_loop()
-        start = loop.run_in_executor(self.pool, self._connection(request).call_dag_async,
-                                     request.path_params["name"], body)
+        start = loop.run_in_executor(self.pool, functools.partial(
+            self._connection(request).call_dag_async, request.path_params["name"], body, consistency=consistency))
         try:
             future = await asyncio.shield(start)
         except asyncio.CancelledError:  # the request was cancelled (a forced shutdown): so is the call
@@ -364,6 +363,15 @@ class Routes:
         state = connection.state(connection.deployment(deployment).namespace)
         state.merge(key, value)
         return state.get(key) or value
+
+
+def _consistency(request: Request) -> str | None:
+    """The request's ``?consistency=LEVEL``, or ``None``; 400 for an unknown level."""
+    consistency = request.query_params.get("consistency")
+    if consistency is not None and consistency not in CONSISTENCY_LEVELS:
+        raise HttpError(400, f"unknown consistency level {consistency[:40]!r}: expected one of "
+                             f"{', '.join(CONSISTENCY_LEVELS)}", "invalid")
+    return consistency
 
 
 def _state_key(request: Request) -> str:
