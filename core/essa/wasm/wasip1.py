@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from essa.wasm.invocation import GuestLimit
+from essa.wasm.invocation import GuestFault, GuestLimit
 
 if TYPE_CHECKING:  # pragma: no cover
     from essa.wasm.invocation import Invocation
@@ -130,3 +130,28 @@ __all__ = [
     "EVENT", "SUBSCRIPTION_SIZE", "Subscription", "clock_deadline", "clock_event", "fd_event",
     "read_subscriptions", "wait",
 ]
+
+
+def clock_time_get(invocation: "Invocation", clock_id: int, time_ptr: int) -> int:
+    """WASI ``clock_time_get`` as wasmtime answers it, for both engines; returns the errno.
+
+    The realtime clock is the call's (:meth:`Invocation.realtime_ns`: its own
+    clock for a call that may run again), the monotonic clock
+    ``time.monotonic_ns()`` (what :func:`clock_deadline` waits on). The
+    CPU-time clocks are EBADF (wasmtime has none); an unknown clock id, a
+    pointer not aligned to 8 bytes or outside memory make the guest trap
+    (:class:`GuestFault`), as wasmtime's do.
+    """
+    clock = clock_id & 0xFFFFFFFF
+    if clock > CLOCK_THREAD_CPUTIME:
+        raise GuestFault(f"invalid clock id {clock}")
+    if clock > CLOCK_MONOTONIC:
+        return EBADF
+    if time_ptr & 7:
+        raise GuestFault(f"pointer {time_ptr & 0xFFFFFFFF:#x} is not aligned to 8 bytes")
+    memory = invocation.memory
+    if memory is None:
+        raise GuestFault("the module exports no memory")
+    now = invocation.realtime_ns() if clock == CLOCK_REALTIME else time.monotonic_ns()
+    memory.write(time_ptr & 0xFFFFFFFF, now.to_bytes(8, "little"))
+    return SUCCESS

@@ -273,12 +273,7 @@ def clock_res_get(clock_id: int, res_ptr: int) -> int:
 
 
 def clock_time_get(clock_id: int, precision: int, time_ptr: int) -> int:
-    clock = _enum(clock_id & _MASK, _MAX_CLOCK, "clock id")
-    if clock > wasip1.CLOCK_MONOTONIC:
-        return EBADF
-    sb = current()
-    sb.write_u64(time_ptr, sb.invocation.realtime_ns() if clock == wasip1.CLOCK_REALTIME else time.monotonic_ns())
-    return SUCCESS
+    return wasip1.clock_time_get(current().invocation, clock_id, time_ptr)
 
 
 def fd_write(fd: int, iovs: int, iovs_len: int, nwritten_ptr: int) -> int:

@@ -448,7 +448,7 @@ def _tick(engine_ref: "weakref.ref[WasmtimeEngine]", period: float) -> None:
 HOST_IMPORTS: tuple[HostImport, ...] = (
     HostImport(WASI, "poll_oneoff", ("i32",) * 4, ("i32",), POLL_ONEOFF, caller=True),
     HostImport(WASI, "fd_write", ("i32",) * 4, ("i32",), FD_WRITE, caller=True),
-    HostImport(WASI, "clock_time_get", ("i32", "i64", "i32"), ("i32",), CLOCK_TIME_GET, caller=True),
+    HostImport(WASI, "clock_time_get", ("i32", "i64", "i32"), ("i32",), CLOCK_TIME_GET),
     HostImport(WASI, "fd_close", ("i32",), ("i32",), FD_CLOSE, caller=True),
     HostImport(WASI, "fd_renumber", ("i32",) * 2, ("i32",), FD_RENUMBER, caller=True),
     *(HostImport(IMPORT_MODULE, hf.name, ("i32",) * hf.arity, ("i32",), hf.call) for hf in HOST_FUNCTIONS),

@@ -18,11 +18,11 @@ call (:func:`configure`), and essa adds:
   deadline; a poll with any descriptor (files, stdin, stdout) or a
   subscription wasmtime refuses goes to wasmtime's own ``poll_oneoff``, so
   readiness is wasmtime's.
-- **clock_time_get**: essa's own reads the realtime clock through the call
+- **clock_time_get**: essa's own (:func:`essa.plugin.wasip1.clock_time_get`,
+  shared with the wasmer engine) reads the realtime clock through the call
   (:meth:`essa.plugin.Invocation.realtime_ns`: a call that may run again
   reads the same times in every execution) and the monotonic clock as
-  ``time.monotonic_ns()`` (the clock essa's ``poll_oneoff`` waits on); the
-  CPU-time clocks, unknown clocks and bad pointers go to wasmtime's own.
+  ``time.monotonic_ns()`` (the clock essa's ``poll_oneoff`` waits on).
 - **stdout and stderr**: written by essa's own ``fd_write`` on the guest's
   thread (:mod:`essa_wasmtime.stdio`); other descriptors by wasmtime's.
 
@@ -56,10 +56,7 @@ ADAPTER_WAT = """(module
   (import "wasi_snapshot_preview1" "fd_write" (func $write (param i32 i32 i32 i32) (result i32)))
   (import "wasi_snapshot_preview1" "fd_close" (func $close (param i32) (result i32)))
   (import "wasi_snapshot_preview1" "fd_renumber" (func $renumber (param i32 i32) (result i32)))
-  (import "wasi_snapshot_preview1" "clock_time_get" (func $clock (param i32 i64 i32) (result i32)))
   (export "memory" (memory 0))
-  (func (export "clock_time_get") (param i32 i64 i32) (result i32)
-    (call $clock (local.get 0) (local.get 1) (local.get 2)))
   (func (export "poll_oneoff") (param i32 i32 i32 i32) (result i32)
     (call $poll (local.get 0) (local.get 1) (local.get 2) (local.get 3)))
   (func (export "fd_write") (param i32 i32 i32 i32) (result i32)
@@ -160,24 +157,9 @@ def poll_oneoff(caller: wasmtime.Caller, in_ptr: int, out_ptr: int, nsubscriptio
 POLL_ONEOFF = fault_guard("poll_oneoff", poll_oneoff)
 
 
-def clock_time_get(caller: wasmtime.Caller, clock_id: int, precision: int, time_ptr: int) -> int:
-    """WASI ``clock_time_get``: the realtime clock of the call (:meth:`Invocation.realtime_ns`), monotonic time.
-
-    Anything else (the CPU-time clocks, an unknown clock, a pointer wasmtime
-    refuses) goes to wasmtime's own, which answers or traps as it always does.
-    """
-    inv = current()
-    clock = clock_id & _MASK
-    if clock <= wasip1.CLOCK_MONOTONIC and not time_ptr & 7 and inv.memory is not None:
-        try:
-            inv.memory.read(time_ptr & _MASK, 8)  # in bounds, before the clock is read
-        except GuestFault:
-            pass
-        else:
-            now = inv.realtime_ns() if clock == wasip1.CLOCK_REALTIME else time.monotonic_ns()
-            inv.memory.write(time_ptr & _MASK, now.to_bytes(8, "little"))
-            return wasip1.SUCCESS
-    return inv.wasi.wasmtime(caller, "clock_time_get", clock_id, precision, time_ptr)
+def clock_time_get(clock_id: int, precision: int, time_ptr: int) -> int:
+    """WASI ``clock_time_get``: essa's (:func:`essa.plugin.wasip1.clock_time_get`): a call reads its own clock."""
+    return wasip1.clock_time_get(current(), clock_id, time_ptr)
 
 
 #: :func:`clock_time_get` as the linker calls it.

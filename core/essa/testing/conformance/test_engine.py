@@ -433,6 +433,18 @@ def test_a_call_with_a_clock_of_its_own_reads_the_same_times_in_every_execution(
     assert before - 1_000_000_000 <= first <= second <= time.time_ns() + 1_000_000_000
 
 
+@pytest.mark.parametrize("clock_id, pointer", [(0, 0x2104), (1, 0xFFF8 + 0x10000), (9, 0x2100)])
+def test_clock_time_get_traps_on_a_bad_pointer_or_clock_as_wasmtime_does(engine, clock_id, pointer):
+    body = f"""
+  (func (export "__essa_wrapper__bad_clock") (param i32)
+    (drop (call $clock_time_get (i32.const {clock_id}) (i64.const 1) (i32.const {pointer}))))
+"""
+    program = prepared(engine, wasi_module(body))
+    with pytest.raises(GuestTrap):
+        call(program, "__essa_wrapper__bad_clock")
+    assert call(program, ECHO, b"after").result == b"after"
+
+
 def test_a_wasi_call_with_a_pointer_outside_memory_traps(engine):
     body = """
   (func (export "__essa_wrapper__random_oob") (param i32)
