@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 
@@ -151,64 +152,58 @@ def test_child_ids_are_the_parents_and_a_number_and_stay_short():
     assert len(child_id(deep, 1)) < 50
 
 
-def test_a_call_keeps_the_clock_it_was_first_sent_with():
+@contextlib.contextmanager
+def caller_of_scheduler(scheduler: str = "s1"):
+    """A caller on a local transport with one live scheduler; yields it and the calls that scheduler receives."""
     transport = LocalTransport()
     sent: list[dict] = []
-    transport.subscribe(topics.scheduler_calls("s1"), sent.append)
-    _token = transport.declare_token(topics.live_scheduler("s1"))
+    transport.subscribe(topics.scheduler_calls(scheduler), sent.append)
+    token = transport.declare_token(topics.live_scheduler(scheduler))
     caller = Caller(transport)
     try:
+        yield caller, sent, token
+    finally:
+        caller.close()
+
+
+def wait_until(condition) -> None:
+    deadline = time.monotonic() + DEADLINE
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
+def test_a_call_keeps_the_clock_it_was_first_sent_with():
+    with caller_of_scheduler() as (caller, sent, _token):
         before = time.time_ns()
         caller.start(call_request("m", "f", b"", "ns", "run"))
         caller.start(call_request("m", "f", b"", "ns", "run", clock=12345))  # a guest's call: its parent's clock
-        deadline = time.monotonic() + DEADLINE
-        while len(sent) < 2 and time.monotonic() < deadline:
-            time.sleep(0.01)
+        wait_until(lambda: len(sent) >= 2)
         assert before <= sent[0]["clock"] <= time.time_ns() and sent[1]["clock"] == 12345
         assert all(check_request(message, "scheduler") is None for message in sent)
         for bad in (-1, 1 << 63, "now", True, 1.5):
             assert "'clock'" in check_request({**sent[0], "clock": bad}, "scheduler")
-    finally:
-        caller.close()
 
 
 def test_a_call_waits_for_a_new_scheduler_as_long_as_its_caller_waits():
-    transport = LocalTransport()
-    resent: list[dict] = []
-    transport.subscribe(topics.scheduler_calls("s2"), resent.append)
-    token = transport.declare_token(topics.live_scheduler("s1"))
-    caller = Caller(transport)
-    try:
+    with caller_of_scheduler() as (caller, _sent, token):
+        resent: list[dict] = []
+        caller.transport.subscribe(topics.scheduler_calls("s2"), resent.append)
         brief = caller.start(call_request("m", "f", b"", "ns", "run"), patience=0.2)
         patient = caller.start(call_request("m", "f", b"", "ns", "run"))  # no timeout: Caller.failover_wait
         token.close()  # its scheduler went away, and no other is left
-        deadline = time.monotonic() + DEADLINE
-        while not brief.done() and time.monotonic() < deadline:
-            time.sleep(0.01)
+        wait_until(brief.done)
         assert "no other appeared within 0.2 s" in brief.result(0)["message"]
         assert not patient.done()
-        _token = transport.declare_token(topics.live_scheduler("s2"))
-        while not resent and time.monotonic() < deadline:
-            time.sleep(0.01)
+        _token = caller.transport.declare_token(topics.live_scheduler("s2"))
+        wait_until(lambda: resent)
         assert [(m["id"], m["adopt"]) for m in resent] == [(patient.id, True)]
-    finally:
-        caller.close()
 
 
 def test_a_callers_next_call_is_stamped_after_the_clock_its_last_reply_ended_at():
-    transport = LocalTransport()
-    sent: list[dict] = []
-    transport.subscribe(topics.scheduler_calls("s1"), sent.append)
-    _token = transport.declare_token(topics.live_scheduler("s1"))
-    caller = Caller(transport)
-    try:
+    with caller_of_scheduler() as (caller, sent, _token):
         first = caller.start(call_request("m", "f", b"", "ns", "run"))
         ahead = time.time_ns() + 3_600 * 10**9  # a callee whose clock ran an hour ahead (many reads)
         caller.deliver({"id": first.id, "code": 0, "value": b"", "message": "", "clock": ahead})
         caller.start(call_request("m", "f", b"", "ns", "run"))
-        deadline = time.monotonic() + DEADLINE
-        while len(sent) < 2 and time.monotonic() < deadline:
-            time.sleep(0.01)
+        wait_until(lambda: len(sent) >= 2)
         assert sent[1]["clock"] >= ahead
-    finally:
-        caller.close()
