@@ -68,3 +68,14 @@ def test_a_clusters_schedulers_are_its_listen_endpoint_then_the_others():
     assert info.schedulers() == ("tcp/127.0.0.1:7447", "tcp/127.0.0.1:7500")
     assert ClusterInfo("c", 1, "tcp/127.0.0.1:7447", {"scheduler": "tcp/127.0.0.1:7447"}).schedulers() == (
         "tcp/127.0.0.1:7447",)
+
+
+def test_a_cluster_that_could_not_start_says_why_its_process_exited(tmp_path):
+    from essa.cluster.up import _last_lines
+
+    log = tmp_path / "up.log"
+    log.write_text("essa: error: cannot serve metrics on 127.0.0.1:40000: Address already in use\n"
+                   "essa: metrics at http://127.0.0.1:40001/metrics\nessa scheduler s: zenoh peer listening\n"
+                   "essa: error: executor 0 exited with status 1 before the cluster was ready; stopping\n")
+    assert _last_lines(log).startswith("essa: error: cannot serve metrics on 127.0.0.1:40000")
+    assert _last_lines(log).endswith("before the cluster was ready; stopping")

@@ -454,8 +454,10 @@ def detach(argv: Sequence[str], name: str, timeout: float = READY_TIMEOUT + 30) 
 
 
 def _last_lines(log: Path, count: int = 3) -> str:
+    """The log's last ``count`` lines, after the error lines before them (a child's own reason to exit)."""
     lines = [line.strip() for line in log.read_text(encoding="utf-8", errors="replace").splitlines() if line.strip()]
-    return " / ".join(lines[-count:]) or f"no output (see {log})"
+    errors = [line for line in lines[:-count] if line.startswith("essa: error:")][-count:]
+    return " / ".join(errors + lines[-count:]) or f"no output (see {log})"
 
 
 def _signal(pid: int, sig: int) -> None:
