@@ -48,6 +48,12 @@ def test_publishers_of_topics_no_longer_used_are_undeclared(zenoh_pair, monkeypa
     a.publish("essa/run/r3/output", {"n": 21})  # a swept topic is declared again when used again
     wait_for(received, arrived, 22)
     assert sorted(received) == list(range(22))
+    # Swept publishers stay declared for a grace period (a put made just before may still be queued), then go.
+    assert len(a._retired) == 20
+    monkeypatch.setattr(zenoh_transport, "PUBLISHER_GRACE", 0.0)
+    time.sleep(0.5)
+    a.publish("essa/run/last/output", {"n": 22})  # a declaration sweeps, and undeclares the retired ones
+    assert len(a._retired) == 2  # the two just swept (their grace counts from now)
 
 
 def test_messages_arrive_while_publishers_are_swept_under_them(zenoh_pair, monkeypatch):
