@@ -199,9 +199,9 @@ PUBLISHER_IDLE = 60.0
 #: Most publishers kept declared; past it a sweep undeclares them all.
 PUBLISHER_LIMIT = 1024
 #: Seconds a swept publisher stays declared before it is undeclared: a put made with it just
-#: before the sweep may still wait in zenoh's data queue, and zenoh sends the undeclaration on
-#: its control queue, which goes first; a receiver that learns the undeclaration first drops the
-#: put (seen with sweeps at every declaration under load: 178 of 1,201 messages lost).
+#: before the sweep may still wait in zenoh's data queue, and the undeclaration, which zenoh
+#: sends as control, may overtake it; a receiver that learns the undeclaration first likely drops
+#: the put (with sweeps at every declaration, under load: up to 178 of 1,201 messages lost).
 PUBLISHER_GRACE = 5.0
 
 
