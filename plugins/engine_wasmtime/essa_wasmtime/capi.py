@@ -225,7 +225,7 @@ def _callback(impl: Callable[..., int | None], params: tuple[str, ...], returns:
     first (valid during the call only).
     """
     if "i64" in params:
-        return _wide_callback(impl, params, returns, caller)
+        return _wide_callback(impl, params, returns)
     stop = len(params) * _VALS_PER_RAW
     # (no arguments: () - a pointer's [0:0:4] is not empty)
     if caller:
@@ -263,23 +263,20 @@ def _callback(impl: Callable[..., int | None], params: tuple[str, ...], returns:
     return _UNCHECKED_CALLBACK(host)
 
 
-def _wide_callback(impl: Callable[..., int | None], params: tuple[str, ...], returns: bool, caller: bool) -> Callable:
-    """:func:`_callback` for a function with i64 parameters (rarely called: the i32 ones are the hot path)."""
+def _wide_callback(impl: Callable[..., int | None], params: tuple[str, ...], returns: bool) -> Callable:
+    """:func:`_callback` for a function with i64 parameters and no caller (rarely called: the i32 ones are the
+    hot path)."""
     # an i64 is the first 8 bytes of its value, little-endian: two i32s, the low one first
     slots = [(i * _VALS_PER_RAW, kind == "i64") for i, kind in enumerate(params)]
 
-    def host(_env, raw_caller, vals, _count):
+    def host(_env, _caller, vals, _count):
         args = [((vals[at] & 0xFFFFFFFF) | (vals[at + 1] << 32)) if wide else vals[at] for at, wide in slots]
-        wrapped = wasmtime.Caller(ctypes.cast(raw_caller, _CallerPtr)) if caller else None
         try:
-            result = impl(wrapped, *args) if caller else impl(*args)
+            result = impl(*args)
             if returns:
                 vals[0] = result
         except BaseException as exc:  # noqa: B036 - the guest traps, the caller re-raises it
             return _trap(exc)
-        finally:
-            if wrapped is not None:
-                wrapped._invalidate()
         return 0
 
     return _UNCHECKED_CALLBACK(host)
@@ -294,6 +291,8 @@ def cannot_define(host_import: HostImport) -> str | None:
     """Why :func:`define` cannot define ``host_import`` (its types), or ``None``."""
     if any(p not in ("i32", "i64") for p in host_import.params) or host_import.results not in ((), ("i32",)):
         return "not a function of i32 and i64 parameters with at most one i32 result"
+    if host_import.caller and "i64" in host_import.params:
+        return "a function of i64 parameters that takes its caller"
     return None
 
 
