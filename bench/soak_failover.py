@@ -51,8 +51,8 @@ compare halves), and the single samples at 100,000 calls and at the end
 JSON progress line (so a run cut short still tells), and at the end a
 summary.
 
-This process caps its glibc malloc arenas as essa's processes do
-(:mod:`essa.util.memory`; ``--default-malloc``: not).
+This process tunes its C heap as essa's processes do (:func:`essa.util.memory.tune_heap`:
+malloc arenas capped, free pages handed back every 30 s; ``--default-malloc``: not).
 
 Usage: python bench/soak_failover.py [--calls 1000000] [--kill-every 50000] [--threads 8] [--state-every 10]
        [--state-epoch 50000] [--victims "scheduler 1,executor 1"] [--call-timeout 120] [--interval 5] [--warm-up 0]
@@ -85,7 +85,7 @@ from soak import WINDOW, flatness  # noqa: E402
 import essa  # noqa: E402
 from essa.testing.ports import free_port  # noqa: E402
 from essa.testing.resources import sample  # noqa: E402
-from essa.util.memory import limit_malloc_arenas  # noqa: E402
+from essa.util.memory import tune_heap  # noqa: E402
 
 NAME = "soak"
 #: Keys each epoch's ``remember`` calls spread their writes over (the argument's first 3 bytes: the epoch
@@ -459,12 +459,13 @@ def main() -> None:
     parser.add_argument("--warm-up", type=int, default=0, help="calls before the first window")
     parser.add_argument("--progress-every", type=int, default=50_000, help="calls between progress lines")
     parser.add_argument("--default-malloc", action="store_true",
-                        help="leave this process's malloc arenas as glibc makes them (essa's processes cap theirs)")
+                        help="leave this process's C heap as glibc runs it (essa's processes tune theirs)")
     args = parser.parse_args()
-    # The client process caps its malloc arenas as essa's own processes do (essa.util.memory), as the README
+    # The client process tunes its C heap as essa's own processes do (essa.util.memory), as the README
     # advises a long-running client with many threads to.
-    limited = False if args.default_malloc else limit_malloc_arenas()
-    print(json.dumps({**run(args), "client_malloc_arenas_limited": limited}, indent=2), flush=True)
+    if not args.default_malloc:
+        tune_heap()
+    print(json.dumps({**run(args), "client_heap_tuned": not args.default_malloc}, indent=2), flush=True)
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ from essa.cli.options import (
 )
 from essa.plugins import DEFAULTS, get_plugin_manager
 from essa.security.tls import secure_endpoints
-from essa.util.memory import limit_malloc_arenas
+from essa.util.memory import tune_heap
 
 
 @click.command()
@@ -48,7 +48,7 @@ def scheduler(listen, connect, scouting, zenoh_config, placement, max_message_si
     --connect to another's endpoint, and connect executors and clients to
     several. When one dies, its callers' pending calls go to another.
     """
-    limit_malloc_arenas()
+    tune_heap()
     serve_metrics(metrics_address)
     running = services.start_scheduler(split_endpoints(listen), split_endpoints(connect), zenoh_config, scouting,
                                        placement, size_value(max_message_size, "--max-message-size"))
@@ -83,7 +83,7 @@ def executor(settings: Settings, executor_id, listen, connect, scouting, zenoh_c
     updates (anna), guests read state from a local cache the store keeps
     fresh; writes still go to the store before a guest goes on.
     """
-    limit_malloc_arenas()
+    tune_heap()
     limits, grants = limits_and_grants(**limit_flags)
     bounds = log_bounds(log_size, log_call_size, log_total)
     serve_metrics(metrics_address)
@@ -148,7 +148,7 @@ def up(settings: Settings, executors: int, schedulers: int, max_restarts: int, l
     on. The limits, grants, log bounds and cache size given here go to every executor.
     With --detach it runs in the background.
     """
-    limit_malloc_arenas()
+    tune_heap()
     limits, grants = limits_and_grants(**limit_flags)
     bounds = log_bounds(log_size, log_call_size, log_total)
     get_plugin_manager().engine_class(settings.engine).check_grants(grants)  # before starting anything

@@ -25,7 +25,7 @@ from essa.cli.options import (
 )
 from essa.cli.signals import SignalStop
 from essa.plugins import DEFAULTS, get_plugin_manager
-from essa.util.memory import limit_malloc_arenas
+from essa.util.memory import tune_heap
 
 
 class _ServeCommand(click.Command):
@@ -72,7 +72,7 @@ def serve(ctx: click.Context, trigger_name: str, listen: str | None, connect: tu
     GET /v1/deployments, /healthz, /metrics. With -v it logs one line per
     request, and every line the calls print.
     """
-    limit_malloc_arenas()
+    tune_heap()
     settings: Settings = ctx.obj
     trigger_class = get_plugin_manager().trigger_class(trigger_name)  # before starting anything
     limits, grants = limits_and_grants(**limit_flags)

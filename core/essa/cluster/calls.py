@@ -129,35 +129,40 @@ def check_request(request: Message, receiver: str, max_message_bytes: int | None
     """
     if not isinstance(request, dict):
         return "not a call request"
-    if not isinstance(request.get("id"), str) or not 0 < len(request["id"]) <= MAX_NAME:
+    get = request.get
+    call_id = get("id")
+    if not isinstance(call_id, str) or not 0 < len(call_id) <= MAX_NAME:
         return "malformed call request: 'id' is missing, not a string or too long"
-    if not topics.is_inbox(request.get("reply_to")):
+    if not topics.is_inbox(get("reply_to")):
         return "malformed call request: 'reply_to' is not a caller's inbox (essa/inbox/...)"
     if "oversized" in request:  # the transport refused to read it (see essa.transport.zenoh)
         return f"the call request of {request['oversized']} bytes exceeds the {receiver}'s message size limit"
-    for key in ("module", "function", "namespace"):
-        value = request.get(key)
+    for key in _NAMES:
+        value = get(key)
         if not isinstance(value, str) or len(value) > MAX_NAME:
             return f"malformed call request: {key!r} is missing, not a string or too long"
-    if not topics.is_chunk(request.get("run")):
+    if not topics.is_chunk(get("run")):
         return "malformed call request: 'run' is not a run id"
-    argv = request.get("argv", [])
-    if not isinstance(argv, list) or not all(isinstance(arg, str) and "\0" not in arg for arg in argv):
-        return "malformed call request: 'argv' is not a list of strings"
-    for flag in ("stdin", "output", "adopt"):
-        if not isinstance(request.get(flag, False), bool):
+    # The optional fields are checked only when present: a scheduler checks every call it places.
+    if "argv" in request:
+        argv = request["argv"]
+        if not isinstance(argv, list) or not all(isinstance(arg, str) and "\0" not in arg for arg in argv):
+            return "malformed call request: 'argv' is not a list of strings"
+    for flag in _FLAGS:
+        if flag in request and not isinstance(request[flag], bool):
             return f"malformed call request: {flag!r} is not a boolean"
-    for key, most in (("retries", MAX_RETRIES), ("attempt", MAX_RETRIES + 1)):
-        value = request.get(key, 1)
-        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= most:
-            return f"malformed call request: {key!r} is not a whole number from 0 to {most}"
-    clock = request.get("clock", 0)
+    for key, most in _COUNTS:
+        if key in request:
+            value = request[key]
+            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= most:
+                return f"malformed call request: {key!r} is not a whole number from 0 to {most}"
+    clock = get("clock", 0)
     if isinstance(clock, bool) or not isinstance(clock, int) or not 0 <= clock < 1 << 63:
         return "malformed call request: 'clock' is not a time in nanoseconds since 1970"
     if "scheduler" in request and not topics.is_chunk(request["scheduler"]):
         return "malformed call request: 'scheduler' is not a scheduler id"
-    for key in ("args", "wasm"):
-        value = request.get(key, b"")
+    for key in _BYTES:
+        value = get(key, b"")
         if not isinstance(value, (bytes, bytearray)):
             return f"malformed call request: {key!r} is not bytes"
         if max_message_bytes is not None and len(value) > max_message_bytes:
@@ -167,6 +172,12 @@ def check_request(request: Message, receiver: str, max_message_bytes: int | None
                 f"({format_bytes(max_message_bytes)}) of this {receiver}"
             )
     return None
+
+
+_NAMES = ("module", "function", "namespace")
+_FLAGS = ("stdin", "output", "adopt")
+_COUNTS = (("retries", MAX_RETRIES), ("attempt", MAX_RETRIES + 1))
+_BYTES = ("args", "wasm")
 
 
 class IdBatches:

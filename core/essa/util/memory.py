@@ -10,6 +10,13 @@ what one allocates another frees: over a million calls
 held, and so the resident memory, kept growing. With at most
 :data:`ARENAS` arenas, the free chunks are found again. CPython's GIL
 serializes most allocations anyway, so more arenas bought little.
+
+Memory freed after a burst (a scheduler taking every call while its peer
+restarts) stays in the heap too, as free chunks between live ones, which
+glibc returns to the system only from the heap's top. :func:`tune_heap`
+therefore also starts a thread that calls ``malloc_trim`` every
+:data:`TRIM_INTERVAL` seconds: it hands every free page back
+(``MADV_DONTNEED``), so resident memory follows the memory in use.
 """
 
 from __future__ import annotations
@@ -17,11 +24,29 @@ from __future__ import annotations
 import ctypes
 import os
 import sys
+import threading
+import time
 
 #: glibc's ``M_ARENA_MAX`` parameter of ``mallopt`` (``malloc.h``).
 M_ARENA_MAX = -8
 #: The most malloc arenas essa's own processes use.
 ARENAS = 2
+#: Seconds between two hand-backs of free heap pages (:func:`tune_heap`).
+TRIM_INTERVAL = 30.0
+
+_trimmer: threading.Thread | None = None
+_trimmer_lock = threading.Lock()
+
+
+def _glibc():
+    """glibc, or ``None`` (another C library, or not Linux)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(None)
+    except OSError:
+        return None
+    return libc if hasattr(libc, "gnu_get_libc_version") and hasattr(libc, "malloc_trim") else None
 
 
 def limit_malloc_arenas(count: int = ARENAS) -> bool:
@@ -31,17 +56,43 @@ def limit_malloc_arenas(count: int = ARENAS) -> bool:
     happens outside glibc, or when ``MALLOC_ARENA_MAX`` is set in the
     environment (the user's choice wins: glibc has applied it already).
     """
-    if not sys.platform.startswith("linux") or "MALLOC_ARENA_MAX" in os.environ:
+    libc = _glibc()  # glibc only: musl's mallopt does nothing
+    if libc is None or "MALLOC_ARENA_MAX" in os.environ:
         return False
-    try:
-        libc = ctypes.CDLL(None)
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
-        return False
-    if not hasattr(libc, "gnu_get_libc_version"):  # glibc only: musl's mallopt does nothing
-        return False
+    mallopt = libc.mallopt
     mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
     return mallopt(M_ARENA_MAX, count) == 1
 
 
-__all__ = ["ARENAS", "M_ARENA_MAX", "limit_malloc_arenas"]
+def trim_free_memory() -> bool:
+    """Hand the heap's free pages back to the system now; return whether any were (``False`` outside glibc)."""
+    libc = _glibc()
+    if libc is None:
+        return False
+    trim = libc.malloc_trim
+    trim.argtypes, trim.restype = (ctypes.c_size_t,), ctypes.c_int
+    return trim(0) == 1
+
+
+def tune_heap(interval: float = TRIM_INTERVAL) -> None:
+    """Set up this long-running process's C heap: cap its arenas and hand free pages back every ``interval`` s.
+
+    Call it early, before threads start; a second call changes nothing. The
+    trimming thread is a daemon: it ends with the process.
+    """
+    global _trimmer
+    limit_malloc_arenas()
+    with _trimmer_lock:
+        if _trimmer is not None or _glibc() is None:
+            return
+
+        def trim_forever() -> None:
+            while True:
+                time.sleep(interval)
+                trim_free_memory()
+
+        _trimmer = threading.Thread(target=trim_forever, name="essa-heap-trim", daemon=True)
+        _trimmer.start()
+
+
+__all__ = ["ARENAS", "M_ARENA_MAX", "TRIM_INTERVAL", "limit_malloc_arenas", "trim_free_memory", "tune_heap"]
