@@ -4,11 +4,16 @@ A module is named by the SHA-256 of its bytes. :class:`ProgramCache` finds a
 runnable :class:`~essa.wasm.engine.Program` for a module name by looking, in order,
 in memory, for the engine's artifact in the store, and for the module's bytes
 in the store (then compiling, and storing the artifact for the next process).
+It keeps at most :data:`MAX_PROGRAMS` programs in memory: a long-running
+executor that sees ever new modules (every redeploy of a changed function is
+one) drops the least recently used, and loads it again from its stored
+artifact if a call needs it later.
 """
 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import logging
 import threading
 import time
@@ -22,6 +27,8 @@ from essa.wasm.engine import Engine, Program
 log = logging.getLogger("essa.cluster.programs")
 
 WASM_MAGIC = b"\0asm"
+#: Programs a :class:`ProgramCache` keeps in memory at most (the least recently used go first).
+MAX_PROGRAMS = 64
 
 
 def module_name(wasm: bytes) -> str:
@@ -71,15 +78,19 @@ def publish_module(store: Store, wasm: bytes, origin: str = "the module") -> str
 
 
 class ProgramCache:
-    """Runnable programs by module name, for one engine and store."""
+    """Runnable programs by module name, for one engine and store (at most ``max_programs`` in memory)."""
 
-    def __init__(self, engine: Engine, store: Store) -> None:
+    def __init__(self, engine: Engine, store: Store, max_programs: int = MAX_PROGRAMS) -> None:
         self.engine = engine
         self.store = store
+        self.max_programs = max(1, max_programs)
         self._programs: dict[str, Program] = {}
+        #: module -> when it was last used (a tick of ``_ticks``): the least recent is dropped first
+        self._used: dict[str, int] = {}
+        self._ticks = itertools.count()
         self._locks: dict[str, threading.Lock] = {}
         self._lock = threading.Lock()
-        #: How each module was obtained: "compiled" or "artifact" (for tests and -v).
+        #: How each module in memory was obtained: "compiled" or "artifact" (for tests and -v).
         self.sources: dict[str, str] = {}
 
     def loaded(self, module: str) -> bool:
@@ -87,9 +98,14 @@ class ProgramCache:
         return module in self._programs
 
     def get(self, module: str) -> Program:
-        """The program of ``module``; raises :class:`ModuleError` if unusable."""
+        """The program of ``module``; raises :class:`ModuleError` if unusable.
+
+        A program dropped from memory while a call still runs it stays usable
+        by that call (the call holds it).
+        """
         program = self._programs.get(module)
         if program is not None:
+            self._used[module] = next(self._ticks)
             return program
         with self._lock:
             lock = self._locks.setdefault(module, threading.Lock())
@@ -97,8 +113,21 @@ class ProgramCache:
             program = self._programs.get(module)
             if program is None:
                 program = self._load(module)
-                self._programs[module] = program
+                with self._lock:
+                    self._programs[module] = program
+                    self._used[module] = next(self._ticks)
+                    self._drop_beyond_bound()
         return program
+
+    def _drop_beyond_bound(self) -> None:  # self._lock held
+        while len(self._programs) > self.max_programs:
+            oldest = min(self._programs, key=lambda m: self._used.get(m, -1))
+            del self._programs[oldest]
+            self.sources.pop(oldest, None)
+            self._locks.pop(oldest, None)
+            log.info("module %s: dropped from memory (%d modules loaded at most)", oldest[:12], self.max_programs)
+        for module in [m for m in self._used if m not in self._programs]:  # dropped, or touched while dropped
+            del self._used[module]
 
     def _load(self, module: str) -> Program:
         short = module[:12]
