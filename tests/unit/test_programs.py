@@ -6,8 +6,8 @@ import threading
 
 from essa.cluster.embedded import open_engine, open_store
 from essa.cluster.programs import ProgramCache, publish_module
-from essa.testing.conformance.wat import module
 from essa.testing.conformance.support import invocation
+from essa.testing.conformance.wat import module
 
 
 def modules(store, count: int) -> list[str]:
