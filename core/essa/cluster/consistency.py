@@ -98,11 +98,31 @@ def check_fields(request: Message) -> str | None:
                                  and len(tree[0]) <= 1024 and topics.is_chunk(tree[1])
                                  and tree[2:] in ([], [DAG_TREE])):
         return "malformed call request: 'snapshot' is not [tree id, executor id] (or [..., \"dag\"])"
-    deps = request.get("deps")
-    if deps is not None and deps is not True and not (
-            isinstance(deps, list) and len(deps) <= MAX_DEPS and all(isinstance(k, str) for k in deps)):
-        return f"malformed call request: 'deps' is not a list of at most {MAX_DEPS} keys"
+    problem = check_deps(request.get("deps"))
+    if problem is not None:
+        return f"malformed call request: {problem}"
     return None
+
+
+def check_deps(deps: object) -> str | None:
+    """Why a ``deps`` field (of a request, a reply or a DAG stage input) is malformed (one line), or ``None``.
+
+    A well-formed one is absent (``None``), ``True`` (every key) or a list of at most :data:`MAX_DEPS` keys.
+    """
+    if deps is None or deps is True or (
+            isinstance(deps, list) and len(deps) <= MAX_DEPS and all(isinstance(k, str) for k in deps)):
+        return None
+    return f"'deps' is not a list of at most {MAX_DEPS} keys"
+
+
+def union_deps(first: list[str] | bool | None, second: list[str] | bool | None) -> list[str] | bool | None:
+    """The keys of two well-formed ``deps`` fields together, bounded like a call's (beyond :data:`MAX_DEPS`: ``True``)."""
+    if first is None or second is None:
+        return second if first is None else first
+    if first is True or second is True:
+        return True
+    keys = set(first).union(second)
+    return True if len(keys) > MAX_DEPS else sorted(keys)
 
 
 class Snapshots:
@@ -382,4 +402,4 @@ class TrackedCall:
 
 
 __all__ = ["CAUSAL", "DEFAULT", "LEVELS", "MAX_DEPS", "REPEATABLE_READ", "CallState", "Snapshots", "TrackedCall",
-           "check_fields", "check_level"]
+           "check_deps", "check_fields", "check_level", "union_deps"]

@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from essa.cluster.authorize import Refused
-from essa.cluster.consistency import check_level
+from essa.cluster.consistency import check_fields
 from essa.cluster.dags import check_plan, sources
 from essa.cluster.stages import send_inputs
 from essa.transport.base import Message
@@ -90,7 +90,7 @@ class DagRuns:
     def place(self, request: Message) -> None:
         """Place every stage of the DAG call ``request`` and start its source stages."""
         s = self._scheduler
-        problem = check_plan(request.get("dag")) or check_level(request.get("consistency"))
+        problem = check_plan(request.get("dag")) or check_fields(request)
         if problem is not None:
             s._refuse(request, problem)
             return
@@ -127,8 +127,9 @@ class DagRuns:
         if "consistency" in request:
             head["consistency"] = request["consistency"]
         placed = {i: {**stage, "executor": executors[i]} for i, stage in enumerate(stages)}
-        args = request.get("args", b"")
-        send_inputs(s.transport, head, placed, [[i, 0, args] for i in sources(plan)])
+        args, deps = request.get("args", b""), request.get("deps")
+        # The caller's causal dependencies go with the arguments, as a stage's go with its result.
+        send_inputs(s.transport, head, placed, [[i, 0, args] if not deps else [i, 0, args, deps] for i in sources(plan)])
 
     def _assign(self, request: Message, stages: list[Message]) -> tuple[list[str], frozenset[int]]:  # lock held
         """The executor of each stage, and the stages that follow their upstream stage (no load of their own)."""

@@ -62,7 +62,7 @@ from typing import Any
 
 from essa.cluster import topics
 from essa.cluster.calls import call_request, check_reply, reply_message, send_reply
-from essa.cluster.consistency import DAG_TREE, DEFAULT, REPEATABLE_READ, check_level
+from essa.cluster.consistency import DAG_TREE, DEFAULT, REPEATABLE_READ, check_deps, check_level, union_deps
 from essa.cluster.dags import MAX_STAGES, STAGE_TEXT, check_stage_level
 from essa.transport.base import Message, Transport
 from essa.util.ratelimit import RateLimitedLog, describe
@@ -174,12 +174,25 @@ def check_inputs(message: object) -> tuple[str | None, dict[int, Message]]:
             if type(j) is not int or type(part) is not int or j <= i or j not in stages \
                     or not 0 <= part < stages[j]["parts"]:
                 return f"malformed DAG input message: stage {i} sends its result to no later stage", {}
-    for item in inputs:
-        if not (isinstance(item, list) and len(item) == 3 and type(item[0]) is int and item[0] in stages
+    for item in inputs:  # an input's deps are checked when its stage is (check_fields): that stage fails
+        if not (isinstance(item, list) and len(item) in (3, 4) and type(item[0]) is int and item[0] in stages
                 and type(item[1]) is int and 0 <= item[1] < stages[item[0]]["parts"]
                 and (item[2] is None or isinstance(item[2], (bytes, bytearray)))):
-            return "malformed DAG input message: an input is not [stage, part, args]", {}
+            return "malformed DAG input message: an input is not [stage, part, args] (or [..., deps])", {}
     return None, stages
+
+
+def gather_deps(deps: object, more: object) -> object:
+    """A stage's ``deps`` so far, with one more input's: their union, or a malformed one as it is.
+
+    A malformed one is kept so that the stage's call request carries it and
+    :func:`essa.cluster.consistency.check_fields` refuses that stage in one line.
+    """
+    if check_deps(deps) is not None:
+        return deps
+    if check_deps(more) is not None:
+        return more
+    return union_deps(deps, more)  # type: ignore[arg-type]  (both checked)
 
 
 @dataclass(slots=True)
@@ -187,6 +200,8 @@ class _Join:
     """The parts of one stage received so far."""
 
     parts: dict[int, bytes] = field(default_factory=dict)
+    #: The union of the parts' causal dependencies (``None``: none came).
+    deps: Any = None
     since: float = field(default_factory=time.monotonic)
 
 
@@ -230,12 +245,13 @@ class Stages:
 
     def accept(self, message: Message, stages: dict[int, Message]) -> None:
         """Keep the inputs of a checked message; run each stage whose parts are all in."""
-        ready: list[tuple[int, bytes]] = []
+        ready: list[tuple[int, bytes, Any]] = []
         failed: list[int] = []
         dag = message["dag"]
         with self._lock:
             self._expire()
-            for index, part, args in message["inputs"]:
+            for index, part, args, *deps in message["inputs"]:
+                deps = deps[0] if deps else None
                 key = (dag, index)
                 if key in self._failed:
                     continue
@@ -246,16 +262,17 @@ class Stages:
                     continue
                 parts = stages[index]["parts"]
                 if parts == 1:
-                    ready.append((index, bytes(args)))
+                    ready.append((index, bytes(args), deps))
                     continue
                 join = self._joins.get(key)
                 if join is None:
                     join = self._joins[key] = _Join()
                 join.parts[part] = bytes(args)
+                join.deps = gather_deps(join.deps, deps)  # a fan-in depends on what each of its parts did
                 if len(join.parts) == parts:
                     del self._joins[key]
-                    ready.append((index, b"".join(join.parts[p] for p in range(parts))))
-            for index, _args in ready:  # their results for a fan-in wait for each other (see finished)
+                    ready.append((index, b"".join(join.parts[p] for p in range(parts)), join.deps))
+            for index, _args, _deps in ready:  # their results for a fan-in wait for each other (see finished)
                 for j, _part in stages[index]["next"]:
                     if stages[j]["parts"] > 1:
                         box = self._outbox.get((dag, j))
@@ -267,7 +284,7 @@ class Stages:
                 self._executor.snapshots.end_dag(dag)  # the sink will not run: the DAG call ended
             self._pass_on(message, stages, [[j, p, None] for i in failed for j, p in stages[i]["next"]])
         requests = []
-        for index, args in ready:
+        for index, args, deps in ready:
             stage = stages[index]
             extra = {"id": f"{dag}/{index}", "reply_to": message["reply_to"], "deployment": stage["deployment"],
                      "dag_run": dag, "dag_name": message["name"], "stage": index, "dag_stages": stages,
@@ -281,6 +298,8 @@ class Stages:
                 extra["consistency"] = level
                 if level == REPEATABLE_READ:  # the sink's executor owns the snapshot (the sink is the last stage)
                     extra["snapshot"] = [dag, stages[max(stages)]["executor"], DAG_TREE]
+            if deps is not None:  # at causal its reads see them; at another level it only passes them on
+                extra["deps"] = deps
             requests.append(call_request(stage["module"], stage["function"], args, stage["namespace"],
                                          message["run"], **extra))
         if requests:
@@ -328,6 +347,11 @@ class Stages:
         if check_reply(reply) is not None and reply["code"] == EssaResult.Ok:
             if stage["next"]:
                 value = reply.get("value", b"")
+                # A causal stage's reply carries its deps (its inputs', its reads and writes); another passes its
+                # inputs' on, so a causal stage after it still sees what the causal ones before it did.
+                deps = reply.get("deps", request.get("deps"))
+                if deps:
+                    return [[j, p, value, deps] for j, p in stage["next"]]
                 return [[j, p, value] for j, p in stage["next"]]
             # The notice first (as an idle executor does for a call): the caller's next call then finds
             # this DAG's stages no longer counted as load (its placement may follow the keys they read).
@@ -385,4 +409,4 @@ class Stages:
             _problems.warning("done", "executor %s: cannot send a done notice: %s", self._executor.id, describe(exc))
 
 
-__all__ = ["Stages", "check_inputs", "downstream", "send_inputs"]
+__all__ = ["Stages", "check_inputs", "downstream", "gather_deps", "send_inputs"]
