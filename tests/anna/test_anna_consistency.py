@@ -362,13 +362,15 @@ def test_causal_spans_a_dags_stages_on_every_executor(cluster):
     """A DAG whose first stage writes a new member into a key and whose two later stages (one of them a fan-in,
     so the scheduler places each, often on the other executor) read it: at the default level a later stage on
     the other executor reads its cache's older value; at causal the writer's deps travel with its result, and
-    every later stage, on either executor, sees the write."""
+    every later stage, on either executor, sees the write; so does the client's next causal call (the sink's
+    reply carries the deps back, and the client sends them with its later causal calls)."""
     es = cluster.connection
     es.deploy(state_module(), name="s")
     es.tag("s", "two")  # a DAG names each stage once: the sink is get_append by another name
     es.register_dag("wr", ["s.put_pass", "s.get_append", "s@two.get_append"],
                     [("s.put_pass", "s.get_append"), ("s.put_pass", "s@two.get_append"),
                      ("s.get_append", "s@two.get_append")])
+    es.register_dag("w", ["s.put_pass"])
     key = f"{es.deployment('s').namespace}/data/k"
     cluster.store.put(key, SetLattice({b"w0"}))
     for future in [es.call_async("s", "get_append", state_args("k")) for _ in range(16)]:  # both caches hold k
@@ -381,6 +383,12 @@ def test_causal_spans_a_dags_stages_on_every_executor(cluster):
         reads = [members(v) for v in appended_values(result, 2 * len(args))]  # the branch's, then the sink's
         assert len(reads) == 2, result
         return Record(level or "default", wrote=frozenset({value}), reads=reads)
+
+    def write_then_call(i: int) -> Record:  # a one-stage DAG writes, then a call of the same client reads
+        value = f"x{i}".encode()
+        es.call_dag("w", state_args("k", encode_lattice(SetLattice({value}))), timeout=60, consistency="causal")
+        seen = es.call("s", "get_append", state_args("k"), timeout=60, consistency="causal")
+        return Record("causal", wrote=frozenset({value}), reads=[members(appended_values(seen, 5)[0])])
 
     deadline = time.monotonic() + 90
     history, i = [], 0
@@ -396,5 +404,6 @@ def test_causal_spans_a_dags_stages_on_every_executor(cluster):
         writer = next(e for e, n in executor_counts(cluster, "__essa_wrapper__put_pass").items() if n > before[0][e])
         readers = executor_counts(cluster, "__essa_wrapper__get_append")
         crossed += any(n > before[1][e] for e, n in readers.items() if e != writer)
+    history += [write_then_call(j) for j in range(30)]
     assert not causal_violations(history), causal_violations(history)[:3]
     assert crossed >= 5, f"only {crossed} of 30 DAG calls read on the other executor than the writer's"

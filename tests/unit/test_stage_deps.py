@@ -13,7 +13,7 @@ from test_scheduler import eventually  # noqa: E402  (tests/unit is on sys.path)
 
 from essa.api.connection import Connection
 from essa.cluster.calls import call_request
-from essa.cluster.consistency import MAX_DEPS, check_deps, union_deps
+from essa.cluster.consistency import MAX_DEPS, CausalSession, check_deps, union_deps
 from essa.cluster.embedded import EmbeddedRuntime
 from essa.cluster.stages import gather_deps
 from essa.state.bincode import encode_lattice
@@ -122,3 +122,38 @@ def test_malformed_deps_in_a_stage_input_fail_that_stage_in_one_line(runtime):
     for reply in replies:
         assert reply["code"] != 0 and "\n" not in reply["message"], reply
         assert reply["message"].startswith("DAG diamond, stage s.put_pass: malformed call request: 'deps' is not"), reply
+
+
+def test_a_client_session_sends_its_causal_replies_deps_with_its_later_causal_calls():
+    session = CausalSession()
+    causal_plan = {"stages": [{"consistency": "causal"}, {}]}
+    assert session.request_extra({"consistency": "causal"}) == {}  # nothing yet
+    session.received({"id": "c1", "deps": ["a", "b"]})
+    session.received({"id": "c2", "deps": [3]})  # malformed: ignored
+    session.received({"id": "c3"})
+    assert session.request_extra({"consistency": "causal"}) == {"deps": ["a", "b"]}
+    assert session.request_extra({"dag": causal_plan}) == {"deps": ["a", "b"]}  # a stage's deployment is causal
+    assert session.request_extra({"dag": causal_plan, "consistency": "default"}) == {}  # the call's level wins
+    assert session.request_extra({"dag": {"stages": [{}]}}) == {} and session.request_extra({}) == {}
+    assert session.request_extra({"consistency": "repeatable-read"}) == {}
+    assert session.request_extra({"consistency": "causal", "deps": ["mine"]}) == {}  # the request's own stay
+    session.received({"id": "c4", "deps": [f"k{i}" for i in range(MAX_DEPS)]})
+    assert session.request_extra({"consistency": "causal"}) == {"deps": True}  # bounded like a call's
+
+
+def test_a_causal_dag_calls_deps_reach_the_same_clients_next_causal_call(runtime):
+    es = runtime.connection
+    key = f"{es.deployment('s').namespace}/data/k"
+    sent: list[dict] = []
+    start = runtime.caller.start
+    runtime.caller.start = lambda request, *a, **k: (sent.append(request), start(request, *a, **k))[1]
+    es.call("s", "get_append", state_args("k"), consistency="causal")
+    assert "deps" not in sent[-1]  # the session is empty
+    es.call_dag("diamond", state_args("k", encode_lattice(SetLattice({b"v"}))), consistency="causal", timeout=60)
+    assert sent[-1]["deps"] == [key]  # the first call's reply's
+    es.call("s", "get_append", state_args("other"), consistency="causal")
+    assert sent[-1]["deps"] == [key]  # the DAG's sink's reply's (the same key: its writer's and readers')
+    es.call("s", "get_append", state_args("other"))
+    assert "deps" not in sent[-1]  # the default level carries none
+    es.call("s", "get_append", state_args("k"), consistency="causal")
+    assert sent[-1]["deps"] == sorted([key, f"{es.deployment('s').namespace}/data/other"])

@@ -383,6 +383,43 @@ class CallState:
                 self.snapshots.end(self.tree)
 
 
+class CausalSession:
+    """A client's causal past: the ``deps`` of the causal replies it got, sent with its later causal calls.
+
+    So a causal call (or DAG call) of a client sees what that client's
+    earlier causal calls and DAG calls wrote and read, on whichever executor
+    it runs. Bounded like a call's (beyond :data:`MAX_DEPS` keys, ``True``:
+    every later causal call reads past its executor's cache); it lasts as
+    long as the client.
+    """
+
+    def __init__(self) -> None:
+        self._deps: list[str] | bool | None = None
+        self._lock = threading.Lock()
+
+    def request_extra(self, fields: Message) -> dict[str, Any]:
+        """What a request with ``fields`` carries besides: the session's deps if it is causal.
+
+        A DAG call that names no level is causal where its plan's stages
+        (their deployments) are.
+        """
+        level, plan = fields.get("consistency"), fields.get("dag")
+        if level is None and isinstance(plan, dict) and isinstance(plan.get("stages"), list):
+            causal = any(isinstance(stage, dict) and stage.get("consistency") == CAUSAL for stage in plan["stages"])
+        else:
+            causal = level == CAUSAL
+        with self._lock:
+            deps = self._deps
+        return {"deps": deps} if causal and deps and "deps" not in fields else {}
+
+    def received(self, reply: Message) -> None:
+        """A reply arrived: its deps (a causal call's, a causal DAG sink's) join the session's."""
+        deps = reply.get("deps")
+        if deps and check_deps(deps) is None:
+            with self._lock:
+                self._deps = union_deps(self._deps, deps)
+
+
 class TrackedCall:
     """A started call whose reply also feeds the caller's :class:`CallState` (a :class:`~essa.wasm.abi.PendingCall`)."""
 
@@ -401,5 +438,5 @@ class TrackedCall:
         return getattr(self.future, name)
 
 
-__all__ = ["CAUSAL", "DEFAULT", "LEVELS", "MAX_DEPS", "REPEATABLE_READ", "CallState", "Snapshots", "TrackedCall",
-           "check_deps", "check_fields", "check_level", "union_deps"]
+__all__ = ["CAUSAL", "DEFAULT", "LEVELS", "MAX_DEPS", "REPEATABLE_READ", "CallState", "CausalSession", "Snapshots",
+           "TrackedCall", "check_deps", "check_fields", "check_level", "union_deps"]
