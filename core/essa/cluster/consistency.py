@@ -26,6 +26,14 @@
     the store has them) and the cache takes the fresh value. With the causal lattice
     types the versions are visible to the guest as vector clocks. More than
     :data:`MAX_DEPS` keys make every read of the call skip the cache.
+    A DAG call's stages (:mod:`essa.cluster.stages`) are causal across
+    executors the same way: a stage's result carries its reply's ``deps``
+    (its inputs', its reads and writes) to the stages after it, a fan-in's
+    are the union of its parts' (:func:`union_deps`, bounded the same way),
+    the source stages get the DAG request's, and the sink's reply carries
+    them back. A client's :class:`CausalSession` sends the deps of its causal
+    replies with its later causal calls and DAG calls, so those see what its
+    earlier ones wrote, on any executor.
 
 Writes, at every level: without a cache (LMDB, memory) each put goes to the
 store before the guest goes on (write-through). With a cache, a call's puts

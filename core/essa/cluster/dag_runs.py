@@ -3,7 +3,8 @@
 A DAG call reaches the scheduler as one call request carrying its plan
 (``request["dag"]``, :func:`essa.cluster.dags.call_plan`). The scheduler
 places every stage at once and writes the executors into the plan; then it
-sends each source stage its input (the call's arguments) on its executor's
+sends each source stage its input (the call's arguments, with the request's
+causal ``deps`` if it has some) on its executor's
 stage topic (:func:`essa.cluster.topics.executor_stages`), one message per
 executor. From there the stages trigger each other executor to executor
 (:mod:`essa.cluster.stages`): no stage passes through the scheduler again,

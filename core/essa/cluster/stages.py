@@ -9,7 +9,8 @@ one per branch)::
 
     {"dag": DAG call id, "reply_to", "run", "name": the DAG's name, ["token"], ["consistency"],
      "stages": [[index, stage], ...],    # the stages fed, and every stage after them
-     "inputs": [[stage, part, args], ...]}   # args None: that upstream stage failed
+     "inputs": [[stage, part, args], ...]}   # args None: that upstream stage failed;
+                                             # [stage, part, args, deps]: with causal dependencies
 
 A stage is the plan's (:func:`essa.cluster.dags.call_plan`) plus its
 ``executor``. A message names only the stages its inputs feed and the stages
@@ -29,7 +30,18 @@ else its deployment's (the plan's stage says it); at ``repeatable-read``
 every stage (and every call a stage starts) reads one snapshot, keyed by the
 DAG call's id and owned by the sink's executor
 (:class:`essa.cluster.consistency.Snapshots`), which ends it when the sink
-ends or gets a failed input. When the stage ends (:meth:`Stages.finished`):
+ends or gets a failed input. At ``causal`` an input carries ``deps`` (as a
+call request does, see :mod:`essa.cluster.consistency`): the keys its
+upstream stage's reply named (its own inputs' deps, its reads and writes),
+or for a source the DAG request's; the stage's call request carries the
+union of its parts' (:func:`gather_deps`, bounded: beyond ``MAX_DEPS`` keys,
+``True``), so its reads of them skip this executor's cache once, and its
+reply, the sink's included, carries them on. A stage at another level passes
+the deps it got on unchanged (a causal stage after it still sees what the
+causal ones before it did); where no stage is causal, inputs carry none.
+Malformed deps fail their stage, in one line, when its call is checked
+(:func:`essa.cluster.consistency.check_fields`).
+When the stage ends (:meth:`Stages.finished`):
 
 - it succeeded and has downstream stages: its result goes to each, straight
   to that stage's executor (a function call when it is this one);
