@@ -121,7 +121,7 @@ def test_malformed_deps_in_a_stage_input_fail_that_stage_in_one_line(runtime):
         inbox.close()
     for reply in replies:
         assert reply["code"] != 0 and "\n" not in reply["message"], reply
-        assert reply["message"].startswith("DAG diamond, stage s.put_pass: malformed call request: 'deps' is not"), reply
+        assert reply["message"].startswith("DAG diamond, stage s.put_pass: malformed call request: 'deps' is not")
 
 
 def test_a_client_session_sends_its_causal_replies_deps_with_its_later_causal_calls():

@@ -87,6 +87,8 @@ DAG_SNAPSHOT_TTL = 3600.0
 MAX_DAG_TREES = 10_000
 #: The third field of a request's ``snapshot`` for a DAG call's tree.
 DAG_TREE = "dag"
+#: A ``deps`` field: absent, ``True`` (every key) or the keys.
+Deps = list[str] | bool | None
 
 
 def check_level(level: object) -> str | None:
@@ -123,8 +125,8 @@ def check_deps(deps: object) -> str | None:
     return f"'deps' is not a list of at most {MAX_DEPS} keys"
 
 
-def union_deps(first: list[str] | bool | None, second: list[str] | bool | None) -> list[str] | bool | None:
-    """The keys of two well-formed ``deps`` fields together, bounded like a call's (beyond :data:`MAX_DEPS`: ``True``)."""
+def union_deps(first: Deps, second: Deps) -> Deps:
+    """The keys of two well-formed ``deps`` fields together, bounded like a call's (beyond :data:`MAX_DEPS`: True)."""
     if first is None or second is None:
         return second if first is None else first
     if first is True or second is True:
@@ -402,7 +404,7 @@ class CausalSession:
     """
 
     def __init__(self) -> None:
-        self._deps: list[str] | bool | None = None
+        self._deps: Deps = None
         self._lock = threading.Lock()
 
     def request_extra(self, fields: Message) -> dict[str, Any]:

@@ -130,7 +130,8 @@ class DagRuns:
         placed = {i: {**stage, "executor": executors[i]} for i, stage in enumerate(stages)}
         args, deps = request.get("args", b""), request.get("deps")
         # The caller's causal dependencies go with the arguments, as a stage's go with its result.
-        send_inputs(s.transport, head, placed, [[i, 0, args] if not deps else [i, 0, args, deps] for i in sources(plan)])
+        inputs = [[i, 0, args] if not deps else [i, 0, args, deps] for i in sources(plan)]
+        send_inputs(s.transport, head, placed, inputs)
 
     def _assign(self, request: Message, stages: list[Message]) -> tuple[list[str], frozenset[int]]:  # lock held
         """The executor of each stage, and the stages that follow their upstream stage (no load of their own)."""

@@ -204,7 +204,7 @@ def gather_deps(deps: object, more: object) -> object:
         return deps
     if check_deps(more) is not None:
         return more
-    return union_deps(deps, more)  # type: ignore[arg-type]  (both checked)
+    return union_deps(deps, more)  # type: ignore[arg-type]  (both are checked)
 
 
 @dataclass(slots=True)
