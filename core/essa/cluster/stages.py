@@ -35,7 +35,8 @@ call request does, see :mod:`essa.cluster.consistency`): the keys its
 upstream stage's reply named (its own inputs' deps, its reads and writes),
 or for a source the DAG request's; the stage's call request carries the
 union of its parts' (:func:`gather_deps`, bounded: beyond ``MAX_DEPS`` keys,
-``True``), so its reads of them skip this executor's cache once, and its
+``True``; parts of one stage that leave in one message carry their union
+once, on the first), so its reads of them skip this executor's cache once, and its
 reply, the sink's included, carries them on. A stage at another level passes
 the deps it got on unchanged (a causal stage after it still sees what the
 causal ones before it did); where no stage is causal, inputs carry none.
@@ -113,6 +114,7 @@ def send_inputs(transport: Transport, head: Message, stages: dict[int, Message],
         # lock while a publish to another executor waits for it (a put lets the lock go).
         by_executor[local[0]] = by_executor.pop(local[0])
     for executor, items in by_executor.items():
+        items = _deps_once(items)
         known = downstream(stages, [item[0] for item in items])
         message = {**head, "stages": [[i, stage] for i, stage in known.items()], "inputs": items}
         try:
@@ -122,6 +124,23 @@ def send_inputs(transport: Transport, head: Message, stages: dict[int, Message],
                 transport.publish(topics.executor_stages(executor), message, patient=True)
         except Exception as exc:  # the scheduler fails the DAG if the executor went away
             _problems.warning("send", "cannot send DAG stage inputs to executor %s: %s", executor, describe(exc))
+
+
+def _deps_once(items: list[list]) -> list[list]:
+    """``items`` with the deps of each stage's inputs joined on the first of them (the stage takes their union
+    anyway): a fan-in's parts in one message do not each carry up to ``MAX_DEPS`` keys."""
+    first: dict[int, list] = {}
+    result = []
+    for item in items:
+        if len(item) < 4:
+            result.append(item)
+        elif item[0] not in first:
+            first[item[0]] = item = list(item)  # its deps may change: a copy
+            result.append(item)
+        else:
+            first[item[0]][3] = union_deps(first[item[0]][3], item[3])
+            result.append(item[:3])
+    return result
 
 
 def stage_level(message: Message, stage: Message) -> str:
