@@ -23,6 +23,7 @@ pytest.importorskip("zenoh")
 pytest.importorskip("essa_anna")
 
 import essa  # noqa: E402
+from essa.cluster import topics  # noqa: E402
 from essa.state.bincode import decode_lattice, encode_lattice  # noqa: E402
 from essa.state.lattice import LwwLattice, SetLattice  # noqa: E402
 from essa.testing.dag_modules import appended_values, state_args, state_module  # noqa: E402
@@ -353,7 +354,7 @@ def executor_counts(cluster: Cluster, function: str) -> dict[str, int]:
     """How many calls of ``function`` each executor ran (asked of each executor directly: no wait for stragglers)."""
     counts = {}
     for executor in ("0", "1"):
-        answers = cluster.connection._client.transport.query(f"essa/status/executor/{executor}", {}, timeout=60)
+        answers = cluster.connection._client.transport.query(f"{topics.STATUS}/executor/{executor}", {}, timeout=60)
         counts[executor] = next(a for a in answers if isinstance(a, dict))["by_function"].get(function, 0)
     return counts
 
@@ -363,7 +364,9 @@ def test_causal_spans_a_dags_stages_on_every_executor(cluster):
     so the scheduler places each, often on the other executor) read it: at the default level a later stage on
     the other executor reads its cache's older value; at causal the writer's deps travel with its result, and
     every later stage, on either executor, sees the write; so does the client's next causal call (the sink's
-    reply carries the deps back, and the client sends them with its later causal calls)."""
+    reply carries the deps back, and the client sends them with its later causal calls).
+
+    (Not a two-stage chain: its second stage follows the first to its executor, whose cache has the write.)"""
     es = cluster.connection
     es.deploy(state_module(), name="s")
     es.tag("s", "two")  # a DAG names each stage once: the sink is get_append by another name
@@ -388,7 +391,8 @@ def test_causal_spans_a_dags_stages_on_every_executor(cluster):
         value = f"x{i}".encode()
         es.call_dag("w", state_args("k", encode_lattice(SetLattice({value}))), timeout=60, consistency="causal")
         seen = es.call("s", "get_append", state_args("k"), timeout=60, consistency="causal")
-        return Record("causal", wrote=frozenset({value}), reads=[members(appended_values(seen, 5)[0])])
+        (read,) = appended_values(seen, len(state_args("k")))
+        return Record("causal", wrote=frozenset({value}), reads=[members(read)])
 
     deadline = time.monotonic() + 90
     history, i = [], 0
