@@ -22,7 +22,10 @@ process (scheduler, executors, this client) spent per call over ``--calls``
 more calls of that workload alone: what the latencies cost, and a figure a
 busy machine disturbs far less than wall-clock latency.
 
-Usage: python bench/dags.py [--engine wasmtime] [--calls 1000] [--workers 2]
+``--consistency LEVEL`` runs every call and DAG call at that level (causal:
+the DAGs' stage inputs carry their dependencies).
+
+Usage: python bench/dags.py [--engine wasmtime] [--calls 1000] [--workers 2] [--consistency LEVEL]
 """
 
 from __future__ import annotations
@@ -65,12 +68,15 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=1000)
     parser.add_argument("--workers", type=int, default=2, help="threads per executor")
     parser.add_argument("--width", type=int, default=32, help="branches of the fan-out DAG (at most 35)")
+    parser.add_argument("--consistency", default=None, help="the level of every call and DAG call")
     args = parser.parse_args()
     endpoint = f"tcp/127.0.0.1:{free_port()}"
     command = [sys.executable, "-m", "essa", "--engine", args.engine]
     result: dict = {"benchmark": "dags", "engine": args.engine, "python": sys.version.split()[0],
                     "cpus": os.cpu_count(), "load_average_at_start": [round(x, 1) for x in os.getloadavg()],
-                    "config": {"calls": args.calls, "workers": args.workers, "width": args.width}}
+                    "config": {"calls": args.calls, "workers": args.workers, "width": args.width,
+                               "consistency": args.consistency}}
+    level = args.consistency
     with tempfile.TemporaryDirectory() as home:
         env = {**os.environ, "ESSA_HOME": home}
         procs = [subprocess.Popen([*command, "scheduler", "--listen", endpoint], env=env, stderr=subprocess.DEVNULL)]
@@ -95,22 +101,22 @@ def main() -> None:
                 fan_expected = b"".join(b"xa" + b[-1:].encode() for b in branches)
 
                 def one_call() -> None:
-                    assert es.call("t", "tag_a", b"x") == b"xa"
+                    assert es.call("t", "tag_a", b"x", consistency=level) == b"xa"
 
                 def dag_one() -> None:
-                    assert es.call_dag("one", b"x") == b"xa"
+                    assert es.call_dag("one", b"x", consistency=level) == b"xa"
 
                 def three_calls() -> None:
                     value = b"x"
                     for function in ("tag_a", "tag_b", "tag_c"):
-                        value = es.call("t", function, value)
+                        value = es.call("t", function, value, consistency=level)
                     assert value == b"xabc"
 
                 def dag_chain3() -> None:
-                    assert es.call_dag("chain3", b"x") == b"xabc"
+                    assert es.call_dag("chain3", b"x", consistency=level) == b"xabc"
 
                 def dag_fan() -> None:
-                    assert es.call_dag("fan", b"x") == fan_expected
+                    assert es.call_dag("fan", b"x", consistency=level) == fan_expected
 
                 workloads = {"one_call": one_call, "dag_one": dag_one, "three_calls": three_calls, "dag_chain3": dag_chain3,
                              f"dag_fan{args.width}": dag_fan}

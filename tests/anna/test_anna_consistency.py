@@ -23,8 +23,10 @@ pytest.importorskip("zenoh")
 pytest.importorskip("essa_anna")
 
 import essa  # noqa: E402
+from essa.cluster import topics  # noqa: E402
 from essa.state.bincode import decode_lattice, encode_lattice  # noqa: E402
 from essa.state.lattice import LwwLattice, SetLattice  # noqa: E402
+from essa.testing.dag_modules import appended_values, state_args, state_module  # noqa: E402
 from essa_anna import AnnaStore  # noqa: E402
 
 from .helpers import READY_TIMEOUT, AnnaCluster, free_port  # noqa: E402
@@ -346,3 +348,66 @@ def test_dag_stages_follow_their_keys_to_the_executor_that_caches_them(cluster):
     after = read_append_counts(cluster)
     ran = sorted(after[i] - before[i] for i in after)
     assert sum(ran) == 40 and ran[-1] >= 36, ran  # the first call's two stages teach the scheduler the key
+
+
+def executor_counts(cluster: Cluster, function: str) -> dict[str, int]:
+    """How many calls of ``function`` each executor ran (asked of each executor directly: no wait for stragglers)."""
+    counts = {}
+    for executor in ("0", "1"):
+        answers = cluster.connection._client.transport.query(f"{topics.STATUS}/executor/{executor}", {}, timeout=60)
+        counts[executor] = next(a for a in answers if isinstance(a, dict))["by_function"].get(function, 0)
+    return counts
+
+
+def test_causal_spans_a_dags_stages_on_every_executor(cluster):
+    """A DAG whose first stage writes a new member into a key and whose two later stages (one of them a fan-in,
+    so the scheduler places each, often on the other executor) read it: at the default level a later stage on
+    the other executor reads its cache's older value; at causal the writer's deps travel with its result, and
+    every later stage, on either executor, sees the write; so does the client's next causal call (the sink's
+    reply carries the deps back, and the client sends them with its later causal calls).
+
+    (Not a two-stage chain: its second stage follows the first to its executor, whose cache has the write.)"""
+    es = cluster.connection
+    es.deploy(state_module(), name="s")
+    es.tag("s", "two")  # a DAG names each stage once: the sink is get_append by another name
+    es.register_dag("wr", ["s.put_pass", "s.get_append", "s@two.get_append"],
+                    [("s.put_pass", "s.get_append"), ("s.put_pass", "s@two.get_append"),
+                     ("s.get_append", "s@two.get_append")])
+    es.register_dag("w", ["s.put_pass"])
+    key = f"{es.deployment('s').namespace}/data/k"
+    cluster.store.put(key, SetLattice({b"w0"}))
+    for future in [es.call_async("s", "get_append", state_args("k")) for _ in range(16)]:  # both caches hold k
+        future.result(60)
+
+    def dag_call(i: int, level: str | None) -> Record:
+        value = f"w{i}".encode()
+        args = state_args("k", encode_lattice(SetLattice({value})))
+        result = es.call_dag("wr", args, timeout=60, consistency=level)
+        reads = [members(v) for v in appended_values(result, 2 * len(args))]  # the branch's, then the sink's
+        assert len(reads) == 2, result
+        return Record(level or "default", wrote=frozenset({value}), reads=reads)
+
+    def write_then_call(i: int) -> Record:  # a one-stage DAG writes, then a call of the same client reads
+        value = f"x{i}".encode()
+        es.call_dag("w", state_args("k", encode_lattice(SetLattice({value}))), timeout=60, consistency="causal")
+        seen = es.call("s", "get_append", state_args("k"), timeout=60, consistency="causal")
+        (read,) = appended_values(seen, len(state_args("k")))
+        return Record("causal", wrote=frozenset({value}), reads=[members(read)])
+
+    deadline = time.monotonic() + 90
+    history, i = [], 0
+    while not causal_violations(history):
+        assert time.monotonic() < deadline, "no later stage missed the first stage's write at the default level"
+        i += 1
+        history.append(dag_call(i, None))
+    history, crossed = [], 0
+    for j in range(30):
+        before = (executor_counts(cluster, "__essa_wrapper__put_pass"),
+                  executor_counts(cluster, "__essa_wrapper__get_append"))
+        history.append(dag_call(1000 + j, "causal"))
+        writer = next(e for e, n in executor_counts(cluster, "__essa_wrapper__put_pass").items() if n > before[0][e])
+        readers = executor_counts(cluster, "__essa_wrapper__get_append")
+        crossed += any(n > before[1][e] for e, n in readers.items() if e != writer)
+    history += [write_then_call(j) for j in range(30)]
+    assert not causal_violations(history), causal_violations(history)[:3]
+    assert crossed >= 5, f"only {crossed} of 30 DAG calls read on the other executor than the writer's"

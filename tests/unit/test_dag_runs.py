@@ -132,6 +132,21 @@ def test_a_malformed_plan_is_refused_in_one_line_and_nothing_runs(cluster, damag
     assert not any(e.received for e in executors)
 
 
+def test_the_callers_causal_deps_go_to_every_source_stage_and_malformed_ones_are_refused(cluster):
+    _transport, _scheduler, caller, executors = cluster
+    two_sources = plan(["t.f", "t.g", "t.s"], [("t.f", "t.s"), ("t.g", "t.s")])
+    caller.start(dag_request(two_sources, consistency="causal", deps=["a", "b"]))
+    eventually(lambda: sum(len(m["inputs"]) for e in executors for m in e.received) == 2, "both sources got input")
+    inputs = sorted(item for e in executors for m in e.received for item in m["inputs"])
+    assert inputs == [[0, 0, b"args", ["a", "b"]], [1, 0, b"args", ["a", "b"]]]
+    assert all(check_inputs(m)[0] is None for e in executors for m in e.received)
+    for e in executors:
+        e.received.clear()
+    reply = caller.start(dag_request(two_sources, consistency="causal", deps=[1])).result(10)
+    assert reply["kind"] == "invalid" and reply["message"].endswith("'deps' is not a list of at most 1024 keys")
+    assert not any(e.received for e in executors)
+
+
 def test_every_stage_is_checked_against_the_callers_token(tmp_path):
     from essa.cluster.authorize import Authorizer
     from essa.security import tokens
@@ -176,6 +191,7 @@ def _inputs_message() -> dict:
     (lambda m: m["stages"][0][1]["next"].__setitem__(0, [1, 5]), "sends its result to no later stage"),
     (lambda m: m["inputs"].__setitem__(0, [9, 0, b""]), "an input is not [stage, part, args]"),
     (lambda m: m["inputs"].__setitem__(0, [0, 0, "text"]), "an input is not [stage, part, args]"),
+    (lambda m: m["inputs"].__setitem__(0, [0, 0, b"x", ["k"], "more"]), "an input is not [stage, part, args]"),
     (lambda m: m["stages"][0][1].__setitem__("name", 7), "lacks one of name"),
     (lambda m: m.__setitem__("consistency", ["x"]), "unknown consistency level"),
     (lambda m: m["stages"][2][1].__setitem__("consistency", 3), "stage 2: unknown consistency level"),

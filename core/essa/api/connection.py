@@ -396,7 +396,10 @@ class Connection:
         ``consistency`` is the level of every stage and every call a stage
         starts (by default, each stage's deployment's); at
         ``"repeatable-read"`` all of them read one version of each key, the
-        one the first read of it pinned, on whichever executors they run.
+        one the first read of it pinned, on whichever executors they run; at
+        ``"causal"`` each stage sees what the stages before it wrote and read
+        (and what this connection's earlier causal calls did), and the DAG's
+        dependencies come back for this connection's later causal calls.
         """
         return _ResultFuture(self._start_dag(name, args, output, consistency))
 

@@ -105,7 +105,8 @@ def remove(settings: Settings, name, connect, zenoh_config, timeout) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the DAG's name and result as JSON.")
 @click.option("--consistency", type=click.Choice(CONSISTENCY_LEVELS),
               help="What every stage's (and its remote calls') state reads see: repeatable-read, one version of a "
-              "key for the whole DAG call, on every executor (README: \"Executor caches and consistency levels\"). "
+              "key for the whole DAG call, on every executor; causal, every write that precedes them, the earlier "
+              "stages' included (README: \"Executor caches and consistency levels\"). "
               "[default: each stage's deployment's]")
 @connection_options
 @click.pass_obj

@@ -18,6 +18,7 @@ from typing import Any, BinaryIO, Callable, Sequence
 
 from essa.cluster import topics
 from essa.cluster.calls import Caller, call_request, outcome
+from essa.cluster.consistency import CausalSession
 from essa.cluster.programs import check_wasm, module_name, publish_module
 from essa.cluster.stdin import StdinServer
 from essa.cluster.tracing import check_span
@@ -158,6 +159,8 @@ class Client:
         self.caller = caller or Caller(transport, "client")
         self._unsent: dict[str, bytes] = {}
         self._run_ids = _RunIds()
+        #: causal calls' replies' deps, sent with this client's later causal calls
+        self.session = CausalSession()
 
     def publish(self, wasm: bytes, origin: str = "the module") -> str:
         """Make a module available to the executors; return its name."""
@@ -311,6 +314,7 @@ class Client:
                patience=None) -> CallHandle:
         handle = CallHandle(self, run)
         extra = dict(fields or {})
+        extra.update(self.session.request_extra(extra))
         if self.token is not None:
             extra["token"] = self.token
         if module in self._unsent:
@@ -337,7 +341,9 @@ class Client:
                 subscription.close()
             if handle._spans:
                 handle._spans.close_later()
-            handle._settle(convert, future.result(0))
+            reply = future.result(0)
+            self.session.received(reply)  # before the caller learns of the reply (and starts its next call)
+            handle._settle(convert, reply)
 
         future.add_done_callback(ended)
         return handle

@@ -26,6 +26,14 @@
     the store has them) and the cache takes the fresh value. With the causal lattice
     types the versions are visible to the guest as vector clocks. More than
     :data:`MAX_DEPS` keys make every read of the call skip the cache.
+    A DAG call's stages (:mod:`essa.cluster.stages`) are causal across
+    executors the same way: a stage's result carries its reply's ``deps``
+    (its inputs', its reads and writes) to the stages after it, a fan-in's
+    are the union of its parts' (:func:`union_deps`, bounded the same way),
+    the source stages get the DAG request's, and the sink's reply carries
+    them back. A client's :class:`CausalSession` sends the deps of its causal
+    replies with its later causal calls and DAG calls, so those see what its
+    earlier ones wrote, on any executor.
 
 Writes, at every level: without a cache (LMDB, memory) each put goes to the
 store before the guest goes on (write-through). With a cache, a call's puts
@@ -79,6 +87,8 @@ DAG_SNAPSHOT_TTL = 3600.0
 MAX_DAG_TREES = 10_000
 #: The third field of a request's ``snapshot`` for a DAG call's tree.
 DAG_TREE = "dag"
+#: A ``deps`` field: absent, ``True`` (every key) or the keys.
+Deps = list[str] | bool | None
 
 
 def check_level(level: object) -> str | None:
@@ -98,11 +108,31 @@ def check_fields(request: Message) -> str | None:
                                  and len(tree[0]) <= 1024 and topics.is_chunk(tree[1])
                                  and tree[2:] in ([], [DAG_TREE])):
         return "malformed call request: 'snapshot' is not [tree id, executor id] (or [..., \"dag\"])"
-    deps = request.get("deps")
-    if deps is not None and deps is not True and not (
-            isinstance(deps, list) and len(deps) <= MAX_DEPS and all(isinstance(k, str) for k in deps)):
-        return f"malformed call request: 'deps' is not a list of at most {MAX_DEPS} keys"
+    problem = check_deps(request.get("deps"))
+    if problem is not None:
+        return f"malformed call request: {problem}"
     return None
+
+
+def check_deps(deps: object) -> str | None:
+    """Why a ``deps`` field (of a request, a reply or a DAG stage input) is malformed (one line), or ``None``.
+
+    A well-formed one is absent (``None``), ``True`` (every key) or a list of at most :data:`MAX_DEPS` keys.
+    """
+    if deps is None or deps is True or (
+            isinstance(deps, list) and len(deps) <= MAX_DEPS and all(isinstance(k, str) for k in deps)):
+        return None
+    return f"'deps' is not a list of at most {MAX_DEPS} keys"
+
+
+def union_deps(first: Deps, second: Deps) -> Deps:
+    """The keys of two well-formed ``deps`` fields together, bounded like a call's (beyond :data:`MAX_DEPS`: True)."""
+    if first is None or second is None:
+        return second if first is None else first
+    if first is True or second is True:
+        return True
+    keys = set(first).union(second)
+    return True if len(keys) > MAX_DEPS else sorted(keys)
 
 
 class Snapshots:
@@ -363,6 +393,43 @@ class CallState:
                 self.snapshots.end(self.tree)
 
 
+class CausalSession:
+    """A client's causal past: the ``deps`` of the causal replies it got, sent with its later causal calls.
+
+    So a causal call (or DAG call) of a client sees what that client's
+    earlier causal calls and DAG calls wrote and read, on whichever executor
+    it runs. Bounded like a call's (beyond :data:`MAX_DEPS` keys, ``True``:
+    every later causal call reads past its executor's cache); it lasts as
+    long as the client.
+    """
+
+    def __init__(self) -> None:
+        self._deps: Deps = None
+        self._lock = threading.Lock()
+
+    def request_extra(self, fields: Message) -> dict[str, Any]:
+        """What a request with ``fields`` carries besides: the session's deps if it is causal.
+
+        A DAG call that names no level is causal where its plan's stages
+        (their deployments) are.
+        """
+        level, plan = fields.get("consistency"), fields.get("dag")
+        if level is None and isinstance(plan, dict) and isinstance(plan.get("stages"), list):
+            causal = any(isinstance(stage, dict) and stage.get("consistency") == CAUSAL for stage in plan["stages"])
+        else:
+            causal = level == CAUSAL
+        with self._lock:
+            deps = self._deps
+        return {"deps": deps} if causal and deps and "deps" not in fields else {}
+
+    def received(self, reply: Message) -> None:
+        """A reply arrived: its deps (a causal call's, a causal DAG sink's) join the session's."""
+        deps = reply.get("deps")
+        if deps and check_deps(deps) is None:
+            with self._lock:
+                self._deps = union_deps(self._deps, deps)
+
+
 class TrackedCall:
     """A started call whose reply also feeds the caller's :class:`CallState` (a :class:`~essa.wasm.abi.PendingCall`)."""
 
@@ -381,5 +448,5 @@ class TrackedCall:
         return getattr(self.future, name)
 
 
-__all__ = ["CAUSAL", "DEFAULT", "LEVELS", "MAX_DEPS", "REPEATABLE_READ", "CallState", "Snapshots", "TrackedCall",
-           "check_fields", "check_level"]
+__all__ = ["CAUSAL", "DEFAULT", "LEVELS", "MAX_DEPS", "REPEATABLE_READ", "CallState", "CausalSession", "Snapshots",
+           "TrackedCall", "check_deps", "check_fields", "check_level", "union_deps"]

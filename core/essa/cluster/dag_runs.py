@@ -3,7 +3,8 @@
 A DAG call reaches the scheduler as one call request carrying its plan
 (``request["dag"]``, :func:`essa.cluster.dags.call_plan`). The scheduler
 places every stage at once and writes the executors into the plan; then it
-sends each source stage its input (the call's arguments) on its executor's
+sends each source stage its input (the call's arguments, with the request's
+causal ``deps`` if it has some) on its executor's
 stage topic (:func:`essa.cluster.topics.executor_stages`), one message per
 executor. From there the stages trigger each other executor to executor
 (:mod:`essa.cluster.stages`): no stage passes through the scheduler again,
@@ -40,7 +41,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from essa.cluster.authorize import Refused
-from essa.cluster.consistency import check_level
+from essa.cluster.consistency import check_fields
 from essa.cluster.dags import check_plan, sources
 from essa.cluster.stages import send_inputs
 from essa.transport.base import Message
@@ -90,7 +91,7 @@ class DagRuns:
     def place(self, request: Message) -> None:
         """Place every stage of the DAG call ``request`` and start its source stages."""
         s = self._scheduler
-        problem = check_plan(request.get("dag")) or check_level(request.get("consistency"))
+        problem = check_plan(request.get("dag")) or check_fields(request)
         if problem is not None:
             s._refuse(request, problem)
             return
@@ -127,8 +128,10 @@ class DagRuns:
         if "consistency" in request:
             head["consistency"] = request["consistency"]
         placed = {i: {**stage, "executor": executors[i]} for i, stage in enumerate(stages)}
-        args = request.get("args", b"")
-        send_inputs(s.transport, head, placed, [[i, 0, args] for i in sources(plan)])
+        args, deps = request.get("args", b""), request.get("deps")
+        # The caller's causal dependencies go with the arguments, as a stage's go with its result.
+        inputs = [[i, 0, args] if not deps else [i, 0, args, deps] for i in sources(plan)]
+        send_inputs(s.transport, head, placed, inputs)
 
     def _assign(self, request: Message, stages: list[Message]) -> tuple[list[str], frozenset[int]]:  # lock held
         """The executor of each stage, and the stages that follow their upstream stage (no load of their own)."""

@@ -9,7 +9,8 @@ one per branch)::
 
     {"dag": DAG call id, "reply_to", "run", "name": the DAG's name, ["token"], ["consistency"],
      "stages": [[index, stage], ...],    # the stages fed, and every stage after them
-     "inputs": [[stage, part, args], ...]}   # args None: that upstream stage failed
+     "inputs": [[stage, part, args], ...]}   # args None: that upstream stage failed;
+                                             # [stage, part, args, deps]: with causal dependencies
 
 A stage is the plan's (:func:`essa.cluster.dags.call_plan`) plus its
 ``executor``. A message names only the stages its inputs feed and the stages
@@ -29,7 +30,19 @@ else its deployment's (the plan's stage says it); at ``repeatable-read``
 every stage (and every call a stage starts) reads one snapshot, keyed by the
 DAG call's id and owned by the sink's executor
 (:class:`essa.cluster.consistency.Snapshots`), which ends it when the sink
-ends or gets a failed input. When the stage ends (:meth:`Stages.finished`):
+ends or gets a failed input. At ``causal`` an input carries ``deps`` (as a
+call request does, see :mod:`essa.cluster.consistency`): the keys its
+upstream stage's reply named (its own inputs' deps, its reads and writes),
+or for a source the DAG request's; the stage's call request carries the
+union of its parts' (:func:`gather_deps`, bounded: beyond ``MAX_DEPS`` keys,
+``True``; parts of one stage that leave in one message carry their union
+once, on the first), so its reads of them skip this executor's cache once, and its
+reply, the sink's included, carries them on. A stage at another level passes
+the deps it got on unchanged (a causal stage after it still sees what the
+causal ones before it did); where no stage is causal, inputs carry none.
+Malformed deps fail their stage, in one line, when its call is checked
+(:func:`essa.cluster.consistency.check_fields`).
+When the stage ends (:meth:`Stages.finished`):
 
 - it succeeded and has downstream stages: its result goes to each, straight
   to that stage's executor (a function call when it is this one);
@@ -62,7 +75,7 @@ from typing import Any
 
 from essa.cluster import topics
 from essa.cluster.calls import call_request, check_reply, reply_message, send_reply
-from essa.cluster.consistency import DAG_TREE, DEFAULT, REPEATABLE_READ, check_level
+from essa.cluster.consistency import DAG_TREE, DEFAULT, REPEATABLE_READ, check_deps, check_level, union_deps
 from essa.cluster.dags import MAX_STAGES, STAGE_TEXT, check_stage_level
 from essa.transport.base import Message, Transport
 from essa.util.ratelimit import RateLimitedLog, describe
@@ -101,6 +114,7 @@ def send_inputs(transport: Transport, head: Message, stages: dict[int, Message],
         # lock while a publish to another executor waits for it (a put lets the lock go).
         by_executor[local[0]] = by_executor.pop(local[0])
     for executor, items in by_executor.items():
+        items = _deps_once(items)
         known = downstream(stages, [item[0] for item in items])
         message = {**head, "stages": [[i, stage] for i, stage in known.items()], "inputs": items}
         try:
@@ -110,6 +124,23 @@ def send_inputs(transport: Transport, head: Message, stages: dict[int, Message],
                 transport.publish(topics.executor_stages(executor), message, patient=True)
         except Exception as exc:  # the scheduler fails the DAG if the executor went away
             _problems.warning("send", "cannot send DAG stage inputs to executor %s: %s", executor, describe(exc))
+
+
+def _deps_once(items: list[list]) -> list[list]:
+    """``items`` with the deps of each stage's inputs joined on the first of them (the stage takes their union
+    anyway): a fan-in's parts in one message do not each carry up to ``MAX_DEPS`` keys."""
+    first: dict[int, list] = {}
+    result = []
+    for item in items:
+        if len(item) < 4:
+            result.append(item)
+        elif item[0] not in first:
+            first[item[0]] = item = list(item)  # its deps may change: a copy
+            result.append(item)
+        else:
+            first[item[0]][3] = union_deps(first[item[0]][3], item[3])
+            result.append(item[:3])
+    return result
 
 
 def stage_level(message: Message, stage: Message) -> str:
@@ -174,12 +205,25 @@ def check_inputs(message: object) -> tuple[str | None, dict[int, Message]]:
             if type(j) is not int or type(part) is not int or j <= i or j not in stages \
                     or not 0 <= part < stages[j]["parts"]:
                 return f"malformed DAG input message: stage {i} sends its result to no later stage", {}
-    for item in inputs:
-        if not (isinstance(item, list) and len(item) == 3 and type(item[0]) is int and item[0] in stages
+    for item in inputs:  # an input's deps are checked when its stage is (check_fields): that stage fails
+        if not (isinstance(item, list) and len(item) in (3, 4) and type(item[0]) is int and item[0] in stages
                 and type(item[1]) is int and 0 <= item[1] < stages[item[0]]["parts"]
                 and (item[2] is None or isinstance(item[2], (bytes, bytearray)))):
-            return "malformed DAG input message: an input is not [stage, part, args]", {}
+            return "malformed DAG input message: an input is not [stage, part, args] (or [..., deps])", {}
     return None, stages
+
+
+def gather_deps(deps: object, more: object) -> object:
+    """A stage's ``deps`` so far, with one more input's: their union, or a malformed one as it is.
+
+    A malformed one is kept so that the stage's call request carries it and
+    :func:`essa.cluster.consistency.check_fields` refuses that stage in one line.
+    """
+    if check_deps(deps) is not None:
+        return deps
+    if check_deps(more) is not None:
+        return more
+    return union_deps(deps, more)  # type: ignore[arg-type]  (both are checked)
 
 
 @dataclass(slots=True)
@@ -187,6 +231,8 @@ class _Join:
     """The parts of one stage received so far."""
 
     parts: dict[int, bytes] = field(default_factory=dict)
+    #: The union of the parts' causal dependencies (``None``: none came).
+    deps: Any = None
     since: float = field(default_factory=time.monotonic)
 
 
@@ -230,12 +276,13 @@ class Stages:
 
     def accept(self, message: Message, stages: dict[int, Message]) -> None:
         """Keep the inputs of a checked message; run each stage whose parts are all in."""
-        ready: list[tuple[int, bytes]] = []
+        ready: list[tuple[int, bytes, Any]] = []
         failed: list[int] = []
         dag = message["dag"]
         with self._lock:
             self._expire()
-            for index, part, args in message["inputs"]:
+            for index, part, args, *deps in message["inputs"]:
+                deps = deps[0] if deps else None
                 key = (dag, index)
                 if key in self._failed:
                     continue
@@ -246,16 +293,17 @@ class Stages:
                     continue
                 parts = stages[index]["parts"]
                 if parts == 1:
-                    ready.append((index, bytes(args)))
+                    ready.append((index, bytes(args), deps))
                     continue
                 join = self._joins.get(key)
                 if join is None:
                     join = self._joins[key] = _Join()
                 join.parts[part] = bytes(args)
+                join.deps = gather_deps(join.deps, deps)  # a fan-in depends on what each of its parts did
                 if len(join.parts) == parts:
                     del self._joins[key]
-                    ready.append((index, b"".join(join.parts[p] for p in range(parts))))
-            for index, _args in ready:  # their results for a fan-in wait for each other (see finished)
+                    ready.append((index, b"".join(join.parts[p] for p in range(parts)), join.deps))
+            for index, _args, _deps in ready:  # their results for a fan-in wait for each other (see finished)
                 for j, _part in stages[index]["next"]:
                     if stages[j]["parts"] > 1:
                         box = self._outbox.get((dag, j))
@@ -267,7 +315,7 @@ class Stages:
                 self._executor.snapshots.end_dag(dag)  # the sink will not run: the DAG call ended
             self._pass_on(message, stages, [[j, p, None] for i in failed for j, p in stages[i]["next"]])
         requests = []
-        for index, args in ready:
+        for index, args, deps in ready:
             stage = stages[index]
             extra = {"id": f"{dag}/{index}", "reply_to": message["reply_to"], "deployment": stage["deployment"],
                      "dag_run": dag, "dag_name": message["name"], "stage": index, "dag_stages": stages,
@@ -281,6 +329,8 @@ class Stages:
                 extra["consistency"] = level
                 if level == REPEATABLE_READ:  # the sink's executor owns the snapshot (the sink is the last stage)
                     extra["snapshot"] = [dag, stages[max(stages)]["executor"], DAG_TREE]
+            if deps is not None:  # at causal its reads see them; at another level it only passes them on
+                extra["deps"] = deps
             requests.append(call_request(stage["module"], stage["function"], args, stage["namespace"],
                                          message["run"], **extra))
         if requests:
@@ -328,6 +378,11 @@ class Stages:
         if check_reply(reply) is not None and reply["code"] == EssaResult.Ok:
             if stage["next"]:
                 value = reply.get("value", b"")
+                # A causal stage's reply carries its deps (its inputs', its reads and writes); another passes its
+                # inputs' on, so a causal stage after it still sees what the causal ones before it did.
+                deps = reply.get("deps", request.get("deps"))
+                if deps:
+                    return [[j, p, value, deps] for j, p in stage["next"]]
                 return [[j, p, value] for j, p in stage["next"]]
             # The notice first (as an idle executor does for a call): the caller's next call then finds
             # this DAG's stages no longer counted as load (its placement may follow the keys they read).
@@ -385,4 +440,4 @@ class Stages:
             _problems.warning("done", "executor %s: cannot send a done notice: %s", self._executor.id, describe(exc))
 
 
-__all__ = ["Stages", "check_inputs", "downstream", "send_inputs"]
+__all__ = ["Stages", "check_inputs", "downstream", "gather_deps", "send_inputs"]
