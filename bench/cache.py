@@ -29,7 +29,8 @@ Calls/s and state operations/s, and the ratio cached/uncached; run for
 threads through one cache of ``--memory-capacity`` bytes (8M): the cache's
 bytes and entries, and this process's RSS, every tenth of the reads.
 
-Usage: python bench/cache.py [--store anna|redis|redis-cluster] [--parts hot,mix,memory] [--nodes 1] [--seconds 10] [--ops 1,50]
+Usage: python bench/cache.py [--store anna|redis|redis-cluster] [--parts hot,mix,memory] [--nodes 1]
+       [--seconds 10] [--ops 1,50]
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """Executor caches fed by a real Redis Cluster (3 masters, 3 replicas on loopback): a feed per master, a
-slot that moves (MOVED), a master killed with kill -9 (failover).
+slot that moves (MOVED), a master killed with kill -9 (failover), a failover whose old master stays up.
 
 All on the session's cluster (``redis_cluster``), each test under key prefixes of its own; the tests that
 change the topology leave it as they found it: 3 masters, each with its replica, every slot served. Waits
@@ -14,6 +14,8 @@ import threading
 import pytest
 
 pytest.importorskip("essa_redis")
+
+from redis.crc import key_slot  # noqa: E402
 
 from essa.state.bincode import decode_lattice, encode_lattice  # noqa: E402
 from essa.state.cache import CachedStore, cached  # noqa: E402
@@ -39,9 +41,7 @@ def value_of(cache: CachedStore, key: str) -> bytes:
 
 
 def master_port(cluster, store: RedisStore, key: str) -> int:
-    with cluster.servers[0].client() as client:
-        slot = client.execute_command("CLUSTER", "KEYSLOT", (store.settings.prefix + key).encode())
-    return cluster.master_of_slot(slot).port
+    return cluster.master_of_slot(key_slot((store.settings.prefix + key).encode())).port
 
 
 def feed_ports(cache: CachedStore) -> set[int]:
@@ -120,13 +120,15 @@ def _node_id(server) -> str:
         return client.execute_command("CLUSTER", "MYID").decode()
 
 
-def _move_slot(cluster, slot: int, source, target, rkeys: list[bytes]) -> None:
-    """Move ``slot`` (and its keys ``rkeys``) from ``source`` to ``target``, as redis-cli --cluster reshard does."""
+def _move_slot(cluster, slot: int, source, target) -> None:
+    """Move ``slot`` and every key in it (other tests' too) from ``source`` to ``target``, as
+    ``redis-cli --cluster reshard`` does."""
     source_id, target_id = _node_id(source), _node_id(target)
     with target.client() as t, source.client() as s:
         t.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", source_id)
         s.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", target_id)
-        s.execute_command("MIGRATE", "127.0.0.1", target.port, "", 0, 5000, "KEYS", *rkeys)
+        while rkeys := s.execute_command("CLUSTER", "GETKEYSINSLOT", slot, 100):
+            s.execute_command("MIGRATE", "127.0.0.1", target.port, "", 0, 5000, "KEYS", *rkeys)
     for master in cluster.masters():
         with master.client() as client:
             client.execute_command("CLUSTER", "SETSLOT", slot, "NODE", target_id)
@@ -137,15 +139,14 @@ def test_a_slot_moved_to_another_master_resets_the_cache_and_its_new_owner_feeds
     cache, other = pair.cache, pair.other
     key = "moving"
     rkey = (other.settings.prefix + key).encode()
-    with redis_cluster.servers[0].client() as client:
-        slot = client.execute_command("CLUSTER", "KEYSLOT", rkey)
+    slot = key_slot(rkey)
     source = redis_cluster.master_of_slot(slot)
     target = next(m for m in redis_cluster.masters() if m.port != source.port)
     other.put(key, LwwLattice(1, b"one"))
     assert value_of(cache, key) == b"one" and key in cache._entries
     resets = cache.stats.resets
     try:
-        _move_slot(redis_cluster, slot, source, target, [rkey])
+        _move_slot(redis_cluster, slot, source, target)
         # MIGRATE deleted the key on the source: its invalidation dropped the entry; then the slot map changed
         assert wait_until(lambda: cache.stats.resets > resets, timeout=READY_TIMEOUT, what="the cache's reset")
         other.put(key, LwwLattice(2, b"two"))
@@ -154,7 +155,7 @@ def test_a_slot_moved_to_another_master_resets_the_cache_and_its_new_owner_feeds
         other.put(key, LwwLattice(3, b"three"))
         assert wait_until(lambda: value_of(cache, key) == b"three", timeout=READY_TIMEOUT)
     finally:
-        _move_slot(redis_cluster, slot, target, source, [rkey])
+        _move_slot(redis_cluster, slot, target, source)
 
 
 def test_kill_9_of_a_master_resets_the_cache_and_reads_stay_correct_through_the_failover(pair, redis_cluster):
@@ -183,3 +184,35 @@ def test_kill_9_of_a_master_resets_the_cache_and_reads_stay_correct_through_the_
         victim.start()  # back as the promoted master's replica: the session's cluster as it was
         wait_until(lambda: redis_cluster.healthy(masters=3) and len(redis_cluster.roles()) == 6,
                    what="the killed node back as a replica")
+
+
+def replica_of(cluster, master):
+    for port, role in cluster.roles().items():
+        if role == "slave":
+            with cluster.by_port(port).client() as client:
+                if client.info("replication")["master_port"] == master.port:
+                    return cluster.by_port(port)
+    raise AssertionError(f"the master on port {master.port} has no replica")
+
+
+def test_a_failover_whose_old_master_stays_up_resets_the_cache_by_the_slot_map(pair, redis_cluster):
+    """``CLUSTER FAILOVER``: no connection of the feed closes; the slot map read again tells the change."""
+    cache, other = pair.cache, pair.other
+    key = "manual"
+    other.put(key, LwwLattice(1, b"one"))
+    assert value_of(cache, key) == b"one" and key in cache._entries
+    old = redis_cluster.by_port(master_port(redis_cluster, other, key))
+    replica = replica_of(redis_cluster, old)
+    resets = cache.stats.resets
+    with replica.client() as client:
+        client.execute_command("CLUSTER", "FAILOVER")
+    wait_until(lambda: master_port(redis_cluster, other, key) == replica.port, what="the replica promoted")
+    assert wait_until(lambda: cache.stats.resets > resets, timeout=READY_TIMEOUT, what="the cache's reset")
+    redis_cluster.wait_healthy()
+    other.put(key, LwwLattice(2, b"two"))
+    assert wait_until(lambda: value_of(cache, key) == b"two", timeout=READY_TIMEOUT)
+    assert wait_until(lambda: replica.port in feed_ports(cache) and old.port not in feed_ports(cache),
+                      timeout=READY_TIMEOUT, what="the promoted master's feed, the old one's closed")
+    assert value_of(cache, key) == b"two" and key in cache._entries  # tracked on the promoted master
+    other.put(key, LwwLattice(3, b"three"))
+    assert wait_until(lambda: value_of(cache, key) == b"three", timeout=READY_TIMEOUT)
