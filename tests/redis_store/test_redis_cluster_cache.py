@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import signal
 import threading
+import uuid
 
 import pytest
 
@@ -72,9 +73,10 @@ def test_one_seed_found_to_be_a_cluster_caches_too(redis_cluster):
     seeds = RedisStore({"url": redis_cluster.url, "timeout": "30"})
     assert cached(seeds) is not seeds  # several seeds: known to be a cluster, and cached
     seeds.close()
-    one_seed = RedisStore({"url": redis_cluster.servers[0].url, "timeout": "30", "prefix": "one-seed:"})
+    prefix = f"c{uuid.uuid4().hex[:10]}:"
+    one_seed = RedisStore({"url": redis_cluster.servers[0].url, "timeout": "30", "prefix": prefix})
     cache = CachedStore(one_seed)  # cluster=auto: found to be a cluster at the first read
-    other = RedisStore({"url": redis_cluster.url, "timeout": "30", "prefix": "one-seed:"})
+    other = RedisStore({"url": redis_cluster.url, "timeout": "30", "prefix": prefix})
     try:
         other.put("k", LwwLattice(1, b"one"))
         assert value_of(cache, "k") == b"one" and value_of(cache, "k") == b"one"
