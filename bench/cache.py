@@ -4,7 +4,9 @@ Two parts, each run with the cache on and off in the same run, on an Anna
 cluster of real processes (a routing node and ``--nodes`` KVS nodes,
 replication ``min(2, nodes)``, puts acknowledged by every replica), or with
 ``--store redis`` on a ``redis-server`` of its own (AOF off, a free loopback
-port; the caches fed by its client-side-caching invalidations):
+port; the caches fed by its client-side-caching invalidations), or with
+``--store redis-cluster`` on a Redis Cluster of its own (3 masters, one
+replica each, AOF off; the caches fed by every master):
 
 ``hot``: a guest (examples/state-ops.wasm, ``read_many``) reads one 1 KB Lww
 key ``--reads`` times per call, in an embedded runtime with one executor,
@@ -27,7 +29,8 @@ Calls/s and state operations/s, and the ratio cached/uncached; run for
 threads through one cache of ``--memory-capacity`` bytes (8M): the cache's
 bytes and entries, and this process's RSS, every tenth of the reads.
 
-Usage: python bench/cache.py [--store anna|redis] [--parts hot,mix,memory] [--nodes 1] [--seconds 10] [--ops 1,50]
+Usage: python bench/cache.py [--store anna|redis|redis-cluster] [--parts hot,mix,memory] [--nodes 1]
+       [--seconds 10] [--ops 1,50]
 """
 
 from __future__ import annotations
@@ -118,17 +121,18 @@ class Anna:
 
 
 class Redis:
-    """A redis-server of its own (bench/state.py starts it), AOF off."""
+    """A redis-server of its own, or with ``cluster`` a Redis Cluster (bench/state.py starts them), AOF off."""
 
     name = "redis"
 
-    def __init__(self) -> None:
+    def __init__(self, cluster: bool = False) -> None:
         import tempfile
 
-        from state import redis_server
+        from state import redis_cluster, redis_server
 
+        self.cluster = cluster
         self._directory = tempfile.TemporaryDirectory(prefix="essa-bench-cache-redis-")
-        self._server = redis_server(self._directory.name, appendonly="no")
+        self._server = (redis_cluster if cluster else redis_server)(self._directory.name, appendonly="no")
         url = self._server.__enter__()
         self.options = {"url": url, "timeout": "30"}
 
@@ -145,7 +149,8 @@ class Redis:
         import subprocess as sp
 
         version = sp.run(["redis-server", "--version"], capture_output=True, text=True).stdout.split()
-        return {"redis": next((w.split("=")[1] for w in version if w.startswith("v=")), "?"), "aof": "off"}
+        return {"redis": next((w.split("=")[1] for w in version if w.startswith("v=")), "?"), "aof": "off",
+                "cluster": "3 masters, 3 replicas" if self.cluster else "off"}
 
 
 def stop(procs: list[subprocess.Popen]) -> None:
@@ -418,7 +423,7 @@ def main() -> None:
         writer_main(sys.argv[2], sys.argv[3], sys.argv[4], 0.1)
         return
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--store", choices=("anna", "redis"), default="anna")
+    parser.add_argument("--store", choices=("anna", "redis", "redis-cluster"), default="anna")
     parser.add_argument("--parts", default="hot,mix")
     parser.add_argument("--nodes", type=int, default=1, help="KVS nodes (anna)")
     parser.add_argument("--calls", type=int, default=100, help="hot: calls measured per configuration")
@@ -434,7 +439,7 @@ def main() -> None:
     parts = args.parts.split(",")
     logs = Path(args.logs)
     logs.mkdir(parents=True, exist_ok=True)
-    backend = Anna(args.nodes) if args.store == "anna" else Redis()
+    backend = Anna(args.nodes) if args.store == "anna" else Redis(cluster=args.store == "redis-cluster")
     report = {"benchmark": "cache", "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0],
                                                 "load": [round(x, 2) for x in os.getloadavg()]},
               "config": {"store": backend.name, **backend.config(), "engine": "wasmtime"}}

@@ -280,6 +280,39 @@ def redis_server(directory: str, **config: str):
         proc.wait(30)
 
 
+@contextlib.contextmanager
+def redis_cluster(directory: str, masters: int = 3, **config: str):
+    """A Redis Cluster of ``masters`` masters and one replica each (``redis_server`` processes); yields the
+    store's ``url`` (every node a seed) once every node says the cluster is ok."""
+    import redis
+
+    cli = shutil.which("redis-cli")
+    if cli is None:
+        raise SystemExit("bench: redis-cli is not installed (apt-get install -y redis-server)")
+    with contextlib.ExitStack() as nodes:
+        urls = []
+        for i in range(2 * masters):
+            node = os.path.join(directory, f"node-{i}")
+            os.makedirs(node)
+            urls.append(nodes.enter_context(redis_server(
+                node, **{"cluster-enabled": "yes", "cluster-port": str(free_port()), "cluster-node-timeout": "2000",
+                         "cluster-config-file": "nodes.conf", **config})))
+        addresses = [url.removeprefix("redis://") for url in urls]
+        create = subprocess.run([cli, "--cluster", "create", *addresses, "--cluster-replicas", "1", "--cluster-yes"],
+                                capture_output=True, text=True, timeout=90)
+        if create.returncode != 0:
+            raise SystemExit(f"bench: redis-cli --cluster create failed: {create.stdout}{create.stderr}")
+        deadline = time.monotonic() + 90
+        for address in addresses:
+            host, port = address.split(":")
+            with redis.Redis(host=host, port=int(port)) as node:
+                while node.cluster("info").get("cluster_state") != "ok":
+                    if time.monotonic() > deadline:
+                        raise SystemExit("bench: the Redis Cluster did not become ok within 90 s")
+                    time.sleep(0.05)
+        yield " ".join(urls)
+
+
 def bench_redis(args) -> list[dict]:
     from essa_redis import RedisStore
 

@@ -186,12 +186,28 @@ def test_on_a_redis_cluster_up_the_examples_give_the_same_output_with_the_execut
     pytest.importorskip("essa_redis")
     from redis_store.servers import RedisServer
 
+    redis = RedisServer(tmp_path / "redis").start()
+    try:
+        check_examples_with_cache(cache, redis.url)
+    finally:
+        redis.stop()
+
+
+@pytest.mark.parametrize("cache", ["64M", "0"], ids=["cache-on", "cache-off"])
+def test_up_on_a_redis_cluster_store_the_examples_give_the_same_output_with_the_caches_on_and_off(redis_cluster,
+                                                                                              cache):
+    """The same on a Redis Cluster (3 masters, 3 replicas): each executor's cache fed by every master."""
+    check_examples_with_cache(cache, redis_cluster.url, prefix=f"e2e-{cache}:")
+
+
+def check_examples_with_cache(cache: str, url: str, prefix: str = "essa:") -> None:
+    """`essa up` on the Redis at ``url`` with ``--cache-size cache``: the examples give their usual output."""
     from .test_cli import EXPECTED_TEST_FUNCTION_OUTPUT, TEST_FUNCTION
     from .test_cluster import free_port
 
-    redis = RedisServer(tmp_path / "redis").start()
     endpoint = f"tcp/127.0.0.1:{free_port()}"
-    proc = subprocess.Popen([sys.executable, "-m", "essa", "--store", "redis", "--store-option", f"url={redis.url}",
+    proc = subprocess.Popen([sys.executable, "-m", "essa", "--store", "redis", "--store-option", f"url={url}",
+                             "--store-option", f"prefix={prefix}",
                              "up", "--executors", "2", "--listen", endpoint, "--cache-size", cache],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
 
@@ -215,8 +231,8 @@ def test_on_a_redis_cluster_up_the_examples_give_the_same_output_with_the_execut
         else:
             assert all(c is not None and c["capacity"] == 64 << 20 for c in caches), caches
             assert sum(c["hits"] + c["misses"] for c in caches) > 0, caches
+            assert sum(c["misses"] - c["unwatched"] for c in caches) > 0, caches  # reads the servers track
     finally:
         proc.send_signal(signal.SIGTERM)
         logs, _ = proc.communicate(timeout=DEADLINE)
-        redis.stop()
     assert "Traceback" not in logs

@@ -220,7 +220,9 @@ class RedisClusterProcesses:
         wait_until(lambda: self.healthy(masters), what="the Redis Cluster being healthy")
 
     def master_of_slot(self, slot: int) -> RedisServer:
-        with self.servers[0].client() as client:
+        """The master serving ``slot``, as the first live node says."""
+        live = next(s for s in self.servers if s.proc is not None and s.proc.poll() is None)
+        with live.client() as client:
             for start, end, master, *_replicas in client.execute_command("CLUSTER", "SLOTS"):
                 if start <= slot <= end:
                     return self.by_port(int(master[1]))

@@ -1,4 +1,4 @@
-"""Executor caches fed by real redis-server processes: tracked reads, invalidations, resets, bounds, merge_many.
+"""Executor caches fed by one real redis-server process: tracked reads, invalidations, resets, bounds, merge_many.
 
 A cache here is :class:`essa.state.cache.CachedStore` on a :class:`RedisStore`, exactly what an executor
 builds; another store (another client) writes. Waits poll with a deadline of a minute, never a sleep.
@@ -18,7 +18,7 @@ import redis  # noqa: E402
 
 from essa.errors import LatticeTypeError, StoreError  # noqa: E402
 from essa.state.bincode import decode_lattice, encode_lattice  # noqa: E402
-from essa.state.cache import CachedStore, cached  # noqa: E402
+from essa.state.cache import CachedStore  # noqa: E402
 from essa.state.lattice import LwwLattice, SetLattice  # noqa: E402
 from essa.testing.resources import sample  # noqa: E402
 from essa_redis import RedisStore  # noqa: E402
@@ -244,26 +244,6 @@ def test_merge_many_is_one_round_trip_with_the_merge_scripts_rules(redis_server,
             open_store(redis_server.url, wait_replicas="1", wait_timeout="0.1").merge_many(items[:2])
     finally:
         store.close()
-
-
-def test_on_a_redis_cluster_executors_keep_no_cache(redis_cluster):
-    seeds = open_store(redis_cluster.url)  # several seeds: known to be a cluster before connecting
-    assert seeds.watch_lease is None and cached(seeds) is seeds
-    one_seed = RedisStore({"url": redis_cluster.servers[0].url, "prefix": seeds.settings.prefix, "timeout": "30"})
-    cache = cached(one_seed)  # cluster=auto, one seed: found to be a cluster at first use; nothing is cached
-    assert isinstance(cache, CachedStore)
-    try:
-        items = [(f"ns/data/{i}", encode_lattice(SetLattice({b"%d" % i}))) for i in range(30)]
-        seeds.merge_many(items)  # one pipeline per master
-        assert all(seeds.get(f"ns/data/{i}") == SetLattice({b"%d" % i}) for i in range(30))
-        for i in range(30):
-            assert members(cache.get_bytes(f"ns/data/{i}")) == {b"%d" % i}
-        seeds.put("ns/data/0", SetLattice({b"more"}))
-        assert members(cache.get_bytes("ns/data/0")) == {b"0", b"more"}  # read from Redis: no cache to be stale
-        assert len(cache) == 0 and cache.stats.unwatched == 31
-    finally:
-        cache.close()
-        seeds.close()
 
 
 @pytest.mark.parametrize("denied", ["client|tracking", "client|id"])

@@ -65,7 +65,7 @@ def scheduler(listen, connect, scouting, zenoh_config, placement, max_message_si
 @click.option("--workers", type=click.IntRange(min=1), help="Threads running calls. [default: one per core, at least 2]")
 @click.option("--cache-size", metavar="SIZE", envvar="ESSA_CACHE_SIZE",
               help="Bytes of lattice values kept in this executor's cache when the store pushes updates "
-              "(anna; redis on one server), e.g. 64M; 0 turns the cache off (env ESSA_CACHE_SIZE). [default: 64M]")
+              "(anna, redis), e.g. 64M; 0 turns the cache off (env ESSA_CACHE_SIZE). [default: 64M]")
 @limit_options
 @log_options
 @metrics_option

@@ -2,7 +2,7 @@
 
 :class:`CachedStore` wraps a store that can push updates (its
 :attr:`~essa.state.store.Store.watch_lease` is set: the anna store, the redis
-store on one server) and serves reads from this process's memory:
+store) and serves reads from this process's memory:
 
 * a **read** of a key not cached asks the store to *watch* it
   (:meth:`~essa.state.store.Store.watch_bytes`: the value, and the store pushes

@@ -58,12 +58,19 @@ class CacheFeed(InvalidationListener):
 
     :param update: the cache's ``update(key, value)``; the feed only ever says ``None`` (forget it).
     :param reset: the cache's ``reset()``: invalidations may have been lost.
+    :param address: ``(host, port, unix_path)`` of the server (default: the store's first); a cluster feed
+        (:mod:`essa_redis.cluster_feed`) has one feed per master.
+    :param on_failure: called after the listener's connection failed or could not be opened.
     """
 
     def __init__(self, backend: Backend, raw_prefix: bytes, update: Callable[[str, bytes | None], None],
-                 reset: Callable[[], None]) -> None:
-        server = backend.settings.servers[0]
-        super().__init__(backend, (server.host, server.port, server.path), "feeding caches from")
+                 reset: Callable[[], None], address: tuple[str, int | None, str | None] | None = None,
+                 on_failure: Callable[[], None] | None = None) -> None:
+        if address is None:
+            server = backend.settings.servers[0]
+            address = (server.host, server.port, server.path)
+        super().__init__(backend, address, "feeding caches from")
+        self._on_failure = on_failure
         self._raw_prefix = raw_prefix
         self._update = update
         self._reset = reset
@@ -83,12 +90,16 @@ class CacheFeed(InvalidationListener):
 
     def read(self, rkey: bytes, what: str) -> tuple[object, bool]:
         """``read.lua``'s reply for ``rkey``, and whether the server tracks the key for this feed."""
+        return self.backend.run(what, lambda client: self.read_once(client, rkey))
+
+    def read_once(self, client: object, rkey: bytes) -> tuple[object, bool]:
+        """One attempt of :meth:`read` (errors raised as redis-py's); ``client`` reads when nothing is tracked."""
         self._start_once()
-        if self.listener_id is None or self.refused is not None:
-            return self.backend.run(what, lambda client: self.backend.evalsha(client, READ, rkey, [])), False
+        if self.listener_id is None or self.refused is not None or self._closed:
+            return self.backend.evalsha(client, READ, rkey, []), False
         tracker = self._take()
         try:
-            return self.backend.run(what, lambda _client: self._read(tracker, rkey))
+            return self._read(tracker, rkey)
         finally:
             tracker.lock.release()
 
@@ -203,6 +214,10 @@ class CacheFeed(InvalidationListener):
 
     def on_down(self) -> None:
         self._lost(None)
+
+    def after_failure(self) -> None:
+        if self._on_failure is not None:
+            self._on_failure()
 
     def keepalive(self) -> None:
         """Ping the idle tracking connections: one the server closed (its ``timeout``) took its keys along."""

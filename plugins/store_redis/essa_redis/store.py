@@ -3,9 +3,10 @@
 Every put is one round trip: the merge script (``merge.lua``) merges the value
 on the server, atomically, with essa's merge rules; with ``wait_replicas=N``
 the put's ``WAIT N`` travels in the same round trip; ``merge_many`` sends its
-merges in one pipeline. Reads return the bytes every essa store returns. On
-one server, executors cache values, kept fresh by Redis's client-side-caching
-invalidations (:mod:`essa_redis.feed`). See :mod:`essa_redis.layout` for where
+merges in one pipeline. Reads return the bytes every essa store returns.
+Executors cache values, kept fresh by Redis's client-side-caching
+invalidations (:mod:`essa_redis.feed`; on a Redis Cluster, one feed per
+master: :mod:`essa_redis.cluster_feed`). See :mod:`essa_redis.layout` for where
 values lie, :mod:`essa_redis.options` for the options and
 :mod:`essa_redis.watch` for change notifications; the plugin's README says
 what is guaranteed.
@@ -13,12 +14,14 @@ what is guaranteed.
 
 from __future__ import annotations
 
+import threading
 from typing import Callable, Iterable, Mapping
 
 from essa.plugin import ClusterServices, Store, StoreError
 
 from . import layout
 from .client import MERGE, READ, Backend
+from .cluster_feed import ClusterCacheFeed
 from .feed import CacheFeed
 from .options import OPTIONS, normalise, parse
 from .watch import Watch
@@ -42,9 +45,9 @@ class RedisStore(Store):
         self._prefix = self.settings.prefix
         self._raw_prefix = self._prefix.encode("utf-8")
         self._watches: list[Watch] = []
-        self._feed: CacheFeed | None = None
-        if self.settings.cluster == "on" or len(self.settings.servers) > 1:
-            self.watch_lease = None  # a Redis Cluster: executors keep no cache (see the README)
+        self._updates: tuple[Callable[[str, bytes | None], None], Callable[[], None]] | None = None
+        self._feed: CacheFeed | ClusterCacheFeed | None = None
+        self._feed_lock = threading.Lock()
 
     # -- Store API -------------------------------------------------------------------------
 
@@ -117,27 +120,39 @@ class RedisStore(Store):
 
     # -- executor caches -------------------------------------------------------------------
 
-    #: Executors cache this store's values (on one server; ``None`` for a Redis Cluster, set per store).
+    #: Executors cache this store's values, on one server or a Redis Cluster.
     watch_lease: float | None = WATCH_LEASE
 
     def on_updates(self, update: Callable[[str, bytes | None], None], reset: Callable[[], None]) -> None:
         """Have the invalidations of the keys :meth:`watch_bytes` reads reach ``update(key, None)``, and
-        ``reset()`` called when some may have been lost (see :mod:`essa_redis.feed`)."""
-        if self.watch_lease is not None and self._feed is None:
-            self._feed = CacheFeed(self.backend, self._raw_prefix, update, reset)
+        ``reset()`` called when some may have been lost (see :mod:`essa_redis.feed` and, on a Redis Cluster,
+        :mod:`essa_redis.cluster_feed`)."""
+        if self._updates is None:
+            self._updates = (update, reset)
 
     def watch_bytes(self, key: str) -> tuple[bytes | None, bool]:
-        """Read ``key`` on a tracking connection: its next change reaches :meth:`on_updates`' ``update``.
+        """Read ``key`` on a tracking connection of its master: its next change reaches :meth:`on_updates`'
+        ``update``.
 
-        Not watched (``False``) without :meth:`on_updates`, on a Redis Cluster, or while the feed's listener
-        is not subscribed.
+        Not watched (``False``) without :meth:`on_updates`, while the listener of the key's master is not
+        subscribed, or while the key's slot is migrating (``ASK``).
         """
         rkey = layout.redis_key(self._prefix, key)
-        feed = self._feed
-        if feed is None or self._is_cluster():
+        feed = self._cache_feed()
+        if feed is None:
             return self.get_bytes(key), False
         reply, watched = feed.read(rkey, f"the read of key {key!r}")
         return layout.assemble(reply), watched
+
+    def _cache_feed(self) -> CacheFeed | ClusterCacheFeed | None:
+        """The feed of :meth:`on_updates`, made at the first read: one server's, or a cluster's."""
+        if self._feed is not None or self._updates is None:
+            return self._feed
+        kind = ClusterCacheFeed if self._is_cluster() else CacheFeed
+        with self._feed_lock:
+            if self._feed is None:
+                self._feed = kind(self.backend, self._raw_prefix, *self._updates)
+            return self._feed
 
     # -- change notifications --------------------------------------------------------------
 
