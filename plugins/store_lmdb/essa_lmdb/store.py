@@ -8,8 +8,35 @@ write. LMDB allows one writer at a time across all processes of a machine (its
 lock file holds a process-shared mutex), so concurrent merges from threads and
 processes never lose an update, and with ``sync`` on (the default) a merge
 returns only after its commit reached the disk. Merges of one process that
-arrive while a commit is in flight share the next transaction and its sync
+arrive while a commit is in flight share the next transaction and its flush
 (group commit, :meth:`_Env.merge`).
+
+Durability with ``sync`` on: one flush per commit. LMDB commits by writing
+the transaction's data pages, flushing them (``fdatasync``), then writing the
+meta page that names them. The environment is opened with ``metasync`` off
+(LMDB's ``MDB_NOMETASYNC``), so that meta page is written but not flushed by
+the commit itself; the data pages are always durable before a meta page
+naming them is written, so the file is consistent after any crash (LMDB
+documents ``MDB_NOMETASYNC`` as keeping the database's integrity), and what
+an OS crash can undo is only the last commit whose meta page was not flushed
+yet. A commit's puts
+are therefore acknowledged (``merge`` returns) only after a later flush of
+``data.mdb``: the next group's commit (its data flush covers every page
+written before it, the previous meta page included), or, when no put waits,
+an explicit ``env.sync(True)`` by the leader. So:
+
+- on a process crash (``kill -9``), nothing is lost: every commit, flushed or
+  not, is in the OS's page cache, and the next process reads it;
+- on an OS crash or power loss, nothing acknowledged is lost: an
+  acknowledged put's meta page was flushed after it was written. Puts not
+  acknowledged yet may or may not have been kept (as before).
+
+Under load a commit costs one flush (the old meta page rides along with the
+new data pages) instead of LMDB's two (data, then the meta page through an
+``O_DSYNC`` descriptor); a lone put still costs two, in sequence. Flushes by
+other processes committing into the same file also cover our meta pages, but
+only our own are counted on. A delete commits alone and flushes before it
+returns. With ``sync`` off nothing is flushed, as before.
 
 LMDB must not be opened twice by one process (its POSIX file locks belong to the
 process, so closing a second handle silently drops the first one's locks). All
@@ -32,8 +59,8 @@ Options (``--store-option KEY=VALUE``):
     larger ``map_size`` enlarge it for everyone; the others adopt the larger
     size when they need it.
 ``sync``
-    ``on`` (default) flushes every commit to disk before a merge returns;
-    ``off`` trades the last commits before a power loss or OS crash (not a
+    ``on`` (default): a merge or delete returns only once its commit is on
+    disk (see above); ``off`` trades the last commits before a power loss or OS crash (not a
     process crash) for speed.
 ``max_readers``
     read transactions that may be open at once across all processes
