@@ -495,11 +495,18 @@ class _Env:
                     other.finish(exc)
                 if not isinstance(exc, Exception):
                     raise  # KeyboardInterrupt and the like
-                if batch:
-                    return  # a failed commit flushed nothing we can count on: ``waiting`` waits on
-                acked += waiting  # the explicit flush failed: so does every put waiting for it
+                if not waiting:
+                    return
+                error: BaseException | None = exc  # the explicit flush failed: so does every put waiting for it
+                if batch:  # the failed commit flushed nothing we can count on: flush for the puts waiting
+                    try:
+                        self._flush()
+                        error = None
+                    except Exception as failed:
+                        error = failed
+                acked += waiting
                 for other in waiting:
-                    other.finish(exc)
+                    other.finish(error)
                 waiting = []
                 return
             fresh = [other for other in batch if not other.done]  # the refused ones are done already
