@@ -210,7 +210,9 @@ def test_kill_9_during_group_commits_loses_no_acknowledged_put(tmp_path):
     finally:
         watchdog.cancel()
         proc.send_signal(signal.SIGKILL)
-        rest, _ = proc.communicate(timeout=60)
+        proc.wait(timeout=60)
+        rest = proc.stdout.read()  # with the lines proc.stdout buffered (communicate() reads past them)
+        proc.stdout.close()
     # the kill may cut the last line short: only whole lines count
     acked += [tuple(map(int, line.split())) for line in rest.split("\n")[:-1] if line.strip()]
     assert len(acked) >= 3000

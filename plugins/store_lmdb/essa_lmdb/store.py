@@ -8,8 +8,35 @@ write. LMDB allows one writer at a time across all processes of a machine (its
 lock file holds a process-shared mutex), so concurrent merges from threads and
 processes never lose an update, and with ``sync`` on (the default) a merge
 returns only after its commit reached the disk. Merges of one process that
-arrive while a commit is in flight share the next transaction and its sync
+arrive while a commit is in flight share the next transaction and its flush
 (group commit, :meth:`_Env.merge`).
+
+Durability with ``sync`` on: one flush per commit. LMDB commits by writing
+the transaction's data pages, flushing them (``fdatasync``), then writing the
+meta page that names them. The environment is opened with ``metasync`` off
+(LMDB's ``MDB_NOMETASYNC``), so that meta page is written but not flushed by
+the commit itself; the data pages are always durable before a meta page
+naming them is written, so the file is consistent after any crash (LMDB
+documents ``MDB_NOMETASYNC`` as keeping the database's integrity), and what
+an OS crash can undo is only the last commit whose meta page was not flushed
+yet. A commit's puts
+are therefore acknowledged (``merge`` returns) only after a later flush of
+``data.mdb``: the next group's commit (its data flush covers every page
+written before it, the previous meta page included), or, when no put waits,
+an explicit ``env.sync(True)`` by the leader. So:
+
+- on a process crash (``kill -9``), nothing is lost: every commit, flushed or
+  not, is in the OS's page cache, and the next process reads it;
+- on an OS crash or power loss, nothing acknowledged is lost: an
+  acknowledged put's meta page was flushed after it was written. Puts not
+  acknowledged yet may or may not have been kept (as before).
+
+Under load a commit costs one flush (the old meta page rides along with the
+new data pages) instead of LMDB's two (data, then the meta page through an
+``O_DSYNC`` descriptor); a lone put still costs two, in sequence. Flushes by
+other processes committing into the same file also cover our meta pages, but
+only our own are counted on. A delete commits alone and flushes before it
+returns. With ``sync`` off nothing is flushed, as before.
 
 LMDB must not be opened twice by one process (its POSIX file locks belong to the
 process, so closing a second handle silently drops the first one's locks). All
@@ -32,8 +59,8 @@ Options (``--store-option KEY=VALUE``):
     larger ``map_size`` enlarge it for everyone; the others adopt the larger
     size when they need it.
 ``sync``
-    ``on`` (default) flushes every commit to disk before a merge returns;
-    ``off`` trades the last commits before a power loss or OS crash (not a
+    ``on`` (default): a merge or delete returns only once its commit is on
+    disk (see above); ``off`` trades the last commits before a power loss or OS crash (not a
     process crash) for speed.
 ``max_readers``
     read transactions that may be open at once across all processes
@@ -232,7 +259,7 @@ class _Env:
     """
 
     __slots__ = ("env", "path", "pid", "refs", "sync", "max_readers", "write_lock", "cond", "readers", "resizing",
-                 "layout", "group", "queue", "leading", "last_group")
+                 "layout", "group", "queue", "unflushed", "leading", "last_group", "woken", "commits", "flushes")
 
     def __init__(self, env: lmdb.Environment, path: str, sync: bool, max_readers: int) -> None:
         self.env = env
@@ -249,8 +276,15 @@ class _Env:
         # group commit: puts waiting for the next commit, and whether a thread leads one (under group)
         self.group = threading.Lock()
         self.queue: list[_Put] = []
+        #: Committed puts not acknowledged yet: the meta page of their commit awaits a flush.
+        self.unflushed: list[_Put] = []
         self.leading = False
         self.last_group = 0
+        #: Threads the last step woke (acknowledged), other than its leader.
+        self.woken = 0
+        #: What this process did (for tests and benchmarks): commits, and explicit flushes.
+        self.commits = 0
+        self.flushes = 0
 
     def map_size(self) -> int:
         return int(self.env.info()["map_size"])
@@ -363,7 +397,7 @@ class _Env:
         raise self.error(problem, "reading from") from None  # pragma: no cover
 
     def delete(self, key: bytes) -> bool:
-        """Remove ``key``; return whether it existed (committed before returning)."""
+        """Remove ``key``; return whether it existed (committed, and with ``sync`` durable, before returning)."""
         for _ in range(4):
             with self.write_lock:
                 try:
@@ -371,28 +405,37 @@ class _Env:
                         existed = txn.get(key) is not None
                         self.layout.delete(txn, key)  # and a big set's member records
                         self.layout.forget_name(txn, key)
-                        return existed
+                    self.commits += 1
                 except lmdb.MapResizedError:
-                    pass
+                    self._remap_or_raise()
+                    continue
                 except lmdb.Error as exc:
                     raise self.error(exc, "deleting from") from None
-                self._remap_or_raise()
+            if self.sync:
+                self._flush()  # the commit's meta page
+            return existed
         raise StoreError(f"deleting from the store at {self.path} failed: its map size keeps changing")
 
     def merge(self, key: bytes, value: bytes, name: bytes | None = None) -> None:
-        """Merge ``value`` into ``key``; returns once the merge is committed (and synced).
+        """Merge ``value`` into ``key``; returns once the merge is committed (and, with ``sync``, durable).
 
         ``name`` is the full key when ``key`` is a shortened record key: the
         merge records it (once) in the same transaction.
 
         Group commit: puts that arrive while a commit is in flight wait, and
-        the next commit takes them all in one write transaction and one sync.
-        A put that finds no commit in flight leads one; a leader whose commit
-        is done wakes exactly the puts it committed and hands the lead to the
-        oldest waiting put (waking everyone would cost each a GIL hand-off for
-        nothing). A put whose merge is refused fails alone; a failed commit
-        fails every put of it. With ``sync`` off there is no sync to share, and
-        waking followers costs more than it saves: each put commits on its own.
+        the next commit takes them all in one write transaction. A put that
+        finds no commit in flight leads; a leader commits groups until its own
+        put is acknowledged, wakes exactly the puts it acknowledged and hands
+        the lead to the oldest waiting put (waking everyone would cost each a
+        GIL hand-off for nothing). A put whose merge is refused fails alone; a
+        failed commit fails every put of it. With ``sync`` off there is no
+        flush to share, and waking followers costs more than it saves: each
+        put commits on its own.
+
+        With ``sync`` on, a commit flushes its data pages but not its meta
+        page (see the module documentation), so its puts are acknowledged only
+        after the next flush: the next group's commit, or :meth:`_flush` when
+        no put waits.
         """
         put = _Put(key, value, name)
         if not self.sync:
@@ -414,53 +457,114 @@ class _Env:
             raise put.error
 
     def _lead(self, put: "_Put") -> None:
-        """Commit waiting puts as groups until ``put`` is done, wake each, then pass the lead on."""
+        """Run flushes (:meth:`_step`) until ``put`` is acknowledged, then pass the lead on."""
         try:
             while not put.done:
-                batch: list[_Put] = []
-                try:
-                    if len(self.queue) < self.last_group:
-                        # Threads woken by the previous commit are likely to queue their next
-                        # puts within microseconds: let them (a fuller group, one sync fewer).
-                        time.sleep(0)
-                    with self.group:
-                        batch = self.queue[:GROUP_LIMIT]
-                        del self.queue[:GROUP_LIMIT]
-                        self.last_group = len(batch)
-                    self._commit(batch)
-                except BaseException as exc:  # every put of the batch learns, whatever happened
-                    for other in batch:
-                        if not other.done:
-                            other.finish(exc)
-                    if not isinstance(exc, Exception):
-                        raise  # KeyboardInterrupt and the like
-                finally:
-                    for other in batch:
-                        if other is not put:
-                            other.wake.release()
+                self._step(put)
         finally:
             self._pass_lead(put)
 
-    def _pass_lead(self, put: "_Put") -> None:
-        """``put``'s thread stops waiting or leading: withdraw it if still queued, and hand on its lead.
+    def _step(self, leader: "_Put") -> None:
+        """One flush: commit the waiting puts, or flush explicitly when none waits; acknowledge what it made durable.
 
-        The lead goes to the oldest waiting put, or ends when none waits.
+        A commit's data flush also flushes the meta page the previous commit
+        wrote, so it makes the previous group durable; its own group becomes
+        ``unflushed`` until the next flush.
+        """
+        if self.woken and len(self.queue) < self.last_group:
+            # Threads woken by the previous flush are likely to queue their next
+            # puts within microseconds: let them (a fuller group, one flush fewer).
+            # A lone put woke no one: it does not wait (sleep(0) costs ~70 us here).
+            time.sleep(0)
+        with self.group:
+            batch = self.queue[:GROUP_LIMIT]
+            del self.queue[:GROUP_LIMIT]
+            self.last_group = len(batch)
+            waiting, self.unflushed = self.unflushed, []
+        acked: list[_Put] = []
+        try:
+            try:
+                if batch:
+                    flushed = self._commit(batch)
+                else:
+                    self._flush()
+                    flushed = True
+            except BaseException as exc:  # every put of the batch learns, whatever happened
+                acked = [other for other in batch if not other.done]
+                for other in acked:
+                    other.finish(exc)
+                if not isinstance(exc, Exception):
+                    raise  # KeyboardInterrupt and the like
+                if not waiting:
+                    return
+                error: BaseException | None = exc  # the explicit flush failed: so does every put waiting for it
+                if batch:  # the failed commit flushed nothing we can count on: flush for the puts waiting
+                    try:
+                        self._flush()
+                        error = None
+                    except Exception as failed:
+                        error = failed
+                acked += waiting
+                for other in waiting:
+                    other.finish(error)
+                waiting = []
+                return
+            fresh = [other for other in batch if not other.done]  # the refused ones are done already
+            acked = [other for other in batch if other.done]
+            if flushed:
+                acked += waiting
+                for other in waiting:
+                    other.finish(None)
+                waiting = fresh
+            else:  # nothing was written, so nothing was flushed: they wait together
+                waiting += fresh
+        finally:
+            with self.group:
+                self.unflushed[:0] = waiting
+            self.woken = 0
+            for other in acked:
+                if other is not leader:
+                    other.wake.release()
+                    self.woken += 1
+
+    def _flush(self) -> None:
+        """Flush ``data.mdb`` (and so the meta page of the last commit) to disk."""
+        try:
+            self.env.sync(True)
+        except lmdb.Error as exc:
+            raise self.error(exc, "flushing") from None
+        with self.group:
+            self.flushes += 1
+
+    def _pass_lead(self, put: "_Put") -> None:
+        """``put``'s thread stops waiting or leading: withdraw it if still waiting, and hand on its lead.
+
+        The lead goes to the oldest queued put, else to the oldest put waiting
+        for a flush; it ends when none waits.
         """
         with self.group:
-            if not put.done and put in self.queue:  # interrupted: it can be neither committed nor heir
-                self.queue.remove(put)
+            if not put.done:  # interrupted: it can be neither acknowledged nor heir
+                if put in self.queue:
+                    self.queue.remove(put)
+                elif put in self.unflushed:
+                    self.unflushed.remove(put)
             if not put.lead:
                 return
             put.lead = False
-            if not self.queue:
+            if not self.queue and not self.unflushed:
                 self.leading = False
                 return
-            heir = self.queue[0]
+            heir = self.queue[0] if self.queue else self.unflushed[0]
             heir.lead = True
         heir.wake.release()
 
-    def _commit(self, batch: list["_Put"]) -> None:
-        """Merge every put of ``batch`` in one write transaction and commit it once."""
+    def _commit(self, batch: list["_Put"]) -> bool:
+        """Merge every put of ``batch`` in one write transaction and commit it once.
+
+        Returns whether a transaction was committed (with ``sync``: its data
+        pages, and so the previous commit's meta page, flushed); ``False``
+        when no put changed anything.
+        """
         grown = False
         for _ in range(4):
             with self.write_lock:
@@ -486,12 +590,16 @@ class _Env:
                             refused[i] = exc
                     if changed:
                         txn.commit()
+                        self.commits += 1
                     else:
-                        txn.abort()  # nothing new: what is stored is already durable
+                        txn.abort()  # nothing new: what is stored is durable or soon will be
                     done = True
                     for i, put in enumerate(batch):
-                        put.finish(refused.get(i))
-                    return
+                        if i in refused:
+                            put.finish(refused[i])
+                        elif not self.sync:
+                            put.finish(None)
+                    return changed
                 except lmdb.MapFullError as exc:
                     full = exc
                 except lmdb.MapResizedError:
@@ -580,7 +688,7 @@ def _open_env(real: str, map_size: int, sync: bool, max_readers: int) -> _Env:
             subdir=True,
             create=True,
             sync=sync,
-            metasync=sync,
+            metasync=False,  # a commit's meta page is flushed by the next flush (see the module docstring)
             max_readers=max_readers,
             max_dbs=DATABASES,
             lock=True,
