@@ -77,6 +77,23 @@ def test_keys_every_store_refuses_are_refused_in_one_line(store, key):
     assert "\n" not in str(info.value)
 
 
+def test_the_clients_table_of_key_owners_stays_bounded_and_forgotten_owners_are_asked_again(cluster):
+    bounded = open_store(cluster)
+    try:
+        bounded.client.wait_for_nodes(len(NODES), timeout=READY_TIMEOUT)
+        bounded.client.max_owners = 40
+        keys = [f"owners/{i}" for i in range(200)]
+        for i, key in enumerate(keys):
+            bounded.put(key, value(i))
+            assert len(bounded.client._cache) <= 40
+        assert [bounded.get_bytes(key) for key in keys] == [encode_lattice(value(i)) for i in range(200)]
+        assert len(bounded.client._cache) <= 40
+        for key in keys:
+            assert bounded.delete(key)
+    finally:
+        bounded.close()
+
+
 def test_a_key_longer_than_anna_carries_is_refused_in_one_line(store):
     with pytest.raises(AnnaError, match=f"at most {MAX_KEY_CHARS} characters"):
         store.put("x" * (MAX_KEY_CHARS + 1), value(0))

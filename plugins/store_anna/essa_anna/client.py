@@ -41,6 +41,8 @@ log = logging.getLogger("essa.anna")
 
 #: How often the client's timer checks deadlines, retries and membership.
 TICK = 0.02
+#: Keys whose owners the client remembers at most (the oldest learnt go first: asked again when used).
+MAX_OWNERS = 100_000
 #: Re-ask the routing node for owners it has not answered after this long.
 ADDRESS_RETRY = 0.25
 #: Re-send a request that got no answer after this long (doubling each time).
@@ -119,7 +121,9 @@ class AnnaClient:
         self._inflight: dict[int, _Op] = {}
         self._unresolved: dict[str, list[_Op]] = {}
         self._asked: dict[str, float] = {}
+        #: key -> its owners, as the routing node said (at most ``max_owners``, in the order learnt)
         self._cache: dict[str, tuple] = {}
+        self.max_owners = MAX_OWNERS
         self._topics: dict[tuple, str] = {}
         self._out: dict[str, list] = {}
         self._addr: set[str] = set()
@@ -436,6 +440,8 @@ class AnnaClient:
                         continue
                     self._cache[key] = owners
                     self._asked.pop(key, None)
+                    if len(self._cache) > self.max_owners:  # a client that touches ever new keys stays bounded
+                        del self._cache[next(iter(self._cache))]
                     for o in self._unresolved.pop(key, ()):
                         self._route(o)
             self._flush()
