@@ -367,10 +367,10 @@ class Executor:
         stages of this executor they made ready (see :meth:`submit_stages`; ``tasks``: how many tasks work on
         ``queue``, in a list they share)."""
         work = [(queue, received, tasks)]
+        ran: list[tuple] = []  # (request, reply, received, started, ended) of each stage that ran
         while work:
             queue, received, tasks = work.pop()
-            measured: list[tuple] = []
-            results = self._work_through(queue, received, tasks, measured)
+            results = self._work_through(queue, received, tasks, ran)
             if not results:  # the other tasks took them all
                 continue
             self._next_stages.queues = []  # what finished_many makes ready here: no worker to wake for it
@@ -382,12 +382,13 @@ class Executor:
             finally:
                 work.extend(reversed(self._next_stages.queues))
                 self._next_stages.queues = None
-            metrics.calls_ended(measured)  # once the results are on their way: not on the DAG's path
+        # Once every result went on (the stages they made ready here ran too): not on the DAGs' path.
+        metrics.calls_ended([_measured(*stage) for stage in ran])
 
     def _work_through(self, queue: collections.deque, received: float, tasks: list[int],
-                      measured: list[tuple]) -> list[tuple[Message, Message]]:
-        """Run the stages of ``queue`` one after another; their requests and replies (and, appended to
-        ``measured``, what :func:`metrics.calls_ended` counts of them)."""
+                      ended_calls: list[tuple]) -> list[tuple[Message, Message]]:
+        """Run the stages of ``queue`` one after another; their requests and replies (appended to
+        ``ended_calls`` too, with ``received`` and when each started and ended, for :func:`_measured`)."""
         results: list[tuple[Message, Message]] = []
         while True:
             try:
@@ -402,7 +403,7 @@ class Executor:
             with self._active_lock:
                 self._active.pop(request["id"], None)
             self._stage_reads(request, read)
-            measured.append(_measured(request, reply, received, started, ended))
+            ended_calls.append((request, reply, received, started, ended))
             results.append((request, reply))
             if queue and ended - started > self.spread_after and tasks[0] < self.workers:
                 tasks[0] += 1  # long stages: another worker takes some (a race only adds one more task)
