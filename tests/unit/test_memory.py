@@ -85,3 +85,29 @@ def test_tune_heap_starts_one_trimming_thread_and_caps_the_arenas(monkeypatch):
     else:
         assert len(trimmers) >= 1 and trimmers[-1].daemon and memory._trimmer in trimmers
     assert calls == [1, 1]
+
+
+COLLECTOR = """
+import gc, weakref
+from essa.util.memory import YOUNG_COLLECTION, tune_collector
+tune_collector()
+assert gc.get_threshold()[0] == YOUNG_COLLECTION, gc.get_threshold()
+assert gc.get_freeze_count() > 0  # the start's objects are out of every collection
+
+class Node:
+    pass
+
+node = Node()
+node.self = node  # a cycle: only the collector frees it
+gone = weakref.ref(node)
+del node
+gc.collect()
+print(gone() is None)
+"""
+
+
+def test_the_collector_freezes_the_start_and_still_collects_cycles():
+    """A process-wide setting: checked in a child process, not in the test runner's."""
+    result = subprocess.run([sys.executable, "-c", COLLECTOR], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "True"

@@ -28,7 +28,7 @@ from essa.cli.options import (
 )
 from essa.plugins import DEFAULTS, get_plugin_manager
 from essa.security.tls import secure_endpoints
-from essa.util.memory import tune_heap
+from essa.util.memory import tune_collector, tune_heap
 
 
 @click.command()
@@ -52,6 +52,7 @@ def scheduler(listen, connect, scouting, zenoh_config, placement, max_message_si
     serve_metrics(metrics_address)
     running = services.start_scheduler(split_endpoints(listen), split_endpoints(connect), zenoh_config, scouting,
                                        placement, size_value(max_message_size, "--max-message-size"))
+    tune_collector()
     click.echo(running.describe(), err=True)
     try:
         services.wait_for_signal()
@@ -90,6 +91,7 @@ def executor(settings: Settings, executor_id, listen, connect, scouting, zenoh_c
     running = services.start_executor(executor_id, split_endpoints(listen), split_endpoints(connect), zenoh_config,
                                       scouting, settings.engine, settings.store, settings.store_options, workers,
                                       limits, grants, bounds, _cache_size(cache_size))
+    tune_collector()
     click.echo(running.describe(), err=True)
     try:
         services.wait_for_signal()

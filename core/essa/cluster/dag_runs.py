@@ -44,6 +44,7 @@ from essa.cluster.authorize import Refused
 from essa.cluster.consistency import check_fields
 from essa.cluster.dags import check_plan, sources
 from essa.cluster.stages import send_inputs
+from essa.placement import ExecutorState
 from essa.transport.base import Message
 from essa.util.ratelimit import RateLimitedLog
 
@@ -140,23 +141,25 @@ class DagRuns:
         for i, stage in enumerate(stages):
             for j, _part in stage["next"]:
                 feeders[j].append(i)
-        chosen: list[str] = []
+        candidates = list(s.executors.values())
+        chosen: list[ExecutorState] = []
         followers: set[int] = set()
         base = _call_fields(request)
         for i, stage in enumerate(stages):
             target = None
-            if len(feeders[i]) == 1 and len(stages[feeders[i][0]]["next"]) == 1:  # a chain: follow
-                target = s.executors.get(chosen[feeders[i][0]])
-                least = min(e.in_flight for e in s.executors.values())
-                if target is not None and target.in_flight - least <= self.follow_slack:
+            feeding = feeders[i]
+            if len(feeding) == 1 and len(stages[feeding[0]]["next"]) == 1:  # a chain: follow
+                target = chosen[feeding[0]]
+                least = min(e.in_flight for e in candidates)
+                if target.in_flight - least <= self.follow_slack:
                     target.placed += 1
                     followers.add(i)
                 else:
                     target = None
             if target is None:
-                target = s._choose(_stage_request(base, stage))
-            chosen.append(target.id)
-        return chosen, frozenset(followers)
+                target = s._choose(_stage_request(base, stage), candidates)
+            chosen.append(target)
+        return [e.id for e in chosen], frozenset(followers)
 
     def done(self, notice: Message) -> None:
         """An executor answered a DAG call: ``{"id": DAG call, "executor", "dag": True, "replied": True}``."""

@@ -360,16 +360,17 @@ class Executor:
             self._finished.record(call_id, request["namespace"], reply)
             self._active.pop(call_id, None)
         self._answer(request, reply, read)
-        self._ended(request, reply, received, started, ended)
+        metrics.calls_ended([_measured(request, reply, received, started, ended)])
 
     def _serve_stages(self, queue: collections.deque, received: float, tasks: list[int]) -> None:
         """Run DAG stages from ``queue`` until it is empty, pass their results on together, and go on with the
         stages of this executor they made ready (see :meth:`submit_stages`; ``tasks``: how many tasks work on
         ``queue``, in a list they share)."""
         work = [(queue, received, tasks)]
+        ran: list[tuple] = []  # (request, reply, received, started, ended) of each stage that ran
         while work:
             queue, received, tasks = work.pop()
-            results = self._work_through(queue, received, tasks)
+            results = self._work_through(queue, received, tasks, ran)
             if not results:  # the other tasks took them all
                 continue
             self._next_stages.queues = []  # what finished_many makes ready here: no worker to wake for it
@@ -381,10 +382,13 @@ class Executor:
             finally:
                 work.extend(reversed(self._next_stages.queues))
                 self._next_stages.queues = None
+        # Once every result went on (the stages they made ready here ran too): not on the DAGs' path.
+        metrics.calls_ended([_measured(*stage) for stage in ran])
 
-    def _work_through(self, queue: collections.deque, received: float,
-                      tasks: list[int]) -> list[tuple[Message, Message]]:
-        """Run the stages of ``queue`` one after another; their requests and replies."""
+    def _work_through(self, queue: collections.deque, received: float, tasks: list[int],
+                      ended_calls: list[tuple]) -> list[tuple[Message, Message]]:
+        """Run the stages of ``queue`` one after another; their requests and replies (appended to
+        ``ended_calls`` too, with ``received`` and when each started and ended, for :func:`_measured`)."""
         results: list[tuple[Message, Message]] = []
         while True:
             try:
@@ -399,19 +403,11 @@ class Executor:
             with self._active_lock:
                 self._active.pop(request["id"], None)
             self._stage_reads(request, read)
-            self._ended(request, reply, received, started, ended)
+            ended_calls.append((request, reply, received, started, ended))
             results.append((request, reply))
             if queue and ended - started > self.spread_after and tasks[0] < self.workers:
                 tasks[0] += 1  # long stages: another worker takes some (a race only adds one more task)
                 self.pool.submit(self._serve_stages, queue, received, tasks)
-
-    def _ended(self, request: Message, reply: Message, received: float, started: float, ended: float) -> None:
-        """Count a call that ended in the metrics."""
-        kind = reply.get("kind") or "error"
-        outcome = "ok" if reply["code"] == EssaResult.Ok else kind
-        function = "-" if kind in ("no-such-function", "bad-signature", "invalid") else display_name(request["function"])
-        metrics.call_ended(metrics.label(request.get("deployment")), function, outcome, started - received,
-                           ended - started, len(request["args"]), len(reply.get("value", b"")))
 
     def _publish_span(self, request: Message, received: float, started: float, ended: float, reply: Message) -> None:
         try:
@@ -645,6 +641,15 @@ class Executor:
     def _failed(self) -> None:
         with self._stats_lock:
             self.stats.failures += 1
+
+
+def _measured(request: Message, reply: Message, received: float, started: float, ended: float) -> tuple:
+    """What the metrics count of a call that ended (an item of :func:`metrics.calls_ended`)."""
+    kind = reply.get("kind") or "error"
+    outcome = "ok" if reply["code"] == EssaResult.Ok else kind
+    function = "-" if kind in ("no-such-function", "bad-signature", "invalid") else display_name(request["function"])
+    return (metrics.label(request.get("deployment")), function, outcome, started - received, ended - started,
+            len(request["args"]), len(reply.get("value", b"")))
 
 
 def _call_clock(request: Message) -> int | None:

@@ -36,7 +36,7 @@ import re
 import threading
 import time
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Any, Iterator
 
 from prometheus_client import REGISTRY, Counter, Gauge, Histogram, start_http_server
 
@@ -118,20 +118,32 @@ _children: dict[tuple, tuple] = {}
 def call_ended(deployment: str, function: str, outcome: str, queued: float, ran: float, args: int,
                result: int) -> None:
     """Count one call an executor ran."""
+    calls_ended([(deployment, function, outcome, queued, ran, args, result)])
+
+
+def calls_ended(calls: list[tuple[str, str, str, float, float, int, int]]) -> None:
+    """Count calls an executor ran (each as :func:`call_ended` takes it), with one update per counter: a DAG's
+    stages end in batches."""
     if not ENABLED:
         return
-    key = (deployment, function, outcome)
-    children = _children.get(key)
-    if children is None:
-        if len(_children) > 10_000:  # label values come from requests: bound the cache
-            _children.clear()
-        children = _children[key] = (CALLS.labels(*key), CALL_DURATION.labels(deployment, function))
-    calls, duration = children
-    calls.inc()
-    duration.observe(ran)
-    CALL_QUEUE.observe(queued)
-    _BYTES_IN.inc(args)
-    _BYTES_OUT.inc(result)
+    counts: dict[Any, int] = {}
+    bytes_in = bytes_out = 0
+    for deployment, function, outcome, queued, ran, args, result in calls:
+        key = (deployment, function, outcome)
+        children = _children.get(key)
+        if children is None:
+            if len(_children) > 10_000:  # label values come from requests: bound the cache
+                _children.clear()
+            children = _children[key] = (CALLS.labels(*key), CALL_DURATION.labels(deployment, function))
+        counts[children[0]] = counts.get(children[0], 0) + 1
+        children[1].observe(ran)
+        CALL_QUEUE.observe(queued)
+        bytes_in += args
+        bytes_out += result
+    for counter, n in counts.items():
+        counter.inc(n)
+    _BYTES_IN.inc(bytes_in)
+    _BYTES_OUT.inc(bytes_out)
 
 
 @contextmanager

@@ -273,8 +273,11 @@ class Scheduler:
             if known.replied is None:
                 self._ended_on_executor(known)
 
-    def _choose(self, request: Message) -> ExecutorState | None:  # lock held
-        candidates = list(self.executors.values())
+    def _choose(self, request: Message, candidates: list[ExecutorState] | None = None) -> ExecutorState | None:  # lock held
+        """The executor for ``request``, counted as placed there (``candidates``: the executors' states, if the
+        caller has them listed already)."""
+        if candidates is None:
+            candidates = list(self.executors.values())
         if not candidates:
             return None
         target = self.placement.choose(candidates, request)
