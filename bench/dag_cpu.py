@@ -42,7 +42,6 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 import msgpack  # noqa: E402
 
 import essa.util.memory  # noqa: E402
-
 from essa.cluster import topics  # noqa: E402
 from essa.cluster.calls import Caller, call_request  # noqa: E402
 from essa.cluster.dags import call_plan, check_dag, check_plan  # noqa: E402
