@@ -253,7 +253,11 @@ class AnnaClient:
         return any(a.get("existed") is True for a in self._ask_every_node(P.DROP, {"key": key}))
 
     def _ask_every_node(self, root: str, message: dict) -> list[dict]:
-        """Query ``root/<node>`` of every live KVS node; their answers, or an error naming a silent one."""
+        """Query ``root/<node>`` of every live KVS node; their answers, or an error naming a silent one.
+
+        While this client knows of no KVS node (it has just connected, or every node is proving itself
+        again), it waits for one until its timeout, as a read or a write does.
+        """
         deadline = time.monotonic() + self.timeout
         while True:
             nodes = set(self.membership.kvs)
@@ -262,11 +266,11 @@ class AnnaClient:
             errors = [a["error"] for a in answers if isinstance(a.get("error"), str)]
             if errors:
                 raise AnnaError(errors[0])
-            if not nodes:
-                raise self._unreachable()
-            if len(answers) >= len(nodes):
+            if nodes and len(answers) >= len(nodes):
                 return answers
             if time.monotonic() >= deadline:
+                if not nodes:
+                    raise self._unreachable()
                 raise AnnaTimeout(f"only {len(answers)} of {len(nodes)} anna KVS nodes answered within "
                                   f"{self.timeout:g} s")
             time.sleep(0.1)
