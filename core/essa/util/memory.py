@@ -21,7 +21,7 @@ therefore also starts a thread that calls ``malloc_trim`` every
 And its garbage collector (:func:`tune_collector`): each message (a DAG
 call's plan most) unpacks into many dicts and lists, so CPython's default
 (a collection of the youngest objects every 700 container allocations, and
-of all of them now and then) spent a sixth of a scheduler's CPU placing
+of all of them now and then) spent about a seventh of a scheduler's CPU placing
 DAG calls on collections that found nothing. The objects of a process's
 start (modules, plugins, its zenoh session) are frozen out of every
 collection, and the youngest objects are collected every
