@@ -345,9 +345,26 @@ def test_dag_stages_follow_their_keys_to_the_executor_that_caches_them(cluster):
     assert all(before.values()) and len(before) == 2, before
     for _ in range(20):
         cluster.connection.call_dag("loc", text("fixed"), timeout=60)
+        # One call at a time, as the docstring says: the scheduler has taken in the call's done notice and its
+        # caller's receipt (so its stages' reads, sent before its sink ran) before the next call is placed. On
+        # a busy machine a next call placed before them saw the first executor still loaded, went to the other,
+        # which then cached the key too, and the two alternated from there (a CI run: [16, 24]).
+        wait_until_scheduler_idle(cluster)
     after = read_append_counts(cluster)
     ran = sorted(after[i] - before[i] for i in after)
     assert sum(ran) == 40 and ran[-1] >= 36, ran  # the first call's two stages teach the scheduler the key
+
+
+def wait_until_scheduler_idle(cluster: Cluster) -> None:
+    """Wait until the scheduler tracks no call or DAG call (every done notice and receipt is in)."""
+    deadline = time.monotonic() + 60
+    while True:
+        schedulers = [a for a in cluster.connection.status() if a.get("role") == "scheduler"]
+        if schedulers and all(a["in_flight"] == 0 and a["unconfirmed"] == 0 and a["dags"] == 0
+                              and all(e["in_flight"] == 0 for e in a["executors"].values()) for a in schedulers):
+            return
+        assert time.monotonic() < deadline, f"the scheduler is still busy: {schedulers}"
+        time.sleep(0.01)
 
 
 def executor_counts(cluster: Cluster, function: str) -> dict[str, int]:
