@@ -177,6 +177,16 @@ def test_a_killed_feed_connection_resets_the_cache_and_the_feed_comes_back(tmp_p
         server.stop()
 
 
+def read_concurrently(cache, keys: list[str], threads: int = 8) -> None:
+    """Read every one of ``keys`` through ``cache``, spread over ``threads`` threads (each its share in turn)."""
+    workers = [threading.Thread(target=lambda t=t: [cache.get_bytes(k) for k in keys[t::threads]])
+               for t in range(threads)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+
+
 def test_the_cache_stays_within_its_bound_and_threads_and_descriptors_stay_flat(redis_server):
     capacity = 50 * 1024
     p = Pair(redis_server.url, capacity)
@@ -187,12 +197,7 @@ def test_the_cache_stays_within_its_bound_and_threads_and_descriptors_stay_flat(
         cache.get_bytes("warm")
         before = sample()
         for round_ in range(3):
-            workers = [threading.Thread(target=lambda t=t: [cache.get_bytes(f"d{i}") for i in range(t, 2000, 8)])
-                       for t in range(8)]
-            for w in workers:
-                w.start()
-            for w in workers:
-                w.join()
+            read_concurrently(cache, [f"d{i}" for i in range(2000)])
             assert cache.bytes <= capacity
             for i in range(0, 2000, 100):
                 assert cache.get_bytes(f"d{i}") == value

@@ -27,7 +27,7 @@ from essa_redis.cluster_feed import ClusterCacheFeed  # noqa: E402
 from essa_redis.feed import MAX_TRACKERS  # noqa: E402
 
 from .servers import READY_TIMEOUT, wait_until  # noqa: E402
-from .test_redis_cache import Pair, members  # noqa: E402
+from .test_redis_cache import Pair, members, read_concurrently  # noqa: E402
 
 
 @pytest.fixture
@@ -99,12 +99,7 @@ def test_threads_and_descriptors_stay_flat_and_the_cache_within_its_bound(redis_
             cache.get_bytes(f"d{i}")
         before = sample()
         for _round in range(2):
-            workers = [threading.Thread(target=lambda t=t: [cache.get_bytes(f"d{i}") for i in range(t, 2000, 8)])
-                       for t in range(8)]
-            for w in workers:
-                w.start()
-            for w in workers:
-                w.join()
+            read_concurrently(cache, [f"d{i}" for i in range(2000)])
             assert cache.bytes <= capacity
             assert all(cache.get_bytes(f"d{i}") == value for i in range(0, 2000, 100))
         assert cache.stats.evictions > 0
