@@ -82,7 +82,8 @@ class SecureCluster:
         deadline = time.monotonic() + DEADLINE
         while True:
             assert self.proc.poll() is None, f"essa up exited:\n{self.logs()}"
-            if (self.security / "certs" / "client.key").exists():
+            # `essa up` says where everything is once its own readiness check passed; tests read those lines.
+            if (self.security / "certs" / "client.key").exists() and "stop with" in self.logs():
                 result = self.essa("status", "--connect", self.endpoint, "--json")
                 if result.returncode == 0:
                     schedulers = [a for a in json.loads(result.stdout) if a["role"] == "scheduler"]
