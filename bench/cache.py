@@ -51,6 +51,7 @@ import time
 from pathlib import Path
 
 from essa.testing.ports import free_port
+from essa.testing.resources import cpu_seconds
 
 # The standard library first: bench/http.py would shadow it (python puts the script's directory first).
 _HERE = Path(__file__).resolve().parent
@@ -312,9 +313,17 @@ def mix(backend: Anna | Redis, seconds: float, concurrency: int, ops_per_call: l
                 payloads = workloads[n]
                 for p in payloads[:20]:
                     connection.call(deployment, "ops", p, timeout=60)
+                roles = {"scheduler": procs[:1], "executors": procs[1:], "store": getattr(backend, "procs", [])}
+                before = {role: sum(cpu_seconds(p.pid) for p in ps) for role, ps in roles.items()}
+                before["client"] = cpu_seconds()
                 done = run_closed_loop(connection, deployment, payloads, concurrency, seconds)
+                after = {role: sum(cpu_seconds(p.pid) for p in ps) for role, ps in roles.items()}
+                after["client"] = cpu_seconds()
+                calls = max(1, done.pop("calls"))
                 results.append({"cache": label, "ops_per_call": n, **done,
-                                "state_ops_per_s": round(done["calls_per_s"] * n, 1)})
+                                "state_ops_per_s": round(done["calls_per_s"] * n, 1),
+                                "cpu_us_per_call": {role: round((after[role] - before[role]) / calls * 1e6, 1)
+                                                    for role in after}})
                 print(json.dumps(results[-1]), file=sys.stderr)
             status = [a for a in connection.status() if a.get("role") == "executor"]
             results[-1]["executor_caches"] = [a.get("cache") for a in status]
@@ -365,7 +374,7 @@ def run_closed_loop(connection, deployment: str, payloads: list[bytes], concurre
         calls = state["calls"]
         elapsed = time.perf_counter() - t0
     finished.wait(60)
-    return {"calls_per_s": round(calls / elapsed, 1), "errors": state["errors"],
+    return {"calls": calls, "calls_per_s": round(calls / elapsed, 1), "errors": state["errors"],
             "p50_ms": round(pct(latencies, 0.5) * 1e3, 3) if latencies else None,
             "p99_ms": round(pct(latencies, 0.99) * 1e3, 3) if latencies else None}
 

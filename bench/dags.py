@@ -48,18 +48,13 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 import essa  # noqa: E402
 from essa.testing.dag_modules import TAGS, tags_module  # noqa: E402
 from essa.testing.ports import free_port  # noqa: E402
+from essa.testing.resources import cpu_seconds  # noqa: E402
 
 
 def percentiles(samples: list[float]) -> dict:
     ordered = sorted(samples)
     return {"p50_ms": round(statistics.median(ordered) * 1e3, 3),
             "p99_ms": round(ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] * 1e3, 3)}
-
-
-def process_cpu(pid: int) -> float:
-    """CPU seconds (user + system) process ``pid`` has used (Linux: /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def main() -> None:
@@ -132,10 +127,10 @@ def main() -> None:
                 cpu_per_call = {}
                 roles = ["scheduler", "executor-0", "executor-1"]
                 for name, run in workloads.items():
-                    before = [process_cpu(proc.pid) for proc in procs] + [time.process_time()]
+                    before = [cpu_seconds(proc.pid) for proc in procs] + [time.process_time()]
                     for _ in range(args.calls):
                         run()
-                    after = [process_cpu(proc.pid) for proc in procs] + [time.process_time()]
+                    after = [cpu_seconds(proc.pid) for proc in procs] + [time.process_time()]
                     cpu_per_call[name] = {role: round((a - b) / args.calls * 1e3, 3)
                                           for role, a, b in zip([*roles, "client"], after, before)}
                 ran = {a["id"]: a["calls"] for a in es.status() if a.get("role") == "executor"}
