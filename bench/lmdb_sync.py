@@ -5,10 +5,9 @@ one with ``sync=off`` take ``--threads`` threads x ``--puts`` Lww puts to
 distinct keys (the issue's target: ``sync=on`` at >= 60 % of ``sync=off``).
 Reports each round's puts/s, their medians and ``ratio`` (median on / median
 off), and what the store counted itself in its ``sync=on`` rounds (``counted``:
-commits, explicit flushes of ``data.mdb`` and flushes of the commit log; with
-``metasync`` off each commit flushes ``data.mdb`` once, so
-``flushes_per_commit`` is (commits + explicit flushes) / commits, and the log
-flushes run beside those), and the p50 of a lone put (one thread, ``sync=on``).
+commits and explicit flushes; with ``metasync`` off each commit flushes once,
+so ``flushes_per_commit`` is (commits + explicit flushes) / commits), and the
+p50 of a lone put (one thread, ``sync=on``).
 
 With ``--baseline DIR`` (a directory holding an older ``essa_lmdb`` package,
 e.g. ``git archive OLD plugins/store_lmdb/essa_lmdb | tar -x -C /tmp/old`` and
@@ -20,10 +19,8 @@ code's, and ``--strace`` counts its flushes too.
 With ``--strace`` (needs ``strace``), the ``sync=on`` workload runs once more
 in a child process under ``strace`` and the report counts what reached the
 disk: ``commits`` (meta page writes to ``data.mdb``, one per commit),
-``flushes`` (of ``data.mdb``: ``fdatasync``/``fsync`` calls plus writes to a
-descriptor opened with ``O_DSYNC``, each a flush of its own),
-``log_flushes`` (of the commit log, ``essa_lmdb.wal``: each runs while its
-commit flushes ``data.mdb``) and both per commit.
+``flushes`` (``fdatasync``/``fsync`` calls plus writes to a descriptor opened
+with ``O_DSYNC``, each a flush of its own) and ``flushes_per_commit``.
 
 Usage: python bench/lmdb_sync.py [--puts 500] [--threads 8] [--rounds 5] [--strace] [--baseline DIR]
 """
@@ -106,9 +103,6 @@ def distinct_puts(path: str, sync: str, threads: int, puts: int, store_class=Non
         if counts is not None and hasattr(store._live(), "flushes"):
             counts["commits"] = counts.get("commits", 0) + store._live().commits
             counts["explicit_flushes"] = counts.get("explicit_flushes", 0) + store._live().flushes
-            log = getattr(store._live(), "log", None)
-            if log is not None:
-                counts["log_flushes"] = counts.get("log_flushes", 0) + log.flushes
         return threads * puts / elapsed
     finally:
         store.close()
@@ -128,8 +122,7 @@ def lone_puts(stores: dict, n: int = 300) -> dict[str, float]:
 
 _OPEN = re.compile(r'^(\d+\s+)?openat\(.*"([^"]*data\.mdb)", ([A-Z_|]+).*\)\s*=\s*(\d+)')
 _WRITE = re.compile(r"^(\d+\s+)?pwrite64\((\d+), .*, (\d+), (\d+)\)\s*=")
-_FLUSH = re.compile(r"^(\d+\s+)?f(data)?sync\((\d+)\)")
-_OPEN_LOG = re.compile(r'^(\d+\s+)?openat\(.*"([^"]*\.log)", .*\)\s*=\s*(\d+)')
+_FLUSH = re.compile(r"^(\d+\s+)?f(data)?sync\(")
 
 
 def count_flushes(threads: int, puts: int, baseline: str | None = None) -> dict:
@@ -141,8 +134,8 @@ def count_flushes(threads: int, puts: int, baseline: str | None = None) -> dict:
                 f"lmdb_sync.distinct_puts({str(Path(tmp) / 'db')!r}, 'on', {threads}, {puts})")
         subprocess.run(["strace", "-f", "-qq", "-e", "trace=openat,pwrite64,fdatasync,fsync", "-o", str(trace),
                         sys.executable, "-c", code], check=True)
-        dsync_fds, data_fds, log_fds = set(), set(), set()
-        commits = flushes = log_flushes = 0
+        dsync_fds, data_fds = set(), set()
+        commits = flushes = 0
         page = os.sysconf("SC_PAGE_SIZE")
         for line in trace.read_text().splitlines():
             if (m := _OPEN.match(line)) is not None:
@@ -150,22 +143,16 @@ def count_flushes(threads: int, puts: int, baseline: str | None = None) -> dict:
                 data_fds.add(fd)
                 if "O_DSYNC" in m.group(3) or "O_SYNC" in m.group(3):
                     dsync_fds.add(fd)
-            elif (m := _OPEN_LOG.match(line)) is not None:
-                log_fds.add(int(m.group(3)))
             elif (m := _WRITE.match(line)) is not None:
                 fd, offset = int(m.group(2)), int(m.group(4))
                 if fd in data_fds and offset < 2 * page:
                     commits += 1  # the meta pages are the file's first two pages
                 if fd in dsync_fds:
                     flushes += 1
-            elif (m := _FLUSH.match(line)) is not None:
-                if int(m.group(3)) in log_fds:
-                    log_flushes += 1
-                else:
-                    flushes += 1
-        return {"commits": commits, "flushes": flushes, "log_flushes": log_flushes,
-                "flushes_per_commit": round(flushes / commits, 3) if commits else None,
-                "log_flushes_per_commit": round(log_flushes / commits, 3) if commits else None}
+            elif _FLUSH.match(line):
+                flushes += 1
+        return {"commits": commits, "flushes": flushes,
+                "flushes_per_commit": round(flushes / commits, 3) if commits else None}
 
 
 def main() -> None:

@@ -11,34 +11,32 @@ returns only after its commit reached the disk. Merges of one process that
 arrive while a commit is in flight share the next transaction and its flush
 (group commit, :meth:`_Env.merge`).
 
-Durability with ``sync`` on: one flush on a put's path. LMDB commits by
-writing the transaction's data pages, flushing them (``fdatasync``), then
-writing the meta page that names them. The environment is opened with
-``metasync`` off (LMDB's ``MDB_NOMETASYNC``), so that meta page is written
-but not flushed by the commit itself: the data pages are always durable
-before a meta page naming them is written, so the file is consistent after
-any crash (LMDB documents ``MDB_NOMETASYNC`` as keeping the database's
-integrity), and what an OS crash can undo is only commits whose meta page no
-flush covered yet. For those, each process keeps a commit log
-(:mod:`essa_lmdb.wal`): a group's puts are written to it before the group
-commits, the log is flushed by a thread of its own while the commit flushes
-the data pages, and the group is acknowledged (``merge`` returns) once both
-flushes are done. A process that opens the store merges again the puts an OS
-crash undid, from the logs of processes that are gone. So:
+Durability with ``sync`` on: one flush per commit. LMDB commits by writing
+the transaction's data pages, flushing them (``fdatasync``), then writing the
+meta page that names them. The environment is opened with ``metasync`` off
+(LMDB's ``MDB_NOMETASYNC``), so that meta page is written but not flushed by
+the commit itself; the data pages are always durable before a meta page
+naming them is written, so the file is consistent after any crash (LMDB
+documents ``MDB_NOMETASYNC`` as keeping the database's integrity), and what
+an OS crash can undo is only the last commit whose meta page was not flushed
+yet. A commit's puts
+are therefore acknowledged (``merge`` returns) only after a later flush of
+``data.mdb``: the next group's commit (its data flush covers every page
+written before it, the previous meta page included), or, when no put waits,
+an explicit ``env.sync(True)`` by the leader. So:
 
 - on a process crash (``kill -9``), nothing is lost: every commit, flushed or
-  not, is in the OS's page cache and the next process reads it;
+  not, is in the OS's page cache, and the next process reads it;
 - on an OS crash or power loss, nothing acknowledged is lost: an
-  acknowledged put's data pages were flushed, and its log record too (the
-  meta page, if lost, is rebuilt by merging the record again). Puts not
+  acknowledged put's meta page was flushed after it was written. Puts not
   acknowledged yet may or may not have been kept (as before).
 
-A commit's two flushes go to two files at once, so a put waits for about one
-flush where LMDB's default makes it wait for two in sequence (data, then the
-meta page through an ``O_DSYNC`` descriptor). A delete commits alone and
-flushes ``data.mdb`` before it returns (so no log record of an earlier put is
-ever merged over it). With ``sync`` off nothing is flushed and no log is
-kept, as before.
+Under load a commit costs one flush (the old meta page rides along with the
+new data pages) instead of LMDB's two (data, then the meta page through an
+``O_DSYNC`` descriptor); a lone put still costs two, in sequence. Flushes by
+other processes committing into the same file also cover our meta pages, but
+only our own are counted on. A delete commits alone and flushes before it
+returns. With ``sync`` off nothing is flushed, as before.
 
 LMDB must not be opened twice by one process (its POSIX file locks belong to the
 process, so closing a second handle silently drops the first one's locks). All
@@ -110,7 +108,6 @@ from essa.plugin import (
 
 from .disk import full_disk_message, lmdb_error_code
 from .layout import DATABASES, Layout, is_layout_key
-from .wal import CANCEL, LOG_LIMIT, PUTS, CommitLog, replay_dead_logs
 
 #: Options users may pass with ``--store-option KEY=VALUE``.
 OPTIONS = ("map_size", "max_readers", "path", "sync")
@@ -262,7 +259,7 @@ class _Env:
     """
 
     __slots__ = ("env", "path", "pid", "refs", "sync", "max_readers", "write_lock", "cond", "readers", "resizing",
-                 "layout", "group", "queue", "leading", "last_group", "woken", "commits", "flushes", "log")
+                 "layout", "group", "queue", "unflushed", "leading", "last_group", "woken", "commits", "flushes")
 
     def __init__(self, env: lmdb.Environment, path: str, sync: bool, max_readers: int) -> None:
         self.env = env
@@ -279,15 +276,15 @@ class _Env:
         # group commit: puts waiting for the next commit, and whether a thread leads one (under group)
         self.group = threading.Lock()
         self.queue: list[_Put] = []
+        #: Committed puts not acknowledged yet: the meta page of their commit awaits a flush.
+        self.unflushed: list[_Put] = []
         self.leading = False
         self.last_group = 0
         #: Threads the last step woke (acknowledged), other than its leader.
         self.woken = 0
-        #: What this process did (for tests and benchmarks): commits, and explicit flushes of ``data.mdb``.
+        #: What this process did (for tests and benchmarks): commits, and explicit flushes.
         self.commits = 0
         self.flushes = 0
-        #: With ``sync``: this process's commit log (:mod:`essa_lmdb.wal`), flushed beside each commit.
-        self.log: CommitLog | None = None
 
     def map_size(self) -> int:
         return int(self.env.info()["map_size"])
@@ -435,9 +432,10 @@ class _Env:
         flush to share, and waking followers costs more than it saves: each
         put commits on its own.
 
-        With ``sync`` on, a group is acknowledged once its commit (its data
-        pages flushed) returned and its record in the commit log was flushed
-        beside it (see the module documentation).
+        With ``sync`` on, a commit flushes its data pages but not its meta
+        page (see the module documentation), so its puts are acknowledged only
+        after the next flush: the next group's commit, or :meth:`_flush` when
+        no put waits.
         """
         put = _Put(key, value, name)
         if not self.sync:
@@ -467,28 +465,64 @@ class _Env:
             self._pass_lead(put)
 
     def _step(self, leader: "_Put") -> None:
-        """Commit the waiting puts as one group and acknowledge them (or fail them with the commit's error)."""
-        batch: list[_Put] = []
+        """One flush: commit the waiting puts, or flush explicitly when none waits; acknowledge what it made durable.
+
+        A commit's data flush also flushes the meta page the previous commit
+        wrote, so it makes the previous group durable; its own group becomes
+        ``unflushed`` until the next flush.
+        """
+        if self.woken and len(self.queue) < self.last_group:
+            # Threads woken by the previous flush are likely to queue their next
+            # puts within microseconds: let them (a fuller group, one flush fewer).
+            # A lone put woke no one: it does not wait (sleep(0) costs ~70 us here).
+            time.sleep(0)
+        with self.group:
+            batch = self.queue[:GROUP_LIMIT]
+            del self.queue[:GROUP_LIMIT]
+            self.last_group = len(batch)
+            waiting, self.unflushed = self.unflushed, []
+        acked: list[_Put] = []
         try:
-            if self.woken and len(self.queue) < self.last_group:
-                # Threads woken by the previous commit are likely to queue their next
-                # puts within microseconds: let them (a fuller group, one flush fewer).
-                # A lone put woke no one: it does not wait (sleep(0) costs ~70 us here).
-                time.sleep(0)
-            with self.group:
-                batch = self.queue[:GROUP_LIMIT]
-                del self.queue[:GROUP_LIMIT]
-                self.last_group = len(batch)
-            self._commit(batch)
-        except BaseException as exc:  # every put of the batch learns, whatever happened
-            for other in batch:
-                if not other.done:
+            try:
+                if batch:
+                    flushed = self._commit(batch)
+                else:
+                    self._flush()
+                    flushed = True
+            except BaseException as exc:  # every put of the batch learns, whatever happened
+                acked = [other for other in batch if not other.done]
+                for other in acked:
                     other.finish(exc)
-            if not isinstance(exc, Exception):
-                raise  # KeyboardInterrupt and the like
+                if not isinstance(exc, Exception):
+                    raise  # KeyboardInterrupt and the like
+                if not waiting:
+                    return
+                error: BaseException | None = exc  # the explicit flush failed: so does every put waiting for it
+                if batch:  # the failed commit flushed nothing we can count on: flush for the puts waiting
+                    try:
+                        self._flush()
+                        error = None
+                    except Exception as failed:
+                        error = failed
+                acked += waiting
+                for other in waiting:
+                    other.finish(error)
+                waiting = []
+                return
+            fresh = [other for other in batch if not other.done]  # the refused ones are done already
+            acked = [other for other in batch if other.done]
+            if flushed:
+                acked += waiting
+                for other in waiting:
+                    other.finish(None)
+                waiting = fresh
+            else:  # nothing was written, so nothing was flushed: they wait together
+                waiting += fresh
         finally:
+            with self.group:
+                self.unflushed[:0] = waiting
             self.woken = 0
-            for other in batch:
+            for other in acked:
                 if other is not leader:
                     other.wake.release()
                     self.woken += 1
@@ -496,66 +530,44 @@ class _Env:
     def _flush(self) -> None:
         """Flush ``data.mdb`` (and so the meta page of the last commit) to disk."""
         try:
-            self.sync_data()
+            self.env.sync(True)
         except lmdb.Error as exc:
             raise self.error(exc, "flushing") from None
-
-    def sync_data(self) -> None:
-        """Flush ``data.mdb`` (raises ``lmdb.Error``)."""
-        self.env.sync(True)
         with self.group:
             self.flushes += 1
-
-    def replay(self, puts: list[tuple[bytes, bytes, bytes | None]]) -> None:
-        """Merge ``puts`` from dead processes' commit logs in one transaction (:func:`essa_lmdb.wal.replay_dead_logs`).
-
-        A put the stored value refuses (another lattice type since) is left out, as it was then.
-        """
-        with self.env.begin(write=True) as txn:
-            for key, value, name in puts:
-                try:
-                    self.layout.merge(txn, key, value)
-                    if name is not None:
-                        self.layout.record_name(txn, key, name)
-                except lmdb.Error:
-                    raise
-                except Exception:
-                    continue
 
     def _pass_lead(self, put: "_Put") -> None:
         """``put``'s thread stops waiting or leading: withdraw it if still waiting, and hand on its lead.
 
-        The lead goes to the oldest queued put; it ends when none waits.
+        The lead goes to the oldest queued put, else to the oldest put waiting
+        for a flush; it ends when none waits.
         """
         with self.group:
-            if not put.done and put in self.queue:  # interrupted: it can be neither acknowledged nor heir
-                self.queue.remove(put)
+            if not put.done:  # interrupted: it can be neither acknowledged nor heir
+                if put in self.queue:
+                    self.queue.remove(put)
+                elif put in self.unflushed:
+                    self.unflushed.remove(put)
             if not put.lead:
                 return
             put.lead = False
-            if not self.queue:
+            if not self.queue and not self.unflushed:
                 self.leading = False
                 return
-            heir = self.queue[0]
+            heir = self.queue[0] if self.queue else self.unflushed[0]
             heir.lead = True
         heir.wake.release()
 
     def _commit(self, batch: list["_Put"]) -> bool:
         """Merge every put of ``batch`` in one write transaction and commit it once.
 
-        Every put of ``batch`` is done when this returns (a refused one with
-        its error); on an exception the caller fails the rest. With ``sync``
-        the merged puts go to the commit log first, and the log is flushed
-        while the commit flushes the data pages. Returns whether a
-        transaction was committed (``False``: no put changed anything).
+        Returns whether a transaction was committed (with ``sync``: its data
+        pages, and so the previous commit's meta page, flushed); ``False``
+        when no put changed anything.
         """
         grown = False
         for _ in range(4):
             with self.write_lock:
-                log = self.log  # under the lock: closing the store takes it away
-                if log is not None and log.size > LOG_LIMIT:
-                    self._flush()  # every commit of ours is durable now: the log's records are not needed
-                    self._log_step(log, log.empty)
                 try:
                     txn = self.env.begin(write=True)
                 except lmdb.MapResizedError:
@@ -563,8 +575,7 @@ class _Env:
                     continue
                 except lmdb.Error as exc:
                     raise self.error(exc, "writing to") from None
-                done = logged = False
-                txn_id = txn.id()
+                done = False
                 refused: dict[int, Exception] = {}
                 try:
                     changed = False
@@ -577,24 +588,17 @@ class _Env:
                             raise
                         except Exception as exc:  # refused before anything was written: this put alone fails
                             refused[i] = exc
-                    if log is not None and len(refused) < len(batch):
-                        # Puts that changed nothing are logged too: what they found stored may be a
-                        # commit whose meta page no flush covered yet.
-                        kept = [(put.key, put.value, put.name) for i, put in enumerate(batch) if i not in refused]
-                        self._log_step(log, log.append, txn_id, PUTS, kept)
-                        log.start_flush()
-                        logged = True
                     if changed:
                         txn.commit()
                         self.commits += 1
                     else:
-                        txn.abort()  # nothing new
+                        txn.abort()  # nothing new: what is stored is durable or soon will be
                     done = True
-                    if logged:
-                        logged = False
-                        self._log_step(log, log.finish_flush)
                     for i, put in enumerate(batch):
-                        put.finish(refused.get(i))
+                        if i in refused:
+                            put.finish(refused[i])
+                        elif not self.sync:
+                            put.finish(None)
                     return changed
                 except lmdb.MapFullError as exc:
                     full = exc
@@ -608,8 +612,6 @@ class _Env:
                             txn.abort()
                         except lmdb.Error:  # pragma: no cover - already finished
                             pass
-                    if logged:  # the commit failed after its record was logged: withdraw the record
-                        self._withdraw(log, txn_id)
                 # The map is full for this process, or another process grew
                 # the file beyond it: adopt the size other processes use, once.
                 if full is not None:
@@ -622,27 +624,6 @@ class _Env:
                 else:
                     self._remap_or_raise()
         raise StoreError(f"writing to the store at {self.path} failed: its map size keeps changing")
-
-    def _log_step(self, log: CommitLog, step, *args) -> None:
-        """``step(*args)`` on the commit log, its failure said in one line."""
-        try:
-            step(*args)
-        except OSError as exc:
-            full = full_disk_message(self.path, exc.errno)
-            if full is not None:
-                raise StoreError(f"{full}; free some space") from None
-            raise StoreError(f"writing the commit log {log.path} failed: {exc.strerror or exc}") from None
-
-    def _withdraw(self, log: CommitLog, txn_id: int) -> None:
-        """The commit of transaction ``txn_id`` failed after its record was logged: log that (its id comes again)."""
-        try:
-            log.finish_flush()
-        except OSError:
-            pass
-        try:
-            log.append(txn_id, CANCEL)
-        except OSError:  # the record may be merged again after an OS crash: puts never acknowledged, kept
-            pass
 
     def _remap_or_raise(self) -> int:
         try:
@@ -665,8 +646,6 @@ def _after_fork_in_child() -> None:
     for entry in _registry.values():
         _inherited.append(entry)
         _pin(entry.env)
-        if entry.log is not None:
-            entry.log.forget_in_child()
     _registry.clear()
 
 
@@ -736,17 +715,9 @@ def _open_env(real: str, map_size: int, sync: bool, max_readers: int) -> _Env:
         env.reader_check()  # free reader slots left by crashed processes
         if entry.map_size() < map_size:  # pragma: no cover - lmdb honours the request
             env.set_mapsize(map_size)
-        replay_dead_logs(real, lambda: int(env.info()["last_txnid"]), entry.replay, entry.sync_data)
-        if sync:
-            entry.log = CommitLog(real)
     except lmdb.Error as exc:
         env.close()
         raise _translate(exc, real, "opening", map_size, max_readers) from None
-    except OSError as exc:
-        env.close()
-        full = full_disk_message(real, exc.errno)
-        raise StoreError(f"{full}; free some space" if full is not None else
-                         f"opening the commit log of the store at {real} failed: {exc.strerror or exc}") from None
     except BaseException:
         env.close()
         raise
@@ -785,14 +756,6 @@ def _release(entry: _Env) -> None:
     if entry.refs <= 0:
         _registry.pop((entry.pid, entry.path), None)
         with entry.write_lock:
-            log, entry.log = entry.log, None
-            if log is not None:
-                try:
-                    entry.sync_data()  # every commit durable: the log is not needed
-                    flushed = True
-                except lmdb.Error:  # the log stays, and a process that opens the store merges it again
-                    flushed = False
-                log.close(remove=flushed)
             entry.env.close()
 
 
