@@ -390,7 +390,7 @@ def decode_lattice(data: bytes | bytearray | memoryview) -> Lattice:
 # -- merging encoded values ------------------------------------------------------
 
 
-def merge_encoded(old: bytes | None, new: bytes) -> bytes:
+def merge_encoded(old: bytes | None, new: bytes, new_is_canonical: bool = False) -> bytes:
     """Merge the encoded lattice ``new`` into the encoded ``old``; return the encoding.
 
     This is the store's write path: ``new`` is decoded first, so an invalid
@@ -398,7 +398,11 @@ def merge_encoded(old: bytes | None, new: bytes) -> bytes:
     is the canonical encoding of ``new``.
 
     ``old`` is expected to be a result of this function (a stored value). When
-    ``old == new`` it is returned as is, since merge is idempotent.
+    ``old == new``, or when ``new`` adds nothing to it, ``old`` itself is
+    returned (merge is idempotent; nothing is encoded again). With
+    ``new_is_canonical`` (``new`` is a stored value too, as a store's push is),
+    ``new`` itself is returned when it holds all of ``old``: merging a newer
+    version of a big set costs its decoding, not its encoding.
 
     :raises essa.errors.DecodeError: ``new`` (or the stored ``old``) is not a
         valid encoding.
@@ -414,4 +418,9 @@ def merge_encoded(old: bytes | None, new: bytes) -> bytes:
         local = decode_lattice(old)
     except DecodeError as exc:
         raise DecodeError(f"stored value: {exc}") from exc
-    return encode_lattice(local.merge(incoming))
+    merged = local.merge(incoming)
+    if merged == local:
+        return old
+    if new_is_canonical and merged == incoming:
+        return new
+    return encode_lattice(merged)

@@ -135,7 +135,7 @@ class CachedStore(Store):
         with self._lock:
             entry = self._entries.get(key)
             if entry is not None:
-                self._put(key, _merge(entry[0], value), entry[1])
+                self._put(key, _merge(entry[0], value, stored=False), entry[1])
 
     def merge_many(self, items: list[tuple[str, bytes]]) -> None:
         self.inner.merge_many(items)
@@ -143,7 +143,7 @@ class CachedStore(Store):
             for key, value in items:
                 entry = self._entries.get(key)
                 if entry is not None:
-                    self._put(key, _merge(entry[0], value), entry[1])
+                    self._put(key, _merge(entry[0], value, stored=False), entry[1])
 
     def delete(self, key: str) -> bool:
         existed = self.inner.delete(key)
@@ -234,13 +234,14 @@ def _size(key: str, value: bytes | None) -> int:
     return len(key) + (len(value) if value is not None else 0) + ENTRY_OVERHEAD
 
 
-def _merge(old: bytes | None, new: bytes | None) -> bytes | None:
+def _merge(old: bytes | None, new: bytes | None, stored: bool = True) -> bytes | None:
     """``new`` merged into ``old``; a value of another lattice type (the key was deleted and written
-    anew meanwhile) replaces it."""
+    anew meanwhile) replaces it. ``stored``: ``new`` came from the store (a push or a read), so it is
+    canonically encoded (see :func:`~essa.state.bincode.merge_encoded`); a guest's write may not be."""
     if new is None:
         return old
     try:
-        return merge_encoded(old, new)
+        return merge_encoded(old, new, new_is_canonical=stored)
     except EssaError:
         return new
 
