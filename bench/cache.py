@@ -22,7 +22,9 @@ for the uncached run) and a client keeping ``--concurrency`` calls of ``ops``
 in flight for ``--seconds``. Each call makes ``--ops`` state operations: 90%
 reads, 10% adds of one member to a Set, keys drawn from 1,000 by Zipf 1.0.
 Calls/s and state operations/s, and the ratio cached/uncached; run for
-``--ops 1`` (one operation per call) and ``--ops 50`` by default.
+``--ops 1`` (one operation per call) and ``--ops 50`` by default. With each,
+``cpu_us_per_call``: the CPU (user + system) the scheduler, the executors
+(together), the store's processes (Anna only) and this client used per call.
 
 ``memory`` (not run by default): ``--memory-reads`` reads (1,000,000) of
 ``--memory-keys`` keys (100,000 Lww values of 100 bytes), Zipf 1.0, from 8
