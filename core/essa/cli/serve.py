@@ -25,7 +25,7 @@ from essa.cli.options import (
 )
 from essa.cli.signals import SignalStop
 from essa.plugins import DEFAULTS, get_plugin_manager
-from essa.util.memory import tune_heap
+from essa.util.memory import tune_collector, tune_heap
 
 
 class _ServeCommand(click.Command):
@@ -89,6 +89,7 @@ def serve(ctx: click.Context, trigger_name: str, listen: str | None, connect: tu
         signals.forward_to(trigger.stop)
 
         def ready(address: str) -> None:
+            tune_collector()  # started: what exists now is frozen out of collection (essa.util.memory)
             click.echo(f"essa serve: {trigger_name} trigger at {address}, calls go to {connection.where}", err=True)
 
         trigger.serve(ready)
