@@ -170,31 +170,3 @@ def test_concurrent_readers_and_pushes_converge():
     for t in readers:
         t.join()
     assert members(cache.get_bytes("k")) == {str(i).encode() for i in range(300)}
-
-
-def test_a_push_decodes_only_itself_when_the_cached_value_is_kept_decoded(monkeypatch):
-    # The cache keeps the last pushed values of its hottest keys decoded: merging the next push of such a key
-    # decodes the push, not the cached value again. The merged values are the same either way.
-    import essa.state.cache as cache_module
-
-    given: list[bool] = []
-    merge_decoded = cache_module.merge_decoded
-
-    def recorded(old, local, new, new_is_canonical=False):
-        given.append(local is not None)
-        return merge_decoded(old, local, new, new_is_canonical)
-
-    monkeypatch.setattr(cache_module, "merge_decoded", recorded)
-    inner = PushingStore()
-    cache = CachedStore(inner)
-    inner.merge_bytes("k", s(b"0"))
-    assert members(cache.get_bytes("k")) == {b"0"}
-    for i in range(1, 6):  # each merge reaches the store, which pushes the merged value to the cache
-        inner.merge_bytes("k", s(b"%d" % i))
-    assert members(cache.get_bytes("k")) == {b"%d" % i for i in range(6)}
-    assert given == [False, True, True, True, True]
-    big = s(*[b"%06d" % i for i in range(cache_module.DECODED_MAX_BYTES // 8)])  # too big to keep decoded
-    inner.merge_bytes("k", big)
-    inner.merge_bytes("k", s(b"last"))
-    assert given[-2:] == [True, False]
-    assert members(cache.get_bytes("k")) == members(big) | {b"%d" % i for i in range(6)} | {b"last"}

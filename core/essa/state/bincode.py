@@ -61,7 +61,6 @@ __all__ = [
     "encode_lattice",
     "decode_lattice",
     "merge_encoded",
-    "merge_decoded",
     "MAX_MAP_DEPTH",
     "TAG_LWW",
     "TAG_SET",
@@ -410,31 +409,18 @@ def merge_encoded(old: bytes | None, new: bytes, new_is_canonical: bool = False)
     :raises essa.errors.LatticeTypeError: the two values are different lattice
         types; nothing is returned, so the stored value stays as it was.
     """
-    if old is None:
-        return encode_lattice(decode_lattice(new))
-    return merge_decoded(old, None, new, new_is_canonical)[0]
-
-
-def merge_decoded(old: bytes, local: Lattice | None, new: bytes,
-                  new_is_canonical: bool = False) -> tuple[bytes, Lattice | None]:
-    """:func:`merge_encoded` for a caller that may hold ``old`` decoded already (``local``, else ``None``).
-
-    Returns the merged encoding and, when it was decoded or computed, the
-    merged lattice (``None`` when ``old == new``: nothing was decoded), so the
-    caller can keep it for its next merge (an executor's cache does, for the
-    values the store pushes most often).
-    """
     incoming = decode_lattice(new)
+    if old is None:
+        return encode_lattice(incoming)
     if old == new:
-        return old, local
-    if local is None:
-        try:
-            local = decode_lattice(old)
-        except DecodeError as exc:
-            raise DecodeError(f"stored value: {exc}") from exc
+        return old
+    try:
+        local = decode_lattice(old)
+    except DecodeError as exc:
+        raise DecodeError(f"stored value: {exc}") from exc
     merged = local.merge(incoming)
     if merged == local:
-        return old, local
+        return old
     if new_is_canonical and merged == incoming:
-        return new, incoming
-    return encode_lattice(merged), merged
+        return new
+    return encode_lattice(merged)

@@ -34,8 +34,7 @@ import time
 from collections import OrderedDict
 
 from essa.errors import EssaError
-from essa.state.bincode import merge_decoded, merge_encoded
-from essa.state.lattice import Lattice
+from essa.state.bincode import merge_encoded
 from essa.state.store import Store
 from essa.util.units import parse_size
 
@@ -43,10 +42,6 @@ from essa.util.units import parse_size
 ENTRY_OVERHEAD = 160
 #: The default capacity of an executor's cache.
 DEFAULT_CAPACITY = 64 << 20
-#: Keys whose value the cache also keeps decoded (the last ones pushed), so that the next push of one
-#: decodes only itself: at most this many, each at most :data:`DECODED_MAX_BYTES` encoded (a few MiB in all).
-DECODED_KEYS = 64
-DECODED_MAX_BYTES = 64 << 10
 
 
 class CacheStats:
@@ -82,8 +77,6 @@ class CachedStore(Store):
         self._lock = threading.Lock()
         #: key -> (encoded value or None for an absent key, served until (monotonic))
         self._entries: OrderedDict[str, tuple[bytes | None, float]] = OrderedDict()
-        #: key -> (an entry's encoded value, the same decoded): the keys pushed last
-        self._decoded: OrderedDict[str, tuple[bytes, Lattice]] = OrderedDict()
         self._bytes = 0
         #: keys being watched right now -> [watches in flight, values pushed meanwhile (merged) or None,
         #: deletions or invalidations pushed so far]: one slot per key until its last watch is back, so a
@@ -185,31 +178,13 @@ class CachedStore(Store):
             if value is None:  # deleted, or changed to a value the store did not send
                 self._drop(key)
             else:
-                self._put(key, self._merge_push(key, entry[0], value), entry[1], touch=False)
-
-    def _merge_push(self, key: str, old: bytes | None, new: bytes) -> bytes | None:
-        """A pushed value merged into the cached one, decoding the cached one only if not kept decoded."""
-        if old is None:
-            return _merge(old, new)
-        decoded = self._decoded
-        kept = decoded.pop(key, None)
-        try:
-            merged, value = merge_decoded(old, kept[1] if kept is not None and kept[0] is old else None, new,
-                                          new_is_canonical=True)
-        except EssaError:  # another lattice type: the key was deleted and written anew meanwhile
-            return new
-        if value is not None and len(merged) <= DECODED_MAX_BYTES:
-            decoded[key] = (merged, value)
-            if len(decoded) > DECODED_KEYS:
-                decoded.popitem(last=False)
-        return merged
+                self._put(key, _merge(entry[0], value), entry[1], touch=False)
 
     def reset(self) -> None:
         """Forget every entry (pushes may have been lost)."""
         with self._lock:
             self._generation += 1
             self._entries.clear()
-            self._decoded.clear()
             self._bytes = 0
             self.stats.resets += 1
 
