@@ -67,8 +67,8 @@ def runtime(engine_name):
         received: list[dict] = []
         for executor in rt.executors:  # every input message, whether it crossed the transport or not
             accept = executor._stages.accept
-            executor._stages.accept = lambda message, stages, accept=accept: (received.append(message),
-                                                                             accept(message, stages))[1]
+            executor._stages.accept = lambda message, stages, received=False, accept=accept, seen=received: (
+                seen.append(message), accept(message, stages, received))[1]
         rt.received = received
         yield rt
 

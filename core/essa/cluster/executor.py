@@ -114,8 +114,14 @@ class Executor:
     remembered_cancels = 10_000
     #: Seconds a done notice waits for others to share its message.
     done_linger = 0.005
-    #: Seconds a DAG stage may take before the stages queued with it spread over more workers.
+    #: Seconds a DAG stage may take before the stages queued with it spread over more workers; a stage whose
+    #: function last ran within it is *short* (see :meth:`submit_stages`).
     spread_after = 0.001
+    #: Seconds the thread receiving stage inputs may spend running short stages itself before it hands the
+    #: rest to the workers (see :meth:`submit_stages`).
+    receiver_budget = 0.005
+    #: Functions whose last stage run time is remembered (beyond it the record starts again).
+    remembered_stage_times = 4096
 
     def __init__(
         self,
@@ -166,6 +172,8 @@ class Executor:
         self._stages = Stages(self)
         #: On a thread passing stage results on (``queues`` set): the stages of this executor they made ready.
         self._next_stages = threading.local()
+        #: (module, function) -> seconds its last DAG stage ran.
+        self._stage_times: dict[tuple[str, str], float] = {}
 
     def start(self) -> None:
         """Begin serving calls and announce this executor."""
@@ -239,7 +247,7 @@ class Executor:
         if task.started():  # a worker was quicker; it may have missed the entry
             LOCAL.tasks.pop(request["id"], None)
 
-    def submit_stages(self, requests: list[Message]) -> None:
+    def submit_stages(self, requests: list[Message], received: bool = False) -> None:
         """Queue DAG stages that became ready together (:mod:`essa.cluster.stages`), in a few pool tasks.
 
         Each is checked as :meth:`submit` checks a call. The ones admitted
@@ -254,6 +262,15 @@ class Executor:
         waits on a stage's id, so stages skip what only calls need: a waiter
         running them inline, the record of recent replies (a DAG's stages
         are never looked for, nor placed again).
+
+        ``received``: the caller is the thread that receives this executor's
+        stage inputs. When nothing else is queued or running here and each
+        stage is short (its function's last stage ran within
+        :attr:`spread_after`), that thread runs them itself: waking a worker
+        costs more than such a stage on a busy machine. It stops after
+        :attr:`receiver_budget` seconds, the workers taking the rest (and the
+        stages those make ready), so more inputs are received soon whatever
+        a stage does; a function never seen, or slow last time, starts on a worker.
         """
         admitted = collections.deque(request for request in requests if self._admit(request))
         if not admitted:
@@ -261,8 +278,20 @@ class Executor:
         follow = getattr(self._next_stages, "queues", None)
         if follow is not None:  # made ready by stages that ended on this thread: it goes on with them
             follow.append((admitted, time.time(), [1]))
+        elif received and self._idle_but(admitted) and self._short(admitted):
+            self._serve_stages(admitted, time.time(), [1], time.monotonic() + self.receiver_budget)
         else:
             self.pool.submit(self._serve_stages, admitted, time.time(), [1])
+
+    def _idle_but(self, queue: collections.deque) -> bool:
+        """Whether the stages of ``queue`` are all this executor has queued or running."""
+        with self._active_lock:
+            return len(self._active) == len(queue)
+
+    def _short(self, queue: collections.deque) -> bool:
+        """Whether the last stage run of each function in ``queue`` took at most :attr:`spread_after`."""
+        times, limit = self._stage_times, self.spread_after
+        return all(times.get((request["module"], request["function"]), limit + 1) <= limit for request in queue)
 
     def _admit(self, request: Message) -> bool:
         """Check ``request`` (refusing it in one line) and count it as active; whether it may run."""
@@ -362,15 +391,20 @@ class Executor:
         self._answer(request, reply, read)
         metrics.calls_ended([_measured(request, reply, received, started, ended)])
 
-    def _serve_stages(self, queue: collections.deque, received: float, tasks: list[int]) -> None:
+    def _serve_stages(self, queue: collections.deque, received: float, tasks: list[int],
+                      until: float | None = None) -> None:
         """Run DAG stages from ``queue`` until it is empty, pass their results on together, and go on with the
         stages of this executor they made ready (see :meth:`submit_stages`; ``tasks``: how many tasks work on
-        ``queue``, in a list they share)."""
+        ``queue``, in a list they share). ``until``: the receiving thread runs them, and hands what is left at
+        that ``time.monotonic()`` (and any stage not short) to the workers."""
         work = [(queue, received, tasks)]
         ran: list[tuple] = []  # (request, reply, received, started, ended) of each stage that ran
         while work:
             queue, received, tasks = work.pop()
-            results = self._work_through(queue, received, tasks, ran)
+            if until is not None and (time.monotonic() > until or not self._short(queue)):
+                self.pool.submit(self._serve_stages, queue, received, tasks)
+                continue
+            results = self._work_through(queue, received, tasks, ran, until)
             if not results:  # the other tasks took them all
                 continue
             self._next_stages.queues = []  # what finished_many makes ready here: no worker to wake for it
@@ -386,10 +420,12 @@ class Executor:
         metrics.calls_ended([_measured(*stage) for stage in ran])
 
     def _work_through(self, queue: collections.deque, received: float, tasks: list[int],
-                      ended_calls: list[tuple]) -> list[tuple[Message, Message]]:
+                      ended_calls: list[tuple], until: float | None = None) -> list[tuple[Message, Message]]:
         """Run the stages of ``queue`` one after another; their requests and replies (appended to
-        ``ended_calls`` too, with ``received`` and when each started and ended, for :func:`_measured`)."""
+        ``ended_calls`` too, with ``received`` and when each started and ended, for :func:`_measured`).
+        ``until``: see :meth:`_serve_stages`."""
         results: list[tuple[Message, Message]] = []
+        times = self._stage_times
         while True:
             try:
                 request = queue.popleft()
@@ -400,11 +436,20 @@ class Executor:
             reply = self._run(request, read)
             ended = time.time()
             self._recent.append(ended - started)
+            if len(times) >= self.remembered_stage_times:
+                times.clear()
+            times[(request["module"], request["function"])] = ended - started
             with self._active_lock:
                 self._active.pop(request["id"], None)
             self._stage_reads(request, read)
             ended_calls.append((request, reply, received, started, ended))
             results.append((request, reply))
+            if until is not None:  # the receiving thread: no other task works on this queue
+                if queue and (ended - started > self.spread_after or time.monotonic() > until
+                              or not self._short(queue)):
+                    self.pool.submit(self._serve_stages, queue, received, tasks)  # it goes back to receiving
+                    return results
+                continue
             if queue and ended - started > self.spread_after and tasks[0] < self.workers:
                 tasks[0] += 1  # long stages: another worker takes some (a race only adds one more task)
                 self.pool.submit(self._serve_stages, queue, received, tasks)

@@ -23,7 +23,8 @@ executor with the parts concatenated in order: the stages of one message
 that are ready together go to
 :meth:`essa.cluster.executor.Executor.submit_stages` at once (the same
 checks, authorization and limits as any call; one pool task works through
-them, and their results go on together).
+them, or, on an idle executor, the thread that received them when they are
+short, and their results go on together).
 The call request carries ``dag_run``, the DAG call's id, on every stage.
 A stage's consistency level is the call's (``consistency`` in the message),
 else its deployment's (the plan's stage says it); at ``repeatable-read``
@@ -272,10 +273,11 @@ class Stages:
         if problem is not None:
             _problems.warning("inputs", "executor %s: dropped DAG stage inputs: %s", self._executor.id, problem)
             return
-        self.accept(message, stages)
+        self.accept(message, stages, received=True)
 
-    def accept(self, message: Message, stages: dict[int, Message]) -> None:
-        """Keep the inputs of a checked message; run each stage whose parts are all in."""
+    def accept(self, message: Message, stages: dict[int, Message], received: bool = False) -> None:
+        """Keep the inputs of a checked message; run each stage whose parts are all in (``received``: on the
+        thread that receives inputs, see :meth:`essa.cluster.executor.Executor.submit_stages`)."""
         ready: list[tuple[int, bytes, Any]] = []
         failed: list[int] = []
         dag = message["dag"]
@@ -334,7 +336,7 @@ class Stages:
             requests.append(call_request(stage["module"], stage["function"], args, stage["namespace"],
                                          message["run"], **extra))
         if requests:
-            self._executor.submit_stages(requests)
+            self._executor.submit_stages(requests, received)
 
     def _expire(self) -> None:  # lock held
         cutoff = time.monotonic() - self.join_timeout
