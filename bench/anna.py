@@ -26,14 +26,9 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
 from essa.testing.ports import free_port
 from essa.testing.resources import cpu_seconds
-
-# The standard library first: bench/http.py would shadow it (python puts the script's directory first).
-_HERE = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE] + [str(_HERE)]
 
 
 def percentile(sorted_values: list[float], p: float) -> float:

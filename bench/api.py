@@ -29,13 +29,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from pathlib import Path
 
-# The helpers beside this script (embedded.py) come after the standard library, which
-# bench/http.py would otherwise shadow (python puts the script's directory first).
-_HERE = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE] + [str(_HERE)]
-from embedded import ECHO_U64, ECHO_WAT, TYPED_ECHO_WAT, percentiles  # noqa: E402
+from embedded import ECHO_U64, ECHO_WAT, TYPED_ECHO_WAT, percentiles
 
 from essa.testing.ports import free_port
 

@@ -55,9 +55,7 @@ from pathlib import Path
 from essa.testing.ports import free_port
 from essa.testing.resources import cpu_seconds
 
-# The standard library first: bench/http.py would shadow it (python puts the script's directory first).
 _HERE = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE] + [str(_HERE)]
 
 ROOT = _HERE.parent
 STATE_OPS = ROOT / "examples" / "state-ops.wasm"

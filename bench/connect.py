@@ -20,14 +20,9 @@ import subprocess
 import sys
 import tempfile
 import time
-from pathlib import Path
 
-# bench/http.py would shadow the standard library's http (which prometheus-client imports).
-_HERE = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
-
-import essa  # noqa: E402
-from essa.testing.ports import free_port  # noqa: E402
+import essa
+from essa.testing.ports import free_port
 
 
 def seconds(samples: list[float]) -> dict[str, float]:

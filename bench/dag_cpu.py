@@ -33,26 +33,21 @@ import sys
 import threading
 import time
 import timeit
-from pathlib import Path
 
-# The standard library first: bench/http.py would shadow it (python puts the script's directory first).
-_HERE = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
+import msgpack
 
-import msgpack  # noqa: E402
-
-import essa.util.memory  # noqa: E402
-from essa.cluster import topics  # noqa: E402
-from essa.cluster.calls import Caller, call_request  # noqa: E402
-from essa.cluster.dags import call_plan, check_dag, check_plan  # noqa: E402
-from essa.cluster.deployments import Deployment  # noqa: E402
-from essa.cluster.embedded import open_engine, open_store  # noqa: E402
-from essa.cluster.executor import Executor  # noqa: E402
-from essa.cluster.programs import ProgramCache, publish_module  # noqa: E402
-from essa.cluster.scheduler import Scheduler  # noqa: E402
-from essa.placement import ExecutorState  # noqa: E402
-from essa.testing.dag_modules import TAGS, tags_module  # noqa: E402
-from essa.transport.local import LocalTransport  # noqa: E402
+import essa.util.memory
+from essa.cluster import topics
+from essa.cluster.calls import Caller, call_request
+from essa.cluster.dags import call_plan, check_dag, check_plan
+from essa.cluster.deployments import Deployment
+from essa.cluster.embedded import open_engine, open_store
+from essa.cluster.executor import Executor
+from essa.cluster.programs import ProgramCache, publish_module
+from essa.cluster.scheduler import Scheduler
+from essa.placement import ExecutorState
+from essa.testing.dag_modules import TAGS, tags_module
+from essa.transport.local import LocalTransport
 
 
 class PackingTransport:

@@ -39,16 +39,11 @@ import subprocess
 import sys
 import tempfile
 import time
-from pathlib import Path
 
-# The standard library first: bench/http.py would shadow it (python puts the script's directory first).
-_HERE = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
-
-import essa  # noqa: E402
-from essa.testing.dag_modules import TAGS, tags_module  # noqa: E402
-from essa.testing.ports import free_port  # noqa: E402
-from essa.testing.resources import cpu_seconds  # noqa: E402
+import essa
+from essa.testing.dag_modules import TAGS, tags_module
+from essa.testing.ports import free_port
+from essa.testing.resources import cpu_seconds
 
 
 def percentiles(samples: list[float]) -> dict:

@@ -28,10 +28,6 @@ import tempfile
 import time
 from pathlib import Path
 
-# The standard library first: bench/http.py would shadow it (python puts the script's directory first).
-_HERE = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE] + [str(_HERE)]
-
 ROOT = Path(__file__).resolve().parents[1]
 
 ECHO_WAT = """

@@ -40,14 +40,8 @@ import sys
 import tempfile
 import threading
 import time
-from pathlib import Path
 
-# The helpers beside this script (embedded.py) come after the standard library, which
-# bench/http.py would otherwise shadow (python puts the script's directory first).
-_HERE = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE] + [str(_HERE)]
-
-from embedded import ROOT, bench_calls, bench_run, load_avg  # noqa: E402
+from embedded import ROOT, bench_calls, bench_run, load_avg
 
 TEST_FUNCTION = ROOT / "examples" / "test-function.wasm"
 

@@ -47,11 +47,7 @@ import threading
 import time
 from pathlib import Path
 
-# The helpers beside this script (embedded.py) come after the standard library, which
-# bench/http.py would otherwise shadow (python puts the script's directory first).
-_HERE = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE] + [str(_HERE)]
-from embedded import ECHO_WAT, percentiles  # noqa: E402
+from embedded import ECHO_WAT, percentiles
 
 #: The scheduler's counts of the calls it tracks (``unconfirmed`` since calls are kept until their receipt).
 TRACKED = ("in_flight", "unconfirmed", "waiting")

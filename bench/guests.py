@@ -34,9 +34,7 @@ import sys
 import time
 from pathlib import Path
 
-# bench/http.py would shadow the standard library's http (python puts the script's directory first).
 _HERE = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 
 ROOT = _HERE.parent
 MODULES = {

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import http.client
 import json
 import os
 import subprocess
@@ -44,31 +45,11 @@ import threading
 import time
 from pathlib import Path
 
-# The helpers beside this script come after the standard library, which bench/http.py would
-# otherwise shadow (python puts the script's directory first).
-_HERE = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE] + [str(_HERE)]
-import http.client  # noqa: E402  (the standard library's, now)
+from embedded import ECHO_WAT, percentiles
+from http_echo import DEADLINE, PATH, free_port, stop, uptime, wait_for_url
 
-from embedded import ECHO_WAT, percentiles  # noqa: E402
-
-from essa.testing.slow_clients import SlowClients  # noqa: E402
-from essa.util.descriptors import raise_open_files_limit  # noqa: E402
-
-
-def _bench_http():
-    """bench/http.py (its name is the standard library's ``http``, so loaded from its file)."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("bench_http", _HERE / "http.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-_http = _bench_http()
-DEADLINE, PATH, free_port, stop, uptime, wait_for_url = (_http.DEADLINE, _http.PATH, _http.free_port, _http.stop,
-                                                       _http.uptime, _http.wait_for_url)
+from essa.testing.slow_clients import SlowClients
+from essa.util.descriptors import raise_open_files_limit
 
 ARGS = b"12345678"
 HEAD_START = b"POST /v1/functions/echo/echo HTTP/1.1\r\nHost: slow\r\nX-Slow: "

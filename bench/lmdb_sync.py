@@ -41,9 +41,7 @@ import threading
 import time
 from pathlib import Path
 
-# The standard library first: bench/http.py would shadow it (python puts the script's directory first).
 _HERE = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 
 
 def lww(i: int) -> bytes:

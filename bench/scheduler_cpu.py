@@ -30,12 +30,8 @@ import tempfile
 import time
 from pathlib import Path
 
-# The standard library comes before the scripts beside this one (bench/http.py would shadow it).
-_HERE = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE] + [str(_HERE)]
-
-from essa.testing.ports import free_port  # noqa: E402
-from essa.testing.resources import cpu_seconds  # noqa: E402
+from essa.testing.ports import free_port
+from essa.testing.resources import cpu_seconds
 
 HERE = Path(__file__).resolve()
 

@@ -38,13 +38,10 @@ import threading
 import time
 from pathlib import Path
 
-# The standard library comes before the scripts beside this one (bench/http.py would shadow it).
-_HERE = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE] + [str(_HERE)]
-from embedded import ECHO_WAT  # noqa: E402
+from embedded import ECHO_WAT
 
-import essa  # noqa: E402
-from essa.testing.ports import free_port  # noqa: E402
+import essa
+from essa.testing.ports import free_port
 
 
 def main() -> None:

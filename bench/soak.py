@@ -48,12 +48,8 @@ import threading
 import time
 from pathlib import Path
 
-# The helpers beside this script (embedded.py) come after the standard library, which
-# bench/http.py would otherwise shadow (python puts the script's directory first).
-_HERE = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE] + [str(_HERE)]
-from essa.testing.ports import free_port  # noqa: E402
-from essa.testing.printing import printing_module  # noqa: E402
+from essa.testing.ports import free_port
+from essa.testing.printing import printing_module
 
 ROOT = Path(__file__).resolve().parents[1]
 TEST_FUNCTION = ROOT / "examples" / "test-function.wasm"

@@ -60,32 +60,26 @@ Usage: python bench/soak_failover.py [--calls 1000000] [--kill-every 50000] [--t
 
 from __future__ import annotations
 
+import argparse
+import collections
+import json
+import os
+import re
+import signal
+import statistics
+import subprocess
 import sys
+import tempfile
+import threading
+import time
 from pathlib import Path
 
-# The helpers beside this script (soak.py) come after the standard library, which
-# bench/http.py would otherwise shadow (python puts the script's directory first).
-_HERE = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE] + [str(_HERE)]
+from soak import WINDOW, flatness
 
-import argparse  # noqa: E402
-import collections  # noqa: E402
-import json  # noqa: E402
-import os  # noqa: E402
-import re  # noqa: E402
-import signal  # noqa: E402
-import statistics  # noqa: E402
-import subprocess  # noqa: E402
-import tempfile  # noqa: E402
-import threading  # noqa: E402
-import time  # noqa: E402
-
-from soak import WINDOW, flatness  # noqa: E402
-
-import essa  # noqa: E402
-from essa.testing.ports import free_port  # noqa: E402
-from essa.testing.resources import sample  # noqa: E402
-from essa.util.memory import tune_heap  # noqa: E402
+import essa
+from essa.testing.ports import free_port
+from essa.testing.resources import sample
+from essa.util.memory import tune_heap
 
 NAME = "soak"
 #: Keys each epoch's ``remember`` calls spread their writes over (the argument's first 3 bytes: the epoch

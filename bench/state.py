@@ -41,13 +41,8 @@ import sys
 import tempfile
 import threading
 import time
-from pathlib import Path
 
 from essa.testing.ports import free_port
-
-# The standard library first: bench/http.py would shadow it (python puts the script's directory first).
-_HERE = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE] + [str(_HERE)]
 
 GUEST_WAT = """
 (module

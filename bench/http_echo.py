@@ -36,7 +36,7 @@ on the machine moves these numbers.
 Targets (issue 21): on the cluster with JSON bodies, >= 3,500 requests/s and
 >= 65 % of the direct client's (``http_vs_direct``), sequential p50 <= 1.0 ms.
 
-Usage: python bench/http.py [--mode embedded|cluster|both] [--body json|raw] [--concurrency 32] [--seconds 5]
+Usage: python bench/http_echo.py [--mode embedded|cluster|both] [--body json|raw] [--concurrency 32] [--seconds 5]
        [--runs 3]
 """
 
@@ -57,11 +57,7 @@ import threading
 import time
 from pathlib import Path
 
-# The helpers beside this script (embedded.py) come after the standard library, which
-# bench/http.py would otherwise shadow (python puts the script's directory first).
-_HERE = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE] + [str(_HERE)]
-from embedded import ECHO_U64, ECHO_WAT, TYPED_ECHO_WAT, percentiles  # noqa: E402
+from embedded import ECHO_U64, ECHO_WAT, TYPED_ECHO_WAT, percentiles
 
 from essa.testing.ports import free_port
 
