@@ -72,6 +72,38 @@ def test_up_with_http_serves_the_cluster_and_a_second_server_stops_gracefully(se
     assert leftover == [], "processes of essa up still running"
 
 
+def test_up_passes_http_options_to_its_server(servers, wasm):
+    """`essa up --http-option max-requests=1`: while one call is served, the next request is answered 503."""
+    endpoint = f"tcp/127.0.0.1:{free_port()}"
+    up = servers.up("--executors", "1", "--listen", endpoint, "--http", f"127.0.0.1:{free_port()}",
+                    "--http-option", "max-requests=1")
+    c = ("--connect", endpoint, "--timeout", "60")
+    ok(essa("deploy", str(wasm), "--name", "memo", *c))
+    answers = []
+    gate = threading.Thread(target=lambda: answers.append(request(up.url, "POST", CALL.format("memo", "gate"))))
+    gate.start()
+    try:
+        wait_until(lambda: essa("state", "get", "-d", "memo", "started", *c).returncode == 0, "the gate call to start")
+        busy = request(up.url, "GET", "/healthz")
+        assert busy.status == 503 and "at most 1 requests at once (max-requests)" in busy.json()["error"]
+    finally:
+        ok(essa("state", "put", "-d", "memo", "release", "--type", "set", "go", *c))
+        gate.join()
+    assert [(a.status, a.body) for a in answers] == [(200, b"released")]
+    assert up.stop() == 0 and "Traceback" not in up.log_text()
+
+
+@pytest.mark.parametrize(("args", "problem"), [
+    (("--http-option", "max-requests=1"), "--http-option needs --http"),
+    (("--http", "127.0.0.1:1", "--http-option", "nope=1"),
+     "the http trigger has no option 'nope' (options: max-requests, max-connections,"),
+    (("--http", "127.0.0.1:1", "--http-option", "max-requests"), "'max-requests' is not KEY=VALUE"),
+])
+def test_up_refuses_http_options_it_cannot_pass_before_starting_anything(args, problem):
+    refused = essa("up", "--listen", f"tcp/127.0.0.1:{free_port()}", *args)
+    assert refused.returncode == 2 and problem in refused.stderr and len(refused.stderr.splitlines()) == 1
+
+
 def test_without_executors_health_and_calls_are_503(servers, tmp_path):
     endpoint = f"tcp/127.0.0.1:{free_port()}"
     with open(tmp_path / "scheduler.log", "w") as log:

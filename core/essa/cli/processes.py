@@ -21,6 +21,7 @@ from essa.cli.options import (
     log_bounds,
     log_options,
     metrics_option,
+    parse_options,
     serve_metrics,
     size_value,
     split_endpoints,
@@ -112,6 +113,9 @@ def executor(settings: Settings, executor_id, listen, connect, scouting, zenoh_c
               help="Where the scheduler listens (with --secure, tcp/ is used as tls/).")
 @click.option("--http", metavar="HOST:PORT",
               help="Also answer HTTP there: an `essa serve` process for the cluster (needs essa-plugin-http).")
+@click.option("--http-option", "http_options", multiple=True, metavar="KEY=VALUE",
+              help="A setting of that HTTP server, as `essa serve --trigger-option` takes it (its keys: `essa "
+              "serve --help`), e.g. max-requests=200; repeatable, or comma-separated.")
 @click.option("--secure", is_flag=True,
               help="Mutual TLS between all processes, each with its own certificate, and access tokens checked "
               "by the scheduler and executors (CA and keys made in the security directory if missing).")
@@ -135,7 +139,7 @@ def executor(settings: Settings, executor_id, listen, connect, scouting, zenoh_c
 @log_options
 @click.pass_obj
 def up(settings: Settings, executors: int, schedulers: int, max_restarts: int, listen: str, http: str | None,
-       secure: bool, security_dir: str | None, metrics: bool, detach: bool, name: str | None, no_context: bool,
+       http_options: tuple[str, ...], secure: bool, security_dir: str | None, metrics: bool, detach: bool, name: str | None, no_context: bool,
        cache_size: str | None, log_size, log_call_size, log_total, **limit_flags) -> None:
     """Start a local cluster: a scheduler and N executors, as separate processes.
 
@@ -154,8 +158,7 @@ def up(settings: Settings, executors: int, schedulers: int, max_restarts: int, l
     limits, grants = limits_and_grants(**limit_flags)
     bounds = log_bounds(log_size, log_call_size, log_total)
     get_plugin_manager().engine_class(settings.engine).check_grants(grants)  # before starting anything
-    if http:
-        get_plugin_manager().trigger_class(DEFAULTS["trigger"])  # installed? (else: names the package)
+    server_options = _http_options(http, http_options)
     name = check_context_name(name) if name else ("local-secure" if secure else "local")
     verbose = logging.getLogger().level <= logging.INFO
     executor_args = limit_arguments(limits, grants) + log_arguments(bounds)
@@ -164,7 +167,9 @@ def up(settings: Settings, executors: int, schedulers: int, max_restarts: int, l
     if detach:
         argv = [*global_arguments(settings, int(verbose)), "up", "--executors", str(executors),
                 "--schedulers", str(schedulers), "--max-restarts", str(max_restarts), "--listen", listen,
-                "--name", name, *(["--http", http] if http else []), *(["--secure"] if secure else []),
+                "--name", name, *(["--http", http] if http else []),
+                *(arg for key, value in server_options.items() for arg in ("--http-option", f"{key}={value}")),
+                *(["--secure"] if secure else []),
                 *(["--security-dir", security_dir] if security_dir else []), *(["--metrics"] if metrics else []),
                 *(["--no-context"] if no_context else []), *executor_args]
         info, printed = services.start_cluster_in_background(argv, name)
@@ -176,8 +181,23 @@ def up(settings: Settings, executors: int, schedulers: int, max_restarts: int, l
     sys.exit(services.run_cluster(executors, listen, settings.engine, settings.store, settings.store_options,
                                   int(verbose), executor_args=executor_args,
                                   scheduler_args=["--max-message-size", str(limits.max_message_bytes)], http=http,
+                                  http_options=server_options,
                                   secure=secure, security_dir=security_dir, name=name, metrics=metrics,
                                   context=not no_context, schedulers=schedulers, max_restarts=max_restarts))
+
+
+def _http_options(http: str | None, pairs: tuple[str, ...]) -> dict[str, str]:
+    """``--http-option`` pairs, their keys checked against the http trigger's (which must be installed with --http)."""
+    options = parse_options(pairs, "--http-option")
+    if options and not http:
+        raise click.UsageError("--http-option needs --http (the HTTP server it sets up)")
+    if http:
+        known = get_plugin_manager().trigger_class(DEFAULTS["trigger"]).option_help  # installed? (else: names it)
+        for key in options:
+            if key not in known:
+                raise click.BadParameter(f"the http trigger has no option {key!r} (options: {', '.join(known)})",
+                                         param_hint="--http-option")
+    return options
 
 
 def _cache_size(text: str | None) -> int:

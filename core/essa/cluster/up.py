@@ -161,6 +161,7 @@ def up(
     executor_args: Sequence[str] = (),
     scheduler_args: Sequence[str] = (),
     http: str | None = None,
+    http_options: Mapping[str, str] | None = None,
     secure: bool = False,
     security_dir: str | None = None,
     name: str | None = None,
@@ -175,21 +176,21 @@ def up(
 
     ``executor_args`` and ``scheduler_args`` are extra flags for those
     commands (limits and grants, see :func:`essa.cli.options.limit_arguments`).
-    With ``http`` (``HOST:PORT``) an ``essa serve`` process answers HTTP
-    there too. With ``secure`` (``listen`` then is a ``tls/`` endpoint) every
-    process gets its own certificate from the CA in ``security_dir`` (made
-    there if missing; see :mod:`essa.security.local`), and the scheduler and
-    executors check access tokens. With ``metrics`` each process serves its
-    Prometheus metrics on a free port of its own. ``name`` (default ``local``,
-    ``local-secure``) names the cluster; ``log`` is where its output goes
-    (said in the state file). Once every process is ready, ``on_ready`` gets
-    the cluster (and returns a line to print, or ``None``); ``on_stop`` gets
-    it when it stops. The first scheduler listens at ``listen``, the others
-    at free ports of the same host; executors connect to all of them. Once
-    ready, a process that dies is restarted, at most ``max_restarts`` times
-    in a row (see :class:`~essa.cluster.supervise.Supervisor`). Returns a
-    non-zero status if a process died before the cluster was ready, or one
-    was given up on.
+    With ``http`` (``HOST:PORT``) an ``essa serve`` process answers HTTP there
+    too, with ``http_options`` as its ``--trigger-option`` settings. With
+    ``secure`` (``listen`` then is a ``tls/`` endpoint) every process gets its
+    own certificate from the CA in ``security_dir`` (made there if missing;
+    see :mod:`essa.security.local`), and the scheduler and executors check
+    access tokens. With ``metrics`` each process serves its Prometheus metrics
+    on a free port of its own. ``name`` (default ``local``, ``local-secure``)
+    names the cluster; ``log`` is where its output goes (said in the state
+    file). Once every process is ready, ``on_ready`` gets the cluster (and
+    returns a line to print, or ``None``); ``on_stop`` gets it when it stops.
+    The first scheduler listens at ``listen``, the others at free ports of the
+    same host; executors connect to all of them. Once ready, a process that
+    dies is restarted, at most ``max_restarts`` times in a row (see
+    :class:`~essa.cluster.supervise.Supervisor`). Returns a non-zero status if
+    a process died before the cluster was ready, or one was given up on.
     """
     name = name or ("local-secure" if secure else "local")
     log = log or os.environ.get(LOG_ENV)
@@ -238,8 +239,10 @@ def up(
             start(f"executor {i}", [*base, "executor", str(i), *connect, *executor_args])
         if http:
             # Its requests in flight get 10 s to finish when stopping: within the 15 s the children get below.
+            settings = [arg for key, value in (http_options or {}).items()
+                        for arg in ("--trigger-option", f"{key}={value}")]
             start("http", [*essa, "serve", "--connect", listen, "--listen", http, "--timeout", "60",
-                           "--shutdown-timeout", "10", *scheduler_args], serves_metrics=False)
+                           "--shutdown-timeout", "10", *scheduler_args, *settings], serves_metrics=False)
             if metrics:
                 metrics_urls["http"] = f"http://{http}/metrics"
         if metrics:  # essa up's own: its restarts
