@@ -268,9 +268,11 @@ class Executor:
         stage is short (its function's last stage ran within
         :attr:`spread_after`), that thread runs them itself: waking a worker
         costs more than such a stage on a busy machine. It stops after
-        :attr:`receiver_budget` seconds, the workers taking the rest (and the
-        stages those make ready), so more inputs are received soon whatever
-        a stage does; a function never seen, or slow last time, starts on a worker.
+        :attr:`receiver_budget` seconds or after a stage slower than
+        :attr:`spread_after`, the workers taking the rest (and the stages
+        those make ready): more inputs wait at most for one stage that was
+        short last time. A function never seen, or slow last time, starts on
+        a worker.
         """
         admitted = collections.deque(request for request in requests if self._admit(request))
         if not admitted:
