@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import socket
+import textwrap
 
 from essa.util.ports import LOWEST, _ephemeral_start, free_port
 
@@ -33,3 +35,47 @@ def test_a_port_something_listens_on_is_not_handed_out(monkeypatch):
         monkeypatch.setattr(ports, "_random", Picks())
         monkeypatch.setattr(ports, "_given", [])
         assert free_port() == free
+
+
+def test_a_port_handed_to_one_process_is_not_handed_to_another(monkeypatch, tmp_path):
+    import subprocess
+    import sys
+
+    from essa.util import ports
+
+    monkeypatch.setattr(ports, "_reservations", lambda: tmp_path / "reserved")
+    monkeypatch.setattr(ports, "_given", [])
+    with socket.socket() as a, socket.socket() as b:
+        a.bind(("127.0.0.1", 0))
+        b.bind(("127.0.0.1", 0))
+        first, second = a.getsockname()[1], b.getsockname()[1]
+    picks = iter([first])
+
+    class Picks:
+        def randint(self, low, high):
+            return next(picks)
+
+    monkeypatch.setattr(ports, "_random", Picks())
+    assert free_port() == first
+    # Another process (its own list of ports given) picks the same port first, then another one.
+    child = textwrap.dedent(f"""
+        from pathlib import Path
+        from essa.util import ports
+        picks = iter([{first}, {second}])
+        class Picks:
+            def randint(self, low, high):
+                return next(picks)
+        ports._random = Picks()
+        ports._reservations = lambda: Path({str(tmp_path / "reserved")!r})
+        print(ports.free_port())
+    """)
+    answer = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, timeout=60)
+    assert answer.returncode == 0, answer.stderr
+    assert int(answer.stdout) == second
+    # A reservation past its time is taken over.
+    old = ports.RESERVED_FOR + 1
+    path = tmp_path / "reserved" / str(second)
+    os.utime(path, (path.stat().st_atime - old, path.stat().st_mtime - old))
+    picks = iter([second])
+    monkeypatch.setattr(ports, "_given", [])
+    assert free_port() == second
