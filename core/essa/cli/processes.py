@@ -139,8 +139,9 @@ def executor(settings: Settings, executor_id, listen, connect, scouting, zenoh_c
 @log_options
 @click.pass_obj
 def up(settings: Settings, executors: int, schedulers: int, max_restarts: int, listen: str, http: str | None,
-       http_options: tuple[str, ...], secure: bool, security_dir: str | None, metrics: bool, detach: bool, name: str | None, no_context: bool,
-       cache_size: str | None, log_size, log_call_size, log_total, **limit_flags) -> None:
+       http_options: tuple[str, ...], secure: bool, security_dir: str | None, metrics: bool, detach: bool,
+       name: str | None, no_context: bool, cache_size: str | None, log_size, log_call_size, log_total,
+       **limit_flags) -> None:
     """Start a local cluster: a scheduler and N executors, as separate processes.
 
     Once every process is ready, prints where they are and how to connect,
