@@ -17,6 +17,7 @@ function whose keys depend on its arguments declares them or gets none.
 
 from __future__ import annotations
 
+import itertools
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import ClassVar
@@ -29,6 +30,8 @@ MAX_CALL_KEYS = 16
 MAX_EXECUTOR_KEYS = 100_000
 #: Most functions whose keys are remembered.
 MAX_FUNCTIONS = 10_000
+#: Numbers the reports of keys read, in the order they arrive (which executor read a key last).
+_read_order = itertools.count(1)
 
 
 @dataclass
@@ -44,13 +47,15 @@ class ExecutorState:
     placed: int = 0
     #: Modules this executor has run (so it has them compiled).
     modules: set[str] = field(default_factory=set)
-    #: State keys (:func:`key_id`) this executor's calls read lately, least recent first: likely cached there.
-    keys: OrderedDict[str, None] = field(default_factory=OrderedDict)
+    #: State keys (:func:`key_id`) this executor's calls read lately, least recent first: likely cached there;
+    #: each with when it was read last, in the order of all executors' reports.
+    keys: OrderedDict[str, int] = field(default_factory=OrderedDict)
 
     def touched(self, keys: list[str]) -> None:
         """This executor's call read ``keys`` (ids from :func:`key_id`)."""
+        when = next(_read_order)
         for key in keys:
-            self.keys[key] = None
+            self.keys[key] = when
             self.keys.move_to_end(key)
         while len(self.keys) > MAX_EXECUTOR_KEYS:
             self.keys.popitem(last=False)
@@ -77,12 +82,15 @@ class Placement:
     flight (this scheduler's, plus the other schedulers' as last reported by
     the executor), plus :attr:`cold_penalty` if it has not loaded the module
     yet, minus :attr:`locality_weight` times the share of the call's keys it
-    read lately; ties go to the executor used least. So locality can win over
-    at most :attr:`locality_weight` calls of extra load: a busy executor loses
-    the calls whose keys it caches to an idle one (which then caches them).
-    Every :attr:`explore_every`-th call with keys is placed by load alone
-    (Cloudburst's share of random picks, made deterministic): hot keys reach
-    other executors' caches before their first executor gets busy.
+    read lately; ties go to the executor whose calls read one of the keys last
+    (so a function's calls stay with the freshest cache even when both
+    executors read its keys once), then to the executor used least. So
+    locality can win over at most :attr:`locality_weight` calls of extra load:
+    a busy executor loses the calls whose keys it caches to an idle one (which
+    then caches them). Every :attr:`explore_every`-th call with keys is placed
+    by load alone (Cloudburst's share of random picks, made deterministic):
+    hot keys reach other executors' caches before their first executor gets
+    busy.
     """
 
     name: ClassVar[str] = "least-loaded"
@@ -113,11 +121,16 @@ class Placement:
             )
         share = self.locality_weight / len(keys)
 
-        def score(e: ExecutorState) -> tuple[float, int]:
+        def score(e: ExecutorState) -> tuple[float, int, int]:
             cached = e.keys
-            hits = sum(1 for k in keys if k in cached)
+            hits = last = 0
+            for k in keys:
+                when = cached.get(k)
+                if when is not None:
+                    hits += 1
+                    last = max(last, when)
             load = e.in_flight + e.others + (0 if module in e.modules else self.cold_penalty)
-            return load - share * hits, e.placed
+            return load - share * hits, -last, e.placed
 
         return min(executors, key=score)
 

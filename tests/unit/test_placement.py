@@ -61,3 +61,16 @@ def test_one_call_with_keys_in_explore_every_is_placed_by_load_alone():
     chosen = [placement.choose(es, request(keys=["a"])).id for _ in range(3 * Placement.explore_every)]
     assert chosen.count("1") == 3  # the idle executor gets a share, and so a cache of the hot key
     assert all(chosen[i] == "1" for i in range(Placement.explore_every - 1, len(chosen), Placement.explore_every))
+
+
+def test_when_two_executors_read_the_keys_the_last_reader_gets_the_call():
+    """Both executors read a function's key once (its first two calls alternated): its calls then stay with the
+    executor that read it last, however many calls each ran, and follow the next read."""
+    es = executors(0, 0)
+    es[1].placed = 5  # used more: without the keys it would lose the tie
+    es[0].touched([key_id("ns", "a")])
+    es[1].touched([key_id("ns", "a")])
+    assert Placement().choose(es, request(keys=["a"])).id == "1"
+    es[0].touched([key_id("ns", "a")])
+    assert Placement().choose(es, request(keys=["a"])).id == "0"
+    assert Placement().choose(es, request(keys=["b"])).id == "0"  # nobody read b: the one used least
