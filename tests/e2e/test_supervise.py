@@ -135,6 +135,9 @@ def test_a_process_that_keeps_dying_is_given_up_on_and_the_others_run_on(essa_ho
             and "exited with signal 9 (SIGKILL), 2 times in a row within 30 s of its start: given up on it "
                 "(the rest of the cluster runs on)" in text), text
     assert "Traceback" not in text
+    while not state(essa_home, "loop")["processes"][-1].get("given_up"):  # saved just after the line is printed
+        assert time.monotonic() < deadline, state(essa_home, "loop")
+        time.sleep(0.1)
     cluster = state(essa_home, "loop")
     assert cluster["processes"][-1]["name"] == "executor 1" and cluster["processes"][-1]["given_up"]
     assert alive(cluster["pid"]) and all(alive(p["pid"]) for p in cluster["processes"][:-1])

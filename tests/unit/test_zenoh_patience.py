@@ -36,7 +36,13 @@ def test_messages_for_a_subscriber_that_appears_later_arrive_in_order(zenoh_pair
 
 def test_without_patience_such_messages_are_dropped(zenoh_pair):
     a, b = zenoh_pair
+    fence = threading.Event()
+    b.subscribe("essa/inbox/fence", lambda message: fence.set())
     a.publish("essa/inbox/gone", {"n": 0})
+    # Messages from a reach b in order: once a later one has, the first was dropped (no subscriber yet), not
+    # merely still on its way (it would then find the subscription made below).
+    a.publish("essa/inbox/fence", {"n": -1}, patient=True)
+    assert fence.wait(DEADLINE)
     received, _arrived = subscribe(b, "essa/inbox/gone")
     a.publish("essa/inbox/gone", {"n": 1}, patient=True)  # the subscription exists now: this one arrives
     deadline = time.monotonic() + DEADLINE
