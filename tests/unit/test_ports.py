@@ -43,12 +43,10 @@ def test_a_port_handed_to_one_process_is_not_handed_to_another(monkeypatch, tmp_
 
     from essa.util import ports
 
+    # Below the ephemeral range (no outgoing connection takes them) and reserved against other test runs.
+    first, second = free_port(), free_port()
     monkeypatch.setattr(ports, "_reservations", lambda: tmp_path / "reserved")
     monkeypatch.setattr(ports, "_given", [])
-    with socket.socket() as a, socket.socket() as b:
-        a.bind(("127.0.0.1", 0))
-        b.bind(("127.0.0.1", 0))
-        first, second = a.getsockname()[1], b.getsockname()[1]
     picks = iter([first])
 
     class Picks:
